@@ -1,0 +1,109 @@
+//! The composition root: builds the concrete adapters from settings and
+//! hands the services their ports. The only code that names `Store`.
+
+use std::sync::Arc;
+
+use leadline_store::{redact_url, ConnectError, MigrateError, MigrateOp, Store, StoreSettings};
+use secrecy::ExposeSecret;
+
+use crate::{AgentService, LeadService, Services, TenantService};
+
+/// Wiring failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Pending migrations could not be applied.
+    #[error("{0}; run `leadline migrate` as the schema owner (database.migration_url)")]
+    Migrate(#[from] MigrateError),
+}
+
+/// The wired application and the resources it must release on shutdown.
+#[derive(Debug)]
+pub struct Composition {
+    /// What the driving adapters use.
+    pub services: Services,
+    store: Store,
+}
+
+impl Composition {
+    /// Wires services over an already-open store (tests use this with an
+    /// in-memory SQLite store or a PostgreSQL service-role store).
+    #[must_use]
+    pub fn from_store(store: Store) -> Self {
+        let services = Services {
+            tenants: TenantService::new(Arc::new(store.clone())),
+            agents: AgentService::new(Arc::new(store.clone())),
+            leads: LeadService::new(Arc::new(store.clone())),
+            health: Arc::new(store.clone()),
+        };
+        Self { services, store }
+    }
+
+    /// The store, for operations the CLI runs directly (migrations, roles).
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Releases the pool: lent connections are awaited, then closed.
+    pub async fn shutdown(&self) {
+        self.store.close().await;
+    }
+}
+
+/// Opens the store, applies pending migrations when `migrate` is set, and
+/// wires the services.
+///
+/// Migrations run on a separate one-connection pool (PostgreSQL takes an
+/// advisory lock on it, so instances starting together migrate in turn), as
+/// `database.migration_url` when given. Nothing is migrated when nothing is
+/// pending, so a service role without DDL rights starts fine.
+///
+/// # Errors
+/// [`ComposeError`].
+pub async fn compose(settings: &StoreSettings, migrate: bool) -> Result<Composition, ComposeError> {
+    let store = Store::connect(settings).await?;
+    tracing::info!(url = %redact_url(settings.url.expose_secret()), backend = store.backend().name(), "database connected");
+    if migrate {
+        let pending = store.migration_status().await?.iter().filter(|m| !m.applied).count();
+        if pending > 0 {
+            let url = settings.migration_url.as_ref().unwrap_or(&settings.url).expose_secret();
+            // An in-memory SQLite database exists only on the store's own
+            // connection, so it must be migrated there.
+            let runner = if url.contains(":memory:") || url.contains("mode=memory") {
+                store.clone()
+            } else {
+                Store::connect_for_migrations(url, settings).await?
+            };
+            let status = runner.migrate(MigrateOp::Up).await?;
+            tracing::info!(applied = pending, total = status.len(), "migrations applied");
+        }
+    }
+    Ok(Composition::from_store(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn composes_on_in_memory_sqlite_and_migrates() {
+        let settings = StoreSettings::for_url("sqlite::memory:");
+        let composition = compose(&settings, true).await.expect("composes");
+        let status = composition.store().migration_status().await.expect("status");
+        assert!(!status.is_empty() && status.iter().all(|m| m.applied), "{status:?}");
+        assert_eq!(composition.services.health.backend(), "sqlite");
+        composition.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_url_is_reported_without_leaking_it() {
+        let settings = StoreSettings::for_url("mysql://root:hunter2@db/x");
+        let err = compose(&settings, true).await.expect_err("unsupported");
+        let text = err.to_string();
+        assert!(text.contains("database.url"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}

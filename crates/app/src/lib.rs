@@ -1,0 +1,15 @@
+//! leadline's application layer: use cases over the ports, and the
+//! composition root.
+//!
+//! Services hold their ports as `Arc<dyn Port>`, so any adapter (or a
+//! mockall mock in tests) plugs in without generics spreading through the
+//! HTTP state. [`compose`] is the one place that names concrete adapters.
+
+mod compose;
+mod services;
+
+pub use compose::{compose, Composition, ComposeError};
+pub use services::{AgentService, CreatedTenant, LeadService, Services, TenantService};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! Use cases. Validation already happened at the edge (the domain's value
+//! types); what remains here is orchestration: key generation, auth, and
+//! later caching and events around the repositories.
+
+use std::sync::Arc;
+
+use leadline_domain::{
+    Agent, AgentId, ApiKeyToken, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Lead,
+    LeadId, ListLeadsQuery, Page, PageLimit, Tenant, TenantId, UpdateAgentRequest,
+    UpdateLeadRequest,
+};
+use leadline_ports::{
+    AgentRepository, AuthenticateError, CreateAgentError, CreateLeadError, CreateTenantError,
+    GetAgentError, GetLeadError, GetTenantError, HealthCheck, LeadRepository, ListAgentsError,
+    ListLeadsError, TenantRepository, UpdateAgentError, UpdateLeadError,
+};
+use rand::RngCore;
+
+/// Every service, as the driving adapters (HTTP, CLI) use them. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    /// Tenants and API keys.
+    pub tenants: TenantService,
+    /// Agents.
+    pub agents: AgentService,
+    /// Leads.
+    pub leads: LeadService,
+    /// The store's health, for readiness probes.
+    pub health: Arc<dyn HealthCheck>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").field("backend", &self.health.backend()).finish_non_exhaustive()
+    }
+}
+
+/// A new tenant and its first API key. The key's text is shown to the user
+/// once and never stored.
+#[derive(Debug)]
+pub struct CreatedTenant {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its first API key.
+    pub api_key: ApiKeyToken,
+}
+
+/// Tenants and their API keys.
+#[derive(Clone)]
+pub struct TenantService {
+    repo: Arc<dyn TenantRepository>,
+}
+
+fn new_token(tenant: TenantId) -> ApiKeyToken {
+    let mut secret = [0u8; 24];
+    // ThreadRng is a CSPRNG seeded from the OS.
+    rand::rng().fill_bytes(&mut secret);
+    ApiKeyToken::from_random(tenant, secret)
+}
+
+impl TenantService {
+    /// Wraps a repository.
+    #[must_use]
+    pub fn new(repo: Arc<dyn TenantRepository>) -> Self {
+        Self { repo }
+    }
+
+    /// Creates a tenant with a fresh API key.
+    ///
+    /// # Errors
+    /// [`CreateTenantError::DuplicateSlug`] and the store's failures.
+    pub async fn create(&self, req: &CreateTenantRequest) -> Result<CreatedTenant, CreateTenantError> {
+        let id = TenantId::new();
+        let api_key = new_token(id);
+        let tenant = self.repo.create(id, req, api_key.hash()).await?;
+        Ok(CreatedTenant { tenant, api_key })
+    }
+
+    /// Issues another API key for an existing tenant.
+    ///
+    /// # Errors
+    /// [`GetTenantError::NotFound`] and the store's failures.
+    pub async fn issue_key(&self, tenant: TenantId) -> Result<ApiKeyToken, GetTenantError> {
+        let api_key = new_token(tenant);
+        self.repo.add_api_key(tenant, api_key.hash()).await?;
+        Ok(api_key)
+    }
+
+    /// Resolves a bearer token to its tenant. A malformed token is refused
+    /// without touching the store.
+    ///
+    /// # Errors
+    /// [`AuthenticateError::InvalidKey`] and the store's failures.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Tenant, AuthenticateError> {
+        let token = ApiKeyToken::parse(bearer).map_err(|_| AuthenticateError::InvalidKey)?;
+        self.repo.authenticate(token.tenant_id(), token.hash()).await
+    }
+
+    /// Reads a tenant.
+    ///
+    /// # Errors
+    /// [`GetTenantError::NotFound`] and the store's failures.
+    pub async fn get(&self, tenant: TenantId) -> Result<Tenant, GetTenantError> {
+        self.repo.get(tenant).await
+    }
+}
+
+/// Agents of a tenant.
+#[derive(Clone)]
+pub struct AgentService {
+    repo: Arc<dyn AgentRepository>,
+}
+
+impl AgentService {
+    /// Wraps a repository.
+    #[must_use]
+    pub fn new(repo: Arc<dyn AgentRepository>) -> Self {
+        Self { repo }
+    }
+
+    /// Creates an agent.
+    ///
+    /// # Errors
+    /// See [`AgentRepository::create`].
+    pub async fn create(&self, tenant: TenantId, req: &CreateAgentRequest) -> Result<Agent, CreateAgentError> {
+        self.repo.create(tenant, req).await
+    }
+
+    /// Reads an agent.
+    ///
+    /// # Errors
+    /// See [`AgentRepository::get`].
+    pub async fn get(&self, tenant: TenantId, id: AgentId) -> Result<Agent, GetAgentError> {
+        self.repo.get(tenant, id).await
+    }
+
+    /// Lists agents.
+    ///
+    /// # Errors
+    /// See [`AgentRepository::list`].
+    pub async fn list(&self, tenant: TenantId, limit: PageLimit, after: Option<AgentId>) -> Result<Page<Agent>, ListAgentsError> {
+        self.repo.list(tenant, limit, after).await
+    }
+
+    /// Updates an agent.
+    ///
+    /// # Errors
+    /// See [`AgentRepository::update`].
+    pub async fn update(&self, tenant: TenantId, id: AgentId, req: &UpdateAgentRequest) -> Result<Agent, UpdateAgentError> {
+        self.repo.update(tenant, id, req).await
+    }
+}
+
+/// Leads of a tenant.
+#[derive(Clone)]
+pub struct LeadService {
+    repo: Arc<dyn LeadRepository>,
+}
+
+impl LeadService {
+    /// Wraps a repository.
+    #[must_use]
+    pub fn new(repo: Arc<dyn LeadRepository>) -> Self {
+        Self { repo }
+    }
+
+    /// Creates a lead.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::create`].
+    pub async fn create(&self, tenant: TenantId, req: &CreateLeadRequest) -> Result<Lead, CreateLeadError> {
+        self.repo.create(tenant, req).await
+    }
+
+    /// Reads a lead.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::get`].
+    pub async fn get(&self, tenant: TenantId, id: LeadId) -> Result<Lead, GetLeadError> {
+        self.repo.get(tenant, id).await
+    }
+
+    /// Lists leads.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::list`].
+    pub async fn list(&self, tenant: TenantId, query: &ListLeadsQuery) -> Result<Page<Lead>, ListLeadsError> {
+        self.repo.list(tenant, query).await
+    }
+
+    /// Updates a lead.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::update`].
+    pub async fn update(&self, tenant: TenantId, id: LeadId, req: &UpdateLeadRequest) -> Result<Lead, UpdateLeadError> {
+        self.repo.update(tenant, id, req).await
+    }
+}

@@ -1,0 +1,122 @@
+//! Use-case tests: mockall mocks for the error paths, the in-memory SQLite
+//! store for the happy paths.
+
+use std::sync::Arc;
+
+use leadline_domain::{
+    AgentRole, ApiKeyToken, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, DisplayName,
+    Email, LeadStatus, ListLeadsQuery, Metadata, PersonName, Slug, Tags, TenantId,
+    UpdateLeadRequest,
+};
+use leadline_ports::{
+    AuthenticateError, CreateTenantError, GetLeadError, MockLeadRepository, MockTenantRepository,
+    Unavailable, UpdateLeadError,
+};
+use leadline_store::StoreSettings;
+
+use crate::{compose, LeadService, TenantService};
+
+fn tenant_request(slug: &str) -> CreateTenantRequest {
+    CreateTenantRequest {
+        slug: Slug::parse(slug).expect("valid slug"),
+        name: DisplayName::new("Acme Inc").expect("valid name"),
+    }
+}
+
+fn lead_request() -> CreateLeadRequest {
+    CreateLeadRequest {
+        first_name: PersonName::new("Grace").expect("valid"),
+        last_name: PersonName::new("Hopper").expect("valid"),
+        email: Some(Email::parse("grace@navy.example").expect("valid")),
+        phone: None,
+        company: None,
+        source: None,
+        status: LeadStatus::New,
+        assigned_agent_id: None,
+        tags: Tags::parse(&["vip"]).expect("valid"),
+        metadata: Metadata::default(),
+    }
+}
+
+#[tokio::test]
+async fn duplicate_slug_is_reported_as_such() {
+    let mut repo = MockTenantRepository::new();
+    repo.expect_create().returning(|_, _, _| Err(CreateTenantError::DuplicateSlug));
+    let service = TenantService::new(Arc::new(repo));
+    let err = service.create(&tenant_request("acme")).await.expect_err("duplicate");
+    assert!(matches!(err, CreateTenantError::DuplicateSlug));
+}
+
+#[tokio::test]
+async fn malformed_key_never_reaches_the_store() {
+    let mut repo = MockTenantRepository::new();
+    repo.expect_authenticate().never();
+    let service = TenantService::new(Arc::new(repo));
+    let err = service.authenticate("not-a-key").await.expect_err("malformed");
+    assert!(matches!(err, AuthenticateError::InvalidKey));
+}
+
+#[tokio::test]
+async fn well_formed_key_is_looked_up_by_its_tenant_and_hash() {
+    let tenant = TenantId::new();
+    let token = ApiKeyToken::from_random(tenant, [3; 24]);
+    let hash = token.hash();
+    let mut repo = MockTenantRepository::new();
+    repo.expect_authenticate()
+        .withf(move |t, h| *t == tenant && *h == hash)
+        .times(1)
+        .returning(|_, _| Err(AuthenticateError::InvalidKey));
+    let service = TenantService::new(Arc::new(repo));
+    assert!(matches!(service.authenticate(token.expose()).await, Err(AuthenticateError::InvalidKey)));
+}
+
+#[tokio::test]
+async fn store_down_surfaces_as_unavailable_not_unknown() {
+    let mut repo = MockLeadRepository::new();
+    repo.expect_get().returning(|_, _| Err(GetLeadError::Unavailable(Unavailable("pool timed out".into()))));
+    repo.expect_update().returning(|_, _, _| Err(UpdateLeadError::Conflict { current: 4 }));
+    let service = LeadService::new(Arc::new(repo));
+    let tenant = TenantId::new();
+    let id = leadline_domain::LeadId::new();
+    assert!(matches!(service.get(tenant, id).await, Err(GetLeadError::Unavailable(_))));
+    let req = UpdateLeadRequest { expected_version: 1, ..Default::default() };
+    assert!(matches!(service.update(tenant, id, &req).await, Err(UpdateLeadError::Conflict { current: 4 })));
+}
+
+#[tokio::test]
+async fn happy_path_on_in_memory_sqlite() {
+    let composition = compose(&StoreSettings::for_url("sqlite::memory:"), true).await.expect("composes");
+    let s = &composition.services;
+
+    let created = s.tenants.create(&tenant_request("acme")).await.expect("tenant");
+    let authed = s.tenants.authenticate(created.api_key.expose()).await.expect("own key works");
+    assert_eq!(authed.id, created.tenant.id);
+    let second = s.tenants.issue_key(created.tenant.id).await.expect("second key");
+    assert_eq!(s.tenants.authenticate(second.expose()).await.expect("second key works").id, created.tenant.id);
+
+    let tenant = created.tenant.id;
+    let agent = s
+        .agents
+        .create(tenant, &CreateAgentRequest {
+            name: DisplayName::new("Ada").expect("valid"),
+            email: Email::parse("ada@acme.example").expect("valid"),
+            role: AgentRole::Agent,
+        })
+        .await
+        .expect("agent");
+    let mut req = lead_request();
+    req.assigned_agent_id = Some(agent.id);
+    let lead = s.leads.create(tenant, &req).await.expect("lead");
+    assert_eq!(s.leads.get(tenant, lead.id).await.expect("read back"), lead);
+
+    let page = s.leads.list(tenant, &ListLeadsQuery::default()).await.expect("list");
+    assert_eq!(page.items, vec![lead.clone()]);
+
+    let moved = s
+        .leads
+        .update(tenant, lead.id, &UpdateLeadRequest { expected_version: 1, status: Some(LeadStatus::Contacted), ..Default::default() })
+        .await
+        .expect("update");
+    assert_eq!((moved.status, moved.version), (LeadStatus::Contacted, 2));
+    composition.shutdown().await;
+}

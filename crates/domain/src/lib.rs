@@ -1,0 +1,27 @@
+//! leadline's domain: the types and rules every other crate speaks in.
+//!
+//! This crate is the centre of the hexagon. It does no I/O and depends on no
+//! runtime, database, cache or web framework: values are validated once, at the
+//! edge, into the newtypes defined here, and every rule that does not need
+//! storage (lead status transitions, version checks) lives beside its type.
+
+pub mod agent;
+pub mod api_key;
+pub mod ids;
+pub mod lead;
+pub mod page;
+pub mod tenant;
+pub mod value;
+
+pub use agent::{Agent, AgentRole, CreateAgentRequest, UpdateAgentRequest};
+pub use api_key::{ApiKeyHash, ApiKeyToken, ParseApiKeyError};
+pub use ids::{AgentId, ApiKeyId, LeadId, ParseIdError, TenantId};
+pub use lead::{
+    CreateLeadRequest, Lead, LeadStatus, ListLeadsQuery, Metadata, UpdateLeadRejected,
+    UpdateLeadRequest,
+};
+pub use page::{Page, PageLimit};
+pub use tenant::{CreateTenantRequest, Tenant};
+pub use value::{
+    CompanyName, DisplayName, Email, PersonName, Phone, Slug, Source, Tag, Tags, ValueError,
+};

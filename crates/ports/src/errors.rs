@@ -1,0 +1,115 @@
+//! One error enum per port operation.
+//!
+//! Adapters must return:
+//! - the named business variant when the outcome is a business fact
+//!   (a missing row, a unique-key clash, a stale version);
+//! - `Unavailable` when the backend could not be reached or a connection
+//!   could not be had in time (the caller may retry later);
+//! - `Unknown` for everything else, with the cause attached.
+
+use leadline_domain::{LeadStatus, TenantId};
+
+/// The backend was unreachable or saturated. Carries a short reason for logs.
+#[derive(Debug, thiserror::Error)]
+#[error("storage unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+macro_rules! common_variants {
+    ($name:ident { $($body:tt)* }) => {
+        #[doc = concat!("Failure of the `", stringify!($name), "` operation; see the module docs for when each variant is returned.")]
+        #[derive(Debug, thiserror::Error)]
+        pub enum $name {
+            $($body)*
+            /// The backend could not be reached in time.
+            #[error(transparent)]
+            Unavailable(#[from] Unavailable),
+            /// Anything else: a bug or an unexpected backend failure.
+            #[error(transparent)]
+            Unknown(#[from] anyhow::Error),
+        }
+    };
+}
+
+common_variants!(CreateTenantError {
+    /// Another tenant has this slug.
+    #[error("a tenant with this slug already exists")]
+    DuplicateSlug,
+});
+
+common_variants!(GetTenantError {
+    /// No such tenant.
+    #[error("tenant {0} not found")]
+    NotFound(TenantId),
+});
+
+common_variants!(AuthenticateError {
+    /// The key is unknown, revoked, or names another tenant.
+    #[error("invalid API key")]
+    InvalidKey,
+});
+
+common_variants!(CreateAgentError {
+    /// Another agent of the tenant has this email.
+    #[error("an agent with this email already exists")]
+    DuplicateEmail,
+});
+
+common_variants!(GetAgentError {
+    /// No such agent in this tenant.
+    #[error("agent not found")]
+    NotFound,
+});
+
+common_variants!(ListAgentsError {});
+
+common_variants!(UpdateAgentError {
+    /// No such agent in this tenant.
+    #[error("agent not found")]
+    NotFound,
+    /// The agent changed since the caller read it.
+    #[error("the agent is at version {current}")]
+    Conflict {
+        /// The version now stored.
+        current: i64,
+    },
+    /// Another agent of the tenant has this email.
+    #[error("an agent with this email already exists")]
+    DuplicateEmail,
+});
+
+common_variants!(CreateLeadError {
+    /// The assigned agent does not exist in this tenant.
+    #[error("assigned agent not found")]
+    AgentNotFound,
+});
+
+common_variants!(GetLeadError {
+    /// No such lead in this tenant.
+    #[error("lead not found")]
+    NotFound,
+});
+
+common_variants!(ListLeadsError {});
+
+common_variants!(UpdateLeadError {
+    /// No such lead in this tenant.
+    #[error("lead not found")]
+    NotFound,
+    /// The lead changed since the caller read it.
+    #[error("the lead is at version {current}")]
+    Conflict {
+        /// The version now stored.
+        current: i64,
+    },
+    /// The status move is not allowed.
+    #[error("a lead cannot move from {from} to {to}")]
+    InvalidTransition {
+        /// Current status.
+        from: LeadStatus,
+        /// Requested status.
+        to: LeadStatus,
+    },
+    /// The assigned agent does not exist in this tenant.
+    #[error("assigned agent not found")]
+    AgentNotFound,
+});

@@ -1,0 +1,30 @@
+//! leadline's ports: what the application needs from the outside world,
+//! expressed in domain types only.
+//!
+//! Adapters (the SeaORM store today, caches and the HTTP edge later)
+//! implement or drive these traits; the app crate holds them as
+//! `Arc<dyn Port>`. No adapter type (`DbErr`, `RedisError`, ORM models)
+//! appears in a signature here.
+//!
+//! Every tenant-scoped method takes the [`TenantId`] as a required argument:
+//! a query that forgets its tenant does not compile. The store adds
+//! PostgreSQL row-level security behind that as a second wall.
+//!
+//! Errors: one enum per operation. Business outcomes have named variants;
+//! `Unavailable` means the backing service could not be reached (callers
+//! answer 503 and may retry); `Unknown` is anything else and is a bug to be
+//! logged.
+//!
+//! [`TenantId`]: leadline_domain::TenantId
+
+mod errors;
+mod health;
+mod repositories;
+
+pub use errors::*;
+pub use health::{HealthCheck, HealthError, PoolStats};
+#[cfg(feature = "mock")]
+pub use health::MockHealthCheck;
+pub use repositories::{AgentRepository, LeadRepository, TenantRepository};
+#[cfg(feature = "mock")]
+pub use repositories::{MockAgentRepository, MockLeadRepository, MockTenantRepository};

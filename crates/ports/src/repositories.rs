@@ -1,0 +1,132 @@
+//! Repository ports. Each call is one unit of work: an adapter runs it in a
+//! single transaction, so a request pays for its tenant context once.
+
+use async_trait::async_trait;
+use leadline_domain::{
+    Agent, AgentId, ApiKeyHash, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Lead,
+    LeadId, ListLeadsQuery, Page, PageLimit, Tenant, TenantId, UpdateAgentRequest,
+    UpdateLeadRequest,
+};
+
+use crate::errors::{
+    AuthenticateError, CreateAgentError, CreateLeadError, CreateTenantError, GetAgentError,
+    GetLeadError, GetTenantError, ListAgentsError, ListLeadsError, UpdateAgentError,
+    UpdateLeadError,
+};
+
+/// Tenants and their API keys.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait TenantRepository: Send + Sync {
+    /// Creates a tenant with id `id` together with its first API key, in one
+    /// transaction: a tenant never exists without a way to reach it.
+    ///
+    /// # Errors
+    /// [`CreateTenantError::DuplicateSlug`] when the slug is taken.
+    async fn create(
+        &self,
+        id: TenantId,
+        req: &CreateTenantRequest,
+        first_key: ApiKeyHash,
+    ) -> Result<Tenant, CreateTenantError>;
+
+    /// Reads a tenant.
+    ///
+    /// # Errors
+    /// [`GetTenantError::NotFound`].
+    async fn get(&self, tenant: TenantId) -> Result<Tenant, GetTenantError>;
+
+    /// Finds the tenant owning the live key with this hash. The lookup runs
+    /// inside `tenant`'s own context, so a key can only ever resolve to the
+    /// tenant it names.
+    ///
+    /// # Errors
+    /// [`AuthenticateError::InvalidKey`] when no live key of `tenant` has this hash.
+    async fn authenticate(
+        &self,
+        tenant: TenantId,
+        key: ApiKeyHash,
+    ) -> Result<Tenant, AuthenticateError>;
+
+    /// Adds another API key to a tenant.
+    ///
+    /// # Errors
+    /// [`GetTenantError::NotFound`] when the tenant does not exist.
+    async fn add_api_key(&self, tenant: TenantId, key: ApiKeyHash) -> Result<(), GetTenantError>;
+}
+
+/// Agents of a tenant.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait AgentRepository: Send + Sync {
+    /// Creates an agent.
+    ///
+    /// # Errors
+    /// [`CreateAgentError::DuplicateEmail`] when the email is taken in this tenant.
+    async fn create(&self, tenant: TenantId, req: &CreateAgentRequest) -> Result<Agent, CreateAgentError>;
+
+    /// Reads an agent.
+    ///
+    /// # Errors
+    /// [`GetAgentError::NotFound`], also for another tenant's agent.
+    async fn get(&self, tenant: TenantId, id: AgentId) -> Result<Agent, GetAgentError>;
+
+    /// Lists agents by id (creation order), keyset-paginated after `after`.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn list(
+        &self,
+        tenant: TenantId,
+        limit: PageLimit,
+        after: Option<AgentId>,
+    ) -> Result<Page<Agent>, ListAgentsError>;
+
+    /// Applies a partial update if `req.expected_version` is current.
+    ///
+    /// # Errors
+    /// [`UpdateAgentError::NotFound`], [`UpdateAgentError::Conflict`],
+    /// [`UpdateAgentError::DuplicateEmail`].
+    async fn update(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        req: &UpdateAgentRequest,
+    ) -> Result<Agent, UpdateAgentError>;
+}
+
+/// Leads of a tenant.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait LeadRepository: Send + Sync {
+    /// Creates a lead.
+    ///
+    /// # Errors
+    /// [`CreateLeadError::AgentNotFound`] when the assigned agent is not in this tenant.
+    async fn create(&self, tenant: TenantId, req: &CreateLeadRequest) -> Result<Lead, CreateLeadError>;
+
+    /// Reads a lead.
+    ///
+    /// # Errors
+    /// [`GetLeadError::NotFound`], also for another tenant's lead.
+    async fn get(&self, tenant: TenantId, id: LeadId) -> Result<Lead, GetLeadError>;
+
+    /// Lists leads newest first with filters, keyset-paginated.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn list(&self, tenant: TenantId, query: &ListLeadsQuery) -> Result<Page<Lead>, ListLeadsError>;
+
+    /// Applies a partial update under the domain's rules
+    /// ([`Lead::apply`](leadline_domain::Lead::apply)) if the version is current.
+    ///
+    /// # Errors
+    /// [`UpdateLeadError::NotFound`], [`UpdateLeadError::Conflict`],
+    /// [`UpdateLeadError::InvalidTransition`], [`UpdateLeadError::AgentNotFound`].
+    async fn update(
+        &self,
+        tenant: TenantId,
+        id: LeadId,
+        req: &UpdateLeadRequest,
+    ) -> Result<Lead, UpdateLeadError>;
+}

@@ -1,0 +1,95 @@
+use chrono::{DateTime, Utc};
+use leadline_domain::{
+    AgentId, CompanyName, Email, Lead, LeadId, Metadata, PersonName, Phone, Source, Tags, TenantId,
+};
+use sea_orm::entity::prelude::*;
+
+use super::corrupt;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "leads")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub company: Option<String>,
+    pub source: Option<String>,
+    pub status: String,
+    pub assigned_agent_id: Option<Uuid>,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub tags: Json,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub metadata: Json,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+fn opt<T, E: std::fmt::Display>(
+    value: Option<String>,
+    column: &str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> anyhow::Result<Option<T>> {
+    value.map(|v| parse(&v).map_err(|e| corrupt("leads", column, e))).transpose()
+}
+
+impl TryFrom<Model> for Lead {
+    type Error = anyhow::Error;
+    fn try_from(m: Model) -> Result<Self, Self::Error> {
+        let tags: Vec<String> = serde_json::from_value(m.tags).map_err(|e| corrupt("leads", "tags", e))?;
+        Ok(Self {
+            id: LeadId::from_uuid(m.id),
+            tenant_id: TenantId::from_uuid(m.tenant_id),
+            first_name: PersonName::new(&m.first_name).map_err(|e| corrupt("leads", "first_name", e))?,
+            last_name: PersonName::new(&m.last_name).map_err(|e| corrupt("leads", "last_name", e))?,
+            email: opt(m.email, "email", Email::parse)?,
+            phone: opt(m.phone, "phone", Phone::parse)?,
+            company: opt(m.company, "company", CompanyName::new)?,
+            source: opt(m.source, "source", Source::new)?,
+            status: m.status.parse().map_err(|e| corrupt("leads", "status", e))?,
+            assigned_agent_id: m.assigned_agent_id.map(AgentId::from_uuid),
+            tags: Tags::parse(&tags).map_err(|e| corrupt("leads", "tags", e))?,
+            metadata: Metadata::new(m.metadata).map_err(|e| corrupt("leads", "metadata", e))?,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            version: m.version,
+        })
+    }
+}
+
+pub(crate) fn tags_json(tags: &Tags) -> Json {
+    Json::Array(tags.as_slice().iter().map(|t| Json::String(t.as_str().to_owned())).collect())
+}
+
+impl From<&Lead> for ActiveModel {
+    fn from(l: &Lead) -> Self {
+        use sea_orm::ActiveValue::Set;
+        Self {
+            tenant_id: Set(l.tenant_id.as_uuid()),
+            id: Set(l.id.as_uuid()),
+            first_name: Set(l.first_name.to_string()),
+            last_name: Set(l.last_name.to_string()),
+            email: Set(l.email.as_ref().map(ToString::to_string)),
+            phone: Set(l.phone.as_ref().map(|p| p.as_str().to_owned())),
+            company: Set(l.company.as_ref().map(ToString::to_string)),
+            source: Set(l.source.as_ref().map(ToString::to_string)),
+            status: Set(l.status.as_str().to_owned()),
+            assigned_agent_id: Set(l.assigned_agent_id.map(|a| a.as_uuid())),
+            tags: Set(tags_json(&l.tags)),
+            metadata: Set(Json::Object(l.metadata.as_map().clone())),
+            created_at: Set(l.created_at),
+            updated_at: Set(l.updated_at),
+            version: Set(l.version),
+        }
+    }
+}

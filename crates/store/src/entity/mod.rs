@@ -1,0 +1,13 @@
+//! SeaORM entities: private to the store. Conversions to domain types live
+//! beside each one; a row that fails domain validation is reported as a
+//! data error, never silently fixed.
+
+pub(crate) mod agents;
+pub(crate) mod api_keys;
+pub(crate) mod leads;
+pub(crate) mod tenants;
+
+/// A stored value that no longer satisfies the domain's rules.
+pub(crate) fn corrupt(table: &str, column: &str, err: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("stored {table}.{column} is invalid: {err}")
+}

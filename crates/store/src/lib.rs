@@ -1,0 +1,29 @@
+//! leadline's store adapter: the ports' repositories on SeaORM, over
+//! PostgreSQL in production and SQLite as the embedded default.
+//!
+//! - [`Store`] owns the process's one pool ([`Store::connect`]), its stats,
+//!   health probe and shutdown.
+//! - Every repository call is one transaction. On PostgreSQL it begins with
+//!   `set_config('app.tenant_id', $tenant, true)`, which the row-level
+//!   security policies read; the explicit `tenant_id` filter in every query
+//!   is the first wall, RLS the second.
+//! - Driver errors are translated here; `DbErr` and the entities never leave
+//!   the crate.
+//! - [`Store::migrate`], [`Store::ensure_service_login`] and
+//!   [`Store::verify_service_login`] serve the CLI and the tests.
+
+mod entity;
+mod errors;
+mod health;
+mod migrate;
+mod pool;
+mod repo_agents;
+mod repo_leads;
+mod repo_tenants;
+mod roles;
+mod settings;
+
+pub use migrate::{MigrateError, MigrateOp, MigrationState};
+pub use pool::{redact_url, Backend, ConnectError, Store};
+pub use roles::RolesError;
+pub use settings::StoreSettings;

@@ -1,0 +1,127 @@
+//! [`AgentRepository`] on the store.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use leadline_domain::{Agent, AgentId, CreateAgentRequest, Page, PageLimit, TenantId, UpdateAgentRequest};
+use leadline_ports::{AgentRepository, CreateAgentError, GetAgentError, ListAgentsError, UpdateAgentError};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::{
+    entity::agents,
+    errors::{common, Failure},
+    Backend, Store,
+};
+
+/// Select one agent of `tenant`; the explicit tenant filter is the first
+/// wall, RLS the second.
+fn by_key(tenant: TenantId, id: AgentId) -> sea_orm::Select<agents::Entity> {
+    agents::Entity::find()
+        .filter(agents::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(agents::Column::Id.eq(id.as_uuid()))
+}
+
+#[async_trait]
+impl AgentRepository for Store {
+    async fn create(&self, tenant: TenantId, req: &CreateAgentRequest) -> Result<Agent, CreateAgentError> {
+        let now = Utc::now();
+        let agent = Agent {
+            id: AgentId::new(),
+            tenant_id: tenant,
+            name: req.name.clone(),
+            email: req.email.clone(),
+            role: req.role,
+            active: true,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let result: Result<(), Failure> = async {
+            let txn = self.begin(tenant).await?;
+            agents::Entity::insert(agents::ActiveModel::from(&agent)).exec_without_returning(&txn).await?;
+            txn.commit().await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(agent),
+            Err(Failure::Unique(_)) => Err(CreateAgentError::DuplicateEmail),
+            // The tenant row is missing (or invisible): nothing to attach to.
+            Err(Failure::ForeignKey(m)) => Err(CreateAgentError::Unknown(anyhow::anyhow!("tenant missing: {m}"))),
+            Err(f) => Err(common!(f, CreateAgentError)),
+        }
+    }
+
+    async fn get(&self, tenant: TenantId, id: AgentId) -> Result<Agent, GetAgentError> {
+        let result: Result<Option<agents::Model>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let model = by_key(tenant, id).one(&txn).await?;
+            txn.commit().await?;
+            Ok(model)
+        }
+        .await;
+        match result {
+            Ok(Some(m)) => Agent::try_from(m).map_err(GetAgentError::Unknown),
+            Ok(None) => Err(GetAgentError::NotFound),
+            Err(f) => Err(common!(f, GetAgentError)),
+        }
+    }
+
+    async fn list(&self, tenant: TenantId, limit: PageLimit, after: Option<AgentId>) -> Result<Page<Agent>, ListAgentsError> {
+        let result: Result<Vec<agents::Model>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let mut query = agents::Entity::find().filter(agents::Column::TenantId.eq(tenant.as_uuid()));
+            if let Some(after) = after {
+                query = query.filter(agents::Column::Id.gt(after.as_uuid()));
+            }
+            let rows = query
+                .order_by_asc(agents::Column::Id)
+                .limit(u64::from(limit.get()) + 1)
+                .all(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(rows)
+        }
+        .await;
+        let rows = result.map_err(|f| common!(f, ListAgentsError))?;
+        let agents = rows.into_iter().map(Agent::try_from).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(agents, limit))
+    }
+
+    async fn update(&self, tenant: TenantId, id: AgentId, req: &UpdateAgentRequest) -> Result<Agent, UpdateAgentError> {
+        let result: Result<Result<Agent, UpdateAgentError>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let mut select = by_key(tenant, id);
+            if self.backend() == Backend::Postgres {
+                select = select.lock_exclusive();
+            }
+            let Some(current) = select.one(&txn).await? else {
+                return Ok(Err(UpdateAgentError::NotFound));
+            };
+            let current = Agent::try_from(current)?;
+            let next = match current.apply(req, Utc::now()) {
+                Ok(next) => next,
+                Err(stale) => return Ok(Err(UpdateAgentError::Conflict { current: stale.current })),
+            };
+            // The version predicate makes the write conditional even where
+            // the row lock is not available (SQLite serialises instead).
+            let updated = agents::Entity::update_many()
+                .set(agents::ActiveModel::from(&next))
+                .filter(agents::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(agents::Column::Id.eq(id.as_uuid()))
+                .filter(agents::Column::Version.eq(current.version))
+                .exec(&txn)
+                .await?;
+            if updated.rows_affected != 1 {
+                return Ok(Err(UpdateAgentError::Conflict { current: current.version }));
+            }
+            txn.commit().await?;
+            Ok(Ok(next))
+        }
+        .await;
+        match result {
+            Ok(outcome) => outcome,
+            Err(Failure::Unique(_)) => Err(UpdateAgentError::DuplicateEmail),
+            Err(f) => Err(common!(f, UpdateAgentError)),
+        }
+    }
+}

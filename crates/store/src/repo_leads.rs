@@ -1,0 +1,153 @@
+//! [`LeadRepository`] on the store.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use leadline_domain::{
+    CreateLeadRequest, Lead, LeadId, ListLeadsQuery, Page, TenantId, UpdateLeadRejected,
+    UpdateLeadRequest,
+};
+use leadline_ports::{CreateLeadError, GetLeadError, LeadRepository, ListLeadsError, UpdateLeadError};
+use sea_orm::{sea_query::Expr, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::{
+    entity::leads,
+    errors::{common, Failure},
+    Backend, Store,
+};
+
+fn by_key(tenant: TenantId, id: LeadId) -> sea_orm::Select<leads::Entity> {
+    leads::Entity::find()
+        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(leads::Column::Id.eq(id.as_uuid()))
+}
+
+#[async_trait]
+impl LeadRepository for Store {
+    async fn create(&self, tenant: TenantId, req: &CreateLeadRequest) -> Result<Lead, CreateLeadError> {
+        let now = Utc::now();
+        let lead = Lead {
+            id: LeadId::new(),
+            tenant_id: tenant,
+            first_name: req.first_name.clone(),
+            last_name: req.last_name.clone(),
+            email: req.email.clone(),
+            phone: req.phone.clone(),
+            company: req.company.clone(),
+            source: req.source.clone(),
+            status: req.status,
+            assigned_agent_id: req.assigned_agent_id,
+            tags: req.tags.clone(),
+            metadata: req.metadata.clone(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let result: Result<(), Failure> = async {
+            let txn = self.begin(tenant).await?;
+            leads::Entity::insert(leads::ActiveModel::from(&lead)).exec_without_returning(&txn).await?;
+            txn.commit().await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(lead),
+            // The composite key (tenant_id, assigned_agent_id) only matches
+            // an agent of this tenant, so another tenant's agent id lands here.
+            Err(Failure::ForeignKey(_)) => Err(CreateLeadError::AgentNotFound),
+            Err(f) => Err(common!(f, CreateLeadError)),
+        }
+    }
+
+    async fn get(&self, tenant: TenantId, id: LeadId) -> Result<Lead, GetLeadError> {
+        let result: Result<Option<leads::Model>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let model = by_key(tenant, id).one(&txn).await?;
+            txn.commit().await?;
+            Ok(model)
+        }
+        .await;
+        match result {
+            Ok(Some(m)) => Lead::try_from(m).map_err(GetLeadError::Unknown),
+            Ok(None) => Err(GetLeadError::NotFound),
+            Err(f) => Err(common!(f, GetLeadError)),
+        }
+    }
+
+    async fn list(&self, tenant: TenantId, q: &ListLeadsQuery) -> Result<Page<Lead>, ListLeadsError> {
+        let backend = self.backend();
+        let result: Result<Vec<leads::Model>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let mut query = leads::Entity::find().filter(leads::Column::TenantId.eq(tenant.as_uuid()));
+            if let Some(status) = q.status {
+                query = query.filter(leads::Column::Status.eq(status.as_str()));
+            }
+            if let Some(agent) = q.assigned_agent_id {
+                query = query.filter(leads::Column::AssignedAgentId.eq(agent.as_uuid()));
+            }
+            if let Some(tag) = &q.tag {
+                let needle = serde_json::json!([tag.as_str()]).to_string();
+                query = query.filter(match backend {
+                    // Served by the GIN index leads_tags_idx.
+                    Backend::Postgres => Expr::cust_with_values(r#""leads"."tags" @> $1::jsonb"#, [needle]),
+                    Backend::Sqlite => Expr::cust_with_values(
+                        r#"EXISTS (SELECT 1 FROM json_each("leads"."tags") WHERE json_each.value = ?)"#,
+                        [tag.as_str().to_owned()],
+                    ),
+                });
+            }
+            if let Some(after) = q.after {
+                query = query.filter(leads::Column::Id.lt(after.as_uuid()));
+            }
+            let rows = query
+                .order_by_desc(leads::Column::Id)
+                .limit(u64::from(q.limit.get()) + 1)
+                .all(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(rows)
+        }
+        .await;
+        let rows = result.map_err(|f| common!(f, ListLeadsError))?;
+        let leads = rows.into_iter().map(Lead::try_from).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(leads, q.limit))
+    }
+
+    async fn update(&self, tenant: TenantId, id: LeadId, req: &UpdateLeadRequest) -> Result<Lead, UpdateLeadError> {
+        let result: Result<Result<Lead, UpdateLeadError>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let mut select = by_key(tenant, id);
+            if self.backend() == Backend::Postgres {
+                select = select.lock_exclusive();
+            }
+            let Some(current) = select.one(&txn).await? else {
+                return Ok(Err(UpdateLeadError::NotFound));
+            };
+            let current = Lead::try_from(current)?;
+            let next = match current.apply(req, Utc::now()) {
+                Ok(next) => next,
+                Err(UpdateLeadRejected::StaleVersion { current }) => return Ok(Err(UpdateLeadError::Conflict { current })),
+                Err(UpdateLeadRejected::InvalidTransition { from, to }) => {
+                    return Ok(Err(UpdateLeadError::InvalidTransition { from, to }));
+                }
+            };
+            let updated = leads::Entity::update_many()
+                .set(leads::ActiveModel::from(&next))
+                .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(leads::Column::Id.eq(id.as_uuid()))
+                .filter(leads::Column::Version.eq(current.version))
+                .exec(&txn)
+                .await?;
+            if updated.rows_affected != 1 {
+                return Ok(Err(UpdateLeadError::Conflict { current: current.version }));
+            }
+            txn.commit().await?;
+            Ok(Ok(next))
+        }
+        .await;
+        match result {
+            Ok(outcome) => outcome,
+            Err(Failure::ForeignKey(_)) => Err(UpdateLeadError::AgentNotFound),
+            Err(f) => Err(common!(f, UpdateLeadError)),
+        }
+    }
+}
