@@ -1,0 +1,219 @@
+//! Request and response bodies. Request bodies deserialise straight into
+//! the domain's validated types, so a bad value fails with its field's path;
+//! `into_domain` then only assembles the request.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use leadline_domain::{
+    AgentId, AgentRole, CompanyName, CreateAgentRequest, CreateLeadRequest, DisplayName, Email,
+    LeadStatus, Metadata, PageLimit, PersonName, Phone, Source, Tag, Tags, UpdateAgentRequest,
+    UpdateLeadRequest,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Distinguishes an absent field (`None`) from an explicit `null`
+/// (`Some(None)`), so PATCH can clear optional fields.
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `POST /v1/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateAgentBody {
+    name: DisplayName,
+    email: Email,
+    #[serde(default = "default_role")]
+    role: AgentRole,
+}
+
+const fn default_role() -> AgentRole {
+    AgentRole::Agent
+}
+
+impl CreateAgentBody {
+    pub(crate) fn into_domain(self) -> CreateAgentRequest {
+        CreateAgentRequest { name: self.name, email: self.email, role: self.role }
+    }
+}
+
+/// `PATCH /v1/agents/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateAgentBody {
+    version: Option<i64>,
+    name: Option<DisplayName>,
+    email: Option<Email>,
+    role: Option<AgentRole>,
+    active: Option<bool>,
+}
+
+impl UpdateAgentBody {
+    pub(crate) fn version(&self) -> Option<i64> {
+        self.version
+    }
+
+    pub(crate) fn into_domain(self, expected_version: i64) -> UpdateAgentRequest {
+        UpdateAgentRequest { expected_version, name: self.name, email: self.email, role: self.role, active: self.active }
+    }
+}
+
+/// `POST /v1/leads`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateLeadBody {
+    first_name: PersonName,
+    last_name: PersonName,
+    email: Option<Email>,
+    phone: Option<Phone>,
+    company: Option<CompanyName>,
+    source: Option<Source>,
+    #[serde(default = "default_status")]
+    status: LeadStatus,
+    assigned_agent_id: Option<AgentId>,
+    #[serde(default)]
+    tags: Tags,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+const fn default_status() -> LeadStatus {
+    LeadStatus::New
+}
+
+impl CreateLeadBody {
+    pub(crate) fn into_domain(self) -> CreateLeadRequest {
+        CreateLeadRequest {
+            first_name: self.first_name,
+            last_name: self.last_name,
+            email: self.email,
+            phone: self.phone,
+            company: self.company,
+            source: self.source,
+            status: self.status,
+            assigned_agent_id: self.assigned_agent_id,
+            tags: self.tags,
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// `PATCH /v1/leads/{id}`: absent fields stay, `null` clears optional ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateLeadBody {
+    version: Option<i64>,
+    first_name: Option<PersonName>,
+    last_name: Option<PersonName>,
+    #[serde(default, deserialize_with = "double_option")]
+    email: Option<Option<Email>>,
+    #[serde(default, deserialize_with = "double_option")]
+    phone: Option<Option<Phone>>,
+    #[serde(default, deserialize_with = "double_option")]
+    company: Option<Option<CompanyName>>,
+    #[serde(default, deserialize_with = "double_option")]
+    source: Option<Option<Source>>,
+    status: Option<LeadStatus>,
+    #[serde(default, deserialize_with = "double_option")]
+    assigned_agent_id: Option<Option<AgentId>>,
+    tags: Option<Tags>,
+    metadata: Option<Metadata>,
+}
+
+impl UpdateLeadBody {
+    pub(crate) fn version(&self) -> Option<i64> {
+        self.version
+    }
+
+    pub(crate) fn into_domain(self, expected_version: i64) -> UpdateLeadRequest {
+        UpdateLeadRequest {
+            expected_version,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            email: self.email,
+            phone: self.phone,
+            company: self.company,
+            source: self.source,
+            status: self.status,
+            assigned_agent_id: self.assigned_agent_id,
+            tags: self.tags,
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// Query of `GET /v1/leads`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListLeadsParams {
+    pub status: Option<LeadStatus>,
+    pub assigned_agent_id: Option<AgentId>,
+    pub tag: Option<Tag>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Query of `GET /v1/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListAgentsParams {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<PageLimit, ApiError> {
+    limit.map_or(Ok(PageLimit::DEFAULT), |l| PageLimit::new(l).map_err(|e| ApiError::invalid_field("limit", e.to_string())))
+}
+
+const CURSOR_VERSION: u8 = 1;
+
+/// An opaque cursor: a version byte and the last item's id, base64url.
+/// Opaque so that the keyset can change without breaking clients.
+pub(crate) fn encode_cursor(id: Uuid) -> String {
+    let mut bytes = [0u8; 17];
+    bytes[0] = CURSOR_VERSION;
+    bytes[1..].copy_from_slice(id.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub(crate) fn decode_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    let Some(cursor) = cursor else { return Ok(None) };
+    let bad = || ApiError::invalid_field("cursor", "is not a cursor returned by this API");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    match bytes.split_first() {
+        Some((&CURSOR_VERSION, id)) => Uuid::from_slice(id).map(Some).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize)]
+pub(crate) struct ListResponse<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_refuses_garbage() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(Some(&encode_cursor(id))).ok(), Some(Some(id)));
+        assert!(decode_cursor(Some("nope!")).is_err());
+        assert!(decode_cursor(Some(&URL_SAFE_NO_PAD.encode([9u8; 17]))).is_err(), "unknown version");
+        assert_eq!(decode_cursor(None).ok(), Some(None));
+    }
+
+    #[test]
+    fn patch_distinguishes_absent_from_null() {
+        let body: UpdateLeadBody = serde_json::from_str(r#"{"company": null}"#).expect("valid");
+        assert_eq!(body.company, Some(None));
+        assert_eq!(body.email, None);
+    }
+}

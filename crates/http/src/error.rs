@@ -1,0 +1,291 @@
+//! Every error the API returns, as `application/problem+json` (RFC 9457),
+//! mapped from the ports' error enums in one place.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use leadline_ports::{
+    AuthenticateError, CreateAgentError, CreateLeadError, GetAgentError, GetLeadError,
+    GetTenantError, ListAgentsError, ListLeadsError, UpdateAgentError, UpdateLeadError,
+};
+use serde::Serialize;
+
+/// One field that failed, with why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path in the request, e.g. `email` or `tags[2]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// An API error. Construct with the helpers; the response is built in
+/// [`IntoResponse`].
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+    errors: Vec<FieldError>,
+    retry_after: Option<u32>,
+    www_authenticate: bool,
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, kind, title, detail: detail.into(), errors: Vec::new(), retry_after: None, www_authenticate: false }
+    }
+
+    /// 422: a field's value is invalid.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        let mut err = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid request",
+            format!("{field}: {message}"),
+        );
+        err.errors.push(FieldError { field, message });
+        err
+    }
+
+    /// 400: the body is not parseable JSON.
+    pub fn malformed_body(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed-body", "Malformed request body", detail)
+    }
+
+    /// 415: the body is not JSON.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as application/json",
+        )
+    }
+
+    /// 401: no or bad credentials.
+    pub fn unauthorized() -> Self {
+        let mut err = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "send a valid API key as 'Authorization: Bearer <key>'",
+        );
+        err.www_authenticate = true;
+        err
+    }
+
+    /// 404: no such resource (for this tenant).
+    pub fn not_found(what: &'static str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("{what} not found"))
+    }
+
+    /// 405.
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "this route does not accept that method")
+    }
+
+    /// 409 with the field it concerns.
+    pub fn conflict(field: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let mut err = Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail.clone());
+        err.errors.push(FieldError { field: field.to_owned(), message: detail });
+        err
+    }
+
+    /// 412: `If-Match` named a version that is no longer current.
+    pub fn precondition_failed(current: i64) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            "Precondition failed",
+            format!("the resource is at version {current}; read it again and retry"),
+        )
+    }
+
+    /// 428: an update came without a version.
+    pub fn precondition_required() -> Self {
+        let mut err = Self::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition-required",
+            "Precondition required",
+            "send the version you read, as the body's `version` field or an If-Match header",
+        );
+        err.errors.push(FieldError { field: "version".into(), message: "is required".into() });
+        err
+    }
+
+    /// 503: the store is unreachable or saturated; retry shortly.
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(%cause, "store unavailable");
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            "the database is unavailable; retry shortly",
+        );
+        err.retry_after = Some(1);
+        err
+    }
+
+    /// 500: a bug. The cause is logged, never sent.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error", "an unexpected error occurred")
+    }
+
+    /// The status, for tests.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ProblemBody {
+            kind: format!("urn:leadline:problem:{}", self.kind),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            errors: &self.errors,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.www_authenticate {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<AuthenticateError> for ApiError {
+    fn from(err: AuthenticateError) -> Self {
+        match err {
+            AuthenticateError::InvalidKey => Self::unauthorized(),
+            AuthenticateError::Unavailable(u) => Self::unavailable(&u),
+            AuthenticateError::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<GetTenantError> for ApiError {
+    fn from(err: GetTenantError) -> Self {
+        match err {
+            GetTenantError::NotFound(_) => Self::not_found("tenant"),
+            GetTenantError::Unavailable(u) => Self::unavailable(&u),
+            GetTenantError::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<CreateAgentError> for ApiError {
+    fn from(err: CreateAgentError) -> Self {
+        match err {
+            CreateAgentError::DuplicateEmail => Self::conflict("email", "an agent with this email already exists"),
+            CreateAgentError::Unavailable(u) => Self::unavailable(&u),
+            CreateAgentError::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<GetAgentError> for ApiError {
+    fn from(err: GetAgentError) -> Self {
+        match err {
+            GetAgentError::NotFound => Self::not_found("agent"),
+            GetAgentError::Unavailable(u) => Self::unavailable(&u),
+            GetAgentError::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<ListAgentsError> for ApiError {
+    fn from(err: ListAgentsError) -> Self {
+        match err {
+            ListAgentsError::Unavailable(u) => Self::unavailable(&u),
+            ListAgentsError::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+/// Update errors need to know whether the version came from If-Match
+/// (a stale one is 412) or from the body (409).
+pub(crate) fn stale(current: i64, from_if_match: bool) -> ApiError {
+    if from_if_match {
+        ApiError::precondition_failed(current)
+    } else {
+        ApiError::conflict("version", format!("the resource is at version {current}; read it again and retry"))
+    }
+}
+
+pub(crate) fn update_agent_error(err: UpdateAgentError, from_if_match: bool) -> ApiError {
+    match err {
+        UpdateAgentError::NotFound => ApiError::not_found("agent"),
+        UpdateAgentError::Conflict { current } => stale(current, from_if_match),
+        UpdateAgentError::DuplicateEmail => ApiError::conflict("email", "an agent with this email already exists"),
+        UpdateAgentError::Unavailable(u) => ApiError::unavailable(&u),
+        UpdateAgentError::Unknown(e) => ApiError::internal(&e),
+    }
+}
+
+impl From<CreateLeadError> for ApiError {
+    fn from(err: CreateLeadError) -> Self {
+        match err {
+            CreateLeadError::AgentNotFound => Self::invalid_field("assigned_agent_id", "no such agent"),
+            CreateLeadError::Unavailable(u) => Self::unavailable(&u),
+            CreateLeadError::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<GetLeadError> for ApiError {
+    fn from(err: GetLeadError) -> Self {
+        match err {
+            GetLeadError::NotFound => Self::not_found("lead"),
+            GetLeadError::Unavailable(u) => Self::unavailable(&u),
+            GetLeadError::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<ListLeadsError> for ApiError {
+    fn from(err: ListLeadsError) -> Self {
+        match err {
+            ListLeadsError::Unavailable(u) => Self::unavailable(&u),
+            ListLeadsError::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+pub(crate) fn update_lead_error(err: UpdateLeadError, from_if_match: bool) -> ApiError {
+    match err {
+        UpdateLeadError::NotFound => ApiError::not_found("lead"),
+        UpdateLeadError::Conflict { current } => stale(current, from_if_match),
+        UpdateLeadError::InvalidTransition { from, to } => {
+            ApiError::conflict("status", format!("a lead cannot move from {from} to {to}"))
+        }
+        UpdateLeadError::AgentNotFound => ApiError::invalid_field("assigned_agent_id", "no such agent"),
+        UpdateLeadError::Unavailable(u) => ApiError::unavailable(&u),
+        UpdateLeadError::Unknown(e) => ApiError::internal(&e),
+    }
+}

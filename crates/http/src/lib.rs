@@ -1,0 +1,69 @@
+//! leadline's HTTP adapter: an axum router over the app's services.
+//!
+//! - Routes live under `/v1`; `/healthz` says the process is up, `/readyz`
+//!   that the database answers.
+//! - Every request under `/v1` authenticates with a tenant API key
+//!   (`Authorization: Bearer ll_…`); the tenant it resolves to scopes every
+//!   call, so another tenant's ids are simply not found (404).
+//! - Errors are `application/problem+json` (RFC 9457) built in one place,
+//!   [`error::ApiError`], naming the field that failed. A 500 is a bug: it
+//!   is logged with its cause and answered with a generic body.
+//! - [`serve`] takes a bound listener and a shutdown future, so tests bind
+//!   `127.0.0.1:0` and stop the server cleanly.
+
+mod dto;
+pub mod error;
+mod extract;
+mod routes;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use axum::Router;
+use leadline_app::Services;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+/// What handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    services: Services,
+    readiness_timeout: Duration,
+}
+
+impl AppState {
+    /// Wraps the services.
+    #[must_use]
+    pub fn new(services: Services) -> Self {
+        Self { inner: Arc::new(StateInner { services, readiness_timeout: Duration::from_secs(2) }) }
+    }
+
+    pub(crate) fn services(&self) -> &Services {
+        &self.inner.services
+    }
+}
+
+/// The whole API as a router.
+#[must_use]
+pub fn router(state: AppState) -> Router {
+    routes::routes()
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// accepting and lets in-flight requests finish.
+///
+/// # Errors
+/// The accept loop's I/O error.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
