@@ -172,6 +172,14 @@ impl LeadService {
         self.repo.create(tenant, req).await
     }
 
+    /// Creates many leads atomically.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::create_many`].
+    pub async fn create_many(&self, tenant: TenantId, reqs: &[CreateLeadRequest]) -> Result<u64, CreateLeadError> {
+        self.repo.create_many(tenant, reqs).await
+    }
+
     /// Reads a lead.
     ///
     /// # Errors

@@ -105,6 +105,14 @@ pub trait LeadRepository: Send + Sync {
     /// [`CreateLeadError::AgentNotFound`] when the assigned agent is not in this tenant.
     async fn create(&self, tenant: TenantId, req: &CreateLeadRequest) -> Result<Lead, CreateLeadError>;
 
+    /// Creates many leads in one transaction: all or none. Returns how many
+    /// were written.
+    ///
+    /// # Errors
+    /// [`CreateLeadError::AgentNotFound`] when any assigned agent is not in
+    /// this tenant; nothing is written then.
+    async fn create_many(&self, tenant: TenantId, reqs: &[CreateLeadRequest]) -> Result<u64, CreateLeadError>;
+
     /// Reads a lead.
     ///
     /// # Errors

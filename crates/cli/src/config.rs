@@ -1,0 +1,188 @@
+//! Typed, layered configuration: built-in defaults, then an optional TOML
+//! file, then `DATABASE_URL`, then `LEADLINE_*` environment variables
+//! (nested keys joined by `__`, e.g. `LEADLINE_DATABASE__MAX_CONNECTIONS`).
+//! Unknown keys are errors, and every error names its key.
+
+use std::{net::SocketAddr, path::{Path, PathBuf}, time::Duration};
+
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment,
+};
+use leadline_store::StoreSettings;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP listener.
+    pub http: HttpSettings,
+    /// The database.
+    pub database: StoreSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// On SIGTERM/SIGINT, how long in-flight requests get to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_secs: 20 }
+    }
+}
+
+impl HttpSettings {
+    /// The grace period as a duration.
+    #[must_use]
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `leadline=debug,sqlx=warn`.
+    /// `RUST_LOG`, when set, wins.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Human, filter: "info,sqlx=warn,sea_orm=warn".to_owned() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The configuration could not be loaded; each entry names a key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_FILE: &str = "leadline.toml";
+
+/// The layered sources, without extracting.
+#[must_use]
+pub fn figment(file: Option<&Path>) -> Figment {
+    let mut figment = Figment::new();
+    match file {
+        Some(path) => figment = figment.merge(Toml::file_exact(path)),
+        None => {
+            if Path::new(DEFAULT_FILE).exists() {
+                figment = figment.merge(Toml::file_exact(DEFAULT_FILE));
+            }
+        }
+    }
+    figment
+        // The conventional variable, for PaaS platforms that inject it.
+        .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+        .merge(
+            Env::prefixed("LEADLINE_")
+                .filter(|key| key.as_str() != "config")
+                .split("__"),
+        )
+}
+
+/// Loads and validates the configuration, reporting every problem by key.
+///
+/// # Errors
+/// [`ConfigError`] listing each bad key with its reason and source.
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let config: Config = figment(file)
+        .extract()
+        .map_err(|err| ConfigError(err.into_iter().map(|e| e.to_string()).collect()))?;
+    let problems: Vec<String> = config
+        .database
+        .problems()
+        .into_iter()
+        .map(|(key, why)| format!("{key}: {why}"))
+        .collect();
+    if problems.is_empty() { Ok(config) } else { Err(ConfigError(problems)) }
+}
+
+/// The config file named by `LEADLINE_CONFIG`, when set.
+#[must_use]
+pub fn file_from_env() -> Option<PathBuf> {
+    std::env::var_os("LEADLINE_CONFIG").map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        figment::Jail::expect_with(|jail| {
+            let defaults = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(defaults.database.url.expose_secret(), "sqlite://leadline.db?mode=rwc");
+            assert_eq!(defaults.http.bind.port(), 8080);
+
+            jail.create_file("leadline.toml", "[http]\nbind = \"0.0.0.0:9000\"\n[database]\nmax_connections = 4\n")?;
+            let from_file = load(None).map_err(|e| e.to_string())?;
+            assert_eq!((from_file.http.bind.port(), from_file.database.max_connections), (9000, 4));
+
+            jail.set_env("DATABASE_URL", "postgres://a@b/c");
+            jail.set_env("LEADLINE_DATABASE__MAX_CONNECTIONS", "9");
+            let from_env = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(from_env.database.url.expose_secret(), "postgres://a@b/c");
+            assert_eq!(from_env.database.max_connections, 9);
+
+            jail.set_env("LEADLINE_DATABASE__URL", "postgres://x@y/z");
+            let specific = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(specific.database.url.expose_secret(), "postgres://x@y/z", "LEADLINE_ wins over DATABASE_URL");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_reported_by_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEADLINE_DATABASE__MAX_CONNECTIONS", "lots");
+            let err = load(None).expect_err("not a number").to_string();
+            assert!(err.contains("database.max_connections"), "{err}");
+
+            jail.set_env("LEADLINE_DATABASE__MAX_CONNECTIONS", "0");
+            let err = load(None).expect_err("zero").to_string();
+            assert!(err.contains("database.max_connections: must be at least 1"), "{err}");
+
+            jail.set_env("LEADLINE_DATABASE__MAX_CONNECTIONS", "4");
+            jail.set_env("LEADLINE_HTTP__BINDD", "x");
+            let err = load(None).expect_err("typo").to_string();
+            assert!(err.contains("bindd"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        figment::Jail::expect_with(|_| {
+            let err = load(Some(Path::new("nope.toml"))).expect_err("missing").to_string();
+            assert!(err.contains("nope.toml"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,168 @@
+//! `leadline`: the service and its admin commands.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use leadline::{config, run};
+use leadline_store::MigrateOp;
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(name = "leadline", version, about = "Multi-tenant lead and outreach engine")]
+struct Cli {
+    /// A TOML config file (default: ./leadline.toml when present; also LEADLINE_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default). Applies pending migrations first.
+    Serve {
+        /// Listen address, overriding http.bind.
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+    },
+    /// Apply, revert or list schema migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// PostgreSQL roles for the service.
+    Roles {
+        #[command(subcommand)]
+        action: RolesAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration (the default).
+    Up,
+    /// Revert the most recent migrations.
+    Down {
+        /// How many to revert.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantAction {
+    /// Create a tenant; prints its API key (once) on stdout.
+    Create {
+        /// URL-safe handle: lowercase letters, digits and dashes.
+        slug: String,
+        /// Display name (defaults to the slug).
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RolesAction {
+    /// Create or repair the login role the service connects as. Run with the
+    /// owner's or an administrator's URL (database.migration_url or database.url).
+    Setup {
+        /// The login role's name.
+        login: String,
+        /// Environment variable holding its password.
+        #[arg(long, default_value = "LEADLINE_SERVICE_PASSWORD")]
+        password_env: String,
+    },
+    /// Check that a login role is safe to run the service as (exit 1 if not).
+    Verify {
+        /// The login role's name.
+        login: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = cli.config.or_else(config::file_from_env);
+    let config = match config::load(file.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("leadline: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    run::init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("leadline: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command.unwrap_or(Command::Serve { bind: None }), config)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("leadline: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { bind } => {
+            if let Some(bind) = bind {
+                config.http.bind = bind;
+            }
+            let listener = tokio::net::TcpListener::bind(config.http.bind)
+                .await
+                .map_err(|e| anyhow::anyhow!("http.bind {}: {e}", config.http.bind))?;
+            eprintln!("leadline listening on http://{}", listener.local_addr()?);
+            run::serve(&config, listener, run::shutdown_signal()).await?;
+        }
+        Command::Migrate { action } => {
+            let op = match action.unwrap_or(MigrateAction::Up) {
+                MigrateAction::Up => Some(MigrateOp::Up),
+                MigrateAction::Down { steps } => Some(MigrateOp::Down { steps }),
+                MigrateAction::Status => None,
+            };
+            for m in run::migrate(&config, op).await? {
+                println!("{:<45} {}", m.name, if m.applied { "applied" } else { "pending" });
+            }
+        }
+        Command::Tenant { action: TenantAction::Create { slug, name } } => {
+            let created = run::create_tenant(&config, &slug, name.as_deref()).await?;
+            eprintln!(
+                "created tenant {} ({}). Its API key is below; it is shown only this once:",
+                created.tenant.slug, created.tenant.id
+            );
+            println!("{}", created.api_key.expose());
+        }
+        Command::Roles { action: RolesAction::Setup { login, password_env } } => {
+            let password = std::env::var(&password_env)
+                .map_err(|_| anyhow::anyhow!("set the role's password in the {password_env} environment variable"))?;
+            if password.len() < 12 {
+                anyhow::bail!("{password_env}: the password must be at least 12 characters");
+            }
+            run::setup_service_role(&config, &login, &SecretString::from(password)).await?;
+            eprintln!("role {login} is ready; connect the service as it (database.url)");
+        }
+        Command::Roles { action: RolesAction::Verify { login } } => {
+            let problems = run::verify_service_role(&config, &login).await?;
+            if problems.is_empty() {
+                println!("{login}: ok (not superuser, no BYPASSRLS, owns nothing, no TRUNCATE, RLS forced on every tenant table)");
+            } else {
+                for p in &problems {
+                    println!("{login}: {p}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

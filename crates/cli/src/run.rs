@@ -1,0 +1,146 @@
+//! The commands, as functions the binary and the tests both call.
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context;
+use leadline_app::{compose, Composition, CreatedTenant};
+use leadline_domain::{CreateTenantRequest, DisplayName, Slug};
+use leadline_http::{router, serve as serve_http, AppState};
+use leadline_store::{redact_url, MigrateOp, MigrationState, Store};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::{net::TcpListener, sync::Notify};
+
+use crate::config::{Config, LogFormat};
+
+/// Installs the global tracing subscriber described by the config.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match config.log.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Serves the API on `listener` until `shutdown` completes. In-flight
+/// requests then get `http.shutdown_grace_secs` to finish; the pool is
+/// closed last.
+///
+/// # Errors
+/// Wiring failures (database unreachable, migrations refused) and I/O errors.
+pub async fn serve(config: &Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let composition = compose(&config.database, true).await?;
+    let app = router(AppState::new(composition.services.clone()));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %redact_url(config.database.url.expose_secret()), "leadline listening");
+
+    let stop = Arc::new(Notify::new());
+    let stop_server = stop.clone();
+    let mut server = tokio::spawn(serve_http(listener, app, async move { stop_server.notified().await }));
+    tokio::select! {
+        result = &mut server => result.context("server task failed")?.context("server failed")?,
+        () = shutdown => {
+            tracing::info!(grace = ?config.http.shutdown_grace(), "shutting down: no new connections, finishing in-flight requests");
+            stop.notify_one();
+            match tokio::time::timeout(config.http.shutdown_grace(), &mut server).await {
+                Ok(result) => result.context("server task failed")?.context("server failed")?,
+                Err(_) => {
+                    tracing::warn!("grace period over; dropping the remaining requests");
+                    server.abort();
+                }
+            }
+        }
+    }
+    composition.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Creates a tenant and its first API key.
+///
+/// # Errors
+/// Bad slug or name (naming the argument), duplicate slug, database failures.
+pub async fn create_tenant(config: &Config, slug: &str, name: Option<&str>) -> anyhow::Result<CreatedTenant> {
+    let slug = Slug::parse(slug).map_err(|e| anyhow::anyhow!("slug: {e}"))?;
+    let name = DisplayName::new(name.unwrap_or(slug.as_str())).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let composition = compose(&config.database, true).await?;
+    let created = composition.services.tenants.create(&CreateTenantRequest { slug, name }).await;
+    composition.shutdown().await;
+    Ok(created?)
+}
+
+/// The store to migrate or administer: the owner's URL when configured.
+async fn admin_store(config: &Config) -> anyhow::Result<Store> {
+    let url = config.database.migration_url.as_ref().unwrap_or(&config.database.url);
+    Ok(Store::connect_for_migrations(url.expose_secret(), &config.database).await?)
+}
+
+/// Runs a migration operation and returns the resulting status.
+///
+/// # Errors
+/// Connection or migration failures.
+pub async fn migrate(config: &Config, op: Option<MigrateOp>) -> anyhow::Result<Vec<MigrationState>> {
+    let store = admin_store(config).await?;
+    let result = match op {
+        Some(op) => store.migrate(op).await,
+        None => store.migration_status().await,
+    };
+    store.close().await;
+    Ok(result?)
+}
+
+/// Creates or repairs the service login role.
+///
+/// # Errors
+/// Not PostgreSQL, a bad name, or the database refused.
+pub async fn setup_service_role(config: &Config, login: &str, password: &SecretString) -> anyhow::Result<()> {
+    let store = admin_store(config).await?;
+    let result = store.ensure_service_login(login, password).await;
+    store.close().await;
+    Ok(result?)
+}
+
+/// Lists what makes `login` unsafe to run the service as (empty: safe).
+///
+/// # Errors
+/// Not PostgreSQL, a bad name, or the check could not run.
+pub async fn verify_service_role(config: &Config, login: &str) -> anyhow::Result<Vec<String>> {
+    let store = admin_store(config).await?;
+    let result = store.verify_service_login(login).await;
+    store.close().await;
+    Ok(result?)
+}
+
+/// Wires the app without serving, for commands and tests.
+///
+/// # Errors
+/// As [`compose`].
+pub async fn composition(config: &Config) -> anyhow::Result<Composition> {
+    Ok(compose(&config.database, true).await?)
+}
