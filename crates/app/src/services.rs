@@ -188,6 +188,14 @@ impl LeadService {
         self.repo.get(tenant, id).await
     }
 
+    /// How many leads the tenant has.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::count`].
+    pub async fn count(&self, tenant: TenantId) -> Result<u64, ListLeadsError> {
+        self.repo.count(tenant).await
+    }
+
     /// Lists leads.
     ///
     /// # Errors

@@ -119,6 +119,12 @@ pub trait LeadRepository: Send + Sync {
     /// [`GetLeadError::NotFound`], also for another tenant's lead.
     async fn get(&self, tenant: TenantId, id: LeadId) -> Result<Lead, GetLeadError>;
 
+    /// How many leads the tenant has.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn count(&self, tenant: TenantId) -> Result<u64, ListLeadsError>;
+
     /// Lists leads newest first with filters, keyset-paginated.
     ///
     /// # Errors

@@ -7,7 +7,7 @@ use leadline_domain::{
     UpdateLeadRequest,
 };
 use leadline_ports::{CreateLeadError, GetLeadError, LeadRepository, ListLeadsError, UpdateLeadError};
-use sea_orm::{sea_query::Expr, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{sea_query::Expr, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::{
     entity::leads,
@@ -100,6 +100,17 @@ impl LeadRepository for Store {
             Ok(None) => Err(GetLeadError::NotFound),
             Err(f) => Err(common!(f, GetLeadError)),
         }
+    }
+
+    async fn count(&self, tenant: TenantId) -> Result<u64, ListLeadsError> {
+        let result: Result<u64, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let n = leads::Entity::find().filter(leads::Column::TenantId.eq(tenant.as_uuid())).count(&txn).await?;
+            txn.commit().await?;
+            Ok(n)
+        }
+        .await;
+        result.map_err(|f| common!(f, ListLeadsError))
     }
 
     async fn list(&self, tenant: TenantId, q: &ListLeadsQuery) -> Result<Page<Lead>, ListLeadsError> {
