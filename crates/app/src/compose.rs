@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use leadline_store::{redact_url, ConnectError, MigrateError, MigrateOp, Store, StoreSettings};
+use leadline_store::{ConnectError, MigrateError, MigrateOp, Store, StoreSettings, redact_url};
 use secrecy::ExposeSecret;
 
 use crate::{AgentService, LeadService, Services, TenantService};
@@ -67,9 +67,18 @@ pub async fn compose(settings: &StoreSettings, migrate: bool) -> Result<Composit
     let store = Store::connect(settings).await?;
     tracing::info!(url = %redact_url(settings.url.expose_secret()), backend = store.backend().name(), "database connected");
     if migrate {
-        let pending = store.migration_status().await?.iter().filter(|m| !m.applied).count();
+        let pending = store
+            .migration_status()
+            .await?
+            .iter()
+            .filter(|m| !m.applied)
+            .count();
         if pending > 0 {
-            let url = settings.migration_url.as_ref().unwrap_or(&settings.url).expose_secret();
+            let url = settings
+                .migration_url
+                .as_ref()
+                .unwrap_or(&settings.url)
+                .expose_secret();
             // An in-memory SQLite database exists only on the store's own
             // connection, so it must be migrated there.
             let runner = if url.contains(":memory:") || url.contains("mode=memory") {
@@ -78,7 +87,11 @@ pub async fn compose(settings: &StoreSettings, migrate: bool) -> Result<Composit
                 Store::connect_for_migrations(url, settings).await?
             };
             let status = runner.migrate(MigrateOp::Up).await?;
-            tracing::info!(applied = pending, total = status.len(), "migrations applied");
+            tracing::info!(
+                applied = pending,
+                total = status.len(),
+                "migrations applied"
+            );
         }
     }
     Ok(Composition::from_store(store))
@@ -92,8 +105,15 @@ mod tests {
     async fn composes_on_in_memory_sqlite_and_migrates() {
         let settings = StoreSettings::for_url("sqlite::memory:");
         let composition = compose(&settings, true).await.expect("composes");
-        let status = composition.store().migration_status().await.expect("status");
-        assert!(!status.is_empty() && status.iter().all(|m| m.applied), "{status:?}");
+        let status = composition
+            .store()
+            .migration_status()
+            .await
+            .expect("status");
+        assert!(
+            !status.is_empty() && status.iter().all(|m| m.applied),
+            "{status:?}"
+        );
         assert_eq!(composition.services.health.backend(), "sqlite");
         composition.shutdown().await;
     }

@@ -8,7 +8,7 @@
 mod compose;
 mod services;
 
-pub use compose::{compose, Composition, ComposeError};
+pub use compose::{ComposeError, Composition, compose};
 pub use services::{AgentService, CreatedTenant, LeadService, Services, TenantService};
 
 #[cfg(test)]

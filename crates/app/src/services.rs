@@ -31,7 +31,9 @@ pub struct Services {
 
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Services").field("backend", &self.health.backend()).finish_non_exhaustive()
+        f.debug_struct("Services")
+            .field("backend", &self.health.backend())
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,7 +71,10 @@ impl TenantService {
     ///
     /// # Errors
     /// [`CreateTenantError::DuplicateSlug`] and the store's failures.
-    pub async fn create(&self, req: &CreateTenantRequest) -> Result<CreatedTenant, CreateTenantError> {
+    pub async fn create(
+        &self,
+        req: &CreateTenantRequest,
+    ) -> Result<CreatedTenant, CreateTenantError> {
         let id = TenantId::new();
         let api_key = new_token(id);
         let tenant = self.repo.create(id, req, api_key.hash()).await?;
@@ -93,7 +98,9 @@ impl TenantService {
     /// [`AuthenticateError::InvalidKey`] and the store's failures.
     pub async fn authenticate(&self, bearer: &str) -> Result<Tenant, AuthenticateError> {
         let token = ApiKeyToken::parse(bearer).map_err(|_| AuthenticateError::InvalidKey)?;
-        self.repo.authenticate(token.tenant_id(), token.hash()).await
+        self.repo
+            .authenticate(token.tenant_id(), token.hash())
+            .await
     }
 
     /// Reads a tenant.
@@ -122,7 +129,11 @@ impl AgentService {
     ///
     /// # Errors
     /// See [`AgentRepository::create`].
-    pub async fn create(&self, tenant: TenantId, req: &CreateAgentRequest) -> Result<Agent, CreateAgentError> {
+    pub async fn create(
+        &self,
+        tenant: TenantId,
+        req: &CreateAgentRequest,
+    ) -> Result<Agent, CreateAgentError> {
         self.repo.create(tenant, req).await
     }
 
@@ -138,7 +149,12 @@ impl AgentService {
     ///
     /// # Errors
     /// See [`AgentRepository::list`].
-    pub async fn list(&self, tenant: TenantId, limit: PageLimit, after: Option<AgentId>) -> Result<Page<Agent>, ListAgentsError> {
+    pub async fn list(
+        &self,
+        tenant: TenantId,
+        limit: PageLimit,
+        after: Option<AgentId>,
+    ) -> Result<Page<Agent>, ListAgentsError> {
         self.repo.list(tenant, limit, after).await
     }
 
@@ -146,7 +162,12 @@ impl AgentService {
     ///
     /// # Errors
     /// See [`AgentRepository::update`].
-    pub async fn update(&self, tenant: TenantId, id: AgentId, req: &UpdateAgentRequest) -> Result<Agent, UpdateAgentError> {
+    pub async fn update(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        req: &UpdateAgentRequest,
+    ) -> Result<Agent, UpdateAgentError> {
         self.repo.update(tenant, id, req).await
     }
 }
@@ -168,7 +189,11 @@ impl LeadService {
     ///
     /// # Errors
     /// See [`LeadRepository::create`].
-    pub async fn create(&self, tenant: TenantId, req: &CreateLeadRequest) -> Result<Lead, CreateLeadError> {
+    pub async fn create(
+        &self,
+        tenant: TenantId,
+        req: &CreateLeadRequest,
+    ) -> Result<Lead, CreateLeadError> {
         self.repo.create(tenant, req).await
     }
 
@@ -176,7 +201,11 @@ impl LeadService {
     ///
     /// # Errors
     /// See [`LeadRepository::create_many`].
-    pub async fn create_many(&self, tenant: TenantId, reqs: &[CreateLeadRequest]) -> Result<u64, CreateLeadError> {
+    pub async fn create_many(
+        &self,
+        tenant: TenantId,
+        reqs: &[CreateLeadRequest],
+    ) -> Result<u64, CreateLeadError> {
         self.repo.create_many(tenant, reqs).await
     }
 
@@ -200,7 +229,11 @@ impl LeadService {
     ///
     /// # Errors
     /// See [`LeadRepository::list`].
-    pub async fn list(&self, tenant: TenantId, query: &ListLeadsQuery) -> Result<Page<Lead>, ListLeadsError> {
+    pub async fn list(
+        &self,
+        tenant: TenantId,
+        query: &ListLeadsQuery,
+    ) -> Result<Page<Lead>, ListLeadsError> {
         self.repo.list(tenant, query).await
     }
 
@@ -208,7 +241,12 @@ impl LeadService {
     ///
     /// # Errors
     /// See [`LeadRepository::update`].
-    pub async fn update(&self, tenant: TenantId, id: LeadId, req: &UpdateLeadRequest) -> Result<Lead, UpdateLeadError> {
+    pub async fn update(
+        &self,
+        tenant: TenantId,
+        id: LeadId,
+        req: &UpdateLeadRequest,
+    ) -> Result<Lead, UpdateLeadError> {
         self.repo.update(tenant, id, req).await
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use leadline_domain::{
-    AgentRole, ApiKeyToken, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, DisplayName,
-    Email, LeadStatus, ListLeadsQuery, Metadata, PersonName, Slug, Tags, TenantId,
+    AgentRole, ApiKeyToken, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest,
+    DisplayName, Email, LeadStatus, ListLeadsQuery, Metadata, PersonName, Slug, Tags, TenantId,
     UpdateLeadRequest,
 };
 use leadline_ports::{
@@ -14,7 +14,7 @@ use leadline_ports::{
 };
 use leadline_store::StoreSettings;
 
-use crate::{compose, LeadService, TenantService};
+use crate::{LeadService, TenantService, compose};
 
 fn tenant_request(slug: &str) -> CreateTenantRequest {
     CreateTenantRequest {
@@ -41,9 +41,13 @@ fn lead_request() -> CreateLeadRequest {
 #[tokio::test]
 async fn duplicate_slug_is_reported_as_such() {
     let mut repo = MockTenantRepository::new();
-    repo.expect_create().returning(|_, _, _| Err(CreateTenantError::DuplicateSlug));
+    repo.expect_create()
+        .returning(|_, _, _| Err(CreateTenantError::DuplicateSlug));
     let service = TenantService::new(Arc::new(repo));
-    let err = service.create(&tenant_request("acme")).await.expect_err("duplicate");
+    let err = service
+        .create(&tenant_request("acme"))
+        .await
+        .expect_err("duplicate");
     assert!(matches!(err, CreateTenantError::DuplicateSlug));
 }
 
@@ -52,7 +56,10 @@ async fn malformed_key_never_reaches_the_store() {
     let mut repo = MockTenantRepository::new();
     repo.expect_authenticate().never();
     let service = TenantService::new(Arc::new(repo));
-    let err = service.authenticate("not-a-key").await.expect_err("malformed");
+    let err = service
+        .authenticate("not-a-key")
+        .await
+        .expect_err("malformed");
     assert!(matches!(err, AuthenticateError::InvalidKey));
 }
 
@@ -67,41 +74,82 @@ async fn well_formed_key_is_looked_up_by_its_tenant_and_hash() {
         .times(1)
         .returning(|_, _| Err(AuthenticateError::InvalidKey));
     let service = TenantService::new(Arc::new(repo));
-    assert!(matches!(service.authenticate(token.expose()).await, Err(AuthenticateError::InvalidKey)));
+    assert!(matches!(
+        service.authenticate(token.expose()).await,
+        Err(AuthenticateError::InvalidKey)
+    ));
 }
 
 #[tokio::test]
 async fn store_down_surfaces_as_unavailable_not_unknown() {
     let mut repo = MockLeadRepository::new();
-    repo.expect_get().returning(|_, _| Err(GetLeadError::Unavailable(Unavailable("pool timed out".into()))));
-    repo.expect_update().returning(|_, _, _| Err(UpdateLeadError::Conflict { current: 4 }));
+    repo.expect_get().returning(|_, _| {
+        Err(GetLeadError::Unavailable(Unavailable(
+            "pool timed out".into(),
+        )))
+    });
+    repo.expect_update()
+        .returning(|_, _, _| Err(UpdateLeadError::Conflict { current: 4 }));
     let service = LeadService::new(Arc::new(repo));
     let tenant = TenantId::new();
     let id = leadline_domain::LeadId::new();
-    assert!(matches!(service.get(tenant, id).await, Err(GetLeadError::Unavailable(_))));
-    let req = UpdateLeadRequest { expected_version: 1, ..Default::default() };
-    assert!(matches!(service.update(tenant, id, &req).await, Err(UpdateLeadError::Conflict { current: 4 })));
+    assert!(matches!(
+        service.get(tenant, id).await,
+        Err(GetLeadError::Unavailable(_))
+    ));
+    let req = UpdateLeadRequest {
+        expected_version: 1,
+        ..Default::default()
+    };
+    assert!(matches!(
+        service.update(tenant, id, &req).await,
+        Err(UpdateLeadError::Conflict { current: 4 })
+    ));
 }
 
 #[tokio::test]
 async fn happy_path_on_in_memory_sqlite() {
-    let composition = compose(&StoreSettings::for_url("sqlite::memory:"), true).await.expect("composes");
+    let composition = compose(&StoreSettings::for_url("sqlite::memory:"), true)
+        .await
+        .expect("composes");
     let s = &composition.services;
 
-    let created = s.tenants.create(&tenant_request("acme")).await.expect("tenant");
-    let authed = s.tenants.authenticate(created.api_key.expose()).await.expect("own key works");
+    let created = s
+        .tenants
+        .create(&tenant_request("acme"))
+        .await
+        .expect("tenant");
+    let authed = s
+        .tenants
+        .authenticate(created.api_key.expose())
+        .await
+        .expect("own key works");
     assert_eq!(authed.id, created.tenant.id);
-    let second = s.tenants.issue_key(created.tenant.id).await.expect("second key");
-    assert_eq!(s.tenants.authenticate(second.expose()).await.expect("second key works").id, created.tenant.id);
+    let second = s
+        .tenants
+        .issue_key(created.tenant.id)
+        .await
+        .expect("second key");
+    assert_eq!(
+        s.tenants
+            .authenticate(second.expose())
+            .await
+            .expect("second key works")
+            .id,
+        created.tenant.id
+    );
 
     let tenant = created.tenant.id;
     let agent = s
         .agents
-        .create(tenant, &CreateAgentRequest {
-            name: DisplayName::new("Ada").expect("valid"),
-            email: Email::parse("ada@acme.example").expect("valid"),
-            role: AgentRole::Agent,
-        })
+        .create(
+            tenant,
+            &CreateAgentRequest {
+                name: DisplayName::new("Ada").expect("valid"),
+                email: Email::parse("ada@acme.example").expect("valid"),
+                role: AgentRole::Agent,
+            },
+        )
         .await
         .expect("agent");
     let mut req = lead_request();
@@ -109,12 +157,24 @@ async fn happy_path_on_in_memory_sqlite() {
     let lead = s.leads.create(tenant, &req).await.expect("lead");
     assert_eq!(s.leads.get(tenant, lead.id).await.expect("read back"), lead);
 
-    let page = s.leads.list(tenant, &ListLeadsQuery::default()).await.expect("list");
+    let page = s
+        .leads
+        .list(tenant, &ListLeadsQuery::default())
+        .await
+        .expect("list");
     assert_eq!(page.items, vec![lead.clone()]);
 
     let moved = s
         .leads
-        .update(tenant, lead.id, &UpdateLeadRequest { expected_version: 1, status: Some(LeadStatus::Contacted), ..Default::default() })
+        .update(
+            tenant,
+            lead.id,
+            &UpdateLeadRequest {
+                expected_version: 1,
+                status: Some(LeadStatus::Contacted),
+                ..Default::default()
+            },
+        )
         .await
         .expect("update");
     assert_eq!((moved.status, moved.version), (LeadStatus::Contacted, 2));

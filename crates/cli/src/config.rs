@@ -3,11 +3,15 @@
 //! (nested keys joined by `__`, e.g. `LEADLINE_DATABASE__MAX_CONNECTIONS`).
 //! Unknown keys are errors, and every error names its key.
 
-use std::{net::SocketAddr, path::{Path, PathBuf}, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use figment::{
-    providers::{Env, Format, Toml},
     Figment,
+    providers::{Env, Format, Toml},
 };
 use leadline_store::StoreSettings;
 use serde::Deserialize;
@@ -36,7 +40,10 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_secs: 20 }
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace_secs: 20,
+        }
     }
 }
 
@@ -61,7 +68,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Human, filter: "info,sqlx=warn,sea_orm=warn".to_owned() }
+        Self {
+            format: LogFormat::Human,
+            filter: "info,sqlx=warn,sea_orm=warn".to_owned(),
+        }
     }
 }
 
@@ -97,7 +107,11 @@ pub fn figment(file: Option<&Path>) -> Figment {
     }
     figment
         // The conventional variable, for PaaS platforms that inject it.
-        .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+        .merge(
+            Env::raw()
+                .only(&["DATABASE_URL"])
+                .map(|_| "database.url".into()),
+        )
         .merge(
             Env::prefixed("LEADLINE_")
                 .filter(|key| key.as_str() != "config")
@@ -119,7 +133,11 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         .into_iter()
         .map(|(key, why)| format!("{key}: {why}"))
         .collect();
-    if problems.is_empty() { Ok(config) } else { Err(ConfigError(problems)) }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError(problems))
+    }
 }
 
 /// The config file named by `LEADLINE_CONFIG`, when set.
@@ -138,12 +156,24 @@ mod tests {
     fn defaults_then_file_then_env() {
         figment::Jail::expect_with(|jail| {
             let defaults = load(None).map_err(|e| e.to_string())?;
-            assert_eq!(defaults.database.url.expose_secret(), "sqlite://leadline.db?mode=rwc");
+            assert_eq!(
+                defaults.database.url.expose_secret(),
+                "sqlite://leadline.db?mode=rwc"
+            );
             assert_eq!(defaults.http.bind.port(), 8080);
 
-            jail.create_file("leadline.toml", "[http]\nbind = \"0.0.0.0:9000\"\n[database]\nmax_connections = 4\n")?;
+            jail.create_file(
+                "leadline.toml",
+                "[http]\nbind = \"0.0.0.0:9000\"\n[database]\nmax_connections = 4\n",
+            )?;
             let from_file = load(None).map_err(|e| e.to_string())?;
-            assert_eq!((from_file.http.bind.port(), from_file.database.max_connections), (9000, 4));
+            assert_eq!(
+                (
+                    from_file.http.bind.port(),
+                    from_file.database.max_connections
+                ),
+                (9000, 4)
+            );
 
             jail.set_env("DATABASE_URL", "postgres://a@b/c");
             jail.set_env("LEADLINE_DATABASE__MAX_CONNECTIONS", "9");
@@ -153,7 +183,11 @@ mod tests {
 
             jail.set_env("LEADLINE_DATABASE__URL", "postgres://x@y/z");
             let specific = load(None).map_err(|e| e.to_string())?;
-            assert_eq!(specific.database.url.expose_secret(), "postgres://x@y/z", "LEADLINE_ wins over DATABASE_URL");
+            assert_eq!(
+                specific.database.url.expose_secret(),
+                "postgres://x@y/z",
+                "LEADLINE_ wins over DATABASE_URL"
+            );
             Ok(())
         });
     }
@@ -167,7 +201,10 @@ mod tests {
 
             jail.set_env("LEADLINE_DATABASE__MAX_CONNECTIONS", "0");
             let err = load(None).expect_err("zero").to_string();
-            assert!(err.contains("database.max_connections: must be at least 1"), "{err}");
+            assert!(
+                err.contains("database.max_connections: must be at least 1"),
+                "{err}"
+            );
 
             jail.set_env("LEADLINE_DATABASE__MAX_CONNECTIONS", "4");
             jail.set_env("LEADLINE_HTTP__BINDD", "x");
@@ -180,7 +217,9 @@ mod tests {
     #[test]
     fn missing_explicit_file_is_an_error() {
         figment::Jail::expect_with(|_| {
-            let err = load(Some(Path::new("nope.toml"))).expect_err("missing").to_string();
+            let err = load(Some(Path::new("nope.toml")))
+                .expect_err("missing")
+                .to_string();
             assert!(err.contains("nope.toml"), "{err}");
             Ok(())
         });

@@ -8,7 +8,11 @@ use leadline_store::MigrateOp;
 use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
-#[command(name = "leadline", version, about = "Multi-tenant lead and outreach engine")]
+#[command(
+    name = "leadline",
+    version,
+    about = "Multi-tenant lead and outreach engine"
+)]
 struct Cli {
     /// A TOML config file (default: ./leadline.toml when present; also LEADLINE_CONFIG).
     #[arg(long, global = true)]
@@ -97,14 +101,20 @@ fn main() -> ExitCode {
         }
     };
     run::init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("leadline: cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command.unwrap_or(Command::Serve { bind: None }), config)) {
+    match runtime.block_on(dispatch(
+        cli.command.unwrap_or(Command::Serve { bind: None }),
+        config,
+    )) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("leadline: {err:#}");
@@ -132,10 +142,16 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
                 MigrateAction::Status => None,
             };
             for m in run::migrate(&config, op).await? {
-                println!("{:<45} {}", m.name, if m.applied { "applied" } else { "pending" });
+                println!(
+                    "{:<45} {}",
+                    m.name,
+                    if m.applied { "applied" } else { "pending" }
+                );
             }
         }
-        Command::Tenant { action: TenantAction::Create { slug, name } } => {
+        Command::Tenant {
+            action: TenantAction::Create { slug, name },
+        } => {
             let created = run::create_tenant(&config, &slug, name.as_deref()).await?;
             eprintln!(
                 "created tenant {} ({}). Its API key is below; it is shown only this once:",
@@ -143,19 +159,32 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
             );
             println!("{}", created.api_key.expose());
         }
-        Command::Roles { action: RolesAction::Setup { login, password_env } } => {
-            let password = std::env::var(&password_env)
-                .map_err(|_| anyhow::anyhow!("set the role's password in the {password_env} environment variable"))?;
+        Command::Roles {
+            action:
+                RolesAction::Setup {
+                    login,
+                    password_env,
+                },
+        } => {
+            let password = std::env::var(&password_env).map_err(|_| {
+                anyhow::anyhow!(
+                    "set the role's password in the {password_env} environment variable"
+                )
+            })?;
             if password.len() < 12 {
                 anyhow::bail!("{password_env}: the password must be at least 12 characters");
             }
             run::setup_service_role(&config, &login, &SecretString::from(password)).await?;
             eprintln!("role {login} is ready; connect the service as it (database.url)");
         }
-        Command::Roles { action: RolesAction::Verify { login } } => {
+        Command::Roles {
+            action: RolesAction::Verify { login },
+        } => {
             let problems = run::verify_service_role(&config, &login).await?;
             if problems.is_empty() {
-                println!("{login}: ok (not superuser, no BYPASSRLS, owns nothing, no TRUNCATE, RLS forced on every tenant table)");
+                println!(
+                    "{login}: ok (not superuser, no BYPASSRLS, owns nothing, no TRUNCATE, RLS forced on every tenant table)"
+                );
             } else {
                 for p in &problems {
                     println!("{login}: {p}");

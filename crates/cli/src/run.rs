@@ -3,10 +3,10 @@
 use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
-use leadline_app::{compose, Composition, CreatedTenant};
+use leadline_app::{Composition, CreatedTenant, compose};
 use leadline_domain::{CreateTenantRequest, DisplayName, Slug};
-use leadline_http::{router, serve as serve_http, AppState};
-use leadline_store::{redact_url, MigrateOp, MigrationState, Store};
+use leadline_http::{AppState, router, serve as serve_http};
+use leadline_store::{MigrateOp, MigrationState, Store, redact_url};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::{net::TcpListener, sync::Notify};
 
@@ -16,7 +16,9 @@ use crate::config::{Config, LogFormat};
 pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match config.log.format {
         LogFormat::Human => builder.try_init(),
@@ -30,7 +32,11 @@ pub fn init_logging(config: &Config) {
 ///
 /// # Errors
 /// Wiring failures (database unreachable, migrations refused) and I/O errors.
-pub async fn serve(config: &Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let composition = compose(&config.database, true).await?;
     let app = router(AppState::new(composition.services.clone()));
     let addr = listener.local_addr()?;
@@ -38,7 +44,9 @@ pub async fn serve(config: &Config, listener: TcpListener, shutdown: impl Future
 
     let stop = Arc::new(Notify::new());
     let stop_server = stop.clone();
-    let mut server = tokio::spawn(serve_http(listener, app, async move { stop_server.notified().await }));
+    let mut server = tokio::spawn(serve_http(listener, app, async move {
+        stop_server.notified().await
+    }));
     tokio::select! {
         result = &mut server => result.context("server task failed")?.context("server failed")?,
         () = shutdown => {
@@ -86,18 +94,31 @@ pub async fn shutdown_signal() {
 ///
 /// # Errors
 /// Bad slug or name (naming the argument), duplicate slug, database failures.
-pub async fn create_tenant(config: &Config, slug: &str, name: Option<&str>) -> anyhow::Result<CreatedTenant> {
+pub async fn create_tenant(
+    config: &Config,
+    slug: &str,
+    name: Option<&str>,
+) -> anyhow::Result<CreatedTenant> {
     let slug = Slug::parse(slug).map_err(|e| anyhow::anyhow!("slug: {e}"))?;
-    let name = DisplayName::new(name.unwrap_or(slug.as_str())).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let name = DisplayName::new(name.unwrap_or(slug.as_str()))
+        .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     let composition = compose(&config.database, true).await?;
-    let created = composition.services.tenants.create(&CreateTenantRequest { slug, name }).await;
+    let created = composition
+        .services
+        .tenants
+        .create(&CreateTenantRequest { slug, name })
+        .await;
     composition.shutdown().await;
     Ok(created?)
 }
 
 /// The store to migrate or administer: the owner's URL when configured.
 async fn admin_store(config: &Config) -> anyhow::Result<Store> {
-    let url = config.database.migration_url.as_ref().unwrap_or(&config.database.url);
+    let url = config
+        .database
+        .migration_url
+        .as_ref()
+        .unwrap_or(&config.database.url);
     Ok(Store::connect_for_migrations(url.expose_secret(), &config.database).await?)
 }
 
@@ -105,7 +126,10 @@ async fn admin_store(config: &Config) -> anyhow::Result<Store> {
 ///
 /// # Errors
 /// Connection or migration failures.
-pub async fn migrate(config: &Config, op: Option<MigrateOp>) -> anyhow::Result<Vec<MigrationState>> {
+pub async fn migrate(
+    config: &Config,
+    op: Option<MigrateOp>,
+) -> anyhow::Result<Vec<MigrationState>> {
     let store = admin_store(config).await?;
     let result = match op {
         Some(op) => store.migrate(op).await,
@@ -119,7 +143,11 @@ pub async fn migrate(config: &Config, op: Option<MigrateOp>) -> anyhow::Result<V
 ///
 /// # Errors
 /// Not PostgreSQL, a bad name, or the database refused.
-pub async fn setup_service_role(config: &Config, login: &str, password: &SecretString) -> anyhow::Result<()> {
+pub async fn setup_service_role(
+    config: &Config,
+    login: &str,
+    password: &SecretString,
+) -> anyhow::Result<()> {
     let store = admin_store(config).await?;
     let result = store.ensure_service_login(login, password).await;
     store.close().await;

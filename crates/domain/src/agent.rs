@@ -107,9 +107,15 @@ impl Agent {
     ///
     /// # Errors
     /// [`StaleVersion`] when `req.expected_version` is not the current version.
-    pub fn apply(&self, req: &UpdateAgentRequest, now: DateTime<Utc>) -> Result<Self, StaleVersion> {
+    pub fn apply(
+        &self,
+        req: &UpdateAgentRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Self, StaleVersion> {
         if req.expected_version != self.version {
-            return Err(StaleVersion { current: self.version });
+            return Err(StaleVersion {
+                current: self.version,
+            });
         }
         let mut next = self.clone();
         if let Some(name) = &req.name {
@@ -152,15 +158,33 @@ mod tests {
     #[test]
     fn apply_bumps_version_and_changes_only_given_fields() {
         let a = agent();
-        let req = UpdateAgentRequest { expected_version: 1, name: None, email: None, role: Some(AgentRole::Admin), active: Some(false) };
+        let req = UpdateAgentRequest {
+            expected_version: 1,
+            name: None,
+            email: None,
+            role: Some(AgentRole::Admin),
+            active: Some(false),
+        };
         let b = a.apply(&req, Utc::now()).expect("current version");
-        assert_eq!((b.version, b.role, b.active, &b.name), (2, AgentRole::Admin, false, &a.name));
+        assert_eq!(
+            (b.version, b.role, b.active, &b.name),
+            (2, AgentRole::Admin, false, &a.name)
+        );
     }
 
     #[test]
     fn stale_version_is_refused() {
-        let req = UpdateAgentRequest { expected_version: 7, name: None, email: None, role: None, active: None };
-        assert_eq!(agent().apply(&req, Utc::now()), Err(StaleVersion { current: 1 }));
+        let req = UpdateAgentRequest {
+            expected_version: 7,
+            name: None,
+            email: None,
+            role: None,
+            active: None,
+        };
+        assert_eq!(
+            agent().apply(&req, Utc::now()),
+            Err(StaleVersion { current: 1 })
+        );
     }
 
     #[test]

@@ -54,8 +54,15 @@ impl ApiKeyToken {
     pub fn parse(raw: &str) -> Result<Self, ParseApiKeyError> {
         let rest = raw.strip_prefix(PREFIX).ok_or(ParseApiKeyError)?;
         let (tenant_hex, secret_hex) = rest.split_once('_').ok_or(ParseApiKeyError)?;
-        let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if tenant_hex.len() != 32 || secret_hex.len() != SECRET_BYTES * 2 || !is_hex(tenant_hex) || !is_hex(secret_hex) {
+        let is_hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if tenant_hex.len() != 32
+            || secret_hex.len() != SECRET_BYTES * 2
+            || !is_hex(tenant_hex)
+            || !is_hex(secret_hex)
+        {
             return Err(ParseApiKeyError);
         }
         let uuid = Uuid::try_parse(tenant_hex).map_err(|_| ParseApiKeyError)?;

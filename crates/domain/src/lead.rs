@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AgentId, CompanyName, Email, LeadId, PageLimit, PersonName, Phone, Source, Tag, Tags,
-    TenantId, ValueError,
+    AgentId, CompanyName, Email, LeadId, PageLimit, PersonName, Phone, Source, Tag, Tags, TenantId,
+    ValueError,
 };
 
 /// Where a lead stands.
@@ -118,9 +118,13 @@ impl Metadata {
         let serde_json::Value::Object(map) = value else {
             return Err(ValueError::Invalid("must be a JSON object"));
         };
-        let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&map)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > Self::MAX_BYTES {
-            return Err(ValueError::TooLong { max: Self::MAX_BYTES });
+            return Err(ValueError::TooLong {
+                max: Self::MAX_BYTES,
+            });
         }
         Ok(Self(map))
     }
@@ -258,14 +262,23 @@ impl Lead {
     ///
     /// # Errors
     /// [`UpdateLeadRejected`].
-    pub fn apply(&self, req: &UpdateLeadRequest, now: DateTime<Utc>) -> Result<Self, UpdateLeadRejected> {
+    pub fn apply(
+        &self,
+        req: &UpdateLeadRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Self, UpdateLeadRejected> {
         if req.expected_version != self.version {
-            return Err(UpdateLeadRejected::StaleVersion { current: self.version });
+            return Err(UpdateLeadRejected::StaleVersion {
+                current: self.version,
+            });
         }
         let mut next = self.clone();
         if let Some(to) = req.status {
             if !self.status.can_move_to(to) {
-                return Err(UpdateLeadRejected::InvalidTransition { from: self.status, to });
+                return Err(UpdateLeadRejected::InvalidTransition {
+                    from: self.status,
+                    to,
+                });
             }
             next.status = to;
         }
@@ -347,10 +360,19 @@ mod tests {
     #[test]
     fn transition_table() {
         let allowed = [
-            (New, Contacted), (New, Qualified), (New, Nurturing), (New, Lost),
-            (Contacted, Qualified), (Contacted, Nurturing), (Contacted, Lost),
-            (Qualified, Nurturing), (Qualified, Won), (Qualified, Lost),
-            (Nurturing, Contacted), (Nurturing, Qualified), (Nurturing, Lost),
+            (New, Contacted),
+            (New, Qualified),
+            (New, Nurturing),
+            (New, Lost),
+            (Contacted, Qualified),
+            (Contacted, Nurturing),
+            (Contacted, Lost),
+            (Qualified, Nurturing),
+            (Qualified, Won),
+            (Qualified, Lost),
+            (Nurturing, Contacted),
+            (Nurturing, Qualified),
+            (Nurturing, Lost),
             (Lost, Nurturing),
         ];
         for from in LeadStatus::ALL {
@@ -366,10 +388,23 @@ mod tests {
     #[test]
     fn apply_checks_version_then_transition() {
         let l = lead(New);
-        let stale = UpdateLeadRequest { expected_version: 2, ..Default::default() };
-        assert_eq!(l.apply(&stale, Utc::now()), Err(UpdateLeadRejected::StaleVersion { current: 1 }));
-        let bad = UpdateLeadRequest { expected_version: 1, status: Some(Won), ..Default::default() };
-        assert_eq!(l.apply(&bad, Utc::now()), Err(UpdateLeadRejected::InvalidTransition { from: New, to: Won }));
+        let stale = UpdateLeadRequest {
+            expected_version: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            l.apply(&stale, Utc::now()),
+            Err(UpdateLeadRejected::StaleVersion { current: 1 })
+        );
+        let bad = UpdateLeadRequest {
+            expected_version: 1,
+            status: Some(Won),
+            ..Default::default()
+        };
+        assert_eq!(
+            l.apply(&bad, Utc::now()),
+            Err(UpdateLeadRejected::InvalidTransition { from: New, to: Won })
+        );
     }
 
     #[test]
@@ -396,7 +431,12 @@ mod tests {
         assert!(Metadata::new(serde_json::json!({"a": 1})).is_ok());
         assert!(Metadata::new(serde_json::json!([1, 2])).is_err());
         let big = serde_json::json!({ "x": "y".repeat(Metadata::MAX_BYTES) });
-        assert_eq!(Metadata::new(big), Err(ValueError::TooLong { max: Metadata::MAX_BYTES }));
+        assert_eq!(
+            Metadata::new(big),
+            Err(ValueError::TooLong {
+                max: Metadata::MAX_BYTES
+            })
+        );
     }
 
     #[test]

@@ -57,7 +57,10 @@ impl<T> Page<T> {
         let limit = usize::from(limit.get());
         let has_more = rows.len() > limit;
         rows.truncate(limit);
-        Self { items: rows, has_more }
+        Self {
+            items: rows,
+            has_more,
+        }
     }
 }
 
@@ -76,7 +79,19 @@ mod tests {
     #[test]
     fn overfetch_drops_the_probe_row() {
         let limit = PageLimit::new(2).expect("valid");
-        assert_eq!(Page::from_overfetch(vec![1, 2, 3], limit), Page { items: vec![1, 2], has_more: true });
-        assert_eq!(Page::from_overfetch(vec![1, 2], limit), Page { items: vec![1, 2], has_more: false });
+        assert_eq!(
+            Page::from_overfetch(vec![1, 2, 3], limit),
+            Page {
+                items: vec![1, 2],
+                has_more: true
+            }
+        );
+        assert_eq!(
+            Page::from_overfetch(vec![1, 2], limit),
+            Page {
+                items: vec![1, 2],
+                has_more: false
+            }
+        );
     }
 }

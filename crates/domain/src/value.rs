@@ -144,7 +144,9 @@ impl Email {
         if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ValueError::Invalid(EXPECTED));
         }
-        let (local, domain) = trimmed.split_once('@').ok_or(ValueError::Invalid(EXPECTED))?;
+        let (local, domain) = trimmed
+            .split_once('@')
+            .ok_or(ValueError::Invalid(EXPECTED))?;
         let domain_ok = !domain.contains('@')
             && domain.contains('.')
             && domain.split('.').all(|label| !label.is_empty());
@@ -193,7 +195,8 @@ impl Phone {
     /// # Errors
     /// [`ValueError::Empty`] or [`ValueError::Invalid`].
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        const EXPECTED: &str = "must be a phone number of 7 to 15 digits, optionally starting with +";
+        const EXPECTED: &str =
+            "must be a phone number of 7 to 15 digits, optionally starting with +";
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(ValueError::Empty);
@@ -250,7 +253,8 @@ impl Slug {
     /// [`ValueError::Empty`], [`ValueError::TooShort`], [`ValueError::TooLong`]
     /// or [`ValueError::Invalid`].
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        const EXPECTED: &str = "must be lowercase letters, digits and single dashes, starting with a letter";
+        const EXPECTED: &str =
+            "must be lowercase letters, digits and single dashes, starting with a letter";
         if raw.is_empty() {
             return Err(ValueError::Empty);
         }
@@ -415,21 +419,44 @@ mod tests {
 
     #[test]
     fn bounded_text_trims_and_limits() {
-        assert_eq!(PersonName::new("  Ada ").map(|n| n.to_string()), Ok("Ada".into()));
+        assert_eq!(
+            PersonName::new("  Ada ").map(|n| n.to_string()),
+            Ok("Ada".into())
+        );
         assert_eq!(PersonName::new("   "), Err(ValueError::Empty));
         assert_eq!(
             PersonName::new(&"x".repeat(101)),
             Err(ValueError::TooLong { max: 100 })
         );
-        assert!(PersonName::new(&"é".repeat(100)).is_ok(), "limit counts characters, not bytes");
-        assert!(matches!(PersonName::new("a\u{0}b"), Err(ValueError::Invalid(_))));
+        assert!(
+            PersonName::new(&"é".repeat(100)).is_ok(),
+            "limit counts characters, not bytes"
+        );
+        assert!(matches!(
+            PersonName::new("a\u{0}b"),
+            Err(ValueError::Invalid(_))
+        ));
     }
 
     #[test]
     fn email_is_normalised_and_checked() {
-        assert_eq!(Email::parse(" Ada@Example.COM ").map(|e| e.to_string()), Ok("ada@example.com".into()));
-        for bad in ["ada", "ada@", "@example.com", "ada@example", "ada@@example.com", "a da@example.com", "ada@example..com"] {
-            assert!(matches!(Email::parse(bad), Err(ValueError::Invalid(_))), "{bad} should be refused");
+        assert_eq!(
+            Email::parse(" Ada@Example.COM ").map(|e| e.to_string()),
+            Ok("ada@example.com".into())
+        );
+        for bad in [
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "ada@@example.com",
+            "a da@example.com",
+            "ada@example..com",
+        ] {
+            assert!(
+                matches!(Email::parse(bad), Err(ValueError::Invalid(_))),
+                "{bad} should be refused"
+            );
         }
         assert_eq!(Email::parse(""), Err(ValueError::Empty));
         let long = format!("{}@example.com", "a".repeat(250));
@@ -438,10 +465,19 @@ mod tests {
 
     #[test]
     fn phone_is_normalised_and_checked() {
-        assert_eq!(Phone::parse("+1 (555) 010-9999").map(String::from), Ok("+15550109999".into()));
-        assert_eq!(Phone::parse("020 7946 0958").map(String::from), Ok("02079460958".into()));
+        assert_eq!(
+            Phone::parse("+1 (555) 010-9999").map(String::from),
+            Ok("+15550109999".into())
+        );
+        assert_eq!(
+            Phone::parse("020 7946 0958").map(String::from),
+            Ok("02079460958".into())
+        );
         assert!(Phone::parse("12345").is_err(), "too few digits");
-        assert!(Phone::parse("+1234567890123456").is_err(), "too many digits");
+        assert!(
+            Phone::parse("+1234567890123456").is_err(),
+            "too many digits"
+        );
         assert!(Phone::parse("555-CALL-NOW").is_err(), "letters");
         assert!(Phone::parse("++15550109999").is_err(), "double plus");
     }
@@ -451,9 +487,15 @@ mod tests {
         assert!(Slug::parse("acme-corp2").is_ok());
         assert_eq!(Slug::parse("ab"), Err(ValueError::TooShort { min: 3 }));
         for bad in ["Acme", "1acme", "acme-", "ac--me", "ac_me", "acmé"] {
-            assert!(matches!(Slug::parse(bad), Err(ValueError::Invalid(_))), "{bad} should be refused");
+            assert!(
+                matches!(Slug::parse(bad), Err(ValueError::Invalid(_))),
+                "{bad} should be refused"
+            );
         }
-        assert_eq!(Slug::parse(&"a".repeat(64)), Err(ValueError::TooLong { max: 63 }));
+        assert_eq!(
+            Slug::parse(&"a".repeat(64)),
+            Err(ValueError::TooLong { max: 63 })
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the domain's validated types, so a bad value fails with its field's path;
 //! `into_domain` then only assembles the request.
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use leadline_domain::{
     AgentId, AgentRole, CompanyName, CreateAgentRequest, CreateLeadRequest, DisplayName, Email,
     LeadStatus, Metadata, PageLimit, PersonName, Phone, Source, Tag, Tags, UpdateAgentRequest,
@@ -15,7 +15,9 @@ use crate::error::ApiError;
 
 /// Distinguishes an absent field (`None`) from an explicit `null`
 /// (`Some(None)`), so PATCH can clear optional fields.
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -35,7 +37,11 @@ const fn default_role() -> AgentRole {
 
 impl CreateAgentBody {
     pub(crate) fn into_domain(self) -> CreateAgentRequest {
-        CreateAgentRequest { name: self.name, email: self.email, role: self.role }
+        CreateAgentRequest {
+            name: self.name,
+            email: self.email,
+            role: self.role,
+        }
     }
 }
 
@@ -56,7 +62,13 @@ impl UpdateAgentBody {
     }
 
     pub(crate) fn into_domain(self, expected_version: i64) -> UpdateAgentRequest {
-        UpdateAgentRequest { expected_version, name: self.name, email: self.email, role: self.role, active: self.active }
+        UpdateAgentRequest {
+            expected_version,
+            name: self.name,
+            email: self.email,
+            role: self.role,
+            active: self.active,
+        }
     }
 }
 
@@ -164,7 +176,9 @@ pub(crate) struct ListAgentsParams {
 }
 
 pub(crate) fn page_limit(limit: Option<u32>) -> Result<PageLimit, ApiError> {
-    limit.map_or(Ok(PageLimit::DEFAULT), |l| PageLimit::new(l).map_err(|e| ApiError::invalid_field("limit", e.to_string())))
+    limit.map_or(Ok(PageLimit::DEFAULT), |l| {
+        PageLimit::new(l).map_err(|e| ApiError::invalid_field("limit", e.to_string()))
+    })
 }
 
 const CURSOR_VERSION: u8 = 1;
@@ -179,7 +193,9 @@ pub(crate) fn encode_cursor(id: Uuid) -> String {
 }
 
 pub(crate) fn decode_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
-    let Some(cursor) = cursor else { return Ok(None) };
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
     let bad = || ApiError::invalid_field("cursor", "is not a cursor returned by this API");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     match bytes.split_first() {
@@ -206,7 +222,10 @@ mod tests {
         let id = Uuid::now_v7();
         assert_eq!(decode_cursor(Some(&encode_cursor(id))).ok(), Some(Some(id)));
         assert!(decode_cursor(Some("nope!")).is_err());
-        assert!(decode_cursor(Some(&URL_SAFE_NO_PAD.encode([9u8; 17]))).is_err(), "unknown version");
+        assert!(
+            decode_cursor(Some(&URL_SAFE_NO_PAD.encode([9u8; 17]))).is_err(),
+            "unknown version"
+        );
         assert_eq!(decode_cursor(None).ok(), Some(None));
     }
 

@@ -2,7 +2,7 @@
 //! mapped from the ports' error enums in one place.
 
 use axum::{
-    http::{header, HeaderValue, StatusCode},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use leadline_ports::{
@@ -45,8 +45,21 @@ struct ProblemBody<'a> {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, title, detail: detail.into(), errors: Vec::new(), retry_after: None, www_authenticate: false }
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+            www_authenticate: false,
+        }
     }
 
     /// 422: a field's value is invalid.
@@ -65,7 +78,12 @@ impl ApiError {
 
     /// 400: the body is not parseable JSON.
     pub fn malformed_body(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed-body", "Malformed request body", detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+            "Malformed request body",
+            detail,
+        )
     }
 
     /// 415: the body is not JSON.
@@ -92,19 +110,32 @@ impl ApiError {
 
     /// 404: no such resource (for this tenant).
     pub fn not_found(what: &'static str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("{what} not found"),
+        )
     }
 
     /// 405.
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "this route does not accept that method")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            "this route does not accept that method",
+        )
     }
 
     /// 409 with the field it concerns.
     pub fn conflict(field: &str, detail: impl Into<String>) -> Self {
         let detail = detail.into();
         let mut err = Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail.clone());
-        err.errors.push(FieldError { field: field.to_owned(), message: detail });
+        err.errors.push(FieldError {
+            field: field.to_owned(),
+            message: detail,
+        });
         err
     }
 
@@ -126,7 +157,10 @@ impl ApiError {
             "Precondition required",
             "send the version you read, as the body's `version` field or an If-Match header",
         );
-        err.errors.push(FieldError { field: "version".into(), message: "is required".into() });
+        err.errors.push(FieldError {
+            field: "version".into(),
+            message: "is required".into(),
+        });
         err
     }
 
@@ -146,7 +180,12 @@ impl ApiError {
     /// 500: a bug. The cause is logged, never sent.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error", "an unexpected error occurred")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "an unexpected error occurred",
+        )
     }
 
     /// The status, for tests.
@@ -168,7 +207,10 @@ impl IntoResponse for ApiError {
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -202,7 +244,9 @@ impl From<GetTenantError> for ApiError {
 impl From<CreateAgentError> for ApiError {
     fn from(err: CreateAgentError) -> Self {
         match err {
-            CreateAgentError::DuplicateEmail => Self::conflict("email", "an agent with this email already exists"),
+            CreateAgentError::DuplicateEmail => {
+                Self::conflict("email", "an agent with this email already exists")
+            }
             CreateAgentError::Unavailable(u) => Self::unavailable(&u),
             CreateAgentError::Unknown(e) => Self::internal(&e),
         }
@@ -234,7 +278,10 @@ pub(crate) fn stale(current: i64, from_if_match: bool) -> ApiError {
     if from_if_match {
         ApiError::precondition_failed(current)
     } else {
-        ApiError::conflict("version", format!("the resource is at version {current}; read it again and retry"))
+        ApiError::conflict(
+            "version",
+            format!("the resource is at version {current}; read it again and retry"),
+        )
     }
 }
 
@@ -242,7 +289,9 @@ pub(crate) fn update_agent_error(err: UpdateAgentError, from_if_match: bool) -> 
     match err {
         UpdateAgentError::NotFound => ApiError::not_found("agent"),
         UpdateAgentError::Conflict { current } => stale(current, from_if_match),
-        UpdateAgentError::DuplicateEmail => ApiError::conflict("email", "an agent with this email already exists"),
+        UpdateAgentError::DuplicateEmail => {
+            ApiError::conflict("email", "an agent with this email already exists")
+        }
         UpdateAgentError::Unavailable(u) => ApiError::unavailable(&u),
         UpdateAgentError::Unknown(e) => ApiError::internal(&e),
     }
@@ -251,7 +300,9 @@ pub(crate) fn update_agent_error(err: UpdateAgentError, from_if_match: bool) -> 
 impl From<CreateLeadError> for ApiError {
     fn from(err: CreateLeadError) -> Self {
         match err {
-            CreateLeadError::AgentNotFound => Self::invalid_field("assigned_agent_id", "no such agent"),
+            CreateLeadError::AgentNotFound => {
+                Self::invalid_field("assigned_agent_id", "no such agent")
+            }
             CreateLeadError::Unavailable(u) => Self::unavailable(&u),
             CreateLeadError::Unknown(e) => Self::internal(&e),
         }
@@ -284,7 +335,9 @@ pub(crate) fn update_lead_error(err: UpdateLeadError, from_if_match: bool) -> Ap
         UpdateLeadError::InvalidTransition { from, to } => {
             ApiError::conflict("status", format!("a lead cannot move from {from} to {to}"))
         }
-        UpdateLeadError::AgentNotFound => ApiError::invalid_field("assigned_agent_id", "no such agent"),
+        UpdateLeadError::AgentNotFound => {
+            ApiError::invalid_field("assigned_agent_id", "no such agent")
+        }
         UpdateLeadError::Unavailable(u) => ApiError::unavailable(&u),
         UpdateLeadError::Unknown(e) => ApiError::internal(&e),
     }

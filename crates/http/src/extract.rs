@@ -9,7 +9,7 @@ use axum::{
 use leadline_domain::Tenant;
 use serde::de::DeserializeOwned;
 
-use crate::{error::ApiError, AppState};
+use crate::{AppState, error::ApiError};
 
 /// Turns a serde error (with its path) into a problem naming the field.
 fn field_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> ApiError {
@@ -20,14 +20,26 @@ fn field_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> Api
     for prefix in ["missing field `", "unknown field `"] {
         if let Some(rest) = message.strip_prefix(prefix) {
             if let Some((name, _)) = rest.split_once('`') {
-                let field = if path == "." { name.to_owned() } else { format!("{path}.{name}") };
-                let reason = if prefix.starts_with("missing") { "is required".to_owned() } else { "is not a known field".to_owned() };
+                let field = if path == "." {
+                    name.to_owned()
+                } else {
+                    format!("{path}.{name}")
+                };
+                let reason = if prefix.starts_with("missing") {
+                    "is required".to_owned()
+                } else {
+                    "is not a known field".to_owned()
+                };
                 return ApiError::invalid_field(field, reason);
             }
         }
     }
     // Drop serde's " at line 1 column 20" tail: the field already says where.
-    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
     let field = if path == "." { "body".to_owned() } else { path };
     ApiError::invalid_field(field, message)
 }
@@ -58,7 +70,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .map_err(|e| ApiError::malformed_body(e.body_text()))?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(&mut de) {
-            Ok(value) => de.end().map(|()| Self(value)).map_err(|e| ApiError::malformed_body(e.to_string())),
+            Ok(value) => de
+                .end()
+                .map(|()| Self(value))
+                .map_err(|e| ApiError::malformed_body(e.to_string())),
             Err(err) => {
                 if err.inner().is_syntax() || err.inner().is_eof() {
                     Err(ApiError::malformed_body(err.inner().to_string()))
@@ -80,7 +95,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(Self).map_err(|e| field_error(&e))
+        serde_path_to_error::deserialize(de)
+            .map(Self)
+            .map_err(|e| field_error(&e))
     }
 }
 
@@ -92,7 +109,10 @@ pub(crate) struct CurrentTenant(pub Tenant);
 impl FromRequestParts<AppState> for CurrentTenant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -121,7 +141,12 @@ pub(crate) fn if_match(parts: &axum::http::HeaderMap) -> Result<Option<i64>, Api
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|v| v.parse::<i64>().ok())
         .map(Some)
-        .ok_or_else(|| ApiError::invalid_field("If-Match", "must be an ETag returned by this API, like \"3\""))
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "If-Match",
+                "must be an ETag returned by this API, like \"3\"",
+            )
+        })
 }
 
 /// The ETag for a version.

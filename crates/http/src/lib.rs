@@ -39,7 +39,12 @@ impl AppState {
     /// Wraps the services.
     #[must_use]
     pub fn new(services: Services) -> Self {
-        Self { inner: Arc::new(StateInner { services, readiness_timeout: Duration::from_secs(2) }) }
+        Self {
+            inner: Arc::new(StateInner {
+                services,
+                readiness_timeout: Duration::from_secs(2),
+            }),
+        }
     }
 
     pub(crate) fn services(&self) -> &Services {
@@ -65,5 +70,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -1,23 +1,23 @@
 //! Route table and handlers.
 
 use axum::{
+    Json, Router,
     extract::{Path, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
-    Json, Router,
 };
 use leadline_domain::{AgentId, LeadId, ListLeadsQuery};
 use serde_json::json;
 
 use crate::{
-    dto::{
-        decode_cursor, encode_cursor, page_limit, CreateAgentBody, CreateLeadBody, ListAgentsParams,
-        ListLeadsParams, ListResponse, UpdateAgentBody, UpdateLeadBody,
-    },
-    error::{update_agent_error, update_lead_error, ApiError},
-    extract::{etag, if_match, ApiJson, ApiQuery, CurrentTenant},
     AppState,
+    dto::{
+        CreateAgentBody, CreateLeadBody, ListAgentsParams, ListLeadsParams, ListResponse,
+        UpdateAgentBody, UpdateLeadBody, decode_cursor, encode_cursor, page_limit,
+    },
+    error::{ApiError, update_agent_error, update_lead_error},
+    extract::{ApiJson, ApiQuery, CurrentTenant, etag, if_match},
 };
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -39,7 +39,12 @@ fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, Ap
 }
 
 /// A JSON response with an ETag carrying the version.
-fn versioned<T: serde::Serialize>(status: StatusCode, body: &T, version: i64, location: Option<String>) -> Response {
+fn versioned<T: serde::Serialize>(
+    status: StatusCode,
+    body: &T,
+    version: i64,
+    location: Option<String>,
+) -> Response {
     let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&etag(version)) {
@@ -53,9 +58,15 @@ fn versioned<T: serde::Serialize>(status: StatusCode, body: &T, version: i64, lo
 
 /// The version an update must match: `If-Match` or the body's `version`;
 /// both must agree when both are sent.
-fn expected_version(headers: &HeaderMap, body_version: Option<i64>) -> Result<(i64, bool), ApiError> {
+fn expected_version(
+    headers: &HeaderMap,
+    body_version: Option<i64>,
+) -> Result<(i64, bool), ApiError> {
     match (if_match(headers)?, body_version) {
-        (Some(h), Some(b)) if h != b => Err(ApiError::invalid_field("version", "disagrees with the If-Match header")),
+        (Some(h), Some(b)) if h != b => Err(ApiError::invalid_field(
+            "version",
+            "disagrees with the If-Match header",
+        )),
         (Some(h), _) => Ok((h, true)),
         (None, Some(b)) => Ok((b, false)),
         (None, None) => Err(ApiError::precondition_required()),
@@ -94,9 +105,18 @@ async fn create_agent(
     CurrentTenant(tenant): CurrentTenant,
     ApiJson(body): ApiJson<CreateAgentBody>,
 ) -> Result<Response, ApiError> {
-    let agent = state.services().agents.create(tenant.id, &body.into_domain()).await?;
+    let agent = state
+        .services()
+        .agents
+        .create(tenant.id, &body.into_domain())
+        .await?;
     let location = format!("/v1/agents/{}", agent.id);
-    Ok(versioned(StatusCode::CREATED, &agent, agent.version, Some(location)))
+    Ok(versioned(
+        StatusCode::CREATED,
+        &agent,
+        agent.version,
+        Some(location),
+    ))
 }
 
 async fn get_agent(
@@ -116,9 +136,19 @@ async fn list_agents(
 ) -> Result<Json<ListResponse<leadline_domain::Agent>>, ApiError> {
     let limit = page_limit(params.limit)?;
     let after = decode_cursor(params.cursor.as_deref())?.map(AgentId::from_uuid);
-    let page = state.services().agents.list(tenant.id, limit, after).await?;
-    let next_cursor = page.has_more.then(|| page.items.last().map(|a| encode_cursor(a.id.as_uuid()))).flatten();
-    Ok(Json(ListResponse { items: page.items, next_cursor }))
+    let page = state
+        .services()
+        .agents
+        .list(tenant.id, limit, after)
+        .await?;
+    let next_cursor = page
+        .has_more
+        .then(|| page.items.last().map(|a| encode_cursor(a.id.as_uuid())))
+        .flatten();
+    Ok(Json(ListResponse {
+        items: page.items,
+        next_cursor,
+    }))
 }
 
 async fn update_agent(
@@ -144,9 +174,18 @@ async fn create_lead(
     CurrentTenant(tenant): CurrentTenant,
     ApiJson(body): ApiJson<CreateLeadBody>,
 ) -> Result<Response, ApiError> {
-    let lead = state.services().leads.create(tenant.id, &body.into_domain()).await?;
+    let lead = state
+        .services()
+        .leads
+        .create(tenant.id, &body.into_domain())
+        .await?;
     let location = format!("/v1/leads/{}", lead.id);
-    Ok(versioned(StatusCode::CREATED, &lead, lead.version, Some(location)))
+    Ok(versioned(
+        StatusCode::CREATED,
+        &lead,
+        lead.version,
+        Some(location),
+    ))
 }
 
 async fn get_lead(
@@ -172,8 +211,14 @@ async fn list_leads(
         after: decode_cursor(params.cursor.as_deref())?.map(LeadId::from_uuid),
     };
     let page = state.services().leads.list(tenant.id, &query).await?;
-    let next_cursor = page.has_more.then(|| page.items.last().map(|l| encode_cursor(l.id.as_uuid()))).flatten();
-    Ok(Json(ListResponse { items: page.items, next_cursor }))
+    let next_cursor = page
+        .has_more
+        .then(|| page.items.last().map(|l| encode_cursor(l.id.as_uuid())))
+        .flatten();
+    Ok(Json(ListResponse {
+        items: page.items,
+        next_cursor,
+    }))
 }
 
 async fn update_lead(

@@ -22,9 +22,9 @@ mod health;
 mod repositories;
 
 pub use errors::*;
-pub use health::{HealthCheck, HealthError, PoolStats};
 #[cfg(feature = "mock")]
 pub use health::MockHealthCheck;
+pub use health::{HealthCheck, HealthError, PoolStats};
 pub use repositories::{AgentRepository, LeadRepository, TenantRepository};
 #[cfg(feature = "mock")]
 pub use repositories::{MockAgentRepository, MockLeadRepository, MockTenantRepository};

@@ -63,7 +63,11 @@ pub trait AgentRepository: Send + Sync {
     ///
     /// # Errors
     /// [`CreateAgentError::DuplicateEmail`] when the email is taken in this tenant.
-    async fn create(&self, tenant: TenantId, req: &CreateAgentRequest) -> Result<Agent, CreateAgentError>;
+    async fn create(
+        &self,
+        tenant: TenantId,
+        req: &CreateAgentRequest,
+    ) -> Result<Agent, CreateAgentError>;
 
     /// Reads an agent.
     ///
@@ -103,7 +107,11 @@ pub trait LeadRepository: Send + Sync {
     ///
     /// # Errors
     /// [`CreateLeadError::AgentNotFound`] when the assigned agent is not in this tenant.
-    async fn create(&self, tenant: TenantId, req: &CreateLeadRequest) -> Result<Lead, CreateLeadError>;
+    async fn create(
+        &self,
+        tenant: TenantId,
+        req: &CreateLeadRequest,
+    ) -> Result<Lead, CreateLeadError>;
 
     /// Creates many leads in one transaction: all or none. Returns how many
     /// were written.
@@ -111,7 +119,11 @@ pub trait LeadRepository: Send + Sync {
     /// # Errors
     /// [`CreateLeadError::AgentNotFound`] when any assigned agent is not in
     /// this tenant; nothing is written then.
-    async fn create_many(&self, tenant: TenantId, reqs: &[CreateLeadRequest]) -> Result<u64, CreateLeadError>;
+    async fn create_many(
+        &self,
+        tenant: TenantId,
+        reqs: &[CreateLeadRequest],
+    ) -> Result<u64, CreateLeadError>;
 
     /// Reads a lead.
     ///
@@ -129,7 +141,11 @@ pub trait LeadRepository: Send + Sync {
     ///
     /// # Errors
     /// Only `Unavailable` or `Unknown`.
-    async fn list(&self, tenant: TenantId, query: &ListLeadsQuery) -> Result<Page<Lead>, ListLeadsError>;
+    async fn list(
+        &self,
+        tenant: TenantId,
+        query: &ListLeadsQuery,
+    ) -> Result<Page<Lead>, ListLeadsError>;
 
     /// Applies a partial update under the domain's rules
     /// ([`Lead::apply`](leadline_domain::Lead::apply)) if the version is current.

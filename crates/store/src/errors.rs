@@ -3,7 +3,7 @@
 //! error enum.
 
 use leadline_ports::Unavailable;
-use sea_orm::{sqlx, DbErr, RuntimeErr, SqlErr};
+use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
 
 /// A database error sorted by what a caller can do about it.
 #[derive(Debug)]
@@ -30,7 +30,10 @@ fn unavailable_sqlstate(code: &str) -> bool {
 
 fn sqlx_unavailable(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| unavailable_sqlstate(&c)),
         _ => false,
     }
@@ -45,7 +48,9 @@ impl From<DbErr> for Failure {
         }
         let unavailable = match &err {
             DbErr::ConnectionAcquire(_) => true,
-            DbErr::Conn(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => {
                 matches!(err, DbErr::Conn(_)) || sqlx_unavailable(e)
             }
             DbErr::Conn(_) => true,

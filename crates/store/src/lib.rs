@@ -24,6 +24,13 @@ mod roles;
 mod settings;
 
 pub use migrate::{MigrateError, MigrateOp, MigrationState};
-pub use pool::{redact_url, Backend, ConnectError, Store};
+pub use pool::{Backend, ConnectError, Store, redact_url};
 pub use roles::RolesError;
 pub use settings::StoreSettings;
+
+/// The current time at the precision both backends store (microseconds),
+/// so a value handed back after a write equals the value read later.
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

@@ -1,8 +1,8 @@
 //! Running leadline's migrations against a [`Store`]: up, down, status, reset.
 
 use leadline_migrations::{
-    migration::{MigrationStatus, MigratorTrait},
     Migrator,
+    migration::{MigrationStatus, MigratorTrait},
 };
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
@@ -54,8 +54,15 @@ impl Store {
     ///
     /// # Errors
     /// [`ConnectError`].
-    pub async fn connect_for_migrations(url: &str, settings: &StoreSettings) -> Result<Self, ConnectError> {
-        let settings = StoreSettings { max_connections: 1, min_connections: 1, ..settings.clone() };
+    pub async fn connect_for_migrations(
+        url: &str,
+        settings: &StoreSettings,
+    ) -> Result<Self, ConnectError> {
+        let settings = StoreSettings {
+            max_connections: 1,
+            min_connections: 1,
+            ..settings.clone()
+        };
         Self::connect_url(url, &settings).await
     }
 
@@ -69,7 +76,11 @@ impl Store {
         let lock = self.backend() == Backend::Postgres && self.pool_stats().max == 1;
         if lock {
             self.db()
-                .execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, "SELECT pg_advisory_lock($1)", [LOCK_KEY.into()]))
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_lock($1)",
+                    [LOCK_KEY.into()],
+                ))
                 .await?;
         }
         let result = match op {
@@ -82,7 +93,11 @@ impl Store {
         };
         if lock {
             self.db()
-                .execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, "SELECT pg_advisory_unlock($1)", [LOCK_KEY.into()]))
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_unlock($1)",
+                    [LOCK_KEY.into()],
+                ))
                 .await?;
         }
         result?;
@@ -98,7 +113,10 @@ impl Store {
         Ok(Migrator::get_migration_with_status_read_only(self.db())
             .await?
             .into_iter()
-            .map(|m| MigrationState { name: m.name().to_owned(), applied: m.status() == MigrationStatus::Applied })
+            .map(|m| MigrationState {
+                name: m.name().to_owned(),
+                applied: m.status() == MigrationStatus::Applied,
+            })
             .collect())
     }
 }

@@ -1,17 +1,24 @@
 //! The one shared pool per process, its statistics, health and shutdown,
 //! and the tenant-scoped transaction every repository call runs in.
 
-use std::{str::FromStr, sync::Arc, time::{Duration, Instant}};
+use std::{
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use leadline_domain::TenantId;
 use leadline_ports::{HealthError, PoolStats};
 use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqlxPostgresConnector, SqlxSqliteConnector, Statement, TransactionTrait,
     sqlx::{
         postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+        sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+            SqliteSynchronous,
+        },
     },
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqlxPostgresConnector,
-    SqlxSqliteConnector, Statement, TransactionTrait,
 };
 use secrecy::ExposeSecret;
 
@@ -126,7 +133,10 @@ impl Store {
                     .connect_with(options)
                     .await
                     .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-                (SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()), PoolHandle::Postgres(pool))
+                (
+                    SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
+                    PoolHandle::Postgres(pool),
+                )
             }
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -146,10 +156,15 @@ impl Store {
                     .connect_with(options)
                     .await
                     .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-                (SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()), PoolHandle::Sqlite(pool))
+                (
+                    SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
+                    PoolHandle::Sqlite(pool),
+                )
             }
         };
-        Ok(Self { inner: Arc::new(Inner { db, pool, backend }) })
+        Ok(Self {
+            inner: Arc::new(Inner { db, pool, backend }),
+        })
     }
 
     /// The backend in use.
@@ -171,7 +186,12 @@ impl Store {
             PoolHandle::Sqlite(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX);
-        PoolStats { size, idle, in_use: size.saturating_sub(idle), max }
+        PoolStats {
+            size,
+            idle,
+            in_use: size.saturating_sub(idle),
+            max,
+        }
     }
 
     /// Round-trips `SELECT 1` within `timeout`.
@@ -222,7 +242,9 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, tail) = rest.split_once('/').map_or((rest, None), |(a, t)| (a, Some(t)));
+    let (authority, tail) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, t)| (a, Some(t)));
     let redacted = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
@@ -242,17 +264,41 @@ mod tests {
 
     #[test]
     fn backend_by_scheme() {
-        assert_eq!(Backend::from_url("postgres://h/db").ok(), Some(Backend::Postgres));
-        assert_eq!(Backend::from_url("postgresql://h/db").ok(), Some(Backend::Postgres));
-        assert_eq!(Backend::from_url("sqlite::memory:").ok(), Some(Backend::Sqlite));
-        assert!(matches!(Backend::from_url("mysql://h/db"), Err(ConnectError::UnsupportedUrl)));
+        assert_eq!(
+            Backend::from_url("postgres://h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert!(matches!(
+            Backend::from_url("mysql://h/db"),
+            Err(ConnectError::UnsupportedUrl)
+        ));
     }
 
     #[test]
     fn redaction_hides_only_the_password() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/leadline?sslmode=require"), "postgres://app:***@db:5432/leadline?sslmode=require");
-        assert_eq!(redact_url("postgres://app@db/leadline"), "postgres://app@db/leadline");
-        assert_eq!(redact_url("sqlite://leadline.db?mode=rwc"), "sqlite://leadline.db?mode=rwc");
-        assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/leadline?sslmode=require"),
+            "postgres://app:***@db:5432/leadline?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/leadline"),
+            "postgres://app@db/leadline"
+        );
+        assert_eq!(
+            redact_url("sqlite://leadline.db?mode=rwc"),
+            "sqlite://leadline.db?mode=rwc"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
     }
 }

@@ -1,15 +1,19 @@
 //! [`AgentRepository`] on the store.
 
 use async_trait::async_trait;
-use chrono::Utc;
-use leadline_domain::{Agent, AgentId, CreateAgentRequest, Page, PageLimit, TenantId, UpdateAgentRequest};
-use leadline_ports::{AgentRepository, CreateAgentError, GetAgentError, ListAgentsError, UpdateAgentError};
+
+use leadline_domain::{
+    Agent, AgentId, CreateAgentRequest, Page, PageLimit, TenantId, UpdateAgentRequest,
+};
+use leadline_ports::{
+    AgentRepository, CreateAgentError, GetAgentError, ListAgentsError, UpdateAgentError,
+};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::{
-    entity::agents,
-    errors::{common, Failure},
     Backend, Store,
+    entity::agents,
+    errors::{Failure, common},
 };
 
 /// Select one agent of `tenant`; the explicit tenant filter is the first
@@ -22,8 +26,12 @@ fn by_key(tenant: TenantId, id: AgentId) -> sea_orm::Select<agents::Entity> {
 
 #[async_trait]
 impl AgentRepository for Store {
-    async fn create(&self, tenant: TenantId, req: &CreateAgentRequest) -> Result<Agent, CreateAgentError> {
-        let now = Utc::now();
+    async fn create(
+        &self,
+        tenant: TenantId,
+        req: &CreateAgentRequest,
+    ) -> Result<Agent, CreateAgentError> {
+        let now = crate::now();
         let agent = Agent {
             id: AgentId::new(),
             tenant_id: tenant,
@@ -37,7 +45,9 @@ impl AgentRepository for Store {
         };
         let result: Result<(), Failure> = async {
             let txn = self.begin(tenant).await?;
-            agents::Entity::insert(agents::ActiveModel::from(&agent)).exec_without_returning(&txn).await?;
+            agents::Entity::insert(agents::ActiveModel::from(&agent))
+                .exec_without_returning(&txn)
+                .await?;
             txn.commit().await?;
             Ok(())
         }
@@ -46,7 +56,9 @@ impl AgentRepository for Store {
             Ok(()) => Ok(agent),
             Err(Failure::Unique(_)) => Err(CreateAgentError::DuplicateEmail),
             // The tenant row is missing (or invisible): nothing to attach to.
-            Err(Failure::ForeignKey(m)) => Err(CreateAgentError::Unknown(anyhow::anyhow!("tenant missing: {m}"))),
+            Err(Failure::ForeignKey(m)) => Err(CreateAgentError::Unknown(anyhow::anyhow!(
+                "tenant missing: {m}"
+            ))),
             Err(f) => Err(common!(f, CreateAgentError)),
         }
     }
@@ -66,10 +78,16 @@ impl AgentRepository for Store {
         }
     }
 
-    async fn list(&self, tenant: TenantId, limit: PageLimit, after: Option<AgentId>) -> Result<Page<Agent>, ListAgentsError> {
+    async fn list(
+        &self,
+        tenant: TenantId,
+        limit: PageLimit,
+        after: Option<AgentId>,
+    ) -> Result<Page<Agent>, ListAgentsError> {
         let result: Result<Vec<agents::Model>, Failure> = async {
             let txn = self.begin(tenant).await?;
-            let mut query = agents::Entity::find().filter(agents::Column::TenantId.eq(tenant.as_uuid()));
+            let mut query =
+                agents::Entity::find().filter(agents::Column::TenantId.eq(tenant.as_uuid()));
             if let Some(after) = after {
                 query = query.filter(agents::Column::Id.gt(after.as_uuid()));
             }
@@ -83,11 +101,19 @@ impl AgentRepository for Store {
         }
         .await;
         let rows = result.map_err(|f| common!(f, ListAgentsError))?;
-        let agents = rows.into_iter().map(Agent::try_from).collect::<Result<Vec<_>, _>>()?;
+        let agents = rows
+            .into_iter()
+            .map(Agent::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(agents, limit))
     }
 
-    async fn update(&self, tenant: TenantId, id: AgentId, req: &UpdateAgentRequest) -> Result<Agent, UpdateAgentError> {
+    async fn update(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        req: &UpdateAgentRequest,
+    ) -> Result<Agent, UpdateAgentError> {
         let result: Result<Result<Agent, UpdateAgentError>, Failure> = async {
             let txn = self.begin(tenant).await?;
             let mut select = by_key(tenant, id);
@@ -98,9 +124,13 @@ impl AgentRepository for Store {
                 return Ok(Err(UpdateAgentError::NotFound));
             };
             let current = Agent::try_from(current)?;
-            let next = match current.apply(req, Utc::now()) {
+            let next = match current.apply(req, crate::now()) {
                 Ok(next) => next,
-                Err(stale) => return Ok(Err(UpdateAgentError::Conflict { current: stale.current })),
+                Err(stale) => {
+                    return Ok(Err(UpdateAgentError::Conflict {
+                        current: stale.current,
+                    }));
+                }
             };
             // The version predicate makes the write conditional even where
             // the row lock is not available (SQLite serialises instead).
@@ -112,7 +142,9 @@ impl AgentRepository for Store {
                 .exec(&txn)
                 .await?;
             if updated.rows_affected != 1 {
-                return Ok(Err(UpdateAgentError::Conflict { current: current.version }));
+                return Ok(Err(UpdateAgentError::Conflict {
+                    current: current.version,
+                }));
             }
             txn.commit().await?;
             Ok(Ok(next))

@@ -1,18 +1,22 @@
 //! [`LeadRepository`] on the store.
 
 use async_trait::async_trait;
-use chrono::Utc;
+
 use leadline_domain::{
     CreateLeadRequest, Lead, LeadId, ListLeadsQuery, Page, TenantId, UpdateLeadRejected,
     UpdateLeadRequest,
 };
-use leadline_ports::{CreateLeadError, GetLeadError, LeadRepository, ListLeadsError, UpdateLeadError};
-use sea_orm::{sea_query::Expr, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use leadline_ports::{
+    CreateLeadError, GetLeadError, LeadRepository, ListLeadsError, UpdateLeadError,
+};
+use sea_orm::{
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+};
 
 use crate::{
-    entity::leads,
-    errors::{common, Failure},
     Backend, Store,
+    entity::leads,
+    errors::{Failure, common},
 };
 
 fn by_key(tenant: TenantId, id: LeadId) -> sea_orm::Select<leads::Entity> {
@@ -22,7 +26,7 @@ fn by_key(tenant: TenantId, id: LeadId) -> sea_orm::Select<leads::Entity> {
 }
 
 fn new_lead(tenant: TenantId, req: &CreateLeadRequest) -> Lead {
-    let now = Utc::now();
+    let now = crate::now();
     Lead {
         id: LeadId::new(),
         tenant_id: tenant,
@@ -44,11 +48,17 @@ fn new_lead(tenant: TenantId, req: &CreateLeadRequest) -> Lead {
 
 #[async_trait]
 impl LeadRepository for Store {
-    async fn create(&self, tenant: TenantId, req: &CreateLeadRequest) -> Result<Lead, CreateLeadError> {
+    async fn create(
+        &self,
+        tenant: TenantId,
+        req: &CreateLeadRequest,
+    ) -> Result<Lead, CreateLeadError> {
         let lead = new_lead(tenant, req);
         let result: Result<(), Failure> = async {
             let txn = self.begin(tenant).await?;
-            leads::Entity::insert(leads::ActiveModel::from(&lead)).exec_without_returning(&txn).await?;
+            leads::Entity::insert(leads::ActiveModel::from(&lead))
+                .exec_without_returning(&txn)
+                .await?;
             txn.commit().await?;
             Ok(())
         }
@@ -62,7 +72,11 @@ impl LeadRepository for Store {
         }
     }
 
-    async fn create_many(&self, tenant: TenantId, reqs: &[CreateLeadRequest]) -> Result<u64, CreateLeadError> {
+    async fn create_many(
+        &self,
+        tenant: TenantId,
+        reqs: &[CreateLeadRequest],
+    ) -> Result<u64, CreateLeadError> {
         if reqs.is_empty() {
             return Ok(0);
         }
@@ -72,8 +86,12 @@ impl LeadRepository for Store {
             // One multi-row INSERT per chunk: 15 columns x 1000 rows stays far
             // below PostgreSQL's 65535 bind-parameter limit (and SQLite's 32766).
             for chunk in reqs.chunks(1000) {
-                let rows = chunk.iter().map(|r| leads::ActiveModel::from(&new_lead(tenant, r)));
-                leads::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+                let rows = chunk
+                    .iter()
+                    .map(|r| leads::ActiveModel::from(&new_lead(tenant, r)));
+                leads::Entity::insert_many(rows)
+                    .exec_without_returning(&txn)
+                    .await?;
                 written += chunk.len() as u64;
             }
             txn.commit().await?;
@@ -105,7 +123,10 @@ impl LeadRepository for Store {
     async fn count(&self, tenant: TenantId) -> Result<u64, ListLeadsError> {
         let result: Result<u64, Failure> = async {
             let txn = self.begin(tenant).await?;
-            let n = leads::Entity::find().filter(leads::Column::TenantId.eq(tenant.as_uuid())).count(&txn).await?;
+            let n = leads::Entity::find()
+                .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                .count(&txn)
+                .await?;
             txn.commit().await?;
             Ok(n)
         }
@@ -113,7 +134,11 @@ impl LeadRepository for Store {
         result.map_err(|f| common!(f, ListLeadsError))
     }
 
-    async fn list(&self, tenant: TenantId, q: &ListLeadsQuery) -> Result<Page<Lead>, ListLeadsError> {
+    async fn list(
+        &self,
+        tenant: TenantId,
+        q: &ListLeadsQuery,
+    ) -> Result<Page<Lead>, ListLeadsError> {
         let backend = self.backend();
         let result: Result<Vec<leads::Model>, Failure> = async {
             let txn = self.begin(tenant).await?;
@@ -148,11 +173,19 @@ impl LeadRepository for Store {
         }
         .await;
         let rows = result.map_err(|f| common!(f, ListLeadsError))?;
-        let leads = rows.into_iter().map(Lead::try_from).collect::<Result<Vec<_>, _>>()?;
+        let leads = rows
+            .into_iter()
+            .map(Lead::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(leads, q.limit))
     }
 
-    async fn update(&self, tenant: TenantId, id: LeadId, req: &UpdateLeadRequest) -> Result<Lead, UpdateLeadError> {
+    async fn update(
+        &self,
+        tenant: TenantId,
+        id: LeadId,
+        req: &UpdateLeadRequest,
+    ) -> Result<Lead, UpdateLeadError> {
         let result: Result<Result<Lead, UpdateLeadError>, Failure> = async {
             let txn = self.begin(tenant).await?;
             let mut select = by_key(tenant, id);
@@ -163,9 +196,11 @@ impl LeadRepository for Store {
                 return Ok(Err(UpdateLeadError::NotFound));
             };
             let current = Lead::try_from(current)?;
-            let next = match current.apply(req, Utc::now()) {
+            let next = match current.apply(req, crate::now()) {
                 Ok(next) => next,
-                Err(UpdateLeadRejected::StaleVersion { current }) => return Ok(Err(UpdateLeadError::Conflict { current })),
+                Err(UpdateLeadRejected::StaleVersion { current }) => {
+                    return Ok(Err(UpdateLeadError::Conflict { current }));
+                }
                 Err(UpdateLeadRejected::InvalidTransition { from, to }) => {
                     return Ok(Err(UpdateLeadError::InvalidTransition { from, to }));
                 }
@@ -178,7 +213,9 @@ impl LeadRepository for Store {
                 .exec(&txn)
                 .await?;
             if updated.rows_affected != 1 {
-                return Ok(Err(UpdateLeadError::Conflict { current: current.version }));
+                return Ok(Err(UpdateLeadError::Conflict {
+                    current: current.version,
+                }));
             }
             txn.commit().await?;
             Ok(Ok(next))

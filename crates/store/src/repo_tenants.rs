@@ -1,19 +1,15 @@
 //! [`TenantRepository`] on the store.
 
 use async_trait::async_trait;
-use chrono::Utc;
+
 use leadline_domain::{ApiKeyHash, ApiKeyId, CreateTenantRequest, Tenant, TenantId};
 use leadline_ports::{AuthenticateError, CreateTenantError, GetTenantError, TenantRepository};
-use sea_orm::{
-    sea_query::Query,
-    ActiveValue::Set,
-    ColumnTrait, EntityTrait, QueryFilter,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Query};
 
 use crate::{
-    entity::{api_keys, tenants},
-    errors::{common, Failure},
     Store,
+    entity::{api_keys, tenants},
+    errors::{Failure, common},
 };
 
 fn key_row(tenant: TenantId, key: ApiKeyHash) -> api_keys::ActiveModel {
@@ -21,14 +17,19 @@ fn key_row(tenant: TenantId, key: ApiKeyHash) -> api_keys::ActiveModel {
         tenant_id: Set(tenant.as_uuid()),
         id: Set(ApiKeyId::new().as_uuid()),
         key_hash: Set(key.as_bytes().to_vec()),
-        created_at: Set(Utc::now()),
+        created_at: Set(crate::now()),
         revoked_at: Set(None),
     }
 }
 
 #[async_trait]
 impl TenantRepository for Store {
-    async fn create(&self, id: TenantId, req: &CreateTenantRequest, first_key: ApiKeyHash) -> Result<Tenant, CreateTenantError> {
+    async fn create(
+        &self,
+        id: TenantId,
+        req: &CreateTenantRequest,
+        first_key: ApiKeyHash,
+    ) -> Result<Tenant, CreateTenantError> {
         let result: Result<Tenant, Failure> = async {
             // The new tenant's own context: the RLS WITH CHECK on `tenants`
             // admits exactly this row.
@@ -37,10 +38,14 @@ impl TenantRepository for Store {
                 id: Set(id.as_uuid()),
                 slug: Set(req.slug.to_string()),
                 name: Set(req.name.to_string()),
-                created_at: Set(Utc::now()),
+                created_at: Set(crate::now()),
             };
-            let model = tenants::Entity::insert(row).exec_with_returning(&txn).await?;
-            api_keys::Entity::insert(key_row(id, first_key)).exec_without_returning(&txn).await?;
+            let model = tenants::Entity::insert(row)
+                .exec_with_returning(&txn)
+                .await?;
+            api_keys::Entity::insert(key_row(id, first_key))
+                .exec_without_returning(&txn)
+                .await?;
             txn.commit().await?;
             Ok(Tenant::try_from(model)?)
         }
@@ -54,7 +59,9 @@ impl TenantRepository for Store {
     async fn get(&self, tenant: TenantId) -> Result<Tenant, GetTenantError> {
         let result: Result<Option<tenants::Model>, Failure> = async {
             let txn = self.begin(tenant).await?;
-            let model = tenants::Entity::find_by_id(tenant.as_uuid()).one(&txn).await?;
+            let model = tenants::Entity::find_by_id(tenant.as_uuid())
+                .one(&txn)
+                .await?;
             txn.commit().await?;
             Ok(model)
         }
@@ -66,7 +73,11 @@ impl TenantRepository for Store {
         }
     }
 
-    async fn authenticate(&self, tenant: TenantId, key: ApiKeyHash) -> Result<Tenant, AuthenticateError> {
+    async fn authenticate(
+        &self,
+        tenant: TenantId,
+        key: ApiKeyHash,
+    ) -> Result<Tenant, AuthenticateError> {
         let result: Result<Option<tenants::Model>, Failure> = async {
             let txn = self.begin(tenant).await?;
             let live_key = Query::select()
@@ -95,7 +106,9 @@ impl TenantRepository for Store {
     async fn add_api_key(&self, tenant: TenantId, key: ApiKeyHash) -> Result<(), GetTenantError> {
         let result: Result<(), Failure> = async {
             let txn = self.begin(tenant).await?;
-            api_keys::Entity::insert(key_row(tenant, key)).exec_without_returning(&txn).await?;
+            api_keys::Entity::insert(key_row(tenant, key))
+                .exec_without_returning(&txn)
+                .await?;
             txn.commit().await?;
             Ok(())
         }

@@ -20,7 +20,9 @@ pub enum RolesError {
     #[error("roles are a PostgreSQL feature; this database is SQLite")]
     NotPostgres,
     /// The login name is not a plain lowercase identifier.
-    #[error("the role name must be 1 to 63 characters of a-z, 0-9 and _, starting with a letter or _")]
+    #[error(
+        "the role name must be 1 to 63 characters of a-z, 0-9 and _, starting with a letter or _"
+    )]
     InvalidName,
     /// The database refused; the message is the database's.
     #[error("{0}")]
@@ -35,7 +37,9 @@ impl From<sea_orm::DbErr> for RolesError {
 
 fn check_name(name: &str) -> Result<(), RolesError> {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if first_ok && rest_ok && name.len() <= 63 {
         Ok(())
@@ -57,7 +61,11 @@ impl Store {
     ///
     /// # Errors
     /// [`RolesError`].
-    pub async fn ensure_service_login(&self, login: &str, password: &SecretString) -> Result<(), RolesError> {
+    pub async fn ensure_service_login(
+        &self,
+        login: &str,
+        password: &SecretString,
+    ) -> Result<(), RolesError> {
         if self.backend() != Backend::Postgres {
             return Err(RolesError::NotPostgres);
         }
@@ -132,7 +140,9 @@ $$;"#,
             problems.push(format!("{login} cannot log in"));
         }
         if flag("rolsuper")? {
-            problems.push(format!("{login} is a superuser, which bypasses row-level security"));
+            problems.push(format!(
+                "{login} is a superuser, which bypasses row-level security"
+            ));
         }
         if flag("rolbypassrls")? {
             problems.push(format!("{login} has BYPASSRLS"));
@@ -145,7 +155,9 @@ $$;"#,
         }
         let owned: i64 = row.try_get("", "owned")?;
         if owned > 0 {
-            problems.push(format!("{login} owns {owned} database objects; owners can disable row-level security"));
+            problems.push(format!(
+                "{login} owns {owned} database objects; owners can disable row-level security"
+            ));
         }
         let truncatable = db
             .query_all_raw(Statement::from_sql_and_values(
@@ -158,7 +170,9 @@ $$;"#,
             .await?;
         for row in truncatable {
             let table: String = row.try_get("", "relname")?;
-            problems.push(format!("{login} may TRUNCATE {table}, which ignores row-level security"));
+            problems.push(format!(
+                "{login} may TRUNCATE {table}, which ignores row-level security"
+            ));
         }
         for table in leadline_migrations::TENANT_TABLES {
             let rls = db
@@ -172,7 +186,9 @@ $$;"#,
                 ))
                 .await?;
             match rls {
-                None => problems.push(format!("table {table} is missing: run the migrations first")),
+                None => problems.push(format!(
+                    "table {table} is missing: run the migrations first"
+                )),
                 Some(r) => {
                     let enabled: bool = r.try_get("", "relrowsecurity")?;
                     let forced: bool = r.try_get("", "relforcerowsecurity")?;

@@ -47,7 +47,10 @@ impl StoreSettings {
     /// Settings for `url` with every other value at its default.
     #[must_use]
     pub fn for_url(url: &str) -> Self {
-        Self { url: SecretString::from(url.to_owned()), ..Self::default() }
+        Self {
+            url: SecretString::from(url.to_owned()),
+            ..Self::default()
+        }
     }
 
     /// The acquire timeout as a duration.
@@ -64,10 +67,16 @@ impl StoreSettings {
             problems.push(("database.max_connections", "must be at least 1".to_owned()));
         }
         if self.min_connections > self.max_connections {
-            problems.push(("database.min_connections", "must not exceed database.max_connections".to_owned()));
+            problems.push((
+                "database.min_connections",
+                "must not exceed database.max_connections".to_owned(),
+            ));
         }
         if self.acquire_timeout_ms == 0 {
-            problems.push(("database.acquire_timeout_ms", "must be at least 1".to_owned()));
+            problems.push((
+                "database.acquire_timeout_ms",
+                "must be at least 1".to_owned(),
+            ));
         }
         problems
     }

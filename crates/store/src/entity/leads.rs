@@ -40,23 +40,31 @@ fn opt<T, E: std::fmt::Display>(
     column: &str,
     parse: impl Fn(&str) -> Result<T, E>,
 ) -> anyhow::Result<Option<T>> {
-    value.map(|v| parse(&v).map_err(|e| corrupt("leads", column, e))).transpose()
+    value
+        .map(|v| parse(&v).map_err(|e| corrupt("leads", column, e)))
+        .transpose()
 }
 
 impl TryFrom<Model> for Lead {
     type Error = anyhow::Error;
     fn try_from(m: Model) -> Result<Self, Self::Error> {
-        let tags: Vec<String> = serde_json::from_value(m.tags).map_err(|e| corrupt("leads", "tags", e))?;
+        let tags: Vec<String> =
+            serde_json::from_value(m.tags).map_err(|e| corrupt("leads", "tags", e))?;
         Ok(Self {
             id: LeadId::from_uuid(m.id),
             tenant_id: TenantId::from_uuid(m.tenant_id),
-            first_name: PersonName::new(&m.first_name).map_err(|e| corrupt("leads", "first_name", e))?,
-            last_name: PersonName::new(&m.last_name).map_err(|e| corrupt("leads", "last_name", e))?,
+            first_name: PersonName::new(&m.first_name)
+                .map_err(|e| corrupt("leads", "first_name", e))?,
+            last_name: PersonName::new(&m.last_name)
+                .map_err(|e| corrupt("leads", "last_name", e))?,
             email: opt(m.email, "email", Email::parse)?,
             phone: opt(m.phone, "phone", Phone::parse)?,
             company: opt(m.company, "company", CompanyName::new)?,
             source: opt(m.source, "source", Source::new)?,
-            status: m.status.parse().map_err(|e| corrupt("leads", "status", e))?,
+            status: m
+                .status
+                .parse()
+                .map_err(|e| corrupt("leads", "status", e))?,
             assigned_agent_id: m.assigned_agent_id.map(AgentId::from_uuid),
             tags: Tags::parse(&tags).map_err(|e| corrupt("leads", "tags", e))?,
             metadata: Metadata::new(m.metadata).map_err(|e| corrupt("leads", "metadata", e))?,
@@ -68,7 +76,12 @@ impl TryFrom<Model> for Lead {
 }
 
 pub(crate) fn tags_json(tags: &Tags) -> Json {
-    Json::Array(tags.as_slice().iter().map(|t| Json::String(t.as_str().to_owned())).collect())
+    Json::Array(
+        tags.as_slice()
+            .iter()
+            .map(|t| Json::String(t.as_str().to_owned()))
+            .collect(),
+    )
 }
 
 impl From<&Lead> for ActiveModel {

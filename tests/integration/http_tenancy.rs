@@ -1,0 +1,163 @@
+//! Tenancy over HTTP, through the router on PostgreSQL as the service role:
+//! every route refuses a missing or wrong key, and tenant A's key on tenant
+//! B's ids is a 404 everywhere — indistinguishable from an id that never
+//! existed.
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use http_body_util::BodyExt;
+use leadline_http::{AppState, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::support::{agent_req, lead_req, new_tenant, pg_store, services};
+
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
+    (status, json)
+}
+
+#[tokio::test]
+async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
+    let s = services(pg_store().await);
+    let app = router(AppState::new(s.clone()));
+    let (_a, key_a) = new_tenant(&s).await;
+    let (b, key_b) = new_tenant(&s).await;
+    let agent_b = s
+        .agents
+        .create(b, &agent_req("b@example.com"))
+        .await
+        .unwrap();
+    let mut req = lead_req("Bee");
+    req.assigned_agent_id = Some(agent_b.id);
+    let lead_b = s.leads.create(b, &req).await.unwrap();
+
+    let agent_uri = format!("/v1/agents/{}", agent_b.id);
+    let lead_uri = format!("/v1/leads/{}", lead_b.id);
+    let routes = [
+        (Method::GET, agent_uri.clone(), None),
+        (
+            Method::PATCH,
+            agent_uri.clone(),
+            Some(json!({"version": 1, "name": "Hijacked"})),
+        ),
+        (Method::GET, lead_uri.clone(), None),
+        (
+            Method::PATCH,
+            lead_uri.clone(),
+            Some(json!({"version": 1, "status": "lost"})),
+        ),
+    ];
+    for (method, uri, body) in &routes {
+        let (status, problem) = call(&app, method.clone(), uri, Some(&key_a), body.clone()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {problem}");
+        assert_eq!(problem["type"], "urn:leadline:problem:not-found");
+        // The same as for an id that never existed.
+        let fresh = uri
+            .rsplit_once('/')
+            .map(|(p, _)| format!("{p}/{}", uuid::Uuid::now_v7()))
+            .unwrap();
+        let (status2, problem2) =
+            call(&app, method.clone(), &fresh, Some(&key_a), body.clone()).await;
+        assert_eq!(
+            (status2, &problem2),
+            (status, &problem),
+            "{method}: foreign and missing ids look alike"
+        );
+    }
+    // Lists and filters never surface B's data to A.
+    let (status, page) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/leads?assigned_agent_id={}", agent_b.id),
+        Some(&key_a),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, page["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    let (_, agents) = call(&app, Method::GET, "/v1/agents", Some(&key_a), None).await;
+    assert_eq!(agents["items"].as_array().map(Vec::len), Some(0));
+    // B's agent cannot be assigned by A; the answer does not say it exists.
+    let (status, problem) = call(
+        &app,
+        Method::POST,
+        "/v1/leads",
+        Some(&key_a),
+        Some(json!({"first_name": "X", "last_name": "Y", "assigned_agent_id": agent_b.id})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["field"], "assigned_agent_id");
+
+    // B still sees its data unchanged.
+    let (status, lead) = call(&app, Method::GET, &lead_uri, Some(&key_b), None).await;
+    assert_eq!(
+        (status, lead["version"].as_i64(), lead["status"].as_str()),
+        (StatusCode::OK, Some(1), Some("new"))
+    );
+    let (_, agent) = call(&app, Method::GET, &agent_uri, Some(&key_b), None).await;
+    assert_eq!(agent["name"], "Agent");
+}
+
+#[tokio::test]
+async fn every_v1_route_requires_a_valid_key() {
+    let s = services(pg_store().await);
+    let app = router(AppState::new(s.clone()));
+    let (_, key) = new_tenant(&s).await;
+    let id = uuid::Uuid::now_v7();
+    let routes = [
+        (Method::GET, "/v1/tenant".to_owned()),
+        (Method::GET, "/v1/agents".to_owned()),
+        (Method::POST, "/v1/agents".to_owned()),
+        (Method::GET, format!("/v1/agents/{id}")),
+        (Method::PATCH, format!("/v1/agents/{id}")),
+        (Method::GET, "/v1/leads".to_owned()),
+        (Method::POST, "/v1/leads".to_owned()),
+        (Method::GET, format!("/v1/leads/{id}")),
+        (Method::PATCH, format!("/v1/leads/{id}")),
+    ];
+    let forged = format!("{}{}", &key[..key.len() - 4], "0000");
+    for (method, uri) in &routes {
+        for bad in [None, Some("garbage"), Some(forged.as_str())] {
+            let (status, problem) = call(&app, method.clone(), uri, bad, Some(json!({}))).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} with {bad:?}"
+            );
+            assert_eq!(problem["type"], "urn:leadline:problem:unauthorized");
+        }
+    }
+    let (status, tenant) = call(&app, Method::GET, "/v1/tenant", Some(&key), None).await;
+    assert_eq!(status, StatusCode::OK, "{tenant}");
+}

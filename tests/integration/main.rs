@@ -1,0 +1,15 @@
+//! Cross-crate integration tests, one binary with a module per feature.
+//!
+//! PostgreSQL comes from `leadline-testsupport` (TEST_DATABASE_URL, Docker,
+//! or the local server binaries); a missing server fails loudly, never
+//! skips. One migrated database serves the whole binary; tests isolate by
+//! creating their own tenants, so they run in parallel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod conformance;
+mod e2e;
+mod http_tenancy;
+mod migrations;
+mod rls;
+mod support;

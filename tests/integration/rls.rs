@@ -1,0 +1,377 @@
+//! Row-level security, attacked directly: raw SQL as the service role, with
+//! two tenants, on every tenant-scoped table. The application's own
+//! `WHERE tenant_id = …` is deliberately absent from these statements, so
+//! only the policies stand between tenants.
+
+use leadline_domain::TenantId;
+use leadline_migrations::TENANT_TABLES;
+use sqlx::{Connection, Executor, PgConnection, Row};
+
+use crate::support::{SERVICE, agent_req, lead_req, new_tenant, pg, pg_store, services};
+
+/// Marks SQL built from this file's constant table and column names (never
+/// from input) as safe to send: sqlx 0.9 insists on the audit.
+fn trusted(sql: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql)
+}
+
+/// The column that carries the tenant in each table.
+fn tenant_column(table: &str) -> &'static str {
+    if table == "tenants" {
+        "id"
+    } else {
+        "tenant_id"
+    }
+}
+
+async fn service_conn() -> PgConnection {
+    PgConnection::connect(&pg().await.service_url)
+        .await
+        .expect("service role connects")
+}
+
+async fn begin_as(conn: &mut PgConnection, tenant: Option<TenantId>) {
+    conn.execute("BEGIN").await.unwrap();
+    if let Some(t) = tenant {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(t.to_string())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+}
+
+async fn count_rows(conn: &mut PgConnection, table: &str, tenant: TenantId) -> i64 {
+    let sql = format!(
+        "SELECT count(*) FROM {table} WHERE {} = $1",
+        tenant_column(table)
+    );
+    sqlx::query(trusted(sql))
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Two tenants with a row in every table each.
+async fn two_populated_tenants() -> (TenantId, TenantId) {
+    let s = services(pg_store().await);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (t, _) = new_tenant(&s).await;
+        let agent = s
+            .agents
+            .create(t, &agent_req("rls@example.com"))
+            .await
+            .unwrap();
+        let mut lead = lead_req("Rls");
+        lead.assigned_agent_id = Some(agent.id);
+        s.leads.create(t, &lead).await.unwrap();
+        ids.push(t);
+    }
+    (ids[0], ids[1])
+}
+
+#[tokio::test]
+async fn another_tenants_rows_cannot_be_read_changed_or_deleted() {
+    let (a, b) = two_populated_tenants().await;
+    let mut conn = service_conn().await;
+    for table in TENANT_TABLES {
+        let col = tenant_column(table);
+        begin_as(&mut conn, Some(b)).await;
+        assert_eq!(
+            count_rows(&mut conn, table, b).await,
+            1,
+            "{table}: B sees its own row"
+        );
+        conn.execute("COMMIT").await.unwrap();
+
+        begin_as(&mut conn, Some(a)).await;
+        assert_eq!(
+            count_rows(&mut conn, table, b).await,
+            0,
+            "{table}: A reads none of B's rows"
+        );
+        let all: i64 = sqlx::query(trusted(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            all, 1,
+            "{table}: an unfiltered SELECT under A's context sees A's row only"
+        );
+        let updated = sqlx::query(trusted(format!(
+            "UPDATE {table} SET {col} = {col} WHERE {col} = $1"
+        )))
+        .bind(b.as_uuid())
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(updated, 0, "{table}: A updates none of B's rows");
+        let deleted = sqlx::query(trusted(format!("DELETE FROM {table} WHERE {col} = $1")))
+            .bind(b.as_uuid())
+            .execute(&mut conn)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(deleted, 0, "{table}: A deletes none of B's rows");
+        // Moving A's own row into B is refused by WITH CHECK.
+        let moved = sqlx::query(trusted(format!(
+            "UPDATE {table} SET {col} = $1 WHERE {col} = $2"
+        )))
+        .bind(b.as_uuid())
+        .bind(a.as_uuid())
+        .execute(&mut conn)
+        .await;
+        assert_rls_violation(moved, table);
+        conn.execute("ROLLBACK").await.unwrap();
+
+        begin_as(&mut conn, Some(b)).await;
+        assert_eq!(
+            count_rows(&mut conn, table, b).await,
+            1,
+            "{table}: B's row survived"
+        );
+        conn.execute("COMMIT").await.unwrap();
+    }
+}
+
+fn assert_rls_violation(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, table: &str) {
+    match result {
+        Err(sqlx::Error::Database(e)) => {
+            assert_eq!(
+                e.code().as_deref(),
+                Some("42501"),
+                "{table}: expected an RLS violation, got {e}"
+            );
+        }
+        other => panic!("{table}: expected an RLS violation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn inserting_a_row_for_another_tenant_is_refused() {
+    let (a, b) = two_populated_tenants().await;
+    let mut conn = service_conn().await;
+    let now = "now()";
+    let inserts = [
+        (
+            "tenants",
+            format!(
+                "INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, 'x-{}', 'X', {now})",
+                uuid::Uuid::new_v4().simple()
+            ),
+        ),
+        (
+            "api_keys",
+            format!(
+                "INSERT INTO api_keys (tenant_id, id, key_hash, created_at) VALUES ($1, gen_random_uuid(), decode(repeat('ab', 32), 'hex'), {now})"
+            ),
+        ),
+        (
+            "agents",
+            format!(
+                "INSERT INTO agents (tenant_id, id, name, email, role, active, created_at, updated_at, version) VALUES ($1, gen_random_uuid(), 'M', 'm@example.com', 'agent', true, {now}, {now}, 1)"
+            ),
+        ),
+        (
+            "leads",
+            format!(
+                "INSERT INTO leads (tenant_id, id, first_name, last_name, status, created_at, updated_at, version) VALUES ($1, gen_random_uuid(), 'M', 'X', 'new', {now}, {now}, 1)"
+            ),
+        ),
+    ];
+    assert_eq!(
+        inserts.len(),
+        TENANT_TABLES.len(),
+        "every tenant table is attacked"
+    );
+    for (table, sql) in &inserts {
+        // `tenants` is keyed by id: B's own id is taken, so use a fresh one.
+        let target = if *table == "tenants" {
+            TenantId::new()
+        } else {
+            b
+        };
+        begin_as(&mut conn, Some(a)).await;
+        let result = sqlx::query(trusted(sql.clone()))
+            .bind(target.as_uuid())
+            .execute(&mut conn)
+            .await;
+        assert_rls_violation(result, table);
+        conn.execute("ROLLBACK").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn without_a_tenant_context_nothing_is_visible_and_nothing_errors() {
+    let (a, _) = two_populated_tenants().await;
+    let mut conn = service_conn().await;
+    for table in TENANT_TABLES {
+        let n: i64 = sqlx::query(trusted(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}: no context, no rows (outside a transaction)");
+    }
+    // A transaction-local context does not outlive its transaction on a
+    // pooled connection: the next transaction starts with none.
+    begin_as(&mut conn, Some(a)).await;
+    assert_eq!(count_rows(&mut conn, "leads", a).await, 1);
+    conn.execute("COMMIT").await.unwrap();
+    for table in TENANT_TABLES {
+        let n: i64 = sqlx::query(trusted(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}: the context did not leak past COMMIT");
+    }
+    // An empty or garbage setting is no context either way, never an error
+    // for the empty case.
+    begin_as(&mut conn, None).await;
+    sqlx::query("SELECT set_config('app.tenant_id', '', true)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query("SELECT count(*) FROM leads")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    conn.execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
+async fn the_service_role_cannot_escape_the_policies() {
+    let (a, _) = two_populated_tenants().await;
+    let mut conn = service_conn().await;
+    let attempts = [
+        "TRUNCATE leads",
+        "ALTER TABLE leads DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE leads NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON leads",
+        "CREATE TABLE sneaky (id int)",
+        "SET ROLE leadline_owner",
+    ];
+    for sql in attempts {
+        let err = conn.execute(sql).await.expect_err(sql);
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        assert!(
+            matches!(code.as_deref(), Some("42501")),
+            "{sql}: expected insufficient_privilege, got {err}"
+        );
+    }
+    // row_security = off does not bypass for a role without BYPASSRLS: the
+    // query errors instead of returning other tenants' rows.
+    conn.execute("SET row_security = off").await.unwrap();
+    assert!(
+        sqlx::query("SELECT count(*) FROM leads")
+            .fetch_one(&mut conn)
+            .await
+            .is_err()
+    );
+    conn.execute("RESET row_security").await.unwrap();
+    begin_as(&mut conn, Some(a)).await;
+    assert_eq!(
+        count_rows(&mut conn, "leads", a).await,
+        1,
+        "data intact after the attempts"
+    );
+    conn.execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test]
+async fn catalog_shows_forced_rls_and_a_powerless_service_role() {
+    let mut conn = PgConnection::connect(&pg().await.owner_url).await.unwrap();
+    for table in TENANT_TABLES {
+        let row = sqlx::query(
+            "SELECT c.relrowsecurity, c.relforcerowsecurity, \
+             (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies, \
+             (SELECT string_agg(pg_get_expr(p.polqual, p.polrelid) || ' / ' || pg_get_expr(p.polwithcheck, p.polrelid), ';') \
+                FROM pg_policy p WHERE p.polrelid = c.oid) AS exprs \
+             FROM pg_class c WHERE c.relname = $1 AND c.relnamespace = 'public'::regnamespace",
+        )
+        .bind(table)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(row.get::<bool, _>(0), "{table}: RLS enabled");
+        assert!(row.get::<bool, _>(1), "{table}: RLS forced");
+        assert!(row.get::<i64, _>(2) >= 1, "{table}: has a policy");
+        let exprs: String = row.get(3);
+        assert!(
+            exprs.contains("current_setting('app.tenant_id'"),
+            "{table}: policy reads the tenant context: {exprs}"
+        );
+        assert_eq!(
+            exprs.matches("current_setting").count(),
+            2,
+            "{table}: USING and WITH CHECK both set: {exprs}"
+        );
+    }
+    let role = sqlx::query(
+        "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, \
+         (SELECT count(*) FROM pg_class WHERE relowner = r.oid) + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid) \
+         + (SELECT count(*) FROM pg_database WHERE datdba = r.oid) AS owned \
+         FROM pg_roles r WHERE rolname = $1",
+    )
+    .bind(SERVICE)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(!role.get::<bool, _>(0), "not a superuser");
+    assert!(!role.get::<bool, _>(1), "no BYPASSRLS");
+    assert!(
+        !role.get::<bool, _>(2) && !role.get::<bool, _>(3),
+        "cannot create roles or databases"
+    );
+    assert_eq!(role.get::<i64, _>(4), 0, "owns nothing");
+    let truncate: bool = sqlx::query("SELECT bool_or(has_table_privilege($1, c.oid, 'TRUNCATE')) FROM pg_class c WHERE c.relname = ANY($2)")
+        .bind(SERVICE)
+        .bind(TENANT_TABLES.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!truncate, "no TRUNCATE on any tenant table");
+}
+
+#[tokio::test]
+async fn verify_passes_the_service_role_and_flags_an_unsafe_one() {
+    let owner = leadline_store::Store::connect_for_migrations(
+        &pg().await.owner_url,
+        &leadline_store::StoreSettings::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        owner.verify_service_login(SERVICE).await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    // The owner itself is a bad choice: it owns every table.
+    let problems = owner
+        .verify_service_login(crate::support::OWNER)
+        .await
+        .unwrap();
+    assert!(problems.iter().any(|p| p.contains("owns")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("not a member")),
+        "{problems:?}"
+    );
+    let missing = owner.verify_service_login("no_such_role").await.unwrap();
+    assert!(
+        missing.iter().any(|p| p.contains("does not exist")),
+        "{missing:?}"
+    );
+    owner.close().await;
+}
