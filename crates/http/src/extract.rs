@@ -20,8 +20,12 @@ fn field_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> Api
     for prefix in ["missing field `", "unknown field `"] {
         if let Some(rest) = message.strip_prefix(prefix) {
             if let Some((name, _)) = rest.split_once('`') {
+                // Unknown fields arrive with the path already ending in the
+                // name; missing ones at the parent.
                 let field = if path == "." {
                     name.to_owned()
+                } else if path == name || path.ends_with(&format!(".{name}")) {
+                    path.clone()
                 } else {
                     format!("{path}.{name}")
                 };
