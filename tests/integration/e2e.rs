@@ -14,12 +14,14 @@ use crate::support::pg;
 #[tokio::test]
 async fn walkthrough_over_tcp_on_postgres_as_the_service_role() {
     let pg = pg().await;
-    let mut config = Config::default();
-    config.database = StoreSettings {
-        url: SecretString::from(pg.service_url.clone()),
-        migration_url: Some(SecretString::from(pg.owner_url.clone())),
-        max_connections: 4,
-        ..StoreSettings::default()
+    let config = Config {
+        database: StoreSettings {
+            url: SecretString::from(pg.service_url.clone()),
+            migration_url: Some(SecretString::from(pg.owner_url.clone())),
+            max_connections: 4,
+            ..StoreSettings::default()
+        },
+        ..Config::default()
     };
     let created = run::create_tenant(
         &config,

@@ -147,6 +147,8 @@ pub fn file_from_env() -> Option<PathBuf> {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large; that is its API.
+#[allow(clippy::result_large_err)]
 mod tests {
     use secrecy::ExposeSecret;
 

@@ -18,24 +18,25 @@ fn field_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> Api
     // serde reports a missing or unknown field at the parent's path, with the
     // field's name in the message: pull it out so the problem names it.
     for prefix in ["missing field `", "unknown field `"] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some((name, _)) = rest.split_once('`') {
-                // Unknown fields arrive with the path already ending in the
-                // name; missing ones at the parent.
-                let field = if path == "." {
-                    name.to_owned()
-                } else if path == name || path.ends_with(&format!(".{name}")) {
-                    path.clone()
-                } else {
-                    format!("{path}.{name}")
-                };
-                let reason = if prefix.starts_with("missing") {
-                    "is required".to_owned()
-                } else {
-                    "is not a known field".to_owned()
-                };
-                return ApiError::invalid_field(field, reason);
-            }
+        if let Some((name, _)) = message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once('`'))
+        {
+            // Unknown fields arrive with the path already ending in the
+            // name; missing ones at the parent.
+            let field = if path == "." {
+                name.to_owned()
+            } else if path == name || path.ends_with(&format!(".{name}")) {
+                path.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            let reason = if prefix.starts_with("missing") {
+                "is required"
+            } else {
+                "is not a known field"
+            };
+            return ApiError::invalid_field(field, reason);
         }
     }
     // Drop serde's " at line 1 column 20" tail: the field already says where.

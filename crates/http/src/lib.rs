@@ -53,7 +53,6 @@ impl AppState {
 }
 
 /// The whole API as a router.
-#[must_use]
 pub fn router(state: AppState) -> Router {
     routes::routes()
         .layer(TraceLayer::new_for_http())

@@ -3,18 +3,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::{
-    body::Body,
-    http::{header, Method, Request, StatusCode},
     Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
 };
 use http_body_util::BodyExt;
-use leadline_app::{compose, Composition};
+use leadline_app::{Composition, compose};
 use leadline_domain::{CreateTenantRequest, DisplayName, Slug};
 use leadline_store::StoreSettings;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::{router, AppState};
+use crate::{AppState, router};
 
 struct Harness {
     app: Router,
@@ -23,11 +23,16 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
-    let composition = compose(&StoreSettings::for_url("sqlite::memory:"), true).await.unwrap();
+    let composition = compose(&StoreSettings::for_url("sqlite::memory:"), true)
+        .await
+        .unwrap();
     let created = composition
         .services
         .tenants
-        .create(&CreateTenantRequest { slug: Slug::parse("acme").unwrap(), name: DisplayName::new("Acme").unwrap() })
+        .create(&CreateTenantRequest {
+            slug: Slug::parse("acme").unwrap(),
+            name: DisplayName::new("Acme").unwrap(),
+        })
         .await
         .unwrap();
     Harness {
@@ -44,30 +49,59 @@ struct Reply {
 }
 
 impl Harness {
-    async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri).header(header::AUTHORIZATION, format!("Bearer {}", self.key));
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.key));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).unwrap();
+        let req = req
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     async fn json(&self, method: Method, uri: &str, body: Value) -> Reply {
-        self.send(method, uri, &[("content-type", "application/json")], Some(&body.to_string())).await
+        self.send(
+            method,
+            uri,
+            &[("content-type", "application/json")],
+            Some(&body.to_string()),
+        )
+        .await
     }
 }
 
 fn assert_problem(reply: &Reply, status: StatusCode, field: Option<&str>) {
     assert_eq!(reply.status, status, "{}", reply.body);
-    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(
+        reply.headers[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
     assert_eq!(reply.body["status"], status.as_u16());
-    assert!(reply.body["type"].as_str().unwrap().starts_with("urn:leadline:problem:"));
+    assert!(
+        reply.body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:leadline:problem:")
+    );
     if let Some(field) = field {
         assert_eq!(reply.body["errors"][0]["field"], field, "{}", reply.body);
     }
@@ -77,7 +111,10 @@ fn assert_problem(reply: &Reply, status: StatusCode, field: Option<&str>) {
 async fn health_and_readiness() {
     let h = harness().await;
     let r = h.send(Method::GET, "/healthz", &[], None).await;
-    assert_eq!((r.status, &r.body["status"]), (StatusCode::OK, &json!("ok")));
+    assert_eq!(
+        (r.status, &r.body["status"]),
+        (StatusCode::OK, &json!("ok"))
+    );
     let r = h.send(Method::GET, "/readyz", &[], None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["database"]["backend"], "sqlite");
@@ -102,30 +139,87 @@ async fn create_read_update_with_etags() {
     let uri = r.headers[header::LOCATION].to_str().unwrap().to_owned();
 
     let r = h.send(Method::GET, &uri, &[], None).await;
-    assert_eq!((r.status, &r.headers[header::ETAG]), (StatusCode::OK, &"\"1\"".parse().unwrap()));
+    assert_eq!(
+        (r.status, &r.headers[header::ETAG]),
+        (StatusCode::OK, &"\"1\"".parse().unwrap())
+    );
 
     let patch = json!({"status": "contacted", "company": "Navy"}).to_string();
-    let r = h.send(Method::PATCH, &uri, &[("content-type", "application/json")], Some(&patch)).await;
+    let r = h
+        .send(
+            Method::PATCH,
+            &uri,
+            &[("content-type", "application/json")],
+            Some(&patch),
+        )
+        .await;
     assert_problem(&r, StatusCode::PRECONDITION_REQUIRED, Some("version"));
 
-    let r = h.send(Method::PATCH, &uri, &[("content-type", "application/json"), ("if-match", "W/\"1\"")], Some(&patch)).await;
-    assert_eq!((r.status, r.body["version"].as_i64(), r.body["company"].as_str()), (StatusCode::OK, Some(2), Some("Navy")));
+    let r = h
+        .send(
+            Method::PATCH,
+            &uri,
+            &[
+                ("content-type", "application/json"),
+                ("if-match", "W/\"1\""),
+            ],
+            Some(&patch),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["version"].as_i64(),
+            r.body["company"].as_str()
+        ),
+        (StatusCode::OK, Some(2), Some("Navy"))
+    );
     assert_eq!(r.headers[header::ETAG], "\"2\"");
 
     // A stale If-Match is 412; a stale body version is 409.
-    let r = h.send(Method::PATCH, &uri, &[("content-type", "application/json"), ("if-match", "\"1\"")], Some(&patch)).await;
+    let r = h
+        .send(
+            Method::PATCH,
+            &uri,
+            &[("content-type", "application/json"), ("if-match", "\"1\"")],
+            Some(&patch),
+        )
+        .await;
     assert_problem(&r, StatusCode::PRECONDITION_FAILED, None);
-    let r = h.json(Method::PATCH, &uri, json!({"version": 1, "source": "x"})).await;
+    let r = h
+        .json(Method::PATCH, &uri, json!({"version": 1, "source": "x"}))
+        .await;
     assert_problem(&r, StatusCode::CONFLICT, Some("version"));
-    let r = h.send(Method::PATCH, &uri, &[("content-type", "application/json"), ("if-match", "\"2\"")], Some(r#"{"version": 3}"#)).await;
+    let r = h
+        .send(
+            Method::PATCH,
+            &uri,
+            &[("content-type", "application/json"), ("if-match", "\"2\"")],
+            Some(r#"{"version": 3}"#),
+        )
+        .await;
     assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some("version"));
-    let r = h.send(Method::PATCH, &uri, &[("content-type", "application/json"), ("if-match", "banana")], Some("{}")).await;
+    let r = h
+        .send(
+            Method::PATCH,
+            &uri,
+            &[("content-type", "application/json"), ("if-match", "banana")],
+            Some("{}"),
+        )
+        .await;
     assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some("If-Match"));
 
     // Explicit null clears; the transition rule is enforced.
-    let r = h.json(Method::PATCH, &uri, json!({"version": 2, "company": null})).await;
-    assert_eq!((r.status, &r.body["company"]), (StatusCode::OK, &Value::Null));
-    let r = h.json(Method::PATCH, &uri, json!({"version": 3, "status": "won"})).await;
+    let r = h
+        .json(Method::PATCH, &uri, json!({"version": 2, "company": null}))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["company"]),
+        (StatusCode::OK, &Value::Null)
+    );
+    let r = h
+        .json(Method::PATCH, &uri, json!({"version": 3, "status": "won"}))
+        .await;
     assert_problem(&r, StatusCode::CONFLICT, Some("status"));
 }
 
@@ -134,22 +228,60 @@ async fn bad_input_is_a_4xx_naming_the_field_and_writes_nothing() {
     let h = harness().await;
     let cases = [
         (json!({"last_name": "x"}), "first_name"),
-        (json!({"first_name": "a", "last_name": "b", "email": "nope"}), "email"),
-        (json!({"first_name": "a", "last_name": "b", "phone": "call me"}), "phone"),
-        (json!({"first_name": "a", "last_name": "b", "status": "open"}), "status"),
-        (json!({"first_name": "a", "last_name": "b", "tags": ["ok", "not ok"]}), "tags[1]"),
-        (json!({"first_name": "a", "last_name": "b", "metadata": [1]}), "metadata"),
-        (json!({"first_name": "a", "last_name": "b", "assigned_agent_id": "nope"}), "assigned_agent_id"),
-        (json!({"first_name": "a", "last_name": "b", "colour": "red"}), "colour"),
-        (json!({"first_name": "x".repeat(101), "last_name": "b"}), "first_name"),
+        (
+            json!({"first_name": "a", "last_name": "b", "email": "nope"}),
+            "email",
+        ),
+        (
+            json!({"first_name": "a", "last_name": "b", "phone": "call me"}),
+            "phone",
+        ),
+        (
+            json!({"first_name": "a", "last_name": "b", "status": "open"}),
+            "status",
+        ),
+        (
+            json!({"first_name": "a", "last_name": "b", "tags": ["ok", "not ok"]}),
+            "tags[1]",
+        ),
+        (
+            json!({"first_name": "a", "last_name": "b", "metadata": [1]}),
+            "metadata",
+        ),
+        (
+            json!({"first_name": "a", "last_name": "b", "assigned_agent_id": "nope"}),
+            "assigned_agent_id",
+        ),
+        (
+            json!({"first_name": "a", "last_name": "b", "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"first_name": "x".repeat(101), "last_name": "b"}),
+            "first_name",
+        ),
     ];
     for (body, field) in cases {
         let r = h.json(Method::POST, "/v1/leads", body.clone()).await;
         assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some(field));
     }
-    let r = h.send(Method::POST, "/v1/leads", &[("content-type", "application/json")], Some("{\"first_name\":")).await;
+    let r = h
+        .send(
+            Method::POST,
+            "/v1/leads",
+            &[("content-type", "application/json")],
+            Some("{\"first_name\":"),
+        )
+        .await;
     assert_problem(&r, StatusCode::BAD_REQUEST, None);
-    let r = h.send(Method::POST, "/v1/leads", &[("content-type", "text/plain")], Some("{}")).await;
+    let r = h
+        .send(
+            Method::POST,
+            "/v1/leads",
+            &[("content-type", "text/plain")],
+            Some("{}"),
+        )
+        .await;
     assert_problem(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, None);
     let r = h.send(Method::GET, "/v1/leads?limit=500", &[], None).await;
     assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some("limit"));
@@ -168,17 +300,39 @@ async fn bad_input_is_a_4xx_naming_the_field_and_writes_nothing() {
     assert_eq!(r.body["items"], json!([]), "nothing was half-written");
 
     let ok = json!({"name": "Ada", "email": "ada@example.com"});
-    assert_eq!(h.json(Method::POST, "/v1/agents", ok.clone()).await.status, StatusCode::CREATED);
-    let r = h.json(Method::POST, "/v1/agents", json!({"name": "Ada 2", "email": "ADA@example.com"})).await;
+    assert_eq!(
+        h.json(Method::POST, "/v1/agents", ok.clone()).await.status,
+        StatusCode::CREATED
+    );
+    let r = h
+        .json(
+            Method::POST,
+            "/v1/agents",
+            json!({"name": "Ada 2", "email": "ADA@example.com"}),
+        )
+        .await;
     assert_problem(&r, StatusCode::CONFLICT, Some("email"));
-    let r = h.json(Method::POST, "/v1/agents", json!({"name": "Root", "email": "r@example.com", "role": "root"})).await;
+    let r = h
+        .json(
+            Method::POST,
+            "/v1/agents",
+            json!({"name": "Root", "email": "r@example.com", "role": "root"}),
+        )
+        .await;
     assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some("role"));
 }
 
 #[tokio::test]
 async fn lists_page_with_opaque_cursors_and_filters() {
     let h = harness().await;
-    let agent = h.json(Method::POST, "/v1/agents", json!({"name": "Ada", "email": "ada@example.com"})).await.body;
+    let agent = h
+        .json(
+            Method::POST,
+            "/v1/agents",
+            json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await
+        .body;
     let mut ids = Vec::new();
     for i in 0..5 {
         let body = json!({"first_name": format!("L{i}"), "last_name": "X", "tags": if i % 2 == 0 { vec!["even"] } else { vec![] },
@@ -191,7 +345,13 @@ async fn lists_page_with_opaque_cursors_and_filters() {
     loop {
         let r = h.send(Method::GET, &uri, &[], None).await;
         assert_eq!(r.status, StatusCode::OK);
-        seen.extend(r.body["items"].as_array().unwrap().iter().map(|l| l["id"].clone()));
+        seen.extend(
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["id"].clone()),
+        );
         match r.body["next_cursor"].as_str() {
             Some(c) => uri = format!("/v1/leads?limit=2&cursor={c}"),
             None => break,
@@ -200,10 +360,23 @@ async fn lists_page_with_opaque_cursors_and_filters() {
     assert_eq!(seen, ids, "newest first, every lead once");
     let r = h.send(Method::GET, "/v1/leads?tag=even", &[], None).await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 3);
-    let r = h.send(Method::GET, &format!("/v1/leads?assigned_agent_id={}&status=new", agent["id"].as_str().unwrap()), &[], None).await;
+    let r = h
+        .send(
+            Method::GET,
+            &format!(
+                "/v1/leads?assigned_agent_id={}&status=new",
+                agent["id"].as_str().unwrap()
+            ),
+            &[],
+            None,
+        )
+        .await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
 
     let r = h.send(Method::GET, "/v1/agents?limit=1", &[], None).await;
     assert_eq!(r.body["items"][0]["id"], agent["id"]);
-    assert!(r.body.get("next_cursor").is_none(), "a single page has no cursor");
+    assert!(
+        r.body.get("next_cursor").is_none(),
+        "a single page has no cursor"
+    );
 }
