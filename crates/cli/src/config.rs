@@ -126,7 +126,7 @@ pub fn figment(file: Option<&Path>) -> Figment {
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let config: Config = figment(file)
         .extract()
-        .map_err(|err| ConfigError(err.into_iter().map(|e| e.to_string()).collect()))?;
+        .map_err(|err| ConfigError(err.into_iter().map(|e| describe(&e)).collect()))?;
     let problems: Vec<String> = config
         .database
         .problems()
@@ -137,6 +137,25 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         Ok(config)
     } else {
         Err(ConfigError(problems))
+    }
+}
+
+/// One figment error as `key: reason (source)`, with the key in the
+/// lower-case dotted form the docs use, whichever source it came from.
+fn describe(err: &figment::Error) -> String {
+    let key = err.path.join(".").to_lowercase();
+    let source = err
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(src) => format!(" (from {} {src})", m.name),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    if key.is_empty() {
+        format!("{}{source}", err.kind)
+    } else {
+        format!("{key}: {}{source}", err.kind)
     }
 }
 
