@@ -88,7 +88,10 @@ BEGIN
         CREATE ROLE {group} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = name) THEN
-        EXECUTE format('ALTER ROLE %I WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION PASSWORD %L', name, pw);
+        -- Only what a CREATEROLE (non-superuser) owner may change: naming
+        -- SUPERUSER, BYPASSRLS or REPLICATION at all, even to keep them off,
+        -- needs a superuser. `roles verify` reports those attributes.
+        EXECUTE format('ALTER ROLE %I WITH LOGIN INHERIT NOCREATEDB NOCREATEROLE PASSWORD %L', name, pw);
     ELSE
         EXECUTE format('CREATE ROLE %I WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION PASSWORD %L', name, pw);
     END IF;
