@@ -114,7 +114,9 @@ pub fn figment(file: Option<&Path>) -> Figment {
         )
         .merge(
             Env::prefixed("LEADLINE_")
-                .filter(|key| key.as_str() != "config")
+                // Not settings: the config file's path, and the password
+                // `leadline roles setup` reads (a secret kept out of config).
+                .filter(|key| key != "config" && key != "service_password")
                 .split("__"),
         )
 }
@@ -202,6 +204,7 @@ mod tests {
             assert_eq!(from_env.database.url.expose_secret(), "postgres://a@b/c");
             assert_eq!(from_env.database.max_connections, 9);
 
+            jail.set_env("LEADLINE_SERVICE_PASSWORD", "not a setting");
             jail.set_env("LEADLINE_DATABASE__URL", "postgres://x@y/z");
             let specific = load(None).map_err(|e| e.to_string())?;
             assert_eq!(
