@@ -75,7 +75,21 @@ impl TenantService {
         &self,
         req: &CreateTenantRequest,
     ) -> Result<CreatedTenant, CreateTenantError> {
-        let id = TenantId::new();
+        self.create_with_id(TenantId::new(), req).await
+    }
+
+    /// Creates a tenant with a caller-chosen id (seeding derives ids from
+    /// slugs so that re-runs find their tenants: under row-level security a
+    /// tenant cannot be looked up by slug without its id).
+    ///
+    /// # Errors
+    /// [`CreateTenantError::DuplicateSlug`] (also when the id exists) and
+    /// the store's failures.
+    pub async fn create_with_id(
+        &self,
+        id: TenantId,
+        req: &CreateTenantRequest,
+    ) -> Result<CreatedTenant, CreateTenantError> {
         let api_key = new_token(id);
         let tenant = self.repo.create(id, req, api_key.hash()).await?;
         Ok(CreatedTenant { tenant, api_key })

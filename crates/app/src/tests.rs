@@ -180,3 +180,45 @@ async fn happy_path_on_in_memory_sqlite() {
     assert_eq!((moved.status, moved.version), (LeadStatus::Contacted, 2));
     composition.shutdown().await;
 }
+
+#[tokio::test]
+async fn not_found_passes_through_unchanged() {
+    let mut repo = MockLeadRepository::new();
+    repo.expect_get()
+        .times(1)
+        .returning(|_, _| Err(GetLeadError::NotFound));
+    let service = LeadService::new(Arc::new(repo));
+    let result = service
+        .get(TenantId::new(), leadline_domain::LeadId::new())
+        .await;
+    assert!(matches!(result, Err(GetLeadError::NotFound)));
+}
+
+#[tokio::test]
+async fn create_with_id_uses_that_id_and_a_key_for_it() {
+    let id = TenantId::new();
+    let mut repo = MockTenantRepository::new();
+    repo.expect_create()
+        .withf(move |t, _, _| *t == id)
+        .times(1)
+        .returning(|t, req, _| {
+            Ok(leadline_domain::Tenant {
+                id: t,
+                slug: req.slug.clone(),
+                name: req.name.clone(),
+                created_at: chrono::Utc::now(),
+            })
+        });
+    let service = TenantService::new(Arc::new(repo));
+    let created = service
+        .create_with_id(id, &tenant_request("seed-001"))
+        .await
+        .expect("created");
+    assert_eq!(created.tenant.id, id);
+    assert_eq!(
+        ApiKeyToken::parse(created.api_key.expose())
+            .expect("well-formed")
+            .tenant_id(),
+        id
+    );
+}

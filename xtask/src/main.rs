@@ -1,0 +1,111 @@
+//! `cargo xtask`: leadline's developer tasks, in Rust instead of shell
+//! scripts (run through the alias in `.cargo/config.toml`).
+//!
+//! - `db migrate`: apply every pending migration.
+//! - `db rollback [--steps N]`: revert the last N migrations (default 1).
+//! - `db status`: list migrations and whether each is applied.
+//! - `db reset --yes`: revert everything and re-apply; refuses without
+//!   `--yes` because it destroys all data.
+//! - `db seed [--tenants N] [--leads N] [--agents N] [--issue-keys]`: write
+//!   realistic, reproducible seed data; re-running only fills what is missing.
+//!
+//! Configuration is the binary's own (`leadline::config::load`): defaults,
+//! then `./leadline.toml` or `--config`, then `DATABASE_URL`, then
+//! `LEADLINE_*` variables such as `LEADLINE_DATABASE__URL` and
+//! `LEADLINE_DATABASE__MIGRATION_URL`. A bad configuration exits with 2.
+
+mod db;
+mod generate;
+mod seed;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use leadline::{config, run};
+use leadline_store::MigrateOp;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "leadline developer tasks"
+)]
+struct Cli {
+    /// A TOML config file (default: ./leadline.toml when present; also LEADLINE_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Top-level task groups. Benchmarks will join as `Bench`.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Schema migrations and seed data.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbAction {
+    /// Apply every pending migration.
+    Migrate,
+    /// Revert the most recent migrations.
+    Rollback {
+        /// How many to revert.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+    /// Revert every migration, then apply them all: destroys all data.
+    Reset {
+        /// Confirm that every table and its data may be dropped.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Write realistic seed data; safe to re-run.
+    Seed(seed::SeedArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = cli.config.or_else(config::file_from_env);
+    let mut config = match config::load(file.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("xtask: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // Warnings only (RUST_LOG still wins): info lines such as "database
+    // connected" would tear through the progress bar.
+    config.log.filter = "warn".to_owned();
+    run::init_logging(&config);
+
+    match dispatch(cli.command, &config).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: &config::Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Db { action } => match action {
+            DbAction::Migrate => db::migrate(config, Some(MigrateOp::Up)).await?,
+            DbAction::Rollback { steps } => {
+                db::migrate(config, Some(MigrateOp::Down { steps })).await?
+            }
+            DbAction::Status => db::migrate(config, None).await?,
+            DbAction::Reset { yes } => return db::reset(config, yes).await,
+            DbAction::Seed(args) => seed::seed(config, &args).await?,
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
