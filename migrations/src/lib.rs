@@ -13,6 +13,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_core;
 mod m20261122_000002_row_level_security;
+mod m20261122_000003_workflow;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_core::Migration),
             Box::new(m20261122_000002_row_level_security::Migration),
+            Box::new(m20261122_000003_workflow::Migration),
         ]
     }
 }
@@ -37,4 +39,13 @@ impl MigratorTrait for Migrator {
 /// The tables that hold one tenant's data, each with `tenant_id` leading its
 /// primary key and a row-level-security policy on it. `tenants` itself is
 /// listed: its policy is on `id`.
-pub const TENANT_TABLES: &[&str] = &["tenants", "api_keys", "agents", "leads"];
+pub const TENANT_TABLES: &[&str] = &[
+    "tenants",
+    "api_keys",
+    "agents",
+    "leads",
+    "approvals",
+    "events",
+    "outbox",
+    "idempotency_keys",
+];

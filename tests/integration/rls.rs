@@ -54,10 +54,25 @@ async fn count_rows(conn: &mut PgConnection, table: &str, tenant: TenantId) -> i
         .get(0)
 }
 
-/// Two tenants with a row in every table each.
-async fn two_populated_tenants() -> (TenantId, TenantId) {
-    let s = services(pg_store().await);
-    let mut ids = Vec::new();
+/// A tenant with rows in every table.
+struct Populated {
+    tenant: TenantId,
+    agent: uuid::Uuid,
+    lead: uuid::Uuid,
+    approval: uuid::Uuid,
+}
+
+/// Two tenants, each with at least one row in every tenant table: an agent,
+/// a lead, an approval taken through approve and send (events, outbox), and
+/// an idempotency key.
+async fn two_populated_tenants() -> (Populated, Populated) {
+    use leadline_domain::{
+        ApprovalAction, Channel, DraftApprovalRequest, IdempotencyKey, MessageBody,
+    };
+    use leadline_ports::IdempotencyStore;
+    let store = pg_store().await;
+    let s = services(store.clone());
+    let mut out = Vec::new();
     for _ in 0..2 {
         let (t, _) = new_tenant(&s).await;
         let agent = s
@@ -67,58 +82,116 @@ async fn two_populated_tenants() -> (TenantId, TenantId) {
             .unwrap();
         let mut lead = lead_req("Rls");
         lead.assigned_agent_id = Some(agent.id);
-        s.leads.create(t, &lead).await.unwrap();
-        ids.push(t);
+        let lead = s.leads.create(t, &lead).await.unwrap();
+        let draft = DraftApprovalRequest {
+            channel: Channel::Email,
+            subject: None,
+            body: MessageBody::new("hi").unwrap(),
+            requested_by: agent.id,
+        };
+        let approval = s.approvals.draft(t, lead.id, &draft).await.unwrap();
+        s.approvals
+            .act(t, approval.id, &ApprovalAction::Approve { by: agent.id })
+            .await
+            .unwrap();
+        s.approvals
+            .act(t, approval.id, &ApprovalAction::MarkSent { by: agent.id })
+            .await
+            .unwrap();
+        store
+            .begin(t, &IdempotencyKey::new("rls-key").unwrap(), [7; 32])
+            .await
+            .unwrap();
+        out.push(Populated {
+            tenant: t,
+            agent: agent.id.as_uuid(),
+            lead: lead.id.as_uuid(),
+            approval: approval.id.as_uuid(),
+        });
     }
-    (ids[0], ids[1])
+    let b = out.pop().unwrap();
+    let a = out.pop().unwrap();
+    (a, b)
+}
+
+async fn counts_as(conn: &mut PgConnection, who: TenantId, of: TenantId) -> Vec<i64> {
+    begin_as(conn, Some(who)).await;
+    let mut counts = Vec::new();
+    for table in TENANT_TABLES {
+        counts.push(count_rows(conn, table, of).await);
+    }
+    conn.execute("COMMIT").await.unwrap();
+    counts
+}
+
+/// Runs one statement in A's context, in a transaction of its own, and
+/// requires that it touched nothing: zero rows, or refused for lack of a
+/// privilege (the service role may not UPDATE the append-only timeline, for
+/// instance).
+async fn attack(conn: &mut PgConnection, a: TenantId, sql: String, b: TenantId, table: &str) {
+    begin_as(conn, Some(a)).await;
+    match sqlx::query(trusted(sql.clone()))
+        .bind(b.as_uuid())
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(done) => assert_eq!(done.rows_affected(), 0, "{table}: {sql} touched B's rows"),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {}
+        Err(e) => panic!("{table}: {sql}: unexpected error {e}"),
+    }
+    conn.execute("ROLLBACK").await.unwrap();
 }
 
 #[tokio::test]
 async fn another_tenants_rows_cannot_be_read_changed_or_deleted() {
     let (a, b) = two_populated_tenants().await;
+    let (a, b) = (a.tenant, b.tenant);
     let mut conn = service_conn().await;
-    for table in TENANT_TABLES {
-        let col = tenant_column(table);
-        begin_as(&mut conn, Some(b)).await;
-        assert_eq!(
-            count_rows(&mut conn, table, b).await,
-            1,
-            "{table}: B sees its own row"
-        );
-        conn.execute("COMMIT").await.unwrap();
+    let b_before = counts_as(&mut conn, b, b).await;
+    assert!(
+        b_before.iter().all(|&n| n >= 1),
+        "B has rows in every table: {b_before:?}"
+    );
+    assert!(
+        counts_as(&mut conn, a, b).await.iter().all(|&n| n == 0),
+        "A reads none of B's rows"
+    );
+    let a_own = counts_as(&mut conn, a, a).await;
 
+    for (i, table) in TENANT_TABLES.iter().enumerate() {
+        let col = tenant_column(table);
         begin_as(&mut conn, Some(a)).await;
-        assert_eq!(
-            count_rows(&mut conn, table, b).await,
-            0,
-            "{table}: A reads none of B's rows"
-        );
         let all: i64 = sqlx::query(trusted(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&mut conn)
             .await
             .unwrap()
             .get(0);
         assert_eq!(
-            all, 1,
-            "{table}: an unfiltered SELECT under A's context sees A's row only"
+            all, a_own[i],
+            "{table}: an unfiltered SELECT under A's context sees A's rows only"
         );
-        let updated = sqlx::query(trusted(format!(
-            "UPDATE {table} SET {col} = {col} WHERE {col} = $1"
-        )))
-        .bind(b.as_uuid())
-        .execute(&mut conn)
-        .await
-        .unwrap()
-        .rows_affected();
-        assert_eq!(updated, 0, "{table}: A updates none of B's rows");
-        let deleted = sqlx::query(trusted(format!("DELETE FROM {table} WHERE {col} = $1")))
-            .bind(b.as_uuid())
-            .execute(&mut conn)
-            .await
-            .unwrap()
-            .rows_affected();
-        assert_eq!(deleted, 0, "{table}: A deletes none of B's rows");
-        // Moving A's own row into B is refused by WITH CHECK.
+        conn.execute("COMMIT").await.unwrap();
+
+        attack(
+            &mut conn,
+            a,
+            format!("UPDATE {table} SET {col} = {col} WHERE {col} = $1"),
+            b,
+            table,
+        )
+        .await;
+        attack(
+            &mut conn,
+            a,
+            format!("DELETE FROM {table} WHERE {col} = $1"),
+            b,
+            table,
+        )
+        .await;
+
+        // Moving A's own rows into B is refused by WITH CHECK (or by the
+        // missing UPDATE privilege on append-only tables).
+        begin_as(&mut conn, Some(a)).await;
         let moved = sqlx::query(trusted(format!(
             "UPDATE {table} SET {col} = $1 WHERE {col} = $2"
         )))
@@ -128,15 +201,12 @@ async fn another_tenants_rows_cannot_be_read_changed_or_deleted() {
         .await;
         assert_rls_violation(moved, table);
         conn.execute("ROLLBACK").await.unwrap();
-
-        begin_as(&mut conn, Some(b)).await;
-        assert_eq!(
-            count_rows(&mut conn, table, b).await,
-            1,
-            "{table}: B's row survived"
-        );
-        conn.execute("COMMIT").await.unwrap();
     }
+    assert_eq!(
+        counts_as(&mut conn, b, b).await,
+        b_before,
+        "B's rows all survived"
+    );
 }
 
 fn assert_rls_violation(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, table: &str) {
@@ -157,6 +227,8 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
     let (a, b) = two_populated_tenants().await;
     let mut conn = service_conn().await;
     let now = "now()";
+    // Every row below references B's real rows, so row-level security is
+    // the only thing that can refuse it.
     let inserts = [
         (
             "tenants",
@@ -183,10 +255,37 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
                 "INSERT INTO leads (tenant_id, id, first_name, last_name, status, created_at, updated_at, version) VALUES ($1, gen_random_uuid(), 'M', 'X', 'new', {now}, {now}, 1)"
             ),
         ),
+        (
+            "approvals",
+            format!(
+                "INSERT INTO approvals (tenant_id, id, lead_id, channel, body, requested_by, status, created_at, updated_at) VALUES ($1, gen_random_uuid(), '{}', 'email', 'x', '{}', 'pending', {now}, {now})",
+                b.lead, b.agent
+            ),
+        ),
+        (
+            "events",
+            format!(
+                "INSERT INTO events (tenant_id, id, lead_id, kind, direction, occurred_at, created_at) VALUES ($1, gen_random_uuid(), '{}', 'note', 'internal', {now}, {now})",
+                b.lead
+            ),
+        ),
+        (
+            "outbox",
+            format!(
+                "INSERT INTO outbox (tenant_id, id, approval_id, lead_id, channel, payload, created_at) VALUES ($1, gen_random_uuid(), '{}', '{}', 'email', '{{}}', {now})",
+                b.approval, b.lead
+            ),
+        ),
+        (
+            "idempotency_keys",
+            format!(
+                "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, created_at) VALUES ($1, 'attack', decode(repeat('ab', 32), 'hex'), {now})"
+            ),
+        ),
     ];
     assert_eq!(
-        inserts.len(),
-        TENANT_TABLES.len(),
+        inserts.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        TENANT_TABLES,
         "every tenant table is attacked"
     );
     for (table, sql) in &inserts {
@@ -194,9 +293,9 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
         let target = if *table == "tenants" {
             TenantId::new()
         } else {
-            b
+            b.tenant
         };
-        begin_as(&mut conn, Some(a)).await;
+        begin_as(&mut conn, Some(a.tenant)).await;
         let result = sqlx::query(trusted(sql.clone()))
             .bind(target.as_uuid())
             .execute(&mut conn)
@@ -209,6 +308,7 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
 #[tokio::test]
 async fn without_a_tenant_context_nothing_is_visible_and_nothing_errors() {
     let (a, _) = two_populated_tenants().await;
+    let a = a.tenant;
     let mut conn = service_conn().await;
     for table in TENANT_TABLES {
         let n: i64 = sqlx::query(trusted(format!("SELECT count(*) FROM {table}")))
@@ -250,6 +350,7 @@ async fn without_a_tenant_context_nothing_is_visible_and_nothing_errors() {
 #[tokio::test]
 async fn the_service_role_cannot_escape_the_policies() {
     let (a, _) = two_populated_tenants().await;
+    let a = a.tenant;
     let mut conn = service_conn().await;
     let attempts = [
         "TRUNCATE leads",

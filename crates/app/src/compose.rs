@@ -6,7 +6,10 @@ use std::sync::Arc;
 use leadline_store::{ConnectError, MigrateError, MigrateOp, Store, StoreSettings, redact_url};
 use secrecy::ExposeSecret;
 
-use crate::{AgentService, LeadService, Services, TenantService};
+use crate::{
+    AgentService, ApprovalService, ContextService, LeadService, RecallSettings, Services,
+    TenantService, TimelineService,
+};
 
 /// Wiring failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +35,20 @@ impl Composition {
     /// in-memory SQLite store or a PostgreSQL service-role store).
     #[must_use]
     pub fn from_store(store: Store) -> Self {
+        Self::from_store_with(store, RecallSettings::default())
+    }
+
+    /// Like [`Composition::from_store`], with read-model settings.
+    #[must_use]
+    pub fn from_store_with(store: Store, recall: RecallSettings) -> Self {
         let services = Services {
             tenants: TenantService::new(Arc::new(store.clone())),
             agents: AgentService::new(Arc::new(store.clone())),
             leads: LeadService::new(Arc::new(store.clone())),
+            approvals: ApprovalService::new(Arc::new(store.clone())),
+            timeline: TimelineService::new(Arc::new(store.clone())),
+            context: ContextService::new(Arc::new(store.clone()), recall),
+            idempotency: Arc::new(store.clone()),
             health: Arc::new(store.clone()),
         };
         Self { services, store }
@@ -64,6 +77,18 @@ impl Composition {
 /// # Errors
 /// [`ComposeError`].
 pub async fn compose(settings: &StoreSettings, migrate: bool) -> Result<Composition, ComposeError> {
+    compose_with(settings, RecallSettings::default(), migrate).await
+}
+
+/// [`compose`] with the read model's settings.
+///
+/// # Errors
+/// [`ComposeError`].
+pub async fn compose_with(
+    settings: &StoreSettings,
+    recall: RecallSettings,
+    migrate: bool,
+) -> Result<Composition, ComposeError> {
     let store = Store::connect(settings).await?;
     tracing::info!(url = %redact_url(settings.url.expose_secret()), backend = store.backend().name(), "database connected");
     if migrate {
@@ -94,7 +119,7 @@ pub async fn compose(settings: &StoreSettings, migrate: bool) -> Result<Composit
             );
         }
     }
-    Ok(Composition::from_store(store))
+    Ok(Composition::from_store_with(store, recall))
 }
 
 #[cfg(test)]

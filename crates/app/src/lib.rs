@@ -7,9 +7,11 @@
 
 mod compose;
 mod services;
+mod workflow;
 
-pub use compose::{ComposeError, Composition, compose};
+pub use compose::{ComposeError, Composition, compose, compose_with};
 pub use services::{AgentService, CreatedTenant, LeadService, Services, TenantService};
+pub use workflow::{AppendError, ApprovalService, ContextService, RecallSettings, TimelineService};
 
 #[cfg(test)]
 mod tests;

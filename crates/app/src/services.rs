@@ -25,6 +25,14 @@ pub struct Services {
     pub agents: AgentService,
     /// Leads.
     pub leads: LeadService,
+    /// Approvals.
+    pub approvals: crate::ApprovalService,
+    /// The timeline.
+    pub timeline: crate::TimelineService,
+    /// The lead-context read model.
+    pub context: crate::ContextService,
+    /// Idempotency keys, for the HTTP adapter's retry safety.
+    pub idempotency: Arc<dyn leadline_ports::IdempotencyStore>,
     /// The store's health, for readiness probes.
     pub health: Arc<dyn HealthCheck>,
 }

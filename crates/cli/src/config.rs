@@ -26,6 +26,8 @@ pub struct Config {
     pub database: StoreSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The lead-context read model.
+    pub recall: leadline_app::RecallSettings,
 }
 
 /// The HTTP listener.
@@ -133,6 +135,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         .database
         .problems()
         .into_iter()
+        .chain(config.recall.problems())
         .map(|(key, why)| format!("{key}: {why}"))
         .collect();
     if problems.is_empty() {

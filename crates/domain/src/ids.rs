@@ -77,6 +77,14 @@ id_type!(
     /// Identifies an API key within a tenant.
     ApiKeyId
 );
+id_type!(
+    /// Identifies an approval within a tenant.
+    ApprovalId
+);
+id_type!(
+    /// Identifies a timeline event within a tenant.
+    EventId
+);
 
 #[cfg(test)]
 mod tests {

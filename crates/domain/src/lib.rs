@@ -7,6 +7,8 @@
 
 pub mod agent;
 pub mod api_key;
+pub mod approval;
+pub mod event;
 pub mod ids;
 pub mod lead;
 pub mod page;
@@ -15,7 +17,15 @@ pub mod value;
 
 pub use agent::{Agent, AgentRole, CreateAgentRequest, UpdateAgentRequest};
 pub use api_key::{ApiKeyHash, ApiKeyToken, ParseApiKeyError};
-pub use ids::{AgentId, ApiKeyId, LeadId, ParseIdError, TenantId};
+pub use approval::{
+    Approval, ApprovalAction, ApprovalQueueQuery, ApprovalStatus, Channel, DraftApprovalRequest,
+    IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
+};
+pub use event::{
+    AppendEventRequest, Direction, Event, EventContent, EventKind, LeadContext, TimelineCursor,
+    TimelineQuery,
+};
+pub use ids::{AgentId, ApiKeyId, ApprovalId, EventId, LeadId, ParseIdError, TenantId};
 pub use lead::{
     CreateLeadRequest, Lead, LeadStatus, ListLeadsQuery, Metadata, UpdateLeadRejected,
     UpdateLeadRequest,

@@ -31,6 +31,7 @@ pub struct ApiError {
     errors: Vec<FieldError>,
     retry_after: Option<u32>,
     www_authenticate: bool,
+    extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -42,6 +43,8 @@ struct ProblemBody<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
+    #[serde(flatten)]
+    extensions: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -59,6 +62,7 @@ impl ApiError {
             errors: Vec::new(),
             retry_after: None,
             www_authenticate: false,
+            extensions: serde_json::Map::new(),
         }
     }
 
@@ -188,6 +192,23 @@ impl ApiError {
         )
     }
 
+    /// Adds an RFC 9457 extension member to the body.
+    pub fn extension(&mut self, name: &str, value: serde_json::Value) {
+        self.extensions.insert(name.to_owned(), value);
+    }
+
+    /// 409: a request with the same idempotency key is still running.
+    pub fn idempotency_in_progress() -> Self {
+        let mut err = Self::new(
+            StatusCode::CONFLICT,
+            "idempotency-in-progress",
+            "Request in progress",
+            "a request with this Idempotency-Key is still running; retry shortly",
+        );
+        err.retry_after = Some(1);
+        err
+    }
+
     /// The status, for tests.
     #[must_use]
     pub fn status(&self) -> StatusCode {
@@ -203,6 +224,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: &self.detail,
             errors: &self.errors,
+            extensions: &self.extensions,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();
@@ -340,5 +362,98 @@ pub(crate) fn update_lead_error(err: UpdateLeadError, from_if_match: bool) -> Ap
         }
         UpdateLeadError::Unavailable(u) => ApiError::unavailable(&u),
         UpdateLeadError::Unknown(e) => ApiError::internal(&e),
+    }
+}
+
+impl From<leadline_ports::DraftApprovalError> for ApiError {
+    fn from(err: leadline_ports::DraftApprovalError) -> Self {
+        use leadline_ports::DraftApprovalError as E;
+        match err {
+            E::LeadNotFound => Self::not_found("lead"),
+            E::AgentNotFound => Self::invalid_field("requested_by", "no such agent"),
+            E::Unavailable(u) => Self::unavailable(&u),
+            E::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<leadline_ports::GetApprovalError> for ApiError {
+    fn from(err: leadline_ports::GetApprovalError) -> Self {
+        use leadline_ports::GetApprovalError as E;
+        match err {
+            E::NotFound => Self::not_found("approval"),
+            E::Unavailable(u) => Self::unavailable(&u),
+            E::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+/// A transition error; `actor_field` names the body field holding the agent.
+pub(crate) fn transition_error(
+    err: leadline_ports::TransitionApprovalError,
+    actor_field: &str,
+) -> ApiError {
+    use leadline_ports::TransitionApprovalError as E;
+    match err {
+        E::NotFound => ApiError::not_found("approval"),
+        E::Conflict { current } => {
+            let mut e = ApiError::conflict("status", format!("the approval is {current}"));
+            e.extension(
+                "current_status",
+                serde_json::Value::String(current.as_str().to_owned()),
+            );
+            e
+        }
+        E::AgentNotFound => ApiError::invalid_field(actor_field, "no such agent"),
+        E::Unavailable(u) => ApiError::unavailable(&u),
+        E::Unknown(e) => ApiError::internal(&e),
+    }
+}
+
+impl From<leadline_ports::ListApprovalsError> for ApiError {
+    fn from(err: leadline_ports::ListApprovalsError) -> Self {
+        use leadline_ports::ListApprovalsError as E;
+        match err {
+            E::Unavailable(u) => Self::unavailable(&u),
+            E::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<leadline_app::AppendError> for ApiError {
+    fn from(err: leadline_app::AppendError) -> Self {
+        use leadline_ports::AppendEventError as E;
+        match err {
+            leadline_app::AppendError::InvalidTime(e) => {
+                Self::invalid_field("occurred_at", e.to_string())
+            }
+            leadline_app::AppendError::Store(E::LeadNotFound) => Self::not_found("lead"),
+            leadline_app::AppendError::Store(E::AgentNotFound) => {
+                Self::invalid_field("actor", "no such agent")
+            }
+            leadline_app::AppendError::Store(E::Unavailable(u)) => Self::unavailable(&u),
+            leadline_app::AppendError::Store(E::Unknown(e)) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<leadline_ports::TimelineError> for ApiError {
+    fn from(err: leadline_ports::TimelineError) -> Self {
+        use leadline_ports::TimelineError as E;
+        match err {
+            E::LeadNotFound => Self::not_found("lead"),
+            E::Unavailable(u) => Self::unavailable(&u),
+            E::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<leadline_ports::IdempotencyError> for ApiError {
+    fn from(err: leadline_ports::IdempotencyError) -> Self {
+        use leadline_ports::IdempotencyError as E;
+        match err {
+            E::Unavailable(u) => Self::unavailable(&u),
+            E::Unknown(e) => Self::internal(&e),
+        }
     }
 }

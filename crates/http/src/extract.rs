@@ -118,6 +118,10 @@ impl FromRequestParts<AppState> for CurrentTenant {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Already authenticated by the idempotency layer.
+        if let Some(tenant) = parts.extensions.get::<Self>() {
+            return Ok(tenant.clone());
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)

@@ -14,7 +14,9 @@
 mod dto;
 pub mod error;
 mod extract;
+mod idempotency;
 mod routes;
+mod workflow;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -55,6 +57,11 @@ impl AppState {
 /// The whole API as a router.
 pub fn router(state: AppState) -> Router {
     routes::routes()
+        .merge(workflow::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -113,3 +113,53 @@ common_variants!(UpdateLeadError {
     #[error("assigned agent not found")]
     AgentNotFound,
 });
+
+common_variants!(DraftApprovalError {
+    /// No such lead in this tenant.
+    #[error("lead not found")]
+    LeadNotFound,
+    /// The requesting agent is not in this tenant.
+    #[error("agent not found")]
+    AgentNotFound,
+});
+
+common_variants!(GetApprovalError {
+    /// No such approval in this tenant.
+    #[error("approval not found")]
+    NotFound,
+});
+
+common_variants!(TransitionApprovalError {
+    /// No such approval in this tenant.
+    #[error("approval not found")]
+    NotFound,
+    /// The approval is not in the status the action starts from (another
+    /// request got there first, or the move does not exist).
+    #[error("the approval is {current}")]
+    Conflict {
+        /// Its status now.
+        current: leadline_domain::ApprovalStatus,
+    },
+    /// The acting agent is not in this tenant.
+    #[error("agent not found")]
+    AgentNotFound,
+});
+
+common_variants!(ListApprovalsError {});
+
+common_variants!(AppendEventError {
+    /// No such lead in this tenant.
+    #[error("lead not found")]
+    LeadNotFound,
+    /// The actor is not an agent of this tenant.
+    #[error("agent not found")]
+    AgentNotFound,
+});
+
+common_variants!(TimelineError {
+    /// No such lead in this tenant.
+    #[error("lead not found")]
+    LeadNotFound,
+});
+
+common_variants!(IdempotencyError {});

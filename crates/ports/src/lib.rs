@@ -20,6 +20,7 @@
 mod errors;
 mod health;
 mod repositories;
+mod workflow;
 
 pub use errors::*;
 #[cfg(feature = "mock")]
@@ -28,3 +29,11 @@ pub use health::{HealthCheck, HealthError, PoolStats};
 pub use repositories::{AgentRepository, LeadRepository, TenantRepository};
 #[cfg(feature = "mock")]
 pub use repositories::{MockAgentRepository, MockLeadRepository, MockTenantRepository};
+pub use workflow::{
+    ApprovalRepository, EventRepository, IdempotencyBegin, IdempotencyStore, LeadContextRepository,
+    StoredResponse,
+};
+#[cfg(feature = "mock")]
+pub use workflow::{
+    MockApprovalRepository, MockEventRepository, MockIdempotencyStore, MockLeadContextRepository,
+};

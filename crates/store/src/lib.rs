@@ -18,8 +18,10 @@ mod health;
 mod migrate;
 mod pool;
 mod repo_agents;
+mod repo_idempotency;
 mod repo_leads;
 mod repo_tenants;
+mod repo_workflow;
 mod roles;
 mod settings;
 

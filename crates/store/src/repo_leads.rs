@@ -217,6 +217,31 @@ impl LeadRepository for Store {
                     current: current.version,
                 }));
             }
+            if next.status != current.status {
+                // Every touch is on the timeline, status moves included, in
+                // the same transaction as the move.
+                let event = leadline_domain::Event {
+                    id: leadline_domain::EventId::new(),
+                    tenant_id: tenant,
+                    lead_id: id,
+                    kind: leadline_domain::EventKind::StatusChanged,
+                    direction: leadline_domain::Direction::Internal,
+                    content: None,
+                    occurred_at: next.updated_at,
+                    actor: None,
+                    metadata: leadline_domain::Metadata::new(serde_json::json!({
+                        "from": current.status,
+                        "to": next.status,
+                    }))
+                    .unwrap_or_default(),
+                    created_at: next.updated_at,
+                };
+                crate::entity::events::Entity::insert(crate::entity::events::ActiveModel::from(
+                    &event,
+                ))
+                .exec_without_returning(&txn)
+                .await?;
+            }
             txn.commit().await?;
             Ok(Ok(next))
         }

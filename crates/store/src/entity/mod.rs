@@ -4,7 +4,11 @@
 
 pub(crate) mod agents;
 pub(crate) mod api_keys;
+pub(crate) mod approvals;
+pub(crate) mod events;
+pub(crate) mod idempotency_keys;
 pub(crate) mod leads;
+pub(crate) mod outbox;
 pub(crate) mod tenants;
 
 /// A stored value that no longer satisfies the domain's rules.

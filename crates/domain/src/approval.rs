@@ -1,0 +1,400 @@
+//! Approvals: every outbound message is drafted, then approved or rejected
+//! by a person, then sent exactly once.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[cfg(test)]
+use crate::ValueError;
+use crate::{AgentId, ApprovalId, LeadId, TenantId};
+
+macro_rules! wire_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The stored and wire name.
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::ValueError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or($crate::ValueError::Invalid(concat!("must be one of: ", $($text, " "),+)))
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;
+
+wire_enum!(
+    /// How a message reaches the lead.
+    Channel {
+        /// Email.
+        Email => "email",
+        /// Text message.
+        Sms => "sms",
+        /// Phone call (the "message" is the call script).
+        Call => "call",
+        /// LinkedIn message.
+        Linkedin => "linkedin",
+    }
+);
+
+wire_enum!(
+    /// Where an approval stands.
+    ///
+    /// ```text
+    /// pending ──► approved ──► sent
+    ///    │  └───► rejected (reason required)
+    ///    └──────► cancelled
+    /// ```
+    /// No other move exists; `sent`, `rejected` and `cancelled` are final.
+    ApprovalStatus {
+        /// Drafted, waiting for a person.
+        Pending => "pending",
+        /// Approved, waiting to be sent.
+        Approved => "approved",
+        /// Refused, with a reason.
+        Rejected => "rejected",
+        /// Sent (exactly once).
+        Sent => "sent",
+        /// Withdrawn before a decision.
+        Cancelled => "cancelled",
+    }
+);
+
+impl ApprovalStatus {
+    /// Open approvals still need someone to act.
+    #[must_use]
+    pub const fn is_open(self) -> bool {
+        matches!(self, Self::Pending | Self::Approved)
+    }
+}
+
+/// What a person does to an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalAction {
+    /// pending → approved.
+    Approve {
+        /// Who decided.
+        by: AgentId,
+    },
+    /// pending → rejected.
+    Reject {
+        /// Who decided.
+        by: AgentId,
+        /// Why; required.
+        reason: RejectionReason,
+    },
+    /// approved → sent.
+    MarkSent {
+        /// Who sent it.
+        by: AgentId,
+    },
+    /// pending → cancelled.
+    Cancel {
+        /// Who withdrew it.
+        by: AgentId,
+    },
+}
+
+impl ApprovalAction {
+    /// The only status this action may start from.
+    #[must_use]
+    pub const fn from_status(&self) -> ApprovalStatus {
+        match self {
+            Self::Approve { .. } | Self::Reject { .. } | Self::Cancel { .. } => {
+                ApprovalStatus::Pending
+            }
+            Self::MarkSent { .. } => ApprovalStatus::Approved,
+        }
+    }
+
+    /// The status it leads to.
+    #[must_use]
+    pub const fn to_status(&self) -> ApprovalStatus {
+        match self {
+            Self::Approve { .. } => ApprovalStatus::Approved,
+            Self::Reject { .. } => ApprovalStatus::Rejected,
+            Self::MarkSent { .. } => ApprovalStatus::Sent,
+            Self::Cancel { .. } => ApprovalStatus::Cancelled,
+        }
+    }
+
+    /// The acting agent.
+    #[must_use]
+    pub const fn actor(&self) -> AgentId {
+        match self {
+            Self::Approve { by }
+            | Self::Reject { by, .. }
+            | Self::MarkSent { by }
+            | Self::Cancel { by } => *by,
+        }
+    }
+}
+
+/// Whether `from → to` is a move of the approval lifecycle.
+#[must_use]
+pub const fn approval_can_move(from: ApprovalStatus, to: ApprovalStatus) -> bool {
+    use ApprovalStatus::{Approved, Cancelled, Pending, Rejected, Sent};
+    matches!(
+        (from, to),
+        (Pending, Approved | Rejected | Cancelled) | (Approved, Sent)
+    )
+}
+
+macro_rules! text {
+    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The longest accepted value, in characters.
+            pub const MAX: usize = $max;
+
+            /// Checks that `raw` is non-blank and at most `MAX` characters.
+            /// Inner newlines are kept: these are message texts.
+            ///
+            /// # Errors
+            /// [`$crate::ValueError::Empty`] or [`$crate::ValueError::TooLong`].
+            pub fn new(raw: &str) -> Result<Self, $crate::ValueError> {
+                if raw.trim().is_empty() {
+                    return Err($crate::ValueError::Empty);
+                }
+                if raw.chars().count() > Self::MAX {
+                    return Err($crate::ValueError::TooLong { max: Self::MAX });
+                }
+                if raw.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+                    return Err($crate::ValueError::Invalid("must not contain control characters"));
+                }
+                Ok(Self(raw.to_owned()))
+            }
+
+            /// The text.
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::ValueError;
+            fn try_from(raw: String) -> Result<Self, Self::Error> {
+                Self::new(&raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> Self {
+                v.0
+            }
+        }
+    };
+}
+pub(crate) use text;
+
+text!(
+    /// A message subject line.
+    Subject,
+    300
+);
+text!(
+    /// A message body.
+    MessageBody,
+    20_000
+);
+text!(
+    /// Why an approval was rejected.
+    RejectionReason,
+    1_000
+);
+
+/// An outbound message awaiting, or past, a person's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    /// Its id.
+    pub id: ApprovalId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The lead it is addressed to.
+    pub lead_id: LeadId,
+    /// The channel.
+    pub channel: Channel,
+    /// Subject, for channels that have one.
+    pub subject: Option<Subject>,
+    /// The message.
+    pub body: MessageBody,
+    /// The agent who drafted it.
+    pub requested_by: AgentId,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// Who approved, rejected or cancelled it.
+    pub decided_by: Option<AgentId>,
+    /// When.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Why it was rejected.
+    pub rejection_reason: Option<RejectionReason>,
+    /// Who marked it sent.
+    pub sent_by: Option<AgentId>,
+    /// When it was sent.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Drafted at.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What it takes to draft an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftApprovalRequest {
+    /// The channel.
+    pub channel: Channel,
+    /// Subject.
+    pub subject: Option<Subject>,
+    /// Body.
+    pub body: MessageBody,
+    /// The drafting agent.
+    pub requested_by: AgentId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ApprovalStatus::*;
+
+    #[test]
+    fn lifecycle_allows_exactly_the_documented_moves() {
+        let allowed = [
+            (Pending, Approved),
+            (Pending, Rejected),
+            (Pending, Cancelled),
+            (Approved, Sent),
+        ];
+        for &from in ApprovalStatus::ALL {
+            for &to in ApprovalStatus::ALL {
+                assert_eq!(
+                    approval_can_move(from, to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn actions_agree_with_the_lifecycle() {
+        let by = AgentId::new();
+        let reason = RejectionReason::new("tone").expect("valid");
+        for action in [
+            ApprovalAction::Approve { by },
+            ApprovalAction::Reject { by, reason },
+            ApprovalAction::MarkSent { by },
+            ApprovalAction::Cancel { by },
+        ] {
+            assert!(
+                approval_can_move(action.from_status(), action.to_status()),
+                "{action:?}"
+            );
+            assert_eq!(action.actor(), by);
+        }
+    }
+
+    #[test]
+    fn texts_are_bounded_and_keep_newlines() {
+        assert!(MessageBody::new("Hi Grace,\n\nShall we talk?").is_ok());
+        assert_eq!(MessageBody::new("  \n "), Err(ValueError::Empty));
+        assert!(Subject::new(&"s".repeat(301)).is_err());
+        assert!(RejectionReason::new("bad\u{7}bell").is_err());
+    }
+
+    #[test]
+    fn wire_names_parse() {
+        assert_eq!("linkedin".parse::<Channel>(), Ok(Channel::Linkedin));
+        assert!("fax".parse::<Channel>().is_err());
+        assert_eq!("sent".parse::<ApprovalStatus>(), Ok(Sent));
+        assert!(Pending.is_open() && Approved.is_open() && !Sent.is_open());
+    }
+}
+
+/// A page request on the approval queue: oldest first, so the queue drains
+/// in the order it filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalQueueQuery {
+    /// Which status to list; the queue proper is `pending`.
+    pub status: ApprovalStatus,
+    /// Only approvals drafted by this agent.
+    pub requested_by: Option<AgentId>,
+    /// Page size.
+    pub limit: crate::PageLimit,
+    /// Start after this approval.
+    pub after: Option<ApprovalId>,
+}
+
+impl Default for ApprovalQueueQuery {
+    fn default() -> Self {
+        Self {
+            status: ApprovalStatus::Pending,
+            requested_by: None,
+            limit: crate::PageLimit::DEFAULT,
+            after: None,
+        }
+    }
+}
+
+/// A client-chosen key that makes a POST safe to retry: 1 to 255 visible
+/// ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Checks a key.
+    ///
+    /// # Errors
+    /// [`crate::ValueError`] when empty, too long or not visible ASCII.
+    pub fn new(raw: &str) -> Result<Self, crate::ValueError> {
+        if raw.is_empty() {
+            return Err(crate::ValueError::Empty);
+        }
+        if raw.len() > 255 {
+            return Err(crate::ValueError::TooLong { max: 255 });
+        }
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(crate::ValueError::Invalid(
+                "must be visible ASCII characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The key.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}

@@ -1,0 +1,190 @@
+//! Events: every touch on a lead's timeline. Append-only.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{
+    AgentId, Approval, Channel, EventId, Lead, LeadId, Metadata, PageLimit, TenantId, ValueError,
+    approval::{text, wire_enum},
+};
+
+wire_enum!(
+    /// What happened.
+    EventKind {
+        /// An email went out.
+        EmailSent => "email_sent",
+        /// An email came in.
+        EmailReceived => "email_received",
+        /// A text went out.
+        SmsSent => "sms_sent",
+        /// A text came in.
+        SmsReceived => "sms_received",
+        /// A call took place.
+        Call => "call",
+        /// A meeting took place.
+        Meeting => "meeting",
+        /// A note was taken.
+        Note => "note",
+        /// The lead's status changed.
+        StatusChanged => "status_changed",
+        /// An approval was approved, rejected or cancelled.
+        ApprovalDecided => "approval_decided",
+    }
+);
+
+wire_enum!(
+    /// Which way it went.
+    Direction {
+        /// From the lead to us.
+        Inbound => "inbound",
+        /// From us to the lead.
+        Outbound => "outbound",
+        /// Within the team.
+        Internal => "internal",
+    }
+);
+
+impl EventKind {
+    /// The event a sent message of `channel` leaves on the timeline.
+    #[must_use]
+    pub const fn sent_on(channel: Channel) -> Self {
+        match channel {
+            Channel::Email => Self::EmailSent,
+            Channel::Sms => Self::SmsSent,
+            Channel::Call => Self::Call,
+            // No dedicated kind: a note whose metadata names the channel.
+            Channel::Linkedin => Self::Note,
+        }
+    }
+}
+
+text!(
+    /// What an event says (a message, a summary, a note).
+    EventContent,
+    20_000
+);
+
+/// One touch on a lead's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Its id.
+    pub id: EventId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The lead.
+    pub lead_id: LeadId,
+    /// What happened.
+    pub kind: EventKind,
+    /// Which way.
+    pub direction: Direction,
+    /// What was said or noted.
+    pub content: Option<EventContent>,
+    /// When it happened (may be earlier than when it was recorded).
+    pub occurred_at: DateTime<Utc>,
+    /// The agent involved, if any.
+    pub actor: Option<AgentId>,
+    /// Free-form data.
+    pub metadata: Metadata,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What it takes to append an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendEventRequest {
+    /// What happened.
+    pub kind: EventKind,
+    /// Which way.
+    pub direction: Direction,
+    /// Content.
+    pub content: Option<EventContent>,
+    /// When; `None` means now.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The agent involved.
+    pub actor: Option<AgentId>,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+impl AppendEventRequest {
+    /// Refuses events dated in the future (beyond a minute of clock skew):
+    /// a timeline is a record of what happened.
+    ///
+    /// # Errors
+    /// [`ValueError::Invalid`].
+    pub fn check_time(&self, now: DateTime<Utc>) -> Result<(), ValueError> {
+        match self.occurred_at {
+            Some(t) if t > now + chrono::Duration::minutes(1) => {
+                Err(ValueError::Invalid("must not be in the future"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A position in a timeline: events are ordered by `(occurred_at, id)`, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineCursor {
+    /// The last event's time.
+    pub occurred_at: DateTime<Utc>,
+    /// The last event's id.
+    pub id: EventId,
+}
+
+/// A page request on a lead's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimelineQuery {
+    /// Page size.
+    pub limit: PageLimit,
+    /// Start after this event.
+    pub after: Option<TimelineCursor>,
+}
+
+/// Everything about a lead, in one read: the "memory recall" read model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeadContext {
+    /// The lead.
+    pub lead: Lead,
+    /// Its assigned agent, if any.
+    pub assigned_agent: Option<crate::Agent>,
+    /// Approvals still waiting on someone (pending or approved), newest first.
+    pub open_approvals: Vec<Approval>,
+    /// The most recent closed approvals (sent, rejected, cancelled), newest first.
+    pub recent_approvals: Vec<Approval>,
+    /// The latest events, newest first.
+    pub events: Vec<Event>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn future_events_are_refused_with_skew_allowed() {
+        let now = Utc::now();
+        let mut req = AppendEventRequest {
+            kind: EventKind::Call,
+            direction: Direction::Outbound,
+            content: None,
+            occurred_at: Some(now + chrono::Duration::seconds(30)),
+            actor: None,
+            metadata: Metadata::default(),
+        };
+        assert!(req.check_time(now).is_ok(), "small skew is fine");
+        req.occurred_at = Some(now + chrono::Duration::hours(1));
+        assert!(req.check_time(now).is_err());
+        req.occurred_at = Some(now - chrono::Duration::days(3));
+        assert!(
+            req.check_time(now).is_ok(),
+            "back-dating is what logging a past call is"
+        );
+    }
+
+    #[test]
+    fn every_channel_leaves_an_event_kind() {
+        assert_eq!(EventKind::sent_on(Channel::Email), EventKind::EmailSent);
+        assert_eq!(EventKind::sent_on(Channel::Sms), EventKind::SmsSent);
+        assert_eq!(EventKind::sent_on(Channel::Call), EventKind::Call);
+        assert_eq!(EventKind::sent_on(Channel::Linkedin), EventKind::Note);
+    }
+}

@@ -1,0 +1,162 @@
+//! `Idempotency-Key` on POST: the first request with a key runs and its
+//! response is stored; a retry with the same key and the same request gets
+//! that response replayed (with `Idempotent-Replayed: true`); the same key
+//! with a different request is a 422; a retry while the first is still
+//! running is a 409 with `Retry-After`. Server errors (5xx) are not stored,
+//! so a retry after one runs again.
+//!
+//! Done once here, as a route layer, rather than in every handler.
+
+use axum::{
+    body::{Body, to_bytes},
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use leadline_domain::IdempotencyKey;
+use leadline_ports::{IdempotencyBegin, StoredResponse};
+use sha2::{Digest, Sha256};
+
+use crate::{AppState, error::ApiError, extract::CurrentTenant};
+
+/// The header.
+pub(crate) const HEADER: &str = "idempotency-key";
+/// The largest body that is buffered for hashing and replay.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The request's identity: method, path and body. A JSON body is hashed in
+/// canonical form (keys sorted, no whitespace), so a client re-serialising
+/// the same object is not a "different request".
+fn request_hash(method: &Method, path: &str, body: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(path.as_bytes());
+    hasher.update([0]);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => hasher.update(value.to_string().as_bytes()),
+        Err(_) => hasher.update(body),
+    }
+    hasher.finalize().into()
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(location) = stored.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+pub(crate) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST || !request.headers().contains_key(HEADER) {
+        return next.run(request).await;
+    }
+    match run(&state, request, next).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn run(state: &AppState, request: Request, next: Next) -> Result<Response, Response> {
+    let key = request
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| IdempotencyKey::new(v).ok())
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+            .into_response()
+        })?;
+    let (mut parts, body) = request.into_parts();
+    // Keys are per tenant: authenticate first. The extractor in the handler
+    // finds the tenant in the extensions and does not ask the store again.
+    let tenant = CurrentTenant::from_request_parts(&mut parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    parts.extensions.insert(tenant.clone());
+    let tenant = tenant.0.id;
+    let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+        ApiError::malformed_body("the body is too large or could not be read").into_response()
+    })?;
+    let hash = request_hash(&parts.method, parts.uri.path(), &bytes);
+    let idempotency = &state.services().idempotency;
+    match idempotency
+        .begin(tenant, &key, hash)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?
+    {
+        IdempotencyBegin::Replay(stored) => return Ok(replay(stored)),
+        IdempotencyBegin::Mismatch => {
+            return Err(ApiError::invalid_field(
+                "Idempotency-Key",
+                "was already used with a different request",
+            )
+            .into_response());
+        }
+        IdempotencyBegin::InProgress => {
+            return Err(ApiError::idempotency_in_progress().into_response());
+        }
+        IdempotencyBegin::Started => {}
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if response.status().is_server_error() {
+        if let Err(e) = idempotency.abandon(tenant, &key).await {
+            tracing::warn!(error = %e, "could not release an idempotency key; it expires with its lease");
+        }
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let body = match to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = idempotency.abandon(tenant, &key).await;
+            return Err(ApiError::internal(&e).into_response());
+        }
+    };
+    let stored = StoredResponse {
+        status: parts.status.as_u16(),
+        location: parts
+            .headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: body.to_vec(),
+    };
+    if let Err(e) = idempotency.complete(tenant, &key, &stored).await {
+        // The work is done and committed; only the replay record is missing.
+        // Answer normally; a retry will find the key's lease and wait it out.
+        tracing::warn!(error = %e, "could not store an idempotent response");
+    }
+    Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_ignores_json_formatting_but_not_content_or_target() {
+        let a = request_hash(&Method::POST, "/v1/x", br#"{"a":1,"b":2}"#);
+        assert_eq!(
+            a,
+            request_hash(&Method::POST, "/v1/x", b"{ \"b\": 2, \"a\": 1 }")
+        );
+        assert_ne!(a, request_hash(&Method::POST, "/v1/x", br#"{"a":1,"b":3}"#));
+        assert_ne!(a, request_hash(&Method::POST, "/v1/y", br#"{"a":1,"b":2}"#));
+    }
+}

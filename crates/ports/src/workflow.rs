@@ -1,0 +1,174 @@
+//! Outreach workflow ports: approvals, the timeline, the lead context, and
+//! idempotent retries.
+
+use async_trait::async_trait;
+use leadline_domain::{
+    AppendEventRequest, Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery,
+    DraftApprovalRequest, Event, IdempotencyKey, LeadContext, LeadId, Page, TenantId,
+    TimelineQuery,
+};
+
+use crate::errors::{
+    AppendEventError, DraftApprovalError, GetApprovalError, GetLeadError, IdempotencyError,
+    ListApprovalsError, TimelineError, TransitionApprovalError,
+};
+
+/// Approvals of a tenant.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ApprovalRepository: Send + Sync {
+    /// Drafts an approval (status `pending`) for a lead.
+    ///
+    /// # Errors
+    /// [`DraftApprovalError::LeadNotFound`], [`DraftApprovalError::AgentNotFound`].
+    async fn draft(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        req: &DraftApprovalRequest,
+    ) -> Result<Approval, DraftApprovalError>;
+
+    /// Reads an approval.
+    ///
+    /// # Errors
+    /// [`GetApprovalError::NotFound`], also for another tenant's approval.
+    async fn get(&self, tenant: TenantId, id: ApprovalId) -> Result<Approval, GetApprovalError>;
+
+    /// Applies `action` exactly once: a conditional update from the action's
+    /// starting status, never read-then-write, so of any number of
+    /// concurrent callers exactly one succeeds. In the same transaction it
+    /// appends the timeline event (approve, reject, cancel: an
+    /// `approval_decided` event; send: the channel's outbound event) and, on
+    /// send, writes the outbox row a delivery relay picks up.
+    ///
+    /// # Errors
+    /// [`TransitionApprovalError::Conflict`] carrying the current status for
+    /// every loser and every move the lifecycle does not have;
+    /// [`TransitionApprovalError::NotFound`];
+    /// [`TransitionApprovalError::AgentNotFound`].
+    async fn transition(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+        action: &ApprovalAction,
+    ) -> Result<Approval, TransitionApprovalError>;
+
+    /// Lists approvals by status, oldest first, keyset-paginated.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn list(
+        &self,
+        tenant: TenantId,
+        query: &ApprovalQueueQuery,
+    ) -> Result<Page<Approval>, ListApprovalsError>;
+}
+
+/// The append-only timeline of a tenant's leads.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait EventRepository: Send + Sync {
+    /// Appends an event.
+    ///
+    /// # Errors
+    /// [`AppendEventError::LeadNotFound`], [`AppendEventError::AgentNotFound`].
+    async fn append(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        req: &AppendEventRequest,
+    ) -> Result<Event, AppendEventError>;
+
+    /// A lead's events, newest first by `(occurred_at, id)`.
+    ///
+    /// # Errors
+    /// [`TimelineError::LeadNotFound`].
+    async fn timeline(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        query: &TimelineQuery,
+    ) -> Result<Page<Event>, TimelineError>;
+}
+
+/// The lead-context read model.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait LeadContextRepository: Send + Sync {
+    /// The lead, its agent, its open and recent approvals and its latest
+    /// `events` events, read in one transaction with a fixed number of
+    /// queries whatever the lead holds.
+    ///
+    /// # Errors
+    /// [`GetLeadError::NotFound`].
+    async fn context(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        events: u16,
+    ) -> Result<LeadContext, GetLeadError>;
+}
+
+/// A response kept for replay under its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// `Location` header, if any.
+    pub location: Option<String>,
+    /// Body bytes (JSON).
+    pub body: Vec<u8>,
+}
+
+/// What [`IdempotencyStore::begin`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First use of the key: the caller runs the request, then completes or abandons.
+    Started,
+    /// The key finished before with the same request: replay this.
+    Replay(StoredResponse),
+    /// The key was used with a different request.
+    Mismatch,
+    /// The same key is running right now.
+    InProgress,
+}
+
+/// Idempotency keys per tenant.
+///
+/// The protocol is reserve → run → complete (or abandon on failure). A
+/// reservation left behind by a crashed process expires after a short lease
+/// and the key can then be taken again; that window is the one place a
+/// request may run twice, and transitions stay safe there because they are
+/// conditional updates.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Reserves `key` for a request whose canonical form hashes to `request_hash`.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn begin(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+        request_hash: [u8; 32],
+    ) -> Result<IdempotencyBegin, IdempotencyError>;
+
+    /// Stores the response for replay.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn complete(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+    ) -> Result<(), IdempotencyError>;
+
+    /// Releases the reservation so a retry runs the request afresh.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn abandon(&self, tenant: TenantId, key: &IdempotencyKey)
+    -> Result<(), IdempotencyError>;
+}

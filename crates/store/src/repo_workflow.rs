@@ -1,0 +1,450 @@
+//! Approvals, the timeline and the lead context on the store.
+
+use async_trait::async_trait;
+use leadline_domain::{
+    Agent, AppendEventRequest, Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery,
+    ApprovalStatus, Direction, DraftApprovalRequest, Event, EventId, EventKind, Lead, LeadContext,
+    LeadId, Metadata, Page, TenantId, TimelineQuery,
+};
+use leadline_ports::{
+    AppendEventError, ApprovalRepository, DraftApprovalError, EventRepository, GetApprovalError,
+    GetLeadError, LeadContextRepository, ListApprovalsError, TimelineError,
+    TransitionApprovalError,
+};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Expr,
+};
+use serde_json::json;
+
+use crate::{
+    Store,
+    entity::{agents, approvals, events, leads, outbox},
+    errors::{Failure, common},
+};
+
+/// How many open approvals a context shows (pending and approved; more is a
+/// backlog problem, not a context).
+const CONTEXT_OPEN_APPROVALS: u64 = 50;
+/// How many closed approvals a context shows.
+const CONTEXT_RECENT_APPROVALS: u64 = 10;
+
+fn approval_by_key(tenant: TenantId, id: ApprovalId) -> sea_orm::Select<approvals::Entity> {
+    approvals::Entity::find()
+        .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(approvals::Column::Id.eq(id.as_uuid()))
+}
+
+async fn lead_exists(
+    txn: &DatabaseTransaction,
+    tenant: TenantId,
+    lead: LeadId,
+) -> Result<bool, Failure> {
+    let found = leads::Entity::find()
+        .select_only()
+        .column(leads::Column::Id)
+        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(leads::Column::Id.eq(lead.as_uuid()))
+        .into_tuple::<uuid::Uuid>()
+        .one(txn)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// The event an approval transition leaves on the timeline.
+fn transition_event(approval: &Approval, action: &ApprovalAction) -> Event {
+    let now = approval.updated_at;
+    let (kind, direction, content, metadata) = match action {
+        ApprovalAction::MarkSent { .. } => (
+            EventKind::sent_on(approval.channel),
+            Direction::Outbound,
+            Some(approval.body.as_str()),
+            json!({ "approval_id": approval.id, "channel": approval.channel, "subject": approval.subject }),
+        ),
+        ApprovalAction::Reject { reason, .. } => (
+            EventKind::ApprovalDecided,
+            Direction::Internal,
+            Some(reason.as_str()),
+            json!({ "approval_id": approval.id, "channel": approval.channel, "decision": approval.status }),
+        ),
+        ApprovalAction::Approve { .. } | ApprovalAction::Cancel { .. } => (
+            EventKind::ApprovalDecided,
+            Direction::Internal,
+            None,
+            json!({ "approval_id": approval.id, "channel": approval.channel, "decision": approval.status }),
+        ),
+    };
+    Event {
+        id: EventId::new(),
+        tenant_id: approval.tenant_id,
+        lead_id: approval.lead_id,
+        kind,
+        direction,
+        // Message texts fit event content by construction (same bound).
+        content: content.and_then(|c| leadline_domain::EventContent::new(c).ok()),
+        occurred_at: now,
+        actor: Some(action.actor()),
+        metadata: Metadata::new(metadata).unwrap_or_default(),
+        created_at: now,
+    }
+}
+
+#[async_trait]
+impl ApprovalRepository for Store {
+    async fn draft(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        req: &DraftApprovalRequest,
+    ) -> Result<Approval, DraftApprovalError> {
+        let now = crate::now();
+        let approval = Approval {
+            id: ApprovalId::new(),
+            tenant_id: tenant,
+            lead_id: lead,
+            channel: req.channel,
+            subject: req.subject.clone(),
+            body: req.body.clone(),
+            requested_by: req.requested_by,
+            status: ApprovalStatus::Pending,
+            decided_by: None,
+            decided_at: None,
+            rejection_reason: None,
+            sent_by: None,
+            sent_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let result: Result<Result<(), DraftApprovalError>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            // Two foreign keys can fail; say which without guessing from
+            // constraint names.
+            if !lead_exists(&txn, tenant, lead).await? {
+                return Ok(Err(DraftApprovalError::LeadNotFound));
+            }
+            approvals::Entity::insert(approvals::ActiveModel::from(&approval))
+                .exec_without_returning(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(Ok(()))
+        }
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(approval),
+            Ok(Err(e)) => Err(e),
+            Err(Failure::ForeignKey(_)) => Err(DraftApprovalError::AgentNotFound),
+            Err(f) => Err(common!(f, DraftApprovalError)),
+        }
+    }
+
+    async fn get(&self, tenant: TenantId, id: ApprovalId) -> Result<Approval, GetApprovalError> {
+        let result: Result<Option<approvals::Model>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let model = approval_by_key(tenant, id).one(&txn).await?;
+            txn.commit().await?;
+            Ok(model)
+        }
+        .await;
+        match result {
+            Ok(Some(m)) => Approval::try_from(m).map_err(GetApprovalError::Unknown),
+            Ok(None) => Err(GetApprovalError::NotFound),
+            Err(f) => Err(common!(f, GetApprovalError)),
+        }
+    }
+
+    async fn transition(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+        action: &ApprovalAction,
+    ) -> Result<Approval, TransitionApprovalError> {
+        let result: Result<Result<Approval, TransitionApprovalError>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let now = crate::now();
+            let by = action.actor().as_uuid();
+            // The conditional update is the whole concurrency story: the row
+            // moves only if it is still in the starting status, so exactly
+            // one of any number of concurrent callers gets a row back.
+            let mut update = approvals::Entity::update_many()
+                .col_expr(
+                    approvals::Column::Status,
+                    Expr::value(action.to_status().as_str()),
+                )
+                .col_expr(approvals::Column::UpdatedAt, Expr::value(now))
+                .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(approvals::Column::Id.eq(id.as_uuid()))
+                .filter(approvals::Column::Status.eq(action.from_status().as_str()));
+            update = match action {
+                ApprovalAction::Approve { .. } | ApprovalAction::Cancel { .. } => update
+                    .col_expr(approvals::Column::DecidedBy, Expr::value(by))
+                    .col_expr(approvals::Column::DecidedAt, Expr::value(now)),
+                ApprovalAction::Reject { reason, .. } => update
+                    .col_expr(approvals::Column::DecidedBy, Expr::value(by))
+                    .col_expr(approvals::Column::DecidedAt, Expr::value(now))
+                    .col_expr(
+                        approvals::Column::RejectionReason,
+                        Expr::value(reason.as_str()),
+                    ),
+                ApprovalAction::MarkSent { .. } => update
+                    .col_expr(approvals::Column::SentBy, Expr::value(by))
+                    .col_expr(approvals::Column::SentAt, Expr::value(now)),
+            };
+            let Some(model) = update.exec_with_returning(&txn).await?.into_iter().next() else {
+                let current = approval_by_key(tenant, id).one(&txn).await?;
+                return Ok(match current {
+                    None => Err(TransitionApprovalError::NotFound),
+                    Some(m) => Err(TransitionApprovalError::Conflict {
+                        current: m.status.parse().map_err(anyhow::Error::new)?,
+                    }),
+                });
+            };
+            let approval = Approval::try_from(model)?;
+            let event = transition_event(&approval, action);
+            events::Entity::insert(events::ActiveModel::from(&event))
+                .exec_without_returning(&txn)
+                .await?;
+            if let ApprovalAction::MarkSent { .. } = action {
+                let row = outbox::ActiveModel {
+                    tenant_id: Set(tenant.as_uuid()),
+                    id: Set(uuid::Uuid::now_v7()),
+                    approval_id: Set(approval.id.as_uuid()),
+                    lead_id: Set(approval.lead_id.as_uuid()),
+                    channel: Set(approval.channel.as_str().to_owned()),
+                    payload: Set(json!({
+                        "approval_id": approval.id,
+                        "lead_id": approval.lead_id,
+                        "channel": approval.channel,
+                        "subject": approval.subject,
+                        "body": approval.body,
+                    })),
+                    created_at: Set(now),
+                    dispatched_at: Set(None),
+                };
+                outbox::Entity::insert(row)
+                    .exec_without_returning(&txn)
+                    .await?;
+            }
+            txn.commit().await?;
+            Ok(Ok(approval))
+        }
+        .await;
+        match result {
+            Ok(outcome) => outcome,
+            Err(Failure::ForeignKey(_)) => Err(TransitionApprovalError::AgentNotFound),
+            Err(f) => Err(common!(f, TransitionApprovalError)),
+        }
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        q: &ApprovalQueueQuery,
+    ) -> Result<Page<Approval>, ListApprovalsError> {
+        let result: Result<Vec<approvals::Model>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let mut query = approvals::Entity::find()
+                .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(approvals::Column::Status.eq(q.status.as_str()));
+            if let Some(agent) = q.requested_by {
+                query = query.filter(approvals::Column::RequestedBy.eq(agent.as_uuid()));
+            }
+            if let Some(after) = q.after {
+                query = query.filter(approvals::Column::Id.gt(after.as_uuid()));
+            }
+            let rows = query
+                .order_by_asc(approvals::Column::Id)
+                .limit(u64::from(q.limit.get()) + 1)
+                .all(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(rows)
+        }
+        .await;
+        let rows = result.map_err(|f| common!(f, ListApprovalsError))?;
+        let items = rows
+            .into_iter()
+            .map(Approval::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(items, q.limit))
+    }
+}
+
+#[async_trait]
+impl EventRepository for Store {
+    async fn append(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        req: &AppendEventRequest,
+    ) -> Result<Event, AppendEventError> {
+        let now = crate::now();
+        let event = Event {
+            id: EventId::new(),
+            tenant_id: tenant,
+            lead_id: lead,
+            kind: req.kind,
+            direction: req.direction,
+            content: req.content.clone(),
+            occurred_at: req.occurred_at.map_or(now, |t| {
+                use chrono::SubsecRound;
+                t.trunc_subsecs(6)
+            }),
+            actor: req.actor,
+            metadata: req.metadata.clone(),
+            created_at: now,
+        };
+        let result: Result<Result<(), AppendEventError>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            if !lead_exists(&txn, tenant, lead).await? {
+                return Ok(Err(AppendEventError::LeadNotFound));
+            }
+            events::Entity::insert(events::ActiveModel::from(&event))
+                .exec_without_returning(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(Ok(()))
+        }
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(event),
+            Ok(Err(e)) => Err(e),
+            Err(Failure::ForeignKey(_)) => Err(AppendEventError::AgentNotFound),
+            Err(f) => Err(common!(f, AppendEventError)),
+        }
+    }
+
+    async fn timeline(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        q: &TimelineQuery,
+    ) -> Result<Page<Event>, TimelineError> {
+        let result: Result<Option<Vec<events::Model>>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let mut query = events::Entity::find()
+                .filter(events::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(events::Column::LeadId.eq(lead.as_uuid()));
+            if let Some(after) = q.after {
+                query = query.filter(
+                    Condition::any()
+                        .add(events::Column::OccurredAt.lt(after.occurred_at))
+                        .add(
+                            Condition::all()
+                                .add(events::Column::OccurredAt.eq(after.occurred_at))
+                                .add(events::Column::Id.lt(after.id.as_uuid())),
+                        ),
+                );
+            }
+            let rows = query
+                .order_by_desc(events::Column::OccurredAt)
+                .order_by_desc(events::Column::Id)
+                .limit(u64::from(q.limit.get()) + 1)
+                .all(&txn)
+                .await?;
+            // Only an empty first page needs to ask whether the lead exists.
+            if rows.is_empty() && q.after.is_none() && !lead_exists(&txn, tenant, lead).await? {
+                return Ok(None);
+            }
+            txn.commit().await?;
+            Ok(Some(rows))
+        }
+        .await;
+        match result {
+            Ok(Some(rows)) => {
+                let items = rows
+                    .into_iter()
+                    .map(Event::try_from)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Page::from_overfetch(items, q.limit))
+            }
+            Ok(None) => Err(TimelineError::LeadNotFound),
+            Err(f) => Err(common!(f, TimelineError)),
+        }
+    }
+}
+
+#[async_trait]
+impl LeadContextRepository for Store {
+    async fn context(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        events_limit: u16,
+    ) -> Result<LeadContext, GetLeadError> {
+        let result: Result<Option<LeadContext>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            let Some(lead_row) = leads::Entity::find()
+                .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(leads::Column::Id.eq(lead.as_uuid()))
+                .one(&txn)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let agent_row = match lead_row.assigned_agent_id {
+                Some(agent) => {
+                    agents::Entity::find()
+                        .filter(agents::Column::TenantId.eq(tenant.as_uuid()))
+                        .filter(agents::Column::Id.eq(agent))
+                        .one(&txn)
+                        .await?
+                }
+                None => None,
+            };
+            let of_lead = || {
+                approvals::Entity::find()
+                    .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(approvals::Column::LeadId.eq(lead.as_uuid()))
+            };
+            let open = of_lead()
+                .filter(approvals::Column::Status.is_in([
+                    ApprovalStatus::Pending.as_str(),
+                    ApprovalStatus::Approved.as_str(),
+                ]))
+                .order_by_desc(approvals::Column::Id)
+                .limit(CONTEXT_OPEN_APPROVALS)
+                .all(&txn)
+                .await?;
+            let recent = of_lead()
+                .filter(approvals::Column::Status.is_in([
+                    ApprovalStatus::Sent.as_str(),
+                    ApprovalStatus::Rejected.as_str(),
+                    ApprovalStatus::Cancelled.as_str(),
+                ]))
+                .order_by_desc(approvals::Column::Id)
+                .limit(CONTEXT_RECENT_APPROVALS)
+                .all(&txn)
+                .await?;
+            let event_rows = events::Entity::find()
+                .filter(events::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(events::Column::LeadId.eq(lead.as_uuid()))
+                .order_by_desc(events::Column::OccurredAt)
+                .order_by_desc(events::Column::Id)
+                .limit(u64::from(events_limit))
+                .all(&txn)
+                .await?;
+            txn.commit().await?;
+            let convert = |rows: Vec<approvals::Model>| {
+                rows.into_iter()
+                    .map(Approval::try_from)
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            Ok(Some(LeadContext {
+                lead: Lead::try_from(lead_row)?,
+                assigned_agent: agent_row.map(Agent::try_from).transpose()?,
+                open_approvals: convert(open)?,
+                recent_approvals: convert(recent)?,
+                events: event_rows
+                    .into_iter()
+                    .map(Event::try_from)
+                    .collect::<Result<Vec<_>, _>>()?,
+            }))
+        }
+        .await;
+        match result {
+            Ok(Some(ctx)) => Ok(ctx),
+            Ok(None) => Err(GetLeadError::NotFound),
+            Err(f) => Err(common!(f, GetLeadError)),
+        }
+    }
+}
