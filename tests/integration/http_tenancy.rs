@@ -58,6 +58,17 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
     let mut req = lead_req("Bee");
     req.assigned_agent_id = Some(agent_b.id);
     let lead_b = s.leads.create(b, &req).await.unwrap();
+    let draft = leadline_domain::DraftApprovalRequest {
+        channel: leadline_domain::Channel::Email,
+        subject: None,
+        body: leadline_domain::MessageBody::new("hello").unwrap(),
+        requested_by: agent_b.id,
+    };
+    let approval_b = s.approvals.draft(b, lead_b.id, &draft).await.unwrap();
+    let approval_uri = format!("/v1/approvals/{}", approval_b.id);
+    let lead_events = format!("/v1/leads/{}/events", lead_b.id);
+    let lead_context = format!("/v1/leads/{}/context", lead_b.id);
+    let lead_approvals = format!("/v1/leads/{}/approvals", lead_b.id);
 
     let agent_uri = format!("/v1/agents/{}", agent_b.id);
     let lead_uri = format!("/v1/leads/{}", lead_b.id);
@@ -74,16 +85,55 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
             lead_uri.clone(),
             Some(json!({"version": 1, "status": "lost"})),
         ),
+        (Method::GET, lead_context.clone(), None),
+        (Method::GET, lead_events.clone(), None),
+        (
+            Method::POST,
+            lead_events.clone(),
+            Some(json!({"kind": "note", "direction": "internal"})),
+        ),
+        (
+            Method::POST,
+            lead_approvals.clone(),
+            Some(json!({"channel": "email", "body": "x", "requested_by": agent_b.id})),
+        ),
+        (Method::GET, approval_uri.clone(), None),
+        (
+            Method::POST,
+            format!("{approval_uri}/approve"),
+            Some(json!({"decided_by": agent_b.id})),
+        ),
+        (
+            Method::POST,
+            format!("{approval_uri}/reject"),
+            Some(json!({"decided_by": agent_b.id, "reason": "no"})),
+        ),
+        (
+            Method::POST,
+            format!("{approval_uri}/send"),
+            Some(json!({"sent_by": agent_b.id})),
+        ),
+        (
+            Method::POST,
+            format!("{approval_uri}/cancel"),
+            Some(json!({"cancelled_by": agent_b.id})),
+        ),
     ];
     for (method, uri, body) in &routes {
         let (status, problem) = call(&app, method.clone(), uri, Some(&key_a), body.clone()).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {problem}");
         assert_eq!(problem["type"], "urn:leadline:problem:not-found");
         // The same as for an id that never existed.
-        let fresh = uri
-            .rsplit_once('/')
-            .map(|(p, _)| format!("{p}/{}", uuid::Uuid::now_v7()))
-            .unwrap();
+        let fresh = [
+            lead_b.id.to_string(),
+            agent_b.id.to_string(),
+            approval_b.id.to_string(),
+        ]
+        .iter()
+        .fold(uri.clone(), |u, id| {
+            u.replace(id, &uuid::Uuid::now_v7().to_string())
+        });
+        assert_ne!(&fresh, uri);
         let (status2, problem2) =
             call(&app, method.clone(), &fresh, Some(&key_a), body.clone()).await;
         assert_eq!(
@@ -107,6 +157,12 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
     );
     let (_, agents) = call(&app, Method::GET, "/v1/agents", Some(&key_a), None).await;
     assert_eq!(agents["items"].as_array().map(Vec::len), Some(0));
+    let (_, queue) = call(&app, Method::GET, "/v1/approvals", Some(&key_a), None).await;
+    assert_eq!(
+        queue["items"].as_array().map(Vec::len),
+        Some(0),
+        "B's queue is invisible to A"
+    );
     // B's agent cannot be assigned by A; the answer does not say it exists.
     let (status, problem) = call(
         &app,
@@ -120,6 +176,18 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
     assert_eq!(problem["errors"][0]["field"], "assigned_agent_id");
 
     // B still sees its data unchanged.
+    let (status, approval) = call(&app, Method::GET, &approval_uri, Some(&key_b), None).await;
+    assert_eq!(
+        (status, approval["status"].as_str()),
+        (StatusCode::OK, Some("pending")),
+        "A's attempts moved nothing"
+    );
+    let (_, timeline) = call(&app, Method::GET, &lead_events, Some(&key_b), None).await;
+    assert_eq!(
+        timeline["items"].as_array().map(Vec::len),
+        Some(0),
+        "A appended nothing to B's timeline"
+    );
     let (status, lead) = call(&app, Method::GET, &lead_uri, Some(&key_b), None).await;
     assert_eq!(
         (status, lead["version"].as_i64(), lead["status"].as_str()),
@@ -145,6 +213,16 @@ async fn every_v1_route_requires_a_valid_key() {
         (Method::POST, "/v1/leads".to_owned()),
         (Method::GET, format!("/v1/leads/{id}")),
         (Method::PATCH, format!("/v1/leads/{id}")),
+        (Method::GET, format!("/v1/leads/{id}/context")),
+        (Method::GET, format!("/v1/leads/{id}/events")),
+        (Method::POST, format!("/v1/leads/{id}/events")),
+        (Method::POST, format!("/v1/leads/{id}/approvals")),
+        (Method::GET, "/v1/approvals".to_owned()),
+        (Method::GET, format!("/v1/approvals/{id}")),
+        (Method::POST, format!("/v1/approvals/{id}/approve")),
+        (Method::POST, format!("/v1/approvals/{id}/reject")),
+        (Method::POST, format!("/v1/approvals/{id}/send")),
+        (Method::POST, format!("/v1/approvals/{id}/cancel")),
     ];
     let forged = format!("{}{}", &key[..key.len() - 4], "0000");
     for (method, uri) in &routes {

@@ -14,3 +14,4 @@ mod http_tenancy;
 mod migrations;
 mod rls;
 mod support;
+mod workflow;

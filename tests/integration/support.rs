@@ -67,6 +67,17 @@ pub async fn pg_store() -> Store {
         .expect("service role connects")
 }
 
+/// A service-role pool of `max` connections.
+pub async fn pg_store_sized(max: u32) -> Store {
+    let settings = StoreSettings {
+        max_connections: max,
+        ..StoreSettings::for_url(&pg().await.service_url)
+    };
+    Store::connect(&settings)
+        .await
+        .expect("service role connects")
+}
+
 /// An in-memory SQLite store, migrated.
 pub async fn sqlite_store() -> Store {
     let store = Store::connect(&StoreSettings::for_url("sqlite::memory:"))

@@ -380,3 +380,255 @@ async fn lists_page_with_opaque_cursors_and_filters() {
         "a single page has no cursor"
     );
 }
+
+#[tokio::test]
+async fn draft_approve_send_and_read_the_context() {
+    let h = harness().await;
+    let agent = h
+        .json(
+            Method::POST,
+            "/v1/agents",
+            json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await
+        .body["id"]
+        .clone();
+    let lead = h
+        .json(
+            Method::POST,
+            "/v1/leads",
+            json!({"first_name": "Grace", "last_name": "Hopper", "assigned_agent_id": agent}),
+        )
+        .await
+        .body["id"]
+        .clone();
+    let lead = lead.as_str().unwrap();
+
+    let r = h.json(Method::POST, &format!("/v1/leads/{lead}/approvals"), json!({"channel": "email", "subject": "Hi", "body": "Hello Grace", "requested_by": agent})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let approval = r.headers[header::LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(r.body["status"], "pending");
+
+    let queue = h.send(Method::GET, "/v1/approvals", &[], None).await;
+    assert_eq!(queue.body["items"][0]["id"], r.body["id"]);
+
+    let r = h
+        .json(
+            Method::POST,
+            &format!("{approval}/send"),
+            json!({"sent_by": agent}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::CONFLICT, Some("status"));
+    assert_eq!(
+        r.body["current_status"], "pending",
+        "the loser learns the current status"
+    );
+
+    let r = h
+        .json(
+            Method::POST,
+            &format!("{approval}/reject"),
+            json!({"decided_by": agent}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some("reason"));
+    let r = h
+        .json(
+            Method::POST,
+            &format!("{approval}/approve"),
+            json!({"decided_by": agent}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["status"]),
+        (StatusCode::OK, &json!("approved"))
+    );
+    let r = h
+        .json(
+            Method::POST,
+            &format!("{approval}/send"),
+            json!({"sent_by": agent}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["status"]),
+        (StatusCode::OK, &json!("sent"))
+    );
+    let r = h
+        .json(
+            Method::POST,
+            &format!("{approval}/send"),
+            json!({"sent_by": agent}),
+        )
+        .await;
+    assert_eq!(r.body["current_status"], "sent");
+
+    let r = h.json(Method::POST, &format!("/v1/leads/{lead}/events"), json!({"kind": "call", "direction": "inbound", "content": "Grace called back", "actor": agent})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = h
+        .json(
+            Method::POST,
+            &format!("/v1/leads/{lead}/events"),
+            json!({"kind": "fax", "direction": "inbound"}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some("kind"));
+    let r = h
+        .json(
+            Method::POST,
+            &format!("/v1/leads/{lead}/events"),
+            json!({"kind": "note", "direction": "internal", "occurred_at": "2999-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some("occurred_at"));
+
+    let r = h
+        .send(
+            Method::GET,
+            &format!("/v1/leads/{lead}/events?limit=2"),
+            &[],
+            None,
+        )
+        .await;
+    let kinds: Vec<_> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("call"), json!("email_sent")]);
+    let next = r.body["next_cursor"].as_str().unwrap();
+    let r = h
+        .send(
+            Method::GET,
+            &format!("/v1/leads/{lead}/events?limit=2&cursor={next}"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.body["items"][0]["kind"], "approval_decided");
+
+    let ctx = h
+        .send(Method::GET, &format!("/v1/leads/{lead}/context"), &[], None)
+        .await;
+    assert_eq!(ctx.status, StatusCode::OK);
+    assert_eq!(ctx.body["lead"]["id"], lead);
+    assert_eq!(ctx.body["assigned_agent"]["id"], agent);
+    assert_eq!(ctx.body["open_approvals"], json!([]));
+    assert_eq!(ctx.body["recent_approvals"][0]["status"], "sent");
+    assert_eq!(ctx.body["events"].as_array().unwrap().len(), 3);
+
+    let r = h
+        .send(
+            Method::GET,
+            &format!("/v1/leads/{}/context", uuid::Uuid::now_v7()),
+            &[],
+            None,
+        )
+        .await;
+    assert_problem(&r, StatusCode::NOT_FOUND, None);
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_refuses_a_different_body_and_runs_once() {
+    let h = harness().await;
+    let body = json!({"name": "Ada", "email": "ada@example.com"}).to_string();
+    let key = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "create-ada-1"),
+    ];
+    let first = h.send(Method::POST, "/v1/agents", &key, Some(&body)).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+
+    // Same key, same request (re-serialised differently): the stored answer.
+    let again = h
+        .send(
+            Method::POST,
+            "/v1/agents",
+            &key,
+            Some("{ \"email\": \"ada@example.com\", \"name\": \"Ada\" }"),
+        )
+        .await;
+    assert_eq!(
+        (again.status, &again.body),
+        (StatusCode::CREATED, &first.body)
+    );
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        again.headers[header::LOCATION],
+        first.headers[header::LOCATION]
+    );
+    let agents = h.send(Method::GET, "/v1/agents", &[], None).await;
+    assert_eq!(
+        agents.body["items"].as_array().unwrap().len(),
+        1,
+        "the agent was created once"
+    );
+
+    let other = h
+        .send(
+            Method::POST,
+            "/v1/agents",
+            &key,
+            Some(&json!({"name": "Eve", "email": "eve@example.com"}).to_string()),
+        )
+        .await;
+    assert_problem(
+        &other,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("Idempotency-Key"),
+    );
+
+    // A 4xx outcome is stored too: the retry gets the same refusal.
+    let dup_key = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "dup-ada"),
+    ];
+    let dup = h
+        .send(Method::POST, "/v1/agents", &dup_key, Some(&body))
+        .await;
+    assert_problem(&dup, StatusCode::CONFLICT, Some("email"));
+    let dup_again = h
+        .send(Method::POST, "/v1/agents", &dup_key, Some(&body))
+        .await;
+    assert_eq!((dup_again.status, &dup_again.body), (dup.status, &dup.body));
+    assert_eq!(
+        dup_again.headers[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+
+    let bad = h
+        .send(
+            Method::POST,
+            "/v1/agents",
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", ""),
+            ],
+            Some(&body),
+        )
+        .await;
+    assert_problem(
+        &bad,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("Idempotency-Key"),
+    );
+    // Without a valid API key the layer answers 401 before touching keys.
+    let anonymous = h
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/agents")
+                .header("idempotency-key", "k")
+                .header("content-type", "application/json")
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}

@@ -1,9 +1,10 @@
-//! PostgreSQL in a Docker container, through testcontainers' blocking `SyncRunner`.
+//! Servers in Docker containers, through testcontainers' blocking `SyncRunner`.
 //!
 //! The sync API blocks on a tokio runtime of its own, which panics inside another runtime (and
 //! every `#[tokio::test]` has one), so every call into it — including the container's `Drop` —
 //! runs on a dedicated thread.
 
+use std::fmt::Debug;
 use std::net::{TcpStream, ToSocketAddrs as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -12,15 +13,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use testcontainers::core::IntoContainerPort as _;
 use testcontainers::runners::SyncRunner as _;
-use testcontainers::{Container, ImageExt as _};
-use testcontainers_modules::postgres::Postgres;
+use testcontainers::{Container, ContainerRequest, Image, ImageExt as _};
 
 use crate::util::{self, Reaper, on_own_thread};
-use crate::{PgServer, Provider};
 
-/// Image tag; 15 matches the server version the project targets.
-const TAG: &str = "15-alpine";
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// How long a (re)started container may take to answer a real client.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the Docker daemon answers, or why it is considered unreachable.
 ///
@@ -52,20 +51,43 @@ fn connect_unix(path: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot connect to {path}: {e}"))
 }
 
-/// A running PostgreSQL container plus the reaper that removes it when the process ends.
+/// A kind of server that runs in a container: the image with its settings, and how to tell
+/// that the server really answers.
+pub(crate) trait Service: Image + 'static {
+    /// What a test sees of a started server ([`PgServer`](crate::PgServer),
+    /// [`RedisServer`](crate::RedisServer)).
+    type Server: Clone + Debug + Send;
+
+    /// The server's port inside the container.
+    const PORT: u16;
+
+    /// The image with tag, command and startup timeout, as for `docker run`.
+    fn request() -> ContainerRequest<Self>;
+
+    /// `image:tag`, for messages.
+    fn image() -> String;
+
+    /// The handle for a server that listens on `host:port`.
+    fn server(host: &str, port: u16) -> anyhow::Result<Self::Server>;
+
+    /// Waits until a real client gets an answer: testcontainers only waited for a log line.
+    fn wait_until_ready(server: &Self::Server, timeout: Duration) -> anyhow::Result<()>;
+}
+
+/// A running container plus the reaper that removes it when the process ends.
 #[derive(Debug)]
-pub(crate) struct Running {
-    server: PgServer,
+pub(crate) struct Running<S: Service> {
+    server: S::Server,
     /// `None` only transiently while the container is being used on another thread. Boxed: the
     /// handle is large, and moving it between threads should stay cheap.
-    container: Option<Box<Container<Postgres>>>,
+    container: Option<Box<Container<S>>>,
     reaper: Option<Reaper>,
-    /// Tracked for [`OwnedPgServer::is_running`](crate::OwnedPgServer::is_running).
+    /// Tracked for the owned servers' `is_running`.
     running: bool,
 }
 
-impl Running {
-    /// The shared container: Docker picks the host port.
+impl<S: Service> Running<S> {
+    /// A shared container: Docker picks the host port.
     pub(crate) fn start_shared() -> anyhow::Result<Self> {
         Self::start(None)
     }
@@ -76,36 +98,23 @@ impl Running {
         Self::start(Some(util::free_port()?))
     }
 
-    pub(crate) fn server(&self) -> &PgServer {
+    pub(crate) fn server(&self) -> &S::Server {
         &self.server
     }
 
     fn start(host_port: Option<u16>) -> anyhow::Result<Self> {
-        let started = on_own_thread("leadline-pg-docker", move || {
-            let request = Postgres::default()
-                .with_tag(TAG)
-                // Same speed-over-durability settings as the local clusters.
-                .with_cmd([
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=300",
-                ])
-                .with_startup_timeout(Duration::from_secs(180));
+        let started = on_own_thread("leadline-docker", move || {
+            let request = S::request();
             let request = match host_port {
-                Some(port) => request.with_mapped_port(port, 5432.tcp()),
+                Some(port) => request.with_mapped_port(port, S::PORT.tcp()),
                 None => request,
             };
             let container = request
                 .start()
-                .with_context(|| format!("starting container postgres:{TAG}"))?;
+                .with_context(|| format!("starting container {}", S::image()))?;
             let host = container.get_host().context("container host")?.to_string();
             let port = container
-                .get_host_port_ipv4(5432)
+                .get_host_port_ipv4(S::PORT)
                 .context("container port mapping")?;
             anyhow::Ok((container, host, port))
         })
@@ -115,13 +124,12 @@ impl Running {
         // From here on the container is removed on every path: by `Drop`, or by the reaper.
         let reaper = spawn_reaper(container.id());
         let running = Self {
-            server: PgServer::started(Provider::Docker, &host, port)?,
+            server: S::server(&host, port)?,
             container: Some(Box::new(container)),
             reaper,
             running: true,
         };
-        // testcontainers waited for the ready message; this proves a real login works.
-        util::wait_until_ready(&running.server, Duration::from_secs(60), || Ok(()))?;
+        S::wait_until_ready(&running.server, READY_TIMEOUT)?;
         Ok(running)
     }
 
@@ -129,13 +137,13 @@ impl Running {
     fn with_container(
         &mut self,
         what: &str,
-        f: impl FnOnce(&Container<Postgres>) -> testcontainers::core::error::Result<()> + Send,
+        f: impl FnOnce(&Container<S>) -> testcontainers::core::error::Result<()> + Send,
     ) -> anyhow::Result<()> {
         let container = self
             .container
             .take()
             .context("the container is gone after an earlier failure")?;
-        let (container, result) = on_own_thread("leadline-pg-docker", move || {
+        let (container, result) = on_own_thread("leadline-docker", move || {
             let result = f(&container);
             (container, result)
         })
@@ -146,7 +154,8 @@ impl Running {
 
     /// Stops the container (keeps it, and so the data).
     pub(crate) fn stop(&mut self) -> anyhow::Result<()> {
-        self.with_container("stopping the PostgreSQL container", |c| c.stop())?;
+        let what = format!("stopping the {} container", S::image());
+        self.with_container(&what, |c| c.stop())?;
         self.running = false;
         Ok(())
     }
@@ -160,17 +169,18 @@ impl Running {
         if self.running {
             self.stop()?;
         }
-        self.with_container("starting the PostgreSQL container", |c| c.start())?;
+        let what = format!("starting the {} container", S::image());
+        self.with_container(&what, |c| c.start())?;
         self.running = true;
-        util::wait_until_ready(&self.server, Duration::from_secs(60), || Ok(()))
+        S::wait_until_ready(&self.server, READY_TIMEOUT)
     }
 }
 
-impl Drop for Running {
+impl<S: Service> Drop for Running<S> {
     fn drop(&mut self) {
         if let Some(container) = self.container.take() {
             // The container's own Drop removes it, blocking on testcontainers' runtime.
-            let _ = on_own_thread("leadline-pg-docker", move || drop(container));
+            let _ = on_own_thread("leadline-docker", move || drop(container));
         }
         if let Some(reaper) = self.reaper.as_mut() {
             reaper.finish(Duration::from_secs(30));
@@ -178,9 +188,9 @@ impl Drop for Running {
     }
 }
 
-/// `docker rm -f -v <id>` once the reaper's stdin closes: the shared container is in a static
-/// and never dropped, so this is what removes it when the process ends. Needs the `docker` CLI;
-/// without it there is no reaper, and the container must be removed by hand afterwards.
+/// `docker rm -f -v <id>` once the reaper's stdin closes: the shared containers are in statics
+/// and never dropped, so this is what removes them when the process ends. Needs the `docker`
+/// CLI; without it there is no reaper, and the container must be removed by hand afterwards.
 fn spawn_reaper(container_id: &str) -> Option<Reaper> {
     let has_cli = std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|dir| Path::new(&dir).join("docker").is_file())

@@ -1,51 +1,76 @@
-//! Real PostgreSQL servers for leadline's tests.
+//! Real PostgreSQL and Redis servers for leadline's tests.
 //!
-//! A test that needs PostgreSQL calls [`postgres()`] and gets the process-wide shared server,
-//! started on first use. Such a test never skips silently: either it gets a server or it panics
-//! with a message that says how to provide one.
+//! A test that needs PostgreSQL calls [`postgres()`], one that needs Redis calls [`redis()`], and
+//! gets the process-wide shared server of that kind, started on first use. Such a test never
+//! skips silently: either it gets a server or it panics with a message that says how to provide
+//! one.
 //!
-//! # Where the server comes from
+//! For each kind, the first of these that applies wins (an explicit choice beats
+//! autodetection): a URL in the environment ([`Provider::EnvUrl`]), else a Docker daemon
+//! ([`Provider::Docker`]), else local server binaries ([`Provider::LocalBinaries`]). A Docker
+//! daemon is reachable when `DOCKER_HOST` (if it is a `unix://` or `tcp://` address), else the
+//! socket `/var/run/docker.sock`, accepts a connection. If Docker is reachable but the container
+//! cannot be started (e.g. the image cannot be pulled), local binaries are tried next, with a
+//! note on stderr.
 //!
-//! The first of these that applies wins (an explicit choice beats autodetection):
+//! # PostgreSQL
 //!
-//! 1. **`TEST_DATABASE_URL`** is set (and not empty) → that server is used as is
-//!    ([`Provider::EnvUrl`]). It must be a *superuser* URL, e.g.
-//!    `postgres://postgres:postgres@localhost:5432/postgres`, because tests create and drop
-//!    databases and roles. Nothing is started and nothing is cleaned up on that server except
-//!    what the tests themselves drop.
-//! 2. **A Docker daemon is reachable** (`DOCKER_HOST` if it is a `unix://` or `tcp://` address,
-//!    else the socket `/var/run/docker.sock`) → a `postgres:15-alpine` container through
-//!    testcontainers ([`Provider::Docker`]).
+//! 1. **`TEST_DATABASE_URL`** is set (and not empty) → that server is used as is. It must be a
+//!    *superuser* URL, e.g. `postgres://postgres:postgres@localhost:5432/postgres`, because
+//!    tests create and drop databases and roles. Nothing is started and nothing is cleaned up on
+//!    that server except what the tests themselves drop.
+//! 2. **Docker** → a `postgres:15-alpine` container through testcontainers.
 //! 3. **Local PostgreSQL server binaries** (`initdb` and `postgres`) → a throw-away cluster in a
-//!    temporary directory ([`Provider::LocalBinaries`]). The binaries are looked up in
-//!    `PG_BIN_DIR`, then `pg_config --bindir`, then the highest `/usr/lib/postgresql/*/bin`, then
-//!    `PATH`. When the tests run as root, the cluster is created and run as the `postgres` OS user
-//!    (or `nobody`), because PostgreSQL refuses to run as root.
+//!    temporary directory. The binaries are looked up in `PG_BIN_DIR`, then
+//!    `pg_config --bindir`, then the highest `/usr/lib/postgresql/*/bin`, then `PATH`. When the
+//!    tests run as root, the cluster is created and run as the `postgres` OS user (or `nobody`),
+//!    because PostgreSQL refuses to run as root.
 //!
-//! If Docker is reachable but the container cannot be started (e.g. the image cannot be pulled),
-//! local binaries are tried next, with a note on stderr. With none of the above the test panics
-//! with: *"PostgreSQL is needed for this test: set `TEST_DATABASE_URL` to a superuser URL, start a
-//! Docker daemon, or install the PostgreSQL server binaries (apt-get install postgresql) — see
-//! README.md"*.
+//! With none of these the test panics with: *"PostgreSQL is needed for this test: set
+//! `TEST_DATABASE_URL` to a superuser URL, start a Docker daemon, or install the PostgreSQL
+//! server binaries (apt-get install postgresql) — see README.md"*.
 //!
 //! The superuser of a server started here is `postgres` with password `postgres`; host
 //! connections use `scram-sha-256`, so role passwords are really checked.
 //!
+//! # Redis
+//!
+//! 1. **`TEST_REDIS_URL`** is set (and not empty) → that server is used as is, once it has
+//!    answered `PING` (within 10 s). It must look like `redis://[[user]:password@]host[:port]`:
+//!    no database index (tests append their own), no TLS.
+//! 2. **Docker** → a `redis:7-alpine` container through testcontainers.
+//! 3. **A local `redis-server`** (on `PATH`, else `/usr/bin` or `/usr/local/bin`) → a server on
+//!    a free port on 127.0.0.1 that persists nothing (`--save "" --appendonly no`), run in a
+//!    temporary directory.
+//!
+//! With none of these the test panics with: *"Redis is needed for this test: set
+//! `TEST_REDIS_URL`, start a Docker daemon, or install redis-server (apt-get install
+//! redis-server) — see README.md"*.
+//!
+//! Tests share the one server, so they must keep out of each other's way: leadline's keys are
+//! `leadline:{tenant}:…`, and each test uses fresh tenant ids (or a database index of its own,
+//! `{url}/N`). Nothing here flushes a shared server.
+//!
+//! The crate talks to Redis itself only to check that it answers, with a few lines of the
+//! protocol over TCP rather than a Redis client library, so it pins none for the application.
+//!
 //! # Cleanup
 //!
-//! The shared server lives in a `static` and is never dropped, so cleanup cannot rely on `Drop`.
-//! Instead, with local binaries, a small "reaper" shell (`sh`) is started next to the server. Its
-//! standard input is a pipe whose only write end is kept by the test process. When the test
+//! The shared servers live in `static`s and are never dropped, so cleanup cannot rely on `Drop`.
+//! Instead, with local binaries, a small "reaper" shell (`sh`) is started next to each server.
+//! Its standard input is a pipe whose only write end is kept by the test process. When the test
 //! process ends — normally, by a panic, or by `SIGKILL` — the kernel closes that write end, the
-//! reaper's `read` returns, and it stops the server (`SIGINT`, PostgreSQL's fast shutdown) and
-//! removes the temporary directory. Rust creates its pipes with `O_CLOEXEC`, so processes that the
-//! tests themselves spawn do not inherit the write end and cannot keep the reaper waiting. The
-//! server and the reaper run in their own process groups so a Ctrl-C in the terminal reaches only
-//! the test process; the orderly cleanup then follows from the pipe closing.
+//! reaper's `read` returns, and it stops the server (PostgreSQL: `SIGINT`, its fast shutdown;
+//! Redis: `SIGTERM`) and removes the temporary directory. Rust creates its pipes with
+//! `O_CLOEXEC`, so processes that the tests themselves spawn do not inherit the write end and
+//! cannot keep the reaper waiting. The servers and the reapers run in their own process groups
+//! so a Ctrl-C in the terminal reaches only the test process; the orderly cleanup then follows
+//! from the pipe closing.
 //!
-//! As a second line of defence, every start of a local server first sweeps `leadline-pg-*`
-//! directories in the temporary directory that are older than a minute and whose owning test
-//! process and server are both gone (left behind by e.g. a killed reaper or a reboot).
+//! As a second line of defence, every start of a local server first sweeps the directories of
+//! its kind (`leadline-pg-*`, `leadline-redis-*`) in the temporary directory that are older than
+//! a minute and whose owning test process and server are both gone (left behind by e.g. a
+//! killed reaper or a reboot).
 //!
 //! With Docker, the same reaper idea runs `docker rm -f -v <container>` when the test process
 //! ends, if the `docker` CLI is on `PATH`; without the CLI the shared container outlives the test
@@ -53,328 +78,35 @@
 //!
 //! # Servers a test owns
 //!
-//! [`OwnedPgServer`] is a separate server for one test, for tests that stop and restart
-//! PostgreSQL. It prefers local binaries and falls back to Docker, and it is stopped and removed
-//! when dropped (and by the reaper if the process dies first).
+//! [`OwnedPgServer`] and [`OwnedRedisServer`] are separate servers for one test, for tests that
+//! stop and restart them. They prefer local binaries and fall back to Docker, and they are
+//! stopped and removed when dropped (and by the reaper if the process dies first). The
+//! environment URLs are not used for them: a shared external server is not ours to stop.
 //!
 //! # Runtimes
 //!
 //! Every `#[tokio::test]` has its own runtime, so nothing here keeps runtime-bound resources
 //! (pools, connections) in statics: the async helpers on [`PgServer`] open and close their own
 //! connection. The blocking parts (starting servers, waiting for them) run on dedicated threads
-//! with private runtimes, so they may be called from inside any runtime or from none.
+//! with private runtimes where they need one, so they may be called from inside any runtime or
+//! from none.
 
 mod docker;
-mod local;
-mod owned;
+mod postgres;
+mod redis;
+mod server_dir;
 mod util;
 
-use std::sync::OnceLock;
-use std::time::Duration;
+pub use postgres::{OwnedPgServer, PgServer, postgres};
+pub use redis::{OwnedRedisServer, RedisServer, redis};
 
-use anyhow::Context as _;
-use sqlx::Connection as _;
-
-pub use owned::OwnedPgServer;
-
-/// Which way the server was obtained.
+/// Which way a server was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
-    /// The server named by `TEST_DATABASE_URL`.
+    /// The server named by the environment: `TEST_DATABASE_URL` or `TEST_REDIS_URL`.
     EnvUrl,
     /// A testcontainers-managed Docker container.
     Docker,
-    /// A throw-away cluster run from the local PostgreSQL server binaries.
+    /// A throw-away server run from local binaries.
     LocalBinaries,
 }
-
-/// The message every "no PostgreSQL available" panic starts with.
-pub(crate) const NO_POSTGRES: &str = "PostgreSQL is needed for this test: set TEST_DATABASE_URL to a superuser URL, \
-     start a Docker daemon, or install the PostgreSQL server binaries (apt-get install postgresql) — see README.md";
-
-/// Superuser name and password of the servers this crate starts itself.
-pub(crate) const SUPERUSER: &str = "postgres";
-pub(crate) const SUPERUSER_PASSWORD: &str = "postgres";
-
-/// Where a PostgreSQL server is and how to log in to it as superuser.
-#[derive(Debug, Clone)]
-pub struct PgServer {
-    provider: Provider,
-    /// Superuser URL without a meaningful path; every URL handed out is derived from it, so
-    /// extra query parameters of `TEST_DATABASE_URL` (e.g. `sslmode`) are kept.
-    base: url::Url,
-    host: String,
-    port: u16,
-}
-
-impl PgServer {
-    /// A server this crate started: superuser `postgres`/`postgres` on `host:port`.
-    pub(crate) fn started(provider: Provider, host: &str, port: u16) -> anyhow::Result<Self> {
-        let url = format!("postgres://{SUPERUSER}:{SUPERUSER_PASSWORD}@{host}:{port}/postgres");
-        Self::from_url(provider, &url)
-    }
-
-    /// Parses a superuser URL such as `TEST_DATABASE_URL`.
-    pub(crate) fn from_url(provider: Provider, url: &str) -> anyhow::Result<Self> {
-        let base = url::Url::parse(url).context("not a valid URL")?;
-        anyhow::ensure!(
-            matches!(base.scheme(), "postgres" | "postgresql"),
-            "the URL scheme must be postgres:// or postgresql://, not {}://",
-            base.scheme()
-        );
-        anyhow::ensure!(
-            !base.cannot_be_a_base(),
-            "the URL must look like postgres://user:password@host:port/database"
-        );
-        let host = base
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .context("the URL has no host")?
-            .to_owned();
-        let port = base.port().unwrap_or(5432);
-        Ok(Self {
-            provider,
-            base,
-            host,
-            port,
-        })
-    }
-
-    /// Which way this server was obtained.
-    #[must_use]
-    pub fn provider(&self) -> Provider {
-        self.provider
-    }
-
-    /// Host name or address of the server (as it appears in the URLs).
-    #[must_use]
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// TCP port of the server.
-    #[must_use]
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Superuser URL for `database`, e.g. `postgres://postgres:postgres@127.0.0.1:PORT/DB`.
-    #[must_use]
-    pub fn admin_url(&self, database: &str) -> String {
-        with_database(self.base.clone(), database).into()
-    }
-
-    /// URL for `database` as `user` with `password` (user and password percent-encoded).
-    #[must_use]
-    pub fn url(&self, user: &str, password: &str, database: &str) -> String {
-        let mut url = self.base.clone();
-        // Both only fail for URLs that cannot carry credentials, which `from_url` rules out.
-        let _ = url.set_username(user);
-        let _ = url.set_password(Some(password));
-        with_database(url, database).into()
-    }
-
-    /// Runs `sql` as superuser on `database`, opening and closing its own connection.
-    ///
-    /// `sql` may contain several statements: it is sent with the simple-query protocol, so it
-    /// cannot take bind parameters, and statements outside an explicit transaction each commit on
-    /// their own (which also allows `CREATE DATABASE` and friends).
-    ///
-    /// # Errors
-    ///
-    /// The driver's error (connection or SQL), with context naming the database.
-    pub async fn admin_execute(&self, database: &str, sql: &str) -> anyhow::Result<()> {
-        let mut conn = sqlx::PgConnection::connect(&self.admin_url(database))
-            .await
-            .with_context(|| {
-                format!(
-                    "connecting as superuser to database {database:?} on {}:{}",
-                    self.host, self.port
-                )
-            })?;
-        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .with_context(|| format!("running SQL on database {database:?}: {}", abbreviate(sql)));
-        // Close politely even after an SQL error; a failed close does not hide the real result.
-        let _ = conn.close().await;
-        result.map(|_| ())
-    }
-
-    /// Creates a new empty database named `{prefix}_{12 random lowercase hex digits}` and returns
-    /// its name. Its owner is the role `owner` if given, else the superuser.
-    ///
-    /// # Errors
-    ///
-    /// If the name would exceed PostgreSQL's 63-byte limit (it would be truncated silently, so the
-    /// returned name would be wrong), or the driver's error.
-    pub async fn create_database(
-        &self,
-        prefix: &str,
-        owner: Option<&str>,
-    ) -> anyhow::Result<String> {
-        let name = format!("{prefix}_{}", util::random_hex(12));
-        anyhow::ensure!(
-            name.len() <= 63,
-            "database name {name:?} is longer than PostgreSQL's 63-byte limit; use a shorter prefix"
-        );
-        let mut sql = format!("CREATE DATABASE {}", util::quote_ident(&name));
-        if let Some(owner) = owner {
-            sql.push_str(" OWNER ");
-            sql.push_str(&util::quote_ident(owner));
-        }
-        self.admin_execute("postgres", &sql)
-            .await
-            .with_context(|| format!("creating database {name:?}"))?;
-        Ok(name)
-    }
-
-    /// Drops a database, disconnecting its sessions first (`WITH (FORCE)`). A database that does
-    /// not exist is not an error (`IF EXISTS`), so cleanup code may call this unconditionally.
-    ///
-    /// # Errors
-    ///
-    /// The driver's error.
-    pub async fn drop_database(&self, name: &str) -> anyhow::Result<()> {
-        let sql = format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            util::quote_ident(name)
-        );
-        self.admin_execute("postgres", &sql)
-            .await
-            .with_context(|| format!("dropping database {name:?}"))
-    }
-}
-
-fn with_database(mut url: url::Url, database: &str) -> url::Url {
-    if let Ok(mut segments) = url.path_segments_mut() {
-        // `push` percent-encodes, so odd database names survive the round trip.
-        segments.clear().push(database);
-    }
-    url
-}
-
-/// First line of `sql`, shortened, for error messages.
-fn abbreviate(sql: &str) -> String {
-    let first = sql.trim().lines().next().unwrap_or_default();
-    let mut out: String = first.chars().take(120).collect();
-    if out.len() < sql.trim().len() {
-        out.push('…');
-    }
-    out
-}
-
-/// The shared server plus whatever keeps it alive until the process exits.
-#[derive(Debug)]
-struct Shared {
-    server: PgServer,
-    /// Never read: it is held so the server (and the reaper's pipe) stay open for the whole
-    /// process. Statics are not dropped; process exit closes the pipe and the reaper cleans up.
-    _keep_alive: KeepAlive,
-}
-
-#[derive(Debug)]
-#[expect(
-    dead_code,
-    reason = "the payloads are only held, to keep the server alive"
-)]
-enum KeepAlive {
-    Nothing,
-    Docker(docker::Running),
-    Local(local::Cluster),
-}
-
-/// Outcome of the one startup attempt; a failure is kept so that every later test panics with
-/// the same message at once instead of retrying a slow, doomed startup.
-static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
-
-/// The process-wide shared server, started on first call.
-///
-/// Thread-safe, and callable from inside any tokio runtime or outside of one: the one-time
-/// startup runs on its own thread. See the [crate docs](crate) for where the server comes from.
-///
-/// # Panics
-///
-/// If no server can be had (see the crate docs), or if starting one failed; the message says why
-/// and how to fix it. Every later call panics with the same message.
-pub fn postgres() -> &'static PgServer {
-    let shared = SHARED.get_or_init(|| {
-        util::on_own_thread("leadline-pg-start", start_shared)
-            .unwrap_or_else(|panic| Err(format!("starting PostgreSQL panicked: {panic}")))
-    });
-    match shared {
-        Ok(shared) => &shared.server,
-        Err(message) => panic!("{message}"),
-    }
-}
-
-/// Picks the provider (see the crate docs) and starts the shared server.
-fn start_shared() -> Result<Shared, String> {
-    if let Some(url) = std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    {
-        let server = PgServer::from_url(Provider::EnvUrl, url.trim())
-            .map_err(|e| format!("TEST_DATABASE_URL is not a usable PostgreSQL URL: {e:#}"))?;
-        // Fail fast with a clear message instead of every test reporting a connection error.
-        util::wait_until_url_ready(url.trim(), Duration::from_secs(10), || Ok(())).map_err(
-            |e| {
-                format!(
-                    "TEST_DATABASE_URL is set, but its server ({}:{}) does not accept a superuser \
-                 connection: {e:#}",
-                    server.host(),
-                    server.port()
-                )
-            },
-        )?;
-        return Ok(Shared {
-            server,
-            _keep_alive: KeepAlive::Nothing,
-        });
-    }
-
-    let mut notes = Vec::new();
-    match docker::daemon_address() {
-        Ok(address) => match docker::Running::start_shared() {
-            Ok(running) => {
-                return Ok(Shared {
-                    server: running.server().clone(),
-                    _keep_alive: KeepAlive::Docker(running),
-                });
-            }
-            Err(e) => {
-                let note = format!(
-                    "Docker ({address}) is reachable, but starting a PostgreSQL container failed: {e:#}"
-                );
-                eprintln!("leadline-testsupport: {note}; trying local PostgreSQL binaries");
-                notes.push(note);
-            }
-        },
-        Err(why) => notes.push(format!("no Docker daemon: {why}")),
-    }
-
-    match local::find_bindir() {
-        Ok(bindir) => {
-            let cluster = local::Cluster::start_new(&bindir).map_err(|e| {
-                format!(
-                    "starting a local PostgreSQL server from {} failed: {e:#}",
-                    bindir.display()
-                )
-            })?;
-            Ok(Shared {
-                server: cluster.server().clone(),
-                _keep_alive: KeepAlive::Local(cluster),
-            })
-        }
-        Err(why) => {
-            notes.push(format!("no local PostgreSQL binaries: {why}"));
-            Err(format!(
-                "{NO_POSTGRES}\n  (TEST_DATABASE_URL is not set)\n  ({})",
-                notes.join(")\n  (")
-            ))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests;

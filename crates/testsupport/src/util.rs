@@ -1,16 +1,14 @@
-//! Small helpers shared by the providers.
+//! Small helpers shared by the providers of every kind of server.
 
 use std::any::Any;
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sqlx::Connection as _;
-
-use crate::PgServer;
 
 /// `n` random lowercase hex digits.
 pub(crate) fn random_hex(n: usize) -> String {
@@ -76,57 +74,61 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Polls until a real superuser connection to `server` succeeds, for at most `timeout`.
+/// The value of a process-wide `cell`, computed by `start` on its own thread on first use.
+///
+/// A failure is kept too, so that every later caller panics at once with the same message
+/// instead of retrying a slow, doomed startup.
+///
+/// # Panics
+///
+/// With the message of the (first and only) failed `start`.
+#[track_caller]
+pub(crate) fn shared<T: Send + Sync>(
+    cell: &'static OnceLock<Result<T, String>>,
+    thread_name: &str,
+    start: impl FnOnce() -> Result<T, String> + Send,
+) -> &'static T {
+    let shared = cell.get_or_init(|| {
+        on_own_thread(thread_name, start)
+            .unwrap_or_else(|panic| Err(format!("{thread_name} panicked: {panic}")))
+    });
+    match shared {
+        Ok(value) => value,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// Polls `probe` until it succeeds, for at most `timeout`; `what` names the server in the error
+/// ("PostgreSQL", "Redis").
 ///
 /// `still_starting` is called between attempts; it returns an error when the server can no
 /// longer come up (e.g. its process exited), which ends the wait at once with that error.
-/// Runs on its own thread with a private current-thread runtime, so it works from inside or
-/// outside any tokio runtime.
+/// Everything runs on a thread of its own, so a probe may build and block on a private runtime
+/// even when the caller is inside a tokio runtime.
 pub(crate) fn wait_until_ready(
-    server: &PgServer,
+    what: &str,
     timeout: Duration,
-    still_starting: impl FnMut() -> anyhow::Result<()> + Send,
-) -> anyhow::Result<()> {
-    let url = server.admin_url("postgres");
-    wait_until_url_ready(&url, timeout, still_starting)
-}
-
-/// [`wait_until_ready`] for an arbitrary URL.
-pub(crate) fn wait_until_url_ready(
-    url: &str,
-    timeout: Duration,
+    mut probe: impl FnMut() -> anyhow::Result<()> + Send,
     mut still_starting: impl FnMut() -> anyhow::Result<()> + Send,
 ) -> anyhow::Result<()> {
-    on_own_thread("leadline-pg-wait", move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("building a tokio runtime to wait for PostgreSQL")?;
-        runtime.block_on(async {
-            let deadline = Instant::now() + timeout;
-            loop {
-                let attempt =
-                    tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url))
-                        .await;
-                let error = match attempt {
-                    Ok(Ok(conn)) => {
-                        let _ = conn.close().await;
-                        return Ok(());
-                    }
-                    Ok(Err(e)) => anyhow::Error::new(e),
-                    Err(_) => anyhow::anyhow!("connection attempt timed out"),
-                };
-                still_starting()?;
-                if Instant::now() >= deadline {
-                    return Err(error.context(format!(
-                        "PostgreSQL did not accept connections within {timeout:?}"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    on_own_thread("leadline-wait", move || {
+        let deadline = Instant::now() + timeout;
+        // Short at first (a local Redis answers within milliseconds), then at most 50 ms apart.
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let error = match probe() {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            still_starting()?;
+            if Instant::now() >= deadline {
+                return Err(error.context(format!("{what} did not answer within {timeout:?}")));
             }
-        })
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     })
-    .map_err(|panic| anyhow::anyhow!("waiting for PostgreSQL panicked: {panic}"))?
+    .map_err(|panic| anyhow::anyhow!("waiting for {what} panicked: {panic}"))?
 }
 
 /// A cleanup shell that waits for EOF on its stdin and then runs the rest of its script.
@@ -142,7 +144,7 @@ pub(crate) struct Reaper {
 }
 
 impl Reaper {
-    /// Starts `sh -c <script> leadline-pg-reaper <args…>`. `script` must begin by reading stdin
+    /// Starts `sh -c <script> leadline-reaper <args…>`. `script` must begin by reading stdin
     /// (`read _ignored`); `INT` and `HUP` are ignored before it runs.
     pub(crate) fn spawn(
         script: &str,
@@ -151,7 +153,7 @@ impl Reaper {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!("trap '' INT HUP\n{script}"))
-            .arg("leadline-pg-reaper")
+            .arg("leadline-reaper")
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -3,7 +3,10 @@
 use std::ops::Deref;
 use std::path::Path;
 
-use crate::{NO_POSTGRES, PgServer, docker, local};
+use testcontainers_modules::postgres::Postgres;
+
+use super::{NO_POSTGRES, PgServer, local};
+use crate::docker;
 
 /// A server owned by one test, for tests that stop and restart PostgreSQL (e.g. to check how the
 /// application behaves while the database is down). Stopped and removed on `Drop`, and by the
@@ -21,7 +24,7 @@ pub struct OwnedPgServer {
 #[derive(Debug)]
 enum Inner {
     Local(local::Cluster),
-    Docker(docker::Running),
+    Docker(docker::Running<Postgres>),
 }
 
 impl OwnedPgServer {
@@ -46,7 +49,7 @@ impl OwnedPgServer {
         };
         match docker::daemon_address() {
             Ok(_) => Ok(Self {
-                inner: Inner::Docker(docker::Running::start_owned()?),
+                inner: Inner::Docker(docker::Running::<Postgres>::start_owned()?),
             }),
             Err(docker_error) => anyhow::bail!(
                 "{NO_POSTGRES}\n  (an owned server needs local binaries or Docker; \

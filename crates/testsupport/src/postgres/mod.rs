@@ -1,0 +1,393 @@
+//! PostgreSQL: the shared server ([`postgres()`]), servers a test owns ([`OwnedPgServer`]), and
+//! where they come from (see the [crate docs](crate#postgresql)).
+
+mod local;
+mod owned;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::Connection as _;
+use testcontainers::{ContainerRequest, ImageExt as _};
+use testcontainers_modules::postgres::Postgres;
+
+use crate::{Provider, docker, util};
+
+pub use owned::OwnedPgServer;
+
+/// The message every "no PostgreSQL available" panic starts with.
+pub(crate) const NO_POSTGRES: &str = "PostgreSQL is needed for this test: set TEST_DATABASE_URL to a superuser URL, \
+     start a Docker daemon, or install the PostgreSQL server binaries (apt-get install postgresql) — see README.md";
+
+/// Superuser name and password of the servers this crate starts itself.
+pub(crate) const SUPERUSER: &str = "postgres";
+pub(crate) const SUPERUSER_PASSWORD: &str = "postgres";
+
+/// Where a PostgreSQL server is and how to log in to it as superuser.
+#[derive(Debug, Clone)]
+pub struct PgServer {
+    provider: Provider,
+    /// Superuser URL without a meaningful path; every URL handed out is derived from it, so
+    /// extra query parameters of `TEST_DATABASE_URL` (e.g. `sslmode`) are kept.
+    base: url::Url,
+    host: String,
+    port: u16,
+}
+
+impl PgServer {
+    /// A server this crate started: superuser `postgres`/`postgres` on `host:port`.
+    pub(crate) fn started(provider: Provider, host: &str, port: u16) -> anyhow::Result<Self> {
+        let url = format!("postgres://{SUPERUSER}:{SUPERUSER_PASSWORD}@{host}:{port}/postgres");
+        Self::from_url(provider, &url)
+    }
+
+    /// Parses a superuser URL such as `TEST_DATABASE_URL`.
+    pub(crate) fn from_url(provider: Provider, url: &str) -> anyhow::Result<Self> {
+        let base = url::Url::parse(url).context("not a valid URL")?;
+        anyhow::ensure!(
+            matches!(base.scheme(), "postgres" | "postgresql"),
+            "the URL scheme must be postgres:// or postgresql://, not {}://",
+            base.scheme()
+        );
+        anyhow::ensure!(
+            !base.cannot_be_a_base(),
+            "the URL must look like postgres://user:password@host:port/database"
+        );
+        let host = base
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .context("the URL has no host")?
+            .to_owned();
+        let port = base.port().unwrap_or(5432);
+        Ok(Self {
+            provider,
+            base,
+            host,
+            port,
+        })
+    }
+
+    /// Which way this server was obtained.
+    #[must_use]
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Host name or address of the server (as it appears in the URLs).
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// TCP port of the server.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Superuser URL for `database`, e.g. `postgres://postgres:postgres@127.0.0.1:PORT/DB`.
+    #[must_use]
+    pub fn admin_url(&self, database: &str) -> String {
+        with_database(self.base.clone(), database).into()
+    }
+
+    /// URL for `database` as `user` with `password` (user and password percent-encoded).
+    #[must_use]
+    pub fn url(&self, user: &str, password: &str, database: &str) -> String {
+        let mut url = self.base.clone();
+        // Both only fail for URLs that cannot carry credentials, which `from_url` rules out.
+        let _ = url.set_username(user);
+        let _ = url.set_password(Some(password));
+        with_database(url, database).into()
+    }
+
+    /// Runs `sql` as superuser on `database`, opening and closing its own connection.
+    ///
+    /// `sql` may contain several statements: it is sent with the simple-query protocol, so it
+    /// cannot take bind parameters, and statements outside an explicit transaction each commit on
+    /// their own (which also allows `CREATE DATABASE` and friends).
+    ///
+    /// # Errors
+    ///
+    /// The driver's error (connection or SQL), with context naming the database.
+    pub async fn admin_execute(&self, database: &str, sql: &str) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.admin_url(database))
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting as superuser to database {database:?} on {}:{}",
+                    self.host, self.port
+                )
+            })?;
+        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("running SQL on database {database:?}: {}", abbreviate(sql)));
+        // Close politely even after an SQL error; a failed close does not hide the real result.
+        let _ = conn.close().await;
+        result.map(|_| ())
+    }
+
+    /// Creates a new empty database named `{prefix}_{12 random lowercase hex digits}` and returns
+    /// its name. Its owner is the role `owner` if given, else the superuser.
+    ///
+    /// # Errors
+    ///
+    /// If the name would exceed PostgreSQL's 63-byte limit (it would be truncated silently, so the
+    /// returned name would be wrong), or the driver's error.
+    pub async fn create_database(
+        &self,
+        prefix: &str,
+        owner: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let name = format!("{prefix}_{}", util::random_hex(12));
+        anyhow::ensure!(
+            name.len() <= 63,
+            "database name {name:?} is longer than PostgreSQL's 63-byte limit; use a shorter prefix"
+        );
+        let mut sql = format!("CREATE DATABASE {}", util::quote_ident(&name));
+        if let Some(owner) = owner {
+            sql.push_str(" OWNER ");
+            sql.push_str(&util::quote_ident(owner));
+        }
+        self.admin_execute("postgres", &sql)
+            .await
+            .with_context(|| format!("creating database {name:?}"))?;
+        Ok(name)
+    }
+
+    /// Drops a database, disconnecting its sessions first (`WITH (FORCE)`). A database that does
+    /// not exist is not an error (`IF EXISTS`), so cleanup code may call this unconditionally.
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    pub async fn drop_database(&self, name: &str) -> anyhow::Result<()> {
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            util::quote_ident(name)
+        );
+        self.admin_execute("postgres", &sql)
+            .await
+            .with_context(|| format!("dropping database {name:?}"))
+    }
+}
+
+fn with_database(mut url: url::Url, database: &str) -> url::Url {
+    if let Ok(mut segments) = url.path_segments_mut() {
+        // `push` percent-encodes, so odd database names survive the round trip.
+        segments.clear().push(database);
+    }
+    url
+}
+
+/// First line of `sql`, shortened, for error messages.
+fn abbreviate(sql: &str) -> String {
+    let first = sql.trim().lines().next().unwrap_or_default();
+    let mut out: String = first.chars().take(120).collect();
+    if out.len() < sql.trim().len() {
+        out.push('…');
+    }
+    out
+}
+
+/// The shared server plus whatever keeps it alive until the process exits.
+#[derive(Debug)]
+struct Shared {
+    server: PgServer,
+    /// Never read: it is held so the server (and the reaper's pipe) stay open for the whole
+    /// process. Statics are not dropped; process exit closes the pipe and the reaper cleans up.
+    _keep_alive: KeepAlive,
+}
+
+#[derive(Debug)]
+#[expect(
+    dead_code,
+    reason = "the payloads are only held, to keep the server alive"
+)]
+enum KeepAlive {
+    Nothing,
+    Docker(docker::Running<Postgres>),
+    Local(local::Cluster),
+}
+
+/// Outcome of the one startup attempt (see [`util::shared`]).
+static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+
+/// The process-wide shared server, started on first call.
+///
+/// Thread-safe, and callable from inside any tokio runtime or outside of one: the one-time
+/// startup runs on its own thread. See the [crate docs](crate#postgresql) for where the server
+/// comes from.
+///
+/// # Panics
+///
+/// If no server can be had (see the crate docs), or if starting one failed; the message says why
+/// and how to fix it. Every later call panics with the same message.
+#[track_caller]
+pub fn postgres() -> &'static PgServer {
+    &util::shared(&SHARED, "starting PostgreSQL", start_shared).server
+}
+
+/// Picks the provider (see the crate docs) and starts the shared server.
+fn start_shared() -> Result<Shared, String> {
+    if let Some(url) = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
+        let server = PgServer::from_url(Provider::EnvUrl, url.trim())
+            .map_err(|e| format!("TEST_DATABASE_URL is not a usable PostgreSQL URL: {e:#}"))?;
+        // Fail fast with a clear message instead of every test reporting a connection error.
+        wait_until_url_ready(url.trim(), Duration::from_secs(10), || Ok(())).map_err(|e| {
+            format!(
+                "TEST_DATABASE_URL is set, but its server ({}:{}) does not accept a superuser \
+                 connection: {e:#}",
+                server.host(),
+                server.port()
+            )
+        })?;
+        return Ok(Shared {
+            server,
+            _keep_alive: KeepAlive::Nothing,
+        });
+    }
+
+    let mut notes = Vec::new();
+    match docker::daemon_address() {
+        Ok(address) => match docker::Running::<Postgres>::start_shared() {
+            Ok(running) => {
+                return Ok(Shared {
+                    server: running.server().clone(),
+                    _keep_alive: KeepAlive::Docker(running),
+                });
+            }
+            Err(e) => {
+                let note = format!(
+                    "Docker ({address}) is reachable, but starting a PostgreSQL container failed: {e:#}"
+                );
+                eprintln!("leadline-testsupport: {note}; trying local PostgreSQL binaries");
+                notes.push(note);
+            }
+        },
+        Err(why) => notes.push(format!("no Docker daemon: {why}")),
+    }
+
+    match local::find_bindir() {
+        Ok(bindir) => {
+            let cluster = local::Cluster::start_new(&bindir).map_err(|e| {
+                format!(
+                    "starting a local PostgreSQL server from {} failed: {e:#}",
+                    bindir.display()
+                )
+            })?;
+            Ok(Shared {
+                server: cluster.server().clone(),
+                _keep_alive: KeepAlive::Local(cluster),
+            })
+        }
+        Err(why) => {
+            notes.push(format!("no local PostgreSQL binaries: {why}"));
+            Err(format!(
+                "{NO_POSTGRES}\n  (TEST_DATABASE_URL is not set)\n  ({})",
+                notes.join(")\n  (")
+            ))
+        }
+    }
+}
+
+/// Polls until a real superuser connection to `server` succeeds, for at most `timeout`; see
+/// [`util::wait_until_ready`] for `still_starting`.
+pub(crate) fn wait_until_ready(
+    server: &PgServer,
+    timeout: Duration,
+    still_starting: impl FnMut() -> anyhow::Result<()> + Send,
+) -> anyhow::Result<()> {
+    wait_until_url_ready(&server.admin_url("postgres"), timeout, still_starting)
+}
+
+/// [`wait_until_ready`] for an arbitrary URL.
+fn wait_until_url_ready(
+    url: &str,
+    timeout: Duration,
+    still_starting: impl FnMut() -> anyhow::Result<()> + Send,
+) -> anyhow::Result<()> {
+    util::wait_until_ready(
+        "PostgreSQL",
+        timeout,
+        connect_probe(url.to_owned()),
+        still_starting,
+    )
+}
+
+/// A readiness probe for [`util::wait_until_ready`]: one connection attempt to `url` (at most
+/// 5 s), closed again at once.
+pub(crate) fn connect_probe(url: String) -> impl FnMut() -> anyhow::Result<()> + Send {
+    // Built at the first attempt, on the waiting thread: a runtime cannot be blocked on from
+    // inside the caller's runtime, and one per attempt would be wasteful.
+    let mut runtime = None;
+    move || {
+        let runtime = match &mut runtime {
+            Some(runtime) => runtime,
+            None => runtime.insert(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("building a tokio runtime to wait for PostgreSQL")?,
+            ),
+        };
+        runtime.block_on(async {
+            let attempt =
+                tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&url))
+                    .await;
+            match attempt {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(anyhow::Error::new(e)),
+                Err(_) => Err(anyhow::anyhow!("connection attempt timed out")),
+            }
+        })
+    }
+}
+
+/// Image tag; 15 matches the server version the project targets.
+const DOCKER_TAG: &str = "15-alpine";
+
+impl docker::Service for Postgres {
+    type Server = PgServer;
+    const PORT: u16 = 5432;
+
+    fn request() -> ContainerRequest<Self> {
+        Postgres::default()
+            .with_tag(DOCKER_TAG)
+            // Same speed-over-durability settings as the local clusters.
+            .with_cmd([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+            ])
+            .with_startup_timeout(Duration::from_secs(180))
+    }
+
+    fn image() -> String {
+        format!("postgres:{DOCKER_TAG}")
+    }
+
+    fn server(host: &str, port: u16) -> anyhow::Result<PgServer> {
+        PgServer::started(Provider::Docker, host, port)
+    }
+
+    fn wait_until_ready(server: &PgServer, timeout: Duration) -> anyhow::Result<()> {
+        wait_until_ready(server, timeout, || Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,669 @@
+//! The outreach workflow on both backends: approvals, the timeline, the
+//! lead context, idempotency keys; and exactly-once under real concurrency
+//! on PostgreSQL.
+
+use leadline_app::Services;
+use leadline_domain::{
+    AgentId, AppendEventRequest, ApprovalAction, ApprovalQueueQuery, ApprovalStatus, Channel,
+    Direction, DraftApprovalRequest, EventContent, EventKind, IdempotencyKey, LeadId, LeadStatus,
+    MessageBody, Metadata, PageLimit, RejectionReason, Subject, TenantId, TimelineCursor,
+    TimelineQuery, UpdateLeadRequest,
+};
+use leadline_ports::{
+    DraftApprovalError, GetLeadError, IdempotencyBegin, IdempotencyStore, StoredResponse,
+    TimelineError, TransitionApprovalError,
+};
+use leadline_store::Store;
+
+use crate::support::{agent_req, lead_req, new_tenant, services};
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::support::sqlite_store().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::support::pg_store().await).await;
+            })*
+        }
+    };
+}
+
+both_backends!(
+    approval_lifecycle_with_events_and_outbox,
+    only_lifecycle_moves_succeed_and_losers_learn_the_status,
+    queue_lists_by_status_oldest_first,
+    timeline_orders_by_occurrence_and_pages,
+    context_gathers_everything_about_one_lead,
+    idempotency_keys_reserve_replay_and_refuse,
+);
+
+struct World {
+    s: Services,
+    tenant: TenantId,
+    agent: AgentId,
+    lead: LeadId,
+}
+
+async fn world(store: Store) -> World {
+    let s = services(store);
+    let (tenant, _) = new_tenant(&s).await;
+    let agent = s
+        .agents
+        .create(tenant, &agent_req("ada@example.com"))
+        .await
+        .unwrap()
+        .id;
+    let mut req = lead_req("Grace");
+    req.assigned_agent_id = Some(agent);
+    let lead = s.leads.create(tenant, &req).await.unwrap().id;
+    World {
+        s,
+        tenant,
+        agent,
+        lead,
+    }
+}
+
+fn draft(agent: AgentId) -> DraftApprovalRequest {
+    DraftApprovalRequest {
+        channel: Channel::Email,
+        subject: Some(Subject::new("Hello").unwrap()),
+        body: MessageBody::new("Hi Grace,\nshall we talk?").unwrap(),
+        requested_by: agent,
+    }
+}
+
+async fn approval_lifecycle_with_events_and_outbox(store: Store) {
+    let w = world(store.clone()).await;
+    let a =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(w.agent))
+            .await
+            .unwrap();
+    assert_eq!(a.status, ApprovalStatus::Pending);
+    assert_eq!(w.s.approvals.get(w.tenant, a.id).await.unwrap(), a);
+
+    let approved =
+        w.s.approvals
+            .act(w.tenant, a.id, &ApprovalAction::Approve { by: w.agent })
+            .await
+            .unwrap();
+    assert_eq!(
+        (approved.status, approved.decided_by),
+        (ApprovalStatus::Approved, Some(w.agent))
+    );
+    assert!(approved.decided_at.is_some());
+    let sent =
+        w.s.approvals
+            .act(w.tenant, a.id, &ApprovalAction::MarkSent { by: w.agent })
+            .await
+            .unwrap();
+    assert_eq!(
+        (sent.status, sent.sent_by),
+        (ApprovalStatus::Sent, Some(w.agent))
+    );
+    assert_eq!(
+        w.s.approvals.get(w.tenant, a.id).await.unwrap(),
+        sent,
+        "stored as returned"
+    );
+
+    let events =
+        w.s.timeline
+            .timeline(w.tenant, w.lead, &TimelineQuery::default())
+            .await
+            .unwrap()
+            .items;
+    let kinds: Vec<_> = events.iter().map(|e| (e.kind, e.direction)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::EmailSent, Direction::Outbound),
+            (EventKind::ApprovalDecided, Direction::Internal)
+        ]
+    );
+    assert_eq!(
+        events[0].content.as_ref().map(EventContent::as_str),
+        Some("Hi Grace,\nshall we talk?")
+    );
+    assert_eq!(
+        events[0].metadata.as_map()["approval_id"],
+        serde_json::json!(a.id)
+    );
+
+    let unknown =
+        w.s.approvals
+            .draft(w.tenant, LeadId::new(), &draft(w.agent))
+            .await;
+    assert!(matches!(unknown, Err(DraftApprovalError::LeadNotFound)));
+    let stranger =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(AgentId::new()))
+            .await;
+    assert!(matches!(stranger, Err(DraftApprovalError::AgentNotFound)));
+
+    // Rejections carry their reason onto the record and the timeline.
+    let b =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(w.agent))
+            .await
+            .unwrap();
+    let reason = RejectionReason::new("too pushy").unwrap();
+    let rejected =
+        w.s.approvals
+            .act(
+                w.tenant,
+                b.id,
+                &ApprovalAction::Reject {
+                    by: w.agent,
+                    reason: reason.clone(),
+                },
+            )
+            .await
+            .unwrap();
+    assert_eq!(
+        (rejected.status, rejected.rejection_reason),
+        (ApprovalStatus::Rejected, Some(reason))
+    );
+    let latest =
+        &w.s.timeline
+            .timeline(w.tenant, w.lead, &TimelineQuery::default())
+            .await
+            .unwrap()
+            .items[0];
+    assert_eq!(
+        (
+            latest.kind,
+            latest.content.as_ref().map(EventContent::as_str)
+        ),
+        (EventKind::ApprovalDecided, Some("too pushy"))
+    );
+}
+
+async fn only_lifecycle_moves_succeed_and_losers_learn_the_status(store: Store) {
+    let w = world(store).await;
+    let act = |id, action: ApprovalAction| {
+        let s = w.s.clone();
+        let t = w.tenant;
+        async move { s.approvals.act(t, id, &action).await }
+    };
+    let by = w.agent;
+    let a =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(by))
+            .await
+            .unwrap();
+    assert!(
+        matches!(
+            act(a.id, ApprovalAction::MarkSent { by }).await,
+            Err(TransitionApprovalError::Conflict {
+                current: ApprovalStatus::Pending
+            })
+        ),
+        "cannot send unapproved"
+    );
+    act(a.id, ApprovalAction::Cancel { by }).await.unwrap();
+    for action in [
+        ApprovalAction::Approve { by },
+        ApprovalAction::Cancel { by },
+        ApprovalAction::MarkSent { by },
+    ] {
+        assert!(matches!(
+            act(a.id, action).await,
+            Err(TransitionApprovalError::Conflict {
+                current: ApprovalStatus::Cancelled
+            })
+        ));
+    }
+    let b =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(by))
+            .await
+            .unwrap();
+    act(b.id, ApprovalAction::Approve { by }).await.unwrap();
+    assert!(matches!(
+        act(b.id, ApprovalAction::Approve { by }).await,
+        Err(TransitionApprovalError::Conflict {
+            current: ApprovalStatus::Approved
+        })
+    ));
+    assert!(
+        matches!(
+            act(b.id, ApprovalAction::Cancel { by }).await,
+            Err(TransitionApprovalError::Conflict {
+                current: ApprovalStatus::Approved
+            })
+        ),
+        "approved can only be sent"
+    );
+    act(b.id, ApprovalAction::MarkSent { by }).await.unwrap();
+    assert!(
+        matches!(
+            act(b.id, ApprovalAction::MarkSent { by }).await,
+            Err(TransitionApprovalError::Conflict {
+                current: ApprovalStatus::Sent
+            })
+        ),
+        "sent once"
+    );
+    assert!(matches!(
+        act(
+            leadline_domain::ApprovalId::new(),
+            ApprovalAction::Approve { by }
+        )
+        .await,
+        Err(TransitionApprovalError::NotFound)
+    ));
+    let c =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(by))
+            .await
+            .unwrap();
+    assert!(matches!(
+        act(c.id, ApprovalAction::Approve { by: AgentId::new() }).await,
+        Err(TransitionApprovalError::AgentNotFound)
+    ));
+    assert_eq!(
+        w.s.approvals.get(w.tenant, c.id).await.unwrap().status,
+        ApprovalStatus::Pending,
+        "a refused move changes nothing"
+    );
+
+    // Another tenant cannot see or move it.
+    let (other, _) = new_tenant(&w.s).await;
+    assert!(matches!(
+        w.s.approvals
+            .act(other, c.id, &ApprovalAction::Approve { by })
+            .await,
+        Err(TransitionApprovalError::NotFound)
+    ));
+}
+
+async fn queue_lists_by_status_oldest_first(store: Store) {
+    let w = world(store).await;
+    let other_agent =
+        w.s.agents
+            .create(w.tenant, &agent_req("bob@example.com"))
+            .await
+            .unwrap()
+            .id;
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        let by = if i % 2 == 0 { w.agent } else { other_agent };
+        pending.push(
+            w.s.approvals
+                .draft(w.tenant, w.lead, &draft(by))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    w.s.approvals
+        .act(
+            w.tenant,
+            pending[0],
+            &ApprovalAction::Approve { by: w.agent },
+        )
+        .await
+        .unwrap();
+    let approved = pending.remove(0);
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let q = ApprovalQueueQuery {
+            limit: PageLimit::new(2).unwrap(),
+            after,
+            ..Default::default()
+        };
+        let page = w.s.approvals.queue(w.tenant, &q).await.unwrap();
+        seen.extend(page.items.iter().map(|a| a.id));
+        if !page.has_more {
+            break;
+        }
+        after = page.items.last().map(|a| a.id);
+    }
+    assert_eq!(seen, pending, "the pending queue, oldest first");
+    let mine =
+        w.s.approvals
+            .queue(
+                w.tenant,
+                &ApprovalQueueQuery {
+                    requested_by: Some(other_agent),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    assert_eq!(
+        mine.items.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![pending[0], pending[2]]
+    );
+    let approved_q =
+        w.s.approvals
+            .queue(
+                w.tenant,
+                &ApprovalQueueQuery {
+                    status: ApprovalStatus::Approved,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    assert_eq!(
+        approved_q.items.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![approved]
+    );
+}
+
+fn note(text: &str, minutes_ago: i64) -> AppendEventRequest {
+    AppendEventRequest {
+        kind: EventKind::Note,
+        direction: Direction::Internal,
+        content: Some(EventContent::new(text).unwrap()),
+        occurred_at: Some(chrono::Utc::now() - chrono::Duration::minutes(minutes_ago)),
+        actor: None,
+        metadata: Metadata::default(),
+    }
+}
+
+async fn timeline_orders_by_occurrence_and_pages(store: Store) {
+    let w = world(store).await;
+    // Recorded out of order: the timeline follows when things happened.
+    for (text, ago) in [
+        ("third", 10),
+        ("first", 30),
+        ("fourth", 5),
+        ("second", 20),
+        ("fifth", 0),
+    ] {
+        w.s.timeline
+            .append(w.tenant, w.lead, &note(text, ago))
+            .await
+            .unwrap();
+    }
+    let mut texts = Vec::new();
+    let mut after: Option<TimelineCursor> = None;
+    loop {
+        let page =
+            w.s.timeline
+                .timeline(
+                    w.tenant,
+                    w.lead,
+                    &TimelineQuery {
+                        limit: PageLimit::new(2).unwrap(),
+                        after,
+                    },
+                )
+                .await
+                .unwrap();
+        texts.extend(
+            page.items
+                .iter()
+                .map(|e| e.content.as_ref().unwrap().as_str().to_owned()),
+        );
+        if !page.has_more {
+            break;
+        }
+        after = page.items.last().map(|e| TimelineCursor {
+            occurred_at: e.occurred_at,
+            id: e.id,
+        });
+    }
+    assert_eq!(texts, ["fifth", "fourth", "third", "second", "first"]);
+
+    let mut future = note("later", 0);
+    future.occurred_at = Some(chrono::Utc::now() + chrono::Duration::hours(2));
+    assert!(
+        w.s.timeline
+            .append(w.tenant, w.lead, &future)
+            .await
+            .is_err(),
+        "no events from the future"
+    );
+    let mut stranger = note("x", 0);
+    stranger.actor = Some(AgentId::new());
+    assert!(
+        w.s.timeline
+            .append(w.tenant, w.lead, &stranger)
+            .await
+            .is_err(),
+        "actor must be an agent of the tenant"
+    );
+    assert!(matches!(
+        w.s.timeline
+            .timeline(w.tenant, LeadId::new(), &TimelineQuery::default())
+            .await,
+        Err(TimelineError::LeadNotFound)
+    ));
+
+    // A status move is a touch too.
+    let moved = UpdateLeadRequest {
+        expected_version: 1,
+        status: Some(LeadStatus::Contacted),
+        ..Default::default()
+    };
+    w.s.leads.update(w.tenant, w.lead, &moved).await.unwrap();
+    let latest =
+        &w.s.timeline
+            .timeline(w.tenant, w.lead, &TimelineQuery::default())
+            .await
+            .unwrap()
+            .items[0];
+    assert_eq!(latest.kind, EventKind::StatusChanged);
+    assert_eq!(latest.metadata.as_map()["to"], "contacted");
+}
+
+async fn context_gathers_everything_about_one_lead(store: Store) {
+    let w = world(store).await;
+    let by = w.agent;
+    let pending =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(by))
+            .await
+            .unwrap();
+    let approved =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(by))
+            .await
+            .unwrap();
+    w.s.approvals
+        .act(w.tenant, approved.id, &ApprovalAction::Approve { by })
+        .await
+        .unwrap();
+    let sent =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(by))
+            .await
+            .unwrap();
+    w.s.approvals
+        .act(w.tenant, sent.id, &ApprovalAction::Approve { by })
+        .await
+        .unwrap();
+    w.s.approvals
+        .act(w.tenant, sent.id, &ApprovalAction::MarkSent { by })
+        .await
+        .unwrap();
+    for i in 0..25 {
+        w.s.timeline
+            .append(w.tenant, w.lead, &note(&format!("n{i}"), 100 - i))
+            .await
+            .unwrap();
+    }
+    // Another lead's activity stays out of this context.
+    let other =
+        w.s.leads
+            .create(w.tenant, &lead_req("Other"))
+            .await
+            .unwrap()
+            .id;
+    w.s.approvals
+        .draft(w.tenant, other, &draft(by))
+        .await
+        .unwrap();
+
+    let ctx = w.s.context.context(w.tenant, w.lead).await.unwrap();
+    assert_eq!(ctx.lead.id, w.lead);
+    assert_eq!(ctx.assigned_agent.as_ref().map(|a| a.id), Some(by));
+    assert_eq!(
+        ctx.open_approvals.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![approved.id, pending.id],
+        "open, newest first"
+    );
+    assert_eq!(
+        ctx.recent_approvals
+            .iter()
+            .map(|a| a.id)
+            .collect::<Vec<_>>(),
+        vec![sent.id]
+    );
+    assert_eq!(
+        ctx.events.len(),
+        20,
+        "the configured default of the latest events"
+    );
+    assert_eq!(ctx.events[0].kind, EventKind::EmailSent, "newest first");
+    assert!(
+        ctx.events
+            .windows(2)
+            .all(|p| (p[0].occurred_at, p[0].id) > (p[1].occurred_at, p[1].id))
+    );
+
+    let (other_tenant, _) = new_tenant(&w.s).await;
+    assert!(matches!(
+        w.s.context.context(other_tenant, w.lead).await,
+        Err(GetLeadError::NotFound)
+    ));
+}
+
+async fn idempotency_keys_reserve_replay_and_refuse(store: Store) {
+    let s = services(store.clone());
+    let (t, _) = new_tenant(&s).await;
+    let (other, _) = new_tenant(&s).await;
+    let key = IdempotencyKey::new("retry-me-1").unwrap();
+    assert_eq!(
+        store.begin(t, &key, [1; 32]).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        store.begin(t, &key, [1; 32]).await.unwrap(),
+        IdempotencyBegin::InProgress
+    );
+    assert_eq!(
+        store.begin(other, &key, [1; 32]).await.unwrap(),
+        IdempotencyBegin::Started,
+        "keys are per tenant"
+    );
+    let response = StoredResponse {
+        status: 201,
+        location: Some("/v1/x".into()),
+        body: b"{\"ok\":true}".to_vec(),
+    };
+    store.complete(t, &key, &response).await.unwrap();
+    assert_eq!(
+        store.begin(t, &key, [1; 32]).await.unwrap(),
+        IdempotencyBegin::Replay(response)
+    );
+    assert_eq!(
+        store.begin(t, &key, [2; 32]).await.unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    store.abandon(t, &key).await.unwrap();
+    assert!(
+        matches!(
+            store.begin(t, &key, [1; 32]).await.unwrap(),
+            IdempotencyBegin::Replay(_)
+        ),
+        "a completed key is never abandoned"
+    );
+
+    let failed = IdempotencyKey::new("failed-once").unwrap();
+    assert_eq!(
+        store.begin(t, &failed, [3; 32]).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    store.abandon(t, &failed).await.unwrap();
+    assert_eq!(
+        store.begin(t, &failed, [3; 32]).await.unwrap(),
+        IdempotencyBegin::Started,
+        "an abandoned key runs again"
+    );
+}
+
+/// 64 concurrent approvers on one pending approval, then 64 concurrent
+/// senders, repeated: exactly one of each wins, and the database holds
+/// exactly one decision event, one send event and one outbox row.
+#[tokio::test]
+async fn exactly_once_under_64_concurrent_callers_on_postgres() {
+    use sqlx::{Connection, Row};
+    const CALLERS: usize = 64;
+    const TRIALS: usize = 25;
+    let store = crate::support::pg_store_sized(32).await;
+    let w = world(store).await;
+    let mut conn = sqlx::PgConnection::connect(&crate::support::pg().await.service_url)
+        .await
+        .unwrap();
+    for trial in 0..TRIALS {
+        let approval =
+            w.s.approvals
+                .draft(w.tenant, w.lead, &draft(w.agent))
+                .await
+                .unwrap();
+        for action in [
+            ApprovalAction::Approve { by: w.agent },
+            ApprovalAction::MarkSent { by: w.agent },
+        ] {
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CALLERS));
+            let tasks: Vec<_> = (0..CALLERS)
+                .map(|_| {
+                    let (s, barrier, action) = (w.s.clone(), barrier.clone(), action.clone());
+                    let (t, id) = (w.tenant, approval.id);
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        s.approvals.act(t, id, &action).await
+                    })
+                })
+                .collect();
+            let mut wins = 0;
+            for task in tasks {
+                match task.await.unwrap() {
+                    Ok(_) => wins += 1,
+                    Err(TransitionApprovalError::Conflict { current }) => {
+                        assert_eq!(current, action.to_status())
+                    }
+                    Err(other) => panic!("trial {trial}: unexpected {other:?}"),
+                }
+            }
+            assert_eq!(wins, 1, "trial {trial}: exactly one {action:?} wins");
+        }
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(w.tenant.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM events WHERE metadata->>'approval_id' = $1 AND kind = 'approval_decided'),
+                    (SELECT count(*) FROM events WHERE metadata->>'approval_id' = $1 AND kind = 'email_sent'),
+                    (SELECT count(*) FROM outbox WHERE approval_id = $2)",
+        )
+        .bind(approval.id.to_string())
+        .bind(approval.id.as_uuid())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+        let counts: (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            counts,
+            (1, 1, 1),
+            "trial {trial}: one decision event, one send event, one outbox row"
+        );
+    }
+}
