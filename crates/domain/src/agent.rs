@@ -46,7 +46,7 @@ impl FromStr for AgentRole {
 }
 
 /// An agent of a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     /// Its id.
     pub id: AgentId,

@@ -2,7 +2,7 @@
 //! by a person, then sent exactly once.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 use crate::ValueError;
@@ -236,7 +236,7 @@ text!(
 );
 
 /// An outbound message awaiting, or past, a person's decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     /// Its id.
     pub id: ApprovalId,

@@ -1,7 +1,7 @@
 //! Events: every touch on a lead's timeline. Append-only.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     AgentId, Approval, Channel, EventId, Lead, LeadId, Metadata, PageLimit, TenantId, ValueError,
@@ -65,7 +65,7 @@ text!(
 );
 
 /// One touch on a lead's timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Its id.
     pub id: EventId,
@@ -141,7 +141,7 @@ pub struct TimelineQuery {
 }
 
 /// Everything about a lead, in one read: the "memory recall" read model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeadContext {
     /// The lead.
     pub lead: Lead,

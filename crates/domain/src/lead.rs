@@ -150,7 +150,7 @@ impl From<Metadata> for serde_json::Value {
 }
 
 /// A lead.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lead {
     /// Its id.
     pub id: LeadId,

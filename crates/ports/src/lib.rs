@@ -17,11 +17,15 @@
 //!
 //! [`TenantId`]: leadline_domain::TenantId
 
+mod cache;
 mod errors;
 mod health;
 mod repositories;
 mod workflow;
 
+#[cfg(feature = "mock")]
+pub use cache::MockContextCache;
+pub use cache::{CacheStats, ContextCache, ContextLoader, TierStats};
 pub use errors::*;
 #[cfg(feature = "mock")]
 pub use health::MockHealthCheck;
