@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod coherence;
 mod conformance;
 mod e2e;
 mod http_tenancy;

@@ -1,8 +1,11 @@
 //! The composition root: builds the concrete adapters from settings and
-//! hands the services their ports. The only code that names `Store`.
+//! hands the services their ports. The only code that names `Store` and
+//! the cache adapters.
 
 use std::sync::Arc;
 
+use leadline_cache::{CacheSettings, NullCache, TwoTierCache};
+use leadline_ports::ContextCache;
 use leadline_store::{ConnectError, MigrateError, MigrateOp, Store, StoreSettings, redact_url};
 use secrecy::ExposeSecret;
 
@@ -17,6 +20,9 @@ pub enum ComposeError {
     /// The database could not be opened.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// The cache's settings are invalid.
+    #[error(transparent)]
+    Cache(#[from] leadline_cache::CacheError),
     /// Pending migrations could not be applied.
     #[error("{0}; run `leadline migrate` as the schema owner (database.migration_url)")]
     Migrate(#[from] MigrateError),
@@ -28,30 +34,36 @@ pub struct Composition {
     /// What the driving adapters use.
     pub services: Services,
     store: Store,
+    cache: Option<Arc<TwoTierCache>>,
 }
 
 impl Composition {
-    /// Wires services over an already-open store (tests use this with an
-    /// in-memory SQLite store or a PostgreSQL service-role store).
+    /// Wires services over an already-open store with no cache (tests use
+    /// this with an in-memory SQLite store or a PostgreSQL service-role store).
     #[must_use]
     pub fn from_store(store: Store) -> Self {
-        Self::from_store_with(store, RecallSettings::default())
+        Self::from_parts(store, Arc::new(NullCache::new()), RecallSettings::default())
     }
 
-    /// Like [`Composition::from_store`], with read-model settings.
+    /// Wires services over a store and a cache.
     #[must_use]
-    pub fn from_store_with(store: Store, recall: RecallSettings) -> Self {
+    pub fn from_parts(store: Store, cache: Arc<dyn ContextCache>, recall: RecallSettings) -> Self {
+        let shared = Arc::new(store.clone());
         let services = Services {
-            tenants: TenantService::new(Arc::new(store.clone())),
-            agents: AgentService::new(Arc::new(store.clone())),
-            leads: LeadService::new(Arc::new(store.clone())),
-            approvals: ApprovalService::new(Arc::new(store.clone())),
-            timeline: TimelineService::new(Arc::new(store.clone())),
-            context: ContextService::new(Arc::new(store.clone()), recall),
-            idempotency: Arc::new(store.clone()),
-            health: Arc::new(store.clone()),
+            tenants: TenantService::new(shared.clone()),
+            agents: AgentService::new(shared.clone(), shared.clone(), cache.clone()),
+            leads: LeadService::new(shared.clone(), cache.clone()),
+            approvals: ApprovalService::new(shared.clone(), cache.clone()),
+            timeline: TimelineService::new(shared.clone(), cache.clone()),
+            context: ContextService::new(shared.clone(), cache, recall),
+            idempotency: shared.clone(),
+            health: shared,
         };
-        Self { services, store }
+        Self {
+            services,
+            store,
+            cache: None,
+        }
     }
 
     /// The store, for operations the CLI runs directly (migrations, roles).
@@ -60,32 +72,44 @@ impl Composition {
         &self.store
     }
 
-    /// Releases the pool: lent connections are awaited, then closed.
+    /// Releases the cache's connections and the pool (lent connections are
+    /// awaited, then closed).
     pub async fn shutdown(&self) {
+        if let Some(cache) = &self.cache {
+            cache.shutdown().await;
+        }
         self.store.close().await;
     }
 }
 
 /// Opens the store, applies pending migrations when `migrate` is set, and
-/// wires the services.
-///
-/// Migrations run on a separate one-connection pool (PostgreSQL takes an
-/// advisory lock on it, so instances starting together migrate in turn), as
-/// `database.migration_url` when given. Nothing is migrated when nothing is
-/// pending, so a service role without DDL rights starts fine.
+/// wires the services with no cache.
 ///
 /// # Errors
 /// [`ComposeError`].
 pub async fn compose(settings: &StoreSettings, migrate: bool) -> Result<Composition, ComposeError> {
-    compose_with(settings, RecallSettings::default(), migrate).await
+    let cache = CacheSettings {
+        enabled: false,
+        ..CacheSettings::default()
+    };
+    compose_with(settings, &cache, RecallSettings::default(), migrate).await
 }
 
-/// [`compose`] with the read model's settings.
+/// Opens the store and the cache, applies pending migrations when `migrate`
+/// is set, and wires the services.
+///
+/// Migrations run on a separate one-connection pool (PostgreSQL takes an
+/// advisory lock on it, so instances starting together migrate in turn), as
+/// `database.migration_url` when given. Nothing is migrated when nothing is
+/// pending, so a service role without DDL rights starts fine. The cache
+/// never fails to start because Redis is down: it starts degraded and
+/// reconnects by itself.
 ///
 /// # Errors
 /// [`ComposeError`].
 pub async fn compose_with(
     settings: &StoreSettings,
+    cache_settings: &CacheSettings,
     recall: RecallSettings,
     migrate: bool,
 ) -> Result<Composition, ComposeError> {
@@ -119,7 +143,17 @@ pub async fn compose_with(
             );
         }
     }
-    Ok(Composition::from_store_with(store, recall))
+    if !cache_settings.enabled {
+        return Ok(Composition::from_parts(
+            store,
+            Arc::new(NullCache::new()),
+            recall,
+        ));
+    }
+    let cache = Arc::new(TwoTierCache::connect(cache_settings).await?);
+    let mut composition = Composition::from_parts(store, cache.clone(), recall);
+    composition.cache = Some(cache);
+    Ok(composition)
 }
 
 #[cfg(test)]

@@ -138,13 +138,19 @@ impl TenantService {
 #[derive(Clone)]
 pub struct AgentService {
     repo: Arc<dyn AgentRepository>,
+    leads: Arc<dyn LeadRepository>,
+    cache: Arc<dyn leadline_ports::ContextCache>,
 }
 
 impl AgentService {
     /// Wraps a repository.
     #[must_use]
-    pub fn new(repo: Arc<dyn AgentRepository>) -> Self {
-        Self { repo }
+    pub fn new(
+        repo: Arc<dyn AgentRepository>,
+        leads: Arc<dyn LeadRepository>,
+        cache: Arc<dyn leadline_ports::ContextCache>,
+    ) -> Self {
+        Self { repo, leads, cache }
     }
 
     /// Creates an agent.
@@ -190,7 +196,20 @@ impl AgentService {
         id: AgentId,
         req: &UpdateAgentRequest,
     ) -> Result<Agent, UpdateAgentError> {
-        self.repo.update(tenant, id, req).await
+        let agent = self.repo.update(tenant, id, req).await?;
+        // Every context of a lead assigned to this agent shows the agent.
+        // Agent edits are rare; listing the ids is one indexed query.
+        match self.leads.ids_assigned_to(tenant, id).await {
+            Ok(leads) => {
+                for lead in leads {
+                    self.cache.invalidate(tenant, lead).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "agent updated but its leads' contexts could not be listed; they expire with their TTL")
+            }
+        }
+        Ok(agent)
     }
 }
 
@@ -198,13 +217,17 @@ impl AgentService {
 #[derive(Clone)]
 pub struct LeadService {
     repo: Arc<dyn LeadRepository>,
+    cache: Arc<dyn leadline_ports::ContextCache>,
 }
 
 impl LeadService {
     /// Wraps a repository.
     #[must_use]
-    pub fn new(repo: Arc<dyn LeadRepository>) -> Self {
-        Self { repo }
+    pub fn new(
+        repo: Arc<dyn LeadRepository>,
+        cache: Arc<dyn leadline_ports::ContextCache>,
+    ) -> Self {
+        Self { repo, cache }
     }
 
     /// Creates a lead.
@@ -269,6 +292,8 @@ impl LeadService {
         id: LeadId,
         req: &UpdateLeadRequest,
     ) -> Result<Lead, UpdateLeadError> {
-        self.repo.update(tenant, id, req).await
+        let lead = self.repo.update(tenant, id, req).await?;
+        self.cache.invalidate(tenant, id).await;
+        Ok(lead)
     }
 }

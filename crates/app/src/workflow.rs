@@ -7,9 +7,9 @@ use leadline_domain::{
     DraftApprovalRequest, Event, LeadContext, LeadId, Page, TenantId, TimelineQuery, ValueError,
 };
 use leadline_ports::{
-    AppendEventError, ApprovalRepository, DraftApprovalError, EventRepository, GetApprovalError,
-    GetLeadError, LeadContextRepository, ListApprovalsError, TimelineError,
-    TransitionApprovalError,
+    AppendEventError, ApprovalRepository, CacheStats, ContextCache, ContextLoader,
+    DraftApprovalError, EventRepository, GetApprovalError, GetLeadError, LeadContextRepository,
+    ListApprovalsError, TimelineError, TransitionApprovalError,
 };
 use serde::Deserialize;
 
@@ -43,13 +43,14 @@ impl RecallSettings {
 #[derive(Clone)]
 pub struct ApprovalService {
     repo: Arc<dyn ApprovalRepository>,
+    cache: Arc<dyn ContextCache>,
 }
 
 impl ApprovalService {
     /// Wraps a repository.
     #[must_use]
-    pub fn new(repo: Arc<dyn ApprovalRepository>) -> Self {
-        Self { repo }
+    pub fn new(repo: Arc<dyn ApprovalRepository>, cache: Arc<dyn ContextCache>) -> Self {
+        Self { repo, cache }
     }
 
     /// Drafts an approval for a lead.
@@ -62,7 +63,10 @@ impl ApprovalService {
         lead: LeadId,
         req: &DraftApprovalRequest,
     ) -> Result<Approval, DraftApprovalError> {
-        self.repo.draft(tenant, lead, req).await
+        let approval = self.repo.draft(tenant, lead, req).await?;
+        // The lead's open approvals changed: its cached context is stale.
+        self.cache.invalidate(tenant, lead).await;
+        Ok(approval)
     }
 
     /// Reads an approval.
@@ -87,7 +91,9 @@ impl ApprovalService {
         id: ApprovalId,
         action: &ApprovalAction,
     ) -> Result<Approval, TransitionApprovalError> {
-        self.repo.transition(tenant, id, action).await
+        let approval = self.repo.transition(tenant, id, action).await?;
+        self.cache.invalidate(tenant, approval.lead_id).await;
+        Ok(approval)
     }
 
     /// The queue.
@@ -118,13 +124,14 @@ pub enum AppendError {
 #[derive(Clone)]
 pub struct TimelineService {
     repo: Arc<dyn EventRepository>,
+    cache: Arc<dyn ContextCache>,
 }
 
 impl TimelineService {
     /// Wraps a repository.
     #[must_use]
-    pub fn new(repo: Arc<dyn EventRepository>) -> Self {
-        Self { repo }
+    pub fn new(repo: Arc<dyn EventRepository>, cache: Arc<dyn ContextCache>) -> Self {
+        Self { repo, cache }
     }
 
     /// Appends an event, refusing ones dated in the future.
@@ -139,7 +146,9 @@ impl TimelineService {
     ) -> Result<Event, AppendError> {
         req.check_time(chrono::Utc::now())
             .map_err(AppendError::InvalidTime)?;
-        Ok(self.repo.append(tenant, lead, req).await?)
+        let event = self.repo.append(tenant, lead, req).await?;
+        self.cache.invalidate(tenant, lead).await;
+        Ok(event)
     }
 
     /// A page of a lead's timeline.
@@ -160,25 +169,45 @@ impl TimelineService {
 #[derive(Clone)]
 pub struct ContextService {
     repo: Arc<dyn LeadContextRepository>,
+    cache: Arc<dyn ContextCache>,
     settings: RecallSettings,
 }
 
 impl ContextService {
     /// Wraps a repository.
     #[must_use]
-    pub fn new(repo: Arc<dyn LeadContextRepository>, settings: RecallSettings) -> Self {
-        Self { repo, settings }
+    pub fn new(
+        repo: Arc<dyn LeadContextRepository>,
+        cache: Arc<dyn ContextCache>,
+        settings: RecallSettings,
+    ) -> Self {
+        Self {
+            repo,
+            cache,
+            settings,
+        }
     }
 
-    /// A lead's context.
+    /// A lead's context, through the cache.
     ///
     /// # Errors
-    /// See [`LeadContextRepository::context`].
+    /// See [`LeadContextRepository::context`]; with the store unavailable a
+    /// recent enough cached copy is served instead of `Unavailable`.
     pub async fn context(
         &self,
         tenant: TenantId,
         lead: LeadId,
-    ) -> Result<LeadContext, GetLeadError> {
-        self.repo.context(tenant, lead, self.settings.events).await
+    ) -> Result<Arc<LeadContext>, GetLeadError> {
+        let repo = self.repo.clone();
+        let events = self.settings.events;
+        let load: ContextLoader =
+            Box::new(move || Box::pin(async move { repo.context(tenant, lead, events).await }));
+        self.cache.get_or_load(tenant, lead, load).await
+    }
+
+    /// The cache's counters.
+    #[must_use]
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 }

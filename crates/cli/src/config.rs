@@ -28,6 +28,8 @@ pub struct Config {
     pub log: LogSettings,
     /// The lead-context read model.
     pub recall: leadline_app::RecallSettings,
+    /// The lead-context cache: in-process, and Redis when `cache.redis_url` is set.
+    pub cache: leadline_cache::CacheSettings,
 }
 
 /// The HTTP listener.
@@ -136,6 +138,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         .problems()
         .into_iter()
         .chain(config.recall.problems())
+        .chain(config.cache.problems())
         .map(|(key, why)| format!("{key}: {why}"))
         .collect();
     if problems.is_empty() {

@@ -4,6 +4,7 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use leadline_app::{Composition, CreatedTenant, compose_with};
+use leadline_cache::CacheSettings;
 use leadline_domain::{CreateTenantRequest, DisplayName, Slug};
 use leadline_http::{AppState, router, serve as serve_http};
 use leadline_store::{MigrateOp, MigrationState, Store, redact_url};
@@ -37,7 +38,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let composition = compose_with(&config.database, config.recall, true).await?;
+    let composition = compose_with(&config.database, &config.cache, config.recall, true).await?;
     let app = router(AppState::new(composition.services.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(config.database.url.expose_secret()), "leadline listening");
@@ -64,6 +65,14 @@ pub async fn serve(
     composition.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Admin commands touch no lead context, so they run without a cache.
+fn no_cache() -> CacheSettings {
+    CacheSettings {
+        enabled: false,
+        ..CacheSettings::default()
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
@@ -102,7 +111,7 @@ pub async fn create_tenant(
     let slug = Slug::parse(slug).map_err(|e| anyhow::anyhow!("slug: {e}"))?;
     let name = DisplayName::new(name.unwrap_or(slug.as_str()))
         .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-    let composition = compose_with(&config.database, config.recall, true).await?;
+    let composition = compose_with(&config.database, &no_cache(), config.recall, true).await?;
     let created = composition
         .services
         .tenants
@@ -170,5 +179,5 @@ pub async fn verify_service_role(config: &Config, login: &str) -> anyhow::Result
 /// # Errors
 /// As [`compose`].
 pub async fn composition(config: &Config) -> anyhow::Result<Composition> {
-    Ok(compose_with(&config.database, config.recall, true).await?)
+    Ok(compose_with(&config.database, &no_cache(), config.recall, true).await?)
 }

@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/leads/{id}/approvals", post(draft))
         .route("/v1/leads/{id}/events", get(timeline).post(append_event))
         .route("/v1/leads/{id}/context", get(context))
+        .route("/v1/cache/stats", get(cache_stats))
         .route("/v1/approvals", get(queue))
         .route("/v1/approvals/{id}", get(get_approval))
         .route("/v1/approvals/{id}/approve", post(approve))
@@ -331,11 +332,21 @@ async fn context(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
     Path(lead): Path<String>,
-) -> Result<Json<LeadContext>, ApiError> {
+) -> Result<Json<std::sync::Arc<LeadContext>>, ApiError> {
     let lead: LeadId = parse_id(&lead, "lead")?;
     Ok(Json(
         state.services().context.context(tenant.id, lead).await?,
     ))
+}
+
+/// Cache counters since start, for tenant admins (every API key is a
+/// tenant admin's today). The counters are the instance's, not per tenant:
+/// they reveal volumes, never keys or data.
+async fn cache_stats(
+    State(state): State<AppState>,
+    CurrentTenant(_): CurrentTenant,
+) -> Json<leadline_ports::CacheStats> {
+    Json(state.services().context.cache_stats())
 }
 
 #[cfg(test)]

@@ -131,6 +131,17 @@ pub trait LeadRepository: Send + Sync {
     /// [`GetLeadError::NotFound`], also for another tenant's lead.
     async fn get(&self, tenant: TenantId, id: LeadId) -> Result<Lead, GetLeadError>;
 
+    /// The ids of the leads assigned to `agent`: whose cached contexts show
+    /// that agent and must be invalidated when it changes.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn ids_assigned_to(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> Result<Vec<LeadId>, ListLeadsError>;
+
     /// How many leads the tenant has.
     ///
     /// # Errors

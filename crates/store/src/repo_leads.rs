@@ -120,6 +120,31 @@ impl LeadRepository for Store {
         }
     }
 
+    async fn ids_assigned_to(
+        &self,
+        tenant: TenantId,
+        agent: leadline_domain::AgentId,
+    ) -> Result<Vec<LeadId>, ListLeadsError> {
+        let result: Result<Vec<uuid::Uuid>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            // Served by leads_agent_idx; ids only, however many there are.
+            let ids = leads::Entity::find()
+                .select_only()
+                .column(leads::Column::Id)
+                .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(leads::Column::AssignedAgentId.eq(agent.as_uuid()))
+                .into_tuple::<uuid::Uuid>()
+                .all(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(ids)
+        }
+        .await;
+        result
+            .map(|ids| ids.into_iter().map(LeadId::from_uuid).collect())
+            .map_err(|f| common!(f, ListLeadsError))
+    }
+
     async fn count(&self, tenant: TenantId) -> Result<u64, ListLeadsError> {
         let result: Result<u64, Failure> = async {
             let txn = self.begin(tenant).await?;

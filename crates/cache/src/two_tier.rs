@@ -1,0 +1,389 @@
+//! [`TwoTierCache`]: L1 (in-process) in front of L2 (Redis), with
+//! single-flight fills, generation-guarded writes and pub/sub invalidation.
+//! The crate docs hold the design; this module is its code.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher as _;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use leadline_domain::{LeadContext, LeadId, TenantId};
+use leadline_ports::{CacheStats, ContextCache, ContextLoader, GetLeadError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::error::CacheError;
+use crate::flight::{self, Flights, Role, Served, SharedError};
+use crate::local::{Key, Local, Stamp};
+use crate::settings::{CacheSettings, redact_url};
+use crate::shared::{Read, Shared};
+use crate::stats::{Counters, bump};
+use crate::subscriber::Subscriber;
+
+/// How long [`TwoTierCache::connect`] waits for Redis before starting
+/// degraded. Only start-up waits this long; requests never do.
+const STARTUP_WAIT: Duration = Duration::from_secs(1);
+/// Floor of the bound on background Redis work (connecting, subscribing, the
+/// subscription's health `PING`): a request-sized bound of a few
+/// milliseconds would make a slightly slow network look like an outage, and
+/// every false outage clears L1.
+const MIN_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long [`TwoTierCache::shutdown`] lets the subscriber finish before
+/// aborting it.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// The lead-context cache of a service instance: an in-process tier in
+/// front of Redis, kept coherent across instances by pub/sub invalidation.
+/// See the [crate docs](crate) for the design.
+pub struct TwoTierCache {
+    local: Local,
+    flights: Flights,
+    /// `None` without `redis_url`, and after [`TwoTierCache::shutdown`].
+    shared: RwLock<Option<Shared>>,
+    stats: Arc<Counters>,
+    /// Tags this instance's invalidation messages, so it can skip its echo.
+    instance: String,
+    stale_window: Duration,
+    subscribed: watch::Receiver<bool>,
+    /// Dropping it (with the cache) or sending on it stops the subscriber.
+    stop: watch::Sender<bool>,
+    subscriber: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for TwoTierCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwoTierCache")
+            .field("instance", &self.instance)
+            .field("shared", &self.shared())
+            .field("subscribed", &self.subscribed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TwoTierCache {
+    /// Builds the cache. With `redis_url` set it spawns the invalidation
+    /// subscriber and waits (at most a second) for Redis to answer and the
+    /// subscription to stand; if Redis is down it starts degraded, serving
+    /// from L1 and the loader, and catches up by itself when Redis is back.
+    ///
+    /// Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    /// [`CacheError::InvalidSettings`] when [`CacheSettings::problems`] finds
+    /// any; never because Redis is unreachable.
+    pub async fn connect(settings: &CacheSettings) -> Result<Self, CacheError> {
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            return Err(CacheError::InvalidSettings(problems));
+        }
+        let stats = Arc::new(Counters::default());
+        let local = Local::new(
+            settings.l1_capacity_bytes,
+            settings.l1_ttl(),
+            settings.stale_window(),
+            &stats,
+        );
+        let instance = instance_id();
+        let (subscribed_sender, subscribed) = watch::channel(false);
+        let (stop, stop_receiver) = watch::channel(false);
+        let mut cache = Self {
+            local,
+            flights: Flights::default(),
+            shared: RwLock::new(None),
+            stats,
+            instance,
+            stale_window: settings.stale_window(),
+            subscribed,
+            stop,
+            subscriber: Mutex::new(None),
+        };
+        let Some(url) = settings.redis_url.as_deref().map(str::trim) else {
+            tracing::info!("cache: in-process tier only (no cache.redis_url)");
+            return Ok(cache);
+        };
+        let bad_url =
+            |why: &str| CacheError::InvalidSettings(vec![("cache.redis_url", why.to_owned())]);
+        // The client's message is dropped: it may quote the URL.
+        let client = redis::Client::open(url).map_err(|_| bad_url("is not a valid Redis URL"))?;
+        let background_timeout = settings.redis_timeout().max(MIN_BACKGROUND_TIMEOUT);
+        let shared = Shared::new(
+            client.clone(),
+            settings.redis_timeout(),
+            background_timeout,
+            settings.l2_ttl_secs,
+            Arc::clone(&cache.stats),
+        )
+        .map_err(|error| bad_url(&format!("cannot set up a client: {:?}", error.kind())))?;
+        let subscriber = Subscriber {
+            client,
+            local: cache.local.clone(),
+            stats: Arc::clone(&cache.stats),
+            instance: cache.instance.clone(),
+            timeout: background_timeout,
+            subscribed: subscribed_sender,
+            stop: stop_receiver,
+        };
+        *cache
+            .subscriber
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tokio::spawn(subscriber.run()));
+
+        let mut subscribed = cache.subscribed.clone();
+        let warm_up = async {
+            // The connection is made lazily by the first call; making it here
+            // keeps the first requests from paying for it.
+            let answers = async {
+                while !shared.ping().await {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let listening = async {
+                // An error means the subscriber is gone, so there is nothing
+                // to wait for.
+                let _ = subscribed.wait_for(|subscribed| *subscribed).await;
+            };
+            tokio::join!(answers, listening);
+        };
+        let redacted = redact_url(url);
+        if tokio::time::timeout(STARTUP_WAIT, warm_up).await.is_ok() {
+            tracing::info!(redis = %redacted, "cache: two tiers, in-process and Redis");
+        } else {
+            tracing::warn!(
+                redis = %redacted,
+                "cache: Redis is not answering; starting with the in-process tier only and \
+                 reconnecting in the background"
+            );
+        }
+        *cache
+            .shared
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = Some(shared);
+        Ok(cache)
+    }
+
+    /// Stops the subscriber and drops the Redis connections. The cache keeps
+    /// working afterwards, in-process only.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let task = self
+            .subscriber
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut task) = task
+            && tokio::time::timeout(SHUTDOWN_WAIT, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+        self.shared
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    /// Whether invalidations from other instances are being received right
+    /// now; for health checks. Always `false` without Redis.
+    #[must_use]
+    pub fn subscribed(&self) -> bool {
+        *self.subscribed.borrow()
+    }
+
+    fn shared(&self) -> Option<Shared> {
+        self.shared
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The leader's work for a key that missed L1: L2, else the loader.
+    async fn fill(
+        &self,
+        key: Key,
+        stamp: Stamp,
+        load: ContextLoader,
+    ) -> Result<Served, GetLeadError> {
+        let (tenant, lead) = key;
+        // A flight that ended just before this one started may have filled
+        // the key; asking Redis and the store again would be waste.
+        if let Some(entry) = self.local.get(&key).await
+            && entry.is_fresh(Instant::now())
+        {
+            return Ok(fresh(entry.value));
+        }
+
+        let shared = self.shared();
+        // `None` when L2 could not tell: then the loaded value is not written
+        // to L2, since nothing proves that no invalidation came first.
+        let mut generation = None;
+        if let Some(shared) = &shared {
+            match shared.read(tenant, lead).await {
+                Some(Read {
+                    value: Some(bytes),
+                    generation: seen,
+                }) => match serde_json::from_slice::<LeadContext>(&bytes) {
+                    Ok(context) => {
+                        bump(&self.stats.l2.hits);
+                        let value = Arc::new(context);
+                        self.local
+                            .keep(key, stamp, Arc::clone(&value), bytes.len())
+                            .await;
+                        return Ok(fresh(value));
+                    }
+                    Err(error) => {
+                        // E.g. written by an older release with another
+                        // shape: reload, and the write below replaces it.
+                        bump(&self.stats.l2.errors);
+                        bump(&self.stats.l2.misses);
+                        tracing::warn!(%tenant, %lead, %error, "cache: undecodable copy in Redis");
+                        generation = Some(seen);
+                    }
+                },
+                Some(Read {
+                    value: None,
+                    generation: seen,
+                }) => {
+                    bump(&self.stats.l2.misses);
+                    generation = Some(seen);
+                }
+                // Counted as an error where it failed; also a miss, so that
+                // hits + misses is the number of L2 lookups.
+                None => bump(&self.stats.l2.misses),
+            }
+        }
+
+        // Real time even under a paused test clock: this is a measurement.
+        let started = std::time::Instant::now();
+        let loaded = load().await;
+        self.stats.record_load(started.elapsed(), loaded.is_err());
+        match loaded {
+            Ok(context) => {
+                let value = Arc::new(context);
+                match serde_json::to_vec(&*value) {
+                    Ok(bytes) => {
+                        self.local
+                            .keep(key, stamp, Arc::clone(&value), bytes.len())
+                            .await;
+                        if let (Some(shared), Some(generation)) = (&shared, &generation) {
+                            shared
+                                .write_if_generation(tenant, lead, &bytes, generation)
+                                .await;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%tenant, %lead, %error, "cache: context not serializable; not cached");
+                    }
+                }
+                Ok(fresh(value))
+            }
+            Err(GetLeadError::Unavailable(why)) => {
+                let now = Instant::now();
+                match self.local.get(&key).await {
+                    Some(entry) if now <= entry.fresh_until + self.stale_window => {
+                        tracing::debug!(%tenant, %lead, reason = %why, "cache: store unavailable, serving a stale copy");
+                        Ok(Served {
+                            stale: !entry.is_fresh(now),
+                            value: entry.value,
+                        })
+                    }
+                    _ => Err(GetLeadError::Unavailable(why)),
+                }
+            }
+            // Not cached: a lead that does not exist yet may be created.
+            Err(other) => Err(other),
+        }
+    }
+
+    fn serve(
+        &self,
+        served: Result<Served, GetLeadError>,
+    ) -> Result<Arc<LeadContext>, GetLeadError> {
+        let served = served?;
+        if served.stale {
+            bump(&self.stats.stale_served);
+        }
+        Ok(served.value)
+    }
+}
+
+fn fresh(value: Arc<LeadContext>) -> Served {
+    Served {
+        value,
+        stale: false,
+    }
+}
+
+/// A random id for this cache instance: 64 bits from the standard library's
+/// per-instance random hasher keys, mixed with the pid and the time.
+fn instance_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let hash = RandomState::new().hash_one((std::process::id(), nanos));
+    format!("{hash:016x}")
+}
+
+#[async_trait]
+impl ContextCache for TwoTierCache {
+    async fn get_or_load(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        load: ContextLoader,
+    ) -> Result<Arc<LeadContext>, GetLeadError> {
+        let key = (tenant, lead);
+        if let Some(entry) = self.local.get(&key).await
+            && entry.is_fresh(Instant::now())
+        {
+            bump(&self.stats.l1.hits);
+            return Ok(entry.value);
+        }
+        bump(&self.stats.l1.misses);
+        loop {
+            // Taken before anything is read: see `Local::keep`.
+            let stamp = self.local.stamp(&key);
+            match self.flights.join(key, stamp) {
+                Role::Leader(leader) => {
+                    let served = self.fill(key, stamp, load).await;
+                    leader.finish(match &served {
+                        Ok(served) => Ok(served.clone()),
+                        Err(error) => Err(SharedError::of(error)),
+                    });
+                    return self.serve(served);
+                }
+                Role::Follower(slot) => {
+                    if let Some(outcome) = flight::wait(slot).await {
+                        return self.serve(outcome.map_err(|error| error.to_error()));
+                    }
+                    // The leader's caller gave up before it finished: join
+                    // or lead the next flight.
+                }
+            }
+        }
+    }
+
+    async fn invalidate(&self, tenant: TenantId, lead: LeadId) {
+        self.local.drop_key(&(tenant, lead)).await;
+        let Some(shared) = self.shared() else {
+            return;
+        };
+        if shared.invalidate(tenant, lead, &self.instance).await {
+            bump(&self.stats.invalidations_sent);
+        } else {
+            // The outage itself was logged as a warning where it began.
+            tracing::debug!(
+                %tenant,
+                %lead,
+                "cache: invalidation not sent to Redis; other instances keep their copy until \
+                 its TTL ends or their subscription restarts"
+            );
+        }
+    }
+
+    fn stats(&self) -> CacheStats {
+        self.stats.snapshot()
+    }
+}

@@ -1,0 +1,271 @@
+//! The lead-context cache across two app instances sharing PostgreSQL and
+//! Redis: coherence after writes, the stale re-insert race, a broken
+//! invalidation subscription, Redis stopped, PostgreSQL stopped.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use leadline_app::{Composition, RecallSettings, Services};
+use leadline_cache::{CacheSettings, TwoTierCache};
+use leadline_domain::{CompanyName, LeadId, TenantId, UpdateLeadRequest};
+use leadline_store::Store;
+
+use crate::support::{agent_req, lead_req, new_tenant, pg_store};
+
+fn cache_settings(redis_url: &str) -> CacheSettings {
+    CacheSettings {
+        redis_url: Some(redis_url.to_owned()),
+        ..CacheSettings::default()
+    }
+}
+
+async fn instance(store: Store, redis_url: &str) -> Services {
+    let cache = TwoTierCache::connect(&cache_settings(redis_url))
+        .await
+        .expect("cache starts");
+    Composition::from_parts(store, Arc::new(cache), RecallSettings::default()).services
+}
+
+struct Pair {
+    a: Services,
+    b: Services,
+    tenant: TenantId,
+    lead: LeadId,
+}
+
+async fn pair(redis_url: &str) -> Pair {
+    let a = instance(pg_store().await, redis_url).await;
+    let b = instance(pg_store().await, redis_url).await;
+    let (tenant, _) = new_tenant(&a).await;
+    let agent = a
+        .agents
+        .create(tenant, &agent_req("coh@example.com"))
+        .await
+        .unwrap();
+    let mut req = lead_req("Coherent");
+    req.assigned_agent_id = Some(agent.id);
+    let lead = a.leads.create(tenant, &req).await.unwrap().id;
+    Pair { a, b, tenant, lead }
+}
+
+async fn company_on(s: &Services, tenant: TenantId, lead: LeadId) -> Option<String> {
+    s.context
+        .context(tenant, lead)
+        .await
+        .unwrap()
+        .lead
+        .company
+        .as_ref()
+        .map(ToString::to_string)
+}
+
+async fn set_company(s: &Services, tenant: TenantId, lead: LeadId, name: &str) {
+    let version = s.leads.get(tenant, lead).await.unwrap().version;
+    let req = UpdateLeadRequest {
+        expected_version: version,
+        company: Some(Some(CompanyName::new(name).unwrap())),
+        ..Default::default()
+    };
+    s.leads.update(tenant, lead, &req).await.unwrap();
+}
+
+/// Polls `s` until the context shows `expected`, returning how long it took.
+async fn until_seen(
+    s: &Services,
+    tenant: TenantId,
+    lead: LeadId,
+    expected: &str,
+    bound: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if company_on(s, tenant, lead).await.as_deref() == Some(expected) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < bound,
+            "B still shows a stale context after {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_on_one_instance_reaches_the_other_and_the_time_is_measured() {
+    let p = pair(&leadline_testsupport::redis().url()).await;
+    let mut times = Vec::new();
+    for i in 0..30 {
+        // B holds the context in L1 (and L2) before every write.
+        company_on(&p.b, p.tenant, p.lead).await;
+        let name = format!("Company {i}");
+        set_company(&p.a, p.tenant, p.lead, &name).await;
+        times.push(until_seen(&p.b, p.tenant, p.lead, &name, Duration::from_secs(2)).await);
+    }
+    times.sort();
+    eprintln!(
+        "invalidation propagation A -> B over {} writes: p50 {:?}, max {:?}",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    let stats = p.b.context.cache_stats();
+    assert!(stats.invalidations_received >= 30, "{stats:?}");
+    assert!(stats.l1.hits + stats.l2.hits > 0, "{stats:?}");
+}
+
+// Several worker threads: readers that hit L1 complete without ever
+// waiting, and must not starve the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_context_survives_writes_under_concurrent_reads() {
+    let p = Arc::new(pair(&leadline_testsupport::redis().url()).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    // Readers on B keep loading and re-caching the context while A writes,
+    // which is what it takes for a loader that read before a write to try to
+    // put its old value back after the write's invalidation.
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (p, stop, reads) = (p.clone(), stop.clone(), reads.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    p.b.context.context(p.tenant, p.lead).await.unwrap();
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut last = String::new();
+    for i in 0..40 {
+        last = format!("Race {i}");
+        set_company(&p.a, p.tenant, p.lead, &last).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Propagation is measured in milliseconds; give it a generous bound, then
+    // both instances must agree with the database.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert_eq!(
+        company_on(&p.b, p.tenant, p.lead).await.as_deref(),
+        Some(last.as_str()),
+        "B"
+    );
+    assert_eq!(
+        company_on(&p.a, p.tenant, p.lead).await.as_deref(),
+        Some(last.as_str()),
+        "A"
+    );
+    eprintln!(
+        "stale re-insert hunt: {} concurrent reads on B during 40 writes on A",
+        reads.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test]
+async fn a_killed_subscription_leaves_no_stale_context() {
+    let redis = leadline_testsupport::OwnedRedisServer::start().unwrap();
+    let p = pair(&redis.url()).await;
+    assert_eq!(company_on(&p.b, p.tenant, p.lead).await, None);
+    // Kill B's (and A's) pub/sub connections, then write at once: the
+    // invalidation may be published while B is not listening.
+    kill_pubsub_clients(&redis.url()).await;
+    set_company(&p.a, p.tenant, p.lead, "After the blip").await;
+    until_seen(
+        &p.b,
+        p.tenant,
+        p.lead,
+        "After the blip",
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+async fn kill_pubsub_clients(url: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("redis://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"*4\r\n$6\r\nCLIENT\r\n$4\r\nKILL\r\n$4\r\nTYPE\r\n$6\r\npubsub\r\n")
+        .await
+        .unwrap();
+    let mut reply = [0u8; 64];
+    let n = conn.read(&mut reply).await.unwrap();
+    assert!(
+        reply[..n].starts_with(b":"),
+        "CLIENT KILL answered {:?}",
+        String::from_utf8_lossy(&reply[..n])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stopped_mid_test_fails_no_request() {
+    let mut redis = leadline_testsupport::OwnedRedisServer::start().unwrap();
+    let p = Arc::new(pair(&redis.url()).await);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (p, failures, done, stop) =
+                (p.clone(), failures.clone(), done.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = if w == 0 && i % 5 == 0 {
+                        let version = p.a.leads.get(p.tenant, p.lead).await.map(|l| l.version);
+                        match version {
+                            Ok(v) => {
+                                let req = UpdateLeadRequest {
+                                    expected_version: v,
+                                    ..Default::default()
+                                };
+                                // A lost version race is a business answer, not a failure.
+                                !matches!(
+                                    p.a.leads.update(p.tenant, p.lead, &req).await,
+                                    Err(leadline_ports::UpdateLeadError::Unavailable(_)
+                                        | leadline_ports::UpdateLeadError::Unknown(_))
+                                )
+                            }
+                            Err(_) => false,
+                        }
+                    } else {
+                        let s = if w % 2 == 0 { &p.a } else { &p.b };
+                        s.context.context(p.tenant, p.lead).await.is_ok()
+                    };
+                    if !ok {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.stop().unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.restart().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    eprintln!(
+        "with Redis stopped for 700 ms: {} requests, {} failed",
+        done.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed)
+    );
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    assert!(done.load(Ordering::Relaxed) > 50);
+    // Coherence resumes once Redis is back.
+    set_company(&p.a, p.tenant, p.lead, "Back").await;
+    until_seen(&p.b, p.tenant, p.lead, "Back", Duration::from_secs(10)).await;
+}
