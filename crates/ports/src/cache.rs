@@ -88,6 +88,15 @@ pub trait ContextCache: Send + Sync {
     /// cannot be reached is cleared when it comes back.
     async fn invalidate(&self, tenant: TenantId, lead: LeadId);
 
-    /// Counters since start.
+        /// Counters since start.
     fn stats(&self) -> CacheStats;
+
+    /// Up to `limit` keys most recently loaded anywhere in the fleet, most
+    /// recent first, for warming a starting instance. Each is later loaded
+    /// in its own tenant's context, so this needs no cross-tenant query. A
+    /// cache without a shared tier knows none.
+    async fn hot_keys(&self, limit: usize) -> Vec<(TenantId, LeadId)> {
+        let _ = limit;
+        Vec::new()
+    }
 }
