@@ -14,6 +14,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_core;
 mod m20261122_000002_row_level_security;
 mod m20261122_000003_workflow;
+mod m20261122_000004_recent_activity;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_core::Migration),
             Box::new(m20261122_000002_row_level_security::Migration),
             Box::new(m20261122_000003_workflow::Migration),
+            Box::new(m20261122_000004_recent_activity::Migration),
         ]
     }
 }

@@ -269,3 +269,148 @@ async fn redis_stopped_mid_test_fails_no_request() {
     set_company(&p.a, p.tenant, p.lead, "Back").await;
     until_seen(&p.b, p.tenant, p.lead, "Back", Duration::from_secs(10)).await;
 }
+
+/// PostgreSQL stopped under a running instance: cached contexts are still
+/// served (stale-if-error once past freshness), uncached ones get a 503
+/// problem with Retry-After, and service resumes by itself once PostgreSQL
+/// is back.
+#[tokio::test]
+async fn postgres_stopped_serves_cached_contexts_and_recovers() {
+    use axum::{body::Body, http::Request};
+    use http_body_util::BodyExt;
+    use leadline_store::{MigrateOp, StoreSettings};
+    use secrecy::SecretString;
+    use tower::ServiceExt;
+
+    let mut pg = leadline_testsupport::OwnedPgServer::start().unwrap();
+    pg.admin_execute(
+        "postgres",
+        "CREATE ROLE owner_down LOGIN CREATEROLE PASSWORD 'owner-down-pw'",
+    )
+    .await
+    .unwrap();
+    let db = pg
+        .create_database("leadline_down", Some("owner_down"))
+        .await
+        .unwrap();
+    let owner = Store::connect_for_migrations(
+        &pg.url("owner_down", "owner-down-pw", &db),
+        &StoreSettings::default(),
+    )
+    .await
+    .unwrap();
+    owner.migrate(MigrateOp::Up).await.unwrap();
+    owner
+        .ensure_service_login(
+            "app_down",
+            &SecretString::from("app-down-password".to_owned()),
+        )
+        .await
+        .unwrap();
+    owner.close().await;
+
+    let settings = StoreSettings {
+        max_connections: 4,
+        acquire_timeout_ms: 500,
+        ..StoreSettings::for_url(&pg.url("app_down", "app-down-password", &db))
+    };
+    let store = Store::connect(&settings).await.unwrap();
+    // Fresh for one second, then servable for a minute if the store fails.
+    let cache = CacheSettings {
+        l1_ttl_secs: 1,
+        stale_if_error_secs: 60,
+        ..CacheSettings::default()
+    };
+    let cache = TwoTierCache::connect(&cache).await.unwrap();
+    let services =
+        Composition::from_parts(store, Arc::new(cache), RecallSettings::default()).services;
+    let created = services
+        .tenants
+        .create(&leadline_domain::CreateTenantRequest {
+            slug: leadline_domain::Slug::parse(&crate::support::unique_slug("down")).unwrap(),
+            name: leadline_domain::DisplayName::new("Down Inc").unwrap(),
+        })
+        .await
+        .unwrap();
+    let tenant = created.tenant.id;
+    let cached = services
+        .leads
+        .create(tenant, &lead_req("Cached"))
+        .await
+        .unwrap()
+        .id;
+    let uncached = services
+        .leads
+        .create(tenant, &lead_req("Uncached"))
+        .await
+        .unwrap()
+        .id;
+    let app = leadline_http::router(leadline_http::AppState::new(services.clone()));
+    let key = created.api_key.expose().to_owned();
+    let get = |lead: LeadId| {
+        let (app, key) = (app.clone(), key.clone());
+        async move {
+            let req = Request::get(format!("/v1/leads/{lead}/context"))
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap();
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let retry_after = res.headers().get("retry-after").cloned();
+            let body: serde_json::Value =
+                serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap();
+            (status, retry_after, body)
+        }
+    };
+    assert_eq!(get(cached).await.0, 200);
+
+    pg.stop().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await; // past freshness
+    let started = Instant::now();
+    let (status, _, body) = get(cached).await;
+    // The key was verified a moment ago and the context is cached: the
+    // request is answered without PostgreSQL.
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["lead"]["id"], serde_json::json!(cached));
+    let ctx = services
+        .context
+        .context(tenant, cached)
+        .await
+        .expect("stale copy served while PostgreSQL is down");
+    assert_eq!(ctx.lead.id, cached);
+    assert!(services.context.cache_stats().stale_served >= 1);
+    let err = services
+        .context
+        .context(tenant, uncached)
+        .await
+        .expect_err("nothing cached, store down");
+    assert!(
+        matches!(err, leadline_ports::GetLeadError::Unavailable(_)),
+        "{err:?}"
+    );
+    let (status, retry_after, body) = get(uncached).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after.is_some(), "503 carries Retry-After");
+    assert_eq!(body["type"], "urn:leadline:problem:unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fails fast, does not hang: {:?}",
+        started.elapsed()
+    );
+
+    pg.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, body) = get(uncached).await;
+        if status == 200 {
+            assert_eq!(body["lead"]["id"], serde_json::json!(uncached));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after PostgreSQL came back: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

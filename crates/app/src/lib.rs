@@ -11,7 +11,9 @@ mod workflow;
 
 pub use compose::{ComposeError, Composition, compose, compose_with};
 pub use services::{AgentService, CreatedTenant, LeadService, Services, TenantService};
-pub use workflow::{AppendError, ApprovalService, ContextService, RecallSettings, TimelineService};
+pub use workflow::{
+    AppendError, ApprovalService, ContextService, PreloadReport, RecallSettings, TimelineService,
+};
 
 #[cfg(test)]
 mod tests;

@@ -59,7 +59,24 @@ pub struct CreatedTenant {
 #[derive(Clone)]
 pub struct TenantService {
     repo: Arc<dyn TenantRepository>,
+    /// Verified keys by hash. Every request authenticates, so this saves a
+    /// transaction per request, and it lets requests for cached contexts be
+    /// served while the store is down. Only successes are kept.
+    verified: moka::sync::Cache<[u8; 32], VerifiedKey>,
 }
+
+#[derive(Debug, Clone)]
+struct VerifiedKey {
+    tenant: Tenant,
+    fresh_until: std::time::Instant,
+}
+
+/// How long a verified key is trusted without asking the store again (the
+/// most a revoked key can keep working).
+const KEY_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long past that a verified key is still accepted while the store is
+/// unavailable.
+const KEY_STALE_IF_ERROR: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn new_token(tenant: TenantId) -> ApiKeyToken {
     let mut secret = [0u8; 24];
@@ -72,7 +89,11 @@ impl TenantService {
     /// Wraps a repository.
     #[must_use]
     pub fn new(repo: Arc<dyn TenantRepository>) -> Self {
-        Self { repo }
+        let verified = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(KEY_FRESH + KEY_STALE_IF_ERROR)
+            .build();
+        Self { repo, verified }
     }
 
     /// Creates a tenant with a fresh API key.
@@ -120,9 +141,37 @@ impl TenantService {
     /// [`AuthenticateError::InvalidKey`] and the store's failures.
     pub async fn authenticate(&self, bearer: &str) -> Result<Tenant, AuthenticateError> {
         let token = ApiKeyToken::parse(bearer).map_err(|_| AuthenticateError::InvalidKey)?;
-        self.repo
-            .authenticate(token.tenant_id(), token.hash())
-            .await
+        let hash = token.hash();
+        let known = self.verified.get(hash.as_bytes());
+        if let Some(known) = &known
+            && std::time::Instant::now() < known.fresh_until
+        {
+            return Ok(known.tenant.clone());
+        }
+        match self.repo.authenticate(token.tenant_id(), hash).await {
+            Ok(tenant) => {
+                let fresh_until = std::time::Instant::now() + KEY_FRESH;
+                self.verified.insert(
+                    *hash.as_bytes(),
+                    VerifiedKey {
+                        tenant: tenant.clone(),
+                        fresh_until,
+                    },
+                );
+                Ok(tenant)
+            }
+            Err(AuthenticateError::Unavailable(cause)) => match known {
+                Some(known) => {
+                    tracing::warn!(%cause, "store unavailable: accepting a recently verified API key");
+                    Ok(known.tenant)
+                }
+                None => Err(AuthenticateError::Unavailable(cause)),
+            },
+            Err(other) => {
+                self.verified.invalidate(hash.as_bytes());
+                Err(other)
+            }
+        }
     }
 
     /// Reads a tenant.

@@ -399,3 +399,51 @@ mod cache_wiring {
         assert!(matches!(result, Err(GetLeadError::Unavailable(_))));
     }
 }
+
+#[tokio::test]
+async fn verified_keys_are_remembered_and_survive_a_store_outage() {
+    let tenant = TenantId::new();
+    let token = ApiKeyToken::from_random(tenant, [9; 24]);
+    let mut repo = MockTenantRepository::new();
+    let mut calls = mockall::Sequence::new();
+    repo.expect_authenticate()
+        .times(1)
+        .in_sequence(&mut calls)
+        .returning(move |t, _| {
+            Ok(leadline_domain::Tenant {
+                id: t,
+                slug: Slug::parse("acme").expect("valid"),
+                name: DisplayName::new("Acme").expect("valid"),
+                created_at: chrono::Utc::now(),
+            })
+        });
+    let service = TenantService::new(Arc::new(repo));
+    for _ in 0..3 {
+        assert_eq!(
+            service
+                .authenticate(token.expose())
+                .await
+                .expect("verified")
+                .id,
+            tenant
+        );
+    }
+    // (Freshness expiry is a minute; the outage fallback is covered end to
+    // end by the PostgreSQL-stopped integration test.)
+
+    let mut refusing = MockTenantRepository::new();
+    refusing
+        .expect_authenticate()
+        .times(2)
+        .returning(|_, _| Err(AuthenticateError::InvalidKey));
+    let service = TenantService::new(Arc::new(refusing));
+    for _ in 0..2 {
+        assert!(
+            matches!(
+                service.authenticate(token.expose()).await,
+                Err(AuthenticateError::InvalidKey)
+            ),
+            "refusals are never cached"
+        );
+    }
+}

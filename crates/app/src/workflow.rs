@@ -9,7 +9,7 @@ use leadline_domain::{
 use leadline_ports::{
     AppendEventError, ApprovalRepository, CacheStats, ContextCache, ContextLoader,
     DraftApprovalError, EventRepository, GetApprovalError, GetLeadError, LeadContextRepository,
-    ListApprovalsError, TimelineError, TransitionApprovalError,
+    ListApprovalsError, ListLeadsError, TimelineError, TransitionApprovalError,
 };
 use serde::Deserialize;
 
@@ -19,11 +19,25 @@ use serde::Deserialize;
 pub struct RecallSettings {
     /// How many of the latest events a context carries.
     pub events: u16,
+    /// Warm the caches at start with the contexts the fleet used most recently.
+    pub preload_on_start: bool,
+    /// The most contexts one preload loads.
+    pub preload_max: u16,
+    /// How long a preload may take; at start, readiness waits at most this long.
+    pub preload_timeout_ms: u64,
+    /// Contexts loaded at once while preloading (each holds a connection).
+    pub preload_concurrency: u16,
 }
 
 impl Default for RecallSettings {
     fn default() -> Self {
-        Self { events: 20 }
+        Self {
+            events: 20,
+            preload_on_start: true,
+            preload_max: 1000,
+            preload_timeout_ms: 5_000,
+            preload_concurrency: 4,
+        }
     }
 }
 
@@ -31,12 +45,36 @@ impl RecallSettings {
     /// Lists every invalid value by its key.
     #[must_use]
     pub fn problems(&self) -> Vec<(&'static str, String)> {
-        if (1..=200).contains(&self.events) {
-            Vec::new()
-        } else {
-            vec![("recall.events", "must be between 1 and 200".to_owned())]
+        let mut problems = Vec::new();
+        if !(1..=200).contains(&self.events) {
+            problems.push(("recall.events", "must be between 1 and 200".to_owned()));
         }
+        if self.preload_concurrency == 0 {
+            problems.push((
+                "recall.preload_concurrency",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.preload_timeout_ms == 0 {
+            problems.push(("recall.preload_timeout_ms", "must be at least 1".to_owned()));
+        }
+        problems
     }
+}
+
+/// What a preload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct PreloadReport {
+    /// Contexts asked for.
+    pub requested: usize,
+    /// Contexts now cached.
+    pub loaded: usize,
+    /// Contexts that could not be loaded (gone, or the store failed).
+    pub failed: usize,
+    /// Whether the deadline cut the preload short.
+    pub timed_out: bool,
+    /// How long it took, in milliseconds.
+    pub elapsed_ms: u64,
 }
 
 /// Approvals: draft, decide, send exactly once.
@@ -203,6 +241,70 @@ impl ContextService {
         let load: ContextLoader =
             Box::new(move || Box::pin(async move { repo.context(tenant, lead, events).await }));
         self.cache.get_or_load(tenant, lead, load).await
+    }
+
+    /// Warms the cache with `keys`, `recall.preload_concurrency` at a
+    /// time, stopping at `recall.preload_timeout_ms`. Each context is loaded
+    /// in its own tenant's transaction.
+    pub async fn preload(&self, keys: Vec<(TenantId, LeadId)>) -> PreloadReport {
+        use futures::StreamExt;
+        let started = std::time::Instant::now();
+        let requested = keys.len();
+        let (mut loaded, mut failed) = (0, 0);
+        let mut loads = futures::stream::iter(keys)
+            .map(|(tenant, lead)| async move { self.context(tenant, lead).await.is_ok() })
+            .buffer_unordered(usize::from(self.settings.preload_concurrency.max(1)));
+        let deadline = tokio::time::sleep(std::time::Duration::from_millis(
+            self.settings.preload_timeout_ms,
+        ));
+        tokio::pin!(deadline);
+        let timed_out = loop {
+            tokio::select! {
+                next = loads.next() => match next {
+                    Some(true) => loaded += 1,
+                    Some(false) => failed += 1,
+                    None => break false,
+                },
+                () = &mut deadline => break true,
+            }
+        };
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        PreloadReport {
+            requested,
+            loaded,
+            failed,
+            timed_out,
+            elapsed_ms,
+        }
+    }
+
+    /// Warms the contexts the whole fleet loaded most recently (from the
+    /// shared tier); what a starting instance does.
+    pub async fn preload_fleet(&self) -> PreloadReport {
+        let keys = self
+            .cache
+            .hot_keys(usize::from(self.settings.preload_max))
+            .await;
+        self.preload(keys).await
+    }
+
+    /// Warms up to `limit` of `tenant`'s most recently active leads (capped
+    /// at `recall.preload_max`).
+    ///
+    /// # Errors
+    /// When the store cannot list the tenant's active leads.
+    pub async fn preload_tenant(
+        &self,
+        tenant: TenantId,
+        limit: u16,
+    ) -> Result<PreloadReport, ListLeadsError> {
+        let leads = self
+            .repo
+            .recently_active(tenant, limit.min(self.settings.preload_max))
+            .await?;
+        Ok(self
+            .preload(leads.into_iter().map(|lead| (tenant, lead)).collect())
+            .await)
     }
 
     /// The cache's counters.

@@ -39,7 +39,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let composition = compose_with(&config.database, &config.cache, config.recall, true).await?;
-    let app = router(AppState::new(composition.services.clone()));
+    let app = if config.recall.preload_on_start {
+        // Listen at once, but report ready only once the caches are warm
+        // or the preload's deadline passed, whichever comes first.
+        let (state, warmup) = AppState::warming(composition.services.clone());
+        let context = composition.services.context.clone();
+        tokio::spawn(async move {
+            let report = context.preload_fleet().await;
+            tracing::info!(?report, "start-up preload finished");
+            warmup.done();
+        });
+        router(state)
+    } else {
+        router(AppState::new(composition.services.clone()))
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(config.database.url.expose_secret()), "leadline listening");
 

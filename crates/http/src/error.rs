@@ -197,6 +197,19 @@ impl ApiError {
         self.extensions.insert(name.to_owned(), value);
     }
 
+    /// 503 from `/readyz` while the start-up preload runs (bounded by
+    /// `recall.preload_timeout_ms`).
+    pub fn warming_up() -> Self {
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "warming-up",
+            "Warming up",
+            "preloading the caches; ready within recall.preload_timeout_ms",
+        );
+        err.retry_after = Some(1);
+        err
+    }
+
     /// 409: a request with the same idempotency key is still running.
     pub fn idempotency_in_progress() -> Self {
         let mut err = Self::new(

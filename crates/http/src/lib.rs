@@ -35,18 +35,51 @@ pub struct AppState {
 struct StateInner {
     services: Services,
     readiness_timeout: Duration,
+    /// False while the start-up preload runs; `/readyz` says "warming up".
+    warm: std::sync::atomic::AtomicBool,
+}
+
+/// Marks the end of the start-up preload; see [`AppState::warming`].
+#[derive(Debug)]
+pub struct Warmup(AppState);
+
+impl Warmup {
+    /// The caches are warm (or the preload's deadline passed): ready.
+    pub fn done(self) {
+        self.0
+            .inner
+            .warm
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl AppState {
     /// Wraps the services.
     #[must_use]
     pub fn new(services: Services) -> Self {
+        Self::with_warmth(services, true)
+    }
+
+    /// A state that reports "warming up" on `/readyz` until the returned
+    /// [`Warmup`] is done.
+    #[must_use]
+    pub fn warming(services: Services) -> (Self, Warmup) {
+        let state = Self::with_warmth(services, false);
+        (state.clone(), Warmup(state))
+    }
+
+    fn with_warmth(services: Services, warm: bool) -> Self {
         Self {
             inner: Arc::new(StateInner {
                 services,
                 readiness_timeout: Duration::from_secs(2),
+                warm: std::sync::atomic::AtomicBool::new(warm),
             }),
         }
+    }
+
+    pub(crate) fn is_warm(&self) -> bool {
+        self.inner.warm.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn services(&self) -> &Services {

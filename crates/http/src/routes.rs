@@ -78,6 +78,9 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if !state.is_warm() {
+        return ApiError::warming_up().into_response();
+    }
     let health = &state.services().health;
     match health.ping(state.inner.readiness_timeout).await {
         Ok(latency) => {

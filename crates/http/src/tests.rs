@@ -632,3 +632,78 @@ async fn idempotency_key_replays_refuses_a_different_body_and_runs_once() {
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn readiness_waits_for_warmup_and_preload_reports_what_it_did() {
+    let h = harness().await;
+    let (state, warmup) = AppState::warming(h.composition.services.clone());
+    let warming = Harness {
+        app: router(state),
+        key: h.key.clone(),
+        composition: Composition::from_store(h.composition.store().clone()),
+    };
+    let r = warming.send(Method::GET, "/readyz", &[], None).await;
+    assert_problem(&r, StatusCode::SERVICE_UNAVAILABLE, None);
+    assert_eq!(r.body["type"], "urn:leadline:problem:warming-up");
+    assert_eq!(
+        warming
+            .send(Method::GET, "/healthz", &[], None)
+            .await
+            .status,
+        StatusCode::OK,
+        "alive while warming"
+    );
+    warmup.done();
+    assert_eq!(
+        warming.send(Method::GET, "/readyz", &[], None).await.status,
+        StatusCode::OK
+    );
+
+    let lead = h
+        .json(
+            Method::POST,
+            "/v1/leads",
+            json!({"first_name": "A", "last_name": "B"}),
+        )
+        .await
+        .body["id"]
+        .clone();
+    let lead = lead.as_str().unwrap();
+    for kind in ["note", "call"] {
+        h.json(
+            Method::POST,
+            &format!("/v1/leads/{lead}/events"),
+            json!({"kind": kind, "direction": "internal"}),
+        )
+        .await;
+    }
+    let quiet = h
+        .json(
+            Method::POST,
+            "/v1/leads",
+            json!({"first_name": "C", "last_name": "D"}),
+        )
+        .await;
+    assert_eq!(quiet.status, StatusCode::CREATED);
+    let r = h
+        .send(Method::POST, "/v1/cache/preload?limit=10", &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (
+            r.body["requested"].as_u64(),
+            r.body["loaded"].as_u64(),
+            r.body["failed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "only leads with activity: {}",
+        r.body
+    );
+    let r = h
+        .send(Method::POST, "/v1/cache/preload?limit=0", &[], None)
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some("limit"));
+    let stats = h.send(Method::GET, "/v1/cache/stats", &[], None).await;
+    assert_eq!(stats.status, StatusCode::OK);
+    assert!(stats.body["loads"].as_u64().is_some(), "{}", stats.body);
+}

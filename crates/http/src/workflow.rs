@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/leads/{id}/events", get(timeline).post(append_event))
         .route("/v1/leads/{id}/context", get(context))
         .route("/v1/cache/stats", get(cache_stats))
+        .route("/v1/cache/preload", post(preload))
         .route("/v1/approvals", get(queue))
         .route("/v1/approvals/{id}", get(get_approval))
         .route("/v1/approvals/{id}/approve", post(approve))
@@ -347,6 +348,31 @@ async fn cache_stats(
     CurrentTenant(_): CurrentTenant,
 ) -> Json<leadline_ports::CacheStats> {
     Json(state.services().context.cache_stats())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreloadParams {
+    limit: Option<u16>,
+}
+
+/// Warms the caches with this tenant's most recently active leads.
+async fn preload(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    ApiQuery(params): ApiQuery<PreloadParams>,
+) -> Result<Json<leadline_app::PreloadReport>, ApiError> {
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 {
+        return Err(ApiError::invalid_field("limit", "must be at least 1"));
+    }
+    Ok(Json(
+        state
+            .services()
+            .context
+            .preload_tenant(tenant.id, limit)
+            .await?,
+    ))
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ pub trait ContextCache: Send + Sync {
     /// cannot be reached is cleared when it comes back.
     async fn invalidate(&self, tenant: TenantId, lead: LeadId);
 
-        /// Counters since start.
+    /// Counters since start.
     fn stats(&self) -> CacheStats;
 
     /// Up to `limit` keys most recently loaded anywhere in the fleet, most

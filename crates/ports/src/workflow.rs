@@ -107,6 +107,17 @@ pub trait LeadContextRepository: Send + Sync {
         lead: LeadId,
         events: u16,
     ) -> Result<LeadContext, GetLeadError>;
+
+    /// Up to `limit` leads of `tenant` with the newest events, most recent
+    /// first: what to warm when a tenant asks for its caches to be preloaded.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn recently_active(
+        &self,
+        tenant: TenantId,
+        limit: u16,
+    ) -> Result<Vec<LeadId>, crate::errors::ListLeadsError>;
 }
 
 /// A response kept for replay under its idempotency key.

@@ -8,7 +8,7 @@ use leadline_domain::{
 };
 use leadline_ports::{
     AppendEventError, ApprovalRepository, DraftApprovalError, EventRepository, GetApprovalError,
-    GetLeadError, LeadContextRepository, ListApprovalsError, TimelineError,
+    GetLeadError, LeadContextRepository, ListApprovalsError, ListLeadsError, TimelineError,
     TransitionApprovalError,
 };
 use sea_orm::{
@@ -365,6 +365,39 @@ impl EventRepository for Store {
 
 #[async_trait]
 impl LeadContextRepository for Store {
+    async fn recently_active(
+        &self,
+        tenant: TenantId,
+        limit: u16,
+    ) -> Result<Vec<LeadId>, leadline_ports::ListLeadsError> {
+        let result: Result<Vec<uuid::Uuid>, Failure> = async {
+            let txn = self.begin(tenant).await?;
+            // A backward scan of events_recent_idx. Several events may
+            // belong to one lead, so read a few times the limit and keep
+            // the first occurrence of each lead.
+            let rows = events::Entity::find()
+                .select_only()
+                .column(events::Column::LeadId)
+                .filter(events::Column::TenantId.eq(tenant.as_uuid()))
+                .order_by_desc(events::Column::CreatedAt)
+                .limit(u64::from(limit) * 4)
+                .into_tuple::<uuid::Uuid>()
+                .all(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(rows)
+        }
+        .await;
+        let rows = result.map_err(|f| common!(f, ListLeadsError))?;
+        let mut seen = std::collections::HashSet::with_capacity(usize::from(limit));
+        Ok(rows
+            .into_iter()
+            .filter(|id| seen.insert(*id))
+            .take(usize::from(limit))
+            .map(LeadId::from_uuid)
+            .collect())
+    }
+
     async fn context(
         &self,
         tenant: TenantId,
