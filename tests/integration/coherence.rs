@@ -414,3 +414,47 @@ async fn postgres_stopped_serves_cached_contexts_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A starting instance warms the contexts the fleet loaded most recently,
+/// each in its own tenant's transaction, before it reports ready.
+#[tokio::test]
+async fn a_new_instance_preloads_what_the_fleet_uses() {
+    let redis = leadline_testsupport::OwnedRedisServer::start().unwrap();
+    let p = pair(&redis.url()).await;
+    let mut hot = vec![p.lead];
+    for i in 0..3 {
+        hot.push(
+            p.a.leads
+                .create(p.tenant, &lead_req(&format!("Hot{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    for lead in &hot {
+        p.a.context.context(p.tenant, *lead).await.unwrap();
+    }
+    let c = instance(pg_store().await, &redis.url()).await;
+    let report = c.context.preload_fleet().await;
+    assert_eq!(
+        (
+            report.requested,
+            report.loaded,
+            report.failed,
+            report.timed_out
+        ),
+        (4, 4, 0, false),
+        "{report:?}"
+    );
+    let before = c.context.cache_stats();
+    for lead in &hot {
+        c.context.context(p.tenant, *lead).await.unwrap();
+    }
+    let after = c.context.cache_stats();
+    assert_eq!(
+        after.l1.hits - before.l1.hits,
+        4,
+        "all four were warm in the new instance's L1"
+    );
+    assert_eq!(after.loads, before.loads, "nothing had to be loaded");
+}

@@ -1,13 +1,25 @@
 //! Redis key and channel names, and the invalidation message format.
 //!
-//! Every key carries the tenant, so no code path can address another
-//! tenant's context by forgetting it: the only way to build a key is from a
-//! `(TenantId, LeadId)` pair.
+//! Every key that holds a context carries the tenant, so no code path can
+//! address another tenant's context by forgetting it: the only way to build
+//! one is from a `(TenantId, LeadId)` pair. The one fleet-wide key,
+//! [`HOT_KEYS`], holds ids only, never data.
 
 use leadline_domain::{LeadId, TenantId};
 
 /// The one channel every instance publishes invalidations on and listens to.
 pub(crate) const INVALIDATION_CHANNEL: &str = "leadline:invalidate";
+
+/// Matches every [`value_key`] of every tenant (and no generation key, nor
+/// [`HOT_KEYS`]): what is deleted when missed invalidations cannot be
+/// replayed one by one.
+pub(crate) const VALUE_PATTERN: &str = "leadline:*:ctx:*";
+
+/// A sorted set of `{tenant}:{lead}` members scored by the Unix time in
+/// milliseconds of their last load, fleet-wide so that a starting instance
+/// can warm what the fleet uses. Ids only: each context is loaded later in
+/// its own tenant's context.
+pub(crate) const HOT_KEYS: &str = "leadline:hot";
 
 /// The serialized context of a lead: `leadline:{tenant}:ctx:{lead}`.
 pub(crate) fn value_key(tenant: TenantId, lead: LeadId) -> String {
@@ -20,18 +32,48 @@ pub(crate) fn generation_key(tenant: TenantId, lead: LeadId) -> String {
     format!("leadline:{tenant}:ctxgen:{lead}")
 }
 
+/// `{tenant}:{lead}`: a member of [`HOT_KEYS`], and the first part of an
+/// [`invalidation_message`].
+pub(crate) fn lead_member(tenant: TenantId, lead: LeadId) -> String {
+    format!("{tenant}:{lead}")
+}
+
+/// The ids in a [`lead_member`]; `None` for anything else.
+pub(crate) fn parse_lead_member(member: &str) -> Option<(TenantId, LeadId)> {
+    let (tenant, lead) = member.split_once(':')?;
+    Some((tenant.parse().ok()?, lead.parse().ok()?))
+}
+
 /// `{tenant}:{lead} {instance}`: what was invalidated, and by whom, so that an
 /// instance can skip its own echo. Ids are UUIDs and instance ids are hex, so
 /// neither separator can occur inside a part.
 pub(crate) fn invalidation_message(tenant: TenantId, lead: LeadId, instance: &str) -> String {
-    format!("{tenant}:{lead} {instance}")
+    format!("{} {instance}", lead_member(tenant, lead))
 }
 
-/// The parts of an [`invalidation_message`]; `None` for anything else.
-pub(crate) fn parse_invalidation(message: &str) -> Option<(TenantId, LeadId, &str)> {
-    let (key, instance) = message.split_once(' ')?;
-    let (tenant, lead) = key.split_once(':')?;
-    Some((tenant.parse().ok()?, lead.parse().ok()?, instance))
+/// `* {instance}`: every context may be stale, drop them all. Sent after
+/// more invalidations were missed than could be kept for replay. An older
+/// release ignores it as malformed (its copies then expire with their TTL).
+pub(crate) fn invalidate_all_message(instance: &str) -> String {
+    format!("* {instance}")
+}
+
+/// What an invalidation message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invalidation {
+    One(TenantId, LeadId),
+    All,
+}
+
+/// The parts of an [`invalidation_message`] or an
+/// [`invalidate_all_message`]; `None` for anything else.
+pub(crate) fn parse_invalidation(message: &str) -> Option<(Invalidation, &str)> {
+    let (what, instance) = message.split_once(' ')?;
+    if what == "*" {
+        return Some((Invalidation::All, instance));
+    }
+    let (tenant, lead) = parse_lead_member(what)?;
+    Some((Invalidation::One(tenant, lead), instance))
 }
 
 #[cfg(test)]
@@ -62,7 +104,14 @@ mod tests {
         let (tenant, lead) = (TenantId::new(), LeadId::new());
         let message = invalidation_message(tenant, lead, "00ff");
         assert_eq!(message, format!("{tenant}:{lead} 00ff"));
-        assert_eq!(parse_invalidation(&message), Some((tenant, lead, "00ff")));
+        assert_eq!(
+            parse_invalidation(&message),
+            Some((Invalidation::One(tenant, lead), "00ff"))
+        );
+        assert_eq!(
+            parse_invalidation(&invalidate_all_message("00ff")),
+            Some((Invalidation::All, "00ff"))
+        );
         for garbage in [
             "",
             "x",
@@ -71,6 +120,24 @@ mod tests {
             &format!("{tenant}:{lead}"),
         ] {
             assert_eq!(parse_invalidation(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn hot_members_round_trip_and_garbage_is_skipped() {
+        let (tenant, lead) = (TenantId::new(), LeadId::new());
+        assert_eq!(
+            parse_lead_member(&lead_member(tenant, lead)),
+            Some((tenant, lead))
+        );
+        for garbage in [
+            "",
+            "x",
+            "a:b",
+            &tenant.to_string(),
+            &format!("{lead}:{tenant}x"),
+        ] {
+            assert_eq!(parse_lead_member(garbage), None, "{garbage:?}");
         }
     }
 }

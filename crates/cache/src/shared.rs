@@ -5,18 +5,24 @@
 //! timeout is counted in `l2.errors`, logged, and turned into "no answer".
 //! Logging is by state change (one warning when Redis stops answering, one
 //! note when it answers again), so an outage does not flood the log with a
-//! line per request.
+//! line per request. That note also wakes the replayer when invalidations
+//! wait for Redis (see [`crate::replay`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use leadline_domain::{LeadId, TenantId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisResult, Script};
 
-use crate::keys::{INVALIDATION_CHANNEL, generation_key, invalidation_message, value_key};
+use crate::keys::{
+    HOT_KEYS, INVALIDATION_CHANNEL, VALUE_PATTERN, generation_key, invalidate_all_message,
+    invalidation_message, lead_member, parse_lead_member, value_key,
+};
+use crate::local::Key;
+use crate::pending::Pending;
 use crate::stats::{Counters, bump};
 
 /// How long a generation counter outlives its last invalidation. It only has
@@ -26,16 +32,31 @@ use crate::stats::{Counters, bump};
 /// ever invalidated.
 const GENERATION_TTL_SECS: u64 = 3600;
 
+/// How many members [`HOT_KEYS`] keeps (the most recently loaded): a few MiB
+/// of ids in Redis, and more than any instance would warm.
+pub(crate) const HOT_KEYS_KEPT: u64 = 100_000;
+
+/// The `COUNT` of each `SCAN` step of a sweep: small enough that each step
+/// (and the `DEL` of what it found) stays well within the request bound,
+/// which also bounds these background calls.
+const SWEEP_BATCH: u64 = 500;
+
 /// Stores a value only if the lead's generation is still what the filler
 /// read before loading. `ARGV[2]` is `""` for "absent": generations are
-/// integers, so it can never equal a real one.
+/// integers, so it can never equal a real one. Either way the lead is
+/// recorded as just loaded in the hot set (`KEYS[3]`), which is then trimmed
+/// to its newest `ARGV[6]` members: the write and the record share one round
+/// trip, and a refused write was still a load.
 const WRITE_IF_GENERATION: &str = r"
 local current = redis.call('GET', KEYS[2])
+local stored = 0
 if (current == false and ARGV[2] == '') or current == ARGV[2] then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-  return 1
+  stored = 1
 end
-return 0
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
+return stored
 ";
 
 /// The generation a filler read before loading.
@@ -72,6 +93,8 @@ pub(crate) struct Shared {
     stats: Arc<Counters>,
     /// Whether the last call succeeded; drives the state-change logging.
     healthy: Arc<AtomicBool>,
+    /// Woken when Redis answers again.
+    pending: Arc<Pending>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -96,6 +119,7 @@ impl Shared {
         connect_timeout: Duration,
         ttl_secs: u64,
         stats: Arc<Counters>,
+        pending: Arc<Pending>,
     ) -> RedisResult<Self> {
         // Retries are few and capped: after the last one fails, the next
         // call starts a new round, so giving up early costs nothing while
@@ -114,6 +138,7 @@ impl Shared {
             write_script: Arc::new(Script::new(WRITE_IF_GENERATION)),
             stats,
             healthy: Arc::new(AtomicBool::new(true)),
+            pending,
         })
     }
 
@@ -126,6 +151,7 @@ impl Shared {
             Ok(Ok(answer)) => {
                 if !self.healthy.swap(true, Ordering::Relaxed) {
                     tracing::info!("cache: Redis answers again");
+                    self.pending.wake();
                 }
                 return Some(answer);
             }
@@ -174,7 +200,8 @@ impl Shared {
     }
 
     /// Stores `bytes` unless the lead was invalidated since `generation` was
-    /// read. Whether it was stored matters to no caller, so it is not told.
+    /// read, and records the lead in the hot set either way. Whether it was
+    /// stored matters to no caller, so it is not told.
     pub(crate) async fn write_if_generation(
         &self,
         tenant: TenantId,
@@ -187,9 +214,13 @@ impl Shared {
         invocation
             .key(value_key(tenant, lead))
             .key(generation_key(tenant, lead))
+            .key(HOT_KEYS)
             .arg(bytes)
             .arg(generation.as_arg())
-            .arg(self.ttl_secs);
+            .arg(self.ttl_secs)
+            .arg(unix_millis())
+            .arg(lead_member(tenant, lead))
+            .arg(HOT_KEYS_KEPT);
         let stored = self
             .bounded("write", invocation.invoke_async::<i64>(&mut connection))
             .await;
@@ -201,26 +232,127 @@ impl Shared {
     /// Bumps the generation, deletes the value and tells every instance, as
     /// one transaction in one round trip. `false` if Redis did not answer.
     pub(crate) async fn invalidate(&self, tenant: TenantId, lead: LeadId, instance: &str) -> bool {
+        self.invalidate_all_of(&[(tenant, lead)], instance).await
+    }
+
+    /// [`Shared::invalidate`] for several keys, as one transaction. `false`
+    /// if Redis did not answer: then any or all of them may still have
+    /// happened (a timeout does not say), and repeating them is harmless.
+    pub(crate) async fn invalidate_all_of(&self, keys: &[Key], instance: &str) -> bool {
         let mut connection = self.connection.clone();
-        let generation = generation_key(tenant, lead);
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .incr(&generation, 1)
-            .ignore()
-            .expire(
-                &generation,
-                i64::try_from(GENERATION_TTL_SECS).unwrap_or(i64::MAX),
-            )
-            .ignore()
-            .del(value_key(tenant, lead))
-            .ignore()
-            .publish(
-                INVALIDATION_CHANNEL,
-                invalidation_message(tenant, lead, instance),
-            )
-            .ignore();
+        pipe.atomic();
+        for &(tenant, lead) in keys {
+            let generation = generation_key(tenant, lead);
+            pipe.incr(&generation, 1)
+                .ignore()
+                .expire(
+                    &generation,
+                    i64::try_from(GENERATION_TTL_SECS).unwrap_or(i64::MAX),
+                )
+                .ignore()
+                .del(value_key(tenant, lead))
+                .ignore()
+                .publish(
+                    INVALIDATION_CHANNEL,
+                    invalidation_message(tenant, lead, instance),
+                )
+                .ignore();
+        }
         self.bounded("invalidate", pipe.query_async::<()>(&mut connection))
             .await
             .is_some()
     }
+
+    /// Deletes every tenant's cached contexts ([`VALUE_PATTERN`], by `SCAN`
+    /// and `DEL` in batches: never `KEYS`, which would stall Redis), then
+    /// tells every instance to clear its in-process tier. Generations and
+    /// the hot set stay. `None` if Redis stopped answering on the way (what
+    /// was deleted stays deleted; the next sweep starts over). Otherwise the
+    /// number of values deleted.
+    pub(crate) async fn sweep(&self, instance: &str) -> Option<u64> {
+        let mut connection = self.connection.clone();
+        let mut cursor: u64 = 0;
+        let mut deleted: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(VALUE_PATTERN)
+                .arg("COUNT")
+                .arg(SWEEP_BATCH);
+            let (next, keys) = self
+                .bounded(
+                    "sweep",
+                    scan.query_async::<(u64, Vec<String>)>(&mut connection),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let mut del = redis::cmd("DEL");
+                del.arg(&keys);
+                deleted += self
+                    .bounded("sweep", del.query_async::<u64>(&mut connection))
+                    .await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // After the deletes, so that an instance reloading on this message
+        // cannot find an old value in Redis.
+        let mut publish = redis::cmd("PUBLISH");
+        publish
+            .arg(INVALIDATION_CHANNEL)
+            .arg(invalidate_all_message(instance));
+        self.bounded("sweep", publish.query_async::<u64>(&mut connection))
+            .await?;
+        Some(deleted)
+    }
+
+    /// Up to `limit` leads most recently loaded by any instance, most recent
+    /// first. Empty when Redis does not answer within the bound; members
+    /// that are not `{tenant}:{lead}` are skipped.
+    pub(crate) async fn hot_keys(&self, limit: usize) -> Vec<Key> {
+        if limit == 0 {
+            return Vec::new();
+        }
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("ZREVRANGE");
+        command
+            .arg(HOT_KEYS)
+            .arg(0)
+            .arg(i64::try_from(limit - 1).unwrap_or(i64::MAX));
+        let Some(members) = self
+            .bounded(
+                "hot_keys",
+                command.query_async::<Vec<Vec<u8>>>(&mut connection),
+            )
+            .await
+        else {
+            return Vec::new();
+        };
+        let total = members.len();
+        let keys: Vec<Key> = members
+            .iter()
+            .filter_map(|member| parse_lead_member(std::str::from_utf8(member).ok()?))
+            .collect();
+        if keys.len() < total {
+            tracing::debug!(
+                skipped = total - keys.len(),
+                "cache: skipped malformed members of the hot set"
+            );
+        }
+        keys
+    }
+}
+
+/// Now as Unix milliseconds: the hot set's score. Instances' clocks may
+/// differ a little, which only blurs "most recent" by as much.
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }

@@ -1,13 +1,17 @@
 //! The invalidation listener: one task per [`TwoTierCache`], on a dedicated
 //! pub/sub connection.
 //!
-//! Each message from another instance drops its key from L1. While the
-//! subscription is down, invalidations are missed, so L1 is cleared when the
-//! subscription breaks and again as soon as it is back (anything loaded in
-//! between may already be stale); the TTL is only the last safety net.
+//! Each message from another instance drops its key from L1 (or all of L1,
+//! for a "drop all" sent after a sweep). While the subscription is down,
+//! invalidations are missed, so L1 is cleared when the subscription breaks
+//! and again as soon as it is back (anything loaded in between may already
+//! be stale); the TTL is only the last safety net. A subscription that
+//! stands again also means Redis answers again, so it wakes the replayer of
+//! this instance's own missed invalidations.
 //!
 //! [`TwoTierCache`]: crate::TwoTierCache
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -15,8 +19,9 @@ use redis::Client;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::watch;
 
-use crate::keys::{INVALIDATION_CHANNEL, parse_invalidation};
+use crate::keys::{INVALIDATION_CHANNEL, Invalidation, parse_invalidation};
 use crate::local::Local;
+use crate::pending::Pending;
 use crate::stats::{Counters, bump};
 
 /// First pause before resubscribing; doubles up to [`MAX_BACKOFF`].
@@ -34,8 +39,10 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 pub(crate) struct Subscriber {
     pub(crate) client: Client,
     pub(crate) local: Local,
-    pub(crate) stats: std::sync::Arc<Counters>,
+    pub(crate) stats: Arc<Counters>,
     pub(crate) instance: String,
+    /// This instance's invalidations that wait for Redis.
+    pub(crate) pending: Arc<Pending>,
     /// Bounds connecting, subscribing and each health `PING`.
     pub(crate) timeout: Duration,
     /// `true` while subscribed.
@@ -73,6 +80,7 @@ impl Subscriber {
                         );
                     }
                     self.subscribed.send_replace(true);
+                    self.pending.wake();
                     backoff = MIN_BACKOFF;
                     failures_in_a_row = 0;
                     let end = self.listen(sink, stream).await;
@@ -153,7 +161,7 @@ impl Subscriber {
                 return;
             }
         };
-        let Some((tenant, lead, sender)) = parse_invalidation(&payload) else {
+        let Some((what, sender)) = parse_invalidation(&payload) else {
             tracing::debug!(payload, "cache: ignoring a malformed invalidation message");
             return;
         };
@@ -163,7 +171,16 @@ impl Subscriber {
         if sender == self.instance {
             return;
         }
-        self.local.drop_key(&(tenant, lead)).await;
+        match what {
+            Invalidation::One(tenant, lead) => self.local.drop_key(&(tenant, lead)).await,
+            Invalidation::All => {
+                self.local.drop_all();
+                tracing::info!(
+                    "cache: another instance swept Redis after missing invalidations; cleared \
+                     the in-process tier"
+                );
+            }
+        }
         bump(&self.stats.invalidations_received);
     }
 }

@@ -1,6 +1,7 @@
 //! [`TwoTierCache`]: L1 (in-process) in front of L2 (Redis), with
-//! single-flight fills, generation-guarded writes and pub/sub invalidation.
-//! The crate docs hold the design; this module is its code.
+//! single-flight fills, generation-guarded writes, pub/sub invalidation and
+//! replay of invalidations Redis missed. The crate docs hold the design;
+//! this module is its code.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
@@ -17,6 +18,8 @@ use tokio::time::Instant;
 use crate::error::CacheError;
 use crate::flight::{self, Flights, Role, Served, SharedError};
 use crate::local::{Key, Local, Stamp};
+use crate::pending::Pending;
+use crate::replay::Replayer;
 use crate::settings::{CacheSettings, redact_url};
 use crate::shared::{Read, Shared};
 use crate::stats::{Counters, bump};
@@ -30,8 +33,8 @@ const STARTUP_WAIT: Duration = Duration::from_secs(1);
 /// milliseconds would make a slightly slow network look like an outage, and
 /// every false outage clears L1.
 const MIN_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long [`TwoTierCache::shutdown`] lets the subscriber finish before
-/// aborting it.
+/// How long [`TwoTierCache::shutdown`] lets the subscriber and the replayer
+/// finish before aborting them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// The lead-context cache of a service instance: an in-process tier in
@@ -43,13 +46,17 @@ pub struct TwoTierCache {
     /// `None` without `redis_url`, and after [`TwoTierCache::shutdown`].
     shared: RwLock<Option<Shared>>,
     stats: Arc<Counters>,
+    /// Invalidations that could not reach Redis, until they are replayed.
+    pending: Arc<Pending>,
     /// Tags this instance's invalidation messages, so it can skip its echo.
     instance: String,
     stale_window: Duration,
     subscribed: watch::Receiver<bool>,
-    /// Dropping it (with the cache) or sending on it stops the subscriber.
+    /// Dropping it (with the cache) or sending on it stops the subscriber
+    /// and the replayer.
     stop: watch::Sender<bool>,
-    subscriber: Mutex<Option<JoinHandle<()>>>,
+    /// The subscriber and the replayer, while they run.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for TwoTierCache {
@@ -93,11 +100,12 @@ impl TwoTierCache {
             flights: Flights::default(),
             shared: RwLock::new(None),
             stats,
+            pending: Arc::default(),
             instance,
             stale_window: settings.stale_window(),
             subscribed,
             stop,
-            subscriber: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         };
         let Some(url) = settings.redis_url.as_deref().map(str::trim) else {
             tracing::info!("cache: in-process tier only (no cache.redis_url)");
@@ -114,6 +122,7 @@ impl TwoTierCache {
             background_timeout,
             settings.l2_ttl_secs,
             Arc::clone(&cache.stats),
+            Arc::clone(&cache.pending),
         )
         .map_err(|error| bad_url(&format!("cannot set up a client: {:?}", error.kind())))?;
         let subscriber = Subscriber {
@@ -121,14 +130,23 @@ impl TwoTierCache {
             local: cache.local.clone(),
             stats: Arc::clone(&cache.stats),
             instance: cache.instance.clone(),
+            pending: Arc::clone(&cache.pending),
             timeout: background_timeout,
             subscribed: subscribed_sender,
+            stop: stop_receiver.clone(),
+        };
+        let replayer = Replayer {
+            shared: shared.clone(),
+            pending: Arc::clone(&cache.pending),
+            stats: Arc::clone(&cache.stats),
+            instance: cache.instance.clone(),
             stop: stop_receiver,
         };
-        *cache
-            .subscriber
+        cache
+            .tasks
             .get_mut()
-            .unwrap_or_else(PoisonError::into_inner) = Some(tokio::spawn(subscriber.run()));
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([tokio::spawn(subscriber.run()), tokio::spawn(replayer.run())]);
 
         let mut subscribed = cache.subscribed.clone();
         let warm_up = async {
@@ -163,26 +181,31 @@ impl TwoTierCache {
         Ok(cache)
     }
 
-    /// Stops the subscriber and drops the Redis connections. The cache keeps
-    /// working afterwards, in-process only.
+    /// Stops the subscriber and the replayer and drops the Redis
+    /// connections. The cache keeps working afterwards, in-process only.
+    /// Invalidations still waiting for Redis are logged and dropped.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
-        let task = self
-            .subscriber
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut task) = task
-            && tokio::time::timeout(SHUTDOWN_WAIT, &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
         }
         self.shared
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        let (keys, overflowed) = self.pending.size();
+        if keys > 0 || overflowed {
+            tracing::warn!(
+                keys,
+                overflowed,
+                "cache: shutting down with invalidations Redis never received; other instances \
+                 keep their copies until their TTLs end"
+            );
+        }
     }
 
     /// Whether invalidations from other instances are being received right
@@ -220,38 +243,45 @@ impl TwoTierCache {
         // to L2, since nothing proves that no invalidation came first.
         let mut generation = None;
         if let Some(shared) = &shared {
-            match shared.read(tenant, lead).await {
-                Some(Read {
-                    value: Some(bytes),
-                    generation: seen,
-                }) => match serde_json::from_slice::<LeadContext>(&bytes) {
-                    Ok(context) => {
-                        bump(&self.stats.l2.hits);
-                        let value = Arc::new(context);
-                        self.local
-                            .keep(key, stamp, Arc::clone(&value), bytes.len())
-                            .await;
-                        return Ok(fresh(value));
-                    }
-                    Err(error) => {
-                        // E.g. written by an older release with another
-                        // shape: reload, and the write below replaces it.
-                        bump(&self.stats.l2.errors);
+            if self.pending.blocks_l2(&key) {
+                // Redis may still hold the value this instance's missed
+                // invalidation was meant to delete: load, and leave Redis
+                // alone until the replay.
+                bump(&self.stats.l2.misses);
+            } else {
+                match shared.read(tenant, lead).await {
+                    Some(Read {
+                        value: Some(bytes),
+                        generation: seen,
+                    }) => match serde_json::from_slice::<LeadContext>(&bytes) {
+                        Ok(context) => {
+                            bump(&self.stats.l2.hits);
+                            let value = Arc::new(context);
+                            self.local
+                                .keep(key, stamp, Arc::clone(&value), bytes.len())
+                                .await;
+                            return Ok(fresh(value));
+                        }
+                        Err(error) => {
+                            // E.g. written by an older release with another
+                            // shape: reload, and the write below replaces it.
+                            bump(&self.stats.l2.errors);
+                            bump(&self.stats.l2.misses);
+                            tracing::warn!(%tenant, %lead, %error, "cache: undecodable copy in Redis");
+                            generation = Some(seen);
+                        }
+                    },
+                    Some(Read {
+                        value: None,
+                        generation: seen,
+                    }) => {
                         bump(&self.stats.l2.misses);
-                        tracing::warn!(%tenant, %lead, %error, "cache: undecodable copy in Redis");
                         generation = Some(seen);
                     }
-                },
-                Some(Read {
-                    value: None,
-                    generation: seen,
-                }) => {
-                    bump(&self.stats.l2.misses);
-                    generation = Some(seen);
+                    // Counted as an error where it failed; also a miss, so that
+                    // hits + misses is the number of L2 lookups.
+                    None => bump(&self.stats.l2.misses),
                 }
-                // Counted as an error where it failed; also a miss, so that
-                // hits + misses is the number of L2 lookups.
-                None => bump(&self.stats.l2.misses),
             }
         }
 
@@ -366,24 +396,38 @@ impl ContextCache for TwoTierCache {
     }
 
     async fn invalidate(&self, tenant: TenantId, lead: LeadId) {
-        self.local.drop_key(&(tenant, lead)).await;
+        let key = (tenant, lead);
+        self.local.drop_key(&key).await;
         let Some(shared) = self.shared() else {
             return;
         };
         if shared.invalidate(tenant, lead, &self.instance).await {
             bump(&self.stats.invalidations_sent);
         } else {
+            self.pending.add(key);
             // The outage itself was logged as a warning where it began.
             tracing::debug!(
                 %tenant,
                 %lead,
-                "cache: invalidation not sent to Redis; other instances keep their copy until \
-                 its TTL ends or their subscription restarts"
+                "cache: invalidation not sent to Redis; replayed when it answers again"
             );
         }
+        // A lookup on this instance that stamped after the first drop may
+        // have read the old value from Redis before the `DEL` landed (or
+        // before the key was queued), and its stamp would still hold: this
+        // second bump fences it off. Our own echo is skipped, so nothing
+        // else would. After it, a filler sees the `DEL` or the queued key.
+        self.local.drop_key(&key).await;
     }
 
     fn stats(&self) -> CacheStats {
         self.stats.snapshot()
+    }
+
+    async fn hot_keys(&self, limit: usize) -> Vec<(TenantId, LeadId)> {
+        match self.shared() {
+            Some(shared) => shared.hot_keys(limit).await,
+            None => Vec::new(),
+        }
     }
 }

@@ -2,9 +2,11 @@
 //! server, or a server a test owns when it stops and restarts Redis). Each
 //! test uses fresh tenant ids, so tests sharing the server never collide.
 
+mod hot;
 mod invalidation;
 mod outage;
 mod race;
+mod replay;
 mod settings;
 mod single_flight;
 mod stale;

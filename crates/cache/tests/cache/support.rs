@@ -194,3 +194,38 @@ pub async fn until(within: Duration, mut condition: impl FnMut() -> bool) -> Opt
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// One command on a new connection of the test's own.
+async fn command(url: &str, command: &redis::Cmd) -> redis::Value {
+    let client = redis::Client::open(url).expect("URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    command.query_async(&mut connection).await.expect("command")
+}
+
+/// `CLIENT PAUSE {for} {mode}`: in `ALL` mode every command waits; in
+/// `WRITE` mode reads still run. Either way the data stays, and what waits
+/// runs when the pause ends, unless its connection is gone by then.
+pub async fn pause_redis(url: &str, mode: &str, r#for: Duration) {
+    let mut pause = redis::cmd("CLIENT");
+    pause
+        .arg("PAUSE")
+        .arg(u64::try_from(r#for.as_millis()).expect("milliseconds"))
+        .arg(mode);
+    command(url, &pause).await;
+}
+
+/// Closes every client connection but subscribers' (and this one), and with
+/// them whatever commands were waiting on them: a network blip that took
+/// the requests in flight with it.
+pub async fn kill_request_connections(url: &str) {
+    let mut kill = redis::cmd("CLIENT");
+    kill.arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes");
+    command(url, &kill).await;
+}
