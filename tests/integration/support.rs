@@ -53,9 +53,14 @@ pub async fn pg() -> &'static Pg {
     .await
 }
 
+/// Test pools wait long for a connection: CI runs every test at once on two
+/// cores, and these tests check correctness, not saturation.
+const TEST_ACQUIRE_TIMEOUT_MS: u64 = 30_000;
+
 fn settings(url: &str) -> StoreSettings {
     StoreSettings {
         max_connections: 8,
+        acquire_timeout_ms: TEST_ACQUIRE_TIMEOUT_MS,
         ..StoreSettings::for_url(url)
     }
 }
@@ -71,7 +76,7 @@ pub async fn pg_store() -> Store {
 pub async fn pg_store_sized(max: u32) -> Store {
     let settings = StoreSettings {
         max_connections: max,
-        ..StoreSettings::for_url(&pg().await.service_url)
+        ..settings(&pg().await.service_url)
     };
     Store::connect(&settings)
         .await
