@@ -132,6 +132,7 @@ impl FromRequestParts<AppState> for CurrentTenant {
             })
             .ok_or_else(ApiError::unauthorized)?;
         let tenant = state.services().tenants.authenticate(token).await?;
+        tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
         Ok(Self(tenant))
     }
 }

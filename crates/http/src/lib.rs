@@ -13,8 +13,10 @@
 
 mod dto;
 pub mod error;
+pub use observe::metrics_handle;
 mod extract;
 mod idempotency;
+mod observe;
 mod routes;
 mod workflow;
 
@@ -89,13 +91,34 @@ impl AppState {
 
 /// The whole API as a router.
 pub fn router(state: AppState) -> Router {
+    use tower_http::{
+        request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+        trace::DefaultOnResponse,
+    };
+    // Touch the recorder before the first request so metrics are recorded
+    // from the start.
+    let _ = observe::metrics_handle();
     routes::routes()
         .merge(workflow::routes())
+        .route("/metrics", axum::routing::get(observe::render))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,
         ))
-        .layer(TraceLayer::new_for_http())
+        .route_layer(axum::middleware::from_fn(observe::track))
+        // Outermost first: the id is set, then the span sees it, then it
+        // is copied onto the response.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(observe::request_span)
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Micros),
+                ),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 

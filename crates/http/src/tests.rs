@@ -707,3 +707,155 @@ async fn readiness_waits_for_warmup_and_preload_reports_what_it_did() {
     assert_eq!(stats.status, StatusCode::OK);
     assert!(stats.body["loads"].as_u64().is_some(), "{}", stats.body);
 }
+
+#[tokio::test]
+async fn request_ids_are_generated_or_echoed() {
+    let h = harness().await;
+    let generated = h.send(Method::GET, "/v1/leads", &[], None).await;
+    let id = generated.headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "a fresh UUID: {id}");
+    let echoed = h
+        .send(
+            Method::GET,
+            "/v1/leads",
+            &[("x-request-id", "trace-abc-123")],
+            None,
+        )
+        .await;
+    assert_eq!(echoed.headers["x-request-id"], "trace-abc-123");
+    let problem = h
+        .send(
+            Method::GET,
+            "/v1/leads/not-an-id",
+            &[("x-request-id", "trace-404")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        problem.headers["x-request-id"], "trace-404",
+        "errors carry it too"
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_exposed_in_prometheus_text() {
+    let h = harness().await;
+    h.json(
+        Method::POST,
+        "/v1/leads",
+        json!({"first_name": "M", "last_name": "X"}),
+    )
+    .await;
+    let lead = h.send(Method::GET, "/v1/leads", &[], None).await.body["items"][0]["id"].clone();
+    h.send(
+        Method::GET,
+        &format!("/v1/leads/{}", lead.as_str().unwrap()),
+        &[],
+        None,
+    )
+    .await;
+    h.send(
+        Method::GET,
+        &format!("/v1/leads/{}/context", lead.as_str().unwrap()),
+        &[],
+        None,
+    )
+    .await;
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let res = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for needle in [
+        r#"http_requests_total{method="POST",route="/v1/leads",status="201"}"#,
+        // The route template, never the concrete id.
+        r#"http_requests_total{method="GET",route="/v1/leads/{id}",status="200"}"#,
+        r#"http_request_duration_seconds_bucket{method="GET",route="/v1/leads",status="200",le="0.005"}"#,
+        r#"db_pool_connections{state="in_use"}"#,
+        "db_pool_max_connections 1",
+        r#"cache_misses_total{tier="l1"}"#,
+        "cache_loads_total",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    assert!(
+        !text.contains(lead.as_str().unwrap()),
+        "ids never become labels"
+    );
+    assert!(!text.contains(&h.key), "keys never appear");
+}
+
+/// A `MakeWriter` that appends every log line to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn request_logs_carry_id_tenant_route_status_and_never_the_key() {
+    let h = harness().await;
+    let tenant = h.send(Method::GET, "/v1/tenant", &[], None).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    h.send(
+        Method::GET,
+        "/v1/leads?limit=5",
+        &[("x-request-id", "req-log-1")],
+        None,
+    )
+    .await;
+    drop(_guard);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("req-log-1"))
+        .unwrap_or_else(|| panic!("no line for the request in:\n{text}"));
+    for needle in [
+        &tenant,
+        "/v1/leads",
+        "\"status\":200",
+        "latency",
+        "\"method\":\"GET\"",
+    ] {
+        assert!(line.contains(needle), "missing {needle} in {line}");
+    }
+    assert!(
+        !text.contains(&h.key) && !text.contains("Bearer"),
+        "the API key must never be logged:\n{text}"
+    );
+}
