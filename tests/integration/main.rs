@@ -13,6 +13,7 @@ mod conformance;
 mod e2e;
 mod http_tenancy;
 mod migrations;
+mod operations;
 mod rls;
 mod support;
 mod workflow;
