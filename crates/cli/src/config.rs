@@ -89,6 +89,86 @@ pub enum LogFormat {
     Json,
 }
 
+impl Config {
+    /// Every setting as `(key, value)`, in file order, with secrets
+    /// redacted: what `leadline config check` prints.
+    #[must_use]
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        use secrecy::ExposeSecret;
+        let redact = |url: &str| leadline_store::redact_url(url);
+        let db = &self.database;
+        let cache = &self.cache;
+        let recall = &self.recall;
+        vec![
+            ("http.bind", self.http.bind.to_string()),
+            (
+                "http.shutdown_grace_secs",
+                self.http.shutdown_grace_secs.to_string(),
+            ),
+            ("database.url", redact(db.url.expose_secret())),
+            (
+                "database.migration_url",
+                db.migration_url.as_ref().map_or_else(
+                    || "(unset: database.url)".to_owned(),
+                    |u| redact(u.expose_secret()),
+                ),
+            ),
+            ("database.max_connections", db.max_connections.to_string()),
+            ("database.min_connections", db.min_connections.to_string()),
+            (
+                "database.acquire_timeout_ms",
+                db.acquire_timeout_ms.to_string(),
+            ),
+            (
+                "database.idle_timeout_secs",
+                db.idle_timeout_secs.to_string(),
+            ),
+            (
+                "database.sqlite_busy_timeout_ms",
+                db.sqlite_busy_timeout_ms.to_string(),
+            ),
+            ("recall.events", recall.events.to_string()),
+            (
+                "recall.preload_on_start",
+                recall.preload_on_start.to_string(),
+            ),
+            ("recall.preload_max", recall.preload_max.to_string()),
+            (
+                "recall.preload_timeout_ms",
+                recall.preload_timeout_ms.to_string(),
+            ),
+            (
+                "recall.preload_concurrency",
+                recall.preload_concurrency.to_string(),
+            ),
+            ("cache.enabled", cache.enabled.to_string()),
+            (
+                "cache.redis_url",
+                cache
+                    .redis_url
+                    .as_deref()
+                    .map_or_else(|| "(unset: in-process only)".to_owned(), redact),
+            ),
+            ("cache.l1_ttl_secs", cache.l1_ttl_secs.to_string()),
+            (
+                "cache.l1_capacity_bytes",
+                cache.l1_capacity_bytes.to_string(),
+            ),
+            ("cache.l2_ttl_secs", cache.l2_ttl_secs.to_string()),
+            ("cache.redis_timeout_ms", cache.redis_timeout_ms.to_string()),
+            (
+                "cache.stale_if_error_secs",
+                cache.stale_if_error_secs.to_string(),
+            ),
+            (
+                "log.format",
+                format!("{:?}", self.log.format).to_lowercase(),
+            ),
+            ("log.filter", self.log.filter.clone()),
+        ]
+    }
+}
+
 /// The configuration could not be loaded; each entry names a key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -240,6 +320,40 @@ mod tests {
             jail.set_env("LEADLINE_HTTP__BINDD", "x");
             let err = load(None).expect_err("typo").to_string();
             assert!(err.contains("bindd"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn describe_lists_every_key_and_redacts_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "LEADLINE_DATABASE__URL",
+                "postgres://app:db-s3cret@db/leadline",
+            );
+            jail.set_env(
+                "LEADLINE_DATABASE__MIGRATION_URL",
+                "postgres://owner:own3r-pw@db/leadline",
+            );
+            jail.set_env("LEADLINE_CACHE__REDIS_URL", "redis://:r3dis-pw@cache:6379");
+            let config = load(None).map_err(|e| e.to_string())?;
+            let shown: String = config
+                .describe()
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect();
+            for secret in ["db-s3cret", "own3r-pw", "r3dis-pw"] {
+                assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+            }
+            assert!(
+                shown.contains("database.url = postgres://app:***@db/leadline"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("cache.redis_url = redis://:***@cache:6379"),
+                "{shown}"
+            );
+            assert_eq!(config.describe().len(), 23, "every setting is listed");
             Ok(())
         });
     }

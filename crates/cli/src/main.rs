@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         action: TenantAction,
     },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// PostgreSQL roles for the service.
     Roles {
         #[command(subcommand)]
@@ -58,6 +63,13 @@ enum MigrateAction {
     },
     /// List migrations and whether each is applied.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration and print the effective values, secrets
+    /// redacted (exit 2 listing every bad key when it is invalid).
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +188,13 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
             }
             run::setup_service_role(&config, &login, &SecretString::from(password)).await?;
             eprintln!("role {login} is ready; connect the service as it (database.url)");
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            for (key, value) in config.describe() {
+                println!("{key} = {value}");
+            }
         }
         Command::Roles {
             action: RolesAction::Verify { login },
