@@ -15,7 +15,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::sql::run;
+use crate::sql::{disable_tenant_isolation, enable_tenant_isolation, run};
 
 pub(crate) struct Migration;
 
@@ -25,7 +25,15 @@ impl MigrationName for Migration {
     }
 }
 
-const PG_UP: &str = r#"
+/// The tables of the first migration and the column holding their tenant.
+const TABLES: &[(&str, &str)] = &[
+    ("tenants", "id"),
+    ("api_keys", "tenant_id"),
+    ("agents", "tenant_id"),
+    ("leads", "tenant_id"),
+];
+
+const PG_ROLE_AND_GRANTS: &str = r#"
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'leadline_service') THEN
@@ -34,28 +42,6 @@ BEGIN
 END
 $$;
 
-ALTER TABLE tenants  ENABLE ROW LEVEL SECURITY;
-ALTER TABLE tenants  FORCE  ROW LEVEL SECURITY;
-ALTER TABLE api_keys ENABLE ROW LEVEL SECURITY;
-ALTER TABLE api_keys FORCE  ROW LEVEL SECURITY;
-ALTER TABLE agents   ENABLE ROW LEVEL SECURITY;
-ALTER TABLE agents   FORCE  ROW LEVEL SECURITY;
-ALTER TABLE leads    ENABLE ROW LEVEL SECURITY;
-ALTER TABLE leads    FORCE  ROW LEVEL SECURITY;
-
-CREATE POLICY tenant_isolation ON tenants
-    USING      (id = nullif(current_setting('app.tenant_id', true), '')::uuid)
-    WITH CHECK (id = nullif(current_setting('app.tenant_id', true), '')::uuid);
-CREATE POLICY tenant_isolation ON api_keys
-    USING      (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)
-    WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
-CREATE POLICY tenant_isolation ON agents
-    USING      (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)
-    WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
-CREATE POLICY tenant_isolation ON leads
-    USING      (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)
-    WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
-
 GRANT USAGE ON SCHEMA public TO leadline_service;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, api_keys, agents, leads TO leadline_service;
 GRANT SELECT ON seaql_migrations TO leadline_service;
@@ -63,34 +49,23 @@ GRANT SELECT ON seaql_migrations TO leadline_service;
 CREATE INDEX leads_metadata_idx ON leads USING gin (metadata jsonb_path_ops);
 "#;
 
-const PG_DOWN: &str = r#"
+const PG_UNGRANT: &str = r#"
 DROP INDEX leads_metadata_idx;
 
 REVOKE ALL ON tenants, api_keys, agents, leads, seaql_migrations FROM leadline_service;
 REVOKE USAGE ON SCHEMA public FROM leadline_service;
 
-DROP POLICY tenant_isolation ON leads;
-DROP POLICY tenant_isolation ON agents;
-DROP POLICY tenant_isolation ON api_keys;
-DROP POLICY tenant_isolation ON tenants;
-
-ALTER TABLE leads    NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE leads    DISABLE  ROW LEVEL SECURITY;
-ALTER TABLE agents   NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE agents   DISABLE  ROW LEVEL SECURITY;
-ALTER TABLE api_keys NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE api_keys DISABLE  ROW LEVEL SECURITY;
-ALTER TABLE tenants  NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE tenants  DISABLE  ROW LEVEL SECURITY;
 "#;
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, PG_UP, "").await
+        let up = format!("{PG_ROLE_AND_GRANTS}\n{}", enable_tenant_isolation(TABLES));
+        run(manager, &up, "").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, PG_DOWN, "").await
+        let down = format!("{PG_UNGRANT}\n{}", disable_tenant_isolation(TABLES));
+        run(manager, &down, "").await
     }
 }

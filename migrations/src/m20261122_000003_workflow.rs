@@ -7,7 +7,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::sql::run;
+use crate::sql::{enable_tenant_isolation, run};
 
 pub(crate) struct Migration;
 
@@ -94,28 +94,6 @@ CREATE TABLE idempotency_keys (
     completed_at   timestamptz,
     PRIMARY KEY (tenant_id, idem_key)
 );
-
-ALTER TABLE approvals        ENABLE ROW LEVEL SECURITY;
-ALTER TABLE approvals        FORCE  ROW LEVEL SECURITY;
-ALTER TABLE events           ENABLE ROW LEVEL SECURITY;
-ALTER TABLE events           FORCE  ROW LEVEL SECURITY;
-ALTER TABLE outbox           ENABLE ROW LEVEL SECURITY;
-ALTER TABLE outbox           FORCE  ROW LEVEL SECURITY;
-ALTER TABLE idempotency_keys ENABLE ROW LEVEL SECURITY;
-ALTER TABLE idempotency_keys FORCE  ROW LEVEL SECURITY;
-
-CREATE POLICY tenant_isolation ON approvals
-    USING      (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)
-    WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
-CREATE POLICY tenant_isolation ON events
-    USING      (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)
-    WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
-CREATE POLICY tenant_isolation ON outbox
-    USING      (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)
-    WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
-CREATE POLICY tenant_isolation ON idempotency_keys
-    USING      (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)
-    WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
 
 GRANT SELECT, INSERT, UPDATE ON approvals TO leadline_service;
 GRANT SELECT, INSERT ON events TO leadline_service;
@@ -213,10 +191,19 @@ CREATE TABLE idempotency_keys (
 
 const SQLITE_DOWN: &str = PG_DOWN;
 
+/// The new tables and the column holding their tenant.
+const TABLES: &[(&str, &str)] = &[
+    ("approvals", "tenant_id"),
+    ("events", "tenant_id"),
+    ("outbox", "tenant_id"),
+    ("idempotency_keys", "tenant_id"),
+];
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, PG_UP, SQLITE_UP).await
+        let pg = format!("{PG_UP}\n{}", enable_tenant_isolation(TABLES));
+        run(manager, &pg, SQLITE_UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
