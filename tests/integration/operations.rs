@@ -186,3 +186,65 @@ async fn shutdown_lets_in_flight_requests_finish() {
     );
     r.server.await.unwrap().unwrap();
 }
+
+/// `/readyz` reports Redis with its latency; Redis gone makes the service
+/// "degraded" (still 200: the cache falls back), never "down".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_redis_and_a_lost_redis_is_degraded_not_down() {
+    let mut redis = leadline_testsupport::OwnedRedisServer::start().unwrap();
+    let pg = pg().await;
+    let config = Config {
+        database: StoreSettings {
+            url: SecretString::from(pg.service_url.clone()),
+            ..StoreSettings::default()
+        },
+        cache: leadline_cache::CacheSettings {
+            redis_url: Some(redis.url()),
+            ..leadline_cache::CacheSettings::default()
+        },
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        run::serve(&config, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready: serde_json::Value = loop {
+        if let Ok(res) = http.get(format!("{base}/readyz")).send().await
+            && res.status() == 200
+        {
+            let body: serde_json::Value = res.json().await.unwrap();
+            if body["redis"]["status"] == "up" {
+                break body;
+            }
+        }
+        assert!(Instant::now() < deadline, "never ready with Redis up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(ready["redis"]["latency_ms"].is_number(), "{ready}");
+    assert!(ready["database"]["latency_ms"].is_number(), "{ready}");
+    assert_eq!(ready["database"]["backend"], "postgres", "{ready}");
+    assert!(ready.get("read_pool").is_none(), "no read pool configured");
+
+    redis.stop().unwrap();
+    let res = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "Redis gone is not a reason to leave the load balancer"
+    );
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["redis"]["status"], "down", "{body}");
+    assert_eq!(body["database"]["status"], "up", "{body}");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

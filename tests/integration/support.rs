@@ -22,6 +22,9 @@ pub const SERVICE_PASSWORD: &str = "service-password-for-tests";
 pub struct Pg {
     pub owner_url: String,
     pub service_url: String,
+    /// The database's name, for superuser work through
+    /// `leadline_testsupport::postgres().admin_execute`.
+    pub database: String,
 }
 
 static PG: OnceCell<Pg> = OnceCell::const_new();
@@ -48,7 +51,7 @@ pub async fn pg() -> &'static Pg {
             .await
             .expect("service login");
         owner.close().await;
-        Pg { service_url: server.url(SERVICE, SERVICE_PASSWORD, &database), owner_url }
+        Pg { service_url: server.url(SERVICE, SERVICE_PASSWORD, &database), owner_url, database }
     })
     .await
 }

@@ -8,8 +8,9 @@ use leadline_domain::{
 };
 use leadline_ports::{
     AppendEventError, ApprovalRepository, CacheStats, ContextCache, ContextLoader,
-    DraftApprovalError, EventRepository, GetApprovalError, GetLeadError, LeadContextRepository,
-    ListApprovalsError, ListLeadsError, TimelineError, TransitionApprovalError,
+    DraftApprovalError, EventRepository, GetApprovalError, GetLeadError, HealthError,
+    LeadContextRepository, ListApprovalsError, ListLeadsError, TimelineError,
+    TransitionApprovalError,
 };
 use serde::Deserialize;
 
@@ -311,5 +312,10 @@ impl ContextService {
     #[must_use]
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// Round-trips the cache's shared tier; `None` when it has none.
+    pub async fn ping_shared_cache(&self) -> Option<Result<std::time::Duration, HealthError>> {
+        self.cache.ping_shared().await
     }
 }

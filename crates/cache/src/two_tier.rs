@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use leadline_domain::{LeadContext, LeadId, TenantId};
-use leadline_ports::{CacheStats, ContextCache, ContextLoader, GetLeadError};
+use leadline_ports::{CacheStats, ContextCache, ContextLoader, GetLeadError, HealthError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -358,6 +358,18 @@ fn instance_id() -> String {
 
 #[async_trait]
 impl ContextCache for TwoTierCache {
+    async fn ping_shared(&self) -> Option<Result<std::time::Duration, HealthError>> {
+        let shared = self.shared()?;
+        let started = std::time::Instant::now();
+        Some(if shared.ping().await {
+            Ok(started.elapsed())
+        } else {
+            Err(HealthError::Failed(
+                "Redis did not answer PING in time".to_owned(),
+            ))
+        })
+    }
+
     async fn get_or_load(
         &self,
         tenant: TenantId,

@@ -113,6 +113,20 @@ impl Config {
                     |u| redact(u.expose_secret()),
                 ),
             ),
+            (
+                "database.ssl_mode",
+                db.ssl_mode.map_or_else(
+                    || "(unset: the URL's sslmode, else prefer)".to_owned(),
+                    |m| m.as_str().to_owned(),
+                ),
+            ),
+            (
+                "database.ssl_root_cert",
+                db.ssl_root_cert.as_ref().map_or_else(
+                    || "(unset: the URL's sslrootcert, else built-in roots)".to_owned(),
+                    |p| p.display().to_string(),
+                ),
+            ),
             ("database.max_connections", db.max_connections.to_string()),
             ("database.min_connections", db.min_connections.to_string()),
             (
@@ -127,6 +141,23 @@ impl Config {
                 "database.sqlite_busy_timeout_ms",
                 db.sqlite_busy_timeout_ms.to_string(),
             ),
+            (
+                "database.read_url",
+                db.read_url.as_ref().map_or_else(
+                    || "(unset: every read uses database.url)".to_owned(),
+                    |u| redact(u.expose_secret()),
+                ),
+            ),
+            ("database.retry_max", db.retry_max.to_string()),
+            (
+                "database.retry_min_delay_ms",
+                db.retry_min_delay_ms.to_string(),
+            ),
+            (
+                "database.retry_max_delay_ms",
+                db.retry_max_delay_ms.to_string(),
+            ),
+            ("database.slow_query_ms", db.slow_query_ms.to_string()),
             ("recall.events", recall.events.to_string()),
             (
                 "recall.preload_on_start",
@@ -193,8 +224,14 @@ pub fn figment(file: Option<&Path>) -> Figment {
         // The conventional variable, for PaaS platforms that inject it.
         .merge(
             Env::raw()
-                .only(&["DATABASE_URL"])
-                .map(|_| "database.url".into()),
+                .only(&["DATABASE_URL", "DATABASE_READ_URL"])
+                .map(|key| {
+                    if key.as_str().eq_ignore_ascii_case("DATABASE_READ_URL") {
+                        "database.read_url".into()
+                    } else {
+                        "database.url".into()
+                    }
+                }),
         )
         .merge(
             Env::prefixed("LEADLINE_")
@@ -285,9 +322,20 @@ mod tests {
             );
 
             jail.set_env("DATABASE_URL", "postgres://a@b/c");
+            jail.set_env("DATABASE_READ_URL", "postgres://r:pw@replica/c");
             jail.set_env("LEADLINE_DATABASE__MAX_CONNECTIONS", "9");
             let from_env = load(None).map_err(|e| e.to_string())?;
             assert_eq!(from_env.database.url.expose_secret(), "postgres://a@b/c");
+            assert_eq!(
+                from_env
+                    .database
+                    .read_url
+                    .as_ref()
+                    .map(|u| u.expose_secret().to_owned())
+                    .as_deref(),
+                Some("postgres://r:pw@replica/c"),
+                "DATABASE_READ_URL is the read pool"
+            );
             assert_eq!(from_env.database.max_connections, 9);
 
             jail.set_env("LEADLINE_SERVICE_PASSWORD", "not a setting");
@@ -336,13 +384,17 @@ mod tests {
                 "postgres://owner:own3r-pw@db/leadline",
             );
             jail.set_env("LEADLINE_CACHE__REDIS_URL", "redis://:r3dis-pw@cache:6379");
+            jail.set_env(
+                "DATABASE_READ_URL",
+                "postgres://app:r3plica-pw@replica/leadline",
+            );
             let config = load(None).map_err(|e| e.to_string())?;
             let shown: String = config
                 .describe()
                 .iter()
                 .map(|(k, v)| format!("{k} = {v}\n"))
                 .collect();
-            for secret in ["db-s3cret", "own3r-pw", "r3dis-pw"] {
+            for secret in ["db-s3cret", "own3r-pw", "r3dis-pw", "r3plica-pw"] {
                 assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
             }
             assert!(
@@ -353,7 +405,62 @@ mod tests {
                 shown.contains("cache.redis_url = redis://:***@cache:6379"),
                 "{shown}"
             );
-            assert_eq!(config.describe().len(), 23, "every setting is listed");
+            assert_eq!(config.describe().len(), 30, "every setting is listed");
+            Ok(())
+        });
+    }
+
+    /// Operators read the keys in docs/operations.md: a key `config check`
+    /// shows must have its row there.
+    #[test]
+    fn every_key_is_documented_in_operations_md() {
+        let docs = include_str!("../../../docs/operations.md");
+        let missing: Vec<&str> = Config::default()
+            .describe()
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !docs.contains(&format!("| `{key}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "keys without a row in docs/operations.md: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_environment_and_a_missing_ca_is_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEADLINE_DATABASE__SSL_MODE", "verify-full");
+            let config = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.database.ssl_mode,
+                Some(leadline_store::SslMode::VerifyFull)
+            );
+            assert!(
+                config
+                    .describe()
+                    .contains(&("database.ssl_mode", "verify-full".to_owned()))
+            );
+
+            jail.set_env("LEADLINE_DATABASE__SSL_MODE", "verify-everything");
+            let err = load(None).expect_err("unknown mode").to_string();
+            assert!(err.contains("database.ssl_mode"), "{err}");
+
+            jail.set_env("LEADLINE_DATABASE__SSL_MODE", "verify-ca");
+            jail.set_env("LEADLINE_DATABASE__SSL_ROOT_CERT", "no-such-ca.pem");
+            let err = load(None).expect_err("missing CA file").to_string();
+            assert!(
+                err.contains("database.ssl_root_cert: no-such-ca.pem is not a readable file"),
+                "{err}"
+            );
+
+            jail.create_file("ca.pem", "-----BEGIN CERTIFICATE-----\n")?;
+            jail.set_env("LEADLINE_DATABASE__SSL_ROOT_CERT", "ca.pem");
+            let config = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.database.ssl_root_cert.as_deref(),
+                Some(Path::new("ca.pem"))
+            );
             Ok(())
         });
     }

@@ -9,9 +9,10 @@ use leadline_domain::{
     UpdateLeadRequest,
 };
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, openapi::schema as s};
 
 /// Distinguishes an absent field (`None`) from an explicit `null`
 /// (`Some(None)`), so PATCH can clear optional fields.
@@ -22,12 +23,18 @@ fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 }
 
 /// `POST /v1/agents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateAgentBody {
+    /// Display name.
+    #[schema(value_type = s::DisplayName)]
     name: DisplayName,
+    /// Email, unique within the tenant (409 otherwise).
+    #[schema(value_type = s::Email)]
     email: Email,
+    /// Role; `agent` when absent.
     #[serde(default = "default_role")]
+    #[schema(value_type = s::AgentRole)]
     role: AgentRole,
 }
 
@@ -45,14 +52,22 @@ impl CreateAgentBody {
     }
 }
 
-/// `PATCH /v1/agents/{id}`.
-#[derive(Debug, Deserialize)]
+/// `PATCH /v1/agents/{id}`: absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateAgentBody {
+    /// The version read; required unless `If-Match` is sent.
     version: Option<i64>,
+    /// Display name.
+    #[schema(value_type = Option<s::DisplayName>)]
     name: Option<DisplayName>,
+    /// Email, unique within the tenant.
+    #[schema(value_type = Option<s::Email>)]
     email: Option<Email>,
+    /// Role.
+    #[schema(value_type = Option<s::AgentRole>)]
     role: Option<AgentRole>,
+    /// Inactive agents keep their history but get no new leads.
     active: Option<bool>,
 }
 
@@ -73,21 +88,41 @@ impl UpdateAgentBody {
 }
 
 /// `POST /v1/leads`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateLeadBody {
+    /// First name.
+    #[schema(value_type = s::PersonName)]
     first_name: PersonName,
+    /// Last name.
+    #[schema(value_type = s::PersonName)]
     last_name: PersonName,
+    /// Email.
+    #[schema(value_type = Option<s::Email>)]
     email: Option<Email>,
+    /// Phone.
+    #[schema(value_type = Option<s::Phone>)]
     phone: Option<Phone>,
+    /// Company.
+    #[schema(value_type = Option<s::CompanyName>)]
     company: Option<CompanyName>,
+    /// Where it came from.
+    #[schema(value_type = Option<s::Source>)]
     source: Option<Source>,
+    /// Lifecycle status; `new` when absent.
     #[serde(default = "default_status")]
+    #[schema(value_type = s::LeadStatus)]
     status: LeadStatus,
+    /// The agent working it (422 if there is no such agent).
+    #[schema(value_type = Option<Uuid>)]
     assigned_agent_id: Option<AgentId>,
+    /// Labels.
     #[serde(default)]
+    #[schema(value_type = s::Tags)]
     tags: Tags,
+    /// Free-form data.
     #[serde(default)]
+    #[schema(value_type = s::Metadata)]
     metadata: Metadata,
 }
 
@@ -113,24 +148,45 @@ impl CreateLeadBody {
 }
 
 /// `PATCH /v1/leads/{id}`: absent fields stay, `null` clears optional ones.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateLeadBody {
+    /// The version read; required unless `If-Match` is sent.
     version: Option<i64>,
+    /// First name.
+    #[schema(value_type = Option<s::PersonName>)]
     first_name: Option<PersonName>,
+    /// Last name.
+    #[schema(value_type = Option<s::PersonName>)]
     last_name: Option<PersonName>,
+    /// Email; `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<s::Email>)]
     email: Option<Option<Email>>,
+    /// Phone; `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<s::Phone>)]
     phone: Option<Option<Phone>>,
+    /// Company; `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<s::CompanyName>)]
     company: Option<Option<CompanyName>>,
+    /// Where it came from; `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<s::Source>)]
     source: Option<Option<Source>>,
+    /// Lifecycle status: a move the lifecycle allows (409 otherwise).
+    #[schema(value_type = Option<s::LeadStatus>)]
     status: Option<LeadStatus>,
+    /// The agent working it; `null` unassigns.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
     assigned_agent_id: Option<Option<AgentId>>,
+    /// Labels: replaces them all.
+    #[schema(value_type = Option<s::Tags>)]
     tags: Option<Tags>,
+    /// Free-form data: replaces it whole.
+    #[schema(value_type = Option<s::Metadata>)]
     metadata: Option<Metadata>,
 }
 
@@ -157,21 +213,35 @@ impl UpdateLeadBody {
 }
 
 /// Query of `GET /v1/leads`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListLeadsParams {
+    /// Only leads in this status.
+    #[param(value_type = Option<s::LeadStatus>)]
     pub status: Option<LeadStatus>,
+    /// Only leads assigned to this agent.
+    #[param(value_type = Option<Uuid>)]
     pub assigned_agent_id: Option<AgentId>,
+    /// Only leads with this tag.
+    #[param(value_type = Option<s::Tag>)]
     pub tag: Option<Tag>,
+    /// Page size.
+    #[param(value_type = Option<s::PageLimit>)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 /// Query of `GET /v1/agents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListAgentsParams {
+    /// Page size.
+    #[param(value_type = Option<s::PageLimit>)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 

@@ -11,8 +11,11 @@ use leadline_ports::{
 };
 use serde::Serialize;
 
+/// The media type of every error response.
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
+
 /// One field that failed, with why.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's path in the request, e.g. `email` or `tags[2]`.
     pub field: String,
@@ -242,10 +245,7 @@ impl IntoResponse for ApiError {
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

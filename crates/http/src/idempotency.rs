@@ -18,7 +18,11 @@ use leadline_domain::IdempotencyKey;
 use leadline_ports::{IdempotencyBegin, StoredResponse};
 use sha2::{Digest, Sha256};
 
-use crate::{AppState, error::ApiError, extract::CurrentTenant};
+use crate::{
+    AppState,
+    error::{ApiError, PROBLEM_JSON},
+    extract::CurrentTenant,
+};
 
 /// The header.
 pub(crate) const HEADER: &str = "idempotency-key";
@@ -48,7 +52,7 @@ fn replay(stored: StoredResponse) -> Response {
     let content_type = if status.is_success() {
         "application/json"
     } else {
-        "application/problem+json"
+        PROBLEM_JSON
     };
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Some(location) = stored.location.and_then(|l| HeaderValue::from_str(&l).ok()) {

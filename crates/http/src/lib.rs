@@ -10,6 +10,9 @@
 //!   is logged with its cause and answered with a generic body.
 //! - [`serve`] takes a bound listener and a shutdown future, so tests bind
 //!   `127.0.0.1:0` and stop the server cleanly.
+//! - The OpenAPI 3.1 document is built with the routes, from the handlers'
+//!   annotations ([`openapi_document`]); it is served at `/openapi.json`, and
+//!   `/docs` renders it with Swagger UI from files inside the binary.
 
 mod dto;
 pub mod error;
@@ -17,6 +20,7 @@ pub use observe::metrics_handle;
 mod extract;
 mod idempotency;
 mod observe;
+mod openapi;
 mod routes;
 mod workflow;
 
@@ -26,6 +30,10 @@ use axum::Router;
 use leadline_app::Services;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
 
 /// What handlers share.
 #[derive(Clone, Debug)]
@@ -89,6 +97,25 @@ impl AppState {
     }
 }
 
+/// The API's routes and its OpenAPI document, built from one list: each
+/// route is registered from its handler's `#[utoipa::path]`, which also
+/// gives its document entry.
+fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(routes::routes())
+        .merge(workflow::routes())
+        .routes(utoipa_axum::routes!(observe::render))
+        .split_for_parts();
+    openapi::conventions(&mut document);
+    (routes, document)
+}
+
+/// The OpenAPI 3.1 document served at `/openapi.json`.
+#[must_use]
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api().1
+}
+
 /// The whole API as a router.
 pub fn router(state: AppState) -> Router {
     use tower_http::{
@@ -98,9 +125,12 @@ pub fn router(state: AppState) -> Router {
     // Touch the recorder before the first request so metrics are recorded
     // from the start.
     let _ = observe::metrics_handle();
-    routes::routes()
-        .merge(workflow::routes())
-        .route("/metrics", axum::routing::get(observe::render))
+    let (routes, document) = api();
+    routes
+        .merge(openapi::docs(document))
+        .fallback(|| async { ApiError::not_found("route") })
+        // After every route is in: it applies to the routes present.
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,

@@ -37,10 +37,9 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("http_request_duration_seconds".to_owned()),
-                    LATENCY_BUCKETS,
-                )
+                // Every histogram here is a latency in seconds: HTTP
+                // requests, database operations, pool acquires.
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             // Fails only if another recorder was installed first (a test
             // harness, say); then keep a private one so /metrics still works.
@@ -72,13 +71,28 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// `GET /metrics`.
+/// Prometheus metrics: requests by route template and status, pool
+/// occupancy, cache counters.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")),
+)]
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
     let services = state.services();
-    let pool = services.health.pool_stats();
-    metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(pool.idle));
-    metrics::gauge!("db_pool_connections", "state" => "in_use").set(f64::from(pool.in_use));
-    metrics::gauge!("db_pool_max_connections").set(f64::from(pool.max));
+    let pools = [
+        ("primary", Some(services.health.pool_stats())),
+        ("replica", services.health.read_pool_stats()),
+    ];
+    for (name, stats) in pools {
+        let Some(pool) = stats else { continue };
+        metrics::gauge!("db_pool_connections", "pool" => name, "state" => "idle")
+            .set(f64::from(pool.idle));
+        metrics::gauge!("db_pool_connections", "pool" => name, "state" => "in_use")
+            .set(f64::from(pool.in_use));
+        metrics::gauge!("db_pool_max_connections", "pool" => name).set(f64::from(pool.max));
+    }
     let cache = services.context.cache_stats();
     for (tier, t) in [("l1", cache.l1), ("l2", cache.l2)] {
         metrics::counter!("cache_hits_total", "tier" => tier).absolute(t.hits);

@@ -1,14 +1,19 @@
-//! Route table and handlers.
+//! Route table and handlers. Each handler's `#[utoipa::path]` is both its
+//! route (through `routes!`) and its entry in the OpenAPI document; what all
+//! `/v1` operations share (auth, 401/500/503, JSON body errors,
+//! `Idempotency-Key`) is added by [`crate::openapi::conventions`].
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use leadline_domain::{AgentId, LeadId, ListLeadsQuery};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
@@ -18,19 +23,18 @@ use crate::{
     },
     error::{ApiError, update_agent_error, update_lead_error},
     extract::{ApiJson, ApiQuery, CurrentTenant, etag, if_match},
+    openapi::{self as oa, schema as s},
 };
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/tenant", get(current_tenant))
-        .route("/v1/agents", get(list_agents).post(create_agent))
-        .route("/v1/agents/{id}", get(get_agent).patch(update_agent))
-        .route("/v1/leads", get(list_leads).post(create_lead))
-        .route("/v1/leads/{id}", get(get_lead).patch(update_lead))
-        .fallback(|| async { ApiError::not_found("route") })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(current_tenant))
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, update_agent))
+        .routes(routes!(list_leads, create_lead))
+        .routes(routes!(get_lead, update_lead))
 }
 
 /// A malformed id cannot name anything: 404, like another tenant's id.
@@ -73,36 +77,183 @@ fn expected_version(
     }
 }
 
+/// Liveness: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "Up", body = s::Health)),
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Readiness: the caches are warm and the database answers.
+///
+/// Answers 503 while the start-up preload runs (`type` ends in
+/// `warming-up`) and while the database does not answer within the
+/// readiness timeout (`type` ends in `unavailable`).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready, or degraded (an optional dependency is down)", body = Readiness),
+        (status = 503, response = oa::Unavailable),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     if !state.is_warm() {
         return ApiError::warming_up().into_response();
     }
-    let health = &state.services().health;
-    match health.ping(state.inner.readiness_timeout).await {
-        Ok(latency) => {
-            let pool = health.pool_stats();
-            Json(json!({
-                "status": "ready",
-                "database": {
-                    "backend": health.backend(),
-                    "latency_ms": latency.as_secs_f64() * 1000.0,
-                    "pool": { "size": pool.size, "idle": pool.idle, "in_use": pool.in_use, "max": pool.max },
-                },
-            }))
-            .into_response()
+    let services = state.services();
+    let timeout = state.inner.readiness_timeout;
+    let health = &services.health;
+    // The three probes run at once: readiness costs the slowest, not the sum.
+    let (database, read_pool, redis) = tokio::join!(
+        health.ping(timeout),
+        health.ping_read_pool(timeout),
+        services.context.ping_shared_cache(),
+    );
+    let latency = match database {
+        Ok(latency) => latency,
+        Err(e) => return ApiError::unavailable(&e).into_response(),
+    };
+    let read_pool = read_pool.map(|probe| Check::of(probe, health.read_pool_stats()));
+    let redis = redis.map(|probe| Check::of(probe, None));
+    let degraded = [&read_pool, &redis]
+        .into_iter()
+        .flatten()
+        .any(|c| c.status == CheckStatus::Down);
+    Json(Readiness {
+        status: if degraded { "degraded" } else { "ready" },
+        database: Check {
+            backend: Some(health.backend()),
+            ..Check::of(Ok(latency), Some(health.pool_stats()))
+        },
+        read_pool,
+        redis,
+    })
+    .into_response()
+}
+
+/// `GET /readyz`: ready (200) while the primary database answers; `degraded`
+/// (still 200, so a load balancer keeps the instance) when the read pool or
+/// Redis does not, since both have fallbacks; 503 when the database is down.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    /// `ready`, or `degraded` when an optional dependency is down.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// The primary database.
+    database: Check,
+    /// The read pool (`database.read_url`); absent when not configured.
+    /// While it is down, replica reads go to the primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_pool: Option<Check>,
+    /// Redis, the cache's shared tier; absent when not configured. While it
+    /// is down, the in-process tier and the store serve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<Check>,
+}
+
+/// One dependency's probe.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Check {
+    /// Whether it answered.
+    status: CheckStatus,
+    /// The database backend, `postgres` or `sqlite`; for the database only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<&'static str>,
+    /// How long it took to answer, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+    /// Why it did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Its connection pool, for the database pools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<Pool>,
+}
+
+/// Whether a dependency answered its probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum CheckStatus {
+    /// Answered in time.
+    Up,
+    /// Failed or timed out.
+    Down,
+}
+
+/// A connection pool's occupancy.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Pool {
+    /// Open connections.
+    size: u32,
+    /// Open and idle.
+    idle: u32,
+    /// Open and in use.
+    in_use: u32,
+    /// The most the pool opens.
+    max: u32,
+}
+
+impl Check {
+    fn of(
+        probe: Result<std::time::Duration, leadline_ports::HealthError>,
+        pool: Option<leadline_ports::PoolStats>,
+    ) -> Self {
+        let pool = pool.map(|p| Pool {
+            size: p.size,
+            idle: p.idle,
+            in_use: p.in_use,
+            max: p.max,
+        });
+        match probe {
+            Ok(latency) => Self {
+                status: CheckStatus::Up,
+                backend: None,
+                latency_ms: Some(latency.as_secs_f64() * 1000.0),
+                error: None,
+                pool,
+            },
+            Err(e) => Self {
+                status: CheckStatus::Down,
+                backend: None,
+                latency_ms: None,
+                error: Some(e.to_string()),
+                pool,
+            },
         }
-        Err(e) => ApiError::unavailable(&e).into_response(),
     }
 }
 
+/// The tenant the API key belongs to.
+#[utoipa::path(
+    get,
+    path = "/v1/tenant",
+    tag = "tenant",
+    responses((status = 200, description = "The tenant", body = s::Tenant)),
+)]
 async fn current_tenant(CurrentTenant(tenant): CurrentTenant) -> Json<leadline_domain::Tenant> {
     Json(tenant)
 }
 
+/// Create an agent.
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    tag = "agents",
+    request_body = CreateAgentBody,
+    responses(
+        (status = 201, description = "Created", body = s::Agent, headers(
+            ("ETag" = String, description = "The version, quoted: send it back as `If-Match`"),
+            ("Location" = String, description = "The agent's URL"),
+        )),
+        (status = 409, response = oa::Conflict),
+    ),
+)]
 async fn create_agent(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -122,6 +273,19 @@ async fn create_agent(
     ))
 }
 
+/// Read an agent.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = uuid::Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The agent", body = s::Agent, headers(
+            ("ETag" = String, description = "The version, quoted: send it back as `If-Match`"),
+        )),
+        (status = 404, response = oa::NotFound),
+    ),
+)]
 async fn get_agent(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -132,6 +296,17 @@ async fn get_agent(
     Ok(versioned(StatusCode::OK, &agent, agent.version, None))
 }
 
+/// List agents, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    params(ListAgentsParams),
+    responses(
+        (status = 200, description = "A page of agents", body = s::AgentPage),
+        (status = 422, response = oa::Unprocessable),
+    ),
+)]
 async fn list_agents(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -154,6 +329,28 @@ async fn list_agents(
     }))
 }
 
+/// Update an agent: absent fields stay as they are.
+///
+/// The version read must be sent, as `If-Match` or the body's `version`.
+#[utoipa::path(
+    patch,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The agent's id"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` read (`\"3\"` or `W/\"3\"`); a stale one is a 412"),
+    ),
+    request_body = UpdateAgentBody,
+    responses(
+        (status = 200, description = "Updated", body = s::Agent, headers(
+            ("ETag" = String, description = "The new version, quoted"),
+        )),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+        (status = 412, response = oa::PreconditionFailed),
+        (status = 428, response = oa::PreconditionRequired),
+    ),
+)]
 async fn update_agent(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -172,6 +369,19 @@ async fn update_agent(
     Ok(versioned(StatusCode::OK, &agent, agent.version, None))
 }
 
+/// Create a lead.
+#[utoipa::path(
+    post,
+    path = "/v1/leads",
+    tag = "leads",
+    request_body = CreateLeadBody,
+    responses(
+        (status = 201, description = "Created", body = s::Lead, headers(
+            ("ETag" = String, description = "The version, quoted: send it back as `If-Match`"),
+            ("Location" = String, description = "The lead's URL"),
+        )),
+    ),
+)]
 async fn create_lead(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -191,6 +401,19 @@ async fn create_lead(
     ))
 }
 
+/// Read a lead.
+#[utoipa::path(
+    get,
+    path = "/v1/leads/{id}",
+    tag = "leads",
+    params(("id" = uuid::Uuid, Path, description = "The lead's id")),
+    responses(
+        (status = 200, description = "The lead", body = s::Lead, headers(
+            ("ETag" = String, description = "The version, quoted: send it back as `If-Match`"),
+        )),
+        (status = 404, response = oa::NotFound),
+    ),
+)]
 async fn get_lead(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -201,6 +424,17 @@ async fn get_lead(
     Ok(versioned(StatusCode::OK, &lead, lead.version, None))
 }
 
+/// List leads, newest first, optionally filtered.
+#[utoipa::path(
+    get,
+    path = "/v1/leads",
+    tag = "leads",
+    params(ListLeadsParams),
+    responses(
+        (status = 200, description = "A page of leads", body = s::LeadPage),
+        (status = 422, response = oa::Unprocessable),
+    ),
+)]
 async fn list_leads(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -224,6 +458,29 @@ async fn list_leads(
     }))
 }
 
+/// Update a lead: absent fields stay, `null` clears optional ones.
+///
+/// The version read must be sent, as `If-Match` or the body's `version`.
+/// A status change must be a move the lifecycle allows (409 otherwise).
+#[utoipa::path(
+    patch,
+    path = "/v1/leads/{id}",
+    tag = "leads",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The lead's id"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` read (`\"3\"` or `W/\"3\"`); a stale one is a 412"),
+    ),
+    request_body = UpdateLeadBody,
+    responses(
+        (status = 200, description = "Updated", body = s::Lead, headers(
+            ("ETag" = String, description = "The new version, quoted"),
+        )),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+        (status = 412, response = oa::PreconditionFailed),
+        (status = 428, response = oa::PreconditionRequired),
+    ),
+)]
 async fn update_lead(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,

@@ -16,6 +16,8 @@ use tower::ServiceExt;
 
 use crate::{AppState, router};
 
+mod openapi;
+
 struct Harness {
     app: Router,
     key: String,
@@ -783,8 +785,12 @@ async fn metrics_are_exposed_in_prometheus_text() {
         // The route template, never the concrete id.
         r#"http_requests_total{method="GET",route="/v1/leads/{id}",status="200"}"#,
         r#"http_request_duration_seconds_bucket{method="GET",route="/v1/leads",status="200",le="0.005"}"#,
-        r#"db_pool_connections{state="in_use"}"#,
-        "db_pool_max_connections 1",
+        r#"db_pool_connections{pool="primary",state="in_use"}"#,
+        r#"db_pool_max_connections{pool="primary"} 1"#,
+        // Store operations by name, and the wait for a connection.
+        r#"db_query_duration_seconds_bucket{operation="leads.create",le="0.005"}"#,
+        r#"db_query_duration_seconds_count{operation="leads.get"}"#,
+        r#"db_pool_acquire_seconds_count{pool="primary"}"#,
         r#"cache_misses_total{tier="l1"}"#,
         "cache_loads_total",
     ] {
@@ -795,6 +801,19 @@ async fn metrics_are_exposed_in_prometheus_text() {
         "ids never become labels"
     );
     assert!(!text.contains(&h.key), "keys never appear");
+    // Operators read the metrics in docs/operations.md: every family
+    // exported here must have its row there.
+    let docs = include_str!("../../../docs/operations.md");
+    let undocumented: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !docs.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics missing from docs/operations.md: {undocumented:?}"
+    );
 }
 
 /// A `MakeWriter` that appends every log line to a shared buffer.
@@ -825,26 +844,39 @@ async fn request_logs_carry_id_tenant_route_status_and_never_the_key() {
         .as_str()
         .unwrap()
         .to_owned();
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    h.send(
-        Method::GET,
-        "/v1/leads?limit=5",
-        &[("x-request-id", "req-log-1")],
-        None,
-    )
-    .await;
-    drop(_guard);
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.contains("req-log-1"))
-        .unwrap_or_else(|| panic!("no line for the request in:\n{text}"));
+    // tracing caches, per callsite, whether any subscriber is interested. A
+    // callsite that another test was registering (with no subscriber, so
+    // "never") while `set_default` rebuilt that cache keeps the stale answer
+    // until the next rebuild, and the request logs nothing: rebuild and try
+    // again. Only that race is retried; a request that logs the wrong thing
+    // still fails below.
+    let mut captured = None;
+    for attempt in 0..5 {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        let request_id = format!("req-log-{attempt}");
+        h.send(
+            Method::GET,
+            "/v1/leads?limit=5",
+            &[("x-request-id", request_id.as_str())],
+            None,
+        )
+        .await;
+        drop(_guard);
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains(&request_id)) {
+            captured = Some((line.to_owned(), text));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (line, text) = captured.expect("no log line for the request in five attempts");
     for needle in [
         &tenant,
         "/v1/leads",

@@ -1,11 +1,10 @@
-//! Workflow routes: approvals, the timeline, the lead context.
+//! Workflow routes: approvals, the timeline, the lead context, the cache.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
@@ -16,27 +15,30 @@ use leadline_domain::{
     TimelineCursor, TimelineQuery,
 };
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
     dto::{ListResponse, decode_cursor, encode_cursor, page_limit},
     error::{ApiError, transition_error},
     extract::{ApiJson, ApiQuery, CurrentTenant},
+    openapi::{self as oa, schema as s},
 };
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/leads/{id}/approvals", post(draft))
-        .route("/v1/leads/{id}/events", get(timeline).post(append_event))
-        .route("/v1/leads/{id}/context", get(context))
-        .route("/v1/cache/stats", get(cache_stats))
-        .route("/v1/cache/preload", post(preload))
-        .route("/v1/approvals", get(queue))
-        .route("/v1/approvals/{id}", get(get_approval))
-        .route("/v1/approvals/{id}/approve", post(approve))
-        .route("/v1/approvals/{id}/reject", post(reject))
-        .route("/v1/approvals/{id}/send", post(send))
-        .route("/v1/approvals/{id}/cancel", post(cancel))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(draft))
+        .routes(routes!(timeline, append_event))
+        .routes(routes!(context))
+        .routes(routes!(cache_stats))
+        .routes(routes!(preload))
+        .routes(routes!(queue))
+        .routes(routes!(get_approval))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(send))
+        .routes(routes!(cancel))
 }
 
 fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
@@ -44,15 +46,37 @@ fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, Ap
 }
 
 /// `POST /v1/leads/{id}/approvals`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DraftBody {
+    /// How the message will reach the lead.
+    #[schema(value_type = s::Channel)]
     channel: Channel,
+    /// Subject, for channels that have one.
+    #[schema(value_type = Option<s::Subject>)]
     subject: Option<Subject>,
+    /// The message.
+    #[schema(value_type = s::MessageBody)]
     body: MessageBody,
+    /// The agent drafting it.
+    #[schema(value_type = uuid::Uuid)]
     requested_by: AgentId,
 }
 
+/// Draft an outbound message to a lead; it waits for a person's decision.
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{id}/approvals",
+    tag = "approvals",
+    params(("id" = uuid::Uuid, Path, description = "The lead's id")),
+    request_body = DraftBody,
+    responses(
+        (status = 201, description = "Drafted, pending", body = s::Approval, headers(
+            ("Location" = String, description = "The approval's URL"),
+        )),
+        (status = 404, response = oa::NotFound),
+    ),
+)]
 async fn draft(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -80,6 +104,17 @@ async fn draft(
         .into_response())
 }
 
+/// Read an approval.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals/{id}",
+    tag = "approvals",
+    params(("id" = uuid::Uuid, Path, description = "The approval's id")),
+    responses(
+        (status = 200, description = "The approval", body = s::Approval),
+        (status = 404, response = oa::NotFound),
+    ),
+)]
 async fn get_approval(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -89,28 +124,42 @@ async fn get_approval(
     Ok(Json(state.services().approvals.get(tenant.id, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/approvals/{id}/approve`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DecidedBy {
+    /// The agent approving it.
+    #[schema(value_type = uuid::Uuid)]
     decided_by: AgentId,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/approvals/{id}/reject`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RejectBody {
+    /// The agent rejecting it.
+    #[schema(value_type = uuid::Uuid)]
     decided_by: AgentId,
+    /// Why.
+    #[schema(value_type = s::RejectionReason)]
     reason: RejectionReason,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/approvals/{id}/send`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SentBy {
+    /// The agent who sent it.
+    #[schema(value_type = uuid::Uuid)]
     sent_by: AgentId,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/approvals/{id}/cancel`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CancelledBy {
+    /// The agent withdrawing it.
+    #[schema(value_type = uuid::Uuid)]
     cancelled_by: AgentId,
 }
 
@@ -131,6 +180,22 @@ async fn act(
         .map_err(|e| transition_error(e, actor_field))
 }
 
+/// Approve a pending approval.
+///
+/// A move the lifecycle does not allow is a 409 whose `current_status`
+/// says where the approval stands.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/approve",
+    tag = "approvals",
+    params(("id" = uuid::Uuid, Path, description = "The approval's id")),
+    request_body = DecidedBy,
+    responses(
+        (status = 200, description = "The approval, moved", body = s::Approval),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+    ),
+)]
 async fn approve(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -149,6 +214,22 @@ async fn approve(
     .await
 }
 
+/// Reject a pending approval, with a reason.
+///
+/// A move the lifecycle does not allow is a 409 whose `current_status`
+/// says where the approval stands.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/reject",
+    tag = "approvals",
+    params(("id" = uuid::Uuid, Path, description = "The approval's id")),
+    request_body = RejectBody,
+    responses(
+        (status = 200, description = "The approval, moved", body = s::Approval),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+    ),
+)]
 async fn reject(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -168,6 +249,23 @@ async fn reject(
     .await
 }
 
+/// Mark an approved approval sent (exactly once); the send lands on the
+/// lead's timeline.
+///
+/// A move the lifecycle does not allow is a 409 whose `current_status`
+/// says where the approval stands.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/send",
+    tag = "approvals",
+    params(("id" = uuid::Uuid, Path, description = "The approval's id")),
+    request_body = SentBy,
+    responses(
+        (status = 200, description = "The approval, moved", body = s::Approval),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+    ),
+)]
 async fn send(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -184,6 +282,22 @@ async fn send(
     .await
 }
 
+/// Withdraw a pending approval.
+///
+/// A move the lifecycle does not allow is a 409 whose `current_status`
+/// says where the approval stands.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/cancel",
+    tag = "approvals",
+    params(("id" = uuid::Uuid, Path, description = "The approval's id")),
+    request_body = CancelledBy,
+    responses(
+        (status = 200, description = "The approval, moved", body = s::Approval),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+    ),
+)]
 async fn cancel(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -202,15 +316,35 @@ async fn cancel(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /v1/approvals`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct QueueParams {
+    /// Only approvals in this status; `pending` when absent.
+    #[param(value_type = Option<s::ApprovalStatus>)]
     status: Option<ApprovalStatus>,
+    /// Only approvals drafted by this agent.
+    #[param(value_type = Option<uuid::Uuid>)]
     requested_by: Option<AgentId>,
+    /// Page size.
+    #[param(value_type = Option<s::PageLimit>)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// The approval queue: pending approvals by default, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals",
+    tag = "approvals",
+    params(QueueParams),
+    responses(
+        (status = 200, description = "A page of approvals", body = s::ApprovalPage),
+        (status = 422, response = oa::Unprocessable),
+    ),
+)]
 async fn queue(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -234,18 +368,41 @@ async fn queue(
 }
 
 /// `POST /v1/leads/{id}/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AppendBody {
+    /// What happened.
+    #[schema(value_type = s::EventKind)]
     kind: EventKind,
+    /// Which way.
+    #[schema(value_type = s::Direction)]
     direction: Direction,
+    /// What was said or noted.
+    #[schema(value_type = Option<s::EventContent>)]
     content: Option<EventContent>,
+    /// When it happened; now when absent, never in the future.
     occurred_at: Option<DateTime<Utc>>,
+    /// The agent involved, if any.
+    #[schema(value_type = Option<uuid::Uuid>)]
     actor: Option<AgentId>,
+    /// Free-form data.
     #[serde(default)]
+    #[schema(value_type = s::Metadata)]
     metadata: Metadata,
 }
 
+/// Append an event to a lead's timeline.
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{id}/events",
+    tag = "timeline",
+    params(("id" = uuid::Uuid, Path, description = "The lead's id")),
+    request_body = AppendBody,
+    responses(
+        (status = 201, description = "Appended", body = s::Event),
+        (status = 404, response = oa::NotFound),
+    ),
+)]
 async fn append_event(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -296,13 +453,30 @@ fn decode_timeline_cursor(raw: Option<&str>) -> Result<Option<TimelineCursor>, A
     }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /v1/leads/{id}/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct TimelineParams {
+    /// Page size.
+    #[param(value_type = Option<s::PageLimit>)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// A lead's timeline, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/leads/{id}/events",
+    tag = "timeline",
+    params(("id" = uuid::Uuid, Path, description = "The lead's id"), TimelineParams),
+    responses(
+        (status = 200, description = "A page of events", body = s::EventPage),
+        (status = 404, response = oa::NotFound),
+        (status = 422, response = oa::Unprocessable),
+    ),
+)]
 async fn timeline(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -329,6 +503,18 @@ async fn timeline(
     }))
 }
 
+/// Everything about a lead in one read: the lead, its agent, its open and
+/// recent approvals and its latest events. Served from the cache.
+#[utoipa::path(
+    get,
+    path = "/v1/leads/{id}/context",
+    tag = "timeline",
+    params(("id" = uuid::Uuid, Path, description = "The lead's id")),
+    responses(
+        (status = 200, description = "The lead's context", body = s::LeadContext),
+        (status = 404, response = oa::NotFound),
+    ),
+)]
 async fn context(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
@@ -343,6 +529,12 @@ async fn context(
 /// Cache counters since start, for tenant admins (every API key is a
 /// tenant admin's today). The counters are the instance's, not per tenant:
 /// they reveal volumes, never keys or data.
+#[utoipa::path(
+    get,
+    path = "/v1/cache/stats",
+    tag = "cache",
+    responses((status = 200, description = "The counters", body = s::CacheStats)),
+)]
 async fn cache_stats(
     State(state): State<AppState>,
     CurrentTenant(_): CurrentTenant,
@@ -350,13 +542,27 @@ async fn cache_stats(
     Json(state.services().context.cache_stats())
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `POST /v1/cache/preload`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PreloadParams {
+    /// How many of the most recently active leads to load; 100 when absent.
+    #[param(minimum = 1, maximum = 65535)]
     limit: Option<u16>,
 }
 
 /// Warms the caches with this tenant's most recently active leads.
+#[utoipa::path(
+    post,
+    path = "/v1/cache/preload",
+    tag = "cache",
+    params(PreloadParams),
+    responses(
+        (status = 200, description = "What the preload did", body = s::PreloadReport),
+        (status = 422, response = oa::Unprocessable),
+    ),
+)]
 async fn preload(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,

@@ -99,4 +99,11 @@ pub trait ContextCache: Send + Sync {
         let _ = limit;
         Vec::new()
     }
+
+    /// Round-trips the shared tier (Redis `PING`); `None` when there is no
+    /// shared tier. The cache works without it, so a failure here means
+    /// "degraded", not "down".
+    async fn ping_shared(&self) -> Option<Result<std::time::Duration, crate::HealthError>> {
+        None
+    }
 }

@@ -43,4 +43,16 @@ pub trait HealthCheck: Send + Sync {
 
     /// Which backend this is ("postgres", "sqlite").
     fn backend(&self) -> &'static str;
+
+    /// Like [`HealthCheck::ping`] on the read pool; `None` when no read pool
+    /// is configured.
+    async fn ping_read_pool(&self, timeout: Duration) -> Option<Result<Duration, HealthError>> {
+        let _ = timeout;
+        None
+    }
+
+    /// The read pool right now; `None` when there is none.
+    fn read_pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
 }

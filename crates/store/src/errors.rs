@@ -12,15 +12,45 @@ pub(crate) enum Failure {
     Unique(String),
     /// A foreign key refused the write.
     ForeignKey(String),
-    /// The database could not be reached, or no connection was free in time.
+    /// A fault that a fresh attempt of the whole transaction may not meet:
+    /// see [`Transient`]. Retried by [`crate::Store`]'s transaction runner;
+    /// once the retries are spent it is reported as unavailable.
+    Transient(Transient, String),
+    /// The database could not be reached, no connection was free in time,
+    /// or a COMMIT's outcome could not be resolved.
     Unavailable(Unavailable),
     /// Anything else.
     Other(anyhow::Error),
 }
 
+/// Why a transaction may succeed if run again from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transient {
+    /// SQLSTATE 40001: another transaction's write made this one
+    /// unserialisable.
+    Serialization,
+    /// SQLSTATE 40P01: PostgreSQL broke a deadlock by aborting this one.
+    Deadlock,
+    /// The connection broke or the server refused it (I/O error, SQLSTATE
+    /// class 08, 57P01-57P03 shutdown, 53300 too many connections). Before
+    /// COMMIT the server has rolled the transaction back, so a rerun is safe.
+    Connection,
+}
+
+impl Transient {
+    /// The `cause` label of `db_retries_total`.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Self::Serialization => "serialization_failure",
+            Self::Deadlock => "deadlock",
+            Self::Connection => "connection",
+        }
+    }
+}
+
 /// PostgreSQL SQLSTATEs that mean "the server is going away or refusing
 /// connections", as opposed to "your statement is wrong".
-fn unavailable_sqlstate(code: &str) -> bool {
+fn connection_sqlstate(code: &str) -> bool {
     code.starts_with("08") // connection exception
         || code == "57P01" // admin_shutdown
         || code == "57P02" // crash_shutdown
@@ -28,15 +58,24 @@ fn unavailable_sqlstate(code: &str) -> bool {
         || code == "53300" // too_many_connections
 }
 
-fn sqlx_unavailable(err: &sqlx::Error) -> bool {
+/// Sorts a driver error by whether a rerun could succeed. `None` for errors
+/// a rerun would only repeat, and for a pool that is exhausted or closed:
+/// retrying those would turn a fast 503 into a slow one.
+fn sqlx_transient(err: &sqlx::Error) -> Option<Transient> {
     match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| unavailable_sqlstate(&c)),
-        _ => false,
+        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => Some(Transient::Connection),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("40001") => Some(Transient::Serialization),
+            Some("40P01") => Some(Transient::Deadlock),
+            Some(code) if connection_sqlstate(code) => Some(Transient::Connection),
+            _ => None,
+        },
+        _ => None,
     }
+}
+
+fn sqlx_unavailable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
 }
 
 impl From<DbErr> for Failure {
@@ -46,15 +85,18 @@ impl From<DbErr> for Failure {
             Some(SqlErr::ForeignKeyConstraintViolation(m)) => return Self::ForeignKey(m),
             _ => {}
         }
-        let unavailable = match &err {
-            DbErr::ConnectionAcquire(_) => true,
+        let sqlx_err = match &err {
             DbErr::Conn(RuntimeErr::SqlxError(e))
             | DbErr::Exec(RuntimeErr::SqlxError(e))
-            | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-                matches!(err, DbErr::Conn(_)) || sqlx_unavailable(e)
-            }
-            DbErr::Conn(_) => true,
-            _ => false,
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e.as_ref()),
+            _ => None,
+        };
+        if let Some(cause) = sqlx_err.and_then(sqlx_transient) {
+            return Self::Transient(cause, err.to_string());
+        }
+        let unavailable = match &err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+            _ => sqlx_err.is_some_and(sqlx_unavailable),
         };
         if unavailable {
             Self::Unavailable(Unavailable(err.to_string()))
@@ -76,6 +118,9 @@ macro_rules! common {
     ($failure:expr, $err:ident) => {
         match $failure {
             $crate::errors::Failure::Unavailable(u) => $err::Unavailable(u),
+            $crate::errors::Failure::Transient(_, m) => {
+                $err::Unavailable(leadline_ports::Unavailable(m))
+            }
             $crate::errors::Failure::Other(e) => $err::Unknown(e),
             $crate::errors::Failure::Unique(m) | $crate::errors::Failure::ForeignKey(m) => {
                 $err::Unknown(anyhow::anyhow!("unexpected constraint violation: {m}"))

@@ -20,4 +20,12 @@ impl HealthCheck for Store {
     fn backend(&self) -> &'static str {
         Store::backend(self).name()
     }
+
+    async fn ping_read_pool(&self, timeout: Duration) -> Option<Result<Duration, HealthError>> {
+        Store::ping_read_pool(self, timeout).await
+    }
+
+    fn read_pool_stats(&self) -> Option<PoolStats> {
+        Store::read_pool_stats(self)
+    }
 }

@@ -24,11 +24,12 @@ mod repo_tenants;
 mod repo_workflow;
 mod roles;
 mod settings;
+mod tx;
 
 pub use migrate::{MigrateError, MigrateOp, MigrationState};
 pub use pool::{Backend, ConnectError, Store, redact_url};
 pub use roles::RolesError;
-pub use settings::StoreSettings;
+pub use settings::{SslMode, StoreSettings};
 
 /// The current time at the precision both backends store (microseconds),
 /// so a value handed back after a write equals the value read later.

@@ -7,11 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leadline_domain::TenantId;
 use leadline_ports::{HealthError, PoolStats};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    SqlxPostgresConnector, SqlxSqliteConnector, Statement, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector,
     sqlx::{
         postgres::{PgConnectOptions, PgPool, PgPoolOptions},
         sqlite::{
@@ -22,7 +20,7 @@ use sea_orm::{
 };
 use secrecy::ExposeSecret;
 
-use crate::StoreSettings;
+use crate::{StoreSettings, tx::RetryPolicy};
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +82,12 @@ struct Inner {
     db: DatabaseConnection,
     pool: PoolHandle,
     backend: Backend,
+    retry: RetryPolicy,
+    /// The read pool (`database.read_url`), when one is configured.
+    replica: Option<Arc<Inner>>,
+    /// Until when replica reads go to the primary, after the read pool
+    /// failed to give a working connection.
+    replica_down_until: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The database handle every repository shares. Cheap to clone.
@@ -110,7 +114,19 @@ impl Store {
     /// # Errors
     /// [`ConnectError`] when the URL is bad or the database does not answer.
     pub async fn connect(settings: &StoreSettings) -> Result<Self, ConnectError> {
-        Self::connect_url(settings.url.expose_secret(), settings).await
+        let mut store = Self::connect_url(settings.url.expose_secret(), settings).await?;
+        if let Some(read_url) = &settings.read_url {
+            let replica = Self::connect_url(read_url.expose_secret(), settings).await?;
+            if replica.backend() != store.backend() {
+                return Err(ConnectError::InvalidUrl(
+                    "database.read_url must use the same backend as database.url".to_owned(),
+                ));
+            }
+            let inner = Arc::get_mut(&mut store.inner)
+                .ok_or_else(|| ConnectError::InvalidUrl("store already shared".to_owned()))?;
+            inner.replica = Some(replica.inner);
+        }
+        Ok(store)
     }
 
     /// Like [`Store::connect`] but for an explicit URL (the migration URL, say).
@@ -122,9 +138,7 @@ impl Store {
         let idle = Some(Duration::from_secs(settings.idle_timeout_secs));
         let (db, pool) = match backend {
             Backend::Postgres => {
-                let options = PgConnectOptions::from_str(url)
-                    .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?
-                    .application_name("leadline");
+                let options = pg_connect_options(url, settings)?;
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections)
                     .min_connections(settings.min_connections)
@@ -132,7 +146,7 @@ impl Store {
                     .idle_timeout(idle)
                     .connect_with(options)
                     .await
-                    .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+                    .map_err(pg_connect_failure)?;
                 (
                     SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
                     PoolHandle::Postgres(pool),
@@ -162,8 +176,21 @@ impl Store {
                 )
             }
         };
+        let retry = RetryPolicy {
+            max_retries: settings.retry_max,
+            min_delay: Duration::from_millis(settings.retry_min_delay_ms),
+            max_delay: Duration::from_millis(settings.retry_max_delay_ms),
+            slow_threshold: Duration::from_millis(settings.slow_query_ms),
+        };
         Ok(Self {
-            inner: Arc::new(Inner { db, pool, backend }),
+            inner: Arc::new(Inner {
+                db,
+                pool,
+                backend,
+                retry,
+                replica: None,
+                replica_down_until: std::sync::Mutex::new(None),
+            }),
         })
     }
 
@@ -173,15 +200,100 @@ impl Store {
         self.inner.backend
     }
 
-    /// The SeaORM connection, for this crate's repositories and migrations.
+    /// The SeaORM connection to the primary, for this crate's repositories
+    /// and migrations.
     pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.inner.db
     }
 
-    /// Pool occupancy right now.
+    /// The connection for reads that tolerate replica lag: the read pool
+    /// when configured and not recently failing; `None` means the primary.
+    pub(crate) fn reader(&self) -> Option<&DatabaseConnection> {
+        let replica = self.inner.replica.as_ref()?;
+        let down = self
+            .inner
+            .replica_down_until
+            .lock()
+            .map(|until| until.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false);
+        (!down).then_some(&replica.db)
+    }
+
+    /// Sends replica reads to the primary for `pause`: the read pool just
+    /// failed to give a working connection.
+    pub(crate) fn mark_replica_down(&self, pause: Duration) {
+        if let Ok(mut until) = self.inner.replica_down_until.lock() {
+            *until = Some(Instant::now() + pause);
+        }
+    }
+
+    /// Whether a separate read pool is configured.
+    #[must_use]
+    pub fn has_read_pool(&self) -> bool {
+        self.inner.replica.is_some()
+    }
+
+    pub(crate) fn inner_retry(&self) -> RetryPolicy {
+        self.inner.retry
+    }
+
+    /// Pool occupancy of the primary right now.
     #[must_use]
     pub fn pool_stats(&self) -> PoolStats {
-        let (size, idle, max) = match &self.inner.pool {
+        stats_of(&self.inner)
+    }
+
+    /// Pool occupancy of the read pool, when one is configured.
+    #[must_use]
+    pub fn read_pool_stats(&self) -> Option<PoolStats> {
+        self.inner.replica.as_deref().map(stats_of)
+    }
+
+    /// Round-trips `SELECT 1` on the primary within `timeout`.
+    ///
+    /// # Errors
+    /// [`HealthError::Timeout`] or [`HealthError::Failed`].
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration, HealthError> {
+        ping_on(&self.inner.db, timeout).await
+    }
+
+    /// Like [`Store::ping`] on the read pool; `None` when there is none.
+    pub async fn ping_read_pool(&self, timeout: Duration) -> Option<Result<Duration, HealthError>> {
+        match &self.inner.replica {
+            Some(r) => Some(ping_on(&r.db, timeout).await),
+            None => None,
+        }
+    }
+
+    /// Closes the pools: waits for lent connections to come back, then
+    /// closes them all. Further calls fail as unavailable.
+    pub async fn close(&self) {
+        if let Some(r) = &self.inner.replica {
+            close_pool(&r.pool).await;
+        }
+        close_pool(&self.inner.pool).await;
+    }
+}
+
+async fn close_pool(pool: &PoolHandle) {
+    match pool {
+        PoolHandle::Postgres(p) => p.close().await,
+        PoolHandle::Sqlite(p) => p.close().await,
+    }
+}
+
+async fn ping_on(db: &DatabaseConnection, timeout: Duration) -> Result<Duration, HealthError> {
+    let start = Instant::now();
+    match tokio::time::timeout(timeout, db.execute_unprepared("SELECT 1")).await {
+        Ok(Ok(_)) => Ok(start.elapsed()),
+        Ok(Err(e)) => Err(HealthError::Failed(e.to_string())),
+        Err(_) => Err(HealthError::Timeout(timeout)),
+    }
+}
+
+fn stats_of(inner: &Inner) -> PoolStats {
+    {
+        let (size, idle, max) = match &inner.pool {
             PoolHandle::Postgres(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
             PoolHandle::Sqlite(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
         };
@@ -193,46 +305,94 @@ impl Store {
             max,
         }
     }
+}
 
-    /// Round-trips `SELECT 1` within `timeout`.
-    ///
-    /// # Errors
-    /// [`HealthError::Timeout`] or [`HealthError::Failed`].
-    pub async fn ping(&self, timeout: Duration) -> Result<Duration, HealthError> {
-        let start = Instant::now();
-        match tokio::time::timeout(timeout, self.inner.db.execute_unprepared("SELECT 1")).await {
-            Ok(Ok(_)) => Ok(start.elapsed()),
-            Ok(Err(e)) => Err(HealthError::Failed(e.to_string())),
-            Err(_) => Err(HealthError::Timeout(timeout)),
-        }
+/// The PostgreSQL connect options for `url`, with the TLS settings applied:
+/// `database.ssl_mode` and `database.ssl_root_cert`, when set, win over the
+/// URL's `sslmode` and `sslrootcert`. Every PostgreSQL pool is built from
+/// these, the migration pool included.
+///
+/// sqlx checks no certificate under `require`, even with a CA file; libpq
+/// then checks the chain, as if `verify-ca`. Here `require` with a CA (from
+/// the settings, the URL or `PGSSLROOTCERT`) becomes `verify-ca`, because an
+/// operator who names a CA expects it to be used.
+///
+/// # Errors
+/// [`ConnectError::InvalidUrl`] when the URL does not parse;
+/// [`ConnectError::Unreachable`] when `database.ssl_root_cert` cannot be read.
+fn pg_connect_options(
+    url: &str,
+    settings: &StoreSettings,
+) -> Result<PgConnectOptions, ConnectError> {
+    use sea_orm::sqlx::postgres::PgSslMode;
+
+    use crate::SslMode;
+
+    let mut options = PgConnectOptions::from_str(url)
+        .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?
+        .application_name("leadline");
+    if let Some(mode) = settings.ssl_mode {
+        options = options.ssl_mode(match mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        });
     }
-
-    /// Closes the pool: waits for lent connections to come back, then closes
-    /// them all. Further calls fail as unavailable.
-    pub async fn close(&self) {
-        match &self.inner.pool {
-            PoolHandle::Postgres(p) => p.close().await,
-            PoolHandle::Sqlite(p) => p.close().await,
+    if let Some(ca) = &settings.ssl_root_cert {
+        // Checked now: the handshake would report a missing file as a bare
+        // "No such file or directory", naming neither file nor setting.
+        if let Err(e) = std::fs::File::open(ca) {
+            return Err(ConnectError::Unreachable(format!(
+                "database.ssl_root_cert {}: {e}",
+                ca.display()
+            )));
         }
+        options = options.ssl_root_cert(ca);
     }
+    let has_ca = settings.ssl_root_cert.is_some()
+        || url_names_ca(url)
+        || std::env::var_os("PGSSLROOTCERT").is_some();
+    if has_ca && matches!(options.get_ssl_mode(), PgSslMode::Require) {
+        options = options.ssl_mode(PgSslMode::VerifyCa);
+    }
+    Ok(options)
+}
 
-    /// Begins the transaction one repository call runs in. On PostgreSQL it
-    /// first sets `app.tenant_id` for this transaction only
-    /// (`set_config(…, true)`, the function form of `SET LOCAL`), which the
-    /// row-level-security policies read. Never a session-level `SET`: a
-    /// pooled connection must not carry one tenant's context into another
-    /// tenant's request.
-    pub(crate) async fn begin(&self, tenant: TenantId) -> Result<DatabaseTransaction, DbErr> {
-        let txn = self.inner.db.begin().await?;
-        if self.inner.backend == Backend::Postgres {
-            txn.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT set_config('app.tenant_id', $1, true)",
-                [tenant.to_string().into()],
-            ))
-            .await?;
-        }
-        Ok(txn)
+/// Whether the URL's query string names a CA file (sqlx's spellings).
+fn url_names_ca(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+            matches!(key, "sslrootcert" | "ssl-root-cert" | "ssl-ca")
+        })
+    })
+}
+
+/// A failed PostgreSQL connection as [`ConnectError::Unreachable`]. A TLS
+/// failure (untrusted certificate, wrong host name, a server without TLS)
+/// says so and names the settings to look at; like every connect error it
+/// never carries the URL.
+fn pg_connect_failure(err: sea_orm::sqlx::Error) -> ConnectError {
+    use sea_orm::sqlx::Error;
+    // sqlx reports a refused upgrade as `Tls`, but a failed handshake (bad
+    // certificate, wrong name, alert from the server) as the `Io` error
+    // rustls wraps its own error in.
+    let tls_cause = match &err {
+        Error::Tls(cause) => Some(cause.to_string()),
+        Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(ToString::to_string),
+        _ => None,
+    };
+    match tls_cause {
+        Some(cause) => ConnectError::Unreachable(format!(
+            "TLS with the database failed: {cause} (check database.ssl_mode and \
+             database.ssl_root_cert)"
+        )),
+        None => ConnectError::Unreachable(err.to_string()),
     }
 }
 
@@ -300,5 +460,59 @@ mod tests {
             redact_url("postgres://u:p@ss@h/db"),
             "postgres://u:***@h/db"
         );
+    }
+
+    fn ssl_mode_of(url: &str, settings: &StoreSettings) -> sea_orm::sqlx::postgres::PgSslMode {
+        pg_connect_options(url, settings)
+            .expect("valid options")
+            .get_ssl_mode()
+    }
+
+    #[test]
+    fn ssl_settings_win_over_the_url() {
+        use sea_orm::sqlx::postgres::PgSslMode;
+        let url = "postgres://u@h/db?sslmode=disable";
+        assert!(matches!(
+            ssl_mode_of(url, &StoreSettings::default()),
+            PgSslMode::Disable
+        ));
+        let settings = StoreSettings {
+            ssl_mode: Some(crate::SslMode::VerifyFull),
+            ..StoreSettings::default()
+        };
+        assert!(matches!(ssl_mode_of(url, &settings), PgSslMode::VerifyFull));
+    }
+
+    #[test]
+    fn require_with_a_ca_checks_the_chain_like_libpq() {
+        use sea_orm::sqlx::postgres::PgSslMode;
+        if std::env::var_os("PGSSLROOTCERT").is_some() {
+            return; // the environment names a CA for every URL
+        }
+        let plain = "postgres://u@h/db?sslmode=require";
+        assert!(matches!(
+            ssl_mode_of(plain, &StoreSettings::default()),
+            PgSslMode::Require
+        ));
+        let with_ca = "postgres://u@h/db?sslmode=require&sslrootcert=/etc/ca.pem";
+        assert!(matches!(
+            ssl_mode_of(with_ca, &StoreSettings::default()),
+            PgSslMode::VerifyCa
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_names_the_setting() {
+        let settings = StoreSettings {
+            ssl_mode: Some(crate::SslMode::VerifyFull),
+            ssl_root_cert: Some("/nonexistent/leadline-ca.pem".into()),
+            ..StoreSettings::default()
+        };
+        let err =
+            pg_connect_options("postgres://u:pw@h/db", &settings).expect_err("missing CA file");
+        let msg = err.to_string();
+        assert!(matches!(err, ConnectError::Unreachable(_)), "{msg}");
+        assert!(msg.contains("database.ssl_root_cert"), "{msg}");
+        assert!(!msg.contains("pw@"), "{msg}");
     }
 }

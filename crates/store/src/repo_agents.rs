@@ -14,6 +14,7 @@ use crate::{
     Backend, Store,
     entity::agents,
     errors::{Failure, common},
+    tx::transaction,
 };
 
 /// Select one agent of `tenant`; the explicit tenant filter is the first
@@ -43,15 +44,13 @@ impl AgentRepository for Store {
             updated_at: now,
             version: 1,
         };
-        let result: Result<(), Failure> = async {
-            let txn = self.begin(tenant).await?;
-            agents::Entity::insert(agents::ActiveModel::from(&agent))
-                .exec_without_returning(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(())
-        }
-        .await;
+        let result: Result<(), Failure> =
+            transaction!(self, "agents.create", tenant, Write, |txn| {
+                agents::Entity::insert(agents::ActiveModel::from(&agent))
+                    .exec_without_returning(txn)
+                    .await?;
+                Ok(())
+            });
         match result {
             Ok(()) => Ok(agent),
             Err(Failure::Unique(_)) => Err(CreateAgentError::DuplicateEmail),
@@ -64,13 +63,11 @@ impl AgentRepository for Store {
     }
 
     async fn get(&self, tenant: TenantId, id: AgentId) -> Result<Agent, GetAgentError> {
-        let result: Result<Option<agents::Model>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let model = by_key(tenant, id).one(&txn).await?;
-            txn.commit().await?;
-            Ok(model)
-        }
-        .await;
+        let result: Result<Option<agents::Model>, Failure> =
+            transaction!(self, "agents.get", tenant, Read, |txn| {
+                let model = by_key(tenant, id).one(txn).await?;
+                Ok(model)
+            });
         match result {
             Ok(Some(m)) => Agent::try_from(m).map_err(GetAgentError::Unknown),
             Ok(None) => Err(GetAgentError::NotFound),
@@ -84,22 +81,20 @@ impl AgentRepository for Store {
         limit: PageLimit,
         after: Option<AgentId>,
     ) -> Result<Page<Agent>, ListAgentsError> {
-        let result: Result<Vec<agents::Model>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let mut query =
-                agents::Entity::find().filter(agents::Column::TenantId.eq(tenant.as_uuid()));
-            if let Some(after) = after {
-                query = query.filter(agents::Column::Id.gt(after.as_uuid()));
-            }
-            let rows = query
-                .order_by_asc(agents::Column::Id)
-                .limit(u64::from(limit.get()) + 1)
-                .all(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(rows)
-        }
-        .await;
+        let result: Result<Vec<agents::Model>, Failure> =
+            transaction!(self, "agents.list", tenant, ReplicaRead, |txn| {
+                let mut query =
+                    agents::Entity::find().filter(agents::Column::TenantId.eq(tenant.as_uuid()));
+                if let Some(after) = after {
+                    query = query.filter(agents::Column::Id.gt(after.as_uuid()));
+                }
+                let rows = query
+                    .order_by_asc(agents::Column::Id)
+                    .limit(u64::from(limit.get()) + 1)
+                    .all(txn)
+                    .await?;
+                Ok(rows)
+            });
         let rows = result.map_err(|f| common!(f, ListAgentsError))?;
         let agents = rows
             .into_iter()
@@ -114,42 +109,40 @@ impl AgentRepository for Store {
         id: AgentId,
         req: &UpdateAgentRequest,
     ) -> Result<Agent, UpdateAgentError> {
-        let result: Result<Result<Agent, UpdateAgentError>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let mut select = by_key(tenant, id);
-            if self.backend() == Backend::Postgres {
-                select = select.lock_exclusive();
-            }
-            let Some(current) = select.one(&txn).await? else {
-                return Ok(Err(UpdateAgentError::NotFound));
-            };
-            let current = Agent::try_from(current)?;
-            let next = match current.apply(req, crate::now()) {
-                Ok(next) => next,
-                Err(stale) => {
+        let result: Result<Result<Agent, UpdateAgentError>, Failure> =
+            transaction!(self, "agents.update", tenant, Write, |txn| {
+                let mut select = by_key(tenant, id);
+                if self.backend() == Backend::Postgres {
+                    select = select.lock_exclusive();
+                }
+                let Some(current) = select.one(txn).await? else {
+                    return Ok(Err(UpdateAgentError::NotFound));
+                };
+                let current = Agent::try_from(current)?;
+                let next = match current.apply(req, crate::now()) {
+                    Ok(next) => next,
+                    Err(stale) => {
+                        return Ok(Err(UpdateAgentError::Conflict {
+                            current: stale.current,
+                        }));
+                    }
+                };
+                // The version predicate makes the write conditional even where
+                // the row lock is not available (SQLite serialises instead).
+                let updated = agents::Entity::update_many()
+                    .set(agents::ActiveModel::from(&next))
+                    .filter(agents::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(agents::Column::Id.eq(id.as_uuid()))
+                    .filter(agents::Column::Version.eq(current.version))
+                    .exec(txn)
+                    .await?;
+                if updated.rows_affected != 1 {
                     return Ok(Err(UpdateAgentError::Conflict {
-                        current: stale.current,
+                        current: current.version,
                     }));
                 }
-            };
-            // The version predicate makes the write conditional even where
-            // the row lock is not available (SQLite serialises instead).
-            let updated = agents::Entity::update_many()
-                .set(agents::ActiveModel::from(&next))
-                .filter(agents::Column::TenantId.eq(tenant.as_uuid()))
-                .filter(agents::Column::Id.eq(id.as_uuid()))
-                .filter(agents::Column::Version.eq(current.version))
-                .exec(&txn)
-                .await?;
-            if updated.rows_affected != 1 {
-                return Ok(Err(UpdateAgentError::Conflict {
-                    current: current.version,
-                }));
-            }
-            txn.commit().await?;
-            Ok(Ok(next))
-        }
-        .await;
+                Ok(Ok(next))
+            });
         match result {
             Ok(outcome) => outcome,
             Err(Failure::Unique(_)) => Err(UpdateAgentError::DuplicateEmail),

@@ -17,6 +17,7 @@ use crate::{
     Backend, Store,
     entity::leads,
     errors::{Failure, common},
+    tx::transaction,
 };
 
 fn by_key(tenant: TenantId, id: LeadId) -> sea_orm::Select<leads::Entity> {
@@ -54,15 +55,13 @@ impl LeadRepository for Store {
         req: &CreateLeadRequest,
     ) -> Result<Lead, CreateLeadError> {
         let lead = new_lead(tenant, req);
-        let result: Result<(), Failure> = async {
-            let txn = self.begin(tenant).await?;
-            leads::Entity::insert(leads::ActiveModel::from(&lead))
-                .exec_without_returning(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(())
-        }
-        .await;
+        let result: Result<(), Failure> =
+            transaction!(self, "leads.create", tenant, Write, |txn| {
+                leads::Entity::insert(leads::ActiveModel::from(&lead))
+                    .exec_without_returning(txn)
+                    .await?;
+                Ok(())
+            });
         match result {
             Ok(()) => Ok(lead),
             // The composite key (tenant_id, assigned_agent_id) only matches
@@ -80,24 +79,22 @@ impl LeadRepository for Store {
         if reqs.is_empty() {
             return Ok(0);
         }
-        let result: Result<u64, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let mut written = 0u64;
-            // One multi-row INSERT per chunk: 15 columns x 1000 rows stays far
-            // below PostgreSQL's 65535 bind-parameter limit (and SQLite's 32766).
-            for chunk in reqs.chunks(1000) {
-                let rows = chunk
-                    .iter()
-                    .map(|r| leads::ActiveModel::from(&new_lead(tenant, r)));
-                leads::Entity::insert_many(rows)
-                    .exec_without_returning(&txn)
-                    .await?;
-                written += chunk.len() as u64;
-            }
-            txn.commit().await?;
-            Ok(written)
-        }
-        .await;
+        let result: Result<u64, Failure> =
+            transaction!(self, "leads.create_many", tenant, Write, |txn| {
+                let mut written = 0u64;
+                // One multi-row INSERT per chunk: 15 columns x 1000 rows stays far
+                // below PostgreSQL's 65535 bind-parameter limit (and SQLite's 32766).
+                for chunk in reqs.chunks(1000) {
+                    let rows = chunk
+                        .iter()
+                        .map(|r| leads::ActiveModel::from(&new_lead(tenant, r)));
+                    leads::Entity::insert_many(rows)
+                        .exec_without_returning(txn)
+                        .await?;
+                    written += chunk.len() as u64;
+                }
+                Ok(written)
+            });
         match result {
             Ok(n) => Ok(n),
             Err(Failure::ForeignKey(_)) => Err(CreateLeadError::AgentNotFound),
@@ -106,13 +103,11 @@ impl LeadRepository for Store {
     }
 
     async fn get(&self, tenant: TenantId, id: LeadId) -> Result<Lead, GetLeadError> {
-        let result: Result<Option<leads::Model>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let model = by_key(tenant, id).one(&txn).await?;
-            txn.commit().await?;
-            Ok(model)
-        }
-        .await;
+        let result: Result<Option<leads::Model>, Failure> =
+            transaction!(self, "leads.get", tenant, Read, |txn| {
+                let model = by_key(tenant, id).one(txn).await?;
+                Ok(model)
+            });
         match result {
             Ok(Some(m)) => Lead::try_from(m).map_err(GetLeadError::Unknown),
             Ok(None) => Err(GetLeadError::NotFound),
@@ -125,37 +120,33 @@ impl LeadRepository for Store {
         tenant: TenantId,
         agent: leadline_domain::AgentId,
     ) -> Result<Vec<LeadId>, ListLeadsError> {
-        let result: Result<Vec<uuid::Uuid>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            // Served by leads_agent_idx; ids only, however many there are.
-            let ids = leads::Entity::find()
-                .select_only()
-                .column(leads::Column::Id)
-                .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
-                .filter(leads::Column::AssignedAgentId.eq(agent.as_uuid()))
-                .into_tuple::<uuid::Uuid>()
-                .all(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(ids)
-        }
-        .await;
+        let result: Result<Vec<uuid::Uuid>, Failure> =
+            transaction!(self, "leads.ids_assigned_to", tenant, Read, |txn| {
+                // Served by leads_agent_idx; ids only, however many there are.
+                let ids = leads::Entity::find()
+                    .select_only()
+                    .column(leads::Column::Id)
+                    .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(leads::Column::AssignedAgentId.eq(agent.as_uuid()))
+                    .into_tuple::<uuid::Uuid>()
+                    .all(txn)
+                    .await?;
+                Ok(ids)
+            });
         result
             .map(|ids| ids.into_iter().map(LeadId::from_uuid).collect())
             .map_err(|f| common!(f, ListLeadsError))
     }
 
     async fn count(&self, tenant: TenantId) -> Result<u64, ListLeadsError> {
-        let result: Result<u64, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let n = leads::Entity::find()
-                .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
-                .count(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(n)
-        }
-        .await;
+        let result: Result<u64, Failure> =
+            transaction!(self, "leads.count", tenant, ReplicaRead, |txn| {
+                let n = leads::Entity::find()
+                    .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                    .count(txn)
+                    .await?;
+                Ok(n)
+            });
         result.map_err(|f| common!(f, ListLeadsError))
     }
 
@@ -165,18 +156,23 @@ impl LeadRepository for Store {
         q: &ListLeadsQuery,
     ) -> Result<Page<Lead>, ListLeadsError> {
         let backend = self.backend();
-        let result: Result<Vec<leads::Model>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let mut query = leads::Entity::find().filter(leads::Column::TenantId.eq(tenant.as_uuid()));
-            if let Some(status) = q.status {
-                query = query.filter(leads::Column::Status.eq(status.as_str()));
-            }
-            if let Some(agent) = q.assigned_agent_id {
-                query = query.filter(leads::Column::AssignedAgentId.eq(agent.as_uuid()));
-            }
-            if let Some(tag) = &q.tag {
-                let needle = serde_json::json!([tag.as_str()]).to_string();
-                query = query.filter(match backend {
+        let result: Result<Vec<leads::Model>, Failure> = transaction!(
+            self,
+            "leads.list",
+            tenant,
+            ReplicaRead,
+            |txn| {
+                let mut query =
+                    leads::Entity::find().filter(leads::Column::TenantId.eq(tenant.as_uuid()));
+                if let Some(status) = q.status {
+                    query = query.filter(leads::Column::Status.eq(status.as_str()));
+                }
+                if let Some(agent) = q.assigned_agent_id {
+                    query = query.filter(leads::Column::AssignedAgentId.eq(agent.as_uuid()));
+                }
+                if let Some(tag) = &q.tag {
+                    let needle = serde_json::json!([tag.as_str()]).to_string();
+                    query = query.filter(match backend {
                     // Served by the GIN index leads_tags_idx.
                     Backend::Postgres => Expr::cust_with_values(r#""leads"."tags" @> $1::jsonb"#, [needle]),
                     Backend::Sqlite => Expr::cust_with_values(
@@ -184,19 +180,18 @@ impl LeadRepository for Store {
                         [tag.as_str().to_owned()],
                     ),
                 });
+                }
+                if let Some(after) = q.after {
+                    query = query.filter(leads::Column::Id.lt(after.as_uuid()));
+                }
+                let rows = query
+                    .order_by_desc(leads::Column::Id)
+                    .limit(u64::from(q.limit.get()) + 1)
+                    .all(txn)
+                    .await?;
+                Ok(rows)
             }
-            if let Some(after) = q.after {
-                query = query.filter(leads::Column::Id.lt(after.as_uuid()));
-            }
-            let rows = query
-                .order_by_desc(leads::Column::Id)
-                .limit(u64::from(q.limit.get()) + 1)
-                .all(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(rows)
-        }
-        .await;
+        );
         let rows = result.map_err(|f| common!(f, ListLeadsError))?;
         let leads = rows
             .into_iter()
@@ -211,66 +206,64 @@ impl LeadRepository for Store {
         id: LeadId,
         req: &UpdateLeadRequest,
     ) -> Result<Lead, UpdateLeadError> {
-        let result: Result<Result<Lead, UpdateLeadError>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let mut select = by_key(tenant, id);
-            if self.backend() == Backend::Postgres {
-                select = select.lock_exclusive();
-            }
-            let Some(current) = select.one(&txn).await? else {
-                return Ok(Err(UpdateLeadError::NotFound));
-            };
-            let current = Lead::try_from(current)?;
-            let next = match current.apply(req, crate::now()) {
-                Ok(next) => next,
-                Err(UpdateLeadRejected::StaleVersion { current }) => {
-                    return Ok(Err(UpdateLeadError::Conflict { current }));
+        let result: Result<Result<Lead, UpdateLeadError>, Failure> =
+            transaction!(self, "leads.update", tenant, Write, |txn| {
+                let mut select = by_key(tenant, id);
+                if self.backend() == Backend::Postgres {
+                    select = select.lock_exclusive();
                 }
-                Err(UpdateLeadRejected::InvalidTransition { from, to }) => {
-                    return Ok(Err(UpdateLeadError::InvalidTransition { from, to }));
-                }
-            };
-            let updated = leads::Entity::update_many()
-                .set(leads::ActiveModel::from(&next))
-                .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
-                .filter(leads::Column::Id.eq(id.as_uuid()))
-                .filter(leads::Column::Version.eq(current.version))
-                .exec(&txn)
-                .await?;
-            if updated.rows_affected != 1 {
-                return Ok(Err(UpdateLeadError::Conflict {
-                    current: current.version,
-                }));
-            }
-            if next.status != current.status {
-                // Every touch is on the timeline, status moves included, in
-                // the same transaction as the move.
-                let event = leadline_domain::Event {
-                    id: leadline_domain::EventId::new(),
-                    tenant_id: tenant,
-                    lead_id: id,
-                    kind: leadline_domain::EventKind::StatusChanged,
-                    direction: leadline_domain::Direction::Internal,
-                    content: None,
-                    occurred_at: next.updated_at,
-                    actor: None,
-                    metadata: leadline_domain::Metadata::new(serde_json::json!({
-                        "from": current.status,
-                        "to": next.status,
-                    }))
-                    .unwrap_or_default(),
-                    created_at: next.updated_at,
+                let Some(current) = select.one(txn).await? else {
+                    return Ok(Err(UpdateLeadError::NotFound));
                 };
-                crate::entity::events::Entity::insert(crate::entity::events::ActiveModel::from(
-                    &event,
-                ))
-                .exec_without_returning(&txn)
-                .await?;
-            }
-            txn.commit().await?;
-            Ok(Ok(next))
-        }
-        .await;
+                let current = Lead::try_from(current)?;
+                let next = match current.apply(req, crate::now()) {
+                    Ok(next) => next,
+                    Err(UpdateLeadRejected::StaleVersion { current }) => {
+                        return Ok(Err(UpdateLeadError::Conflict { current }));
+                    }
+                    Err(UpdateLeadRejected::InvalidTransition { from, to }) => {
+                        return Ok(Err(UpdateLeadError::InvalidTransition { from, to }));
+                    }
+                };
+                let updated = leads::Entity::update_many()
+                    .set(leads::ActiveModel::from(&next))
+                    .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(leads::Column::Id.eq(id.as_uuid()))
+                    .filter(leads::Column::Version.eq(current.version))
+                    .exec(txn)
+                    .await?;
+                if updated.rows_affected != 1 {
+                    return Ok(Err(UpdateLeadError::Conflict {
+                        current: current.version,
+                    }));
+                }
+                if next.status != current.status {
+                    // Every touch is on the timeline, status moves included, in
+                    // the same transaction as the move.
+                    let event = leadline_domain::Event {
+                        id: leadline_domain::EventId::new(),
+                        tenant_id: tenant,
+                        lead_id: id,
+                        kind: leadline_domain::EventKind::StatusChanged,
+                        direction: leadline_domain::Direction::Internal,
+                        content: None,
+                        occurred_at: next.updated_at,
+                        actor: None,
+                        metadata: leadline_domain::Metadata::new(serde_json::json!({
+                            "from": current.status,
+                            "to": next.status,
+                        }))
+                        .unwrap_or_default(),
+                        created_at: next.updated_at,
+                    };
+                    crate::entity::events::Entity::insert(
+                        crate::entity::events::ActiveModel::from(&event),
+                    )
+                    .exec_without_returning(txn)
+                    .await?;
+                }
+                Ok(Ok(next))
+            });
         match result {
             Ok(outcome) => outcome,
             Err(Failure::ForeignKey(_)) => Err(UpdateLeadError::AgentNotFound),

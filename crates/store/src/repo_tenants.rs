@@ -10,6 +10,7 @@ use crate::{
     Store,
     entity::{api_keys, tenants},
     errors::{Failure, common},
+    tx::transaction,
 };
 
 fn key_row(tenant: TenantId, key: ApiKeyHash) -> api_keys::ActiveModel {
@@ -30,26 +31,24 @@ impl TenantRepository for Store {
         req: &CreateTenantRequest,
         first_key: ApiKeyHash,
     ) -> Result<Tenant, CreateTenantError> {
-        let result: Result<Tenant, Failure> = async {
-            // The new tenant's own context: the RLS WITH CHECK on `tenants`
-            // admits exactly this row.
-            let txn = self.begin(id).await?;
-            let row = tenants::ActiveModel {
-                id: Set(id.as_uuid()),
-                slug: Set(req.slug.to_string()),
-                name: Set(req.name.to_string()),
-                created_at: Set(crate::now()),
-            };
-            let model = tenants::Entity::insert(row)
-                .exec_with_returning(&txn)
-                .await?;
-            api_keys::Entity::insert(key_row(id, first_key))
-                .exec_without_returning(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(Tenant::try_from(model)?)
-        }
-        .await;
+        let result: Result<Tenant, Failure> =
+            transaction!(self, "tenants.create", id, Write, |txn| {
+                // The new tenant's own context: the RLS WITH CHECK on `tenants`
+                // admits exactly this row.
+                let row = tenants::ActiveModel {
+                    id: Set(id.as_uuid()),
+                    slug: Set(req.slug.to_string()),
+                    name: Set(req.name.to_string()),
+                    created_at: Set(crate::now()),
+                };
+                let model = tenants::Entity::insert(row)
+                    .exec_with_returning(txn)
+                    .await?;
+                api_keys::Entity::insert(key_row(id, first_key))
+                    .exec_without_returning(txn)
+                    .await?;
+                Ok(Tenant::try_from(model)?)
+            });
         result.map_err(|f| match f {
             Failure::Unique(_) => CreateTenantError::DuplicateSlug,
             other => common!(other, CreateTenantError),
@@ -57,15 +56,13 @@ impl TenantRepository for Store {
     }
 
     async fn get(&self, tenant: TenantId) -> Result<Tenant, GetTenantError> {
-        let result: Result<Option<tenants::Model>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let model = tenants::Entity::find_by_id(tenant.as_uuid())
-                .one(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(model)
-        }
-        .await;
+        let result: Result<Option<tenants::Model>, Failure> =
+            transaction!(self, "tenants.get", tenant, Read, |txn| {
+                let model = tenants::Entity::find_by_id(tenant.as_uuid())
+                    .one(txn)
+                    .await?;
+                Ok(model)
+            });
         match result {
             Ok(Some(m)) => Tenant::try_from(m).map_err(GetTenantError::Unknown),
             Ok(None) => Err(GetTenantError::NotFound(tenant)),
@@ -78,24 +75,22 @@ impl TenantRepository for Store {
         tenant: TenantId,
         key: ApiKeyHash,
     ) -> Result<Tenant, AuthenticateError> {
-        let result: Result<Option<tenants::Model>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let live_key = Query::select()
-                .column(api_keys::Column::TenantId)
-                .from(api_keys::Entity)
-                .and_where(api_keys::Column::TenantId.eq(tenant.as_uuid()))
-                .and_where(api_keys::Column::KeyHash.eq(key.as_bytes().to_vec()))
-                .and_where(api_keys::Column::RevokedAt.is_null())
-                .to_owned();
-            let model = tenants::Entity::find()
-                .filter(tenants::Column::Id.eq(tenant.as_uuid()))
-                .filter(tenants::Column::Id.in_subquery(live_key))
-                .one(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(model)
-        }
-        .await;
+        let result: Result<Option<tenants::Model>, Failure> =
+            transaction!(self, "tenants.authenticate", tenant, Read, |txn| {
+                let live_key = Query::select()
+                    .column(api_keys::Column::TenantId)
+                    .from(api_keys::Entity)
+                    .and_where(api_keys::Column::TenantId.eq(tenant.as_uuid()))
+                    .and_where(api_keys::Column::KeyHash.eq(key.as_bytes().to_vec()))
+                    .and_where(api_keys::Column::RevokedAt.is_null())
+                    .to_owned();
+                let model = tenants::Entity::find()
+                    .filter(tenants::Column::Id.eq(tenant.as_uuid()))
+                    .filter(tenants::Column::Id.in_subquery(live_key))
+                    .one(txn)
+                    .await?;
+                Ok(model)
+            });
         match result {
             Ok(Some(m)) => Tenant::try_from(m).map_err(AuthenticateError::Unknown),
             Ok(None) => Err(AuthenticateError::InvalidKey),
@@ -104,15 +99,13 @@ impl TenantRepository for Store {
     }
 
     async fn add_api_key(&self, tenant: TenantId, key: ApiKeyHash) -> Result<(), GetTenantError> {
-        let result: Result<(), Failure> = async {
-            let txn = self.begin(tenant).await?;
-            api_keys::Entity::insert(key_row(tenant, key))
-                .exec_without_returning(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(())
-        }
-        .await;
+        let result: Result<(), Failure> =
+            transaction!(self, "tenants.add_api_key", tenant, Write, |txn| {
+                api_keys::Entity::insert(key_row(tenant, key))
+                    .exec_without_returning(txn)
+                    .await?;
+                Ok(())
+            });
         result.map_err(|f| match f {
             Failure::ForeignKey(_) => GetTenantError::NotFound(tenant),
             other => common!(other, GetTenantError),

@@ -21,6 +21,7 @@ use crate::{
     Store,
     entity::{agents, approvals, events, leads, outbox},
     errors::{Failure, common},
+    tx::transaction,
 };
 
 /// How many open approvals a context shows (pending and approved; more is a
@@ -115,20 +116,18 @@ impl ApprovalRepository for Store {
             created_at: now,
             updated_at: now,
         };
-        let result: Result<Result<(), DraftApprovalError>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            // Two foreign keys can fail; say which without guessing from
-            // constraint names.
-            if !lead_exists(&txn, tenant, lead).await? {
-                return Ok(Err(DraftApprovalError::LeadNotFound));
-            }
-            approvals::Entity::insert(approvals::ActiveModel::from(&approval))
-                .exec_without_returning(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(Ok(()))
-        }
-        .await;
+        let result: Result<Result<(), DraftApprovalError>, Failure> =
+            transaction!(self, "approvals.draft", tenant, Write, |txn| {
+                // Two foreign keys can fail; say which without guessing from
+                // constraint names.
+                if !lead_exists(txn, tenant, lead).await? {
+                    return Ok(Err(DraftApprovalError::LeadNotFound));
+                }
+                approvals::Entity::insert(approvals::ActiveModel::from(&approval))
+                    .exec_without_returning(txn)
+                    .await?;
+                Ok(Ok(()))
+            });
         match result {
             Ok(Ok(())) => Ok(approval),
             Ok(Err(e)) => Err(e),
@@ -138,13 +137,11 @@ impl ApprovalRepository for Store {
     }
 
     async fn get(&self, tenant: TenantId, id: ApprovalId) -> Result<Approval, GetApprovalError> {
-        let result: Result<Option<approvals::Model>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let model = approval_by_key(tenant, id).one(&txn).await?;
-            txn.commit().await?;
-            Ok(model)
-        }
-        .await;
+        let result: Result<Option<approvals::Model>, Failure> =
+            transaction!(self, "approvals.get", tenant, Read, |txn| {
+                let model = approval_by_key(tenant, id).one(txn).await?;
+                Ok(model)
+            });
         match result {
             Ok(Some(m)) => Approval::try_from(m).map_err(GetApprovalError::Unknown),
             Ok(None) => Err(GetApprovalError::NotFound),
@@ -158,76 +155,74 @@ impl ApprovalRepository for Store {
         id: ApprovalId,
         action: &ApprovalAction,
     ) -> Result<Approval, TransitionApprovalError> {
-        let result: Result<Result<Approval, TransitionApprovalError>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let now = crate::now();
-            let by = action.actor().as_uuid();
-            // The conditional update is the whole concurrency story: the row
-            // moves only if it is still in the starting status, so exactly
-            // one of any number of concurrent callers gets a row back.
-            let mut update = approvals::Entity::update_many()
-                .col_expr(
-                    approvals::Column::Status,
-                    Expr::value(action.to_status().as_str()),
-                )
-                .col_expr(approvals::Column::UpdatedAt, Expr::value(now))
-                .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
-                .filter(approvals::Column::Id.eq(id.as_uuid()))
-                .filter(approvals::Column::Status.eq(action.from_status().as_str()));
-            update = match action {
-                ApprovalAction::Approve { .. } | ApprovalAction::Cancel { .. } => update
-                    .col_expr(approvals::Column::DecidedBy, Expr::value(by))
-                    .col_expr(approvals::Column::DecidedAt, Expr::value(now)),
-                ApprovalAction::Reject { reason, .. } => update
-                    .col_expr(approvals::Column::DecidedBy, Expr::value(by))
-                    .col_expr(approvals::Column::DecidedAt, Expr::value(now))
+        let result: Result<Result<Approval, TransitionApprovalError>, Failure> =
+            transaction!(self, "approvals.transition", tenant, Write, |txn| {
+                let now = crate::now();
+                let by = action.actor().as_uuid();
+                // The conditional update is the whole concurrency story: the row
+                // moves only if it is still in the starting status, so exactly
+                // one of any number of concurrent callers gets a row back.
+                let mut update = approvals::Entity::update_many()
                     .col_expr(
-                        approvals::Column::RejectionReason,
-                        Expr::value(reason.as_str()),
-                    ),
-                ApprovalAction::MarkSent { .. } => update
-                    .col_expr(approvals::Column::SentBy, Expr::value(by))
-                    .col_expr(approvals::Column::SentAt, Expr::value(now)),
-            };
-            let Some(model) = update.exec_with_returning(&txn).await?.into_iter().next() else {
-                let current = approval_by_key(tenant, id).one(&txn).await?;
-                return Ok(match current {
-                    None => Err(TransitionApprovalError::NotFound),
-                    Some(m) => Err(TransitionApprovalError::Conflict {
-                        current: m.status.parse().map_err(anyhow::Error::new)?,
-                    }),
-                });
-            };
-            let approval = Approval::try_from(model)?;
-            let event = transition_event(&approval, action);
-            events::Entity::insert(events::ActiveModel::from(&event))
-                .exec_without_returning(&txn)
-                .await?;
-            if let ApprovalAction::MarkSent { .. } = action {
-                let row = outbox::ActiveModel {
-                    tenant_id: Set(tenant.as_uuid()),
-                    id: Set(uuid::Uuid::now_v7()),
-                    approval_id: Set(approval.id.as_uuid()),
-                    lead_id: Set(approval.lead_id.as_uuid()),
-                    channel: Set(approval.channel.as_str().to_owned()),
-                    payload: Set(json!({
-                        "approval_id": approval.id,
-                        "lead_id": approval.lead_id,
-                        "channel": approval.channel,
-                        "subject": approval.subject,
-                        "body": approval.body,
-                    })),
-                    created_at: Set(now),
-                    dispatched_at: Set(None),
+                        approvals::Column::Status,
+                        Expr::value(action.to_status().as_str()),
+                    )
+                    .col_expr(approvals::Column::UpdatedAt, Expr::value(now))
+                    .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(approvals::Column::Id.eq(id.as_uuid()))
+                    .filter(approvals::Column::Status.eq(action.from_status().as_str()));
+                update = match action {
+                    ApprovalAction::Approve { .. } | ApprovalAction::Cancel { .. } => update
+                        .col_expr(approvals::Column::DecidedBy, Expr::value(by))
+                        .col_expr(approvals::Column::DecidedAt, Expr::value(now)),
+                    ApprovalAction::Reject { reason, .. } => update
+                        .col_expr(approvals::Column::DecidedBy, Expr::value(by))
+                        .col_expr(approvals::Column::DecidedAt, Expr::value(now))
+                        .col_expr(
+                            approvals::Column::RejectionReason,
+                            Expr::value(reason.as_str()),
+                        ),
+                    ApprovalAction::MarkSent { .. } => update
+                        .col_expr(approvals::Column::SentBy, Expr::value(by))
+                        .col_expr(approvals::Column::SentAt, Expr::value(now)),
                 };
-                outbox::Entity::insert(row)
-                    .exec_without_returning(&txn)
+                let Some(model) = update.exec_with_returning(txn).await?.into_iter().next() else {
+                    let current = approval_by_key(tenant, id).one(txn).await?;
+                    return Ok(match current {
+                        None => Err(TransitionApprovalError::NotFound),
+                        Some(m) => Err(TransitionApprovalError::Conflict {
+                            current: m.status.parse().map_err(anyhow::Error::new)?,
+                        }),
+                    });
+                };
+                let approval = Approval::try_from(model)?;
+                let event = transition_event(&approval, action);
+                events::Entity::insert(events::ActiveModel::from(&event))
+                    .exec_without_returning(txn)
                     .await?;
-            }
-            txn.commit().await?;
-            Ok(Ok(approval))
-        }
-        .await;
+                if let ApprovalAction::MarkSent { .. } = action {
+                    let row = outbox::ActiveModel {
+                        tenant_id: Set(tenant.as_uuid()),
+                        id: Set(uuid::Uuid::now_v7()),
+                        approval_id: Set(approval.id.as_uuid()),
+                        lead_id: Set(approval.lead_id.as_uuid()),
+                        channel: Set(approval.channel.as_str().to_owned()),
+                        payload: Set(json!({
+                            "approval_id": approval.id,
+                            "lead_id": approval.lead_id,
+                            "channel": approval.channel,
+                            "subject": approval.subject,
+                            "body": approval.body,
+                        })),
+                        created_at: Set(now),
+                        dispatched_at: Set(None),
+                    };
+                    outbox::Entity::insert(row)
+                        .exec_without_returning(txn)
+                        .await?;
+                }
+                Ok(Ok(approval))
+            });
         match result {
             Ok(outcome) => outcome,
             Err(Failure::ForeignKey(_)) => Err(TransitionApprovalError::AgentNotFound),
@@ -240,26 +235,24 @@ impl ApprovalRepository for Store {
         tenant: TenantId,
         q: &ApprovalQueueQuery,
     ) -> Result<Page<Approval>, ListApprovalsError> {
-        let result: Result<Vec<approvals::Model>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let mut query = approvals::Entity::find()
-                .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
-                .filter(approvals::Column::Status.eq(q.status.as_str()));
-            if let Some(agent) = q.requested_by {
-                query = query.filter(approvals::Column::RequestedBy.eq(agent.as_uuid()));
-            }
-            if let Some(after) = q.after {
-                query = query.filter(approvals::Column::Id.gt(after.as_uuid()));
-            }
-            let rows = query
-                .order_by_asc(approvals::Column::Id)
-                .limit(u64::from(q.limit.get()) + 1)
-                .all(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(rows)
-        }
-        .await;
+        let result: Result<Vec<approvals::Model>, Failure> =
+            transaction!(self, "approvals.list", tenant, ReplicaRead, |txn| {
+                let mut query = approvals::Entity::find()
+                    .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(approvals::Column::Status.eq(q.status.as_str()));
+                if let Some(agent) = q.requested_by {
+                    query = query.filter(approvals::Column::RequestedBy.eq(agent.as_uuid()));
+                }
+                if let Some(after) = q.after {
+                    query = query.filter(approvals::Column::Id.gt(after.as_uuid()));
+                }
+                let rows = query
+                    .order_by_asc(approvals::Column::Id)
+                    .limit(u64::from(q.limit.get()) + 1)
+                    .all(txn)
+                    .await?;
+                Ok(rows)
+            });
         let rows = result.map_err(|f| common!(f, ListApprovalsError))?;
         let items = rows
             .into_iter()
@@ -293,18 +286,16 @@ impl EventRepository for Store {
             metadata: req.metadata.clone(),
             created_at: now,
         };
-        let result: Result<Result<(), AppendEventError>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            if !lead_exists(&txn, tenant, lead).await? {
-                return Ok(Err(AppendEventError::LeadNotFound));
-            }
-            events::Entity::insert(events::ActiveModel::from(&event))
-                .exec_without_returning(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(Ok(()))
-        }
-        .await;
+        let result: Result<Result<(), AppendEventError>, Failure> =
+            transaction!(self, "events.append", tenant, Write, |txn| {
+                if !lead_exists(txn, tenant, lead).await? {
+                    return Ok(Err(AppendEventError::LeadNotFound));
+                }
+                events::Entity::insert(events::ActiveModel::from(&event))
+                    .exec_without_returning(txn)
+                    .await?;
+                Ok(Ok(()))
+            });
         match result {
             Ok(Ok(())) => Ok(event),
             Ok(Err(e)) => Err(e),
@@ -319,36 +310,34 @@ impl EventRepository for Store {
         lead: LeadId,
         q: &TimelineQuery,
     ) -> Result<Page<Event>, TimelineError> {
-        let result: Result<Option<Vec<events::Model>>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let mut query = events::Entity::find()
-                .filter(events::Column::TenantId.eq(tenant.as_uuid()))
-                .filter(events::Column::LeadId.eq(lead.as_uuid()));
-            if let Some(after) = q.after {
-                query = query.filter(
-                    Condition::any()
-                        .add(events::Column::OccurredAt.lt(after.occurred_at))
-                        .add(
-                            Condition::all()
-                                .add(events::Column::OccurredAt.eq(after.occurred_at))
-                                .add(events::Column::Id.lt(after.id.as_uuid())),
-                        ),
-                );
-            }
-            let rows = query
-                .order_by_desc(events::Column::OccurredAt)
-                .order_by_desc(events::Column::Id)
-                .limit(u64::from(q.limit.get()) + 1)
-                .all(&txn)
-                .await?;
-            // Only an empty first page needs to ask whether the lead exists.
-            if rows.is_empty() && q.after.is_none() && !lead_exists(&txn, tenant, lead).await? {
-                return Ok(None);
-            }
-            txn.commit().await?;
-            Ok(Some(rows))
-        }
-        .await;
+        let result: Result<Option<Vec<events::Model>>, Failure> =
+            transaction!(self, "events.timeline", tenant, ReplicaRead, |txn| {
+                let mut query = events::Entity::find()
+                    .filter(events::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(events::Column::LeadId.eq(lead.as_uuid()));
+                if let Some(after) = q.after {
+                    query = query.filter(
+                        Condition::any()
+                            .add(events::Column::OccurredAt.lt(after.occurred_at))
+                            .add(
+                                Condition::all()
+                                    .add(events::Column::OccurredAt.eq(after.occurred_at))
+                                    .add(events::Column::Id.lt(after.id.as_uuid())),
+                            ),
+                    );
+                }
+                let rows = query
+                    .order_by_desc(events::Column::OccurredAt)
+                    .order_by_desc(events::Column::Id)
+                    .limit(u64::from(q.limit.get()) + 1)
+                    .all(txn)
+                    .await?;
+                // Only an empty first page needs to ask whether the lead exists.
+                if rows.is_empty() && q.after.is_none() && !lead_exists(txn, tenant, lead).await? {
+                    return Ok(None);
+                }
+                Ok(Some(rows))
+            });
         match result {
             Ok(Some(rows)) => {
                 let items = rows
@@ -370,24 +359,27 @@ impl LeadContextRepository for Store {
         tenant: TenantId,
         limit: u16,
     ) -> Result<Vec<LeadId>, leadline_ports::ListLeadsError> {
-        let result: Result<Vec<uuid::Uuid>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            // A backward scan of events_recent_idx. Several events may
-            // belong to one lead, so read a few times the limit and keep
-            // the first occurrence of each lead.
-            let rows = events::Entity::find()
-                .select_only()
-                .column(events::Column::LeadId)
-                .filter(events::Column::TenantId.eq(tenant.as_uuid()))
-                .order_by_desc(events::Column::CreatedAt)
-                .limit(u64::from(limit) * 4)
-                .into_tuple::<uuid::Uuid>()
-                .all(&txn)
-                .await?;
-            txn.commit().await?;
-            Ok(rows)
-        }
-        .await;
+        let result: Result<Vec<uuid::Uuid>, Failure> = transaction!(
+            self,
+            "context.recently_active",
+            tenant,
+            ReplicaRead,
+            |txn| {
+                // A backward scan of events_recent_idx. Several events may
+                // belong to one lead, so read a few times the limit and keep
+                // the first occurrence of each lead.
+                let rows = events::Entity::find()
+                    .select_only()
+                    .column(events::Column::LeadId)
+                    .filter(events::Column::TenantId.eq(tenant.as_uuid()))
+                    .order_by_desc(events::Column::CreatedAt)
+                    .limit(u64::from(limit) * 4)
+                    .into_tuple::<uuid::Uuid>()
+                    .all(txn)
+                    .await?;
+                Ok(rows)
+            }
+        );
         let rows = result.map_err(|f| common!(f, ListLeadsError))?;
         let mut seen = std::collections::HashSet::with_capacity(usize::from(limit));
         Ok(rows
@@ -404,76 +396,74 @@ impl LeadContextRepository for Store {
         lead: LeadId,
         events_limit: u16,
     ) -> Result<LeadContext, GetLeadError> {
-        let result: Result<Option<LeadContext>, Failure> = async {
-            let txn = self.begin(tenant).await?;
-            let Some(lead_row) = leads::Entity::find()
-                .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
-                .filter(leads::Column::Id.eq(lead.as_uuid()))
-                .one(&txn)
-                .await?
-            else {
-                return Ok(None);
-            };
-            let agent_row = match lead_row.assigned_agent_id {
-                Some(agent) => {
-                    agents::Entity::find()
-                        .filter(agents::Column::TenantId.eq(tenant.as_uuid()))
-                        .filter(agents::Column::Id.eq(agent))
-                        .one(&txn)
-                        .await?
-                }
-                None => None,
-            };
-            let of_lead = || {
-                approvals::Entity::find()
-                    .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
-                    .filter(approvals::Column::LeadId.eq(lead.as_uuid()))
-            };
-            let open = of_lead()
-                .filter(approvals::Column::Status.is_in([
-                    ApprovalStatus::Pending.as_str(),
-                    ApprovalStatus::Approved.as_str(),
-                ]))
-                .order_by_desc(approvals::Column::Id)
-                .limit(CONTEXT_OPEN_APPROVALS)
-                .all(&txn)
-                .await?;
-            let recent = of_lead()
-                .filter(approvals::Column::Status.is_in([
-                    ApprovalStatus::Sent.as_str(),
-                    ApprovalStatus::Rejected.as_str(),
-                    ApprovalStatus::Cancelled.as_str(),
-                ]))
-                .order_by_desc(approvals::Column::Id)
-                .limit(CONTEXT_RECENT_APPROVALS)
-                .all(&txn)
-                .await?;
-            let event_rows = events::Entity::find()
-                .filter(events::Column::TenantId.eq(tenant.as_uuid()))
-                .filter(events::Column::LeadId.eq(lead.as_uuid()))
-                .order_by_desc(events::Column::OccurredAt)
-                .order_by_desc(events::Column::Id)
-                .limit(u64::from(events_limit))
-                .all(&txn)
-                .await?;
-            txn.commit().await?;
-            let convert = |rows: Vec<approvals::Model>| {
-                rows.into_iter()
-                    .map(Approval::try_from)
-                    .collect::<Result<Vec<_>, _>>()
-            };
-            Ok(Some(LeadContext {
-                lead: Lead::try_from(lead_row)?,
-                assigned_agent: agent_row.map(Agent::try_from).transpose()?,
-                open_approvals: convert(open)?,
-                recent_approvals: convert(recent)?,
-                events: event_rows
-                    .into_iter()
-                    .map(Event::try_from)
-                    .collect::<Result<Vec<_>, _>>()?,
-            }))
-        }
-        .await;
+        let result: Result<Option<LeadContext>, Failure> =
+            transaction!(self, "context.load", tenant, Read, |txn| {
+                let Some(lead_row) = leads::Entity::find()
+                    .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(leads::Column::Id.eq(lead.as_uuid()))
+                    .one(txn)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let agent_row = match lead_row.assigned_agent_id {
+                    Some(agent) => {
+                        agents::Entity::find()
+                            .filter(agents::Column::TenantId.eq(tenant.as_uuid()))
+                            .filter(agents::Column::Id.eq(agent))
+                            .one(txn)
+                            .await?
+                    }
+                    None => None,
+                };
+                let of_lead = || {
+                    approvals::Entity::find()
+                        .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                        .filter(approvals::Column::LeadId.eq(lead.as_uuid()))
+                };
+                let open = of_lead()
+                    .filter(approvals::Column::Status.is_in([
+                        ApprovalStatus::Pending.as_str(),
+                        ApprovalStatus::Approved.as_str(),
+                    ]))
+                    .order_by_desc(approvals::Column::Id)
+                    .limit(CONTEXT_OPEN_APPROVALS)
+                    .all(txn)
+                    .await?;
+                let recent = of_lead()
+                    .filter(approvals::Column::Status.is_in([
+                        ApprovalStatus::Sent.as_str(),
+                        ApprovalStatus::Rejected.as_str(),
+                        ApprovalStatus::Cancelled.as_str(),
+                    ]))
+                    .order_by_desc(approvals::Column::Id)
+                    .limit(CONTEXT_RECENT_APPROVALS)
+                    .all(txn)
+                    .await?;
+                let event_rows = events::Entity::find()
+                    .filter(events::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(events::Column::LeadId.eq(lead.as_uuid()))
+                    .order_by_desc(events::Column::OccurredAt)
+                    .order_by_desc(events::Column::Id)
+                    .limit(u64::from(events_limit))
+                    .all(txn)
+                    .await?;
+                let convert = |rows: Vec<approvals::Model>| {
+                    rows.into_iter()
+                        .map(Approval::try_from)
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                Ok(Some(LeadContext {
+                    lead: Lead::try_from(lead_row)?,
+                    assigned_agent: agent_row.map(Agent::try_from).transpose()?,
+                    open_approvals: convert(open)?,
+                    recent_approvals: convert(recent)?,
+                    events: event_rows
+                        .into_iter()
+                        .map(Event::try_from)
+                        .collect::<Result<Vec<_>, _>>()?,
+                }))
+            });
         match result {
             Ok(Some(ctx)) => Ok(ctx),
             Ok(None) => Err(GetLeadError::NotFound),

@@ -15,6 +15,15 @@ pub struct StoreSettings {
     /// itself should connect (`url`) as a role that owns nothing; when unset,
     /// migrations use `url`.
     pub migration_url: Option<SecretString>,
+    /// PostgreSQL TLS mode. When set it overrides `sslmode` in the URLs'
+    /// query strings; when unset the URL's own `sslmode` applies, else
+    /// `prefer`. SQLite ignores it.
+    pub ssl_mode: Option<SslMode>,
+    /// PostgreSQL: a PEM file of the CA certificate(s) the server's
+    /// certificate must chain to. When set it overrides `sslrootcert` in the
+    /// URLs; when no CA is given at all, `verify-ca` and `verify-full` trust
+    /// the Mozilla root bundle built into the binary (not the OS store).
+    pub ssl_root_cert: Option<std::path::PathBuf>,
     /// Pool ceiling. PostgreSQL only: the SQLite pool is always one
     /// connection (see [`crate::Store::connect`]).
     pub max_connections: u32,
@@ -27,6 +36,21 @@ pub struct StoreSettings {
     pub idle_timeout_secs: u64,
     /// SQLite: how long a statement waits on a locked database.
     pub sqlite_busy_timeout_ms: u64,
+    /// Optional URL of a read replica (`DATABASE_READ_URL`). List, search
+    /// and analytics reads go there; writes and reads that must see them
+    /// stay on `url`. Same backend as `url`. Secret like `url`.
+    pub read_url: Option<SecretString>,
+    /// How many times a transaction is rerun after a transient fault
+    /// (serialization failure, deadlock, broken connection before COMMIT).
+    /// 0 disables retrying.
+    pub retry_max: usize,
+    /// First backoff delay before a rerun; doubles per rerun, with jitter.
+    pub retry_min_delay_ms: u64,
+    /// Ceiling of one backoff delay.
+    pub retry_max_delay_ms: u64,
+    /// Database operations slower than this are logged (name and duration,
+    /// never parameter values).
+    pub slow_query_ms: u64,
 }
 
 impl Default for StoreSettings {
@@ -34,11 +58,18 @@ impl Default for StoreSettings {
         Self {
             url: SecretString::from("sqlite://leadline.db?mode=rwc"),
             migration_url: None,
+            ssl_mode: None,
+            ssl_root_cert: None,
             max_connections: 16,
             min_connections: 0,
             acquire_timeout_ms: 3_000,
             idle_timeout_secs: 600,
             sqlite_busy_timeout_ms: 5_000,
+            read_url: None,
+            retry_max: 3,
+            retry_min_delay_ms: 10,
+            retry_max_delay_ms: 200,
+            slow_query_ms: 250,
         }
     }
 }
@@ -78,6 +109,86 @@ impl StoreSettings {
                 "must be at least 1".to_owned(),
             ));
         }
+        if self.retry_max > 10 {
+            problems.push((
+                "database.retry_max",
+                "must be at most 10: more reruns only hold a failing request longer".to_owned(),
+            ));
+        }
+        if self.retry_min_delay_ms > self.retry_max_delay_ms {
+            problems.push((
+                "database.retry_min_delay_ms",
+                "must not exceed database.retry_max_delay_ms".to_owned(),
+            ));
+        }
+        if let Some(read_url) = &self.read_url {
+            use secrecy::ExposeSecret;
+            let (read, primary) = (read_url.expose_secret(), self.url.expose_secret());
+            if !read.starts_with("postgres://") && !read.starts_with("postgresql://") {
+                problems.push((
+                    "database.read_url",
+                    "must be a postgres:// URL (a read pool needs PostgreSQL)".to_owned(),
+                ));
+            } else if primary.starts_with("sqlite:") {
+                problems.push((
+                    "database.read_url",
+                    "needs database.url on PostgreSQL too".to_owned(),
+                ));
+            }
+        }
+        if let Some(ca) = &self.ssl_root_cert {
+            if !ca.is_file() {
+                problems.push((
+                    "database.ssl_root_cert",
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
+            if matches!(self.ssl_mode, Some(SslMode::Disable | SslMode::Prefer)) {
+                problems.push((
+                    "database.ssl_root_cert",
+                    "is only used with database.ssl_mode require, verify-ca or verify-full"
+                        .to_owned(),
+                ));
+            }
+        }
         problems
+    }
+}
+
+/// How the PostgreSQL connection uses TLS; libpq's `sslmode` values.
+///
+/// Only `verify-full` protects against an active attacker: `verify-ca`
+/// accepts any certificate the CA signed, for any host, and `require`
+/// checks nothing unless a CA is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP, never TLS.
+    Disable,
+    /// TLS when the server offers it, else plain TCP; no certificate check.
+    Prefer,
+    /// TLS or no connection. The certificate is not checked, except that
+    /// with a CA file (`database.ssl_root_cert` or the URL's
+    /// `sslrootcert`) it must chain to that CA, as with libpq.
+    Require,
+    /// TLS, and the certificate must chain to a trusted CA; the host name
+    /// is not checked.
+    VerifyCa,
+    /// TLS, the certificate must chain to a trusted CA and name the host
+    /// connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Its name in config files and URLs.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
     }
 }

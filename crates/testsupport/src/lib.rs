@@ -33,6 +33,19 @@
 //! The superuser of a server started here is `postgres` with password `postgres`; host
 //! connections use `scram-sha-256`, so role passwords are really checked.
 //!
+//! # PostgreSQL with TLS
+//!
+//! [`postgres_tls(cert)`](postgres_tls()) is a server with `ssl=on`, shared by the process like
+//! [`postgres()`], one per [`ServerCert`]: a certificate for `localhost`/`127.0.0.1`, or one for
+//! [`WRONG_HOST`]. Both are signed by a CA made up for the server with `rcgen`
+//! ([`TlsPgServer::ca_file`]); a second CA that signed nothing
+//! ([`TlsPgServer::untrusted_ca_file`]) is there to be distrusted. The certificates and the key
+//! (mode 0600, owned by the server's OS user) live in the cluster's directory and go with it.
+//!
+//! It always runs from the local server binaries, even when `TEST_DATABASE_URL` or Docker is
+//! there, because the test must control the server's certificates; without local binaries it
+//! panics with a message saying so. Cleanup is that of every local cluster (below).
+//!
 //! # Redis
 //!
 //! 1. **`TEST_REDIS_URL`** is set (and not empty) → that server is used as is, once it has
@@ -97,7 +110,9 @@ mod redis;
 mod server_dir;
 mod util;
 
-pub use postgres::{OwnedPgServer, PgServer, postgres};
+pub use postgres::{
+    OwnedPgServer, PgServer, ServerCert, TlsPgServer, WRONG_HOST, postgres, postgres_tls,
+};
 pub use redis::{OwnedRedisServer, RedisServer, redis};
 
 /// Which way a server was obtained.

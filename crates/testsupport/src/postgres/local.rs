@@ -9,6 +9,8 @@
 //! | `postgres.log` | the server's stdout/stderr (appended across restarts)             |
 //! | `pwfile`       | the superuser password, read by `initdb --pwfile`                 |
 //! | `.s.PGSQL.*`   | the server's unix socket (`unix_socket_directories`)              |
+//!
+//! A TLS cluster ([`super::tls`]) adds its certificate files.
 
 use std::fs;
 use std::os::unix::process::CommandExt as _;
@@ -181,14 +183,67 @@ pub(crate) struct Cluster {
     dir: ServerDir,
     bindir: PathBuf,
     run_as: Option<RunAs>,
+    /// Further `-c name=value` server settings, on every start.
+    settings: Vec<String>,
 }
 
 impl Cluster {
     /// Creates a new cluster with the binaries in `bindir` and starts it on a free port.
     pub(crate) fn start_new(bindir: &Path) -> anyhow::Result<Self> {
+        Self::start_new_with(bindir, |_| Ok(Vec::new()))
+    }
+
+    /// Like [`Cluster::start_new`], with further server settings (`name=value`, passed as `-c`)
+    /// returned by `prepare`, which runs after `initdb` and before the first start, so it may
+    /// write files into the directory (e.g. certificates) for the settings to name.
+    pub(crate) fn start_new_with(
+        bindir: &Path,
+        prepare: impl FnOnce(&ServerDir) -> anyhow::Result<Vec<String>>,
+    ) -> anyhow::Result<Self> {
         let mut cluster = Self::create(bindir)?;
+        cluster.settings = prepare(&cluster.dir)?;
         cluster.start_on_free_port()?;
         Ok(cluster)
+    }
+
+    /// A streaming replica of `primary`, made with `pg_basebackup -R` over the primary's unix
+    /// socket (where local connections, replication included, are trusted) and started on a
+    /// free port. It replays the primary's WAL continuously and refuses writes.
+    pub(crate) fn start_replica_of(primary: &Cluster) -> anyhow::Result<Self> {
+        let run_as = run_as()?;
+        let dir = ServerDir::create(&KIND, run_as.as_ref().map(|u| (u.uid, u.gid)))?;
+        let mut replica = Self {
+            server: PgServer::started(Provider::LocalBinaries, "127.0.0.1", 0)?,
+            dir,
+            bindir: primary.bindir.clone(),
+            run_as,
+            settings: primary.settings.clone(),
+        };
+        let output = replica
+            .command("pg_basebackup")
+            .current_dir(replica.dir.path())
+            .arg("-h")
+            .arg(primary.dir())
+            .arg("-p")
+            .arg(primary.server.port().to_string())
+            .args(["-U", SUPERUSER, "-D"])
+            .arg(replica.dir.path().join("data"))
+            // -R: write standby.signal and primary_conninfo, so it starts as a streaming replica.
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .stdin(Stdio::null())
+            .output()
+            .context("running pg_basebackup")?;
+        if !output.status.success() {
+            bail!(
+                "pg_basebackup failed ({}){}:\n{}{}",
+                output.status,
+                replica.run_as_hint(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        replica.start_on_free_port()?;
+        Ok(replica)
     }
 
     pub(crate) fn server(&self) -> &PgServer {
@@ -209,6 +264,7 @@ impl Cluster {
             dir,
             bindir: bindir.to_path_buf(),
             run_as,
+            settings: Vec::new(),
         };
         cluster.init()?;
         Ok(cluster)
@@ -312,6 +368,9 @@ impl Cluster {
             // Many test binaries × pools of connections.
             .args(["-c", "max_connections=300"])
             .args(["-c", "shared_buffers=128MB"]);
+        for setting in &self.settings {
+            command.arg("-c").arg(setting);
+        }
         let what = format!("postgres on 127.0.0.1:{port}{}", self.run_as_hint());
         let probe = super::connect_probe(self.server.admin_url("postgres"));
         self.dir.start(command, &what, START_TIMEOUT, probe)

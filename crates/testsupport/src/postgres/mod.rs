@@ -1,8 +1,10 @@
-//! PostgreSQL: the shared server ([`postgres()`]), servers a test owns ([`OwnedPgServer`]), and
-//! where they come from (see the [crate docs](crate#postgresql)).
+//! PostgreSQL: the shared server ([`postgres()`]), servers a test owns ([`OwnedPgServer`]),
+//! servers with TLS ([`postgres_tls()`]), and where they come from (see the
+//! [crate docs](crate#postgresql)).
 
 mod local;
 mod owned;
+mod tls;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use testcontainers_modules::postgres::Postgres;
 use crate::{Provider, docker, util};
 
 pub use owned::OwnedPgServer;
+pub use tls::{ServerCert, TlsPgServer, WRONG_HOST, postgres_tls};
 
 /// The message every "no PostgreSQL available" panic starts with.
 pub(crate) const NO_POSTGRES: &str = "PostgreSQL is needed for this test: set TEST_DATABASE_URL to a superuser URL, \

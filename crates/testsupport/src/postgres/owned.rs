@@ -59,6 +59,25 @@ impl OwnedPgServer {
         }
     }
 
+    /// A streaming replica of `primary` (`pg_basebackup -R`), owned by the caller like
+    /// `primary` itself. Stop it before its primary, or drop it first.
+    ///
+    /// # Errors
+    ///
+    /// If `primary` does not run from local binaries (a replica needs the primary's files and
+    /// socket), or if `pg_basebackup` or the start fails (with the server's log).
+    pub fn start_replica_of(primary: &OwnedPgServer) -> anyhow::Result<Self> {
+        match &primary.inner {
+            Inner::Local(cluster) => Ok(Self {
+                inner: Inner::Local(local::Cluster::start_replica_of(cluster)?),
+            }),
+            Inner::Docker(_) => anyhow::bail!(
+                "{NO_POSTGRES}\n  (a streaming replica is made with the local PostgreSQL binaries \
+                 (pg_basebackup); this primary runs in Docker because none were found)"
+            ),
+        }
+    }
+
     /// The server's address and credentials (also reachable through `Deref`).
     #[must_use]
     pub fn server(&self) -> &PgServer {

@@ -265,3 +265,40 @@ async fn owned_server_stops_restarts_and_cleans_up() {
     .expect("fails fast");
     assert!(refused.is_err(), "the dropped server must be gone");
 }
+
+#[tokio::test]
+async fn tls_server_presents_a_certificate_its_ca_signed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::str::FromStr as _;
+
+    let tls = postgres_tls(ServerCert::Localhost);
+    assert_eq!(tls.provider(), Provider::LocalBinaries);
+    assert!(std::ptr::eq(tls, postgres_tls(ServerCert::Localhost)));
+    let key_mode = std::fs::metadata(tls.directory().join("server.key"))
+        .expect("server.key")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+
+    let options = sqlx::postgres::PgConnectOptions::from_str(&tls.admin_url("postgres"))
+        .expect("URL")
+        .ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
+        .ssl_root_cert(tls.ca_file());
+    let mut conn = sqlx::PgConnection::connect_with(&options)
+        .await
+        .expect("verify-full with the server's CA");
+    let ssl: bool = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .expect("query")
+        .try_get(0)
+        .expect("bool");
+    assert!(ssl, "the session is encrypted");
+    conn.close().await.expect("close");
+
+    let untrusted = options.ssl_root_cert(tls.untrusted_ca_file());
+    assert!(
+        sqlx::PgConnection::connect_with(&untrusted).await.is_err(),
+        "a CA that signed nothing here is not trusted"
+    );
+}

@@ -1,0 +1,859 @@
+//! The OpenAPI document against the router, the source and real responses.
+//!
+//! axum's `Router` cannot list its routes, so coverage is checked from both
+//! ends:
+//! - every path the source registers by hand (`.route("…")`, `.nest(…)` …:
+//!   anything `routes!` does not put in the document) must be documented or
+//!   listed in [`not_in_spec`]; a registration whose path is not a literal
+//!   fails the test, since it cannot be checked;
+//! - every documented path is probed with every method through the real
+//!   router: the methods it answers (anything but the router's own 404 and
+//!   405) must be exactly the documented ones. A method added by hand to a
+//!   documented path, or a documented operation that is not routed, fails.
+//!
+//! Routes registered with `routes!` need neither: their method and path come
+//! from the same annotation as their document entry.
+//!
+//! The contract test then drives every documented operation and checks each
+//! response (status, content type, headers, body) against the document, so
+//! the schema-only mirrors of the domain's types cannot drift unnoticed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+use super::*;
+use crate::{
+    error::PROBLEM_JSON,
+    openapi::{DOCS_PATH, SPEC_PATH},
+};
+
+/// Routes deliberately left out of the document: the document itself and
+/// the page that renders it (utoipa-swagger-ui registers these four).
+fn not_in_spec() -> Vec<String> {
+    vec![
+        SPEC_PATH.to_owned(),
+        DOCS_PATH.to_owned(),
+        format!("{DOCS_PATH}/"),
+        format!("{DOCS_PATH}/{{*rest}}"),
+    ]
+}
+
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
+fn document() -> Value {
+    serde_json::to_value(crate::openapi_document()).unwrap()
+}
+
+/// `(path template, lower-case method)` of every documented operation.
+fn operations(spec: &Value) -> BTreeSet<(String, String)> {
+    spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| METHODS.iter().any(|m| m.as_str().eq_ignore_ascii_case(k)))
+                .map(|m| (path.clone(), m.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Follows a local `$ref` (`#/components/…`).
+fn resolve<'a>(spec: &'a Value, value: &'a Value) -> &'a Value {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let pointer = r.strip_prefix('#').unwrap_or(r);
+            spec.pointer(pointer)
+                .unwrap_or_else(|| panic!("dangling $ref {r}"))
+        }
+        None => value,
+    }
+}
+
+/// Every path the source registers by hand, with where; `Err` for a
+/// registration whose path is not a string literal. Code after a
+/// `#[cfg(test)] mod tests` is not scanned.
+fn scan_routes(file: &str, source: &str) -> Vec<Result<String, String>> {
+    let source = source
+        .find("#[cfg(test)]\nmod tests")
+        .map_or(source, |end| &source[..end]);
+    let mut found = Vec::new();
+    for call in [".route(", ".route_service(", ".nest(", ".nest_service("] {
+        for (at, _) in source.match_indices(call) {
+            let line = source[..at].lines().count();
+            let rest = source[at + call.len()..].trim_start();
+            match rest.strip_prefix('"').and_then(|lit| lit.split_once('"')) {
+                Some((path, _)) => found.push(Ok(path.to_owned())),
+                None => found.push(Err(format!(
+                    "{file}:{line}: `{call}` with a path that is not a literal"
+                ))),
+            }
+        }
+    }
+    found
+}
+
+fn scan_dir(dir: &Path, found: &mut Vec<Result<String, String>>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            // The test modules (`tests.rs` and `tests/`) register nothing.
+            if name != "tests" {
+                scan_dir(&path, found);
+            }
+        } else if name.ends_with(".rs") && name != "tests.rs" {
+            let source = std::fs::read_to_string(&path).unwrap();
+            found.extend(scan_routes(&path.display().to_string(), &source));
+        }
+    }
+}
+
+/// A concrete URI for a template: ids are a nil UUID (routing does not look
+/// at them), the docs' wildcard one of its files.
+fn concrete(template: &str) -> String {
+    template
+        .replace("{*rest}", "index.css")
+        .split('/')
+        .map(|seg| {
+            if seg.starts_with('{') {
+                uuid::Uuid::nil().to_string()
+            } else {
+                seg.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Whether the router has a route for `method` on `uri`: anything but its
+/// fallback's 404 ("route not found") or a 405. No credentials are sent, so
+/// handlers stop at authentication and nothing is written.
+async fn routed(app: &Router, method: &Method, uri: &str) -> bool {
+    let res = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let fallback = status == StatusCode::NOT_FOUND && body["detail"] == "route not found";
+    !fallback && status != StatusCode::METHOD_NOT_ALLOWED
+}
+
+#[test]
+fn the_route_scanner_finds_hand_registered_routes() {
+    let source = "Router::new()\n    .route(\n        \"/v1/secret\", get(x))\n    .nest(PREFIX, r)\n    .routes(routes!(y))\n#[cfg(test)]\nmod tests { .route(\"/ignored\", get(z)) }";
+    let found = scan_routes("x.rs", source);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0], Ok("/v1/secret".to_owned()));
+    assert!(found[1].as_ref().is_err_and(|e| e.starts_with("x.rs:4:")));
+    let spec = document();
+    assert!(
+        spec["paths"].get("/v1/secret").is_none(),
+        "so such a route would be reported as missing"
+    );
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_spec_and_every_operation_is_routed() {
+    let spec = document();
+    let documented = operations(&spec);
+    let excluded = not_in_spec();
+
+    let mut scanned = Vec::new();
+    scan_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut scanned,
+    );
+    let mut problems: Vec<String> = Vec::new();
+    let mut paths: BTreeSet<String> = documented.iter().map(|(p, _)| p.clone()).collect();
+    for found in scanned {
+        match found {
+            Ok(path) if spec["paths"].get(&path).is_none() && !excluded.contains(&path) => {
+                problems.push(format!("{path} is routed but not in the OpenAPI document"));
+            }
+            Ok(path) => {
+                paths.insert(path);
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+
+    let h = harness().await;
+    for path in &paths {
+        let mut answered = BTreeSet::new();
+        for method in &METHODS {
+            if routed(&h.app, method, &concrete(path)).await {
+                answered.insert(method.as_str().to_lowercase());
+            }
+        }
+        let expected: BTreeSet<String> = documented
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, m)| m.clone())
+            .collect();
+        if answered != expected {
+            problems.push(format!(
+                "{path}: routed for {answered:?}, documented for {expected:?}"
+            ));
+        }
+    }
+    for path in &excluded {
+        assert!(
+            routed(&h.app, &Method::GET, &concrete(path)).await,
+            "{path} is listed as routed but is not"
+        );
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_document_is_openapi_3_1_and_every_reference_resolves() {
+    let spec = document();
+    assert_eq!(spec["openapi"], "3.1.0");
+    assert_eq!(spec["info"]["title"], "leadline");
+    fn walk(spec: &Value, v: &Value) {
+        match v {
+            Value::Object(map) => {
+                if map.contains_key("$ref") {
+                    resolve(spec, v);
+                }
+                map.values().for_each(|v| walk(spec, v));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(spec, v)),
+            _ => {}
+        }
+    }
+    walk(&spec, &spec);
+    assert_eq!(
+        spec["components"]["securitySchemes"]["api_key"],
+        json!({"type": "http", "scheme": "bearer", "bearerFormat": "ll_…",
+               "description": "A tenant API key: `Authorization: Bearer ll_…`."})
+    );
+}
+
+#[test]
+fn every_operation_documents_auth_errors_and_headers() {
+    let spec = document();
+    let mut problems = Vec::new();
+    for (path, method) in operations(&spec) {
+        let op = &spec["paths"][&path][&method];
+        let at = format!("{} {path}", method.to_uppercase());
+        let responses = op["responses"].as_object().unwrap();
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        let has_param =
+            |name: &str, place: &str| params.iter().any(|p| p["name"] == name && p["in"] == place);
+        // Every `{param}` of the path is a documented path parameter.
+        for seg in path.split('/').filter(|s| s.starts_with('{')) {
+            let name = seg.trim_matches(|c| c == '{' || c == '}');
+            if !has_param(name, "path") {
+                problems.push(format!("{at}: path parameter {name} undocumented"));
+            }
+        }
+        // Every error is a problem+json with the Problem schema.
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                let content = &resolve(&spec, response)["content"];
+                let keys: Vec<_> = content.as_object().unwrap().keys().collect();
+                if keys != [PROBLEM_JSON]
+                    || content[PROBLEM_JSON]["schema"]["$ref"] != "#/components/schemas/Problem"
+                {
+                    problems.push(format!("{at}: {status} is not a Problem: {content}"));
+                }
+            }
+        }
+        let statuses: BTreeSet<&str> = responses.keys().map(String::as_str).collect();
+        if path.starts_with("/v1/") {
+            if op["security"] != json!([{"api_key": []}]) {
+                problems.push(format!("{at}: no bearer security"));
+            }
+            for needed in ["401", "500", "503"] {
+                if !statuses.contains(needed) {
+                    problems.push(format!("{at}: no {needed}"));
+                }
+            }
+        } else if op.get("security").is_some() {
+            problems.push(format!("{at}: infrastructure endpoints need no key"));
+        }
+        if op.get("requestBody").is_some() {
+            for needed in ["400", "415", "422"] {
+                if !statuses.contains(needed) {
+                    problems.push(format!("{at}: has a body but no {needed}"));
+                }
+            }
+        }
+        if method == "post" && path.starts_with("/v1/") && !has_param("Idempotency-Key", "header") {
+            problems.push(format!("{at}: no Idempotency-Key header"));
+        }
+        if method == "patch" {
+            if !has_param("If-Match", "header") {
+                problems.push(format!("{at}: no If-Match header"));
+            }
+            for needed in ["409", "412", "428"] {
+                if !statuses.contains(needed) {
+                    problems.push(format!("{at}: no {needed}"));
+                }
+            }
+        }
+    }
+    // Versioned resources say so in an ETag.
+    for (path, method, status) in [
+        ("/v1/agents", "post", "201"),
+        ("/v1/agents/{id}", "get", "200"),
+        ("/v1/agents/{id}", "patch", "200"),
+        ("/v1/leads", "post", "201"),
+        ("/v1/leads/{id}", "get", "200"),
+        ("/v1/leads/{id}", "patch", "200"),
+    ] {
+        if spec["paths"][path][method]["responses"][status]["headers"]
+            .get("ETag")
+            .is_none()
+        {
+            problems.push(format!("{method} {path}: no ETag on {status}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Checks `value` against a JSON Schema of the document: types, enums,
+/// lengths, required and undocumented properties (an object schema without
+/// `additionalProperties` allows none), `$ref`, `oneOf`/`anyOf`/`allOf`.
+fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+    let schema = resolve(spec, schema);
+    for (key, any) in [("oneOf", true), ("anyOf", true), ("allOf", false)] {
+        if let Some(branches) = schema[key].as_array() {
+            let passing = branches
+                .iter()
+                .filter(|b| {
+                    let mut e = Vec::new();
+                    conforms(spec, b, value, at, &mut e);
+                    e.is_empty()
+                })
+                .count();
+            if (any && passing == 0) || (!any && passing < branches.len()) {
+                errors.push(format!("{at}: {value} fails {key} {schema}"));
+            }
+        }
+    }
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            t => t.as_str().into_iter().collect(),
+        };
+        let fits = |t: &str| match t {
+            "null" => value.is_null(),
+            "boolean" => value.is_boolean(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "string" => value.is_string(),
+            "array" => value.is_array(),
+            "object" => value.is_object(),
+            _ => false,
+        };
+        if !types.iter().any(|t| fits(t)) {
+            errors.push(format!("{at}: {value} is not {types:?}"));
+            return;
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} not in {allowed:?}"));
+    }
+    if let Some(s) = value.as_str() {
+        let len = s.chars().count() as u64;
+        if schema["maxLength"].as_u64().is_some_and(|max| len > max)
+            || schema["minLength"].as_u64().is_some_and(|min| len < min)
+        {
+            errors.push(format!("{at}: {value} has the wrong length"));
+        }
+    }
+    if let Some(items) = value.as_array() {
+        if schema["maxItems"]
+            .as_u64()
+            .is_some_and(|max| items.len() as u64 > max)
+        {
+            errors.push(format!("{at}: too many items"));
+        }
+        if let Some(item_schema) = schema.get("items") {
+            for (i, item) in items.iter().enumerate() {
+                conforms(spec, item_schema, item, &format!("{at}[{i}]"), errors);
+            }
+        }
+    }
+    if let (Some(object), Some(properties)) = (value.as_object(), schema["properties"].as_object())
+    {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            if !object.contains_key(name.as_str().unwrap_or_default()) {
+                errors.push(format!("{at}: required {name} is missing"));
+            }
+        }
+        let open = schema
+            .get("additionalProperties")
+            .is_some_and(|a| a != &Value::Bool(false));
+        for (key, v) in object {
+            match properties.get(key) {
+                Some(p) => conforms(spec, p, v, &format!("{at}.{key}"), errors),
+                None if open => {}
+                None => errors.push(format!("{at}: {key} is not in the document")),
+            }
+        }
+    }
+}
+
+/// Sends requests and checks each exchange against the document,
+/// remembering which operations were exercised.
+struct Contract<'h> {
+    h: &'h Harness,
+    spec: Value,
+    seen: BTreeSet<(String, String)>,
+    errors: Vec<String>,
+}
+
+impl Contract<'_> {
+    /// Sends a request whose body the document must accept, and checks the
+    /// response.
+    async fn call(
+        &mut self,
+        method: Method,
+        template: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let m = method.as_str().to_lowercase();
+        if let Some(body) = &body {
+            let schema = self.spec["paths"][template][&m]["requestBody"]["content"]
+                ["application/json"]["schema"]
+                .clone();
+            let mut errors = Vec::new();
+            conforms(&self.spec, &schema, body, "request", &mut errors);
+            self.errors.extend(
+                errors
+                    .into_iter()
+                    .map(|e| format!("{} {template}: {e}", method.as_str())),
+            );
+        }
+        let reply = match body {
+            Some(b) => self.h.json(method, uri, b).await,
+            None => self.h.send(method, uri, &[], None).await,
+        };
+        self.check(&m, template, &reply);
+        reply
+    }
+
+    /// Checks a response: its status is documented, with its content type,
+    /// its body conforms, and the headers it documents are there.
+    fn check(&mut self, method: &str, template: &str, reply: &Reply) {
+        let at = format!("{} {template} -> {}", method.to_uppercase(), reply.status);
+        self.seen.insert((template.to_owned(), method.to_owned()));
+        let op = &self.spec["paths"][template][method];
+        let Some(response) = op["responses"].get(reply.status.as_str()) else {
+            self.errors.push(format!("{at}: status undocumented"));
+            return;
+        };
+        let response = resolve(&self.spec, response).clone();
+        let content_type = reply
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_default();
+        let Some(media) = response["content"].get(content_type) else {
+            self.errors.push(format!(
+                "{at}: {content_type} not among {}",
+                response["content"]
+            ));
+            return;
+        };
+        if content_type.ends_with("json") {
+            let mut errors = Vec::new();
+            conforms(
+                &self.spec,
+                &media["schema"],
+                &reply.body,
+                "body",
+                &mut errors,
+            );
+            self.errors
+                .extend(errors.into_iter().map(|e| format!("{at}: {e}")));
+        }
+        for name in ["ETag", "Location", "WWW-Authenticate"] {
+            if response["headers"].get(name).is_some() && !reply.headers.contains_key(name) {
+                self.errors.push(format!("{at}: documented {name} missing"));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_operation_answers_as_documented() {
+    let h = harness().await;
+    let mut c = Contract {
+        h: &h,
+        spec: document(),
+        seen: BTreeSet::new(),
+        errors: Vec::new(),
+    };
+    c.call(Method::GET, "/healthz", "/healthz", None).await;
+    c.call(Method::GET, "/readyz", "/readyz", None).await;
+    c.call(Method::GET, "/v1/tenant", "/v1/tenant", None).await;
+
+    let agent = c
+        .call(
+            Method::POST,
+            "/v1/agents",
+            "/v1/agents",
+            Some(json!({"name": "Ada", "email": "ada@example.com"})),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dup = c
+        .call(
+            Method::POST,
+            "/v1/agents",
+            "/v1/agents",
+            Some(json!({"name": "Ada", "email": "ADA@example.com", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    let agent_uri = format!("/v1/agents/{agent}");
+    c.call(Method::GET, "/v1/agents/{id}", &agent_uri, None)
+        .await;
+    c.call(Method::GET, "/v1/agents", "/v1/agents?limit=1", None)
+        .await;
+    let r = c
+        .call(
+            Method::PATCH,
+            "/v1/agents/{id}",
+            &agent_uri,
+            Some(json!({"version": 1, "role": "admin", "active": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = c
+        .call(
+            Method::PATCH,
+            "/v1/agents/{id}",
+            &agent_uri,
+            Some(json!({"name": "Ada L."})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED);
+
+    let lead = c
+        .call(
+            Method::POST,
+            "/v1/leads",
+            "/v1/leads",
+            Some(
+                json!({"first_name": "Grace", "last_name": "Hopper", "email": "grace@example.com",
+                        "phone": "+1 555 0100 123", "tags": ["vip"], "metadata": {"score": 7},
+                        "assigned_agent_id": agent}),
+            ),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lead_uri = format!("/v1/leads/{lead}");
+    c.call(Method::GET, "/v1/leads/{id}", &lead_uri, None).await;
+    c.call(
+        Method::GET,
+        "/v1/leads/{id}",
+        &format!("/v1/leads/{}", uuid::Uuid::now_v7()),
+        None,
+    )
+    .await;
+    c.call(
+        Method::GET,
+        "/v1/leads",
+        "/v1/leads?status=new&tag=vip",
+        None,
+    )
+    .await;
+    c.call(Method::GET, "/v1/leads", "/v1/leads?limit=0", None)
+        .await;
+    let r = c
+        .call(
+            Method::PATCH,
+            "/v1/leads/{id}",
+            &lead_uri,
+            Some(json!({"version": 1, "status": "contacted", "company": null})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = c
+        .call(
+            Method::PATCH,
+            "/v1/leads/{id}",
+            &lead_uri,
+            Some(json!({"version": 2, "status": "won"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+
+    let approval = c
+        .call(
+            Method::POST,
+            "/v1/leads/{id}/approvals",
+            &format!("{lead_uri}/approvals"),
+            Some(
+                json!({"channel": "email", "subject": "Hi", "body": "Hello Grace",
+                        "requested_by": agent}),
+            ),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approval_uri = format!("/v1/approvals/{approval}");
+    c.call(Method::GET, "/v1/approvals/{id}", &approval_uri, None)
+        .await;
+    c.call(Method::GET, "/v1/approvals", "/v1/approvals", None)
+        .await;
+    let sent_too_early = c
+        .call(
+            Method::POST,
+            "/v1/approvals/{id}/send",
+            &format!("{approval_uri}/send"),
+            Some(json!({"sent_by": agent})),
+        )
+        .await;
+    assert_eq!(sent_too_early.status, StatusCode::CONFLICT);
+    for (action, body) in [
+        ("approve", json!({"decided_by": agent})),
+        ("send", json!({"sent_by": agent})),
+    ] {
+        let r = c
+            .call(
+                Method::POST,
+                &format!("/v1/approvals/{{id}}/{action}"),
+                &format!("{approval_uri}/{action}"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{action}: {}", r.body);
+    }
+    for (action, body) in [
+        (
+            "reject",
+            json!({"decided_by": agent, "reason": "Too pushy"}),
+        ),
+        ("cancel", json!({"cancelled_by": agent})),
+    ] {
+        let draft = c
+            .call(
+                Method::POST,
+                "/v1/leads/{id}/approvals",
+                &format!("{lead_uri}/approvals"),
+                Some(json!({"channel": "sms", "body": "Hi", "requested_by": agent})),
+            )
+            .await;
+        let r = c
+            .call(
+                Method::POST,
+                &format!("/v1/approvals/{{id}}/{action}"),
+                &format!(
+                    "/v1/approvals/{}/{action}",
+                    draft.body["id"].as_str().unwrap()
+                ),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{action}: {}", r.body);
+    }
+
+    let events = format!("{lead_uri}/events");
+    c.call(
+        Method::POST,
+        "/v1/leads/{id}/events",
+        &events,
+        Some(
+            json!({"kind": "call", "direction": "inbound", "content": "Called back",
+                    "actor": agent, "occurred_at": "2024-01-02T03:04:05Z"}),
+        ),
+    )
+    .await;
+    c.call(
+        Method::GET,
+        "/v1/leads/{id}/events",
+        &format!("{events}?limit=1"),
+        None,
+    )
+    .await;
+    let ctx = c
+        .call(
+            Method::GET,
+            "/v1/leads/{id}/context",
+            &format!("{lead_uri}/context"),
+            None,
+        )
+        .await;
+    assert_eq!(ctx.status, StatusCode::OK);
+    c.call(Method::GET, "/v1/cache/stats", "/v1/cache/stats", None)
+        .await;
+    c.call(
+        Method::POST,
+        "/v1/cache/preload",
+        "/v1/cache/preload?limit=5",
+        None,
+    )
+    .await;
+
+    // Errors that no happy path reaches: a body that is not JSON, a
+    // malformed one, a bad key.
+    let r = h
+        .send(
+            Method::POST,
+            "/v1/leads",
+            &[("content-type", "text/plain")],
+            Some("{}"),
+        )
+        .await;
+    c.check("post", "/v1/leads", &r);
+    let r = h
+        .send(
+            Method::POST,
+            "/v1/leads",
+            &[("content-type", "application/json")],
+            Some("{"),
+        )
+        .await;
+    c.check("post", "/v1/leads", &r);
+    let anonymous = Harness {
+        app: h.app.clone(),
+        key: "ll_not-a-key".to_owned(),
+        composition: Composition::from_store(h.composition.store().clone()),
+    };
+    let r = anonymous.send(Method::GET, "/v1/tenant", &[], None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    c.check("get", "/v1/tenant", &r);
+
+    // /metrics is text; checked last so it has seen the requests above.
+    let res = h
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let metrics = Reply {
+        status: res.status(),
+        headers: res.headers().clone(),
+        body: Value::Null,
+    };
+    c.check("get", "/metrics", &metrics);
+
+    let unexercised: Vec<_> = operations(&c.spec).difference(&c.seen).cloned().collect();
+    assert!(unexercised.is_empty(), "not exercised: {unexercised:?}");
+    assert!(c.errors.is_empty(), "{}", c.errors.join("\n"));
+}
+
+/// A GET through the router, raw.
+async fn get_raw(app: &Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let res = app
+        .clone()
+        .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, headers, bytes)
+}
+
+#[tokio::test]
+async fn the_document_and_the_docs_page_are_served_from_the_binary() {
+    let h = harness().await;
+    let (status, headers, bytes) = get_raw(&h.app, SPEC_PATH).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let served: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(served, document(), "the document the router was built with");
+
+    let (status, headers, _) = get_raw(&h.app, DOCS_PATH).await;
+    assert!(status.is_redirection(), "{status}");
+    let page = headers[header::LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(page, format!("{DOCS_PATH}/"));
+    let (status, headers, bytes) = get_raw(&h.app, &page).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = String::from_utf8(bytes).unwrap();
+
+    // Every asset the page names is same-origin, and is served.
+    let mut assets = BTreeMap::new();
+    for attr in ["src=\"", "href=\""] {
+        for (at, _) in html.match_indices(attr) {
+            let url = html[at + attr.len()..].split('"').next().unwrap();
+            assert!(
+                !url.contains("://") && !url.starts_with("//"),
+                "{url} is not same-origin"
+            );
+            let path = format!("{page}{}", url.trim_start_matches("./"));
+            assets.insert(path, url.to_owned());
+        }
+    }
+    assert!(
+        assets.keys().any(|p| p.ends_with("swagger-ui-bundle.js")),
+        "{html}"
+    );
+    for path in assets.keys() {
+        let (status, headers, bytes) = get_raw(&h.app, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(!bytes.is_empty(), "{path}");
+        if path.ends_with(".js") {
+            let content_type = headers[header::CONTENT_TYPE].to_str().unwrap();
+            assert!(
+                content_type.contains("javascript"),
+                "{path}: {content_type}"
+            );
+        }
+    }
+    let (_, _, bundle) = get_raw(&h.app, &format!("{page}swagger-ui-bundle.js")).await;
+    assert!(bundle.len() > 100_000, "the whole Swagger UI bundle");
+
+    // The page loads the document from here, and nothing from elsewhere.
+    let (_, _, init) = get_raw(&h.app, &format!("{page}swagger-initializer.js")).await;
+    let init = String::from_utf8(init).unwrap();
+    assert!(init.contains(&format!("\"{SPEC_PATH}\"")), "{init}");
+    assert!(init.contains("\"validatorUrl\": \"none\""), "{init}");
+    assert!(!init.contains("://"), "{init}");
+}

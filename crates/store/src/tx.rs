@@ -1,0 +1,352 @@
+//! The transaction runner every repository call goes through.
+//!
+//! One function owns what each call used to repeat: take a connection, begin,
+//! set the tenant context, run the body, commit. Because it is one place, it
+//! is also where transient faults are retried, where a COMMIT whose outcome
+//! was lost with the connection is resolved, and where each operation's
+//! latency, retries and slow runs are recorded.
+//!
+//! Retry rules (docs/operations.md, "Transient faults"):
+//! - SQLSTATE 40001 (serialization failure), 40P01 (deadlock) and a broken
+//!   connection before COMMIT: the server rolled the transaction back, so the
+//!   whole body runs again after a capped, jittered exponential backoff.
+//! - A broken connection *during* COMMIT: the transaction may or may not have
+//!   committed. It is never blindly rerun. A write transaction knows its
+//!   transaction id (fetched in the same statement that sets the tenant), so
+//!   a fresh connection asks `pg_xact_status`: committed → success,
+//!   aborted → rerun, unknown → [`Failure::Unavailable`] (HTTP 503 with
+//!   Retry-After; the client's `Idempotency-Key` makes its retry safe).
+//! - A read-only transaction whose COMMIT broke has nothing to commit: its
+//!   rows were read in full, so its result stands.
+//! - An exhausted pool is not retried: it fails fast as unavailable.
+
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use leadline_domain::TenantId;
+use leadline_ports::Unavailable;
+use metrics::{counter, histogram};
+use sea_orm::{
+    ConnAcquireErr, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    Statement, TransactionTrait,
+};
+
+use crate::{
+    Backend, Store,
+    errors::{Failure, Transient},
+};
+
+/// What a transaction does, which decides where it runs and how a broken
+/// COMMIT is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Reads that must see this instance's own writes (a lead by id right
+    /// after its creation, the context that is about to be cached): primary.
+    Read,
+    /// List, search and analytics reads that tolerate replica lag: the read
+    /// pool when one is configured, else the primary.
+    ReplicaRead,
+    /// Writes: primary, with the transaction id fetched up front so a lost
+    /// COMMIT can be resolved.
+    Write,
+}
+
+/// How transient faults are retried. Built from [`crate::StoreSettings`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    /// Reruns after the first attempt; 0 disables retrying.
+    pub(crate) max_retries: usize,
+    /// First backoff delay, doubled per retry, with jitter.
+    pub(crate) min_delay: Duration,
+    /// Ceiling of one backoff delay.
+    pub(crate) max_delay: Duration,
+    /// Operations slower than this (retries included) are logged.
+    pub(crate) slow_threshold: Duration,
+}
+
+impl RetryPolicy {
+    fn backoff(self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries)
+            .with_jitter()
+    }
+}
+
+/// How often, and how far apart, a lost COMMIT's outcome is asked for.
+const RESOLVE_ATTEMPTS: u32 = 5;
+const RESOLVE_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs a block in one tenant-scoped transaction named `op` (the `operation`
+/// label of the metrics and the slow-operation log), retrying transient
+/// faults as the module documentation describes:
+///
+/// ```text
+/// let model: Result<Option<leads::Model>, Failure> =
+///     transaction!(self, "leads.get", tenant, Read, |txn| {
+///         Ok(by_key(tenant, id).one(txn).await?)
+///     });
+/// ```
+///
+/// The block evaluates to `Result<T, Failure>` and may `return` early; an
+/// `Ok` is committed, an `Err` rolled back. It may run more than once, so it
+/// must not have effects outside the transaction. A business outcome it
+/// returns as `Ok` (a "not found" or "conflict" it found by reading) is
+/// committed like any other: blocks decide such outcomes before they write.
+///
+/// A macro rather than a function taking an async closure: the block borrows
+/// the caller's arguments and the transaction, and a higher-ranked closure
+/// over both cannot be proven `Send` on stable Rust.
+macro_rules! transaction {
+    ($store:expr, $op:literal, $tenant:expr, $access:ident, |$txn:ident| $body:block) => {{
+        let store: &$crate::Store = $store;
+        let tenant: leadline_domain::TenantId = $tenant;
+        let access = $crate::tx::Access::$access;
+        let mut attempts = store.attempts($op);
+        loop {
+            let outcome: Result<_, $crate::errors::Failure> = async {
+                let (txn, xid) = store.begin_on(tenant, access).await?;
+                let value: Result<_, $crate::errors::Failure> = async {
+                    let $txn = &txn;
+                    $body
+                }
+                .await;
+                // On an error the transaction is dropped, which rolls it back.
+                let value = value?;
+                store.finish(txn, xid.as_deref(), access, $op).await?;
+                Ok(value)
+            }
+            .await;
+            if let Some(result) = attempts.settle(outcome).await {
+                break result;
+            }
+        }
+    }};
+}
+pub(crate) use transaction;
+
+/// One operation's attempts: the backoff still available, and the clock for
+/// its latency metric and slow-operation log.
+pub(crate) struct Attempts {
+    op: &'static str,
+    started: Instant,
+    slow_threshold: Duration,
+    delays: backon::ExponentialBackoff,
+}
+
+impl Attempts {
+    /// Decides what follows an attempt: `Some(result)` to finish, `None`
+    /// (after the backoff delay) to run the transaction again.
+    pub(crate) async fn settle<T>(
+        &mut self,
+        outcome: Result<T, Failure>,
+    ) -> Option<Result<T, Failure>> {
+        if let Err(Failure::Transient(cause, message)) = &outcome
+            && let Some(delay) = self.delays.next()
+        {
+            counter!("db_retries_total", "operation" => self.op, "cause" => cause.label())
+                .increment(1);
+            tracing::warn!(
+                operation = self.op,
+                cause = cause.label(),
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error = %message,
+                "transient database fault; rerunning the transaction"
+            );
+            tokio::time::sleep(delay).await;
+            return None;
+        }
+        let elapsed = self.started.elapsed();
+        histogram!("db_query_duration_seconds", "operation" => self.op)
+            .record(elapsed.as_secs_f64());
+        if elapsed >= self.slow_threshold {
+            // The operation's name and duration only: parameter values may
+            // be personal data.
+            tracing::warn!(
+                operation = self.op,
+                duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                "slow database operation"
+            );
+        }
+        Some(outcome)
+    }
+}
+
+impl Store {
+    /// Starts counting the attempts of operation `op`.
+    pub(crate) fn attempts(&self, op: &'static str) -> Attempts {
+        let policy = self.inner_retry();
+        Attempts {
+            op,
+            started: Instant::now(),
+            slow_threshold: policy.slow_threshold,
+            delays: policy.backoff().build(),
+        }
+    }
+
+    /// Takes a connection (from the read pool for [`Access::ReplicaRead`]),
+    /// begins, and sets the tenant for this transaction only
+    /// (`set_config(…, true)`, the function form of `SET LOCAL`), which the
+    /// row-level-security policies read. Never a session-level `SET`: a
+    /// pooled connection must not carry one tenant's context into another
+    /// tenant's request. A write also fetches its transaction id in the same
+    /// round trip, to resolve a COMMIT that loses its connection.
+    pub(crate) async fn begin_on(
+        &self,
+        tenant: TenantId,
+        access: Access,
+    ) -> Result<(DatabaseTransaction, Option<String>), Failure> {
+        let replica = match access {
+            Access::ReplicaRead => self.reader(),
+            Access::Read | Access::Write => None,
+        };
+        let txn = match replica {
+            Some(db) => match timed_begin(db, "replica").await {
+                Ok(txn) => txn,
+                Err(err) => {
+                    // A replica that cannot give a connection degrades reads
+                    // to the primary for a while instead of failing them.
+                    tracing::warn!(
+                        error = ?err,
+                        pause_secs = REPLICA_PAUSE.as_secs(),
+                        "read pool unavailable; reading from the primary meanwhile"
+                    );
+                    self.mark_replica_down(REPLICA_PAUSE);
+                    timed_begin(self.db(), "primary").await?
+                }
+            },
+            None => timed_begin(self.db(), "primary").await?,
+        };
+        if self.backend() != Backend::Postgres {
+            return Ok((txn, None));
+        }
+        let tenant = tenant.to_string();
+        if access == Access::Write {
+            let row = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT set_config('app.tenant_id', $1, true), pg_current_xact_id()::text",
+                    [tenant.into()],
+                ))
+                .await?;
+            let xid = row.map(|r| r.try_get_by_index::<String>(1)).transpose()?;
+            Ok((txn, xid))
+        } else {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT set_config('app.tenant_id', $1, true)",
+                [tenant.into()],
+            ))
+            .await?;
+            Ok((txn, None))
+        }
+    }
+
+    /// Commits, and decides what a COMMIT that broke with its connection did.
+    pub(crate) async fn finish(
+        &self,
+        txn: DatabaseTransaction,
+        xid: Option<&str>,
+        access: Access,
+        op: &'static str,
+    ) -> Result<(), Failure> {
+        match txn.commit().await {
+            Ok(()) => Ok(()),
+            Err(err) => match Failure::from(err) {
+                Failure::Transient(Transient::Connection, message) => {
+                    self.resolve_commit(op, access, xid, message).await
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn resolve_commit(
+        &self,
+        op: &'static str,
+        access: Access,
+        xid: Option<&str>,
+        message: String,
+    ) -> Result<(), Failure> {
+        if access != Access::Write {
+            // Nothing to commit: the rows were read in full.
+            counter!("db_commit_outcome_total", "outcome" => "read_only").increment(1);
+            return Ok(());
+        }
+        let Some(xid) = xid else {
+            // SQLite: the file either has the commit or not, but the driver
+            // cannot tell us which. Say so rather than guess.
+            counter!("db_commit_outcome_total", "outcome" => "unknown").increment(1);
+            return Err(outcome_unknown(op, &message));
+        };
+        for _ in 0..RESOLVE_ATTEMPTS {
+            let status = self
+                .db()
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_xact_status($1::xid8)::text",
+                    [xid.to_owned().into()],
+                ))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|row| row.try_get_by_index::<Option<String>>(0).ok().flatten());
+            match status.as_deref() {
+                Some("committed") => {
+                    counter!("db_commit_outcome_total", "outcome" => "committed").increment(1);
+                    tracing::warn!(
+                        operation = op,
+                        "COMMIT lost its connection but had committed"
+                    );
+                    return Ok(());
+                }
+                Some("aborted") => {
+                    counter!("db_commit_outcome_total", "outcome" => "aborted").increment(1);
+                    return Err(Failure::Transient(Transient::Connection, message));
+                }
+                // "in progress" (the server is still finishing it) or no
+                // answer (the server is unreachable): ask again shortly.
+                _ => tokio::time::sleep(RESOLVE_PAUSE).await,
+            }
+        }
+        counter!("db_commit_outcome_total", "outcome" => "unknown").increment(1);
+        Err(outcome_unknown(op, &message))
+    }
+}
+
+/// How long replica reads go to the primary after the read pool failed.
+const REPLICA_PAUSE: Duration = Duration::from_secs(5);
+
+/// Begins on `db`, recording the wait for a connection (acquire + BEGIN) and
+/// counting acquire timeouts, by pool.
+async fn timed_begin(
+    db: &DatabaseConnection,
+    pool: &'static str,
+) -> Result<DatabaseTransaction, Failure> {
+    let started = Instant::now();
+    match db.begin().await {
+        Ok(txn) => {
+            histogram!("db_pool_acquire_seconds", "pool" => pool)
+                .record(started.elapsed().as_secs_f64());
+            Ok(txn)
+        }
+        Err(err) => {
+            if matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)) {
+                counter!("db_pool_acquire_timeouts_total", "pool" => pool).increment(1);
+            }
+            Err(Failure::from(err))
+        }
+    }
+}
+
+fn outcome_unknown(op: &str, message: &str) -> Failure {
+    tracing::error!(
+        operation = op,
+        error = %message,
+        "COMMIT lost its connection and its outcome could not be resolved"
+    );
+    Failure::Unavailable(Unavailable(
+        "the database connection broke during COMMIT and the outcome is unknown; retry with the same Idempotency-Key".to_owned(),
+    ))
+}

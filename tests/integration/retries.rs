@@ -1,0 +1,405 @@
+//! Transient faults, forced one at a time against the real PostgreSQL: the
+//! store reruns a transaction after a serialization failure, a deadlock or a
+//! connection lost before COMMIT; it resolves a COMMIT whose connection broke
+//! through `pg_xact_status` instead of rerunning it blindly; and it answers
+//! "unavailable" when the outcome cannot be learnt.
+//!
+//! Faults come from two real mechanisms, not from mocks:
+//! - a superuser-owned trigger on `events` that raises a chosen SQLSTATE, or
+//!   terminates its own backend, for the first `n` inserts whose content is
+//!   `fault:<code>:<n>:<sequence>` (a sequence counts attempts because
+//!   `nextval` survives the rollback that a table update would not);
+//! - a TCP proxy between the pool and the server that cuts connections right
+//!   after forwarding a `COMMIT`, so the server commits but the client never
+//!   hears it.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+use leadline_domain::{
+    AppendEventRequest, Direction, EventContent, EventKind, LeadId, Metadata, TenantId,
+    TimelineQuery,
+};
+use leadline_ports::{AppendEventError, EventRepository, LeadRepository};
+use leadline_store::{Store, StoreSettings};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{OnceCell, watch},
+};
+
+use crate::support::{lead_req, new_tenant, pg, services};
+
+/// Installs the fault trigger once per test binary (idempotent SQL, so a
+/// rerun against a kept database is fine too).
+async fn install_fault_trigger() {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let pg = pg().await;
+        leadline_testsupport::postgres()
+            .admin_execute(
+                &pg.database,
+                r"
+CREATE OR REPLACE FUNCTION leadline_test_fault() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    parts text[] := string_to_array(NEW.content, ':');
+BEGIN
+    IF nextval(parts[4]::regclass) <= parts[3]::int THEN
+        IF parts[2] = 'kill' THEN
+            -- Ends this very backend: the client sees its connection drop
+            -- in the middle of the transaction.
+            PERFORM pg_terminate_backend(pg_backend_pid());
+            PERFORM pg_sleep(5);
+        END IF;
+        RAISE EXCEPTION 'injected fault %', parts[2] USING ERRCODE = parts[2];
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER leadline_test_fault BEFORE INSERT ON events
+    FOR EACH ROW WHEN (NEW.content LIKE 'fault:%') EXECUTE FUNCTION leadline_test_fault();
+-- The same fault at COMMIT time: a deferred constraint trigger runs while
+-- the server commits, so the connection breaks during COMMIT itself.
+DROP TRIGGER IF EXISTS leadline_test_commit_fault ON events;
+CREATE CONSTRAINT TRIGGER leadline_test_commit_fault AFTER INSERT ON events
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (NEW.content LIKE 'commitfault:%') EXECUTE FUNCTION leadline_test_fault();
+",
+            )
+            .await
+            .expect("install the fault trigger");
+    })
+    .await;
+}
+
+/// A fresh attempt counter, readable by the service role through the
+/// trigger's SECURITY DEFINER function.
+async fn counter() -> String {
+    let name = format!("fault_{}", uuid::Uuid::new_v4().simple());
+    leadline_testsupport::postgres()
+        .admin_execute(&pg().await.database, &format!("CREATE SEQUENCE {name}"))
+        .await
+        .expect("create the fault counter");
+    name
+}
+
+async fn attempts(sequence: &str) -> i64 {
+    let mut conn = admin().await;
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+        "SELECT last_value FROM {sequence}"
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .expect("read the fault counter")
+}
+
+async fn admin() -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let server = leadline_testsupport::postgres();
+    sqlx::PgConnection::connect(&server.admin_url(&pg().await.database))
+        .await
+        .expect("superuser connects")
+}
+
+fn event(content: &str) -> AppendEventRequest {
+    AppendEventRequest {
+        kind: EventKind::Note,
+        direction: Direction::Internal,
+        content: Some(EventContent::new(content).unwrap()),
+        occurred_at: None,
+        actor: None,
+        metadata: Metadata::default(),
+    }
+}
+
+fn settings(url: &str, retry_max: usize) -> StoreSettings {
+    StoreSettings {
+        max_connections: 4,
+        acquire_timeout_ms: 2_000,
+        retry_max,
+        retry_min_delay_ms: 5,
+        retry_max_delay_ms: 50,
+        ..StoreSettings::for_url(url)
+    }
+}
+
+async fn lead_of_new_tenant(store: &Store) -> (TenantId, LeadId) {
+    let s = services(store.clone());
+    let (tenant, _) = new_tenant(&s).await;
+    let lead = LeadRepository::create(store, tenant, &lead_req("Retry"))
+        .await
+        .unwrap()
+        .id;
+    (tenant, lead)
+}
+
+/// How many events of the lead carry exactly `content`, counted by the
+/// superuser (no RLS, no cache, no retry logic in the way).
+async fn stored(lead: LeadId, content: &str) -> i64 {
+    let mut conn = admin().await;
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE lead_id = $1 AND content = $2")
+        .bind(lead.as_uuid())
+        .bind(content)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn rerun_after(code: &str) {
+    rerun_after_fault("fault", code).await;
+}
+
+async fn rerun_after_fault(when: &str, code: &str) {
+    install_fault_trigger().await;
+    let store = Store::connect(&settings(&pg().await.service_url, 3))
+        .await
+        .unwrap();
+    let (tenant, lead) = lead_of_new_tenant(&store).await;
+    let seq = counter().await;
+    let content = format!("{when}:{code}:2:{seq}");
+    let appended = EventRepository::append(&store, tenant, lead, &event(&content))
+        .await
+        .unwrap_or_else(|e| panic!("{code}: two faults then success must succeed: {e:?}"));
+    assert_eq!(
+        attempts(&seq).await,
+        3,
+        "{code}: two failed attempts, one good"
+    );
+    assert_eq!(
+        stored(lead, &content).await,
+        1,
+        "{code}: written exactly once"
+    );
+    let page = EventRepository::timeline(&store, tenant, lead, &TimelineQuery::default())
+        .await
+        .unwrap();
+    assert!(page.items.iter().any(|e| e.id == appended.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serialization_failure_reruns_the_whole_transaction() {
+    rerun_after("40001").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_reruns_the_whole_transaction() {
+    rerun_after("40P01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_before_commit_reruns_the_whole_transaction() {
+    rerun_after("kill").await;
+}
+
+/// The server aborts the transaction while committing and the connection
+/// breaks: `pg_xact_status` says "aborted", so a rerun is safe and happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_broke_and_aborted_is_resolved_then_rerun() {
+    rerun_after_fault("commitfault", "kill").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_retries_report_unavailable_and_write_nothing() {
+    install_fault_trigger().await;
+    let store = Store::connect(&settings(&pg().await.service_url, 2))
+        .await
+        .unwrap();
+    let (tenant, lead) = lead_of_new_tenant(&store).await;
+    let seq = counter().await;
+    let content = format!("fault:40001:100:{seq}");
+    let err = EventRepository::append(&store, tenant, lead, &event(&content))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendEventError::Unavailable(_)),
+        "spent retries are unavailable (503), got {err:?}"
+    );
+    assert_eq!(attempts(&seq).await, 3, "one attempt and two reruns");
+    assert_eq!(stored(lead, &content).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_error_is_not_retried() {
+    let store = Store::connect(&settings(&pg().await.service_url, 3))
+        .await
+        .unwrap();
+    let (tenant, _) = lead_of_new_tenant(&store).await;
+    let err = EventRepository::append(&store, tenant, LeadId::new(), &event("no such lead"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendEventError::LeadNotFound), "{err:?}");
+}
+
+/// What the proxy does when it sees a client send `COMMIT`.
+const PASS: u8 = 0;
+/// Forward the COMMIT, give the server time to commit, then cut that
+/// connection without relaying the answer.
+const CUT_AFTER_COMMIT: u8 = 1;
+/// Like [`CUT_AFTER_COMMIT`], but cut every connection and refuse new ones
+/// until told otherwise: the outcome cannot be learnt.
+const BLACKOUT_AFTER_COMMIT: u8 = 2;
+const BLACKOUT: u8 = 3;
+
+/// A TCP proxy in front of the test server whose behaviour on `COMMIT` the
+/// test chooses. sqlx sends COMMIT as a simple query, in the clear here
+/// (`sslmode=disable`), so the bytes are visible.
+struct Proxy {
+    port: u16,
+    mode: Arc<AtomicU8>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let server = leadline_testsupport::postgres();
+        let upstream = format!("{}:{}", server.host(), server.port());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let (cut_all, _) = watch::channel(0u64);
+        let (m, cut) = (mode.clone(), cut_all.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if m.load(Ordering::SeqCst) == BLACKOUT {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                tokio::spawn(pipe(client, server, m.clone(), cut.clone()));
+            }
+        });
+        Self { port, mode }
+    }
+
+    fn url(&self, service_url: &str) -> String {
+        // Same credentials and database, through the proxy's port.
+        let (head, tail) = service_url.split_once('@').unwrap();
+        let path = &tail[tail.find('/').unwrap()..];
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("{head}@127.0.0.1:{}{path}{sep}sslmode=disable", self.port)
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+async fn pipe(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cut: watch::Sender<u64>) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let mut cut_rx = cut.subscribe();
+    // Set before a doomed COMMIT is forwarded, so its answer is never relayed.
+    let swallow = std::sync::atomic::AtomicBool::new(false);
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if swallow.load(Ordering::SeqCst) {
+                // Keep reading (the server must not block on a full
+                // socket) but relay nothing more.
+                continue;
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let m = mode.load(Ordering::SeqCst);
+            let doomed = (m == CUT_AFTER_COMMIT || m == BLACKOUT_AFTER_COMMIT)
+                && buf[..n].windows(7).any(|w| w == b"COMMIT\0");
+            if doomed {
+                swallow.store(true, Ordering::SeqCst);
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            if doomed {
+                // The server has the COMMIT; let it finish, then cut.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if m == BLACKOUT_AFTER_COMMIT {
+                    mode.store(BLACKOUT, Ordering::SeqCst);
+                    cut.send_modify(|n| *n += 1);
+                } else {
+                    mode.store(PASS, Ordering::SeqCst);
+                }
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = down => {}
+        () = up => {}
+        _ = cut_rx.changed() => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_lost_its_connection_but_committed_succeeds_once() {
+    let pg = pg().await;
+    let proxy = Proxy::start().await;
+    let store = Store::connect(&settings(&proxy.url(&pg.service_url), 3))
+        .await
+        .unwrap();
+    let (tenant, lead) = lead_of_new_tenant(&store).await;
+    let content = format!("committed-{}", uuid::Uuid::new_v4().simple());
+    proxy.set(CUT_AFTER_COMMIT);
+    let appended = EventRepository::append(&store, tenant, lead, &event(&content))
+        .await
+        .expect("the commit is resolved as committed");
+    assert_eq!(
+        proxy.mode.load(Ordering::SeqCst),
+        PASS,
+        "the proxy really cut a COMMIT"
+    );
+    assert_eq!(
+        stored(lead, &content).await,
+        1,
+        "resolved, not rerun: exactly one row"
+    );
+    let page = EventRepository::timeline(&store, tenant, lead, &TimelineQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.iter().filter(|e| e.id == appended.id).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_outcome_cannot_be_learnt_is_unavailable_not_rerun() {
+    let pg = pg().await;
+    let proxy = Proxy::start().await;
+    let store = Store::connect(&StoreSettings {
+        acquire_timeout_ms: 200,
+        ..settings(&proxy.url(&pg.service_url), 3)
+    })
+    .await
+    .unwrap();
+    let (tenant, lead) = lead_of_new_tenant(&store).await;
+    let content = format!("unknown-{}", uuid::Uuid::new_v4().simple());
+    proxy.set(BLACKOUT_AFTER_COMMIT);
+    let err = EventRepository::append(&store, tenant, lead, &event(&content))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendEventError::Unavailable(_)),
+        "an unknown outcome is unavailable (503 + Retry-After), got {err:?}"
+    );
+    assert_eq!(proxy.mode.load(Ordering::SeqCst), BLACKOUT);
+    // The server did commit: a blind rerun would have written it twice.
+    proxy.set(PASS);
+    assert_eq!(stored(lead, &content).await, 1);
+}
