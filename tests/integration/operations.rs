@@ -124,6 +124,18 @@ async fn a_saturated_pool_fails_fast_with_503_and_retry_after() {
         waited < Duration::from_secs(2),
         "fails fast instead of hanging: {waited:?}"
     );
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", r.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"db_pool_acquire_timeouts_total{pool="primary"}"#),
+        "acquire timeouts are counted:\n{metrics}"
+    );
 
     lock.execute("ROLLBACK").await.unwrap();
     let statuses: Vec<u16> = futures_join(held).await;
