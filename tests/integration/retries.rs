@@ -263,6 +263,7 @@ const BLACKOUT: u8 = 3;
 struct Proxy {
     port: u16,
     mode: Arc<AtomicU8>,
+    cut: watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -286,7 +287,11 @@ impl Proxy {
                 tokio::spawn(pipe(client, server, m.clone(), cut.clone()));
             }
         });
-        Self { port, mode }
+        Self {
+            port,
+            mode,
+            cut: cut_all,
+        }
     }
 
     fn url(&self, service_url: &str) -> String {
@@ -299,6 +304,12 @@ impl Proxy {
 
     fn set(&self, mode: u8) {
         self.mode.store(mode, Ordering::SeqCst);
+    }
+
+    /// Cuts every open connection now, as a server restart or a load
+    /// balancer's idle timeout would.
+    fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
     }
 }
 
@@ -486,4 +497,28 @@ async fn slow_operations_are_logged_by_name_never_with_parameters() {
         !text.contains(&tenant.to_string()),
         "ids are parameters too:\n{text}"
     );
+}
+
+/// The pool lends connections without a ping (a round trip per request).
+/// A connection that died while idle is either noticed by the driver and
+/// discarded, or fails its first statement and the runner reruns the
+/// transaction on a fresh one (the `kill` faults above force that path):
+/// either way the caller sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_that_died_idle_is_replaced_transparently() {
+    let pg = pg().await;
+    let proxy = Proxy::start().await;
+    let store = Store::connect(&StoreSettings {
+        max_connections: 1,
+        ..settings(&proxy.url(&pg.service_url), 3)
+    })
+    .await
+    .unwrap();
+    let (tenant, lead) = lead_of_new_tenant(&store).await;
+    proxy.cut_all();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = LeadRepository::get(&store, tenant, lead)
+        .await
+        .expect("the dead connection is replaced without an error");
+    assert_eq!(got.id, lead);
 }

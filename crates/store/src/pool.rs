@@ -144,6 +144,11 @@ impl Store {
                     .min_connections(settings.min_connections)
                     .acquire_timeout(settings.acquire_timeout())
                     .idle_timeout(idle)
+                    // No ping before lending a connection: it costs a round
+                    // trip on every request, and a connection that died idle
+                    // fails its first statement with a connection error,
+                    // which the transaction runner reruns on another one.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await
                     .map_err(pg_connect_failure)?;
