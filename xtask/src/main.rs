@@ -8,17 +8,20 @@
 //!   `--yes` because it destroys all data.
 //! - `db seed [--tenants N] [--leads N] [--agents N] [--issue-keys]`: write
 //!   realistic, reproducible seed data; re-running only fills what is missing.
+//! - `bench [--quick]`: benchmark every hot path against this machine's own
+//!   ceilings and write docs/benchmarks.md (see [`bench`]).
 //!
 //! Configuration is the binary's own (`leadline::config::load`): defaults,
 //! then `./leadline.toml` or `--config`, then `DATABASE_URL`, then
 //! `LEADLINE_*` variables such as `LEADLINE_DATABASE__URL` and
 //! `LEADLINE_DATABASE__MIGRATION_URL`. A bad configuration exits with 2.
 
+mod bench;
 mod db;
 mod generate;
 mod seed;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use leadline::{config, run};
@@ -38,13 +41,23 @@ struct Cli {
     command: Command,
 }
 
-/// Top-level task groups. Benchmarks will join as `Bench`.
+/// Top-level task groups.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Schema migrations and seed data.
     Db {
         #[command(subcommand)]
         action: DbAction,
+    },
+    /// Benchmark every hot path against this machine's own ceilings and
+    /// write docs/benchmarks.md (starts its own PostgreSQL and Redis).
+    Bench(bench::BenchArgs),
+    /// The trivial JSON server `bench` measures as the HTTP ceiling.
+    #[command(hide = true)]
+    BenchEcho {
+        /// Listen address.
+        #[arg(long)]
+        bind: SocketAddr,
     },
 }
 
@@ -106,6 +119,8 @@ async fn dispatch(command: Command, config: &config::Config) -> anyhow::Result<E
             DbAction::Reset { yes } => return db::reset(config, yes).await,
             DbAction::Seed(args) => seed::seed(config, &args).await?,
         },
+        Command::Bench(args) => bench::bench(&args).await?,
+        Command::BenchEcho { bind } => bench::serve_echo(bind).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

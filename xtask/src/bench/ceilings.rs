@@ -1,0 +1,215 @@
+//! The machine's own ceilings, measured on the same data in the same run:
+//! pgbench (a point select on `leads`, plain and wrapped in the service's
+//! tenant transaction; a one-row `INSERT` into `events`), redis-benchmark
+//! `GET`, and the trivial axum JSON handler ([`serve_echo`]) that the HTTP
+//! scenarios are compared with.
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use axum::{Json, Router, routing::get};
+
+use super::{data::BenchTenant, infra::CommandLog};
+
+/// `cargo xtask bench-echo`: a trivial axum JSON handler on `bind`, the
+/// HTTP ceiling. Same runtime flavour as `leadline serve` (tokio,
+/// multi-threaded, one worker per core), no middleware, no logging.
+///
+/// # Errors
+/// Bind and I/O errors.
+pub async fn serve_echo(bind: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let app = Router::new().route(
+        "/",
+        get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+    );
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// What pgbench reported.
+#[derive(Debug, Clone, Copy)]
+pub struct Pgbench {
+    /// Transactions per second, without connection time.
+    pub tps: f64,
+    /// Mean latency in milliseconds.
+    pub latency_ms: f64,
+    /// Clients.
+    pub clients: usize,
+}
+
+/// Which pgbench script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// `SELECT * FROM leads WHERE tenant_id = … AND id = …` as the
+    /// superuser: no row-level security, no transaction around it.
+    PointSelect,
+    /// The same select inside `BEGIN; SELECT set_config('app.tenant_id',
+    /// …, true); …; COMMIT`, as the service role: what the store does for
+    /// every read.
+    TenantSelect,
+    /// One-row `INSERT INTO events` in autocommit, as the superuser.
+    Insert,
+}
+
+/// Writes the scripts of `script` for every tenant into `dir` and returns
+/// them: one file per tenant (tenant id as a literal, lead number random in
+/// `0..leads`), so pgbench spreads the load over the tenants like the load
+/// generator does.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_scripts(
+    dir: &Path,
+    script: Script,
+    tenants: &[BenchTenant],
+    leads: u64,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for tenant in tenants {
+        let (t, id) = (tenant.index, tenant.id);
+        let select = format!(
+            "SELECT * FROM leads WHERE tenant_id = '{id}'::uuid AND id = bench_lead_id({t}, :r);"
+        );
+        let mut text = format!("\\set r random(0, {})\n", leads - 1);
+        match script {
+            Script::PointSelect => text.push_str(&select),
+            Script::TenantSelect => write!(
+                text,
+                "BEGIN;\nSELECT set_config('app.tenant_id', '{id}', true);\n{select}\nCOMMIT;"
+            )?,
+            Script::Insert => write!(
+                text,
+                "INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, occurred_at, \
+                 actor, metadata, created_at) VALUES ('{id}'::uuid, bench_uuid7(now()), \
+                 bench_lead_id({t}, :r), 'note', 'internal', 'pgbench: one-row insert ceiling', \
+                 now(), NULL, '{{}}', now());"
+            )?,
+        }
+        text.push('\n');
+        let path = dir.join(format!("{script:?}-{t}.sql").to_lowercase());
+        std::fs::write(&path, text)?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Connection details for pgbench.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database.
+    pub database: String,
+    /// Role.
+    pub user: String,
+    /// Its password (a throw-away one).
+    pub password: String,
+}
+
+/// Runs pgbench with `scripts` (equal weights), prepared statements, over
+/// TCP like the service.
+///
+/// # Errors
+/// pgbench failures, or output without a `tps` line.
+pub fn pgbench(
+    pgbench: &Path,
+    target: &PgTarget,
+    scripts: &[PathBuf],
+    clients: usize,
+    duration: Duration,
+    log: &mut CommandLog,
+) -> anyhow::Result<Pgbench> {
+    let mut command = Command::new(pgbench);
+    command
+        .env("PGPASSWORD", &target.password)
+        .args(["-n", "-M", "prepared"])
+        .arg(format!("--client={clients}"))
+        .arg(format!("--jobs={}", clients.min(2)))
+        .arg(format!("--time={}", duration.as_secs().max(1)))
+        .arg(format!("--host={}", target.host))
+        .arg(format!("--port={}", target.port))
+        .arg(format!("--username={}", target.user));
+    for script in scripts {
+        command.arg(format!("--file={}", script.display()));
+    }
+    command.arg(&target.database);
+    let out = log.run(&mut command)?;
+    let number_after = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let Some(tps) = number_after("tps = ") else {
+        bail!("pgbench printed no tps line:\n{out}");
+    };
+    Ok(Pgbench {
+        tps,
+        latency_ms: number_after("latency average = ").unwrap_or(0.0),
+        clients,
+    })
+}
+
+/// What redis-benchmark reported for `GET`.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisGet {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Clients.
+    pub clients: usize,
+    /// Value size in bytes.
+    pub size: usize,
+}
+
+/// `redis-benchmark -t get` without pipelining, values of `size` bytes.
+///
+/// # Errors
+/// redis-benchmark failures or unparseable CSV.
+pub fn redis_get(
+    redis_benchmark: &Path,
+    port: u16,
+    clients: usize,
+    requests: u64,
+    size: usize,
+    log: &mut CommandLog,
+) -> anyhow::Result<RedisGet> {
+    let mut command = Command::new(redis_benchmark);
+    command
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "get", "--csv"])
+        .args(["-c", &clients.to_string()])
+        .args(["-n", &requests.to_string()])
+        .args(["-d", &size.to_string()]);
+    let out = log.run(&mut command)?;
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("\"GET\""))
+        .with_context(|| format!("redis-benchmark printed no GET row:\n{out}"))?;
+    let fields: Vec<f64> = row
+        .split(',')
+        .skip(1)
+        .map(|f| f.trim_matches('"').parse().unwrap_or(0.0))
+        .collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+    Ok(RedisGet {
+        rps: field(0),
+        p50_ms: field(3),
+        p99_ms: field(5),
+        clients,
+        size,
+    })
+}

@@ -1,0 +1,787 @@
+//! `cargo xtask bench [--quick]`: every hot path of the service against
+//! this machine's own ceilings, in one run, written to `docs/benchmarks.md`.
+//!
+//! The steps, in order:
+//!
+//! 1. `cargo xtask` runs a debug build; measuring with it would measure the
+//!    debug build of the client. So the debug binary only builds
+//!    `leadline` and `xtask` in release and re-executes the release xtask,
+//!    which does everything below.
+//! 2. The criterion micro-benchmarks (`cargo bench -p leadline-domain -p
+//!    leadline-cache`), first, while the machine is otherwise idle.
+//! 3. Its own PostgreSQL and Redis, from leadline-testsupport (the servers
+//!    the tests use); an owner role and a database; `leadline migrate`,
+//!    `leadline roles setup|verify` for the service login.
+//! 4. Tenants and agents through the app's services; then leads with
+//!    approvals and events in bulk, in growth steps (10k, 100k, 1M leads in
+//!    all; `--quick` stops at 100k). After each step, `leadline serve`
+//!    with caches off measures the cache-cold lead context (the growth
+//!    curve); at the last step it also runs the cache-cold sweep.
+//! 5. The ceilings: pgbench (point select; the same in the tenant
+//!    transaction as the service role; one-row insert), the trivial axum
+//!    JSON server, redis-benchmark `GET`.
+//! 6. `leadline serve` with both cache tiers: the other scenarios.
+//! 7. `leadline serve` with a large L1 and no Redis: RSS after warming
+//!    contexts.
+//! 8. The report: a table on stdout, and docs/benchmarks.md.
+//!
+//! The load generator is [`load`]: a small tokio + hyper client in this
+//! process, one keep-alive connection per virtual user. See
+//! docs/benchmarks.md for why, and for what limits each figure.
+
+mod ceilings;
+mod data;
+mod ids;
+mod infra;
+mod load;
+mod micro;
+mod report;
+mod scenarios;
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use leadline_testsupport::{OwnedPgServer, OwnedRedisServer};
+
+use self::{
+    ceilings::{PgTarget, Script},
+    data::BenchTenant,
+    infra::{CommandLog, Process, Tools},
+    load::{Load, Outcome},
+    report::{CacheDelta, Ceilings, Measured, Memory, Report},
+    scenarios::Space,
+};
+
+pub use ceilings::serve_echo;
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Ten times less data (5 × 20,000 leads), shorter runs, growth to 100k
+    /// leads only: the whole run, builds included, in under ten minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where to write the report (default: docs/benchmarks.md in the workspace).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Skip the criterion micro-benchmarks.
+    #[arg(long)]
+    pub skip_micro: bool,
+    /// Set by the debug launcher after it built the release binaries.
+    #[arg(long, hide = true)]
+    pub built: bool,
+}
+
+/// The service role the benchmark creates, and throw-away passwords (the
+/// servers live in a temporary directory for the length of the run).
+const OWNER: &str = "leadline_owner";
+const OWNER_PASSWORD: &str = "bench-owner-password";
+const SERVICE: &str = "leadline_app";
+const SERVICE_PASSWORD: &str = "bench-service-password";
+const DATABASE: &str = "leadline_bench";
+
+/// The service's pool ceiling (`database.max_connections`, its default).
+pub const POOL: usize = 16;
+
+/// Connections of every scenario's headline figure.
+pub const CONNECTIONS: usize = 64;
+
+/// Connections of the growth curve: one, so that its p50 is the cost of a
+/// context read and not the queue in front of it.
+pub const GROWTH_CONNECTIONS: usize = 1;
+
+/// The connection sweep of the first three scenarios.
+pub const SWEEP: [usize; 4] = [1, 16, 64, 256];
+
+/// Sizes and durations of a run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `--quick`.
+    pub quick: bool,
+    /// Tenants.
+    pub tenants: u32,
+    /// Leads per tenant after each growth step; the last is the data set of
+    /// the scenarios.
+    pub steps: Vec<u64>,
+    /// Unmeasured lead-in of each load run.
+    pub warmup: Duration,
+    /// Measured part of each load run (and pgbench's `-T`).
+    pub duration: Duration,
+    /// Contexts warmed for the memory figure.
+    pub warm_contexts: usize,
+    /// The hottest leads whose contexts are loaded once before the
+    /// cache-hot scenario.
+    pub warm_hot: usize,
+    /// redis-benchmark requests.
+    pub redis_requests: u64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                quick,
+                tenants: 5,
+                steps: vec![2_000, 20_000],
+                warmup: Duration::from_secs(1),
+                duration: Duration::from_secs(3),
+                warm_contexts: 20_000,
+                warm_hot: 100_000,
+                redis_requests: 200_000,
+            }
+        } else {
+            Self {
+                quick,
+                tenants: 5,
+                steps: vec![2_000, 20_000, 200_000],
+                warmup: Duration::from_secs(3),
+                duration: Duration::from_secs(10),
+                warm_contexts: 100_000,
+                warm_hot: 300_000,
+                redis_requests: 1_000_000,
+            }
+        }
+    }
+
+    /// Leads per tenant in the final data set.
+    #[must_use]
+    pub fn leads_per_tenant(&self) -> u64 {
+        self.steps.last().copied().unwrap_or(0)
+    }
+}
+
+/// The workspace root (this crate's parent).
+fn workspace() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// `cargo`, as cargo itself named it when it ran us.
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+/// `cargo xtask bench`.
+///
+/// # Errors
+/// Anything that stops the run; servers and processes it started are
+/// stopped on the way out.
+pub async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        return relaunch_in_release();
+    }
+    let started = Instant::now();
+    let exe = std::env::current_exe()?;
+    let release_dir = exe
+        .parent()
+        .context("xtask has no directory")?
+        .to_path_buf();
+    let target_dir = release_dir
+        .parent()
+        .context("the release directory has no parent")?
+        .to_path_buf();
+    let workspace = workspace();
+    let mut log = CommandLog::default();
+    let mut build = Command::new(cargo());
+    build
+        .current_dir(&workspace)
+        .args(["build", "--release", "-p", "leadline", "-p", "xtask"]);
+    if args.built {
+        log.record(&build);
+    } else {
+        // Run as a release binary directly: make sure `leadline` is current.
+        eprintln!("bench: building leadline (release)");
+        log.run(&mut build)?;
+    }
+    let leadline = release_dir.join("leadline");
+    if !leadline.is_file() {
+        bail!(
+            "{} is missing: build it with cargo build --release -p leadline",
+            leadline.display()
+        );
+    }
+    let tools = Tools::find()?;
+    let plan = Plan::new(args.quick);
+    let mut report = Report::new(
+        plan.clone(),
+        infra::Machine::describe(&tools, &workspace),
+        log,
+    );
+    let mut timer = Timer::new(started);
+
+    if !args.skip_micro {
+        eprintln!("bench: criterion micro-benchmarks");
+        report.micro = micro::run(
+            &cargo(),
+            &workspace,
+            &target_dir,
+            plan.quick,
+            &mut report.commands,
+        )?;
+        timer.lap(
+            &mut report,
+            "micro-benchmarks (cargo bench, build included)",
+        );
+    }
+
+    let scratch = std::env::temp_dir().join(format!("leadline-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let result = measure(
+        &plan,
+        &tools,
+        &leadline,
+        &exe,
+        &scratch,
+        &mut report,
+        &mut timer,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+
+    report.total = started.elapsed();
+    println!("{}", report.table());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace.join("docs").join("benchmarks.md"));
+    std::fs::write(&out, report.markdown())
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "bench: wrote {} ({:.0} s in all)",
+        out.display(),
+        report.total.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Builds `leadline` and `xtask` in release and replaces this process with
+/// the release xtask, same arguments plus `--built`.
+fn relaunch_in_release() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let workspace = workspace();
+    eprintln!(
+        "bench: building leadline and xtask in release (the client must not be a debug build)"
+    );
+    let status = Command::new(cargo())
+        .current_dir(&workspace)
+        .args(["build", "--release", "-p", "leadline", "-p", "xtask"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p leadline -p xtask failed ({status})");
+    }
+    let exe = std::env::current_exe()?;
+    let target_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("cannot find the target directory")?;
+    let release = target_dir.join("release").join("xtask");
+    let error = Command::new(&release)
+        .args(std::env::args_os().skip(1))
+        .arg("--built")
+        .exec();
+    Err(error).with_context(|| format!("running {}", release.display()))
+}
+
+/// Wall-clock phases, for the report.
+struct Timer {
+    last: Instant,
+}
+
+impl Timer {
+    fn new(started: Instant) -> Self {
+        Self { last: started }
+    }
+
+    fn lap(&mut self, report: &mut Report, phase: &str) {
+        let now = Instant::now();
+        report.phases.push((phase.to_owned(), now - self.last));
+        self.last = now;
+    }
+}
+
+/// How `leadline serve` is configured for a phase.
+#[derive(Debug, Clone)]
+enum CacheMode {
+    /// `cache.enabled = false`: every context from the store.
+    Off,
+    /// L1 and Redis (the production multi-instance setup).
+    TwoTier { redis_url: String },
+    /// L1 only, with room for the warmed contexts.
+    LocalOnly { capacity_bytes: u64 },
+}
+
+/// Everything the phases share.
+struct Env<'a> {
+    plan: &'a Plan,
+    leadline: &'a Path,
+    scratch: &'a Path,
+    service_url: String,
+    serves: usize,
+}
+
+impl Env<'_> {
+    /// Starts `leadline serve` as the service role.
+    async fn serve(&mut self, cache: &CacheMode, log: &mut CommandLog) -> anyhow::Result<Process> {
+        self.serves += 1;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, infra::free_port()?));
+        let mut command = Command::new(self.leadline);
+        command
+            // Not the caller's ./leadline.toml.
+            .current_dir(self.scratch)
+            .env_remove("LEADLINE_CONFIG")
+            .env("DATABASE_URL", &self.service_url)
+            .env("LEADLINE_LOG__FILTER", "warn")
+            .env("LEADLINE_RECALL__PRELOAD_ON_START", "false");
+        match cache {
+            CacheMode::Off => {
+                command.env("LEADLINE_CACHE__ENABLED", "false");
+            }
+            CacheMode::TwoTier { redis_url } => {
+                command.env("LEADLINE_CACHE__REDIS_URL", redis_url);
+            }
+            CacheMode::LocalOnly { capacity_bytes } => {
+                command.env(
+                    "LEADLINE_CACHE__L1_CAPACITY_BYTES",
+                    capacity_bytes.to_string(),
+                );
+            }
+        }
+        command.args(["serve", "--bind", &addr.to_string()]);
+        let log_file = self.scratch.join(format!("serve-{}.log", self.serves));
+        Process::start(
+            "leadline serve",
+            &mut command,
+            addr,
+            log_file,
+            "/readyz",
+            log,
+        )
+        .await
+    }
+
+    fn load(&self, addr: SocketAddr, connections: usize) -> Load {
+        Load {
+            addr,
+            connections,
+            warmup: self.plan.warmup,
+            duration: self.plan.duration,
+        }
+    }
+}
+
+/// Runs one load and turns it into a report row, printing a progress line.
+async fn measure_one(
+    label: &str,
+    load: Load,
+    workload: load::Workload,
+    log: &mut CommandLog,
+) -> anyhow::Result<Measured> {
+    log.note(format!(
+        "load: {label}: {} connections, {:.0} s warm-up, {:.0} s measured",
+        load.connections,
+        load.warmup.as_secs_f64(),
+        load.duration.as_secs_f64()
+    ));
+    let outcome: Outcome = load::run(load, workload).await?;
+    let measured = Measured::from_outcome(label, load.connections, &outcome);
+    eprintln!(
+        "bench:   {label:<34} {:>4} conns {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms{}",
+        measured.connections,
+        measured.rps,
+        measured.p50_ms,
+        measured.p99_ms,
+        measured.p999_ms,
+        if measured.errors > 0 {
+            format!(
+                "  {} errors, e.g. {}",
+                measured.errors,
+                measured.first_error.as_deref().unwrap_or("?")
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(measured)
+}
+
+/// Cache counters of a running service, through `GET /v1/cache/stats`.
+async fn cache_stats(
+    addr: SocketAddr,
+    space_auth: &BenchTenant,
+) -> anyhow::Result<serde_json::Value> {
+    let mut auth = hyper::header::HeaderValue::from_str(&space_auth.bearer)?;
+    auth.set_sensitive(true);
+    let (status, body) = load::once(
+        addr,
+        load::Request::get("/v1/cache/stats".to_owned(), Some(auth)),
+    )
+    .await?;
+    if !status.is_success() {
+        bail!("GET /v1/cache/stats answered {status}");
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "the run, phase by phase, reads best in one place"
+)]
+async fn measure(
+    plan: &Plan,
+    tools: &Tools,
+    leadline: &Path,
+    xtask: &Path,
+    scratch: &Path,
+    report: &mut Report,
+    timer: &mut Timer,
+) -> anyhow::Result<()> {
+    // --- servers, roles, schema -------------------------------------------
+    eprintln!("bench: starting PostgreSQL and Redis");
+    let pg = tokio::task::spawn_blocking(OwnedPgServer::start)
+        .await
+        .context("starting PostgreSQL panicked")??;
+    let redis = tokio::task::spawn_blocking(OwnedRedisServer::start)
+        .await
+        .context("starting Redis panicked")??;
+    let log = &mut report.commands;
+    log.note(format!(
+        "PostgreSQL: a throw-away cluster from leadline-testsupport on 127.0.0.1:{} \
+         (fsync=off, synchronous_commit=off, full_page_writes=off, shared_buffers=128MB, max_connections=300)",
+        pg.port()
+    ));
+    log.note(format!(
+        "Redis: a throw-away redis-server from leadline-testsupport on 127.0.0.1:{} (--save \"\" --appendonly no)",
+        redis.port()
+    ));
+    let create = [
+        format!("CREATE ROLE {OWNER} LOGIN CREATEROLE PASSWORD '{OWNER_PASSWORD}'"),
+        format!("CREATE DATABASE {DATABASE} OWNER {OWNER}"),
+        // Commits wait for the WAL write, as in production (the cluster's
+        // fsync=off still makes that a write to the page cache).
+        format!("ALTER DATABASE {DATABASE} SET synchronous_commit = on"),
+    ];
+    for sql in &create {
+        log.note(format!("psql (superuser): {sql}"));
+        pg.admin_execute("postgres", sql).await?;
+    }
+    log.note("psql (superuser, leadline_bench): CREATE FUNCTION bench_lead_ms, bench_lead_id, bench_uuid7 (xtask/src/bench/ids.rs)");
+    pg.admin_execute(DATABASE, ids::SQL_FUNCTIONS).await?;
+    let owner_url = pg.url(OWNER, OWNER_PASSWORD, DATABASE);
+    let service_url = pg.url(SERVICE, SERVICE_PASSWORD, DATABASE);
+    let admin_url = pg.admin_url(DATABASE);
+    let leadline_admin = |args: &[&str]| {
+        let mut command = Command::new(leadline);
+        command
+            .current_dir(scratch)
+            .env_remove("LEADLINE_CONFIG")
+            .env("DATABASE_URL", &owner_url)
+            .env("LEADLINE_LOG__FILTER", "warn")
+            .args(args);
+        command
+    };
+    log.run(&mut leadline_admin(&["migrate", "up"]))?;
+    log.run(
+        leadline_admin(&["roles", "setup", SERVICE])
+            .env("LEADLINE_SERVICE_PASSWORD", SERVICE_PASSWORD),
+    )?;
+    log.run(&mut leadline_admin(&["roles", "verify", SERVICE]))?;
+    timer.lap(report, "servers, schema, roles");
+
+    // --- data, growth, cache-cold -----------------------------------------
+    let log = &mut report.commands;
+    log.note(format!(
+        "seed: {} tenants × {} agents through the app's services (owner URL); leads by COPY \
+         (the `db seed` generator), approvals and events by INSERT … SELECT (xtask/src/bench/data.rs); \
+         VACUUM ANALYZE after each step",
+        plan.tenants,
+        data::AGENTS
+    ));
+    let tenants = data::create_tenants(&owner_url, plan.tenants).await?;
+    let pool = data::admin_pool(&admin_url).await?;
+    let mut env = Env {
+        plan,
+        leadline,
+        scratch,
+        service_url,
+        serves: 0,
+    };
+    let mut have = 0;
+    let mut cold = None;
+    let last_step = plan.leads_per_tenant();
+    for &step in &plan.steps {
+        let total = step * u64::from(plan.tenants);
+        eprintln!("bench: seeding to {total} leads");
+        let took = data::top_up(&pool, &tenants, have, step).await?;
+        have = step;
+        report
+            .phases
+            .push((format!("seed {total} leads (incl. VACUUM ANALYZE)"), took));
+        timer.last = Instant::now();
+        let server = env.serve(&CacheMode::Off, &mut report.commands).await?;
+        let space = Space::new(&tenants, step)?;
+        let growth = measure_one(
+            &format!("growth: cold context at {total} leads"),
+            env.load(server.addr, GROWTH_CONNECTIONS),
+            scenarios::context_uniform(&space),
+            &mut report.commands,
+        )
+        .await?;
+        report.growth.push((total, growth));
+        timer.lap(report, &format!("growth point at {total} leads"));
+        if step == last_step {
+            cold = Some((server, space));
+        }
+    }
+    report.data = data::summary(&pool).await?;
+    let (cold_server, space) = cold.context("no growth steps")?;
+    eprintln!("bench: (2) lead context, cache-cold");
+    for connections in SWEEP {
+        let row = measure_one(
+            "context, cache-cold (uniform)",
+            env.load(cold_server.addr, connections),
+            scenarios::context_uniform(&space),
+            &mut report.commands,
+        )
+        .await?;
+        report.sweeps.cold.push(row);
+    }
+    drop(cold_server);
+    timer.lap(report, "scenario 2 (cache-cold sweep)");
+
+    // --- ceilings ---------------------------------------------------------
+    eprintln!("bench: ceilings");
+    let scripts_dir = scratch.join("pgbench");
+    std::fs::create_dir_all(&scripts_dir)?;
+    let superuser = PgTarget {
+        host: pg.host().to_owned(),
+        port: pg.port(),
+        database: DATABASE.to_owned(),
+        user: "postgres".to_owned(),
+        password: "postgres".to_owned(),
+    };
+    let service = PgTarget {
+        user: SERVICE.to_owned(),
+        password: SERVICE_PASSWORD.to_owned(),
+        ..superuser.clone()
+    };
+    let mut ceilings = Ceilings::default();
+    let runs = [
+        (Script::PointSelect, &superuser, &[POOL, CONNECTIONS][..]),
+        (Script::TenantSelect, &service, &[1, POOL, CONNECTIONS][..]),
+        (Script::Insert, &superuser, &[POOL, CONNECTIONS][..]),
+    ];
+    for (script, target, clients) in runs {
+        let files = ceilings::write_scripts(&scripts_dir, script, &tenants, last_step)?;
+        for &c in clients {
+            let result = ceilings::pgbench(
+                &tools.pgbench,
+                target,
+                &files,
+                c,
+                plan.duration,
+                &mut report.commands,
+            )?;
+            eprintln!(
+                "bench:   pgbench {script:?} {c:>4} clients {:>9.0} tps  latency {:.3} ms",
+                result.tps, result.latency_ms
+            );
+            ceilings.pgbench.push((script, result));
+        }
+    }
+    let echo_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, infra::free_port()?));
+    let mut echo_command = Command::new(xtask);
+    echo_command
+        .current_dir(scratch)
+        .args(["bench-echo", "--bind", &echo_addr.to_string()]);
+    let echo = Process::start(
+        "trivial axum JSON server",
+        &mut echo_command,
+        echo_addr,
+        scratch.join("echo.log"),
+        "/",
+        &mut report.commands,
+    )
+    .await?;
+    for connections in SWEEP {
+        let row = measure_one(
+            "trivial axum JSON",
+            env.load(echo.addr, connections),
+            scenarios::echo(),
+            &mut report.commands,
+        )
+        .await?;
+        ceilings.http.push(row);
+    }
+    drop(echo);
+    let context_size = report
+        .sweeps
+        .cold
+        .iter()
+        .map(|r| r.mean_body)
+        .fold(0.0, f64::max)
+        .round()
+        .max(3.0) as usize;
+    let redis_get = ceilings::redis_get(
+        &tools.redis_benchmark,
+        redis.port(),
+        CONNECTIONS,
+        plan.redis_requests,
+        context_size,
+        &mut report.commands,
+    )?;
+    eprintln!(
+        "bench:   redis-benchmark GET ({context_size} B) {:>9.0} req/s  p50 {:.3} ms",
+        redis_get.rps, redis_get.p50_ms
+    );
+    ceilings.redis = Some(redis_get);
+    report.ceilings = ceilings;
+    report.context_bytes = context_size;
+    timer.lap(report, "ceilings");
+
+    // --- cache on: the other scenarios --------------------------------------
+    let redis_url = format!("{}/0", redis.url());
+    let hot = env
+        .serve(&CacheMode::TwoTier { redis_url }, &mut report.commands)
+        .await?;
+    let first = tenants.first().context("no tenants")?;
+    eprintln!(
+        "bench: (1) lead context, cache-hot: warming the {} hottest leads",
+        plan.warm_hot.min(space.total())
+    );
+    report.hot_warm = Some(
+        measure_one(
+            "warm caches (hottest leads once)",
+            Load {
+                addr: hot.addr,
+                connections: CONNECTIONS,
+                warmup: Duration::ZERO,
+                duration: Duration::from_secs(1_200),
+            },
+            scenarios::context_hottest_once(&space, plan.warm_hot),
+            &mut report.commands,
+        )
+        .await?,
+    );
+    for connections in SWEEP {
+        let before = cache_stats(hot.addr, first).await?;
+        let row = measure_one(
+            "context, cache-hot (Zipf)",
+            env.load(hot.addr, connections),
+            scenarios::context_hot(&space),
+            &mut report.commands,
+        )
+        .await?;
+        if connections == CONNECTIONS {
+            report.hot_cache = Some(CacheDelta::between(
+                &before,
+                &cache_stats(hot.addr, first).await?,
+            ));
+        }
+        report.sweeps.hot.push(row);
+    }
+    eprintln!("bench: (3) lead by id");
+    for connections in SWEEP {
+        let row = measure_one(
+            "lead by id (uniform)",
+            env.load(hot.addr, connections),
+            scenarios::lead_by_id(&space),
+            &mut report.commands,
+        )
+        .await?;
+        report.sweeps.by_id.push(row);
+    }
+    eprintln!("bench: (4)-(7)");
+    report.page = Some(
+        measure_one(
+            "filtered page of leads",
+            env.load(hot.addr, CONNECTIONS),
+            scenarios::leads_page(&space),
+            &mut report.commands,
+        )
+        .await?,
+    );
+    report.event = Some(
+        measure_one(
+            "append an event",
+            env.load(hot.addr, CONNECTIONS),
+            scenarios::append_event(&space, false),
+            &mut report.commands,
+        )
+        .await?,
+    );
+    let pending = data::pending_approvals(&pool, &tenants, 300_000).await?;
+    report.pending_available = pending.len();
+    report.approve = Some(
+        measure_one(
+            "approve a pending approval",
+            env.load(hot.addr, CONNECTIONS),
+            scenarios::approve(&space, pending),
+            &mut report.commands,
+        )
+        .await?,
+    );
+    let before = cache_stats(hot.addr, first).await?;
+    report.mix = Some(
+        measure_one(
+            "90/10 read/write mix",
+            env.load(hot.addr, CONNECTIONS),
+            scenarios::mix(&space),
+            &mut report.commands,
+        )
+        .await?,
+    );
+    report.mix_cache = Some(CacheDelta::between(
+        &before,
+        &cache_stats(hot.addr, first).await?,
+    ));
+    drop(hot);
+    timer.lap(report, "scenarios 1 and 3-7 (caches on)");
+
+    // --- memory -------------------------------------------------------------
+    let warm = plan.warm_contexts.min(space.total());
+    eprintln!("bench: memory after warming {warm} contexts");
+    let capacity_bytes = (warm as u64 * context_size as u64 * 3).max(64 << 20);
+    let server = env
+        .serve(
+            &CacheMode::LocalOnly { capacity_bytes },
+            &mut report.commands,
+        )
+        .await?;
+    let idle_kib = server.rss_kib()?;
+    let warm_run = measure_one(
+        "warm L1 (each context once)",
+        Load {
+            addr: server.addr,
+            connections: POOL,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(600),
+        },
+        scenarios::context_each_once(&space, warm),
+        &mut report.commands,
+    )
+    .await?;
+    let stats = cache_stats(server.addr, first).await?;
+    report.memory = Some(Memory {
+        contexts: warm,
+        idle_kib,
+        warm_kib: server.rss_kib()?,
+        capacity_bytes,
+        loads: stats["loads"].as_u64().unwrap_or(0),
+        evictions: stats["l1"]["evictions"].as_u64().unwrap_or(0),
+        warm_rps: warm_run.rps,
+        errors: warm_run.errors,
+    });
+    drop(server);
+    timer.lap(report, "memory");
+    pool.close().await;
+    drop(redis);
+    drop(pg);
+    Ok(())
+}

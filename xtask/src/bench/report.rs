@@ -1,0 +1,1033 @@
+//! What a run measured, as a table on stdout and as docs/benchmarks.md.
+
+use std::{fmt::Write as _, time::Duration};
+
+use super::{
+    CONNECTIONS, GROWTH_CONNECTIONS, POOL, Plan, SWEEP,
+    ceilings::{Pgbench, RedisGet, Script},
+    data::{AGENTS, DataSummary},
+    infra::{CommandLog, Machine},
+    load::Outcome,
+    micro::Micro,
+    scenarios::ZIPF_EXPONENT,
+};
+
+/// One load run, as reported.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// What ran.
+    pub label: String,
+    /// Connections.
+    pub connections: usize,
+    /// Successful requests per second.
+    pub rps: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Failed requests in the window.
+    pub errors: u64,
+    /// One failure.
+    pub first_error: Option<String>,
+    /// Mean response body, bytes.
+    pub mean_body: f64,
+    /// The workload ran out early.
+    pub exhausted: bool,
+    /// The measured window, seconds.
+    pub elapsed_secs: f64,
+}
+
+impl Measured {
+    /// The row of `outcome`.
+    #[must_use]
+    pub fn from_outcome(label: &str, connections: usize, outcome: &Outcome) -> Self {
+        Self {
+            label: label.to_owned(),
+            connections,
+            rps: outcome.throughput(),
+            p50_ms: outcome.quantile_ms(0.5),
+            p99_ms: outcome.quantile_ms(0.99),
+            p999_ms: outcome.quantile_ms(0.999),
+            errors: outcome.errors,
+            first_error: outcome.first_error.clone(),
+            mean_body: outcome.mean_body(),
+            exhausted: outcome.exhausted,
+            elapsed_secs: outcome.elapsed.as_secs_f64(),
+        }
+    }
+}
+
+/// The sweeps of the first three scenarios.
+#[derive(Debug, Default)]
+pub struct Sweeps {
+    /// (1) context, cache-hot.
+    pub hot: Vec<Measured>,
+    /// (2) context, cache-cold.
+    pub cold: Vec<Measured>,
+    /// (3) lead by id.
+    pub by_id: Vec<Measured>,
+}
+
+/// The ceilings.
+#[derive(Debug, Default)]
+pub struct Ceilings {
+    /// pgbench runs.
+    pub pgbench: Vec<(Script, Pgbench)>,
+    /// The trivial axum JSON server, per connection count.
+    pub http: Vec<Measured>,
+    /// redis-benchmark GET.
+    pub redis: Option<RedisGet>,
+}
+
+impl Ceilings {
+    /// The HTTP ceiling at `connections`.
+    fn http_at(&self, connections: usize) -> Option<f64> {
+        self.http
+            .iter()
+            .find(|m| m.connections == connections)
+            .map(|m| m.rps)
+    }
+
+    /// The best pgbench result of `script` with at most `connections`
+    /// clients (the database never sees more concurrency than that), or
+    /// the smallest run when none is that small.
+    fn pg_at(&self, script: Script, connections: usize) -> Option<Pgbench> {
+        let runs = self
+            .pgbench
+            .iter()
+            .filter(|(s, _)| *s == script)
+            .map(|(_, r)| *r);
+        runs.clone()
+            .filter(|r| r.clients <= connections)
+            .max_by(|a, b| a.tps.total_cmp(&b.tps))
+            .or_else(|| runs.min_by_key(|r| r.clients))
+    }
+}
+
+/// Cache counters over one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheDelta {
+    /// L1 hits.
+    pub l1_hits: u64,
+    /// L1 misses.
+    pub l1_misses: u64,
+    /// L2 hits.
+    pub l2_hits: u64,
+    /// L2 errors.
+    pub l2_errors: u64,
+    /// Loader runs (store reads).
+    pub loads: u64,
+    /// L1 evictions.
+    pub l1_evictions: u64,
+}
+
+impl CacheDelta {
+    /// `after - before` of two `GET /v1/cache/stats` bodies.
+    #[must_use]
+    pub fn between(before: &serde_json::Value, after: &serde_json::Value) -> Self {
+        let diff = |path: &[&str]| {
+            let get = |v: &serde_json::Value| {
+                path.iter()
+                    .try_fold(v, |v, k| v.get(k))
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            };
+            get(after).saturating_sub(get(before))
+        };
+        Self {
+            l1_hits: diff(&["l1", "hits"]),
+            l1_misses: diff(&["l1", "misses"]),
+            l2_hits: diff(&["l2", "hits"]),
+            l2_errors: diff(&["l2", "errors"]),
+            loads: diff(&["loads"]),
+            l1_evictions: diff(&["l1", "evictions"]),
+        }
+    }
+
+    fn lookups(&self) -> u64 {
+        self.l1_hits + self.l1_misses
+    }
+
+    fn share(&self, part: u64) -> f64 {
+        match self.lookups() {
+            0 => 0.0,
+            n => part as f64 * 100.0 / n as f64,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} lookups: {:.1} % L1 hits, {:.1} % L2 (Redis) hits, {:.1} % loaded from PostgreSQL; {} L2 errors, {} L1 evictions",
+            self.lookups(),
+            self.share(self.l1_hits),
+            self.share(self.l2_hits),
+            self.share(self.loads),
+            self.l2_errors,
+            self.l1_evictions
+        )
+    }
+}
+
+/// The memory figure.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// Contexts warmed.
+    pub contexts: usize,
+    /// RSS before, KiB.
+    pub idle_kib: u64,
+    /// RSS after, KiB.
+    pub warm_kib: u64,
+    /// `cache.l1_capacity_bytes` of that instance.
+    pub capacity_bytes: u64,
+    /// Loader runs.
+    pub loads: u64,
+    /// L1 evictions.
+    pub evictions: u64,
+    /// Warming rate, contexts per second (cold loads at 16 connections).
+    pub warm_rps: f64,
+    /// Failed warm requests.
+    pub errors: u64,
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct Report {
+    /// Sizes and durations.
+    pub plan: Plan,
+    /// The machine.
+    pub machine: Machine,
+    /// Every command.
+    pub commands: CommandLog,
+    /// Wall-clock phases.
+    pub phases: Vec<(String, Duration)>,
+    /// Micro-benchmarks.
+    pub micro: Vec<Micro>,
+    /// Cache-cold context at each data size: (leads in all, run).
+    pub growth: Vec<(u64, Measured)>,
+    /// What the database held.
+    pub data: DataSummary,
+    /// Sweeps of scenarios 1-3.
+    pub sweeps: Sweeps,
+    /// Ceilings.
+    pub ceilings: Ceilings,
+    /// Mean serialized context, bytes (the redis-benchmark value size).
+    pub context_bytes: usize,
+    /// Warming the caches before scenario 1: the hottest leads, once each.
+    pub hot_warm: Option<Measured>,
+    /// Cache counters during scenario 1 at [`CONNECTIONS`].
+    pub hot_cache: Option<CacheDelta>,
+    /// (4).
+    pub page: Option<Measured>,
+    /// (5).
+    pub event: Option<Measured>,
+    /// Pending approvals available to (6).
+    pub pending_available: usize,
+    /// (6).
+    pub approve: Option<Measured>,
+    /// (7).
+    pub mix: Option<Measured>,
+    /// Cache counters during (7).
+    pub mix_cache: Option<CacheDelta>,
+    /// Memory.
+    pub memory: Option<Memory>,
+    /// The whole run.
+    pub total: Duration,
+}
+
+/// A target and how far the run is from it.
+struct Verdict {
+    target: String,
+    measured: String,
+    met: bool,
+}
+
+/// One headline row.
+struct Row<'a> {
+    number: &'static str,
+    run: &'a Measured,
+    ceiling: Option<(&'static str, f64)>,
+}
+
+impl Report {
+    /// An empty report.
+    #[must_use]
+    pub fn new(plan: Plan, machine: Machine, commands: CommandLog) -> Self {
+        Self {
+            plan,
+            machine,
+            commands,
+            phases: Vec::new(),
+            micro: Vec::new(),
+            growth: Vec::new(),
+            data: DataSummary::default(),
+            sweeps: Sweeps::default(),
+            ceilings: Ceilings::default(),
+            context_bytes: 0,
+            hot_warm: None,
+            hot_cache: None,
+            page: None,
+            event: None,
+            pending_available: 0,
+            approve: None,
+            mix: None,
+            mix_cache: None,
+            memory: None,
+            total: Duration::ZERO,
+        }
+    }
+
+    fn at(rows: &[Measured], connections: usize) -> Option<&Measured> {
+        rows.iter().find(|r| r.connections == connections)
+    }
+
+    fn http_ceiling(&self, connections: usize) -> Option<(&'static str, f64)> {
+        self.ceilings
+            .http_at(connections)
+            .map(|v| ("trivial axum JSON", v))
+    }
+
+    fn pg_ceiling(&self, script: Script, connections: usize) -> Option<(&'static str, f64)> {
+        let name = match script {
+            Script::PointSelect => "pgbench point select",
+            Script::TenantSelect => "pgbench select in tenant tx",
+            Script::Insert => "pgbench one-row INSERT",
+        };
+        self.ceilings
+            .pg_at(script, connections)
+            .map(|r| (name, r.tps))
+    }
+
+    /// The ceiling a scenario row is compared with.
+    fn ceiling_for(&self, number: &str, connections: usize) -> Option<(&'static str, f64)> {
+        match number {
+            "1" | "7" => self.http_ceiling(connections),
+            "2" | "3" | "4" => self.pg_ceiling(Script::TenantSelect, connections),
+            "5" | "6" => self.pg_ceiling(Script::Insert, connections),
+            _ => None,
+        }
+    }
+
+    fn headline<'a>(&'a self) -> Vec<Row<'a>> {
+        let mut rows = Vec::new();
+        let mut push = |number: &'static str, run: Option<&'a Measured>| {
+            if let Some(run) = run {
+                rows.push(Row {
+                    number,
+                    run,
+                    ceiling: self.ceiling_for(number, run.connections),
+                });
+            }
+        };
+        push("1", Self::at(&self.sweeps.hot, CONNECTIONS));
+        push("2", Self::at(&self.sweeps.cold, CONNECTIONS));
+        push("3", Self::at(&self.sweeps.by_id, CONNECTIONS));
+        push("4", self.page.as_ref());
+        push("5", self.event.as_ref());
+        push("6", self.approve.as_ref());
+        push("7", self.mix.as_ref());
+        rows
+    }
+
+    fn ratio(run: &Measured, ceiling: Option<(&str, f64)>) -> Option<f64> {
+        ceiling.and_then(|(_, c)| (c > 0.0).then(|| run.rps / c))
+    }
+
+    fn verdicts(&self) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        if let Some(hot) = Self::at(&self.sweeps.hot, CONNECTIONS) {
+            let ratio = Self::ratio(hot, self.http_ceiling(CONNECTIONS)).unwrap_or(0.0);
+            out.push(Verdict {
+                target: format!(
+                    "(1) cache-hot context ≥ 60 % of the trivial-axum ceiling at {CONNECTIONS} connections"
+                ),
+                measured: format!("{:.0} % ({:.0} req/s)", ratio * 100.0, hot.rps),
+                met: ratio >= 0.6,
+            });
+            out.push(Verdict {
+                target: format!("(1) cache-hot context p99 < 5 ms at {CONNECTIONS} connections"),
+                measured: format!("{:.2} ms", hot.p99_ms),
+                met: hot.p99_ms < 5.0,
+            });
+        }
+        for (number, label, rows) in [
+            ("3", "lead by id", &self.sweeps.by_id),
+            ("2", "cache-cold context", &self.sweeps.cold),
+        ] {
+            if let Some(run) = Self::at(rows, CONNECTIONS) {
+                let ratio = Self::ratio(run, self.ceiling_for(number, CONNECTIONS)).unwrap_or(0.0);
+                out.push(Verdict {
+                    target: format!(
+                        "({number}) {label} ≥ 50 % of the RLS-wrapped pgbench select ceiling"
+                    ),
+                    measured: format!("{:.0} % ({:.0} req/s)", ratio * 100.0, run.rps),
+                    met: ratio >= 0.5,
+                });
+            }
+        }
+        if let Some(run) = &self.event {
+            let ratio = Self::ratio(run, self.ceiling_for("5", run.connections)).unwrap_or(0.0);
+            out.push(Verdict {
+                target: "(5) append event ≥ 50 % of the one-row INSERT ceiling".to_owned(),
+                measured: format!("{:.0} % ({:.0} req/s)", ratio * 100.0, run.rps),
+                met: ratio >= 0.5,
+            });
+        }
+        if let (Some((small, first)), Some((large, last))) =
+            (self.growth.first(), self.growth.last())
+        {
+            let ratio = if first.p50_ms > 0.0 {
+                last.p50_ms / first.p50_ms
+            } else {
+                0.0
+            };
+            out.push(Verdict {
+                target: format!(
+                    "cache-cold context p50 at {} leads ≤ 1.2 × p50 at {}{}",
+                    human(*large),
+                    human(*small),
+                    if *large < 1_000_000 {
+                        " (the target is stated at 1M; this run stops earlier)"
+                    } else {
+                        ""
+                    }
+                ),
+                measured: format!(
+                    "{ratio:.2} × ({:.3} ms vs {:.3} ms)",
+                    last.p50_ms, first.p50_ms
+                ),
+                met: ratio <= 1.2,
+            });
+        }
+        out
+    }
+
+    /// The results table printed at the end of a run.
+    #[must_use]
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\n{:<2} {:<30} {:>5} {:>9} {:>8} {:>8} {:>8} {:>6}  {:<28} {:>9} {:>6}",
+            "#",
+            "scenario",
+            "conns",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9",
+            "errors",
+            "ceiling",
+            "ceil/s",
+            "ratio"
+        );
+        for row in self.headline() {
+            let run = row.run;
+            let (name, value) = row.ceiling.unwrap_or(("-", 0.0));
+            let _ = writeln!(
+                out,
+                "{:<2} {:<30} {:>5} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>6}  {:<28} {:>9.0} {:>5.0}%",
+                row.number,
+                run.label,
+                run.connections,
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                run.p999_ms,
+                run.errors,
+                name,
+                value,
+                Self::ratio(run, row.ceiling).unwrap_or(0.0) * 100.0
+            );
+        }
+        let _ = writeln!(out);
+        for verdict in self.verdicts() {
+            let _ = writeln!(
+                out,
+                "{} {}: {}",
+                if verdict.met { "MET    " } else { "NOT MET" },
+                verdict.target,
+                verdict.measured
+            );
+        }
+        out
+    }
+
+    /// docs/benchmarks.md.
+    #[must_use]
+    #[allow(clippy::too_many_lines, reason = "one document, section by section")]
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let plan = &self.plan;
+        let mode = if plan.quick { "--quick" } else { "full" };
+        let command = if plan.quick {
+            "cargo xtask bench --quick"
+        } else {
+            "cargo xtask bench"
+        };
+        let _ = writeln!(
+            md,
+            "# Benchmarks\n\n\
+             <!-- Generated by `{command}` (xtask/src/bench). Do not edit by hand: re-run it. -->\n\n\
+             Every hot path of the service against this machine's own ceilings, measured in one \
+             run on one data set. This page is written by `{command}`; the last run was a \
+             **{mode}** run that took **{:.0} s** in all ({}). `cargo xtask bench` without \
+             `--quick` uses ten times more data and longer runs. Benchmarks never run inside \
+             `cargo test --workspace`: the harness is an xtask subcommand and the micro-benchmarks \
+             are criterion benches, which only `cargo bench` runs.\n",
+            self.total.as_secs_f64(),
+            utc_now(),
+        );
+
+        // Summary of targets.
+        let _ = writeln!(md, "## Targets\n\n| target | measured | |\n|---|---|---|");
+        for v in self.verdicts() {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} |",
+                v.target,
+                v.measured,
+                if v.met { "met" } else { "**not met**" }
+            );
+        }
+
+        // Headline table.
+        let _ = writeln!(
+            md,
+            "\n## Results\n\n\
+             Each scenario at {CONNECTIONS} connections, {:.0} s measured after {:.0} s of \
+             warm-up. Latencies are per request, in milliseconds, as the client saw them. \
+             The ratio is the scenario's throughput over its ceiling's (below), both measured \
+             in this run on this data.\n\n\
+             | # | scenario | req/s | p50 | p99 | p99.9 | errors | ceiling | ceiling req/s | ratio |\n\
+             |---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+            plan.duration.as_secs_f64(),
+            plan.warmup.as_secs_f64(),
+        );
+        for row in self.headline() {
+            let run = row.run;
+            let (name, value) = row.ceiling.unwrap_or(("-", 0.0));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {}{} | {} | {:.0} | {:.0} % |",
+                row.number,
+                run.label,
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                run.p999_ms,
+                run.errors,
+                if run.exhausted {
+                    " (ran out of work)"
+                } else {
+                    ""
+                },
+                name,
+                value,
+                Self::ratio(run, row.ceiling).unwrap_or(0.0) * 100.0
+            );
+        }
+        let mut runs: Vec<&Measured> = self.headline().iter().map(|r| r.run).collect();
+        runs.extend(
+            self.sweeps
+                .hot
+                .iter()
+                .chain(&self.sweeps.cold)
+                .chain(&self.sweeps.by_id)
+                .chain(self.growth.iter().map(|(_, m)| m)),
+        );
+        let mut errors: Vec<String> = Vec::new();
+        for (i, run) in runs.iter().enumerate() {
+            if runs[..i].iter().any(|seen| std::ptr::eq(*seen, *run)) {
+                continue;
+            }
+            if let Some(e) = &run.first_error {
+                errors.push(format!(
+                    "- {} at {} connections: {} errors, e.g. `{}`",
+                    run.label,
+                    run.connections,
+                    run.errors,
+                    e.replace('`', "'")
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            let _ = writeln!(md, "\nErrors seen:\n\n{}", errors.join("\n"));
+        }
+
+        // Sweeps.
+        let _ = writeln!(
+            md,
+            "\n## Connection sweeps ({} connections)\n\n\
+             | scenario | connections | req/s | p50 | p99 | p99.9 | ceiling req/s | ratio |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|",
+            sweep_list()
+        );
+        for (number, rows) in [
+            ("1", &self.sweeps.hot),
+            ("2", &self.sweeps.cold),
+            ("3", &self.sweeps.by_id),
+        ] {
+            for run in rows {
+                let ceiling = self.ceiling_for(number, run.connections);
+                let _ = writeln!(
+                    md,
+                    "| ({number}) {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} % |",
+                    run.label,
+                    run.connections,
+                    run.rps,
+                    run.p50_ms,
+                    run.p99_ms,
+                    run.p999_ms,
+                    ceiling.map_or(0.0, |(_, c)| c),
+                    Self::ratio(run, ceiling).unwrap_or(0.0) * 100.0
+                );
+            }
+        }
+        let _ = writeln!(
+            md,
+            "\nThe ceiling of a sweep point is measured at the same concurrency: the trivial \
+             axum server at the same number of connections; pgbench with the best of its runs \
+             at no more clients than the point has connections (the service itself never opens \
+             more than {POOL} database connections)."
+        );
+
+        // Ceilings.
+        let _ = writeln!(
+            md,
+            "\n## Ceilings\n\n\
+             | ceiling | clients | throughput | latency |\n|---|---:|---:|---|"
+        );
+        for (script, run) in &self.ceilings.pgbench {
+            let name = match script {
+                Script::PointSelect => {
+                    "pgbench: point select on `leads` (superuser, no RLS, `-M prepared`)"
+                }
+                Script::TenantSelect => {
+                    "pgbench: same select in `BEGIN; set_config('app.tenant_id'); …; COMMIT` as the service role (RLS)"
+                }
+                Script::Insert => {
+                    "pgbench: one-row `INSERT INTO events` (autocommit, `synchronous_commit = on`)"
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {:.0} tps | mean {:.3} ms |",
+                run.clients, run.tps, run.latency_ms
+            );
+        }
+        for run in &self.ceilings.http {
+            let _ = writeln!(
+                md,
+                "| trivial axum JSON handler (`cargo xtask bench-echo`), same load generator | {} | {:.0} req/s | p50 {:.3} ms, p99 {:.3} ms |",
+                run.connections, run.rps, run.p50_ms, run.p99_ms
+            );
+        }
+        if let Some(redis) = &self.ceilings.redis {
+            let _ = writeln!(
+                md,
+                "| redis-benchmark `GET`, {} B values (a mean lead context), unpipelined | {} | {:.0} req/s | p50 {:.3} ms, p99 {:.3} ms |",
+                redis.size, redis.clients, redis.rps, redis.p50_ms, redis.p99_ms
+            );
+        }
+        if let (Some(plain), Some(tenant)) = (
+            self.ceilings.pg_at(Script::PointSelect, POOL),
+            self.ceilings.pg_at(Script::TenantSelect, POOL),
+        ) && plain.tps > 0.0
+        {
+            let _ = writeln!(
+                md,
+                "\nThe price of the tenant context: at {POOL} clients the select inside the \
+                 tenant transaction runs at {:.0} % of the bare select ({:.0} vs {:.0} tps): four \
+                 round trips (`BEGIN`, `set_config`, the select, `COMMIT`) instead of one.",
+                tenant.tps * 100.0 / plain.tps,
+                tenant.tps,
+                plain.tps
+            );
+        }
+
+        // Growth.
+        let _ = writeln!(
+            md,
+            "\n## Growth: cache-cold context as data grows\n\n\
+             `GET /v1/leads/{{id}}/context` with caches off, uniform over every lead, \
+             {GROWTH_CONNECTIONS} connection (so p50 is the cost of one read, without queueing), \
+             after each seeding step (same tenants, more leads each).\n\n\
+             | leads in all | req/s | p50 | p99 | p99.9 | p50 vs first |\n|---:|---:|---:|---:|---:|---:|"
+        );
+        let base = self.growth.first().map_or(0.0, |(_, m)| m.p50_ms);
+        for (leads, run) in &self.growth {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} × |",
+                human(*leads),
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                run.p999_ms,
+                if base > 0.0 { run.p50_ms / base } else { 0.0 }
+            );
+        }
+        if plan.quick {
+            let _ = writeln!(
+                md,
+                "\n`--quick` stops at 100k leads; the full run adds the 1M point."
+            );
+        }
+
+        // Memory.
+        if let Some(mem) = &self.memory {
+            let grown = mem.warm_kib.saturating_sub(mem.idle_kib);
+            let _ = writeln!(
+                md,
+                "\n## Memory\n\n\
+                 `leadline serve` (L1 only, `cache.l1_capacity_bytes` = {} MiB so nothing is \
+                 evicted) warmed with {} contexts, each requested once ({:.0} contexts/s at \
+                 {POOL} connections, {} loads, {} evictions, {} errors):\n\n\
+                 | | RSS |\n|---|---:|\n\
+                 | after start | {:.1} MiB |\n\
+                 | after warming {} contexts | {:.1} MiB |\n\
+                 | per context | {:.1} KiB (mean serialized context: {:.1} KiB) |",
+                mem.capacity_bytes >> 20,
+                human(mem.contexts as u64),
+                mem.warm_rps,
+                mem.loads,
+                mem.evictions,
+                mem.errors,
+                mem.idle_kib as f64 / 1024.0,
+                human(mem.contexts as u64),
+                mem.warm_kib as f64 / 1024.0,
+                if mem.contexts > 0 {
+                    grown as f64 / mem.contexts as f64
+                } else {
+                    0.0
+                },
+                self.context_bytes as f64 / 1024.0
+            );
+            if plan.quick {
+                let _ = writeln!(
+                    md,
+                    "\n`--quick` warms {} contexts; the full run warms 100k.",
+                    human(mem.contexts as u64)
+                );
+            }
+        }
+
+        // Micro-benchmarks.
+        if !self.micro.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Micro-benchmarks (criterion)\n\n\
+                 `cargo bench -p leadline-domain -p leadline-cache`{}: the hot pure paths, one \
+                 thread, no I/O.\n\n| benchmark | median | mean |\n|---|---:|---:|",
+                if plan.quick {
+                    " (here with `-- --quick --warm-up-time 1 --measurement-time 1`)"
+                } else {
+                    ""
+                }
+            );
+            for m in &self.micro {
+                let _ = writeln!(
+                    md,
+                    "| `{}` | {} | {} |",
+                    m.id,
+                    nanos(m.median_ns),
+                    nanos(m.mean_ns)
+                );
+            }
+        }
+
+        // Limits.
+        md.push_str(&self.limits());
+
+        // Method.
+        let _ = writeln!(
+            md,
+            "\n## How it runs\n\n\
+             - **Data set.** {} tenants × {} leads ({} leads in all), {AGENTS} agents per tenant. \
+             Leads come from the `cargo xtask db seed` generator (fake names, companies, emails, \
+             phones, tags, JSON metadata) and are loaded with `COPY`; per lead, `r mod 3` closed \
+             approvals, a pending one for 40 % of leads, and 0-9 events (150 for every 97th lead, \
+             a long timeline). In the database at the end: {} leads, {} approvals ({} pending), \
+             {} events, {}. Lead ids are UUID v7 with the tenant and lead number in their \
+             random bits (`xtask/src/bench/ids.rs`), so the load generator and pgbench can name \
+             any lead without a list.\n\
+             - **Servers.** PostgreSQL and Redis are throw-away servers from \
+             `leadline-testsupport`, the ones the tests use (local binaries, or Docker when \
+             there are none), started fresh for the run. Their settings are the test \
+             harness's: `fsync=off`, `synchronous_commit=off` (the benchmark database sets it \
+             back `on`), `full_page_writes=off`, `shared_buffers=128MB`. Commits therefore wait \
+             for a WAL write but not for a disk flush: write figures are an upper bound for a \
+             durable deployment, for the service and its INSERT ceiling alike.\n\
+             - **The service** is the release build of `leadline serve`, connected as \
+             `{}` (NOSUPERUSER, NOBYPASSRLS, checked with `leadline roles verify`), default \
+             settings (`database.max_connections` = {POOL}) except `log.filter = warn` (no \
+             per-request log line) and no start-up preload. Scenario 2 and the growth curve \
+             run with `cache.enabled = false`; the others with both cache tiers \
+             (`cache.redis_url` set, L1 at its default 64 MiB).\n\
+             - **Load generator.** A small tokio + hyper client inside xtask \
+             (`xtask/src/bench/load.rs`), run from the release build in its own process: one \
+             keep-alive HTTP/1.1 connection per virtual user, closed loop (next request when \
+             the previous answer is read), warm-up then a measured window, latencies in HDR \
+             histograms (3 significant digits). Chosen over wrk because it needs nothing \
+             installed, can send every request to a different lead and tenant with the right \
+             API key (Zipf or uniform, each pending approval once), checks every status code, \
+             and reports p99.9 from full histograms; the same client measures the trivial axum \
+             ceiling, so client overhead cancels out of the ratios. Client and server share \
+             the machine's {} cores, as pgbench and redis-benchmark do with their servers.\n\
+             - **Hot keys.** Zipf with exponent {ZIPF_EXPONENT} over all {} leads of all \
+             tenants (the hottest lead ids scattered over tenants and rows); the 10,000 \
+             hottest get {:.0} % of the requests.\n\
+             - **Scenarios.** (1) `GET /v1/leads/{{id}}/context`, Zipf, caches on; (2) the \
+             same, uniform, caches off; (3) `GET /v1/leads/{{id}}`, uniform; (4) `GET \
+             /v1/leads?…&limit=20` by status, tag or agent, half of them from a cursor deep in \
+             the list; (5) `POST /v1/leads/{{id}}/events`, uniform; (6) `POST \
+             /v1/approvals/{{id}}/approve`, each of {} pending approvals at most once; (7) 90 % \
+             (1) and 10 % (5) on Zipf-distributed leads, so the writes invalidate hot \
+             contexts.",
+            plan.tenants,
+            human(plan.leads_per_tenant()),
+            human(plan.leads_per_tenant() * u64::from(plan.tenants)),
+            self.data.leads,
+            self.data.approvals,
+            self.data.pending,
+            self.data.events,
+            self.data.size,
+            super::SERVICE,
+            self.machine.cores,
+            human(plan.leads_per_tenant() * u64::from(plan.tenants)),
+            self.zipf_head(10_000) * 100.0,
+            self.pending_available,
+        );
+
+        // Machine.
+        let m = &self.machine;
+        let _ = writeln!(
+            md,
+            "\n## Machine\n\n| | |\n|---|---|\n\
+             | cores | {} ({}) |\n| memory | {} |\n| kernel | {} |\n| rustc | {} |\n\
+             | PostgreSQL | {} |\n| pgbench | {} |\n| Redis | {} |\n| commit | {} |",
+            m.cores, m.cpu, m.memory, m.kernel, m.rustc, m.postgres, m.pgbench, m.redis, m.commit
+        );
+
+        // Commands.
+        let _ = writeln!(
+            md,
+            "\n## Commands\n\n\
+             Run from the workspace root: `{command}`. It ran these, in order (ports and \
+             temporary paths differ from run to run; the passwords are throw-away ones of \
+             throw-away servers):\n\n```text"
+        );
+        for line in self.commands.lines() {
+            let _ = writeln!(md, "{line}");
+        }
+        let _ = writeln!(
+            md,
+            "```\n\nWhere the time went:\n\n| phase | seconds |\n|---|---:|"
+        );
+        for (phase, took) in &self.phases {
+            let _ = writeln!(md, "| {phase} | {:.1} |", took.as_secs_f64());
+        }
+        let _ = writeln!(
+            md,
+            "\nNot included: the first `cargo xtask` build (debug) and the release build of \
+             `leadline` and `xtask` it starts."
+        );
+        md
+    }
+
+    fn total_leads(&self) -> usize {
+        (self.plan.leads_per_tenant() * u64::from(self.plan.tenants)) as usize
+    }
+
+    fn zipf_head(&self, k: usize) -> f64 {
+        super::load::Zipf::new(self.total_leads(), ZIPF_EXPONENT).head_share(k)
+    }
+
+    fn limits(&self) -> String {
+        let mut md = String::from(
+            "\n## What limits each figure\n\n\
+             - **Two cores for everything.** The load generator, the service, PostgreSQL and \
+             Redis share the machine's cores, and so do pgbench and redis-benchmark with their \
+             servers. Every figure is a throughput of the whole machine, not of the service \
+             alone; the ratios compare like with like. Runs are a few seconds long and other \
+             work on the machine shows up as noise: compare ratios more than absolute numbers.\n",
+        );
+        let warm = self
+            .hot_warm
+            .as_ref()
+            .map(|w| {
+                let n = self.plan.warm_hot.min(self.total_leads());
+                let what = if n >= self.total_leads() {
+                    format!("every lead's context ({})", human(n as u64))
+                } else {
+                    format!("the contexts of the {} hottest leads", human(n as u64))
+                };
+                let rest = if n >= self.total_leads() {
+                    String::new()
+                } else {
+                    format!(
+                        " The other leads get {:.1} % of the Zipf draws and are loaded from \
+                         PostgreSQL on their first request.",
+                        (1.0 - self.zipf_head(n)) * 100.0
+                    )
+                };
+                format!(
+                    " Before the sweep, {what} was requested once, hottest first ({:.0} s at {} \
+                     connections): all of them are then in Redis, the hottest in L1.{rest}",
+                    w.elapsed_secs, w.connections,
+                )
+            })
+            .unwrap_or_default();
+        let serialize = self
+            .micro
+            .iter()
+            .find(|m| m.id == "context_json/serialize_20_events")
+            .zip(Self::at(&self.sweeps.hot, CONNECTIONS))
+            .map(|(m, run)| {
+                format!(
+                    " Serializing a context with 20 events takes {} on one core (criterion, \
+                     below): at {:.0} req/s that alone keeps {:.0} % of one core busy.",
+                    nanos(m.median_ns),
+                    run.rps,
+                    m.median_ns * run.rps / 1e7
+                )
+            })
+            .unwrap_or_default();
+        let hot = self
+            .hot_cache
+            .map(|d| {
+                format!(
+                    " During the {CONNECTIONS}-connection run: {}.",
+                    d.describe()
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "- **(1) cache-hot context** is bounded by the HTTP stack and by the cache's \
+             reach: an L1 hit costs the request's routing, the API-key check (a hash and an \
+             in-process lookup), and serializing the context (a few KiB of JSON) per request. \
+             L1 holds 64 MiB of serialized contexts, fewer than the Zipf tail touches, so \
+             some requests go to Redis (one round trip) or PostgreSQL (five queries).{serialize}{warm}{hot}"
+        );
+        let _ = writeln!(
+            md,
+            "- **(2) cache-cold context** is bounded by PostgreSQL: one tenant transaction \
+             with five indexed queries (lead, agent, open approvals, recent approvals, latest \
+             events) is up to eight round trips (`BEGIN`, `set_config`, five selects, \
+             `COMMIT`), against four for the ceiling's transaction (the pool lends \
+             connections without a ping: `test_before_acquire` is off, a dead connection is \
+             rerun by the store's retry instead); through a pool of {POOL} connections, with rows that must be decoded \
+             and serialized. The growth curve shows how that cost moves as the tables outgrow \
+             `shared_buffers` (128 MB) and reads come from the page cache."
+        );
+        let _ = writeln!(
+            md,
+            "- **(3) lead by id** is the ceiling's own work (the tenant transaction around one \
+             primary-key select, the same four round trips) plus HTTP, the API-key check \
+             (remembered in process after the first request) and JSON: the closest scenario to \
+             its ceiling."
+        );
+        let _ = writeln!(
+            md,
+            "- **(4) filtered page** reads 21 rows through a `(tenant_id, status, id)`, \
+             `(tenant_id, assigned_agent_id, id)` or GIN (tags) index and serializes 20 leads: \
+             its ratio to a one-row ceiling shows the cost of the page, not an inefficiency."
+        );
+        let _ = writeln!(
+            md,
+            "- **(5) append event** is a write transaction (`BEGIN`, `set_config`, a lead \
+             existence check, the `INSERT`, `COMMIT`) followed by the cache invalidation \
+             (a Redis `MULTI`: `INCR`, `EXPIRE`, `DEL`, `PUBLISH`), against the ceiling's \
+             single autocommit `INSERT`; the WAL write of each commit is shared with every \
+             concurrent writer."
+        );
+        let _ = writeln!(
+            md,
+            "- **(6) approve** is a conditional `UPDATE … WHERE status = 'pending' RETURNING`, \
+             the `approval_decided` event and the invalidation in one transaction: two writes \
+             per commit."
+        );
+        let mix = self
+            .mix_cache
+            .map(|d| format!(" During the run: {}.", d.describe()))
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "- **(7) 90/10 mix**: every write invalidates a hot context in both tiers, so the \
+             next read of that lead goes to PostgreSQL; the writes themselves cost what (5) \
+             costs.{mix}"
+        );
+        let _ = writeln!(
+            md,
+            "- **Ceilings.** pgbench and redis-benchmark are C clients with prepared \
+             statements or raw RESP: cheaper per request than any HTTP client, so a ratio \
+             near 100 % is not reachable for an HTTP service. The trivial axum handler pays \
+             the same HTTP costs as the service with none of its work."
+        );
+        md
+    }
+}
+
+/// 10k, 100k, 1M, …
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 100_000 == 0 => format!("{}M", n as f64 / 1e6),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+fn nanos(ns: f64) -> String {
+    if ns >= 1_000_000.0 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1_000.0 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+fn utc_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// The sweep's connection counts: `1/16/64/256`.
+fn sweep_list() -> String {
+    SWEEP
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_times_read_like_the_issue_states_them() {
+        assert_eq!(human(10_000), "10k");
+        assert_eq!(human(1_000_000), "1M");
+        assert_eq!(human(1_500_000), "1.5M");
+        assert_eq!(human(1_234), "1234");
+        assert_eq!(nanos(38.94), "38.9 ns");
+        assert_eq!(nanos(2_110.0), "2.11 µs");
+        assert_eq!(nanos(3_500_000.0), "3.50 ms");
+    }
+
+    #[test]
+    fn cache_deltas_subtract_and_tolerate_missing_counters() {
+        let before = serde_json::json!({"l1": {"hits": 10, "misses": 5}, "loads": 5});
+        let after =
+            serde_json::json!({"l1": {"hits": 90, "misses": 10}, "l2": {"hits": 3}, "loads": 7});
+        let delta = CacheDelta::between(&before, &after);
+        assert_eq!(
+            (delta.l1_hits, delta.l1_misses, delta.l2_hits, delta.loads),
+            (80, 5, 3, 2)
+        );
+        assert!((delta.share(delta.l1_hits) - 80.0 / 85.0 * 100.0).abs() < 1e-9);
+    }
+}

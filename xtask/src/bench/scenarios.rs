@@ -1,0 +1,268 @@
+//! The requests of each scenario, as [`Workload`]s over the benchmark's
+//! deterministic lead ids.
+
+use std::sync::Arc;
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use hyper::{StatusCode, header::HeaderValue};
+use rand::{Rng as _, rngs::StdRng};
+
+use super::{
+    data::BenchTenant,
+    ids,
+    load::{Cursor, Request, Workload, Zipf},
+};
+
+/// The Zipf exponent of the "hot" scenarios (YCSB's default).
+pub const ZIPF_EXPONENT: f64 = 0.99;
+
+/// Scatters Zipf ranks over the leads: rank `k` is lead index
+/// `k × SCATTER mod n`, a bijection because the multiplier is a prime larger
+/// than any `n` used here. The hottest leads are thus spread over every
+/// tenant and over old and new rows alike.
+const SCATTER: u128 = 2_654_435_761;
+
+/// A tenant as the load generator needs it.
+#[derive(Debug, Clone)]
+struct Caller {
+    index: u32,
+    auth: HeaderValue,
+    agents: Vec<String>,
+}
+
+/// Everything the workloads choose from: tenants, their keys and agents,
+/// and how many leads each has.
+#[derive(Debug, Clone)]
+pub struct Space {
+    callers: Arc<[Caller]>,
+    leads_per_tenant: u64,
+    zipf: Arc<Zipf>,
+}
+
+impl Space {
+    /// The space of `leads_per_tenant` leads in each of `tenants`.
+    ///
+    /// # Errors
+    /// An API key that is not a valid header value.
+    pub fn new(tenants: &[BenchTenant], leads_per_tenant: u64) -> anyhow::Result<Self> {
+        let callers = tenants
+            .iter()
+            .map(|t| {
+                let mut auth = HeaderValue::from_str(&t.bearer)?;
+                auth.set_sensitive(true);
+                Ok(Caller {
+                    index: t.index,
+                    auth,
+                    agents: t.agents.iter().map(ToString::to_string).collect(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let total = callers.len() * leads_per_tenant as usize;
+        Ok(Self {
+            callers: callers.into(),
+            leads_per_tenant,
+            zipf: Arc::new(Zipf::new(total, ZIPF_EXPONENT)),
+        })
+    }
+
+    /// Leads in all tenants.
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.callers.len() * self.leads_per_tenant as usize
+    }
+
+    /// Lead index `i` in `0..total`: tenant `i mod T`, row `i / T`.
+    fn lead(&self, i: usize) -> (&Caller, String) {
+        let tenants = self.callers.len();
+        let caller = &self.callers[i % tenants];
+        let row = (i / tenants) as u64;
+        (caller, ids::lead_id(caller.index, row).to_string())
+    }
+
+    fn uniform(&self, rng: &mut StdRng) -> (&Caller, String) {
+        self.lead(rng.random_range(0..self.total()))
+    }
+
+    fn hot(&self, rng: &mut StdRng) -> (&Caller, String) {
+        self.ranked(self.zipf.sample(rng))
+    }
+
+    /// The lead of Zipf rank `rank` (0: the hottest).
+    fn ranked(&self, rank: usize) -> (&Caller, String) {
+        let i = (rank as u128 * SCATTER % self.total() as u128) as usize;
+        self.lead(i)
+    }
+}
+
+/// `GET /v1/leads/{id}/context`, Zipf over all leads of all tenants.
+#[must_use]
+pub fn context_hot(space: &Space) -> Workload {
+    let space = space.clone();
+    Arc::new(move |rng| {
+        let (caller, id) = space.hot(rng);
+        Some(context(caller, &id))
+    })
+}
+
+/// `GET /v1/leads/{id}/context`, uniform over all leads.
+#[must_use]
+pub fn context_uniform(space: &Space) -> Workload {
+    let space = space.clone();
+    Arc::new(move |rng| {
+        let (caller, id) = space.uniform(rng);
+        Some(context(caller, &id))
+    })
+}
+
+/// Each lead's context once, in lead-index order (for warming L1).
+#[must_use]
+pub fn context_each_once(space: &Space, count: usize) -> Workload {
+    let space = space.clone();
+    let cursor = Arc::new(Cursor::default());
+    let count = count.min(space.total());
+    Arc::new(move |_| {
+        let (caller, id) = space.lead(cursor.next(count)?);
+        Some(context(caller, &id))
+    })
+}
+
+/// The contexts of the `count` hottest leads (Zipf rank order), once each:
+/// warms both cache tiers before the cache-hot scenario.
+#[must_use]
+pub fn context_hottest_once(space: &Space, count: usize) -> Workload {
+    let space = space.clone();
+    let cursor = Arc::new(Cursor::default());
+    let count = count.min(space.total());
+    Arc::new(move |_| {
+        let (caller, id) = space.ranked(cursor.next(count)?);
+        Some(context(caller, &id))
+    })
+}
+
+fn context(caller: &Caller, id: &str) -> Request {
+    Request::get(format!("/v1/leads/{id}/context"), Some(caller.auth.clone()))
+}
+
+/// `GET /v1/leads/{id}`, uniform.
+#[must_use]
+pub fn lead_by_id(space: &Space) -> Workload {
+    let space = space.clone();
+    Arc::new(move |rng| {
+        let (caller, id) = space.uniform(rng);
+        Some(Request::get(
+            format!("/v1/leads/{id}"),
+            Some(caller.auth.clone()),
+        ))
+    })
+}
+
+/// `GET /v1/leads?…&limit=20`: a status (half the requests), a tag (a
+/// quarter) or an agent (a quarter), and half of them from a cursor at a
+/// random lead (a later page) rather than from the newest.
+#[must_use]
+pub fn leads_page(space: &Space) -> Workload {
+    const STATUSES: [&str; 6] = ["new", "contacted", "qualified", "nurturing", "won", "lost"];
+    const TAGS: [&str; 8] = [
+        "vip",
+        "b2b",
+        "enterprise",
+        "smb",
+        "warm",
+        "cold",
+        "q4",
+        "partner",
+    ];
+    let space = space.clone();
+    Arc::new(move |rng| {
+        let (caller, id) = space.uniform(rng);
+        let filter = match rng.random_range(0..4) {
+            0 | 1 => format!("status={}", STATUSES[rng.random_range(0..STATUSES.len())]),
+            2 => format!("tag={}", TAGS[rng.random_range(0..TAGS.len())]),
+            _ => format!(
+                "assigned_agent_id={}",
+                caller.agents[rng.random_range(0..caller.agents.len())]
+            ),
+        };
+        let cursor = if rng.random_bool(0.5) {
+            let uuid: uuid::Uuid = id.parse().unwrap_or_default();
+            let mut bytes = [0u8; 17];
+            bytes[0] = 1;
+            bytes[1..].copy_from_slice(uuid.as_bytes());
+            format!("&cursor={}", URL_SAFE_NO_PAD.encode(bytes))
+        } else {
+            String::new()
+        };
+        Some(Request::get(
+            format!("/v1/leads?{filter}&limit=20{cursor}"),
+            Some(caller.auth.clone()),
+        ))
+    })
+}
+
+/// `POST /v1/leads/{id}/events`: a note by one of the tenant's agents, on a
+/// uniform (`hot = false`) or Zipf-distributed lead.
+#[must_use]
+pub fn append_event(space: &Space, hot: bool) -> Workload {
+    let space = space.clone();
+    Arc::new(move |rng| Some(event(&space, rng, hot)))
+}
+
+fn event(space: &Space, rng: &mut StdRng, hot: bool) -> Request {
+    let (caller, id) = if hot {
+        space.hot(rng)
+    } else {
+        space.uniform(rng)
+    };
+    let agent = &caller.agents[rng.random_range(0..caller.agents.len())];
+    Request::post(
+        format!("/v1/leads/{id}/events"),
+        caller.auth.clone(),
+        format!(
+            r#"{{"kind":"note","direction":"internal","content":"Benchmark note: asked for a follow-up call next week.","actor":"{agent}"}}"#
+        ),
+        StatusCode::CREATED,
+    )
+}
+
+/// `POST /v1/approvals/{id}/approve`, each pending approval once:
+/// `(tenant index, approval id, approving agent)`.
+#[must_use]
+pub fn approve(
+    space: &Space,
+    pending: Vec<(u32, uuid::Uuid, leadline_domain::AgentId)>,
+) -> Workload {
+    let space = space.clone();
+    let pending: Arc<[_]> = pending.into();
+    let cursor = Arc::new(Cursor::default());
+    Arc::new(move |_| {
+        let (tenant, id, agent) = pending[cursor.next(pending.len())?];
+        let caller = space.callers.iter().find(|c| c.index == tenant)?;
+        Some(Request::post(
+            format!("/v1/approvals/{id}/approve"),
+            caller.auth.clone(),
+            format!(r#"{{"decided_by":"{agent}"}}"#),
+            StatusCode::OK,
+        ))
+    })
+}
+
+/// 90 % `GET …/context` (Zipf), 10 % `POST …/events` (Zipf, so writes
+/// invalidate the contexts that are read).
+#[must_use]
+pub fn mix(space: &Space) -> Workload {
+    let space = space.clone();
+    Arc::new(move |rng| {
+        if rng.random_bool(0.9) {
+            let (caller, id) = space.hot(rng);
+            Some(context(caller, &id))
+        } else {
+            Some(event(&space, rng, true))
+        }
+    })
+}
+
+/// `GET /` on the trivial JSON server.
+#[must_use]
+pub fn echo() -> Workload {
+    Arc::new(|_| Some(Request::get("/".to_owned(), None)))
+}
