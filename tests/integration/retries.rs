@@ -427,26 +427,6 @@ async fn a_commit_whose_outcome_cannot_be_learnt_is_unavailable_not_rerun() {
     assert_eq!(stored(lead, &content).await, 1);
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// With `database.slow_query_ms = 0` every operation is "slow": each is
 /// logged with its name and duration, and never with a parameter value.
 #[tokio::test]
@@ -464,7 +444,7 @@ async fn slow_operations_are_logged_by_name_never_with_parameters() {
     // until the interest cache is rebuilt, so rebuild and retry that race.
     let mut captured = None;
     for _ in 0..5 {
-        let logs = Captured::default();
+        let logs = leadline_testsupport::CapturedLogs::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .with_writer(logs.clone())
@@ -476,7 +456,7 @@ async fn slow_operations_are_logged_by_name_never_with_parameters() {
             .await
             .unwrap();
         drop(guard);
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         if text.contains("slow database operation") {
             captured = Some(text);
             break;

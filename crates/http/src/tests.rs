@@ -817,26 +817,6 @@ async fn metrics_are_exposed_in_prometheus_text() {
 }
 
 /// A `MakeWriter` that appends every log line to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn request_logs_carry_id_tenant_route_status_and_never_the_key() {
     let h = harness().await;
@@ -852,7 +832,7 @@ async fn request_logs_carry_id_tenant_route_status_and_never_the_key() {
     // still fails below.
     let mut captured = None;
     for attempt in 0..5 {
-        let logs = Captured::default();
+        let logs = leadline_testsupport::CapturedLogs::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .with_writer(logs.clone())
@@ -869,7 +849,7 @@ async fn request_logs_carry_id_tenant_route_status_and_never_the_key() {
         )
         .await;
         drop(_guard);
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         if let Some(line) = text.lines().find(|l| l.contains(&request_id)) {
             captured = Some((line.to_owned(), text));
             break;

@@ -238,7 +238,7 @@ impl Store {
         self.inner.replica.is_some()
     }
 
-    pub(crate) fn inner_retry(&self) -> RetryPolicy {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
         self.inner.retry
     }
 

@@ -176,7 +176,7 @@ impl Attempts {
 impl Store {
     /// Starts counting the attempts of operation `op`.
     pub(crate) fn attempts(&self, op: &'static str) -> Attempts {
-        let policy = self.inner_retry();
+        let policy = self.retry_policy();
         Attempts {
             op,
             started: Instant::now(),

@@ -105,11 +105,13 @@
 //! from none.
 
 mod docker;
+mod logs;
 mod postgres;
 mod redis;
 mod server_dir;
 mod util;
 
+pub use logs::CapturedLogs;
 pub use postgres::{
     OwnedPgServer, PgServer, ServerCert, TlsPgServer, WRONG_HOST, postgres, postgres_tls,
 };
