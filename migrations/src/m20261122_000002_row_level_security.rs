@@ -34,10 +34,19 @@ const TABLES: &[(&str, &str)] = &[
 ];
 
 const PG_ROLE_AND_GRANTS: &str = r#"
+-- Roles belong to the cluster, not the database, and the migration lock is
+-- per database: two databases on one server migrating at the same moment can
+-- both see the role missing. The loser's CREATE ROLE fails with
+-- unique_violation (or duplicate_object once the winner has committed); the
+-- role it wanted exists either way.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'leadline_service') THEN
-        CREATE ROLE leadline_service NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+        BEGIN
+            CREATE ROLE leadline_service NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+        EXCEPTION WHEN unique_violation OR duplicate_object THEN
+            NULL;
+        END;
     END IF;
 END
 $$;

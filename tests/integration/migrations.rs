@@ -110,3 +110,57 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Roles are cluster-wide while the migration lock is per database: several
+/// databases on one fresh server (as CI's parallel tests, or a team's
+/// per-branch databases, do) migrating at once must all succeed, not race on
+/// creating the service group role. Run on a cluster of its own, where the
+/// role does not exist yet.
+#[tokio::test]
+async fn concurrent_migrations_of_databases_on_one_fresh_server() {
+    const DATABASES: usize = 6;
+    let server = leadline_testsupport::OwnedPgServer::start().expect("start a PostgreSQL");
+    server
+        .admin_execute(
+            "postgres",
+            &format!("CREATE ROLE {OWNER} LOGIN CREATEROLE PASSWORD '{OWNER_PASSWORD}'"),
+        )
+        .await
+        .unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..DATABASES {
+        let db = server
+            .create_database("leadline_conc", Some(OWNER))
+            .await
+            .unwrap();
+        let store = Store::connect_for_migrations(
+            &server.url(OWNER, OWNER_PASSWORD, &db),
+            &StoreSettings::default(),
+        )
+        .await
+        .unwrap();
+        stores.push(store);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(DATABASES));
+    let runs: Vec<_> = stores
+        .iter()
+        .cloned()
+        .map(|store| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.migrate(MigrateOp::Up).await
+            })
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        let status = run
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("database {i}: {e}"));
+        assert!(status.iter().all(|m| m.applied), "database {i}: {status:?}");
+    }
+    for store in stores {
+        store.close().await;
+    }
+}

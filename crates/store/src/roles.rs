@@ -85,7 +85,13 @@ DECLARE
     pw   text := current_setting('leadline.role_password');
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{group}') THEN
-        CREATE ROLE {group} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+        -- Roles are cluster-wide: a setup or migration of another database
+        -- on this server may create the group between the check and here.
+        BEGIN
+            CREATE ROLE {group} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+        EXCEPTION WHEN unique_violation OR duplicate_object THEN
+            NULL;
+        END;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = name) THEN
         -- Only what a CREATEROLE (non-superuser) owner may change: naming
