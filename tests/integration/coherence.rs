@@ -58,6 +58,8 @@ async fn company_on(s: &Services, tenant: TenantId, lead: LeadId) -> Option<Stri
         .context(tenant, lead)
         .await
         .unwrap()
+        .parse()
+        .unwrap()
         .lead
         .company
         .as_ref()
@@ -377,7 +379,9 @@ async fn postgres_stopped_serves_cached_contexts_and_recovers() {
         .context
         .context(tenant, cached)
         .await
-        .expect("stale copy served while PostgreSQL is down");
+        .expect("stale copy served while PostgreSQL is down")
+        .parse()
+        .unwrap();
     assert_eq!(ctx.lead.id, cached);
     assert!(services.context.cache_stats().stale_served >= 1);
     let err = services

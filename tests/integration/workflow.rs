@@ -508,7 +508,13 @@ async fn context_gathers_everything_about_one_lead(store: Store) {
         .await
         .unwrap();
 
-    let ctx = w.s.context.context(w.tenant, w.lead).await.unwrap();
+    let ctx =
+        w.s.context
+            .context(w.tenant, w.lead)
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
     assert_eq!(ctx.lead.id, w.lead);
     assert_eq!(ctx.assigned_agent.as_ref().map(|a| a.id), Some(by));
     assert_eq!(

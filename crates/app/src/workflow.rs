@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use leadline_domain::{
     AppendEventRequest, Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery,
-    DraftApprovalRequest, Event, LeadContext, LeadId, Page, TenantId, TimelineQuery, ValueError,
+    DraftApprovalRequest, Event, LeadId, Page, TenantId, TimelineQuery, ValueError,
 };
 use leadline_ports::{
-    AppendEventError, ApprovalRepository, CacheStats, ContextCache, ContextLoader,
+    AppendEventError, ApprovalRepository, CacheStats, ContextCache, ContextJson, ContextLoader,
     DraftApprovalError, EventRepository, GetApprovalError, GetLeadError, HealthError,
     LeadContextRepository, ListApprovalsError, ListLeadsError, TimelineError,
     TransitionApprovalError,
@@ -227,7 +227,8 @@ impl ContextService {
         }
     }
 
-    /// A lead's context, through the cache.
+    /// A lead's context, through the cache, as the JSON document the cache
+    /// keeps ([`ContextJson::parse`] gives the values).
     ///
     /// # Errors
     /// See [`LeadContextRepository::context`]; with the store unavailable a
@@ -236,7 +237,7 @@ impl ContextService {
         &self,
         tenant: TenantId,
         lead: LeadId,
-    ) -> Result<Arc<LeadContext>, GetLeadError> {
+    ) -> Result<ContextJson, GetLeadError> {
         let repo = self.repo.clone();
         let events = self.settings.events;
         let load: ContextLoader =

@@ -17,8 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use leadline_domain::LeadContext;
-use leadline_ports::{GetLeadError, Unavailable};
+use leadline_ports::{ContextJson, GetLeadError, Unavailable};
 use tokio::sync::watch;
 
 use crate::local::{Key, Stamp};
@@ -26,7 +25,7 @@ use crate::local::{Key, Stamp};
 /// What a flight hands to every caller.
 #[derive(Debug, Clone)]
 pub(crate) struct Served {
-    pub(crate) value: Arc<LeadContext>,
+    pub(crate) value: ContextJson,
     /// Served from a copy past its freshness because the loader was
     /// unavailable.
     pub(crate) stale: bool,

@@ -57,8 +57,14 @@
 //! key without a tenant is the hot set, `leadline:hot` (below): it holds
 //! ids, never a context.
 //!
+//! **Both tiers keep the context rendered** ([`leadline_ports::ContextJson`]):
+//! a fill serializes once, the same bytes go to L1 and to Redis, and a hit
+//! hands them to the HTTP adapter as they are. An L2 hit is decoded once to
+//! check it is a context of the asked tenant and lead, then kept as it came.
+//!
 //! **L1** is a moka `future::Cache<(TenantId, LeadId), Entry>` weighed by
-//! each context's serialized size in bytes against `l1_capacity_bytes`.
+//! each context's JSON size plus a fixed per-entry overhead, in bytes,
+//! against `l1_capacity_bytes`.
 //! moka keeps an entry for `l1_ttl + stale_if_error`; a lookup serves it
 //! only until its `fresh_until` and after that keeps it solely as the
 //! stale-if-error fallback. Freshness runs on `tokio::time::Instant` (so a

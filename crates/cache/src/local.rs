@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use leadline_domain::{LeadContext, LeadId, TenantId};
+use leadline_domain::{LeadId, TenantId};
+use leadline_ports::ContextJson;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use tokio::time::Instant;
@@ -32,10 +33,11 @@ pub(crate) type Key = (TenantId, LeadId);
 /// One cached context.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    pub(crate) value: Arc<LeadContext>,
+    pub(crate) value: ContextJson,
     /// After this the copy is only good as a stale-if-error fallback.
     pub(crate) fresh_until: Instant,
-    /// Serialized size: the entry's weight against the byte budget.
+    /// The entry's weight against the byte budget: the JSON plus what the
+    /// entry and moka's node around it take.
     pub(crate) bytes: u32,
 }
 
@@ -44,6 +46,12 @@ impl Entry {
         now <= self.fresh_until
     }
 }
+
+/// Bytes an entry costs beyond its JSON: the key, the entry, the shared
+/// buffer's header and moka's node and indexes (measured roughly with the
+/// RSS benchmark, `cargo xtask bench`), so that the byte budget bounds memory
+/// rather than JSON alone.
+const ENTRY_OVERHEAD: usize = 256;
 
 /// Number of generation slots. Keys hash onto slots; two keys sharing a slot
 /// only cost each other a skipped insert now and then, never a stale one.
@@ -160,10 +168,11 @@ impl Local {
     /// in. With the check after the insert, either the check sees the bump
     /// (and removes the value itself) or the bump, and the removal after it,
     /// come after the insert.
-    pub(crate) async fn keep(&self, key: Key, stamp: Stamp, value: Arc<LeadContext>, bytes: usize) {
+    pub(crate) async fn keep(&self, key: Key, stamp: Stamp, value: ContextJson) {
         if self.generations.stamp(&key) != stamp {
             return;
         }
+        let bytes = value.len().saturating_add(ENTRY_OVERHEAD);
         let entry = Entry {
             value,
             fresh_until: Instant::now() + self.ttl,

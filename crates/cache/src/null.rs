@@ -1,11 +1,9 @@
 //! [`NullCache`]: the cache that keeps nothing, for `cache.enabled = false`
 //! and for tests that want every read to reach the store.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use leadline_domain::{LeadContext, LeadId, TenantId};
-use leadline_ports::{CacheStats, ContextCache, ContextLoader, GetLeadError};
+use leadline_domain::{LeadId, TenantId};
+use leadline_ports::{CacheStats, ContextCache, ContextJson, ContextLoader, GetLeadError};
 
 use crate::stats::Counters;
 
@@ -31,11 +29,11 @@ impl ContextCache for NullCache {
         _tenant: TenantId,
         _lead: LeadId,
         load: ContextLoader,
-    ) -> Result<Arc<LeadContext>, GetLeadError> {
+    ) -> Result<ContextJson, GetLeadError> {
         let started = std::time::Instant::now();
         let loaded = load().await;
         self.stats.record_load(started.elapsed(), loaded.is_err());
-        loaded.map(Arc::new)
+        ContextJson::render(&loaded?).map_err(|e| GetLeadError::Unknown(e.into()))
     }
 
     async fn invalidate(&self, _tenant: TenantId, _lead: LeadId) {}

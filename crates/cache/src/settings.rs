@@ -28,7 +28,7 @@ pub struct CacheSettings {
     /// How long an in-process copy is served without asking anyone.
     pub l1_ttl_secs: u64,
     /// Budget of the in-process tier in bytes, weighed as each context's
-    /// serialized size (not an entry count).
+    /// JSON plus a fixed per-entry overhead (not an entry count).
     pub l1_capacity_bytes: u64,
     /// How long a copy lives in Redis.
     pub l2_ttl_secs: u64,
@@ -48,7 +48,7 @@ impl Default for CacheSettings {
         Self {
             enabled: true,
             l1_ttl_secs: 300,
-            l1_capacity_bytes: 64 * 1024 * 1024,
+            l1_capacity_bytes: 256 * 1024 * 1024,
             l2_ttl_secs: 300,
             redis_url: None,
             redis_timeout_ms: 50,
@@ -190,7 +190,7 @@ mod tests {
         assert!(settings.problems().is_empty(), "{:?}", settings.problems());
         assert!(settings.enabled);
         assert_eq!(settings.l1_ttl_secs, 300);
-        assert_eq!(settings.l1_capacity_bytes, 64 * 1024 * 1024);
+        assert_eq!(settings.l1_capacity_bytes, 256 * 1024 * 1024);
         assert_eq!(settings.l2_ttl_secs, 300);
         assert_eq!(settings.redis_url, None);
         assert_eq!(settings.redis_timeout_ms, 50);

@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use leadline_domain::{LeadContext, LeadId, TenantId};
-use leadline_ports::{CacheStats, ContextCache, ContextLoader, GetLeadError, HealthError};
+use leadline_domain::{LeadId, TenantId};
+use leadline_ports::{
+    CacheStats, ContextCache, ContextJson, ContextLoader, GetLeadError, HealthError,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -253,18 +255,17 @@ impl TwoTierCache {
                     Some(Read {
                         value: Some(bytes),
                         generation: seen,
-                    }) => match serde_json::from_slice::<LeadContext>(&bytes) {
-                        Ok(context) => {
+                    }) => match ContextJson::verify(bytes.into(), tenant, lead) {
+                        // Checked, then kept and served as Redis had it.
+                        Ok(value) => {
                             bump(&self.stats.l2.hits);
-                            let value = Arc::new(context);
-                            self.local
-                                .keep(key, stamp, Arc::clone(&value), bytes.len())
-                                .await;
+                            self.local.keep(key, stamp, value.clone()).await;
                             return Ok(fresh(value));
                         }
                         Err(error) => {
                             // E.g. written by an older release with another
-                            // shape: reload, and the write below replaces it.
+                            // shape (or under the wrong key): reload, and the
+                            // write below replaces it.
                             bump(&self.stats.l2.errors);
                             bump(&self.stats.l2.misses);
                             tracing::warn!(%tenant, %lead, %error, "cache: undecodable copy in Redis");
@@ -291,21 +292,15 @@ impl TwoTierCache {
         self.stats.record_load(started.elapsed(), loaded.is_err());
         match loaded {
             Ok(context) => {
-                let value = Arc::new(context);
-                match serde_json::to_vec(&*value) {
-                    Ok(bytes) => {
-                        self.local
-                            .keep(key, stamp, Arc::clone(&value), bytes.len())
-                            .await;
-                        if let (Some(shared), Some(generation)) = (&shared, &generation) {
-                            shared
-                                .write_if_generation(tenant, lead, &bytes, generation)
-                                .await;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%tenant, %lead, %error, "cache: context not serializable; not cached");
-                    }
+                // Rendered once: the same bytes go to L1, to Redis and, on
+                // every hit, to the caller.
+                let value = ContextJson::render(&context)
+                    .map_err(|error| GetLeadError::Unknown(error.into()))?;
+                self.local.keep(key, stamp, value.clone()).await;
+                if let (Some(shared), Some(generation)) = (&shared, &generation) {
+                    shared
+                        .write_if_generation(tenant, lead, value.bytes(), generation)
+                        .await;
                 }
                 Ok(fresh(value))
             }
@@ -327,10 +322,7 @@ impl TwoTierCache {
         }
     }
 
-    fn serve(
-        &self,
-        served: Result<Served, GetLeadError>,
-    ) -> Result<Arc<LeadContext>, GetLeadError> {
+    fn serve(&self, served: Result<Served, GetLeadError>) -> Result<ContextJson, GetLeadError> {
         let served = served?;
         if served.stale {
             bump(&self.stats.stale_served);
@@ -339,7 +331,7 @@ impl TwoTierCache {
     }
 }
 
-fn fresh(value: Arc<LeadContext>) -> Served {
+fn fresh(value: ContextJson) -> Served {
     Served {
         value,
         stale: false,
@@ -375,7 +367,7 @@ impl ContextCache for TwoTierCache {
         tenant: TenantId,
         lead: LeadId,
         load: ContextLoader,
-    ) -> Result<Arc<LeadContext>, GetLeadError> {
+    ) -> Result<ContextJson, GetLeadError> {
         let key = (tenant, lead);
         if let Some(entry) = self.local.get(&key).await
             && entry.is_fresh(Instant::now())

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use leadline_domain::{
     AgentId, AppendEventRequest, Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery,
     ApprovalStatus, Channel, Direction, DraftApprovalRequest, Event, EventContent, EventId,
-    EventKind, LeadContext, LeadId, MessageBody, Metadata, RejectionReason, Subject,
-    TimelineCursor, TimelineQuery,
+    EventKind, LeadId, MessageBody, Metadata, RejectionReason, Subject, TimelineCursor,
+    TimelineQuery,
 };
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -519,11 +519,23 @@ async fn context(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
     Path(lead): Path<String>,
-) -> Result<Json<std::sync::Arc<LeadContext>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::{
+        body::Body,
+        http::{HeaderValue, header},
+        response::IntoResponse,
+    };
     let lead: LeadId = parse_id(&lead, "lead")?;
-    Ok(Json(
-        state.services().context.context(tenant.id, lead).await?,
-    ))
+    let json = state.services().context.context(tenant.id, lead).await?;
+    // Sent as the cache keeps it: a hit serializes nothing.
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::from(json.bytes().clone()),
+    )
+        .into_response())
 }
 
 /// Cache counters since start, for tenant admins (every API key is a

@@ -7,12 +7,12 @@
 //! commits. Adapters: a two-tier cache (in-process, then shared) and a null
 //! cache that always loads.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use async_trait::async_trait;
 use leadline_domain::{LeadContext, LeadId, TenantId};
 
-use crate::errors::GetLeadError;
+use crate::{ContextJson, errors::GetLeadError};
 
 /// Loads a context from the store. Boxed so the port stays object-safe.
 pub type ContextLoader = Box<
@@ -67,7 +67,8 @@ mod duration_micros {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ContextCache: Send + Sync {
-    /// The context of `lead`, from a cache tier or from `load`.
+    /// The context of `lead`, from a cache tier or from `load`, as JSON:
+    /// tiers keep it rendered, so a hit serializes nothing.
     ///
     /// Concurrent callers for one key share one loader run. A value loaded
     /// while the key was being invalidated is returned to its caller but not
@@ -81,7 +82,7 @@ pub trait ContextCache: Send + Sync {
         tenant: TenantId,
         lead: LeadId,
         load: ContextLoader,
-    ) -> Result<Arc<LeadContext>, GetLeadError>;
+    ) -> Result<ContextJson, GetLeadError>;
 
     /// Drops the context of `lead` from every tier on every instance. Call it
     /// after the write's transaction committed. Never fails: a tier that

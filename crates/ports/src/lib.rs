@@ -18,6 +18,7 @@
 //! [`TenantId`]: leadline_domain::TenantId
 
 mod cache;
+mod context_json;
 mod errors;
 mod health;
 mod repositories;
@@ -26,6 +27,7 @@ mod workflow;
 #[cfg(feature = "mock")]
 pub use cache::MockContextCache;
 pub use cache::{CacheStats, ContextCache, ContextLoader, TierStats};
+pub use context_json::{ContextJson, ContextJsonError};
 pub use errors::*;
 #[cfg(feature = "mock")]
 pub use health::MockHealthCheck;

@@ -765,7 +765,7 @@ impl Report {
              settings (`database.max_connections` = {POOL}) except `log.filter = warn` (no \
              per-request log line) and no start-up preload. Scenario 2 and the growth curve \
              run with `cache.enabled = false`; the others with both cache tiers \
-             (`cache.redis_url` set, L1 at its default 64 MiB).\n\
+             (`cache.redis_url` set, L1 at its default 256 MiB).\n\
              - **Load generator.** A small tokio + hyper client inside xtask \
              (`xtask/src/bench/load.rs`), run from the release build in its own process: one \
              keep-alive HTTP/1.1 connection per virtual user, closed loop (next request when \
@@ -884,14 +884,11 @@ impl Report {
             .micro
             .iter()
             .find(|m| m.id == "context_json/serialize_20_events")
-            .zip(Self::at(&self.sweeps.hot, CONNECTIONS))
-            .map(|(m, run)| {
+            .map(|m| {
                 format!(
                     " Serializing a context with 20 events takes {} on one core (criterion, \
-                     below): at {:.0} req/s that alone keeps {:.0} % of one core busy.",
+                     below), paid once per fill from PostgreSQL, never on a hit.",
                     nanos(m.median_ns),
-                    run.rps,
-                    m.median_ns * run.rps / 1e7
                 )
             })
             .unwrap_or_default();
@@ -908,9 +905,10 @@ impl Report {
             md,
             "- **(1) cache-hot context** is bounded by the HTTP stack and by the cache's \
              reach: an L1 hit costs the request's routing, the API-key check (a hash and an \
-             in-process lookup), and serializing the context (a few KiB of JSON) per request. \
-             L1 holds 64 MiB of serialized contexts, fewer than the Zipf tail touches, so \
-             some requests go to Redis (one round trip) or PostgreSQL (five queries).{serialize}{warm}{hot}"
+             in-process lookup) and copying the context's cached JSON (a few KiB) to the \
+             socket; nothing is serialized per hit. Keys the Zipf tail touches that L1 does \
+             not hold go to Redis (one round trip, and decoding once to check the copy) or \
+             PostgreSQL (five queries).{serialize}{warm}{hot}"
         );
         let _ = writeln!(
             md,

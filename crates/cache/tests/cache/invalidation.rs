@@ -61,7 +61,8 @@ async fn invalidate_on_a_clears_a_l2_and_b_and_reports_propagation_time() {
             .await
             .expect("B reloads");
         assert_eq!(
-            on_b.lead.version, 2,
+            on_b.parse().expect("a context").lead.version,
+            2,
             "round {round}: B's L1 copy was dropped"
         );
         assert_eq!(store.loads(), 2, "B missed L1 and L2 and ran its loader");
@@ -69,7 +70,11 @@ async fn invalidate_on_a_clears_a_l2_and_b_and_reports_propagation_time() {
             .get_or_load(store.tenant, store.lead, store.loader())
             .await
             .expect("A");
-        assert_eq!(on_a.lead.version, 2, "A's L1 copy was dropped too");
+        assert_eq!(
+            on_a.parse().expect("a context").lead.version,
+            2,
+            "A's L1 copy was dropped too"
+        );
     }
     assert_eq!(a.stats().invalidations_sent, ROUNDS as u64);
     assert_eq!(b.stats().invalidations_received, ROUNDS as u64);

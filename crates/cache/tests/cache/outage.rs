@@ -57,7 +57,7 @@ async fn redis_stopped_mid_test_costs_nothing_and_is_caught_up_after() {
         )
         .await
         .expect("served from the loader");
-        assert_eq!(context.lead.id, store.lead);
+        assert_eq!(context.parse().expect("a context").lead.id, store.lead);
         bounded(
             "get_or_load of a kept key, Redis down",
             a.get_or_load(during.tenant, during.lead, during.loader()),

@@ -31,7 +31,8 @@ async fn a_loader_that_read_before_a_write_does_not_reinsert_its_value() {
 
     let returned = racing.await.expect("task").expect("loaded");
     assert_eq!(
-        returned.lead.version, 1,
+        returned.parse().expect("a context").lead.version,
+        1,
         "the racing caller gets what it read"
     );
     assert_eq!(
@@ -43,7 +44,11 @@ async fn a_loader_that_read_before_a_write_does_not_reinsert_its_value() {
         .get_or_load(store.tenant, store.lead, store.loader())
         .await
         .expect("reloads");
-    assert_eq!(next.lead.version, 2, "B's L1 did not keep version 1");
+    assert_eq!(
+        next.parse().expect("a context").lead.version,
+        2,
+        "B's L1 did not keep version 1"
+    );
     assert_eq!(store.loads(), 2, "the next lookup ran the loader");
 
     // And what B stored now is version 2, for everyone.
@@ -52,7 +57,7 @@ async fn a_loader_that_read_before_a_write_does_not_reinsert_its_value() {
         .get_or_load(store.tenant, store.lead, store.loader())
         .await
         .expect("from L2");
-    assert_eq!(on_c.lead.version, 2);
+    assert_eq!(on_c.parse().expect("a context").lead.version, 2);
     assert_eq!(store.loads(), 2, "C found version 2 in L2");
 }
 
@@ -70,12 +75,22 @@ async fn the_same_race_on_one_instance() {
     slow.read_done.notified().await;
     store.write(2);
     a.invalidate(store.tenant, store.lead).await;
-    assert_eq!(racing.await.expect("task").expect("loaded").lead.version, 1);
+    assert_eq!(
+        racing
+            .await
+            .expect("task")
+            .expect("loaded")
+            .parse()
+            .expect("a context")
+            .lead
+            .version,
+        1
+    );
     assert_eq!(redis_get(&url, &value_key(&store)).await, None);
     let next = a
         .get_or_load(store.tenant, store.lead, store.loader())
         .await
         .expect("reloads");
-    assert_eq!(next.lead.version, 2);
+    assert_eq!(next.parse().expect("a context").lead.version, 2);
     assert_eq!(store.loads(), 2);
 }

@@ -66,13 +66,21 @@ async fn an_invalidation_redis_missed_is_replayed_when_it_answers() {
         .get_or_load(store.tenant, store.lead, store.loader())
         .await
         .expect("B");
-    assert_eq!(on_b.lead.version, 1, "B has not heard yet");
+    assert_eq!(
+        on_b.parse().expect("a context").lead.version,
+        1,
+        "B has not heard yet"
+    );
     // A itself does not read v1 back from Redis (reads still work).
     let on_a = a
         .get_or_load(store.tenant, store.lead, store.loader())
         .await
         .expect("A loads");
-    assert_eq!(on_a.lead.version, 2, "A skipped L2 for its pending key");
+    assert_eq!(
+        on_a.parse().expect("a context").lead.version,
+        2,
+        "A skipped L2 for its pending key"
+    );
     assert_eq!(store.loads(), 2);
     assert!(
         paused.elapsed() < PAUSE,
@@ -102,13 +110,17 @@ async fn an_invalidation_redis_missed_is_replayed_when_it_answers() {
         .get_or_load(store.tenant, store.lead, store.loader())
         .await
         .expect("C");
-    assert_eq!(on_c.lead.version, 2);
+    assert_eq!(on_c.parse().expect("a context").lead.version, 2);
     assert_eq!(store.loads(), 3, "C loaded v2; there was no v1 in L2");
     let on_b = b
         .get_or_load(store.tenant, store.lead, store.loader())
         .await
         .expect("B");
-    assert_eq!(on_b.lead.version, 2, "B dropped v1");
+    assert_eq!(
+        on_b.parse().expect("a context").lead.version,
+        2,
+        "B dropped v1"
+    );
     eprintln!("replayed invalidation reached B {received:?} after writes resumed");
     for cache in [a, b, c] {
         cache.shutdown().await;

@@ -26,7 +26,7 @@ async fn fifty_concurrent_cold_calls_run_the_loader_once() {
             .collect();
         for call in calls {
             let context = call.await.expect("task").expect("loaded");
-            assert_eq!(context.lead.id, store.lead);
+            assert_eq!(context.parse().expect("a context").lead.id, store.lead);
         }
         assert_eq!(
             store.loads(),
@@ -62,10 +62,15 @@ async fn a_call_after_an_invalidation_does_not_join_an_older_flight() {
         .get_or_load(store.tenant, store.lead, store.loader())
         .await
         .expect("loads");
-    assert_eq!(after.lead.version, 2, "the read after the write sees it");
+    assert_eq!(
+        after.parse().expect("a context").lead.version,
+        2,
+        "the read after the write sees it"
+    );
     let before = old_flight.await.expect("task").expect("loads");
     assert_eq!(
-        before.lead.version, 1,
+        before.parse().expect("a context").lead.version,
+        1,
         "the old flight's caller gets its own read"
     );
     assert_eq!(store.loads(), 2);
@@ -74,7 +79,8 @@ async fn a_call_after_an_invalidation_does_not_join_an_older_flight() {
         .await
         .expect("from L1");
     assert_eq!(
-        kept.lead.version, 2,
+        kept.parse().expect("a context").lead.version,
+        2,
         "the old flight did not put version 1 back"
     );
     assert_eq!(store.loads(), 2);

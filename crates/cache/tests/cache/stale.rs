@@ -41,7 +41,7 @@ async fn stale_copy_is_served_within_the_window_only() {
         .get_or_load(store.tenant, store.lead, store.loader())
         .await
         .expect("the stale copy");
-    assert_eq!(stale.lead.id, store.lead);
+    assert_eq!(stale.parse().expect("a context").lead.id, store.lead);
     assert_eq!(store.loads(), 2, "the loader was tried first");
     let stats = cache.stats();
     assert_eq!((stats.stale_served, stats.load_errors), (1, 1));
