@@ -10,8 +10,8 @@ use leadline_domain::{
     TimelineQuery, UpdateLeadRequest,
 };
 use leadline_ports::{
-    DraftApprovalError, GetLeadError, IdempotencyBegin, IdempotencyStore, StoredResponse,
-    TimelineError, TransitionApprovalError,
+    AppendEventError, DraftApprovalError, GetLeadError, IdempotencyBegin, IdempotencyStore,
+    StoredResponse, TimelineError, TransitionApprovalError,
 };
 use leadline_store::Store;
 
@@ -39,6 +39,7 @@ both_backends!(
     only_lifecycle_moves_succeed_and_losers_learn_the_status,
     queue_lists_by_status_oldest_first,
     timeline_orders_by_occurrence_and_pages,
+    append_refuses_a_missing_or_foreign_lead_and_an_unknown_actor,
     context_gathers_everything_about_one_lead,
     idempotency_keys_reserve_replay_and_refuse,
 );
@@ -371,6 +372,78 @@ fn note(text: &str, minutes_ago: i64) -> AppendEventRequest {
         actor: None,
         metadata: Metadata::default(),
     }
+}
+
+/// The foreign keys do the existence checks, so each refusal must still be
+/// told apart, and nothing may be written.
+async fn append_refuses_a_missing_or_foreign_lead_and_an_unknown_actor(store: Store) {
+    use leadline_app::AppendError;
+    let w = world(store).await;
+    let (other_tenant, _) = new_tenant(&w.s).await;
+    let foreign_lead =
+        w.s.leads
+            .create(other_tenant, &lead_req("Linus"))
+            .await
+            .unwrap()
+            .id;
+    let with_actor = |actor| AppendEventRequest {
+        actor: Some(actor),
+        ..note("with an actor", 0)
+    };
+    let refused = |result: Result<_, AppendError>| match result {
+        Err(AppendError::Store(e)) => e,
+        other => panic!("expected a store refusal, got {other:?}"),
+    };
+
+    for lead in [LeadId::new(), foreign_lead] {
+        let e = refused(
+            w.s.timeline
+                .append(w.tenant, lead, &note("nobody", 0))
+                .await,
+        );
+        assert!(matches!(e, AppendEventError::LeadNotFound), "{e:?}");
+        let e = refused(
+            w.s.timeline
+                .append(w.tenant, lead, &with_actor(w.agent))
+                .await,
+        );
+        assert!(matches!(e, AppendEventError::LeadNotFound), "{e:?}");
+    }
+    let e = refused(
+        w.s.timeline
+            .append(w.tenant, w.lead, &with_actor(AgentId::new()))
+            .await,
+    );
+    assert!(matches!(e, AppendEventError::AgentNotFound), "{e:?}");
+
+    let page = |tenant, lead| {
+        let s = w.s.clone();
+        async move {
+            s.timeline
+                .timeline(
+                    tenant,
+                    lead,
+                    &TimelineQuery {
+                        limit: PageLimit::new(50).unwrap(),
+                        after: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .items
+        }
+    };
+    assert!(page(w.tenant, w.lead).await.is_empty(), "nothing written");
+    assert!(
+        page(other_tenant, foreign_lead).await.is_empty(),
+        "nothing written"
+    );
+    // And the good one still goes in.
+    w.s.timeline
+        .append(w.tenant, w.lead, &with_actor(w.agent))
+        .await
+        .unwrap();
+    assert_eq!(page(w.tenant, w.lead).await.len(), 1);
 }
 
 async fn timeline_orders_by_occurrence_and_pages(store: Store) {

@@ -286,20 +286,35 @@ impl EventRepository for Store {
             metadata: req.metadata.clone(),
             created_at: now,
         };
-        let result: Result<Result<(), AppendEventError>, Failure> =
+        // No existence check before the insert: the composite foreign key
+        // (tenant_id, lead_id) already refuses a lead that is missing or in
+        // another tenant, and asking first cost a round trip on every append.
+        let result: Result<(), Failure> =
             transaction!(self, "events.append", tenant, Write, |txn| {
-                if !lead_exists(txn, tenant, lead).await? {
-                    return Ok(Err(AppendEventError::LeadNotFound));
-                }
                 events::Entity::insert(events::ActiveModel::from(&event))
                     .exec_without_returning(txn)
                     .await?;
-                Ok(Ok(()))
+                Ok(())
             });
         match result {
-            Ok(Ok(())) => Ok(event),
-            Ok(Err(e)) => Err(e),
-            Err(Failure::ForeignKey(_)) => Err(AppendEventError::AgentNotFound),
+            Ok(()) => Ok(event),
+            // Without an actor the lead is the only reference. With one, the
+            // key's name would tell which, but SQLite names none: ask, on
+            // this rare path only.
+            Err(Failure::ForeignKey(_)) if event.actor.is_none() => {
+                Err(AppendEventError::LeadNotFound)
+            }
+            Err(Failure::ForeignKey(_)) => {
+                let exists: Result<bool, Failure> =
+                    transaction!(self, "events.append_refused", tenant, Read, |txn| {
+                        lead_exists(txn, tenant, lead).await
+                    });
+                match exists {
+                    Ok(true) => Err(AppendEventError::AgentNotFound),
+                    Ok(false) => Err(AppendEventError::LeadNotFound),
+                    Err(f) => Err(common!(f, AppendEventError)),
+                }
+            }
             Err(f) => Err(common!(f, AppendEventError)),
         }
     }
