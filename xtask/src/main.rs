@@ -27,6 +27,11 @@ use clap::{Parser, Subcommand};
 use leadline::{config, run};
 use leadline_store::MigrateOp;
 
+/// As in `leadline`: the ceiling (`bench-echo`) and the load generator run
+/// on the allocator the service runs on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "xtask",

@@ -7,6 +7,13 @@ use leadline::{config, run};
 use leadline_store::MigrateOp;
 use secrecy::SecretString;
 
+/// mimalloc rather than the system allocator: a request allocates many
+/// small, short-lived buffers on every worker thread, and glibc's malloc
+/// took about a tenth of the service's CPU under load (`perf` during
+/// `cargo xtask bench`; see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "leadline",
