@@ -614,6 +614,45 @@ async fn context_gathers_everything_about_one_lead(store: Store) {
             .all(|p| (p[0].occurred_at, p[0].id) > (p[1].occurred_at, p[1].id))
     );
 
+    // Value for value what the other reads return (on PostgreSQL the context
+    // is one statement decoded from JSON: timestamps, metadata and tags must
+    // survive it exactly).
+    assert_eq!(ctx.lead, w.s.leads.get(w.tenant, w.lead).await.unwrap());
+    assert_eq!(
+        ctx.assigned_agent,
+        Some(w.s.agents.get(w.tenant, by).await.unwrap())
+    );
+    let timeline =
+        w.s.timeline
+            .timeline(
+                w.tenant,
+                w.lead,
+                &TimelineQuery {
+                    limit: PageLimit::new(20).unwrap(),
+                    after: None,
+                },
+            )
+            .await
+            .unwrap();
+    assert_eq!(ctx.events, timeline.items);
+    for approval in ctx.open_approvals.iter().chain(&ctx.recent_approvals) {
+        assert_eq!(
+            approval,
+            &w.s.approvals.get(w.tenant, approval.id).await.unwrap()
+        );
+    }
+    // A lead with no agent, no approvals and no events.
+    let bare =
+        w.s.context
+            .context(w.tenant, other)
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert_eq!(bare.assigned_agent, None);
+    assert_eq!(bare.open_approvals.len(), 1);
+    assert!(bare.recent_approvals.is_empty() && bare.events.is_empty());
+
     let (other_tenant, _) = new_tenant(&w.s).await;
     assert!(matches!(
         w.s.context.context(other_tenant, w.lead).await,

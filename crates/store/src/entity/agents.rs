@@ -4,7 +4,7 @@ use sea_orm::entity::prelude::*;
 
 use super::corrupt;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Deserialize)]
 #[sea_orm(table_name = "agents")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
