@@ -3,7 +3,7 @@
 use std::{fmt::Write as _, time::Duration};
 
 use super::{
-    CONNECTIONS, GROWTH_CONNECTIONS, POOL, Plan, SWEEP,
+    CONNECTIONS, GROWTH_CONNECTIONS, GROWTH_RUNS, POOL, Plan, SWEEP,
     ceilings::{Pgbench, RedisGet, Script},
     data::{AGENTS, DataSummary},
     infra::{CommandLog, Machine},
@@ -653,7 +653,8 @@ impl Report {
             "\n## Growth: cache-cold context as data grows\n\n\
              `GET /v1/leads/{{id}}/context` with caches off, uniform over every lead, \
              {GROWTH_CONNECTIONS} connection (so p50 is the cost of one read, without queueing), \
-             after each seeding step (same tenants, more leads each).\n\n\
+             after each seeding step (same tenants, more leads each) and a `CHECKPOINT`; each \
+             point is run {GROWTH_RUNS} times and the run with the median p50 is shown.\n\n\
              | leads in all | req/s | p50 | p99 | p99.9 | p50 vs first |\n|---:|---:|---:|---:|---:|---:|"
         );
         let base = self.growth.first().map_or(0.0, |(_, m)| m.p50_ms);
@@ -760,7 +761,8 @@ impl Report {
              back `on`), `full_page_writes=off`, `shared_buffers=128MB`. Commits therefore wait \
              for a WAL write but not for a disk flush: write figures are an upper bound for a \
              durable deployment, for the service and its INSERT ceiling alike.\n\
-             - **The service** is the release build of `leadline serve`, connected as \
+             - **The service** is the release build of `leadline serve` (mimalloc as its allocator, as \
+             in every build), connected as \
              `{}` (NOSUPERUSER, NOBYPASSRLS, checked with `leadline roles verify`), default \
              settings (`database.max_connections` = {POOL}) except `log.filter = warn` (no \
              per-request log line) and no start-up preload. Scenario 2 and the growth curve \
@@ -908,17 +910,19 @@ impl Report {
              in-process lookup) and copying the context's cached JSON (a few KiB) to the \
              socket; nothing is serialized per hit. Keys the Zipf tail touches that L1 does \
              not hold go to Redis (one round trip, and decoding once to check the copy) or \
-             PostgreSQL (five queries).{serialize}{warm}{hot}"
+             PostgreSQL (one tenant transaction).{serialize}{warm}{hot}"
         );
         let _ = writeln!(
             md,
-            "- **(2) cache-cold context** is bounded by PostgreSQL: one tenant transaction \
-             with five indexed queries (lead, agent, open approvals, recent approvals, latest \
-             events) is up to eight round trips (`BEGIN`, `set_config`, five selects, \
-             `COMMIT`), against four for the ceiling's transaction (the pool lends \
-             connections without a ping: `test_before_acquire` is off, a dead connection is \
-             rerun by the store's retry instead); through a pool of {POOL} connections, with rows that must be decoded \
-             and serialized. The growth curve shows how that cost moves as the tables outgrow \
+            "- **(2) cache-cold context** is bounded by PostgreSQL and by the work around it: \
+             one tenant transaction whose single statement gathers the five indexed reads \
+             (lead, agent, open approvals, recent approvals, latest events) as JSON \
+             subqueries, so the same four round trips as the ceiling (`BEGIN`, `set_config`, \
+             the statement, `COMMIT`; the pool lends connections without a ping, \
+             `test_before_acquire` is off and a dead connection is rerun by the store's \
+             retry instead), but a statement that reads five indexes and returns a few KiB, \
+             decoded and serialized by the service, through a pool of {POOL} connections. \
+             The growth curve shows how that cost moves as the tables outgrow \
              `shared_buffers` (128 MB) and reads come from the page cache."
         );
         let _ = writeln!(
@@ -936,11 +940,14 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "- **(5) append event** is a write transaction (`BEGIN`, `set_config`, a lead \
-             existence check, the `INSERT`, `COMMIT`) followed by the cache invalidation \
-             (a Redis `MULTI`: `INCR`, `EXPIRE`, `DEL`, `PUBLISH`), against the ceiling's \
-             single autocommit `INSERT`; the WAL write of each commit is shared with every \
-             concurrent writer."
+            "- **(5) append event** is a write transaction of four round trips (`BEGIN`, \
+             `set_config` with the transaction id, the `INSERT`, whose foreign key also checks \
+             the lead, and `COMMIT`) followed by the cache invalidation (a Redis `MULTI`: \
+             `INCR`, `EXPIRE`, `DEL`, `PUBLISH`), against the ceiling's single autocommit \
+             `INSERT`: at equal CPU cost per round trip it could reach about a quarter of the \
+             ceiling. Only pipelining (the transaction's statements sent together, which sqlx \
+             does not do) would lift that bound; the WAL write of each commit is shared with \
+             every concurrent writer."
         );
         let _ = writeln!(
             md,
