@@ -41,6 +41,7 @@ both_backends!(
     timeline_orders_by_occurrence_and_pages,
     append_refuses_a_missing_or_foreign_lead_and_an_unknown_actor,
     context_gathers_everything_about_one_lead,
+    context_reads_a_date_before_the_common_era,
     idempotency_keys_reserve_replay_and_refuse,
 );
 
@@ -641,7 +642,7 @@ async fn context_gathers_everything_about_one_lead(store: Store) {
             &w.s.approvals.get(w.tenant, approval.id).await.unwrap()
         );
     }
-    // A lead with no agent, no approvals and no events.
+    // A lead with no agent, no events and one pending approval.
     let bare =
         w.s.context
             .context(w.tenant, other)
@@ -658,6 +659,33 @@ async fn context_gathers_everything_about_one_lead(store: Store) {
         w.s.context.context(other_tenant, w.lead).await,
         Err(GetLeadError::NotFound)
     ));
+}
+
+/// PostgreSQL renders a BC timestamp in JSON as "0001-06-01T00:00:00+00:00
+/// BC", which no ISO parser reads: the one-statement context must fall back
+/// to the row-by-row reads instead of failing.
+async fn context_reads_a_date_before_the_common_era(store: Store) {
+    use chrono::TimeZone;
+    let w = world(store).await;
+    let ancient = chrono::Utc.with_ymd_and_hms(0, 6, 1, 12, 0, 0).unwrap();
+    let mut req = note("a very old note", 0);
+    req.occurred_at = Some(ancient);
+    w.s.timeline.append(w.tenant, w.lead, &req).await.unwrap();
+    w.s.timeline
+        .append(w.tenant, w.lead, &note("today", 0))
+        .await
+        .unwrap();
+
+    let ctx =
+        w.s.context
+            .context(w.tenant, w.lead)
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert_eq!(ctx.events.len(), 2);
+    assert_eq!(ctx.events[1].occurred_at, ancient);
+    assert_eq!(ctx.lead, w.s.leads.get(w.tenant, w.lead).await.unwrap());
 }
 
 async fn idempotency_keys_reserve_replay_and_refuse(store: Store) {

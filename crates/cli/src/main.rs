@@ -9,8 +9,8 @@ use secrecy::SecretString;
 
 /// mimalloc rather than the system allocator: a request allocates many
 /// small, short-lived buffers on every worker thread, and glibc's malloc
-/// took about a tenth of the service's CPU under load (`perf` during
-/// `cargo xtask bench`; see docs/benchmarks.md).
+/// took about a tenth of the service's CPU under load (`perf record` during
+/// `cargo xtask bench --quick`; the effect is in docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -26,6 +26,10 @@ pub enum ContextJsonError {
     /// A context, but of another lead or tenant than asked for.
     #[error("a context of another lead or tenant")]
     WrongKey,
+    /// A context, but not byte for byte what this release renders (written
+    /// by another release, with fields added, removed or renamed).
+    #[error("a context in another release's format")]
+    OtherFormat,
 }
 
 impl ContextJson {
@@ -38,9 +42,14 @@ impl ContextJson {
     }
 
     /// Accepts `bytes` from outside the process (the shared cache tier) once
-    /// they decode as the context of `lead` in `tenant`, and keeps them
-    /// unchanged. The tenant check makes a mis-keyed copy a miss rather than
-    /// another tenant's data.
+    /// they decode as the context of `lead` in `tenant` and are exactly what
+    /// this release would render for it, and keeps them unchanged.
+    ///
+    /// The tenant check makes a mis-keyed copy a miss rather than another
+    /// tenant's data. The re-render check matters because the bytes are
+    /// served as they are: during a rolling deploy Redis holds copies written
+    /// by the other release, and serde would accept one with extra or missing
+    /// optional fields. Such a copy is a miss, reloaded and overwritten.
     ///
     /// # Errors
     /// [`ContextJsonError`] when they do not.
@@ -48,6 +57,9 @@ impl ContextJson {
         let context: LeadContext = serde_json::from_slice(&bytes)?;
         if context.lead.tenant_id != tenant || context.lead.id != lead {
             return Err(ContextJsonError::WrongKey);
+        }
+        if serde_json::to_vec(&context)? != bytes {
+            return Err(ContextJsonError::OtherFormat);
         }
         Ok(Self(bytes))
     }
@@ -156,6 +168,32 @@ mod tests {
             ContextJson::verify(Bytes::from_static(b"{\"lead\":1}"), tenant, lead),
             Err(ContextJsonError::Undecodable(_))
         ));
+    }
+
+    #[test]
+    fn verify_refuses_another_release_format() {
+        let (tenant, lead) = (TenantId::new(), LeadId::new());
+        let mut document: serde_json::Value =
+            serde_json::to_value(context(tenant, lead)).expect("serializes");
+        // A field this release does not know: serde would ignore it, and the
+        // copy would be served with it.
+        document["lead"]["nickname"] = serde_json::json!("Amazing Grace");
+        let extra = Bytes::from(serde_json::to_vec(&document).expect("serializes"));
+        assert!(matches!(
+            ContextJson::verify(extra, tenant, lead),
+            Err(ContextJsonError::OtherFormat)
+        ));
+        // The same document with its keys in another order.
+        let mut reordered = serde_json::Map::new();
+        if let serde_json::Value::Object(fields) =
+            serde_json::to_value(context(tenant, lead)).expect("serializes")
+        {
+            for (key, value) in fields.into_iter().rev() {
+                reordered.insert(key, value);
+            }
+        }
+        let reordered = Bytes::from(serde_json::to_vec(&reordered).expect("serializes"));
+        assert!(ContextJson::verify(reordered, tenant, lead).is_err());
     }
 
     #[test]

@@ -128,12 +128,15 @@ SELECT
     ORDER BY occurred_at DESC, id DESC LIMIT $10) e) AS events
 "#;
 
+/// The context's rows from [`CONTEXT_SQL`]; `Ok(Err(part))` when a part's
+/// JSON does not decode into its entity, for the caller to read it the
+/// portable way.
 async fn context_rows_in_one_query(
     txn: &DatabaseTransaction,
     tenant: TenantId,
     lead: LeadId,
     events_limit: u16,
-) -> Result<Option<ContextRows>, Failure> {
+) -> Result<Result<Option<ContextRows>, &'static str>, Failure> {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
     let [pending, approved] = OPEN_STATUSES.map(|s| s.as_str());
     let [sent, rejected, cancelled] = CLOSED_STATUSES.map(|s| s.as_str());
@@ -155,26 +158,36 @@ async fn context_rows_in_one_query(
         ],
     );
     let Some(row) = txn.query_one_raw(statement).await? else {
-        return Ok(None);
+        return Ok(Ok(None));
     };
     let Some(lead_json) = row.try_get::<Option<String>>("", "lead")? else {
-        return Ok(None);
+        return Ok(Ok(None));
     };
-    fn decode<T: serde::de::DeserializeOwned>(json: &str, part: &str) -> Result<T, Failure> {
-        serde_json::from_str(json)
-            .map_err(|e| Failure::Other(anyhow::anyhow!("lead context: undecodable {part}: {e}")))
+    let agent_json = row.try_get::<Option<String>>("", "agent")?;
+    let [open_json, recent_json, events_json] =
+        ["open", "recent", "events"].map(|name| row.try_get::<String>("", name));
+    let (open_json, recent_json, events_json) = (open_json?, recent_json?, events_json?);
+    // serde's message may quote a value (personal data): only the part's
+    // name leaves this function.
+    fn decode<T: serde::de::DeserializeOwned>(
+        json: &str,
+        part: &'static str,
+    ) -> Result<T, &'static str> {
+        serde_json::from_str(json).map_err(|_| part)
     }
-    let part = |name: &str| row.try_get::<String>("", name);
-    Ok(Some(ContextRows {
-        lead: decode(&lead_json, "lead")?,
-        agent: row
-            .try_get::<Option<String>>("", "agent")?
-            .map(|json| decode(&json, "agent"))
-            .transpose()?,
-        open: decode(&part("open")?, "open approvals")?,
-        recent: decode(&part("recent")?, "recent approvals")?,
-        events: decode(&part("events")?, "events")?,
-    }))
+    let rows = (|| {
+        Ok(ContextRows {
+            lead: decode(&lead_json, "lead")?,
+            agent: agent_json
+                .as_deref()
+                .map(|json| decode(json, "agent"))
+                .transpose()?,
+            open: decode(&open_json, "open approvals")?,
+            recent: decode(&recent_json, "recent approvals")?,
+            events: decode(&events_json, "events")?,
+        })
+    })();
+    Ok(rows.map(Some))
 }
 
 fn approval_by_key(tenant: TenantId, id: ApprovalId) -> sea_orm::Select<approvals::Entity> {
@@ -561,10 +574,22 @@ impl LeadContextRepository for Store {
         let on_postgres = self.backend() == crate::Backend::Postgres;
         let result: Result<Option<LeadContext>, Failure> =
             transaction!(self, "context.load", tenant, Read, |txn| {
-                let rows = if on_postgres {
+                let one_query = if on_postgres {
                     context_rows_in_one_query(txn, tenant, lead, events_limit).await?
                 } else {
-                    context_rows(txn, tenant, lead, events_limit).await?
+                    Err("not PostgreSQL")
+                };
+                let rows = match one_query {
+                    Ok(rows) => rows,
+                    // A value the JSON form cannot carry (a BC date renders
+                    // as "… BC", which no ISO parser reads): the five queries
+                    // decode binary columns and read it fine.
+                    Err(part) => {
+                        if on_postgres {
+                            tracing::debug!(part, "lead context: JSON undecodable, five queries");
+                        }
+                        context_rows(txn, tenant, lead, events_limit).await?
+                    }
                 };
                 let Some(rows) = rows else {
                     return Ok(None);
