@@ -458,11 +458,17 @@ impl EventRepository for Store {
             });
         match result {
             Ok(()) => Ok(event),
-            // Without an actor the lead is the only reference. With one, the
-            // key's name would tell which, but SQLite names none: ask, on
-            // this rare path only.
+            // Without an actor the lead is the only reference. With one,
+            // PostgreSQL names the key (its default name for the column
+            // list); SQLite names none, so ask, on this rare path only.
             Err(Failure::ForeignKey(_)) if event.actor.is_none() => {
                 Err(AppendEventError::LeadNotFound)
+            }
+            Err(Failure::ForeignKey(key)) if key.contains("events_tenant_id_lead_id_fkey") => {
+                Err(AppendEventError::LeadNotFound)
+            }
+            Err(Failure::ForeignKey(key)) if key.contains("events_tenant_id_actor_fkey") => {
+                Err(AppendEventError::AgentNotFound)
             }
             Err(Failure::ForeignKey(_)) => {
                 let exists: Result<bool, Failure> =
