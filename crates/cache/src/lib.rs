@@ -58,9 +58,12 @@
 //! ids, never a context.
 //!
 //! **Both tiers keep the context rendered** ([`leadline_ports::ContextJson`]):
-//! a fill serializes once, the same bytes go to L1 and to Redis, and a hit
-//! hands them to the HTTP adapter as they are. An L2 hit is decoded once to
-//! check it is a context of the asked tenant and lead, then kept as it came.
+//! a fill serializes once, the same bytes go to L1 and (behind a one-line
+//! header) to Redis, and a hit hands them to the HTTP adapter as they are.
+//! The header names the render format (a fingerprint of this build's
+//! serializer), the tenant and the lead: an L2 copy whose header does not
+//! match is a miss, so a copy from a release that renders differently, or a
+//! misfiled one, is reloaded rather than served.
 //!
 //! **L1** is a moka `future::Cache<(TenantId, LeadId), Entry>` weighed by
 //! each context's JSON size plus a fixed per-entry overhead, in bytes,

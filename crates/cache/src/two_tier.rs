@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use leadline_domain::{LeadId, TenantId};
 use leadline_ports::{
-    CacheStats, ContextCache, ContextJson, ContextLoader, GetLeadError, HealthError,
+    CacheStats, ContextCache, ContextJson, ContextJsonError, ContextLoader, GetLeadError,
+    HealthError,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -255,20 +256,27 @@ impl TwoTierCache {
                     Some(Read {
                         value: Some(bytes),
                         generation: seen,
-                    }) => match ContextJson::verify(bytes.into(), tenant, lead) {
-                        // Checked, then kept and served as Redis had it.
+                    }) => match ContextJson::from_shared(bytes.into(), tenant, lead) {
+                        // Its header names this build's format and this key:
+                        // kept and served as Redis had it.
                         Ok(value) => {
                             bump(&self.stats.l2.hits);
                             self.local.keep(key, stamp, value.clone()).await;
                             return Ok(fresh(value));
                         }
+                        // Either way: reload, and the write below replaces it.
                         Err(error) => {
-                            // E.g. written by an older release with another
-                            // shape (or under the wrong key): reload, and the
-                            // write below replaces it.
-                            bump(&self.stats.l2.errors);
                             bump(&self.stats.l2.misses);
-                            tracing::warn!(%tenant, %lead, %error, "cache: undecodable copy in Redis");
+                            if matches!(error, ContextJsonError::WrongKey) {
+                                // Only a bug or a foreign writer files a copy
+                                // under another key.
+                                bump(&self.stats.l2.errors);
+                                tracing::warn!(%tenant, %lead, %error, "cache: misfiled copy in Redis");
+                            } else {
+                                // Expected for a while after a deploy that
+                                // changed how contexts render.
+                                tracing::debug!(%tenant, %lead, %error, "cache: copy from another release");
+                            }
                             generation = Some(seen);
                         }
                     },
@@ -299,7 +307,12 @@ impl TwoTierCache {
                 self.local.keep(key, stamp, value.clone()).await;
                 if let (Some(shared), Some(generation)) = (&shared, &generation) {
                     shared
-                        .write_if_generation(tenant, lead, value.bytes(), generation)
+                        .write_if_generation(
+                            tenant,
+                            lead,
+                            &value.to_shared(tenant, lead),
+                            generation,
+                        )
                         .await;
                 }
                 Ok(fresh(value))

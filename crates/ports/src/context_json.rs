@@ -7,29 +7,136 @@
 //! and the HTTP adapter sends the bytes as they are. The JSON is the serde
 //! form of [`LeadContext`], the same document `GET /v1/leads/{id}/context`
 //! has always returned.
+//!
+//! In the shared tier a copy is framed ([`ContextJson::to_shared`]): a
+//! header line naming the render format, the tenant and the lead, then the
+//! JSON. Checking a copy read back is then a comparison of that line, not a
+//! decode and re-render (about 80 µs per copy), and a copy written by a
+//! release that renders differently, or filed under the wrong key, is a
+//! miss. The format is a fingerprint of how this build renders a sample
+//! context with every field present, so no one has to remember to bump it.
 
-use bytes::Bytes;
+use std::sync::LazyLock;
+
+use bytes::{BufMut, Bytes, BytesMut};
 use leadline_domain::{LeadContext, LeadId, TenantId};
 
-/// The JSON of one [`LeadContext`]. Only built by rendering a context or by
-/// checking bytes that decode to one, so it always holds a valid context.
-/// Cheap to clone (the bytes are shared).
+/// The JSON of one [`LeadContext`]. Only built by rendering a context, or by
+/// reading back a shared copy whose header says this build rendered it for
+/// that key, so it always holds a valid context. Cheap to clone (the bytes
+/// are shared).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ContextJson(Bytes);
 
-/// Why bytes were not accepted as a context.
+/// Why a shared copy was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextJsonError {
-    /// The bytes are not a context of this release's shape.
-    #[error("not a lead context: {0}")]
-    Undecodable(#[from] serde_json::Error),
-    /// A context, but of another lead or tenant than asked for.
+    /// A copy filed for another lead or tenant than asked for.
     #[error("a context of another lead or tenant")]
     WrongKey,
-    /// A context, but not byte for byte what this release renders (written
-    /// by another release, with fields added, removed or renamed).
+    /// A copy without this build's header: written by a release that
+    /// renders contexts differently (or before copies were framed).
     #[error("a context in another release's format")]
     OtherFormat,
+}
+
+/// How this build renders contexts: FNV-1a over the rendering of
+/// [`sample`], a context with every optional field present and every list
+/// non-empty, so that any added, removed or renamed field, and any change of
+/// a value's form, changes it.
+static FORMAT: LazyLock<u64> = LazyLock::new(|| {
+    let rendered = serde_json::to_vec(&sample()).unwrap_or_default();
+    rendered
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+});
+
+/// A context with every optional field present and every list non-empty,
+/// from constants: what [`FORMAT`] fingerprints. `None` only if a constant
+/// stopped passing validation (a unit test guards that).
+fn sample() -> Option<LeadContext> {
+    use chrono::{DateTime, Utc};
+    use leadline_domain::{
+        Agent, AgentId, AgentRole, Approval, ApprovalId, ApprovalStatus, Channel, CompanyName,
+        Direction, DisplayName, Email, Event, EventContent, EventId, EventKind, Lead, LeadStatus,
+        MessageBody, Metadata, PersonName, Phone, RejectionReason, Source, Subject, Tags,
+    };
+    let at = DateTime::<Utc>::from_timestamp(1_700_000_000, 123_456_000)?;
+    let (tenant, lead) = (TenantId::from_uuid(uuid(1)), LeadId::from_uuid(uuid(2)));
+    let agent = AgentId::from_uuid(uuid(3));
+    let metadata = Metadata::new(serde_json::json!({ "k": "v" })).ok()?;
+    let approval = Approval {
+        id: ApprovalId::from_uuid(uuid(4)),
+        tenant_id: tenant,
+        lead_id: lead,
+        channel: Channel::ALL[0],
+        subject: Some(Subject::new("s").ok()?),
+        body: MessageBody::new("b").ok()?,
+        requested_by: agent,
+        status: ApprovalStatus::ALL[0],
+        decided_by: Some(agent),
+        decided_at: Some(at),
+        rejection_reason: Some(RejectionReason::new("r").ok()?),
+        sent_by: Some(agent),
+        sent_at: Some(at),
+        created_at: at,
+        updated_at: at,
+    };
+    Some(LeadContext {
+        lead: Lead {
+            id: lead,
+            tenant_id: tenant,
+            first_name: PersonName::new("f").ok()?,
+            last_name: PersonName::new("l").ok()?,
+            email: Some(Email::parse("a@example.com").ok()?),
+            phone: Some(Phone::parse("+4930123456").ok()?),
+            company: Some(CompanyName::new("c").ok()?),
+            source: Some(Source::new("s").ok()?),
+            status: LeadStatus::ALL[0],
+            assigned_agent_id: Some(agent),
+            tags: Tags::parse(&["t"]).ok()?,
+            metadata: metadata.clone(),
+            created_at: at,
+            updated_at: at,
+            version: 1,
+        },
+        assigned_agent: Some(Agent {
+            id: agent,
+            tenant_id: tenant,
+            name: DisplayName::new("n").ok()?,
+            email: Email::parse("b@example.com").ok()?,
+            role: AgentRole::Admin,
+            active: true,
+            created_at: at,
+            updated_at: at,
+            version: 1,
+        }),
+        open_approvals: vec![approval.clone()],
+        recent_approvals: vec![approval],
+        events: vec![Event {
+            id: EventId::from_uuid(uuid(5)),
+            tenant_id: tenant,
+            lead_id: lead,
+            kind: EventKind::ALL[0],
+            direction: Direction::ALL[0],
+            content: Some(EventContent::new("e").ok()?),
+            occurred_at: at,
+            actor: Some(agent),
+            metadata,
+            created_at: at,
+        }],
+    })
+}
+
+fn uuid(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+/// `{format:016x} {tenant} {lead}\n`.
+fn header(tenant: TenantId, lead: LeadId) -> String {
+    format!("{:016x} {tenant} {lead}\n", *FORMAT)
 }
 
 impl ContextJson {
@@ -41,27 +148,39 @@ impl ContextJson {
         serde_json::to_vec(context).map(|json| Self(Bytes::from(json)))
     }
 
-    /// Accepts `bytes` from outside the process (the shared cache tier) once
-    /// they decode as the context of `lead` in `tenant` and are exactly what
-    /// this release would render for it, and keeps them unchanged.
-    ///
-    /// The tenant check makes a mis-keyed copy a miss rather than another
-    /// tenant's data. The re-render check matters because the bytes are
-    /// served as they are: during a rolling deploy Redis holds copies written
-    /// by the other release, and serde would accept one with extra or missing
-    /// optional fields. Such a copy is a miss, reloaded and overwritten.
+    /// The copy to keep in the shared tier for `lead` of `tenant`: a header
+    /// line, then the JSON.
+    #[must_use]
+    pub fn to_shared(&self, tenant: TenantId, lead: LeadId) -> Bytes {
+        let header = header(tenant, lead);
+        let mut framed = BytesMut::with_capacity(header.len() + self.0.len());
+        framed.put_slice(header.as_bytes());
+        framed.put_slice(&self.0);
+        framed.freeze()
+    }
+
+    /// The JSON of a copy read back from the shared tier, sliced out without
+    /// copying, if its header names this build's format and `lead` of
+    /// `tenant`.
     ///
     /// # Errors
-    /// [`ContextJsonError`] when they do not.
-    pub fn verify(bytes: Bytes, tenant: TenantId, lead: LeadId) -> Result<Self, ContextJsonError> {
-        let context: LeadContext = serde_json::from_slice(&bytes)?;
-        if context.lead.tenant_id != tenant || context.lead.id != lead {
-            return Err(ContextJsonError::WrongKey);
+    /// [`ContextJsonError::WrongKey`] for another tenant or lead,
+    /// [`ContextJsonError::OtherFormat`] for another format or no header.
+    pub fn from_shared(
+        framed: Bytes,
+        tenant: TenantId,
+        lead: LeadId,
+    ) -> Result<Self, ContextJsonError> {
+        let expected = header(tenant, lead);
+        if framed.starts_with(expected.as_bytes()) {
+            return Ok(Self(framed.slice(expected.len()..)));
         }
-        if serde_json::to_vec(&context)? != bytes {
-            return Err(ContextJsonError::OtherFormat);
+        let format = &expected.as_bytes()[..17];
+        if framed.starts_with(format) {
+            Err(ContextJsonError::WrongKey)
+        } else {
+            Err(ContextJsonError::OtherFormat)
         }
-        Ok(Self(bytes))
     }
 
     /// The JSON.
@@ -86,8 +205,7 @@ impl ContextJson {
     /// the document.
     ///
     /// # Errors
-    /// Never for a value built by [`ContextJson::render`] or
-    /// [`ContextJson::verify`]; the `Result` is serde's.
+    /// Never for a value rendered by this build; the `Result` is serde's.
     pub fn parse(&self) -> Result<LeadContext, serde_json::Error> {
         serde_json::from_slice(&self.0)
     }
@@ -148,52 +266,52 @@ mod tests {
     }
 
     #[test]
-    fn verify_keeps_the_bytes_of_the_asked_key_only() {
+    fn the_sample_passes_validation() {
+        assert!(
+            sample().is_some(),
+            "a constant in sample() no longer validates"
+        );
+    }
+
+    #[test]
+    fn a_shared_copy_comes_back_as_the_same_json_for_its_key_only() {
         let (tenant, lead) = (TenantId::new(), LeadId::new());
-        let bytes = ContextJson::render(&context(tenant, lead))
-            .expect("renders")
-            .bytes()
-            .clone();
-        let kept = ContextJson::verify(bytes.clone(), tenant, lead).expect("accepted");
-        assert_eq!(kept.bytes(), &bytes);
+        let json = ContextJson::render(&context(tenant, lead)).expect("renders");
+        let framed = json.to_shared(tenant, lead);
+        assert!(framed.len() > json.len());
+        let back = ContextJson::from_shared(framed.clone(), tenant, lead).expect("accepted");
+        assert_eq!(back, json, "the JSON, byte for byte");
         assert!(matches!(
-            ContextJson::verify(bytes.clone(), TenantId::new(), lead),
+            ContextJson::from_shared(framed.clone(), TenantId::new(), lead),
             Err(ContextJsonError::WrongKey)
         ));
         assert!(matches!(
-            ContextJson::verify(bytes, tenant, LeadId::new()),
+            ContextJson::from_shared(framed, tenant, LeadId::new()),
             Err(ContextJsonError::WrongKey)
-        ));
-        assert!(matches!(
-            ContextJson::verify(Bytes::from_static(b"{\"lead\":1}"), tenant, lead),
-            Err(ContextJsonError::Undecodable(_))
         ));
     }
 
     #[test]
-    fn verify_refuses_another_release_format() {
+    fn a_shared_copy_of_another_format_is_refused() {
         let (tenant, lead) = (TenantId::new(), LeadId::new());
-        let mut document: serde_json::Value =
-            serde_json::to_value(context(tenant, lead)).expect("serializes");
-        // A field this release does not know: serde would ignore it, and the
-        // copy would be served with it.
-        document["lead"]["nickname"] = serde_json::json!("Amazing Grace");
-        let extra = Bytes::from(serde_json::to_vec(&document).expect("serializes"));
+        let json = ContextJson::render(&context(tenant, lead)).expect("renders");
+        // What the previous release kept: the JSON alone.
         assert!(matches!(
-            ContextJson::verify(extra, tenant, lead),
+            ContextJson::from_shared(json.bytes().clone(), tenant, lead),
             Err(ContextJsonError::OtherFormat)
         ));
-        // The same document with its keys in another order.
-        let mut reordered = serde_json::Map::new();
-        if let serde_json::Value::Object(fields) =
-            serde_json::to_value(context(tenant, lead)).expect("serializes")
-        {
-            for (key, value) in fields.into_iter().rev() {
-                reordered.insert(key, value);
-            }
-        }
-        let reordered = Bytes::from(serde_json::to_vec(&reordered).expect("serializes"));
-        assert!(ContextJson::verify(reordered, tenant, lead).is_err());
+        // A release that renders differently: another fingerprint.
+        let other = format!("{:016x} {tenant} {lead}\n", FORMAT.wrapping_add(1));
+        let mut framed = other.into_bytes();
+        framed.extend_from_slice(json.bytes());
+        assert!(matches!(
+            ContextJson::from_shared(Bytes::from(framed), tenant, lead),
+            Err(ContextJsonError::OtherFormat)
+        ));
+        assert!(matches!(
+            ContextJson::from_shared(Bytes::new(), tenant, lead),
+            Err(ContextJsonError::OtherFormat)
+        ));
     }
 
     #[test]

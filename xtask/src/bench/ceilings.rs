@@ -54,6 +54,11 @@ pub enum Script {
     /// …, true); …; COMMIT`, as the service role: what the store does for
     /// every read.
     TenantSelect,
+    /// [`Script::TenantSelect`]'s four statements in one pgbench pipeline
+    /// (`\startpipeline` … `\endpipeline`): sent together, answered in one
+    /// round trip. Not a ceiling any scenario is compared with, but the
+    /// answer to "would pipelining lift the tenant context's price?".
+    TenantSelectPipelined,
     /// One-row `INSERT INTO events` in autocommit, as the superuser.
     Insert,
 }
@@ -83,6 +88,11 @@ pub fn write_scripts(
             Script::TenantSelect => write!(
                 text,
                 "BEGIN;\nSELECT set_config('app.tenant_id', '{id}', true);\n{select}\nCOMMIT;"
+            )?,
+            Script::TenantSelectPipelined => write!(
+                text,
+                "\\startpipeline\nBEGIN;\nSELECT set_config('app.tenant_id', '{id}', true);\n\
+                 {select}\nCOMMIT;\n\\endpipeline"
             )?,
             Script::Insert => write!(
                 text,

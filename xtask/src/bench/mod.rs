@@ -590,6 +590,7 @@ async fn measure(
     let runs = [
         (Script::PointSelect, &superuser, &[POOL, CONNECTIONS][..]),
         (Script::TenantSelect, &service, &[1, POOL, CONNECTIONS][..]),
+        (Script::TenantSelectPipelined, &service, &[POOL][..]),
         (Script::Insert, &superuser, &[POOL, CONNECTIONS][..]),
     ];
     for (script, target, clients) in runs {

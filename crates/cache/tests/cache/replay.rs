@@ -20,7 +20,11 @@ const REPLAY_BOUND: Duration = Duration::from_secs(2);
 /// The version of the context Redis holds for `store`, if any.
 async fn version_in_redis(url: &str, store: &Store) -> Option<i64> {
     let bytes = redis_get(url, &value_key(store)).await?;
-    let context: LeadContext = serde_json::from_slice(&bytes).expect("a context");
+    let context: LeadContext =
+        leadline_ports::ContextJson::from_shared(bytes.into(), store.tenant, store.lead)
+            .expect("a copy this build framed")
+            .parse()
+            .expect("a context");
     Some(context.lead.version)
 }
 

@@ -90,6 +90,50 @@ async fn errors_other_than_unavailable_are_returned_and_not_cached() {
     assert!(redis_get(&url, &value_key(&store)).await.is_some());
 }
 
+/// During a rolling deploy Redis holds copies the other release wrote. One
+/// without this build's header (here: the bare JSON an earlier release
+/// kept) is a miss: loaded from the store and overwritten, not served, and
+/// not counted as a Redis error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_from_another_release_is_reloaded_and_replaced() {
+    let url = shared_url();
+    let a = two_tier(&url).await;
+    let store = Store::new();
+    let bare = a
+        .get_or_load(store.tenant, store.lead, store.loader())
+        .await
+        .expect("loads")
+        .bytes()
+        .clone();
+    let mut connection = redis::Client::open(url.as_str())
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let _: () = redis::cmd("SET")
+        .arg(value_key(&store))
+        .arg(bare.as_ref())
+        .query_async(&mut connection)
+        .await
+        .expect("SET");
+
+    let b = two_tier(&url).await;
+    b.get_or_load(store.tenant, store.lead, store.loader())
+        .await
+        .expect("loads");
+    let stats = b.stats();
+    assert_eq!((stats.l2.hits, stats.l2.errors, stats.loads), (0, 0, 1));
+    let framed = redis_get(&url, &value_key(&store))
+        .await
+        .expect("rewritten");
+    assert!(
+        leadline_ports::ContextJson::from_shared(framed.into(), store.tenant, store.lead).is_ok(),
+        "replaced by a copy this build reads"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn null_cache_always_loads() {
     let store = Store::new();
