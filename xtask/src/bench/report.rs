@@ -652,7 +652,7 @@ impl Report {
             if let Some(piped) = self.ceilings.pg_at(Script::TenantSelectPipelined, POOL) {
                 let _ = writeln!(
                     md,
-                    "Pipelined (the four statements sent together, one round trip) the same \
+                    "\nPipelined (the four statements sent together, one round trip) the same \
                      transaction runs at {:.0} tps, {:.0} % of the bare select and {:.1} × the \
                      unpipelined one: that is what pipelining would lift the ceiling to. The \
                      service cannot use it today: sqlx, under SeaORM, sends each statement and \
@@ -926,7 +926,8 @@ impl Report {
              reach: an L1 hit costs the request's routing, the API-key check (a hash and an \
              in-process lookup) and copying the context's cached JSON (a few KiB) to the \
              socket; nothing is serialized per hit. Keys the Zipf tail touches that L1 does \
-             not hold go to Redis (one round trip, and decoding once to check the copy) or \
+             not hold go to Redis (one round trip; the copy's header line is compared, nothing \
+             decoded) or \
              PostgreSQL (one tenant transaction).{serialize}{warm}{hot}"
         );
         let _ = writeln!(
