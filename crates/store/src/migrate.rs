@@ -4,7 +4,7 @@ use leadline_migrations::{
     Migrator,
     migration::{MigrationStatus, MigratorTrait},
 };
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use crate::{Backend, ConnectError, Store, StoreSettings};
 
@@ -40,6 +40,19 @@ pub enum MigrateOp {
     },
     /// Revert everything, then apply everything.
     Reset,
+}
+
+/// How often [`Store::migrate`] reruns `up` after losing a role race.
+const ROLE_RACE_RETRIES: u32 = 3;
+
+/// A migration that failed because the service role was created by a
+/// concurrent migration of another database: a unique violation on the
+/// role's name, or the role still invisible to this transaction.
+fn is_role_race(e: &DbErr) -> bool {
+    let message = e.to_string();
+    message.contains("pg_authid_rolname_index")
+        || (message.contains(leadline_migrations::SERVICE_GROUP_ROLE)
+            && message.contains("does not exist"))
 }
 
 /// An arbitrary constant naming leadline's migration lock.
@@ -84,7 +97,7 @@ impl Store {
                 .await?;
         }
         let result = match op {
-            MigrateOp::Up => Migrator::up(self.db(), None).await,
+            MigrateOp::Up => self.up_past_role_races().await,
             MigrateOp::Down { steps } => Migrator::down(self.db(), Some(steps)).await,
             MigrateOp::Reset => match Migrator::down(self.db(), None).await {
                 Ok(()) => Migrator::up(self.db(), None).await,
@@ -102,6 +115,32 @@ impl Store {
         }
         result?;
         self.migration_status().await
+    }
+
+    /// `Migrator::up`, run again (at most [`ROLE_RACE_RETRIES`] times) when
+    /// a migration failed because another database of the same server was
+    /// creating the service role at that moment. Roles are cluster-wide but
+    /// the migration lock is per database, and the loser of that race may
+    /// still see the role as missing for the rest of its transaction (its
+    /// catalog cache is only refreshed at the next transaction); the failed
+    /// migration rolled back, so running `up` again in a fresh transaction
+    /// finds the role and applies it.
+    async fn up_past_role_races(&self) -> Result<(), DbErr> {
+        let mut attempt = 0;
+        loop {
+            match Migrator::up(self.db(), None).await {
+                Err(e) if attempt < ROLE_RACE_RETRIES && is_role_race(&e) => {
+                    attempt += 1;
+                    tracing::info!(
+                        attempt,
+                        "migrate: the service role was being created by another database's migration; running again"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)))
+                        .await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Every migration and whether it is applied. Read-only: needs no DDL
