@@ -1,17 +1,22 @@
-//! Transient faults, forced one at a time against the real PostgreSQL: the
-//! store reruns a transaction after a serialization failure, a deadlock or a
-//! connection lost before COMMIT; it resolves a COMMIT whose connection broke
-//! through `pg_xact_status` instead of rerunning it blindly; and it answers
-//! "unavailable" when the outcome cannot be learnt.
+//! Transient faults, forced one at a time against the real PostgreSQL, on
+//! both kinds of write: a transaction (creating a lead) and a one-statement
+//! operation (appending an event). The store reruns either after a
+//! serialization failure, a deadlock or a lost connection; it resolves a
+//! transaction's COMMIT whose connection broke through `pg_xact_status`
+//! instead of rerunning it blindly, and answers "unavailable" when that
+//! outcome cannot be learnt; a one-statement append whose answer was lost
+//! after the server committed is rerun and still written once.
 //!
 //! Faults come from two real mechanisms, not from mocks:
-//! - a superuser-owned trigger on `events` that raises a chosen SQLSTATE, or
-//!   terminates its own backend, for the first `n` inserts whose content is
-//!   `fault:<code>:<n>:<sequence>` (a sequence counts attempts because
-//!   `nextval` survives the rollback that a table update would not);
-//! - a TCP proxy between the pool and the server that cuts connections right
-//!   after forwarding a `COMMIT`, so the server commits but the client never
-//!   hears it.
+//! - superuser-owned triggers on `leads` (by `source`) and `events` (by
+//!   `content`) that raise a chosen SQLSTATE, or terminate their own backend,
+//!   for the first `n` inserts whose text is `fault:<code>:<n>:<sequence>`
+//!   (before the insert) or `commitfault:…` (deferred to the commit); a
+//!   sequence counts attempts because `nextval` survives the rollback that a
+//!   table update would not;
+//! - a TCP proxy between the pool and the server that cuts a connection right
+//!   after forwarding a `COMMIT`, or the execution of a chosen statement, so
+//!   the server commits but the client never hears it.
 
 use std::{
     sync::{
@@ -22,7 +27,7 @@ use std::{
 };
 
 use leadline_domain::{
-    AppendEventRequest, Direction, EventContent, EventKind, LeadId, Metadata, TenantId,
+    AppendEventRequest, Direction, EventContent, EventKind, LeadId, Metadata, Source, TenantId,
     TimelineQuery,
 };
 use leadline_ports::{AppendEventError, EventRepository, LeadRepository};
@@ -48,7 +53,7 @@ async fn install_fault_trigger() {
 CREATE OR REPLACE FUNCTION leadline_test_fault() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
-    parts text[] := string_to_array(NEW.content, ':');
+    parts text[] := string_to_array(to_jsonb(NEW) ->> TG_ARGV[0], ':');
 BEGIN
     IF nextval(parts[4]::regclass) <= parts[3]::int THEN
         IF parts[2] = 'kill' THEN
@@ -62,13 +67,19 @@ BEGIN
     RETURN NEW;
 END $$;
 CREATE OR REPLACE TRIGGER leadline_test_fault BEFORE INSERT ON events
-    FOR EACH ROW WHEN (NEW.content LIKE 'fault:%') EXECUTE FUNCTION leadline_test_fault();
+    FOR EACH ROW WHEN (NEW.content LIKE 'fault:%') EXECUTE FUNCTION leadline_test_fault('content');
+CREATE OR REPLACE TRIGGER leadline_test_fault BEFORE INSERT ON leads
+    FOR EACH ROW WHEN (NEW.source LIKE 'fault:%') EXECUTE FUNCTION leadline_test_fault('source');
 -- The same fault at COMMIT time: a deferred constraint trigger runs while
 -- the server commits, so the connection breaks during COMMIT itself.
 DROP TRIGGER IF EXISTS leadline_test_commit_fault ON events;
 CREATE CONSTRAINT TRIGGER leadline_test_commit_fault AFTER INSERT ON events
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.content LIKE 'commitfault:%') EXECUTE FUNCTION leadline_test_fault();
+    FOR EACH ROW WHEN (NEW.content LIKE 'commitfault:%') EXECUTE FUNCTION leadline_test_fault('content');
+DROP TRIGGER IF EXISTS leadline_test_commit_fault ON leads;
+CREATE CONSTRAINT TRIGGER leadline_test_commit_fault AFTER INSERT ON leads
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (NEW.source LIKE 'commitfault:%') EXECUTE FUNCTION leadline_test_fault('source');
 ",
             )
             .await
@@ -150,11 +161,48 @@ async fn stored(lead: LeadId, content: &str) -> i64 {
         .unwrap()
 }
 
-async fn rerun_after(code: &str) {
-    rerun_after_fault("fault", code).await;
+/// How many leads of the tenant came from exactly `source`, counted by the
+/// superuser.
+async fn stored_leads(tenant: TenantId, source: &str) -> i64 {
+    let mut conn = admin().await;
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM leads WHERE tenant_id = $1 AND source = $2")
+        .bind(tenant.as_uuid())
+        .bind(source)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
 }
 
-async fn rerun_after_fault(when: &str, code: &str) {
+/// Creates a lead whose `source` is `source` (the fault triggers read it):
+/// a write that runs as a transaction.
+async fn create_lead_from(
+    store: &Store,
+    tenant: TenantId,
+    source: &str,
+) -> Result<LeadId, leadline_ports::CreateLeadError> {
+    let req = leadline_domain::CreateLeadRequest {
+        source: Some(Source::new(source).unwrap()),
+        ..lead_req("Fault")
+    };
+    LeadRepository::create(store, tenant, &req)
+        .await
+        .map(|l| l.id)
+}
+
+/// The two shapes of write a fault can hit.
+#[derive(Clone, Copy, Debug)]
+enum Write {
+    /// `leads.create`: BEGIN, set_config, INSERT, COMMIT.
+    Transaction,
+    /// `events.append`: one statement that is its own transaction.
+    OneStatement,
+}
+
+async fn rerun_after(write: Write, code: &str) {
+    rerun_after_fault(write, "fault", code).await;
+}
+
+async fn rerun_after_fault(write: Write, when: &str, code: &str) {
     // Installs the process's Prometheus recorder before anything is counted.
     let metrics = leadline_http::metrics_handle();
     install_fault_trigger().await;
@@ -163,56 +211,97 @@ async fn rerun_after_fault(when: &str, code: &str) {
         .unwrap();
     let (tenant, lead) = lead_of_new_tenant(&store).await;
     let seq = counter().await;
-    let content = format!("{when}:{code}:2:{seq}");
-    let appended = EventRepository::append(&store, tenant, lead, &event(&content))
-        .await
-        .unwrap_or_else(|e| panic!("{code}: two faults then success must succeed: {e:?}"));
+    let text = format!("{when}:{code}:2:{seq}");
+    let operation = match write {
+        Write::Transaction => {
+            create_lead_from(&store, tenant, &text)
+                .await
+                .unwrap_or_else(|e| panic!("{code}: two faults then success must succeed: {e:?}"));
+            assert_eq!(
+                stored_leads(tenant, &text).await,
+                1,
+                "{code}: written exactly once"
+            );
+            "leads.create"
+        }
+        Write::OneStatement => {
+            let appended = EventRepository::append(&store, tenant, lead, &event(&text))
+                .await
+                .unwrap_or_else(|e| panic!("{code}: two faults then success must succeed: {e:?}"));
+            assert_eq!(stored(lead, &text).await, 1, "{code}: written exactly once");
+            let page = EventRepository::timeline(&store, tenant, lead, &TimelineQuery::default())
+                .await
+                .unwrap();
+            assert!(page.items.iter().any(|e| e.id == appended.id));
+            "events.append"
+        }
+    };
     assert_eq!(
         attempts(&seq).await,
         3,
-        "{code}: two failed attempts, one good"
-    );
-    assert_eq!(
-        stored(lead, &content).await,
-        1,
-        "{code}: written exactly once"
+        "{write:?} {code}: two failed attempts, one good"
     );
     let cause = match code {
         "40001" => "serialization_failure",
         "40P01" => "deadlock",
         _ => "connection",
     };
-    let series = format!(r#"db_retries_total{{operation="events.append",cause="{cause}"}}"#);
+    let series = format!(r#"db_retries_total{{operation="{operation}",cause="{cause}"}}"#);
     assert!(
         metrics.render().contains(&series),
         "{code}: retries are counted by cause ({series})"
     );
-    let page = EventRepository::timeline(&store, tenant, lead, &TimelineQuery::default())
-        .await
-        .unwrap();
-    assert!(page.items.iter().any(|e| e.id == appended.id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_serialization_failure_reruns_the_whole_transaction() {
-    rerun_after("40001").await;
+    rerun_after(Write::Transaction, "40001").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serialization_failure_reruns_a_one_statement_write() {
+    rerun_after(Write::OneStatement, "40001").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadlock_reruns_the_whole_transaction() {
-    rerun_after("40P01").await;
+    rerun_after(Write::Transaction, "40P01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_reruns_a_one_statement_write() {
+    rerun_after(Write::OneStatement, "40P01").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_lost_before_commit_reruns_the_whole_transaction() {
-    rerun_after("kill").await;
+    rerun_after(Write::Transaction, "kill").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_mid_statement_reruns_a_one_statement_write() {
+    rerun_after(Write::OneStatement, "kill").await;
 }
 
 /// The server aborts the transaction while committing and the connection
 /// breaks: `pg_xact_status` says "aborted", so a rerun is safe and happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_broke_and_aborted_is_resolved_then_rerun() {
-    rerun_after_fault("commitfault", "kill").await;
+    let metrics = leadline_http::metrics_handle();
+    rerun_after_fault(Write::Transaction, "commitfault", "kill").await;
+    assert!(
+        metrics
+            .render()
+            .contains(r#"db_commit_outcome_total{outcome="aborted"}"#),
+        "the outcome was asked for, not guessed"
+    );
+}
+
+/// The same fault at the implicit commit of a one-statement write: the
+/// server aborted it, and the rerun writes the row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_statement_write_that_broke_while_committing_is_rerun() {
+    rerun_after_fault(Write::OneStatement, "commitfault", "kill").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,6 +345,11 @@ const CUT_AFTER_COMMIT: u8 = 1;
 /// until told otherwise: the outcome cannot be learnt.
 const BLACKOUT_AFTER_COMMIT: u8 = 2;
 const BLACKOUT: u8 = 3;
+/// Forward the execution of the one-statement append (the message after
+/// the `Parse` that carries its text: sqlx prepares, waits, then binds and
+/// executes), give the server time to commit it, then cut that connection
+/// without relaying the answer.
+const CUT_AFTER_APPEND: u8 = 4;
 
 /// A TCP proxy in front of the test server whose behaviour on `COMMIT` the
 /// test chooses. sqlx sends COMMIT as a simple query, in the clear here
@@ -338,14 +432,25 @@ async fn pipe(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cut: wa
     };
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
+        // This connection just prepared the append: its next message runs it.
+        let mut armed = false;
         loop {
             let n = match cr.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
             let m = mode.load(Ordering::SeqCst);
-            let doomed = (m == CUT_AFTER_COMMIT || m == BLACKOUT_AFTER_COMMIT)
-                && buf[..n].windows(7).any(|w| w == b"COMMIT\0");
+            let doomed = match m {
+                CUT_AFTER_COMMIT | BLACKOUT_AFTER_COMMIT => {
+                    buf[..n].windows(7).any(|w| w == b"COMMIT\0")
+                }
+                CUT_AFTER_APPEND if armed => true,
+                CUT_AFTER_APPEND => {
+                    armed = buf[..n].windows(18).any(|w| w == b"INSERT INTO events");
+                    false
+                }
+                _ => false,
+            };
             if doomed {
                 swallow.store(true, Ordering::SeqCst);
             }
@@ -353,7 +458,8 @@ async fn pipe(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cut: wa
                 return;
             }
             if doomed {
-                // The server has the COMMIT; let it finish, then cut.
+                // The server has the COMMIT (or the statement); let it
+                // finish, then cut.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if m == BLACKOUT_AFTER_COMMIT {
                     mode.store(BLACKOUT, Ordering::SeqCst);
@@ -379,10 +485,10 @@ async fn a_commit_that_lost_its_connection_but_committed_succeeds_once() {
     let store = Store::connect(&settings(&proxy.url(&pg.service_url), 3))
         .await
         .unwrap();
-    let (tenant, lead) = lead_of_new_tenant(&store).await;
-    let content = format!("committed-{}", uuid::Uuid::new_v4().simple());
+    let (tenant, _) = lead_of_new_tenant(&store).await;
+    let source = format!("committed-{}", uuid::Uuid::new_v4().simple());
     proxy.set(CUT_AFTER_COMMIT);
-    let appended = EventRepository::append(&store, tenant, lead, &event(&content))
+    let created = create_lead_from(&store, tenant, &source)
         .await
         .expect("the commit is resolved as committed");
     assert_eq!(
@@ -391,14 +497,15 @@ async fn a_commit_that_lost_its_connection_but_committed_succeeds_once() {
         "the proxy really cut a COMMIT"
     );
     assert_eq!(
-        stored(lead, &content).await,
+        stored_leads(tenant, &source).await,
         1,
         "resolved, not rerun: exactly one row"
     );
-    let page = EventRepository::timeline(&store, tenant, lead, &TimelineQuery::default())
-        .await
-        .unwrap();
-    assert_eq!(page.items.iter().filter(|e| e.id == appended.id).count(), 1);
+    let got = LeadRepository::get(&store, tenant, created).await.unwrap();
+    assert_eq!(
+        got.source.map(String::from).as_deref(),
+        Some(source.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,20 +518,55 @@ async fn a_commit_whose_outcome_cannot_be_learnt_is_unavailable_not_rerun() {
     })
     .await
     .unwrap();
-    let (tenant, lead) = lead_of_new_tenant(&store).await;
-    let content = format!("unknown-{}", uuid::Uuid::new_v4().simple());
+    let (tenant, _) = lead_of_new_tenant(&store).await;
+    let source = format!("unknown-{}", uuid::Uuid::new_v4().simple());
     proxy.set(BLACKOUT_AFTER_COMMIT);
-    let err = EventRepository::append(&store, tenant, lead, &event(&content))
-        .await
-        .unwrap_err();
+    let err = create_lead_from(&store, tenant, &source).await.unwrap_err();
     assert!(
-        matches!(err, AppendEventError::Unavailable(_)),
+        matches!(err, leadline_ports::CreateLeadError::Unavailable(_)),
         "an unknown outcome is unavailable (503 + Retry-After), got {err:?}"
     );
     assert_eq!(proxy.mode.load(Ordering::SeqCst), BLACKOUT);
     // The server did commit: a blind rerun would have written it twice.
     proxy.set(PASS);
-    assert_eq!(stored(lead, &content).await, 1);
+    assert_eq!(stored_leads(tenant, &source).await, 1);
+}
+
+/// A one-statement append has no COMMIT to resolve: the server committed
+/// it, the answer was lost, and the store sends the statement again. The
+/// rerun finds the row by its id and writes nothing (`ON CONFLICT DO
+/// NOTHING`): the caller gets its event, the timeline has it once. Without
+/// that clause the rerun would hit the primary key and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_answer_was_lost_after_it_committed_is_written_once() {
+    let metrics = leadline_http::metrics_handle();
+    let pg = pg().await;
+    let proxy = Proxy::start().await;
+    let store = Store::connect(&settings(&proxy.url(&pg.service_url), 3))
+        .await
+        .unwrap();
+    let (tenant, lead) = lead_of_new_tenant(&store).await;
+    let content = format!("lost-answer-{}", uuid::Uuid::new_v4().simple());
+    proxy.set(CUT_AFTER_APPEND);
+    let appended = EventRepository::append(&store, tenant, lead, &event(&content))
+        .await
+        .expect("the rerun finds the committed row");
+    assert_eq!(
+        proxy.mode.load(Ordering::SeqCst),
+        PASS,
+        "the proxy really cut the append's execution"
+    );
+    assert_eq!(stored(lead, &content).await, 1, "exactly one row");
+    let page = EventRepository::timeline(&store, tenant, lead, &TimelineQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.iter().filter(|e| e.id == appended.id).count(), 1);
+    assert!(
+        metrics
+            .render()
+            .contains(r#"db_retries_total{operation="events.append",cause="connection"}"#),
+        "the lost answer was a rerun"
+    );
 }
 
 /// With `database.slow_query_ms = 0` every operation is "slow": each is

@@ -10,15 +10,23 @@ use leadline_ports::{
     CreateLeadError, GetLeadError, LeadRepository, ListLeadsError, UpdateLeadError,
 };
 use sea_orm::{
-    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ColumnTrait, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
 };
 
 use crate::{
     Backend, Store,
     entity::leads,
     errors::{Failure, common},
-    tx::transaction,
+    tx::{scoped_sql, transaction},
 };
+
+/// A lead by key as one statement ([`scoped_sql!`]): the primary-key probe
+/// runs inside the lateral subquery, after `scope` set the tenant.
+const GET_SQL: &str = scoped_sql!(
+    "SELECT l.* FROM scope CROSS JOIN LATERAL (SELECT * FROM leads \
+     WHERE leads.tenant_id = scope.tenant_id AND leads.id = $2 OFFSET 0) l"
+);
 
 fn by_key(tenant: TenantId, id: LeadId) -> sea_orm::Select<leads::Entity> {
     leads::Entity::find()
@@ -103,11 +111,21 @@ impl LeadRepository for Store {
     }
 
     async fn get(&self, tenant: TenantId, id: LeadId) -> Result<Lead, GetLeadError> {
-        let result: Result<Option<leads::Model>, Failure> =
+        let result: Result<Option<leads::Model>, Failure> = if self.backend() == Backend::Postgres {
+            self.scoped_statement("leads.get", tenant, GET_SQL, [id.as_uuid().into()])
+                .await
+                .and_then(|rows| {
+                    rows.first()
+                        .map(|row| leads::Model::from_query_result(row, ""))
+                        .transpose()
+                        .map_err(Failure::from)
+                })
+        } else {
             transaction!(self, "leads.get", tenant, Read, |txn| {
                 let model = by_key(tenant, id).one(txn).await?;
                 Ok(model)
-            });
+            })
+        };
         match result {
             Ok(Some(m)) => Lead::try_from(m).map_err(GetLeadError::Unknown),
             Ok(None) => Err(GetLeadError::NotFound),

@@ -21,7 +21,7 @@ use crate::{
     Store,
     entity::{agents, approvals, events, leads, outbox},
     errors::{Failure, common},
-    tx::transaction,
+    tx::{scoped_sql, transaction},
 };
 
 /// How many open approvals a context shows (pending and approved; more is a
@@ -102,62 +102,67 @@ async fn context_rows(
     }))
 }
 
-/// The same five reads as one statement, each part a JSON document: one
-/// round trip instead of five, so a cache-cold context costs the four round
-/// trips of any tenant read (`BEGIN`, `set_config`, the query, `COMMIT`).
-/// Every subquery is the portable form's query, with its index and its RLS
-/// policy; `row_to_json` names fields by column, as the entities do.
-const CONTEXT_SQL: &str = r#"
+/// The same five reads as one statement ([`scoped_sql!`]), each part a JSON
+/// document: one round trip in all, where the five queries in a transaction
+/// cost eight (`BEGIN`, `set_config`, five queries, `COMMIT`). Every subquery
+/// is the portable form's query, with its index and its RLS policy, and is
+/// correlated with `scope`, so it runs after the tenant is set;
+/// `row_to_json` names fields by column, as the entities do.
+const CONTEXT_SQL: &str = scoped_sql!(
+    r#"
 SELECT
   (SELECT row_to_json(l)::text FROM leads l
-    WHERE l.tenant_id = $1 AND l.id = $2) AS lead,
+    WHERE l.tenant_id = scope.tenant_id AND l.id = $2) AS lead,
   (SELECT row_to_json(a)::text FROM leads l
     JOIN agents a ON a.tenant_id = l.tenant_id AND a.id = l.assigned_agent_id
-    WHERE l.tenant_id = $1 AND l.id = $2) AS agent,
+    WHERE l.tenant_id = scope.tenant_id AND l.id = $2) AS agent,
   (SELECT coalesce(json_agg(o ORDER BY o.id DESC), '[]')::text FROM (
     SELECT * FROM approvals
-    WHERE tenant_id = $1 AND lead_id = $2 AND status IN ($3, $4)
+    WHERE tenant_id = scope.tenant_id AND lead_id = $2 AND status IN ($3, $4)
     ORDER BY id DESC LIMIT $5) o) AS open,
   (SELECT coalesce(json_agg(r ORDER BY r.id DESC), '[]')::text FROM (
     SELECT * FROM approvals
-    WHERE tenant_id = $1 AND lead_id = $2 AND status IN ($6, $7, $8)
+    WHERE tenant_id = scope.tenant_id AND lead_id = $2 AND status IN ($6, $7, $8)
     ORDER BY id DESC LIMIT $9) r) AS recent,
   (SELECT coalesce(json_agg(e ORDER BY e.occurred_at DESC, e.id DESC), '[]')::text FROM (
     SELECT * FROM events
-    WHERE tenant_id = $1 AND lead_id = $2
+    WHERE tenant_id = scope.tenant_id AND lead_id = $2
     ORDER BY occurred_at DESC, id DESC LIMIT $10) e) AS events
-"#;
+FROM scope
+"#
+);
 
 /// The context's rows from [`CONTEXT_SQL`]; `Ok(Err(part))` when a part's
 /// JSON does not decode into its entity, for the caller to read it the
 /// portable way.
 async fn context_rows_in_one_query(
-    txn: &DatabaseTransaction,
+    store: &Store,
     tenant: TenantId,
     lead: LeadId,
     events_limit: u16,
 ) -> Result<Result<Option<ContextRows>, &'static str>, Failure> {
-    use sea_orm::{ConnectionTrait, DbBackend, Statement};
     let [pending, approved] = OPEN_STATUSES.map(|s| s.as_str());
     let [sent, rejected, cancelled] = CLOSED_STATUSES.map(|s| s.as_str());
     let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let statement = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        CONTEXT_SQL,
-        [
-            tenant.as_uuid().into(),
-            lead.as_uuid().into(),
-            pending.into(),
-            approved.into(),
-            to_i64(CONTEXT_OPEN_APPROVALS).into(),
-            sent.into(),
-            rejected.into(),
-            cancelled.into(),
-            to_i64(CONTEXT_RECENT_APPROVALS).into(),
-            i64::from(events_limit).into(),
-        ],
-    );
-    let Some(row) = txn.query_one_raw(statement).await? else {
+    let rows = store
+        .scoped_statement(
+            "context.load",
+            tenant,
+            CONTEXT_SQL,
+            [
+                lead.as_uuid().into(),
+                pending.into(),
+                approved.into(),
+                to_i64(CONTEXT_OPEN_APPROVALS).into(),
+                sent.into(),
+                rejected.into(),
+                cancelled.into(),
+                to_i64(CONTEXT_RECENT_APPROVALS).into(),
+                i64::from(events_limit).into(),
+            ],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
         return Ok(Ok(None));
     };
     let Some(lead_json) = row.try_get::<Option<String>>("", "lead")? else {
@@ -422,6 +427,35 @@ impl ApprovalRepository for Store {
     }
 }
 
+/// An event's append as one statement ([`scoped_sql!`]): the implicit
+/// transaction commits with it, in the one round trip. The row's id is
+/// chosen before the first attempt, so a rerun after a connection broke
+/// mid-statement finds the first attempt's row, if it committed, and writes
+/// nothing (`ON CONFLICT DO NOTHING`); if that attempt is still running, the
+/// rerun waits on the primary key until it ends. Exactly one row either way.
+const APPEND_SQL: &str = scoped_sql!(
+    "INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, \
+     metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, $4::text, $5::text, \
+     $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz FROM scope \
+     ON CONFLICT (tenant_id, id) DO NOTHING"
+);
+
+/// [`APPEND_SQL`]'s values after the tenant, as [`events::ActiveModel`]
+/// converts them.
+fn append_values(event: &Event) -> [sea_orm::Value; 9] {
+    [
+        event.id.as_uuid().into(),
+        event.lead_id.as_uuid().into(),
+        event.kind.as_str().into(),
+        event.direction.as_str().into(),
+        event.content.as_ref().map(|c| c.as_str().to_owned()).into(),
+        event.occurred_at.into(),
+        event.actor.map(|a| a.as_uuid()).into(),
+        serde_json::Value::Object(event.metadata.as_map().clone()).into(),
+        event.created_at.into(),
+    ]
+}
+
 #[async_trait]
 impl EventRepository for Store {
     async fn append(
@@ -449,13 +483,18 @@ impl EventRepository for Store {
         // No existence check before the insert: the composite foreign key
         // (tenant_id, lead_id) already refuses a lead that is missing or in
         // another tenant, and asking first cost a round trip on every append.
-        let result: Result<(), Failure> =
+        let result: Result<(), Failure> = if self.backend() == crate::Backend::Postgres {
+            self.scoped_statement("events.append", tenant, APPEND_SQL, append_values(&event))
+                .await
+                .map(drop)
+        } else {
             transaction!(self, "events.append", tenant, Write, |txn| {
                 events::Entity::insert(events::ActiveModel::from(&event))
                     .exec_without_returning(txn)
                     .await?;
                 Ok(())
-            });
+            })
+        };
         match result {
             Ok(()) => Ok(event),
             // Without an actor the lead is the only reference. With one,
@@ -577,46 +616,47 @@ impl LeadContextRepository for Store {
         lead: LeadId,
         events_limit: u16,
     ) -> Result<LeadContext, GetLeadError> {
-        let on_postgres = self.backend() == crate::Backend::Postgres;
-        let result: Result<Option<LeadContext>, Failure> =
-            transaction!(self, "context.load", tenant, Read, |txn| {
-                let one_query = if on_postgres {
-                    context_rows_in_one_query(txn, tenant, lead, events_limit).await?
-                } else {
-                    Err("not PostgreSQL")
-                };
-                let rows = match one_query {
-                    Ok(rows) => rows,
-                    // A value the JSON form cannot carry (a BC date renders
-                    // as "… BC", which no ISO parser reads): the five queries
-                    // decode binary columns and read it fine.
-                    Err(part) => {
-                        if on_postgres {
-                            tracing::debug!(part, "lead context: JSON undecodable, five queries");
-                        }
-                        context_rows(txn, tenant, lead, events_limit).await?
-                    }
-                };
-                let Some(rows) = rows else {
-                    return Ok(None);
-                };
-                let convert = |rows: Vec<approvals::Model>| {
-                    rows.into_iter()
-                        .map(Approval::try_from)
-                        .collect::<Result<Vec<_>, _>>()
-                };
-                Ok(Some(LeadContext {
-                    lead: Lead::try_from(rows.lead)?,
-                    assigned_agent: rows.agent.map(Agent::try_from).transpose()?,
-                    open_approvals: convert(rows.open)?,
-                    recent_approvals: convert(rows.recent)?,
-                    events: rows
-                        .events
-                        .into_iter()
-                        .map(Event::try_from)
-                        .collect::<Result<Vec<_>, _>>()?,
-                }))
-            });
+        let one_query = if self.backend() == crate::Backend::Postgres {
+            context_rows_in_one_query(self, tenant, lead, events_limit).await
+        } else {
+            Ok(Err("not PostgreSQL"))
+        };
+        let rows: Result<Option<ContextRows>, Failure> = match one_query {
+            Ok(Ok(rows)) => Ok(rows),
+            // A value the JSON form cannot carry (a BC date renders as
+            // "… BC", which no ISO parser reads): the five queries decode
+            // binary columns and read it fine.
+            Ok(Err(part)) => {
+                if self.backend() == crate::Backend::Postgres {
+                    tracing::debug!(part, "lead context: JSON undecodable, five queries");
+                }
+                transaction!(self, "context.load", tenant, Read, |txn| {
+                    context_rows(txn, tenant, lead, events_limit).await
+                })
+            }
+            Err(f) => Err(f),
+        };
+        let result: Result<Option<LeadContext>, Failure> = rows.and_then(|rows| {
+            let Some(rows) = rows else {
+                return Ok(None);
+            };
+            let convert = |rows: Vec<approvals::Model>| {
+                rows.into_iter()
+                    .map(Approval::try_from)
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            Ok(Some(LeadContext {
+                lead: Lead::try_from(rows.lead)?,
+                assigned_agent: rows.agent.map(Agent::try_from).transpose()?,
+                open_approvals: convert(rows.open)?,
+                recent_approvals: convert(rows.recent)?,
+                events: rows
+                    .events
+                    .into_iter()
+                    .map(Event::try_from)
+                    .collect::<Result<Vec<_>, _>>()?,
+            }))
+        });
         match result {
             Ok(Some(ctx)) => Ok(ctx),
             Ok(None) => Err(GetLeadError::NotFound),

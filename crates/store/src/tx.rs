@@ -19,6 +19,15 @@
 //! - A read-only transaction whose COMMIT broke has nothing to commit: its
 //!   rows were read in full, so its result stands.
 //! - An exhausted pool is not retried: it fails fast as unavailable.
+//!
+//! The hottest operations on PostgreSQL (a lead by id, a lead's context, an
+//! event's append) skip the transaction block: [`Store::scoped_statement`]
+//! sends one statement that sets the tenant itself (see [`scoped_sql!`]) and
+//! runs as its own implicit transaction. One round trip instead of four
+//! (BEGIN, set_config, the statement, COMMIT). Such a statement must be safe
+//! to send twice, because a broken connection reruns it whatever the server
+//! did with the first copy: a read is, and the append inserts with
+//! `ON CONFLICT DO NOTHING` on an id chosen before the first attempt.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +82,32 @@ impl RetryPolicy {
             .with_jitter()
     }
 }
+
+/// Prefixes a statement with the common table expression that sets the
+/// tenant for the statement's own transaction and names it
+/// `scope.tenant_id` (`$1`, a uuid) for [`Store::scoped_statement`].
+///
+/// The statement must read `scope` before it touches a tenant table, so that
+/// `set_config` runs first: PostgreSQL evaluates the row-level-security
+/// policy (and any `current_setting`) when it scans the table, and the
+/// executor only scans the inner side of a join after the outer side gave a
+/// row. So: `FROM scope CROSS JOIN LATERAL (… WHERE t.tenant_id =
+/// scope.tenant_id … OFFSET 0)` (`OFFSET 0` keeps the planner from pulling
+/// the subquery up and reordering the join), correlated scalar subqueries in
+/// `SELECT … FROM scope`, or `INSERT … SELECT … FROM scope`. Order is what
+/// makes the answer right, never what keeps tenants apart: a table scanned
+/// too early sees no tenant at all, and the policy then lets no row through.
+/// `is_local` (the third argument) ends the setting with the statement, so
+/// the pooled connection carries no tenant into its next use.
+macro_rules! scoped_sql {
+    ($body:literal) => {
+        concat!(
+            "WITH scope AS MATERIALIZED (SELECT set_config('app.tenant_id', $1::uuid::text, true)::uuid AS tenant_id) ",
+            $body
+        )
+    };
+}
+pub(crate) use scoped_sql;
 
 /// How often, and how far apart, a lost COMMIT's outcome is asked for.
 const RESOLVE_ATTEMPTS: u32 = 5;
@@ -182,6 +217,47 @@ impl Store {
             started: Instant::now(),
             slow_threshold: policy.slow_threshold,
             delays: policy.backoff().build(),
+        }
+    }
+
+    /// Runs one [`scoped_sql!`] statement for `tenant` (bound as `$1`, before
+    /// `values`) on the primary, as its own implicit transaction, and returns
+    /// its rows. PostgreSQL only: on SQLite, which has no row-level security
+    /// to scope, callers use [`transaction!`].
+    ///
+    /// Transient faults rerun the statement like [`transaction!`] reruns a
+    /// block, and a connection that broke while the statement ran is a
+    /// transient fault too, even though the server may have committed it:
+    /// the statement must be safe to send twice (module documentation).
+    ///
+    /// # Errors
+    /// The statement's [`Failure`] once retries are spent or it is not
+    /// transient.
+    pub(crate) async fn scoped_statement(
+        &self,
+        op: &'static str,
+        tenant: TenantId,
+        sql: &'static str,
+        values: impl IntoIterator<Item = sea_orm::Value>,
+    ) -> Result<Vec<sea_orm::QueryResult>, Failure> {
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            std::iter::once(tenant.as_uuid().into()).chain(values),
+        );
+        let mut attempts = self.attempts(op);
+        loop {
+            let outcome = self
+                .db()
+                .query_all_raw(statement.clone())
+                .await
+                .map_err(|err| {
+                    count_acquire_timeout(&err, "primary");
+                    Failure::from(err)
+                });
+            if let Some(result) = attempts.settle(outcome).await {
+                break result;
+            }
         }
     }
 
@@ -332,11 +408,15 @@ async fn timed_begin(
             Ok(txn)
         }
         Err(err) => {
-            if matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)) {
-                counter!("db_pool_acquire_timeouts_total", "pool" => pool).increment(1);
-            }
+            count_acquire_timeout(&err, pool);
             Err(Failure::from(err))
         }
+    }
+}
+
+fn count_acquire_timeout(err: &DbErr, pool: &'static str) {
+    if matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)) {
+        counter!("db_pool_acquire_timeouts_total", "pool" => pool).increment(1);
     }
 }
 
@@ -349,4 +429,58 @@ fn outcome_unknown(op: &str, message: &str) -> Failure {
     Failure::Unavailable(Unavailable(
         "the database connection broke during COMMIT and the outcome is unknown; retry with the same Idempotency-Key".to_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ConnectionTrait;
+
+    use super::*;
+    use crate::StoreSettings;
+
+    /// The one-statement runner's promise: the statement sees its tenant,
+    /// and the pooled connection it ran on (the only one, here) carries no
+    /// tenant into its next use. A session-level setting would leak it.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_scoped_statement_sees_its_tenant_and_leaves_none_behind() {
+        let url = leadline_testsupport::postgres().admin_url("postgres");
+        let store = Store::connect(&StoreSettings {
+            max_connections: 1,
+            ..StoreSettings::for_url(&url)
+        })
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            let tenant = TenantId::new();
+            let rows = store
+                .scoped_statement(
+                    "test.scope",
+                    tenant,
+                    scoped_sql!(
+                        "SELECT scope.tenant_id, current_setting('app.tenant_id') AS seen FROM scope"
+                    ),
+                    [],
+                )
+                .await
+                .unwrap();
+            let seen: String = rows[0].try_get("", "seen").unwrap();
+            assert_eq!(seen, tenant.to_string());
+            let after = store
+                .db()
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT current_setting('app.tenant_id', true) AS after",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            let after: Option<String> = after.try_get("", "after").unwrap();
+            assert!(
+                after.as_deref().unwrap_or_default().is_empty(),
+                "the connection kept tenant {after:?}"
+            );
+        }
+        store.close().await;
+    }
 }
