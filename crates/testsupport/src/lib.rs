@@ -7,7 +7,10 @@
 //!
 //! For each kind, the first of these that applies wins (an explicit choice beats
 //! autodetection): a URL in the environment ([`Provider::EnvUrl`]), else a Docker daemon
-//! ([`Provider::Docker`]), else local server binaries ([`Provider::LocalBinaries`]). A Docker
+//! ([`Provider::Docker`]), else local server binaries ([`Provider::LocalBinaries`]).
+//! Docker support is the `docker` feature, which every test crate turns on; without it (the
+//! release build `cargo xtask bench` makes, which should not compile a Docker client) the
+//! daemon counts as unreachable. A Docker
 //! daemon is reachable when `DOCKER_HOST` (if it is a `unix://` or `tcp://` address), else the
 //! socket `/var/run/docker.sock`, accepts a connection. If Docker is reachable but the container
 //! cannot be started (e.g. the image cannot be pulled), local binaries are tried next, with a
@@ -104,6 +107,7 @@
 //! with private runtimes where they need one, so they may be called from inside any runtime or
 //! from none.
 
+#[cfg_attr(not(feature = "docker"), path = "docker_off.rs")]
 mod docker;
 mod logs;
 mod postgres;

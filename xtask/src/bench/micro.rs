@@ -1,6 +1,7 @@
-//! The criterion micro-benchmarks of the hot pure paths
-//! (`crates/domain/benches`, `crates/cache/benches`): run through
-//! `cargo bench`, read back from criterion's `estimates.json` files.
+//! The criterion micro-benchmarks of the hot pure paths (`xtask/benches`:
+//! the domain's API-key check and context serialisation, the cache's L1 and
+//! keys): run through `cargo bench -p xtask`, read back from criterion's
+//! `estimates.json` files.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,8 +13,8 @@ use serde::Deserialize;
 
 use super::infra::CommandLog;
 
-/// The packages with criterion benches, and their bench targets.
-pub const PACKAGES: [&str; 2] = ["leadline-domain", "leadline-cache"];
+/// The package with the criterion benches, and its bench targets.
+pub const PACKAGES: [&str; 1] = ["xtask"];
 const BENCHES: [&str; 2] = ["hot_paths", "l1"];
 
 /// One benchmark's result.

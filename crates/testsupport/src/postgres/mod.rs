@@ -9,9 +9,13 @@ mod tls;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+#[cfg(not(feature = "docker"))]
+use crate::docker::Postgres;
 use anyhow::Context as _;
 use sqlx::Connection as _;
+#[cfg(feature = "docker")]
 use testcontainers::{ContainerRequest, ImageExt as _};
+#[cfg(feature = "docker")]
 use testcontainers_modules::postgres::Postgres;
 
 use crate::{Provider, docker, util};
@@ -300,7 +304,9 @@ fn start_shared() -> Result<Shared, String> {
 }
 
 /// Polls until a real superuser connection to `server` succeeds, for at most `timeout`; see
-/// [`util::wait_until_ready`] for `still_starting`.
+/// [`util::wait_until_ready`] for `still_starting`. Containers only: local clusters wait on
+/// their own process.
+#[cfg(feature = "docker")]
 pub(crate) fn wait_until_ready(
     server: &PgServer,
     timeout: Duration,
@@ -356,8 +362,10 @@ pub(crate) fn connect_probe(url: String) -> impl FnMut() -> anyhow::Result<()> +
 }
 
 /// Image tag; 15 matches the server version the project targets.
+#[cfg(feature = "docker")]
 const DOCKER_TAG: &str = "15-alpine";
 
+#[cfg(feature = "docker")]
 impl docker::Service for Postgres {
     type Server = PgServer;
     const PORT: u16 = 5432;

@@ -3,6 +3,9 @@
 use std::ops::Deref;
 use std::path::Path;
 
+#[cfg(not(feature = "docker"))]
+use crate::docker::Postgres;
+#[cfg(feature = "docker")]
 use testcontainers_modules::postgres::Postgres;
 
 use super::{NO_POSTGRES, PgServer, local};

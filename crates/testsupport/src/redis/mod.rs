@@ -8,8 +8,12 @@ pub(crate) mod resp;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+#[cfg(not(feature = "docker"))]
+use crate::docker::Redis;
 use anyhow::Context as _;
+#[cfg(feature = "docker")]
 use testcontainers::{ContainerRequest, ImageExt as _};
+#[cfg(feature = "docker")]
 use testcontainers_modules::redis::Redis;
 
 use crate::{Provider, docker, util};
@@ -224,8 +228,10 @@ fn start_shared() -> Result<Shared, String> {
 
 /// Image tag: the Redis major leadline targets; the module's default (5.0) is long out of
 /// support.
+#[cfg(feature = "docker")]
 const DOCKER_TAG: &str = "7-alpine";
 
+#[cfg(feature = "docker")]
 impl docker::Service for Redis {
     type Server = RedisServer;
     const PORT: u16 = 6379;

@@ -3,6 +3,9 @@
 use std::ops::Deref;
 use std::path::Path;
 
+#[cfg(not(feature = "docker"))]
+use crate::docker::Redis;
+#[cfg(feature = "docker")]
 use testcontainers_modules::redis::Redis;
 
 use super::{NO_REDIS, RedisServer, local};

@@ -2,7 +2,7 @@
 //! request makes, and the lead context's JSON (serialized on every context
 //! response and every L1/L2 fill, parsed on every L2 hit).
 //!
-//! `cargo bench -p leadline-domain`; `cargo xtask bench` runs it too and
+//! `cargo bench -p xtask --bench hot_paths`; `cargo xtask bench` runs it too and
 //! copies the figures into docs/benchmarks.md.
 
 #![allow(

@@ -2,7 +2,7 @@
 //! 100,000 cached contexts (every cache-hot request), an L1 miss that runs
 //! its loader and inserts (every fill), and the shape of the Redis keys.
 //!
-//! `cargo bench -p leadline-cache`; `cargo xtask bench` runs it too and
+//! `cargo bench -p xtask --bench l1`; `cargo xtask bench` runs it too and
 //! copies the figures into docs/benchmarks.md. The cache is used through
 //! its public port (`ContextCache::get_or_load`), so the figures include
 //! what every caller pays: the boxed loader, the single-flight bookkeeping
