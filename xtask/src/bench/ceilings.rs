@@ -1,6 +1,7 @@
 //! The machine's own ceilings, measured on the same data in the same run:
-//! pgbench (a point select on `leads`, plain and wrapped in the service's
-//! tenant transaction; a one-row `INSERT` into `events`), redis-benchmark
+//! pgbench (a point select on `leads`, plain, wrapped in the service's
+//! tenant transaction, pipelined, and as the service's one tenant-setting
+//! statement; a one-row `INSERT` into `events`), redis-benchmark
 //! `GET`, and the trivial axum JSON handler ([`serve_echo`]) that the HTTP
 //! scenarios are compared with.
 
@@ -59,6 +60,11 @@ pub enum Script {
     /// round trip. Not a ceiling any scenario is compared with, but the
     /// answer to "would pipelining lift the tenant context's price?".
     TenantSelectPipelined,
+    /// The same select as one statement that sets the tenant itself in a
+    /// leading CTE and runs as its own transaction, as the service role:
+    /// what the store sends for a lead by id. The answer to "would fewer
+    /// round trips lift the tenant context's price?".
+    TenantSelectOneStatement,
     /// One-row `INSERT INTO events` in autocommit, as the superuser.
     Insert,
 }
@@ -93,6 +99,13 @@ pub fn write_scripts(
                 text,
                 "\\startpipeline\nBEGIN;\nSELECT set_config('app.tenant_id', '{id}', true);\n\
                  {select}\nCOMMIT;\n\\endpipeline"
+            )?,
+            Script::TenantSelectOneStatement => write!(
+                text,
+                "WITH scope AS MATERIALIZED (SELECT set_config('app.tenant_id', '{id}', true)::uuid \
+                 AS tenant_id) SELECT l.* FROM scope CROSS JOIN LATERAL (SELECT * FROM leads \
+                 WHERE leads.tenant_id = scope.tenant_id AND leads.id = bench_lead_id({t}, :r) \
+                 OFFSET 0) l;"
             )?,
             Script::Insert => write!(
                 text,

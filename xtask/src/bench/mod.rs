@@ -3,12 +3,13 @@
 //!
 //! The steps, in order:
 //!
-//! 1. `cargo xtask` runs a debug build; measuring with it would measure the
-//!    debug build of the client. So the debug binary only builds
-//!    `leadline` and `xtask` in release and re-executes the release xtask,
-//!    which does everything below.
-//! 2. The criterion micro-benchmarks (`cargo bench -p leadline-domain -p
-//!    leadline-cache`), first, while the machine is otherwise idle.
+//! 1. `cargo xtask` runs the release build of xtask (the alias says
+//!    `--release`), which builds `leadline` in release, in the same feature
+//!    resolution. A debug xtask (`cargo run -p xtask -- bench`) would
+//!    measure a debug client: it only builds both in release and re-executes
+//!    the release xtask, which does everything below.
+//! 2. The criterion micro-benchmarks (`cargo bench -p xtask`), first, while
+//!    the machine is otherwise idle.
 //! 3. Its own PostgreSQL and Redis, from leadline-testsupport (the servers
 //!    the tests use); an owner role and a database; `leadline migrate`,
 //!    `leadline roles setup|verify` for the service login.
@@ -314,8 +315,12 @@ impl Timer {
 enum CacheMode {
     /// `cache.enabled = false`: every context from the store.
     Off,
-    /// L1 and Redis (the production multi-instance setup).
-    TwoTier { redis_url: String },
+    /// L1 and Redis (the production multi-instance setup), L1 sized by
+    /// `cache.l1_capacity_bytes`.
+    TwoTier {
+        redis_url: String,
+        l1_capacity_bytes: u64,
+    },
     /// L1 only, with room for the warmed contexts.
     LocalOnly { capacity_bytes: u64 },
 }
@@ -346,8 +351,14 @@ impl Env<'_> {
             CacheMode::Off => {
                 command.env("LEADLINE_CACHE__ENABLED", "false");
             }
-            CacheMode::TwoTier { redis_url } => {
-                command.env("LEADLINE_CACHE__REDIS_URL", redis_url);
+            CacheMode::TwoTier {
+                redis_url,
+                l1_capacity_bytes,
+            } => {
+                command.env("LEADLINE_CACHE__REDIS_URL", redis_url).env(
+                    "LEADLINE_CACHE__L1_CAPACITY_BYTES",
+                    l1_capacity_bytes.to_string(),
+                );
             }
             CacheMode::LocalOnly { capacity_bytes } => {
                 command.env(
@@ -591,6 +602,11 @@ async fn measure(
         (Script::PointSelect, &superuser, &[POOL, CONNECTIONS][..]),
         (Script::TenantSelect, &service, &[1, POOL, CONNECTIONS][..]),
         (Script::TenantSelectPipelined, &service, &[POOL][..]),
+        (
+            Script::TenantSelectOneStatement,
+            &service,
+            &[POOL, CONNECTIONS][..],
+        ),
         (Script::Insert, &superuser, &[POOL, CONNECTIONS][..]),
     ];
     for (script, target, clients) in runs {
@@ -663,8 +679,20 @@ async fn measure(
 
     // --- cache on: the other scenarios --------------------------------------
     let redis_url = format!("{}/0", redis.url());
+    // L1 sized for the warmed hot set, as docs/operations.md tells an
+    // operator to size it (each entry weighs its JSON plus 256 bytes; half as
+    // much again for contexts larger than the mean), never below the default.
+    let warm_hot = plan.warm_hot.min(space.total()) as u64;
+    let l1_capacity_bytes = (warm_hot * (context_size as u64 + 256) * 3 / 2).max(256 << 20);
+    report.hot_l1_bytes = Some(l1_capacity_bytes);
     let hot = env
-        .serve(&CacheMode::TwoTier { redis_url }, &mut report.commands)
+        .serve(
+            &CacheMode::TwoTier {
+                redis_url,
+                l1_capacity_bytes,
+            },
+            &mut report.commands,
+        )
         .await?;
     let first = tenants.first().context("no tenants")?;
     eprintln!(
