@@ -28,6 +28,7 @@ mod tx;
 
 pub use migrate::{MigrateError, MigrateOp, MigrationState};
 pub use pool::{Backend, ConnectError, Store, redact_url};
+pub use repo_workflow::context_statement_for_pgbench;
 pub use roles::RolesError;
 pub use settings::{SslMode, StoreSettings};
 

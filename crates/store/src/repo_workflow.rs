@@ -132,6 +132,41 @@ FROM scope
 "#
 );
 
+/// [`CONTEXT_SQL`]'s values after the tenant and the lead (`$3`…`$10`).
+fn context_values(events_limit: u16) -> [sea_orm::Value; 8] {
+    let [pending, approved] = OPEN_STATUSES.map(|s| s.as_str());
+    let [sent, rejected, cancelled] = CLOSED_STATUSES.map(|s| s.as_str());
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    [
+        pending.into(),
+        approved.into(),
+        to_i64(CONTEXT_OPEN_APPROVALS).into(),
+        sent.into(),
+        rejected.into(),
+        cancelled.into(),
+        to_i64(CONTEXT_RECENT_APPROVALS).into(),
+        i64::from(events_limit).into(),
+    ]
+}
+
+/// The cache-cold context statement exactly as the store sends it on
+/// PostgreSQL, with the values of `$3`…`$10` as SQL literals (`$1` is the
+/// tenant, `$2` the lead). For the benchmark harness, which runs the same
+/// statement under pgbench to show what the statement alone costs; nothing
+/// else should need it.
+#[doc(hidden)]
+#[must_use]
+pub fn context_statement_for_pgbench(events_limit: u16) -> (&'static str, Vec<String>) {
+    let literals = context_values(events_limit)
+        .into_iter()
+        .map(|value| match value {
+            sea_orm::Value::String(Some(s)) => format!("'{s}'"),
+            other => other.to_string(),
+        })
+        .collect();
+    (CONTEXT_SQL, literals)
+}
+
 /// The context's rows from [`CONTEXT_SQL`]; `Ok(Err(part))` when a part's
 /// JSON does not decode into its entity, for the caller to read it the
 /// portable way.
@@ -141,25 +176,12 @@ async fn context_rows_in_one_query(
     lead: LeadId,
     events_limit: u16,
 ) -> Result<Result<Option<ContextRows>, &'static str>, Failure> {
-    let [pending, approved] = OPEN_STATUSES.map(|s| s.as_str());
-    let [sent, rejected, cancelled] = CLOSED_STATUSES.map(|s| s.as_str());
-    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let rows = store
         .scoped_statement(
             "context.load",
             tenant,
             CONTEXT_SQL,
-            [
-                lead.as_uuid().into(),
-                pending.into(),
-                approved.into(),
-                to_i64(CONTEXT_OPEN_APPROVALS).into(),
-                sent.into(),
-                rejected.into(),
-                cancelled.into(),
-                to_i64(CONTEXT_RECENT_APPROVALS).into(),
-                i64::from(events_limit).into(),
-            ],
+            std::iter::once(lead.as_uuid().into()).chain(context_values(events_limit)),
         )
         .await?;
     let Some(row) = rows.first() else {
@@ -662,5 +684,28 @@ impl LeadContextRepository for Store {
             Ok(None) => Err(GetLeadError::NotFound),
             Err(f) => Err(common!(f, GetLeadError)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// pgbench gets the values the store binds, as literals it can parse.
+    #[test]
+    fn the_pgbench_form_of_the_context_statement_has_the_bound_values() {
+        let (sql, literals) = super::context_statement_for_pgbench(20);
+        assert!(sql.contains("$10") && sql.starts_with("WITH scope AS MATERIALIZED"));
+        assert_eq!(
+            literals,
+            [
+                "'pending'",
+                "'approved'",
+                "50",
+                "'sent'",
+                "'rejected'",
+                "'cancelled'",
+                "10",
+                "20"
+            ]
+        );
     }
 }

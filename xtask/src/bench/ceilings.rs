@@ -65,6 +65,12 @@ pub enum Script {
     /// what the store sends for a lead by id. The answer to "would fewer
     /// round trips lift the tenant context's price?".
     TenantSelectOneStatement,
+    /// The store's cache-cold context statement itself (five indexed
+    /// subqueries as JSON, tenant set in its leading CTE), as the service
+    /// role: what scenario (2) costs PostgreSQL, without HTTP, decoding or
+    /// serializing. Not a target's ceiling; it shows how much of (2)'s
+    /// distance to the point select is the statement's own work.
+    ContextStatement,
     /// One-row `INSERT INTO events` in autocommit, as the superuser.
     Insert,
 }
@@ -107,6 +113,20 @@ pub fn write_scripts(
                  WHERE leads.tenant_id = scope.tenant_id AND leads.id = bench_lead_id({t}, :r) \
                  OFFSET 0) l;"
             )?,
+            Script::ContextStatement => {
+                let events = leadline_app::RecallSettings::default().events;
+                let (sql, literals) = leadline_store::context_statement_for_pgbench(events);
+                let mut sql = sql.to_owned();
+                // Highest first, so `$1` does not match the start of `$10`.
+                for (i, literal) in literals.iter().enumerate().rev() {
+                    sql = sql.replace(&format!("${}", i + 3), literal);
+                }
+                let sql = sql
+                    .replace("$2", &format!("bench_lead_id({t}, :r)"))
+                    .replace("$1", &format!("'{id}'"));
+                // pgbench reads a statement up to its `;`, on any number of lines.
+                writeln!(text, "{};", sql.trim())?;
+            }
             Script::Insert => write!(
                 text,
                 "INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, occurred_at, \

@@ -607,6 +607,7 @@ async fn measure(
             &service,
             &[POOL, CONNECTIONS][..],
         ),
+        (Script::ContextStatement, &service, &[POOL][..]),
         (Script::Insert, &superuser, &[POOL, CONNECTIONS][..]),
     ];
     for (script, target, clients) in runs {

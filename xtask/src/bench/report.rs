@@ -297,6 +297,7 @@ impl Report {
             Script::TenantSelect => "pgbench select in tenant tx",
             Script::TenantSelectPipelined => "pgbench select in tenant tx, pipelined",
             Script::TenantSelectOneStatement => "pgbench one-statement tenant select",
+            Script::ContextStatement => "pgbench context statement",
             Script::Insert => "pgbench one-row INSERT",
         };
         self.ceilings
@@ -623,6 +624,9 @@ impl Report {
                 }
                 Script::TenantSelectOneStatement => {
                     "pgbench: the same select as one statement that sets the tenant in a CTE (the store's lead by id), service role (RLS)"
+                }
+                Script::ContextStatement => {
+                    "pgbench: the store's cache-cold context statement itself (five subqueries as JSON), service role (RLS)"
                 }
                 Script::Insert => {
                     "pgbench: one-row `INSERT INTO events` (autocommit, `synchronous_commit = on`)"
@@ -969,6 +973,25 @@ impl Report {
              decoded) or \
              PostgreSQL (one tenant transaction).{serialize}{warm}{hot}"
         );
+        let statement = match (
+            self.ceilings.pg_at(Script::ContextStatement, POOL),
+            Self::at(&self.sweeps.cold, CONNECTIONS),
+        ) {
+            (Some(alone), Some(cold)) if alone.tps > 0.0 => format!(
+                " The statement alone, run by pgbench at {} clients with nothing around it, \
+                 makes {:.0} tps: the service's {:.0} req/s are {:.0} % of what PostgreSQL \
+                 does with this statement on this machine, and the statement alone is {:.0} % \
+                 of the four-statement point-select ceiling, the target's yardstick.",
+                alone.clients,
+                alone.tps,
+                cold.rps,
+                cold.rps * 100.0 / alone.tps,
+                self.ceilings
+                    .pg_at(Script::TenantSelect, CONNECTIONS)
+                    .map_or(0.0, |t| alone.tps * 100.0 / t.tps.max(1.0)),
+            ),
+            _ => String::new(),
+        };
         let _ = writeln!(
             md,
             "- **(2) cache-cold context** is bounded by PostgreSQL and by the work around it: \
@@ -981,7 +1004,7 @@ impl Report {
              returns a few KiB, decoded and serialized by the service, through a pool of \
              {POOL} connections. \
              The growth curve shows how that cost moves as the tables outgrow \
-             `shared_buffers` (128 MB) and reads come from the page cache."
+             `shared_buffers` (128 MB) and reads come from the page cache.{statement}"
         );
         let _ = writeln!(
             md,

@@ -25,6 +25,13 @@ pub struct OwnedPgServer {
 }
 
 #[derive(Debug)]
+#[cfg_attr(
+    not(feature = "docker"),
+    allow(
+        clippy::large_enum_variant,
+        reason = "without Docker support the container variant is empty and never built"
+    )
+)]
 enum Inner {
     Local(local::Cluster),
     Docker(docker::Running<Postgres>),

@@ -137,6 +137,13 @@ struct Shared {
     dead_code,
     reason = "the payloads are only held, to keep the server alive"
 )]
+#[cfg_attr(
+    not(feature = "docker"),
+    allow(
+        clippy::large_enum_variant,
+        reason = "without Docker support the container variant is empty and never built"
+    )
+)]
 enum KeepAlive {
     Nothing,
     Docker(docker::Running<Redis>),

@@ -25,6 +25,13 @@ pub struct OwnedRedisServer {
 }
 
 #[derive(Debug)]
+#[cfg_attr(
+    not(feature = "docker"),
+    allow(
+        clippy::large_enum_variant,
+        reason = "without Docker support the container variant is empty and never built"
+    )
+)]
 enum Inner {
     Local(local::Instance),
     Docker(docker::Running<Redis>),
