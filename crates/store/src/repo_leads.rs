@@ -18,12 +18,12 @@ use crate::{
     Backend, Store,
     entity::leads,
     errors::{Failure, common},
-    tx::{scoped_sql, transaction},
+    tx::{ScopedSql, scoped_sql, transaction},
 };
 
 /// A lead by key as one statement ([`scoped_sql!`]): the primary-key probe
 /// runs inside the lateral subquery, after `scope` set the tenant.
-const GET_SQL: &str = scoped_sql!(
+const GET_SQL: ScopedSql = scoped_sql!(
     "SELECT l.* FROM scope CROSS JOIN LATERAL (SELECT * FROM leads \
      WHERE leads.tenant_id = scope.tenant_id AND leads.id = $2 OFFSET 0) l"
 );

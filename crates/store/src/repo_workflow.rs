@@ -21,7 +21,7 @@ use crate::{
     Store,
     entity::{agents, approvals, events, leads, outbox},
     errors::{Failure, common},
-    tx::{scoped_sql, transaction},
+    tx::{ScopedSql, scoped_sql, transaction},
 };
 
 /// How many open approvals a context shows (pending and approved; more is a
@@ -108,7 +108,7 @@ async fn context_rows(
 /// is the portable form's query, with its index and its RLS policy, and is
 /// correlated with `scope`, so it runs after the tenant is set;
 /// `row_to_json` names fields by column, as the entities do.
-const CONTEXT_SQL: &str = scoped_sql!(
+const CONTEXT_SQL: ScopedSql = scoped_sql!(
     r#"
 SELECT
   (SELECT row_to_json(l)::text FROM leads l
@@ -164,7 +164,7 @@ pub fn context_statement_for_pgbench(events_limit: u16) -> (&'static str, Vec<St
             other => other.to_string(),
         })
         .collect();
-    (CONTEXT_SQL, literals)
+    (CONTEXT_SQL.as_str(), literals)
 }
 
 /// The context's rows from [`CONTEXT_SQL`]; `Ok(Err(part))` when a part's
@@ -455,12 +455,46 @@ impl ApprovalRepository for Store {
 /// mid-statement finds the first attempt's row, if it committed, and writes
 /// nothing (`ON CONFLICT DO NOTHING`); if that attempt is still running, the
 /// rerun waits on the primary key until it ends. Exactly one row either way.
-const APPEND_SQL: &str = scoped_sql!(
+/// No row back means the id was taken: [`EventRepository::append`] then
+/// reads that row and accepts it only if it is this event.
+const APPEND_SQL: ScopedSql = scoped_sql!(
     "INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, \
      metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, $4::text, $5::text, \
      $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz FROM scope \
-     ON CONFLICT (tenant_id, id) DO NOTHING"
+     ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id"
 );
+
+impl Store {
+    /// After [`APPEND_SQL`] wrote nothing: the id was taken, by an earlier
+    /// attempt of this same append whose answer was lost (accepted), or, in
+    /// theory only (ids are v7 UUIDs drawn here), by another event (refused
+    /// rather than reported as written).
+    async fn confirm_appended(&self, event: &Event) -> Result<(), Failure> {
+        let tenant = event.tenant_id;
+        let stored: Option<events::Model> =
+            transaction!(self, "events.append_confirm", tenant, Read, |txn| {
+                Ok(
+                    events::Entity::find_by_id((tenant.as_uuid(), event.id.as_uuid()))
+                        .one(txn)
+                        .await?,
+                )
+            })?;
+        let ours = stored.is_some_and(|row| {
+            row.lead_id == event.lead_id.as_uuid()
+                && row.created_at == event.created_at
+                && row.kind == event.kind.as_str()
+                && row.content.as_deref() == event.content.as_ref().map(|c| c.as_str())
+        });
+        if ours {
+            Ok(())
+        } else {
+            Err(Failure::from(anyhow::anyhow!(
+                "event id {} is already taken by another event",
+                event.id
+            )))
+        }
+    }
+}
 
 /// [`APPEND_SQL`]'s values after the tenant, as [`events::ActiveModel`]
 /// converts them.
@@ -506,9 +540,14 @@ impl EventRepository for Store {
         // (tenant_id, lead_id) already refuses a lead that is missing or in
         // another tenant, and asking first cost a round trip on every append.
         let result: Result<(), Failure> = if self.backend() == crate::Backend::Postgres {
-            self.scoped_statement("events.append", tenant, APPEND_SQL, append_values(&event))
+            match self
+                .scoped_statement("events.append", tenant, APPEND_SQL, append_values(&event))
                 .await
-                .map(drop)
+            {
+                Ok(rows) if rows.is_empty() => self.confirm_appended(&event).await,
+                Ok(_) => Ok(()),
+                Err(f) => Err(f),
+            }
         } else {
             transaction!(self, "events.append", tenant, Write, |txn| {
                 events::Entity::insert(events::ActiveModel::from(&event))
@@ -652,7 +691,7 @@ impl LeadContextRepository for Store {
                 if self.backend() == crate::Backend::Postgres {
                     tracing::debug!(part, "lead context: JSON undecodable, five queries");
                 }
-                transaction!(self, "context.load", tenant, Read, |txn| {
+                transaction!(self, "context.load_rows", tenant, Read, |txn| {
                     context_rows(txn, tenant, lead, events_limit).await
                 })
             }

@@ -8,7 +8,7 @@
 //!    resolution. A debug xtask (`cargo run -p xtask -- bench`) would
 //!    measure a debug client: it only builds both in release and re-executes
 //!    the release xtask, which does everything below.
-//! 2. The criterion micro-benchmarks (`cargo bench -p xtask`), first, while
+//! 2. The criterion micro-benchmarks (in process, `micro`), first, while
 //!    the machine is otherwise idle.
 //! 3. Its own PostgreSQL and Redis, from leadline-testsupport (the servers
 //!    the tests use); an owner role and a database; `leadline migrate`,
@@ -64,15 +64,20 @@ pub use ceilings::serve_echo;
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Ten times less data (5 × 20,000 leads), shorter runs, growth to 100k
-    /// leads only: the whole run, builds included, in under ten minutes.
+    /// leads only: the run in under ten minutes on two cores (a first build
+    /// of a clean clone comes on top).
     #[arg(long)]
     pub quick: bool,
     /// Where to write the report (default: docs/benchmarks.md in the workspace).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Skip the criterion micro-benchmarks.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "micro_only")]
     pub skip_micro: bool,
+    /// Run only the criterion micro-benchmarks and print their figures (no
+    /// servers, no report).
+    #[arg(long)]
+    pub micro_only: bool,
     /// Set by the debug launcher after it built the release binaries.
     #[arg(long, hide = true)]
     pub built: bool,
@@ -220,17 +225,17 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 
     if !args.skip_micro {
         eprintln!("bench: criterion micro-benchmarks");
-        report.micro = micro::run(
-            &cargo(),
-            &workspace,
-            &target_dir,
-            plan.quick,
-            &mut report.commands,
-        )?;
-        timer.lap(
-            &mut report,
-            "micro-benchmarks (cargo bench, build included)",
-        );
+        report.micro = micro::run(&target_dir, plan.quick)?;
+        timer.lap(&mut report, "micro-benchmarks (criterion, in process)");
+        if args.micro_only {
+            for m in &report.micro {
+                println!(
+                    "{:<48} median {:>12.1} ns  mean {:>12.1} ns",
+                    m.id, m.median_ns, m.mean_ns
+                );
+            }
+            return Ok(());
+        }
     }
 
     let scratch = std::env::temp_dir().join(format!("leadline-bench-{}", std::process::id()));

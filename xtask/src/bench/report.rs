@@ -486,8 +486,8 @@ impl Report {
              run on one data set. This page is written by `{command}`; the last run was a \
              **{mode}** run that took **{:.0} s** in all ({}). `cargo xtask bench` without \
              `--quick` uses ten times more data and longer runs. Benchmarks never run inside \
-             `cargo test --workspace`: the harness is an xtask subcommand and the micro-benchmarks \
-             are criterion benches, which only `cargo bench` runs.\n",
+             `cargo test --workspace`: the harness, micro-benchmarks included, is an xtask \
+             subcommand.\n",
             self.total.as_secs_f64(),
             utc_now(),
         );
@@ -680,16 +680,22 @@ impl Report {
                 );
             }
             if let Some(one) = self.ceilings.pg_at(Script::TenantSelectOneStatement, POOL) {
+                let versus = match self.ceilings.pg_at(Script::TenantSelectPipelined, POOL) {
+                    Some(piped) if one.tps > piped.tps => {
+                        "fewer round trips lift the ceiling further than pipelining does"
+                    }
+                    Some(_) => "fewer round trips lift the ceiling about as far as pipelining does",
+                    None => "fewer round trips lift the ceiling",
+                };
                 let _ = writeln!(
                     md,
                     "\nAs one statement that sets the tenant itself (`WITH scope AS MATERIALIZED \
                      (SELECT set_config(…)) SELECT … FROM scope CROSS JOIN LATERAL (…)`, one round \
                      trip, no `BEGIN`/`COMMIT`) the same read runs at {:.0} tps, {:.0} % of the \
-                     bare select and {:.1} × the four-statement transaction: fewer round trips \
-                     lift the ceiling further than pipelining does, and this is what the store \
-                     sends for a lead by id, a lead's context and an append. Scenarios (2) and \
-                     (3) are still compared with the four-statement transaction, the ceiling the \
-                     targets name.",
+                     bare select and {:.1} × the four-statement transaction: {versus}. The store \
+                     sends its lead by id in exactly this shape, and its context and append in \
+                     the same one-statement form. Scenarios (2) and (3) are still compared with \
+                     the four-statement transaction, the ceiling the targets name.",
                     one.tps,
                     one.tps * 100.0 / plain.tps,
                     one.tps / tenant.tps.max(1.0)
@@ -770,10 +776,11 @@ impl Report {
             let _ = writeln!(
                 md,
                 "\n## Micro-benchmarks (criterion)\n\n\
-                 `cargo bench -p xtask --bench hot_paths --bench l1`{}: the hot pure paths, one \
+                 Run in process by the release xtask (`cargo xtask bench --micro-only` runs just \
+                 these){}: the hot pure paths, one \
                  thread, no I/O.\n\n| benchmark | median | mean |\n|---|---:|---:|",
                 if plan.quick {
-                    " (here with `-- --quick --warm-up-time 1 --measurement-time 1`)"
+                    " (here 1 s warm-up and 1 s measurement each)"
                 } else {
                     ""
                 }
@@ -805,8 +812,10 @@ impl Report {
              random bits (`xtask/src/bench/ids.rs`), so the load generator and pgbench can name \
              any lead without a list.\n\
              - **Servers.** PostgreSQL and Redis are throw-away servers from \
-             `leadline-testsupport`, the ones the tests use (local binaries, or Docker when \
-             there are none), started fresh for the run. Their settings are the test \
+             `leadline-testsupport`, the ones the tests use (`TEST_DATABASE_URL` / \
+             `TEST_REDIS_URL` when set, else the local `postgres` and `redis-server` \
+             binaries: the benchmark's build leaves Docker support out), started fresh for \
+             the run. Their settings are the test \
              harness's: `fsync=off`, `synchronous_commit=off` (the benchmark database sets it \
              back `on`), `full_page_writes=off`, `shared_buffers=128MB`. Commits therefore wait \
              for a WAL write but not for a disk flush: write figures are an upper bound for a \
@@ -883,8 +892,8 @@ impl Report {
         }
         let _ = writeln!(
             md,
-            "\nNot included: the first `cargo xtask` build (debug) and the release build of \
-             `leadline` and `xtask` it starts."
+            "\nNot included: the release build of `xtask` (the `cargo xtask` alias) and of \
+             `leadline`, which a clean clone compiles first."
         );
         md
     }
@@ -979,16 +988,18 @@ impl Report {
         ) {
             (Some(alone), Some(cold)) if alone.tps > 0.0 => format!(
                 " The statement alone, run by pgbench at {} clients with nothing around it, \
-                 makes {:.0} tps: the service's {:.0} req/s are {:.0} % of what PostgreSQL \
-                 does with this statement on this machine, and the statement alone is {:.0} % \
-                 of the four-statement point-select ceiling, the target's yardstick.",
+                 makes {:.0} tps: the service's {:.0} req/s (at {CONNECTIONS} connections) \
+                 are {:.0} % of what PostgreSQL does with this statement on this machine, and \
+                 the statement alone makes {:.0} % of the four-statement point select's tps at \
+                 the same {} clients, the target's yardstick.",
                 alone.clients,
                 alone.tps,
                 cold.rps,
                 cold.rps * 100.0 / alone.tps,
                 self.ceilings
-                    .pg_at(Script::TenantSelect, CONNECTIONS)
+                    .pg_at(Script::TenantSelect, alone.clients)
                     .map_or(0.0, |t| alone.tps * 100.0 / t.tps.max(1.0)),
+                alone.clients,
             ),
             _ => String::new(),
         };

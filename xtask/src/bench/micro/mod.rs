@@ -1,21 +1,25 @@
-//! The criterion micro-benchmarks of the hot pure paths (`xtask/benches`:
-//! the domain's API-key check and context serialisation, the cache's L1 and
-//! keys): run through `cargo bench -p xtask`, read back from criterion's
-//! `estimates.json` files.
+//! The criterion micro-benchmarks of the hot pure paths: the domain's
+//! API-key check and context serialisation ([`hot_paths`]), the cache's L1
+//! and keys ([`l1`]). They run in this process, through criterion's library
+//! API, and are read back from criterion's `estimates.json` files.
+//!
+//! In process rather than as `cargo bench` targets: a bench target is built
+//! in its own feature resolution (criterion's dependencies switch features
+//! on in crates the service shares, `zerocopy` for one), which rebuilt most
+//! of the dependency graph in release a second time, about six minutes on
+//! two cores, before a quick run could start.
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    time::Duration,
 };
 
 use anyhow::Context as _;
+use criterion::Criterion;
 use serde::Deserialize;
 
-use super::infra::CommandLog;
-
-/// The package with the criterion benches, and its bench targets.
-pub const PACKAGES: [&str; 1] = ["xtask"];
-const BENCHES: [&str; 2] = ["hot_paths", "l1"];
+mod hot_paths;
+mod l1;
 
 /// One benchmark's result.
 #[derive(Debug, Clone)]
@@ -44,36 +48,42 @@ struct Estimate {
     point_estimate: f64,
 }
 
-/// Runs the micro-benchmarks (`--quick`: criterion's quick mode with 1 s
-/// warm-up and measurement) and returns their results.
+/// Runs the micro-benchmarks (`--quick`: 1 s warm-up and 1 s measurement
+/// each, instead of 3 s and 5 s) on a thread of their own, and returns their
+/// results. `target_dir/criterion` holds criterion's files.
 ///
 /// # Errors
-/// Build or run failures.
-pub fn run(
-    cargo: &Path,
-    workspace: &Path,
-    target_dir: &Path,
-    quick: bool,
-    log: &mut CommandLog,
-) -> anyhow::Result<Vec<Micro>> {
+/// A benchmark that panicked, or unreadable results.
+pub fn run(target_dir: &Path, quick: bool) -> anyhow::Result<Vec<Micro>> {
     let criterion_dir = target_dir.join("criterion");
     // Stale results of benchmarks that no longer exist must not be reported.
     let _ = std::fs::remove_dir_all(&criterion_dir);
-    let mut command = Command::new(cargo);
-    command.current_dir(workspace).arg("bench");
-    for package in PACKAGES {
-        command.args(["-p", package]);
-    }
-    // Only the criterion targets: the libraries' own test harnesses would
-    // reject criterion's arguments.
-    for bench in BENCHES {
-        command.args(["--bench", bench]);
-    }
-    command.args(["--", "--noplot"]);
-    if quick {
-        command.args(["--quick", "--warm-up-time", "1", "--measurement-time", "1"]);
-    }
-    log.run(&mut command)?;
+    let (warm_up, measurement) = if quick {
+        (Duration::from_secs(1), Duration::from_secs(1))
+    } else {
+        (Duration::from_secs(3), Duration::from_secs(5))
+    };
+    let dir = criterion_dir.clone();
+    // A thread of its own: the L1 benchmark drives its own tokio runtime,
+    // which cannot be started from inside this process's.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // `output_directory` is criterion's (hidden) setter for
+                // what `CRITERION_HOME` sets; the environment is not ours to
+                // change in a running process.
+                let mut c = Criterion::default()
+                    .without_plots()
+                    .output_directory(&dir)
+                    .warm_up_time(warm_up)
+                    .measurement_time(measurement);
+                hot_paths::run(&mut c);
+                l1::run(&mut c);
+                c.final_summary();
+            })
+            .join()
+    })
+    .map_err(|_| anyhow::anyhow!("a micro-benchmark panicked"))?;
     let mut results = Vec::new();
     collect(&criterion_dir, &mut results)?;
     results.sort_by(|a, b| a.id.cmp(&b.id));

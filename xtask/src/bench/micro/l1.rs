@@ -2,7 +2,7 @@
 //! 100,000 cached contexts (every cache-hot request), an L1 miss that runs
 //! its loader and inserts (every fill), and the shape of the Redis keys.
 //!
-//! `cargo bench -p xtask --bench l1`; `cargo xtask bench` runs it too and
+//! Run in process by `cargo xtask bench` (and `cargo xtask bench --micro-only`), which
 //! copies the figures into docs/benchmarks.md. The cache is used through
 //! its public port (`ContextCache::get_or_load`), so the figures include
 //! what every caller pays: the boxed loader, the single-flight bookkeeping
@@ -20,7 +20,7 @@ use std::{
 };
 
 use chrono::Utc;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use leadline_cache::{CacheSettings, TwoTierCache};
 use leadline_domain::{
     Direction, Event, EventContent, EventId, EventKind, Lead, LeadContext, LeadId, LeadStatus,
@@ -173,5 +173,8 @@ fn cache_keys(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, l1, cache_keys);
-criterion_main!(benches);
+/// Every benchmark of this module.
+pub fn run(c: &mut Criterion) {
+    l1(c);
+    cache_keys(c);
+}

@@ -2,7 +2,7 @@
 //! request makes, and the lead context's JSON (serialized on every context
 //! response and every L1/L2 fill, parsed on every L2 hit).
 //!
-//! `cargo bench -p xtask --bench hot_paths`; `cargo xtask bench` runs it too and
+//! Run in process by `cargo xtask bench` (and `cargo xtask bench --micro-only`), which
 //! copies the figures into docs/benchmarks.md.
 
 #![allow(
@@ -13,7 +13,7 @@
 use std::hint::black_box;
 
 use chrono::{Duration, Utc};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use leadline_domain::{
     Agent, AgentId, AgentRole, ApiKeyToken, Approval, ApprovalId, ApprovalStatus, Channel,
     CompanyName, Direction, DisplayName, Email, Event, EventContent, EventId, EventKind, Lead,
@@ -145,5 +145,9 @@ fn ids(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, api_key, context_json, ids);
-criterion_main!(benches);
+/// Every benchmark of this module.
+pub fn run(c: &mut Criterion) {
+    api_key(c);
+    context_json(c);
+    ids(c);
+}
