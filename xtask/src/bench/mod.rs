@@ -170,9 +170,36 @@ fn workspace() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// `cargo`, as cargo itself named it when it ran us.
-fn cargo() -> PathBuf {
-    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+/// A `cargo` command, as cargo itself named it when it ran us, with the
+/// environment the outer `cargo run` had rather than the one it gave us.
+///
+/// `cargo run` exports `CARGO_PKG_NAME=xtask`, `CARGO_MANIFEST_DIR` and the
+/// like to the program it runs. Build scripts such as ring's say
+/// `rerun-if-env-changed=CARGO_PKG_NAME`, and cargo checks those against its
+/// own environment: an inner `cargo build` that inherited them would rerun
+/// ring's build script and rebuild everything above it (about 3 minutes on
+/// 2 cores), and the next `cargo xtask` would rebuild it all back.
+fn cargo() -> Command {
+    let program = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    let mut command = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "OUT_DIR"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 /// `cargo xtask bench`.
@@ -196,7 +223,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         .to_path_buf();
     let workspace = workspace();
     let mut log = CommandLog::default();
-    let mut build = Command::new(cargo());
+    let mut build = cargo();
     build
         .current_dir(&workspace)
         .args(["build", "--release", "-p", "leadline", "-p", "xtask"]);
@@ -277,7 +304,7 @@ fn relaunch_in_release() -> anyhow::Result<()> {
     eprintln!(
         "bench: building leadline and xtask in release (the client must not be a debug build)"
     );
-    let status = Command::new(cargo())
+    let status = cargo()
         .current_dir(&workspace)
         .args(["build", "--release", "-p", "leadline", "-p", "xtask"])
         .status()
