@@ -862,3 +862,44 @@ async fn measure(
     drop(pg);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inner_cargo_does_not_inherit_what_cargo_run_exported() {
+        // cargo and nextest run tests with the package's variables set, as
+        // `cargo run` runs xtask.
+        let exported: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| name.starts_with("CARGO_PKG_") || name == "CARGO_MANIFEST_DIR")
+            .collect();
+        assert!(
+            exported.iter().any(|name| name == "CARGO_PKG_NAME"),
+            "run this test through cargo, which sets CARGO_PKG_NAME"
+        );
+        let command = cargo();
+        let removed: Vec<String> = command
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .filter_map(|(name, _)| name.to_str().map(str::to_owned))
+            .collect();
+        for name in &exported {
+            assert!(removed.contains(name), "{name} reaches the inner cargo");
+        }
+        // Everything else, CARGO_HOME and the toolchain's variables among
+        // it, is left as it is.
+        assert!(removed.iter().all(|name| {
+            name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_str())
+        }));
+    }
+}
