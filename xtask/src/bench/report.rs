@@ -220,6 +220,10 @@ pub struct Report {
     pub hot_l1_bytes: Option<u64>,
     /// Cache counters during scenario 1 at [`CONNECTIONS`].
     pub hot_cache: Option<CacheDelta>,
+    /// (1b): scenario 1's Zipf over every lead rather than the warmed set,
+    /// at [`CONNECTIONS`], with its cache counters (only when the warm-up
+    /// does not cover every lead).
+    pub hot_all: Option<(Measured, CacheDelta)>,
     /// (4).
     pub page: Option<Measured>,
     /// (5).
@@ -270,6 +274,7 @@ impl Report {
             hot_warm: None,
             hot_l1_bytes: None,
             hot_cache: None,
+            hot_all: None,
             page: None,
             event: None,
             pending_available: 0,
@@ -308,7 +313,7 @@ impl Report {
     /// The ceiling a scenario row is compared with.
     fn ceiling_for(&self, number: &str, connections: usize) -> Option<(&'static str, f64)> {
         match number {
-            "1" | "7" => self.http_ceiling(connections),
+            "1" | "1b" | "7" => self.http_ceiling(connections),
             "2" | "3" | "4" => self.pg_ceiling(Script::TenantSelect, connections),
             "5" | "6" => self.pg_ceiling(Script::Insert, connections),
             _ => None,
@@ -327,6 +332,7 @@ impl Report {
             }
         };
         push("1", Self::at(&self.sweeps.hot, CONNECTIONS));
+        push("1b", self.hot_all.as_ref().map(|(run, _)| run));
         push("2", Self::at(&self.sweeps.cold, CONNECTIONS));
         push("3", Self::at(&self.sweeps.by_id, CONNECTIONS));
         push("4", self.page.as_ref());
@@ -826,7 +832,7 @@ impl Report {
              settings (`database.max_connections` = {POOL}) except `log.filter = warn` (no \
              per-request log line) and no start-up preload. Scenario 2 and the growth curve \
              run with `cache.enabled = false`; the others with both cache tiers \
-             (`cache.redis_url` set, L1 at its default 256 MiB).\n\
+             (`cache.redis_url` set, L1 sized for the warmed hot set as below).\n\
              - **Load generator.** A small tokio + hyper client inside xtask \
              (`xtask/src/bench/load.rs`), run from the release build in its own process: one \
              keep-alive HTTP/1.1 connection per virtual user, closed loop (next request when \
@@ -837,9 +843,9 @@ impl Report {
              and reports p99.9 from full histograms; the same client measures the trivial axum \
              ceiling, so client overhead cancels out of the ratios. Client and server share \
              the machine's {} cores, as pgbench and redis-benchmark do with their servers.\n\
-             - **Hot keys.** Zipf with exponent {ZIPF_EXPONENT} over all {} leads of all \
-             tenants (the hottest lead ids scattered over tenants and rows); the 10,000 \
-             hottest get {:.0} % of the requests.\n\
+             - **Hot keys.** Zipf with exponent {ZIPF_EXPONENT}, the hottest lead ids \
+             scattered over tenants and rows; over all {} leads of all tenants, the 10,000 \
+             hottest get {:.0} % of the requests. {}\n\
              - **Scenarios.** (1) `GET /v1/leads/{{id}}/context`, Zipf, caches on; (2) the \
              same, uniform, caches off; (3) `GET /v1/leads/{{id}}`, uniform; (4) `GET \
              /v1/leads?…&limit=20` by status, tag or agent, half of them from a cursor deep in \
@@ -859,6 +865,7 @@ impl Report {
             self.machine.cores,
             human(plan.leads_per_tenant() * u64::from(plan.tenants)),
             self.zipf_head(10_000) * 100.0,
+            self.hot_set_words(),
             self.pending_available,
         );
 
@@ -898,6 +905,27 @@ impl Report {
         md
     }
 
+    /// Which leads scenario (1) draws from, and (1b) when there is one.
+    fn hot_set_words(&self) -> String {
+        let total = self.total_leads();
+        let hot = self.plan.warm_hot.min(total);
+        if hot >= total {
+            "Scenario (1) draws from every lead, all of them warmed first; (7) from the same \
+             distribution."
+                .to_owned()
+        } else {
+            format!(
+                "Scenario (1) draws from the {} hottest ranks only, the leads warmed before it \
+                 (the same distribution cut at that rank, so a cache-hot run reads what the \
+                 cache holds); (1b) and (7) draw from all {} leads, so {:.1} % of their draws \
+                 fall in the tail the warm-up left out.",
+                human(hot as u64),
+                human(total as u64),
+                (1.0 - self.zipf_head(hot)) * 100.0
+            )
+        }
+    }
+
     fn total_leads(&self) -> usize {
         (self.plan.leads_per_tenant() * u64::from(self.plan.tenants)) as usize
     }
@@ -925,15 +953,6 @@ impl Report {
                 } else {
                     format!("the contexts of the {} hottest leads", human(n as u64))
                 };
-                let rest = if n >= self.total_leads() {
-                    String::new()
-                } else {
-                    format!(
-                        " The other leads get {:.1} % of the Zipf draws and are loaded from \
-                         PostgreSQL on their first request.",
-                        (1.0 - self.zipf_head(n)) * 100.0
-                    )
-                };
                 let l1 = self
                     .hot_l1_bytes
                     .map(|b| {
@@ -946,7 +965,7 @@ impl Report {
                     .unwrap_or_default();
                 format!(
                     " Before the sweep, {what} was requested once, hottest first ({:.0} s at {} \
-                     connections): all of them are then in Redis and in L1.{l1}{rest}",
+                     connections): all of them are then in Redis and in L1.{l1}",
                     w.elapsed_secs, w.connections,
                 )
             })
@@ -977,11 +996,23 @@ impl Report {
             "- **(1) cache-hot context** is bounded by the HTTP stack and by the cache's \
              reach: an L1 hit costs the request's routing, the API-key check (a hash and an \
              in-process lookup) and copying the context's cached JSON (a few KiB) to the \
-             socket; nothing is serialized per hit. Keys the Zipf tail touches that L1 does \
-             not hold go to Redis (one round trip; the copy's header line is compared, nothing \
-             decoded) or \
-             PostgreSQL (one tenant transaction).{serialize}{warm}{hot}"
+             socket; nothing is serialized per hit. A key L1 does not hold goes to Redis (one \
+             round trip; the copy's header line is compared, nothing decoded) or PostgreSQL \
+             (one statement).{serialize}{warm}{hot}"
         );
+        if let Some((run, delta)) = &self.hot_all {
+            let _ = writeln!(
+                md,
+                "- **(1b) Zipf over all leads** is (1) without the cut: the tail the warm-up \
+                 left out is loaded from PostgreSQL on its first request, each such load costs \
+                 what (2) costs, and with {CONNECTIONS} connections sharing {POOL} database \
+                 connections a few percent of loads set the pace for the rest ({:.0} req/s, \
+                 p99 {:.3} ms). During the run: {}.",
+                run.rps,
+                run.p99_ms,
+                delta.describe()
+            );
+        }
         let statement = match (
             self.ceilings.pg_at(Script::ContextStatement, POOL),
             Self::at(&self.sweeps.cold, CONNECTIONS),

@@ -94,9 +94,28 @@ impl Space {
     }
 }
 
-/// `GET /v1/leads/{id}/context`, Zipf over all leads of all tenants.
+/// `GET /v1/leads/{id}/context`, Zipf over the `hot_set` hottest leads
+/// (scattered over every tenant): the leads [`context_hottest_once`] warmed,
+/// so that the scenario measures the cache rather than first loads from
+/// PostgreSQL. With `hot_set` at least [`Space::total`], every lead.
 #[must_use]
-pub fn context_hot(space: &Space) -> Workload {
+pub fn context_hot(space: &Space, hot_set: usize) -> Workload {
+    let space = space.clone();
+    let zipf = if hot_set >= space.total() {
+        Arc::clone(&space.zipf)
+    } else {
+        Arc::new(Zipf::new(hot_set.max(1), ZIPF_EXPONENT))
+    };
+    Arc::new(move |rng| {
+        let (caller, id) = space.ranked(zipf.sample(rng));
+        Some(context(caller, &id))
+    })
+}
+
+/// `GET /v1/leads/{id}/context`, Zipf over all leads of all tenants, the
+/// cold tail included.
+#[must_use]
+pub fn context_zipf_all(space: &Space) -> Workload {
     let space = space.clone();
     Arc::new(move |rng| {
         let (caller, id) = space.hot(rng);
@@ -265,4 +284,77 @@ pub fn mix(space: &Space) -> Workload {
 #[must_use]
 pub fn echo() -> Workload {
     Arc::new(|_| Some(Request::get("/".to_owned(), None)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rand::SeedableRng as _;
+
+    use super::*;
+
+    fn space(tenants: u32, leads_per_tenant: u64) -> Space {
+        let callers: Vec<Caller> = (0..tenants)
+            .map(|index| Caller {
+                index,
+                auth: HeaderValue::from_static("Bearer ll_test"),
+                agents: Vec::new(),
+            })
+            .collect();
+        let total = callers.len() * leads_per_tenant as usize;
+        Space {
+            callers: callers.into(),
+            leads_per_tenant,
+            zipf: Arc::new(Zipf::new(total, ZIPF_EXPONENT)),
+        }
+    }
+
+    fn paths(workload: &Workload, rng: &mut StdRng, draws: usize) -> Vec<String> {
+        (0..draws)
+            .map_while(|_| workload(rng))
+            .map(|r| r.path)
+            .collect()
+    }
+
+    #[test]
+    fn the_cache_hot_scenario_reads_only_what_the_warm_up_loaded() {
+        let space = space(5, 2_000);
+        let hot_set = 1_000;
+        let mut rng = StdRng::seed_from_u64(7);
+        let warmed: HashSet<String> =
+            paths(&context_hottest_once(&space, hot_set), &mut rng, usize::MAX)
+                .into_iter()
+                .collect();
+        assert_eq!(warmed.len(), hot_set, "the warm-up names each lead once");
+
+        let hot = paths(&context_hot(&space, hot_set), &mut rng, 20_000);
+        assert_eq!(hot.len(), 20_000);
+        let outside = hot.iter().filter(|p| !warmed.contains(*p)).count();
+        assert_eq!(outside, 0, "cache-hot draws outside the warmed set");
+
+        // Over all leads, about a quarter of the draws fall in the tail the
+        // warm-up left out: that is the run reported separately.
+        let all = paths(&context_zipf_all(&space), &mut rng, 20_000);
+        let outside = all.iter().filter(|p| !warmed.contains(*p)).count();
+        let expected = (1.0 - space.zipf.head_share(hot_set)) * 20_000.0;
+        assert!(
+            (outside as f64 - expected).abs() < expected * 0.1,
+            "{outside} draws outside the warmed set, expected about {expected:.0}"
+        );
+    }
+
+    #[test]
+    fn a_hot_set_as_large_as_the_data_is_every_lead() {
+        let space = space(2, 50);
+        let mut rng = StdRng::seed_from_u64(3);
+        let seen: HashSet<String> = paths(&context_hot(&space, 1_000), &mut rng, 50_000)
+            .into_iter()
+            .collect();
+        let every: HashSet<String> = paths(&context_each_once(&space, 100), &mut rng, 1_000)
+            .into_iter()
+            .collect();
+        assert_eq!(every.len(), 100);
+        assert_eq!(seen, every);
+    }
 }
