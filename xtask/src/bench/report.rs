@@ -949,9 +949,9 @@ impl Report {
             .map(|w| {
                 let n = self.plan.warm_hot.min(self.total_leads());
                 let what = if n >= self.total_leads() {
-                    format!("every lead's context ({})", human(n as u64))
+                    format!("every lead's context ({}) was", human(n as u64))
                 } else {
-                    format!("the contexts of the {} hottest leads", human(n as u64))
+                    format!("the contexts of the {} hottest leads were", human(n as u64))
                 };
                 let l1 = self
                     .hot_l1_bytes
@@ -964,7 +964,7 @@ impl Report {
                     })
                     .unwrap_or_default();
                 format!(
-                    " Before the sweep, {what} was requested once, hottest first ({:.0} s at {} \
+                    " Before the sweep, {what} requested once, hottest first ({:.0} s at {} \
                      connections): all of them are then in Redis and in L1.{l1}",
                     w.elapsed_secs, w.connections,
                 )
