@@ -153,7 +153,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting and lets in-flight requests finish.
+/// accepting and lets in-flight requests finish. Meanwhile the metrics
+/// recorder's upkeep runs every few seconds, scraped or not.
 ///
 /// # Errors
 /// The accept loop's I/O error.
@@ -162,6 +163,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let _upkeep = observe::Upkeep::start();
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -7,12 +7,20 @@
 //! - `GET /metrics` renders Prometheus text. Pool occupancy and the cache's
 //!   counters are sampled at scrape time rather than pushed on every
 //!   request: a scrape every few seconds costs less than an atomic per hit.
+//! - Histogram samples wait in the recorder until they are folded into
+//!   their buckets. The exporter's own upkeep task is not started by
+//!   `install_recorder`, so [`Upkeep`] does it while the server runs:
+//!   without it, an instance nobody scrapes grows by about 8 bytes per
+//!   sample, for ever.
 //! - Every request gets an id: the caller's `X-Request-Id` when sent, a
 //!   fresh UUID otherwise, echoed in the response and recorded on the
 //!   request's log span with the method, path and, once authenticated, the
 //!   tenant. Headers (and so API keys) are never logged.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -48,6 +56,44 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
         })
         .clone()
+}
+
+/// How often [`Upkeep`] folds pending histogram samples into their
+/// buckets: the period of the exporter's own upkeep task.
+pub(crate) const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs the recorder's upkeep every [`UPKEEP_EVERY`] until dropped.
+pub(crate) struct Upkeep(tokio::task::JoinHandle<()>);
+
+impl Upkeep {
+    /// Starts the upkeep of this process's recorder.
+    pub(crate) fn start() -> Self {
+        let handle = metrics_handle();
+        Self::every(UPKEEP_EVERY, move || handle.run_upkeep())
+    }
+
+    /// Calls `upkeep` every `period`, first after one period. Each call
+    /// runs on the blocking pool: it touches every sample recorded since
+    /// the last one, which under load is a few milliseconds of CPU that
+    /// should not hold up a worker's requests.
+    pub(crate) fn every(period: Duration, upkeep: impl Fn() + Clone + Send + 'static) -> Self {
+        Self(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let upkeep = upkeep.clone();
+                // A panic inside the exporter would end this task only.
+                let _ = tokio::task::spawn_blocking(upkeep).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Upkeep {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Counts and times a routed request (a route layer, so the matched route
@@ -130,4 +176,32 @@ pub(crate) fn request_span(request: &Request) -> tracing::Span {
         path = %request.uri().path(),
         tenant_id = tracing::field::Empty,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn upkeep_runs_every_period_until_it_is_dropped() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let upkeep = Upkeep::every(Duration::from_secs(5), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "ran before one period");
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "at 5, 10 and 15 s");
+
+        drop(upkeep);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "ran after it was dropped");
+    }
 }
