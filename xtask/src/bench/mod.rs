@@ -457,6 +457,21 @@ async fn measure_one(
     Ok(measured)
 }
 
+/// [`measure_one`] against the service at `load.addr`, with what its cache
+/// counted during the run (as `tenant` sees them).
+async fn measure_cached(
+    label: &str,
+    load: Load,
+    workload: load::Workload,
+    tenant: &BenchTenant,
+    log: &mut CommandLog,
+) -> anyhow::Result<(Measured, CacheDelta)> {
+    let before = cache_stats(load.addr, tenant).await?;
+    let measured = measure_one(label, load, workload, log).await?;
+    let after = cache_stats(load.addr, tenant).await?;
+    Ok((measured, CacheDelta::between(&before, &after)))
+}
+
 /// Cache counters of a running service, through `GET /v1/cache/stats`.
 async fn cache_stats(
     addr: SocketAddr,
@@ -747,19 +762,16 @@ async fn measure(
         .await?,
     );
     for connections in SWEEP {
-        let before = cache_stats(hot.addr, first).await?;
-        let row = measure_one(
+        let (row, cache) = measure_cached(
             "context, cache-hot (Zipf)",
             env.load(hot.addr, connections),
             scenarios::context_hot(&space, plan.warm_hot),
+            first,
             &mut report.commands,
         )
         .await?;
         if connections == CONNECTIONS {
-            report.hot_cache = Some(CacheDelta::between(
-                &before,
-                &cache_stats(hot.addr, first).await?,
-            ));
+            report.hot_cache = Some(cache);
         }
         report.sweeps.hot.push(row);
     }
@@ -768,16 +780,16 @@ async fn measure(
         // loaded from PostgreSQL on first touch. Reported beside (1), not
         // as it: that run measures first loads as much as the cache.
         eprintln!("bench: (1b) lead context, Zipf over all leads");
-        let before = cache_stats(hot.addr, first).await?;
-        let row = measure_one(
-            "context, Zipf over all leads",
-            env.load(hot.addr, CONNECTIONS),
-            scenarios::context_zipf_all(&space),
-            &mut report.commands,
-        )
-        .await?;
-        let delta = CacheDelta::between(&before, &cache_stats(hot.addr, first).await?);
-        report.hot_all = Some((row, delta));
+        report.hot_all = Some(
+            measure_cached(
+                "context, Zipf over all leads",
+                env.load(hot.addr, CONNECTIONS),
+                scenarios::context_hot(&space, space.total()),
+                first,
+                &mut report.commands,
+            )
+            .await?,
+        );
     }
     eprintln!("bench: (3) lead by id");
     for connections in SWEEP {
@@ -820,20 +832,16 @@ async fn measure(
         )
         .await?,
     );
-    let before = cache_stats(hot.addr, first).await?;
-    report.mix = Some(
-        measure_one(
-            "90/10 read/write mix",
-            env.load(hot.addr, CONNECTIONS),
-            scenarios::mix(&space),
-            &mut report.commands,
-        )
-        .await?,
-    );
-    report.mix_cache = Some(CacheDelta::between(
-        &before,
-        &cache_stats(hot.addr, first).await?,
-    ));
+    let (mix, mix_cache) = measure_cached(
+        "90/10 read/write mix",
+        env.load(hot.addr, CONNECTIONS),
+        scenarios::mix(&space),
+        first,
+        &mut report.commands,
+    )
+    .await?;
+    report.mix = Some(mix);
+    report.mix_cache = Some(mix_cache);
     drop(hot);
     timer.lap(report, "scenarios 1 and 3-7 (caches on)");
 
