@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use leadline_ports::ContextCache;
 use leadline_testsupport::OwnedRedisServer;
 
-use crate::support::{Store, pause_redis, two_tier};
+use crate::support::{Store, pause_redis, two_tier, unix_ms, until};
 
 /// With `redis_timeout_ms` = 50.
 const BOUND: Duration = Duration::from_millis(300);
@@ -26,7 +26,12 @@ async fn hot_keys_are_the_latest_loads_most_recent_first() {
         a.get_or_load(store.tenant, store.lead, store.loader())
             .await
             .expect("loads");
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        // The hot set is scored in Unix milliseconds: the next load must see
+        // a later one for the order to be defined.
+        let loaded = unix_ms();
+        until(Duration::from_secs(1), async || unix_ms() > loaded)
+            .await
+            .expect("the clock moves on");
     }
     let ids = |stores: &[&Store]| -> Vec<_> { stores.iter().map(|s| (s.tenant, s.lead)).collect() };
     let newest = ids(&[&stores[4], &stores[3], &stores[2]]);

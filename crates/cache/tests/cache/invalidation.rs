@@ -5,9 +5,11 @@ use std::time::{Duration, Instant};
 use leadline_ports::ContextCache;
 use leadline_testsupport::OwnedRedisServer;
 
-use crate::support::{Store, redis_get, shared_url, two_tier, value_key};
+use crate::support::{Store, redis_get, two_tier, until, value_key};
 
-/// Spins (yielding) until `condition` holds, for at most a second.
+/// Spins (yielding) until `condition` holds, for at most a second: unlike
+/// [`until`], it never sleeps, so the propagation time it measures is not
+/// rounded up to a pause.
 async fn until_spin(mut condition: impl FnMut() -> bool) -> Option<()> {
     let started = Instant::now();
     while !condition() {
@@ -96,11 +98,18 @@ async fn invalidate_on_a_clears_a_l2_and_b_and_reports_propagation_time() {
 }
 
 /// Shutdown stops the subscriber and the Redis traffic; the cache still
-/// answers, in-process only.
+/// answers, in-process only. On a Redis of its own, so that a third instance,
+/// C, still subscribed, hears exactly A's invalidation: once C has, B would
+/// have too if it still listened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_listening_and_leaves_an_in_process_cache() {
-    let url = shared_url();
-    let (a, b) = (two_tier(&url).await, two_tier(&url).await);
+    let server = tokio::task::block_in_place(OwnedRedisServer::start).expect("owned Redis");
+    let url = server.url();
+    let (a, b, c) = (
+        two_tier(&url).await,
+        two_tier(&url).await,
+        two_tier(&url).await,
+    );
     b.shutdown().await;
     assert!(!b.subscribed());
     let store = Store::new();
@@ -108,7 +117,11 @@ async fn shutdown_stops_listening_and_leaves_an_in_process_cache() {
         .await
         .expect("loads without Redis");
     a.invalidate(store.tenant, store.lead).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until(Duration::from_secs(5), async || {
+        c.stats().invalidations_received == 1
+    })
+    .await
+    .expect("C, still subscribed, hears of the invalidation");
     assert_eq!(b.stats().invalidations_received, 0);
     assert_eq!(
         b.stats().l2.hits + b.stats().l2.misses,
@@ -119,5 +132,7 @@ async fn shutdown_stops_listening_and_leaves_an_in_process_cache() {
         .await
         .expect("L1");
     assert_eq!(b.stats().l1.hits, 1);
-    a.shutdown().await;
+    for cache in [a, c] {
+        cache.shutdown().await;
+    }
 }

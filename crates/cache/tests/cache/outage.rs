@@ -43,7 +43,7 @@ async fn redis_stopped_mid_test_costs_nothing_and_is_caught_up_after() {
     .expect("loads");
 
     control("stop", || server.stop());
-    until(Duration::from_secs(3), || !a.subscribed())
+    until(Duration::from_secs(3), async || !a.subscribed())
         .await
         .expect("A notices the lost subscription");
 
@@ -83,7 +83,7 @@ async fn redis_stopped_mid_test_costs_nothing_and_is_caught_up_after() {
 
     control("restart", || server.restart());
     let restarted = Instant::now();
-    until(Duration::from_secs(5), || a.subscribed())
+    until(Duration::from_secs(5), async || a.subscribed())
         .await
         .expect("A resubscribes by itself");
     let resubscribed = restarted.elapsed();
@@ -99,33 +99,29 @@ async fn redis_stopped_mid_test_costs_nothing_and_is_caught_up_after() {
 
     // The request connection reconnects too: A's writes reach L2 and B
     // reads them again.
-    let l2_back = 'back: {
-        while restarted.elapsed() < Duration::from_secs(5) {
-            let store = warm.other_lead();
-            bounded(
-                "get_or_load after restart",
-                a.get_or_load(store.tenant, store.lead, store.loader()),
-            )
-            .await
-            .expect("A loads");
-            bounded(
-                "get_or_load after restart",
-                b.get_or_load(store.tenant, store.lead, store.loader()),
-            )
-            .await
-            .expect("B reads");
-            if store.loads() == 1 {
-                break 'back Some(restarted.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
+    let l2_back = until(Duration::from_secs(5), async || {
+        let store = warm.other_lead();
+        bounded(
+            "get_or_load after restart",
+            a.get_or_load(store.tenant, store.lead, store.loader()),
+        )
+        .await
+        .expect("A loads");
+        bounded(
+            "get_or_load after restart",
+            b.get_or_load(store.tenant, store.lead, store.loader()),
+        )
+        .await
+        .expect("B reads");
+        store.loads() == 1
+    })
+    .await
+    .map(|_| restarted.elapsed())
     .expect("L2 hits again within 5 s of the restart");
     assert!(b.stats().l2.hits > 0);
     // The ten invalidations Redis missed were replayed (to a Redis that
     // restarted empty, so they changed nothing, harmlessly).
-    until(Duration::from_secs(2), || {
+    until(Duration::from_secs(2), async || {
         a.stats().invalidations_sent == 10
     })
     .await

@@ -92,20 +92,15 @@ async fn an_invalidation_redis_missed_is_replayed_when_it_answers() {
     );
 
     // After the pause: the replay reaches Redis and B.
-    let received = 'heard: {
-        while paused.elapsed() < PAUSE + REPLAY_BOUND {
-            if b.stats().invalidations_received > 0 {
-                break 'heard Some(paused.elapsed().saturating_sub(PAUSE));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        None
-    }
-    .expect("B hears of the replayed invalidation");
+    let within = (PAUSE + REPLAY_BOUND).saturating_sub(paused.elapsed());
+    let received = until(within, async || b.stats().invalidations_received > 0)
+        .await
+        .map(|_| paused.elapsed().saturating_sub(PAUSE))
+        .expect("B hears of the replayed invalidation");
     assert_eq!(version_in_redis(&url, &store).await, None, "gone from L2");
     // Counted once a replay is answered: the one B heard may be an earlier
     // try that timed out while waiting for the pause to end.
-    until(REPLAY_BOUND, || a.stats().invalidations_sent >= 1)
+    until(REPLAY_BOUND, async || a.stats().invalidations_sent >= 1)
         .await
         .expect("the replay is counted");
 

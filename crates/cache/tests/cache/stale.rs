@@ -6,7 +6,7 @@ use std::time::Duration;
 use leadline_cache::CacheSettings;
 use leadline_ports::{ContextCache, GetLeadError};
 
-use crate::support::{Behaviour, Store, shared_url, two_tier_with};
+use crate::support::{Behaviour, Store, redis_get, shared_url, two_tier_with, until, value_key};
 
 /// Exact window edges with a paused tokio clock. L1 only: the paused clock
 /// would fire the Redis timeouts at once (the runtime auto-advances when
@@ -62,16 +62,21 @@ async fn stale_copy_is_served_within_the_window_only() {
     assert_eq!(store.loads(), 4);
 }
 
-/// The same with Redis, on the real clock (1 s TTLs, so this test sleeps
-/// 1.2 s): L1 is stale and L2 has expired, so the loader runs, fails, and
-/// the stale L1 copy is served. An invalidated copy is never served stale.
+/// L1's freshness in the test on the real clock.
+const L1_TTL: Duration = Duration::from_secs(1);
+
+/// The same with Redis, on the real clock (1 s TTLs): once Redis has expired
+/// its copy (polled for, so a little over a second) L1's is past freshness
+/// too, so the loader runs, fails, and the stale L1 copy is served. An
+/// invalidated copy is never served stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_copy_with_redis_and_real_time() {
+    let url = shared_url();
     let cache = two_tier_with(CacheSettings {
-        l1_ttl_secs: 1,
+        l1_ttl_secs: L1_TTL.as_secs(),
         l2_ttl_secs: 1,
         stale_if_error_secs: 30,
-        ..CacheSettings::for_redis(&shared_url())
+        ..CacheSettings::for_redis(&url)
     })
     .await;
     let store = Store::new();
@@ -82,7 +87,19 @@ async fn stale_copy_with_redis_and_real_time() {
             .await
             .expect("loads");
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // L1 keeps a copy before Redis gets it, so once Redis has expired it
+    // (Redis's TTL, real time) L1's is past freshness too; the clock check
+    // says so in so many words.
+    let loaded = std::time::Instant::now();
+    assert!(
+        redis_get(&url, &value_key(&store)).await.is_some(),
+        "L2 holds the copy at first"
+    );
+    until(Duration::from_secs(5), async || {
+        loaded.elapsed() > L1_TTL && redis_get(&url, &value_key(&store)).await.is_none()
+    })
+    .await
+    .expect("Redis expires the copy after its 1 s TTL");
     store.behave(Behaviour::Unavailable);
     invalidated.behave(Behaviour::Unavailable);
     cache

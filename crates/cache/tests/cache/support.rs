@@ -180,19 +180,32 @@ pub fn value_key(store: &Store) -> String {
     format!("leadline:{}:ctx:{}", store.tenant, store.lead)
 }
 
-/// Polls `condition` every millisecond until it holds, for at most
-/// `within`; returns how long it took, or `None`.
-pub async fn until(within: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+/// Polls `condition` until it holds, for at most `within`; returns how long
+/// it took, or `None`. Every wait for something to happen goes through here
+/// (tests ask, they do not sleep and hope). The pause between tries starts at
+/// a millisecond, so a measured time stays close, and doubles up to 20 ms, so
+/// a long wait does not spin.
+pub async fn until(within: Duration, mut condition: impl AsyncFnMut() -> bool) -> Option<Duration> {
     let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
     loop {
-        if condition() {
+        if condition().await {
             return Some(started.elapsed());
         }
         if started.elapsed() > within {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// Now as Unix milliseconds, the clock the hot set is scored by.
+pub fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_millis()
 }
 
 /// One command on a new connection of the test's own.

@@ -6,7 +6,9 @@ use std::time::Duration;
 use leadline_cache::{CacheSettings, NullCache};
 use leadline_ports::{ContextCache, GetLeadError};
 
-use crate::support::{Behaviour, Store, redis_get, shared_url, two_tier, two_tier_with, value_key};
+use crate::support::{
+    Behaviour, Store, redis_get, shared_url, two_tier, two_tier_with, until, value_key,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_call_hits_l1_and_another_instance_hits_l2() {
@@ -183,15 +185,18 @@ async fn l1_is_bounded_by_bytes_and_counts_evictions() {
             .expect("loads");
     }
     // moka applies its policy in batches; keep asking until it has.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while cache.stats().l1.evictions < 50 && std::time::Instant::now() < deadline {
+    until(Duration::from_secs(5), async || {
+        if cache.stats().l1.evictions >= 50 {
+            return true;
+        }
         let store = first.other_lead();
         cache
             .get_or_load(store.tenant, store.lead, store.loader())
             .await
             .expect("loads");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        false
+    })
+    .await;
     let evictions = cache.stats().l1.evictions;
     assert!(evictions >= 50, "only {evictions} evictions for 4 KiB");
 }
