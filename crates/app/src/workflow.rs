@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use leadline_domain::{
-    AppendEventRequest, Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery,
-    DraftApprovalRequest, Event, LeadId, Page, TenantId, TimelineQuery, ValueError,
+    AppendEventRejected, AppendEventRequest, Approval, ApprovalAction, ApprovalId,
+    ApprovalQueueQuery, DraftApprovalRequest, Event, LeadId, Page, TenantId, TimelineQuery,
 };
 use leadline_ports::{
     AppendEventError, ApprovalRepository, CacheStats, ContextCache, ContextJson, ContextLoader,
@@ -151,9 +151,10 @@ impl ApprovalService {
 /// Why an event could not be appended.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    /// `occurred_at` is in the future.
-    #[error("occurred_at: {0}")]
-    InvalidTime(ValueError),
+    /// The event breaks a rule for client-logged events (a system kind, a
+    /// time in the future or out of range).
+    #[error(transparent)]
+    Rejected(#[from] AppendEventRejected),
     /// The store refused.
     #[error(transparent)]
     Store(#[from] AppendEventError),
@@ -173,7 +174,8 @@ impl TimelineService {
         Self { repo, cache }
     }
 
-    /// Appends an event, refusing ones dated in the future.
+    /// Appends an event a client logged, by the rules of
+    /// [`AppendEventRequest::check_from_client`].
     ///
     /// # Errors
     /// [`AppendError`].
@@ -183,8 +185,7 @@ impl TimelineService {
         lead: LeadId,
         req: &AppendEventRequest,
     ) -> Result<Event, AppendError> {
-        req.check_time(chrono::Utc::now())
-            .map_err(AppendError::InvalidTime)?;
+        req.check_from_client(chrono::Utc::now())?;
         let event = self.repo.append(tenant, lead, req).await?;
         self.cache.invalidate(tenant, lead).await;
         Ok(event)

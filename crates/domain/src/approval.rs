@@ -219,8 +219,10 @@ macro_rules! text {
 }
 pub(crate) use text;
 
-text!(
-    /// A message subject line.
+crate::value::bounded_text!(
+    /// A message subject line: one line, trimmed. It becomes a mail header,
+    /// so CR, LF and every other control character are refused (header
+    /// injection).
     Subject,
     300
 );
@@ -331,6 +333,14 @@ mod tests {
         assert_eq!(MessageBody::new("  \n "), Err(ValueError::Empty));
         assert!(Subject::new(&"s".repeat(301)).is_err());
         assert!(RejectionReason::new("bad\u{7}bell").is_err());
+        for injected in [
+            "Hi\r\nBcc: all@example.com",
+            "Hi\nX: y",
+            "Hi\rthere",
+            "tab\there",
+        ] {
+            assert!(Subject::new(injected).is_err(), "{injected:?}");
+        }
     }
 
     #[test]

@@ -106,9 +106,57 @@ pub struct AppendEventRequest {
     pub metadata: Metadata,
 }
 
+impl EventKind {
+    /// Kinds only the service records, as the trace of its own actions (a
+    /// status move, an approval's decision, a sent message). A client logs
+    /// what happened elsewhere and may not forge these.
+    #[must_use]
+    pub const fn is_system(self) -> bool {
+        matches!(
+            self,
+            Self::StatusChanged | Self::ApprovalDecided | Self::EmailSent | Self::SmsSent
+        )
+    }
+}
+
+/// Why a client's event was refused before it reached the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendEventRejected {
+    /// `kind` is one the service records itself.
+    #[error("kind: {0} events are recorded by leadline itself and cannot be appended")]
+    SystemKind(EventKind),
+    /// `occurred_at` is out of range.
+    #[error("occurred_at: {0}")]
+    Time(ValueError),
+}
+
+impl AppendEventRejected {
+    /// The request field at fault.
+    #[must_use]
+    pub const fn field(&self) -> &'static str {
+        match self {
+            Self::SystemKind(_) => "kind",
+            Self::Time(_) => "occurred_at",
+        }
+    }
+}
+
 impl AppendEventRequest {
-    /// Refuses events dated in the future (beyond a minute of clock skew):
-    /// a timeline is a record of what happened.
+    /// The rules for an event a client logs: not a system kind
+    /// ([`EventKind::is_system`]), not dated in the future (beyond a minute
+    /// of clock skew: a timeline is a record of what happened) and within
+    /// the storable range ([`crate::time::check_storable`]).
+    ///
+    /// # Errors
+    /// [`AppendEventRejected`].
+    pub fn check_from_client(&self, now: DateTime<Utc>) -> Result<(), AppendEventRejected> {
+        if self.kind.is_system() {
+            return Err(AppendEventRejected::SystemKind(self.kind));
+        }
+        self.check_time(now).map_err(AppendEventRejected::Time)
+    }
+
+    /// The time rules of [`Self::check_from_client`] alone.
     ///
     /// # Errors
     /// [`ValueError::Invalid`].
@@ -117,7 +165,8 @@ impl AppendEventRequest {
             Some(t) if t > now + chrono::Duration::minutes(1) => {
                 Err(ValueError::Invalid("must not be in the future"))
             }
-            _ => Ok(()),
+            Some(t) => crate::time::check_storable(t).map(|_| ()),
+            None => Ok(()),
         }
     }
 }
@@ -129,6 +178,18 @@ pub struct TimelineCursor {
     pub occurred_at: DateTime<Utc>,
     /// The last event's id.
     pub id: EventId,
+}
+
+impl TimelineCursor {
+    /// A cursor from its parts, as a client sent them back: the time must
+    /// be one a store can compare with ([`crate::time::check_storable`]).
+    ///
+    /// # Errors
+    /// [`ValueError::Invalid`] for a time out of range.
+    pub fn new(occurred_at: DateTime<Utc>, id: EventId) -> Result<Self, ValueError> {
+        crate::time::check_storable(occurred_at)?;
+        Ok(Self { occurred_at, id })
+    }
 }
 
 /// A page request on a lead's timeline.
@@ -177,6 +238,43 @@ mod tests {
         assert!(
             req.check_time(now).is_ok(),
             "back-dating is what logging a past call is"
+        );
+    }
+
+    #[test]
+    fn clients_may_not_forge_system_kinds_or_out_of_range_times() {
+        let now = Utc::now();
+        let mut req = AppendEventRequest {
+            kind: EventKind::Note,
+            direction: Direction::Internal,
+            content: None,
+            occurred_at: None,
+            actor: None,
+            metadata: Metadata::default(),
+        };
+        assert_eq!(req.check_from_client(now), Ok(()));
+        for &kind in EventKind::ALL {
+            req.kind = kind;
+            let expected = if matches!(
+                kind,
+                EventKind::StatusChanged
+                    | EventKind::ApprovalDecided
+                    | EventKind::EmailSent
+                    | EventKind::SmsSent
+            ) {
+                Err(AppendEventRejected::SystemKind(kind))
+            } else {
+                Ok(())
+            };
+            assert_eq!(req.check_from_client(now), expected, "{kind}");
+        }
+        req.kind = EventKind::Call;
+        req.occurred_at = chrono::NaiveDate::from_ymd_opt(-4800, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc());
+        assert_eq!(
+            req.check_from_client(now).map_err(|e| e.field()),
+            Err("occurred_at")
         );
     }
 

@@ -100,8 +100,14 @@ impl FromStr for LeadStatus {
     }
 }
 
-/// Free-form JSON attached to a lead: an object of at most
-/// [`Metadata::MAX_BYTES`] serialised bytes.
+/// Free-form JSON attached to a lead or an event: an object of at most
+/// [`Metadata::MAX_BYTES`] serialised bytes, nested at most
+/// [`Metadata::MAX_DEPTH`] deep, with no NUL character in any key or string.
+///
+/// The limits are what every store and every read can hold, so that what
+/// is accepted once reads back for ever: PostgreSQL's `jsonb` refuses
+/// `\u0000`, and a document nested near the JSON parser's recursion limit
+/// would fail to parse once embedded in a larger one (a lead's context).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "serde_json::Value", into = "serde_json::Value")]
 pub struct Metadata(serde_json::Map<String, serde_json::Value>);
@@ -109,11 +115,14 @@ pub struct Metadata(serde_json::Map<String, serde_json::Value>);
 impl Metadata {
     /// The largest accepted object, serialised.
     pub const MAX_BYTES: usize = 16 * 1024;
+    /// The deepest accepted nesting: the object itself is depth 1.
+    pub const MAX_DEPTH: usize = 32;
 
-    /// Checks that `value` is an object within the size limit.
+    /// Checks that `value` is an object within the limits.
     ///
     /// # Errors
-    /// [`ValueError::Invalid`] for a non-object, [`ValueError::TooLong`] when too large.
+    /// [`ValueError::Invalid`] for a non-object, a NUL character or too deep
+    /// a nesting; [`ValueError::TooLong`] when too large.
     pub fn new(value: serde_json::Value) -> Result<Self, ValueError> {
         let serde_json::Value::Object(map) = value else {
             return Err(ValueError::Invalid("must be a JSON object"));
@@ -126,6 +135,7 @@ impl Metadata {
                 max: Self::MAX_BYTES,
             });
         }
+        check_json(&map, 1)?;
         Ok(Self(map))
     }
 
@@ -133,6 +143,42 @@ impl Metadata {
     #[must_use]
     pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
         &self.0
+    }
+}
+
+/// Walks an object: no NUL in keys or strings, no nesting past
+/// [`Metadata::MAX_DEPTH`]. Iterative depth is bounded by the check itself.
+fn check_json(
+    map: &serde_json::Map<String, serde_json::Value>,
+    depth: usize,
+) -> Result<(), ValueError> {
+    if depth > Metadata::MAX_DEPTH {
+        return Err(ValueError::Invalid("must be nested at most 32 levels deep"));
+    }
+    for (key, value) in map {
+        if key.contains('\0') {
+            return Err(ValueError::Invalid(
+                "must not contain the NUL character (\\u0000)",
+            ));
+        }
+        check_value(value, depth)?;
+    }
+    Ok(())
+}
+
+fn check_value(value: &serde_json::Value, depth: usize) -> Result<(), ValueError> {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Err(ValueError::Invalid(
+            "must not contain the NUL character (\\u0000)",
+        )),
+        serde_json::Value::Array(items) => {
+            if depth + 1 > Metadata::MAX_DEPTH {
+                return Err(ValueError::Invalid("must be nested at most 32 levels deep"));
+            }
+            items.iter().try_for_each(|v| check_value(v, depth + 1))
+        }
+        serde_json::Value::Object(map) => check_json(map, depth + 1),
+        _ => Ok(()),
     }
 }
 

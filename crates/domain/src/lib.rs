@@ -13,6 +13,7 @@ pub mod ids;
 pub mod lead;
 pub mod page;
 pub mod tenant;
+pub mod time;
 pub mod value;
 
 pub use agent::{Agent, AgentRole, CreateAgentRequest, UpdateAgentRequest};
@@ -22,8 +23,8 @@ pub use approval::{
     IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
 };
 pub use event::{
-    AppendEventRequest, Direction, Event, EventContent, EventKind, LeadContext, TimelineCursor,
-    TimelineQuery,
+    AppendEventRejected, AppendEventRequest, Direction, Event, EventContent, EventKind,
+    LeadContext, TimelineCursor, TimelineQuery,
 };
 pub use ids::{AgentId, ApiKeyId, ApprovalId, EventId, LeadId, ParseIdError, TenantId};
 pub use lead::{

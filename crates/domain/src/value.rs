@@ -30,8 +30,9 @@ pub enum ValueError {
 }
 
 /// Trims, rejects empty and over-long input, and refuses control characters
-/// (which have no place in names and break logs and CSV exports).
-fn bounded(raw: &str, max: usize) -> Result<String, ValueError> {
+/// (which have no place in names, break logs and CSV exports, and in a text
+/// that becomes a mail header, such as a subject, would inject headers).
+pub(crate) fn bounded(raw: &str, max: usize) -> Result<String, ValueError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(ValueError::Empty);
@@ -48,7 +49,7 @@ fn bounded(raw: &str, max: usize) -> Result<String, ValueError> {
 macro_rules! bounded_text {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -61,9 +62,9 @@ macro_rules! bounded_text {
             /// characters and free of control characters.
             ///
             /// # Errors
-            /// [`ValueError::Empty`], [`ValueError::TooLong`] or [`ValueError::Invalid`].
-            pub fn new(raw: &str) -> Result<Self, ValueError> {
-                bounded(raw, Self::MAX).map(Self)
+            /// [`ValueError`](crate::ValueError): empty, too long or with a control character.
+            pub fn new(raw: &str) -> Result<Self, $crate::ValueError> {
+                $crate::value::bounded(raw, Self::MAX).map(Self)
             }
 
             /// The validated text.
@@ -74,7 +75,7 @@ macro_rules! bounded_text {
         }
 
         impl TryFrom<String> for $name {
-            type Error = ValueError;
+            type Error = $crate::ValueError;
             fn try_from(raw: String) -> Result<Self, Self::Error> {
                 Self::new(&raw)
             }
@@ -86,13 +87,14 @@ macro_rules! bounded_text {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
     };
 }
+pub(crate) use bounded_text;
 
 bounded_text!(
     /// A person's first or last name.
@@ -125,7 +127,8 @@ bounded_text!(
 pub struct Email(String);
 
 impl Email {
-    /// The longest accepted address (RFC 5321 path limit).
+    /// The longest accepted address in bytes, after normalisation (RFC 5321
+    /// path limit).
     pub const MAX: usize = 254;
 
     /// Parses and normalises an email address.
@@ -133,18 +136,21 @@ impl Email {
     /// # Errors
     /// [`ValueError::Empty`], [`ValueError::TooLong`] or [`ValueError::Invalid`].
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
+        // Normalise first, then check what will be stored: lower-casing can
+        // grow a string (`İ` is 2 bytes, its lower case 3), and a check made
+        // before it would let through a value that no later read accepts.
+        let address = raw.trim().to_lowercase();
+        if address.is_empty() {
             return Err(ValueError::Empty);
         }
-        if trimmed.len() > Self::MAX {
+        if address.len() > Self::MAX {
             return Err(ValueError::TooLong { max: Self::MAX });
         }
         const EXPECTED: &str = "must be an email address like name@example.com";
-        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ValueError::Invalid(EXPECTED));
         }
-        let (local, domain) = trimmed
+        let (local, domain) = address
             .split_once('@')
             .ok_or(ValueError::Invalid(EXPECTED))?;
         let domain_ok = !domain.contains('@')
@@ -153,7 +159,7 @@ impl Email {
         if local.is_empty() || local.len() > 64 || !domain_ok {
             return Err(ValueError::Invalid(EXPECTED));
         }
-        Ok(Self(trimmed.to_lowercase()))
+        Ok(Self(address))
     }
 
     /// The normalised address.
