@@ -71,9 +71,11 @@ struct VerifiedKey {
     fresh_until: std::time::Instant,
 }
 
-/// How long a verified key is trusted without asking the store again (the
-/// most a revoked key can keep working).
-const KEY_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a verified key is trusted without asking the store again: the
+/// most a revoked key keeps working on any instance. One second costs one
+/// indexed read per key per second per instance, and needs no cross-instance
+/// message that could be lost.
+const KEY_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long past that a verified key is still accepted while the store is
 /// unavailable.
 const KEY_STALE_IF_ERROR: std::time::Duration = std::time::Duration::from_secs(600);

@@ -93,6 +93,36 @@ impl ApiError {
         )
     }
 
+    /// 413: the body is larger than any request needs.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            "the request body is larger than this API accepts (2 MiB)",
+        )
+    }
+
+    /// 414: the request target is longer than the API reads.
+    pub fn uri_too_long(max: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "URI too long",
+            format!("the request target is longer than {max} bytes"),
+        )
+    }
+
+    /// 431: more or larger headers than the API reads.
+    pub fn headers_too_large(max_count: usize, max_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request header fields too large",
+            format!("send at most {max_count} headers of at most {max_bytes} bytes in all"),
+        )
+    }
+
     /// 415: the body is not JSON.
     pub fn unsupported_media_type() -> Self {
         Self::new(
@@ -437,8 +467,15 @@ impl From<leadline_app::AppendError> for ApiError {
     fn from(err: leadline_app::AppendError) -> Self {
         use leadline_ports::AppendEventError as E;
         match err {
-            leadline_app::AppendError::InvalidTime(e) => {
-                Self::invalid_field("occurred_at", e.to_string())
+            leadline_app::AppendError::Rejected(rejected) => {
+                let field = rejected.field();
+                let message = match rejected {
+                    leadline_domain::AppendEventRejected::SystemKind(kind) => format!(
+                        "{kind} events are recorded by leadline itself and cannot be appended"
+                    ),
+                    leadline_domain::AppendEventRejected::Time(e) => e.to_string(),
+                };
+                Self::invalid_field(field, message)
             }
             leadline_app::AppendError::Store(E::LeadNotFound) => Self::not_found("lead"),
             leadline_app::AppendError::Store(E::AgentNotFound) => {

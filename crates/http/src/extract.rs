@@ -46,13 +46,67 @@ fn field_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> Api
         .unwrap_or(&message)
         .to_owned();
     let field = if path == "." { "body".to_owned() } else { path };
-    ApiError::invalid_field(field, message)
+    ApiError::invalid_field(field, in_json_terms(&message))
+}
+
+/// Rewrites what serde expected in JSON's terms instead of Rust's
+/// ("expected u32" → "expected an integer", "expected struct CreateLeadBody"
+/// → "expected a JSON object"): a client knows fields and JSON types, not
+/// our type names.
+fn in_json_terms(message: &str) -> String {
+    const MARK: &str = "expected ";
+    let Some(at) = message.find(MARK) else {
+        return message.to_owned();
+    };
+    let (head, rest) = message.split_at(at + MARK.len());
+    let word_end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let (word, tail) = rest.split_at(word_end);
+    let json = match word {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" | "usize"
+        | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        "struct" | "map" => {
+            // Drop the type name (and any "with N elements") that follows.
+            return format!("{head}a JSON object");
+        }
+        "sequence" | "tuple" => "an array",
+        "enum" => return format!("{head}one of the documented values"),
+        _ => return message.to_owned(),
+    };
+    format!("{head}{json}{tail}")
 }
 
 /// A JSON body deserialised into `T`, whose domain types validate as they
 /// parse. Bad JSON is a 400; a bad value is a 422 naming its field.
 #[derive(Debug)]
 pub(crate) struct ApiJson<T>(pub T);
+
+#[cfg(test)]
+mod tests {
+    use super::in_json_terms;
+
+    #[test]
+    fn messages_speak_json_not_rust() {
+        assert_eq!(
+            in_json_terms("invalid type: string \"1\", expected i64"),
+            "invalid type: string \"1\", expected an integer"
+        );
+        assert_eq!(
+            in_json_terms(
+                "invalid type: sequence, expected struct CreateLeadBody with 10 elements"
+            ),
+            "invalid type: sequence, expected a JSON object"
+        );
+        assert_eq!(
+            in_json_terms("invalid type: map, expected a sequence"),
+            "invalid type: map, expected a sequence"
+        );
+        assert_eq!(in_json_terms("expected f64"), "expected a number");
+        assert_eq!(in_json_terms("must not be empty"), "must not be empty");
+    }
+}
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -70,9 +124,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::unsupported_media_type());
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::malformed_body(e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large()
+            } else {
+                ApiError::malformed_body("the body could not be read")
+            }
+        })?;
+        // Every body is an object of named fields. serde would also take a
+        // struct from an array, field by position: refuse that up front.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                    Ok(_) => ApiError::invalid_field("body", "must be a JSON object"),
+                    Err(e) => ApiError::malformed_body(e.to_string()),
+                },
+            );
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(&mut de) {
             Ok(value) => de
@@ -103,6 +171,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         serde_path_to_error::deserialize(de)
             .map(Self)
             .map_err(|e| field_error(&e))
+    }
+}
+
+/// An id type that names its resource, for [`PathId`]'s "not found".
+pub(crate) trait ResourceId: std::str::FromStr {
+    /// The resource, as a 404 names it ("lead not found").
+    const WHAT: &'static str;
+}
+
+impl ResourceId for leadline_domain::LeadId {
+    const WHAT: &'static str = "lead";
+}
+impl ResourceId for leadline_domain::AgentId {
+    const WHAT: &'static str = "agent";
+}
+impl ResourceId for leadline_domain::ApprovalId {
+    const WHAT: &'static str = "approval";
+}
+
+/// The route's one `{id}` path segment as a typed id. Anything that is not
+/// such an id (malformed, or not even UTF-8 once percent-decoded) names no
+/// resource of ours: a 404 problem, never the framework's plain-text 400.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathId<T>(pub T);
+
+impl<T: ResourceId + Send, S: Send + Sync> FromRequestParts<S> for PathId<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::not_found(T::WHAT))?;
+        raw.parse()
+            .map(Self)
+            .map_err(|_| ApiError::not_found(T::WHAT))
     }
 }
 

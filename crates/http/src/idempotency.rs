@@ -29,14 +29,17 @@ pub(crate) const HEADER: &str = "idempotency-key";
 /// The largest body that is buffered for hashing and replay.
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// The request's identity: method, path and body. A JSON body is hashed in
-/// canonical form (keys sorted, no whitespace), so a client re-serialising
-/// the same object is not a "different request".
-fn request_hash(method: &Method, path: &str, body: &[u8]) -> [u8; 32] {
+/// The request's identity: method, path, query string and body. A JSON body
+/// is hashed in canonical form (keys sorted, no whitespace), so a client
+/// re-serialising the same object is not a "different request"; the query
+/// is hashed as sent, since it can change what the request does.
+fn request_hash(method: &Method, uri: &axum::http::Uri, body: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(method.as_str().as_bytes());
     hasher.update([0]);
-    hasher.update(path.as_bytes());
+    hasher.update(uri.path().as_bytes());
+    hasher.update([0]);
+    hasher.update(uri.query().unwrap_or("").as_bytes());
     hasher.update([0]);
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(value) => hasher.update(value.to_string().as_bytes()),
@@ -92,10 +95,16 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
         .map_err(IntoResponse::into_response)?;
     parts.extensions.insert(tenant.clone());
     let tenant = tenant.0.id;
-    let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|_| {
-        ApiError::malformed_body("the body is too large or could not be read").into_response()
+    let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::payload_too_large().into_response()
+        } else {
+            ApiError::malformed_body("the body could not be read").into_response()
+        }
     })?;
-    let hash = request_hash(&parts.method, parts.uri.path(), &bytes);
+    let hash = request_hash(&parts.method, &parts.uri, &bytes);
     let idempotency = &state.services().idempotency;
     match idempotency
         .begin(tenant, &key, hash)
@@ -153,14 +162,38 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
 mod tests {
     use super::*;
 
+    fn uri(s: &'static str) -> axum::http::Uri {
+        axum::http::Uri::from_static(s)
+    }
+
     #[test]
     fn hash_ignores_json_formatting_but_not_content_or_target() {
-        let a = request_hash(&Method::POST, "/v1/x", br#"{"a":1,"b":2}"#);
+        let a = request_hash(&Method::POST, &uri("/v1/x"), br#"{"a":1,"b":2}"#);
         assert_eq!(
             a,
-            request_hash(&Method::POST, "/v1/x", b"{ \"b\": 2, \"a\": 1 }")
+            request_hash(&Method::POST, &uri("/v1/x"), b"{ \"b\": 2, \"a\": 1 }")
         );
-        assert_ne!(a, request_hash(&Method::POST, "/v1/x", br#"{"a":1,"b":3}"#));
-        assert_ne!(a, request_hash(&Method::POST, "/v1/y", br#"{"a":1,"b":2}"#));
+        assert_ne!(
+            a,
+            request_hash(&Method::POST, &uri("/v1/x"), br#"{"a":1,"b":3}"#)
+        );
+        assert_ne!(
+            a,
+            request_hash(&Method::POST, &uri("/v1/y"), br#"{"a":1,"b":2}"#)
+        );
+    }
+
+    #[test]
+    fn hash_covers_the_query_string() {
+        let body = br#"{"a":1}"#;
+        let plain = request_hash(&Method::POST, &uri("/v1/x"), body);
+        let with_query = request_hash(&Method::POST, &uri("/v1/x?dry_run=true"), body);
+        let other_query = request_hash(&Method::POST, &uri("/v1/x?dry_run=false"), body);
+        assert_ne!(plain, with_query);
+        assert_ne!(with_query, other_query);
+        assert_eq!(
+            with_query,
+            request_hash(&Method::POST, &uri("/v1/x?dry_run=true"), body)
+        );
     }
 }

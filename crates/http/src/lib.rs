@@ -22,6 +22,7 @@ mod idempotency;
 mod observe;
 mod openapi;
 mod routes;
+mod server;
 mod workflow;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -149,6 +150,10 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost: a caller's id that could forge a log line goes first.
+        .layer(axum::middleware::map_request(observe::screen_request_id))
+        // Limits on the request head apply to every route, the fallback too.
+        .layer(axum::middleware::from_fn(server::head_limits))
         .with_state(state)
 }
 
@@ -164,9 +169,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let _upkeep = observe::Upkeep::start();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::run(listener, router, shutdown).await
 }
 
 #[cfg(test)]

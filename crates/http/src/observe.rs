@@ -162,7 +162,39 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
     response
 }
 
-/// The span every request is logged in.
+/// The longest `X-Request-Id` kept from a caller.
+const REQUEST_ID_MAX: usize = 128;
+
+/// Whether a caller's `X-Request-Id` is kept: at most [`REQUEST_ID_MAX`]
+/// characters of letters, digits and `-_.:/+=@`. Anything else (quotes,
+/// spaces, control characters, a megabyte of text) could forge log lines or
+/// fields, so it is replaced by a fresh id rather than logged.
+fn acceptable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= REQUEST_ID_MAX
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+}
+
+/// Drops a caller's `X-Request-Id` that [`acceptable_request_id`] refuses,
+/// so the request-id layer behind it makes a new one.
+pub(crate) async fn screen_request_id(mut request: Request) -> Request {
+    let refused = request
+        .headers()
+        .get_all("x-request-id")
+        .iter()
+        .enumerate()
+        .any(|(i, v)| i > 0 || !acceptable_request_id(v));
+    if refused {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
+}
+
+/// The span every request is logged in. Values a caller chose are logged
+/// quoted and escaped (`?`), never raw.
 pub(crate) fn request_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
@@ -171,7 +203,7 @@ pub(crate) fn request_span(request: &Request) -> tracing::Span {
         .unwrap_or("-");
     tracing::info_span!(
         "request",
-        request_id = %request_id,
+        request_id = ?request_id,
         method = %request.method(),
         path = %request.uri().path(),
         tenant_id = tracing::field::Empty,
@@ -186,6 +218,28 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn request_ids_that_could_forge_a_log_line_are_refused() {
+        for ok in [
+            "abc-123",
+            "0b6f4c1e-8d2a-4f3e-9c1b-7a6d5e4f3a2b",
+            "trace:1/2+x=y@z",
+        ] {
+            assert!(acceptable_request_id(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        let long = "a".repeat(REQUEST_ID_MAX + 1);
+        for bad in [
+            "",
+            "x\" level=error msg=\"forged",
+            "a b",
+            "a\tb",
+            long.as_str(),
+        ] {
+            let value = HeaderValue::from_str(bad).expect("a header value");
+            assert!(!acceptable_request_id(&value), "{bad:?}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn upkeep_runs_every_period_until_it_is_dropped() {

@@ -5,7 +5,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -22,7 +22,7 @@ use crate::{
         UpdateAgentBody, UpdateLeadBody, decode_cursor, encode_cursor, page_limit,
     },
     error::{ApiError, update_agent_error, update_lead_error},
-    extract::{ApiJson, ApiQuery, CurrentTenant, etag, if_match},
+    extract::{ApiJson, ApiQuery, CurrentTenant, PathId, etag, if_match},
     openapi::{self as oa, schema as s},
 };
 
@@ -38,10 +38,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// A malformed id cannot name anything: 404, like another tenant's id.
-fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| ApiError::not_found(what))
-}
-
 /// A JSON response with an ETag carrying the version.
 fn versioned<T: serde::Serialize>(
     status: StatusCode,
@@ -289,9 +285,8 @@ async fn create_agent(
 async fn get_agent(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(id): Path<String>,
+    PathId(id): PathId<AgentId>,
 ) -> Result<Response, ApiError> {
-    let id: AgentId = parse_id(&id, "agent")?;
     let agent = state.services().agents.get(tenant.id, id).await?;
     Ok(versioned(StatusCode::OK, &agent, agent.version, None))
 }
@@ -354,11 +349,10 @@ async fn list_agents(
 async fn update_agent(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(id): Path<String>,
+    PathId(id): PathId<AgentId>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateAgentBody>,
 ) -> Result<Response, ApiError> {
-    let id: AgentId = parse_id(&id, "agent")?;
     let (version, from_if_match) = expected_version(&headers, body.version())?;
     let agent = state
         .services()
@@ -417,9 +411,8 @@ async fn create_lead(
 async fn get_lead(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(id): Path<String>,
+    PathId(id): PathId<LeadId>,
 ) -> Result<Response, ApiError> {
-    let id: LeadId = parse_id(&id, "lead")?;
     let lead = state.services().leads.get(tenant.id, id).await?;
     Ok(versioned(StatusCode::OK, &lead, lead.version, None))
 }
@@ -484,11 +477,10 @@ async fn list_leads(
 async fn update_lead(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(id): Path<String>,
+    PathId(id): PathId<LeadId>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateLeadBody>,
 ) -> Result<Response, ApiError> {
-    let id: LeadId = parse_id(&id, "lead")?;
     let (version, from_if_match) = expected_version(&headers, body.version())?;
     let lead = state
         .services()

@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 use crate::{AppState, router};
 
+mod hardening;
 mod openapi;
 
 struct Harness {

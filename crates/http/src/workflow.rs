@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -22,7 +22,7 @@ use crate::{
     AppState,
     dto::{ListResponse, decode_cursor, encode_cursor, page_limit},
     error::{ApiError, transition_error},
-    extract::{ApiJson, ApiQuery, CurrentTenant},
+    extract::{ApiJson, ApiQuery, CurrentTenant, PathId},
     openapi::{self as oa, schema as s},
 };
 
@@ -39,10 +39,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reject))
         .routes(routes!(send))
         .routes(routes!(cancel))
-}
-
-fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| ApiError::not_found(what))
 }
 
 /// `POST /v1/leads/{id}/approvals`.
@@ -80,10 +76,9 @@ struct DraftBody {
 async fn draft(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(lead): Path<String>,
+    PathId(lead): PathId<LeadId>,
     ApiJson(body): ApiJson<DraftBody>,
 ) -> Result<Response, ApiError> {
-    let lead: LeadId = parse_id(&lead, "lead")?;
     let req = DraftApprovalRequest {
         channel: body.channel,
         subject: body.subject,
@@ -118,9 +113,8 @@ async fn draft(
 async fn get_approval(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(id): Path<String>,
+    PathId(id): PathId<ApprovalId>,
 ) -> Result<Json<Approval>, ApiError> {
-    let id: ApprovalId = parse_id(&id, "approval")?;
     Ok(Json(state.services().approvals.get(tenant.id, id).await?))
 }
 
@@ -166,11 +160,10 @@ struct CancelledBy {
 async fn act(
     state: &AppState,
     tenant: leadline_domain::TenantId,
-    id: &str,
+    id: ApprovalId,
     action: ApprovalAction,
     actor_field: &str,
 ) -> Result<Json<Approval>, ApiError> {
-    let id: ApprovalId = parse_id(id, "approval")?;
     state
         .services()
         .approvals
@@ -199,13 +192,13 @@ async fn act(
 async fn approve(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(id): Path<String>,
+    PathId(id): PathId<ApprovalId>,
     ApiJson(body): ApiJson<DecidedBy>,
 ) -> Result<Json<Approval>, ApiError> {
     act(
         &state,
         tenant.id,
-        &id,
+        id,
         ApprovalAction::Approve {
             by: body.decided_by,
         },
@@ -233,13 +226,13 @@ async fn approve(
 async fn reject(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(id): Path<String>,
+    PathId(id): PathId<ApprovalId>,
     ApiJson(body): ApiJson<RejectBody>,
 ) -> Result<Json<Approval>, ApiError> {
     act(
         &state,
         tenant.id,
-        &id,
+        id,
         ApprovalAction::Reject {
             by: body.decided_by,
             reason: body.reason,
@@ -269,13 +262,13 @@ async fn reject(
 async fn send(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(id): Path<String>,
+    PathId(id): PathId<ApprovalId>,
     ApiJson(body): ApiJson<SentBy>,
 ) -> Result<Json<Approval>, ApiError> {
     act(
         &state,
         tenant.id,
-        &id,
+        id,
         ApprovalAction::MarkSent { by: body.sent_by },
         "sent_by",
     )
@@ -301,13 +294,13 @@ async fn send(
 async fn cancel(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(id): Path<String>,
+    PathId(id): PathId<ApprovalId>,
     ApiJson(body): ApiJson<CancelledBy>,
 ) -> Result<Json<Approval>, ApiError> {
     act(
         &state,
         tenant.id,
-        &id,
+        id,
         ApprovalAction::Cancel {
             by: body.cancelled_by,
         },
@@ -406,10 +399,9 @@ struct AppendBody {
 async fn append_event(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(lead): Path<String>,
+    PathId(lead): PathId<LeadId>,
     ApiJson(body): ApiJson<AppendBody>,
 ) -> Result<Response, ApiError> {
-    let lead: LeadId = parse_id(&lead, "lead")?;
     let req = AppendEventRequest {
         kind: body.kind,
         direction: body.direction,
@@ -447,10 +439,9 @@ fn decode_timeline_cursor(raw: Option<&str>) -> Result<Option<TimelineCursor>, A
     let micros = i64::from_be_bytes(bytes[1..9].try_into().map_err(|_| bad())?);
     let occurred_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
     let id = uuid::Uuid::from_slice(&bytes[9..]).map_err(|_| bad())?;
-    Ok(Some(TimelineCursor {
-        occurred_at,
-        id: EventId::from_uuid(id),
-    }))
+    TimelineCursor::new(occurred_at, EventId::from_uuid(id))
+        .map(Some)
+        .map_err(|_| bad())
 }
 
 /// Query of `GET /v1/leads/{id}/events`.
@@ -480,10 +471,9 @@ struct TimelineParams {
 async fn timeline(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(lead): Path<String>,
+    PathId(lead): PathId<LeadId>,
     ApiQuery(params): ApiQuery<TimelineParams>,
 ) -> Result<Json<ListResponse<Event>>, ApiError> {
-    let lead: LeadId = parse_id(&lead, "lead")?;
     let query = TimelineQuery {
         limit: page_limit(params.limit)?,
         after: decode_timeline_cursor(params.cursor.as_deref())?,
@@ -518,14 +508,13 @@ async fn timeline(
 async fn context(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    Path(lead): Path<String>,
+    PathId(lead): PathId<LeadId>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::{
         body::Body,
         http::{HeaderValue, header},
         response::IntoResponse,
     };
-    let lead: LeadId = parse_id(&lead, "lead")?;
     let json = state.services().context.context(tenant.id, lead).await?;
     // Sent as the cache keeps it: a hit serializes nothing.
     Ok((
