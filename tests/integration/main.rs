@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accepted_reads_back;
 mod cli;
 mod coherence;
 mod conformance;

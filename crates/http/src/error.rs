@@ -214,9 +214,10 @@ impl ApiError {
         err
     }
 
-    /// 500: a bug. The cause is logged, never sent.
+    /// 500: a bug. The cause is logged with its whole chain (`{:#}`: an
+    /// `anyhow::Error` prints every context, down to the root), never sent.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(%cause, "internal error");
+        tracing::error!(cause = %format_args!("{cause:#}"), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -324,3 +324,21 @@ async fn a_request_id_that_could_forge_a_log_line_is_replaced() {
         .await;
     assert_eq!(r.headers["x-request-id"], fine);
 }
+
+#[test]
+fn a_500_logs_its_whole_cause_chain() {
+    let logs = leadline_testsupport::CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let cause = anyhow::anyhow!("stored leads.email is invalid: must be at most 254 characters")
+        .context("leads row 0190 cannot be read");
+    tracing::subscriber::with_default(subscriber, || {
+        let err = crate::error::ApiError::internal(&cause);
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    });
+    let text = logs.text();
+    assert!(text.contains("leads row 0190 cannot be read"), "{text}");
+    assert!(text.contains("must be at most 254 characters"), "{text}");
+}

@@ -27,19 +27,27 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl TryFrom<Model> for Agent {
     type Error = anyhow::Error;
+    /// A row that fails to decode fails the whole read, naming its
+    /// table and id: a page that silently skipped it would look like
+    /// lost data (docs/backends.md, "Reading rows back").
     fn try_from(m: Model) -> Result<Self, Self::Error> {
-        Ok(Self {
-            id: AgentId::from_uuid(m.id),
-            tenant_id: TenantId::from_uuid(m.tenant_id),
-            name: DisplayName::new(&m.name).map_err(|e| corrupt("agents", "name", e))?,
-            email: Email::parse(&m.email).map_err(|e| corrupt("agents", "email", e))?,
-            role: m.role.parse().map_err(|e| corrupt("agents", "role", e))?,
-            active: m.active,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-            version: m.version,
-        })
+        let id = m.id;
+        decode(m).map_err(|e| e.context(format!("agents row {id} cannot be read")))
     }
+}
+
+fn decode(m: Model) -> anyhow::Result<Agent> {
+    Ok(Agent {
+        id: AgentId::from_uuid(m.id),
+        tenant_id: TenantId::from_uuid(m.tenant_id),
+        name: DisplayName::new(&m.name).map_err(|e| corrupt("agents", "name", e))?,
+        email: Email::parse(&m.email).map_err(|e| corrupt("agents", "email", e))?,
+        role: m.role.parse().map_err(|e| corrupt("agents", "role", e))?,
+        active: m.active,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        version: m.version,
+    })
 }
 
 impl From<&Agent> for ActiveModel {

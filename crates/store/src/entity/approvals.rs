@@ -35,39 +35,47 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl TryFrom<Model> for Approval {
     type Error = anyhow::Error;
+    /// A row that fails to decode fails the whole read, naming its
+    /// table and id: a page that silently skipped it would look like
+    /// lost data (docs/backends.md, "Reading rows back").
     fn try_from(m: Model) -> Result<Self, Self::Error> {
-        Ok(Self {
-            id: ApprovalId::from_uuid(m.id),
-            tenant_id: TenantId::from_uuid(m.tenant_id),
-            lead_id: LeadId::from_uuid(m.lead_id),
-            channel: m
-                .channel
-                .parse()
-                .map_err(|e| corrupt("approvals", "channel", e))?,
-            subject: m
-                .subject
-                .map(|s| Subject::new(&s))
-                .transpose()
-                .map_err(|e| corrupt("approvals", "subject", e))?,
-            body: MessageBody::new(&m.body).map_err(|e| corrupt("approvals", "body", e))?,
-            requested_by: AgentId::from_uuid(m.requested_by),
-            status: m
-                .status
-                .parse()
-                .map_err(|e| corrupt("approvals", "status", e))?,
-            decided_by: m.decided_by.map(AgentId::from_uuid),
-            decided_at: m.decided_at,
-            rejection_reason: m
-                .rejection_reason
-                .map(|r| RejectionReason::new(&r))
-                .transpose()
-                .map_err(|e| corrupt("approvals", "rejection_reason", e))?,
-            sent_by: m.sent_by.map(AgentId::from_uuid),
-            sent_at: m.sent_at,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-        })
+        let id = m.id;
+        decode(m).map_err(|e| e.context(format!("approvals row {id} cannot be read")))
     }
+}
+
+fn decode(m: Model) -> anyhow::Result<Approval> {
+    Ok(Approval {
+        id: ApprovalId::from_uuid(m.id),
+        tenant_id: TenantId::from_uuid(m.tenant_id),
+        lead_id: LeadId::from_uuid(m.lead_id),
+        channel: m
+            .channel
+            .parse()
+            .map_err(|e| corrupt("approvals", "channel", e))?,
+        subject: m
+            .subject
+            .map(|s| Subject::new(&s))
+            .transpose()
+            .map_err(|e| corrupt("approvals", "subject", e))?,
+        body: MessageBody::new(&m.body).map_err(|e| corrupt("approvals", "body", e))?,
+        requested_by: AgentId::from_uuid(m.requested_by),
+        status: m
+            .status
+            .parse()
+            .map_err(|e| corrupt("approvals", "status", e))?,
+        decided_by: m.decided_by.map(AgentId::from_uuid),
+        decided_at: m.decided_at,
+        rejection_reason: m
+            .rejection_reason
+            .map(|r| RejectionReason::new(&r))
+            .transpose()
+            .map_err(|e| corrupt("approvals", "rejection_reason", e))?,
+        sent_by: m.sent_by.map(AgentId::from_uuid),
+        sent_at: m.sent_at,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
 }
 
 impl From<&Approval> for ActiveModel {

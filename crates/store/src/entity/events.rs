@@ -29,27 +29,35 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl TryFrom<Model> for Event {
     type Error = anyhow::Error;
+    /// A row that fails to decode fails the whole read, naming its
+    /// table and id: a page that silently skipped it would look like
+    /// lost data (docs/backends.md, "Reading rows back").
     fn try_from(m: Model) -> Result<Self, Self::Error> {
-        Ok(Self {
-            id: EventId::from_uuid(m.id),
-            tenant_id: TenantId::from_uuid(m.tenant_id),
-            lead_id: LeadId::from_uuid(m.lead_id),
-            kind: m.kind.parse().map_err(|e| corrupt("events", "kind", e))?,
-            direction: m
-                .direction
-                .parse()
-                .map_err(|e| corrupt("events", "direction", e))?,
-            content: m
-                .content
-                .map(|c| EventContent::new(&c))
-                .transpose()
-                .map_err(|e| corrupt("events", "content", e))?,
-            occurred_at: m.occurred_at,
-            actor: m.actor.map(AgentId::from_uuid),
-            metadata: Metadata::new(m.metadata).map_err(|e| corrupt("events", "metadata", e))?,
-            created_at: m.created_at,
-        })
+        let id = m.id;
+        decode(m).map_err(|e| e.context(format!("events row {id} cannot be read")))
     }
+}
+
+fn decode(m: Model) -> anyhow::Result<Event> {
+    Ok(Event {
+        id: EventId::from_uuid(m.id),
+        tenant_id: TenantId::from_uuid(m.tenant_id),
+        lead_id: LeadId::from_uuid(m.lead_id),
+        kind: m.kind.parse().map_err(|e| corrupt("events", "kind", e))?,
+        direction: m
+            .direction
+            .parse()
+            .map_err(|e| corrupt("events", "direction", e))?,
+        content: m
+            .content
+            .map(|c| EventContent::new(&c))
+            .transpose()
+            .map_err(|e| corrupt("events", "content", e))?,
+        occurred_at: m.occurred_at,
+        actor: m.actor.map(AgentId::from_uuid),
+        metadata: Metadata::new(m.metadata).map_err(|e| corrupt("events", "metadata", e))?,
+        created_at: m.created_at,
+    })
 }
 
 impl From<&Event> for ActiveModel {

@@ -47,32 +47,39 @@ fn opt<T, E: std::fmt::Display>(
 
 impl TryFrom<Model> for Lead {
     type Error = anyhow::Error;
+    /// A row that fails to decode fails the whole read, naming its
+    /// table and id: a page that silently skipped it would look like
+    /// lost data (docs/backends.md, "Reading rows back").
     fn try_from(m: Model) -> Result<Self, Self::Error> {
-        let tags: Vec<String> =
-            serde_json::from_value(m.tags).map_err(|e| corrupt("leads", "tags", e))?;
-        Ok(Self {
-            id: LeadId::from_uuid(m.id),
-            tenant_id: TenantId::from_uuid(m.tenant_id),
-            first_name: PersonName::new(&m.first_name)
-                .map_err(|e| corrupt("leads", "first_name", e))?,
-            last_name: PersonName::new(&m.last_name)
-                .map_err(|e| corrupt("leads", "last_name", e))?,
-            email: opt(m.email, "email", Email::parse)?,
-            phone: opt(m.phone, "phone", Phone::parse)?,
-            company: opt(m.company, "company", CompanyName::new)?,
-            source: opt(m.source, "source", Source::new)?,
-            status: m
-                .status
-                .parse()
-                .map_err(|e| corrupt("leads", "status", e))?,
-            assigned_agent_id: m.assigned_agent_id.map(AgentId::from_uuid),
-            tags: Tags::parse(&tags).map_err(|e| corrupt("leads", "tags", e))?,
-            metadata: Metadata::new(m.metadata).map_err(|e| corrupt("leads", "metadata", e))?,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-            version: m.version,
-        })
+        let id = m.id;
+        decode(m).map_err(|e| e.context(format!("leads row {id} cannot be read")))
     }
+}
+
+fn decode(m: Model) -> anyhow::Result<Lead> {
+    let tags: Vec<String> =
+        serde_json::from_value(m.tags).map_err(|e| corrupt("leads", "tags", e))?;
+    Ok(Lead {
+        id: LeadId::from_uuid(m.id),
+        tenant_id: TenantId::from_uuid(m.tenant_id),
+        first_name: PersonName::new(&m.first_name)
+            .map_err(|e| corrupt("leads", "first_name", e))?,
+        last_name: PersonName::new(&m.last_name).map_err(|e| corrupt("leads", "last_name", e))?,
+        email: opt(m.email, "email", Email::parse)?,
+        phone: opt(m.phone, "phone", Phone::parse)?,
+        company: opt(m.company, "company", CompanyName::new)?,
+        source: opt(m.source, "source", Source::new)?,
+        status: m
+            .status
+            .parse()
+            .map_err(|e| corrupt("leads", "status", e))?,
+        assigned_agent_id: m.assigned_agent_id.map(AgentId::from_uuid),
+        tags: Tags::parse(&tags).map_err(|e| corrupt("leads", "tags", e))?,
+        metadata: Metadata::new(m.metadata).map_err(|e| corrupt("leads", "metadata", e))?,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        version: m.version,
+    })
 }
 
 pub(crate) fn tags_json(tags: &Tags) -> Json {
