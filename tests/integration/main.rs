@@ -12,6 +12,7 @@ mod cli;
 mod coherence;
 mod conformance;
 mod e2e;
+mod edge;
 mod http_tenancy;
 mod migrations;
 mod operations;
