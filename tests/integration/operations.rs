@@ -1,7 +1,8 @@
 //! Operating under pressure, against the real `serve` over TCP on
 //! PostgreSQL: a saturated pool fails fast, and shutdown lets in-flight
 //! requests finish. Requests are held in flight by a row lock taken from
-//! outside, so "in flight" and "busy" are real, not simulated.
+//! outside, so "in flight" and "busy" are real, not simulated; that they are
+//! held is read from `pg_stat_activity`, not assumed after a pause.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use leadline_store::StoreSettings;
 use secrecy::SecretString;
 use sqlx::{Connection, Executor};
 
-use crate::support::{pg, unique_slug};
+use crate::support::{backend_pid, eventually, pg, unique_slug, until_lock_waiters};
 
 struct Running {
     base: String,
@@ -68,8 +69,9 @@ async fn start(max_connections: u32, acquire_timeout_ms: u64) -> Running {
 }
 
 /// Locks the lead's row from outside, so updates of it wait, holding their
-/// pooled connection, until the returned connection rolls back.
-async fn lock_lead(r: &Running) -> sqlx::PgConnection {
+/// pooled connection, until the returned connection rolls back. Also
+/// returns that connection's session id, which the waiters wait for.
+async fn lock_lead(r: &Running) -> (sqlx::PgConnection, i32) {
     let mut conn = sqlx::PgConnection::connect(&pg().await.service_url)
         .await
         .unwrap();
@@ -84,7 +86,8 @@ async fn lock_lead(r: &Running) -> sqlx::PgConnection {
         .execute(&mut conn)
         .await
         .unwrap();
-    conn
+    let pid = backend_pid(&mut conn).await;
+    (conn, pid)
 }
 
 fn blocked_update(r: &Running) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
@@ -102,11 +105,11 @@ fn blocked_update(r: &Running) -> tokio::task::JoinHandle<reqwest::Result<reqwes
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_saturated_pool_fails_fast_with_503_and_retry_after() {
     let r = start(2, 300).await;
-    let mut lock = lock_lead(&r).await;
+    let (mut lock, holder) = lock_lead(&r).await;
     // Two updates wait on the row lock, each holding one of the two pooled
     // connections (their API keys are already verified and remembered).
     let held = [blocked_update(&r), blocked_update(&r)];
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_lock_waiters(holder, 2).await;
 
     let started = Instant::now();
     let res = reqwest::Client::new()
@@ -160,25 +163,34 @@ async fn futures_join(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_lets_in_flight_requests_finish() {
     let r = start(8, 5_000).await;
-    let mut lock = lock_lead(&r).await;
+    let (mut lock, holder) = lock_lead(&r).await;
     let in_flight: Vec<_> = (0..4).map(|_| blocked_update(&r)).collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_lock_waiters(holder, 4).await;
     assert!(
         in_flight.iter().all(|t| !t.is_finished()),
         "held by the lock"
     );
 
     r.stop.send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Not accepting any more…
-    let late = reqwest::Client::new()
-        .get(format!("{}/healthz", r.base))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await;
+    // Not accepting any more… (a new client per try: no kept-alive
+    // connection may carry the request)
+    eventually(
+        "a new connection after shutdown began is refused",
+        Duration::from_secs(5),
+        async || match reqwest::Client::new()
+            .get(format!("{}/healthz", r.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Err(refused) => Ok(refused),
+            Ok(res) => Err(res.status()),
+        },
+    )
+    .await;
     assert!(
-        late.is_err(),
-        "a new connection after shutdown began is refused"
+        in_flight.iter().all(|t| !t.is_finished()),
+        "shutdown waits for the requests in flight"
     );
     // …but the accepted ones complete once the lock is released.
     lock.execute("ROLLBACK").await.unwrap();
@@ -226,19 +238,27 @@ async fn readyz_reports_redis_and_a_lost_redis_is_degraded_not_down() {
         .await
     });
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ready: serde_json::Value = loop {
-        if let Ok(res) = http.get(format!("{base}/readyz")).send().await
-            && res.status() == 200
-        {
-            let body: serde_json::Value = res.json().await.unwrap();
-            if body["redis"]["status"] == "up" {
-                break body;
+    let ready: serde_json::Value = eventually(
+        "/readyz answers 200 with Redis up",
+        Duration::from_secs(30),
+        async || {
+            let res = http
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if res.status() != 200 {
+                return Err(res.status().to_string());
             }
-        }
-        assert!(Instant::now() < deadline, "never ready with Redis up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            let body: serde_json::Value = res.json().await.map_err(|e| e.to_string())?;
+            if body["redis"]["status"] == "up" {
+                Ok(body)
+            } else {
+                Err(body.to_string())
+            }
+        },
+    )
+    .await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert!(ready["redis"]["latency_ms"].is_number(), "{ready}");
     assert!(ready["database"]["latency_ms"].is_number(), "{ready}");

@@ -5,9 +5,11 @@
 //!
 //! Routing is proven, not assumed: with WAL replay paused on the replica, a
 //! new lead is visible by id (primary) at once but absent from the list
-//! (replica) until replay resumes.
+//! (replica) until replay resumes. "Paused" and "the replica has the write"
+//! are asked of the servers (`pg_get_wal_replay_pause_state`, the WAL
+//! positions), so the lead's absence means routing, not a slow stream.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use leadline_domain::{ListLeadsQuery, PageLimit};
 use leadline_ports::LeadRepository;
@@ -16,7 +18,7 @@ use leadline_testsupport::OwnedPgServer;
 use secrecy::SecretString;
 
 use crate::support::{
-    OWNER, OWNER_PASSWORD, SERVICE, SERVICE_PASSWORD, lead_req, new_tenant, services,
+    OWNER, OWNER_PASSWORD, SERVICE, SERVICE_PASSWORD, eventually, lead_req, new_tenant, services,
 };
 
 struct Pair {
@@ -83,6 +85,79 @@ impl Pair {
             .await
             .unwrap();
     }
+
+    /// Pauses replay and waits until it has stopped: a pause is only
+    /// requested at first, and records are replayed until it takes effect.
+    async fn pause_replay(&self) {
+        self.replay(false).await;
+        let mut replica = admin(&self.replica).await;
+        eventually(
+            "replay on the replica is paused",
+            Duration::from_secs(10),
+            async || {
+                let state: String = sqlx::query_scalar("SELECT pg_get_wal_replay_pause_state()")
+                    .fetch_one(&mut replica)
+                    .await
+                    .unwrap();
+                if state == "paused" {
+                    Ok(())
+                } else {
+                    Err(state)
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until the replica has received the primary's WAL up to its
+    /// current end (`pg_current_wal_insert_lsn`: every commit so far, even one
+    /// not yet written out under `synchronous_commit = off`), and returns
+    /// that position.
+    async fn until_received(&self) -> String {
+        let mut primary = admin(&self.primary).await;
+        let end: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+            .fetch_one(&mut primary)
+            .await
+            .unwrap();
+        let mut replica = admin(&self.replica).await;
+        eventually(
+            "the replica receives the primary's WAL",
+            Duration::from_secs(20),
+            async || {
+                let (received, caught_up): (Option<String>, Option<bool>) = sqlx::query_as(
+                    "SELECT pg_last_wal_receive_lsn()::text, \
+                            pg_last_wal_receive_lsn() >= $1::pg_lsn",
+                )
+                .bind(&end)
+                .fetch_one(&mut replica)
+                .await
+                .unwrap();
+                match caught_up {
+                    Some(true) => Ok(()),
+                    _ => Err(format!("received up to {received:?}, not {end}")),
+                }
+            },
+        )
+        .await;
+        end
+    }
+
+    /// Whether the replica has replayed the WAL up to `position`.
+    async fn replayed(&self, position: &str) -> bool {
+        sqlx::query_scalar("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn")
+            .bind(position)
+            .fetch_one(&mut admin(&self.replica).await)
+            .await
+            .unwrap()
+    }
+}
+
+/// A superuser connection to `server`.
+async fn admin(server: &OwnedPgServer) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    sqlx::PgConnection::connect(&server.admin_url("postgres"))
+        .await
+        .unwrap()
 }
 
 fn first_page() -> ListLeadsQuery {
@@ -105,6 +180,23 @@ async fn listed(
         .any(|l| l.id == id)
 }
 
+/// Waits until the list shows lead `id`.
+async fn until_listed(
+    store: &Store,
+    tenant: leadline_domain::TenantId,
+    id: leadline_domain::LeadId,
+    what: &str,
+) {
+    eventually(what, Duration::from_secs(20), async || {
+        if listed(store, tenant, id).await {
+            Ok(())
+        } else {
+            Err("not listed")
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_read_the_replica_while_writes_and_own_reads_use_the_primary() {
     let pair = primary_and_replica().await;
@@ -117,13 +209,9 @@ async fn lists_read_the_replica_while_writes_and_own_reads_use_the_primary() {
     let first = LeadRepository::create(&store, tenant, &lead_req("First"))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !listed(&store, tenant, first.id).await {
-        assert!(Instant::now() < deadline, "the replica never caught up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_listed(&store, tenant, first.id, "the replica catches up").await;
 
-    pair.replay(false).await;
+    pair.pause_replay().await;
     // A write goes to the primary (the replica would refuse it: read-only).
     let second = LeadRepository::create(&store, tenant, &lead_req("Second"))
         .await
@@ -133,23 +221,27 @@ async fn lists_read_the_replica_while_writes_and_own_reads_use_the_primary() {
         .await
         .expect("a lead by id reads the primary");
     assert_eq!(got.id, second.id);
-    // The list reads the paused replica, which has not seen it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The list reads the paused replica, which has the write but has not
+    // replayed it.
+    let written = pair.until_received().await;
     assert!(
         !listed(&store, tenant, second.id).await,
         "the list comes from the replica, which is paused"
     );
+    assert!(
+        !pair.replayed(&written).await,
+        "still paused when the list was read"
+    );
     assert!(listed(&store, tenant, first.id).await);
 
     pair.replay(true).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !listed(&store, tenant, second.id).await {
-        assert!(
-            Instant::now() < deadline,
-            "replay resumed but the list never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_listed(
+        &store,
+        tenant,
+        second.id,
+        "the list catches up once replay resumes",
+    )
+    .await;
 
     let ping = store
         .ping_read_pool(Duration::from_secs(5))
@@ -216,14 +308,16 @@ async fn readyz_reports_the_read_pool_and_a_lost_replica_is_degraded_not_down() 
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(res) = http.get(format!("{base}/readyz")).send().await
-            && res.status() == 200
-        {
-            return res.json().await.unwrap();
+    eventually("/readyz answers 200", Duration::from_secs(30), async || {
+        let res = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if res.status() != 200 {
+            return Err(res.status().to_string());
         }
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        res.json().await.map_err(|e| e.to_string())
+    })
+    .await
 }

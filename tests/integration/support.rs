@@ -1,5 +1,10 @@
 //! Shared fixtures: the migrated PostgreSQL database, service-role and
-//! owner stores, SQLite stores, tenants.
+//! owner stores, SQLite stores, tenants; and [`eventually`], through which
+//! every test waits for something to happen (tests ask, they do not sleep
+//! and hope).
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
 
 use leadline_app::{Composition, Services};
 use leadline_domain::{
@@ -137,4 +142,101 @@ pub fn lead_req(first: &str) -> CreateLeadRequest {
         tags: Tags::default(),
         metadata: Metadata::default(),
     }
+}
+
+/// How many tries of [`eventually`] are a millisecond apart.
+const QUICK_TRIES: u32 = 20;
+
+/// Polls `probe` until it answers `Ok`, and returns that answer; panics if
+/// `within` passes first, naming `what` was awaited and what the last try
+/// saw instead (its `Err`).
+///
+/// Each try is bounded by what is left of `within`, so a probe that hangs
+/// cannot outlast the deadline. The first tries are a millisecond apart (a
+/// measured time stays close); after those the pause doubles up to 25 ms (a
+/// long wait does not spin).
+///
+/// # Panics
+///
+/// When `within` passes without an `Ok`.
+#[track_caller]
+pub fn eventually<T, E: Debug>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> impl Future<Output = T> {
+    // `track_caller` does not reach into an `async fn`'s body: the caller's
+    // location is taken here and named in the panic.
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = Instant::now() + within;
+        let mut pause = Duration::from_millis(1);
+        let mut tries = 0_u32;
+        loop {
+            tries += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let seen = match tokio::time::timeout(left, probe()).await {
+                Ok(Ok(answer)) => return answer,
+                Ok(Err(seen)) => format!("{seen:?}"),
+                Err(_) => "a try still unanswered at the deadline".to_owned(),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "{caller}: {what}: not within {within:?}; last seen: {seen}"
+            );
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            if tries >= QUICK_TRIES {
+                pause = (pause * 2).min(Duration::from_millis(25));
+            }
+        }
+    }
+}
+
+/// The session id (`pg_backend_pid()`) of `conn`.
+pub async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .expect("pg_backend_pid()")
+}
+
+/// Waits until `count` sessions of the shared server wait on a lock behind
+/// session `holder`: blocked by it directly, or queued behind one that is
+/// (a second updater of a row waits for the first, not for the holder).
+/// Asked of `pg_stat_activity` (`wait_event_type = 'Lock'`) and
+/// `pg_blocking_pids`, as superuser, so other tests' lock waits on the same
+/// server do not count.
+pub async fn until_lock_waiters(holder: i32, count: i64) {
+    use sqlx::Connection as _;
+    let admin = leadline_testsupport::postgres().admin_url("postgres");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("superuser connects");
+    eventually(
+        &format!("{count} sessions waiting on locks held by session {holder}"),
+        Duration::from_secs(10),
+        async || {
+            let waiting: i64 = sqlx::query_scalar(
+                "WITH RECURSIVE behind(pid) AS ( \
+                     SELECT pid FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND $1 = ANY(pg_blocking_pids(pid)) \
+                   UNION \
+                     SELECT a.pid FROM pg_stat_activity a JOIN behind b \
+                       ON b.pid = ANY(pg_blocking_pids(a.pid)) \
+                     WHERE a.wait_event_type = 'Lock' \
+                 ) SELECT count(*) FROM behind",
+            )
+            .bind(holder)
+            .fetch_one(&mut conn)
+            .await
+            .expect("pg_stat_activity");
+            if waiting >= count {
+                Ok(())
+            } else {
+                Err(format!("{waiting} waiting"))
+            }
+        },
+    )
+    .await;
+    let _ = conn.close().await;
 }
