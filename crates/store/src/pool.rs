@@ -166,12 +166,14 @@ impl Store {
                     .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms));
                 // An in-memory database lives exactly as long as its
                 // connection: keep the one connection forever.
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
                     .acquire_timeout(settings.acquire_timeout())
                     .idle_timeout(None)
                     .max_lifetime(None)
+                    .after_release(move |conn, _| Box::pin(sqlite_release_check(conn, in_memory)))
                     .connect_with(options)
                     .await
                     .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
@@ -270,6 +272,23 @@ impl Store {
         }
     }
 
+    /// Runs `sql` on the primary pool's connection. For tests that need a
+    /// per-connection setting, such as SQLite's `PRAGMA max_page_count`,
+    /// which makes the database file "full" on demand; nothing else should
+    /// need it.
+    ///
+    /// # Errors
+    /// The database's error, as text.
+    #[doc(hidden)]
+    pub async fn execute_for_tests(&self, sql: &str) -> Result<(), String> {
+        self.inner
+            .db
+            .execute_unprepared(sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Closes the pools: waits for lent connections to come back, then
     /// closes them all. Further calls fail as unavailable.
     pub async fn close(&self) {
@@ -278,6 +297,69 @@ impl Store {
         }
         close_pool(&self.inner.pool).await;
     }
+}
+
+/// Decides whether a SQLite connection coming back to the pool may be lent
+/// again: not when it still counts an open transaction.
+///
+/// Why this exists (issue 12, defect 7). SQLite rolls a transaction back
+/// on its own after some errors (`sqlite3VdbeHalt` in sqlite3.c): a COMMIT
+/// that fails with `SQLITE_FULL` or an I/O error (only `SQLITE_BUSY` leaves
+/// it open), and a statement that fails that way without a statement
+/// journal (a one-row `INSERT`). sqlx does not notice: it lowers its
+/// transaction depth only when its own COMMIT or ROLLBACK succeeds, and the
+/// ROLLBACK that SeaORM's `DatabaseTransaction` queues when it is dropped
+/// after the failure now fails ("no transaction is active"). The connection
+/// comes back counting depth 1 while SQLite is in autocommit. From then on
+/// sqlx opens each transaction with `SAVEPOINT` and ends it with `RELEASE`
+/// or `ROLLBACK TO`; the first `ROLLBACK TO` (any request that fails, a
+/// duplicate email say) leaves a real transaction open that no later
+/// `RELEASE` closes. Every later write is acknowledged, visible to this
+/// connection only, and lost when the process stops, even after space was
+/// freed.
+///
+/// The remedy is to close such a connection: closing a SQLite handle rolls
+/// back whatever it still has open, and the pool opens a fresh one with the
+/// same options. The alternatives are worse: sqlx's depth is private, so
+/// explicit `ROLLBACK`s and `BEGIN`s could re-align it only by guessing how
+/// far off it is, and asking SQLite itself (`sqlite3_get_autocommit`)
+/// takes unsafe FFI, which the workspace forbids. The check costs nothing
+/// on the common path: a committed transaction comes back at depth 0. Only
+/// a connection still counting a transaction pays one worker round trip
+/// (the ping), which runs after any ROLLBACK the dropped transaction
+/// queued, so a failed request whose rollback went through keeps its
+/// connection.
+///
+/// An in-memory database lives only as long as its connection, so closing
+/// would lose it whole; it keeps its connection and the fault is logged.
+/// PostgreSQL needs none of this: a failed COMMIT ends the transaction
+/// there, and the ROLLBACK that follows succeeds (with a warning), so sqlx's
+/// count comes back to 0.
+async fn sqlite_release_check(
+    conn: &mut sea_orm::sqlx::SqliteConnection,
+    in_memory: bool,
+) -> Result<bool, sea_orm::sqlx::Error> {
+    use sea_orm::sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    metrics::counter!("db_sqlite_connections_discarded_total").increment(1);
+    if in_memory {
+        tracing::error!(
+            "an in-memory SQLite connection came back with a transaction its driver could not \
+             end; keeping it, since closing it would drop the database"
+        );
+        return Ok(true);
+    }
+    tracing::warn!(
+        "a SQLite connection came back with a transaction its driver could not end \
+         (after SQLITE_FULL or an I/O error); closing it, which rolls that back"
+    );
+    Ok(false)
 }
 
 async fn close_pool(pool: &PoolHandle) {

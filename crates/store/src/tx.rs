@@ -19,6 +19,16 @@
 //! - A read-only transaction whose COMMIT broke has nothing to commit: its
 //!   rows were read in full, so its result stands.
 //! - An exhausted pool is not retried: it fails fast as unavailable.
+//! - After a failed statement or COMMIT the transaction is dropped, which
+//!   queues its ROLLBACK on the connection. On SQLite that is not always
+//!   enough: SQLite may already have rolled the transaction back itself (a
+//!   COMMIT that failed with `SQLITE_FULL`), and the driver then keeps
+//!   counting it open. The SQLite pool closes such a connection when it
+//!   comes back (`sqlite_release_check` in `pool.rs`, which says why there
+//!   and not here), so no later write lands in a leftover transaction. It
+//!   sits at the pool because the runner only ever holds the transaction,
+//!   which a failed COMMIT consumes, and because it then also covers every
+//!   other user of the pool (migrations, health probes).
 //!
 //! The hottest operations on PostgreSQL (a lead by id, a lead's context, an
 //! event's append) skip the transaction block: [`Store::scoped_statement`]
@@ -168,7 +178,8 @@ macro_rules! transaction {
                     $body
                 }
                 .await;
-                // On an error the transaction is dropped, which rolls it back.
+                // On an error the transaction is dropped, which rolls it back
+                // (and, on SQLite, the pool checks that it did: module docs).
                 let value = value?;
                 store.finish(txn, xid.as_deref(), access, $op).await?;
                 Ok(value)
