@@ -19,6 +19,11 @@ pub(crate) enum Failure {
     /// The database could not be reached, no connection was free in time,
     /// or a COMMIT's outcome could not be resolved.
     Unavailable(Unavailable),
+    /// The database's storage is full (SQLite `SQLITE_FULL`, PostgreSQL
+    /// SQLSTATE 53100 `disk_full`): nothing was written. Not retried, since
+    /// space comes back only when someone frees it; reported as unavailable
+    /// and noted for `/readyz` ([`crate::Store::storage_full`]).
+    StorageFull(String),
     /// Anything else.
     Other(anyhow::Error),
 }
@@ -74,6 +79,17 @@ fn sqlx_transient(err: &sqlx::Error) -> Option<Transient> {
     }
 }
 
+/// Whether the database refused a write for lack of space: SQLite's primary
+/// result code 13 (`SQLITE_FULL`, which sqlx reports as the extended code,
+/// and `SQLITE_FULL` has no extended variants) or PostgreSQL's SQLSTATE
+/// 53100. The two code spaces cannot collide: SQLSTATEs have five characters.
+fn sqlx_storage_full(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("13" | "53100")),
+        _ => false,
+    }
+}
+
 fn sqlx_unavailable(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
 }
@@ -91,6 +107,9 @@ impl From<DbErr> for Failure {
             | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e.as_ref()),
             _ => None,
         };
+        if sqlx_err.is_some_and(sqlx_storage_full) {
+            return Self::StorageFull(err.to_string());
+        }
         if let Some(cause) = sqlx_err.and_then(sqlx_transient) {
             return Self::Transient(cause, err.to_string());
         }
@@ -118,6 +137,9 @@ macro_rules! common {
     ($failure:expr, $err:ident) => {
         match $failure {
             $crate::errors::Failure::Unavailable(u) => $err::Unavailable(u),
+            $crate::errors::Failure::StorageFull(m) => $err::Unavailable(
+                leadline_ports::Unavailable(format!("storage full, nothing was written: {m}")),
+            ),
             $crate::errors::Failure::Transient(_, m) => {
                 $err::Unavailable(leadline_ports::Unavailable(m))
             }

@@ -1,4 +1,10 @@
 //! [`HealthCheck`] on the store.
+//!
+//! The probe is a round trip, except after a write failed for lack of
+//! storage: a full disk still answers `SELECT 1`, yet refuses every write
+//! that needs space, so until a write commits again (or 30 s pass without
+//! another such failure) the probe reports the full storage and `/readyz`
+//! answers 503.
 
 use std::time::Duration;
 
@@ -10,6 +16,12 @@ use crate::Store;
 #[async_trait]
 impl HealthCheck for Store {
     async fn ping(&self, timeout: Duration) -> Result<Duration, HealthError> {
+        if let Some(age) = self.storage_full() {
+            return Err(HealthError::Failed(format!(
+                "storage full: a write failed for lack of space {} s ago and none has committed since",
+                age.as_secs()
+            )));
+        }
         Store::ping(self, timeout).await
     }
 

@@ -88,6 +88,9 @@ struct Inner {
     /// Until when replica reads go to the primary, after the read pool
     /// failed to give a working connection.
     replica_down_until: std::sync::Mutex<Option<Instant>>,
+    /// When a write last failed because the storage is full, unless a write
+    /// committed since; read by `/readyz` through [`Store::storage_full`].
+    storage_full_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The database handle every repository shares. Cheap to clone.
@@ -197,6 +200,7 @@ impl Store {
                 retry,
                 replica: None,
                 replica_down_until: std::sync::Mutex::new(None),
+                storage_full_at: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -232,6 +236,36 @@ impl Store {
         if let Ok(mut until) = self.inner.replica_down_until.lock() {
             *until = Some(Instant::now() + pause);
         }
+    }
+
+    /// Notes that an operation failed because the storage is full.
+    pub(crate) fn note_storage_full(&self) {
+        if let Ok(mut at) = self.inner.storage_full_at.lock() {
+            *at = Some(Instant::now());
+        }
+    }
+
+    /// Notes that a write committed: there is space again.
+    pub(crate) fn note_write_committed(&self) {
+        if let Ok(mut at) = self.inner.storage_full_at.lock()
+            && at.is_some()
+        {
+            tracing::info!("a write committed again after the storage was full");
+            *at = None;
+        }
+    }
+
+    /// How long ago a write last failed because the storage is full, when
+    /// that was within the last 30 s and no write has committed since. `/readyz` answers 503 meanwhile.
+    ///
+    /// The window ends the report even if no write comes to clear it: an
+    /// instance that readiness takes out of rotation receives no writes, so
+    /// without it the report could never end. After the window, the next
+    /// write that finds the disk still full reports it again.
+    #[must_use]
+    pub fn storage_full(&self) -> Option<Duration> {
+        let at = *self.inner.storage_full_at.lock().ok()?;
+        storage_full_age(at, Instant::now())
     }
 
     /// Whether a separate read pool is configured.
@@ -360,6 +394,15 @@ async fn sqlite_release_check(
          (after SQLITE_FULL or an I/O error); closing it, which rolls that back"
     );
     Ok(false)
+}
+
+/// How long one storage-full failure keeps `/readyz` at 503 when no write
+/// commits in the meantime.
+const STORAGE_FULL_WINDOW: Duration = Duration::from_secs(30);
+
+fn storage_full_age(at: Option<Instant>, now: Instant) -> Option<Duration> {
+    let age = now.saturating_duration_since(at?);
+    (age < STORAGE_FULL_WINDOW).then_some(age)
 }
 
 async fn close_pool(pool: &PoolHandle) {
@@ -508,6 +551,20 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_storage_full_report_lasts_its_window() {
+        let now = Instant::now();
+        assert_eq!(storage_full_age(None, now), None);
+        assert_eq!(storage_full_age(Some(now), now), Some(Duration::ZERO));
+        let recent = now.checked_sub(Duration::from_secs(5));
+        assert_eq!(
+            storage_full_age(recent, now),
+            recent.map(|_| Duration::from_secs(5))
+        );
+        let old = now.checked_sub(STORAGE_FULL_WINDOW);
+        assert_eq!(storage_full_age(old, now), None);
+    }
 
     #[test]
     fn backend_by_scheme() {

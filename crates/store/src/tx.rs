@@ -19,6 +19,10 @@
 //! - A read-only transaction whose COMMIT broke has nothing to commit: its
 //!   rows were read in full, so its result stands.
 //! - An exhausted pool is not retried: it fails fast as unavailable.
+//! - A full storage (SQLite `SQLITE_FULL`, PostgreSQL 53100) is not retried
+//!   either: nothing was written, and space comes back only when someone
+//!   frees it. It is reported as unavailable and noted for `/readyz` until
+//!   a write commits again.
 //! - After a failed statement or COMMIT the transaction is dropped, which
 //!   queues its ROLLBACK on the connection. On SQLite that is not always
 //!   enough: SQLite may already have rolled the transaction back itself (a
@@ -195,14 +199,15 @@ pub(crate) use transaction;
 
 /// One operation's attempts: the backoff still available, and the clock for
 /// its latency metric and slow-operation log.
-pub(crate) struct Attempts {
+pub(crate) struct Attempts<'s> {
+    store: &'s Store,
     op: &'static str,
     started: Instant,
     slow_threshold: Duration,
     delays: backon::ExponentialBackoff,
 }
 
-impl Attempts {
+impl Attempts<'_> {
     /// Decides what follows an attempt: `Some(result)` to finish, `None`
     /// (after the backoff delay) to run the transaction again.
     pub(crate) async fn settle<T>(
@@ -224,6 +229,15 @@ impl Attempts {
             tokio::time::sleep(delay).await;
             return None;
         }
+        if let Err(Failure::StorageFull(message)) = &outcome {
+            counter!("db_storage_full_total", "operation" => self.op).increment(1);
+            tracing::error!(
+                operation = self.op,
+                error = %message,
+                "the database's storage is full; the write was refused"
+            );
+            self.store.note_storage_full();
+        }
         let elapsed = self.started.elapsed();
         histogram!("db_query_duration_seconds", "operation" => self.op)
             .record(elapsed.as_secs_f64());
@@ -242,9 +256,10 @@ impl Attempts {
 
 impl Store {
     /// Starts counting the attempts of operation `op`.
-    pub(crate) fn attempts(&self, op: &'static str) -> Attempts {
+    pub(crate) fn attempts(&self, op: &'static str) -> Attempts<'_> {
         let policy = self.retry_policy();
         Attempts {
+            store: self,
             op,
             started: Instant::now(),
             slow_threshold: policy.slow_threshold,
@@ -352,6 +367,12 @@ impl Store {
     }
 
     /// Commits, and decides what a COMMIT that broke with its connection did.
+    ///
+    /// Any other failed COMMIT wrote nothing: SQLite and PostgreSQL either
+    /// rolled the transaction back themselves or leave it open for the
+    /// ROLLBACK that dropping it queues (see the module docs for the SQLite
+    /// connection that cannot tell which). A full storage is
+    /// [`Failure::StorageFull`].
     pub(crate) async fn finish(
         &self,
         txn: DatabaseTransaction,
@@ -359,7 +380,7 @@ impl Store {
         access: Access,
         op: &'static str,
     ) -> Result<(), Failure> {
-        match txn.commit().await {
+        let committed = match txn.commit().await {
             Ok(()) => Ok(()),
             Err(err) => match Failure::from(err) {
                 Failure::Transient(Transient::Connection, message) => {
@@ -367,7 +388,11 @@ impl Store {
                 }
                 other => Err(other),
             },
+        };
+        if committed.is_ok() && access == Access::Write {
+            self.note_write_committed();
         }
+        committed
     }
 
     async fn resolve_commit(
