@@ -1,9 +1,11 @@
 //! PostgreSQL: the shared server ([`postgres()`]), servers a test owns ([`OwnedPgServer`]),
 //! servers with TLS ([`postgres_tls()`]), and where they come from (see the
-//! [crate docs](crate#postgresql)).
+//! [crate docs](crate#postgresql)); test databases left behind on a server that outlives the
+//! tests are dropped by the next run ([`sweep`]).
 
 mod local;
 mod owned;
+mod sweep;
 mod tls;
 
 use std::sync::OnceLock;
@@ -139,10 +141,14 @@ impl PgServer {
     /// Creates a new empty database named `{prefix}_{12 random lowercase hex digits}` and returns
     /// its name. Its owner is the role `owner` if given, else the superuser.
     ///
+    /// Its comment names this process as its creator, and the first call of a process on a server
+    /// first drops the databases whose creator is gone (see `postgres/sweep.rs`): on a server that outlives
+    /// the tests (`TEST_DATABASE_URL`), what one run leaves behind is dropped by the next.
+    ///
     /// # Errors
     ///
     /// If the name would exceed PostgreSQL's 63-byte limit (it would be truncated silently, so the
-    /// returned name would be wrong), or the driver's error.
+    /// returned name would be wrong), or the driver's error (also that of the sweep).
     pub async fn create_database(
         &self,
         prefix: &str,
@@ -153,6 +159,14 @@ impl PgServer {
             name.len() <= 63,
             "database name {name:?} is longer than PostgreSQL's 63-byte limit; use a shorter prefix"
         );
+        if sweep::first_time_for(self) {
+            sweep::sweep(self).await.with_context(|| {
+                format!(
+                    "sweeping left-over test databases on {}:{}",
+                    self.host, self.port
+                )
+            })?;
+        }
         let mut sql = format!("CREATE DATABASE {}", util::quote_ident(&name));
         if let Some(owner) = owner {
             sql.push_str(" OWNER ");
@@ -161,6 +175,12 @@ impl PgServer {
         self.admin_execute("postgres", &sql)
             .await
             .with_context(|| format!("creating database {name:?}"))?;
+        let mark = sweep::mark_sql(&name, &sweep::Creator::this_process());
+        if let Err(e) = self.admin_execute("postgres", &mark).await {
+            // Unmarked, it would never be swept: better not to have it.
+            let _ = self.drop_database(&name).await;
+            return Err(e.context(format!("marking database {name:?} as a test database")));
+        }
         Ok(name)
     }
 

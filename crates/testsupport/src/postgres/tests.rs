@@ -302,3 +302,107 @@ async fn tls_server_presents_a_certificate_its_ca_signed() {
         "a CA that signed nothing here is not trusted"
     );
 }
+
+/// Whether a database of that name exists on `pg`.
+async fn database_exists(pg: &PgServer, name: &str) -> bool {
+    let mut conn = sqlx::PgConnection::connect(&pg.admin_url("postgres"))
+        .await
+        .expect("connect");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .expect("pg_database");
+    conn.close().await.expect("close");
+    exists
+}
+
+/// A database on `pg` marked as made by `creator`.
+async fn database_of(pg: &PgServer, creator: &sweep::Creator) -> String {
+    let db = pg.create_database("tsweep", None).await.expect("create");
+    pg.admin_execute("postgres", &sweep::mark_sql(&db, creator))
+        .await
+        .expect("mark");
+    db
+}
+
+/// The pid of a process that has exited and been reaped.
+fn dead_pid() -> i32 {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = i32::try_from(child.id()).expect("pid");
+    child.wait().expect("wait");
+    pid
+}
+
+/// The sweep's rule: a database whose creator has exited here, or that is older than
+/// `STALE_AFTER` wherever it was made, is dropped; a live creator's (this process's, or a recent
+/// one elsewhere) and an unmarked one are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_drops_databases_whose_creator_is_gone() {
+    let pg = postgres();
+    let me = sweep::Creator::this_process();
+    let elsewhere = sweep::Creator {
+        space: "another-machine/1".to_owned(),
+        pid: 1,
+        ..me.clone()
+    };
+    let mine = pg.create_database("tsweep", None).await.expect("create");
+    let exited = database_of(
+        pg,
+        &sweep::Creator {
+            pid: dead_pid(),
+            ..me.clone()
+        },
+    )
+    .await;
+    let recent_elsewhere = database_of(pg, &elsewhere).await;
+    let old_elsewhere = database_of(
+        pg,
+        &sweep::Creator {
+            created: me.created - sweep::STALE_AFTER.as_secs() - 60,
+            ..elsewhere.clone()
+        },
+    )
+    .await;
+    let unmarked = format!("tsweep_unmarked_{}", util::random_hex(8));
+    pg.admin_execute("postgres", &format!("CREATE DATABASE {unmarked}"))
+        .await
+        .expect("create unmarked");
+
+    sweep::sweep(pg).await.expect("sweep");
+    for gone in [&exited, &old_elsewhere] {
+        assert!(!database_exists(pg, gone).await, "{gone} was swept");
+    }
+    for kept in [&mine, &recent_elsewhere, &unmarked] {
+        assert!(database_exists(pg, kept).await, "{kept} was kept");
+        pg.drop_database(kept).await.expect("drop");
+    }
+}
+
+/// The sweep runs by itself: the first `create_database` of a process on a server drops what an
+/// exited run left there. On a server of its own, which this process has not swept yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_database_on_a_server_sweeps_what_exited_runs_left() {
+    let pg = tokio::task::block_in_place(OwnedPgServer::start).expect("own server");
+    let left = "tsweep_left_behind";
+    pg.admin_execute("postgres", &format!("CREATE DATABASE {left}"))
+        .await
+        .expect("create");
+    let exited = sweep::Creator {
+        pid: dead_pid(),
+        ..sweep::Creator::this_process()
+    };
+    pg.admin_execute("postgres", &sweep::mark_sql(left, &exited))
+        .await
+        .expect("mark");
+
+    let fresh = pg.create_database("tsweep", None).await.expect("create");
+    assert!(
+        !database_exists(&pg, left).await,
+        "swept on the first create"
+    );
+    assert!(database_exists(&pg, &fresh).await);
+}
