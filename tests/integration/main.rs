@@ -11,6 +11,7 @@ mod accepted_reads_back;
 mod cli;
 mod coherence;
 mod conformance;
+mod disk_full;
 mod e2e;
 mod edge;
 mod http_tenancy;
