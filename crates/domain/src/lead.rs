@@ -124,9 +124,10 @@ impl Metadata {
     /// [`ValueError::Invalid`] for a non-object, a NUL character or too deep
     /// a nesting; [`ValueError::TooLong`] when too large.
     pub fn new(value: serde_json::Value) -> Result<Self, ValueError> {
-        let serde_json::Value::Object(map) = value else {
+        let serde_json::Value::Object(mut map) = value else {
             return Err(ValueError::Invalid("must be a JSON object"));
         };
+        map.values_mut().for_each(canonical_numbers);
         let size = serde_json::to_vec(&map)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
@@ -143,6 +144,35 @@ impl Metadata {
     #[must_use]
     pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
         &self.0
+    }
+}
+
+/// Rewrites every float with an integral value in the 64-bit integer range
+/// as that integer (`1e19` → `10000000000000000000`, `2.0` → `2`, `-0.0` →
+/// `0`). PostgreSQL's `jsonb` prints numbers in full, without an exponent,
+/// so such a float reads back from it as an integer: storing the integer in
+/// the first place makes the answer to a create the same as every later
+/// read, on both backends.
+fn canonical_numbers(value: &mut serde_json::Value) {
+    // 2^63 and 2^64, exactly representable as f64.
+    const I64_END: f64 = 9_223_372_036_854_775_808.0;
+    const U64_END: f64 = 18_446_744_073_709_551_616.0;
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            if f.fract() != 0.0 {
+                return;
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            if (-I64_END..I64_END).contains(&f) {
+                *value = serde_json::Value::from(f as i64);
+            } else if (0.0..U64_END).contains(&f) {
+                *value = serde_json::Value::from(f as u64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(canonical_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(canonical_numbers),
+        _ => {}
     }
 }
 

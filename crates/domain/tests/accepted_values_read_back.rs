@@ -178,3 +178,16 @@ fn the_largest_float_reads_back_as_postgresql_prints_it() {
     let value: serde_json::Value = serde_json::from_str(&printed).expect("parses");
     assert_eq!(value["n"].as_f64(), Some(f64::MAX));
 }
+
+#[test]
+fn integral_floats_are_stored_as_the_integers_postgresql_reads_back() {
+    let metadata = Metadata::new(serde_json::json!({
+        "a": 1e19, "b": 2.0, "c": -0.0, "d": [1.5, -9.223372036854775808e18], "e": 1e20, "f": 0.1
+    }))
+    .expect("valid");
+    let stored = serde_json::to_string(&metadata).expect("serialises");
+    assert_eq!(
+        stored,
+        r#"{"a":10000000000000000000,"b":2,"c":0,"d":[1.5,-9223372036854775808],"e":1e+20,"f":0.1}"#
+    );
+}
