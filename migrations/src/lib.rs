@@ -15,6 +15,7 @@ mod m20261122_000001_core;
 mod m20261122_000002_row_level_security;
 mod m20261122_000003_workflow;
 mod m20261122_000004_recent_activity;
+mod m20261203_000005_idempotent_effects;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_row_level_security::Migration),
             Box::new(m20261122_000003_workflow::Migration),
             Box::new(m20261122_000004_recent_activity::Migration),
+            Box::new(m20261203_000005_idempotent_effects::Migration),
         ]
     }
 }

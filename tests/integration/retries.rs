@@ -350,6 +350,11 @@ const BLACKOUT: u8 = 3;
 /// executes), give the server time to commit it, then cut that connection
 /// without relaying the answer.
 const CUT_AFTER_APPEND: u8 = 4;
+/// Like [`BLACKOUT_AFTER_COMMIT`], but only for the COMMIT of a transaction
+/// that inserted a lead (the connection is armed by `INSERT INTO "leads"`):
+/// other transactions of the same request (authentication, the idempotency
+/// key's reservation) pass.
+const BLACKOUT_AFTER_LEAD_COMMIT: u8 = 5;
 
 /// A TCP proxy in front of the test server whose behaviour on `COMMIT` the
 /// test chooses. sqlx sends COMMIT as a simple query, in the clear here
@@ -444,6 +449,10 @@ async fn pipe(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cut: wa
                 CUT_AFTER_COMMIT | BLACKOUT_AFTER_COMMIT => {
                     buf[..n].windows(7).any(|w| w == b"COMMIT\0")
                 }
+                BLACKOUT_AFTER_LEAD_COMMIT => {
+                    armed |= buf[..n].windows(19).any(|w| w == b"INSERT INTO \"leads\"");
+                    armed && buf[..n].windows(7).any(|w| w == b"COMMIT\0")
+                }
                 CUT_AFTER_APPEND if armed => true,
                 CUT_AFTER_APPEND => {
                     armed = buf[..n].windows(18).any(|w| w == b"INSERT INTO events");
@@ -461,7 +470,7 @@ async fn pipe(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cut: wa
                 // The server has the COMMIT (or the statement); let it
                 // finish, then cut.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                if m == BLACKOUT_AFTER_COMMIT {
+                if m == BLACKOUT_AFTER_COMMIT || m == BLACKOUT_AFTER_LEAD_COMMIT {
                     mode.store(BLACKOUT, Ordering::SeqCst);
                     cut.send_modify(|n| *n += 1);
                 } else {
@@ -529,6 +538,87 @@ async fn a_commit_whose_outcome_cannot_be_learnt_is_unavailable_not_rerun() {
     assert_eq!(proxy.mode.load(Ordering::SeqCst), BLACKOUT);
     // The server did commit: a blind rerun would have written it twice.
     proxy.set(PASS);
+    assert_eq!(stored_leads(tenant, &source).await, 1);
+}
+
+/// Issue 12, defect 8: a create whose COMMIT reply is lost, and whose
+/// outcome cannot be learnt then, is a 503; the client's retry with the same
+/// Idempotency-Key must get the lead that was committed, not a second one.
+/// The key's row carries the effect, written in the lead's own transaction,
+/// so the retry knows without asking the server what happened earlier, and
+/// without waiting for the key's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_commit_reply_recovers_the_create_instead_of_repeating_it() {
+    use axum::{
+        body::Body,
+        http::{Request, StatusCode},
+    };
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let pg = pg().await;
+    let proxy = Proxy::start().await;
+    let store = Store::connect(&StoreSettings {
+        acquire_timeout_ms: 200,
+        ..settings(&proxy.url(&pg.service_url), 3)
+    })
+    .await
+    .unwrap();
+    let s = services(store);
+    let (tenant, key) = new_tenant(&s).await;
+    let app = leadline_http::router(leadline_http::AppState::new(s));
+    let source = format!("idem-{}", uuid::Uuid::new_v4().simple());
+    let body = serde_json::json!({"first_name": "Ida", "last_name": "Lost", "source": source});
+    let post = || {
+        Request::post("/v1/leads")
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("create-{source}"))
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let call = |req: Request<Body>| {
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let replayed = res.headers().get("idempotent-replayed").cloned();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            (status, replayed, json)
+        }
+    };
+
+    proxy.set(BLACKOUT_AFTER_LEAD_COMMIT);
+    let (status, _, problem) = call(post()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(
+        proxy.mode.load(Ordering::SeqCst),
+        BLACKOUT,
+        "the proxy really swallowed the lead's COMMIT"
+    );
+    proxy.set(PASS);
+    assert_eq!(
+        stored_leads(tenant, &source).await,
+        1,
+        "the server did commit"
+    );
+
+    let (status, replayed, lead) = call(post()).await;
+    assert_eq!(status, StatusCode::CREATED, "{lead}");
+    assert_eq!(replayed.as_ref().map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(lead["source"], source.as_str());
+    assert_eq!(
+        stored_leads(tenant, &source).await,
+        1,
+        "recovered, not repeated"
+    );
+
+    // From now on the recovered answer is the stored one.
+    let (status, replayed, again) = call(post()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(replayed.as_ref().map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(again["id"], lead["id"]);
     assert_eq!(stored_leads(tenant, &source).await, 1);
 }
 

@@ -136,6 +136,15 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Whether the agent may take new work: be assigned a lead or draft a
+    /// message. An inactive agent keeps its history and nothing more.
+    #[must_use]
+    pub const fn takes_new_work(&self) -> bool {
+        self.active
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -369,6 +369,10 @@ impl From<CreateLeadError> for ApiError {
             CreateLeadError::AgentNotFound => {
                 Self::invalid_field("assigned_agent_id", "no such agent")
             }
+            CreateLeadError::AgentInactive => Self::invalid_field(
+                "assigned_agent_id",
+                "the agent is inactive and gets no new leads",
+            ),
             CreateLeadError::Unavailable(u) => Self::unavailable(&u),
             CreateLeadError::Unknown(e) => Self::internal(&e),
         }
@@ -404,6 +408,10 @@ pub(crate) fn update_lead_error(err: UpdateLeadError, from_if_match: bool) -> Ap
         UpdateLeadError::AgentNotFound => {
             ApiError::invalid_field("assigned_agent_id", "no such agent")
         }
+        UpdateLeadError::AgentInactive => ApiError::invalid_field(
+            "assigned_agent_id",
+            "the agent is inactive and gets no new leads",
+        ),
         UpdateLeadError::Unavailable(u) => ApiError::unavailable(&u),
         UpdateLeadError::Unknown(e) => ApiError::internal(&e),
     }
@@ -415,6 +423,9 @@ impl From<leadline_ports::DraftApprovalError> for ApiError {
         match err {
             E::LeadNotFound => Self::not_found("lead"),
             E::AgentNotFound => Self::invalid_field("requested_by", "no such agent"),
+            E::AgentInactive => {
+                Self::invalid_field("requested_by", "the agent is inactive and cannot draft")
+            }
             E::Unavailable(u) => Self::unavailable(&u),
             E::Unknown(e) => Self::internal(&e),
         }

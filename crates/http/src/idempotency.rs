@@ -3,7 +3,10 @@
 //! that response replayed (with `Idempotent-Replayed: true`); the same key
 //! with a different request is a 422; a retry while the first is still
 //! running is a 409 with `Retry-After`. Server errors (5xx) are not stored,
-//! so a retry after one runs again.
+//! so a retry after one runs again, unless the run's effect committed: the
+//! store records it on the key in the effect's own transaction, so after a
+//! COMMIT whose reply was lost (a 503 "outcome unknown") the retry recovers
+//! that effect and answers with it, instead of writing it a second time.
 //!
 //! Done once here, as a route layer, rather than in every handler.
 
@@ -15,7 +18,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use leadline_domain::IdempotencyKey;
-use leadline_ports::{IdempotencyBegin, StoredResponse};
+use leadline_ports::{IdempotencyBegin, IdempotentRequest, StoredResponse};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -106,7 +109,7 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
     })?;
     let hash = request_hash(&parts.method, &parts.uri, &bytes);
     let idempotency = &state.services().idempotency;
-    match idempotency
+    let recover = match idempotency
         .begin(tenant, &key, hash)
         .await
         .map_err(|e| ApiError::from(e).into_response())?
@@ -122,11 +125,24 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
         IdempotencyBegin::InProgress => {
             return Err(ApiError::idempotency_in_progress().into_response());
         }
-        IdempotencyBegin::Started => {}
-    }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
+        IdempotencyBegin::Started => None,
+        IdempotencyBegin::Recover(effect) => Some(effect),
+    };
+    // The store records the request's effect on the key in the effect's own
+    // transaction, or, recovering, answers with that effect unwritten again.
+    let scope = IdempotentRequest {
+        tenant,
+        key: key.clone(),
+        recover,
+    };
+    let mut response = scope
+        .scope(next.run(Request::from_parts(parts, Body::from(bytes))))
         .await;
+    if recover.is_some() {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     if response.status().is_server_error() {
         if let Err(e) = idempotency.abandon(tenant, &key).await {
             tracing::warn!(error = %e, "could not release an idempotency key; it expires with its lease");

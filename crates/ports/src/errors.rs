@@ -81,6 +81,9 @@ common_variants!(CreateLeadError {
     /// The assigned agent does not exist in this tenant.
     #[error("assigned agent not found")]
     AgentNotFound,
+    /// The assigned agent is inactive: inactive agents get no new leads.
+    #[error("assigned agent is inactive")]
+    AgentInactive,
 });
 
 common_variants!(GetLeadError {
@@ -112,6 +115,9 @@ common_variants!(UpdateLeadError {
     /// The assigned agent does not exist in this tenant.
     #[error("assigned agent not found")]
     AgentNotFound,
+    /// The newly assigned agent is inactive: inactive agents get no new leads.
+    #[error("assigned agent is inactive")]
+    AgentInactive,
 });
 
 common_variants!(DraftApprovalError {
@@ -121,6 +127,9 @@ common_variants!(DraftApprovalError {
     /// The requesting agent is not in this tenant.
     #[error("agent not found")]
     AgentNotFound,
+    /// The requesting agent is inactive: inactive agents cannot draft.
+    #[error("agent is inactive")]
+    AgentInactive,
 });
 
 common_variants!(GetApprovalError {

@@ -19,6 +19,7 @@
 
 mod cache;
 mod context_json;
+mod effects;
 mod errors;
 mod health;
 mod repositories;
@@ -28,6 +29,7 @@ mod workflow;
 pub use cache::MockContextCache;
 pub use cache::{CacheStats, ContextCache, ContextLoader, TierStats};
 pub use context_json::{ContextJson, ContextJsonError};
+pub use effects::IdempotentRequest;
 pub use errors::*;
 #[cfg(feature = "mock")]
 pub use health::MockHealthCheck;

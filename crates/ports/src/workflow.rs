@@ -142,15 +142,23 @@ pub enum IdempotencyBegin {
     Mismatch,
     /// The same key is running right now.
     InProgress,
+    /// An earlier run with this key committed its effect (the id of the
+    /// entity it wrote) but its response was never stored: the reply to its
+    /// COMMIT was lost. Run the request again inside an
+    /// [`crate::IdempotentRequest`] whose `recover` names the effect; the
+    /// store answers with the effect as it stands and writes nothing.
+    Recover(uuid::Uuid),
 }
 
 /// Idempotency keys per tenant.
 ///
-/// The protocol is reserve → run → complete (or abandon on failure). A
-/// reservation left behind by a crashed process expires after a short lease
-/// and the key can then be taken again; that window is the one place a
-/// request may run twice, and transitions stay safe there because they are
-/// conditional updates.
+/// The protocol is reserve → run → complete (or abandon on failure). The
+/// run records its effect on the key in the same transaction as the effect
+/// ([`crate::IdempotentRequest`]), so a key whose effect committed is never
+/// released or taken over, whatever happened to the response: a retry
+/// recovers it ([`IdempotencyBegin::Recover`]). A reservation with no effect
+/// left behind by a crashed process expires after a short lease and the key
+/// can then be taken again: nothing was written, so nothing runs twice.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
@@ -176,7 +184,9 @@ pub trait IdempotencyStore: Send + Sync {
         response: &StoredResponse,
     ) -> Result<(), IdempotencyError>;
 
-    /// Releases the reservation so a retry runs the request afresh.
+    /// Releases the reservation so a retry runs the request afresh, unless
+    /// the run recorded a committed effect (then the key is kept, and a
+    /// retry recovers the effect).
     ///
     /// # Errors
     /// Only `Unavailable` or `Unknown`.

@@ -12,6 +12,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::{
     Backend, Store,
+    effects::{self, recover},
     entity::agents,
     errors::{Failure, common},
     tx::transaction,
@@ -25,6 +26,26 @@ fn by_key(tenant: TenantId, id: AgentId) -> sea_orm::Select<agents::Entity> {
         .filter(agents::Column::Id.eq(id.as_uuid()))
 }
 
+/// Whether `agent` may take new work (a lead, a draft), read inside the
+/// caller's transaction: `None` when it is not an agent of `tenant`. On
+/// PostgreSQL the row is share-locked, so a concurrent deactivation waits
+/// for this transaction instead of slipping in between check and write.
+pub(crate) async fn takes_new_work(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: Backend,
+    tenant: TenantId,
+    agent: AgentId,
+) -> Result<Option<bool>, Failure> {
+    let mut select = by_key(tenant, agent);
+    if backend == Backend::Postgres {
+        select = select.lock_shared();
+    }
+    match select.one(txn).await? {
+        Some(model) => Ok(Some(Agent::try_from(model)?.takes_new_work())),
+        None => Ok(None),
+    }
+}
+
 #[async_trait]
 impl AgentRepository for Store {
     async fn create(
@@ -32,6 +53,11 @@ impl AgentRepository for Store {
         tenant: TenantId,
         req: &CreateAgentRequest,
     ) -> Result<Agent, CreateAgentError> {
+        recover!(tenant, CreateAgentError, |effect| AgentRepository::get(
+            self,
+            tenant,
+            AgentId::from_uuid(effect)
+        ));
         let now = crate::now();
         let agent = Agent {
             id: AgentId::new(),
@@ -49,6 +75,7 @@ impl AgentRepository for Store {
                 agents::Entity::insert(agents::ActiveModel::from(&agent))
                     .exec_without_returning(txn)
                     .await?;
+                effects::record(txn, tenant, agent.id.as_uuid()).await?;
                 Ok(())
             });
         match result {
@@ -109,6 +136,11 @@ impl AgentRepository for Store {
         id: AgentId,
         req: &UpdateAgentRequest,
     ) -> Result<Agent, UpdateAgentError> {
+        recover!(tenant, UpdateAgentError, |effect| AgentRepository::get(
+            self,
+            tenant,
+            AgentId::from_uuid(effect)
+        ));
         let result: Result<Result<Agent, UpdateAgentError>, Failure> =
             transaction!(self, "agents.update", tenant, Write, |txn| {
                 let mut select = by_key(tenant, id);
@@ -141,6 +173,7 @@ impl AgentRepository for Store {
                         current: current.version,
                     }));
                 }
+                effects::record(txn, tenant, id.as_uuid()).await?;
                 Ok(Ok(next))
             });
         match result {

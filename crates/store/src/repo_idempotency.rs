@@ -46,6 +46,7 @@ impl IdempotencyStore for Store {
                     response_body: Set(None),
                     created_at: Set(now),
                     completed_at: Set(None),
+                    effect_id: Set(None),
                 };
                 // ON CONFLICT DO NOTHING: a clash must not abort the transaction.
                 let inserted = keys::Entity::insert(row)
@@ -77,6 +78,12 @@ impl IdempotencyStore for Store {
                         location: existing.location,
                         body,
                     })
+                } else if let Some(effect) = existing.effect_id {
+                    // The first run's effect committed (the column is written
+                    // in the effect's own transaction; on PostgreSQL the
+                    // row lock above waited for it to end) but its
+                    // response was never stored. Recover it, lease or not.
+                    IdempotencyBegin::Recover(effect)
                 } else if existing.created_at < now - LEASE {
                     keys::Entity::update_many()
                         .col_expr(keys::Column::CreatedAt, Expr::value(now))
@@ -135,6 +142,9 @@ impl IdempotencyStore for Store {
                     .filter(keys::Column::TenantId.eq(tenant.as_uuid()))
                     .filter(keys::Column::IdemKey.eq(key.as_str()))
                     .filter(keys::Column::Status.is_null())
+                    // A committed effect keeps its key: a retry must find it
+                    // and recover it, never run the request again.
+                    .filter(keys::Column::EffectId.is_null())
                     .exec(txn)
                     .await?;
                 Ok(())

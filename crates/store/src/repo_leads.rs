@@ -16,8 +16,10 @@ use sea_orm::{
 
 use crate::{
     Backend, Store,
+    effects::{self, recover},
     entity::leads,
     errors::{Failure, common},
+    repo_agents::takes_new_work,
     tx::{ScopedSql, scoped_sql, transaction},
 };
 
@@ -62,16 +64,30 @@ impl LeadRepository for Store {
         tenant: TenantId,
         req: &CreateLeadRequest,
     ) -> Result<Lead, CreateLeadError> {
+        recover!(tenant, CreateLeadError, |effect| LeadRepository::get(
+            self,
+            tenant,
+            LeadId::from_uuid(effect)
+        ));
         let lead = new_lead(tenant, req);
-        let result: Result<(), Failure> =
+        let result: Result<Result<(), CreateLeadError>, Failure> =
             transaction!(self, "leads.create", tenant, Write, |txn| {
+                if let Some(agent) = lead.assigned_agent_id {
+                    match takes_new_work(txn, self.backend(), tenant, agent).await? {
+                        None => return Ok(Err(CreateLeadError::AgentNotFound)),
+                        Some(false) => return Ok(Err(CreateLeadError::AgentInactive)),
+                        Some(true) => {}
+                    }
+                }
                 leads::Entity::insert(leads::ActiveModel::from(&lead))
                     .exec_without_returning(txn)
                     .await?;
-                Ok(())
+                effects::record(txn, tenant, lead.id.as_uuid()).await?;
+                Ok(Ok(()))
             });
         match result {
-            Ok(()) => Ok(lead),
+            Ok(Ok(())) => Ok(lead),
+            Ok(Err(e)) => Err(e),
             // The composite key (tenant_id, assigned_agent_id) only matches
             // an agent of this tenant, so another tenant's agent id lands here.
             Err(Failure::ForeignKey(_)) => Err(CreateLeadError::AgentNotFound),
@@ -87,8 +103,18 @@ impl LeadRepository for Store {
         if reqs.is_empty() {
             return Ok(0);
         }
-        let result: Result<u64, Failure> =
+        let result: Result<Result<u64, CreateLeadError>, Failure> =
             transaction!(self, "leads.create_many", tenant, Write, |txn| {
+                let mut agents: Vec<_> = reqs.iter().filter_map(|r| r.assigned_agent_id).collect();
+                agents.sort_unstable();
+                agents.dedup();
+                for agent in agents {
+                    match takes_new_work(txn, self.backend(), tenant, agent).await? {
+                        None => return Ok(Err(CreateLeadError::AgentNotFound)),
+                        Some(false) => return Ok(Err(CreateLeadError::AgentInactive)),
+                        Some(true) => {}
+                    }
+                }
                 let mut written = 0u64;
                 // One multi-row INSERT per chunk: 15 columns x 1000 rows stays far
                 // below PostgreSQL's 65535 bind-parameter limit (and SQLite's 32766).
@@ -101,10 +127,10 @@ impl LeadRepository for Store {
                         .await?;
                     written += chunk.len() as u64;
                 }
-                Ok(written)
+                Ok(Ok(written))
             });
         match result {
-            Ok(n) => Ok(n),
+            Ok(outcome) => outcome,
             Err(Failure::ForeignKey(_)) => Err(CreateLeadError::AgentNotFound),
             Err(f) => Err(common!(f, CreateLeadError)),
         }
@@ -224,6 +250,11 @@ impl LeadRepository for Store {
         id: LeadId,
         req: &UpdateLeadRequest,
     ) -> Result<Lead, UpdateLeadError> {
+        recover!(tenant, UpdateLeadError, |effect| LeadRepository::get(
+            self,
+            tenant,
+            LeadId::from_uuid(effect)
+        ));
         let result: Result<Result<Lead, UpdateLeadError>, Failure> =
             transaction!(self, "leads.update", tenant, Write, |txn| {
                 let mut select = by_key(tenant, id);
@@ -243,6 +274,15 @@ impl LeadRepository for Store {
                         return Ok(Err(UpdateLeadError::InvalidTransition { from, to }));
                     }
                 };
+                if let Some(agent) = next.assigned_agent_id
+                    && next.assigned_agent_id != current.assigned_agent_id
+                {
+                    match takes_new_work(txn, self.backend(), tenant, agent).await? {
+                        None => return Ok(Err(UpdateLeadError::AgentNotFound)),
+                        Some(false) => return Ok(Err(UpdateLeadError::AgentInactive)),
+                        Some(true) => {}
+                    }
+                }
                 let updated = leads::Entity::update_many()
                     .set(leads::ActiveModel::from(&next))
                     .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
@@ -280,6 +320,7 @@ impl LeadRepository for Store {
                     .exec_without_returning(txn)
                     .await?;
                 }
+                effects::record(txn, tenant, id.as_uuid()).await?;
                 Ok(Ok(next))
             });
         match result {

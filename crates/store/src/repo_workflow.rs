@@ -8,8 +8,8 @@ use leadline_domain::{
 };
 use leadline_ports::{
     AppendEventError, ApprovalRepository, DraftApprovalError, EventRepository, GetApprovalError,
-    GetLeadError, LeadContextRepository, ListApprovalsError, ListLeadsError, TimelineError,
-    TransitionApprovalError,
+    GetLeadError, IdempotentRequest, LeadContextRepository, ListApprovalsError, ListLeadsError,
+    TimelineError, TransitionApprovalError,
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::{
     Store,
+    effects::{self, recover},
     entity::{agents, approvals, events, leads, outbox},
     errors::{Failure, common},
     tx::{ScopedSql, scoped_sql, transaction},
@@ -285,6 +286,11 @@ impl ApprovalRepository for Store {
         lead: LeadId,
         req: &DraftApprovalRequest,
     ) -> Result<Approval, DraftApprovalError> {
+        recover!(
+            tenant,
+            DraftApprovalError,
+            |effect| ApprovalRepository::get(self, tenant, ApprovalId::from_uuid(effect))
+        );
         let now = crate::now();
         let approval = Approval {
             id: ApprovalId::new(),
@@ -310,9 +316,22 @@ impl ApprovalRepository for Store {
                 if !lead_exists(txn, tenant, lead).await? {
                     return Ok(Err(DraftApprovalError::LeadNotFound));
                 }
+                match crate::repo_agents::takes_new_work(
+                    txn,
+                    self.backend(),
+                    tenant,
+                    approval.requested_by,
+                )
+                .await?
+                {
+                    None => return Ok(Err(DraftApprovalError::AgentNotFound)),
+                    Some(false) => return Ok(Err(DraftApprovalError::AgentInactive)),
+                    Some(true) => {}
+                }
                 approvals::Entity::insert(approvals::ActiveModel::from(&approval))
                     .exec_without_returning(txn)
                     .await?;
+                effects::record(txn, tenant, approval.id.as_uuid()).await?;
                 Ok(Ok(()))
             });
         match result {
@@ -342,6 +361,9 @@ impl ApprovalRepository for Store {
         id: ApprovalId,
         action: &ApprovalAction,
     ) -> Result<Approval, TransitionApprovalError> {
+        recover!(tenant, TransitionApprovalError, |effect| {
+            ApprovalRepository::get(self, tenant, ApprovalId::from_uuid(effect))
+        });
         let result: Result<Result<Approval, TransitionApprovalError>, Failure> =
             transaction!(self, "approvals.transition", tenant, Write, |txn| {
                 let now = crate::now();
@@ -408,6 +430,7 @@ impl ApprovalRepository for Store {
                         .exec_without_returning(txn)
                         .await?;
                 }
+                effects::record(txn, tenant, approval.id.as_uuid()).await?;
                 Ok(Ok(approval))
             });
         match result {
@@ -465,6 +488,19 @@ const APPEND_SQL: ScopedSql = scoped_sql!(
 );
 
 impl Store {
+    /// One event by id, for recovering an idempotent append.
+    async fn event_by_id(&self, tenant: TenantId, id: EventId) -> Result<Event, Failure> {
+        let stored: Option<events::Model> =
+            transaction!(self, "events.by_id", tenant, Read, |txn| {
+                Ok(events::Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
+                    .one(txn)
+                    .await?)
+            })?;
+        let model = stored
+            .ok_or_else(|| Failure::from(anyhow::anyhow!("the recorded event {id} is gone")))?;
+        Ok(Event::try_from(model)?)
+    }
+
     /// After [`APPEND_SQL`] wrote nothing: the id was taken, by an earlier
     /// attempt of this same append whose answer was lost (accepted), or, in
     /// theory only (ids are v7 UUIDs drawn here), by another event (refused
@@ -539,7 +575,17 @@ impl EventRepository for Store {
         // No existence check before the insert: the composite foreign key
         // (tenant_id, lead_id) already refuses a lead that is missing or in
         // another tenant, and asking first cost a round trip on every append.
-        let result: Result<(), Failure> = if self.backend() == crate::Backend::Postgres {
+        if let Some(effect) = IdempotentRequest::recovering(tenant) {
+            return self
+                .event_by_id(tenant, EventId::from_uuid(effect))
+                .await
+                .map_err(|f| common!(f, AppendEventError));
+        }
+        // Under an idempotency key the append records itself on the key in
+        // its own transaction, so the one-statement path is for plain calls.
+        let one_statement =
+            self.backend() == crate::Backend::Postgres && IdempotentRequest::current().is_none();
+        let result: Result<(), Failure> = if one_statement {
             match self
                 .scoped_statement("events.append", tenant, APPEND_SQL, append_values(&event))
                 .await
@@ -553,6 +599,7 @@ impl EventRepository for Store {
                 events::Entity::insert(events::ActiveModel::from(&event))
                     .exec_without_returning(txn)
                     .await?;
+                effects::record(txn, tenant, event.id.as_uuid()).await?;
                 Ok(())
             })
         };

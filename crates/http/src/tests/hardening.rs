@@ -342,3 +342,93 @@ fn a_500_logs_its_whole_cause_chain() {
     assert!(text.contains("leads row 0190 cannot be read"), "{text}");
     assert!(text.contains("must be at most 254 characters"), "{text}");
 }
+
+#[tokio::test]
+async fn an_inactive_agent_gets_no_new_leads_and_cannot_draft() {
+    let h = harness().await;
+    let agent = new_agent(&h).await;
+    let lead = new_lead(&h).await;
+    let r = h
+        .json(
+            Method::PATCH,
+            &format!("/v1/agents/{agent}"),
+            json!({"version": 1, "active": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let r = h
+        .json(
+            Method::POST,
+            "/v1/leads",
+            json!({"first_name": "A", "last_name": "B", "assigned_agent_id": agent}),
+        )
+        .await;
+    assert_problem(
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("assigned_agent_id"),
+    );
+    let r = h
+        .json(
+            Method::PATCH,
+            &format!("/v1/leads/{lead}"),
+            json!({"version": 1, "assigned_agent_id": agent}),
+        )
+        .await;
+    assert_problem(
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("assigned_agent_id"),
+    );
+    let r = h
+        .json(
+            Method::POST,
+            &format!("/v1/leads/{lead}/approvals"),
+            json!({"channel": "email", "subject": "Hi", "body": "Hello", "requested_by": agent}),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNPROCESSABLE_ENTITY, Some("requested_by"));
+
+    // Reactivated, the same calls succeed.
+    let r = h
+        .json(
+            Method::PATCH,
+            &format!("/v1/agents/{agent}"),
+            json!({"version": 2, "active": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = h
+        .json(
+            Method::PATCH,
+            &format!("/v1/leads/{lead}"),
+            json!({"version": 1, "assigned_agent_id": agent}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = h
+        .json(
+            Method::POST,
+            &format!("/v1/leads/{lead}/approvals"),
+            json!({"channel": "email", "subject": "Hi", "body": "Hello", "requested_by": agent}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Deactivated again: the lead it already has stays, and an unrelated
+    // patch of that lead is not refused.
+    h.json(
+        Method::PATCH,
+        &format!("/v1/agents/{agent}"),
+        json!({"version": 3, "active": false}),
+    )
+    .await;
+    let r = h
+        .json(
+            Method::PATCH,
+            &format!("/v1/leads/{lead}"),
+            json!({"version": 2, "company": "Navy"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
