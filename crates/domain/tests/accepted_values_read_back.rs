@@ -182,7 +182,7 @@ fn the_largest_float_reads_back_as_postgresql_prints_it() {
 #[test]
 fn integral_floats_are_stored_as_the_integers_postgresql_reads_back() {
     let metadata = Metadata::new(serde_json::json!({
-        "a": 1e19, "b": 2.0, "c": -0.0, "d": [1.5, -9.223372036854775808e18], "e": 1e20, "f": 0.1
+        "a": 1e19, "b": 2.0, "c": -0.0, "d": [1.5, -9.223_372_036_854_776e18], "e": 1e20, "f": 0.1
     }))
     .expect("valid");
     let stored = serde_json::to_string(&metadata).expect("serialises");
