@@ -10,12 +10,15 @@
 //!   realistic, reproducible seed data; re-running only fills what is missing.
 //! - `bench [--quick]`: benchmark every hot path against this machine's own
 //!   ceilings and write docs/benchmarks.md (see [`bench`]).
+//! - `api-fuzz`: schemathesis against the OpenAPI document on SQLite and
+//!   PostgreSQL, as CI runs it (see [`api_fuzz`]).
 //!
 //! Configuration is the binary's own (`leadline::config::load`): defaults,
 //! then `./leadline.toml` or `--config`, then `DATABASE_URL`, then
 //! `LEADLINE_*` variables such as `LEADLINE_DATABASE__URL` and
 //! `LEADLINE_DATABASE__MIGRATION_URL`. A bad configuration exits with 2.
 
+mod api_fuzz;
 mod bench;
 mod db;
 mod generate;
@@ -57,6 +60,9 @@ enum Command {
     /// Benchmark every hot path against this machine's own ceilings and
     /// write docs/benchmarks.md (starts its own PostgreSQL and Redis).
     Bench(bench::BenchArgs),
+    /// Schemathesis against /openapi.json on both backends: any 5xx or
+    /// answer that breaks the document fails (needs `st`: pip install schemathesis).
+    ApiFuzz(api_fuzz::ApiFuzzArgs),
     /// The trivial JSON server `bench` measures as the HTTP ceiling.
     #[command(hide = true)]
     BenchEcho {
@@ -125,6 +131,7 @@ async fn dispatch(command: Command, config: &config::Config) -> anyhow::Result<E
             DbAction::Seed(args) => seed::seed(config, &args).await?,
         },
         Command::Bench(args) => bench::bench(&args).await?,
+        Command::ApiFuzz(args) => api_fuzz::api_fuzz(&args).await?,
         Command::BenchEcho { bind } => bench::serve_echo(bind).await?,
     }
     Ok(ExitCode::SUCCESS)
