@@ -34,8 +34,6 @@ pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
 pub(crate) const MAX_HEADERS: usize = 100;
 /// hyper's own header count limit: above ours, so ours answers first.
 const HYPER_MAX_HEADERS: usize = 4 * MAX_HEADERS;
-/// How long in-flight requests may run on after shutdown began.
-const DRAIN: Duration = Duration::from_secs(30);
 
 /// Refuses a request whose target or headers are past the API's limits, as
 /// problem+json: 414 and 431.
@@ -59,7 +57,9 @@ pub(crate) async fn head_limits(request: Request, next: Next) -> Response {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting and lets in-flight requests finish (for at most [`DRAIN`]).
+/// accepting, closes idle keep-alive connections and waits for in-flight
+/// requests to finish, as `axum::serve` does (the caller bounds the wait:
+/// `http.shutdown_grace_secs` in `leadline serve`).
 pub(crate) async fn run(
     listener: TcpListener,
     router: Router,
@@ -95,14 +95,6 @@ pub(crate) async fn run(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            drain_secs = DRAIN.as_secs(),
-            "in-flight requests still running after the drain period; closing"
-        );
-    }
+    graceful.shutdown().await;
     Ok(())
 }

@@ -20,8 +20,11 @@
 //!
 //! 1. **`TEST_DATABASE_URL`** is set (and not empty) → that server is used as is. It must be a
 //!    *superuser* URL, e.g. `postgres://postgres:postgres@localhost:5432/postgres`, because
-//!    tests create and drop databases and roles. Nothing is started and nothing is cleaned up on
-//!    that server except what the tests themselves drop.
+//!    tests create and drop databases and roles. Nothing is started there. Each database the
+//!    tests create is marked with its creator (boot, pid namespace, pid, time), and a process's
+//!    first `create_database` on a server drops the marked databases whose creator has exited
+//!    (or, made on another machine, that are over 3 hours old): runs that were killed leave
+//!    nothing behind for long. Unmarked databases are never touched.
 //! 2. **Docker** → a `postgres:15-alpine` container through testcontainers.
 //! 3. **Local PostgreSQL server binaries** (`initdb` and `postgres`) → a throw-away cluster in a
 //!    temporary directory. The binaries are looked up in `PG_BIN_DIR`, then
