@@ -66,6 +66,10 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
     };
     let approval_b = s.approvals.draft(b, lead_b.id, &draft).await.unwrap();
     let approval_uri = format!("/v1/approvals/{}", approval_b.id);
+    // A lead B deleted: A can neither see nor restore it.
+    let deleted_b = s.leads.create(b, &lead_req("Gone")).await.unwrap();
+    s.leads.delete(b, deleted_b.id).await.unwrap();
+    let deleted_restore = format!("/v1/leads/{}/restore", deleted_b.id);
     let lead_events = format!("/v1/leads/{}/events", lead_b.id);
     let lead_context = format!("/v1/leads/{}/context", lead_b.id);
     let lead_approvals = format!("/v1/leads/{}/approvals", lead_b.id);
@@ -85,6 +89,9 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
             lead_uri.clone(),
             Some(json!({"version": 1, "status": "lost"})),
         ),
+        (Method::DELETE, lead_uri.clone(), None),
+        (Method::POST, format!("{lead_uri}/restore"), None),
+        (Method::POST, deleted_restore.clone(), None),
         (Method::GET, lead_context.clone(), None),
         (Method::GET, lead_events.clone(), None),
         (
@@ -126,6 +133,7 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
         // The same as for an id that never existed.
         let fresh = [
             lead_b.id.to_string(),
+            deleted_b.id.to_string(),
             agent_b.id.to_string(),
             approval_b.id.to_string(),
         ]
@@ -195,6 +203,15 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
     );
     let (_, agent) = call(&app, Method::GET, &agent_uri, Some(&key_b), None).await;
     assert_eq!(agent["name"], "Agent");
+    let (status, _) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/leads/{}", deleted_b.id),
+        Some(&key_b),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "A restored nothing of B's");
 }
 
 #[tokio::test]
@@ -213,6 +230,8 @@ async fn every_v1_route_requires_a_valid_key() {
         (Method::POST, "/v1/leads".to_owned()),
         (Method::GET, format!("/v1/leads/{id}")),
         (Method::PATCH, format!("/v1/leads/{id}")),
+        (Method::DELETE, format!("/v1/leads/{id}")),
+        (Method::POST, format!("/v1/leads/{id}/restore")),
         (Method::GET, format!("/v1/leads/{id}/context")),
         (Method::GET, format!("/v1/leads/{id}/events")),
         (Method::POST, format!("/v1/leads/{id}/events")),

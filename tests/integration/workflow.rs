@@ -43,7 +43,137 @@ both_backends!(
     context_gathers_everything_about_one_lead,
     context_reads_a_date_before_the_common_era,
     idempotency_keys_reserve_replay_and_refuse,
+    a_deleted_lead_is_hidden_everywhere_until_restored,
 );
+
+/// Soft delete on each backend, through every read path the store has for a
+/// lead: by id (one statement on PostgreSQL), the list and count, the
+/// context (one statement on PostgreSQL), the timeline, appends (one
+/// statement on PostgreSQL), drafts and updates.
+async fn a_deleted_lead_is_hidden_everywhere_until_restored(store: Store) {
+    use leadline_ports::{DeleteLeadError, GetLeadError, RestoreLeadError, UpdateLeadError};
+    let w = world(store).await;
+    let before = w.s.leads.get(w.tenant, w.lead).await.unwrap();
+    w.s.timeline
+        .append(w.tenant, w.lead, &note("before", 1))
+        .await
+        .unwrap();
+
+    // Open approvals keep a lead from being deleted.
+    let pending =
+        w.s.approvals
+            .draft(w.tenant, w.lead, &draft(w.agent))
+            .await
+            .unwrap();
+    assert!(matches!(
+        w.s.leads.delete(w.tenant, w.lead).await,
+        Err(DeleteLeadError::OpenApprovals { open: 1 })
+    ));
+    w.s.approvals
+        .act(
+            w.tenant,
+            pending.id,
+            &ApprovalAction::Cancel { by: w.agent },
+        )
+        .await
+        .unwrap();
+    let listed = |s: &Services| {
+        let s = s.clone();
+        let tenant = w.tenant;
+        async move {
+            s.leads
+                .list(
+                    tenant,
+                    &leadline_domain::ListLeadsQuery {
+                        status: None,
+                        assigned_agent_id: None,
+                        tag: None,
+                        limit: PageLimit::new(200).unwrap(),
+                        after: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
+    };
+    assert_eq!(listed(&w.s).await, 1);
+
+    w.s.leads.delete(w.tenant, w.lead).await.unwrap();
+    assert!(matches!(
+        w.s.leads.get(w.tenant, w.lead).await,
+        Err(GetLeadError::NotFound)
+    ));
+    assert_eq!(listed(&w.s).await, 0);
+    assert_eq!(w.s.leads.count(w.tenant).await.unwrap(), 0);
+    assert!(w.s.context.context(w.tenant, w.lead).await.is_err());
+    assert!(matches!(
+        w.s.timeline
+            .timeline(w.tenant, w.lead, &TimelineQuery::default())
+            .await,
+        Err(TimelineError::LeadNotFound)
+    ));
+    for actor in [None, Some(w.agent)] {
+        let mut event = note("after", 0);
+        event.actor = actor;
+        assert!(
+            matches!(
+                w.s.timeline.append(w.tenant, w.lead, &event).await,
+                Err(leadline_app::AppendError::Store(
+                    AppendEventError::LeadNotFound
+                ))
+            ),
+            "an event on a deleted lead (actor {actor:?})"
+        );
+    }
+    assert!(matches!(
+        w.s.approvals.draft(w.tenant, w.lead, &draft(w.agent)).await,
+        Err(DraftApprovalError::LeadNotFound)
+    ));
+    let patch = UpdateLeadRequest {
+        expected_version: before.version + 1,
+        ..UpdateLeadRequest::default()
+    };
+    assert!(matches!(
+        w.s.leads.update(w.tenant, w.lead, &patch).await,
+        Err(UpdateLeadError::NotFound)
+    ));
+    assert!(matches!(
+        w.s.leads.delete(w.tenant, w.lead).await,
+        Err(DeleteLeadError::NotFound)
+    ));
+
+    let restored = w.s.leads.restore(w.tenant, w.lead).await.unwrap();
+    assert_eq!(
+        restored.version,
+        before.version + 2,
+        "delete and restore each move the version"
+    );
+    assert_eq!(
+        (restored.id, &restored.email, restored.status),
+        (before.id, &before.email, before.status)
+    );
+    assert_eq!(w.s.leads.get(w.tenant, w.lead).await.unwrap(), restored);
+    assert_eq!(listed(&w.s).await, 1);
+    let ctx =
+        w.s.context
+            .context(w.tenant, w.lead)
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert_eq!(ctx.lead, restored);
+    assert_eq!(
+        ctx.events.len(),
+        2,
+        "the timeline kept its events: the note and the cancel"
+    );
+    assert!(matches!(
+        w.s.leads.restore(w.tenant, w.lead).await,
+        Err(RestoreLeadError::NotFound)
+    ));
+}
 
 struct World {
     s: Services,

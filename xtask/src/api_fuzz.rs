@@ -127,8 +127,9 @@ async fn fuzz(config: &Config, backend: &str, args: &ApiFuzzArgs) -> anyhow::Res
         })
         .await
     });
-    // `LEADLINE_ST` names the program where pip's scripts are not on PATH.
-    let program = std::env::var("LEADLINE_ST").unwrap_or_else(|_| "st".to_owned());
+    // `SCHEMATHESIS_BIN` names the program where pip's scripts are not on PATH
+    // (not a `LEADLINE_*` name: those are configuration keys).
+    let program = std::env::var("SCHEMATHESIS_BIN").unwrap_or_else(|_| "st".to_owned());
     let mut st = tokio::process::Command::new(program);
     st.arg("run")
         .arg(format!("{base}/openapi.json"))

@@ -11,8 +11,9 @@ use leadline_domain::{
 };
 use leadline_ports::{
     AgentRepository, AuthenticateError, CreateAgentError, CreateLeadError, CreateTenantError,
-    GetAgentError, GetLeadError, GetTenantError, HealthCheck, LeadRepository, ListAgentsError,
-    ListLeadsError, TenantRepository, UpdateAgentError, UpdateLeadError,
+    DeleteLeadError, GetAgentError, GetLeadError, GetTenantError, HealthCheck, LeadRepository,
+    ListAgentsError, ListLeadsError, RestoreLeadError, TenantRepository, UpdateAgentError,
+    UpdateLeadError,
 };
 use rand::RngCore;
 
@@ -344,6 +345,26 @@ impl LeadService {
         req: &UpdateLeadRequest,
     ) -> Result<Lead, UpdateLeadError> {
         let lead = self.repo.update(tenant, id, req).await?;
+        self.cache.invalidate(tenant, id).await;
+        Ok(lead)
+    }
+
+    /// Deletes a lead, restorably, and drops its cached context everywhere.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::delete`].
+    pub async fn delete(&self, tenant: TenantId, id: LeadId) -> Result<(), DeleteLeadError> {
+        self.repo.delete(tenant, id).await?;
+        self.cache.invalidate(tenant, id).await;
+        Ok(())
+    }
+
+    /// Restores a deleted lead.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::restore`].
+    pub async fn restore(&self, tenant: TenantId, id: LeadId) -> Result<Lead, RestoreLeadError> {
+        let lead = self.repo.restore(tenant, id).await?;
         self.cache.invalidate(tenant, id).await;
         Ok(lead)
     }

@@ -389,6 +389,38 @@ impl From<GetLeadError> for ApiError {
     }
 }
 
+impl From<leadline_ports::DeleteLeadError> for ApiError {
+    fn from(err: leadline_ports::DeleteLeadError) -> Self {
+        use leadline_ports::DeleteLeadError as E;
+        match err {
+            E::NotFound => Self::not_found("lead"),
+            E::OpenApprovals { open } => {
+                let mut e = Self::conflict(
+                    "approvals",
+                    format!(
+                        "the lead has {open} open approvals; cancel or send them before deleting it"
+                    ),
+                );
+                e.extension("open_approvals", serde_json::Value::from(open));
+                e
+            }
+            E::Unavailable(u) => Self::unavailable(&u),
+            E::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<leadline_ports::RestoreLeadError> for ApiError {
+    fn from(err: leadline_ports::RestoreLeadError) -> Self {
+        use leadline_ports::RestoreLeadError as E;
+        match err {
+            E::NotFound => Self::not_found("deleted lead"),
+            E::Unavailable(u) => Self::unavailable(&u),
+            E::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
 impl From<ListLeadsError> for ApiError {
     fn from(err: ListLeadsError) -> Self {
         match err {

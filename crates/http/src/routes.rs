@@ -34,7 +34,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(get_agent, update_agent))
         .routes(routes!(list_leads, create_lead))
-        .routes(routes!(get_lead, update_lead))
+        .routes(routes!(get_lead, update_lead, delete_lead))
+        .routes(routes!(restore_lead))
 }
 
 /// A malformed id cannot name anything: 404, like another tenant's id.
@@ -488,5 +489,54 @@ async fn update_lead(
         .update(tenant.id, id, &body.into_domain(version))
         .await
         .map_err(|e| update_lead_error(e, from_if_match))?;
+    Ok(versioned(StatusCode::OK, &lead, lead.version, None))
+}
+
+/// Delete a lead, restorably.
+///
+/// The lead keeps its row, timeline and approvals and is hidden from every
+/// read (by id, lists, context, timeline) and from new events and drafts
+/// until it is restored. A lead with open approvals (pending or approved)
+/// cannot be deleted: cancel or send them first (409). Hard deletion is
+/// privacy erasure's job.
+#[utoipa::path(
+    delete,
+    path = "/v1/leads/{id}",
+    tag = "leads",
+    params(("id" = uuid::Uuid, Path, description = "The lead's id")),
+    responses(
+        (status = 204, description = "Deleted; `POST /v1/leads/{id}/restore` brings it back"),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+    ),
+)]
+async fn delete_lead(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    PathId(id): PathId<LeadId>,
+) -> Result<StatusCode, ApiError> {
+    state.services().leads.delete(tenant.id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Restore a deleted lead, as it was, at the next version.
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{id}/restore",
+    tag = "leads",
+    params(("id" = uuid::Uuid, Path, description = "The deleted lead's id")),
+    responses(
+        (status = 200, description = "Restored", body = s::Lead, headers(
+            ("ETag" = String, description = "The new version, quoted"),
+        )),
+        (status = 404, response = oa::NotFound),
+    ),
+)]
+async fn restore_lead(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    PathId(id): PathId<LeadId>,
+) -> Result<Response, ApiError> {
+    let lead = state.services().leads.restore(tenant.id, id).await?;
     Ok(versioned(StatusCode::OK, &lead, lead.version, None))
 }

@@ -94,6 +94,25 @@ common_variants!(GetLeadError {
 
 common_variants!(ListLeadsError {});
 
+common_variants!(DeleteLeadError {
+    /// No such lead (missing, in another tenant, or already deleted).
+    #[error("lead not found")]
+    NotFound,
+    /// The lead has approvals still waiting (pending or approved): deleting
+    /// it would leave a message that could still be sent to a hidden lead.
+    #[error("the lead has {open} open approvals")]
+    OpenApprovals {
+        /// How many.
+        open: u64,
+    },
+});
+
+common_variants!(RestoreLeadError {
+    /// No deleted lead with this id in this tenant.
+    #[error("no deleted lead with this id")]
+    NotFound,
+});
+
 common_variants!(UpdateLeadError {
     /// No such lead in this tenant.
     #[error("lead not found")]

@@ -9,9 +9,9 @@ use leadline_domain::{
 };
 
 use crate::errors::{
-    AuthenticateError, CreateAgentError, CreateLeadError, CreateTenantError, GetAgentError,
-    GetLeadError, GetTenantError, ListAgentsError, ListLeadsError, UpdateAgentError,
-    UpdateLeadError,
+    AuthenticateError, CreateAgentError, CreateLeadError, CreateTenantError, DeleteLeadError,
+    GetAgentError, GetLeadError, GetTenantError, ListAgentsError, ListLeadsError, RestoreLeadError,
+    UpdateAgentError, UpdateLeadError,
 };
 
 /// Tenants and their API keys.
@@ -170,4 +170,19 @@ pub trait LeadRepository: Send + Sync {
         id: LeadId,
         req: &UpdateLeadRequest,
     ) -> Result<Lead, UpdateLeadError>;
+
+    /// Deletes a lead, restorably: it keeps its row, timeline and approvals
+    /// and is hidden from every read (by id, lists, context, timeline) and
+    /// refuses new events and drafts until [`Self::restore`].
+    ///
+    /// # Errors
+    /// [`DeleteLeadError::NotFound`] (also when already deleted),
+    /// [`DeleteLeadError::OpenApprovals`] while approvals wait on it.
+    async fn delete(&self, tenant: TenantId, id: LeadId) -> Result<(), DeleteLeadError>;
+
+    /// Brings a deleted lead back, as it was, at the next version.
+    ///
+    /// # Errors
+    /// [`RestoreLeadError::NotFound`] when no deleted lead has this id.
+    async fn restore(&self, tenant: TenantId, id: LeadId) -> Result<Lead, RestoreLeadError>;
 }

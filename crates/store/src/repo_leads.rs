@@ -3,11 +3,12 @@
 use async_trait::async_trait;
 
 use leadline_domain::{
-    CreateLeadRequest, Lead, LeadId, ListLeadsQuery, Page, TenantId, UpdateLeadRejected,
-    UpdateLeadRequest,
+    ApprovalStatus, CreateLeadRequest, Lead, LeadId, ListLeadsQuery, Page, TenantId,
+    UpdateLeadRejected, UpdateLeadRequest,
 };
 use leadline_ports::{
-    CreateLeadError, GetLeadError, LeadRepository, ListLeadsError, UpdateLeadError,
+    CreateLeadError, DeleteLeadError, GetLeadError, IdempotentRequest, LeadRepository,
+    ListLeadsError, RestoreLeadError, UpdateLeadError,
 };
 use sea_orm::{
     ColumnTrait, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
@@ -17,7 +18,7 @@ use sea_orm::{
 use crate::{
     Backend, Store,
     effects::{self, recover},
-    entity::leads,
+    entity::{approvals, leads},
     errors::{Failure, common},
     repo_agents::takes_new_work,
     tx::{ScopedSql, scoped_sql, transaction},
@@ -27,13 +28,20 @@ use crate::{
 /// runs inside the lateral subquery, after `scope` set the tenant.
 const GET_SQL: ScopedSql = scoped_sql!(
     "SELECT l.* FROM scope CROSS JOIN LATERAL (SELECT * FROM leads \
-     WHERE leads.tenant_id = scope.tenant_id AND leads.id = $2 OFFSET 0) l"
+     WHERE leads.tenant_id = scope.tenant_id AND leads.id = $2 AND leads.deleted_at IS NULL \
+     OFFSET 0) l"
 );
 
 fn by_key(tenant: TenantId, id: LeadId) -> sea_orm::Select<leads::Entity> {
-    leads::Entity::find()
-        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+    live()
         .filter(leads::Column::Id.eq(id.as_uuid()))
+        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+}
+
+/// Leads that are not deleted: every read starts here, so a deleted lead is
+/// hidden everywhere until it is restored.
+pub(crate) fn live() -> sea_orm::Select<leads::Entity> {
+    leads::Entity::find().filter(leads::Column::DeletedAt.is_null())
 }
 
 fn new_lead(tenant: TenantId, req: &CreateLeadRequest) -> Lead {
@@ -185,7 +193,7 @@ impl LeadRepository for Store {
     async fn count(&self, tenant: TenantId) -> Result<u64, ListLeadsError> {
         let result: Result<u64, Failure> =
             transaction!(self, "leads.count", tenant, ReplicaRead, |txn| {
-                let n = leads::Entity::find()
+                let n = live()
                     .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
                     .count(txn)
                     .await?;
@@ -206,8 +214,7 @@ impl LeadRepository for Store {
             tenant,
             ReplicaRead,
             |txn| {
-                let mut query =
-                    leads::Entity::find().filter(leads::Column::TenantId.eq(tenant.as_uuid()));
+                let mut query = live().filter(leads::Column::TenantId.eq(tenant.as_uuid()));
                 if let Some(status) = q.status {
                     query = query.filter(leads::Column::Status.eq(status.as_str()));
                 }
@@ -327,6 +334,94 @@ impl LeadRepository for Store {
             Ok(outcome) => outcome,
             Err(Failure::ForeignKey(_)) => Err(UpdateLeadError::AgentNotFound),
             Err(f) => Err(common!(f, UpdateLeadError)),
+        }
+    }
+
+    async fn delete(&self, tenant: TenantId, id: LeadId) -> Result<(), DeleteLeadError> {
+        if IdempotentRequest::recovering(tenant).is_some() {
+            // An earlier run of this request deleted it, and said so on its
+            // idempotency key in the same transaction.
+            return Ok(());
+        }
+        let result: Result<Result<(), DeleteLeadError>, Failure> =
+            transaction!(self, "leads.delete", tenant, Write, |txn| {
+                let mut select = by_key(tenant, id);
+                if self.backend() == Backend::Postgres {
+                    select = select.lock_exclusive();
+                }
+                let Some(current) = select.one(txn).await? else {
+                    return Ok(Err(DeleteLeadError::NotFound));
+                };
+                // A draft share-locks the live lead row before it inserts,
+                // so with the row locked here (PostgreSQL; SQLite has one
+                // writer) no approval can appear between this count and the
+                // delete, and a draft that waited finds the lead deleted.
+                let open = approvals::Entity::find()
+                    .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(approvals::Column::LeadId.eq(id.as_uuid()))
+                    .filter(
+                        approvals::Column::Status.is_in(
+                            ApprovalStatus::ALL
+                                .iter()
+                                .filter(|s| s.is_open())
+                                .map(|s| s.as_str()),
+                        ),
+                    )
+                    .count(txn)
+                    .await?;
+                if open > 0 {
+                    return Ok(Err(DeleteLeadError::OpenApprovals { open }));
+                }
+                let now = crate::now();
+                leads::Entity::update_many()
+                    .col_expr(leads::Column::DeletedAt, Expr::value(now))
+                    .col_expr(leads::Column::UpdatedAt, Expr::value(now))
+                    .col_expr(leads::Column::Version, Expr::value(current.version + 1))
+                    .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(leads::Column::Id.eq(id.as_uuid()))
+                    .exec(txn)
+                    .await?;
+                effects::record(txn, tenant, id.as_uuid()).await?;
+                Ok(Ok(()))
+            });
+        result.unwrap_or_else(|f| Err(common!(f, DeleteLeadError)))
+    }
+
+    async fn restore(&self, tenant: TenantId, id: LeadId) -> Result<Lead, RestoreLeadError> {
+        recover!(tenant, RestoreLeadError, |effect| LeadRepository::get(
+            self,
+            tenant,
+            LeadId::from_uuid(effect)
+        ));
+        let result: Result<Option<leads::Model>, Failure> =
+            transaction!(self, "leads.restore", tenant, Write, |txn| {
+                let now = crate::now();
+                let restored = leads::Entity::update_many()
+                    .col_expr(
+                        leads::Column::DeletedAt,
+                        Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+                    )
+                    .col_expr(leads::Column::UpdatedAt, Expr::value(now))
+                    .col_expr(
+                        leads::Column::Version,
+                        sea_orm::sea_query::ExprTrait::add(Expr::col(leads::Column::Version), 1),
+                    )
+                    .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(leads::Column::Id.eq(id.as_uuid()))
+                    .filter(leads::Column::DeletedAt.is_not_null())
+                    .exec_with_returning(txn)
+                    .await?
+                    .into_iter()
+                    .next();
+                if restored.is_some() {
+                    effects::record(txn, tenant, id.as_uuid()).await?;
+                }
+                Ok(restored)
+            });
+        match result {
+            Ok(Some(model)) => Lead::try_from(model).map_err(RestoreLeadError::Unknown),
+            Ok(None) => Err(RestoreLeadError::NotFound),
+            Err(f) => Err(common!(f, RestoreLeadError)),
         }
     }
 }

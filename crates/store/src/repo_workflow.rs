@@ -54,7 +54,7 @@ async fn context_rows(
     lead: LeadId,
     events_limit: u16,
 ) -> Result<Option<ContextRows>, Failure> {
-    let Some(lead_row) = leads::Entity::find()
+    let Some(lead_row) = crate::repo_leads::live()
         .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
         .filter(leads::Column::Id.eq(lead.as_uuid()))
         .one(txn)
@@ -113,10 +113,10 @@ const CONTEXT_SQL: ScopedSql = scoped_sql!(
     r#"
 SELECT
   (SELECT row_to_json(l)::text FROM leads l
-    WHERE l.tenant_id = scope.tenant_id AND l.id = $2) AS lead,
+    WHERE l.tenant_id = scope.tenant_id AND l.id = $2 AND l.deleted_at IS NULL) AS lead,
   (SELECT row_to_json(a)::text FROM leads l
     JOIN agents a ON a.tenant_id = l.tenant_id AND a.id = l.assigned_agent_id
-    WHERE l.tenant_id = scope.tenant_id AND l.id = $2) AS agent,
+    WHERE l.tenant_id = scope.tenant_id AND l.id = $2 AND l.deleted_at IS NULL) AS agent,
   (SELECT coalesce(json_agg(o ORDER BY o.id DESC), '[]')::text FROM (
     SELECT * FROM approvals
     WHERE tenant_id = scope.tenant_id AND lead_id = $2 AND status IN ($3, $4)
@@ -229,7 +229,7 @@ async fn lead_exists(
     tenant: TenantId,
     lead: LeadId,
 ) -> Result<bool, Failure> {
-    let found = leads::Entity::find()
+    let found = crate::repo_leads::live()
         .select_only()
         .column(leads::Column::Id)
         .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
@@ -238,6 +238,26 @@ async fn lead_exists(
         .one(txn)
         .await?;
     Ok(found.is_some())
+}
+
+/// Whether `lead` is live, share-locking its row on PostgreSQL so that a
+/// concurrent delete waits for this transaction (and one that went first
+/// makes this read find the lead deleted).
+async fn live_lead_shared(
+    txn: &DatabaseTransaction,
+    backend: crate::Backend,
+    tenant: TenantId,
+    lead: LeadId,
+) -> Result<bool, Failure> {
+    let mut select = crate::repo_leads::live()
+        .select_only()
+        .column(leads::Column::Id)
+        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(leads::Column::Id.eq(lead.as_uuid()));
+    if backend == crate::Backend::Postgres {
+        select = select.lock_shared();
+    }
+    Ok(select.into_tuple::<uuid::Uuid>().one(txn).await?.is_some())
 }
 
 /// The event an approval transition leaves on the timeline.
@@ -313,7 +333,7 @@ impl ApprovalRepository for Store {
             transaction!(self, "approvals.draft", tenant, Write, |txn| {
                 // Two foreign keys can fail; say which without guessing from
                 // constraint names.
-                if !lead_exists(txn, tenant, lead).await? {
+                if !live_lead_shared(txn, self.backend(), tenant, lead).await? {
                     return Ok(Err(DraftApprovalError::LeadNotFound));
                 }
                 match crate::repo_agents::takes_new_work(
@@ -484,6 +504,8 @@ const APPEND_SQL: ScopedSql = scoped_sql!(
     "INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, \
      metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, $4::text, $5::text, \
      $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz FROM scope \
+     WHERE NOT EXISTS (SELECT 1 FROM leads d WHERE d.tenant_id = scope.tenant_id \
+     AND d.id = $3::uuid AND d.deleted_at IS NOT NULL) \
      ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id"
 );
 
@@ -515,7 +537,12 @@ impl Store {
                         .await?,
                 )
             })?;
-        let ours = stored.is_some_and(|row| {
+        let Some(stored) = stored else {
+            // Nothing under this id, so the statement wrote nothing: the
+            // lead is deleted (its NOT EXISTS refused the row).
+            return Err(lead_deleted());
+        };
+        let ours = Some(stored).is_some_and(|row| {
             row.lead_id == event.lead_id.as_uuid()
                 && row.created_at == event.created_at
                 && row.kind == event.kind.as_str()
@@ -530,6 +557,12 @@ impl Store {
             )))
         }
     }
+}
+
+/// A deleted lead refuses new events as a missing one does: reported the
+/// way its foreign key would be, so one mapping names it `LeadNotFound`.
+fn lead_deleted() -> Failure {
+    Failure::ForeignKey("events_tenant_id_lead_id_fkey: the lead is deleted".to_owned())
 }
 
 /// [`APPEND_SQL`]'s values after the tenant, as [`events::ActiveModel`]
@@ -596,6 +629,10 @@ impl EventRepository for Store {
             }
         } else {
             transaction!(self, "events.append", tenant, Write, |txn| {
+                if !lead_exists(txn, tenant, lead).await? {
+                    // Missing or deleted: both are "lead not found".
+                    return Err(lead_deleted());
+                }
                 events::Entity::insert(events::ActiveModel::from(&event))
                     .exec_without_returning(txn)
                     .await?;
@@ -640,6 +677,11 @@ impl EventRepository for Store {
     ) -> Result<Page<Event>, TimelineError> {
         let result: Result<Option<Vec<events::Model>>, Failure> =
             transaction!(self, "events.timeline", tenant, ReplicaRead, |txn| {
+                // A missing or deleted lead has no timeline to show: one
+                // primary-key probe, in the same transaction as the page.
+                if !lead_exists(txn, tenant, lead).await? {
+                    return Ok(None);
+                }
                 let mut query = events::Entity::find()
                     .filter(events::Column::TenantId.eq(tenant.as_uuid()))
                     .filter(events::Column::LeadId.eq(lead.as_uuid()));
@@ -660,10 +702,6 @@ impl EventRepository for Store {
                     .limit(u64::from(q.limit.get()) + 1)
                     .all(txn)
                     .await?;
-                // Only an empty first page needs to ask whether the lead exists.
-                if rows.is_empty() && q.after.is_none() && !lead_exists(txn, tenant, lead).await? {
-                    return Ok(None);
-                }
                 Ok(Some(rows))
             });
         match result {

@@ -477,6 +477,15 @@ impl Contract<'_> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .unwrap_or_default();
+        if response.get("content").is_none() {
+            // A response documented without content (204): none must come.
+            if !content_type.is_empty() || !reply.body.is_null() {
+                self.errors.push(format!(
+                    "{at}: documented without content, got {content_type}"
+                ));
+            }
+            return;
+        }
         let Some(media) = response["content"].get(content_type) else {
             self.errors.push(format!(
                 "{at}: {content_type} not among {}",
@@ -723,6 +732,73 @@ async fn every_operation_answers_as_documented() {
         None,
     )
     .await;
+
+    // Delete and restore: 204, 404 once deleted, 409 with an open approval.
+    let doomed = c
+        .call(
+            Method::POST,
+            "/v1/leads",
+            "/v1/leads",
+            Some(json!({"first_name": "Del", "last_name": "Eted"})),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let doomed_uri = format!("/v1/leads/{doomed}");
+    let restore_uri = format!("{doomed_uri}/restore");
+    c.call(
+        Method::POST,
+        "/v1/leads/{id}/approvals",
+        &format!("{doomed_uri}/approvals"),
+        Some(json!({"channel": "sms", "body": "Hi", "requested_by": agent})),
+    )
+    .await;
+    let r = c
+        .call(Method::DELETE, "/v1/leads/{id}", &doomed_uri, None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.body["open_approvals"], 1);
+    let spare = c
+        .call(
+            Method::POST,
+            "/v1/leads",
+            "/v1/leads",
+            Some(json!({"first_name": "Spare", "last_name": "Lead"})),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let spare_uri = format!("/v1/leads/{spare}");
+    let r = c
+        .call(Method::DELETE, "/v1/leads/{id}", &spare_uri, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = c
+        .call(Method::DELETE, "/v1/leads/{id}", &spare_uri, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/leads/{id}/restore",
+            &format!("{spare_uri}/restore"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["version"], 3);
+    let r = c
+        .call(Method::POST, "/v1/leads/{id}/restore", &restore_uri, None)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "a live lead has nothing to restore"
+    );
 
     // Errors that no happy path reaches: a body that is not JSON, a
     // malformed one, a bad key.

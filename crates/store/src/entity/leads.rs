@@ -28,6 +28,9 @@ pub struct Model {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    /// Set while the lead is deleted (hidden from every read, restorable).
+    #[serde(default)]
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -110,6 +113,8 @@ impl From<&Lead> for ActiveModel {
             created_at: Set(l.created_at),
             updated_at: Set(l.updated_at),
             version: Set(l.version),
+            // Written only by delete and restore; reads never see a deleted row.
+            deleted_at: sea_orm::ActiveValue::NotSet,
         }
     }
 }
