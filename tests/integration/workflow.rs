@@ -44,7 +44,72 @@ both_backends!(
     context_reads_a_date_before_the_common_era,
     idempotency_keys_reserve_replay_and_refuse,
     a_deleted_lead_is_hidden_everywhere_until_restored,
+    an_event_may_not_predate_its_lead,
 );
+
+/// Rewrites a lead's creation time behind the store's back (as the
+/// superuser on PostgreSQL, past RLS): a fixture for leads older than the
+/// test. Each backend gets its own SQL expression.
+async fn set_created_at(store: &Store, lead: LeadId, postgres: &str, sqlite: &str) {
+    match store.backend() {
+        leadline_store::Backend::Postgres => leadline_testsupport::postgres()
+            .admin_execute(
+                &crate::support::pg().await.database,
+                &format!("UPDATE leads SET created_at = {postgres} WHERE id = '{lead}'"),
+            )
+            .await
+            .unwrap(),
+        leadline_store::Backend::Sqlite => store
+            .execute_for_tests(&format!(
+                "UPDATE leads SET created_at = {sqlite} WHERE id = x'{}'",
+                lead.as_uuid().simple()
+            ))
+            .await
+            .unwrap(),
+    }
+}
+
+/// Back-dating is what logging a past call is, but not to before the lead
+/// existed: on PostgreSQL both the one-statement append and the
+/// transaction (taken under an idempotency key) refuse it, naming when the
+/// lead was created; an event at the lead's very creation is fine.
+async fn an_event_may_not_predate_its_lead(store: Store) {
+    let w = world(store).await;
+    let created = w.s.leads.get(w.tenant, w.lead).await.unwrap().created_at;
+    let at = |t| {
+        let mut req = note("backdated", 0);
+        req.occurred_at = Some(t);
+        req
+    };
+    let early = at(created - chrono::Duration::microseconds(1));
+    let scoped = leadline_ports::IdempotentRequest {
+        tenant: w.tenant,
+        key: IdempotencyKey::new("predates-1").unwrap(),
+        recover: None,
+    };
+    let plain = w.s.timeline.append(w.tenant, w.lead, &early).await;
+    let keyed = scoped
+        .scope(w.s.timeline.append(w.tenant, w.lead, &early))
+        .await;
+    for refused in [plain, keyed] {
+        match refused {
+            Err(leadline_app::AppendError::Store(AppendEventError::PredatesLead {
+                lead_created_at,
+            })) => assert_eq!(lead_created_at, created),
+            other => panic!("expected PredatesLead, got {other:?}"),
+        }
+    }
+    w.s.timeline
+        .append(w.tenant, w.lead, &at(created))
+        .await
+        .expect("an event at the lead's creation");
+    let page =
+        w.s.timeline
+            .timeline(w.tenant, w.lead, &TimelineQuery::default())
+            .await
+            .unwrap();
+    assert_eq!(page.items.len(), 1, "nothing refused was written");
+}
 
 /// Soft delete on each backend, through every read path the store has for a
 /// lead: by id (one statement on PostgreSQL), the list and count, the
@@ -183,7 +248,7 @@ struct World {
 }
 
 async fn world(store: Store) -> World {
-    let s = services(store);
+    let s = services(store.clone());
     let (tenant, _) = new_tenant(&s).await;
     let agent = s
         .agents
@@ -194,6 +259,15 @@ async fn world(store: Store) -> World {
     let mut req = lead_req("Grace");
     req.assigned_agent_id = Some(agent);
     let lead = s.leads.create(tenant, &req).await.unwrap().id;
+    // An established lead: its timeline may hold notes from the last day
+    // (an event may not predate its lead).
+    set_created_at(
+        &store,
+        lead,
+        "now() - interval '1 day'",
+        "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', '-1 day')",
+    )
+    .await;
     World {
         s,
         tenant,
@@ -494,6 +568,7 @@ async fn queue_lists_by_status_oldest_first(store: Store) {
     );
 }
 
+/// A note dated `minutes_ago` (the world's lead was created a day ago).
 fn note(text: &str, minutes_ago: i64) -> AppendEventRequest {
     AppendEventRequest {
         kind: EventKind::Note,
@@ -794,9 +869,11 @@ async fn context_gathers_everything_about_one_lead(store: Store) {
 /// PostgreSQL renders a BC timestamp in JSON as "0001-06-01T00:00:00+00:00
 /// BC", which no ISO parser reads: the one-statement context must fall back
 /// to the row-by-row reads instead of failing.
-/// The API no longer accepts a time before year 1, but a database written
-/// before that rule may hold one: the store must still read it. Written
-/// straight through the store's port, past the use case's rule.
+/// The API no longer accepts a time before year 1, nor an event older than
+/// its lead, but a database written before those rules may hold such a row:
+/// the store must still read it. The lead is backdated behind the store's
+/// back (as the superuser on PostgreSQL, past RLS), then the event is
+/// written straight through the store's port, past the use case's rule.
 async fn context_reads_a_date_before_the_common_era(store: Store) {
     use chrono::TimeZone;
     use leadline_ports::EventRepository;
@@ -808,6 +885,13 @@ async fn context_reads_a_date_before_the_common_era(store: Store) {
         w.s.timeline.append(w.tenant, w.lead, &req).await.is_err(),
         "the API refuses it"
     );
+    set_created_at(
+        &store,
+        w.lead,
+        "'0001-01-01 00:00:00+00 BC'",
+        "'-0001-01-01T00:00:00.000000+00:00'",
+    )
+    .await;
     EventRepository::append(&store, w.tenant, w.lead, &req)
         .await
         .unwrap();

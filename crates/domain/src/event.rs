@@ -89,6 +89,15 @@ pub struct Event {
     pub created_at: DateTime<Utc>,
 }
 
+impl Event {
+    /// Whether the event claims to have happened before its lead existed. A
+    /// timeline starts with its lead: such an event is refused.
+    #[must_use]
+    pub fn predates(&self, lead_created_at: DateTime<Utc>) -> bool {
+        self.occurred_at < lead_created_at
+    }
+}
+
 /// What it takes to append an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendEventRequest {

@@ -522,6 +522,15 @@ impl From<leadline_app::AppendError> for ApiError {
                 Self::invalid_field(field, message)
             }
             leadline_app::AppendError::Store(E::LeadNotFound) => Self::not_found("lead"),
+            leadline_app::AppendError::Store(E::PredatesLead { lead_created_at }) => {
+                Self::invalid_field(
+                    "occurred_at",
+                    format!(
+                        "must not be before the lead was created ({})",
+                        lead_created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    ),
+                )
+            }
             leadline_app::AppendError::Store(E::AgentNotFound) => {
                 Self::invalid_field("actor", "no such agent")
             }

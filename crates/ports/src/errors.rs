@@ -176,9 +176,15 @@ common_variants!(TransitionApprovalError {
 common_variants!(ListApprovalsError {});
 
 common_variants!(AppendEventError {
-    /// No such lead in this tenant.
+    /// No such lead in this tenant (or it is deleted).
     #[error("lead not found")]
     LeadNotFound,
+    /// `occurred_at` is earlier than the lead's creation.
+    #[error("the event predates its lead, created at {lead_created_at}")]
+    PredatesLead {
+        /// When the lead was created.
+        lead_created_at: chrono::DateTime<chrono::Utc>,
+    },
     /// The actor is not an agent of this tenant.
     #[error("agent not found")]
     AgentNotFound,

@@ -505,7 +505,7 @@ const APPEND_SQL: ScopedSql = scoped_sql!(
      metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, $4::text, $5::text, \
      $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz FROM scope \
      WHERE NOT EXISTS (SELECT 1 FROM leads d WHERE d.tenant_id = scope.tenant_id \
-     AND d.id = $3::uuid AND d.deleted_at IS NOT NULL) \
+     AND d.id = $3::uuid AND (d.deleted_at IS NOT NULL OR d.created_at > $7::timestamptz)) \
      ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id"
 );
 
@@ -527,29 +527,37 @@ impl Store {
     /// attempt of this same append whose answer was lost (accepted), or, in
     /// theory only (ids are v7 UUIDs drawn here), by another event (refused
     /// rather than reported as written).
-    async fn confirm_appended(&self, event: &Event) -> Result<(), Failure> {
+    async fn confirm_appended(
+        &self,
+        event: &Event,
+    ) -> Result<Result<(), AppendEventError>, Failure> {
         let tenant = event.tenant_id;
-        let stored: Option<events::Model> =
-            transaction!(self, "events.append_confirm", tenant, Read, |txn| {
-                Ok(
-                    events::Entity::find_by_id((tenant.as_uuid(), event.id.as_uuid()))
-                        .one(txn)
-                        .await?,
-                )
-            })?;
+        let (stored, refused) = transaction!(self, "events.append_confirm", tenant, Read, |txn| {
+            let stored = events::Entity::find_by_id((tenant.as_uuid(), event.id.as_uuid()))
+                .one(txn)
+                .await?;
+            let refused = match stored {
+                Some(_) => None,
+                None => refusal(txn, tenant, event).await?,
+            };
+            Ok((stored, refused))
+        })?;
         let Some(stored) = stored else {
-            // Nothing under this id, so the statement wrote nothing: the
-            // lead is deleted (its NOT EXISTS refused the row).
-            return Err(lead_deleted());
+            // The statement wrote nothing: its NOT EXISTS refused the row.
+            return match refused {
+                Some(refused) => Ok(Err(refused)),
+                None => Err(Failure::from(anyhow::anyhow!(
+                    "the append of event {} wrote nothing, for no reason found",
+                    event.id
+                ))),
+            };
         };
-        let ours = Some(stored).is_some_and(|row| {
-            row.lead_id == event.lead_id.as_uuid()
-                && row.created_at == event.created_at
-                && row.kind == event.kind.as_str()
-                && row.content.as_deref() == event.content.as_ref().map(|c| c.as_str())
-        });
+        let ours = stored.lead_id == event.lead_id.as_uuid()
+            && stored.created_at == event.created_at
+            && stored.kind == event.kind.as_str()
+            && stored.content.as_deref() == event.content.as_ref().map(|c| c.as_str());
         if ours {
-            Ok(())
+            Ok(Ok(()))
         } else {
             Err(Failure::from(anyhow::anyhow!(
                 "event id {} is already taken by another event",
@@ -559,10 +567,28 @@ impl Store {
     }
 }
 
-/// A deleted lead refuses new events as a missing one does: reported the
-/// way its foreign key would be, so one mapping names it `LeadNotFound`.
-fn lead_deleted() -> Failure {
-    Failure::ForeignKey("events_tenant_id_lead_id_fkey: the lead is deleted".to_owned())
+/// Why `event` may not be appended to its lead, read in `txn`: the lead is
+/// missing or deleted, or the event predates it ([`Event::predates`]).
+async fn refusal(
+    txn: &DatabaseTransaction,
+    tenant: TenantId,
+    event: &Event,
+) -> Result<Option<AppendEventError>, Failure> {
+    let created = crate::repo_leads::live()
+        .select_only()
+        .column(leads::Column::CreatedAt)
+        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(leads::Column::Id.eq(event.lead_id.as_uuid()))
+        .into_tuple::<chrono::DateTime<chrono::Utc>>()
+        .one(txn)
+        .await?;
+    Ok(match created {
+        None => Some(AppendEventError::LeadNotFound),
+        Some(lead_created_at) if event.predates(lead_created_at) => {
+            Some(AppendEventError::PredatesLead { lead_created_at })
+        }
+        Some(_) => None,
+    })
 }
 
 /// [`APPEND_SQL`]'s values after the tenant, as [`events::ActiveModel`]
@@ -605,9 +631,6 @@ impl EventRepository for Store {
             metadata: req.metadata.clone(),
             created_at: now,
         };
-        // No existence check before the insert: the composite foreign key
-        // (tenant_id, lead_id) already refuses a lead that is missing or in
-        // another tenant, and asking first cost a round trip on every append.
         if let Some(effect) = IdempotentRequest::recovering(tenant) {
             return self
                 .event_by_id(tenant, EventId::from_uuid(effect))
@@ -618,30 +641,34 @@ impl EventRepository for Store {
         // its own transaction, so the one-statement path is for plain calls.
         let one_statement =
             self.backend() == crate::Backend::Postgres && IdempotentRequest::current().is_none();
-        let result: Result<(), Failure> = if one_statement {
+        // The one statement asks nothing first: its NOT EXISTS refuses a
+        // deleted lead or an event that predates its lead, and the composite
+        // foreign key (tenant_id, lead_id) a missing one or another
+        // tenant's, at no extra round trip; only a refused append reads why.
+        let result: Result<Result<(), AppendEventError>, Failure> = if one_statement {
             match self
                 .scoped_statement("events.append", tenant, APPEND_SQL, append_values(&event))
                 .await
             {
                 Ok(rows) if rows.is_empty() => self.confirm_appended(&event).await,
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(Ok(())),
                 Err(f) => Err(f),
             }
         } else {
             transaction!(self, "events.append", tenant, Write, |txn| {
-                if !lead_exists(txn, tenant, lead).await? {
-                    // Missing or deleted: both are "lead not found".
-                    return Err(lead_deleted());
+                if let Some(refused) = refusal(txn, tenant, &event).await? {
+                    return Ok(Err(refused));
                 }
                 events::Entity::insert(events::ActiveModel::from(&event))
                     .exec_without_returning(txn)
                     .await?;
                 effects::record(txn, tenant, event.id.as_uuid()).await?;
-                Ok(())
+                Ok(Ok(()))
             })
         };
         match result {
-            Ok(()) => Ok(event),
+            Ok(Ok(())) => Ok(event),
+            Ok(Err(refused)) => Err(refused),
             // Without an actor the lead is the only reference. With one,
             // PostgreSQL names the key (its default name for the column
             // list); SQLite names none, so ask, on this rare path only.

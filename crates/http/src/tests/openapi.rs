@@ -697,16 +697,30 @@ async fn every_operation_answers_as_documented() {
     }
 
     let events = format!("{lead_uri}/events");
-    c.call(
-        Method::POST,
-        "/v1/leads/{id}/events",
-        &events,
-        Some(
-            json!({"kind": "call", "direction": "inbound", "content": "Called back",
-                    "actor": agent, "occurred_at": "2024-01-02T03:04:05Z"}),
-        ),
-    )
-    .await;
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/leads/{id}/events",
+            &events,
+            Some(
+                json!({"kind": "call", "direction": "inbound", "content": "Called back",
+                        "actor": agent, "occurred_at": chrono::Utc::now()}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Before the lead existed: a 422 naming occurred_at, as documented.
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/leads/{id}/events",
+            &events,
+            Some(json!({"kind": "call", "direction": "inbound",
+                        "occurred_at": "2024-01-02T03:04:05Z"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["errors"][0]["field"], "occurred_at");
     c.call(
         Method::GET,
         "/v1/leads/{id}/events",
