@@ -10,7 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leadline_app::{Composition, RecallSettings, Services};
+use leadline::Composition;
+use leadline_app::{RecallSettings, Services};
 use leadline_cache::{CacheSettings, TwoTierCache};
 use leadline_domain::{CompanyName, LeadId, TenantId, UpdateLeadRequest};
 use leadline_store::Store;

@@ -6,7 +6,8 @@
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-use leadline_app::{Composition, Services};
+use leadline::Composition;
+use leadline_app::Services;
 use leadline_domain::{
     AgentRole, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, DisplayName, Email,
     LeadStatus, Metadata, PersonName, Slug, Tags, TenantId,

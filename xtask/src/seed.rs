@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use leadline::config::Config;
-use leadline_app::{Composition, compose};
+use leadline::{Composition, compose};
 use leadline_domain::{AgentId, CreateLeadRequest, PageLimit};
 use leadline_ports::{CreateAgentError, CreateTenantError, GetTenantError};
 use tokio::task::JoinHandle;

@@ -1,16 +1,15 @@
-//! leadline's application layer: use cases over the ports, and the
-//! composition root.
+//! leadline's application layer: use cases over the ports.
 //!
 //! Services hold their ports as `Arc<dyn Port>`, so any adapter (or a
 //! mockall mock in tests) plugs in without generics spreading through the
-//! HTTP state. [`compose`] is the one place that names concrete adapters.
+//! HTTP state. This crate depends on `domain` and `ports` only: the binary's
+//! crate (`crates/cli`, `leadline::compose`) is the composition root that
+//! names concrete adapters and calls [`Services::over`].
 
-mod compose;
 mod services;
 mod workflow;
 
-pub use compose::{ComposeError, Composition, compose, compose_with};
-pub use services::{AgentService, CreatedTenant, LeadService, Services, TenantService};
+pub use services::{AgentService, CreatedTenant, LeadService, Services, StorePorts, TenantService};
 pub use workflow::{
     AppendError, ApprovalService, ContextService, PreloadReport, RecallSettings, TimelineService,
 };

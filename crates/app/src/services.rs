@@ -38,6 +38,57 @@ pub struct Services {
     pub health: Arc<dyn HealthCheck>,
 }
 
+/// Everything a store adapter implements: the ports [`Services::over`] wires.
+pub trait StorePorts:
+    TenantRepository
+    + AgentRepository
+    + LeadRepository
+    + leadline_ports::ApprovalRepository
+    + leadline_ports::EventRepository
+    + leadline_ports::LeadContextRepository
+    + leadline_ports::IdempotencyStore
+    + HealthCheck
+    + 'static
+{
+}
+
+impl<S> StorePorts for S where
+    S: TenantRepository
+        + AgentRepository
+        + LeadRepository
+        + leadline_ports::ApprovalRepository
+        + leadline_ports::EventRepository
+        + leadline_ports::LeadContextRepository
+        + leadline_ports::IdempotencyStore
+        + HealthCheck
+        + 'static
+{
+}
+
+impl Services {
+    /// Wires every use case over one store adapter (each service sees it
+    /// only as the ports it needs) and a context cache. The composition
+    /// root, in the binary crate, calls this with the concrete adapters;
+    /// tests call it with an in-memory store and a null cache.
+    #[must_use]
+    pub fn over<S: StorePorts>(
+        store: Arc<S>,
+        cache: Arc<dyn leadline_ports::ContextCache>,
+        recall: crate::RecallSettings,
+    ) -> Self {
+        Self {
+            tenants: TenantService::new(store.clone()),
+            agents: AgentService::new(store.clone(), store.clone(), cache.clone()),
+            leads: LeadService::new(store.clone(), cache.clone()),
+            approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
+            timeline: crate::TimelineService::new(store.clone(), cache.clone()),
+            context: crate::ContextService::new(store.clone(), cache, recall),
+            idempotency: store.clone(),
+            health: store,
+        }
+    }
+}
+
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Services")

@@ -14,7 +14,7 @@ use leadline_ports::{
 };
 use leadline_store::StoreSettings;
 
-use crate::{LeadService, TenantService, compose};
+use crate::{LeadService, RecallSettings, Services, TenantService};
 
 fn tenant_request(slug: &str) -> CreateTenantRequest {
     CreateTenantRequest {
@@ -109,10 +109,18 @@ async fn store_down_surfaces_as_unavailable_not_unknown() {
 
 #[tokio::test]
 async fn happy_path_on_in_memory_sqlite() {
-    let composition = compose(&StoreSettings::for_url("sqlite::memory:"), true)
+    let store = leadline_store::Store::connect(&StoreSettings::for_url("sqlite::memory:"))
         .await
-        .expect("composes");
-    let s = &composition.services;
+        .expect("opens");
+    store
+        .migrate(leadline_store::MigrateOp::Up)
+        .await
+        .expect("migrates");
+    let s = &Services::over(
+        Arc::new(store.clone()),
+        Arc::new(leadline_cache::NullCache::new()),
+        RecallSettings::default(),
+    );
 
     let created = s
         .tenants
@@ -178,7 +186,7 @@ async fn happy_path_on_in_memory_sqlite() {
         .await
         .expect("update");
     assert_eq!((moved.status, moved.version), (LeadStatus::Contacted, 2));
-    composition.shutdown().await;
+    store.close().await;
 }
 
 #[tokio::test]
@@ -238,7 +246,7 @@ mod cache_wiring {
     use leadline_store::{MigrateOp, Store, StoreSettings};
 
     use super::{lead_request, tenant_request};
-    use crate::{Composition, RecallSettings};
+    use crate::{RecallSettings, Services};
 
     /// What a recording cache saw invalidated, in order.
     type Invalidations = Arc<Mutex<Vec<(TenantId, LeadId)>>>;
@@ -265,8 +273,11 @@ mod cache_wiring {
     #[tokio::test]
     async fn writes_invalidate_exactly_the_contexts_they_change() {
         let (cache, seen) = recording_cache();
-        let s = Composition::from_parts(store().await, Arc::new(cache), RecallSettings::default())
-            .services;
+        let s = Services::over(
+            Arc::new(store().await),
+            Arc::new(cache),
+            RecallSettings::default(),
+        );
         let tenant = s
             .tenants
             .create(&tenant_request("acme"))
@@ -393,8 +404,11 @@ mod cache_wiring {
                 "store down, nothing cached".into(),
             )))
         });
-        let s = Composition::from_parts(store().await, Arc::new(cache), RecallSettings::default())
-            .services;
+        let s = Services::over(
+            Arc::new(store().await),
+            Arc::new(cache),
+            RecallSettings::default(),
+        );
         let result = s.context.context(TenantId::new(), LeadId::new()).await;
         assert!(matches!(result, Err(GetLeadError::Unavailable(_))));
     }

@@ -1,5 +1,8 @@
 //! The `leadline` binary's library half: configuration and the commands,
 //! kept out of `main.rs` so tests can drive them.
 
+pub mod compose;
 pub mod config;
 pub mod run;
+
+pub use compose::{ComposeError, Composition, compose, compose_with};

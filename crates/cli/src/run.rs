@@ -3,7 +3,9 @@
 use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
-use leadline_app::{Composition, CreatedTenant, compose_with};
+use leadline_app::CreatedTenant;
+
+use crate::{Composition, compose_with};
 use leadline_cache::CacheSettings;
 use leadline_domain::{CreateTenantRequest, DisplayName, Slug};
 use leadline_http::{AppState, router, serve as serve_http};

@@ -8,9 +8,10 @@ use axum::{
     http::{Method, Request, StatusCode, header},
 };
 use http_body_util::BodyExt;
-use leadline_app::{Composition, compose};
+use leadline_app::{RecallSettings, Services};
 use leadline_domain::{CreateTenantRequest, DisplayName, Slug};
 use leadline_store::StoreSettings;
+use leadline_store::{MigrateOp, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -22,13 +23,43 @@ mod openapi;
 struct Harness {
     app: Router,
     key: String,
-    composition: Composition,
+    composition: Wired,
+}
+
+/// The services over a store, wired as the binary's composition root wires
+/// them, without a cache.
+struct Wired {
+    services: Services,
+    store: Store,
+}
+
+impl Wired {
+    fn over(store: Store) -> Self {
+        Self {
+            services: Services::over(
+                std::sync::Arc::new(store.clone()),
+                std::sync::Arc::new(leadline_cache::NullCache::new()),
+                RecallSettings::default(),
+            ),
+            store,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn shutdown(&self) {
+        self.store.close().await;
+    }
 }
 
 async fn harness() -> Harness {
-    let composition = compose(&StoreSettings::for_url("sqlite::memory:"), true)
+    let store = Store::connect(&StoreSettings::for_url("sqlite::memory:"))
         .await
         .unwrap();
+    store.migrate(MigrateOp::Up).await.unwrap();
+    let composition = Wired::over(store);
     let created = composition
         .services
         .tenants
@@ -643,7 +674,7 @@ async fn readiness_waits_for_warmup_and_preload_reports_what_it_did() {
     let warming = Harness {
         app: router(state),
         key: h.key.clone(),
-        composition: Composition::from_store(h.composition.store().clone()),
+        composition: Wired::over(h.composition.store().clone()),
     };
     let r = warming.send(Method::GET, "/readyz", &[], None).await;
     assert_problem(&r, StatusCode::SERVICE_UNAVAILABLE, None);

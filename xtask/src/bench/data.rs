@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use leadline_app::compose;
+use leadline::compose;
 use leadline_domain::{AgentId, CreateLeadRequest, TenantId};
 use leadline_store::StoreSettings;
 use secrecy::SecretString;

@@ -837,7 +837,7 @@ async fn every_operation_answers_as_documented() {
     let anonymous = Harness {
         app: h.app.clone(),
         key: "ll_not-a-key".to_owned(),
-        composition: Composition::from_store(h.composition.store().clone()),
+        composition: super::Wired::over(h.composition.store().clone()),
     };
     let r = anonymous.send(Method::GET, "/v1/tenant", &[], None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);

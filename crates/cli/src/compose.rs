@@ -1,6 +1,7 @@
 //! The composition root: builds the concrete adapters from settings and
-//! hands the services their ports. The only code that names `Store` and
-//! the cache adapters.
+//! hands the use cases (`leadline-app`) their ports. The only code that
+//! names `Store` and the cache adapters; it lives in the binary's crate so
+//! that `app` depends on `domain` and `ports` alone.
 
 use std::sync::Arc;
 
@@ -9,10 +10,7 @@ use leadline_ports::ContextCache;
 use leadline_store::{ConnectError, MigrateError, MigrateOp, Store, StoreSettings, redact_url};
 use secrecy::ExposeSecret;
 
-use crate::{
-    AgentService, ApprovalService, ContextService, LeadService, RecallSettings, Services,
-    TenantService, TimelineService,
-};
+use leadline_app::{RecallSettings, Services};
 
 /// Wiring failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,19 +46,8 @@ impl Composition {
     /// Wires services over a store and a cache.
     #[must_use]
     pub fn from_parts(store: Store, cache: Arc<dyn ContextCache>, recall: RecallSettings) -> Self {
-        let shared = Arc::new(store.clone());
-        let services = Services {
-            tenants: TenantService::new(shared.clone()),
-            agents: AgentService::new(shared.clone(), shared.clone(), cache.clone()),
-            leads: LeadService::new(shared.clone(), cache.clone()),
-            approvals: ApprovalService::new(shared.clone(), cache.clone()),
-            timeline: TimelineService::new(shared.clone(), cache.clone()),
-            context: ContextService::new(shared.clone(), cache, recall),
-            idempotency: shared.clone(),
-            health: shared,
-        };
         Self {
-            services,
+            services: Services::over(Arc::new(store.clone()), cache, recall),
             store,
             cache: None,
         }
