@@ -14,6 +14,8 @@
 //!   annotations ([`openapi_document`]); it is served at `/openapi.json`, and
 //!   `/docs` renders it with Swagger UI from files inside the binary.
 
+mod approvals;
+mod context;
 mod dto;
 pub mod error;
 pub use observe::metrics_handle;
@@ -23,7 +25,7 @@ mod observe;
 mod openapi;
 mod routes;
 mod server;
-mod workflow;
+mod timeline;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -104,7 +106,9 @@ impl AppState {
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::routes())
-        .merge(workflow::routes())
+        .merge(approvals::routes())
+        .merge(timeline::routes())
+        .merge(context::routes())
         .routes(utoipa_axum::routes!(observe::render))
         .split_for_parts();
     openapi::conventions(&mut document);

@@ -19,17 +19,19 @@ mod health;
 mod migrate;
 mod pool;
 mod repo_agents;
+mod repo_approvals;
+mod repo_context;
+mod repo_events;
 mod repo_idempotency;
 mod repo_leads;
 mod repo_tenants;
-mod repo_workflow;
 mod roles;
 mod settings;
 mod tx;
 
 pub use migrate::{MigrateError, MigrateOp, MigrationState};
 pub use pool::{Backend, ConnectError, Store, redact_url};
-pub use repo_workflow::context_statement_for_pgbench;
+pub use repo_context::context_statement_for_pgbench;
 pub use roles::RolesError;
 pub use settings::{SslMode, StoreSettings};
 

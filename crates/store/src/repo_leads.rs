@@ -425,3 +425,20 @@ impl LeadRepository for Store {
         }
     }
 }
+
+/// Whether `lead` is a live lead of `tenant`, read in `txn`.
+pub(crate) async fn lead_exists(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: TenantId,
+    lead: LeadId,
+) -> Result<bool, Failure> {
+    let found = crate::repo_leads::live()
+        .select_only()
+        .column(leads::Column::Id)
+        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(leads::Column::Id.eq(lead.as_uuid()))
+        .into_tuple::<uuid::Uuid>()
+        .one(txn)
+        .await?;
+    Ok(found.is_some())
+}

@@ -1,0 +1,283 @@
+//! [`ApprovalRepository`] on the store: drafts, the conditional moves of
+//! the approval lifecycle, their timeline events and the outbox.
+
+use async_trait::async_trait;
+use leadline_domain::{
+    Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery, ApprovalStatus, Direction,
+    DraftApprovalRequest, Event, EventId, EventKind, LeadId, Metadata, Page, TenantId,
+};
+use leadline_ports::{
+    ApprovalRepository, DraftApprovalError, GetApprovalError, ListApprovalsError,
+    TransitionApprovalError,
+};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
+};
+use serde_json::json;
+
+use crate::{
+    Store,
+    effects::{self, recover},
+    entity::{approvals, events, leads, outbox},
+    errors::{Failure, common},
+    tx::transaction,
+};
+
+fn approval_by_key(tenant: TenantId, id: ApprovalId) -> sea_orm::Select<approvals::Entity> {
+    approvals::Entity::find()
+        .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(approvals::Column::Id.eq(id.as_uuid()))
+}
+
+/// Whether `lead` is live, share-locking its row on PostgreSQL so that a
+/// concurrent delete waits for this transaction (and one that went first
+/// makes this read find the lead deleted).
+async fn live_lead_shared(
+    txn: &DatabaseTransaction,
+    backend: crate::Backend,
+    tenant: TenantId,
+    lead: LeadId,
+) -> Result<bool, Failure> {
+    let mut select = crate::repo_leads::live()
+        .select_only()
+        .column(leads::Column::Id)
+        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(leads::Column::Id.eq(lead.as_uuid()));
+    if backend == crate::Backend::Postgres {
+        select = select.lock_shared();
+    }
+    Ok(select.into_tuple::<uuid::Uuid>().one(txn).await?.is_some())
+}
+
+/// The event an approval transition leaves on the timeline.
+fn transition_event(approval: &Approval, action: &ApprovalAction) -> Event {
+    let now = approval.updated_at;
+    let (kind, direction, content, metadata) = match action {
+        ApprovalAction::MarkSent { .. } => (
+            EventKind::sent_on(approval.channel),
+            Direction::Outbound,
+            Some(approval.body.as_str()),
+            json!({ "approval_id": approval.id, "channel": approval.channel, "subject": approval.subject }),
+        ),
+        ApprovalAction::Reject { reason, .. } => (
+            EventKind::ApprovalDecided,
+            Direction::Internal,
+            Some(reason.as_str()),
+            json!({ "approval_id": approval.id, "channel": approval.channel, "decision": approval.status }),
+        ),
+        ApprovalAction::Approve { .. } | ApprovalAction::Cancel { .. } => (
+            EventKind::ApprovalDecided,
+            Direction::Internal,
+            None,
+            json!({ "approval_id": approval.id, "channel": approval.channel, "decision": approval.status }),
+        ),
+    };
+    Event {
+        id: EventId::new(),
+        tenant_id: approval.tenant_id,
+        lead_id: approval.lead_id,
+        kind,
+        direction,
+        // Message texts fit event content by construction (same bound).
+        content: content.and_then(|c| leadline_domain::EventContent::new(c).ok()),
+        occurred_at: now,
+        actor: Some(action.actor()),
+        metadata: Metadata::new(metadata).unwrap_or_default(),
+        created_at: now,
+    }
+}
+
+#[async_trait]
+impl ApprovalRepository for Store {
+    async fn draft(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        req: &DraftApprovalRequest,
+    ) -> Result<Approval, DraftApprovalError> {
+        recover!(
+            tenant,
+            DraftApprovalError,
+            |effect| ApprovalRepository::get(self, tenant, ApprovalId::from_uuid(effect))
+        );
+        let now = crate::now();
+        let approval = Approval {
+            id: ApprovalId::new(),
+            tenant_id: tenant,
+            lead_id: lead,
+            channel: req.channel,
+            subject: req.subject.clone(),
+            body: req.body.clone(),
+            requested_by: req.requested_by,
+            status: ApprovalStatus::Pending,
+            decided_by: None,
+            decided_at: None,
+            rejection_reason: None,
+            sent_by: None,
+            sent_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let result: Result<Result<(), DraftApprovalError>, Failure> =
+            transaction!(self, "approvals.draft", tenant, Write, |txn| {
+                // Two foreign keys can fail; say which without guessing from
+                // constraint names.
+                if !live_lead_shared(txn, self.backend(), tenant, lead).await? {
+                    return Ok(Err(DraftApprovalError::LeadNotFound));
+                }
+                match crate::repo_agents::takes_new_work(
+                    txn,
+                    self.backend(),
+                    tenant,
+                    approval.requested_by,
+                )
+                .await?
+                {
+                    None => return Ok(Err(DraftApprovalError::AgentNotFound)),
+                    Some(false) => return Ok(Err(DraftApprovalError::AgentInactive)),
+                    Some(true) => {}
+                }
+                approvals::Entity::insert(approvals::ActiveModel::from(&approval))
+                    .exec_without_returning(txn)
+                    .await?;
+                effects::record(txn, tenant, approval.id.as_uuid()).await?;
+                Ok(Ok(()))
+            });
+        match result {
+            Ok(Ok(())) => Ok(approval),
+            Ok(Err(e)) => Err(e),
+            Err(Failure::ForeignKey(_)) => Err(DraftApprovalError::AgentNotFound),
+            Err(f) => Err(common!(f, DraftApprovalError)),
+        }
+    }
+
+    async fn get(&self, tenant: TenantId, id: ApprovalId) -> Result<Approval, GetApprovalError> {
+        let result: Result<Option<approvals::Model>, Failure> =
+            transaction!(self, "approvals.get", tenant, Read, |txn| {
+                let model = approval_by_key(tenant, id).one(txn).await?;
+                Ok(model)
+            });
+        match result {
+            Ok(Some(m)) => Approval::try_from(m).map_err(GetApprovalError::Unknown),
+            Ok(None) => Err(GetApprovalError::NotFound),
+            Err(f) => Err(common!(f, GetApprovalError)),
+        }
+    }
+
+    async fn transition(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+        action: &ApprovalAction,
+    ) -> Result<Approval, TransitionApprovalError> {
+        recover!(tenant, TransitionApprovalError, |effect| {
+            ApprovalRepository::get(self, tenant, ApprovalId::from_uuid(effect))
+        });
+        let result: Result<Result<Approval, TransitionApprovalError>, Failure> =
+            transaction!(self, "approvals.transition", tenant, Write, |txn| {
+                let now = crate::now();
+                let by = action.actor().as_uuid();
+                // The conditional update is the whole concurrency story: the row
+                // moves only if it is still in the starting status, so exactly
+                // one of any number of concurrent callers gets a row back.
+                let mut update = approvals::Entity::update_many()
+                    .col_expr(
+                        approvals::Column::Status,
+                        Expr::value(action.to_status().as_str()),
+                    )
+                    .col_expr(approvals::Column::UpdatedAt, Expr::value(now))
+                    .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(approvals::Column::Id.eq(id.as_uuid()))
+                    .filter(approvals::Column::Status.eq(action.from_status().as_str()));
+                update = match action {
+                    ApprovalAction::Approve { .. } | ApprovalAction::Cancel { .. } => update
+                        .col_expr(approvals::Column::DecidedBy, Expr::value(by))
+                        .col_expr(approvals::Column::DecidedAt, Expr::value(now)),
+                    ApprovalAction::Reject { reason, .. } => update
+                        .col_expr(approvals::Column::DecidedBy, Expr::value(by))
+                        .col_expr(approvals::Column::DecidedAt, Expr::value(now))
+                        .col_expr(
+                            approvals::Column::RejectionReason,
+                            Expr::value(reason.as_str()),
+                        ),
+                    ApprovalAction::MarkSent { .. } => update
+                        .col_expr(approvals::Column::SentBy, Expr::value(by))
+                        .col_expr(approvals::Column::SentAt, Expr::value(now)),
+                };
+                let Some(model) = update.exec_with_returning(txn).await?.into_iter().next() else {
+                    let current = approval_by_key(tenant, id).one(txn).await?;
+                    return Ok(match current {
+                        None => Err(TransitionApprovalError::NotFound),
+                        Some(m) => Err(TransitionApprovalError::Conflict {
+                            current: m.status.parse().map_err(anyhow::Error::new)?,
+                        }),
+                    });
+                };
+                let approval = Approval::try_from(model)?;
+                let event = transition_event(&approval, action);
+                events::Entity::insert(events::ActiveModel::from(&event))
+                    .exec_without_returning(txn)
+                    .await?;
+                if let ApprovalAction::MarkSent { .. } = action {
+                    let row = outbox::ActiveModel {
+                        tenant_id: Set(tenant.as_uuid()),
+                        id: Set(uuid::Uuid::now_v7()),
+                        approval_id: Set(approval.id.as_uuid()),
+                        lead_id: Set(approval.lead_id.as_uuid()),
+                        channel: Set(approval.channel.as_str().to_owned()),
+                        payload: Set(json!({
+                            "approval_id": approval.id,
+                            "lead_id": approval.lead_id,
+                            "channel": approval.channel,
+                            "subject": approval.subject,
+                            "body": approval.body,
+                        })),
+                        created_at: Set(now),
+                        dispatched_at: Set(None),
+                    };
+                    outbox::Entity::insert(row)
+                        .exec_without_returning(txn)
+                        .await?;
+                }
+                effects::record(txn, tenant, approval.id.as_uuid()).await?;
+                Ok(Ok(approval))
+            });
+        match result {
+            Ok(outcome) => outcome,
+            Err(Failure::ForeignKey(_)) => Err(TransitionApprovalError::AgentNotFound),
+            Err(f) => Err(common!(f, TransitionApprovalError)),
+        }
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        q: &ApprovalQueueQuery,
+    ) -> Result<Page<Approval>, ListApprovalsError> {
+        let result: Result<Vec<approvals::Model>, Failure> =
+            transaction!(self, "approvals.list", tenant, ReplicaRead, |txn| {
+                let mut query = approvals::Entity::find()
+                    .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(approvals::Column::Status.eq(q.status.as_str()));
+                if let Some(agent) = q.requested_by {
+                    query = query.filter(approvals::Column::RequestedBy.eq(agent.as_uuid()));
+                }
+                if let Some(after) = q.after {
+                    query = query.filter(approvals::Column::Id.gt(after.as_uuid()));
+                }
+                let rows = query
+                    .order_by_asc(approvals::Column::Id)
+                    .limit(u64::from(q.limit.get()) + 1)
+                    .all(txn)
+                    .await?;
+                Ok(rows)
+            });
+        let rows = result.map_err(|f| common!(f, ListApprovalsError))?;
+        let items = rows
+            .into_iter()
+            .map(Approval::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(items, q.limit))
+    }
+}

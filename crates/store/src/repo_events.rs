@@ -1,0 +1,269 @@
+//! [`EventRepository`] on the store: the append-only timeline.
+
+use async_trait::async_trait;
+use leadline_domain::{AppendEventRequest, Event, EventId, LeadId, Page, TenantId, TimelineQuery};
+use leadline_ports::{AppendEventError, EventRepository, IdempotentRequest, TimelineError};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use crate::{
+    Store, effects,
+    entity::{events, leads},
+    errors::{Failure, common},
+    repo_leads::lead_exists,
+    tx::{ScopedSql, scoped_sql, transaction},
+};
+
+/// An event's append as one statement ([`scoped_sql!`]): the implicit
+/// transaction commits with it, in the one round trip. The row's id is
+/// chosen before the first attempt, so a rerun after a connection broke
+/// mid-statement finds the first attempt's row, if it committed, and writes
+/// nothing (`ON CONFLICT DO NOTHING`); if that attempt is still running, the
+/// rerun waits on the primary key until it ends. Exactly one row either way.
+/// No row back means the id was taken: [`EventRepository::append`] then
+/// reads that row and accepts it only if it is this event.
+const APPEND_SQL: ScopedSql = scoped_sql!(
+    "INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, \
+     metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, $4::text, $5::text, \
+     $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz FROM scope \
+     WHERE NOT EXISTS (SELECT 1 FROM leads d WHERE d.tenant_id = scope.tenant_id \
+     AND d.id = $3::uuid AND (d.deleted_at IS NOT NULL OR d.created_at > $7::timestamptz)) \
+     ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id"
+);
+
+impl Store {
+    /// One event by id, for recovering an idempotent append.
+    async fn event_by_id(&self, tenant: TenantId, id: EventId) -> Result<Event, Failure> {
+        let stored: Option<events::Model> =
+            transaction!(self, "events.by_id", tenant, Read, |txn| {
+                Ok(events::Entity::find_by_id((tenant.as_uuid(), id.as_uuid()))
+                    .one(txn)
+                    .await?)
+            })?;
+        let model = stored
+            .ok_or_else(|| Failure::from(anyhow::anyhow!("the recorded event {id} is gone")))?;
+        Ok(Event::try_from(model)?)
+    }
+
+    /// After [`APPEND_SQL`] wrote nothing: the id was taken, by an earlier
+    /// attempt of this same append whose answer was lost (accepted), or, in
+    /// theory only (ids are v7 UUIDs drawn here), by another event (refused
+    /// rather than reported as written).
+    async fn confirm_appended(
+        &self,
+        event: &Event,
+    ) -> Result<Result<(), AppendEventError>, Failure> {
+        let tenant = event.tenant_id;
+        let (stored, refused) = transaction!(self, "events.append_confirm", tenant, Read, |txn| {
+            let stored = events::Entity::find_by_id((tenant.as_uuid(), event.id.as_uuid()))
+                .one(txn)
+                .await?;
+            let refused = match stored {
+                Some(_) => None,
+                None => refusal(txn, tenant, event).await?,
+            };
+            Ok((stored, refused))
+        })?;
+        let Some(stored) = stored else {
+            // The statement wrote nothing: its NOT EXISTS refused the row.
+            return match refused {
+                Some(refused) => Ok(Err(refused)),
+                None => Err(Failure::from(anyhow::anyhow!(
+                    "the append of event {} wrote nothing, for no reason found",
+                    event.id
+                ))),
+            };
+        };
+        let ours = stored.lead_id == event.lead_id.as_uuid()
+            && stored.created_at == event.created_at
+            && stored.kind == event.kind.as_str()
+            && stored.content.as_deref() == event.content.as_ref().map(|c| c.as_str());
+        if ours {
+            Ok(Ok(()))
+        } else {
+            Err(Failure::from(anyhow::anyhow!(
+                "event id {} is already taken by another event",
+                event.id
+            )))
+        }
+    }
+}
+
+/// Why `event` may not be appended to its lead, read in `txn`: the lead is
+/// missing or deleted, or the event predates it ([`Event::predates`]).
+async fn refusal(
+    txn: &DatabaseTransaction,
+    tenant: TenantId,
+    event: &Event,
+) -> Result<Option<AppendEventError>, Failure> {
+    let created = crate::repo_leads::live()
+        .select_only()
+        .column(leads::Column::CreatedAt)
+        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(leads::Column::Id.eq(event.lead_id.as_uuid()))
+        .into_tuple::<chrono::DateTime<chrono::Utc>>()
+        .one(txn)
+        .await?;
+    Ok(match created {
+        None => Some(AppendEventError::LeadNotFound),
+        Some(lead_created_at) if event.predates(lead_created_at) => {
+            Some(AppendEventError::PredatesLead { lead_created_at })
+        }
+        Some(_) => None,
+    })
+}
+
+/// [`APPEND_SQL`]'s values after the tenant, as [`events::ActiveModel`]
+/// converts them.
+fn append_values(event: &Event) -> [sea_orm::Value; 9] {
+    [
+        event.id.as_uuid().into(),
+        event.lead_id.as_uuid().into(),
+        event.kind.as_str().into(),
+        event.direction.as_str().into(),
+        event.content.as_ref().map(|c| c.as_str().to_owned()).into(),
+        event.occurred_at.into(),
+        event.actor.map(|a| a.as_uuid()).into(),
+        serde_json::Value::Object(event.metadata.as_map().clone()).into(),
+        event.created_at.into(),
+    ]
+}
+
+#[async_trait]
+impl EventRepository for Store {
+    async fn append(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        req: &AppendEventRequest,
+    ) -> Result<Event, AppendEventError> {
+        let now = crate::now();
+        let event = Event {
+            id: EventId::new(),
+            tenant_id: tenant,
+            lead_id: lead,
+            kind: req.kind,
+            direction: req.direction,
+            content: req.content.clone(),
+            occurred_at: req.occurred_at.map_or(now, |t| {
+                use chrono::SubsecRound;
+                t.trunc_subsecs(6)
+            }),
+            actor: req.actor,
+            metadata: req.metadata.clone(),
+            created_at: now,
+        };
+        if let Some(effect) = IdempotentRequest::recovering(tenant) {
+            return self
+                .event_by_id(tenant, EventId::from_uuid(effect))
+                .await
+                .map_err(|f| common!(f, AppendEventError));
+        }
+        // Under an idempotency key the append records itself on the key in
+        // its own transaction, so the one-statement path is for plain calls.
+        let one_statement =
+            self.backend() == crate::Backend::Postgres && IdempotentRequest::current().is_none();
+        // The one statement asks nothing first: its NOT EXISTS refuses a
+        // deleted lead or an event that predates its lead, and the composite
+        // foreign key (tenant_id, lead_id) a missing one or another
+        // tenant's, at no extra round trip; only a refused append reads why.
+        let result: Result<Result<(), AppendEventError>, Failure> = if one_statement {
+            match self
+                .scoped_statement("events.append", tenant, APPEND_SQL, append_values(&event))
+                .await
+            {
+                Ok(rows) if rows.is_empty() => self.confirm_appended(&event).await,
+                Ok(_) => Ok(Ok(())),
+                Err(f) => Err(f),
+            }
+        } else {
+            transaction!(self, "events.append", tenant, Write, |txn| {
+                if let Some(refused) = refusal(txn, tenant, &event).await? {
+                    return Ok(Err(refused));
+                }
+                events::Entity::insert(events::ActiveModel::from(&event))
+                    .exec_without_returning(txn)
+                    .await?;
+                effects::record(txn, tenant, event.id.as_uuid()).await?;
+                Ok(Ok(()))
+            })
+        };
+        match result {
+            Ok(Ok(())) => Ok(event),
+            Ok(Err(refused)) => Err(refused),
+            // Without an actor the lead is the only reference. With one,
+            // PostgreSQL names the key (its default name for the column
+            // list); SQLite names none, so ask, on this rare path only.
+            Err(Failure::ForeignKey(_)) if event.actor.is_none() => {
+                Err(AppendEventError::LeadNotFound)
+            }
+            Err(Failure::ForeignKey(key)) if key.contains("events_tenant_id_lead_id_fkey") => {
+                Err(AppendEventError::LeadNotFound)
+            }
+            Err(Failure::ForeignKey(key)) if key.contains("events_tenant_id_actor_fkey") => {
+                Err(AppendEventError::AgentNotFound)
+            }
+            Err(Failure::ForeignKey(_)) => {
+                let exists: Result<bool, Failure> =
+                    transaction!(self, "events.append_refused", tenant, Read, |txn| {
+                        lead_exists(txn, tenant, lead).await
+                    });
+                match exists {
+                    Ok(true) => Err(AppendEventError::AgentNotFound),
+                    Ok(false) => Err(AppendEventError::LeadNotFound),
+                    Err(f) => Err(common!(f, AppendEventError)),
+                }
+            }
+            Err(f) => Err(common!(f, AppendEventError)),
+        }
+    }
+
+    async fn timeline(
+        &self,
+        tenant: TenantId,
+        lead: LeadId,
+        q: &TimelineQuery,
+    ) -> Result<Page<Event>, TimelineError> {
+        let result: Result<Option<Vec<events::Model>>, Failure> =
+            transaction!(self, "events.timeline", tenant, ReplicaRead, |txn| {
+                // A missing or deleted lead has no timeline to show: one
+                // primary-key probe, in the same transaction as the page.
+                if !lead_exists(txn, tenant, lead).await? {
+                    return Ok(None);
+                }
+                let mut query = events::Entity::find()
+                    .filter(events::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(events::Column::LeadId.eq(lead.as_uuid()));
+                if let Some(after) = q.after {
+                    query = query.filter(
+                        Condition::any()
+                            .add(events::Column::OccurredAt.lt(after.occurred_at))
+                            .add(
+                                Condition::all()
+                                    .add(events::Column::OccurredAt.eq(after.occurred_at))
+                                    .add(events::Column::Id.lt(after.id.as_uuid())),
+                            ),
+                    );
+                }
+                let rows = query
+                    .order_by_desc(events::Column::OccurredAt)
+                    .order_by_desc(events::Column::Id)
+                    .limit(u64::from(q.limit.get()) + 1)
+                    .all(txn)
+                    .await?;
+                Ok(Some(rows))
+            });
+        match result {
+            Ok(Some(rows)) => {
+                let items = rows
+                    .into_iter()
+                    .map(Event::try_from)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Page::from_overfetch(items, q.limit))
+            }
+            Ok(None) => Err(TimelineError::LeadNotFound),
+            Err(f) => Err(common!(f, TimelineError)),
+        }
+    }
+}
