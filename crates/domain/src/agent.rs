@@ -137,6 +137,22 @@ impl Agent {
 }
 
 impl Agent {
+    /// A new agent from a request: active, version 1, created at `now`.
+    #[must_use]
+    pub fn new(tenant: TenantId, req: &CreateAgentRequest, now: DateTime<Utc>) -> Self {
+        Self {
+            id: AgentId::new(),
+            tenant_id: tenant,
+            name: req.name.clone(),
+            email: req.email.clone(),
+            role: req.role,
+            active: true,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+
     /// Whether the agent may take new work: be assigned a lead or draft a
     /// message. An inactive agent keeps its history and nothing more.
     #[must_use]

@@ -272,6 +272,91 @@ pub struct Approval {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Approval {
+    /// A new draft: pending, drafted at `now`.
+    #[must_use]
+    pub fn draft(
+        tenant: TenantId,
+        lead: LeadId,
+        req: &DraftApprovalRequest,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: ApprovalId::new(),
+            tenant_id: tenant,
+            lead_id: lead,
+            channel: req.channel,
+            subject: req.subject.clone(),
+            body: req.body.clone(),
+            requested_by: req.requested_by,
+            status: ApprovalStatus::Pending,
+            decided_by: None,
+            decided_at: None,
+            rejection_reason: None,
+            sent_by: None,
+            sent_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The event `action` leaves on the lead's timeline; `self` is the
+    /// approval as the move left it. A send is the channel's outbound event
+    /// carrying the message; a decision is `approval_decided` (with the
+    /// reason, for a rejection).
+    #[must_use]
+    pub fn event_of(&self, action: &ApprovalAction) -> crate::Event {
+        use crate::{Direction, EventKind};
+        let now = self.updated_at;
+        let (kind, direction, content, metadata) = match action {
+            ApprovalAction::MarkSent { .. } => (
+                EventKind::sent_on(self.channel),
+                Direction::Outbound,
+                Some(self.body.as_str()),
+                serde_json::json!({ "approval_id": self.id, "channel": self.channel, "subject": self.subject }),
+            ),
+            ApprovalAction::Reject { reason, .. } => (
+                EventKind::ApprovalDecided,
+                Direction::Internal,
+                Some(reason.as_str()),
+                serde_json::json!({ "approval_id": self.id, "channel": self.channel, "decision": self.status }),
+            ),
+            ApprovalAction::Approve { .. } | ApprovalAction::Cancel { .. } => (
+                EventKind::ApprovalDecided,
+                Direction::Internal,
+                None,
+                serde_json::json!({ "approval_id": self.id, "channel": self.channel, "decision": self.status }),
+            ),
+        };
+        crate::Event {
+            id: crate::EventId::new(),
+            tenant_id: self.tenant_id,
+            lead_id: self.lead_id,
+            kind,
+            direction,
+            // Message texts fit event content by construction (same bound).
+            content: content.and_then(|c| crate::EventContent::new(c).ok()),
+            occurred_at: now,
+            actor: Some(action.actor()),
+            metadata: crate::Metadata::new(metadata).unwrap_or_default(),
+            created_at: now,
+        }
+    }
+
+    /// What the outbox row of a sent approval carries: everything a delivery
+    /// relay needs to send the message.
+    #[must_use]
+    pub fn outbox_payload(&self) -> serde_json::Value {
+        serde_json::json!({
+            "approval_id": self.id,
+            "lead_id": self.lead_id,
+            "channel": self.channel,
+            "subject": self.subject,
+            "body": self.body,
+        })
+    }
+}
+
 /// What it takes to draft an approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DraftApprovalRequest {
@@ -341,6 +426,38 @@ mod tests {
         ] {
             assert!(Subject::new(injected).is_err(), "{injected:?}");
         }
+    }
+
+    #[test]
+    fn a_move_leaves_its_event_and_a_send_its_outbox_payload() {
+        let by = AgentId::new();
+        let now = Utc::now();
+        let draft = DraftApprovalRequest {
+            channel: Channel::Email,
+            subject: Some(Subject::new("Hi").expect("valid")),
+            body: MessageBody::new("Hello Grace").expect("valid"),
+            requested_by: by,
+        };
+        let mut approval = Approval::draft(TenantId::new(), LeadId::new(), &draft, now);
+        assert_eq!((approval.status, approval.created_at), (Pending, now));
+        approval.status = Sent;
+        let sent = approval.event_of(&ApprovalAction::MarkSent { by });
+        assert_eq!(sent.kind, crate::EventKind::EmailSent);
+        assert_eq!(sent.direction, crate::Direction::Outbound);
+        assert_eq!(
+            sent.content.as_ref().map(|c| c.as_str()),
+            Some("Hello Grace")
+        );
+        assert_eq!((sent.lead_id, sent.actor), (approval.lead_id, Some(by)));
+        approval.status = Rejected;
+        let reason = RejectionReason::new("tone").expect("valid");
+        let rejected = approval.event_of(&ApprovalAction::Reject { by, reason });
+        assert_eq!(rejected.kind, crate::EventKind::ApprovalDecided);
+        assert_eq!(rejected.metadata.as_map()["decision"], "rejected");
+        let payload = approval.outbox_payload();
+        assert_eq!(payload["body"], "Hello Grace");
+        assert_eq!(payload["subject"], "Hi");
+        assert_eq!(payload["channel"], "email");
     }
 
     #[test]

@@ -90,6 +90,31 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event a client logs on `lead`, recorded at `now`: it happened at
+    /// `occurred_at` (kept to the microsecond, as both stores keep it) or,
+    /// without one, now.
+    #[must_use]
+    pub fn logged(
+        tenant: TenantId,
+        lead: LeadId,
+        req: &AppendEventRequest,
+        now: DateTime<Utc>,
+    ) -> Self {
+        use chrono::SubsecRound;
+        Self {
+            id: EventId::new(),
+            tenant_id: tenant,
+            lead_id: lead,
+            kind: req.kind,
+            direction: req.direction,
+            content: req.content.clone(),
+            occurred_at: req.occurred_at.map_or(now, |t| t.trunc_subsecs(6)),
+            actor: req.actor,
+            metadata: req.metadata.clone(),
+            created_at: now,
+        }
+    }
+
     /// Whether the event claims to have happened before its lead existed. A
     /// timeline starts with its lead: such an event is refused.
     #[must_use]

@@ -260,6 +260,49 @@ pub struct Lead {
     pub version: i64,
 }
 
+impl Lead {
+    /// A new lead from a request: version 1, created and updated at `now`.
+    #[must_use]
+    pub fn new(tenant: TenantId, req: &CreateLeadRequest, now: DateTime<Utc>) -> Self {
+        Self {
+            id: LeadId::new(),
+            tenant_id: tenant,
+            first_name: req.first_name.clone(),
+            last_name: req.last_name.clone(),
+            email: req.email.clone(),
+            phone: req.phone.clone(),
+            company: req.company.clone(),
+            source: req.source.clone(),
+            status: req.status,
+            assigned_agent_id: req.assigned_agent_id,
+            tags: req.tags.clone(),
+            metadata: req.metadata.clone(),
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+
+    /// The event an update from `self` to `next` records on the timeline: a
+    /// `status_changed` note of the move when the status moved, else none.
+    #[must_use]
+    pub fn status_event(&self, next: &Self) -> Option<crate::Event> {
+        (next.status != self.status).then(|| crate::Event {
+            id: crate::EventId::new(),
+            tenant_id: next.tenant_id,
+            lead_id: next.id,
+            kind: crate::EventKind::StatusChanged,
+            direction: crate::Direction::Internal,
+            content: None,
+            occurred_at: next.updated_at,
+            actor: None,
+            metadata: Metadata::new(serde_json::json!({ "from": self.status, "to": next.status }))
+                .unwrap_or_default(),
+            created_at: next.updated_at,
+        })
+    }
+}
+
 /// What it takes to create a lead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateLeadRequest {
@@ -410,6 +453,33 @@ pub struct ListLeadsQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_status_move_leaves_a_status_event() {
+        let req = CreateLeadRequest {
+            first_name: PersonName::new("Grace").expect("valid"),
+            last_name: PersonName::new("Hopper").expect("valid"),
+            email: None,
+            phone: None,
+            company: None,
+            source: None,
+            status: LeadStatus::New,
+            assigned_agent_id: None,
+            tags: Tags::default(),
+            metadata: Metadata::default(),
+        };
+        let lead = Lead::new(TenantId::new(), &req, Utc::now());
+        assert_eq!((lead.version, lead.created_at), (1, lead.updated_at));
+        let mut renamed = lead.clone();
+        renamed.company = Some(CompanyName::new("Navy").expect("valid"));
+        assert_eq!(lead.status_event(&renamed), None);
+        let mut moved = lead.clone();
+        moved.status = LeadStatus::Contacted;
+        let event = lead.status_event(&moved).expect("a move is recorded");
+        assert_eq!(event.kind, crate::EventKind::StatusChanged);
+        assert_eq!(event.metadata.as_map()["from"], "new");
+        assert_eq!(event.metadata.as_map()["to"], "contacted");
+    }
     use LeadStatus::*;
 
     fn lead(status: LeadStatus) -> Lead {

@@ -58,18 +58,7 @@ impl AgentRepository for Store {
             tenant,
             AgentId::from_uuid(effect)
         ));
-        let now = crate::now();
-        let agent = Agent {
-            id: AgentId::new(),
-            tenant_id: tenant,
-            name: req.name.clone(),
-            email: req.email.clone(),
-            role: req.role,
-            active: true,
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
+        let agent = Agent::new(tenant, req, crate::now());
         let result: Result<(), Failure> =
             transaction!(self, "agents.create", tenant, Write, |txn| {
                 agents::Entity::insert(agents::ActiveModel::from(&agent))

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use leadline_domain::{
-    Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery, ApprovalStatus, Direction,
-    DraftApprovalRequest, Event, EventId, EventKind, LeadId, Metadata, Page, TenantId,
+    Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery, DraftApprovalRequest, LeadId, Page,
+    TenantId,
 };
 use leadline_ports::{
     ApprovalRepository, DraftApprovalError, GetApprovalError, ListApprovalsError,
@@ -14,7 +14,6 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, sea_query::Expr,
 };
-use serde_json::json;
 
 use crate::{
     Store,
@@ -50,44 +49,6 @@ async fn live_lead_shared(
     Ok(select.into_tuple::<uuid::Uuid>().one(txn).await?.is_some())
 }
 
-/// The event an approval transition leaves on the timeline.
-fn transition_event(approval: &Approval, action: &ApprovalAction) -> Event {
-    let now = approval.updated_at;
-    let (kind, direction, content, metadata) = match action {
-        ApprovalAction::MarkSent { .. } => (
-            EventKind::sent_on(approval.channel),
-            Direction::Outbound,
-            Some(approval.body.as_str()),
-            json!({ "approval_id": approval.id, "channel": approval.channel, "subject": approval.subject }),
-        ),
-        ApprovalAction::Reject { reason, .. } => (
-            EventKind::ApprovalDecided,
-            Direction::Internal,
-            Some(reason.as_str()),
-            json!({ "approval_id": approval.id, "channel": approval.channel, "decision": approval.status }),
-        ),
-        ApprovalAction::Approve { .. } | ApprovalAction::Cancel { .. } => (
-            EventKind::ApprovalDecided,
-            Direction::Internal,
-            None,
-            json!({ "approval_id": approval.id, "channel": approval.channel, "decision": approval.status }),
-        ),
-    };
-    Event {
-        id: EventId::new(),
-        tenant_id: approval.tenant_id,
-        lead_id: approval.lead_id,
-        kind,
-        direction,
-        // Message texts fit event content by construction (same bound).
-        content: content.and_then(|c| leadline_domain::EventContent::new(c).ok()),
-        occurred_at: now,
-        actor: Some(action.actor()),
-        metadata: Metadata::new(metadata).unwrap_or_default(),
-        created_at: now,
-    }
-}
-
 #[async_trait]
 impl ApprovalRepository for Store {
     async fn draft(
@@ -101,24 +62,7 @@ impl ApprovalRepository for Store {
             DraftApprovalError,
             |effect| ApprovalRepository::get(self, tenant, ApprovalId::from_uuid(effect))
         );
-        let now = crate::now();
-        let approval = Approval {
-            id: ApprovalId::new(),
-            tenant_id: tenant,
-            lead_id: lead,
-            channel: req.channel,
-            subject: req.subject.clone(),
-            body: req.body.clone(),
-            requested_by: req.requested_by,
-            status: ApprovalStatus::Pending,
-            decided_by: None,
-            decided_at: None,
-            rejection_reason: None,
-            sent_by: None,
-            sent_at: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let approval = Approval::draft(tenant, lead, req, crate::now());
         let result: Result<Result<(), DraftApprovalError>, Failure> =
             transaction!(self, "approvals.draft", tenant, Write, |txn| {
                 // Two foreign keys can fail; say which without guessing from
@@ -215,7 +159,7 @@ impl ApprovalRepository for Store {
                     });
                 };
                 let approval = Approval::try_from(model)?;
-                let event = transition_event(&approval, action);
+                let event = approval.event_of(action);
                 events::Entity::insert(events::ActiveModel::from(&event))
                     .exec_without_returning(txn)
                     .await?;
@@ -226,13 +170,7 @@ impl ApprovalRepository for Store {
                         approval_id: Set(approval.id.as_uuid()),
                         lead_id: Set(approval.lead_id.as_uuid()),
                         channel: Set(approval.channel.as_str().to_owned()),
-                        payload: Set(json!({
-                            "approval_id": approval.id,
-                            "lead_id": approval.lead_id,
-                            "channel": approval.channel,
-                            "subject": approval.subject,
-                            "body": approval.body,
-                        })),
+                        payload: Set(approval.outbox_payload()),
                         created_at: Set(now),
                         dispatched_at: Set(None),
                     };

@@ -138,22 +138,7 @@ impl EventRepository for Store {
         lead: LeadId,
         req: &AppendEventRequest,
     ) -> Result<Event, AppendEventError> {
-        let now = crate::now();
-        let event = Event {
-            id: EventId::new(),
-            tenant_id: tenant,
-            lead_id: lead,
-            kind: req.kind,
-            direction: req.direction,
-            content: req.content.clone(),
-            occurred_at: req.occurred_at.map_or(now, |t| {
-                use chrono::SubsecRound;
-                t.trunc_subsecs(6)
-            }),
-            actor: req.actor,
-            metadata: req.metadata.clone(),
-            created_at: now,
-        };
+        let event = Event::logged(tenant, lead, req, crate::now());
         if let Some(effect) = IdempotentRequest::recovering(tenant) {
             return self
                 .event_by_id(tenant, EventId::from_uuid(effect))

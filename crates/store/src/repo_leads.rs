@@ -44,27 +44,6 @@ pub(crate) fn live() -> sea_orm::Select<leads::Entity> {
     leads::Entity::find().filter(leads::Column::DeletedAt.is_null())
 }
 
-fn new_lead(tenant: TenantId, req: &CreateLeadRequest) -> Lead {
-    let now = crate::now();
-    Lead {
-        id: LeadId::new(),
-        tenant_id: tenant,
-        first_name: req.first_name.clone(),
-        last_name: req.last_name.clone(),
-        email: req.email.clone(),
-        phone: req.phone.clone(),
-        company: req.company.clone(),
-        source: req.source.clone(),
-        status: req.status,
-        assigned_agent_id: req.assigned_agent_id,
-        tags: req.tags.clone(),
-        metadata: req.metadata.clone(),
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    }
-}
-
 #[async_trait]
 impl LeadRepository for Store {
     async fn create(
@@ -77,7 +56,7 @@ impl LeadRepository for Store {
             tenant,
             LeadId::from_uuid(effect)
         ));
-        let lead = new_lead(tenant, req);
+        let lead = Lead::new(tenant, req, crate::now());
         let result: Result<Result<(), CreateLeadError>, Failure> =
             transaction!(self, "leads.create", tenant, Write, |txn| {
                 if let Some(agent) = lead.assigned_agent_id {
@@ -129,7 +108,7 @@ impl LeadRepository for Store {
                 for chunk in reqs.chunks(1000) {
                     let rows = chunk
                         .iter()
-                        .map(|r| leads::ActiveModel::from(&new_lead(tenant, r)));
+                        .map(|r| leads::ActiveModel::from(&Lead::new(tenant, r, crate::now())));
                     leads::Entity::insert_many(rows)
                         .exec_without_returning(txn)
                         .await?;
@@ -302,25 +281,9 @@ impl LeadRepository for Store {
                         current: current.version,
                     }));
                 }
-                if next.status != current.status {
-                    // Every touch is on the timeline, status moves included, in
-                    // the same transaction as the move.
-                    let event = leadline_domain::Event {
-                        id: leadline_domain::EventId::new(),
-                        tenant_id: tenant,
-                        lead_id: id,
-                        kind: leadline_domain::EventKind::StatusChanged,
-                        direction: leadline_domain::Direction::Internal,
-                        content: None,
-                        occurred_at: next.updated_at,
-                        actor: None,
-                        metadata: leadline_domain::Metadata::new(serde_json::json!({
-                            "from": current.status,
-                            "to": next.status,
-                        }))
-                        .unwrap_or_default(),
-                        created_at: next.updated_at,
-                    };
+                // Every touch is on the timeline, status moves included, in
+                // the same transaction as the move.
+                if let Some(event) = current.status_event(&next) {
                     crate::entity::events::Entity::insert(
                         crate::entity::events::ActiveModel::from(&event),
                     )
