@@ -16,8 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState,
-    dto::{ListResponse, decode_cursor, encode_cursor, page_limit},
+    AppState, cursor,
+    dto::{ListResponse, page_limit},
     error::{ApiError, transition_error},
     extract::{ApiJson, ApiQuery, CurrentTenant, PathId},
     openapi::{self as oa, schema as s},
@@ -340,15 +340,8 @@ async fn queue(
         status: params.status.unwrap_or(ApprovalStatus::Pending),
         requested_by: params.requested_by,
         limit: page_limit(params.limit)?,
-        after: decode_cursor(params.cursor.as_deref())?.map(ApprovalId::from_uuid),
+        after: cursor::decode::<uuid::Uuid>(params.cursor.as_deref())?.map(ApprovalId::from_uuid),
     };
     let page = state.services().approvals.queue(tenant.id, &query).await?;
-    let next_cursor = page
-        .has_more
-        .then(|| page.items.last().map(|a| encode_cursor(a.id.as_uuid())))
-        .flatten();
-    Ok(Json(ListResponse {
-        items: page.items,
-        next_cursor,
-    }))
+    Ok(Json(ListResponse::from_page(page, |a| a.id.as_uuid())))
 }

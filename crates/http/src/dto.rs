@@ -2,7 +2,6 @@
 //! the domain's validated types, so a bad value fails with its field's path;
 //! `into_domain` then only assembles the request.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use leadline_domain::{
     AgentId, AgentRole, CompanyName, CreateAgentRequest, CreateLeadRequest, DisplayName, Email,
     LeadStatus, Metadata, PageLimit, PersonName, Phone, Source, Tag, Tags, UpdateAgentRequest,
@@ -10,7 +9,6 @@ use leadline_domain::{
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::{error::ApiError, openapi::schema as s};
 
@@ -251,29 +249,6 @@ pub(crate) fn page_limit(limit: Option<u32>) -> Result<PageLimit, ApiError> {
     })
 }
 
-const CURSOR_VERSION: u8 = 1;
-
-/// An opaque cursor: a version byte and the last item's id, base64url.
-/// Opaque so that the keyset can change without breaking clients.
-pub(crate) fn encode_cursor(id: Uuid) -> String {
-    let mut bytes = [0u8; 17];
-    bytes[0] = CURSOR_VERSION;
-    bytes[1..].copy_from_slice(id.as_bytes());
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub(crate) fn decode_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
-    };
-    let bad = || ApiError::invalid_field("cursor", "is not a cursor returned by this API");
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    match bytes.split_first() {
-        Some((&CURSOR_VERSION, id)) => Uuid::from_slice(id).map(Some).map_err(|_| bad()),
-        _ => Err(bad()),
-    }
-}
-
 /// A page of a list.
 #[derive(Debug, Serialize)]
 pub(crate) struct ListResponse<T> {
@@ -286,18 +261,6 @@ pub(crate) struct ListResponse<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_refuses_garbage() {
-        let id = Uuid::now_v7();
-        assert_eq!(decode_cursor(Some(&encode_cursor(id))).ok(), Some(Some(id)));
-        assert!(decode_cursor(Some("nope!")).is_err());
-        assert!(
-            decode_cursor(Some(&URL_SAFE_NO_PAD.encode([9u8; 17]))).is_err(),
-            "unknown version"
-        );
-        assert_eq!(decode_cursor(None).ok(), Some(None));
-    }
 
     #[test]
     fn patch_distinguishes_absent_from_null() {

@@ -16,6 +16,7 @@
 
 mod approvals;
 mod context;
+mod cursor;
 mod dto;
 pub mod error;
 pub use observe::metrics_handle;

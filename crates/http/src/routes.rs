@@ -16,10 +16,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState,
+    AppState, cursor,
     dto::{
         CreateAgentBody, CreateLeadBody, ListAgentsParams, ListLeadsParams, ListResponse,
-        UpdateAgentBody, UpdateLeadBody, decode_cursor, encode_cursor, page_limit,
+        UpdateAgentBody, UpdateLeadBody, page_limit,
     },
     error::{ApiError, update_agent_error, update_lead_error},
     extract::{ApiJson, ApiQuery, CurrentTenant, PathId, etag, if_match},
@@ -309,20 +309,13 @@ async fn list_agents(
     ApiQuery(params): ApiQuery<ListAgentsParams>,
 ) -> Result<Json<ListResponse<leadline_domain::Agent>>, ApiError> {
     let limit = page_limit(params.limit)?;
-    let after = decode_cursor(params.cursor.as_deref())?.map(AgentId::from_uuid);
+    let after = cursor::decode::<uuid::Uuid>(params.cursor.as_deref())?.map(AgentId::from_uuid);
     let page = state
         .services()
         .agents
         .list(tenant.id, limit, after)
         .await?;
-    let next_cursor = page
-        .has_more
-        .then(|| page.items.last().map(|a| encode_cursor(a.id.as_uuid())))
-        .flatten();
-    Ok(Json(ListResponse {
-        items: page.items,
-        next_cursor,
-    }))
+    Ok(Json(ListResponse::from_page(page, |a| a.id.as_uuid())))
 }
 
 /// Update an agent: absent fields stay as they are.
@@ -439,17 +432,10 @@ async fn list_leads(
         assigned_agent_id: params.assigned_agent_id,
         tag: params.tag,
         limit: page_limit(params.limit)?,
-        after: decode_cursor(params.cursor.as_deref())?.map(LeadId::from_uuid),
+        after: cursor::decode::<uuid::Uuid>(params.cursor.as_deref())?.map(LeadId::from_uuid),
     };
     let page = state.services().leads.list(tenant.id, &query).await?;
-    let next_cursor = page
-        .has_more
-        .then(|| page.items.last().map(|l| encode_cursor(l.id.as_uuid())))
-        .flatten();
-    Ok(Json(ListResponse {
-        items: page.items,
-        next_cursor,
-    }))
+    Ok(Json(ListResponse::from_page(page, |l| l.id.as_uuid())))
 }
 
 /// Update a lead: absent fields stay, `null` clears optional ones.
