@@ -9,6 +9,8 @@ pub mod agent;
 pub mod api_key;
 pub mod approval;
 pub mod event;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod ids;
 pub mod lead;
 pub mod page;

@@ -223,34 +223,9 @@ impl std::fmt::Debug for ContextJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use leadline_domain::{Lead, LeadStatus, Metadata, PersonName, Tags};
 
     fn context(tenant: TenantId, lead: LeadId) -> LeadContext {
-        let now = Utc::now();
-        LeadContext {
-            lead: Lead {
-                id: lead,
-                tenant_id: tenant,
-                first_name: PersonName::new("Grace").expect("valid"),
-                last_name: PersonName::new("Hopper").expect("valid"),
-                email: None,
-                phone: None,
-                company: None,
-                source: None,
-                status: LeadStatus::New,
-                assigned_agent_id: None,
-                tags: Tags::default(),
-                metadata: Metadata::default(),
-                created_at: now,
-                updated_at: now,
-                version: 1,
-            },
-            assigned_agent: None,
-            open_approvals: Vec::new(),
-            recent_approvals: Vec::new(),
-            events: Vec::new(),
-        }
+        leadline_domain::fixtures::lead_context(tenant, lead)
     }
 
     #[test]

@@ -6,38 +6,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use leadline_cache::{CacheSettings, TwoTierCache};
-use leadline_domain::{
-    Lead, LeadContext, LeadId, LeadStatus, Metadata, PersonName, Tags, TenantId,
-};
+use leadline_domain::{LeadContext, LeadId, TenantId};
 use leadline_ports::{ContextLoader, GetLeadError, Unavailable};
 use tokio::sync::Notify;
 
 /// A context whose `lead.version` tells which write it reflects.
 pub fn context(tenant: TenantId, lead: LeadId, version: i64) -> LeadContext {
-    let now = chrono::Utc::now();
-    LeadContext {
-        lead: Lead {
-            id: lead,
-            tenant_id: tenant,
-            first_name: PersonName::new("Ada").expect("valid name"),
-            last_name: PersonName::new("Lovelace").expect("valid name"),
-            email: None,
-            phone: None,
-            company: None,
-            source: None,
-            status: LeadStatus::New,
-            assigned_agent_id: None,
-            tags: Tags::default(),
-            metadata: Metadata::default(),
-            created_at: now,
-            updated_at: now,
-            version,
-        },
-        assigned_agent: None,
-        open_approvals: Vec::new(),
-        recent_approvals: Vec::new(),
-        events: Vec::new(),
-    }
+    let mut context = leadline_domain::fixtures::lead_context(tenant, lead);
+    context.lead.version = version;
+    context
 }
 
 /// What the fake store's loader does.

@@ -19,13 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
 use criterion::Criterion;
 use leadline_cache::{CacheSettings, TwoTierCache};
-use leadline_domain::{
-    Direction, Event, EventContent, EventId, EventKind, Lead, LeadContext, LeadId, LeadStatus,
-    Metadata, PersonName, Tags, TenantId,
-};
+use leadline_domain::{LeadContext, LeadId, TenantId, fixtures};
 use leadline_ports::{ContextCache, ContextLoader};
 
 /// Cached keys in the hit benchmark ("moka hit ≈ 1 µs over 100k keys").
@@ -35,43 +31,11 @@ const KEYS: usize = 100_000;
 /// hit path does not depend on the size, and 100,000 of them must fit in
 /// memory.
 fn context(tenant: TenantId, lead: LeadId) -> LeadContext {
-    let now = Utc::now();
-    LeadContext {
-        lead: Lead {
-            id: lead,
-            tenant_id: tenant,
-            first_name: PersonName::new("Grace").expect("valid"),
-            last_name: PersonName::new("Hopper").expect("valid"),
-            email: None,
-            phone: None,
-            company: None,
-            source: None,
-            status: LeadStatus::New,
-            assigned_agent_id: None,
-            tags: Tags::default(),
-            metadata: Metadata::default(),
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        },
-        assigned_agent: None,
-        open_approvals: Vec::new(),
-        recent_approvals: Vec::new(),
-        events: (0..3)
-            .map(|_| Event {
-                id: EventId::new(),
-                tenant_id: tenant,
-                lead_id: lead,
-                kind: EventKind::Note,
-                direction: Direction::Internal,
-                content: Some(EventContent::new("Prefers email.").expect("valid")),
-                occurred_at: now,
-                actor: None,
-                metadata: Metadata::default(),
-                created_at: now,
-            })
-            .collect(),
-    }
+    let mut context = fixtures::lead_context(tenant, lead);
+    context.events = (0..3)
+        .map(|_| fixtures::note(tenant, lead, "Prefers email."))
+        .collect();
+    context
 }
 
 fn loader(tenant: TenantId, lead: LeadId) -> ContextLoader {
