@@ -22,4 +22,5 @@ mod retries;
 mod rls;
 mod support;
 mod tls;
+mod use_cases;
 mod workflow;
