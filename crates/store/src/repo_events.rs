@@ -21,14 +21,20 @@ use crate::{
 /// mid-statement finds the first attempt's row, if it committed, and writes
 /// nothing (`ON CONFLICT DO NOTHING`); if that attempt is still running, the
 /// rerun waits on the primary key until it ends. Exactly one row either way.
-/// No row back means the id was taken: [`EventRepository::append`] then
-/// reads that row and accepts it only if it is this event.
+/// The lead is read in a lateral subquery correlated with `scope`, so it is
+/// scanned after the tenant is set (an anti-join the planner hashed could
+/// scan `leads` first, see nothing through RLS, and let every row pass);
+/// only a live lead created no later than the event gives a row to insert.
+/// No row back means the id was taken or the lead refused the event:
+/// [`EventRepository::append`] then reads which, and accepts a row under
+/// the id only if it is this event.
 const APPEND_SQL: ScopedSql = scoped_sql!(
     "INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, \
      metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, $4::text, $5::text, \
      $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz FROM scope \
-     WHERE NOT EXISTS (SELECT 1 FROM leads d WHERE d.tenant_id = scope.tenant_id \
-     AND d.id = $3::uuid AND (d.deleted_at IS NOT NULL OR d.created_at > $7::timestamptz)) \
+     CROSS JOIN LATERAL (SELECT 1 FROM leads l WHERE l.tenant_id = scope.tenant_id \
+     AND l.id = $3::uuid AND l.deleted_at IS NULL AND l.created_at <= $7::timestamptz \
+     OFFSET 0) live \
      ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id"
 );
 
@@ -66,7 +72,7 @@ impl Store {
             Ok((stored, refused))
         })?;
         let Some(stored) = stored else {
-            // The statement wrote nothing: its NOT EXISTS refused the row.
+            // The statement wrote nothing: the lead refused the row.
             return match refused {
                 Some(refused) => Ok(Err(refused)),
                 None => Err(Failure::from(anyhow::anyhow!(
@@ -149,10 +155,10 @@ impl EventRepository for Store {
         // its own transaction, so the one-statement path is for plain calls.
         let one_statement =
             self.backend() == crate::Backend::Postgres && IdempotentRequest::current().is_none();
-        // The one statement asks nothing first: its NOT EXISTS refuses a
-        // deleted lead or an event that predates its lead, and the composite
-        // foreign key (tenant_id, lead_id) a missing one or another
-        // tenant's, at no extra round trip; only a refused append reads why.
+        // The one statement asks nothing first: its lateral read of the lead
+        // refuses a missing, foreign or deleted lead and an event that
+        // predates its lead, at no extra round trip; only a refused append
+        // reads why.
         let result: Result<Result<(), AppendEventError>, Failure> = if one_statement {
             match self
                 .scoped_statement("events.append", tenant, APPEND_SQL, append_values(&event))
