@@ -11,14 +11,14 @@ use leadline_ports::{
     TransitionApprovalError,
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 
 use crate::{
     Store,
     effects::{self, recover},
-    entity::{approvals, events, leads, outbox},
+    entity::{approvals, events, outbox},
     errors::{Failure, common},
     tx::transaction,
 };
@@ -27,26 +27,6 @@ fn approval_by_key(tenant: TenantId, id: ApprovalId) -> sea_orm::Select<approval
     approvals::Entity::find()
         .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
         .filter(approvals::Column::Id.eq(id.as_uuid()))
-}
-
-/// Whether `lead` is live, share-locking its row on PostgreSQL so that a
-/// concurrent delete waits for this transaction (and one that went first
-/// makes this read find the lead deleted).
-async fn live_lead_shared(
-    txn: &DatabaseTransaction,
-    backend: crate::Backend,
-    tenant: TenantId,
-    lead: LeadId,
-) -> Result<bool, Failure> {
-    let mut select = crate::repo_leads::live()
-        .select_only()
-        .column(leads::Column::Id)
-        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
-        .filter(leads::Column::Id.eq(lead.as_uuid()));
-    if backend == crate::Backend::Postgres {
-        select = select.lock_shared();
-    }
-    Ok(select.into_tuple::<uuid::Uuid>().one(txn).await?.is_some())
 }
 
 #[async_trait]
@@ -67,7 +47,8 @@ impl ApprovalRepository for Store {
             transaction!(self, "approvals.draft", tenant, Write, |txn| {
                 // Two foreign keys can fail; say which without guessing from
                 // constraint names.
-                if !live_lead_shared(txn, self.backend(), tenant, lead).await? {
+                if !crate::repo_leads::lead_exists_shared(txn, self.backend(), tenant, lead).await?
+                {
                     return Ok(Err(DraftApprovalError::LeadNotFound));
                 }
                 match crate::repo_agents::takes_new_work(

@@ -395,11 +395,32 @@ pub(crate) async fn lead_exists(
     tenant: TenantId,
     lead: LeadId,
 ) -> Result<bool, Failure> {
-    let found = crate::repo_leads::live()
+    live_id(by_key(tenant, lead), txn).await
+}
+
+/// Whether `lead` is live, share-locking its row on PostgreSQL so that a
+/// concurrent delete waits for this transaction (and one that went first
+/// makes this read find the lead deleted).
+pub(crate) async fn lead_exists_shared(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: Backend,
+    tenant: TenantId,
+    lead: LeadId,
+) -> Result<bool, Failure> {
+    let mut select = by_key(tenant, lead);
+    if backend == Backend::Postgres {
+        select = select.lock_shared();
+    }
+    live_id(select, txn).await
+}
+
+async fn live_id(
+    select: sea_orm::Select<leads::Entity>,
+    txn: &sea_orm::DatabaseTransaction,
+) -> Result<bool, Failure> {
+    let found = select
         .select_only()
         .column(leads::Column::Id)
-        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
-        .filter(leads::Column::Id.eq(lead.as_uuid()))
         .into_tuple::<uuid::Uuid>()
         .one(txn)
         .await?;
