@@ -114,6 +114,7 @@
 mod docker;
 mod logs;
 mod postgres;
+mod provider;
 mod redis;
 mod server_dir;
 mod util;

@@ -20,7 +20,7 @@ use testcontainers::{ContainerRequest, ImageExt as _};
 #[cfg(feature = "docker")]
 use testcontainers_modules::postgres::Postgres;
 
-use crate::{Provider, docker, util};
+use crate::{Provider, provider, util};
 
 pub use owned::OwnedPgServer;
 pub use tls::{ServerCert, TlsPgServer, WRONG_HOST, postgres_tls};
@@ -219,35 +219,8 @@ fn abbreviate(sql: &str) -> String {
     out
 }
 
-/// The shared server plus whatever keeps it alive until the process exits.
-#[derive(Debug)]
-struct Shared {
-    server: PgServer,
-    /// Never read: it is held so the server (and the reaper's pipe) stay open for the whole
-    /// process. Statics are not dropped; process exit closes the pipe and the reaper cleans up.
-    _keep_alive: KeepAlive,
-}
-
-#[derive(Debug)]
-#[expect(
-    dead_code,
-    reason = "the payloads are only held, to keep the server alive"
-)]
-#[cfg_attr(
-    not(feature = "docker"),
-    allow(
-        clippy::large_enum_variant,
-        reason = "without Docker support the container variant is empty and never built"
-    )
-)]
-enum KeepAlive {
-    Nothing,
-    Docker(docker::Running<Postgres>),
-    Local(local::Cluster),
-}
-
 /// Outcome of the one startup attempt (see [`util::shared`]).
-static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+static SHARED: OnceLock<Result<provider::Shared<Postgres>, String>> = OnceLock::new();
 
 /// The process-wide shared server, started on first call.
 ///
@@ -261,19 +234,26 @@ static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
 /// and how to fix it. Every later call panics with the same message.
 #[track_caller]
 pub fn postgres() -> &'static PgServer {
-    &util::shared(&SHARED, "starting PostgreSQL", start_shared).server
+    &util::shared(
+        &SHARED,
+        "starting PostgreSQL",
+        provider::start_shared::<Postgres>,
+    )
+    .server
 }
 
-/// Picks the provider (see the crate docs) and starts the shared server.
-fn start_shared() -> Result<Shared, String> {
-    if let Some(url) = std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    {
-        let server = PgServer::from_url(Provider::EnvUrl, url.trim())
+impl provider::Kind for Postgres {
+    type Local = local::Cluster;
+    const NAME: &'static str = "PostgreSQL";
+    const ENV: &'static str = "TEST_DATABASE_URL";
+    const UNAVAILABLE: &'static str = NO_POSTGRES;
+    const LOCAL: &'static str = "local PostgreSQL binaries";
+
+    fn from_env_url(url: &str) -> Result<PgServer, String> {
+        let server = PgServer::from_url(Provider::EnvUrl, url)
             .map_err(|e| format!("TEST_DATABASE_URL is not a usable PostgreSQL URL: {e:#}"))?;
         // Fail fast with a clear message instead of every test reporting a connection error.
-        wait_until_url_ready(url.trim(), Duration::from_secs(10), || Ok(())).map_err(|e| {
+        wait_until_url_ready(url, Duration::from_secs(10), || Ok(())).map_err(|e| {
             format!(
                 "TEST_DATABASE_URL is set, but its server ({}:{}) does not accept a superuser \
                  connection: {e:#}",
@@ -281,52 +261,19 @@ fn start_shared() -> Result<Shared, String> {
                 server.port()
             )
         })?;
-        return Ok(Shared {
-            server,
-            _keep_alive: KeepAlive::Nothing,
-        });
+        Ok(server)
     }
 
-    let mut notes = Vec::new();
-    match docker::daemon_address() {
-        Ok(address) => match docker::Running::<Postgres>::start_shared() {
-            Ok(running) => {
-                return Ok(Shared {
-                    server: running.server().clone(),
-                    _keep_alive: KeepAlive::Docker(running),
-                });
-            }
-            Err(e) => {
-                let note = format!(
-                    "Docker ({address}) is reachable, but starting a PostgreSQL container failed: {e:#}"
-                );
-                eprintln!("leadline-testsupport: {note}; trying local PostgreSQL binaries");
-                notes.push(note);
-            }
-        },
-        Err(why) => notes.push(format!("no Docker daemon: {why}")),
+    fn find_local() -> Result<std::path::PathBuf, String> {
+        local::find_bindir()
     }
 
-    match local::find_bindir() {
-        Ok(bindir) => {
-            let cluster = local::Cluster::start_new(&bindir).map_err(|e| {
-                format!(
-                    "starting a local PostgreSQL server from {} failed: {e:#}",
-                    bindir.display()
-                )
-            })?;
-            Ok(Shared {
-                server: cluster.server().clone(),
-                _keep_alive: KeepAlive::Local(cluster),
-            })
-        }
-        Err(why) => {
-            notes.push(format!("no local PostgreSQL binaries: {why}"));
-            Err(format!(
-                "{NO_POSTGRES}\n  (TEST_DATABASE_URL is not set)\n  ({})",
-                notes.join(")\n  (")
-            ))
-        }
+    fn start_local(bindir: &std::path::Path) -> anyhow::Result<local::Cluster> {
+        local::Cluster::start_new(bindir)
+    }
+
+    fn local_server(cluster: &local::Cluster) -> &PgServer {
+        cluster.server()
     }
 }
 
@@ -393,7 +340,7 @@ pub(crate) fn connect_probe(url: String) -> impl FnMut() -> anyhow::Result<()> +
 const DOCKER_TAG: &str = "15-alpine";
 
 #[cfg(feature = "docker")]
-impl docker::Service for Postgres {
+impl crate::docker::Service for Postgres {
     type Server = PgServer;
     const PORT: u16 = 5432;
 

@@ -13,7 +13,7 @@ use super::*;
 fn expected_provider() -> Provider {
     if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
         Provider::EnvUrl
-    } else if docker::daemon_address().is_ok() {
+    } else if crate::docker::daemon_address().is_ok() {
         Provider::Docker
     } else {
         Provider::LocalBinaries

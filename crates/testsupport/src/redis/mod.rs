@@ -1,9 +1,9 @@
 //! Redis: the shared server ([`redis()`]), servers a test owns ([`OwnedRedisServer`]), and
 //! where they come from (see the [crate docs](crate#redis)).
 
+pub(crate) mod client;
 mod local;
 mod owned;
-pub(crate) mod resp;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use testcontainers::{ContainerRequest, ImageExt as _};
 #[cfg(feature = "docker")]
 use testcontainers_modules::redis::Redis;
 
-use crate::{Provider, docker, util};
+use crate::{Provider, provider, util};
 
 pub use owned::OwnedRedisServer;
 
@@ -63,10 +63,12 @@ impl RedisServer {
             "the URL must end at the port, like redis://[[user]:password@]host[:port]: tests \
              append their own database index"
         );
-        let target = resp::Target::parse(url)?;
+        // Parsed by the client too, so a URL it would refuse (bad port, bad escapes) fails here.
+        redis::Client::open(url).context("not a Redis URL")?;
+        let port = base.port().unwrap_or(6379);
         base.set_path("");
         // Explicit even where it was left out, so that `url()` always shows it.
-        base.set_port(Some(target.port))
+        base.set_port(Some(port))
             .map_err(|()| anyhow::anyhow!("the URL cannot carry a port"))?;
         let host = base
             .host_str()
@@ -77,7 +79,7 @@ impl RedisServer {
             provider,
             url: base.into(),
             host,
-            port: target.port,
+            port,
         })
     }
 
@@ -120,38 +122,11 @@ pub(crate) fn wait_until_ready(
 /// A readiness probe for [`util::wait_until_ready`]: one `PING` on a new connection.
 pub(crate) fn ping_probe(server: &RedisServer) -> impl FnMut() -> anyhow::Result<()> + Send {
     let url = server.url();
-    move || resp::ping(&url, Duration::from_secs(2))
-}
-
-/// The shared server plus whatever keeps it alive until the process exits.
-#[derive(Debug)]
-struct Shared {
-    server: RedisServer,
-    /// Never read: it is held so the server (and the reaper's pipe) stay open for the whole
-    /// process. Statics are not dropped; process exit closes the pipe and the reaper cleans up.
-    _keep_alive: KeepAlive,
-}
-
-#[derive(Debug)]
-#[expect(
-    dead_code,
-    reason = "the payloads are only held, to keep the server alive"
-)]
-#[cfg_attr(
-    not(feature = "docker"),
-    allow(
-        clippy::large_enum_variant,
-        reason = "without Docker support the container variant is empty and never built"
-    )
-)]
-enum KeepAlive {
-    Nothing,
-    Docker(docker::Running<Redis>),
-    Local(local::Instance),
+    move || client::ping(&url, Duration::from_secs(2))
 }
 
 /// Outcome of the one startup attempt (see [`util::shared`]).
-static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+static SHARED: OnceLock<Result<provider::Shared<Redis>, String>> = OnceLock::new();
 
 /// The process-wide shared Redis server, started on first call.
 ///
@@ -165,16 +140,18 @@ static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
 /// Every later call panics with the same message.
 #[track_caller]
 pub fn redis() -> &'static RedisServer {
-    &util::shared(&SHARED, "starting Redis", start_shared).server
+    &util::shared(&SHARED, "starting Redis", provider::start_shared::<Redis>).server
 }
 
-/// Picks the provider (see the crate docs) and starts the shared server.
-fn start_shared() -> Result<Shared, String> {
-    if let Some(url) = std::env::var("TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    {
-        let server = RedisServer::from_url(Provider::EnvUrl, url.trim())
+impl provider::Kind for Redis {
+    type Local = local::Instance;
+    const NAME: &'static str = "Redis";
+    const ENV: &'static str = "TEST_REDIS_URL";
+    const UNAVAILABLE: &'static str = NO_REDIS;
+    const LOCAL: &'static str = "local redis-server";
+
+    fn from_env_url(url: &str) -> Result<RedisServer, String> {
+        let server = RedisServer::from_url(Provider::EnvUrl, url)
             .map_err(|e| format!("TEST_REDIS_URL is not a usable Redis URL: {e:#}"))?;
         // Fail fast with a clear message instead of every test reporting a connection error.
         wait_until_ready(&server, ENV_URL_TIMEOUT, || Ok(())).map_err(|e| {
@@ -184,52 +161,19 @@ fn start_shared() -> Result<Shared, String> {
                 server.port()
             )
         })?;
-        return Ok(Shared {
-            server,
-            _keep_alive: KeepAlive::Nothing,
-        });
+        Ok(server)
     }
 
-    let mut notes = Vec::new();
-    match docker::daemon_address() {
-        Ok(address) => match docker::Running::<Redis>::start_shared() {
-            Ok(running) => {
-                return Ok(Shared {
-                    server: running.server().clone(),
-                    _keep_alive: KeepAlive::Docker(running),
-                });
-            }
-            Err(e) => {
-                let note = format!(
-                    "Docker ({address}) is reachable, but starting a Redis container failed: {e:#}"
-                );
-                eprintln!("leadline-testsupport: {note}; trying a local redis-server");
-                notes.push(note);
-            }
-        },
-        Err(why) => notes.push(format!("no Docker daemon: {why}")),
+    fn find_local() -> Result<std::path::PathBuf, String> {
+        local::find_binary()
     }
 
-    match local::find_binary() {
-        Ok(binary) => {
-            let instance = local::Instance::start_new(&binary).map_err(|e| {
-                format!(
-                    "starting a local Redis server from {} failed: {e:#}",
-                    binary.display()
-                )
-            })?;
-            Ok(Shared {
-                server: instance.server().clone(),
-                _keep_alive: KeepAlive::Local(instance),
-            })
-        }
-        Err(why) => {
-            notes.push(format!("no local redis-server: {why}"));
-            Err(format!(
-                "{NO_REDIS}\n  (TEST_REDIS_URL is not set)\n  ({})",
-                notes.join(")\n  (")
-            ))
-        }
+    fn start_local(binary: &std::path::Path) -> anyhow::Result<local::Instance> {
+        local::Instance::start_new(binary)
+    }
+
+    fn local_server(instance: &local::Instance) -> &RedisServer {
+        instance.server()
     }
 }
 
@@ -239,7 +183,7 @@ fn start_shared() -> Result<Shared, String> {
 const DOCKER_TAG: &str = "7-alpine";
 
 #[cfg(feature = "docker")]
-impl docker::Service for Redis {
+impl crate::docker::Service for Redis {
     type Server = RedisServer;
     const PORT: u16 = 6379;
 

@@ -5,7 +5,9 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::resp::{Connection, Reply};
+use redis::Commands as _;
+
+use super::client;
 use super::*;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -14,19 +16,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 fn expected_provider() -> Provider {
     if std::env::var("TEST_REDIS_URL").is_ok_and(|u| !u.trim().is_empty()) {
         Provider::EnvUrl
-    } else if docker::daemon_address().is_ok() {
+    } else if crate::docker::daemon_address().is_ok() {
         Provider::Docker
     } else {
         Provider::LocalBinaries
     }
-}
-
-fn bulk(value: &str) -> Reply {
-    Reply::Bulk(Some(value.as_bytes().to_vec()))
-}
-
-fn ok() -> Reply {
-    Reply::Status("OK".to_owned())
 }
 
 /// A key in the namespace of a fresh tenant, as leadline's own keys are.
@@ -52,7 +46,7 @@ async fn shared_server_answers_ping() {
     assert_eq!(server.provider(), expected_provider());
     // Second call: same instance, no second startup.
     assert!(std::ptr::eq(server, redis()));
-    resp::ping(&server.url(), TIMEOUT).expect("PING answers PONG");
+    client::ping(&server.url(), TIMEOUT).expect("PING answers PONG");
 }
 
 #[test]
@@ -66,49 +60,31 @@ fn shared_server_works_without_a_runtime() {
         "the URL ends at the port, ready for a database index: {}",
         server.url()
     );
-    resp::ping(&server.url(), TIMEOUT).expect("PING answers PONG");
+    client::ping(&server.url(), TIMEOUT).expect("PING answers PONG");
 }
 
 #[test]
 fn set_get_round_trip_through_url() {
     let server = redis();
     let key = tenant_key("round-trip");
-    let mut conn = Connection::open(&server.url(), TIMEOUT).expect("connect");
-    assert_eq!(
-        conn.command(&[b"SET", key.as_bytes(), b"v\r\n1"])
-            .expect("SET"),
-        ok()
-    );
-    assert_eq!(
-        conn.command(&[b"GET", key.as_bytes()]).expect("GET"),
-        bulk("v\r\n1")
-    );
-    assert_eq!(
-        conn.command(&[b"DEL", key.as_bytes()]).expect("DEL"),
-        Reply::Integer(1)
-    );
-    assert_eq!(
-        conn.command(&[b"GET", key.as_bytes()]).expect("GET"),
-        Reply::Bulk(None)
-    );
+    let mut conn = client::connect(&server.url(), TIMEOUT).expect("connect");
+    let () = conn.set(&key, "v\r\n1").expect("SET");
+    let value: Option<String> = conn.get(&key).expect("GET");
+    assert_eq!(value.as_deref(), Some("v\r\n1"));
+    let deleted: i64 = conn.del(&key).expect("DEL");
+    assert_eq!(deleted, 1);
+    let value: Option<String> = conn.get(&key).expect("GET");
+    assert_eq!(value, None);
 
     // Callers may append a database index; databases do not share keys.
-    let mut db1 = Connection::open(&format!("{}/1", server.url()), TIMEOUT).expect("db 1");
-    let mut db2 = Connection::open(&format!("{}/2", server.url()), TIMEOUT).expect("db 2");
-    assert_eq!(
-        db1.command(&[b"SET", key.as_bytes(), b"in 1", b"EX", b"60"])
-            .expect("SET in db 1"),
-        ok()
-    );
-    assert_eq!(
-        db2.command(&[b"GET", key.as_bytes()]).expect("GET in db 2"),
-        Reply::Bulk(None)
-    );
-    assert_eq!(
-        db1.command(&[b"GET", key.as_bytes()]).expect("GET in db 1"),
-        bulk("in 1")
-    );
-    db1.command(&[b"DEL", key.as_bytes()]).expect("DEL");
+    let mut db1 = client::connect(&format!("{}/1", server.url()), TIMEOUT).expect("db 1");
+    let mut db2 = client::connect(&format!("{}/2", server.url()), TIMEOUT).expect("db 2");
+    let () = db1.set_ex(&key, "in 1", 60).expect("SET in db 1");
+    let in2: Option<String> = db2.get(&key).expect("GET in db 2");
+    assert_eq!(in2, None);
+    let in1: Option<String> = db1.get(&key).expect("GET in db 1");
+    assert_eq!(in1.as_deref(), Some("in 1"));
+    let _: i64 = db1.del(&key).expect("DEL");
 }
 
 #[test]
@@ -128,16 +104,16 @@ fn owned_server_stops_restarts_and_cleans_up() {
             .expect("a pid")
     });
 
-    resp::ping(&owned.url(), TIMEOUT).expect("PING");
+    client::ping(&owned.url(), TIMEOUT).expect("PING");
     let key = tenant_key("lost-on-restart");
-    let mut conn = Connection::open(&owned.url(), TIMEOUT).expect("connect");
-    conn.command(&[b"SET", key.as_bytes(), b"x"]).expect("SET");
+    let mut conn = client::connect(&owned.url(), TIMEOUT).expect("connect");
+    let () = conn.set(&key, "x").expect("SET");
 
     owned.stop().expect("stop");
     assert!(!owned.is_running());
     assert_refused(&owned);
     assert!(
-        conn.command(&[b"PING"]).is_err(),
+        redis::cmd("PING").query::<String>(&mut conn).is_err(),
         "the open connection is gone"
     );
     if let Some(dir) = &dir {
@@ -153,20 +129,18 @@ fn owned_server_stops_restarts_and_cleans_up() {
     eprintln!("OwnedRedisServer::restart() took {:?}", restarted.elapsed());
     assert!(owned.is_running());
     assert_eq!(owned.port(), port, "same port after restart");
-    resp::ping(&owned.url(), TIMEOUT).expect("PING after restart");
-    let mut conn = Connection::open(&owned.url(), TIMEOUT).expect("connect after restart");
+    client::ping(&owned.url(), TIMEOUT).expect("PING after restart");
+    let mut conn = client::connect(&owned.url(), TIMEOUT).expect("connect after restart");
     if dir.is_some() {
         // Nothing is persisted, so a local server comes back empty.
-        assert_eq!(
-            conn.command(&[b"GET", key.as_bytes()]).expect("GET"),
-            Reply::Bulk(None)
-        );
+        let value: Option<String> = conn.get(&key).expect("GET");
+        assert_eq!(value, None);
     }
 
     // Restarting a running server stops it first; the open connection is closed.
     owned.restart().expect("restart while running");
-    assert!(conn.command(&[b"PING"]).is_err());
-    resp::ping(&owned.url(), TIMEOUT).expect("PING after the second restart");
+    assert!(redis::cmd("PING").query::<String>(&mut conn).is_err());
+    client::ping(&owned.url(), TIMEOUT).expect("PING after the second restart");
 
     let server = owned.server().clone();
     drop(owned);
