@@ -21,7 +21,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicU8, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -38,7 +38,7 @@ use tokio::{
     sync::{OnceCell, watch},
 };
 
-use crate::support::{lead_req, new_tenant, pg, services};
+use crate::support::{eventually, lead_req, new_tenant, pg, services};
 
 /// Installs the fault trigger once per test binary (idempotent SQL, so a
 /// rerun against a kept database is fine too).
@@ -363,6 +363,24 @@ struct Proxy {
     port: u16,
     mode: Arc<AtomicU8>,
     cut: watch::Sender<u64>,
+    /// Connections being relayed now.
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a relayed connection for as long as it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Proxy {
@@ -373,7 +391,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(AtomicU8::new(PASS));
         let (cut_all, _) = watch::channel(0u64);
-        let (m, cut) = (mode.clone(), cut_all.clone());
+        let open = Arc::new(AtomicUsize::new(0));
+        let (m, cut, count) = (mode.clone(), cut_all.clone(), open.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if m.load(Ordering::SeqCst) == BLACKOUT {
@@ -383,13 +402,19 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
-                tokio::spawn(pipe(client, server, m.clone(), cut.clone()));
+                let open = Open::new(&count);
+                let relay = pipe(client, server, m.clone(), cut.clone());
+                tokio::spawn(async move {
+                    relay.await;
+                    drop(open);
+                });
             }
         });
         Self {
             port,
             mode,
             cut: cut_all,
+            open,
         }
     }
 
@@ -405,10 +430,19 @@ impl Proxy {
         self.mode.store(mode, Ordering::SeqCst);
     }
 
-    /// Cuts every open connection now, as a server restart or a load
-    /// balancer's idle timeout would.
-    fn cut_all(&self) {
+    /// Cuts every open connection, as a server restart or a load balancer's
+    /// idle timeout would, and returns once all of them are closed.
+    async fn cut_all(&self) {
         self.cut.send_modify(|n| *n += 1);
+        eventually(
+            "every relayed connection closed",
+            Duration::from_secs(10),
+            async || match self.open.load(Ordering::SeqCst) {
+                0 => Ok(()),
+                n => Err(n),
+            },
+        )
+        .await;
     }
 }
 
@@ -418,6 +452,8 @@ async fn pipe(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cut: wa
     let mut cut_rx = cut.subscribe();
     // Set before a doomed COMMIT is forwarded, so its answer is never relayed.
     let swallow = std::sync::atomic::AtomicBool::new(false);
+    // Told when the server has answered the doomed message: it has run it.
+    let answered = tokio::sync::Notify::new();
     let down = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -428,6 +464,7 @@ async fn pipe(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cut: wa
             if swallow.load(Ordering::SeqCst) {
                 // Keep reading (the server must not block on a full
                 // socket) but relay nothing more.
+                answered.notify_one();
                 continue;
             }
             if cw.write_all(&buf[..n]).await.is_err() {
@@ -467,9 +504,10 @@ async fn pipe(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cut: wa
                 return;
             }
             if doomed {
-                // The server has the COMMIT (or the statement); let it
-                // finish, then cut.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // The server has the COMMIT (or the statement); once it
+                // has answered (it has run it), cut. A server that never
+                // answers is cut too; the test's assertions then fail.
+                let _ = tokio::time::timeout(Duration::from_secs(10), answered.notified()).await;
                 if m == BLACKOUT_AFTER_COMMIT || m == BLACKOUT_AFTER_LEAD_COMMIT {
                     mode.store(BLACKOUT, Ordering::SeqCst);
                     cut.send_modify(|n| *n += 1);
@@ -722,8 +760,7 @@ async fn a_pooled_connection_that_died_idle_is_replaced_transparently() {
     .await
     .unwrap();
     let (tenant, lead) = lead_of_new_tenant(&store).await;
-    proxy.cut_all();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.cut_all().await;
     let got = LeadRepository::get(&store, tenant, lead)
         .await
         .expect("the dead connection is replaced without an error");
