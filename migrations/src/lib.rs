@@ -17,6 +17,7 @@ mod m20261122_000003_workflow;
 mod m20261122_000004_recent_activity;
 mod m20261203_000005_idempotent_effects;
 mod m20261203_000006_lead_soft_delete;
+mod m20261205_000007_lead_search;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_recent_activity::Migration),
             Box::new(m20261203_000005_idempotent_effects::Migration),
             Box::new(m20261203_000006_lead_soft_delete::Migration),
+            Box::new(m20261205_000007_lead_search::Migration),
         ]
     }
 }

@@ -163,6 +163,26 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
         (status, page["items"].as_array().map(Vec::len)),
         (StatusCode::OK, Some(0))
     );
+    // Search never finds B's leads for A, whatever the words or filters;
+    // B finds its own.
+    for q in [
+        "bee".to_owned(),
+        "be".to_owned(),
+        "bee tester".to_owned(),
+        format!("bee&assigned_agent_id={}", agent_b.id),
+        "bee&metadata=%7B%7D".to_owned(),
+    ] {
+        let uri = format!("/v1/leads/search?q={q}");
+        let (status, page) = call(&app, Method::GET, &uri, Some(&key_a), None).await;
+        assert_eq!(
+            (status, page["items"].as_array().map(Vec::len)),
+            (StatusCode::OK, Some(0)),
+            "{uri}"
+        );
+        let (status, page) = call(&app, Method::GET, &uri, Some(&key_b), None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(page["items"][0]["lead"]["id"], json!(lead_b.id), "{uri}");
+    }
     let (_, agents) = call(&app, Method::GET, "/v1/agents", Some(&key_a), None).await;
     assert_eq!(agents["items"].as_array().map(Vec::len), Some(0));
     let (_, queue) = call(&app, Method::GET, "/v1/approvals", Some(&key_a), None).await;
@@ -228,6 +248,7 @@ async fn every_v1_route_requires_a_valid_key() {
         (Method::PATCH, format!("/v1/agents/{id}")),
         (Method::GET, "/v1/leads".to_owned()),
         (Method::POST, "/v1/leads".to_owned()),
+        (Method::GET, "/v1/leads/search?q=bee".to_owned()),
         (Method::GET, format!("/v1/leads/{id}")),
         (Method::PATCH, format!("/v1/leads/{id}")),
         (Method::DELETE, format!("/v1/leads/{id}")),

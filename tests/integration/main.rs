@@ -20,6 +20,7 @@ mod operations;
 mod replica;
 mod retries;
 mod rls;
+mod search;
 mod support;
 mod tls;
 mod use_cases;

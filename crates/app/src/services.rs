@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use leadline_domain::{
     Agent, AgentId, ApiKeyToken, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Lead,
-    LeadId, ListLeadsQuery, Page, PageLimit, Tenant, TenantId, UpdateAgentRequest,
+    LeadId, ListLeadsQuery, Page, PageLimit, SearchHit, SearchLeadsQuery, Tenant, TenantId,
+    UpdateAgentRequest,
     UpdateLeadRequest,
 };
 use leadline_ports::{
@@ -383,6 +384,18 @@ impl LeadService {
         query: &ListLeadsQuery,
     ) -> Result<Page<Lead>, ListLeadsError> {
         self.repo.list(tenant, query).await
+    }
+
+    /// Searches leads.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::search`].
+    pub async fn search(
+        &self,
+        tenant: TenantId,
+        query: &SearchLeadsQuery,
+    ) -> Result<Page<SearchHit>, ListLeadsError> {
+        self.repo.search(tenant, query).await
     }
 
     /// Updates a lead.

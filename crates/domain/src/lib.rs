@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod ids;
 pub mod lead;
 pub mod page;
+pub mod search;
 pub mod tenant;
 pub mod time;
 pub mod value;
@@ -34,6 +35,9 @@ pub use lead::{
     UpdateLeadRequest,
 };
 pub use page::{Page, PageLimit};
+pub use search::{
+    MetadataFilter, SearchCursor, SearchField, SearchHit, SearchLeadsQuery, SearchText,
+};
 pub use tenant::{CreateTenantRequest, Tenant};
 pub use value::{
     CompanyName, DisplayName, Email, PersonName, Phone, Slug, Source, Tag, Tags, ValueError,

@@ -9,7 +9,7 @@
 //! `cursor` either way.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use leadline_domain::{EventId, Page, TimelineCursor};
+use leadline_domain::{EventId, LeadId, Page, SearchCursor, TimelineCursor};
 use uuid::Uuid;
 
 use crate::{dto::ListResponse, error::ApiError};
@@ -51,6 +51,25 @@ impl Keyset for TimelineCursor {
         let occurred_at = chrono::DateTime::from_timestamp_micros(micros)?;
         let id = Uuid::from_slice(&bytes[8..]).ok()?;
         TimelineCursor::new(occurred_at, EventId::from_uuid(id)).ok()
+    }
+}
+
+impl Keyset for SearchCursor {
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.score.to_be_bytes());
+        out.extend_from_slice(self.id.as_uuid().as_bytes());
+    }
+
+    fn read(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != 20 {
+            return None;
+        }
+        let score = u32::from_be_bytes(bytes[..4].try_into().ok()?);
+        let id = Uuid::from_slice(&bytes[4..]).ok()?;
+        Some(Self {
+            score,
+            id: LeadId::from_uuid(id),
+        })
     }
 }
 
@@ -127,6 +146,18 @@ mod tests {
             decode::<Uuid>(Some(&encode(&key))).is_err(),
             "nor the other way round"
         );
+    }
+
+    #[test]
+    fn search_cursors_round_trip_and_are_no_other_cursor() {
+        let key = SearchCursor {
+            score: 7,
+            id: LeadId::new(),
+        };
+        assert_eq!(decode::<SearchCursor>(Some(&encode(&key))).ok(), Some(Some(key)));
+        assert!(decode::<SearchCursor>(Some(&encode(&Uuid::now_v7()))).is_err());
+        assert!(decode::<Uuid>(Some(&encode(&key))).is_err());
+        assert!(decode::<TimelineCursor>(Some(&encode(&key))).is_err());
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod idempotency;
 mod observe;
 mod openapi;
 mod routes;
+mod search;
 mod server;
 mod timeline;
 
@@ -107,6 +108,7 @@ impl AppState {
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::routes())
+        .merge(search::routes())
         .merge(approvals::routes())
         .merge(timeline::routes())
         .merge(context::routes())

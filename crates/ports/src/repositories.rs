@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use leadline_domain::{
     Agent, AgentId, ApiKeyHash, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Lead,
-    LeadId, ListLeadsQuery, Page, PageLimit, Tenant, TenantId, UpdateAgentRequest,
+    LeadId, ListLeadsQuery, Page, PageLimit, SearchHit, SearchLeadsQuery, Tenant, TenantId, UpdateAgentRequest,
     UpdateLeadRequest,
 };
 
@@ -157,6 +157,18 @@ pub trait LeadRepository: Send + Sync {
         tenant: TenantId,
         query: &ListLeadsQuery,
     ) -> Result<Page<Lead>, ListLeadsError>;
+
+    /// Finds leads by free text and filters, best hits first
+    /// ([`leadline_domain::search`] defines matching and rank; every
+    /// adapter must give the same hits in the same order), keyset-paginated.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn search(
+        &self,
+        tenant: TenantId,
+        query: &SearchLeadsQuery,
+    ) -> Result<Page<SearchHit>, ListLeadsError>;
 
     /// Applies a partial update under the domain's rules
     /// ([`Lead::apply`](leadline_domain::Lead::apply)) if the version is current.

@@ -24,6 +24,7 @@ mod repo_context;
 mod repo_events;
 mod repo_idempotency;
 mod repo_leads;
+mod repo_search;
 mod repo_tenants;
 mod roles;
 mod settings;

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 
 use leadline_domain::{
-    ApprovalStatus, CreateLeadRequest, Lead, LeadId, ListLeadsQuery, Page, TenantId,
+    ApprovalStatus, CreateLeadRequest, Lead, LeadId, ListLeadsQuery, Page, SearchHit,
+    SearchLeadsQuery, TenantId,
     UpdateLeadRejected, UpdateLeadRequest,
 };
 use leadline_ports::{
@@ -228,6 +229,20 @@ impl LeadRepository for Store {
             .map(Lead::try_from)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(leads, q.limit))
+    }
+
+    async fn search(
+        &self,
+        tenant: TenantId,
+        q: &SearchLeadsQuery,
+    ) -> Result<Page<SearchHit>, ListLeadsError> {
+        let backend = self.backend();
+        let result: Result<Vec<(leads::Model, u32)>, Failure> =
+            transaction!(self, "leads.search", tenant, ReplicaRead, |txn| {
+                crate::repo_search::page(txn, backend, tenant, q).await
+            });
+        let rows = result.map_err(|f| common!(f, ListLeadsError))?;
+        Ok(crate::repo_search::hits(rows, q)?)
     }
 
     async fn update(

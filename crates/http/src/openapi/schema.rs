@@ -345,6 +345,31 @@ pub(crate) struct Lead {
     version: i64,
 }
 
+/// `leadline_domain::SearchHit`: a lead a search found, and why.
+#[derive(ToSchema)]
+pub(crate) struct LeadHit {
+    /// The lead.
+    lead: Lead,
+    /// Its rank: 3 per query word that equals a word of the lead, 2 per
+    /// prefix, 1 per near miss.
+    score: u32,
+    /// The fields a query word matched in.
+    matched: Vec<SearchField>,
+}
+
+/// `leadline_domain::SearchField`: a field a search looks in.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "only its schema is used")]
+pub(crate) enum SearchField {
+    FirstName,
+    LastName,
+    Email,
+    Company,
+    Phone,
+    Tags,
+}
+
 /// `leadline_domain::Approval`: an outbound message awaiting, or past, a
 /// person's decision.
 #[derive(ToSchema)]
@@ -450,6 +475,8 @@ page! {
     AgentPage of Agent;
     /// A page of leads, newest first.
     LeadPage of Lead;
+    /// A page of search hits, best first.
+    LeadHitPage of LeadHit;
     /// A page of approvals.
     ApprovalPage of Approval;
     /// A page of a lead's timeline, newest first.

@@ -31,6 +31,10 @@ pub struct Model {
     /// Set while the lead is deleted (hidden from every read, restorable).
     #[serde(default)]
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The folded words search looks in (`leadline_domain::search`),
+    /// written with every change of the lead.
+    #[serde(default)]
+    pub search_text: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -115,6 +119,7 @@ impl From<&Lead> for ActiveModel {
             version: Set(l.version),
             // Written only by delete and restore; reads never see a deleted row.
             deleted_at: sea_orm::ActiveValue::NotSet,
+            search_text: Set(leadline_domain::search::search_text(l)),
         }
     }
 }

@@ -1,0 +1,547 @@
+//! Free-text search over leads: what a query means, how a lead is indexed,
+//! and how a hit ranks — defined here once, so both stores give the same
+//! answers to the same input.
+//!
+//! A lead's searchable fields (names, email, company, phone, tags) are
+//! *folded* (accents removed, lower-cased) and split into words: runs of
+//! letters and digits. The store keeps them as one text, each word written
+//! as `"  word "` ([`search_text`]), and its indexes (a `tsvector` and
+//! trigrams on PostgreSQL, FTS5 on SQLite) only narrow the candidates; the
+//! rank itself is computed by both stores with plain substring tests on that
+//! text, which mean the same thing in every SQL dialect:
+//!
+//! - a term scores **3** when a word equals it (`"  grace "` is in the text),
+//! - **2** when a word starts with it (type-ahead: `gra` finds Grace),
+//! - **1** when it is a typo away from a word: a term of four or more
+//!   characters whose padded trigrams (`"  h"`, `" ho"`, `"hop"`, … `"er "`,
+//!   as PostgreSQL's pg_trgm pads words) are at least half present, one of
+//!   them inside a word and one past the term's first three letters
+//!   (`hoper` finds Hopper, `exmaple` finds example; `grace` does not find
+//!   Gray on a shared start alone),
+//! - **0** otherwise.
+//!
+//! A lead matches when every term scores at least 1; its score is the sum.
+//! Hits are ordered by score, then newest first, so the order is total and a
+//! keyset cursor `(score, id)` pages through it stably.
+
+use serde_json::Value;
+use unicode_normalization::{UnicodeNormalization as _, char::is_combining_mark};
+
+use crate::{AgentId, Lead, LeadId, LeadStatus, PageLimit, Tag, ValueError};
+
+/// Longest accepted query, in bytes.
+pub const MAX_QUERY_BYTES: usize = 256;
+/// Most terms (words) a query may have.
+pub const MAX_TERMS: usize = 8;
+/// Longest term, in characters.
+pub const MAX_TERM_CHARS: usize = 40;
+/// Shortest term that may match fuzzily; shorter ones match as words or
+/// prefixes only (a typo in three letters is another word).
+pub const FUZZY_MIN_CHARS: usize = 4;
+
+/// How many padded trigrams spell a term's start (`"  h"`, `" ho"`, `"hop"`).
+const START: usize = 3;
+
+/// Score of a term that equals a word.
+pub const WORD: u32 = 3;
+/// Score of a term that starts a word.
+pub const PREFIX: u32 = 2;
+/// Score of a term that is a typo away from a word.
+pub const FUZZY: u32 = 1;
+
+/// Removes accents (compatibility decomposition, combining marks dropped,
+/// and the Latin letters that do not decompose, such as `ł`, `ø` and `ß`,
+/// spelt plainly) and lower-cases: `Ågren` and `agren` are the same word,
+/// as are `Skłodowska` and `sklodowska`.
+#[must_use]
+pub fn fold(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+    {
+        match c {
+            // Latin letters that carry their mark inside (no decomposition).
+            'ł' | 'ŀ' => out.push('l'),
+            'ø' => out.push('o'),
+            'đ' | 'ð' => out.push('d'),
+            'ħ' => out.push('h'),
+            'ŧ' => out.push('t'),
+            'ı' => out.push('i'),
+            'ß' => out.push_str("ss"),
+            'æ' => out.push_str("ae"),
+            'œ' => out.push_str("oe"),
+            'þ' => out.push_str("th"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The folded words of `text`: runs of letters and digits.
+#[must_use]
+pub fn words(text: &str) -> Vec<String> {
+    fold(text)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Appends each word of `text` as `"  word "`.
+fn push_words(out: &mut String, text: &str) {
+    for word in words(text) {
+        out.push_str("  ");
+        out.push_str(&word);
+        out.push(' ');
+    }
+}
+
+/// The fields a hit can match in, as the API names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchField {
+    /// `first_name`.
+    FirstName,
+    /// `last_name`.
+    LastName,
+    /// `email`.
+    Email,
+    /// `company`.
+    Company,
+    /// `phone`.
+    Phone,
+    /// `tags`.
+    Tags,
+}
+
+impl SearchField {
+    /// Every field, in the order hits list them.
+    pub const ALL: [Self; 6] = [
+        Self::FirstName,
+        Self::LastName,
+        Self::Email,
+        Self::Company,
+        Self::Phone,
+        Self::Tags,
+    ];
+
+    /// The field's searchable text in `lead`, if it has any.
+    fn text(self, lead: &Lead) -> Option<String> {
+        match self {
+            Self::FirstName => Some(lead.first_name.to_string()),
+            Self::LastName => Some(lead.last_name.to_string()),
+            Self::Email => lead.email.as_ref().map(ToString::to_string),
+            Self::Company => lead.company.as_ref().map(ToString::to_string),
+            Self::Phone => lead.phone.as_ref().map(|p| p.as_str().to_owned()),
+            Self::Tags => Some(
+                lead.tags
+                    .as_slice()
+                    .iter()
+                    .map(Tag::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        }
+    }
+}
+
+/// What the store keeps for `lead` and searches: every word of its
+/// searchable fields as `"  word "`.
+#[must_use]
+pub fn search_text(lead: &Lead) -> String {
+    document(SearchField::ALL.iter().filter_map(|f| f.text(lead)))
+}
+
+/// The search text of a lead's searchable fields given as raw text, in
+/// [`SearchField::ALL`] order (tags joined by spaces); for code that holds
+/// columns rather than a [`Lead`], such as a migration's backfill.
+#[must_use]
+pub fn document<S: AsRef<str>>(fields: impl IntoIterator<Item = S>) -> String {
+    let mut out = String::new();
+    for text in fields {
+        push_words(&mut out, text.as_ref());
+    }
+    out
+}
+
+/// One word of a query, with the substrings the stores test for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    word: String,
+    /// Distinct padded trigrams, in order of first appearance.
+    trigrams: Vec<String>,
+}
+
+impl Term {
+    fn new(word: String) -> Self {
+        let padded: Vec<char> = format!("  {word} ").chars().collect();
+        let mut trigrams: Vec<String> = Vec::new();
+        for window in padded.windows(3) {
+            let gram: String = window.iter().collect();
+            if !trigrams.contains(&gram) {
+                trigrams.push(gram);
+            }
+        }
+        Self { word, trigrams }
+    }
+
+    /// The folded word.
+    #[must_use]
+    pub fn word(&self) -> &str {
+        &self.word
+    }
+
+    /// Present in a search text exactly when a word equals this term.
+    #[must_use]
+    pub fn word_probe(&self) -> String {
+        format!("  {} ", self.word)
+    }
+
+    /// Present in a search text exactly when a word starts with this term.
+    #[must_use]
+    pub fn prefix_probe(&self) -> String {
+        format!("  {}", self.word)
+    }
+
+    /// Whether the term may match fuzzily (long enough).
+    #[must_use]
+    pub fn is_fuzzy(&self) -> bool {
+        self.word.chars().count() >= FUZZY_MIN_CHARS
+    }
+
+    /// The distinct padded trigrams (`"  h"`, `" ho"`, … `"er "`).
+    #[must_use]
+    pub fn trigrams(&self) -> &[String] {
+        &self.trigrams
+    }
+
+    /// The trigrams past the term's start (`"  h"`, `" ho"`, `"hop"`): a
+    /// fuzzy match needs one of these, not a shared start alone.
+    #[must_use]
+    pub fn past_start(&self) -> &[String] {
+        &self.trigrams[START.min(self.trigrams.len())..]
+    }
+
+    /// Whether `gram` lies inside a word (has no padding).
+    #[must_use]
+    pub fn is_inner(gram: &str) -> bool {
+        !gram.contains(' ')
+    }
+
+    /// How this term scores against a search text (see the module docs):
+    /// the reference the stores' SQL is tested against.
+    #[must_use]
+    pub fn score(&self, text: &str) -> u32 {
+        if text.contains(&self.word_probe()) {
+            return WORD;
+        }
+        if text.contains(&self.prefix_probe()) {
+            return PREFIX;
+        }
+        if self.is_fuzzy() {
+            let present: Vec<&String> = self
+                .trigrams
+                .iter()
+                .filter(|g| text.contains(g.as_str()))
+                .collect();
+            let past_start = self
+                .past_start()
+                .iter()
+                .any(|g| text.contains(g.as_str()));
+            if present.iter().any(|g| Self::is_inner(g))
+                && past_start
+                && 2 * present.len() >= self.trigrams.len()
+            {
+                return FUZZY;
+            }
+        }
+        0
+    }
+}
+
+/// A parsed free-text query: one to [`MAX_TERMS`] distinct terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchText {
+    terms: Vec<Term>,
+}
+
+impl SearchText {
+    /// Folds `q` and splits it into terms.
+    ///
+    /// # Errors
+    /// [`ValueError`] when `q` is longer than [`MAX_QUERY_BYTES`], has no
+    /// letter or digit, more than [`MAX_TERMS`] terms or a term longer than
+    /// [`MAX_TERM_CHARS`].
+    pub fn parse(q: &str) -> Result<Self, ValueError> {
+        if q.len() > MAX_QUERY_BYTES {
+            return Err(ValueError::TooLong {
+                max: MAX_QUERY_BYTES,
+            });
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for word in words(q) {
+            if word.chars().count() > MAX_TERM_CHARS {
+                return Err(ValueError::Invalid(
+                    "has a word longer than 40 characters",
+                ));
+            }
+            if !seen.contains(&word) {
+                seen.push(word);
+            }
+        }
+        if seen.is_empty() {
+            return Err(ValueError::Invalid("must contain a letter or a digit"));
+        }
+        if seen.len() > MAX_TERMS {
+            return Err(ValueError::Invalid("must have at most 8 words"));
+        }
+        Ok(Self {
+            terms: seen.into_iter().map(Term::new).collect(),
+        })
+    }
+
+    /// The terms, in query order.
+    #[must_use]
+    pub fn terms(&self) -> &[Term] {
+        &self.terms
+    }
+
+    /// The score of a search text, or `None` when a term does not match.
+    #[must_use]
+    pub fn score(&self, text: &str) -> Option<u32> {
+        let mut total = 0;
+        for term in &self.terms {
+            match term.score(text) {
+                0 => return None,
+                s => total += s,
+            }
+        }
+        Some(total)
+    }
+
+    /// The fields of `lead` that some term matches in, for a hit's
+    /// `matched`.
+    #[must_use]
+    pub fn matched_fields(&self, lead: &Lead) -> Vec<SearchField> {
+        SearchField::ALL
+            .into_iter()
+            .filter(|field| {
+                field.text(lead).is_some_and(|text| {
+                    let mut indexed = String::new();
+                    push_words(&mut indexed, &text);
+                    self.terms.iter().any(|t| t.score(&indexed) > 0)
+                })
+            })
+            .collect()
+    }
+}
+
+/// Custom-field containment: the lead's metadata holds each of these
+/// top-level keys with exactly this scalar value (`{"region":"emea"}`).
+/// Scalars only (strings, numbers, booleans, null), so that both stores
+/// agree on what "contains" means; numbers compare by value (`1` = `1.0`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetadataFilter(Vec<(String, Value)>);
+
+impl MetadataFilter {
+    /// Most pairs a filter may have.
+    pub const MAX_PAIRS: usize = 16;
+
+    /// Checks that `value` is an object of at most [`Self::MAX_PAIRS`]
+    /// scalar values with keys free of NUL.
+    ///
+    /// # Errors
+    /// [`ValueError::Invalid`] otherwise.
+    pub fn new(value: Value) -> Result<Self, ValueError> {
+        let Value::Object(map) = value else {
+            return Err(ValueError::Invalid("must be a JSON object"));
+        };
+        if map.len() > Self::MAX_PAIRS {
+            return Err(ValueError::Invalid("must have at most 16 keys"));
+        }
+        let mut pairs = Vec::with_capacity(map.len());
+        for (key, value) in map {
+            if key.contains('\0') || value.as_str().is_some_and(|s| s.contains('\0')) {
+                return Err(ValueError::Invalid("must not contain NUL characters"));
+            }
+            if value.is_object() || value.is_array() {
+                return Err(ValueError::Invalid(
+                    "values must be strings, numbers, booleans or null",
+                ));
+            }
+            pairs.push((key, value));
+        }
+        Ok(Self(pairs))
+    }
+
+    /// The pairs.
+    #[must_use]
+    pub fn pairs(&self) -> &[(String, Value)] {
+        &self.0
+    }
+
+    /// Whether `lead`'s metadata holds every pair: the reference for the
+    /// stores.
+    #[must_use]
+    pub fn matches(&self, lead: &Lead) -> bool {
+        self.0.iter().all(|(k, want)| {
+            lead.metadata
+                .as_map()
+                .get(k)
+                .is_some_and(|have| match (have.as_f64(), want.as_f64()) {
+                    (Some(a), Some(b)) => {
+                        have.is_number() && want.is_number() && (a - b).abs() == 0.0
+                    }
+                    _ => have == want,
+                })
+        })
+    }
+}
+
+/// Where a page of hits starts: after the hit with this score and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchCursor {
+    /// The last hit's score.
+    pub score: u32,
+    /// The last hit's id.
+    pub id: LeadId,
+}
+
+/// A search: free text, the list filters, and a page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchLeadsQuery {
+    /// What to look for.
+    pub text: SearchText,
+    /// Only this status.
+    pub status: Option<LeadStatus>,
+    /// Only leads assigned to this agent.
+    pub assigned_agent_id: Option<AgentId>,
+    /// Only leads carrying this tag.
+    pub tag: Option<Tag>,
+    /// Created at or after.
+    pub created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Created before.
+    pub created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Updated at or after.
+    pub updated_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Updated before.
+    pub updated_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Custom-field containment.
+    pub metadata: Option<MetadataFilter>,
+    /// Page size.
+    pub limit: PageLimit,
+    /// Start after this hit.
+    pub after: Option<SearchCursor>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The lead.
+    pub lead: Lead,
+    /// Its score (see the module docs).
+    pub score: u32,
+    /// The fields a term matched in.
+    pub matched: Vec<SearchField>,
+}
+
+impl SearchHit {
+    /// The cursor that continues after this hit.
+    #[must_use]
+    pub fn cursor(&self) -> SearchCursor {
+        SearchCursor {
+            score: self.score,
+            id: self.lead.id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn term(q: &str) -> Term {
+        SearchText::parse(q).expect("valid").terms()[0].clone()
+    }
+
+    fn text(fields: &[&str]) -> String {
+        let mut out = String::new();
+        for f in fields {
+            push_words(&mut out, f);
+        }
+        out
+    }
+
+    #[test]
+    fn folding_removes_accents_and_case() {
+        assert_eq!(fold("Ågren ÉCOLE Straße"), "agren ecole strasse");
+        assert_eq!(fold("Skłodowska Øre Œuvre"), "sklodowska ore oeuvre");
+        assert_eq!(
+            words("Grace.Hopper+1@Navy.MIL"),
+            ["grace", "hopper", "1", "navy", "mil"]
+        );
+        assert_eq!(words("  --  "), Vec::<String>::new());
+    }
+
+    #[test]
+    fn words_rank_above_prefixes_above_typos() {
+        let doc = text(&["Grace", "Hopper", "grace.hopper@navy.example", "US Navy"]);
+        let score = |q: &str| SearchText::parse(q).expect("valid").score(&doc);
+        assert_eq!(score("grace"), Some(WORD));
+        assert_eq!(score("gra"), Some(PREFIX));
+        assert_eq!(score("hoper"), Some(FUZZY));
+        assert_eq!(score("grace hoper"), Some(WORD + FUZZY));
+        assert_eq!(score("hopper@navy.exmaple"), Some(WORD + WORD + FUZZY));
+        assert_eq!(score("GRACE HOPPER"), Some(2 * WORD));
+        assert_eq!(score("grace lovelace"), None, "every term must match");
+        assert_eq!(score("race"), Some(FUZZY), "inside a word counts as close");
+        assert_eq!(score("rac"), None, "too short to match fuzzily");
+        assert_eq!(score("grape"), None, "a shared start alone is not close");
+        assert_eq!(score("hoppr"), Some(FUZZY), "a typo at the end is");
+    }
+
+    #[test]
+    fn probes_respect_word_boundaries() {
+        let doc = text(&["Ada", "Adams"]);
+        let ada = term("ada");
+        assert_eq!(ada.score(&doc), WORD);
+        let adam = term("adam");
+        assert_eq!(adam.score(&doc), PREFIX);
+        // "dams" sits inside "adams" but starts no word.
+        let dams = term("dams");
+        assert_eq!(dams.score(&text(&["Adams"])), FUZZY);
+        assert_eq!(dams.score(&text(&["Ada", "Bob"])), 0);
+    }
+
+    #[test]
+    fn trigrams_are_padded_like_pg_trgm() {
+        let hop = term("hop");
+        assert_eq!(hop.trigrams(), ["  h", " ho", "hop", "op "]);
+        assert!(!hop.is_fuzzy());
+    }
+
+    #[test]
+    fn queries_are_bounded_and_need_a_word() {
+        assert!(SearchText::parse("").is_err());
+        assert!(SearchText::parse(" ,.- ").is_err());
+        assert!(SearchText::parse(&"a ".repeat(100)).is_ok(), "one distinct term");
+        assert!(SearchText::parse("a b c d e f g h i").is_err());
+        assert!(SearchText::parse(&"x".repeat(41)).is_err());
+        assert!(SearchText::parse(&"x".repeat(257)).is_err());
+        assert_eq!(
+            SearchText::parse("Grace grace GRACE").expect("valid").terms().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn metadata_filters_hold_scalars_only() {
+        assert!(MetadataFilter::new(serde_json::json!({"region": "emea", "n": 1})).is_ok());
+        assert!(MetadataFilter::new(serde_json::json!({"a": {"b": 1}})).is_err());
+        assert!(MetadataFilter::new(serde_json::json!({"a": [1]})).is_err());
+        assert!(MetadataFilter::new(serde_json::json!([1])).is_err());
+        assert!(MetadataFilter::new(serde_json::json!({"a\u{0}": 1})).is_err());
+    }
+}
