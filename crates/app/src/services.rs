@@ -7,8 +7,7 @@ use std::sync::Arc;
 use leadline_domain::{
     Agent, AgentId, ApiKeyToken, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Lead,
     LeadId, ListLeadsQuery, Page, PageLimit, SearchHit, SearchLeadsQuery, Tenant, TenantId,
-    UpdateAgentRequest,
-    UpdateLeadRequest,
+    UpdateAgentRequest, UpdateLeadRequest,
 };
 use leadline_ports::{
     AgentRepository, AuthenticateError, CreateAgentError, CreateLeadError, CreateTenantError,

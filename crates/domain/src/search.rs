@@ -246,10 +246,7 @@ impl Term {
                 .iter()
                 .filter(|g| text.contains(g.as_str()))
                 .collect();
-            let past_start = self
-                .past_start()
-                .iter()
-                .any(|g| text.contains(g.as_str()));
+            let past_start = self.past_start().iter().any(|g| text.contains(g.as_str()));
             if present.iter().any(|g| Self::is_inner(g))
                 && past_start
                 && 2 * present.len() >= self.trigrams.len()
@@ -283,9 +280,7 @@ impl SearchText {
         let mut seen: Vec<String> = Vec::new();
         for word in words(q) {
             if word.chars().count() > MAX_TERM_CHARS {
-                return Err(ValueError::Invalid(
-                    "has a word longer than 40 characters",
-                ));
+                return Err(ValueError::Invalid("has a word longer than 40 characters"));
             }
             if !seen.contains(&word) {
                 seen.push(word);
@@ -526,12 +521,18 @@ mod tests {
     fn queries_are_bounded_and_need_a_word() {
         assert!(SearchText::parse("").is_err());
         assert!(SearchText::parse(" ,.- ").is_err());
-        assert!(SearchText::parse(&"a ".repeat(100)).is_ok(), "one distinct term");
+        assert!(
+            SearchText::parse(&"a ".repeat(100)).is_ok(),
+            "one distinct term"
+        );
         assert!(SearchText::parse("a b c d e f g h i").is_err());
         assert!(SearchText::parse(&"x".repeat(41)).is_err());
         assert!(SearchText::parse(&"x".repeat(257)).is_err());
         assert_eq!(
-            SearchText::parse("Grace grace GRACE").expect("valid").terms().len(),
+            SearchText::parse("Grace grace GRACE")
+                .expect("valid")
+                .terms()
+                .len(),
             1
         );
     }

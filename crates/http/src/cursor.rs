@@ -154,7 +154,10 @@ mod tests {
             score: 7,
             id: LeadId::new(),
         };
-        assert_eq!(decode::<SearchCursor>(Some(&encode(&key))).ok(), Some(Some(key)));
+        assert_eq!(
+            decode::<SearchCursor>(Some(&encode(&key))).ok(),
+            Some(Some(key))
+        );
         assert!(decode::<SearchCursor>(Some(&encode(&Uuid::now_v7()))).is_err());
         assert!(decode::<Uuid>(Some(&encode(&key))).is_err());
         assert!(decode::<TimelineCursor>(Some(&encode(&key))).is_err());

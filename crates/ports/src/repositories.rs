@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use leadline_domain::{
     Agent, AgentId, ApiKeyHash, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Lead,
-    LeadId, ListLeadsQuery, Page, PageLimit, SearchHit, SearchLeadsQuery, Tenant, TenantId, UpdateAgentRequest,
-    UpdateLeadRequest,
+    LeadId, ListLeadsQuery, Page, PageLimit, SearchHit, SearchLeadsQuery, Tenant, TenantId,
+    UpdateAgentRequest, UpdateLeadRequest,
 };
 
 use crate::errors::{

@@ -4,8 +4,7 @@ use async_trait::async_trait;
 
 use leadline_domain::{
     ApprovalStatus, CreateLeadRequest, Lead, LeadId, ListLeadsQuery, Page, SearchHit,
-    SearchLeadsQuery, TenantId,
-    UpdateLeadRejected, UpdateLeadRequest,
+    SearchLeadsQuery, TenantId, UpdateLeadRejected, UpdateLeadRequest,
 };
 use leadline_ports::{
     CreateLeadError, DeleteLeadError, GetLeadError, IdempotentRequest, LeadRepository,

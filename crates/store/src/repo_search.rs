@@ -194,7 +194,8 @@ fn filters(sql: &mut Sql, q: &SearchLeadsQuery) {
                         .bind(key.clone());
                     match value {
                         serde_json::Value::String(s) => {
-                            sql.push(" AND m.type = 'text' AND m.atom = ").bind(s.clone());
+                            sql.push(" AND m.type = 'text' AND m.atom = ")
+                                .bind(s.clone());
                         }
                         serde_json::Value::Number(_) => {
                             sql.push(" AND m.type IN ('integer', 'real') AND m.atom = ")
