@@ -188,6 +188,43 @@ async fn reads_back(api: &Api, created: &Value) {
         .call(Method::GET, &format!("/v1/leads/{id}/events"), None)
         .await;
     assert_eq!(status, StatusCode::OK);
+    // Searching for its last name finds it (every word of the query is a
+    // word of the lead), or is refused naming `q` (no word, too many or too
+    // long): never a 5xx.
+    let last = read["last_name"].as_str().unwrap_or_default();
+    let uri = format!("/v1/leads/search?limit=200&q={}", percent(last));
+    let (status, hits) = api.call(Method::GET, &uri, None).await;
+    match status {
+        StatusCode::OK => assert!(
+            hits["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["lead"]["id"] == read["id"]),
+            "{}: searching {last:?} misses the lead: {hits}",
+            api.backend
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            assert_eq!(hits["errors"][0]["field"], "q", "{hits}");
+        }
+        other => panic!(
+            "{}: search for {last:?} answered {other}: {hits}",
+            api.backend
+        ),
+    }
+}
+
+/// Every byte but ASCII letters and digits as `%XX`.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// One generated case; whether its lead was accepted.

@@ -607,6 +607,29 @@ async fn every_operation_answers_as_documented() {
         .await;
     let r = c
         .call(
+            Method::GET,
+            "/v1/leads/search",
+            "/v1/leads/search?q=gra&tag=vip&metadata=%7B%7D",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    c.call(
+        Method::GET,
+        "/v1/leads/search",
+        "/v1/leads/search?q=%2C%2C",
+        None,
+    )
+    .await;
+    c.call(
+        Method::GET,
+        "/v1/leads/search",
+        "/v1/leads/search?q=a&metadata=%5B1%5D",
+        None,
+    )
+    .await;
+    let r = c
+        .call(
             Method::PATCH,
             "/v1/leads/{id}",
             &lead_uri,
