@@ -51,6 +51,9 @@ DROP INDEX leads_search_trgm_idx;
 DROP INDEX leads_search_tsv_idx;
 ALTER TABLE leads DROP COLUMN search_tsv;
 ALTER TABLE leads DROP COLUMN search_text;
+-- Nothing else of leadline's uses it; an extension still used by objects
+-- of someone else's makes this fail rather than take them along.
+DROP EXTENSION IF EXISTS pg_trgm;
 ";
 
 const SQLITE_UP: &str = r"

@@ -168,7 +168,7 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
     for q in [
         "bee".to_owned(),
         "be".to_owned(),
-        "bee tester".to_owned(),
+        "bee+tester".to_owned(),
         format!("bee&assigned_agent_id={}", agent_b.id),
         "bee&metadata=%7B%7D".to_owned(),
     ] {

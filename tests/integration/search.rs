@@ -389,3 +389,28 @@ async fn hits_agree_with_the_domain_definition(store: Store) {
         assert_eq!(hits(&s, t, &query(q)).await, expected, "query {q:?}");
     }
 }
+
+/// Leads that exist before the search migration are indexed by it: revert
+/// it on a populated SQLite database, apply it again, and they are found.
+#[tokio::test]
+async fn the_search_migration_indexes_existing_leads() {
+    let store = crate::support::sqlite_store().await;
+    let s = services(store.clone());
+    let (t, _) = new_tenant(&s).await;
+    let id = add(
+        &s,
+        t,
+        Person {
+            company: Some("Zuse KG"),
+            ..person("Konrad", "Zuse")
+        },
+    )
+    .await;
+    store
+        .migrate(leadline_store::MigrateOp::Down { steps: 1 })
+        .await
+        .unwrap();
+    store.migrate(leadline_store::MigrateOp::Up).await.unwrap();
+    assert_eq!(hits(&s, t, &query("konrad zuse")).await, [(id, 2 * WORD)]);
+    assert_eq!(hits(&s, t, &query("kg")).await, [(id, WORD)]);
+}
