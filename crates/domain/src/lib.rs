@@ -12,6 +12,7 @@ pub mod event;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod ids;
+pub mod import;
 pub mod lead;
 pub mod page;
 pub mod search;

@@ -1,0 +1,561 @@
+//! Importing leads from a spreadsheet or a CRM's export: which column holds
+//! what, and how one row becomes a lead (or the reasons it cannot).
+//!
+//! Headers are matched case- and punctuation-insensitively (`E-mail
+//! Address`, `email_address` and `EMAIL ADDRESS` are one header) against the
+//! column names of plain spreadsheets and of the contact/lead exports of
+//! HubSpot, Salesforce and Pipedrive. An explicit mapping overrides the
+//! guess; columns that map to nothing are kept in the lead's `metadata`
+//! under their header, so nothing in the file is lost.
+//!
+//! A row is validated with the same value types as the API. A row that
+//! fails is rejected whole, with each bad column and its reason; it never
+//! half-writes.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::{
+    CompanyName, CreateLeadRequest, Email, LeadStatus, Metadata, PersonName, Phone, Source, Tags,
+    ValueError,
+};
+
+/// Where a column's values go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `first_name`.
+    FirstName,
+    /// `last_name`.
+    LastName,
+    /// A full name, split at its last space into first and last name
+    /// (used only when the row has no first/last name of its own).
+    FullName,
+    /// `email`.
+    Email,
+    /// `phone`.
+    Phone,
+    /// `company`.
+    Company,
+    /// `source`.
+    Source,
+    /// `status`: one of leadline's statuses, case-insensitively; any other
+    /// value (a CRM's own status) is kept in metadata under the header.
+    Status,
+    /// The owning agent, by email.
+    Owner,
+    /// Tags, separated by `,`, `;` or `|`.
+    Tags,
+    /// `metadata[header]`.
+    Metadata,
+    /// Dropped.
+    Ignore,
+}
+
+impl Target {
+    /// The target an explicit mapping names (`email`, `metadata`, `ignore`,
+    /// …), case-insensitively.
+    ///
+    /// # Errors
+    /// [`ValueError::Invalid`] for anything else.
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        Ok(match key(raw).as_str() {
+            "firstname" => Self::FirstName,
+            "lastname" => Self::LastName,
+            "name" | "fullname" => Self::FullName,
+            "email" => Self::Email,
+            "phone" => Self::Phone,
+            "company" => Self::Company,
+            "source" => Self::Source,
+            "status" => Self::Status,
+            "owner" | "assignedagent" | "agent" => Self::Owner,
+            "tags" => Self::Tags,
+            "metadata" => Self::Metadata,
+            "ignore" | "skip" | "" => Self::Ignore,
+            _ => {
+                return Err(ValueError::Invalid(
+                    "must be one of: first_name, last_name, name, email, phone, company, source, \
+                     status, owner, tags, metadata, ignore",
+                ));
+            }
+        })
+    }
+}
+
+/// A header as matched: lower-cased letters and digits only.
+#[must_use]
+pub fn key(header: &str) -> String {
+    crate::search::fold(header)
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect()
+}
+
+/// The field a known header names. Sources: plain spreadsheets; HubSpot's
+/// contact export (`First Name`, `Email`, `Phone Number`, `Company Name`,
+/// `Contact owner`, `Lead Status`, `Original Source`); Salesforce's lead
+/// report (`First Name`, `Email`, `Phone`, `Mobile`, `Company / Account`,
+/// `Lead Source`, `Lead Status`, `Lead Owner`); Pipedrive's people export
+/// (`Person - Name`, `Person - Email - Work`, `Person - Phone - Work`,
+/// `Person - Organization`, `Person - Owner`, `Person - Labels`).
+fn guess(header_key: &str) -> Option<Target> {
+    let t = match header_key {
+        "firstname" | "first" | "givenname" | "forename" | "personfirstname"
+        | "contactfirstname" => Target::FirstName,
+        "lastname" | "last" | "surname" | "familyname" | "personlastname"
+        | "contactlastname" => Target::LastName,
+        "name" | "fullname" | "contactname" | "personname" | "contact" | "leadname" => {
+            Target::FullName
+        }
+        "email" | "emailaddress" | "email1" | "primaryemail" | "workemail" | "personemail"
+        | "personemailwork" | "emailwork" | "contactemail" | "mail" => Target::Email,
+        "phone" | "phonenumber" | "mobile" | "mobilephone" | "mobilephonenumber"
+        | "personphone" | "personphonework" | "phonework" | "workphone" | "businessphone"
+        | "telephone" | "tel" | "cell" => Target::Phone,
+        "company" | "companyname" | "companyaccount" | "account" | "accountname"
+        | "organization" | "organisation" | "organizationname" | "organisationname"
+        | "personorganization" | "org" | "employer" => Target::Company,
+        "source" | "leadsource" | "originalsource" | "personsource" => Target::Source,
+        "status" | "leadstatus" => Target::Status,
+        "owner" | "leadowner" | "contactowner" | "owneremail" | "personowner"
+        | "assignedagent" | "agent" | "agentemail" => Target::Owner,
+        "tags" | "tag" | "labels" | "label" | "personlabels" => Target::Tags,
+        _ => return None,
+    };
+    Some(t)
+}
+
+/// What each column of a file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMap {
+    headers: Vec<String>,
+    targets: Vec<Target>,
+}
+
+impl ColumnMap {
+    /// Maps `headers`: explicit `overrides` (header → target, matched like
+    /// headers) first, then the known names; the first column to claim a
+    /// field keeps it, later ones (and unknown headers) go to metadata.
+    /// Empty headers are ignored.
+    ///
+    /// # Errors
+    /// [`ValueError::Invalid`] naming the problem when an override names a
+    /// header the file does not have, or the file has no column for a name
+    /// (`first_name`/`last_name`, or a full name).
+    pub fn new(headers: &[String], overrides: &[(String, Target)]) -> Result<Self, MapError> {
+        for (header, _) in overrides {
+            if !headers.iter().any(|h| key(h) == key(header)) {
+                return Err(MapError::UnknownHeader(header.clone()));
+            }
+        }
+        let mut taken: Vec<Target> = Vec::new();
+        let mut targets = Vec::with_capacity(headers.len());
+        for header in headers {
+            let k = key(header);
+            let explicit = overrides
+                .iter()
+                .find(|(h, _)| key(h) == k)
+                .map(|(_, t)| t.clone());
+            let target = match explicit {
+                Some(t) => t,
+                None if k.is_empty() => Target::Ignore,
+                None => match guess(&k) {
+                    Some(t) if !taken.contains(&t) => t,
+                    _ => Target::Metadata,
+                },
+            };
+            if !matches!(target, Target::Metadata | Target::Ignore) {
+                taken.push(target.clone());
+            }
+            targets.push(target);
+        }
+        let has = |t: &Target| taken.contains(t);
+        if !(has(&Target::FullName) || has(&Target::FirstName) && has(&Target::LastName)) {
+            return Err(MapError::NoName);
+        }
+        Ok(Self {
+            headers: headers.to_vec(),
+            targets,
+        })
+    }
+
+    /// Each header with its target.
+    pub fn columns(&self) -> impl Iterator<Item = (&str, &Target)> {
+        self.headers.iter().map(String::as_str).zip(&self.targets)
+    }
+
+    /// Reads one record (its fields in column order) into a lead, or every
+    /// reason it cannot be one. A record shorter than the header has
+    /// empty values for the missing columns; extra fields past the header
+    /// are an error.
+    ///
+    /// # Errors
+    /// The list of bad columns with their reasons.
+    pub fn read(&self, fields: &[String]) -> Result<ImportedLead, Vec<ColumnError>> {
+        let mut errors = Vec::new();
+        if fields.len() > self.headers.len() {
+            errors.push(ColumnError {
+                column: String::new(),
+                reason: format!(
+                    "has {} fields but the header has {} columns",
+                    fields.len(),
+                    self.headers.len()
+                ),
+            });
+        }
+        let mut row = RowBuilder::default();
+        for (i, (header, target)) in self.columns().enumerate() {
+            let raw = fields.get(i).map_or("", |f| f.trim());
+            if raw.is_empty() || *target == Target::Ignore {
+                continue;
+            }
+            if let Err(reason) = row.set(header, target, raw) {
+                errors.push(ColumnError {
+                    column: header.to_owned(),
+                    reason,
+                });
+            }
+        }
+        match row.finish() {
+            Ok(lead) if errors.is_empty() => Ok(lead),
+            Ok(_) => Err(errors),
+            Err(mut more) => {
+                errors.append(&mut more);
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// A mapping that cannot work for the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    /// An override names a header the file does not have.
+    #[error("the file has no column {0:?}")]
+    UnknownHeader(String),
+    /// No column gives the lead's name.
+    #[error(
+        "no column for the name: the file needs first and last name columns (or one full-name column); map them with --map \"HEADER=first_name\""
+    )]
+    NoName,
+}
+
+/// One bad value of a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnError {
+    /// The column's header (empty for the row as a whole).
+    pub column: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A row read into a lead: the request, and the owner's email for the
+/// caller to resolve to an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedLead {
+    /// The lead, unassigned.
+    pub lead: CreateLeadRequest,
+    /// The owning agent's email, if the row names one.
+    pub owner: Option<Email>,
+}
+
+#[derive(Default)]
+struct RowBuilder {
+    first: Option<PersonName>,
+    last: Option<PersonName>,
+    full: Option<String>,
+    full_header: String,
+    email: Option<Email>,
+    phone: Option<Phone>,
+    company: Option<CompanyName>,
+    source: Option<Source>,
+    status: Option<LeadStatus>,
+    owner: Option<Email>,
+    tags: Vec<String>,
+    tags_header: String,
+    metadata: BTreeMap<String, Value>,
+}
+
+impl RowBuilder {
+    fn set(&mut self, header: &str, target: &Target, raw: &str) -> Result<(), String> {
+        let msg = |e: ValueError| e.to_string();
+        match target {
+            Target::FirstName => self.first = Some(PersonName::new(raw).map_err(msg)?),
+            Target::LastName => self.last = Some(PersonName::new(raw).map_err(msg)?),
+            Target::FullName => {
+                self.full = Some(raw.to_owned());
+                header.clone_into(&mut self.full_header);
+            }
+            Target::Email => self.email = Some(Email::parse(raw).map_err(msg)?),
+            Target::Phone => self.phone = Some(Phone::parse(raw).map_err(msg)?),
+            Target::Company => self.company = Some(CompanyName::new(raw).map_err(msg)?),
+            Target::Source => self.source = Some(Source::new(raw).map_err(msg)?),
+            Target::Status => match raw.to_lowercase().parse::<LeadStatus>() {
+                Ok(status) => self.status = Some(status),
+                // A CRM's own status ("Open Deal") is kept, not refused.
+                Err(_) => {
+                    self.metadata
+                        .insert(header.to_owned(), Value::String(raw.to_owned()));
+                }
+            },
+            Target::Owner => {
+                self.owner = Some(
+                    Email::parse(raw)
+                        .map_err(|_| "must be the email of one of the tenant's agents".to_owned())?,
+                );
+            }
+            Target::Tags => {
+                header.clone_into(&mut self.tags_header);
+                self.tags.extend(
+                    raw.split([',', ';', '|'])
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            Target::Metadata => {
+                self.metadata
+                    .insert(header.to_owned(), Value::String(raw.to_owned()));
+            }
+            Target::Ignore => {}
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<ImportedLead, Vec<ColumnError>> {
+        let mut errors = Vec::new();
+        let (first, last) = match (self.first, self.last, self.full) {
+            (Some(f), Some(l), _) => (Some(f), Some(l)),
+            (f, l, Some(full)) if f.is_none() || l.is_none() => {
+                let (split_first, split_last) = full
+                    .trim()
+                    .rsplit_once(char::is_whitespace)
+                    .map_or((full.trim(), full.trim()), |(a, b)| (a.trim(), b.trim()));
+                let parsed = |raw: &str| PersonName::new(raw);
+                match (
+                    f.map_or_else(|| parsed(split_first), Ok),
+                    l.map_or_else(|| parsed(split_last), Ok),
+                ) {
+                    (Ok(f), Ok(l)) => (Some(f), Some(l)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        errors.push(ColumnError {
+                            column: self.full_header.clone(),
+                            reason: e.to_string(),
+                        });
+                        (None, None)
+                    }
+                }
+            }
+            (f, l, _) => {
+                if f.is_none() {
+                    errors.push(ColumnError {
+                        column: "first_name".to_owned(),
+                        reason: "must not be empty".to_owned(),
+                    });
+                }
+                if l.is_none() {
+                    errors.push(ColumnError {
+                        column: "last_name".to_owned(),
+                        reason: "must not be empty".to_owned(),
+                    });
+                }
+                (f, l)
+            }
+        };
+        let tags = Tags::parse(&self.tags).map_err(|e| ColumnError {
+            column: self.tags_header.clone(),
+            reason: e.to_string(),
+        });
+        let metadata = Metadata::new(Value::Object(self.metadata.into_iter().collect()))
+            .map_err(|e| ColumnError {
+                column: "metadata".to_owned(),
+                reason: e.to_string(),
+            });
+        let tags = tags.map_err(|e| errors.push(e)).ok();
+        let metadata = metadata.map_err(|e| errors.push(e)).ok();
+        match (first, last, tags, metadata) {
+            (Some(first_name), Some(last_name), Some(tags), Some(metadata)) if errors.is_empty() => {
+                Ok(ImportedLead {
+                    lead: CreateLeadRequest {
+                        first_name,
+                        last_name,
+                        email: self.email,
+                        phone: self.phone,
+                        company: self.company,
+                        source: self.source,
+                        status: self.status.unwrap_or(LeadStatus::New),
+                        assigned_agent_id: None,
+                        tags,
+                        metadata,
+                    },
+                    owner: self.owner,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// What to do with a row whose email is already a live lead's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDuplicate {
+    /// Leave the lead alone; count the row as skipped (the default).
+    #[default]
+    Skip,
+    /// Overwrite the lead's fields with the row's non-empty values.
+    Update,
+    /// Create another lead anyway.
+    Create,
+}
+
+impl OnDuplicate {
+    /// Its name, as in `--on-duplicate`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Update => "update",
+            Self::Create => "create",
+        }
+    }
+}
+
+impl std::str::FromStr for OnDuplicate {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "skip" => Ok(Self::Skip),
+            "update" => Ok(Self::Update),
+            "create" => Ok(Self::Create),
+            _ => Err(ValueError::Invalid("must be one of: skip, update, create")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn crm_headers_map_whatever_their_case_and_punctuation() {
+        let hubspot = strings(&[
+            "First Name",
+            "Last Name",
+            "Email",
+            "Phone Number",
+            "Company Name",
+            "Contact owner",
+            "Lead Status",
+            "Original Source",
+            "Favourite Colour",
+        ]);
+        let map = ColumnMap::new(&hubspot, &[]).expect("maps");
+        let targets: Vec<&Target> = map.columns().map(|(_, t)| t).collect();
+        assert_eq!(
+            targets,
+            [
+                &Target::FirstName,
+                &Target::LastName,
+                &Target::Email,
+                &Target::Phone,
+                &Target::Company,
+                &Target::Owner,
+                &Target::Status,
+                &Target::Source,
+                &Target::Metadata,
+            ]
+        );
+        let pipedrive = strings(&[
+            "Person - Name",
+            "Person - Email - Work",
+            "Person - Organization",
+            "Person - Labels",
+        ]);
+        let map = ColumnMap::new(&pipedrive, &[]).expect("maps");
+        let targets: Vec<&Target> = map.columns().map(|(_, t)| t).collect();
+        assert_eq!(
+            targets,
+            [
+                &Target::FullName,
+                &Target::Email,
+                &Target::Company,
+                &Target::Tags
+            ]
+        );
+        assert_eq!(key("E-mail Address"), key("EMAIL_ADDRESS"));
+    }
+
+    #[test]
+    fn overrides_win_and_must_name_a_real_header() {
+        let headers = strings(&["Vorname", "Nachname", "E-Mail"]);
+        assert_eq!(ColumnMap::new(&headers, &[]), Err(MapError::NoName));
+        let map = ColumnMap::new(
+            &headers,
+            &[
+                ("vorname".to_owned(), Target::FirstName),
+                ("Nachname".to_owned(), Target::LastName),
+                ("e-mail".to_owned(), Target::Email),
+            ],
+        )
+        .expect("maps");
+        let lead = map
+            .read(&strings(&["Jürgen", "Groß", "J@Example.COM"]))
+            .expect("valid");
+        assert_eq!(lead.lead.email.expect("email").to_string(), "j@example.com");
+        assert!(matches!(
+            ColumnMap::new(&headers, &[("Mail Address".to_owned(), Target::Email)]),
+            Err(MapError::UnknownHeader(_))
+        ));
+    }
+
+    #[test]
+    fn a_row_becomes_a_lead_or_every_reason_it_cannot() {
+        let headers = strings(&["Name", "Email", "Tags", "Status", "Region", "Owner"]);
+        let map = ColumnMap::new(&headers, &[]).expect("maps");
+        let ok = map
+            .read(&strings(&[
+                "Grace Brewster Hopper",
+                "grace@navy.example",
+                "VIP; navy",
+                "Open Deal",
+                "emea",
+                "ada@acme.example",
+            ]))
+            .expect("valid");
+        assert_eq!(ok.lead.first_name.to_string(), "Grace Brewster");
+        assert_eq!(ok.lead.last_name.to_string(), "Hopper");
+        assert_eq!(ok.lead.tags.as_slice().len(), 2);
+        assert_eq!(ok.lead.status, LeadStatus::New);
+        assert_eq!(
+            ok.lead.metadata.as_map().get("Status"),
+            Some(&Value::String("Open Deal".to_owned()))
+        );
+        assert_eq!(ok.lead.metadata.as_map().get("Region").and_then(Value::as_str), Some("emea"));
+        assert_eq!(ok.owner.map(|o| o.to_string()).as_deref(), Some("ada@acme.example"));
+
+        let bad = map
+            .read(&strings(&["Cher", "not-an-email", "bad tag!", "won", "", "nobody"]))
+            .expect_err("invalid");
+        let columns: Vec<&str> = bad.iter().map(|e| e.column.as_str()).collect();
+        assert_eq!(columns, ["Email", "Owner", "Tags"], "{bad:?}");
+
+        let ragged = map.read(&strings(&["Ada Lovelace"])).expect("short rows pad");
+        assert_eq!(ragged.lead.first_name.to_string(), "Ada");
+        assert!(map.read(&strings(&["A B", "", "", "", "", "", "extra"])).is_err());
+        assert!(map.read(&strings(&["", "a@b.example"])).is_err(), "a name is required");
+    }
+
+    #[test]
+    fn mapping_targets_and_duplicate_policies_parse() {
+        assert_eq!(Target::parse("E-mail"), Ok(Target::Email));
+        assert_eq!(Target::parse("first_name"), Ok(Target::FirstName));
+        assert_eq!(Target::parse("ignore"), Ok(Target::Ignore));
+        assert!(Target::parse("nonsense").is_err());
+        assert_eq!("update".parse(), Ok(OnDuplicate::Update));
+        assert!("merge".parse::<OnDuplicate>().is_err());
+    }
+}
