@@ -18,6 +18,7 @@ mod m20261122_000004_recent_activity;
 mod m20261203_000005_idempotent_effects;
 mod m20261203_000006_lead_soft_delete;
 mod m20261205_000007_lead_search;
+mod m20261205_000008_imports;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000005_idempotent_effects::Migration),
             Box::new(m20261203_000006_lead_soft_delete::Migration),
             Box::new(m20261205_000007_lead_search::Migration),
+            Box::new(m20261205_000008_imports::Migration),
         ]
     }
 }
@@ -56,4 +58,6 @@ pub const TENANT_TABLES: &[&str] = &[
     "events",
     "outbox",
     "idempotency_keys",
+    "imports",
+    "import_rejects",
 ];

@@ -15,6 +15,7 @@ mod disk_full;
 mod e2e;
 mod edge;
 mod http_tenancy;
+mod import;
 mod migrations;
 mod operations;
 mod replica;

@@ -60,16 +60,19 @@ struct Populated {
     agent: uuid::Uuid,
     lead: uuid::Uuid,
     approval: uuid::Uuid,
+    import: uuid::Uuid,
+    slug: String,
 }
 
 /// Two tenants, each with at least one row in every tenant table: an agent,
 /// a lead, an approval taken through approve and send (events, outbox), and
 /// an idempotency key.
 async fn two_populated_tenants() -> (Populated, Populated) {
+    use leadline_domain::import::{ImportBatch, OnDuplicate, RejectedRow};
     use leadline_domain::{
         ApprovalAction, Channel, DraftApprovalRequest, IdempotencyKey, MessageBody,
     };
-    use leadline_ports::IdempotencyStore;
+    use leadline_ports::{IdempotencyStore, ImportRepository};
     let store = pg_store().await;
     let s = services(store.clone());
     let mut out = Vec::new();
@@ -102,11 +105,39 @@ async fn two_populated_tenants() -> (Populated, Populated) {
             .begin(t, &IdempotencyKey::new("rls-key").unwrap(), [7; 32])
             .await
             .unwrap();
+        // An import with one rejected row.
+        let run =
+            ImportRepository::start(&store, t, &"cd".repeat(32), "rls.csv", OnDuplicate::Skip)
+                .await
+                .unwrap();
+        ImportRepository::commit(
+            &store,
+            t,
+            run.id,
+            &ImportBatch {
+                from_line: 0,
+                to_line: 2,
+                creates: Vec::new(),
+                rows: 1,
+                updated: 0,
+                skipped: 0,
+                rejects: vec![RejectedRow {
+                    line: 2,
+                    errors: Vec::new(),
+                    fields: vec!["x".to_owned()],
+                }],
+            },
+        )
+        .await
+        .unwrap();
+        let slug = s.tenants.get(t).await.unwrap().slug.to_string();
         out.push(Populated {
             tenant: t,
             agent: agent.id.as_uuid(),
             lead: lead.id.as_uuid(),
             approval: approval.id.as_uuid(),
+            import: run.id.as_uuid(),
+            slug,
         });
     }
     let b = out.pop().unwrap();
@@ -282,6 +313,19 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
                 "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, created_at) VALUES ($1, 'attack', decode(repeat('ab', 32), 'hex'), {now})"
             ),
         ),
+        (
+            "imports",
+            format!(
+                "INSERT INTO imports (tenant_id, id, file_sha256, source_name, on_duplicate, status, created_at, updated_at) VALUES ($1, gen_random_uuid(), repeat('e', 64), 'x.csv', 'skip', 'running', {now}, {now})"
+            ),
+        ),
+        (
+            "import_rejects",
+            format!(
+                "INSERT INTO import_rejects (tenant_id, import_id, line, errors, fields) VALUES ($1, '{}', 99, '[]', '[]')",
+                b.import
+            ),
+        ),
     ];
     assert_eq!(
         inserts.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
@@ -303,6 +347,59 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
         assert_rls_violation(result, table);
         conn.execute("ROLLBACK").await.unwrap();
     }
+}
+
+/// Naming a tenant's slug (as commands do) shows that tenant's row and
+/// nothing else of it: no other table, no change.
+#[tokio::test]
+async fn a_slug_reveals_its_tenant_row_only() {
+    let (a, b) = two_populated_tenants().await;
+    let mut conn = service_conn().await;
+    begin_as(&mut conn, Some(a.tenant)).await;
+    sqlx::query("SELECT set_config('app.tenant_slug', $1, true)")
+        .bind(&b.slug)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let visible: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let mut expected = vec![a.tenant.as_uuid(), b.tenant.as_uuid()];
+    expected.sort();
+    assert_eq!(visible, expected, "A's own row and the named one");
+    for table in TENANT_TABLES.iter().filter(|t| **t != "tenants") {
+        let col = tenant_column(table);
+        let n: i64 = sqlx::query(trusted(format!(
+            "SELECT count(*) FROM {table} WHERE {col} = $1"
+        )))
+        .bind(b.tenant.as_uuid())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+        assert_eq!(n, 0, "{table}: the slug opens nothing but the tenant row");
+    }
+    let renamed = sqlx::query("UPDATE tenants SET name = 'pwned' WHERE id = $1")
+        .bind(b.tenant.as_uuid())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(renamed.rows_affected(), 0, "reading is all the slug allows");
+    conn.execute("ROLLBACK").await.unwrap();
+    // Without a tenant context, the slug alone shows just that row.
+    begin_as(&mut conn, None).await;
+    sqlx::query("SELECT set_config('app.tenant_slug', $1, true)")
+        .bind(&b.slug)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    conn.execute("ROLLBACK").await.unwrap();
 }
 
 #[tokio::test]

@@ -407,7 +407,7 @@ async fn the_search_migration_indexes_existing_leads() {
     )
     .await;
     store
-        .migrate(leadline_store::MigrateOp::Down { steps: 1 })
+        .migrate(leadline_store::MigrateOp::Down { steps: 2 })
         .await
         .unwrap();
     store.migrate(leadline_store::MigrateOp::Up).await.unwrap();

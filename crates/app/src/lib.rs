@@ -6,9 +6,11 @@
 //! crate (`crates/cli`, `leadline::compose`) is the composition root that
 //! names concrete adapters and calls [`Services::over`].
 
+mod imports;
 mod services;
 mod workflow;
 
+pub use imports::{BATCH_ROWS, CsvSource, ImportFailure, ImportOptions, ImportService, Record};
 pub use services::{AgentService, CreatedTenant, LeadService, Services, StorePorts, TenantService};
 pub use workflow::{
     AppendError, ApprovalService, ContextService, PreloadReport, RecallSettings, TimelineService,

@@ -32,6 +32,8 @@ pub struct Services {
     pub timeline: crate::TimelineService,
     /// The lead-context read model.
     pub context: crate::ContextService,
+    /// CSV imports.
+    pub imports: crate::ImportService,
     /// Idempotency keys, for the HTTP adapter's retry safety.
     pub idempotency: Arc<dyn leadline_ports::IdempotencyStore>,
     /// The store's health, for readiness probes.
@@ -47,6 +49,7 @@ pub trait StorePorts:
     + leadline_ports::EventRepository
     + leadline_ports::LeadContextRepository
     + leadline_ports::IdempotencyStore
+    + leadline_ports::ImportRepository
     + HealthCheck
     + 'static
 {
@@ -60,6 +63,7 @@ impl<S> StorePorts for S where
         + leadline_ports::EventRepository
         + leadline_ports::LeadContextRepository
         + leadline_ports::IdempotencyStore
+        + leadline_ports::ImportRepository
         + HealthCheck
         + 'static
 {
@@ -80,6 +84,12 @@ impl Services {
             tenants: TenantService::new(store.clone()),
             agents: AgentService::new(store.clone(), store.clone(), cache.clone()),
             leads: LeadService::new(store.clone(), cache.clone()),
+            imports: crate::ImportService::new(
+                store.clone(),
+                store.clone(),
+                store.clone(),
+                LeadService::new(store.clone(), cache.clone()),
+            ),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),
             context: crate::ContextService::new(store.clone(), cache, recall),
@@ -148,6 +158,17 @@ impl TenantService {
             .time_to_live(KEY_FRESH + KEY_STALE_IF_ERROR)
             .build();
         Self { repo, verified }
+    }
+
+    /// The tenant with this slug, if any.
+    ///
+    /// # Errors
+    /// See [`TenantRepository::find_by_slug`].
+    pub async fn find_by_slug(
+        &self,
+        slug: &leadline_domain::Slug,
+    ) -> Result<Option<Tenant>, leadline_ports::GetTenantError> {
+        self.repo.find_by_slug(slug).await
     }
 
     /// Creates a tenant with a fresh API key.

@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod config;
+pub mod import;
 pub mod run;
 
 pub use compose::{ComposeError, Composition, compose, compose_with};

@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Bring data in.
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
     /// PostgreSQL roles for the service.
     Roles {
         #[command(subcommand)]
@@ -88,6 +93,35 @@ enum TenantAction {
         /// Display name (defaults to the slug).
         #[arg(long)]
         name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportWhat {
+    /// Leads from a CSV file (a CRM's export or a spreadsheet). Headers are
+    /// matched to fields by name; unknown columns land in metadata. Running
+    /// it again with the same file continues (or repeats nothing of) the
+    /// earlier run.
+    Leads {
+        /// The CSV file (UTF-8; `,`, `;` or tab).
+        file: PathBuf,
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// Map a column: `--map "E-mail Address=email"`; fields: first_name,
+        /// last_name, name, email, phone, company, source, status, owner,
+        /// tags, metadata, ignore. Repeat for several.
+        #[arg(long = "map", value_name = "HEADER=FIELD")]
+        map: Vec<String>,
+        /// A row whose email is already a lead's: skip, update or create.
+        #[arg(long, default_value = "skip")]
+        on_duplicate: String,
+        /// Where to write rejected rows (default: FILE.rejected.csv).
+        #[arg(long)]
+        rejected: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -177,6 +211,30 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
                 created.tenant.slug, created.tenant.id
             );
             println!("{}", created.api_key.expose());
+        }
+        Command::Import {
+            what:
+                ImportWhat::Leads {
+                    file,
+                    tenant,
+                    map,
+                    on_duplicate,
+                    rejected,
+                    quiet,
+                },
+        } => {
+            let args = leadline::import::ImportArgs {
+                file,
+                tenant,
+                map,
+                on_duplicate,
+                rejected,
+                quiet,
+            };
+            let run = run::import_leads(&config, &args).await?;
+            if run.counts.rejected > 0 {
+                return Ok(ExitCode::from(2));
+            }
         }
         Command::Roles {
             action:

@@ -196,3 +196,19 @@ pub async fn verify_service_role(config: &Config, login: &str) -> anyhow::Result
 pub async fn composition(config: &Config) -> anyhow::Result<Composition> {
     Ok(compose_with(&config.database, &no_cache(), config.recall, true).await?)
 }
+
+/// Imports a CSV file of leads (`leadline import leads`). Wires the
+/// configured cache too, so that leads it updates leave no stale context on
+/// running instances.
+///
+/// # Errors
+/// As [`crate::import::import_leads`].
+pub async fn import_leads(
+    config: &Config,
+    args: &crate::import::ImportArgs,
+) -> anyhow::Result<leadline_domain::import::ImportRun> {
+    let composition = compose_with(&config.database, &config.cache, config.recall, true).await?;
+    let result = crate::import::import_leads(&composition.services, args).await;
+    composition.shutdown().await;
+    result
+}

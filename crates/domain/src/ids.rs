@@ -85,6 +85,10 @@ id_type!(
     /// Identifies a timeline event within a tenant.
     EventId
 );
+id_type!(
+    /// Identifies an import run within a tenant.
+    ImportId
+);
 
 #[cfg(test)]
 mod tests {

@@ -91,6 +91,11 @@ pub fn key(header: &str) -> String {
         .collect()
 }
 
+/// The header of the column with a rejected row's reasons, in the rejected
+/// rows offered back as CSV.
+pub const REJECT_REASONS_HEADER: &str = "leadline_errors";
+const REJECT_REASONS_KEY: &str = "leadlineerrors";
+
 /// The field a known header names. Sources: plain spreadsheets; HubSpot's
 /// contact export (`First Name`, `Email`, `Phone Number`, `Company Name`,
 /// `Contact owner`, `Lead Status`, `Original Source`); Salesforce's lead
@@ -102,8 +107,9 @@ fn guess(header_key: &str) -> Option<Target> {
     let t = match header_key {
         "firstname" | "first" | "givenname" | "forename" | "personfirstname"
         | "contactfirstname" => Target::FirstName,
-        "lastname" | "last" | "surname" | "familyname" | "personlastname"
-        | "contactlastname" => Target::LastName,
+        "lastname" | "last" | "surname" | "familyname" | "personlastname" | "contactlastname" => {
+            Target::LastName
+        }
         "name" | "fullname" | "contactname" | "personname" | "contact" | "leadname" => {
             Target::FullName
         }
@@ -117,9 +123,12 @@ fn guess(header_key: &str) -> Option<Target> {
         | "personorganization" | "org" | "employer" => Target::Company,
         "source" | "leadsource" | "originalsource" | "personsource" => Target::Source,
         "status" | "leadstatus" => Target::Status,
-        "owner" | "leadowner" | "contactowner" | "owneremail" | "personowner"
-        | "assignedagent" | "agent" | "agentemail" => Target::Owner,
+        "owner" | "leadowner" | "contactowner" | "owneremail" | "personowner" | "assignedagent"
+        | "agent" | "agentemail" => Target::Owner,
         "tags" | "tag" | "labels" | "label" | "personlabels" => Target::Tags,
+        // What leadline adds to the rejected rows it hands back: a fixed
+        // file re-imports without it.
+        REJECT_REASONS_KEY => Target::Ignore,
         _ => return None,
     };
     Some(t)
@@ -299,10 +308,10 @@ impl RowBuilder {
                 }
             },
             Target::Owner => {
-                self.owner = Some(
-                    Email::parse(raw)
-                        .map_err(|_| "must be the email of one of the tenant's agents".to_owned())?,
-                );
+                self.owner =
+                    Some(Email::parse(raw).map_err(|_| {
+                        "must be the email of one of the tenant's agents".to_owned()
+                    })?);
             }
             Target::Tags => {
                 header.clone_into(&mut self.tags_header);
@@ -366,15 +375,19 @@ impl RowBuilder {
             column: self.tags_header.clone(),
             reason: e.to_string(),
         });
-        let metadata = Metadata::new(Value::Object(self.metadata.into_iter().collect()))
-            .map_err(|e| ColumnError {
-                column: "metadata".to_owned(),
-                reason: e.to_string(),
+        let metadata =
+            Metadata::new(Value::Object(self.metadata.into_iter().collect())).map_err(|e| {
+                ColumnError {
+                    column: "metadata".to_owned(),
+                    reason: e.to_string(),
+                }
             });
         let tags = tags.map_err(|e| errors.push(e)).ok();
         let metadata = metadata.map_err(|e| errors.push(e)).ok();
         match (first, last, tags, metadata) {
-            (Some(first_name), Some(last_name), Some(tags), Some(metadata)) if errors.is_empty() => {
+            (Some(first_name), Some(last_name), Some(tags), Some(metadata))
+                if errors.is_empty() =>
+            {
                 Ok(ImportedLead {
                     lead: CreateLeadRequest {
                         first_name,
@@ -430,6 +443,118 @@ impl std::str::FromStr for OnDuplicate {
             _ => Err(ValueError::Invalid("must be one of: skip, update, create")),
         }
     }
+}
+
+/// Where an import run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportStatus {
+    /// Rows are being read; a run that was killed stays here and resumes
+    /// when the same file is imported again.
+    Running,
+    /// Every row was read.
+    Done,
+    /// The file could not be read to its end (see the run's `failure`).
+    Failed,
+}
+
+impl ImportStatus {
+    /// Its name, as stored and shown.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for ImportStatus {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "running" => Ok(Self::Running),
+            "done" => Ok(Self::Done),
+            "failed" => Ok(Self::Failed),
+            _ => Err(ValueError::Invalid("must be one of: running, done, failed")),
+        }
+    }
+}
+
+/// What an import did so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportCounts {
+    /// Data rows read and committed (every row below is one of these).
+    pub rows: u64,
+    /// Leads created.
+    pub created: u64,
+    /// Existing leads updated (`--on-duplicate update`).
+    pub updated: u64,
+    /// Rows whose email was already a lead's (`skip`, the default).
+    pub skipped: u64,
+    /// Rows refused, each with its reasons.
+    pub rejected: u64,
+}
+
+/// One import of one file into one tenant. Identified by the file's content
+/// and the duplicate policy: importing the same file again continues (or,
+/// once done, repeats nothing of) this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRun {
+    /// Its id.
+    pub id: crate::ImportId,
+    /// Its tenant.
+    pub tenant_id: crate::TenantId,
+    /// SHA-256 of the file, hex.
+    pub file_sha256: String,
+    /// The file's name, as given.
+    pub source_name: String,
+    /// The duplicate policy.
+    pub on_duplicate: OnDuplicate,
+    /// Where it stands.
+    pub status: ImportStatus,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+    /// What it did.
+    pub counts: ImportCounts,
+    /// The last line of the file whose row is committed: a resumed run
+    /// starts after it.
+    pub committed_line: u64,
+    /// When it started.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Its last progress.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A row refused, as the import reports it and offers it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// Its line in the file (the first, for a quoted field spanning lines).
+    pub line: u64,
+    /// Every bad column with its reason.
+    pub errors: Vec<ColumnError>,
+    /// The row's fields, as read.
+    pub fields: Vec<String>,
+}
+
+/// One batch of rows, committed together with the run's progress: either
+/// all of it is written and the run moves past `to_line`, or none of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportBatch {
+    /// The run's `committed_line` this batch continues from.
+    pub from_line: u64,
+    /// The last line this batch covers.
+    pub to_line: u64,
+    /// Leads to create.
+    pub creates: Vec<CreateLeadRequest>,
+    /// Rows read in this batch.
+    pub rows: u64,
+    /// Rows that updated a lead (already written).
+    pub updated: u64,
+    /// Rows skipped as duplicates.
+    pub skipped: u64,
+    /// Rows refused.
+    pub rejects: Vec<RejectedRow>,
 }
 
 #[cfg(test)]
@@ -534,19 +659,44 @@ mod tests {
             ok.lead.metadata.as_map().get("Status"),
             Some(&Value::String("Open Deal".to_owned()))
         );
-        assert_eq!(ok.lead.metadata.as_map().get("Region").and_then(Value::as_str), Some("emea"));
-        assert_eq!(ok.owner.map(|o| o.to_string()).as_deref(), Some("ada@acme.example"));
+        assert_eq!(
+            ok.lead
+                .metadata
+                .as_map()
+                .get("Region")
+                .and_then(Value::as_str),
+            Some("emea")
+        );
+        assert_eq!(
+            ok.owner.map(|o| o.to_string()).as_deref(),
+            Some("ada@acme.example")
+        );
 
         let bad = map
-            .read(&strings(&["Cher", "not-an-email", "bad tag!", "won", "", "nobody"]))
+            .read(&strings(&[
+                "Cher",
+                "not-an-email",
+                "bad tag!",
+                "won",
+                "",
+                "nobody",
+            ]))
             .expect_err("invalid");
         let columns: Vec<&str> = bad.iter().map(|e| e.column.as_str()).collect();
         assert_eq!(columns, ["Email", "Owner", "Tags"], "{bad:?}");
 
-        let ragged = map.read(&strings(&["Ada Lovelace"])).expect("short rows pad");
+        let ragged = map
+            .read(&strings(&["Ada Lovelace"]))
+            .expect("short rows pad");
         assert_eq!(ragged.lead.first_name.to_string(), "Ada");
-        assert!(map.read(&strings(&["A B", "", "", "", "", "", "extra"])).is_err());
-        assert!(map.read(&strings(&["", "a@b.example"])).is_err(), "a name is required");
+        assert!(
+            map.read(&strings(&["A B", "", "", "", "", "", "extra"]))
+                .is_err()
+        );
+        assert!(
+            map.read(&strings(&["", "a@b.example"])).is_err(),
+            "a name is required"
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use event::{
     AppendEventRejected, AppendEventRequest, Direction, Event, EventContent, EventKind,
     LeadContext, TimelineCursor, TimelineQuery,
 };
-pub use ids::{AgentId, ApiKeyId, ApprovalId, EventId, LeadId, ParseIdError, TenantId};
+pub use ids::{AgentId, ApiKeyId, ApprovalId, EventId, ImportId, LeadId, ParseIdError, TenantId};
 pub use lead::{
     CreateLeadRequest, Lead, LeadStatus, ListLeadsQuery, Metadata, UpdateLeadRejected,
     UpdateLeadRequest,

@@ -22,6 +22,7 @@ mod context_json;
 mod effects;
 mod errors;
 mod health;
+mod imports;
 mod repositories;
 mod workflow;
 
@@ -34,6 +35,9 @@ pub use errors::*;
 #[cfg(feature = "mock")]
 pub use health::MockHealthCheck;
 pub use health::{HealthCheck, HealthError, PoolStats};
+#[cfg(feature = "mock")]
+pub use imports::MockImportRepository;
+pub use imports::{ImportError, ImportRepository};
 pub use repositories::{AgentRepository, LeadRepository, TenantRepository};
 #[cfg(feature = "mock")]
 pub use repositories::{MockAgentRepository, MockLeadRepository, MockTenantRepository};

@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use leadline_domain::{
-    Agent, AgentId, ApiKeyHash, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Lead,
-    LeadId, ListLeadsQuery, Page, PageLimit, SearchHit, SearchLeadsQuery, Tenant, TenantId,
-    UpdateAgentRequest, UpdateLeadRequest,
+    Agent, AgentId, ApiKeyHash, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Email,
+    Lead, LeadId, ListLeadsQuery, Page, PageLimit, SearchHit, SearchLeadsQuery, Slug, Tenant,
+    TenantId, UpdateAgentRequest, UpdateLeadRequest,
 };
 
 use crate::errors::{
@@ -35,6 +35,13 @@ pub trait TenantRepository: Send + Sync {
     /// # Errors
     /// [`GetTenantError::NotFound`].
     async fn get(&self, tenant: TenantId) -> Result<Tenant, GetTenantError>;
+
+    /// The tenant with this slug, if there is one (for commands that name a
+    /// tenant by its slug).
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn find_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>, GetTenantError>;
 
     /// Finds the tenant owning the live key with this hash. The lookup runs
     /// inside `tenant`'s own context, so a key can only ever resolve to the
@@ -74,6 +81,16 @@ pub trait AgentRepository: Send + Sync {
     /// # Errors
     /// [`GetAgentError::NotFound`], also for another tenant's agent.
     async fn get(&self, tenant: TenantId, id: AgentId) -> Result<Agent, GetAgentError>;
+
+    /// The agent with this email, if the tenant has one.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn find_by_email(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+    ) -> Result<Option<Agent>, GetAgentError>;
 
     /// Lists agents by id (creation order), keyset-paginated after `after`.
     ///
@@ -141,6 +158,16 @@ pub trait LeadRepository: Send + Sync {
         tenant: TenantId,
         agent: AgentId,
     ) -> Result<Vec<LeadId>, ListLeadsError>;
+
+    /// The live leads whose email is one of `emails` (oldest first).
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn find_by_emails(
+        &self,
+        tenant: TenantId,
+        emails: &[Email],
+    ) -> Result<Vec<Lead>, ListLeadsError>;
 
     /// How many leads the tenant has.
     ///

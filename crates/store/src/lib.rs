@@ -23,6 +23,7 @@ mod repo_approvals;
 mod repo_context;
 mod repo_events;
 mod repo_idempotency;
+mod repo_imports;
 mod repo_leads;
 mod repo_search;
 mod repo_tenants;

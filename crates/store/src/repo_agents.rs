@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use leadline_domain::{
-    Agent, AgentId, CreateAgentRequest, Page, PageLimit, TenantId, UpdateAgentRequest,
+    Agent, AgentId, CreateAgentRequest, Email, Page, PageLimit, TenantId, UpdateAgentRequest,
 };
 use leadline_ports::{
     AgentRepository, CreateAgentError, GetAgentError, ListAgentsError, UpdateAgentError,
@@ -87,6 +87,30 @@ impl AgentRepository for Store {
         match result {
             Ok(Some(m)) => Agent::try_from(m).map_err(GetAgentError::Unknown),
             Ok(None) => Err(GetAgentError::NotFound),
+            Err(f) => Err(common!(f, GetAgentError)),
+        }
+    }
+
+    async fn find_by_email(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+    ) -> Result<Option<Agent>, GetAgentError> {
+        let result: Result<Option<agents::Model>, Failure> =
+            transaction!(self, "agents.find_by_email", tenant, Read, |txn| {
+                // Served by agents_email_key.
+                let model = agents::Entity::find()
+                    .filter(agents::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(agents::Column::Email.eq(email.to_string()))
+                    .one(txn)
+                    .await?;
+                Ok(model)
+            });
+        match result {
+            Ok(model) => model
+                .map(Agent::try_from)
+                .transpose()
+                .map_err(GetAgentError::Unknown),
             Err(f) => Err(common!(f, GetAgentError)),
         }
     }

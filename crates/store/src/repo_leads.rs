@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use leadline_domain::{
-    ApprovalStatus, CreateLeadRequest, Lead, LeadId, ListLeadsQuery, Page, SearchHit,
+    ApprovalStatus, CreateLeadRequest, Email, Lead, LeadId, ListLeadsQuery, Page, SearchHit,
     SearchLeadsQuery, TenantId, UpdateLeadRejected, UpdateLeadRequest,
 };
 use leadline_ports::{
@@ -90,31 +90,10 @@ impl LeadRepository for Store {
         if reqs.is_empty() {
             return Ok(0);
         }
+        let backend = self.backend();
         let result: Result<Result<u64, CreateLeadError>, Failure> =
             transaction!(self, "leads.create_many", tenant, Write, |txn| {
-                let mut agents: Vec<_> = reqs.iter().filter_map(|r| r.assigned_agent_id).collect();
-                agents.sort_unstable();
-                agents.dedup();
-                for agent in agents {
-                    match takes_new_work(txn, self.backend(), tenant, agent).await? {
-                        None => return Ok(Err(CreateLeadError::AgentNotFound)),
-                        Some(false) => return Ok(Err(CreateLeadError::AgentInactive)),
-                        Some(true) => {}
-                    }
-                }
-                let mut written = 0u64;
-                // One multi-row INSERT per chunk: 15 columns x 1000 rows stays far
-                // below PostgreSQL's 65535 bind-parameter limit (and SQLite's 32766).
-                for chunk in reqs.chunks(1000) {
-                    let rows = chunk
-                        .iter()
-                        .map(|r| leads::ActiveModel::from(&Lead::new(tenant, r, crate::now())));
-                    leads::Entity::insert_many(rows)
-                        .exec_without_returning(txn)
-                        .await?;
-                    written += chunk.len() as u64;
-                }
-                Ok(Ok(written))
+                insert_many(txn, backend, tenant, reqs).await
             });
         match result {
             Ok(outcome) => outcome,
@@ -167,6 +146,36 @@ impl LeadRepository for Store {
         result
             .map(|ids| ids.into_iter().map(LeadId::from_uuid).collect())
             .map_err(|f| common!(f, ListLeadsError))
+    }
+
+    async fn find_by_emails(
+        &self,
+        tenant: TenantId,
+        emails: &[Email],
+    ) -> Result<Vec<Lead>, ListLeadsError> {
+        if emails.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result: Result<Vec<leads::Model>, Failure> =
+            transaction!(self, "leads.find_by_emails", tenant, Read, |txn| {
+                let mut found = Vec::new();
+                // Served by leads_email_idx; chunks keep the IN list bounded.
+                for chunk in emails.chunks(500) {
+                    let rows = live()
+                        .filter(leads::Column::TenantId.eq(tenant.as_uuid()))
+                        .filter(leads::Column::Email.is_in(chunk.iter().map(ToString::to_string)))
+                        .order_by_asc(leads::Column::Id)
+                        .all(txn)
+                        .await?;
+                    found.extend(rows);
+                }
+                Ok(found)
+            });
+        let rows = result.map_err(|f| common!(f, ListLeadsError))?;
+        Ok(rows
+            .into_iter()
+            .map(Lead::try_from)
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
     async fn count(&self, tenant: TenantId) -> Result<u64, ListLeadsError> {
@@ -401,6 +410,39 @@ impl LeadRepository for Store {
             Err(f) => Err(common!(f, RestoreLeadError)),
         }
     }
+}
+
+/// Inserts `reqs` as new leads in `txn`, after checking that every assigned
+/// agent exists and takes new work; returns how many were written.
+pub(crate) async fn insert_many(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: Backend,
+    tenant: TenantId,
+    reqs: &[CreateLeadRequest],
+) -> Result<Result<u64, CreateLeadError>, Failure> {
+    let mut agents: Vec<_> = reqs.iter().filter_map(|r| r.assigned_agent_id).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    for agent in agents {
+        match takes_new_work(txn, backend, tenant, agent).await? {
+            None => return Ok(Err(CreateLeadError::AgentNotFound)),
+            Some(false) => return Ok(Err(CreateLeadError::AgentInactive)),
+            Some(true) => {}
+        }
+    }
+    let mut written = 0u64;
+    // One multi-row INSERT per chunk: 16 columns x 1000 rows stays far
+    // below PostgreSQL's 65535 bind-parameter limit (and SQLite's 32766).
+    for chunk in reqs.chunks(1000) {
+        let rows = chunk
+            .iter()
+            .map(|r| leads::ActiveModel::from(&Lead::new(tenant, r, crate::now())));
+        leads::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+        written += chunk.len() as u64;
+    }
+    Ok(Ok(written))
 }
 
 /// Whether `lead` is a live lead of `tenant`, read in `txn`.

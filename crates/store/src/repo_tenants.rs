@@ -2,12 +2,15 @@
 
 use async_trait::async_trait;
 
-use leadline_domain::{ApiKeyHash, ApiKeyId, CreateTenantRequest, Tenant, TenantId};
+use leadline_domain::{ApiKeyHash, ApiKeyId, CreateTenantRequest, Slug, Tenant, TenantId};
 use leadline_ports::{AuthenticateError, CreateTenantError, GetTenantError, TenantRepository};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement,
+    TransactionTrait, sea_query::Query,
+};
 
 use crate::{
-    Store,
+    Backend, Store,
     entity::{api_keys, tenants},
     errors::{Failure, common},
     tx::transaction,
@@ -66,6 +69,36 @@ impl TenantRepository for Store {
         match result {
             Ok(Some(m)) => Tenant::try_from(m).map_err(GetTenantError::Unknown),
             Ok(None) => Err(GetTenantError::NotFound(tenant)),
+            Err(f) => Err(common!(f, GetTenantError)),
+        }
+    }
+
+    async fn find_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>, GetTenantError> {
+        let backend = self.backend();
+        let result: Result<Option<tenants::Model>, Failure> = async {
+            let txn = self.db().begin().await?;
+            if backend == Backend::Postgres {
+                // The tenant_by_slug policy shows this one row.
+                txn.execute_raw(Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT set_config('app.tenant_slug', $1, true)",
+                    [slug.as_str().into()],
+                ))
+                .await?;
+            }
+            let model = tenants::Entity::find()
+                .filter(tenants::Column::Slug.eq(slug.as_str()))
+                .one(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(model)
+        }
+        .await;
+        match result {
+            Ok(model) => model
+                .map(Tenant::try_from)
+                .transpose()
+                .map_err(GetTenantError::Unknown),
             Err(f) => Err(common!(f, GetTenantError)),
         }
     }

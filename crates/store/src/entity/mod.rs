@@ -7,6 +7,8 @@ pub(crate) mod api_keys;
 pub(crate) mod approvals;
 pub(crate) mod events;
 pub(crate) mod idempotency_keys;
+pub(crate) mod import_rejects;
+pub(crate) mod imports;
 pub(crate) mod leads;
 pub(crate) mod outbox;
 pub(crate) mod tenants;

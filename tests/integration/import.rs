@@ -1,0 +1,332 @@
+//! CSV import on both backends, through the command's own function: real
+//! files (BOM, `;`, CRLF, quoted newlines, blank and ragged lines, 10,000
+//! rows with rejects mixed in), duplicate policies, rejected rows offered
+//! back, and resuming a run that stopped halfway.
+
+use std::io::Write as _;
+
+use leadline::import::{ImportArgs, import_leads};
+use leadline_app::{CsvSource, ImportOptions, Services};
+use leadline_domain::{
+    ListLeadsQuery, PageLimit, Slug, TenantId,
+    import::{ImportStatus, OnDuplicate},
+};
+use leadline_store::Store;
+
+use crate::support::{agent_req, services};
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::support::sqlite_store().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::support::pg_store().await).await;
+            })*
+        }
+    };
+}
+
+both_backends!(
+    a_dirty_crm_export_imports_once_and_hands_back_its_rejects,
+    ten_thousand_rows_with_rejects_mixed_in,
+    duplicates_are_skipped_updated_or_created_as_asked,
+    a_run_that_stopped_halfway_resumes_without_duplicates,
+);
+
+async fn tenant(s: &Services) -> (TenantId, String) {
+    let slug = crate::support::unique_slug("imp");
+    let created = s
+        .tenants
+        .create(&leadline_domain::CreateTenantRequest {
+            slug: Slug::parse(&slug).unwrap(),
+            name: leadline_domain::DisplayName::new("Importer").unwrap(),
+        })
+        .await
+        .unwrap();
+    (created.tenant.id, slug)
+}
+
+fn args(file: &std::path::Path, slug: &str, on_duplicate: &str) -> ImportArgs {
+    ImportArgs {
+        file: file.to_owned(),
+        tenant: slug.to_owned(),
+        map: Vec::new(),
+        on_duplicate: on_duplicate.to_owned(),
+        rejected: None,
+        quiet: true,
+    }
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+    path
+}
+
+async fn all_leads(s: &Services, t: TenantId) -> Vec<leadline_domain::Lead> {
+    let mut leads = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .leads
+            .list(
+                t,
+                &ListLeadsQuery {
+                    limit: PageLimit::new(200).unwrap(),
+                    after,
+                    ..ListLeadsQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        leads.extend(page.items.iter().cloned());
+        if !page.has_more {
+            return leads;
+        }
+        after = page.items.last().map(|l| l.id);
+    }
+}
+
+const HUBSPOT: &str = "\u{feff}First Name;Last Name;Email;Phone Number;Company Name;Contact owner;Lead Status;Favourite Colour\r\n\
+Grace;Hopper;GRACE@navy.example;+1 555 0100;US Navy;owner@acme.example;Open Deal;\"blue;\r\nand gold\"\r\n\
+Ada;Lovelace;ada@engines.example;;Analytical Engines;;contacted;green\r\n\
+\r\n\
+Bad;Email;not-an-email;;;;;red\r\n\
+Ghost;Owner;ghost@example.com;;;nobody@acme.example;;\r\n\
+Short;Row\r\n\
+;;;;;;;\r\n\
+Åsa;Gräns;asa@example.se;;Gräns AB;;won;\"quoted \"\"word\"\"\"\r\n";
+
+async fn a_dirty_crm_export_imports_once_and_hands_back_its_rejects(store: Store) {
+    let s = services(store);
+    let (t, slug) = tenant(&s).await;
+    s.agents
+        .create(t, &agent_req("owner@acme.example"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "hubspot.csv", HUBSPOT.as_bytes());
+
+    let run = import_leads(&s, &args(&file, &slug, "skip")).await.unwrap();
+    assert_eq!(run.status, ImportStatus::Done);
+    assert_eq!(
+        (run.counts.rows, run.counts.created, run.counts.rejected),
+        (6, 4, 2),
+        "{run:?}"
+    );
+    let leads = all_leads(&s, t).await;
+    let grace = leads
+        .iter()
+        .find(|l| l.first_name.as_str() == "Grace")
+        .unwrap();
+    assert_eq!(
+        grace.email.as_ref().unwrap().to_string(),
+        "grace@navy.example"
+    );
+    assert!(
+        grace.assigned_agent_id.is_some(),
+        "the owner resolved by email"
+    );
+    assert_eq!(
+        grace.metadata.as_map()["Favourite Colour"],
+        "blue;\r\nand gold"
+    );
+    assert_eq!(grace.metadata.as_map()["Lead Status"], "Open Deal");
+    let ada = leads
+        .iter()
+        .find(|l| l.first_name.as_str() == "Ada")
+        .unwrap();
+    assert_eq!(ada.status, leadline_domain::LeadStatus::Contacted);
+    let asa = leads
+        .iter()
+        .find(|l| l.last_name.as_str() == "Gräns")
+        .unwrap();
+    assert_eq!(asa.metadata.as_map()["Favourite Colour"], "quoted \"word\"");
+    assert!(
+        leads.iter().any(|l| l.first_name.as_str() == "Short"),
+        "ragged rows pad"
+    );
+
+    let rejects = s.imports.rejects(t, run.id).await.unwrap();
+    let lines: Vec<(u64, String)> = rejects
+        .iter()
+        .map(|r| (r.line, r.errors[0].column.clone()))
+        .collect();
+    assert_eq!(
+        lines,
+        [(6, "Email".to_owned()), (7, "Contact owner".to_owned())]
+    );
+    let rejected = std::fs::read_to_string(dir.path().join("hubspot.csv.rejected.csv")).unwrap();
+    assert!(
+        rejected.starts_with("First Name,Last Name,Email,"),
+        "{rejected}"
+    );
+    assert!(rejected.contains("leadline_errors"), "{rejected}");
+    assert!(
+        rejected.contains("line 6: Email: must be an email address"),
+        "{rejected}"
+    );
+
+    // The same file again: the same run, nothing new.
+    let again = import_leads(&s, &args(&file, &slug, "skip")).await.unwrap();
+    assert_eq!(again.id, run.id);
+    assert_eq!(all_leads(&s, t).await.len(), 4);
+
+    // The rejected rows, fixed, import on their own (the reasons column is
+    // ignored by name).
+    let fixed = rejected
+        .replace("not-an-email", "bad@example.com")
+        .replace("nobody@acme.example", "owner@acme.example");
+    let fixed = write(&dir, "fixed.csv", fixed.as_bytes());
+    let run = import_leads(&s, &args(&fixed, &slug, "skip"))
+        .await
+        .unwrap();
+    assert_eq!((run.counts.created, run.counts.rejected), (2, 0), "{run:?}");
+    assert_eq!(all_leads(&s, t).await.len(), 6);
+}
+
+async fn ten_thousand_rows_with_rejects_mixed_in(store: Store) {
+    let s = services(store);
+    let (t, slug) = tenant(&s).await;
+    let mut csv = String::from("email,first_name,last_name,company,tags\n");
+    let mut bad = 0;
+    for i in 0..10_000 {
+        if i % 97 == 0 {
+            bad += 1;
+            csv.push_str(&format!("broken{i},Row,{i},Co,\n"));
+        } else {
+            csv.push_str(&format!(
+                "p{i}@example.com,Row,\"{i}\",\"Co, {}\",\"a, b\"\n",
+                i % 10
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "big.csv", csv.as_bytes());
+    let run = import_leads(&s, &args(&file, &slug, "skip")).await.unwrap();
+    assert_eq!(
+        (run.counts.rows, run.counts.created, run.counts.rejected),
+        (10_000, 10_000 - bad, bad)
+    );
+    assert_eq!(s.leads.count(t).await.unwrap(), 10_000 - bad);
+    let rejects = s.imports.rejects(t, run.id).await.unwrap();
+    assert_eq!(rejects.len() as u64, bad);
+    assert!(
+        rejects.iter().all(|r| (r.line - 2) % 97 == 0),
+        "line numbers"
+    );
+}
+
+async fn duplicates_are_skipped_updated_or_created_as_asked(store: Store) {
+    let s = services(store);
+    let (t, slug) = tenant(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = write(
+        &dir,
+        "first.csv",
+        b"email,name,company,tags\na@example.com,Ann Able,Old Co,x\nb@example.com,Bob Baker,Old Co,\n",
+    );
+    import_leads(&s, &args(&first, &slug, "skip"))
+        .await
+        .unwrap();
+    let second = write(
+        &dir,
+        "second.csv",
+        b"email,name,company,tags\nA@Example.com,Ann Able,New Co,y\nc@example.com,Cy Cole,,\n",
+    );
+    let run = import_leads(&s, &args(&second, &slug, "skip"))
+        .await
+        .unwrap();
+    assert_eq!((run.counts.created, run.counts.skipped), (1, 1));
+    let run = import_leads(&s, &args(&second, &slug, "update"))
+        .await
+        .unwrap();
+    assert_eq!((run.counts.created, run.counts.updated), (0, 2), "{run:?}");
+    let leads = all_leads(&s, t).await;
+    let ann = leads
+        .iter()
+        .find(|l| {
+            l.email
+                .as_ref()
+                .is_some_and(|e| e.to_string() == "a@example.com")
+        })
+        .unwrap();
+    assert_eq!(ann.company.as_ref().unwrap().to_string(), "New Co");
+    let tags: Vec<&str> = ann.tags.as_slice().iter().map(|t| t.as_str()).collect();
+    assert_eq!(tags, ["x", "y"], "tags are added");
+    let run = import_leads(&s, &args(&second, &slug, "create"))
+        .await
+        .unwrap();
+    assert_eq!(run.counts.created, 2);
+    assert_eq!(all_leads(&s, t).await.len(), 5);
+}
+
+/// A reader that fails after `left` bytes, as a crash or a cut upload would
+/// stop an import.
+struct Cut {
+    bytes: std::io::Cursor<Vec<u8>>,
+    left: usize,
+}
+
+impl std::io::Read for Cut {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("connection reset"));
+        }
+        let n = buf.len().min(self.left);
+        let n = self.bytes.read(&mut buf[..n])?;
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+async fn a_run_that_stopped_halfway_resumes_without_duplicates(store: Store) {
+    let s = services(store);
+    let (t, _) = tenant(&s).await;
+    // No emails: only the run's position keeps a re-run from duplicating.
+    let mut csv = String::from("first_name,last_name\n");
+    for i in 0..2_000 {
+        csv.push_str(&format!("Nomail,Person{i}\n"));
+    }
+    let bytes = csv.into_bytes();
+    let sha = "ab".repeat(32);
+    let options = ImportOptions {
+        on_duplicate: OnDuplicate::Skip,
+        mapping: Vec::new(),
+    };
+    let cut = Cut {
+        bytes: std::io::Cursor::new(bytes.clone()),
+        left: bytes.len() * 3 / 5,
+    };
+    let source = CsvSource::open(cut).await.unwrap();
+    let failed = s
+        .imports
+        .run(t, &sha, "people.csv", source, &options, |_| {})
+        .await
+        .expect_err("the reader broke");
+    assert!(failed.to_string().contains("connection reset"), "{failed}");
+    let partial = s.leads.count(t).await.unwrap();
+    assert!(
+        partial > 0 && partial < 2_000 && partial % 500 == 0,
+        "whole batches only: {partial}"
+    );
+
+    let source = CsvSource::open(std::io::Cursor::new(bytes)).await.unwrap();
+    let run = s
+        .imports
+        .run(t, &sha, "people.csv", source, &options, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(run.status, ImportStatus::Done);
+    assert_eq!(run.counts.created, 2_000);
+    assert_eq!(s.leads.count(t).await.unwrap(), 2_000, "nothing twice");
+}
