@@ -183,6 +183,25 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
         assert_eq!(status, StatusCode::OK, "{uri}");
         assert_eq!(page["items"][0]["lead"]["id"], json!(lead_b.id), "{uri}");
     }
+    // A's export holds none of B's leads; B's holds its own.
+    for (key, expected) in [(&key_a, 0), (&key_b, 1)] {
+        let res = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/v1/leads/export")
+                    .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
+            .unwrap();
+        assert_eq!(text.lines().count(), 1 + expected, "{text}");
+        assert_eq!(text.contains(&lead_b.id.to_string()), expected == 1);
+    }
     let (_, agents) = call(&app, Method::GET, "/v1/agents", Some(&key_a), None).await;
     assert_eq!(agents["items"].as_array().map(Vec::len), Some(0));
     let (_, queue) = call(&app, Method::GET, "/v1/approvals", Some(&key_a), None).await;
@@ -249,6 +268,7 @@ async fn every_v1_route_requires_a_valid_key() {
         (Method::GET, "/v1/leads".to_owned()),
         (Method::POST, "/v1/leads".to_owned()),
         (Method::GET, "/v1/leads/search?q=bee".to_owned()),
+        (Method::GET, "/v1/leads/export".to_owned()),
         (Method::GET, format!("/v1/leads/{id}")),
         (Method::PATCH, format!("/v1/leads/{id}")),
         (Method::DELETE, format!("/v1/leads/{id}")),

@@ -37,6 +37,7 @@ both_backends!(
     ten_thousand_rows_with_rejects_mixed_in,
     duplicates_are_skipped_updated_or_created_as_asked,
     a_run_that_stopped_halfway_resumes_without_duplicates,
+    export_then_import_recreates_the_leads,
 );
 
 async fn tenant(s: &Services) -> (TenantId, String) {
@@ -329,4 +330,173 @@ async fn a_run_that_stopped_halfway_resumes_without_duplicates(store: Store) {
     assert_eq!(run.status, ImportStatus::Done);
     assert_eq!(run.counts.created, 2_000);
     assert_eq!(s.leads.count(t).await.unwrap(), 2_000, "nothing twice");
+}
+
+/// The fields an import can recreate (not ids or times).
+fn portable(l: &leadline_domain::Lead, owners: &[(leadline_domain::AgentId, String)]) -> String {
+    let owner = l
+        .assigned_agent_id
+        .and_then(|a| owners.iter().find(|(id, _)| *id == a))
+        .map(|(_, e)| e.clone());
+    format!(
+        "{:?}",
+        (
+            l.first_name.as_str(),
+            l.last_name.as_str(),
+            l.email.as_ref().map(ToString::to_string),
+            l.phone.as_ref().map(|p| p.as_str().to_owned()),
+            l.company.as_ref().map(ToString::to_string),
+            l.source.as_ref().map(ToString::to_string),
+            l.status,
+            owner,
+            &l.tags,
+            &l.metadata,
+        )
+    )
+}
+
+async fn export_then_import_recreates_the_leads(store: Store) {
+    use leadline_domain::{
+        CompanyName, CreateLeadRequest, Email, LeadStatus, Metadata, PersonName, Phone, Source,
+        Tags,
+    };
+    let s = services(store);
+    let (from, from_slug) = tenant(&s).await;
+    let (to, to_slug) = tenant(&s).await;
+    let agent_from = s
+        .agents
+        .create(from, &agent_req("owner@acme.example"))
+        .await
+        .unwrap();
+    let agent_to = s
+        .agents
+        .create(to, &agent_req("owner@acme.example"))
+        .await
+        .unwrap();
+    let people = [
+        (
+            "Zoë",
+            "O'Brien, \"Jr\"",
+            Some("zoe@example.ie"),
+            Some("+353 1 555 0100"),
+            Some("Café \"Crème\", Ltd"),
+            true,
+        ),
+        ("李", "小龙", None, None, Some("功夫; Inc"), false),
+        (
+            "Ada",
+            "Lovelace",
+            Some("ada@engines.example"),
+            None,
+            None,
+            true,
+        ),
+    ];
+    for (i, (first, last, email, phone, company, owned)) in people.into_iter().enumerate() {
+        let req = CreateLeadRequest {
+            first_name: PersonName::new(first).unwrap(),
+            last_name: PersonName::new(last).unwrap(),
+            email: email.map(|e| Email::parse(e).unwrap()),
+            phone: phone.map(|p| Phone::parse(p).unwrap()),
+            company: company.map(|c| CompanyName::new(c).unwrap()),
+            source: Some(Source::new("trade fair, 2026").unwrap()),
+            status: [LeadStatus::New, LeadStatus::Contacted, LeadStatus::Won][i],
+            assigned_agent_id: owned.then_some(agent_from.id),
+            tags: Tags::parse(&["vip", "q4:emea"][..=i.min(1)]).unwrap(),
+            metadata: Metadata::new(serde_json::json!({
+                "note": "line one\nline \"two\", with commas",
+                "nested": {"n": [1, 2.5, null, true]},
+                "emoji": "🚀",
+            }))
+            .unwrap(),
+        };
+        s.leads.create(from, &req).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.csv");
+    let written = leadline::export::export_leads(
+        &s,
+        &leadline::export::ExportArgs {
+            tenant: from_slug,
+            out: Some(file.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(written > 0);
+    let run = import_leads(&s, &args(&file, &to_slug, "skip"))
+        .await
+        .unwrap();
+    assert_eq!((run.counts.created, run.counts.rejected), (3, 0), "{run:?}");
+
+    let mut before: Vec<String> = all_leads(&s, from)
+        .await
+        .iter()
+        .map(|l| portable(l, &[(agent_from.id, "owner@acme.example".to_owned())]))
+        .collect();
+    let mut after: Vec<String> = all_leads(&s, to)
+        .await
+        .iter()
+        .map(|l| portable(l, &[(agent_to.id, "owner@acme.example".to_owned())]))
+        .collect();
+    before.sort();
+    after.sort();
+    assert_eq!(before, after);
+
+    // The export of the copy is the same file but for ids and times.
+    let strip = |csv: Vec<u8>| -> Vec<String> {
+        let text = String::from_utf8(csv).unwrap();
+        let mut rows: Vec<String> = csv_reader(&text)
+            .iter()
+            .map(|r| r[..10].join("\u{1}"))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let a = s
+        .exports
+        .csv_bytes(
+            from,
+            leadline_app::ExportQuery::List(ListLeadsQuery::default()),
+        )
+        .await
+        .unwrap();
+    let b = s
+        .exports
+        .csv_bytes(
+            to,
+            leadline_app::ExportQuery::List(ListLeadsQuery::default()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(strip(a), strip(b));
+}
+
+/// Every record of a CSV text, header included, parsed by an independent
+/// reader (the one the service uses to read files, on its own).
+fn csv_reader(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut row = Vec::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                out.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    out
 }

@@ -6,10 +6,12 @@
 //! crate (`crates/cli`, `leadline::compose`) is the composition root that
 //! names concrete adapters and calls [`Services::over`].
 
+mod exports;
 mod imports;
 mod services;
 mod workflow;
 
+pub use exports::{COLUMNS as EXPORT_COLUMNS, ExportError, ExportQuery, ExportService};
 pub use imports::{BATCH_ROWS, CsvSource, ImportFailure, ImportOptions, ImportService, Record};
 pub use services::{AgentService, CreatedTenant, LeadService, Services, StorePorts, TenantService};
 pub use workflow::{

@@ -34,6 +34,8 @@ pub struct Services {
     pub context: crate::ContextService,
     /// CSV imports.
     pub imports: crate::ImportService,
+    /// CSV exports.
+    pub exports: crate::ExportService,
     /// Idempotency keys, for the HTTP adapter's retry safety.
     pub idempotency: Arc<dyn leadline_ports::IdempotencyStore>,
     /// The store's health, for readiness probes.
@@ -89,6 +91,10 @@ impl Services {
                 store.clone(),
                 store.clone(),
                 LeadService::new(store.clone(), cache.clone()),
+            ),
+            exports: crate::ExportService::new(
+                LeadService::new(store.clone(), cache.clone()),
+                AgentService::new(store.clone(), store.clone(), cache.clone()),
             ),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),

@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod config;
+pub mod export;
 pub mod import;
 pub mod run;
 

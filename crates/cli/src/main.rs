@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         what: ImportWhat,
     },
+    /// Take data out.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
     /// PostgreSQL roles for the service.
     Roles {
         #[command(subcommand)]
@@ -122,6 +127,28 @@ enum ImportWhat {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportWhat {
+    /// Leads as CSV, in the columns `import leads` maps back.
+    Leads {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only the hits of this search, best first.
+        #[arg(long)]
+        q: Option<String>,
+        /// Only leads in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only leads with this tag.
+        #[arg(long)]
+        tag: Option<String>,
     },
 }
 
@@ -234,6 +261,29 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
             let run = run::import_leads(&config, &args).await?;
             if run.counts.rejected > 0 {
                 return Ok(ExitCode::from(2));
+            }
+        }
+        Command::Export {
+            what:
+                ExportWhat::Leads {
+                    tenant,
+                    out,
+                    q,
+                    status,
+                    tag,
+                },
+        } => {
+            let to_file = out.is_some();
+            let args = leadline::export::ExportArgs {
+                tenant,
+                out,
+                q,
+                status,
+                tag,
+            };
+            let bytes = run::export_leads(&config, &args).await?;
+            if to_file {
+                eprintln!("exported {bytes} bytes");
             }
         }
         Command::Roles {

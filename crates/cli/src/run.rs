@@ -212,3 +212,17 @@ pub async fn import_leads(
     composition.shutdown().await;
     result
 }
+
+/// Exports a tenant's leads as CSV (`leadline export leads`).
+///
+/// # Errors
+/// As [`crate::export::export_leads`].
+pub async fn export_leads(
+    config: &Config,
+    args: &crate::export::ExportArgs,
+) -> anyhow::Result<u64> {
+    let composition = compose_with(&config.database, &no_cache(), config.recall, true).await?;
+    let result = crate::export::export_leads(&composition.services, args).await;
+    composition.shutdown().await;
+    result
+}

@@ -48,6 +48,9 @@ pub enum Target {
     Tags,
     /// `metadata[header]`.
     Metadata,
+    /// A JSON object whose keys go into `metadata` (the `metadata` column
+    /// of leadline's own export).
+    MetadataObject,
     /// Dropped.
     Ignore,
 }
@@ -71,11 +74,12 @@ impl Target {
             "owner" | "assignedagent" | "agent" => Self::Owner,
             "tags" => Self::Tags,
             "metadata" => Self::Metadata,
+            "metadatajson" => Self::MetadataObject,
             "ignore" | "skip" | "" => Self::Ignore,
             _ => {
                 return Err(ValueError::Invalid(
                     "must be one of: first_name, last_name, name, email, phone, company, source, \
-                     status, owner, tags, metadata, ignore",
+                     status, owner, tags, metadata, metadata_json, ignore",
                 ));
             }
         })
@@ -94,7 +98,9 @@ pub fn key(header: &str) -> String {
 /// The header of the column with a rejected row's reasons, in the rejected
 /// rows offered back as CSV.
 pub const REJECT_REASONS_HEADER: &str = "leadline_errors";
-const REJECT_REASONS_KEY: &str = "leadlineerrors";
+/// Headers that start so (once matched as keys) are leadline's own and
+/// never imported.
+const RESERVED_PREFIX: &str = "leadline";
 
 /// The field a known header names. Sources: plain spreadsheets; HubSpot's
 /// contact export (`First Name`, `Email`, `Phone Number`, `Company Name`,
@@ -126,9 +132,11 @@ fn guess(header_key: &str) -> Option<Target> {
         "owner" | "leadowner" | "contactowner" | "owneremail" | "personowner" | "assignedagent"
         | "agent" | "agentemail" => Target::Owner,
         "tags" | "tag" | "labels" | "label" | "personlabels" => Target::Tags,
-        // What leadline adds to the rejected rows it hands back: a fixed
-        // file re-imports without it.
-        REJECT_REASONS_KEY => Target::Ignore,
+        "metadata" => Target::MetadataObject,
+        // What leadline adds to exports and to the rejected rows it hands
+        // back (`leadline_id`, `leadline_errors`, …): a file re-imports
+        // without them.
+        k if k.starts_with(RESERVED_PREFIX) => Target::Ignore,
         _ => return None,
     };
     Some(t)
@@ -326,6 +334,10 @@ impl RowBuilder {
                 self.metadata
                     .insert(header.to_owned(), Value::String(raw.to_owned()));
             }
+            Target::MetadataObject => match serde_json::from_str::<Value>(raw) {
+                Ok(Value::Object(map)) => self.metadata.extend(map),
+                _ => return Err("must be a JSON object".to_owned()),
+            },
             Target::Ignore => {}
         }
         Ok(())
@@ -704,6 +716,7 @@ mod tests {
         assert_eq!(Target::parse("E-mail"), Ok(Target::Email));
         assert_eq!(Target::parse("first_name"), Ok(Target::FirstName));
         assert_eq!(Target::parse("ignore"), Ok(Target::Ignore));
+        assert_eq!(Target::parse("metadata_json"), Ok(Target::MetadataObject));
         assert!(Target::parse("nonsense").is_err());
         assert_eq!("update".parse(), Ok(OnDuplicate::Update));
         assert!("merge".parse::<OnDuplicate>().is_err());

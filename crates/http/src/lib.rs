@@ -20,6 +20,7 @@ mod cursor;
 mod dto;
 pub mod error;
 pub use observe::metrics_handle;
+mod export;
 mod extract;
 mod idempotency;
 mod observe;
@@ -109,6 +110,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::routes())
         .merge(search::routes())
+        .merge(export::routes())
         .merge(approvals::routes())
         .merge(timeline::routes())
         .merge(context::routes())

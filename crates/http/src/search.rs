@@ -3,9 +3,10 @@
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
+use leadline_app::ExportQuery;
 use leadline_domain::{
-    AgentId, LeadStatus, MetadataFilter, SearchCursor, SearchField, SearchHit, SearchLeadsQuery,
-    SearchText, Tag, time::check_storable,
+    AgentId, LeadStatus, ListLeadsQuery, MetadataFilter, SearchCursor, SearchField, SearchHit,
+    SearchLeadsQuery, SearchText, Tag, time::check_storable,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
@@ -23,16 +24,18 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(search_leads))
 }
 
-/// Query of `GET /v1/leads/search`.
+/// Query of `GET /v1/leads/search` and `GET /v1/leads/export`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct SearchParams {
-    /// What to look for: words of names, email, company, phone or tags
-    /// (accents and case ignored). Whole words rank first, then prefixes
-    /// (`gra` finds Grace), then near misses (`hoper` finds Hopper). Every
-    /// word must match. At most 8 words and 256 bytes.
-    q: String,
+pub(crate) struct SearchParams {
+    /// What to look for (required to search; optional for an export, which
+    /// then lists every lead the filters let through): words of names,
+    /// email, company, phone or tags (accents and case ignored). Whole words
+    /// rank first, then prefixes (`gra` finds Grace), then near misses
+    /// (`hoper` finds Hopper). Every word must match. At most 8 words and
+    /// 256 bytes.
+    q: Option<String>,
     /// Only leads in this status.
     #[param(value_type = Option<s::LeadStatus>)]
     status: Option<LeadStatus>,
@@ -84,7 +87,49 @@ fn storable(field: &str, at: Option<DateTime<Utc>>) -> Result<Option<DateTime<Ut
 }
 
 impl SearchParams {
+    /// What to export: the search's hits when `q` is given, else the list
+    /// with its filters (the other filters need `q`).
+    pub(crate) fn try_into_export(self) -> Result<ExportQuery, ApiError> {
+        for (field, given) in [
+            ("cursor", self.cursor.is_some()),
+            ("limit", self.limit.is_some()),
+        ] {
+            if given {
+                return Err(ApiError::invalid_field(
+                    field,
+                    "an export holds every match: it has no pages",
+                ));
+            }
+        }
+        if self.q.is_some() {
+            return Ok(ExportQuery::Search(Box::new(self.try_into_domain()?)));
+        }
+        for (field, given) in [
+            ("created_after", self.created_after.is_some()),
+            ("created_before", self.created_before.is_some()),
+            ("updated_after", self.updated_after.is_some()),
+            ("updated_before", self.updated_before.is_some()),
+            ("metadata", self.metadata.is_some()),
+        ] {
+            if given {
+                return Err(ApiError::invalid_field(
+                    field,
+                    "applies to a search: give q too, or leave it out",
+                ));
+            }
+        }
+        Ok(ExportQuery::List(ListLeadsQuery {
+            status: self.status,
+            assigned_agent_id: self.assigned_agent_id,
+            tag: self.tag,
+            ..ListLeadsQuery::default()
+        }))
+    }
+
     fn try_into_domain(self) -> Result<SearchLeadsQuery, ApiError> {
+        let q = self
+            .q
+            .ok_or_else(|| ApiError::invalid_field("q", "is required"))?;
         let metadata = self
             .metadata
             .map(|raw| {
@@ -95,8 +140,7 @@ impl SearchParams {
             })
             .transpose()?;
         Ok(SearchLeadsQuery {
-            text: SearchText::parse(&self.q)
-                .map_err(|e| ApiError::invalid_field("q", e.to_string()))?,
+            text: SearchText::parse(&q).map_err(|e| ApiError::invalid_field("q", e.to_string()))?,
             status: self.status,
             assigned_agent_id: self.assigned_agent_id,
             tag: self.tag,

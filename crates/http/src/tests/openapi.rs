@@ -621,6 +621,22 @@ async fn every_operation_answers_as_documented() {
         None,
     )
     .await;
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/leads/export",
+            "/v1/leads/export?tag=vip",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    c.call(
+        Method::GET,
+        "/v1/leads/export",
+        "/v1/leads/export?q=gra&limit=5",
+        None,
+    )
+    .await;
     c.call(
         Method::GET,
         "/v1/leads/search",
