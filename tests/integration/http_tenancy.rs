@@ -76,7 +76,22 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
 
     let agent_uri = format!("/v1/agents/{}", agent_b.id);
     let lead_uri = format!("/v1/leads/{}", lead_b.id);
+    // An import of B's.
+    let import_b = s
+        .imports
+        .start(
+            b,
+            &"ab".repeat(32),
+            "b.csv",
+            &["name".to_owned()],
+            leadline_domain::import::OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    let import_uri = format!("/v1/imports/{}", import_b.id);
     let routes = [
+        (Method::GET, import_uri.clone(), None),
+        (Method::GET, format!("{import_uri}/rejected.csv"), None),
         (Method::GET, agent_uri.clone(), None),
         (
             Method::PATCH,
@@ -136,6 +151,7 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
             deleted_b.id.to_string(),
             agent_b.id.to_string(),
             approval_b.id.to_string(),
+            import_b.id.to_string(),
         ]
         .iter()
         .fold(uri.clone(), |u, id| {
@@ -269,6 +285,9 @@ async fn every_v1_route_requires_a_valid_key() {
         (Method::POST, "/v1/leads".to_owned()),
         (Method::GET, "/v1/leads/search?q=bee".to_owned()),
         (Method::GET, "/v1/leads/export".to_owned()),
+        (Method::POST, "/v1/imports".to_owned()),
+        (Method::GET, format!("/v1/imports/{id}")),
+        (Method::GET, format!("/v1/imports/{id}/rejected.csv")),
         (Method::GET, format!("/v1/leads/{id}")),
         (Method::PATCH, format!("/v1/leads/{id}")),
         (Method::DELETE, format!("/v1/leads/{id}")),

@@ -106,10 +106,16 @@ async fn two_populated_tenants() -> (Populated, Populated) {
             .await
             .unwrap();
         // An import with one rejected row.
-        let run =
-            ImportRepository::start(&store, t, &"cd".repeat(32), "rls.csv", OnDuplicate::Skip)
-                .await
-                .unwrap();
+        let run = ImportRepository::start(
+            &store,
+            t,
+            &"cd".repeat(32),
+            "rls.csv",
+            &["name".to_owned()],
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
         ImportRepository::commit(
             &store,
             t,
@@ -316,7 +322,7 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
         (
             "imports",
             format!(
-                "INSERT INTO imports (tenant_id, id, file_sha256, source_name, on_duplicate, status, created_at, updated_at) VALUES ($1, gen_random_uuid(), repeat('e', 64), 'x.csv', 'skip', 'running', {now}, {now})"
+                "INSERT INTO imports (tenant_id, id, file_sha256, source_name, headers, on_duplicate, status, created_at, updated_at) VALUES ($1, gen_random_uuid(), repeat('e', 64), 'x.csv', '[]', 'skip', 'running', {now}, {now})"
             ),
         ),
         (

@@ -269,6 +269,19 @@ impl ImportService {
         self.imports.get(tenant, run).await
     }
 
+    /// The first `limit` rejected rows of a run, by line.
+    ///
+    /// # Errors
+    /// See [`ImportRepository::rejects`].
+    pub async fn first_rejects(
+        &self,
+        tenant: TenantId,
+        run: leadline_domain::ImportId,
+        limit: u32,
+    ) -> Result<Vec<RejectedRow>, ImportError> {
+        self.imports.rejects(tenant, run, 0, limit).await
+    }
+
     /// Every rejected row of a run, by line.
     ///
     /// # Errors
@@ -290,6 +303,65 @@ impl ImportService {
         }
     }
 
+    /// The run's rejected rows as CSV: the file's header plus a column with
+    /// each row's line and reasons (which the importer ignores by name), so
+    /// the fixed file imports on its own.
+    ///
+    /// # Errors
+    /// See [`ImportRepository::get`].
+    pub async fn rejected_csv(
+        &self,
+        tenant: TenantId,
+        run: leadline_domain::ImportId,
+    ) -> Result<Vec<u8>, ImportError> {
+        let found = self.imports.get(tenant, run).await?;
+        let rejects = self.rejects(tenant, run).await?;
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let mut header = found.headers.clone();
+        header.push(leadline_domain::import::REJECT_REASONS_HEADER.to_owned());
+        let encode = |e: csv::Error| ImportError::Unknown(anyhow::Error::new(e));
+        writer.write_record(&header).map_err(encode)?;
+        for row in &rejects {
+            let reasons = row
+                .errors
+                .iter()
+                .map(|e| {
+                    if e.column.is_empty() {
+                        e.reason.clone()
+                    } else {
+                        format!("{}: {}", e.column, e.reason)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut record = row.fields.clone();
+            record.resize(found.headers.len(), String::new());
+            record.push(format!("line {}: {reasons}", row.line));
+            writer.write_record(&record).map_err(encode)?;
+        }
+        writer
+            .into_inner()
+            .map_err(|e| ImportError::Unknown(anyhow::anyhow!("{e}")))
+    }
+
+    /// Starts (or finds) the run of a file without reading it: for callers
+    /// that answer with the run before the rows are read.
+    ///
+    /// # Errors
+    /// See [`ImportRepository::start`].
+    pub async fn start(
+        &self,
+        tenant: TenantId,
+        file_sha256: &str,
+        source_name: &str,
+        headers: &[String],
+        on_duplicate: OnDuplicate,
+    ) -> Result<ImportRun, ImportError> {
+        self.imports
+            .start(tenant, file_sha256, source_name, headers, on_duplicate)
+            .await
+    }
+
     /// Imports `source` (a file whose content hashes to `file_sha256`) into
     /// `tenant`, calling `progress` after each batch. Continues the file's
     /// earlier run if there is one.
@@ -309,7 +381,13 @@ impl ImportService {
         let map = ColumnMap::new(&source.headers, &options.mapping)?;
         let mut run = self
             .imports
-            .start(tenant, file_sha256, source_name, options.on_duplicate)
+            .start(
+                tenant,
+                file_sha256,
+                source_name,
+                &source.headers,
+                options.on_duplicate,
+            )
             .await?;
         progress(&run);
         if run.status == ImportStatus::Done {
@@ -362,6 +440,11 @@ impl ImportService {
             let committed = self.commit(tenant, &run, options, batch).await;
             run = match committed {
                 Ok(run) => run,
+                // Another process is importing the same file: it owns the
+                // run; this one stops without judging it.
+                Err(ImportError::Moved { .. }) => {
+                    return Ok(self.imports.get(tenant, run.id).await?);
+                }
                 Err(e) => return self.fail(tenant, &run, e.into()).await,
             };
             progress(&run);

@@ -11,7 +11,7 @@ use std::{
 use leadline_app::{CsvSource, ImportOptions, Services};
 use leadline_domain::{
     Slug,
-    import::{ImportRun, OnDuplicate, REJECT_REASONS_HEADER, Target},
+    import::{ImportRun, OnDuplicate, Target},
 };
 use sha2::Digest as _;
 
@@ -99,7 +99,6 @@ pub async fn import_leads(services: &Services, args: &ImportArgs) -> anyhow::Res
     )
     .await
     .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let headers = source.headers.clone();
 
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -148,43 +147,22 @@ pub async fn import_leads(services: &Services, args: &ImportArgs) -> anyhow::Res
             name.push(".rejected.csv");
             PathBuf::from(name)
         });
-        let rejects = services.imports.rejects(tenant.id, run.id).await?;
-        let mut writer =
-            csv::Writer::from_path(&out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-        let mut header = headers.clone();
-        header.push(REJECT_REASONS_HEADER.to_owned());
-        writer.write_record(&header)?;
-        for row in &rejects {
-            let reasons = row
-                .errors
-                .iter()
-                .map(|e| {
-                    if e.column.is_empty() {
-                        e.reason.clone()
-                    } else {
-                        format!("{}: {}", e.column, e.reason)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            let mut record = row.fields.clone();
-            record.resize(headers.len(), String::new());
-            record.push(format!("line {}: {reasons}", row.line));
-            writer.write_record(&record)?;
-        }
-        writer.flush()?;
-        for row in rejects.iter().take(5) {
+        let csv = services.imports.rejected_csv(tenant.id, run.id).await?;
+        std::fs::write(&out, csv).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+        for row in services
+            .imports
+            .rejects(tenant.id, run.id)
+            .await?
+            .iter()
+            .take(5)
+        {
             for e in &row.errors {
-                eprintln!(
-                    "line {}: {}: {}",
-                    row.line,
-                    if e.column.is_empty() {
-                        "row"
-                    } else {
-                        &e.column
-                    },
-                    e.reason
-                );
+                let column = if e.column.is_empty() {
+                    "row"
+                } else {
+                    &e.column
+                };
+                eprintln!("line {}: {column}: {}", row.line, e.reason);
             }
         }
         println!(

@@ -521,6 +521,8 @@ pub struct ImportRun {
     pub file_sha256: String,
     /// The file's name, as given.
     pub source_name: String,
+    /// The file's header, to hand rejected rows back under it.
+    pub headers: Vec<String>,
     /// The duplicate policy.
     pub on_duplicate: OnDuplicate,
     /// Where it stands.

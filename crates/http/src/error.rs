@@ -103,6 +103,13 @@ impl ApiError {
         )
     }
 
+    /// The same problem with another human-readable detail.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
     /// 414: the request target is longer than the API reads.
     pub fn uri_too_long(max: usize) -> Self {
         Self::new(

@@ -189,6 +189,9 @@ impl ResourceId for leadline_domain::AgentId {
 impl ResourceId for leadline_domain::ApprovalId {
     const WHAT: &'static str = "approval";
 }
+impl ResourceId for leadline_domain::ImportId {
+    const WHAT: &'static str = "import";
+}
 
 /// The route's one `{id}` path segment as a typed id. Anything that is not
 /// such an id (malformed, or not even UTF-8 once percent-decoded) names no

@@ -23,6 +23,7 @@ pub use observe::metrics_handle;
 mod export;
 mod extract;
 mod idempotency;
+mod imports;
 mod observe;
 mod openapi;
 mod routes;
@@ -111,6 +112,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::routes())
         .merge(search::routes())
         .merge(export::routes())
+        .merge(imports::routes())
         .merge(approvals::routes())
         .merge(timeline::routes())
         .merge(context::routes())

@@ -49,6 +49,7 @@ pub trait ImportRepository: Send + Sync {
         tenant: TenantId,
         file_sha256: &str,
         source_name: &str,
+        headers: &[String],
         on_duplicate: OnDuplicate,
     ) -> Result<ImportRun, ImportError>;
 

@@ -44,6 +44,7 @@ impl ImportRepository for Store {
         tenant: TenantId,
         file_sha256: &str,
         source_name: &str,
+        headers: &[String],
         on_duplicate: OnDuplicate,
     ) -> Result<ImportRun, ImportError> {
         let result: Result<Option<imports::Model>, Failure> =
@@ -56,6 +57,13 @@ impl ImportRepository for Store {
                     id: Set(ImportId::new().as_uuid()),
                     file_sha256: Set(file_sha256.to_owned()),
                     source_name: Set(source_name.to_owned()),
+                    headers: Set(serde_json::Value::Array(
+                        headers
+                            .iter()
+                            .cloned()
+                            .map(serde_json::Value::String)
+                            .collect(),
+                    )),
                     on_duplicate: Set(on_duplicate.as_str().to_owned()),
                     status: Set(ImportStatus::Running.as_str().to_owned()),
                     failure: Set(None),

@@ -621,6 +621,98 @@ async fn every_operation_answers_as_documented() {
         None,
     )
     .await;
+    // Imports: a CSV body in, a run out; its report and rejected rows.
+    let csv_type = [("content-type", "text/csv")];
+    let people = "first_name,last_name,email\nGrace,Hopper,grace.h@navy.example\nBad,Row,nope\n";
+    let r =
+        c.h.send(
+            Method::POST,
+            "/v1/imports?name=people.csv&on_duplicate=skip",
+            &csv_type,
+            Some(people),
+        )
+        .await;
+    c.check("post", "/v1/imports", &r);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let import_uri = format!("/v1/imports/{}", r.body["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = c
+            .call(Method::GET, "/v1/imports/{id}", &import_uri, None)
+            .await;
+        if r.body["status"] == "done" {
+            assert_eq!(
+                (r.body["created"].as_u64(), r.body["rejected"].as_u64()),
+                (Some(1), Some(1))
+            );
+            assert_eq!(r.body["errors"][0]["line"], 3);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "import not done: {}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let r =
+        c.h.send(
+            Method::POST,
+            "/v1/imports?name=people.csv&on_duplicate=skip",
+            &csv_type,
+            Some(people),
+        )
+        .await;
+    c.check("post", "/v1/imports", &r);
+    assert_eq!(r.status, StatusCode::OK, "the same file again: {}", r.body);
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/imports/{id}/rejected.csv",
+            &format!("{import_uri}/rejected.csv"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    c.call(
+        Method::GET,
+        "/v1/imports/{id}",
+        &format!("/v1/imports/{}", uuid::Uuid::now_v7()),
+        None,
+    )
+    .await;
+    let r =
+        c.h.send(
+            Method::POST,
+            "/v1/imports",
+            &[("content-type", "application/json")],
+            Some("{}"),
+        )
+        .await;
+    c.check("post", "/v1/imports", &r);
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    for bad in ["/v1/imports?on_duplicate=merge", "/v1/imports?map=%5B%5D"] {
+        let r =
+            c.h.send(Method::POST, bad, &csv_type, Some("name\nx y\n"))
+                .await;
+        c.check("post", "/v1/imports", &r);
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    let r =
+        c.h.send(
+            Method::POST,
+            "/v1/imports",
+            &csv_type,
+            Some("colour\nblue\n"),
+        )
+        .await;
+    c.check("post", "/v1/imports", &r);
+    assert_eq!(
+        r.body["errors"][0]["field"], "map",
+        "no name column: {}",
+        r.body
+    );
+
     let r = c
         .call(
             Method::GET,

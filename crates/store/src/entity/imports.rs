@@ -16,6 +16,8 @@ pub struct Model {
     pub id: Uuid,
     pub file_sha256: String,
     pub source_name: String,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub headers: Json,
     pub on_duplicate: String,
     pub status: String,
     pub failure: Option<String>,
@@ -61,6 +63,8 @@ impl TryFrom<Model> for ImportRun {
                 rejected: count(m.rejected, "rejected")?,
             },
             committed_line: count(m.committed_line, "committed_line")?,
+            headers: serde_json::from_value(m.headers)
+                .map_err(|e| corrupt("imports", "headers", e))?,
             file_sha256: m.file_sha256,
             source_name: m.source_name,
             created_at: m.created_at,
