@@ -16,6 +16,9 @@
 //!   tokenizer splits on spaces only, so its tokens are exactly the domain's
 //!   words) and `lead_trigrams` (the `trigram` tokenizer).
 //!
+//! Also `name_key` (folded name and company, `leadline_domain::search::
+//! name_key`) and indexes on it and on phone, for `GET /v1/leads/duplicates`.
+//!
 //! Existing leads are indexed by this migration, in batches.
 
 use sea_orm_migration::prelude::*;
@@ -35,6 +38,7 @@ const PG_UP: &str = r"
 -- Trusted since PostgreSQL 13: a database owner may create it.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 ALTER TABLE leads ADD COLUMN search_text text NOT NULL DEFAULT '';
+ALTER TABLE leads ADD COLUMN name_key text NOT NULL DEFAULT '';
 ";
 
 /// After the backfill, so the generated column and the indexes are built
@@ -44,13 +48,18 @@ ALTER TABLE leads ADD COLUMN search_tsv tsvector
     GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, search_text)) STORED;
 CREATE INDEX leads_search_tsv_idx ON leads USING gin (search_tsv);
 CREATE INDEX leads_search_trgm_idx ON leads USING gin (search_text gin_trgm_ops);
+CREATE INDEX leads_name_key_idx ON leads (tenant_id, name_key) WHERE name_key <> '';
+CREATE INDEX leads_phone_idx ON leads (tenant_id, phone) WHERE phone IS NOT NULL;
 ";
 
 const PG_DOWN: &str = r"
+DROP INDEX leads_phone_idx;
+DROP INDEX leads_name_key_idx;
 DROP INDEX leads_search_trgm_idx;
 DROP INDEX leads_search_tsv_idx;
 ALTER TABLE leads DROP COLUMN search_tsv;
 ALTER TABLE leads DROP COLUMN search_text;
+ALTER TABLE leads DROP COLUMN name_key;
 -- Nothing else of leadline's uses it; an extension still used by objects
 -- of someone else's makes this fail rather than take them along.
 DROP EXTENSION IF EXISTS pg_trgm;
@@ -58,6 +67,9 @@ DROP EXTENSION IF EXISTS pg_trgm;
 
 const SQLITE_UP: &str = r"
 ALTER TABLE leads ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+ALTER TABLE leads ADD COLUMN name_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX leads_name_key_idx ON leads (tenant_id, name_key) WHERE name_key <> '';
+CREATE INDEX leads_phone_idx ON leads (tenant_id, phone) WHERE phone IS NOT NULL;
 CREATE TABLE lead_search (
     docid       INTEGER PRIMARY KEY,
     tenant_id   BLOB    NOT NULL,
@@ -101,6 +113,8 @@ END;
 ";
 
 const SQLITE_DOWN: &str = r"
+DROP INDEX leads_phone_idx;
+DROP INDEX leads_name_key_idx;
 DROP TRIGGER leads_search_ad;
 DROP TRIGGER leads_search_au;
 DROP TRIGGER leads_search_ai;
@@ -108,6 +122,7 @@ DROP TABLE lead_trigrams;
 DROP TABLE lead_words;
 DROP TABLE lead_search;
 ALTER TABLE leads DROP COLUMN search_text;
+ALTER TABLE leads DROP COLUMN name_key;
 ";
 
 /// Leads indexed per round trip by the backfill.
@@ -191,9 +206,14 @@ async fn backfill(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
                 .into_iter()
                 .flatten(),
             );
+            let name_key = leadline_domain::search::name_key(
+                &text("first_name")?.unwrap_or_default(),
+                &text("last_name")?.unwrap_or_default(),
+                text("company")?.as_deref(),
+            );
             let (sql, key) = if pg {
                 (
-                    "UPDATE leads SET search_text = $1 WHERE tenant_id = $2 AND id = $3",
+                    "UPDATE leads SET search_text = $1, name_key = $2 WHERE tenant_id = $3 AND id = $4",
                     (
                         Value::from(row.try_get::<uuid::Uuid>("", "tenant_id")?),
                         Value::from(row.try_get::<uuid::Uuid>("", "id")?),
@@ -201,7 +221,7 @@ async fn backfill(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
                 )
             } else {
                 (
-                    "UPDATE leads SET search_text = ? WHERE tenant_id = ? AND id = ?",
+                    "UPDATE leads SET search_text = ?, name_key = ? WHERE tenant_id = ? AND id = ?",
                     (
                         Value::from(row.try_get::<Vec<u8>>("", "tenant_id")?),
                         Value::from(row.try_get::<Vec<u8>>("", "id")?),
@@ -211,7 +231,7 @@ async fn backfill(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
             db.execute_raw(Statement::from_sql_and_values(
                 backend,
                 sql,
-                [search_text.into(), key.0, key.1],
+                [search_text.into(), name_key.into(), key.0, key.1],
             ))
             .await?;
         }

@@ -37,6 +37,7 @@ both_backends!(
     pages_follow_the_rank_without_gaps_or_repeats,
     every_write_reindexes_and_deleted_leads_are_not_found,
     hits_agree_with_the_domain_definition,
+    duplicates_group_by_email_phone_and_name_at_a_company,
 );
 
 fn query(q: &str) -> SearchLeadsQuery {
@@ -413,4 +414,101 @@ async fn the_search_migration_indexes_existing_leads() {
     store.migrate(leadline_store::MigrateOp::Up).await.unwrap();
     assert_eq!(hits(&s, t, &query("konrad zuse")).await, [(id, 2 * WORD)]);
     assert_eq!(hits(&s, t, &query("kg")).await, [(id, WORD)]);
+}
+
+async fn duplicates_group_by_email_phone_and_name_at_a_company(store: Store) {
+    use leadline_domain::{DuplicateReason, DuplicatesCursor, DuplicatesQuery};
+    let s = services(store);
+    let (t, _) = new_tenant(&s).await;
+    let (other, _) = new_tenant(&s).await;
+    let mut ids = Vec::new();
+    for (first, last, email, phone, company) in [
+        ("Ann", "One", Some("ann@example.com"), None, None),
+        ("Anne", "Uno", Some("ANN@example.com"), None, None),
+        ("Bob", "Two", None, Some("+1 555 0100"), None),
+        ("Robert", "Deux", None, Some("+15550100"), None),
+        ("Grace", "Hopper", None, None, Some("US Navy")),
+        ("grace", "HOPPER", None, None, Some("U.S. Navy")),
+        ("Grace", "Hopper", None, None, None),
+        ("Grace", "Hopper", None, None, None),
+        ("Solo", "Lead", Some("solo@example.com"), None, None),
+    ] {
+        let mut req = lead_req(first);
+        req.last_name = PersonName::new(last).unwrap();
+        req.email = email.map(|e| Email::parse(e).unwrap());
+        req.phone = phone.map(|p| Phone::parse(p).unwrap());
+        req.company = company.map(|c| CompanyName::new(c).unwrap());
+        ids.push(s.leads.create(t, &req).await.unwrap().id);
+    }
+    // Another tenant's lead with the same email groups with nothing here,
+    // and a deleted lead is left out.
+    let mut req = lead_req("Solo");
+    req.email = Some(Email::parse("solo@example.com").unwrap());
+    s.leads.create(other, &req).await.unwrap();
+    let deleted = s.leads.create(t, &req).await.unwrap();
+    s.leads.delete(t, deleted.id).await.unwrap();
+
+    let all = s
+        .leads
+        .duplicates(t, &DuplicatesQuery::default())
+        .await
+        .unwrap();
+    assert!(!all.has_more);
+    let groups: Vec<(DuplicateReason, &str, u64, Vec<LeadId>)> = all
+        .items
+        .iter()
+        .map(|g| {
+            (
+                g.reason,
+                g.key.as_str(),
+                g.count,
+                g.leads.iter().map(|l| l.id).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            (
+                DuplicateReason::Email,
+                "ann@example.com",
+                2,
+                vec![ids[0], ids[1]]
+            ),
+            (DuplicateReason::Phone, "+15550100", 2, vec![ids[2], ids[3]]),
+            (
+                DuplicateReason::NameCompany,
+                "gracehopper|usnavy",
+                2,
+                vec![ids[4], ids[5]]
+            ),
+        ]
+    );
+    // One group a page, through the cursor.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .leads
+            .duplicates(
+                t,
+                &DuplicatesQuery {
+                    limit: PageLimit::new(1).unwrap(),
+                    after: after.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|g| g.key.clone()));
+        match page.items.last() {
+            Some(g) if page.has_more => {
+                after = Some(DuplicatesCursor {
+                    reason: g.reason,
+                    key: g.key.clone(),
+                });
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ["ann@example.com", "+15550100", "gracehopper|usnavy"]);
 }

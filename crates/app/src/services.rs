@@ -412,6 +412,18 @@ impl LeadService {
         self.repo.list(tenant, query).await
     }
 
+    /// Groups of likely duplicate leads.
+    ///
+    /// # Errors
+    /// See [`LeadRepository::duplicates`].
+    pub async fn duplicates(
+        &self,
+        tenant: TenantId,
+        query: &leadline_domain::DuplicatesQuery,
+    ) -> Result<Page<leadline_domain::DuplicateGroup>, ListLeadsError> {
+        self.repo.duplicates(tenant, query).await
+    }
+
     /// Searches leads.
     ///
     /// # Errors

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api_key;
 pub mod approval;
+pub mod duplicates;
 pub mod event;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -26,6 +27,7 @@ pub use approval::{
     Approval, ApprovalAction, ApprovalQueueQuery, ApprovalStatus, Channel, DraftApprovalRequest,
     IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
 };
+pub use duplicates::{DuplicateGroup, DuplicateReason, DuplicatesCursor, DuplicatesQuery};
 pub use event::{
     AppendEventRejected, AppendEventRequest, Direction, Event, EventContent, EventKind,
     LeadContext, TimelineCursor, TimelineQuery,

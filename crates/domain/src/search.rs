@@ -154,6 +154,30 @@ pub fn search_text(lead: &Lead) -> String {
     document(SearchField::ALL.iter().filter_map(|f| f.text(lead)))
 }
 
+/// The key two leads share when they are likely the same person at the same
+/// company: their folded name and company with spaces and punctuation gone
+/// (`gracehopper|usnavy`, so `U.S. Navy` and `US Navy` agree), or empty for
+/// a lead without a company (a name alone is too common).
+#[must_use]
+pub fn name_key(first: &str, last: &str, company: Option<&str>) -> String {
+    let Some(company) = company.map(words).filter(|w| !w.is_empty()) else {
+        return String::new();
+    };
+    let mut name = words(first);
+    name.extend(words(last));
+    format!("{}|{}", name.concat(), company.concat())
+}
+
+/// [`name_key`] of a lead.
+#[must_use]
+pub fn lead_name_key(lead: &Lead) -> String {
+    name_key(
+        lead.first_name.as_str(),
+        lead.last_name.as_str(),
+        lead.company.as_ref().map(|c| c.as_str()),
+    )
+}
+
 /// The search text of a lead's searchable fields given as raw text, in
 /// [`SearchField::ALL`] order (tags joined by spaces); for code that holds
 /// columns rather than a [`Lead`], such as a migration's backfill.
@@ -535,6 +559,21 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn name_keys_ignore_case_accents_and_punctuation_and_need_a_company() {
+        assert_eq!(
+            name_key("Grace", "Hopper", Some("U.S. Navy")),
+            name_key("GRACE", "hopper", Some("u s navy"))
+        );
+        assert_eq!(name_key("Åsa", "Gräns", Some("AB")), "asagrans|ab");
+        assert_eq!(
+            name_key("Grace", "Hopper", Some("US Navy")),
+            name_key("Grace", "Hopper", Some("U.S. Navy"))
+        );
+        assert_eq!(name_key("Grace", "Hopper", None), "");
+        assert_eq!(name_key("Grace", "Hopper", Some("--")), "");
     }
 
     #[test]

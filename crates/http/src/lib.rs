@@ -18,6 +18,7 @@ mod approvals;
 mod context;
 mod cursor;
 mod dto;
+mod duplicates;
 pub mod error;
 pub use observe::metrics_handle;
 mod export;
@@ -112,6 +113,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::routes())
         .merge(search::routes())
         .merge(export::routes())
+        .merge(duplicates::routes())
         .merge(imports::routes())
         .merge(approvals::routes())
         .merge(timeline::routes())

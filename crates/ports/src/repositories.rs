@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use leadline_domain::{
-    Agent, AgentId, ApiKeyHash, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Email,
-    Lead, LeadId, ListLeadsQuery, Page, PageLimit, SearchHit, SearchLeadsQuery, Slug, Tenant,
-    TenantId, UpdateAgentRequest, UpdateLeadRequest,
+    Agent, AgentId, ApiKeyHash, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest,
+    DuplicateGroup, DuplicatesQuery, Email, Lead, LeadId, ListLeadsQuery, Page, PageLimit,
+    SearchHit, SearchLeadsQuery, Slug, Tenant, TenantId, UpdateAgentRequest, UpdateLeadRequest,
 };
 
 use crate::errors::{
@@ -168,6 +168,17 @@ pub trait LeadRepository: Send + Sync {
         tenant: TenantId,
         emails: &[Email],
     ) -> Result<Vec<Lead>, ListLeadsError>;
+
+    /// Groups of live leads that are likely the same person (by email, by
+    /// phone, by name at the same company), by reason then key.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn duplicates(
+        &self,
+        tenant: TenantId,
+        query: &DuplicatesQuery,
+    ) -> Result<Page<DuplicateGroup>, ListLeadsError>;
 
     /// How many leads the tenant has.
     ///

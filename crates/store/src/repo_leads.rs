@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 
 use leadline_domain::{
-    ApprovalStatus, CreateLeadRequest, Email, Lead, LeadId, ListLeadsQuery, Page, SearchHit,
-    SearchLeadsQuery, TenantId, UpdateLeadRejected, UpdateLeadRequest,
+    ApprovalStatus, CreateLeadRequest, DuplicateGroup, DuplicatesQuery, Email, Lead, LeadId,
+    ListLeadsQuery, Page, SearchHit, SearchLeadsQuery, TenantId, UpdateLeadRejected,
+    UpdateLeadRequest,
 };
 use leadline_ports::{
     CreateLeadError, DeleteLeadError, GetLeadError, IdempotentRequest, LeadRepository,
@@ -176,6 +177,18 @@ impl LeadRepository for Store {
             .into_iter()
             .map(Lead::try_from)
             .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn duplicates(
+        &self,
+        tenant: TenantId,
+        q: &DuplicatesQuery,
+    ) -> Result<Page<DuplicateGroup>, ListLeadsError> {
+        let result: Result<Page<DuplicateGroup>, Failure> =
+            transaction!(self, "leads.duplicates", tenant, ReplicaRead, |txn| {
+                crate::repo_duplicates::page(txn, tenant, q).await
+            });
+        result.map_err(|f| common!(f, ListLeadsError))
     }
 
     async fn count(&self, tenant: TenantId) -> Result<u64, ListLeadsError> {

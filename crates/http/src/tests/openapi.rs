@@ -621,6 +621,22 @@ async fn every_operation_answers_as_documented() {
         None,
     )
     .await;
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/leads/duplicates",
+            "/v1/leads/duplicates?limit=10",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    c.call(
+        Method::GET,
+        "/v1/leads/duplicates",
+        "/v1/leads/duplicates?cursor=bad",
+        None,
+    )
+    .await;
     // Imports: a CSV body in, a run out; its report and rejected rows.
     let csv_type = [("content-type", "text/csv")];
     let people = "first_name,last_name,email\nGrace,Hopper,grace.h@navy.example\nBad,Row,nope\n";

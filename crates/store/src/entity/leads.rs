@@ -35,6 +35,10 @@ pub struct Model {
     /// written with every change of the lead.
     #[serde(default)]
     pub search_text: String,
+    /// Folded name and company, for duplicate groups
+    /// (`leadline_domain::search::name_key`).
+    #[serde(default)]
+    pub name_key: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -120,6 +124,7 @@ impl From<&Lead> for ActiveModel {
             // Written only by delete and restore; reads never see a deleted row.
             deleted_at: sea_orm::ActiveValue::NotSet,
             search_text: Set(leadline_domain::search::search_text(l)),
+            name_key: Set(leadline_domain::search::lead_name_key(l)),
         }
     }
 }
