@@ -199,6 +199,27 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
         assert_eq!(status, StatusCode::OK, "{uri}");
         assert_eq!(page["items"][0]["lead"]["id"], json!(lead_b.id), "{uri}");
     }
+    // A's batch cannot update B's lead (404 for that item, as for a lead
+    // that never existed), and A's bulk change matches none of B's.
+    let (status, result) = call(
+        &app,
+        Method::POST,
+        "/v1/leads/batch",
+        Some(&key_a),
+        Some(json!({"items": [{"op": "update", "id": lead_b.id, "lead": {"version": 1, "status": "lost"}}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(result["results"][0]["status"], 404, "{result}");
+    let (_, result) = call(
+        &app,
+        Method::POST,
+        "/v1/leads/bulk",
+        Some(&key_a),
+        Some(json!({"set": {"status": "lost"}})),
+    )
+    .await;
+    assert_eq!(result["matched"], 0, "{result}");
     // B's duplicate leads are no group of A's.
     let mut twin = lead_req("Bee");
     twin.assigned_agent_id = Some(agent_b.id);
@@ -299,6 +320,8 @@ async fn every_v1_route_requires_a_valid_key() {
         (Method::GET, "/v1/leads/search?q=bee".to_owned()),
         (Method::GET, "/v1/leads/export".to_owned()),
         (Method::GET, "/v1/leads/duplicates".to_owned()),
+        (Method::POST, "/v1/leads/batch".to_owned()),
+        (Method::POST, "/v1/leads/bulk".to_owned()),
         (Method::POST, "/v1/imports".to_owned()),
         (Method::GET, format!("/v1/imports/{id}")),
         (Method::GET, format!("/v1/imports/{id}/rejected.csv")),

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accepted_reads_back;
+mod batch;
 mod cli;
 mod coherence;
 mod conformance;

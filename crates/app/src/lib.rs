@@ -13,7 +13,10 @@ mod workflow;
 
 pub use exports::{COLUMNS as EXPORT_COLUMNS, ExportError, ExportQuery, ExportService};
 pub use imports::{BATCH_ROWS, CsvSource, ImportFailure, ImportOptions, ImportService, Record};
-pub use services::{AgentService, CreatedTenant, LeadService, Services, StorePorts, TenantService};
+pub use services::{
+    AgentService, BULK_MAX, BulkFailure, BulkOutcome, CreatedTenant, LeadService, Services,
+    StorePorts, TenantService,
+};
 pub use workflow::{
     AppendError, ApprovalService, ContextService, PreloadReport, RecallSettings, TimelineService,
 };

@@ -113,6 +113,36 @@ impl std::fmt::Debug for Services {
     }
 }
 
+/// Most leads one bulk change touches; the outcome says when more matched.
+pub const BULK_MAX: u64 = 10_000;
+
+/// What a bulk change did.
+#[derive(Debug, Default)]
+pub struct BulkOutcome {
+    /// Leads the filter let through (at most [`BULK_MAX`]).
+    pub matched: u64,
+    /// Leads changed.
+    pub changed: u64,
+    /// Leads already as asked.
+    pub unchanged: u64,
+    /// Leads the change could not apply to, with why.
+    pub failed: Vec<(LeadId, BulkFailure)>,
+    /// More leads matched than one call touches: call again.
+    pub truncated: bool,
+}
+
+/// Why a bulk change skipped a lead.
+#[derive(Debug, thiserror::Error)]
+pub enum BulkFailure {
+    /// The lead would break a rule (too many tags).
+    #[error("tags: {0}")]
+    Invalid(leadline_domain::ValueError),
+    /// The update was refused (a status move the lifecycle forbids, an
+    /// inactive agent, …).
+    #[error(transparent)]
+    Update(UpdateLeadError),
+}
+
 /// A new tenant and its first API key. The key's text is shown to the user
 /// once and never stored.
 #[derive(Debug)]
@@ -410,6 +440,72 @@ impl LeadService {
         query: &ListLeadsQuery,
     ) -> Result<Page<Lead>, ListLeadsError> {
         self.repo.list(tenant, query).await
+    }
+
+    /// Applies `change` to every lead `filter` lets through (its `limit` and
+    /// `after` are ignored), at most [`BULK_MAX`] of them, each under the
+    /// lead's own rules and version (a lead that changed meanwhile is read
+    /// again once), invalidating each changed lead's cached context.
+    ///
+    /// # Errors
+    /// Reading the leads failed; per-lead failures are in the outcome.
+    pub async fn bulk(
+        &self,
+        tenant: TenantId,
+        filter: &ListLeadsQuery,
+        change: &leadline_domain::BulkChange,
+    ) -> Result<BulkOutcome, ListLeadsError> {
+        let mut outcome = BulkOutcome::default();
+        let mut query = filter.clone();
+        query.limit = PageLimit::new(200).unwrap_or(PageLimit::DEFAULT);
+        query.after = None;
+        loop {
+            let page = self.repo.list(tenant, &query).await?;
+            for lead in &page.items {
+                if outcome.matched >= BULK_MAX {
+                    outcome.truncated = true;
+                    return Ok(outcome);
+                }
+                outcome.matched += 1;
+                match self.apply(tenant, lead, change).await {
+                    Ok(true) => outcome.changed += 1,
+                    Ok(false) => outcome.unchanged += 1,
+                    Err(e) => outcome.failed.push((lead.id, e)),
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.has_more => query.after = Some(last.id),
+                _ => return Ok(outcome),
+            }
+        }
+    }
+
+    /// One lead of a bulk change: whether it changed.
+    async fn apply(
+        &self,
+        tenant: TenantId,
+        lead: &Lead,
+        change: &leadline_domain::BulkChange,
+    ) -> Result<bool, BulkFailure> {
+        let mut current = lead.clone();
+        for attempt in 0..2 {
+            let Some(req) = change.update_for(&current).map_err(BulkFailure::Invalid)? else {
+                return Ok(false);
+            };
+            match self.update(tenant, current.id, &req).await {
+                Ok(_) => return Ok(true),
+                Err(UpdateLeadError::Conflict { .. }) if attempt == 0 => {
+                    current = match self.repo.get(tenant, current.id).await {
+                        Ok(lead) => lead,
+                        Err(_) => return Err(BulkFailure::Update(UpdateLeadError::NotFound)),
+                    };
+                }
+                Err(e) => return Err(BulkFailure::Update(e)),
+            }
+        }
+        Err(BulkFailure::Update(UpdateLeadError::Conflict {
+            current: current.version,
+        }))
     }
 
     /// Groups of likely duplicate leads.

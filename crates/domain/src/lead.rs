@@ -593,3 +593,86 @@ mod tests {
         assert!("open".parse::<LeadStatus>().is_err());
     }
 }
+
+/// One change applied to many leads (`POST /v1/leads/bulk`): a status move,
+/// an assignment, tags added and removed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BulkChange {
+    /// Move to this status (each lead's lifecycle decides if it may).
+    pub status: Option<LeadStatus>,
+    /// Assign to this agent (`Some(None)` unassigns).
+    pub assigned_agent_id: Option<Option<AgentId>>,
+    /// Tags to add.
+    pub add_tags: Vec<Tag>,
+    /// Tags to remove.
+    pub remove_tags: Vec<Tag>,
+}
+
+impl BulkChange {
+    /// Whether it changes anything at all.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.assigned_agent_id.is_none()
+            && self.add_tags.is_empty()
+            && self.remove_tags.is_empty()
+    }
+
+    /// The update that applies this change to `lead` at its version, or
+    /// `None` when the lead already is as asked.
+    ///
+    /// # Errors
+    /// [`ValueError`] when the tags would exceed [`Tags::MAX`].
+    pub fn update_for(&self, lead: &Lead) -> Result<Option<UpdateLeadRequest>, ValueError> {
+        let status = self.status.filter(|s| *s != lead.status);
+        let assigned_agent_id = self
+            .assigned_agent_id
+            .filter(|a| *a != lead.assigned_agent_id);
+        let mut tags: Vec<Tag> = lead
+            .tags
+            .as_slice()
+            .iter()
+            .filter(|t| !self.remove_tags.contains(t))
+            .cloned()
+            .collect();
+        tags.extend(self.add_tags.iter().cloned());
+        let tags = Tags::new(tags)?;
+        let tags = (tags != lead.tags).then_some(tags);
+        if status.is_none() && assigned_agent_id.is_none() && tags.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(UpdateLeadRequest {
+            expected_version: lead.version,
+            status,
+            assigned_agent_id,
+            tags,
+            ..UpdateLeadRequest::default()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod bulk_tests {
+    use super::*;
+
+    #[test]
+    fn a_bulk_change_updates_only_what_differs() {
+        let lead = crate::fixtures::lead_context(TenantId::new(), LeadId::new()).lead;
+        let vip = Tag::parse("vip").expect("valid");
+        let none = BulkChange {
+            status: Some(lead.status),
+            ..BulkChange::default()
+        };
+        assert_eq!(none.update_for(&lead), Ok(None));
+        let change = BulkChange {
+            status: Some(LeadStatus::Lost),
+            add_tags: vec![vip.clone()],
+            ..BulkChange::default()
+        };
+        let update = change.update_for(&lead).expect("fits").expect("changes");
+        assert_eq!(update.status, Some(LeadStatus::Lost));
+        assert!(update.tags.expect("tags").contains(&vip));
+        assert_eq!(update.expected_version, lead.version);
+        assert!(BulkChange::default().is_empty());
+    }
+}

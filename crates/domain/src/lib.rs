@@ -34,7 +34,7 @@ pub use event::{
 };
 pub use ids::{AgentId, ApiKeyId, ApprovalId, EventId, ImportId, LeadId, ParseIdError, TenantId};
 pub use lead::{
-    CreateLeadRequest, Lead, LeadStatus, ListLeadsQuery, Metadata, UpdateLeadRejected,
+    BulkChange, CreateLeadRequest, Lead, LeadStatus, ListLeadsQuery, Metadata, UpdateLeadRejected,
     UpdateLeadRequest,
 };
 pub use page::{Page, PageLimit};

@@ -14,7 +14,7 @@ use crate::{error::ApiError, openapi::schema as s};
 
 /// Distinguishes an absent field (`None`) from an explicit `null`
 /// (`Some(None)`), so PATCH can clear optional fields.
-fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub(crate) fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

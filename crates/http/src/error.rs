@@ -103,6 +103,22 @@ impl ApiError {
         )
     }
 
+    /// The same problem about fields inside `parent` (`email` becomes
+    /// `lead.email`).
+    #[must_use]
+    pub fn within(mut self, parent: &str) -> Self {
+        if let Some(first) = self.errors.first() {
+            let prefix = format!("{}: ", first.field);
+            if let Some(rest) = self.detail.strip_prefix(&prefix) {
+                self.detail = format!("{parent}.{}: {rest}", first.field);
+            }
+        }
+        for e in &mut self.errors {
+            e.field = format!("{parent}.{}", e.field);
+        }
+        self
+    }
+
     /// The same problem with another human-readable detail.
     #[must_use]
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -270,17 +286,29 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ProblemBody {
+impl ApiError {
+    fn body(&self) -> ProblemBody<'_> {
+        ProblemBody {
             kind: format!("urn:leadline:problem:{}", self.kind),
             title: self.title,
             status: self.status.as_u16(),
             detail: &self.detail,
             errors: &self.errors,
             extensions: &self.extensions,
-        };
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        }
+    }
+
+    /// The problem document as JSON, for answers that carry several (one
+    /// per item of a batch).
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.body()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let bytes = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -108,6 +108,18 @@ mod tests {
     }
 }
 
+/// A JSON value read into `T` as a body would be: a 422 naming the field,
+/// in JSON terms, when it does not fit.
+///
+/// # Errors
+/// That 422.
+pub(crate) fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| field_error(&err))
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 

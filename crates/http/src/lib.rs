@@ -15,6 +15,7 @@
 //!   `/docs` renders it with Swagger UI from files inside the binary.
 
 mod approvals;
+mod batch;
 mod context;
 mod cursor;
 mod dto;
@@ -114,6 +115,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(search::routes())
         .merge(export::routes())
         .merge(duplicates::routes())
+        .merge(batch::routes())
         .merge(imports::routes())
         .merge(approvals::routes())
         .merge(timeline::routes())

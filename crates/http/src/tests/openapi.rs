@@ -637,6 +637,41 @@ async fn every_operation_answers_as_documented() {
         None,
     )
     .await;
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/leads/batch",
+            "/v1/leads/batch",
+            Some(json!({"items": [
+                {"op": "create", "lead": {"first_name": "Bat", "last_name": "Ch"}},
+                {"op": "update", "id": uuid::Uuid::now_v7(), "lead": {"version": 1}},
+            ]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    c.call(
+        Method::POST,
+        "/v1/leads/batch",
+        "/v1/leads/batch",
+        Some(json!({"items": []})),
+    )
+    .await;
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/leads/bulk",
+            "/v1/leads/bulk",
+            Some(json!({"filter": {"tag": "nobody"}, "set": {"add_tags": ["bulk"]}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    c.call(
+        Method::POST,
+        "/v1/leads/bulk",
+        "/v1/leads/bulk",
+        Some(json!({"set": {}})),
+    )
+    .await;
     // Imports: a CSV body in, a run out; its report and rejected rows.
     let csv_type = [("content-type", "text/csv")];
     let people = "first_name,last_name,email\nGrace,Hopper,grace.h@navy.example\nBad,Row,nope\n";
