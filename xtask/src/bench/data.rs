@@ -183,8 +183,8 @@ async fn copy_leads(pool: &PgPool, tenant: &BenchTenant, from: u64, to: u64) -> 
         let mut copy = conn
             .copy_in_raw(
                 "COPY leads (tenant_id, id, first_name, last_name, email, phone, company, source, \
-                 status, assigned_agent_id, tags, metadata, created_at, updated_at, version) \
-                 FROM STDIN",
+                 status, assigned_agent_id, tags, metadata, created_at, updated_at, version, \
+                 search_text, name_key) FROM STDIN",
             )
             .await?;
         copy.send(rows.into_bytes()).await?;
@@ -210,7 +210,11 @@ fn lead_rows(tenant: &BenchTenant, start: u64, end: u64) -> anyhow::Result<Strin
         let agent = lead.assigned_agent_id.map(|a| a.to_string());
         let tags = serde_json::to_string(&lead.tags)?;
         let metadata = serde_json::to_string(&lead.metadata)?;
-        let fields: [Option<&str>; 15] = [
+        // What the store writes with every lead (search and duplicates).
+        let as_stored = leadline_domain::Lead::new(tenant.id, &lead, chrono::Utc::now());
+        let search_text = leadline_domain::search::search_text(&as_stored);
+        let name_key = leadline_domain::search::lead_name_key(&as_stored);
+        let fields: [Option<&str>; 17] = [
             Some(&tenant_id),
             Some(&id),
             Some(lead.first_name.as_str()),
@@ -226,6 +230,8 @@ fn lead_rows(tenant: &BenchTenant, start: u64, end: u64) -> anyhow::Result<Strin
             Some(&created),
             Some(&created),
             Some("1"),
+            Some(&search_text),
+            Some(&name_key),
         ];
         for (i, field) in fields.iter().enumerate() {
             if i > 0 {
