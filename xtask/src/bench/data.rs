@@ -49,7 +49,7 @@ pub struct BenchTenant {
     pub bearer: String,
     /// Its agents, agent-01 (the admin) first.
     pub agents: Vec<AgentId>,
-    seed: SeedTenant,
+    pub(crate) seed: SeedTenant,
 }
 
 /// Creates `count` tenants (`seed-001` …) with [`AGENTS`] agents each
@@ -400,6 +400,52 @@ pub async fn pending_approvals(
         out.push((tenant.index, id, tenant.agents[i % tenant.agents.len()]));
     }
     Ok(out)
+}
+
+/// Writes `rows` generated leads of `tenant` (rows after its seeded ones, so
+/// their emails are new) as the CSV a team would import: plain spreadsheet
+/// headers, quoted where needed.
+///
+/// # Errors
+/// A lead the generator cannot make, or the file's I/O.
+pub fn write_import_csv(
+    path: &std::path::Path,
+    tenant: &BenchTenant,
+    after: u64,
+    rows: u64,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "First Name,Last Name,Email,Phone,Company,Tags")?;
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    for r in after..after + rows {
+        let lead = tenant.seed.lead(r, &[])?;
+        let tags = lead
+            .tags
+            .as_slice()
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            quote(lead.first_name.as_str()),
+            quote(lead.last_name.as_str()),
+            lead.email.as_ref().map_or("", |e| e.as_str()),
+            lead.phone.as_ref().map_or("", |p| p.as_str()),
+            quote(lead.company.as_ref().map_or("", |c| c.as_str())),
+            quote(&tags),
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The tenant's slug, as commands name it.
+#[must_use]
+pub fn slug(tenant: &BenchTenant) -> String {
+    tenant.seed.slug().to_string()
 }
 
 #[cfg(test)]

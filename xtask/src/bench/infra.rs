@@ -389,3 +389,29 @@ impl Machine {
         }
     }
 }
+
+/// `GET /v1/leads/export` with `bearer` from the service at `addr`, read to
+/// its end; returns the data rows (lines after the header).
+///
+/// # Errors
+/// The connection's, or a status other than 200.
+pub async fn export_lines(addr: std::net::SocketAddr, bearer: &str) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request =
+        format!("GET /v1/leads/export HTTP/1.0\r\nHost: {addr}\r\nAuthorization: {bearer}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body).await?;
+    let head_end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no response head")?;
+    let head = String::from_utf8_lossy(&body[..head_end]);
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "export answered {head}"
+    );
+    let lines = body[head_end + 4..].iter().filter(|&&b| b == b'\n').count() as u64;
+    Ok(lines.saturating_sub(1))
+}

@@ -607,6 +607,25 @@ async fn measure(
         runs.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
         let growth = runs.swap_remove(GROWTH_RUNS / 2);
         report.growth.push((total, growth));
+        let searched = measure_one(
+            &format!("growth: search at {total} leads"),
+            env.load(server.addr, GROWTH_CONNECTIONS),
+            scenarios::search(&tenants, &space)?,
+            &mut report.commands,
+        )
+        .await?;
+        report.search_growth.push((total, searched));
+        if step == last_step {
+            report.search_loaded = Some(
+                measure_one(
+                    "search",
+                    env.load(server.addr, POOL),
+                    scenarios::search(&tenants, &space)?,
+                    &mut report.commands,
+                )
+                .await?,
+            );
+        }
         timer.lap(report, &format!("growth point at {total} leads"));
         if step == last_step {
             cold = Some((server, space));
@@ -844,6 +863,59 @@ async fn measure(
     report.mix_cache = Some(mix_cache);
     drop(hot);
     timer.lap(report, "scenarios 1 and 3-7 (caches on)");
+
+    // --- CSV import and export ---------------------------------------------
+    eprintln!("bench: CSV import and export");
+    let rows = if plan.quick { 20_000 } else { 100_000 };
+    let csv_path = scratch.join("import.csv");
+    data::write_import_csv(&csv_path, first, last_step, rows)?;
+    let started = Instant::now();
+    report.commands.run(
+        Command::new(leadline)
+            .current_dir(scratch)
+            .env_remove("LEADLINE_CONFIG")
+            .env("DATABASE_URL", &env.service_url)
+            .env("LEADLINE_LOG__FILTER", "warn")
+            .args(["import", "leads", "import.csv", "--quiet", "--tenant"])
+            .arg(data::slug(first)),
+    )?;
+    let import_secs = started.elapsed().as_secs_f64();
+    let psql = tools.pgbench.with_file_name("psql");
+    let psql_command = |sql: &str| {
+        let mut command = Command::new(&psql);
+        command
+            .current_dir(scratch)
+            .env("PGPASSWORD", "postgres")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.host(), "-p"])
+            .arg(pg.port().to_string())
+            .args(["-U", "postgres", "-d", DATABASE, "-c", sql]);
+        command
+    };
+    report.commands.run(&mut psql_command(
+        "CREATE TABLE bench_copy (first_name text, last_name text, email text, phone text, \
+         company text, tags text)",
+    ))?;
+    let started = Instant::now();
+    report.commands.run(&mut psql_command(
+        "\\copy bench_copy FROM 'import.csv' WITH (FORMAT csv, HEADER true)",
+    ))?;
+    let copy_secs = started.elapsed().as_secs_f64();
+    let server = env.serve(&CacheMode::Off, &mut report.commands).await?;
+    let started = Instant::now();
+    let export_rows = infra::export_lines(server.addr, &first.bearer).await?;
+    let export_secs = started.elapsed().as_secs_f64();
+    drop(server);
+    report.transfer = Some(report::Transfer {
+        rows,
+        import_secs,
+        copy_secs,
+        export_rows,
+        export_secs,
+    });
+    eprintln!(
+        "bench:   import {rows} rows in {import_secs:.2} s, \\copy in {copy_secs:.2} s, export {export_rows} rows in {export_secs:.2} s"
+    );
+    timer.lap(report, "CSV import and export");
 
     // --- memory -------------------------------------------------------------
     let warm = plan.warm_contexts.min(space.total());

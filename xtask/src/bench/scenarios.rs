@@ -207,6 +207,51 @@ pub fn leads_page(space: &Space) -> Workload {
     })
 }
 
+/// `GET /v1/leads/search?q=FIRST+LAST&status=S&limit=20`: the first and
+/// last name of one of 2,000 generated leads (spread over every tenant and
+/// row), with its status as the filter: two words that always find at
+/// least that lead.
+///
+/// # Errors
+/// A lead the generator cannot make.
+pub fn search(tenants: &[BenchTenant], space: &Space) -> anyhow::Result<Workload> {
+    const QUERIES: u64 = 2_000;
+    let percent = |text: &str| -> String {
+        text.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let mut queries = Vec::with_capacity(QUERIES as usize);
+    for k in 0..QUERIES {
+        let caller = &space.callers[(k as usize) % space.callers.len()];
+        let tenant = tenants
+            .iter()
+            .find(|t| t.index == caller.index)
+            .ok_or_else(|| anyhow::anyhow!("no tenant {}", caller.index))?;
+        let row = (k * 7_919) % space.leads_per_tenant.max(1);
+        let lead = tenant.seed.lead(row, &tenant.agents)?;
+        let q = format!("{} {}", lead.first_name.as_str(), lead.last_name.as_str());
+        queries.push(Request::get(
+            format!(
+                "/v1/leads/search?q={}&status={}&limit=20",
+                percent(&q),
+                lead.status.as_str()
+            ),
+            Some(caller.auth.clone()),
+        ));
+    }
+    let queries: Arc<[Request]> = queries.into();
+    Ok(Arc::new(move |rng| {
+        Some(queries[rng.random_range(0..queries.len())].clone())
+    }))
+}
+
 /// `POST /v1/leads/{id}/events`: a note by one of the tenant's agents, on a
 /// uniform (`hot = false`) or Zipf-distributed lead.
 #[must_use]
