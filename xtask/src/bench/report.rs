@@ -447,6 +447,30 @@ impl Report {
                 met: ratio <= 1.2,
             });
         }
+        if let (Some((small, first)), Some((large, last))) =
+            (self.search_growth.first(), self.search_growth.last())
+        {
+            out.push(Verdict {
+                target: format!(
+                    "search (two words + a filter) p95 < 20 ms at {} leads",
+                    human(*large)
+                ),
+                measured: format!("{:.2} ms (p50 {:.2} ms)", last.p95_ms, last.p50_ms),
+                met: last.p95_ms < 20.0 && last.errors == 0,
+            });
+            // Flat: within 2 ms or 1.5 × of the smallest data set, whichever
+            // is looser (sub-millisecond figures jitter by more than 20 %).
+            let flat = last.p95_ms <= (first.p95_ms * 1.5).max(first.p95_ms + 2.0);
+            out.push(Verdict {
+                target: format!(
+                    "search p95 flat from {} to {} leads (≤ 1.5 × or + 2 ms)",
+                    human(*small),
+                    human(*large)
+                ),
+                measured: format!("{:.2} ms vs {:.2} ms", last.p95_ms, first.p95_ms),
+                met: flat,
+            });
+        }
         out
     }
 
