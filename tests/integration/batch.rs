@@ -12,24 +12,7 @@ use leadline_store::Store;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::support::{agent_req, new_tenant, services};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::sqlite_store().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::pg_store().await).await;
-            })*
-        }
-    };
-}
+use crate::support::{agent_req, both_backends, new_tenant, services};
 
 both_backends!(
     each_batch_item_succeeds_or_fails_alone,

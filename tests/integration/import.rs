@@ -13,24 +13,7 @@ use leadline_domain::{
 };
 use leadline_store::Store;
 
-use crate::support::{agent_req, services};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::sqlite_store().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::pg_store().await).await;
-            })*
-        }
-    };
-}
+use crate::support::{agent_req, both_backends, services};
 
 both_backends!(
     a_dirty_crm_export_imports_once_and_hands_back_its_rejects,

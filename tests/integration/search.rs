@@ -12,24 +12,7 @@ use leadline_domain::{
 use leadline_store::Store;
 use serde_json::json;
 
-use crate::support::{lead_req, new_tenant, services};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::sqlite_store().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::pg_store().await).await;
-            })*
-        }
-    };
-}
+use crate::support::{both_backends, lead_req, new_tenant, services};
 
 both_backends!(
     words_rank_above_prefixes_above_typos,

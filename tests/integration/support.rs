@@ -241,3 +241,23 @@ pub async fn until_lock_waiters(holder: i32, count: i64) {
     .await;
     let _ = conn.close().await;
 }
+
+/// Turns each named `async fn(Store)` of the calling module into two tests,
+/// `sqlite::NAME` and `postgres::NAME`: the same test on both backends.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::support::sqlite_store().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::support::pg_store().await).await;
+            })*
+        }
+    };
+}
+pub(crate) use both_backends;

@@ -15,24 +15,7 @@ use leadline_ports::{
 };
 use leadline_store::Store;
 
-use crate::support::{agent_req, lead_req, new_tenant, services};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::sqlite_store().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::pg_store().await).await;
-            })*
-        }
-    };
-}
+use crate::support::{agent_req, both_backends, lead_req, new_tenant, services};
 
 both_backends!(
     approval_lifecycle_with_events_and_outbox,
