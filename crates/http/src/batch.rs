@@ -30,30 +30,13 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
-    /// 1 to 1,000 items, each `{"op": "create", "lead": {…}}` or
-    /// `{"op": "update", "id": "…", "lead": {"version": 1, …}}`.
-    #[schema(value_type = Vec<BatchItem>)]
+    /// 1 to 1,000 items, each `{"op": "create", "lead": {…}}` with the body
+    /// of `POST /v1/leads`, or `{"op": "update", "id": "…", "lead": {…}}`
+    /// with the body of `PATCH /v1/leads/{id}` (`version` required). Items
+    /// are read one by one, so an item of any shape is accepted here and a
+    /// bad one fails alone, with its problem in its result.
+    #[schema(value_type = Vec<Object>)]
     items: Vec<serde_json::Value>,
-}
-
-/// One item of a batch (documentation only: items are read one by one, so
-/// a bad item fails alone).
-#[derive(ToSchema)]
-#[serde(tag = "op", rename_all = "snake_case")]
-#[expect(dead_code, reason = "only its schema is used")]
-enum BatchItem {
-    /// Create a lead, as `POST /v1/leads`.
-    Create {
-        /// The lead.
-        lead: CreateLeadBody,
-    },
-    /// Update a lead, as `PATCH /v1/leads/{id}` (`version` in the body).
-    Update {
-        /// The lead's id.
-        id: uuid::Uuid,
-        /// The changes, with the version read.
-        lead: UpdateLeadBody,
-    },
 }
 
 /// One item's outcome.
@@ -85,6 +68,17 @@ struct BatchResult {
     failed: usize,
 }
 
+/// An item's member that is neither `op`, `id` nor `lead` (named in quotes
+/// when its name is empty or odd).
+fn unknown(name: &str) -> ApiError {
+    let field = if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
+    };
+    ApiError::invalid_field(field, "is not a known field")
+}
+
 /// Runs one item.
 async fn item(
     state: &AppState,
@@ -111,10 +105,7 @@ async fn item(
     match op {
         "create" => {
             if let Some(extra) = object.keys().next() {
-                return Err(ApiError::invalid_field(
-                    extra.clone(),
-                    "is not a known field",
-                ));
+                return Err(unknown(extra));
             }
             let body: CreateLeadBody = from_value(lead).map_err(|e| e.within("lead"))?;
             let created = leads.create(tenant, &body.into_domain()).await?;
@@ -126,10 +117,7 @@ async fn item(
                 .and_then(|v| v.as_str().and_then(|s| s.parse::<LeadId>().ok()))
                 .ok_or_else(|| ApiError::invalid_field("id", "must be a lead's id"))?;
             if let Some(extra) = object.keys().next() {
-                return Err(ApiError::invalid_field(
-                    extra.clone(),
-                    "is not a known field",
-                ));
+                return Err(unknown(extra));
             }
             let body: UpdateLeadBody = from_value(lead).map_err(|e| e.within("lead"))?;
             let version = body
