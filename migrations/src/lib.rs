@@ -19,6 +19,7 @@ mod m20261203_000005_idempotent_effects;
 mod m20261203_000006_lead_soft_delete;
 mod m20261205_000007_lead_search;
 mod m20261205_000008_imports;
+mod m20261205_000009_deliveries;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_lead_soft_delete::Migration),
             Box::new(m20261205_000007_lead_search::Migration),
             Box::new(m20261205_000008_imports::Migration),
+            Box::new(m20261205_000009_deliveries::Migration),
         ]
     }
 }
@@ -60,4 +62,6 @@ pub const TENANT_TABLES: &[&str] = &[
     "idempotency_keys",
     "imports",
     "import_rejects",
+    "delivery_attempts",
+    "email_senders",
 ];

@@ -29,6 +29,13 @@ wire_enum!(
         StatusChanged => "status_changed",
         /// An approval was approved, rejected or cancelled.
         ApprovalDecided => "approval_decided",
+        /// A sent email was accepted by the mail server.
+        EmailDelivered => "email_delivered",
+        /// The mail server refused a sent email for good.
+        EmailBounced => "email_bounced",
+        /// A sent message could not be delivered (retries exhausted, or no
+        /// address to deliver to).
+        DeliveryFailed => "delivery_failed",
     }
 );
 
@@ -148,7 +155,13 @@ impl EventKind {
     pub const fn is_system(self) -> bool {
         matches!(
             self,
-            Self::StatusChanged | Self::ApprovalDecided | Self::EmailSent | Self::SmsSent
+            Self::StatusChanged
+                | Self::ApprovalDecided
+                | Self::EmailSent
+                | Self::SmsSent
+                | Self::EmailDelivered
+                | Self::EmailBounced
+                | Self::DeliveryFailed
         )
     }
 }
@@ -295,6 +308,9 @@ mod tests {
                     | EventKind::ApprovalDecided
                     | EventKind::EmailSent
                     | EventKind::SmsSent
+                    | EventKind::EmailDelivered
+                    | EventKind::EmailBounced
+                    | EventKind::DeliveryFailed
             ) {
                 Err(AppendEventRejected::SystemKind(kind))
             } else {

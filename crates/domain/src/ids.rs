@@ -89,6 +89,10 @@ id_type!(
     /// Identifies an import run within a tenant.
     ImportId
 );
+id_type!(
+    /// Identifies a delivery (an outbox row: one message to deliver) within a tenant.
+    DeliveryId
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api_key;
 pub mod approval;
+pub mod delivery;
 pub mod duplicates;
 pub mod event;
 #[cfg(any(test, feature = "fixtures"))]
@@ -27,12 +28,18 @@ pub use approval::{
     Approval, ApprovalAction, ApprovalQueueQuery, ApprovalStatus, Channel, DraftApprovalRequest,
     IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
 };
+pub use delivery::{
+    AttemptOutcome, CircuitBreaker, Decision, Delivery, DeliveryStatus, OutboundEmail,
+    OutboxMessage, RetryPolicy, SenderIdentity, Unsubscribe,
+};
 pub use duplicates::{DuplicateGroup, DuplicateReason, DuplicatesCursor, DuplicatesQuery};
 pub use event::{
     AppendEventRejected, AppendEventRequest, Direction, Event, EventContent, EventKind,
     LeadContext, TimelineCursor, TimelineQuery,
 };
-pub use ids::{AgentId, ApiKeyId, ApprovalId, EventId, ImportId, LeadId, ParseIdError, TenantId};
+pub use ids::{
+    AgentId, ApiKeyId, ApprovalId, DeliveryId, EventId, ImportId, LeadId, ParseIdError, TenantId,
+};
 pub use lead::{
     BulkChange, CreateLeadRequest, Lead, LeadStatus, ListLeadsQuery, Metadata, UpdateLeadRejected,
     UpdateLeadRequest,

@@ -19,6 +19,7 @@
 
 mod cache;
 mod context_json;
+mod delivery;
 mod effects;
 mod errors;
 mod health;
@@ -30,6 +31,11 @@ mod workflow;
 pub use cache::MockContextCache;
 pub use cache::{CacheStats, ContextCache, ContextLoader, TierStats};
 pub use context_json::{ContextJson, ContextJsonError};
+pub use delivery::{
+    AttemptRecord, ClaimedDelivery, DeliveryError, DeliveryRepository, EmailChannel, QueueDepth,
+};
+#[cfg(feature = "mock")]
+pub use delivery::{MockDeliveryRepository, MockEmailChannel};
 pub use effects::IdempotentRequest;
 pub use errors::*;
 #[cfg(feature = "mock")]

@@ -21,6 +21,7 @@ mod pool;
 mod repo_agents;
 mod repo_approvals;
 mod repo_context;
+mod repo_deliveries;
 mod repo_duplicates;
 mod repo_events;
 mod repo_idempotency;

@@ -154,6 +154,13 @@ impl ApprovalRepository for Store {
                         payload: Set(approval.outbox_payload()),
                         created_at: Set(now),
                         dispatched_at: Set(None),
+                        status: Set(leadline_domain::DeliveryStatus::Pending.as_str().to_owned()),
+                        attempts: Set(0),
+                        round_start: Set(0),
+                        next_attempt_at: Set(now),
+                        lease_token: Set(None),
+                        last_error: Set(None),
+                        updated_at: Set(now),
                     };
                     outbox::Entity::insert(row)
                         .exec_without_returning(txn)
