@@ -36,6 +36,8 @@ pub struct Services {
     pub imports: crate::ImportService,
     /// CSV exports.
     pub exports: crate::ExportService,
+    /// Deliveries of sent messages, and the tenant's sender.
+    pub deliveries: crate::DeliveryService,
     /// Idempotency keys, for the HTTP adapter's retry safety.
     pub idempotency: Arc<dyn leadline_ports::IdempotencyStore>,
     /// The store's health, for readiness probes.
@@ -52,6 +54,7 @@ pub trait StorePorts:
     + leadline_ports::LeadContextRepository
     + leadline_ports::IdempotencyStore
     + leadline_ports::ImportRepository
+    + leadline_ports::DeliveryRepository
     + HealthCheck
     + 'static
 {
@@ -66,6 +69,7 @@ impl<S> StorePorts for S where
         + leadline_ports::LeadContextRepository
         + leadline_ports::IdempotencyStore
         + leadline_ports::ImportRepository
+        + leadline_ports::DeliveryRepository
         + HealthCheck
         + 'static
 {
@@ -96,6 +100,7 @@ impl Services {
                 LeadService::new(store.clone(), cache.clone()),
                 AgentService::new(store.clone(), store.clone(), cache.clone()),
             ),
+            deliveries: crate::DeliveryService::new(store.clone()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),
             context: crate::ContextService::new(store.clone(), cache, recall),

@@ -10,7 +10,8 @@ use leadline_ports::ContextCache;
 use leadline_store::{ConnectError, MigrateError, MigrateOp, Store, StoreSettings, redact_url};
 use secrecy::ExposeSecret;
 
-use leadline_app::{RecallSettings, Services};
+use leadline_app::{RecallSettings, Relay, RelaySettings, Services};
+use leadline_outbound::{SmtpChannel, SmtpError, SmtpSettings};
 
 /// Wiring failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +28,21 @@ pub enum ComposeError {
 }
 
 /// The wired application and the resources it must release on shutdown.
-#[derive(Debug)]
 pub struct Composition {
     /// What the driving adapters use.
     pub services: Services,
     store: Store,
+    context_cache: Arc<dyn ContextCache>,
     cache: Option<Arc<TwoTierCache>>,
+}
+
+impl std::fmt::Debug for Composition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Composition")
+            .field("services", &self.services)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Composition {
@@ -47,8 +57,9 @@ impl Composition {
     #[must_use]
     pub fn from_parts(store: Store, cache: Arc<dyn ContextCache>, recall: RecallSettings) -> Self {
         Self {
-            services: Services::over(Arc::new(store.clone()), cache, recall),
+            services: Services::over(Arc::new(store.clone()), cache.clone(), recall),
             store,
+            context_cache: cache,
             cache: None,
         }
     }
@@ -57,6 +68,27 @@ impl Composition {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The delivery relay over this store and cache, sending email through
+    /// the server `smtp` names (none: email deliveries wait).
+    ///
+    /// # Errors
+    /// A bad SMTP setting, named by key.
+    pub fn relay(
+        &self,
+        settings: RelaySettings,
+        smtp: &SmtpSettings,
+    ) -> Result<Arc<Relay>, SmtpError> {
+        let email = SmtpChannel::from_settings(smtp)?
+            .map(|c| Arc::new(c) as Arc<dyn leadline_ports::EmailChannel>);
+        Ok(Arc::new(Relay::new(
+            Arc::new(self.store.clone()),
+            email,
+            self.context_cache.clone(),
+            settings,
+            smtp.default_sender()?,
+        )))
     }
 
     /// Releases the cache's connections and the pool (lent connections are

@@ -30,6 +30,10 @@ pub struct Config {
     pub recall: leadline_app::RecallSettings,
     /// The lead-context cache: in-process, and Redis when `cache.redis_url` is set.
     pub cache: leadline_cache::CacheSettings,
+    /// The delivery relay.
+    pub relay: leadline_app::RelaySettings,
+    /// The mail server email deliveries go through.
+    pub smtp: leadline_outbound::SmtpSettings,
 }
 
 /// The HTTP listener.
@@ -99,6 +103,8 @@ impl Config {
         let db = &self.database;
         let cache = &self.cache;
         let recall = &self.recall;
+        let relay = &self.relay;
+        let smtp = &self.smtp;
         vec![
             ("http.bind", self.http.bind.to_string()),
             (
@@ -191,6 +197,45 @@ impl Config {
                 "cache.stale_if_error_secs",
                 cache.stale_if_error_secs.to_string(),
             ),
+            ("relay.enabled", relay.enabled.to_string()),
+            ("relay.batch", relay.batch.to_string()),
+            ("relay.concurrency", relay.concurrency.to_string()),
+            ("relay.lease_secs", relay.lease_secs.to_string()),
+            ("relay.poll_interval_ms", relay.poll_interval_ms.to_string()),
+            ("relay.max_attempts", relay.max_attempts.to_string()),
+            ("relay.retry_base_secs", relay.retry_base_secs.to_string()),
+            ("relay.retry_cap_secs", relay.retry_cap_secs.to_string()),
+            (
+                "relay.breaker_threshold",
+                relay.breaker_threshold.to_string(),
+            ),
+            (
+                "relay.breaker_cool_down_secs",
+                relay.breaker_cool_down_secs.to_string(),
+            ),
+            (
+                "smtp.url",
+                smtp.url.as_ref().map_or_else(
+                    || "(unset: email deliveries wait)".to_owned(),
+                    |u| redact(u.expose_secret()),
+                ),
+            ),
+            (
+                "smtp.ca_file",
+                smtp.ca_file.as_ref().map_or_else(
+                    || "(unset: the system's roots)".to_owned(),
+                    |p| p.display().to_string(),
+                ),
+            ),
+            ("smtp.from", smtp.from.clone()),
+            (
+                "smtp.from_name",
+                smtp.from_name
+                    .clone()
+                    .unwrap_or_else(|| "(unset)".to_owned()),
+            ),
+            ("smtp.timeout_ms", smtp.timeout_ms.to_string()),
+            ("smtp.pool_max", smtp.pool_max.to_string()),
             (
                 "log.format",
                 format!("{:?}", self.log.format).to_lowercase(),
@@ -256,6 +301,8 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         .into_iter()
         .chain(config.recall.problems())
         .chain(config.cache.problems())
+        .chain(config.relay.problems())
+        .chain(config.smtp.problems())
         .map(|(key, why)| format!("{key}: {why}"))
         .collect();
     if problems.is_empty() {
@@ -388,13 +435,20 @@ mod tests {
                 "DATABASE_READ_URL",
                 "postgres://app:r3plica-pw@replica/leadline",
             );
+            jail.set_env("LEADLINE_SMTP__URL", "smtp://relay:smtp-s3cret@mail:587");
             let config = load(None).map_err(|e| e.to_string())?;
             let shown: String = config
                 .describe()
                 .iter()
                 .map(|(k, v)| format!("{k} = {v}\n"))
                 .collect();
-            for secret in ["db-s3cret", "own3r-pw", "r3dis-pw", "r3plica-pw"] {
+            for secret in [
+                "db-s3cret",
+                "own3r-pw",
+                "r3dis-pw",
+                "r3plica-pw",
+                "smtp-s3cret",
+            ] {
                 assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
             }
             assert!(
@@ -405,7 +459,11 @@ mod tests {
                 shown.contains("cache.redis_url = redis://:***@cache:6379"),
                 "{shown}"
             );
-            assert_eq!(config.describe().len(), 30, "every setting is listed");
+            assert!(
+                shown.contains("smtp.url = smtp://relay:***@mail:587"),
+                "{shown}"
+            );
+            assert_eq!(config.describe().len(), 46, "every setting is listed");
             Ok(())
         });
     }

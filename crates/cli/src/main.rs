@@ -36,6 +36,9 @@ enum Command {
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
     },
+    /// Deliver sent messages (the relay `serve` also runs unless
+    /// relay.enabled=false), until SIGINT/SIGTERM.
+    Relay,
     /// Apply, revert or list schema migrations.
     Migrate {
         #[command(subcommand)]
@@ -214,6 +217,10 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
                 .map_err(|e| anyhow::anyhow!("http.bind {}: {e}", config.http.bind))?;
             eprintln!("leadline listening on http://{}", listener.local_addr()?);
             run::serve(&config, listener, run::shutdown_signal()).await?;
+        }
+        Command::Relay => {
+            eprintln!("leadline relay running; stop it with Ctrl-C or SIGTERM");
+            run::relay(&config, run::shutdown_signal()).await?;
         }
         Command::Migrate { action } => {
             let op = match action.unwrap_or(MigrateAction::Up) {

@@ -55,6 +55,15 @@ pub async fn serve(
     } else {
         router(AppState::new(composition.services.clone()))
     };
+    let relay = if config.relay.enabled {
+        let relay = composition.relay(config.relay, &config.smtp)?;
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let task = tokio::spawn(relay.run(async move { stopped.notified().await }));
+        Some((stop, task))
+    } else {
+        None
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(config.database.url.expose_secret()), "leadline listening");
 
@@ -77,8 +86,37 @@ pub async fn serve(
             }
         }
     }
+    if let Some((stop, task)) = relay {
+        // The round in progress finishes: no attempt is cut off between
+        // the destination's answer and its record.
+        stop.notify_one();
+        if tokio::time::timeout(config.http.shutdown_grace(), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "grace period over; the relay's unrecorded attempts come back when their lease ends"
+            );
+        }
+    }
     composition.shutdown().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the delivery relay alone (`leadline relay`) until `shutdown`
+/// completes, then lets its round in progress finish.
+///
+/// # Errors
+/// Wiring failures (database unreachable, a bad SMTP setting).
+pub async fn relay(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let composition = compose_with(&config.database, &config.cache, config.recall, true).await?;
+    let relay = composition.relay(config.relay, &config.smtp)?;
+    relay.run(shutdown).await;
+    composition.shutdown().await;
     Ok(())
 }
 

@@ -1,0 +1,511 @@
+//! Delivery of sent messages: the relay that drains the outbox through the
+//! channel adapters, and the use cases people drive over HTTP (list the
+//! deliveries, retry a failed one, set the tenant's sender).
+//!
+//! The relay is at-least-once: an attempt is recorded after the destination
+//! answered, so a relay killed in between leaves the row leased, it comes
+//! due again when the lease ends, and the message goes out a second time
+//! with the same `Message-ID` (derived from the approval) for the receiver
+//! to recognise. The timeline still shows one outcome: only the claim that
+//! holds the row records one.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use futures::StreamExt;
+use leadline_domain::{
+    AttemptOutcome, Channel, CircuitBreaker, Decision, Delivery, DeliveryId, DeliveryStatus, Email,
+    OutboundEmail, Page, PageLimit, RetryPolicy, SenderIdentity, TenantId,
+};
+use leadline_ports::{
+    AttemptRecord, ClaimedDelivery, ContextCache, DeliveryError, DeliveryRepository, EmailChannel,
+    QueueDepth,
+};
+use metrics::{counter, gauge, histogram};
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+/// The relay's settings (`[relay]`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Run the relay inside `serve` (turn off to run `leadline relay`
+    /// elsewhere).
+    pub enabled: bool,
+    /// Deliveries claimed at once.
+    pub batch: u32,
+    /// Deliveries attempted at the same time.
+    pub concurrency: u16,
+    /// How long a claimed delivery stays with its relay before another may
+    /// take it (a relay that died holding it).
+    pub lease_secs: u64,
+    /// How often an idle relay looks for due work.
+    pub poll_interval_ms: u64,
+    /// Attempts before a message is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; it doubles per attempt (with jitter).
+    pub retry_base_secs: u64,
+    /// Longest retry delay.
+    pub retry_cap_secs: u64,
+    /// Consecutive transient failures that open a destination's circuit
+    /// breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker keeps the destination quiet (doubling on
+    /// each failed probe, up to ten times this).
+    pub breaker_cool_down_secs: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        let policy = RetryPolicy::default();
+        Self {
+            enabled: true,
+            batch: 100,
+            concurrency: 8,
+            lease_secs: 300,
+            poll_interval_ms: 500,
+            max_attempts: policy.max_attempts,
+            retry_base_secs: policy.base.as_secs(),
+            retry_cap_secs: policy.cap.as_secs(),
+            breaker_threshold: 5,
+            breaker_cool_down_secs: 30,
+        }
+    }
+}
+
+impl RelaySettings {
+    /// Lists every invalid value by its key.
+    #[must_use]
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let mut at_least_one = |key, value: u64| {
+            if value == 0 {
+                problems.push((key, "must be at least 1".to_owned()));
+            }
+        };
+        at_least_one("relay.batch", u64::from(self.batch));
+        at_least_one("relay.concurrency", u64::from(self.concurrency));
+        at_least_one("relay.lease_secs", self.lease_secs);
+        at_least_one("relay.poll_interval_ms", self.poll_interval_ms);
+        at_least_one("relay.max_attempts", u64::from(self.max_attempts));
+        at_least_one("relay.retry_base_secs", self.retry_base_secs);
+        at_least_one("relay.breaker_threshold", u64::from(self.breaker_threshold));
+        at_least_one("relay.breaker_cool_down_secs", self.breaker_cool_down_secs);
+        if self.retry_cap_secs < self.retry_base_secs {
+            problems.push((
+                "relay.retry_cap_secs",
+                "must be at least relay.retry_base_secs".to_owned(),
+            ));
+        }
+        if self.batch > 10_000 {
+            problems.push(("relay.batch", "must be at most 10000".to_owned()));
+        }
+        problems
+    }
+
+    /// The retry policy these settings describe.
+    #[must_use]
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            base: Duration::from_secs(self.retry_base_secs),
+            cap: Duration::from_secs(self.retry_cap_secs),
+        }
+    }
+}
+
+/// What one round of the relay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Deliveries claimed.
+    pub claimed: usize,
+    /// Delivered.
+    pub delivered: usize,
+    /// To be retried later.
+    pub retrying: usize,
+    /// Failed for good or dead-lettered.
+    pub failed: usize,
+    /// Put back untried: the destination's breaker is open.
+    pub deferred: usize,
+    /// Outcomes not recorded (the claim was lost, or the store failed: the
+    /// lease brings those back).
+    pub unrecorded: usize,
+}
+
+/// Drains the outbox: claims due deliveries, sends each through its
+/// channel, records the outcome.
+pub struct Relay {
+    repo: Arc<dyn DeliveryRepository>,
+    email: Option<Arc<dyn EmailChannel>>,
+    cache: Arc<dyn ContextCache>,
+    settings: RelaySettings,
+    policy: RetryPolicy,
+    default_sender: SenderIdentity,
+    breakers: Mutex<HashMap<String, CircuitBreaker>>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("settings", &self.settings)
+            .field("email", &self.email.as_ref().map(|e| e.destination()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay over `repo`, sending email through `email` (none: email
+    /// deliveries wait), from `default_sender` for tenants that set none.
+    #[must_use]
+    pub fn new(
+        repo: Arc<dyn DeliveryRepository>,
+        email: Option<Arc<dyn EmailChannel>>,
+        cache: Arc<dyn ContextCache>,
+        settings: RelaySettings,
+        default_sender: SenderIdentity,
+    ) -> Self {
+        Self {
+            repo,
+            email,
+            cache,
+            policy: settings.policy(),
+            settings,
+            default_sender,
+            breakers: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The channels this relay can deliver on.
+    #[must_use]
+    pub fn channels(&self) -> Vec<Channel> {
+        self.email.iter().map(|_| Channel::Email).collect()
+    }
+
+    /// Asks an idle relay to look for work now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Claims one batch and delivers it.
+    ///
+    /// # Errors
+    /// When the claim itself fails (the store is unreachable).
+    pub async fn run_once(&self) -> Result<RoundReport, DeliveryError> {
+        let channels = self.channels();
+        let claimed = self
+            .repo
+            .claim_due(
+                &channels,
+                self.settings.batch,
+                Duration::from_secs(self.settings.lease_secs),
+            )
+            .await?;
+        let mut report = RoundReport {
+            claimed: claimed.len(),
+            ..RoundReport::default()
+        };
+        let mut outcomes = futures::stream::iter(claimed)
+            .map(|c| async move { self.deliver(c).await })
+            .buffer_unordered(usize::from(self.settings.concurrency));
+        while let Some(step) = outcomes.next().await {
+            match step {
+                Step::Recorded(Decision::Delivered) => report.delivered += 1,
+                Step::Recorded(Decision::RetryAt(_)) => report.retrying += 1,
+                Step::Recorded(Decision::Failed | Decision::Dead) => report.failed += 1,
+                Step::Deferred => report.deferred += 1,
+                Step::Unrecorded => report.unrecorded += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs rounds until `shutdown` completes: at once while there is work,
+    /// otherwise every `relay.poll_interval_ms` (or when woken). A round in
+    /// progress finishes first, so no attempt is cut off between the
+    /// destination's answer and its record.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
+        let channels = self.channels();
+        if channels.is_empty() {
+            tracing::warn!("relay: no channel configured (smtp.url unset); deliveries wait");
+        }
+        tracing::info!(channels = ?channels, "relay started");
+        let idle = Duration::from_millis(self.settings.poll_interval_ms);
+        let mut last_depth = Instant::now()
+            .checked_sub(Duration::from_secs(10))
+            .unwrap_or_else(Instant::now);
+        tokio::pin!(shutdown);
+        loop {
+            if last_depth.elapsed() >= Duration::from_secs(5) {
+                last_depth = Instant::now();
+                self.report_depth(&channels).await;
+            }
+            let busy = match self.run_once().await {
+                Ok(report) => {
+                    if report.claimed > 0 {
+                        tracing::debug!(?report, "relay round");
+                    }
+                    report.claimed >= self.settings.batch as usize
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "relay: cannot claim deliveries; trying again");
+                    false
+                }
+            };
+            if busy {
+                if futures::poll!(&mut shutdown).is_ready() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(idle) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+        tracing::info!("relay stopped");
+    }
+
+    async fn report_depth(&self, channels: &[Channel]) {
+        match self.repo.depth(channels).await {
+            Ok(QueueDepth {
+                pending,
+                due,
+                oldest_due,
+            }) => {
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    gauge!("delivery_queue_depth", "state" => "pending").set(pending as f64);
+                    gauge!("delivery_queue_depth", "state" => "due").set(due as f64);
+                }
+                gauge!("delivery_oldest_due_seconds")
+                    .set(oldest_due.unwrap_or_default().as_secs_f64());
+            }
+            Err(err) => tracing::warn!(error = %err, "relay: cannot read the queue's depth"),
+        }
+    }
+
+    fn admit(&self, destination: &str) -> Result<(), chrono::DateTime<Utc>> {
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cool_down = Duration::from_secs(self.settings.breaker_cool_down_secs);
+        breakers
+            .entry(destination.to_owned())
+            .or_insert_with(|| {
+                CircuitBreaker::new(self.settings.breaker_threshold, cool_down, cool_down * 10)
+            })
+            .admit(Utc::now())
+    }
+
+    fn observe(&self, destination: &str, healthy: bool) {
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(breaker) = breakers.get_mut(destination) {
+            let was_open = breaker.is_open();
+            breaker.record(healthy, Utc::now());
+            match (was_open, breaker.is_open()) {
+                (false, true) => tracing::warn!(
+                    destination,
+                    "relay: circuit breaker open; the destination is left alone for a while"
+                ),
+                (true, false) => tracing::info!(destination, "relay: circuit breaker closed"),
+                _ => {}
+            }
+            gauge!("delivery_breaker_open", "destination" => destination.to_owned())
+                .set(if breaker.is_open() { 1.0 } else { 0.0 });
+        }
+    }
+
+    async fn deliver(&self, claimed: ClaimedDelivery) -> Step {
+        let delivery = &claimed.delivery;
+        let channel = delivery.channel.as_str();
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let outcome = match (&claimed.recipient, &self.email) {
+            (None, _) => AttemptOutcome::Undeliverable {
+                reason: "the lead has no email address (or was deleted)".to_owned(),
+            },
+            (Some(to), Some(email)) => {
+                let destination = email.destination();
+                if let Err(until) = self.admit(&destination) {
+                    counter!("deliveries_deferred_total", "channel" => channel).increment(1);
+                    return match self.repo.defer(&claimed, until).await {
+                        Ok(_) => Step::Deferred,
+                        Err(err) => {
+                            tracing::warn!(delivery = %delivery.id, error = %err, "relay: cannot defer; the lease brings it back");
+                            Step::Unrecorded
+                        }
+                    };
+                }
+                let message = self.compose(&claimed, to.clone());
+                let outcome = email.send(&message).await;
+                self.observe(
+                    &destination,
+                    !matches!(outcome, AttemptOutcome::Transient { .. }),
+                );
+                if let AttemptOutcome::Delivered { reply } = &outcome {
+                    // The one moment a crash means a redelivery: say it.
+                    tracing::info!(
+                        delivery = %delivery.id,
+                        message_id = %message.message_id,
+                        reply = %reply,
+                        "accepted by the destination; recording"
+                    );
+                }
+                outcome
+            }
+            // Claimed only for channels that have an adapter.
+            (Some(_), None) => AttemptOutcome::Transient {
+                reason: "no email channel configured".to_owned(),
+                retry_after: None,
+            },
+        };
+        histogram!("delivery_attempt_seconds", "channel" => channel)
+            .record(clock.elapsed().as_secs_f64());
+        let attempt = delivery.attempts + 1;
+        let decision = self.policy.decide(
+            attempt.saturating_sub(claimed.round_start),
+            &outcome,
+            Utc::now(),
+            rand::random::<f64>(),
+        );
+        let record = AttemptRecord {
+            attempt,
+            started_at: trunc(started_at),
+            finished_at: trunc(Utc::now()),
+            outcome,
+            decision,
+        };
+        match self.repo.record(&claimed, &record).await {
+            Ok(true) => {
+                let label = match decision {
+                    Decision::Delivered => "delivered",
+                    Decision::RetryAt(_) => "retry",
+                    Decision::Failed => "failed",
+                    Decision::Dead => "dead",
+                };
+                counter!("deliveries_total", "channel" => channel, "outcome" => label).increment(1);
+                if !matches!(decision, Decision::RetryAt(_)) {
+                    // The outcome is on the lead's timeline now.
+                    self.cache
+                        .invalidate(delivery.tenant_id, delivery.lead_id)
+                        .await;
+                }
+                if let AttemptOutcome::Transient { reason, .. }
+                | AttemptOutcome::Permanent { reason }
+                | AttemptOutcome::Undeliverable { reason } = &record.outcome
+                {
+                    tracing::info!(delivery = %delivery.id, attempt, outcome = label, %reason, "delivery attempt failed");
+                }
+                Step::Recorded(decision)
+            }
+            Ok(false) => {
+                tracing::warn!(delivery = %delivery.id, "relay: the claim ran out before the outcome was recorded; the relay that holds it now records it");
+                Step::Unrecorded
+            }
+            Err(err) => {
+                tracing::error!(delivery = %delivery.id, error = %err, "relay: cannot record an attempt; the lease brings the delivery back");
+                Step::Unrecorded
+            }
+        }
+    }
+
+    fn compose(&self, claimed: &ClaimedDelivery, to: (Option<String>, Email)) -> OutboundEmail {
+        let sender = claimed.sender.as_ref().unwrap_or(&self.default_sender);
+        OutboundEmail::compose(&claimed.delivery, &claimed.message, to, sender)
+    }
+}
+
+/// Microseconds, as both stores keep time.
+fn trunc(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
+}
+
+enum Step {
+    Recorded(Decision),
+    Deferred,
+    Unrecorded,
+}
+
+/// Deliveries and sender settings, as people see them.
+#[derive(Clone)]
+pub struct DeliveryService {
+    repo: Arc<dyn DeliveryRepository>,
+}
+
+impl std::fmt::Debug for DeliveryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryService").finish_non_exhaustive()
+    }
+}
+
+impl DeliveryService {
+    /// Over `repo`.
+    #[must_use]
+    pub fn new(repo: Arc<dyn DeliveryRepository>) -> Self {
+        Self { repo }
+    }
+
+    /// One delivery.
+    ///
+    /// # Errors
+    /// `NotFound`, or the store failed.
+    pub async fn get(&self, tenant: TenantId, id: DeliveryId) -> Result<Delivery, DeliveryError> {
+        self.repo.get(tenant, id).await
+    }
+
+    /// A page of the tenant's deliveries.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn list(
+        &self,
+        tenant: TenantId,
+        status: Option<DeliveryStatus>,
+        after: Option<DeliveryId>,
+        limit: PageLimit,
+    ) -> Result<Page<Delivery>, DeliveryError> {
+        self.repo.list(tenant, status, after, limit).await
+    }
+
+    /// Queues a failed or dead delivery again, with a fresh budget of
+    /// attempts.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` unless it is failed or dead.
+    pub async fn retry(&self, tenant: TenantId, id: DeliveryId) -> Result<Delivery, DeliveryError> {
+        self.repo.retry(tenant, id).await
+    }
+
+    /// The tenant's sender identity, if set.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn sender(&self, tenant: TenantId) -> Result<Option<SenderIdentity>, DeliveryError> {
+        self.repo.sender(tenant).await
+    }
+
+    /// Sets the tenant's sender identity.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn set_sender(
+        &self,
+        tenant: TenantId,
+        sender: &SenderIdentity,
+    ) -> Result<(), DeliveryError> {
+        self.repo.set_sender(tenant, sender).await
+    }
+}
