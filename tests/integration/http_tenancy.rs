@@ -66,6 +66,35 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
     };
     let approval_b = s.approvals.draft(b, lead_b.id, &draft).await.unwrap();
     let approval_uri = format!("/v1/approvals/{}", approval_b.id);
+    // A message B sent: its delivery, and B's sender.
+    let lead_sent = s.leads.create(b, &lead_req("Sent")).await.unwrap();
+    let sent_b = s.approvals.draft(b, lead_sent.id, &draft).await.unwrap();
+    for action in [
+        leadline_domain::ApprovalAction::Approve { by: agent_b.id },
+        leadline_domain::ApprovalAction::MarkSent { by: agent_b.id },
+    ] {
+        s.approvals.act(b, sent_b.id, &action).await.unwrap();
+    }
+    let delivery_b = s
+        .deliveries
+        .list(b, None, None, leadline_domain::PageLimit::new(1).unwrap())
+        .await
+        .unwrap()
+        .items[0]
+        .id;
+    let delivery_uri = format!("/v1/deliveries/{delivery_b}");
+    s.deliveries
+        .set_sender(
+            b,
+            &leadline_domain::SenderIdentity {
+                from_email: leadline_domain::Email::parse("b@example.com").unwrap(),
+                from_name: None,
+                reply_to: None,
+                unsubscribe: None,
+            },
+        )
+        .await
+        .unwrap();
     // A lead B deleted: A can neither see nor restore it.
     let deleted_b = s.leads.create(b, &lead_req("Gone")).await.unwrap();
     s.leads.delete(b, deleted_b.id).await.unwrap();
@@ -90,6 +119,8 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
         .unwrap();
     let import_uri = format!("/v1/imports/{}", import_b.id);
     let routes = [
+        (Method::GET, delivery_uri.clone(), None),
+        (Method::POST, format!("{delivery_uri}/retry"), None),
         (Method::GET, import_uri.clone(), None),
         (Method::GET, format!("{import_uri}/rejected.csv"), None),
         (Method::GET, agent_uri.clone(), None),
@@ -152,6 +183,7 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
             agent_b.id.to_string(),
             approval_b.id.to_string(),
             import_b.id.to_string(),
+            delivery_b.to_string(),
         ]
         .iter()
         .fold(uri.clone(), |u, id| {
@@ -166,6 +198,16 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
             "{method}: foreign and missing ids look alike"
         );
     }
+    // Lists and settings never surface B's data to A.
+    let (status, page) = call(&app, Method::GET, "/v1/deliveries", Some(&key_a), None).await;
+    assert_eq!(
+        (status, page["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    let (_, page) = call(&app, Method::GET, "/v1/deliveries", Some(&key_b), None).await;
+    assert_eq!(page["items"][0]["id"], json!(delivery_b));
+    let (_, sender) = call(&app, Method::GET, "/v1/settings/email", Some(&key_a), None).await;
+    assert_eq!(sender, json!({"sender": null}));
     // Lists and filters never surface B's data to A.
     let (status, page) = call(
         &app,
@@ -233,8 +275,8 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
             "{page}"
         );
     }
-    // A's export holds none of B's leads; B's holds its own.
-    for (key, expected) in [(&key_a, 0), (&key_b, 2)] {
+    // A's export holds none of B's leads; B's holds its own (Bee, its twin, Sent).
+    for (key, expected) in [(&key_a, 0), (&key_b, 3)] {
         let res = app
             .clone()
             .oneshot(
@@ -339,6 +381,11 @@ async fn every_v1_route_requires_a_valid_key() {
         (Method::POST, format!("/v1/approvals/{id}/reject")),
         (Method::POST, format!("/v1/approvals/{id}/send")),
         (Method::POST, format!("/v1/approvals/{id}/cancel")),
+        (Method::GET, "/v1/deliveries".to_owned()),
+        (Method::GET, format!("/v1/deliveries/{id}")),
+        (Method::POST, format!("/v1/deliveries/{id}/retry")),
+        (Method::GET, "/v1/settings/email".to_owned()),
+        (Method::PUT, "/v1/settings/email".to_owned()),
     ];
     let forged = format!("{}{}", &key[..key.len() - 4], "0000");
     for (method, uri) in &routes {

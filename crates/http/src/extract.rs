@@ -204,6 +204,9 @@ impl ResourceId for leadline_domain::ApprovalId {
 impl ResourceId for leadline_domain::ImportId {
     const WHAT: &'static str = "import";
 }
+impl ResourceId for leadline_domain::DeliveryId {
+    const WHAT: &'static str = "delivery";
+}
 
 /// The route's one `{id}` path segment as a typed id. Anything that is not
 /// such an id (malformed, or not even UTF-8 once percent-decoded) names no

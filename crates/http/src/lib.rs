@@ -18,6 +18,7 @@ mod approvals;
 mod batch;
 mod context;
 mod cursor;
+mod deliveries;
 mod dto;
 mod duplicates;
 pub mod error;
@@ -118,6 +119,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(batch::routes())
         .merge(imports::routes())
         .merge(approvals::routes())
+        .merge(deliveries::routes())
         .merge(timeline::routes())
         .merge(context::routes())
         .routes(utoipa_axum::routes!(observe::render))

@@ -64,6 +64,7 @@ const API_KEY: &str = "api_key";
         (name = "agents", description = "The people (or bots) who work leads."),
         (name = "leads", description = "The people an outreach team works."),
         (name = "approvals", description = "Every outbound message is drafted, then approved or rejected by a person, then sent exactly once."),
+        (name = "deliveries", description = "Sent messages on their way out: each is claimed by the relay, attempted, retried with backoff, and ends delivered, failed or dead."),
         (name = "timeline", description = "Every touch on a lead, and everything about a lead in one read."),
         (name = "cache", description = "The lead-context cache, for tenant admins."),
     ),

@@ -133,7 +133,32 @@ wire_enum! {
     EventKind => domain::EventKind::ALL.iter().map(|k| k.as_str()), "What happened.";
     /// `leadline_domain::Direction`.
     Direction => domain::Direction::ALL.iter().map(|d| d.as_str()), "Which way it went.";
+    /// `leadline_domain::DeliveryStatus`.
+    DeliveryStatus => domain::DeliveryStatus::ALL.iter().map(|d| d.as_str()),
+        "Where a delivery stands: pending (waiting for its next attempt) → delivered, failed \
+         (refused for good) or dead (out of attempts). Failed and dead deliveries can be retried.";
 }
+
+/// `leadline_domain::Unsubscribe`.
+pub(crate) struct Unsubscribe;
+
+impl PartialSchema for Unsubscribe {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(domain::Unsubscribe::MAX))
+            .pattern(Some(
+                "^([Mm][Aa][Ii][Ll][Tt][Oo]:|[Hh][Tt][Tt][Pp][Ss]://)[!-~]+$",
+            ))
+            .description(Some(
+                "Where recipients unsubscribe: a `mailto:` address or an `https://` URL \
+                 (printable ASCII; no spaces, commas, quotes or angle brackets).",
+            ))
+            .into()
+    }
+}
+named!(Unsubscribe);
 
 /// `leadline_domain::Email`.
 pub(crate) struct Email;
@@ -439,6 +464,55 @@ pub(crate) struct Event {
     created_at: DateTime<Utc>,
 }
 
+/// `leadline_domain::Delivery`: one sent message on its way out.
+#[derive(ToSchema)]
+pub(crate) struct Delivery {
+    /// Its id.
+    id: Uuid,
+    /// Its tenant.
+    tenant_id: Uuid,
+    /// The approval whose send it delivers.
+    approval_id: Uuid,
+    /// The lead it goes to.
+    lead_id: Uuid,
+    /// The channel.
+    channel: Channel,
+    /// Where it stands.
+    status: DeliveryStatus,
+    /// Attempts made so far.
+    attempts: u32,
+    /// When the next attempt is due (pending deliveries only).
+    #[schema(required = true)]
+    next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed.
+    #[schema(required = true)]
+    last_error: Option<String>,
+    /// When the message was sent.
+    created_at: DateTime<Utc>,
+    /// Last change.
+    updated_at: DateTime<Utc>,
+    /// When it was delivered or given up on.
+    #[schema(required = true)]
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// `leadline_domain::SenderIdentity`: who a tenant's email comes from.
+#[derive(ToSchema)]
+pub(crate) struct SenderIdentity {
+    /// The From address.
+    from_email: Email,
+    /// The From display name.
+    #[schema(required = true)]
+    from_name: Option<DisplayName>,
+    /// Where replies go, when not the From address.
+    #[schema(required = true)]
+    reply_to: Option<Email>,
+    /// Where recipients unsubscribe (default: the From address, subject
+    /// "unsubscribe").
+    #[schema(required = true)]
+    unsubscribe: Option<Unsubscribe>,
+}
+
 /// `leadline_domain::LeadContext`: everything about a lead, in one read.
 #[derive(ToSchema)]
 pub(crate) struct LeadContext {
@@ -481,6 +555,8 @@ page! {
     ApprovalPage of Approval;
     /// A page of a lead's timeline, newest first.
     EventPage of Event;
+    /// A page of deliveries, oldest first.
+    DeliveryPage of Delivery;
 }
 
 /// `leadline_ports::TierStats`: counters of one cache tier, since start.

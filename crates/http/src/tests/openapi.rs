@@ -849,6 +849,94 @@ async fn every_operation_answers_as_documented() {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{action}: {}", r.body);
     }
+    // The send left a delivery: listed, read, not retryable while pending.
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/deliveries",
+            "/v1/deliveries?status=pending&limit=5",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let delivery_uri = format!(
+        "/v1/deliveries/{}",
+        r.body["items"][0]["id"].as_str().unwrap()
+    );
+    c.call(Method::GET, "/v1/deliveries/{id}", &delivery_uri, None)
+        .await;
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/deliveries/{id}/retry",
+            &format!("{delivery_uri}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.body["current_status"], "pending");
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/deliveries/{id}/retry",
+            &format!("/v1/deliveries/{}/retry", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/deliveries",
+            "/v1/deliveries?status=sent",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/settings/email",
+            "/v1/settings/email",
+            None,
+        )
+        .await;
+    assert_eq!(r.body, json!({"sender": null}));
+    let sender = json!({
+        "from_email": "Team@Acme.example",
+        "from_name": "Acme",
+        "reply_to": null,
+        "unsubscribe": "https://acme.example/u"
+    });
+    let r = c
+        .call(
+            Method::PUT,
+            "/v1/settings/email",
+            "/v1/settings/email",
+            Some(sender),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["sender"]["from_email"], "team@acme.example");
+    let r = c
+        .call(
+            Method::PUT,
+            "/v1/settings/email",
+            "/v1/settings/email",
+            Some(json!({"from_email": "team@acme.example", "unsubscribe": "javascript:alert(1)"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["errors"][0]["field"], "unsubscribe", "{}", r.body);
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/settings/email",
+            "/v1/settings/email",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["sender"]["unsubscribe"], "https://acme.example/u");
     for (action, body) in [
         (
             "reject",
