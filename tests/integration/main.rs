@@ -19,6 +19,7 @@ mod http_tenancy;
 mod import;
 mod migrations;
 mod operations;
+mod relay;
 mod replica;
 mod retries;
 mod rls;

@@ -61,6 +61,7 @@ struct Populated {
     lead: uuid::Uuid,
     approval: uuid::Uuid,
     import: uuid::Uuid,
+    delivery: uuid::Uuid,
     slug: String,
 }
 
@@ -136,8 +137,42 @@ async fn two_populated_tenants() -> (Populated, Populated) {
         )
         .await
         .unwrap();
+        // The sender, and one recorded delivery attempt.
+        s.deliveries
+            .set_sender(
+                t,
+                &leadline_domain::SenderIdentity {
+                    from_email: leadline_domain::Email::parse("rls@example.com").unwrap(),
+                    from_name: None,
+                    reply_to: None,
+                    unsubscribe: None,
+                },
+            )
+            .await
+            .unwrap();
+        let delivery = s
+            .deliveries
+            .list(t, None, None, leadline_domain::PageLimit::new(1).unwrap())
+            .await
+            .unwrap()
+            .items[0]
+            .id
+            .as_uuid();
+        let mut conn = service_conn().await;
+        begin_as(&mut conn, Some(t)).await;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, started_at, finished_at, outcome) \
+             VALUES ($1, $2, 1, now(), now(), 'transient')",
+        )
+        .bind(t.as_uuid())
+        .bind(delivery)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.execute("COMMIT").await.unwrap();
         let slug = s.tenants.get(t).await.unwrap().slug.to_string();
         out.push(Populated {
+            delivery,
             tenant: t,
             agent: agent.id.as_uuid(),
             lead: lead.id.as_uuid(),
@@ -331,6 +366,19 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
                 "INSERT INTO import_rejects (tenant_id, import_id, line, errors, fields) VALUES ($1, '{}', 99, '[]', '[]')",
                 b.import
             ),
+        ),
+        (
+            "delivery_attempts",
+            format!(
+                "INSERT INTO delivery_attempts (tenant_id, delivery_id, attempt, started_at, finished_at, outcome) VALUES ($1, '{}', 99, {now}, {now}, 'delivered')",
+                b.delivery
+            ),
+        ),
+        (
+            "email_senders",
+            "INSERT INTO email_senders (tenant_id, from_email, updated_at) VALUES ($1, 'x@example.com', now()) \
+             ON CONFLICT (tenant_id) DO UPDATE SET from_email = 'pwned@example.com'"
+                .to_owned(),
         ),
     ];
     assert_eq!(
@@ -578,4 +626,65 @@ async fn verify_passes_the_service_role_and_flags_an_unsafe_one() {
         "{missing:?}"
     );
     owner.close().await;
+}
+
+/// The relay's scan (`app.relay_scan`) shows pending outbox rows of every
+/// tenant, and nothing more: not another table, not a finished delivery,
+/// and no write.
+#[tokio::test]
+async fn the_relay_scan_sees_pending_deliveries_only_and_writes_nothing() {
+    let (a, b) = two_populated_tenants().await;
+    let mut conn = service_conn().await;
+    for context in [None, Some(a.tenant)] {
+        begin_as(&mut conn, context).await;
+        sqlx::query("SELECT set_config('app.relay_scan', 'on', true)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE tenant_id = $1 AND id = $2")
+                .bind(b.tenant.as_uuid())
+                .bind(b.delivery)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(pending, 1, "B's pending delivery is visible to the scan");
+        for table in TENANT_TABLES.iter().filter(|t| **t != "outbox") {
+            let n = count_rows(&mut conn, table, b.tenant).await;
+            assert_eq!(n, 0, "{table}: the scan opens nothing else of B");
+        }
+        for sql in [
+            "UPDATE outbox SET status = 'failed', dispatched_at = now() WHERE tenant_id = $1",
+            "DELETE FROM outbox WHERE tenant_id = $1",
+        ] {
+            match sqlx::query(sql)
+                .bind(b.tenant.as_uuid())
+                .execute(&mut conn)
+                .await
+            {
+                Ok(done) => assert_eq!(done.rows_affected(), 0, "{sql}"),
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {}
+                Err(e) => panic!("{sql}: {e}"),
+            }
+        }
+        conn.execute("ROLLBACK").await.unwrap();
+    }
+    // Once B's delivery is finished, the scan no longer sees it.
+    begin_as(&mut conn, Some(b.tenant)).await;
+    sqlx::query(
+        "UPDATE outbox SET status = 'failed', dispatched_at = now() WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(b.tenant.as_uuid())
+    .bind(b.delivery)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.execute("COMMIT").await.unwrap();
+    begin_as(&mut conn, Some(a.tenant)).await;
+    sqlx::query("SELECT set_config('app.relay_scan', 'on', true)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&mut conn, "outbox", b.tenant).await, 0);
+    conn.execute("ROLLBACK").await.unwrap();
 }

@@ -92,6 +92,43 @@ pub async fn pg_store_sized(max: u32) -> Store {
         .expect("service role connects")
 }
 
+/// The service-role URL of a database of its own, migrated by its owner:
+/// for tests of what reads across tenants (the delivery relay claims due
+/// work of every tenant), which other tests' tenants must not disturb.
+pub async fn isolated_pg_url(name: &str) -> String {
+    // The service login is made once per server, with the shared database.
+    pg().await;
+    let server = leadline_testsupport::postgres();
+    let database = server
+        .create_database(name, Some(OWNER))
+        .await
+        .expect("create database");
+    let owner_url = server.url(OWNER, OWNER_PASSWORD, &database);
+    let owner = Store::connect_for_migrations(&owner_url, &StoreSettings::default())
+        .await
+        .expect("owner connects");
+    owner
+        .migrate(MigrateOp::Up)
+        .await
+        .expect("migrations apply");
+    // Role grants are cluster-wide catalog rows: two at once collide
+    // ("tuple concurrently updated"), so they take turns.
+    static GRANTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let turn = GRANTS.lock().await;
+    owner
+        .ensure_service_login(SERVICE, &SecretString::from(SERVICE_PASSWORD))
+        .await
+        .expect("service login");
+    drop(turn);
+    owner.close().await;
+    server.url(SERVICE, SERVICE_PASSWORD, &database)
+}
+
+/// A pool on `url`.
+pub async fn store_at(url: &str) -> Store {
+    Store::connect(&settings(url)).await.expect("connects")
+}
+
 /// An in-memory SQLite store, migrated.
 pub async fn sqlite_store() -> Store {
     let store = Store::connect(&StoreSettings::for_url("sqlite::memory:"))

@@ -117,6 +117,7 @@ mod postgres;
 mod provider;
 mod redis;
 mod server_dir;
+mod smtp;
 mod util;
 
 pub use logs::CapturedLogs;
@@ -124,6 +125,7 @@ pub use postgres::{
     OwnedPgServer, PgServer, ServerCert, TlsPgServer, WRONG_HOST, postgres, postgres_tls,
 };
 pub use redis::{OwnedRedisServer, RedisServer, redis};
+pub use smtp::{ReceivedMessage, SmtpOptions, SmtpServer, smtp_server};
 
 /// Which way a server was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,7 @@ use testcontainers_modules::postgres::Postgres;
 use crate::{Provider, provider, util};
 
 pub use owned::OwnedPgServer;
+pub(crate) use tls::write_certificates;
 pub use tls::{ServerCert, TlsPgServer, WRONG_HOST, postgres_tls};
 
 /// The message every "no PostgreSQL available" panic starts with.

@@ -165,15 +165,15 @@ pub fn postgres_tls(cert: ServerCert) -> &'static TlsPgServer {
 
 /// Paths of the files [`write_certificates`] wrote.
 #[derive(Debug)]
-struct CertFiles {
-    ca: PathBuf,
-    untrusted_ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
+pub(crate) struct CertFiles {
+    pub(crate) ca: PathBuf,
+    pub(crate) untrusted_ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
 }
 
 /// Makes two CAs and a server certificate signed by the first, and writes them into `dir`.
-fn write_certificates(dir: &ServerDir, cert: ServerCert) -> anyhow::Result<CertFiles> {
+pub(crate) fn write_certificates(dir: &ServerDir, cert: ServerCert) -> anyhow::Result<CertFiles> {
     let (ca_pem, issuer) = new_ca("leadline test CA")?;
     let (untrusted_pem, _) = new_ca("leadline untrusted test CA")?;
 
