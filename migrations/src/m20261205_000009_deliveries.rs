@@ -10,18 +10,25 @@
 //!   pushes it one lease ahead, so a relay killed mid-delivery leaves a row
 //!   that comes due again by itself) and `lease_token` (which claim holds
 //!   it: an outcome is recorded only by the claim that still holds the row).
-//!   New columns have constant defaults, so existing rows need no UPDATE
-//!   (which row-level security would hide from the migrating role).
+//!   Rows sent before this migration were only *recorded* as sent (no
+//!   relay existed, so the message went out some other way): they become
+//!   `failed` with a note saying so, never delivered by surprise; a person
+//!   can retry any that should really go out. PostgreSQL's migrating owner
+//!   lifts FORCE ROW LEVEL SECURITY for that one UPDATE, in the migration's
+//!   transaction.
 //! - `delivery_attempts`: one row per attempt, with its outcome.
 //! - `email_senders`: a tenant's From, Reply-To and unsubscribe address.
 //! - `events.kind` admits `email_delivered`, `email_bounced` and
-//!   `delivery_failed`. PostgreSQL swaps the CHECK (added NOT VALID, then
-//!   validated, so writes are not blocked while old rows are checked);
+//!   `delivery_failed`. PostgreSQL swaps the CHECK (the table is locked
+//!   while the old rows are checked, within the migration's transaction);
 //!   SQLite cannot alter a CHECK and rebuilds the table.
-//! - The relay finds due work across tenants through one narrow policy:
-//!   a transaction that sets `app.relay_scan` may SELECT *pending* outbox
-//!   rows of every tenant (it reads tenant ids and due times); claiming and
-//!   recording run in each tenant's own context as every other write does.
+//! - The relay finds due work across tenants through two `SECURITY DEFINER`
+//!   functions owned by the migrating role, `relay_due_tenants` and
+//!   `relay_queue_depth`, which return tenant ids, due times and counts and
+//!   nothing else; the service role may execute them and still reads no
+//!   other tenant's row. They see the rows through a policy granted to the
+//!   owner only (`relay_scan`, pending rows, SELECT). Claiming and recording
+//!   run in each tenant's own context, as every other write does.
 
 use sea_orm_migration::prelude::*;
 
@@ -56,6 +63,13 @@ ALTER TABLE outbox
     ADD COLUMN lease_token     uuid,
     ADD COLUMN last_error      text,
     ADD COLUMN updated_at      timestamptz NOT NULL DEFAULT now();
+-- Rows recorded as sent before a relay existed went out some other way.
+ALTER TABLE outbox NO FORCE ROW LEVEL SECURITY;
+UPDATE outbox
+   SET status = 'failed', dispatched_at = coalesce(dispatched_at, now()), updated_at = now(),
+       last_error = 'recorded as sent before delivery existed (migration 9); retry to deliver it'
+ WHERE dispatched_at IS NULL OR status = 'pending';
+ALTER TABLE outbox FORCE ROW LEVEL SECURITY;
 ALTER TABLE outbox ADD CONSTRAINT outbox_finished_when_done
     CHECK ((status = 'pending') = (dispatched_at IS NULL));
 DROP INDEX outbox_pending_idx;
@@ -63,8 +77,33 @@ DROP INDEX outbox_pending_idx;
 CREATE INDEX outbox_due_idx ON outbox (next_attempt_at) WHERE status = 'pending';
 -- A tenant's deliveries by status (GET /v1/deliveries?status=failed).
 CREATE INDEX outbox_status_idx ON outbox (tenant_id, status, id);
-CREATE POLICY relay_scan ON outbox FOR SELECT
-    USING (status = 'pending' AND current_setting('app.relay_scan', true) = 'on');
+
+CREATE POLICY relay_scan ON outbox FOR SELECT TO CURRENT_USER USING (status = 'pending');
+CREATE FUNCTION relay_due_tenants(channels text[], due_before timestamptz, max_tenants integer)
+    RETURNS TABLE (tenant_id uuid, due timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+    SELECT o.tenant_id, min(o.next_attempt_at)
+      FROM outbox o
+     WHERE o.status = 'pending' AND o.channel = ANY (channels) AND o.next_attempt_at <= due_before
+     GROUP BY o.tenant_id
+     ORDER BY 2
+     LIMIT max_tenants
+$$;
+CREATE FUNCTION relay_queue_depth(channels text[], due_before timestamptz)
+    RETURNS TABLE (pending bigint, due bigint, oldest_due timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+    SELECT count(*),
+           count(*) FILTER (WHERE o.next_attempt_at <= due_before),
+           min(o.next_attempt_at) FILTER (WHERE o.next_attempt_at <= due_before)
+      FROM outbox o
+     WHERE o.status = 'pending' AND o.channel = ANY (channels)
+$$;
+REVOKE ALL ON FUNCTION relay_due_tenants(text[], timestamptz, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION relay_queue_depth(text[], timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION relay_due_tenants(text[], timestamptz, integer) TO leadline_service;
+GRANT EXECUTE ON FUNCTION relay_queue_depth(text[], timestamptz) TO leadline_service;
 
 CREATE TABLE delivery_attempts (
     tenant_id    uuid        NOT NULL,
@@ -94,6 +133,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON email_senders TO leadline_service;
 const PG_DOWN: &str = r"
 DROP TABLE email_senders;
 DROP TABLE delivery_attempts;
+DROP FUNCTION relay_queue_depth(text[], timestamptz);
+DROP FUNCTION relay_due_tenants(text[], timestamptz, integer);
 DROP POLICY relay_scan ON outbox;
 DROP INDEX outbox_status_idx;
 DROP INDEX outbox_due_idx;
@@ -110,14 +151,11 @@ ALTER TABLE outbox
 ";
 
 fn pg_kinds(kinds: &str, validate: bool) -> String {
-    let mut sql = format!(
+    let not_valid = if validate { "" } else { " NOT VALID" };
+    format!(
         "ALTER TABLE events DROP CONSTRAINT events_kind_check;\n\
-         ALTER TABLE events ADD CONSTRAINT events_kind_check CHECK (kind IN ({kinds})) NOT VALID;\n"
-    );
-    if validate {
-        sql.push_str("ALTER TABLE events VALIDATE CONSTRAINT events_kind_check;\n");
-    }
-    sql
+         ALTER TABLE events ADD CONSTRAINT events_kind_check CHECK (kind IN ({kinds})){not_valid};\n"
+    )
 }
 
 const SQLITE_OUTBOX_UP: &str = r"
@@ -145,10 +183,12 @@ CREATE TABLE outbox_new (
 );
 INSERT INTO outbox_new (tenant_id, id, approval_id, lead_id, channel, payload, created_at,
                         dispatched_at, status, next_attempt_at, updated_at)
-    SELECT tenant_id, id, approval_id, lead_id, channel, payload, created_at, dispatched_at,
-           CASE WHEN dispatched_at IS NULL THEN 'pending' ELSE 'delivered' END,
-           created_at, coalesce(dispatched_at, created_at)
+    SELECT tenant_id, id, approval_id, lead_id, channel, payload, created_at,
+           coalesce(dispatched_at, created_at), 'failed', created_at, coalesce(dispatched_at, created_at)
     FROM outbox;
+-- Rows recorded as sent before a relay existed went out some other way.
+UPDATE outbox_new
+   SET last_error = 'recorded as sent before delivery existed (migration 9); retry to deliver it';
 DROP TABLE outbox;
 ALTER TABLE outbox_new RENAME TO outbox;
 CREATE INDEX outbox_due_idx ON outbox (next_attempt_at) WHERE status = 'pending';

@@ -628,30 +628,51 @@ async fn verify_passes_the_service_role_and_flags_an_unsafe_one() {
     owner.close().await;
 }
 
-/// The relay's scan (`app.relay_scan`) shows pending outbox rows of every
-/// tenant, and nothing more: not another table, not a finished delivery,
-/// and no write.
+/// The tenants `relay_due_tenants` names as having due email.
+async fn relay_due_tenants(conn: &mut PgConnection) -> Vec<uuid::Uuid> {
+    let rows: Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT tenant_id, due FROM relay_due_tenants(ARRAY['email'], now() + interval '1 hour', 100000)",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap();
+    rows.into_iter().map(|(t, _)| t).collect()
+}
+
+/// The relay's scan reads across tenants only through two functions that
+/// answer tenant ids, due times and counts: the service role itself still
+/// reads no other tenant's outbox row, whatever it sets, and cannot write
+/// one; a finished delivery is not due work.
 #[tokio::test]
-async fn the_relay_scan_sees_pending_deliveries_only_and_writes_nothing() {
+async fn the_relay_scan_answers_tenant_ids_and_counts_and_opens_no_row() {
     let (a, b) = two_populated_tenants().await;
     let mut conn = service_conn().await;
     for context in [None, Some(a.tenant)] {
         begin_as(&mut conn, context).await;
+        // A setting that once opened the scan opens nothing now.
         sqlx::query("SELECT set_config('app.relay_scan', 'on', true)")
             .execute(&mut conn)
             .await
             .unwrap();
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE tenant_id = $1 AND id = $2")
-                .bind(b.tenant.as_uuid())
-                .bind(b.delivery)
-                .fetch_one(&mut conn)
+        assert!(
+            relay_due_tenants(&mut conn)
                 .await
-                .unwrap();
-        assert_eq!(pending, 1, "B's pending delivery is visible to the scan");
-        for table in TENANT_TABLES.iter().filter(|t| **t != "outbox") {
+                .contains(&b.tenant.as_uuid()),
+            "B has due work, and the scan says so"
+        );
+        let (pending, _, _): (i64, i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+            "SELECT pending, due, oldest_due FROM relay_queue_depth(ARRAY['email'], now())",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(
+            pending >= 2,
+            "both tenants' deliveries are counted: {pending}"
+        );
+        for table in TENANT_TABLES {
             let n = count_rows(&mut conn, table, b.tenant).await;
-            assert_eq!(n, 0, "{table}: the scan opens nothing else of B");
+            assert_eq!(n, 0, "{table}: nothing of B is readable");
         }
         for sql in [
             "UPDATE outbox SET status = 'failed', dispatched_at = now() WHERE tenant_id = $1",
@@ -669,7 +690,22 @@ async fn the_relay_scan_sees_pending_deliveries_only_and_writes_nothing() {
         }
         conn.execute("ROLLBACK").await.unwrap();
     }
-    // Once B's delivery is finished, the scan no longer sees it.
+    // The functions answer nothing but ids, times and counts.
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_function_result(p.oid) FROM pg_proc p \
+         WHERE p.proname IN ('relay_due_tenants', 'relay_queue_depth') ORDER BY p.proname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        columns,
+        [
+            "TABLE(tenant_id uuid, due timestamp with time zone)",
+            "TABLE(pending bigint, due bigint, oldest_due timestamp with time zone)"
+        ]
+    );
+    // Once B's delivery is finished, B has no due work.
     begin_as(&mut conn, Some(b.tenant)).await;
     sqlx::query(
         "UPDATE outbox SET status = 'failed', dispatched_at = now() WHERE tenant_id = $1 AND id = $2",
@@ -680,11 +716,9 @@ async fn the_relay_scan_sees_pending_deliveries_only_and_writes_nothing() {
     .await
     .unwrap();
     conn.execute("COMMIT").await.unwrap();
-    begin_as(&mut conn, Some(a.tenant)).await;
-    sqlx::query("SELECT set_config('app.relay_scan', 'on', true)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(count_rows(&mut conn, "outbox", b.tenant).await, 0);
-    conn.execute("ROLLBACK").await.unwrap();
+    assert!(
+        !relay_due_tenants(&mut conn)
+            .await
+            .contains(&b.tenant.as_uuid())
+    );
 }

@@ -96,6 +96,37 @@ impl RelaySettings {
         at_least_one("relay.retry_base_secs", self.retry_base_secs);
         at_least_one("relay.breaker_threshold", u64::from(self.breaker_threshold));
         at_least_one("relay.breaker_cool_down_secs", self.breaker_cool_down_secs);
+        // Bounded so that no due time computed from them can overflow.
+        let mut at_most = |key, value: u64, max: u64, what: &str| {
+            if value > max {
+                problems.push((key, format!("must be at most {max} ({what})")));
+            }
+        };
+        at_most("relay.lease_secs", self.lease_secs, 86_400, "a day");
+        at_most(
+            "relay.poll_interval_ms",
+            self.poll_interval_ms,
+            60_000,
+            "a minute",
+        );
+        at_most(
+            "relay.retry_cap_secs",
+            self.retry_cap_secs,
+            604_800,
+            "a week",
+        );
+        at_most(
+            "relay.breaker_cool_down_secs",
+            self.breaker_cool_down_secs,
+            86_400,
+            "a day",
+        );
+        at_most(
+            "relay.max_attempts",
+            u64::from(self.max_attempts),
+            100,
+            "attempts",
+        );
         if self.retry_cap_secs < self.retry_base_secs {
             problems.push((
                 "relay.retry_cap_secs",
@@ -132,6 +163,10 @@ pub struct RoundReport {
     pub failed: usize,
     /// Put back untried: the destination's breaker is open.
     pub deferred: usize,
+    /// Put back untried: half the lease had passed before their turn came,
+    /// too late to be sure of recording an answer before another relay may
+    /// take them.
+    pub released: usize,
     /// Outcomes not recorded (the claim was lost, or the store failed: the
     /// lease brings those back).
     pub unrecorded: usize,
@@ -211,8 +246,12 @@ impl Relay {
             claimed: claimed.len(),
             ..RoundReport::default()
         };
+        // A claim holds for `lease_secs` by the claimer's clock; an attempt
+        // starts only in its first half, so it has the second half to be
+        // answered and recorded before another relay may take the row.
+        let send_by = Instant::now() + Duration::from_secs(self.settings.lease_secs) / 2;
         let mut outcomes = futures::stream::iter(claimed)
-            .map(|c| async move { self.deliver(c).await })
+            .map(|c| async move { self.deliver(c, send_by).await })
             .buffer_unordered(usize::from(self.settings.concurrency));
         while let Some(step) = outcomes.next().await {
             match step {
@@ -220,6 +259,7 @@ impl Relay {
                 Step::Recorded(Decision::RetryAt(_)) => report.retrying += 1,
                 Step::Recorded(Decision::Failed | Decision::Dead) => report.failed += 1,
                 Step::Deferred => report.deferred += 1,
+                Step::Released => report.released += 1,
                 Step::Unrecorded => report.unrecorded += 1,
             }
         }
@@ -327,8 +367,17 @@ impl Relay {
         }
     }
 
-    async fn deliver(&self, claimed: ClaimedDelivery) -> Step {
+    async fn deliver(&self, claimed: ClaimedDelivery, send_by: Instant) -> Step {
         let delivery = &claimed.delivery;
+        if Instant::now() >= send_by {
+            return match self.repo.defer(&claimed, Utc::now()).await {
+                Ok(_) => Step::Released,
+                Err(err) => {
+                    tracing::warn!(delivery = %delivery.id, error = %err, "relay: cannot release; the lease brings it back");
+                    Step::Unrecorded
+                }
+            };
+        }
         let channel = delivery.channel.as_str();
         let started_at = Utc::now();
         let clock = Instant::now();
@@ -387,7 +436,7 @@ impl Relay {
             outcome,
             decision,
         };
-        match self.repo.record(&claimed, &record).await {
+        match self.record(&claimed, &record).await {
             Ok(true) => {
                 let label = match decision {
                     Decision::Delivered => "delivered",
@@ -421,6 +470,29 @@ impl Relay {
         }
     }
 
+    /// Records an attempt, trying again while the store is unavailable (the
+    /// store already reran transient faults): once the destination has
+    /// answered, an outcome not recorded means the message goes out again
+    /// when the lease ends.
+    async fn record(
+        &self,
+        claimed: &ClaimedDelivery,
+        record: &AttemptRecord,
+    ) -> Result<bool, DeliveryError> {
+        let mut pause = Duration::from_millis(200);
+        for _ in 0..5 {
+            match self.repo.record(claimed, record).await {
+                Err(DeliveryError::Unavailable(u)) => {
+                    tracing::warn!(delivery = %claimed.delivery.id, error = %u, "relay: the store is unavailable; recording again shortly");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+        self.repo.record(claimed, record).await
+    }
+
     fn compose(&self, claimed: &ClaimedDelivery, to: (Option<String>, Email)) -> OutboundEmail {
         let sender = claimed.sender.as_ref().unwrap_or(&self.default_sender);
         OutboundEmail::compose(&claimed.delivery, &claimed.message, to, sender)
@@ -436,6 +508,7 @@ fn trunc(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
 enum Step {
     Recorded(Decision),
     Deferred,
+    Released,
     Unrecorded,
 }
 

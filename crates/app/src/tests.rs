@@ -187,3 +187,131 @@ async fn verified_keys_are_remembered_and_survive_a_store_outage() {
         );
     }
 }
+
+mod relay {
+    //! The relay's rules around its port calls: a late claim is released
+    //! untried, an unavailable store is asked again before the message is
+    //! left to go out twice.
+
+    use std::{sync::Arc, time::Duration};
+
+    use async_trait::async_trait;
+    use chrono::Utc;
+    use leadline_domain::{
+        ApprovalId, AttemptOutcome, Channel, Delivery, DeliveryId, DeliveryStatus, Email, LeadId,
+        MessageBody, OutboundEmail, OutboxMessage, SenderIdentity, TenantId,
+    };
+    use leadline_ports::{
+        ClaimedDelivery, DeliveryError, EmailChannel, MockDeliveryRepository, Unavailable,
+    };
+
+    use crate::{Relay, RelaySettings};
+
+    /// A mail server that takes `delay` to accept each message.
+    struct SlowServer {
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl EmailChannel for SlowServer {
+        fn destination(&self) -> String {
+            "smtp://slow:25".to_owned()
+        }
+
+        async fn send(&self, _: &OutboundEmail) -> AttemptOutcome {
+            tokio::time::sleep(self.delay).await;
+            AttemptOutcome::Delivered {
+                reply: "250 ok".to_owned(),
+            }
+        }
+    }
+
+    fn claimed() -> ClaimedDelivery {
+        let now = Utc::now();
+        ClaimedDelivery {
+            delivery: Delivery {
+                id: DeliveryId::new(),
+                tenant_id: TenantId::new(),
+                approval_id: ApprovalId::new(),
+                lead_id: LeadId::new(),
+                channel: Channel::Email,
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+                next_attempt_at: Some(now),
+                last_error: None,
+                created_at: now,
+                updated_at: now,
+                finished_at: None,
+            },
+            lease: uuid::Uuid::now_v7(),
+            round_start: 0,
+            message: OutboxMessage {
+                subject: None,
+                body: MessageBody::new("hi").expect("valid body"),
+            },
+            recipient: Some((None, Email::parse("ada@example.com").expect("valid"))),
+            sender: None,
+        }
+    }
+
+    fn relay(repo: MockDeliveryRepository, delay: Duration, lease_secs: u64) -> Relay {
+        Relay::new(
+            Arc::new(repo),
+            Some(Arc::new(SlowServer { delay })),
+            super::no_cache(),
+            RelaySettings {
+                concurrency: 1,
+                lease_secs,
+                ..RelaySettings::default()
+            },
+            SenderIdentity::new(
+                Email::parse("relay@leadline.example").expect("valid"),
+                None,
+                None,
+                None,
+            )
+            .expect("plain"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_claim_past_half_its_lease_is_released_untried() {
+        let mut repo = MockDeliveryRepository::new();
+        repo.expect_claim_due()
+            .returning(|_, _, _| Ok(vec![claimed(), claimed()]));
+        // The first takes 600 ms of a 1 s lease: the second's turn comes
+        // after half of it, so it goes back untried.
+        repo.expect_record().times(1).returning(|_, _| Ok(true));
+        repo.expect_defer().times(1).returning(|_, _| Ok(true));
+        let report = relay(repo, Duration::from_millis(600), 1)
+            .run_once()
+            .await
+            .expect("round");
+        assert_eq!(
+            (report.claimed, report.delivered, report.released),
+            (2, 1, 1),
+            "{report:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_store_is_asked_again_before_giving_up() {
+        let mut repo = MockDeliveryRepository::new();
+        repo.expect_claim_due()
+            .returning(|_, _, _| Ok(vec![claimed()]));
+        let mut calls = 0;
+        repo.expect_record().times(3).returning(move |_, _| {
+            calls += 1;
+            if calls < 3 {
+                Err(DeliveryError::Unavailable(Unavailable("down".to_owned())))
+            } else {
+                Ok(true)
+            }
+        });
+        let report = relay(repo, Duration::ZERO, 300)
+            .run_once()
+            .await
+            .expect("round");
+        assert_eq!((report.delivered, report.unrecorded), (1, 0), "{report:?}");
+    }
+}

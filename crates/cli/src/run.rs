@@ -86,17 +86,19 @@ pub async fn serve(
             }
         }
     }
-    if let Some((stop, task)) = relay {
+    if let Some((stop, mut task)) = relay {
         // The round in progress finishes: no attempt is cut off between
         // the destination's answer and its record.
         stop.notify_one();
-        if tokio::time::timeout(config.http.shutdown_grace(), task)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "grace period over; the relay's unrecorded attempts come back when their lease ends"
-            );
+        match tokio::time::timeout(config.http.shutdown_grace(), &mut task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the relay task failed"),
+            Err(_) => {
+                tracing::warn!(
+                    "grace period over; the relay's unrecorded attempts come back when their lease ends"
+                );
+                task.abort();
+            }
         }
     }
     composition.shutdown().await;

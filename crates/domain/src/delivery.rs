@@ -315,8 +315,10 @@ impl CircuitBreaker {
 pub struct Unsubscribe(String);
 
 impl Unsubscribe {
-    /// The longest accepted target.
-    pub const MAX: usize = 2000;
+    /// The longest accepted target: it is one header line, which a mail
+    /// server may refuse past 998 octets and which cannot be folded (it has
+    /// no spaces).
+    pub const MAX: usize = 900;
 
     /// Parses `mailto:someone@example.com` or `https://…`.
     ///
@@ -378,7 +380,39 @@ impl From<Unsubscribe> for String {
     }
 }
 
-/// Who a tenant's email comes from.
+/// Whether `email` can be put on an envelope and in a From or Reply-To
+/// header as it is: ASCII, a dot-atom local part (RFC 5322 `atext` and
+/// single inner dots) and a domain of letters, digits and hyphens. A lead's
+/// address may be looser (it is only ever a recipient, and a server may
+/// refuse it); a sender's must not be, or every message would fail.
+#[must_use]
+pub fn is_plain_address(email: &Email) -> bool {
+    let Some((local, domain)) = email.as_str().rsplit_once('@') else {
+        return false;
+    };
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
+    let dot_atom = |s: &str, allowed: &dyn Fn(char) -> bool| {
+        !s.is_empty()
+            && s.split('.')
+                .all(|part| !part.is_empty() && part.chars().all(allowed))
+    };
+    dot_atom(local, &atext)
+        && dot_atom(domain, &|c: char| c.is_ascii_alphanumeric() || c == '-')
+        && domain.contains('.')
+}
+
+/// Why a sender identity was refused: the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct SenderRejected {
+    /// The field.
+    pub field: &'static str,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// Who a tenant's email comes from. Built by [`SenderIdentity::new`], which
+/// refuses addresses a message cannot carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SenderIdentity {
     /// The From address.
@@ -390,6 +424,40 @@ pub struct SenderIdentity {
     /// Where recipients unsubscribe (default: the From address, subject
     /// "unsubscribe").
     pub unsubscribe: Option<Unsubscribe>,
+}
+
+impl SenderIdentity {
+    /// A sender whose addresses can go on the wire as they are.
+    ///
+    /// # Errors
+    /// [`SenderRejected`] naming `from_email` or `reply_to`.
+    pub fn new(
+        from_email: Email,
+        from_name: Option<DisplayName>,
+        reply_to: Option<Email>,
+        unsubscribe: Option<Unsubscribe>,
+    ) -> Result<Self, SenderRejected> {
+        const PLAIN: &str = "must be a plain ASCII address (letters, digits, dots and \
+                             !#$%&'*+/=?^_`{|}~- before the @; a dotted domain after it)";
+        if !is_plain_address(&from_email) {
+            return Err(SenderRejected {
+                field: "from_email",
+                reason: PLAIN,
+            });
+        }
+        if reply_to.as_ref().is_some_and(|r| !is_plain_address(r)) {
+            return Err(SenderRejected {
+                field: "reply_to",
+                reason: PLAIN,
+            });
+        }
+        Ok(Self {
+            from_email,
+            from_name,
+            reply_to,
+            unsubscribe,
+        })
+    }
 }
 
 /// The email a sent approval becomes: everything the SMTP adapter puts on
@@ -666,6 +734,31 @@ mod tests {
         b.record(true, t0 + s(71));
         assert!(!b.is_open());
         assert_eq!(b.admit(t0 + s(72)), Ok(()));
+    }
+
+    #[test]
+    fn a_sender_needs_plain_addresses() {
+        let e = |s: &str| Email::parse(s).unwrap();
+        assert!(SenderIdentity::new(e("team.one+x@acme.example"), None, None, None).is_ok());
+        for bad in [
+            "a\"b@acme.example",
+            "a..b@acme.example",
+            "ä@acme.example",
+            "a(b)@acme.example",
+        ] {
+            let addr = Email::parse(bad).expect("a lead may have this address");
+            assert_eq!(
+                SenderIdentity::new(addr.clone(), None, None, None).map_err(|r| r.field),
+                Err("from_email"),
+                "{bad}"
+            );
+            assert_eq!(
+                SenderIdentity::new(e("ok@acme.example"), None, Some(addr), None)
+                    .map_err(|r| r.field),
+                Err("reply_to"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

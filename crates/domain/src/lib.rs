@@ -30,7 +30,7 @@ pub use approval::{
 };
 pub use delivery::{
     AttemptOutcome, CircuitBreaker, Decision, Delivery, DeliveryStatus, OutboundEmail,
-    OutboxMessage, RetryPolicy, SenderIdentity, Unsubscribe,
+    OutboxMessage, RetryPolicy, SenderIdentity, SenderRejected, Unsubscribe,
 };
 pub use duplicates::{DuplicateGroup, DuplicateReason, DuplicatesCursor, DuplicatesQuery};
 pub use event::{

@@ -198,12 +198,13 @@ async fn put_sender(
     CurrentTenant(tenant): CurrentTenant,
     ApiJson(body): ApiJson<SenderBody>,
 ) -> Result<Json<SenderView>, ApiError> {
-    let sender = SenderIdentity {
-        from_email: body.from_email,
-        from_name: body.from_name,
-        reply_to: body.reply_to,
-        unsubscribe: body.unsubscribe,
-    };
+    let sender = SenderIdentity::new(
+        body.from_email,
+        body.from_name,
+        body.reply_to,
+        body.unsubscribe,
+    )
+    .map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
     state
         .services()
         .deliveries

@@ -139,17 +139,19 @@ fn parse_url(raw: &str) -> Result<Server, SmtpError> {
         _ => 587,
     });
     let decode = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| bad("smtp.url", "credentials are not UTF-8 once percent-decoded"))
     };
-    let credentials = (!url.username().is_empty()).then(|| {
-        (
-            decode(url.username()),
-            SecretString::from(decode(url.password().unwrap_or_default())),
-        )
-    });
+    let credentials = if url.username().is_empty() {
+        None
+    } else {
+        Some((
+            decode(url.username())?,
+            SecretString::from(decode(url.password().unwrap_or_default())?),
+        ))
+    };
     Ok(Server {
         host,
         port,
@@ -168,13 +170,8 @@ impl SmtpSettings {
         {
             problems.push((e.key, e.reason));
         }
-        if let Err(e) = Email::parse(&self.from) {
-            problems.push(("smtp.from", e.to_string()));
-        }
-        if let Some(name) = &self.from_name
-            && let Err(e) = leadline_domain::DisplayName::new(name)
-        {
-            problems.push(("smtp.from_name", e.to_string()));
+        if let Err(e) = self.default_sender() {
+            problems.push((e.key, e.reason));
         }
         if self.timeout_ms == 0 {
             problems.push(("smtp.timeout_ms", "must be at least 1".to_owned()));
@@ -190,17 +187,17 @@ impl SmtpSettings {
     /// # Errors
     /// `smtp.from` or `smtp.from_name` is invalid.
     pub fn default_sender(&self) -> Result<leadline_domain::SenderIdentity, SmtpError> {
-        Ok(leadline_domain::SenderIdentity {
-            from_email: Email::parse(&self.from).map_err(|e| bad("smtp.from", e.to_string()))?,
-            from_name: self
-                .from_name
+        leadline_domain::SenderIdentity::new(
+            Email::parse(&self.from).map_err(|e| bad("smtp.from", e.to_string()))?,
+            self.from_name
                 .as_deref()
                 .map(leadline_domain::DisplayName::new)
                 .transpose()
                 .map_err(|e| bad("smtp.from_name", e.to_string()))?,
-            reply_to: None,
-            unsubscribe: None,
-        })
+            None,
+            None,
+        )
+        .map_err(|e| bad("smtp.from", e.reason))
     }
 }
 
@@ -273,8 +270,10 @@ impl SmtpChannel {
     }
 }
 
-/// The message `email` describes, or why it cannot be one.
-fn message_of(email: &OutboundEmail) -> Result<Message, String> {
+/// The message `email` describes, or the outcome of failing to build it:
+/// a recipient the server could never take is permanent; a sender that
+/// cannot be written is the tenant's setup, not the message, so transient.
+fn message_of(email: &OutboundEmail) -> Result<Message, AttemptOutcome> {
     let mailbox = |(name, address): &(Option<String>, Email)| -> Result<Mailbox, String> {
         let address: Address = address
             .as_str()
@@ -282,10 +281,15 @@ fn message_of(email: &OutboundEmail) -> Result<Message, String> {
             .map_err(|e| format!("address {address} cannot be used: {e}"))?;
         Ok(Mailbox::new(name.clone(), address))
     };
+    let sender_fault = |reason: String| AttemptOutcome::Transient {
+        reason: format!("the sender cannot be written: {reason}"),
+        retry_after: None,
+    };
+    let to = mailbox(&email.to).map_err(|reason| AttemptOutcome::Permanent { reason })?;
     let mut builder = Message::builder()
         .message_id(Some(format!("<{}>", email.message_id)))
-        .from(mailbox(&email.from)?)
-        .to(mailbox(&email.to)?)
+        .from(mailbox(&email.from).map_err(sender_fault)?)
+        .to(to)
         .subject(email.subject.clone())
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("List-Unsubscribe"),
@@ -302,14 +306,16 @@ fn message_of(email: &OutboundEmail) -> Result<Message, String> {
         ));
     }
     if let Some(reply_to) = &email.reply_to {
-        builder = builder.reply_to(mailbox(&(None, reply_to.clone()))?);
+        builder = builder.reply_to(mailbox(&(None, reply_to.clone())).map_err(sender_fault)?);
     }
     builder
         .multipart(MultiPart::alternative_plain_html(
             email.text.clone(),
             email.html.clone(),
         ))
-        .map_err(|e| format!("the message cannot be built: {e}"))
+        .map_err(|e| AttemptOutcome::Permanent {
+            reason: format!("the message cannot be built: {e}"),
+        })
 }
 
 /// Sorts a failed send by whether a later attempt could succeed.
@@ -336,7 +342,7 @@ impl EmailChannel for SmtpChannel {
     async fn send(&self, email: &OutboundEmail) -> AttemptOutcome {
         let message = match message_of(email) {
             Ok(m) => m,
-            Err(reason) => return AttemptOutcome::Permanent { reason },
+            Err(outcome) => return outcome,
         };
         match self.transport.send(message).await {
             Ok(response) => AttemptOutcome::Delivered {
@@ -363,10 +369,14 @@ mod tests {
             ("mail.example.com", 587, Security::StartTlsRequired)
         );
         assert!(s.credentials.is_none());
-        let s = parse_url("smtps://u%40x:p%3Aw@mail.example.com").expect("smtps");
+        let s = parse_url("smtps://u%40x:p%3Aw+x%2B@mail.example.com").expect("smtps");
         assert_eq!((s.port, s.security), (465, Security::Wrapper));
         let (user, password) = s.credentials.expect("credentials");
-        assert_eq!((user.as_str(), password.expose_secret()), ("u@x", "p:w"));
+        assert_eq!(
+            (user.as_str(), password.expose_secret()),
+            ("u@x", "p:w+x+"),
+            "a + is a +, as RFC 3986 has it"
+        );
         let s = parse_url("smtp://127.0.0.1:2525?tls=none").expect("sink");
         assert_eq!((s.port, s.security), (2525, Security::Plain));
         let s = parse_url("smtp://[::1]:25?tls=opportunistic").expect("v6");

@@ -1,9 +1,10 @@
 //! [`DeliveryRepository`] on the store: the outbox as a work queue.
 //!
 //! A claim has two steps. A *scan* finds which tenants have due work: the
-//! one cross-tenant read leadline makes, through the `relay_scan` policy of
-//! migration 9 (a transaction that sets `app.relay_scan` sees pending
-//! outbox rows of every tenant; it reads only tenant ids and due times).
+//! one cross-tenant read leadline makes. On PostgreSQL it calls
+//! `relay_due_tenants` (migration 9), a `SECURITY DEFINER` function that
+//! returns tenant ids and due times and nothing else, so the service role
+//! never reads another tenant's row; on SQLite it is the same query.
 //! Then, per tenant and in that tenant's context like every other write,
 //! the due rows are locked (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
 //! relays running side by side never wait for or take each other's rows;
@@ -11,6 +12,11 @@
 //! ahead and a fresh `lease_token` marks the claim. An outcome is recorded
 //! only while that token still holds, so a relay whose lease ran out cannot
 //! overwrite the outcome of the relay that took the row over.
+//!
+//! One tenant's trouble stays its own: a row whose message no longer
+//! decodes is failed (with the reason) instead of being claimed, and a
+//! tenant whose claim fails is skipped for the round, so the rest of the
+//! queue keeps moving.
 
 use std::time::Duration;
 
@@ -54,19 +60,6 @@ fn channel_names(channels: &[Channel]) -> Vec<&'static str> {
     channels.iter().map(|c| c.as_str()).collect()
 }
 
-/// Opens the cross-tenant scan inside `txn` (PostgreSQL; SQLite has no
-/// row-level security to open).
-async fn open_scan(txn: &DatabaseTransaction, backend: Backend) -> Result<(), Failure> {
-    if backend == Backend::Postgres {
-        txn.execute_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT set_config('app.relay_scan', 'on', true)",
-        ))
-        .await?;
-    }
-    Ok(())
-}
-
 fn pending_of(channels: &[Channel]) -> sea_orm::Select<outbox::Entity> {
     outbox::Entity::find()
         .filter(outbox::Column::Status.eq(DeliveryStatus::Pending.as_str()))
@@ -81,6 +74,37 @@ fn by_key(tenant: TenantId, id: DeliveryId) -> sea_orm::Select<outbox::Entity> {
 
 fn delivery(m: &outbox::Model) -> Result<Delivery, Failure> {
     Delivery::try_from(m).map_err(Failure::Other)
+}
+
+/// Fails a claimed row whose stored message no longer decodes, saying why,
+/// so it is neither delivered nor claimed again.
+async fn fail_corrupt(
+    txn: &DatabaseTransaction,
+    row: &outbox::Model,
+    why: &str,
+) -> Result<(), Failure> {
+    tracing::error!(delivery = %row.id, tenant = %row.tenant_id, error = why, "relay: a stored delivery no longer decodes; failing it");
+    let now = crate::now();
+    outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(DeliveryStatus::Failed.as_str()),
+        )
+        .col_expr(outbox::Column::DispatchedAt, Expr::value(now))
+        .col_expr(outbox::Column::UpdatedAt, Expr::value(now))
+        .col_expr(outbox::Column::LeaseToken, Expr::value(None::<uuid::Uuid>))
+        .col_expr(
+            outbox::Column::LastError,
+            Expr::value(leadline_domain::delivery::truncate(
+                &format!("the stored message cannot be read: {why}"),
+                2000,
+            )),
+        )
+        .filter(outbox::Column::TenantId.eq(row.tenant_id))
+        .filter(outbox::Column::Id.eq(row.id))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 /// The tenant whose context no row matches: the scan's own (it sees rows
@@ -140,14 +164,29 @@ impl Store {
                 .into_tuple()
                 .all(txn)
                 .await?;
-            let sender = email_senders::Entity::find_by_id(tenant.as_uuid())
+            let sender = match email_senders::Entity::find_by_id(tenant.as_uuid())
                 .one(txn)
                 .await?
                 .map(SenderIdentity::try_from)
                 .transpose()
-                .map_err(Failure::Other)?;
+            {
+                Ok(sender) => sender,
+                Err(e) => {
+                    tracing::error!(%tenant, error = %e, "relay: the tenant's sender no longer reads back; using smtp.from");
+                    None
+                }
+            };
             let mut claimed = Vec::with_capacity(rows.len());
             for row in &rows {
+                let decoded =
+                    Delivery::try_from(row).and_then(|d| outbox::message_of(row).map(|m| (d, m)));
+                let (delivery, message) = match decoded {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        fail_corrupt(txn, row, &format!("{e:#}")).await?;
+                        continue;
+                    }
+                };
                 let recipient = people
                     .iter()
                     .find(|p| p.0 == row.lead_id && p.4.is_none())
@@ -157,10 +196,10 @@ impl Store {
                         Some(((!name.is_empty()).then_some(name), email))
                     });
                 claimed.push(ClaimedDelivery {
-                    delivery: delivery(row)?,
+                    delivery,
                     lease: token,
                     round_start: u32::try_from(row.round_start).unwrap_or(0),
-                    message: outbox::message_of(row).map_err(Failure::Other)?,
+                    message,
                     recipient,
                     sender: sender.clone(),
                 });
@@ -181,14 +220,35 @@ impl DeliveryRepository for Store {
         if channels.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let tenants: Result<Vec<uuid::Uuid>, Failure> =
-            transaction!(self, "deliveries.scan", no_tenant(), Read, |txn| {
-                open_scan(txn, self.backend()).await?;
+        let tenants: Result<Vec<uuid::Uuid>, Failure> = transaction!(
+            self,
+            "deliveries.scan",
+            no_tenant(),
+            Read,
+            |txn| {
+                let now = crate::now();
+                if self.backend() == Backend::Postgres {
+                    let rows = txn
+                        .query_all_raw(Statement::from_sql_and_values(
+                            DbBackend::Postgres,
+                            "SELECT tenant_id FROM relay_due_tenants(string_to_array($1, ','), $2, $3)",
+                            [
+                                channel_names(channels).join(",").into(),
+                                now.into(),
+                                i32::try_from(SCAN_TENANTS).unwrap_or(64).into(),
+                            ],
+                        ))
+                        .await?;
+                    return rows
+                        .iter()
+                        .map(|r| r.try_get_by_index::<uuid::Uuid>(0).map_err(Failure::from))
+                        .collect();
+                }
                 let rows: Vec<(uuid::Uuid, Option<DateTime<Utc>>)> = pending_of(channels)
                     .select_only()
                     .column(outbox::Column::TenantId)
                     .column_as(outbox::Column::NextAttemptAt.min(), "due")
-                    .filter(outbox::Column::NextAttemptAt.lte(crate::now()))
+                    .filter(outbox::Column::NextAttemptAt.lte(now))
                     .group_by(outbox::Column::TenantId)
                     .order_by_asc(Expr::col(sea_orm::sea_query::Alias::new("due")))
                     .limit(SCAN_TENANTS)
@@ -196,7 +256,8 @@ impl DeliveryRepository for Store {
                     .all(txn)
                     .await?;
                 Ok(rows.into_iter().map(|(t, _)| t).collect())
-            });
+            }
+        );
         let tenants = tenants.map_err(|f| common!(f, DeliveryError))?;
         let mut claimed = Vec::new();
         let share = u64::from(limit)
@@ -207,7 +268,7 @@ impl DeliveryRepository for Store {
             if room == 0 {
                 break;
             }
-            let got = self
+            match self
                 .claim_in(
                     TenantId::from_uuid(tenant),
                     channels,
@@ -215,8 +276,19 @@ impl DeliveryRepository for Store {
                     lease,
                 )
                 .await
-                .map_err(|f| common!(f, DeliveryError))?;
-            claimed.extend(got);
+            {
+                Ok(got) => claimed.extend(got),
+                // An unreachable store fails the round; anything else is
+                // this tenant's alone: the others go on.
+                Err(f @ (Failure::Unavailable(_) | Failure::Transient(..)))
+                    if claimed.is_empty() =>
+                {
+                    return Err(common!(f, DeliveryError));
+                }
+                Err(f) => {
+                    tracing::error!(%tenant, error = ?f, "relay: cannot claim this tenant's deliveries; skipping it this round");
+                }
+            }
         }
         Ok(claimed)
     }
@@ -324,32 +396,57 @@ impl DeliveryRepository for Store {
         if channels.is_empty() {
             return Ok(QueueDepth::default());
         }
-        let result: Result<QueueDepth, Failure> =
-            transaction!(self, "deliveries.depth", no_tenant(), Read, |txn| {
-                open_scan(txn, self.backend()).await?;
+        let result: Result<QueueDepth, Failure> = transaction!(
+            self,
+            "deliveries.depth",
+            no_tenant(),
+            Read,
+            |txn| {
                 let now = crate::now();
-                let pending: i64 = pending_of(channels)
-                    .select_only()
-                    .column_as(outbox::Column::Id.count(), "n")
-                    .into_tuple()
-                    .one(txn)
-                    .await?
-                    .unwrap_or(0);
-                let (due, oldest): (i64, Option<DateTime<Utc>>) = pending_of(channels)
-                    .select_only()
-                    .column_as(outbox::Column::Id.count(), "n")
-                    .column_as(outbox::Column::NextAttemptAt.min(), "oldest")
-                    .filter(outbox::Column::NextAttemptAt.lte(now))
-                    .into_tuple()
-                    .one(txn)
-                    .await?
-                    .unwrap_or((0, None));
+                let (pending, due, oldest): (i64, i64, Option<DateTime<Utc>>) = if self.backend()
+                    == Backend::Postgres
+                {
+                    let row = txn
+                            .query_one_raw(Statement::from_sql_and_values(
+                                DbBackend::Postgres,
+                                "SELECT pending, due, oldest_due FROM relay_queue_depth(string_to_array($1, ','), $2)",
+                                [channel_names(channels).join(",").into(), now.into()],
+                            ))
+                            .await?;
+                    match row {
+                        Some(r) => (
+                            r.try_get_by_index(0)?,
+                            r.try_get_by_index(1)?,
+                            r.try_get_by_index(2)?,
+                        ),
+                        None => (0, 0, None),
+                    }
+                } else {
+                    let pending: i64 = pending_of(channels)
+                        .select_only()
+                        .column_as(outbox::Column::Id.count(), "n")
+                        .into_tuple()
+                        .one(txn)
+                        .await?
+                        .unwrap_or(0);
+                    let (due, oldest): (i64, Option<DateTime<Utc>>) = pending_of(channels)
+                        .select_only()
+                        .column_as(outbox::Column::Id.count(), "n")
+                        .column_as(outbox::Column::NextAttemptAt.min(), "oldest")
+                        .filter(outbox::Column::NextAttemptAt.lte(now))
+                        .into_tuple()
+                        .one(txn)
+                        .await?
+                        .unwrap_or((0, None));
+                    (pending, due, oldest)
+                };
                 Ok(QueueDepth {
                     pending: u64::try_from(pending).unwrap_or(0),
                     due: u64::try_from(due).unwrap_or(0),
                     oldest_due: oldest.and_then(|t| (now - t).to_std().ok()),
                 })
-            });
+            }
+        );
         result.map_err(|f| common!(f, DeliveryError))
     }
 

@@ -27,26 +27,24 @@ impl TryFrom<Model> for SenderIdentity {
 
     fn try_from(m: Model) -> Result<Self, Self::Error> {
         let c = |col: &'static str| move |e| corrupt("email_senders", col, e);
-        Ok(Self {
-            from_email: Email::parse(&m.from_email).map_err(c("from_email"))?,
-            from_name: m
-                .from_name
+        Self::new(
+            Email::parse(&m.from_email).map_err(c("from_email"))?,
+            m.from_name
                 .as_deref()
                 .map(DisplayName::new)
                 .transpose()
                 .map_err(c("from_name"))?,
-            reply_to: m
-                .reply_to
+            m.reply_to
                 .as_deref()
                 .map(Email::parse)
                 .transpose()
                 .map_err(c("reply_to"))?,
-            unsubscribe: m
-                .unsubscribe
+            m.unsubscribe
                 .as_deref()
                 .map(Unsubscribe::parse)
                 .transpose()
                 .map_err(c("unsubscribe"))?,
-        })
+        )
+        .map_err(|e| corrupt("email_senders", e.field, e.reason))
     }
 }
