@@ -33,9 +33,10 @@ struct BatchBody {
     /// 1 to 1,000 items, each `{"op": "create", "lead": {…}}` with the body
     /// of `POST /v1/leads`, or `{"op": "update", "id": "…", "lead": {…}}`
     /// with the body of `PATCH /v1/leads/{id}` (`version` required). Items
-    /// are read one by one, so an item of any shape is accepted here and a
-    /// bad one fails alone, with its problem in its result.
-    #[schema(value_type = Vec<Object>)]
+    /// are read one by one, so an item of any shape (even one that is no
+    /// object) is accepted here and a bad one fails alone, with its problem
+    /// in its result.
+    #[schema(value_type = Vec<serde_json::Value>)]
     items: Vec<serde_json::Value>,
 }
 

@@ -17,7 +17,7 @@ fn field_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> Api
     let message = err.inner().to_string();
     // serde reports a missing or unknown field at the parent's path, with the
     // field's name in the message: pull it out so the problem names it.
-    for prefix in ["missing field `", "unknown field `"] {
+    for prefix in ["missing field `", "unknown field `", "duplicate field `"] {
         if let Some((name, _)) = message
             .strip_prefix(prefix)
             .and_then(|rest| rest.split_once('`'))
@@ -33,6 +33,8 @@ fn field_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> Api
             };
             let reason = if prefix.starts_with("missing") {
                 "is required"
+            } else if prefix.starts_with("duplicate") {
+                "is given more than once"
             } else {
                 "is not a known field"
             };

@@ -112,10 +112,19 @@ fn parse_url(raw: &str) -> Result<Server, SmtpError> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let tls = url
-        .query_pairs()
-        .find(|(k, _)| k == "tls")
-        .map(|(_, v)| v.into_owned());
+    let mut tls = None;
+    for (key, value) in url.query_pairs() {
+        match (key.as_ref(), &tls) {
+            ("tls", None) => tls = Some(value.into_owned()),
+            ("tls", Some(_)) => return Err(bad("smtp.url", "tls is given more than once")),
+            (other, _) => {
+                return Err(bad(
+                    "smtp.url",
+                    format!("unknown parameter {other:?}: the only one is tls"),
+                ));
+            }
+        }
+    }
     let security = match (url.scheme(), tls.as_deref()) {
         ("smtps", None) => Security::Wrapper,
         ("smtp", None | Some("required")) => Security::StartTlsRequired,
@@ -139,6 +148,18 @@ fn parse_url(raw: &str) -> Result<Server, SmtpError> {
         _ => 587,
     });
     let decode = |s: &str| {
+        let bytes = s.as_bytes();
+        let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+            b != b'%'
+                || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        if !well_formed {
+            return Err(bad(
+                "smtp.url",
+                "credentials hold a % not followed by two hex digits (percent-encode a % as %25)",
+            ));
+        }
         percent_encoding::percent_decode_str(s)
             .decode_utf8()
             .map(std::borrow::Cow::into_owned)
@@ -169,6 +190,21 @@ impl SmtpSettings {
             && let Err(e) = parse_url(url.expose_secret())
         {
             problems.push((e.key, e.reason));
+        }
+        if let Some(path) = &self.ca_file {
+            match std::fs::read(path) {
+                Err(e) => problems.push(("smtp.ca_file", format!("{}: {e}", path.display()))),
+                Ok(pem)
+                    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----")
+                        || Certificate::from_pem(&pem).is_err() =>
+                {
+                    problems.push((
+                        "smtp.ca_file",
+                        format!("{}: holds no PEM certificate", path.display()),
+                    ));
+                }
+                Ok(_) => {}
+            }
         }
         if let Err(e) = self.default_sender() {
             problems.push((e.key, e.reason));
@@ -206,6 +242,7 @@ impl SmtpSettings {
 pub struct SmtpChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     destination: String,
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for SmtpChannel {
@@ -266,6 +303,7 @@ impl SmtpChannel {
         Ok(Some(Self {
             transport: builder.build(),
             destination: format!("{scheme}://{}:{}", server.host, server.port),
+            deadline: send_deadline(Duration::from_millis(settings.timeout_ms)),
         }))
     }
 }
@@ -320,17 +358,33 @@ fn message_of(email: &OutboundEmail) -> Result<Message, AttemptOutcome> {
 
 /// Sorts a failed send by whether a later attempt could succeed.
 fn classify(err: &lettre::transport::smtp::Error) -> AttemptOutcome {
-    let reason = err.to_string();
     let code = err.status().map(|c| c.to_string());
     let auth_reply = matches!(code.as_deref(), Some("530" | "534" | "535" | "538"));
-    if err.is_permanent() && !auth_reply {
-        AttemptOutcome::Permanent { reason }
+    if auth_reply {
+        return AttemptOutcome::Transient {
+            reason: format!(
+                "the mail server refused the relay's credentials (smtp.url), retried later: {err}"
+            ),
+            retry_after: None,
+        };
+    }
+    if err.is_permanent() {
+        AttemptOutcome::Permanent {
+            reason: err.to_string(),
+        }
     } else {
         AttemptOutcome::Transient {
-            reason,
+            reason: err.to_string(),
             retry_after: None,
         }
     }
+}
+
+/// How long one whole send may take: the per-step timeout bounds each
+/// read and write, and a server that trickles or stalls between them is
+/// cut off here, so one silent server cannot hold up a relay's round.
+fn send_deadline(step: Duration) -> Duration {
+    step.saturating_mul(3)
 }
 
 #[async_trait]
@@ -344,7 +398,17 @@ impl EmailChannel for SmtpChannel {
             Ok(m) => m,
             Err(outcome) => return outcome,
         };
-        match self.transport.send(message).await {
+        let sent = tokio::time::timeout(self.deadline, self.transport.send(message)).await;
+        let Ok(sent) = sent else {
+            return AttemptOutcome::Transient {
+                reason: format!(
+                    "the mail server did not finish within {} ms",
+                    self.deadline.as_millis()
+                ),
+                retry_after: None,
+            };
+        };
+        match sent {
             Ok(response) => AttemptOutcome::Delivered {
                 reply: format!(
                     "{} {}",
@@ -390,9 +454,92 @@ mod tests {
             "smtp://h?tls=maybe",
             "smtps://h?tls=none",
             "not a url",
+            "smtp://h?TLS=none",
+            "smtp://h?tls=none&tls=required",
+            "smtp://h?foo=bar",
+            "smtp://u:p%zz@h",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A server that greets and then never answers again: the send ends
+    /// as transient at its deadline instead of hanging the relay's round.
+    #[tokio::test]
+    async fn a_silent_server_is_cut_off_at_the_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let tarpit = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = socket.write_all(b"220 tarpit ESMTP\r\n").await;
+                held.push(socket);
+            }
+        });
+        let channel = SmtpChannel::from_settings(&SmtpSettings {
+            url: Some(SecretString::from(format!(
+                "smtp://127.0.0.1:{port}?tls=none"
+            ))),
+            timeout_ms: 100,
+            ..SmtpSettings::default()
+        })
+        .expect("settings")
+        .expect("configured");
+        let email = leadline_domain::OutboundEmail {
+            delivery: leadline_domain::DeliveryId::new(),
+            message_id: "m@leadline.example".to_owned(),
+            from: (None, Email::parse("a@leadline.example").expect("valid")),
+            to: (None, Email::parse("b@example.com").expect("valid")),
+            reply_to: None,
+            subject: "s".to_owned(),
+            text: "t".to_owned(),
+            html: "<p>t</p>".to_owned(),
+            list_unsubscribe: "<mailto:a@leadline.example>".to_owned(),
+            one_click: false,
+        };
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), channel.send(&email))
+            .await
+            .expect("the send ends by itself");
+        assert!(
+            matches!(outcome, AttemptOutcome::Transient { .. }),
+            "{outcome:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        tarpit.abort();
+    }
+
+    #[test]
+    fn a_ca_file_must_exist_and_hold_a_certificate() {
+        let missing = SmtpSettings {
+            ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..SmtpSettings::default()
+        };
+        assert_eq!(
+            missing
+                .problems()
+                .iter()
+                .map(|(k, _)| *k)
+                .collect::<Vec<_>>(),
+            ["smtp.ca_file"]
+        );
+        let dir = std::env::temp_dir().join(format!("leadline-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let no_cert = SmtpSettings {
+            ca_file: Some(empty),
+            ..SmtpSettings::default()
+        };
+        assert_eq!(no_cert.problems().len(), 1, "{:?}", no_cert.problems());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
