@@ -20,6 +20,7 @@ mod m20261203_000006_lead_soft_delete;
 mod m20261205_000007_lead_search;
 mod m20261205_000008_imports;
 mod m20261205_000009_deliveries;
+mod m20261205_000010_changes;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000007_lead_search::Migration),
             Box::new(m20261205_000008_imports::Migration),
             Box::new(m20261205_000009_deliveries::Migration),
+            Box::new(m20261205_000010_changes::Migration),
         ]
     }
 }
@@ -64,4 +66,6 @@ pub const TENANT_TABLES: &[&str] = &[
     "import_rejects",
     "delivery_attempts",
     "email_senders",
+    "changes",
+    "change_horizons",
 ];

@@ -208,6 +208,22 @@ async fn tenant_a_key_on_tenant_b_ids_is_404_on_every_route() {
     assert_eq!(page["items"][0]["id"], json!(delivery_b));
     let (_, sender) = call(&app, Method::GET, "/v1/settings/email", Some(&key_a), None).await;
     assert_eq!(sender, json!({"sender": null}));
+    // The change feed: none of B's changes for A, whatever the filter.
+    for uri in [
+        "/v1/changes?limit=1000",
+        "/v1/changes?types=lead,approval&after=0-0",
+    ] {
+        let (status, page) = call(&app, Method::GET, uri, Some(&key_a), None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {page}");
+        let text = page.to_string();
+        for id in [
+            lead_b.id.to_string(),
+            approval_b.id.to_string(),
+            agent_b.id.to_string(),
+        ] {
+            assert!(!text.contains(&id), "{uri} shows B's {id}");
+        }
+    }
     // Lists and filters never surface B's data to A.
     let (status, page) = call(
         &app,
@@ -386,6 +402,7 @@ async fn every_v1_route_requires_a_valid_key() {
         (Method::POST, format!("/v1/deliveries/{id}/retry")),
         (Method::GET, "/v1/settings/email".to_owned()),
         (Method::PUT, "/v1/settings/email".to_owned()),
+        (Method::GET, "/v1/changes".to_owned()),
     ];
     let forged = format!("{}{}", &key[..key.len() - 4], "0000");
     for (method, uri) in &routes {

@@ -9,6 +9,7 @@
 
 mod accepted_reads_back;
 mod batch;
+mod changes;
 mod cli;
 mod coherence;
 mod conformance;

@@ -170,6 +170,14 @@ async fn two_populated_tenants() -> (Populated, Populated) {
         .await
         .unwrap();
         conn.execute("COMMIT").await.unwrap();
+        // A retention horizon, as pruning leaves it (the owner's function
+        // writes it; the service role only reads it).
+        let mut owner = PgConnection::connect(&pg().await.owner_url).await.unwrap();
+        sqlx::query("INSERT INTO change_horizons (tenant_id, tx, seq) VALUES ($1, '1', 1)")
+            .bind(t.as_uuid())
+            .execute(&mut owner)
+            .await
+            .unwrap();
         let slug = s.tenants.get(t).await.unwrap().slug.to_string();
         out.push(Populated {
             delivery,
@@ -379,6 +387,17 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
             "INSERT INTO email_senders (tenant_id, from_email, updated_at) VALUES ($1, 'x@example.com', now()) \
              ON CONFLICT (tenant_id) DO UPDATE SET from_email = 'pwned@example.com'"
                 .to_owned(),
+        ),
+        (
+            "changes",
+            format!(
+                "INSERT INTO changes (tenant_id, type, entity_id, at, data) VALUES ($1, 'lead.created', '{}', {now}, '{{}}')",
+                b.lead
+            ),
+        ),
+        (
+            "change_horizons",
+            "INSERT INTO change_horizons (tenant_id, tx, seq) VALUES ($1, '99', 99)".to_owned(),
         ),
     ];
     assert_eq!(

@@ -6,12 +6,14 @@
 //! crate (`crates/cli`, `leadline::compose`) is the composition root that
 //! names concrete adapters and calls [`Services::over`].
 
+mod changes;
 mod deliveries;
 mod exports;
 mod imports;
 mod services;
 mod workflow;
 
+pub use changes::{ChangeFeed, ChangeSettings};
 pub use deliveries::{DeliveryService, Relay, RelaySettings, RoundReport};
 pub use exports::{COLUMNS as EXPORT_COLUMNS, ExportError, ExportQuery, ExportService};
 pub use imports::{BATCH_ROWS, CsvSource, ImportFailure, ImportOptions, ImportService, Record};

@@ -38,6 +38,8 @@ pub struct Services {
     pub exports: crate::ExportService,
     /// Deliveries of sent messages, and the tenant's sender.
     pub deliveries: crate::DeliveryService,
+    /// The change feed.
+    pub changes: crate::ChangeFeed,
     /// Idempotency keys, for the HTTP adapter's retry safety.
     pub idempotency: Arc<dyn leadline_ports::IdempotencyStore>,
     /// The store's health, for readiness probes.
@@ -55,6 +57,7 @@ pub trait StorePorts:
     + leadline_ports::IdempotencyStore
     + leadline_ports::ImportRepository
     + leadline_ports::DeliveryRepository
+    + leadline_ports::ChangeLog
     + HealthCheck
     + 'static
 {
@@ -70,6 +73,7 @@ impl<S> StorePorts for S where
         + leadline_ports::IdempotencyStore
         + leadline_ports::ImportRepository
         + leadline_ports::DeliveryRepository
+        + leadline_ports::ChangeLog
         + HealthCheck
         + 'static
 {
@@ -101,6 +105,7 @@ impl Services {
                 AgentService::new(store.clone(), store.clone(), cache.clone()),
             ),
             deliveries: crate::DeliveryService::new(store.clone()),
+            changes: crate::ChangeFeed::new(store.clone(), crate::ChangeSettings::default()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),
             context: crate::ContextService::new(store.clone(), cache, recall),

@@ -34,6 +34,8 @@ pub struct Config {
     pub relay: leadline_app::RelaySettings,
     /// The mail server email deliveries go through.
     pub smtp: leadline_outbound::SmtpSettings,
+    /// The change feed (`GET /v1/changes`).
+    pub changes: leadline_app::ChangeSettings,
 }
 
 /// The HTTP listener.
@@ -105,6 +107,7 @@ impl Config {
         let recall = &self.recall;
         let relay = &self.relay;
         let smtp = &self.smtp;
+        let changes = &self.changes;
         vec![
             ("http.bind", self.http.bind.to_string()),
             (
@@ -237,6 +240,12 @@ impl Config {
             ("smtp.timeout_ms", smtp.timeout_ms.to_string()),
             ("smtp.pool_max", smtp.pool_max.to_string()),
             (
+                "changes.retention_hours",
+                changes.retention_hours.to_string(),
+            ),
+            ("changes.heartbeat_secs", changes.heartbeat_secs.to_string()),
+            ("changes.poll_ms", changes.poll_ms.to_string()),
+            (
                 "log.format",
                 format!("{:?}", self.log.format).to_lowercase(),
             ),
@@ -303,6 +312,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         .chain(config.cache.problems())
         .chain(config.relay.problems())
         .chain(config.smtp.problems())
+        .chain(config.changes.problems())
         .map(|(key, why)| format!("{key}: {why}"))
         .collect();
     if problems.is_empty() {
@@ -463,7 +473,7 @@ mod tests {
                 shown.contains("smtp.url = smtp://relay:***@mail:587"),
                 "{shown}"
             );
-            assert_eq!(config.describe().len(), 46, "every setting is listed");
+            assert_eq!(config.describe().len(), 49, "every setting is listed");
             Ok(())
         });
     }

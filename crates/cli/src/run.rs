@@ -40,7 +40,25 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let composition = compose_with(&config.database, &config.cache, config.recall, true).await?;
+    let mut composition =
+        compose_with(&config.database, &config.cache, config.recall, true).await?;
+    composition.services.changes = composition
+        .services
+        .changes
+        .clone()
+        .with_settings(config.changes);
+    composition.services.changes.listen();
+    let retention_stop = Arc::new(Notify::new());
+    let retention = {
+        let stop = retention_stop.clone();
+        tokio::spawn(
+            composition
+                .services
+                .changes
+                .clone()
+                .run_retention(async move { stop.notified().await }),
+        )
+    };
     let app = if config.recall.preload_on_start {
         // Listen at once, but report ready only once the caches are warm
         // or the preload's deadline passed, whichever comes first.
@@ -101,6 +119,8 @@ pub async fn serve(
             }
         }
     }
+    retention_stop.notify_one();
+    let _ = retention.await;
     composition.shutdown().await;
     tracing::info!("stopped");
     Ok(())
@@ -117,7 +137,28 @@ pub async fn relay(
 ) -> anyhow::Result<()> {
     let composition = compose_with(&config.database, &config.cache, config.recall, true).await?;
     let relay = composition.relay(config.relay, &config.smtp)?;
-    relay.run(shutdown).await;
+    let stop = Arc::new(Notify::new());
+    let stopped = stop.clone();
+    let mut task = tokio::spawn(relay.run(async move { stopped.notified().await }));
+    tokio::select! {
+        result = &mut task => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the relay task failed");
+            }
+        }
+        () = shutdown => {
+            // The round in progress finishes, within the grace period.
+            stop.notify_one();
+            match tokio::time::timeout(config.http.shutdown_grace(), &mut task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "the relay task failed"),
+                Err(_) => {
+                    tracing::warn!("grace period over; the relay's unrecorded attempts come back when their lease ends");
+                    task.abort();
+                }
+            }
+        }
+    }
     composition.shutdown().await;
     Ok(())
 }

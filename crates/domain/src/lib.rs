@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api_key;
 pub mod approval;
+pub mod change;
 pub mod delivery;
 pub mod duplicates;
 pub mod event;
@@ -28,6 +29,7 @@ pub use approval::{
     Approval, ApprovalAction, ApprovalQueueQuery, ApprovalStatus, Channel, DraftApprovalRequest,
     IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
 };
+pub use change::{Change, ChangeFilter, ChangePosition, ChangeType, LoggedChange};
 pub use delivery::{
     AttemptOutcome, CircuitBreaker, Decision, Delivery, DeliveryStatus, OutboundEmail,
     OutboxMessage, RetryPolicy, SenderIdentity, SenderRejected, Unsubscribe,

@@ -168,6 +168,11 @@ impl ApiError {
         err
     }
 
+    /// 410: what was asked for is no longer kept.
+    pub fn gone(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "gone", "Gone", detail)
+    }
+
     /// 404: no such resource (for this tenant).
     pub fn not_found(what: &'static str) -> Self {
         Self::new(

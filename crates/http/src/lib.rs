@@ -16,6 +16,7 @@
 
 mod approvals;
 mod batch;
+mod changes;
 mod context;
 mod cursor;
 mod deliveries;
@@ -120,6 +121,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(imports::routes())
         .merge(approvals::routes())
         .merge(deliveries::routes())
+        .merge(changes::routes())
         .merge(timeline::routes())
         .merge(context::routes())
         .routes(utoipa_axum::routes!(observe::render))

@@ -65,6 +65,7 @@ const API_KEY: &str = "api_key";
         (name = "leads", description = "The people an outreach team works."),
         (name = "approvals", description = "Every outbound message is drafted, then approved or rejected by a person, then sent exactly once."),
         (name = "deliveries", description = "Sent messages on their way out: each is claimed by the relay, attempted, retried with backoff, and ends delivered, failed or dead."),
+        (name = "changes", description = "Every change to a tenant's leads, agents, approvals and events, as a JSON page or a Server-Sent Events stream that resumes without gaps."),
         (name = "timeline", description = "Every touch on a lead, and everything about a lead in one read."),
         (name = "cache", description = "The lead-context cache, for tenant admins."),
     ),
@@ -78,6 +79,7 @@ const API_KEY: &str = "api_key";
             PreconditionFailed,
             UnsupportedMediaType,
             Unprocessable,
+            Gone,
             PreconditionRequired,
             InternalError,
             Unavailable,
@@ -132,6 +134,12 @@ pub(crate) struct UnsupportedMediaType(schema::Problem);
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub(crate) struct Unprocessable(schema::Problem);
+
+/// The position asked for is older than what retention keeps: start again
+/// from the present.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub(crate) struct Gone(schema::Problem);
 
 /// An update came without a version: send the body's `version` or `If-Match`.
 #[derive(ToResponse)]

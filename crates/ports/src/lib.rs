@@ -18,6 +18,7 @@
 //! [`TenantId`]: leadline_domain::TenantId
 
 mod cache;
+mod changes;
 mod context_json;
 mod delivery;
 mod effects;
@@ -30,6 +31,9 @@ mod workflow;
 #[cfg(feature = "mock")]
 pub use cache::MockContextCache;
 pub use cache::{CacheStats, ContextCache, ContextLoader, TierStats};
+#[cfg(feature = "mock")]
+pub use changes::MockChangeLog;
+pub use changes::{ChangeLog, ChangeLogError, ChangeSpan};
 pub use context_json::{ContextJson, ContextJsonError};
 pub use delivery::{
     AttemptRecord, ClaimedDelivery, DeliveryError, DeliveryRepository, EmailChannel, QueueDepth,

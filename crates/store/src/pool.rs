@@ -91,6 +91,10 @@ struct Inner {
     /// When a write last failed because the storage is full, unless a write
     /// committed since; read by `/readyz` through [`Store::storage_full`].
     storage_full_at: std::sync::Mutex<Option<Instant>>,
+    /// Pings of tenants whose change log may have grown (`changes.rs`).
+    changes: tokio::sync::broadcast::Sender<leadline_domain::TenantId>,
+    /// The PostgreSQL listener for other instances' changes, once started.
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The database handle every repository shares. Cheap to clone.
@@ -201,6 +205,8 @@ impl Store {
                 replica: None,
                 replica_down_until: std::sync::Mutex::new(None),
                 storage_full_at: std::sync::Mutex::new(None),
+                changes: tokio::sync::broadcast::channel(1024).0,
+                listener: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -323,9 +329,40 @@ impl Store {
             .map_err(|e| e.to_string())
     }
 
+    /// The in-process channel of change pings.
+    pub(crate) fn changes_sender(
+        &self,
+    ) -> &tokio::sync::broadcast::Sender<leadline_domain::TenantId> {
+        &self.inner.changes
+    }
+
+    /// Where the change listener's task is kept.
+    pub(crate) fn listener_slot(&self) -> &std::sync::Mutex<Option<tokio::task::JoinHandle<()>>> {
+        &self.inner.listener
+    }
+
+    /// The primary's sqlx pool, on PostgreSQL.
+    pub(crate) fn pg_pool(&self) -> Option<PgPool> {
+        match &self.inner.pool {
+            PoolHandle::Postgres(pool) => Some(pool.clone()),
+            PoolHandle::Sqlite(_) => None,
+        }
+    }
+
     /// Closes the pools: waits for lent connections to come back, then
     /// closes them all. Further calls fail as unavailable.
     pub async fn close(&self) {
+        // The change listener holds a pooled connection: stop it first, or
+        // closing the pool would wait for it forever.
+        if let Some(task) = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
         if let Some(r) = &self.inner.replica {
             close_pool(&r.pool).await;
         }

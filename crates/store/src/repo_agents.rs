@@ -64,6 +64,14 @@ impl AgentRepository for Store {
                 agents::Entity::insert(agents::ActiveModel::from(&agent))
                     .exec_without_returning(txn)
                     .await?;
+                crate::changes::record(
+                    txn,
+                    &[leadline_domain::Change::agent(
+                        leadline_domain::ChangeType::AgentCreated,
+                        &agent,
+                    )],
+                )
+                .await?;
                 effects::record(txn, tenant, agent.id.as_uuid()).await?;
                 Ok(())
             });
@@ -186,6 +194,14 @@ impl AgentRepository for Store {
                         current: current.version,
                     }));
                 }
+                crate::changes::record(
+                    txn,
+                    &[leadline_domain::Change::agent(
+                        leadline_domain::ChangeType::AgentUpdated,
+                        &next,
+                    )],
+                )
+                .await?;
                 effects::record(txn, tenant, id.as_uuid()).await?;
                 Ok(Ok(next))
             });

@@ -66,6 +66,8 @@ impl ApprovalRepository for Store {
                 approvals::Entity::insert(approvals::ActiveModel::from(&approval))
                     .exec_without_returning(txn)
                     .await?;
+                crate::changes::record(txn, &[leadline_domain::Change::approval(&approval)])
+                    .await?;
                 effects::record(txn, tenant, approval.id.as_uuid()).await?;
                 Ok(Ok(()))
             });
@@ -144,6 +146,14 @@ impl ApprovalRepository for Store {
                 events::Entity::insert(events::ActiveModel::from(&event))
                     .exec_without_returning(txn)
                     .await?;
+                crate::changes::record(
+                    txn,
+                    &[
+                        leadline_domain::Change::approval(&approval),
+                        leadline_domain::Change::event(&event),
+                    ],
+                )
+                .await?;
                 if let ApprovalAction::MarkSent { .. } = action {
                     let row = outbox::ActiveModel {
                         tenant_id: Set(tenant.as_uuid()),

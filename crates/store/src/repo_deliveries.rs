@@ -364,6 +364,7 @@ impl DeliveryRepository for Store {
                     events::Entity::insert(events::ActiveModel::from(&event))
                         .exec_without_returning(txn)
                         .await?;
+                    crate::changes::record(txn, &[leadline_domain::Change::event(&event)]).await?;
                 }
                 Ok(true)
             });

@@ -28,14 +28,20 @@ use crate::{
 /// No row back means the id was taken or the lead refused the event:
 /// [`EventRepository::append`] then reads which, and accepts a row under
 /// the id only if it is this event.
+///
+/// Its change-log row is written by the same statement, from what the
+/// insert returned: both or neither.
 const APPEND_SQL: ScopedSql = scoped_sql!(
-    "INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, \
-     metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, $4::text, $5::text, \
-     $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz FROM scope \
-     CROSS JOIN LATERAL (SELECT 1 FROM leads l WHERE l.tenant_id = scope.tenant_id \
+    ", appended AS (INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, \
+     occurred_at, actor, metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, \
+     $4::text, $5::text, $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz \
+     FROM scope CROSS JOIN LATERAL (SELECT 1 FROM leads l WHERE l.tenant_id = scope.tenant_id \
      AND l.id = $3::uuid AND l.deleted_at IS NULL AND l.created_at <= $7::timestamptz \
      OFFSET 0) live \
-     ON CONFLICT (tenant_id, id) DO NOTHING RETURNING id"
+     ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id) \
+     INSERT INTO changes (tenant_id, type, entity_id, at, data) \
+     SELECT appended.tenant_id, 'event.recorded', appended.id, $10::timestamptz, $11::jsonb \
+     FROM appended RETURNING entity_id"
 );
 
 impl Store {
@@ -122,7 +128,7 @@ async fn refusal(
 
 /// [`APPEND_SQL`]'s values after the tenant, as [`events::ActiveModel`]
 /// converts them.
-fn append_values(event: &Event) -> [sea_orm::Value; 9] {
+fn append_values(event: &Event) -> [sea_orm::Value; 10] {
     [
         event.id.as_uuid().into(),
         event.lead_id.as_uuid().into(),
@@ -133,6 +139,7 @@ fn append_values(event: &Event) -> [sea_orm::Value; 9] {
         event.actor.map(|a| a.as_uuid()).into(),
         serde_json::Value::Object(event.metadata.as_map().clone()).into(),
         event.created_at.into(),
+        leadline_domain::Change::event(event).data.into(),
     ]
 }
 
@@ -165,7 +172,10 @@ impl EventRepository for Store {
                 .await
             {
                 Ok(rows) if rows.is_empty() => self.confirm_appended(&event).await,
-                Ok(_) => Ok(Ok(())),
+                Ok(_) => {
+                    self.ping_changes(tenant);
+                    Ok(Ok(()))
+                }
                 Err(f) => Err(f),
             }
         } else {
@@ -176,6 +186,7 @@ impl EventRepository for Store {
                 events::Entity::insert(events::ActiveModel::from(&event))
                     .exec_without_returning(txn)
                     .await?;
+                crate::changes::record(txn, &[leadline_domain::Change::event(&event)]).await?;
                 effects::record(txn, tenant, event.id.as_uuid()).await?;
                 Ok(Ok(()))
             })
@@ -256,5 +267,16 @@ impl EventRepository for Store {
             Ok(None) => Err(TimelineError::LeadNotFound),
             Err(f) => Err(common!(f, TimelineError)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_one_statement_append_logs_the_domains_change_type() {
+        let sql = super::APPEND_SQL.as_str();
+        let logged = format!("'{}'", leadline_domain::ChangeType::EventRecorded.as_str());
+        assert!(sql.contains(&logged), "{sql}");
+        assert!(sql.contains("$11::jsonb") && !sql.contains("$12"), "{sql}");
     }
 }

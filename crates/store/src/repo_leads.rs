@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use leadline_domain::{
-    ApprovalStatus, CreateLeadRequest, DuplicateGroup, DuplicatesQuery, Email, Lead, LeadId,
-    ListLeadsQuery, Page, SearchHit, SearchLeadsQuery, TenantId, UpdateLeadRejected,
+    ApprovalStatus, Change, ChangeType, CreateLeadRequest, DuplicateGroup, DuplicatesQuery, Email,
+    Lead, LeadId, ListLeadsQuery, Page, SearchHit, SearchLeadsQuery, TenantId, UpdateLeadRejected,
     UpdateLeadRequest,
 };
 use leadline_ports::{
@@ -69,6 +69,8 @@ impl LeadRepository for Store {
                 }
                 leads::Entity::insert(leads::ActiveModel::from(&lead))
                     .exec_without_returning(txn)
+                    .await?;
+                crate::changes::record(txn, &[Change::lead(ChangeType::LeadCreated, &lead)])
                     .await?;
                 effects::record(txn, tenant, lead.id.as_uuid()).await?;
                 Ok(Ok(()))
@@ -319,13 +321,16 @@ impl LeadRepository for Store {
                 }
                 // Every touch is on the timeline, status moves included, in
                 // the same transaction as the move.
+                let mut changes = vec![Change::lead(ChangeType::LeadUpdated, &next)];
                 if let Some(event) = current.status_event(&next) {
                     crate::entity::events::Entity::insert(
                         crate::entity::events::ActiveModel::from(&event),
                     )
                     .exec_without_returning(txn)
                     .await?;
+                    changes.push(Change::event(&event));
                 }
+                crate::changes::record(txn, &changes).await?;
                 effects::record(txn, tenant, id.as_uuid()).await?;
                 Ok(Ok(next))
             });
@@ -380,6 +385,11 @@ impl LeadRepository for Store {
                     .filter(leads::Column::Id.eq(id.as_uuid()))
                     .exec(txn)
                     .await?;
+                let mut gone = Lead::try_from(current)?;
+                gone.updated_at = now;
+                gone.version += 1;
+                crate::changes::record(txn, &[Change::lead(ChangeType::LeadDeleted, &gone)])
+                    .await?;
                 effects::record(txn, tenant, id.as_uuid()).await?;
                 Ok(Ok(()))
             });
@@ -412,7 +422,10 @@ impl LeadRepository for Store {
                     .await?
                     .into_iter()
                     .next();
-                if restored.is_some() {
+                if let Some(model) = &restored {
+                    let lead = Lead::try_from(model.clone())?;
+                    crate::changes::record(txn, &[Change::lead(ChangeType::LeadRestored, &lead)])
+                        .await?;
                     effects::record(txn, tenant, id.as_uuid()).await?;
                 }
                 Ok(restored)
@@ -447,12 +460,16 @@ pub(crate) async fn insert_many(
     // One multi-row INSERT per chunk: 16 columns x 1000 rows stays far
     // below PostgreSQL's 65535 bind-parameter limit (and SQLite's 32766).
     for chunk in reqs.chunks(1000) {
-        let rows = chunk
-            .iter()
-            .map(|r| leads::ActiveModel::from(&Lead::new(tenant, r, crate::now())));
-        leads::Entity::insert_many(rows)
+        let now = crate::now();
+        let leads: Vec<Lead> = chunk.iter().map(|r| Lead::new(tenant, r, now)).collect();
+        leads::Entity::insert_many(leads.iter().map(leads::ActiveModel::from))
             .exec_without_returning(txn)
             .await?;
+        let changes: Vec<Change> = leads
+            .iter()
+            .map(|l| Change::lead(ChangeType::LeadCreated, l))
+            .collect();
+        crate::changes::record(txn, &changes).await?;
         written += chunk.len() as u64;
     }
     Ok(Ok(written))

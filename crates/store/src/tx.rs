@@ -186,6 +186,9 @@ macro_rules! transaction {
                 // (and, on SQLite, the pool checks that it did: module docs).
                 let value = value?;
                 store.finish(txn, xid.as_deref(), access, $op).await?;
+                if access == $crate::tx::Access::Write {
+                    store.ping_changes(tenant);
+                }
                 Ok(value)
             }
             .await;

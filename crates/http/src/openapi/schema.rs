@@ -133,6 +133,8 @@ wire_enum! {
     EventKind => domain::EventKind::ALL.iter().map(|k| k.as_str()), "What happened.";
     /// `leadline_domain::Direction`.
     Direction => domain::Direction::ALL.iter().map(|d| d.as_str()), "Which way it went.";
+    /// `leadline_domain::ChangeType`.
+    ChangeType => domain::ChangeType::ALL.iter().map(|t| t.as_str()), "What happened: `{entity}.{what}`.";
     /// `leadline_domain::DeliveryStatus`.
     DeliveryStatus => domain::DeliveryStatus::ALL.iter().map(|d| d.as_str()),
         "Where a delivery stands: pending (waiting for its next attempt) → delivered, failed \
@@ -494,6 +496,26 @@ pub(crate) struct Delivery {
     /// When it was delivered or given up on.
     #[schema(required = true)]
     finished_at: Option<DateTime<Utc>>,
+}
+
+/// `leadline_domain::LoggedChange`: one change in a tenant's log.
+#[derive(ToSchema)]
+pub(crate) struct Change {
+    /// Its id: its position in the log (`tx-seq`); the feed's
+    /// `Last-Event-ID`.
+    id: String,
+    /// What happened, e.g. `lead.created`, `approval.sent`, `event.recorded`.
+    #[schema(value_type = ChangeType)]
+    r#type: String,
+    /// `lead`, `agent`, `approval` or `event`.
+    entity: String,
+    /// The entity's id.
+    entity_id: Uuid,
+    /// When.
+    at: DateTime<Utc>,
+    /// The entity as the API shows it, right after the change.
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
 }
 
 /// `leadline_domain::SenderIdentity`: who a tenant's email comes from.

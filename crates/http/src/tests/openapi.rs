@@ -893,6 +893,27 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    // The change feed as a JSON page (the stream is tested over TCP in the
+    // integration suite).
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/changes",
+            "/v1/changes?types=approval&limit=10",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["items"][0]["type"], "approval.drafted", "{}", r.body);
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/changes",
+            "/v1/changes?after=not-a-position",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     let r = c
         .call(
             Method::GET,

@@ -5,6 +5,7 @@
 pub(crate) mod agents;
 pub(crate) mod api_keys;
 pub(crate) mod approvals;
+pub(crate) mod changes;
 pub(crate) mod delivery_attempts;
 pub(crate) mod email_senders;
 pub(crate) mod events;
