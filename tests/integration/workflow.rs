@@ -28,7 +28,129 @@ both_backends!(
     idempotency_keys_reserve_replay_and_refuse,
     a_deleted_lead_is_hidden_everywhere_until_restored,
     an_event_may_not_predate_its_lead,
+    a_row_that_cannot_be_read_fails_its_reads_by_name_and_a_patch_repairs_it,
+    an_inactive_agent_gets_no_new_leads_and_cannot_draft,
 );
+
+/// A row written behind the store's back that no longer satisfies the
+/// domain (docs/backends.md, "Reading rows back"): every read that meets it
+/// fails naming the table, the row and the column (never a page that
+/// silently leaves it out), and a PATCH of the field repairs it.
+async fn a_row_that_cannot_be_read_fails_its_reads_by_name_and_a_patch_repairs_it(store: Store) {
+    let s = services(store.clone());
+    let (tenant, _) = new_tenant(&s).await;
+    let lead = s.leads.create(tenant, &lead_req("Broken")).await.unwrap();
+    match store.backend() {
+        leadline_store::Backend::Postgres => leadline_testsupport::postgres()
+            .admin_execute(
+                &crate::support::pg().await.database,
+                &format!(
+                    "UPDATE leads SET email = 'NOT AN EMAIL' WHERE id = '{}'",
+                    lead.id
+                ),
+            )
+            .await
+            .unwrap(),
+        leadline_store::Backend::Sqlite => store
+            .execute_for_tests(&format!(
+                "UPDATE leads SET email = 'NOT AN EMAIL' WHERE id = x'{}'",
+                lead.id.as_uuid().simple()
+            ))
+            .await
+            .unwrap(),
+    }
+    let named = |e: &dyn std::fmt::Display| {
+        let text = format!("{e:#}");
+        assert!(
+            text.contains(&format!("leads row {}", lead.id)) && text.contains("leads.email"),
+            "names the row and the column: {text}"
+        );
+    };
+    match s.leads.get(tenant, lead.id).await {
+        Err(leadline_ports::GetLeadError::Unknown(e)) => named(&e),
+        other => panic!("expected the read to fail: {other:?}"),
+    }
+    match s
+        .leads
+        .list(tenant, &leadline_domain::ListLeadsQuery::default())
+        .await
+    {
+        Err(leadline_ports::ListLeadsError::Unknown(e)) => named(&e),
+        other => panic!("a page with the row fails too, never skips it: {other:?}"),
+    }
+    // The repair: PATCH the field (the update reads the row under its
+    // own rules, so the stored version is all it needs).
+    let repaired = s
+        .leads
+        .update(
+            tenant,
+            lead.id,
+            &leadline_domain::UpdateLeadRequest {
+                expected_version: lead.version,
+                email: Some(Some(
+                    leadline_domain::Email::parse("fixed@example.com").unwrap(),
+                )),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        repaired.unwrap().email.unwrap().as_str(),
+        "fixed@example.com"
+    );
+    assert!(s.leads.get(tenant, lead.id).await.is_ok(), "readable again");
+}
+
+/// A deactivated agent is honoured on both backends: no lead may be
+/// assigned to it, and it may not draft.
+async fn an_inactive_agent_gets_no_new_leads_and_cannot_draft(store: Store) {
+    let s = services(store);
+    let (tenant, _) = new_tenant(&s).await;
+    let agent = s
+        .agents
+        .create(tenant, &agent_req("idle@example.com"))
+        .await
+        .unwrap();
+    let lead = s.leads.create(tenant, &lead_req("Waiting")).await.unwrap();
+    s.agents
+        .update(
+            tenant,
+            agent.id,
+            &leadline_domain::UpdateAgentRequest {
+                expected_version: agent.version,
+                name: None,
+                email: None,
+                role: None,
+                active: Some(false),
+            },
+        )
+        .await
+        .unwrap();
+    let mut req = lead_req("Assigned");
+    req.assigned_agent_id = Some(agent.id);
+    assert!(matches!(
+        s.leads.create(tenant, &req).await,
+        Err(leadline_ports::CreateLeadError::AgentInactive)
+    ));
+    assert!(matches!(
+        s.leads
+            .update(
+                tenant,
+                lead.id,
+                &leadline_domain::UpdateLeadRequest {
+                    expected_version: lead.version,
+                    assigned_agent_id: Some(Some(agent.id)),
+                    ..Default::default()
+                },
+            )
+            .await,
+        Err(leadline_ports::UpdateLeadError::AgentInactive)
+    ));
+    assert!(matches!(
+        s.approvals.draft(tenant, lead.id, &draft(agent.id)).await,
+        Err(leadline_ports::DraftApprovalError::AgentInactive)
+    ));
+}
 
 /// Rewrites a lead's creation time behind the store's back (as the
 /// superuser on PostgreSQL, past RLS): a fixture for leads older than the

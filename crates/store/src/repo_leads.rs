@@ -288,7 +288,14 @@ impl LeadRepository for Store {
                 let Some(current) = select.one(txn).await? else {
                     return Ok(Err(UpdateLeadError::NotFound));
                 };
-                let current = Lead::try_from(current)?;
+                // A row that no longer decodes is read with the patch's
+                // fields written over it: setting the broken field repairs it.
+                let current = match Lead::try_from(current.clone()) {
+                    Ok(lead) => lead,
+                    Err(broken) => {
+                        Lead::try_from(leads::patched(current, req)).map_err(|_| broken)?
+                    }
+                };
                 let next = match current.apply(req, crate::now()) {
                     Ok(next) => next,
                     Err(UpdateLeadRejected::StaleVersion { current }) => {

@@ -102,6 +102,40 @@ pub(crate) fn tags_json(tags: &Tags) -> Json {
     )
 }
 
+/// `m` with the fields `req` sets written over it, in their stored form:
+/// the repair path for a row that no longer decodes (docs/backends.md,
+/// "Reading rows back"). A PATCH that sets the broken field makes the row
+/// readable; status and assignment are left to [`Lead::apply`], which
+/// checks their rules against the row as it decodes.
+pub(crate) fn patched(mut m: Model, req: &leadline_domain::UpdateLeadRequest) -> Model {
+    let text = |v: &dyn std::fmt::Display| v.to_string();
+    if let Some(v) = &req.first_name {
+        m.first_name = text(v);
+    }
+    if let Some(v) = &req.last_name {
+        m.last_name = text(v);
+    }
+    if let Some(v) = &req.email {
+        m.email = v.as_ref().map(|e| text(e));
+    }
+    if let Some(v) = &req.phone {
+        m.phone = v.as_ref().map(|p| p.as_str().to_owned());
+    }
+    if let Some(v) = &req.company {
+        m.company = v.as_ref().map(|c| text(c));
+    }
+    if let Some(v) = &req.source {
+        m.source = v.as_ref().map(|s| text(s));
+    }
+    if let Some(v) = &req.tags {
+        m.tags = tags_json(v);
+    }
+    if let Some(v) = &req.metadata {
+        m.metadata = Json::Object(v.as_map().clone());
+    }
+    m
+}
+
 impl From<&Lead> for ActiveModel {
     fn from(l: &Lead) -> Self {
         use sea_orm::ActiveValue::Set;
