@@ -628,6 +628,18 @@ async fn a_stream_delivers_resumes_and_keeps_alive() {
     assert_eq!(res.status(), 422);
     let problem: Value = res.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "Last-Event-ID");
+    // A position past the end of the log (a restored database) is gone too,
+    // rather than a silent wait for changes that will never come.
+    for accept in ["text/event-stream", "application/json"] {
+        let res = http
+            .get(format!("{}/v1/changes?after=0-999999", serving.base))
+            .header("authorization", format!("Bearer {key}"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 410, "ahead, {accept}");
+    }
     ChangeLog::prune(
         &store,
         chrono::Utc::now() + chrono::Duration::hours(1),
@@ -650,8 +662,22 @@ async fn a_stream_delivers_resumes_and_keeps_alive() {
             "{accept}"
         );
     }
-    store.close().await;
+    // Shutting down ends open streams at once instead of waiting out the
+    // grace period (20 s by default) for them.
+    let mut open = Stream::open(&serving.base, &key, None).await;
+    let started = std::time::Instant::now();
     serving.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = open.res.chunk().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended with the server");
+    store.close().await;
 }
 
 /// Two instances on one PostgreSQL database: a follower on B sees a write

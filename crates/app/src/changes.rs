@@ -7,7 +7,14 @@
 //! or its poll timer, and reads again: the log is the truth, wake-ups only
 //! make it prompt.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::Utc;
 use futures::Stream;
@@ -74,6 +81,16 @@ const PRUNE_BATCH: u32 = 10_000;
 pub struct ChangeFeed {
     log: Arc<dyn ChangeLog>,
     settings: ChangeSettings,
+    closing: Arc<Closing>,
+}
+
+/// Set when the process shuts down: open streams end at once (their
+/// clients resume with `Last-Event-ID`) instead of holding the shutdown
+/// for its whole grace period.
+#[derive(Default)]
+struct Closing {
+    closed: AtomicBool,
+    notify: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ChangeFeed {
@@ -88,7 +105,36 @@ impl ChangeFeed {
     /// Over `log`.
     #[must_use]
     pub fn new(log: Arc<dyn ChangeLog>, settings: ChangeSettings) -> Self {
-        Self { log, settings }
+        Self {
+            log,
+            settings,
+            closing: Arc::new(Closing::default()),
+        }
+    }
+
+    /// Ends every open stream of this feed (and of its clones), now and
+    /// later: the process is shutting down.
+    pub fn close(&self) {
+        self.closing.closed.store(true, Ordering::Release);
+        self.closing.notify.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closing.closed.load(Ordering::Acquire)
+    }
+
+    /// Refuses a position past the end of the log (no position this log
+    /// gave: the database was restored or reset since).
+    async fn not_ahead(
+        &self,
+        tenant: TenantId,
+        after: ChangePosition,
+    ) -> Result<(), ChangeLogError> {
+        let head = self.log.head(tenant).await?;
+        if after > head {
+            return Err(ChangeLogError::Ahead { after, head });
+        }
+        Ok(())
     }
 
     /// The same feed with other settings.
@@ -125,7 +171,13 @@ impl ChangeFeed {
         limit: u32,
     ) -> Result<ChangeSpan, ChangeLogError> {
         let span = match after {
-            Some(after) => self.log.after(tenant, after, limit).await?,
+            Some(after) => {
+                let span = self.log.after(tenant, after, limit).await?;
+                if span.items.is_empty() {
+                    self.not_ahead(tenant, after).await?;
+                }
+                span
+            }
             None => match self
                 .log
                 .after(tenant, ChangePosition::default(), limit)
@@ -164,7 +216,8 @@ impl ChangeFeed {
         tenant: TenantId,
         after: ChangePosition,
     ) -> Result<(), ChangeLogError> {
-        self.log.after(tenant, after, 1).await.map(drop)
+        self.log.after(tenant, after, 1).await?;
+        self.not_ahead(tenant, after).await
     }
 
     /// Follows the tenant's log after `after`: every change that passes
@@ -206,7 +259,7 @@ impl ChangeFeed {
         futures::stream::unfold(state, |mut s| async move {
             let poll = Duration::from_millis(s.feed.settings.poll_ms);
             loop {
-                if s.done {
+                if s.done || s.feed.is_closed() {
                     return None;
                 }
                 if let Some(change) = s.buffer.pop_front() {
@@ -242,8 +295,15 @@ impl ChangeFeed {
                 }
                 let timer = tokio::time::sleep(poll);
                 tokio::pin!(timer);
+                let closing = s.feed.closing.clone();
+                let closed = closing.notify.notified();
+                tokio::pin!(closed);
+                if s.feed.is_closed() {
+                    return None;
+                }
                 loop {
                     tokio::select! {
+                        () = &mut closed => return None,
                         () = &mut timer => break,
                         woken = s.wake.recv() => match woken {
                             Ok(t) if t == s.tenant => {

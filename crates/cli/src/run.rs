@@ -94,6 +94,9 @@ pub async fn serve(
         result = &mut server => result.context("server task failed")?.context("server failed")?,
         () = shutdown => {
             tracing::info!(grace = ?config.http.shutdown_grace(), "shutting down: no new connections, finishing in-flight requests");
+            // Change streams never finish by themselves: end them now
+            // (clients resume with Last-Event-ID elsewhere).
+            composition.services.changes.close();
             stop.notify_one();
             match tokio::time::timeout(config.http.shutdown_grace(), &mut server).await {
                 Ok(result) => result.context("server task failed")?.context("server failed")?,

@@ -34,7 +34,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 impl From<ChangeLogError> for ApiError {
     fn from(err: ChangeLogError) -> Self {
         match err {
-            e @ ChangeLogError::Expired { .. } => Self::gone(e.to_string()),
+            e @ (ChangeLogError::Expired { .. } | ChangeLogError::Ahead { .. }) => {
+                Self::gone(e.to_string())
+            }
             ChangeLogError::Unavailable(u) => Self::unavailable(&u),
             ChangeLogError::Unknown(e) => Self::internal(&e),
         }
@@ -54,7 +56,9 @@ struct ChangeParams {
     /// Absent: a page starts at the oldest change kept, a stream at the
     /// present.
     after: Option<String>,
-    /// Page size for JSON (1 to 1000, default 100).
+    /// Page size for JSON (1 to 1000, default 100): how many changes are
+    /// read, before `types` filters them, so a filtered page may hold fewer
+    /// (even none) with `has_more` true.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
@@ -67,7 +71,8 @@ struct ChangePage {
     items: Vec<LoggedChange>,
     /// Pass as `after` to continue (always present: the log may grow).
     next_after: String,
-    /// Whether more changes are already there.
+    /// Whether the page was cut at `limit` (more may follow at once);
+    /// `false` means the log ended here for now.
     has_more: bool,
 }
 
@@ -84,9 +89,11 @@ fn position(raw: &str, field: &str) -> Result<ChangePosition, ApiError> {
 /// the change id, `event`: its type, `data`: the change), a comment line
 /// every `changes.heartbeat_secs` while idle; reconnecting with
 /// `Last-Event-ID` continues after that change. Otherwise a JSON page.
-/// A position older than what retention keeps is a 410 (start again from
-/// the present); a stream that falls that far behind ends with an `event:
-/// gone`.
+/// A position older than what retention keeps, or past the end of the log
+/// (the database was restored since), is a 410: start again from the
+/// present. A stream that falls behind retention ends with an `event:
+/// gone`; every stream ends when the server shuts down (reconnect with
+/// `Last-Event-ID`).
 #[utoipa::path(
     get,
     path = "/v1/changes",
@@ -128,6 +135,13 @@ async fn changes(
             .map(|a| position(a, "after"))
             .transpose()?,
     };
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 1000",
+        ));
+    }
     let feed = &state.services().changes;
     let streaming = headers
         .get_all(header::ACCEPT)
@@ -135,13 +149,6 @@ async fn changes(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
     if !streaming {
-        let limit = params.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::invalid_field(
-                "limit",
-                "must be between 1 and 1000",
-            ));
-        }
         let span = feed.page(tenant.id, after, &filter, limit).await?;
         return Ok(Json(ChangePage {
             next_after: span.last.to_string(),

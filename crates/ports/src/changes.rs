@@ -25,6 +25,16 @@ pub enum ChangeLogError {
         /// The newest position retention removed.
         horizon: ChangePosition,
     },
+    /// `after` lies past the end of the log: it is no position this log
+    /// gave (the database was restored or reset since, or it is another
+    /// log's). The reader must start again from the present.
+    #[error("{after} is past the end of this log ({head}): start again from the present")]
+    Ahead {
+        /// Where the reader asked to continue.
+        after: ChangePosition,
+        /// Where the log ends.
+        head: ChangePosition,
+    },
     /// The backend could not be reached in time.
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
