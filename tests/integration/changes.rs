@@ -24,27 +24,8 @@ use crate::support::{
     agent_req, eventually, isolated_pg_url, lead_req, new_tenant, services, sqlite_store, store_at,
 };
 
-/// Each named `async fn(Store)` as `sqlite::NAME` (in memory) and
-/// `postgres::NAME` (a database of its own: retention prunes every tenant).
-macro_rules! feed_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::sqlite_store().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                let url = crate::support::isolated_pg_url("leadline_changes").await;
-                super::$name(crate::support::store_at(&url).await).await;
-            })*
-        }
-    };
-}
-
-feed_backends!(
+crate::support::isolated_backends!(
+    "leadline_changes";
     every_write_is_logged_in_order_with_its_entity,
     a_tenant_reads_only_its_own_changes,
     retention_turns_a_passed_position_into_gone,
@@ -79,6 +60,27 @@ async fn settled(s: &Services, tenant: TenantId, filter: &ChangeFilter, n: usize
             }
         },
     )
+    .await
+}
+
+/// The page after `after` once it holds a change (see [`settled`]).
+async fn next_changes(
+    s: &Services,
+    tenant: TenantId,
+    after: ChangePosition,
+) -> leadline_ports::ChangeSpan {
+    eventually("a change readable", Duration::from_secs(30), async || {
+        let span = s
+            .changes
+            .page(tenant, Some(after), &ChangeFilter::default(), 10)
+            .await
+            .unwrap();
+        if span.items.is_empty() {
+            Err(span)
+        } else {
+            Ok(span)
+        }
+    })
     .await
 }
 
@@ -194,24 +196,7 @@ async fn every_write_is_logged_in_order_with_its_entity(store: Store) {
         )
         .await
         .unwrap();
-    let after = eventually("the note readable", Duration::from_secs(30), async || {
-        let span = s
-            .changes
-            .page(
-                tenant,
-                Some(*positions.last().unwrap()),
-                &ChangeFilter::default(),
-                10,
-            )
-            .await
-            .unwrap();
-        if span.items.is_empty() {
-            Err(span)
-        } else {
-            Ok(span)
-        }
-    })
-    .await;
+    let after = next_changes(&s, tenant, *positions.last().unwrap()).await;
     assert_eq!(after.items.len(), 1);
     assert_eq!(after.items[0].change.kind, ChangeType::EventRecorded);
     assert_eq!(after.items[0].change.entity_id, note.id.as_uuid());
@@ -279,23 +264,7 @@ async fn retention_turns_a_passed_position_into_gone(store: Store) {
         .unwrap();
     assert!(page.items.is_empty());
     let later = s.leads.create(tenant, &lead_req("Three")).await.unwrap();
-    let page = eventually(
-        "the new change readable",
-        Duration::from_secs(30),
-        async || {
-            let span = s
-                .changes
-                .page(tenant, Some(head), &ChangeFilter::default(), 10)
-                .await
-                .unwrap();
-            if span.items.is_empty() {
-                Err(span)
-            } else {
-                Ok(span)
-            }
-        },
-    )
-    .await;
+    let page = next_changes(&s, tenant, head).await;
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].change.entity_id, later.id.as_uuid());
 }

@@ -29,27 +29,8 @@ use crate::support::{
     agent_req, eventually, isolated_pg_url, lead_req, new_tenant, services, sqlite_store, store_at,
 };
 
-/// Each named `async fn(Store)` as `sqlite::NAME` (in memory) and
-/// `postgres::NAME` (a database of its own).
-macro_rules! relay_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::support::sqlite_store().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                let url = crate::support::isolated_pg_url("leadline_relay").await;
-                super::$name(crate::support::store_at(&url).await).await;
-            })*
-        }
-    };
-}
-
-relay_backends!(
+crate::support::isolated_backends!(
+    "leadline_relay";
     a_sent_email_is_delivered_once_with_stable_headers,
     transient_refusals_back_off_then_dead_letter_and_a_retry_requeues,
     a_permanent_refusal_bounces_at_once,

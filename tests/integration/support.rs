@@ -298,3 +298,26 @@ macro_rules! both_backends {
     };
 }
 pub(crate) use both_backends;
+
+/// Like [`both_backends!`], but each PostgreSQL test gets a database of its
+/// own (named from `$db`): for code that reads or writes across tenants
+/// (the delivery relay's claims, the change log's retention), which other
+/// tests' tenants must not disturb.
+macro_rules! isolated_backends {
+    ($db:literal; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::support::sqlite_store().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let url = crate::support::isolated_pg_url($db).await;
+                super::$name(crate::support::store_at(&url).await).await;
+            })*
+        }
+    };
+}
+pub(crate) use isolated_backends;
