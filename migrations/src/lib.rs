@@ -21,6 +21,7 @@ mod m20261205_000007_lead_search;
 mod m20261205_000008_imports;
 mod m20261205_000009_deliveries;
 mod m20261205_000010_changes;
+mod m20261205_000011_search_vocabulary;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000008_imports::Migration),
             Box::new(m20261205_000009_deliveries::Migration),
             Box::new(m20261205_000010_changes::Migration),
+            Box::new(m20261205_000011_search_vocabulary::Migration),
         ]
     }
 }
@@ -68,4 +70,5 @@ pub const TENANT_TABLES: &[&str] = &[
     "email_senders",
     "changes",
     "change_horizons",
+    "search_words",
 ];

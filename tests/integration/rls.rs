@@ -399,6 +399,10 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
             "change_horizons",
             "INSERT INTO change_horizons (tenant_id, tx, seq) VALUES ($1, '99', 99)".to_owned(),
         ),
+        (
+            "search_words",
+            "INSERT INTO search_words (tenant_id, word) VALUES ($1, 'planted')".to_owned(),
+        ),
     ];
     assert_eq!(
         inserts.iter().map(|(t, _)| *t).collect::<Vec<_>>(),

@@ -363,23 +363,33 @@ async fn hits_agree_with_the_domain_definition(store: Store) {
         ]
         .map(str::to_owned),
     );
+    // The tenant's vocabulary: every word of its leads (none was edited).
+    let texts: Vec<String> = all.iter().map(search_text).collect();
+    let mut vocabulary: Vec<&str> = texts
+        .iter()
+        .flat_map(|t| t.split(' '))
+        .filter(|w| !w.is_empty())
+        .collect();
+    vocabulary.sort_unstable();
+    vocabulary.dedup();
     for q in &queries {
-        let text = SearchText::parse(q).unwrap();
+        let plan = SearchText::parse(q).unwrap().plan_over(&vocabulary);
         let mut expected: Vec<(LeadId, u32)> = all
             .iter()
-            .filter_map(|l| text.score(&search_text(l)).map(|score| (l.id, score)))
+            .zip(&texts)
+            .filter_map(|(l, text)| plan.score(text).map(|score| (l.id, score)))
             .collect();
         expected.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.as_uuid().cmp(&a.0.as_uuid())));
         assert_eq!(hits(&s, t, &query(q)).await, expected, "query {q:?}");
     }
 }
 
-/// Leads that exist before the search migration are indexed by it: revert
-/// it on a populated SQLite database, apply it again, and they are found.
-#[tokio::test]
-async fn the_search_migration_indexes_existing_leads() {
-    let store = crate::support::sqlite_store().await;
-    let s = services(store.clone());
+/// Leads that exist before the search migrations are indexed by them:
+/// revert every migration from the first search one on a populated
+/// database, apply them again, and the leads are found by word and by typo
+/// (the vocabulary is filled from the existing leads).
+async fn the_search_migrations_index_existing_leads(store: Store, owner: Store) {
+    let s = services(store);
     let (t, _) = new_tenant(&s).await;
     let id = add(
         &s,
@@ -390,13 +400,38 @@ async fn the_search_migration_indexes_existing_leads() {
         },
     )
     .await;
-    store
-        .migrate(leadline_store::MigrateOp::Down { steps: 2 })
+    owner
+        .migrate(leadline_store::MigrateOp::Down {
+            steps: crate::support::migrations_since("m20261205_000007_lead_search"),
+        })
         .await
         .unwrap();
-    store.migrate(leadline_store::MigrateOp::Up).await.unwrap();
+    owner.migrate(leadline_store::MigrateOp::Up).await.unwrap();
     assert_eq!(hits(&s, t, &query("konrad zuse")).await, [(id, 2 * WORD)]);
     assert_eq!(hits(&s, t, &query("kg")).await, [(id, WORD)]);
+    assert_eq!(
+        hits(&s, t, &query("konrd zuse")).await,
+        [(id, FUZZY + WORD)]
+    );
+}
+
+#[tokio::test]
+async fn the_search_migrations_index_existing_leads_on_sqlite() {
+    let store = crate::support::sqlite_store().await;
+    the_search_migrations_index_existing_leads(store.clone(), store).await;
+}
+
+#[tokio::test]
+async fn the_search_migrations_index_existing_leads_on_postgres() {
+    let (owner, service) = crate::support::isolated_pg("leadline_search_migrations").await;
+    let owner = leadline_store::Store::connect_for_migrations(
+        &owner,
+        &leadline_store::StoreSettings::default(),
+    )
+    .await
+    .unwrap();
+    the_search_migrations_index_existing_leads(crate::support::store_at(&service).await, owner)
+        .await;
 }
 
 async fn duplicates_group_by_email_phone_and_name_at_a_company(store: Store) {

@@ -96,6 +96,12 @@ pub async fn pg_store_sized(max: u32) -> Store {
 /// for tests of what reads across tenants (the delivery relay claims due
 /// work of every tenant), which other tests' tenants must not disturb.
 pub async fn isolated_pg_url(name: &str) -> String {
+    isolated_pg(name).await.1
+}
+
+/// As [`isolated_pg_url`], with the owner's URL first (for tests that
+/// migrate the database themselves).
+pub async fn isolated_pg(name: &str) -> (String, String) {
     // The service login is made once per server, with the shared database.
     pg().await;
     let server = leadline_testsupport::postgres();
@@ -121,7 +127,7 @@ pub async fn isolated_pg_url(name: &str) -> String {
         .expect("service login");
     drop(turn);
     owner.close().await;
-    server.url(SERVICE, SERVICE_PASSWORD, &database)
+    (owner_url, server.url(SERVICE, SERVICE_PASSWORD, &database))
 }
 
 /// A pool on `url`.
@@ -321,3 +327,14 @@ macro_rules! isolated_backends {
     };
 }
 pub(crate) use isolated_backends;
+
+/// How many migrations to revert to undo `name` and every later one.
+pub fn migrations_since(name: &str) -> u32 {
+    use leadline_migrations::migration::MigratorTrait as _;
+    let steps = leadline_migrations::Migrator::migrations()
+        .iter()
+        .skip_while(|m| m.name() != name)
+        .count();
+    assert!(steps > 0, "no migration {name}");
+    u32::try_from(steps).expect("few migrations")
+}

@@ -14,10 +14,13 @@
 //! - **2** when a word starts with it (type-ahead: `gra` finds Grace),
 //! - **1** when it is a typo away from a word: a term of four or more
 //!   characters whose padded trigrams (`"  h"`, `" ho"`, `"hop"`, … `"er "`,
-//!   as PostgreSQL's pg_trgm pads words) are at least half present, one of
-//!   them inside a word and one past the term's first three letters
-//!   (`hoper` finds Hopper, `exmaple` finds example; `grace` does not find
-//!   Gray on a shared start alone),
+//!   as PostgreSQL's pg_trgm pads words) are at least half present in one
+//!   word, one of them inside the word and one past the term's first three
+//!   letters (`hoper` finds Hopper, `exmaple` finds example; `grace` does
+//!   not find Gray on a shared start alone, nor `gray lace` from trigrams
+//!   spread over two words). Stores find those words in the tenant's
+//!   vocabulary first ([`Term::expansions`], at most [`MAX_EXPANSIONS`] per
+//!   term), then the leads that hold them,
 //! - **0** otherwise.
 //!
 //! A lead matches when every term scores at least 1; its score is the sum.
@@ -254,33 +257,64 @@ impl Term {
         !gram.contains(' ')
     }
 
-    /// How this term scores against a search text (see the module docs):
-    /// the reference the stores' SQL is tested against.
+    /// How many of this term's trigrams `word` holds (padded as a word).
+    fn shared(&self, word: &str) -> usize {
+        let padded = format!("  {word} ");
+        self.trigrams
+            .iter()
+            .filter(|g| padded.contains(g.as_str()))
+            .count()
+    }
+
+    /// Whether `word` is a typo away from this term (see the module docs):
+    /// the term is long enough, and the word holds at least half of the
+    /// term's padded trigrams, one of them inside a word and one past the
+    /// term's first three letters.
     #[must_use]
-    pub fn score(&self, text: &str) -> u32 {
-        if text.contains(&self.word_probe()) {
-            return WORD;
+    pub fn is_typo_of(&self, word: &str) -> bool {
+        if !self.is_fuzzy() || word.is_empty() {
+            return false;
         }
-        if text.contains(&self.prefix_probe()) {
-            return PREFIX;
-        }
+        let padded = format!("  {word} ");
+        let has = |g: &String| padded.contains(g.as_str());
+        self.trigrams.iter().any(|g| Self::is_inner(g) && has(g))
+            && self.past_start().iter().any(has)
+            && 2 * self.shared(word) >= self.trigrams.len()
+    }
+
+    /// Every word this term is a typo of holds one of these in `"  word "`
+    /// (they are [`Term::past_start`]: inside a word, or ending it): what a
+    /// store looks the term up by in a tenant's vocabulary before it checks
+    /// each word found with [`Term::is_typo_of`].
+    #[must_use]
+    pub fn typo_probes(&self) -> &[String] {
         if self.is_fuzzy() {
-            let present: Vec<&String> = self
-                .trigrams
-                .iter()
-                .filter(|g| text.contains(g.as_str()))
-                .collect();
-            let past_start = self.past_start().iter().any(|g| text.contains(g.as_str()));
-            if present.iter().any(|g| Self::is_inner(g))
-                && past_start
-                && 2 * present.len() >= self.trigrams.len()
-            {
-                return FUZZY;
-            }
+            self.past_start()
+        } else {
+            &[]
         }
-        0
+    }
+
+    /// The words of `vocabulary` this term is a typo of, closest first (most
+    /// trigrams shared, then alphabetical), at most [`MAX_EXPANSIONS`].
+    /// Words the term starts are left out: they score as prefixes.
+    #[must_use]
+    pub fn expansions<'a>(&self, vocabulary: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        let mut found: Vec<(usize, &'a str)> = vocabulary
+            .into_iter()
+            .filter(|w| !w.starts_with(self.word.as_str()) && self.is_typo_of(w))
+            .map(|w| (self.shared(w), w))
+            .collect();
+        found.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        found.dedup_by(|a, b| a.1 == b.1);
+        found.truncate(MAX_EXPANSIONS);
+        found.into_iter().map(|(_, w)| w).collect()
     }
 }
+
+/// Most words of a tenant's vocabulary one term expands to as typos
+/// ([`Term::expansions`]).
+pub const MAX_EXPANSIONS: usize = 64;
 
 /// A parsed free-text query: one to [`MAX_TERMS`] distinct terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,12 +361,80 @@ impl SearchText {
         &self.terms
     }
 
+    /// The plan for a tenant whose vocabulary (every word its leads were
+    /// ever indexed with) is `vocabulary`: the reference that stores
+    /// compute with two index lookups per term instead.
+    #[must_use]
+    pub fn plan_over(&self, vocabulary: &[&str]) -> SearchPlan {
+        let typos = self
+            .terms
+            .iter()
+            .map(|term| {
+                if vocabulary.iter().any(|w| w.starts_with(term.word())) {
+                    Vec::new()
+                } else {
+                    term.expansions(vocabulary.iter().copied())
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect()
+                }
+            })
+            .collect();
+        self.plan(typos)
+    }
+
+    /// The plan with `typos[i]` the words term `i` stands for as a typo
+    /// (empty for a term some word of the tenant starts with: see
+    /// [`SearchPlan`]). Missing entries count as empty.
+    #[must_use]
+    pub fn plan(&self, mut typos: Vec<Vec<String>>) -> SearchPlan {
+        typos.resize(self.terms.len(), Vec::new());
+        SearchPlan {
+            terms: self.terms.iter().cloned().zip(typos).collect(),
+        }
+    }
+}
+
+/// A query as run in one tenant. A term some word of the tenant's
+/// vocabulary starts with is taken as typed: it matches words equal to it
+/// and words it starts. A term no word starts with is taken as a typo: it
+/// matches the words of the vocabulary it is a typo of
+/// ([`Term::expansions`]). Typed words are never widened to their
+/// neighbours (`grace` does not find Gracy when Grace exists), so a query
+/// of known words costs one index lookup, and a misspelt one is still found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPlan {
+    terms: Vec<(Term, Vec<String>)>,
+}
+
+impl SearchPlan {
+    /// Each term with the words it stands for as a typo (empty when taken as
+    /// typed).
+    #[must_use]
+    pub fn terms(&self) -> &[(Term, Vec<String>)] {
+        &self.terms
+    }
+
+    /// How term `i` scores against a search text: [`WORD`], [`PREFIX`],
+    /// [`FUZZY`] when the text holds one of its typo words, else 0.
+    fn term_score(term: &Term, typos: &[String], text: &str) -> u32 {
+        if text.contains(&term.word_probe()) {
+            WORD
+        } else if text.contains(&term.prefix_probe()) {
+            PREFIX
+        } else if typos.iter().any(|w| text.contains(&format!("  {w} "))) {
+            FUZZY
+        } else {
+            0
+        }
+    }
+
     /// The score of a search text, or `None` when a term does not match.
     #[must_use]
     pub fn score(&self, text: &str) -> Option<u32> {
         let mut total = 0;
-        for term in &self.terms {
-            match term.score(text) {
+        for (term, typos) in &self.terms {
+            match Self::term_score(term, typos, text) {
                 0 => return None,
                 s => total += s,
             }
@@ -350,7 +452,9 @@ impl SearchText {
                 field.text(lead).is_some_and(|text| {
                     let mut indexed = String::new();
                     push_words(&mut indexed, &text);
-                    self.terms.iter().any(|t| t.score(&indexed) > 0)
+                    self.terms
+                        .iter()
+                        .any(|(t, typos)| Self::term_score(t, typos, &indexed) > 0)
                 })
             })
             .collect()
@@ -504,10 +608,25 @@ mod tests {
         assert_eq!(words("  --  "), Vec::<String>::new());
     }
 
+    /// The score of `doc` for `q` in a tenant whose vocabulary is the
+    /// words of `others` and of `doc`.
+    fn score_among(q: &str, doc: &str, others: &[&str]) -> Option<u32> {
+        let mut vocabulary: Vec<String> = doc.split(' ').map(str::to_owned).collect();
+        for other in others {
+            vocabulary.extend(words(other));
+        }
+        vocabulary.retain(|w| !w.is_empty());
+        let vocabulary: Vec<&str> = vocabulary.iter().map(String::as_str).collect();
+        SearchText::parse(q)
+            .expect("valid")
+            .plan_over(&vocabulary)
+            .score(doc)
+    }
+
     #[test]
     fn words_rank_above_prefixes_above_typos() {
         let doc = text(&["Grace", "Hopper", "grace.hopper@navy.example", "US Navy"]);
-        let score = |q: &str| SearchText::parse(q).expect("valid").score(&doc);
+        let score = |q: &str| score_among(q, &doc, &[]);
         assert_eq!(score("grace"), Some(WORD));
         assert_eq!(score("gra"), Some(PREFIX));
         assert_eq!(score("hoper"), Some(FUZZY));
@@ -522,16 +641,29 @@ mod tests {
     }
 
     #[test]
+    fn a_word_the_tenant_knows_is_taken_as_typed() {
+        let gracy = text(&["Gracy", "Adams"]);
+        assert_eq!(score_among("grace", &gracy, &[]), Some(FUZZY));
+        assert_eq!(
+            score_among("grace", &gracy, &["Grace Hopper"]),
+            None,
+            "another lead has the word: no typo is assumed"
+        );
+        assert_eq!(
+            score_among("gra", &gracy, &["Grace Hopper"]),
+            Some(PREFIX),
+            "prefixes still match every word they start"
+        );
+    }
+
+    #[test]
     fn probes_respect_word_boundaries() {
         let doc = text(&["Ada", "Adams"]);
-        let ada = term("ada");
-        assert_eq!(ada.score(&doc), WORD);
-        let adam = term("adam");
-        assert_eq!(adam.score(&doc), PREFIX);
+        assert_eq!(score_among("ada", &doc, &[]), Some(WORD));
+        assert_eq!(score_among("adam", &doc, &[]), Some(PREFIX));
         // "dams" sits inside "adams" but starts no word.
-        let dams = term("dams");
-        assert_eq!(dams.score(&text(&["Adams"])), FUZZY);
-        assert_eq!(dams.score(&text(&["Ada", "Bob"])), 0);
+        assert_eq!(score_among("dams", &text(&["Adams"]), &[]), Some(FUZZY));
+        assert_eq!(score_among("dams", &text(&["Ada", "Bob"]), &[]), None);
     }
 
     #[test]
@@ -559,6 +691,58 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn typos_are_matched_per_word_and_expanded_closest_first() {
+        let grace = term("grace");
+        assert!(grace.is_typo_of("gracy"));
+        assert!(!grace.is_typo_of("grase"), "a shared start only");
+        assert!(!grace.is_typo_of("graham"));
+        assert_eq!(grace.typo_probes(), ["rac", "ace", "ce "]);
+        // Trigrams spread over two words are no typo of either.
+        assert_eq!(score_among("grace", &text(&["Gray", "Lace"]), &[]), None);
+        assert_eq!(
+            score_among("grace", &text(&["Gracy", "Lace"]), &[]),
+            Some(FUZZY)
+        );
+        assert_eq!(
+            grace.expansions(["graceland", "gracy", "grice", "brace", "gracy", "zzz"]),
+            ["gracy", "brace"],
+            "grice shares no trigram inside a word"
+        );
+        assert!(term("gra").typo_probes().is_empty());
+        let many: Vec<String> = (0..100).map(|i| format!("grace{i}x")).collect();
+        let hoper = term("gracex");
+        assert_eq!(
+            hoper.expansions(many.iter().map(String::as_str)).len(),
+            MAX_EXPANSIONS
+        );
+    }
+
+    proptest::proptest! {
+        /// A term expands to a word exactly when the word is a typo of it
+        /// and does not start with it (short of the cap), every such word
+        /// holds one of its probes, and a text holding one scores as a typo.
+        #[test]
+        fn expansions_find_every_typo(
+            q in "[a-e]{1,12}",
+            words in proptest::collection::vec("[a-e]{1,10}", 0..6),
+        ) {
+            let doc = text(&words.iter().map(String::as_str).collect::<Vec<_>>());
+            let t = term(&q);
+            let expanded = t.expansions(words.iter().map(String::as_str));
+            let typo_in_doc = words.iter().any(|w| !w.starts_with(&q) && t.is_typo_of(w));
+            proptest::prop_assert_eq!(typo_in_doc, !expanded.is_empty());
+            for w in &expanded {
+                let padded = format!("  {w} ");
+                proptest::prop_assert!(t.typo_probes().iter().any(|p| padded.contains(p.as_str())));
+                proptest::prop_assert!(doc.contains(&padded));
+            }
+            if !words.iter().any(|w| w.starts_with(&q)) && typo_in_doc {
+                proptest::prop_assert_eq!(score_among(&q, &doc, &[]), Some(FUZZY));
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use leadline_domain::{
     ApprovalStatus, Change, ChangeType, CreateLeadRequest, DuplicateGroup, DuplicatesQuery, Email,
     Lead, LeadId, ListLeadsQuery, Page, SearchHit, SearchLeadsQuery, TenantId, UpdateLeadRejected,
-    UpdateLeadRequest,
+    UpdateLeadRequest, search::SearchPlan,
 };
 use leadline_ports::{
     CreateLeadError, DeleteLeadError, GetLeadError, IdempotentRequest, LeadRepository,
@@ -260,12 +260,12 @@ impl LeadRepository for Store {
         q: &SearchLeadsQuery,
     ) -> Result<Page<SearchHit>, ListLeadsError> {
         let backend = self.backend();
-        let result: Result<Vec<(leads::Model, u32)>, Failure> =
+        let result: Result<(Vec<(leads::Model, u32)>, SearchPlan), Failure> =
             transaction!(self, "leads.search", tenant, ReplicaRead, |txn| {
                 crate::repo_search::page(txn, backend, tenant, q).await
             });
-        let rows = result.map_err(|f| common!(f, ListLeadsError))?;
-        Ok(crate::repo_search::hits(rows, q)?)
+        let (rows, plan) = result.map_err(|f| common!(f, ListLeadsError))?;
+        Ok(crate::repo_search::hits(rows, &plan, q)?)
     }
 
     async fn update(

@@ -1,19 +1,21 @@
-//! Lead search on the store: one statement per page, on both backends.
+//! Lead search on the store: two statements per page at most, on both
+//! backends.
 //!
-//! What matches and how it ranks is the domain's ([`leadline_domain::search`]):
-//! each term's score is computed here with the same substring tests
+//! What matches and how it ranks is the domain's ([`leadline_domain::search`]).
+//! Each term's score is computed here with the same substring tests
 //! (`strpos` on PostgreSQL, `instr` on SQLite) over the stored
 //! `search_text`, so both backends return the same hits in the same order.
-//! The indexes only narrow the candidates, and each narrowing is a superset
-//! of what can score: a word or prefix hit has a word starting with the term
-//! (PostgreSQL: the `tsvector` prefix query, and a trigram `LIKE` for words
-//! its parser does not see; SQLite: an FTS5 prefix query on `lead_words`),
-//! and a fuzzy hit shares an inner trigram with a word (a trigram `LIKE` on
-//! PostgreSQL; an FTS5 `OR` of trigrams on `lead_trigrams`).
+//! A term that may be misspelt is first looked up in the tenant's vocabulary
+//! (`search_words`, through its trigram index): the words it is a typo of,
+//! closest first, become part of its test. The leads' word index (a
+//! `tsvector` of the domain's words on PostgreSQL, FTS5 `lead_words` on
+//! SQLite) then finds, in one lookup for all terms, the leads that hold for
+//! every term a word it starts or a word it is a typo of: exactly the leads
+//! that can score.
 
 use leadline_domain::{
     Page, SearchHit, SearchLeadsQuery, TenantId,
-    search::{FUZZY, PREFIX, Term, WORD},
+    search::{FUZZY, MAX_EXPANSIONS, PREFIX, SearchPlan, Term, WORD},
 };
 use sea_orm::{ConnectionTrait, FromQueryResult, Statement, Value};
 
@@ -41,6 +43,14 @@ impl Sql {
         self
     }
 
+    fn statement(self) -> Statement {
+        let db = match self.backend {
+            Backend::Postgres => sea_orm::DbBackend::Postgres,
+            Backend::Sqlite => sea_orm::DbBackend::Sqlite,
+        };
+        Statement::from_sql_and_values(db, self.text, self.values)
+    }
+
     /// Appends a placeholder for `value`.
     fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
         self.values.push(value.into());
@@ -54,90 +64,179 @@ impl Sql {
         self
     }
 
-    /// `1` when the lead's search text contains `needle`, else `0`.
-    fn contains(&mut self, needle: &str) -> &mut Self {
+    /// `1` when `text` (an SQL expression) contains `needle`, else `0`.
+    fn contains_in(&mut self, text: &str, needle: &str) -> &mut Self {
         self.push(match self.backend {
-            Backend::Postgres => "(CASE WHEN strpos(l.search_text, ",
-            Backend::Sqlite => "(CASE WHEN instr(l.search_text, ",
+            Backend::Postgres => "(CASE WHEN strpos(",
+            Backend::Sqlite => "(CASE WHEN instr(",
         })
+        .push(text)
+        .push(", ")
         .bind(needle.to_owned())
         .push(") > 0 THEN 1 ELSE 0 END)")
     }
 
-    /// The term's score (see the domain's module docs), as an expression.
-    fn score(&mut self, term: &Term) -> &mut Self {
+    /// `1` when the lead's search text contains `needle`, else `0`.
+    fn contains(&mut self, needle: &str) -> &mut Self {
+        self.contains_in("l.search_text", needle)
+    }
+
+    /// The term's score (see the domain's module docs), as an expression:
+    /// a typo scores when the text holds one of the words it expanded to.
+    fn score(&mut self, term: &Term, typos: &[String]) -> &mut Self {
         self.push("(CASE WHEN ").contains(&term.word_probe());
         self.push(&format!(" = 1 THEN {WORD} WHEN "))
             .contains(&term.prefix_probe());
         self.push(&format!(" = 1 THEN {PREFIX}"));
-        if term.is_fuzzy() {
+        if !typos.is_empty() {
             self.push(" WHEN (");
-            for (i, gram) in term.trigrams().iter().enumerate() {
+            for (i, word) in typos.iter().enumerate() {
                 if i > 0 {
                     self.push(" + ");
                 }
-                self.contains(gram);
+                self.contains(&format!("  {word} "));
             }
-            self.push(&format!(") * 2 >= {} AND (", term.trigrams().len()));
-            for (i, gram) in inner(term).enumerate() {
-                if i > 0 {
-                    self.push(" + ");
-                }
-                self.contains(gram);
-            }
-            self.push(") >= 1 AND (");
-            for (i, gram) in term.past_start().iter().enumerate() {
-                if i > 0 {
-                    self.push(" + ");
-                }
-                self.contains(gram);
-            }
-            self.push(&format!(") >= 1 THEN {FUZZY}"));
+            self.push(&format!(") > 0 THEN {FUZZY}"));
         }
         self.push(" ELSE 0 END)")
     }
 
-    /// A condition true for every lead the term can score on, served by an
-    /// index.
-    fn candidates(&mut self, term: &Term) -> &mut Self {
+    /// A condition true exactly for the leads where every term has a word
+    /// it starts or a word it is a typo of: one lookup in the word index.
+    fn candidates(&mut self, terms: &[(Term, Vec<String>)]) -> &mut Self {
         match self.backend {
             Backend::Postgres => {
-                self.push("(l.search_tsv @@ to_tsquery('simple', ")
-                    .bind(format!("'{}':*", term.word()))
-                    .push(") OR l.search_text LIKE ")
-                    .bind(format!("%{}%", term.prefix_probe()));
-                if term.is_fuzzy() {
-                    for gram in inner(term) {
-                        self.push(" OR l.search_text LIKE ")
-                            .bind(format!("%{gram}%"));
-                    }
-                }
-                self.push(")")
+                let query = terms
+                    .iter()
+                    .map(|(term, words)| {
+                        let mut any = vec![format!("'{}':*", term.word())];
+                        any.extend(words.iter().map(|w| format!("'{w}'")));
+                        format!("({})", any.join(" | "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" & ");
+                self.push("l.search_tsv @@ CAST(")
+                    .bind(query)
+                    .push(" AS tsquery)")
             }
             Backend::Sqlite => {
+                let query = terms
+                    .iter()
+                    .map(|(term, words)| {
+                        let mut any = vec![format!("\"{}\"*", term.word())];
+                        any.extend(words.iter().map(|w| format!("\"{w}\"")));
+                        format!("({})", any.join(" OR "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
                 self.push(
                     "(l.tenant_id, l.id) IN (SELECT s.tenant_id, s.lead_id FROM lead_search s \
                      WHERE s.docid IN (SELECT rowid FROM lead_words WHERE lead_words MATCH ",
                 )
-                .bind(format!("\"{}\"*", term.word()))
-                .push(")");
-                if term.is_fuzzy() {
-                    let grams: Vec<String> = inner(term).map(|g| format!("\"{g}\"")).collect();
-                    self.push(
-                        " OR s.docid IN (SELECT rowid FROM lead_trigrams WHERE lead_trigrams MATCH ",
-                    )
-                    .bind(grams.join(" OR "))
-                    .push(")");
-                }
-                self.push(")")
+                .bind(query)
+                .push("))")
             }
         }
     }
 }
 
-/// The trigrams of `term` that lie inside a word.
-fn inner(term: &Term) -> impl Iterator<Item = &String> {
-    term.trigrams().iter().filter(|g| Term::is_inner(g))
+/// The words of `tenant`'s vocabulary that `term` is a typo of, closest
+/// first, at most [`MAX_EXPANSIONS`]: found through the vocabulary's
+/// trigram index by [`Term::typo_probes`], tested with the domain's rule
+/// spelt in SQL, and checked again by the domain.
+async fn typos(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: Backend,
+    tenant: TenantId,
+    term: &Term,
+) -> Result<Vec<String>, Failure> {
+    let probes = term.typo_probes();
+    if probes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = Sql::new(backend);
+    let padded = "x.padded";
+    sql.push("SELECT y.word FROM (SELECT x.word, (");
+    for (i, gram) in term.trigrams().iter().enumerate() {
+        if i > 0 {
+            sql.push(" + ");
+        }
+        sql.contains_in(padded, gram);
+    }
+    sql.push(") AS shared, (");
+    for (i, gram) in term
+        .trigrams()
+        .iter()
+        .filter(|g| Term::is_inner(g))
+        .enumerate()
+    {
+        if i > 0 {
+            sql.push(" + ");
+        }
+        sql.contains_in(padded, gram);
+    }
+    sql.push(") AS inner_grams, (");
+    for (i, gram) in probes.iter().enumerate() {
+        if i > 0 {
+            sql.push(" + ");
+        }
+        sql.contains_in(padded, gram);
+    }
+    sql.push(") AS past_start FROM (SELECT w.word, ");
+    match backend {
+        Backend::Postgres => {
+            sql.push("'  ' || w.word || ' ' AS padded FROM search_words w WHERE w.tenant_id = ")
+                .bind(tenant.as_uuid())
+                .push(" AND (");
+            for (i, gram) in probes.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push("w.word LIKE ").bind(like_pattern(gram));
+            }
+            sql.push(") AND left(w.word, ");
+        }
+        Backend::Sqlite => {
+            let grams: Vec<String> = probes.iter().map(|g| format!("\"{g}\"")).collect();
+            sql.push("w.padded FROM search_words w WHERE w.tenant_id = ")
+                .bind(tenant.as_uuid())
+                .push(
+                    " AND w.id IN (SELECT rowid FROM search_word_trigrams \
+                     WHERE search_word_trigrams MATCH ",
+                )
+                .bind(grams.join(" OR "))
+                .push(") AND substr(w.word, 1, ");
+        }
+    }
+    let chars = term.word().chars().count();
+    sql.push(&format!("{chars}) <> "))
+        .bind(term.word().to_owned())
+        .push(") x) y WHERE y.inner_grams > 0 AND y.past_start > 0 AND 2 * y.shared >= ")
+        .push(&term.trigrams().len().to_string())
+        .push(&format!(
+            " ORDER BY y.shared DESC, y.word LIMIT {MAX_EXPANSIONS}"
+        ));
+    let rows = txn.query_all_raw(sql.statement()).await?;
+    let words = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "word"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(term
+        .expansions(words.iter().map(String::as_str))
+        .into_iter()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// A `LIKE` pattern for words whose `"  word "` holds `gram`.
+fn like_pattern(gram: &str) -> String {
+    let core = gram.trim_matches(' ');
+    match (gram.starts_with(' '), gram.ends_with(' ')) {
+        (true, true) => core.to_owned(),
+        (true, false) => format!("{core}%"),
+        (false, true) => format!("%{core}"),
+        (false, false) => format!("%{core}%"),
+    }
 }
 
 /// A JSON value as the number SQLite's `json_each` gives for it.
@@ -219,8 +318,13 @@ fn filters(sql: &mut Sql, q: &SearchLeadsQuery) {
 }
 
 /// The statement for one page of `q`'s hits in `tenant`.
-fn statement(backend: Backend, tenant: TenantId, q: &SearchLeadsQuery) -> Statement {
-    let terms = q.text.terms();
+fn statement(
+    backend: Backend,
+    tenant: TenantId,
+    q: &SearchLeadsQuery,
+    plan: &SearchPlan,
+) -> Statement {
+    let terms = plan.terms();
     let mut sql = Sql::new(backend);
     sql.push("SELECT x.*, CAST(");
     for i in 0..terms.len() {
@@ -234,16 +338,16 @@ fn statement(backend: Backend, tenant: TenantId, q: &SearchLeadsQuery) -> Statem
         .collect::<Vec<_>>()
         .join(" + ");
     sql.push(" AS BIGINT) AS search_score FROM (SELECT l.*");
-    for (i, term) in terms.iter().enumerate() {
-        sql.push(", ").score(term).push(&format!(" AS term_{i}"));
+    for (i, (term, words)) in terms.iter().enumerate() {
+        sql.push(", ")
+            .score(term, words)
+            .push(&format!(" AS term_{i}"));
     }
     sql.push(" FROM leads l WHERE l.tenant_id = ")
         .bind(tenant.as_uuid())
         .push(" AND l.deleted_at IS NULL");
     filters(&mut sql, q);
-    for term in terms {
-        sql.push(" AND ").candidates(term);
-    }
+    sql.push(" AND ").candidates(terms);
     sql.push(") x WHERE ");
     for i in 0..terms.len() {
         if i > 0 {
@@ -265,11 +369,7 @@ fn statement(backend: Backend, tenant: TenantId, q: &SearchLeadsQuery) -> Statem
         " ORDER BY ({total}) DESC, x.id DESC LIMIT {}",
         u64::from(q.limit.get()) + 1
     ));
-    let db = match backend {
-        Backend::Postgres => sea_orm::DbBackend::Postgres,
-        Backend::Sqlite => sea_orm::DbBackend::Sqlite,
-    };
-    Statement::from_sql_and_values(db, sql.text, sql.values)
+    sql.statement()
 }
 
 /// One page of hits, read in `txn` (which has the tenant set).
@@ -278,29 +378,86 @@ pub(crate) async fn page(
     backend: Backend,
     tenant: TenantId,
     q: &SearchLeadsQuery,
-) -> Result<Vec<(leads::Model, u32)>, Failure> {
-    let rows = txn.query_all_raw(statement(backend, tenant, q)).await?;
-    rows.iter()
+) -> Result<(Vec<(leads::Model, u32)>, SearchPlan), Failure> {
+    let terms = q.text.terms();
+    let known = known_terms(txn, backend, tenant, terms).await?;
+    let mut expanded = Vec::with_capacity(terms.len());
+    for (term, known) in terms.iter().zip(&known) {
+        expanded.push(if *known {
+            Vec::new()
+        } else {
+            typos(txn, backend, tenant, term).await?
+        });
+    }
+    let plan = q.text.plan(expanded);
+    // A term the tenant has no word for and no typo of matches nothing.
+    if plan
+        .terms()
+        .iter()
+        .zip(&known)
+        .any(|((_, typos), known)| !known && typos.is_empty())
+    {
+        return Ok((Vec::new(), plan));
+    }
+    let rows = txn
+        .query_all_raw(statement(backend, tenant, q, &plan))
+        .await?;
+    let rows = rows
+        .iter()
         .map(|row| {
             let model = leads::Model::from_query_result(row, "")?;
             let score: i64 = row.try_get("", "search_score")?;
             Ok((model, u32::try_from(score).unwrap_or(0)))
         })
-        .collect::<Result<Vec<_>, sea_orm::DbErr>>()
-        .map_err(Failure::from)
+        .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
+    Ok((rows, plan))
+}
+
+/// For each term, whether some word of `tenant`'s vocabulary starts with
+/// it: one range probe per term on the vocabulary's key, in one statement.
+async fn known_terms(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: Backend,
+    tenant: TenantId,
+    terms: &[Term],
+) -> Result<Vec<bool>, Failure> {
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT ");
+    for (i, term) in terms.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        // Words are letters and digits: none holds U+10FFFF, so every word
+        // starting with the term sorts (bytewise) below this bound.
+        sql.push("CASE WHEN EXISTS (SELECT 1 FROM search_words w WHERE w.tenant_id = ")
+            .bind(tenant.as_uuid())
+            .push(" AND w.word >= ")
+            .bind(term.word().to_owned())
+            .push(" AND w.word < ")
+            .bind(format!("{}\u{10FFFF}", term.word()))
+            .push(&format!(") THEN 1 ELSE 0 END AS known_{i}"));
+    }
+    let row = txn.query_one_raw(sql.statement()).await?;
+    let Some(row) = row else {
+        return Ok(vec![false; terms.len()]);
+    };
+    (0..terms.len())
+        .map(|i| Ok(row.try_get::<i32>("", &format!("known_{i}"))? == 1))
+        .collect()
 }
 
 /// Decoded hits as a page: each lead with its score and the fields a term
 /// matched in (the domain decides those).
 pub(crate) fn hits(
     rows: Vec<(leads::Model, u32)>,
+    plan: &SearchPlan,
     q: &SearchLeadsQuery,
 ) -> anyhow::Result<Page<SearchHit>> {
     let hits = rows
         .into_iter()
         .map(|(model, score)| {
             let lead = leadline_domain::Lead::try_from(model)?;
-            let matched = q.text.matched_fields(&lead);
+            let matched = plan.matched_fields(&lead);
             Ok(SearchHit {
                 lead,
                 score,

@@ -610,17 +610,25 @@ async fn measure(
         let searched = measure_one(
             &format!("growth: search at {total} leads"),
             env.load(server.addr, GROWTH_CONNECTIONS),
-            scenarios::search(&tenants, &space)?,
+            scenarios::search(&tenants, &space, false)?,
             &mut report.commands,
         )
         .await?;
         report.search_growth.push((total, searched));
+        let misspelt = measure_one(
+            &format!("growth: search with a typo at {total} leads"),
+            env.load(server.addr, GROWTH_CONNECTIONS),
+            scenarios::search(&tenants, &space, true)?,
+            &mut report.commands,
+        )
+        .await?;
+        report.typo_search_growth.push((total, misspelt));
         if step == last_step {
             report.search_loaded = Some(
                 measure_one(
                     "search",
                     env.load(server.addr, POOL),
-                    scenarios::search(&tenants, &space)?,
+                    scenarios::search(&tenants, &space, false)?,
                     &mut report.commands,
                 )
                 .await?,

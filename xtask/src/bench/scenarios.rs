@@ -210,11 +210,13 @@ pub fn leads_page(space: &Space) -> Workload {
 /// `GET /v1/leads/search?q=FIRST+LAST&status=S&limit=20`: the first and
 /// last name of one of 2,000 generated leads (spread over every tenant and
 /// row), with its status as the filter: two words that always find at
-/// least that lead.
+/// least that lead. With `typo`, the last name's last letter is replaced
+/// (`Harris` → `Harrix`), so that term is looked up among the tenant's
+/// words as a typo first.
 ///
 /// # Errors
 /// A lead the generator cannot make.
-pub fn search(tenants: &[BenchTenant], space: &Space) -> anyhow::Result<Workload> {
+pub fn search(tenants: &[BenchTenant], space: &Space, typo: bool) -> anyhow::Result<Workload> {
     const QUERIES: u64 = 2_000;
     let percent = |text: &str| -> String {
         text.bytes()
@@ -236,7 +238,16 @@ pub fn search(tenants: &[BenchTenant], space: &Space) -> anyhow::Result<Workload
             .ok_or_else(|| anyhow::anyhow!("no tenant {}", caller.index))?;
         let row = (k * 7_919) % space.leads_per_tenant.max(1);
         let lead = tenant.seed.lead(row, &tenant.agents)?;
-        let q = format!("{} {}", lead.first_name.as_str(), lead.last_name.as_str());
+        let mut last = lead.last_name.as_str().to_owned();
+        if typo && last.chars().count() >= leadline_domain::search::FUZZY_MIN_CHARS {
+            let end = last.pop().unwrap_or('x');
+            last.push(if end.eq_ignore_ascii_case(&'x') {
+                'q'
+            } else {
+                'x'
+            });
+        }
+        let q = format!("{} {last}", lead.first_name.as_str());
         queries.push(Request::get(
             format!(
                 "/v1/leads/search?q={}&status={}&limit=20",
