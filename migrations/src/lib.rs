@@ -22,6 +22,7 @@ mod m20261205_000008_imports;
 mod m20261205_000009_deliveries;
 mod m20261205_000010_changes;
 mod m20261205_000011_search_vocabulary;
+mod m20261205_000012_import_timeline;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000009_deliveries::Migration),
             Box::new(m20261205_000010_changes::Migration),
             Box::new(m20261205_000011_search_vocabulary::Migration),
+            Box::new(m20261205_000012_import_timeline::Migration),
         ]
     }
 }

@@ -231,10 +231,32 @@ async fn duplicates_are_skipped_updated_or_created_as_asked(store: Store) {
         .await
         .unwrap();
     assert_eq!((run.counts.created, run.counts.skipped), (1, 1));
+    let leads = all_leads(&s, t).await;
+    let ann = leads
+        .iter()
+        .find(|l| {
+            l.email
+                .as_ref()
+                .is_some_and(|e| e.to_string() == "a@example.com")
+        })
+        .unwrap()
+        .clone();
+    // Every lead an import created has its event; a skipped row adds none.
+    for lead in &leads {
+        assert_eq!(imported(&s, t, lead.id).await, ["created"], "{lead:?}");
+    }
+    // Ann's context is cached before the update run...
+    let before = s.context.context(t, ann.id).await.unwrap().parse().unwrap();
+    assert_eq!(before.events.len(), 1);
     let run = import_leads(&s, &args(&second, &slug, "update"))
         .await
         .unwrap();
     assert_eq!((run.counts.created, run.counts.updated), (0, 2), "{run:?}");
+    assert_eq!(imported(&s, t, ann.id).await, ["updated", "created"]);
+    // ...and shows the update and its event after it.
+    let after = s.context.context(t, ann.id).await.unwrap().parse().unwrap();
+    assert_eq!(after.events.len(), 2, "{after:?}");
+    assert_eq!(after.lead.company.as_ref().unwrap().to_string(), "New Co");
     let leads = all_leads(&s, t).await;
     let ann = leads
         .iter()
@@ -252,6 +274,19 @@ async fn duplicates_are_skipped_updated_or_created_as_asked(store: Store) {
         .unwrap();
     assert_eq!(run.counts.created, 2);
     assert_eq!(all_leads(&s, t).await.len(), 5);
+}
+
+/// The `action` of each `imported` event on `lead`'s timeline, newest first.
+async fn imported(s: &Services, t: TenantId, lead: leadline_domain::LeadId) -> Vec<String> {
+    s.timeline
+        .timeline(t, lead, &leadline_domain::TimelineQuery::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| e.kind == leadline_domain::EventKind::Imported)
+        .map(|e| e.metadata.as_map()["action"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// A reader that fails after `left` bytes, as a crash or a cut upload would
@@ -277,8 +312,9 @@ async fn a_run_that_stopped_halfway_resumes_without_duplicates(store: Store) {
     let s = services(store);
     let (t, _) = tenant(&s).await;
     // No emails: only the run's position keeps a re-run from duplicating.
+    let rows = 4 * leadline_app::BATCH_ROWS as u64;
     let mut csv = String::from("first_name,last_name\n");
-    for i in 0..2_000 {
+    for i in 0..rows {
         csv.push_str(&format!("Nomail,Person{i}\n"));
     }
     let bytes = csv.into_bytes();
@@ -300,7 +336,7 @@ async fn a_run_that_stopped_halfway_resumes_without_duplicates(store: Store) {
     assert!(failed.to_string().contains("connection reset"), "{failed}");
     let partial = s.leads.count(t).await.unwrap();
     assert!(
-        partial > 0 && partial < 2_000 && partial % 500 == 0,
+        partial > 0 && partial < rows && partial % leadline_app::BATCH_ROWS as u64 == 0,
         "whole batches only: {partial}"
     );
 
@@ -311,8 +347,8 @@ async fn a_run_that_stopped_halfway_resumes_without_duplicates(store: Store) {
         .await
         .unwrap();
     assert_eq!(run.status, ImportStatus::Done);
-    assert_eq!(run.counts.created, 2_000);
-    assert_eq!(s.leads.count(t).await.unwrap(), 2_000, "nothing twice");
+    assert_eq!(run.counts.created, rows);
+    assert_eq!(s.leads.count(t).await.unwrap(), rows, "nothing twice");
 }
 
 /// The fields an import can recreate (not ids or times).

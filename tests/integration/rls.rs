@@ -126,7 +126,7 @@ async fn two_populated_tenants() -> (Populated, Populated) {
                 to_line: 2,
                 creates: Vec::new(),
                 rows: 1,
-                updated: 0,
+                updated: Vec::new(),
                 skipped: 0,
                 rejects: vec![RejectedRow {
                     line: 2,

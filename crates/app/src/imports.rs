@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use crate::LeadService;
 
 /// Rows per batch (one transaction each).
-pub const BATCH_ROWS: usize = 500;
+pub const BATCH_ROWS: usize = 2000;
 
 /// One record of the file: where it starts and its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,68 +393,117 @@ impl ImportService {
         if run.status == ImportStatus::Done {
             return Ok(run);
         }
-        let mut owners: HashMap<Email, Result<AgentId, String>> = HashMap::new();
-        let mut carried: Option<Record> = None;
-        let mut ended = false;
-        while !ended {
-            let mut batch = Batch::default();
-            while batch.rows.len() < BATCH_ROWS {
-                let record = match carried.take() {
-                    Some(r) => r,
-                    None => match source.records.recv().await {
-                        Some(Ok(r)) => r,
-                        Some(Err(e)) => {
-                            let failure = ImportFailure::Unreadable(e);
-                            return self.fail(tenant, &run, failure).await;
-                        }
-                        None => {
-                            ended = true;
-                            break;
-                        }
-                    },
+        // The next batch is read and checked while the last one commits:
+        // the checks are CPU work, the commit waits on the database. Each
+        // batch's duplicates are still looked up after the batches before
+        // it committed (in `commit`), so a repeated email is never created
+        // twice.
+        let (ready, mut batches) = mpsc::channel::<Result<Batch, ImportFailure>>(1);
+        let committed_line = run.committed_line;
+        let produce = async {
+            // Owned here, so the committer sees the end once this is done.
+            let ready = ready;
+            let mut owners: HashMap<Email, Result<AgentId, String>> = HashMap::new();
+            let mut carried: Option<Record> = None;
+            let mut ended = false;
+            while !ended {
+                let batch = self
+                    .next_batch(
+                        tenant,
+                        &map,
+                        &mut source,
+                        committed_line,
+                        &mut owners,
+                        &mut carried,
+                        &mut ended,
+                    )
+                    .await;
+                let failed = batch.is_err();
+                let empty = batch.as_ref().is_ok_and(|b| b.last_line == 0);
+                if !empty && ready.send(batch).await.is_err() {
+                    return; // the committer stopped
+                }
+                if failed {
+                    return;
+                }
+            }
+        };
+        let consume = async {
+            while let Some(batch) = batches.recv().await {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(failure) => return self.fail(tenant, &run, failure).await,
                 };
-                if record.line <= run.committed_line {
-                    continue; // committed by an earlier run of this file
-                }
-                match self.read(tenant, &map, &record, &mut owners).await {
-                    Err(e) => return self.fail(tenant, &run, e.into()).await,
-                    Ok(Row::Blank) => batch.last_line = record.line,
-                    Ok(Row::Rejected(errors)) => batch.reject(&record, errors),
-                    Ok(Row::Lead(lead)) => {
-                        let email = lead.lead.email.clone();
-                        if email.as_ref().is_some_and(|e| batch.emails.contains(e)) {
-                            // The same email twice in one batch: the next
-                            // batch sees the first as an existing lead.
-                            carried = Some(record);
-                            break;
-                        }
-                        batch.emails.extend(email);
-                        batch.last_line = record.line;
-                        batch.rows.push((record, *lead));
+                run = match self.commit(tenant, &run, options, batch).await {
+                    Ok(run) => run,
+                    // Another process is importing the same file: it owns
+                    // the run; this one stops without judging it.
+                    Err(ImportError::Moved { .. }) => {
+                        return Ok(self.imports.get(tenant, run.id).await?);
                     }
-                }
+                    Err(e) => return self.fail(tenant, &run, e.into()).await,
+                };
+                progress(&run);
             }
-            if batch.last_line == 0 {
-                continue;
-            }
-            let committed = self.commit(tenant, &run, options, batch).await;
-            run = match committed {
-                Ok(run) => run,
-                // Another process is importing the same file: it owns the
-                // run; this one stops without judging it.
-                Err(ImportError::Moved { .. }) => {
-                    return Ok(self.imports.get(tenant, run.id).await?);
-                }
-                Err(e) => return self.fail(tenant, &run, e.into()).await,
-            };
+            let run = self
+                .imports
+                .finish(tenant, run.id, ImportStatus::Done, None)
+                .await?;
             progress(&run);
+            Ok(run)
+        };
+        let ((), outcome) = tokio::join!(produce, consume);
+        outcome
+    }
+
+    /// Reads the next batch of `source`: up to [`BATCH_ROWS`] leads, each
+    /// checked with the domain's rules and its owner resolved, skipping
+    /// lines an earlier run committed. A row whose email is already in the
+    /// batch ends it and is `carried` into the next one (which looks it up
+    /// after this batch committed). Sets `ended` at the end of the file.
+    #[allow(clippy::too_many_arguments)]
+    async fn next_batch(
+        &self,
+        tenant: TenantId,
+        map: &ColumnMap,
+        source: &mut CsvSource,
+        committed_line: u64,
+        owners: &mut HashMap<Email, Result<AgentId, String>>,
+        carried: &mut Option<Record>,
+        ended: &mut bool,
+    ) -> Result<Batch, ImportFailure> {
+        let mut batch = Batch::default();
+        while batch.rows.len() < BATCH_ROWS {
+            let record = match carried.take() {
+                Some(r) => r,
+                None => match source.records.recv().await {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => return Err(ImportFailure::Unreadable(e)),
+                    None => {
+                        *ended = true;
+                        break;
+                    }
+                },
+            };
+            if record.line <= committed_line {
+                continue; // committed by an earlier run of this file
+            }
+            match self.read(tenant, map, &record, owners).await? {
+                Row::Blank => batch.last_line = record.line,
+                Row::Rejected(errors) => batch.reject(&record, errors),
+                Row::Lead(lead) => {
+                    let email = lead.lead.email.clone();
+                    if email.as_ref().is_some_and(|e| batch.emails.contains(e)) {
+                        *carried = Some(record);
+                        break;
+                    }
+                    batch.emails.extend(email);
+                    batch.last_line = record.line;
+                    batch.rows.push((record, *lead));
+                }
+            }
         }
-        let run = self
-            .imports
-            .finish(tenant, run.id, ImportStatus::Done, None)
-            .await?;
-        progress(&run);
-        Ok(run)
+        Ok(batch)
     }
 
     async fn fail(
@@ -551,7 +600,7 @@ impl ImportService {
             to_line: batch.last_line,
             creates: Vec::new(),
             rows: 0,
-            updated: 0,
+            updated: Vec::new(),
             skipped: 0,
             rejects: batch.rejects,
         };
@@ -560,10 +609,12 @@ impl ImportService {
             out.rows += 1;
             let found = row.lead.email.as_ref().and_then(|e| existing.get(e));
             match (found, options.on_duplicate) {
-                (None, _) | (Some(_), OnDuplicate::Create) => out.creates.push(row.lead),
+                (None, _) | (Some(_), OnDuplicate::Create) => {
+                    out.creates.push((record.line, row.lead));
+                }
                 (Some(_), OnDuplicate::Skip) => out.skipped += 1,
                 (Some(lead), OnDuplicate::Update) => match self.update(tenant, lead, &row).await {
-                    Ok(()) => out.updated += 1,
+                    Ok(()) => out.updated.push((record.line, lead.id)),
                     Err(reason) => out.rejects.push(RejectedRow {
                         line: record.line,
                         errors: vec![ColumnError {
@@ -575,7 +626,12 @@ impl ImportService {
                 },
             }
         }
-        self.imports.commit(tenant, run.id, &out).await
+        let committed = self.imports.commit(tenant, run.id, &out).await?;
+        // The updated leads' timelines gained their `imported` event.
+        for (_, lead) in &out.updated {
+            self.lead_service.invalidate(tenant, *lead).await;
+        }
+        Ok(committed)
     }
 
     /// Overwrites `lead` with the row's values: names, and whatever else

@@ -557,6 +557,12 @@ impl LeadService {
         Ok(lead)
     }
 
+    /// Drops the cached context of a lead written outside this service (an
+    /// import's timeline event), on every instance.
+    pub async fn invalidate(&self, tenant: TenantId, id: LeadId) {
+        self.cache.invalidate(tenant, id).await;
+    }
+
     /// Deletes a lead, restorably, and drops its cached context everywhere.
     ///
     /// # Errors

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AgentId, Approval, Channel, EventId, Lead, LeadId, Metadata, PageLimit, TenantId, ValueError,
+    AgentId, Approval, Channel, EventId, ImportId, Lead, LeadId, Metadata, PageLimit, TenantId,
+    ValueError,
     approval::{text, wire_enum},
 };
 
@@ -36,6 +37,8 @@ wire_enum!(
         /// A sent message could not be delivered (retries exhausted, or no
         /// address to deliver to).
         DeliveryFailed => "delivery_failed",
+        /// An import created or updated the lead.
+        Imported => "imported",
     }
 );
 
@@ -122,6 +125,38 @@ impl Event {
         }
     }
 
+    /// The event a lead written by import `run` gets on its timeline: the
+    /// file's `line`, and whether the row `created` the lead or updated it.
+    #[must_use]
+    pub fn imported(
+        tenant: TenantId,
+        lead: LeadId,
+        run: ImportId,
+        line: u64,
+        created: bool,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let action = if created { "created" } else { "updated" };
+        Self {
+            id: EventId::new(),
+            tenant_id: tenant,
+            lead_id: lead,
+            kind: EventKind::Imported,
+            direction: Direction::Internal,
+            content: EventContent::new(&format!("{action} by an import (line {line})")).ok(),
+            occurred_at: now,
+            actor: None,
+            // Three scalars: always valid metadata.
+            metadata: Metadata::new(serde_json::json!({
+                "import_id": run,
+                "line": line,
+                "action": action,
+            }))
+            .unwrap_or_default(),
+            created_at: now,
+        }
+    }
+
     /// Whether the event claims to have happened before its lead existed. A
     /// timeline starts with its lead: such an event is refused.
     #[must_use]
@@ -162,6 +197,7 @@ impl EventKind {
                 | Self::EmailDelivered
                 | Self::EmailBounced
                 | Self::DeliveryFailed
+                | Self::Imported
         )
     }
 }
@@ -311,6 +347,7 @@ mod tests {
                     | EventKind::EmailDelivered
                     | EventKind::EmailBounced
                     | EventKind::DeliveryFailed
+                    | EventKind::Imported
             ) {
                 Err(AppendEventRejected::SystemKind(kind))
             } else {

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::{
-    CompanyName, CreateLeadRequest, Email, LeadStatus, Metadata, PersonName, Phone, Source, Tags,
-    ValueError,
+    CompanyName, CreateLeadRequest, Email, LeadId, LeadStatus, Metadata, PersonName, Phone, Source,
+    Tags, ValueError,
 };
 
 /// Where a column's values go.
@@ -559,12 +559,13 @@ pub struct ImportBatch {
     pub from_line: u64,
     /// The last line this batch covers.
     pub to_line: u64,
-    /// Leads to create.
-    pub creates: Vec<CreateLeadRequest>,
+    /// Leads to create, each with its line.
+    pub creates: Vec<(u64, CreateLeadRequest)>,
     /// Rows read in this batch.
     pub rows: u64,
-    /// Rows that updated a lead (already written).
-    pub updated: u64,
+    /// Rows that updated a lead (already written), each with its line and
+    /// the lead.
+    pub updated: Vec<(u64, LeadId)>,
     /// Rows skipped as duplicates.
     pub skipped: u64,
     /// Rows refused.

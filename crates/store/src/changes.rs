@@ -31,8 +31,7 @@ pub(crate) const CHANNEL: &str = "leadline_changes";
 
 /// Writes `list` in `txn`, in order.
 pub(crate) async fn record(txn: &DatabaseTransaction, list: &[Change]) -> Result<(), Failure> {
-    // 6 columns x 500 rows stays far below both backends' bind limits.
-    for chunk in list.chunks(500) {
+    for chunk in list.chunks(crate::rows_per_insert(6)) {
         changes::Entity::insert_many(chunk.iter().map(changes::ActiveModel::from))
             .exec_without_returning(txn)
             .await?;

@@ -40,6 +40,13 @@ pub use repo_context::context_statement_for_pgbench;
 pub use roles::RolesError;
 pub use settings::{SslMode, StoreSettings};
 
+/// Rows per multi-row `INSERT` of a table with `columns` columns: as many
+/// as fit under SQLite's 32,766 bound parameters (PostgreSQL allows 65,535),
+/// so a bulk write is a few statements, not dozens.
+pub(crate) const fn rows_per_insert(columns: usize) -> usize {
+    32_000 / columns
+}
+
 /// The current time at the precision both backends store (microseconds),
 /// so a value handed back after a write equals the value read later.
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {

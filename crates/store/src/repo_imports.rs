@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use leadline_domain::{
-    ImportId, TenantId,
+    Change, CreateLeadRequest, Event, ImportId, TenantId,
     import::{ImportBatch, ImportRun, ImportStatus, OnDuplicate, RejectedRow},
 };
 use leadline_ports::{CreateLeadError, ImportError, ImportRepository};
@@ -14,7 +14,7 @@ use sea_orm::{
 
 use crate::{
     Store,
-    entity::{import_rejects, imports},
+    entity::{events, import_rejects, imports},
     errors::{Failure, common},
     repo_leads::insert_many,
     tx::transaction,
@@ -140,7 +140,7 @@ impl ImportRepository for Store {
                     )
                     .col_expr(
                         imports::Column::Updated,
-                        Expr::col(imports::Column::Updated).add(signed(batch.updated)),
+                        Expr::col(imports::Column::Updated).add(signed(batch.updated.len() as u64)),
                     )
                     .col_expr(
                         imports::Column::Skipped,
@@ -166,13 +166,34 @@ impl ImportRepository for Store {
                         }),
                     });
                 }
-                match insert_many(txn, backend, tenant, &batch.creates).await? {
-                    Ok(_) => {}
+                let reqs: Vec<&CreateLeadRequest> = batch.creates.iter().map(|(_, r)| r).collect();
+                let created = match insert_many(txn, backend, tenant, &reqs).await? {
+                    Ok(leads) => leads,
                     Err(CreateLeadError::AgentNotFound | CreateLeadError::AgentInactive) => {
                         // Dropping the transaction rolls the move back.
                         return Err(Failure::Other(anyhow::anyhow!(AgentGone)));
                     }
                     Err(e) => return Err(Failure::Other(anyhow::Error::new(e))),
+                };
+                // Every lead the batch wrote gets its `imported` event.
+                let now = crate::now();
+                let events: Vec<Event> =
+                    created
+                        .iter()
+                        .zip(&batch.creates)
+                        .map(|(lead, (line, _))| {
+                            Event::imported(tenant, lead.id, run, *line, true, now)
+                        })
+                        .chain(batch.updated.iter().map(|(line, lead)| {
+                            Event::imported(tenant, *lead, run, *line, false, now)
+                        }))
+                        .collect();
+                for chunk in events.chunks(crate::rows_per_insert(10)) {
+                    events::Entity::insert_many(chunk.iter().map(events::ActiveModel::from))
+                        .exec_without_returning(txn)
+                        .await?;
+                    let changes: Vec<Change> = chunk.iter().map(Change::event).collect();
+                    crate::changes::record(txn, &changes).await?;
                 }
                 for chunk in batch.rejects.chunks(500) {
                     import_rejects::Entity::insert_many(chunk.iter().map(|r| {

@@ -94,9 +94,12 @@ impl LeadRepository for Store {
             return Ok(0);
         }
         let backend = self.backend();
+        let reqs: Vec<&CreateLeadRequest> = reqs.iter().collect();
         let result: Result<Result<u64, CreateLeadError>, Failure> =
             transaction!(self, "leads.create_many", tenant, Write, |txn| {
-                insert_many(txn, backend, tenant, reqs).await
+                Ok(insert_many(txn, backend, tenant, &reqs)
+                    .await?
+                    .map(|leads| leads.len() as u64))
             });
         match result {
             Ok(outcome) => outcome,
@@ -451,8 +454,8 @@ pub(crate) async fn insert_many(
     txn: &sea_orm::DatabaseTransaction,
     backend: Backend,
     tenant: TenantId,
-    reqs: &[CreateLeadRequest],
-) -> Result<Result<u64, CreateLeadError>, Failure> {
+    reqs: &[&CreateLeadRequest],
+) -> Result<Result<Vec<Lead>, CreateLeadError>, Failure> {
     let mut agents: Vec<_> = reqs.iter().filter_map(|r| r.assigned_agent_id).collect();
     agents.sort_unstable();
     agents.dedup();
@@ -463,10 +466,9 @@ pub(crate) async fn insert_many(
             Some(true) => {}
         }
     }
-    let mut written = 0u64;
-    // One multi-row INSERT per chunk: 16 columns x 1000 rows stays far
-    // below PostgreSQL's 65535 bind-parameter limit (and SQLite's 32766).
-    for chunk in reqs.chunks(1000) {
+    let mut written = Vec::with_capacity(reqs.len());
+    // One multi-row INSERT per chunk (18 columns).
+    for chunk in reqs.chunks(crate::rows_per_insert(18)) {
         let now = crate::now();
         let leads: Vec<Lead> = chunk.iter().map(|r| Lead::new(tenant, r, now)).collect();
         leads::Entity::insert_many(leads.iter().map(leads::ActiveModel::from))
@@ -477,7 +479,7 @@ pub(crate) async fn insert_many(
             .map(|l| Change::lead(ChangeType::LeadCreated, l))
             .collect();
         crate::changes::record(txn, &changes).await?;
-        written += chunk.len() as u64;
+        written.extend(leads);
     }
     Ok(Ok(written))
 }

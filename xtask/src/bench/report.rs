@@ -872,7 +872,7 @@ impl Report {
                  | `psql \\copy` of the same file into a plain table | {} | {:.2} | {:.0} |\n\
                  | `GET /v1/leads/export` (one tenant, streamed) | {} | {:.2} | {:.0} |\n\n\
                  The import validates every row with the API's rules, looks up each batch's \
-                 emails among the tenant's leads, and commits 500 rows at a time with the \
+                 emails among the tenant's leads, and commits 2,000 rows at a time with the \
                  run's position (so a killed import resumes); `\\copy` does none of that: \
                  it is the floor of loading the bytes. Import is {:.0} % of it.",
                 human(t.rows),
