@@ -459,6 +459,58 @@ impl SearchPlan {
             })
             .collect()
     }
+
+    /// Whether a folded word is one a term matches: equal to it, started by
+    /// it, or one of its typo words.
+    fn matches_word(&self, word: &str) -> bool {
+        self.terms
+            .iter()
+            .any(|(term, typos)| word.starts_with(term.word()) || typos.iter().any(|t| t == word))
+    }
+
+    /// Where `lead` matched, field by field (in [`SearchField::ALL`]'s
+    /// order): each field's text with the ranges of the words a term
+    /// matched, as `[start, end)` offsets in Unicode code points. A client
+    /// renders them as it sees fit (and escapes the text itself: it is the
+    /// lead's data, not markup).
+    #[must_use]
+    pub fn highlights(&self, lead: &Lead) -> Vec<Highlight> {
+        let mut out = Vec::new();
+        for field in SearchField::ALL {
+            let Some(text) = field.text(lead) else {
+                continue;
+            };
+            let mut marks: Vec<[u32; 2]> = Vec::new();
+            let mut run: Option<(usize, String)> = None;
+            let chars: Vec<char> = text.chars().collect();
+            for (i, c) in chars.iter().chain(std::iter::once(&' ')).enumerate() {
+                if c.is_alphanumeric() && i < chars.len() {
+                    run.get_or_insert_with(|| (i, String::new())).1.push(*c);
+                } else if let Some((start, original)) = run.take()
+                    && words(&original).iter().any(|w| self.matches_word(w))
+                {
+                    let to = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                    marks.push([to(start), to(i)]);
+                }
+            }
+            if !marks.is_empty() {
+                out.push(Highlight { field, text, marks });
+            }
+        }
+        out
+    }
+}
+
+/// One field of a hit with the words a search matched in it (see
+/// [`SearchPlan::highlights`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Highlight {
+    /// The field.
+    pub field: SearchField,
+    /// Its text, as stored.
+    pub text: String,
+    /// `[start, end)` code-point offsets of the matched words, in order.
+    pub marks: Vec<[u32; 2]>,
 }
 
 /// Custom-field containment: the lead's metadata holds each of these
@@ -568,6 +620,8 @@ pub struct SearchHit {
     pub score: u32,
     /// The fields a term matched in.
     pub matched: Vec<SearchField>,
+    /// The matched words, field by field.
+    pub highlights: Vec<Highlight>,
 }
 
 impl SearchHit {
@@ -653,6 +707,39 @@ mod tests {
             score_among("gra", &gracy, &["Grace Hopper"]),
             Some(PREFIX),
             "prefixes still match every word they start"
+        );
+    }
+
+    #[test]
+    fn highlights_mark_the_matched_words_in_the_stored_text() {
+        let mut lead = crate::fixtures::lead_context(crate::TenantId::new(), LeadId::new()).lead;
+        lead.first_name = crate::PersonName::new("Åsa").expect("valid");
+        lead.last_name = crate::PersonName::new("Gräns-Hopper").expect("valid");
+        lead.email = Some(crate::Email::parse("ann.grans@navy.example").expect("valid"));
+        let vocabulary = ["asa", "grans", "hopper", "ann", "navy", "example"];
+        let plan = SearchText::parse("gran hoper")
+            .expect("valid")
+            .plan_over(&vocabulary);
+        let marks: Vec<(SearchField, String, Vec<[u32; 2]>)> = plan
+            .highlights(&lead)
+            .into_iter()
+            .map(|h| (h.field, h.text, h.marks))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                (
+                    SearchField::LastName,
+                    "Gräns-Hopper".to_owned(),
+                    vec![[0, 5], [6, 12]]
+                ),
+                (
+                    SearchField::Email,
+                    "ann.grans@navy.example".to_owned(),
+                    vec![[4, 9]]
+                ),
+            ],
+            "the prefix marks Gräns (in code points), the typo marks Hopper"
         );
     }
 

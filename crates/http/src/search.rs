@@ -69,6 +69,7 @@ struct HitView {
     lead: leadline_domain::Lead,
     score: u32,
     matched: Vec<SearchField>,
+    highlights: Vec<leadline_domain::search::Highlight>,
 }
 
 impl From<SearchHit> for HitView {
@@ -77,6 +78,7 @@ impl From<SearchHit> for HitView {
             lead: hit.lead,
             score: hit.score,
             matched: hit.matched,
+            highlights: hit.highlights,
         }
     }
 }
@@ -158,8 +160,11 @@ impl SearchParams {
 /// Search leads by free text, with the list's filters, best hits first.
 ///
 /// Each hit carries its `score` (3 per word that matched whole, 2 per
-/// prefix, 1 per near miss) and the fields a word `matched` in. Ties are
-/// newest first. Deleted leads are never found.
+/// prefix, 1 per near miss), the fields a word `matched` in and, for each
+/// of them, its text with the matched words' `[start, end)` code-point
+/// ranges (`highlights`). Ties are newest first. Deleted leads are never
+/// found. A query word that no word of the tenant starts with is taken as
+/// a typo and matches the words it is closest to.
 #[utoipa::path(
     get,
     path = "/v1/leads/search",

@@ -458,10 +458,12 @@ pub(crate) fn hits(
         .map(|(model, score)| {
             let lead = leadline_domain::Lead::try_from(model)?;
             let matched = plan.matched_fields(&lead);
+            let highlights = plan.highlights(&lead);
             Ok(SearchHit {
                 lead,
                 score,
                 matched,
+                highlights,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

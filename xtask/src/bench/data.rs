@@ -442,6 +442,79 @@ pub fn write_import_csv(
     Ok(())
 }
 
+/// Writes the leads [`write_import_csv`] writes for `source` as `leads`
+/// rows of `target` in `COPY` text format, each as the import stores it
+/// (status `new`, no owner, no metadata, a fresh id, the domain's search
+/// text): the same rows for `psql \copy` into the same table, the import's
+/// ceiling. `target` is another tenant so the two loads never meet.
+///
+/// # Errors
+/// A lead the generator cannot make, or the file's I/O.
+pub fn write_import_copy(
+    path: &std::path::Path,
+    source: &BenchTenant,
+    target: &BenchTenant,
+    after: u64,
+    rows: u64,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let now = chrono::Utc::now();
+    let stamp = now.to_rfc3339();
+    let tenant_id = target.id.to_string();
+    let mut line = String::with_capacity(512);
+    for r in after..after + rows {
+        let generated = source.seed.lead(r, &[])?;
+        let req = CreateLeadRequest {
+            status: leadline_domain::LeadStatus::New,
+            source: None,
+            assigned_agent_id: None,
+            metadata: leadline_domain::Metadata::default(),
+            ..generated
+        };
+        let lead = leadline_domain::Lead::new(target.id, &req, now);
+        let id = lead.id.to_string();
+        let tags = serde_json::to_string(&lead.tags)?;
+        let search_text = leadline_domain::search::search_text(&lead);
+        let name_key = leadline_domain::search::lead_name_key(&lead);
+        let fields: [Option<&str>; 17] = [
+            Some(&tenant_id),
+            Some(&id),
+            Some(lead.first_name.as_str()),
+            Some(lead.last_name.as_str()),
+            lead.email.as_ref().map(|e| e.as_str()),
+            lead.phone.as_ref().map(|p| p.as_str()),
+            lead.company.as_ref().map(|c| c.as_str()),
+            None,
+            Some(lead.status.as_str()),
+            None,
+            Some(&tags),
+            Some("{}"),
+            Some(&stamp),
+            Some(&stamp),
+            Some("1"),
+            Some(&search_text),
+            Some(&name_key),
+        ];
+        line.clear();
+        for (i, field) in fields.iter().enumerate() {
+            if i > 0 {
+                line.push('\t');
+            }
+            push_copy_field(&mut line, *field);
+        }
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The columns of [`write_import_copy`]'s rows.
+pub const IMPORT_COPY_COLUMNS: &str = "tenant_id, id, first_name, last_name, email, phone, \
+     company, source, status, assigned_agent_id, tags, metadata, created_at, updated_at, version, \
+     search_text, name_key";
+
 /// The tenant's slug, as commands name it.
 #[must_use]
 pub fn slug(tenant: &BenchTenant) -> String {

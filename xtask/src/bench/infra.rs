@@ -146,6 +146,49 @@ impl CommandLog {
         &self.lines
     }
 
+    /// As [`Commands::run`], and returns the child's peak resident memory
+    /// (`VmHWM`, KiB), read from `/proc` until it exits (polled every 50 ms,
+    /// so the last reading is within that of its end).
+    ///
+    /// # Errors
+    /// Spawn failures and non-zero exits.
+    pub fn run_peak_rss(&mut self, command: &mut Command) -> anyhow::Result<u64> {
+        self.record(command);
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", command.get_program().to_string_lossy()))?;
+        let status_file = format!("/proc/{}/status", child.id());
+        let mut peak = 0u64;
+        let status = loop {
+            if let Ok(text) = std::fs::read_to_string(&status_file) {
+                let hwm = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+                peak = peak.max(hwm.unwrap_or(0));
+            }
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        if !status.success() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                use std::io::Read as _;
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            bail!(
+                "{} failed ({status}):\n{stderr}",
+                command.get_program().to_string_lossy()
+            );
+        }
+        Ok(peak)
+    }
+
     /// Runs `command` to completion, recording it; fails on a non-zero exit
     /// with its output.
     ///

@@ -874,11 +874,24 @@ async fn measure(
 
     // --- CSV import and export ---------------------------------------------
     eprintln!("bench: CSV import and export");
-    let rows = if plan.quick { 20_000 } else { 100_000 };
+    let rows = if plan.quick { 20_000 } else { 1_000_000 };
     let csv_path = scratch.join("import.csv");
     data::write_import_csv(&csv_path, first, last_step, rows)?;
+    // The same rows, as the import stores them, for \copy into `leads`
+    // under another tenant.
+    let copy_target = tenants
+        .iter()
+        .find(|t| t.index != first.index)
+        .context("a second tenant for the \\copy ceiling")?;
+    data::write_import_copy(
+        &scratch.join("import.copy"),
+        first,
+        copy_target,
+        last_step,
+        rows,
+    )?;
     let started = Instant::now();
-    report.commands.run(
+    let import_peak_kib = report.commands.run_peak_rss(
         Command::new(leadline)
             .current_dir(scratch)
             .env_remove("LEADLINE_CONFIG")
@@ -899,14 +912,11 @@ async fn measure(
             .args(["-U", "postgres", "-d", DATABASE, "-c", sql]);
         command
     };
-    report.commands.run(&mut psql_command(
-        "CREATE TABLE bench_copy (first_name text, last_name text, email text, phone text, \
-         company text, tags text)",
-    ))?;
     let started = Instant::now();
-    report.commands.run(&mut psql_command(
-        "\\copy bench_copy FROM 'import.csv' WITH (FORMAT csv, HEADER true)",
-    ))?;
+    report.commands.run(&mut psql_command(&format!(
+        "\\copy leads ({}) FROM 'import.copy'",
+        data::IMPORT_COPY_COLUMNS
+    )))?;
     let copy_secs = started.elapsed().as_secs_f64();
     let server = env.serve(&CacheMode::Off, &mut report.commands).await?;
     let started = Instant::now();
@@ -916,6 +926,7 @@ async fn measure(
     report.transfer = Some(report::Transfer {
         rows,
         import_secs,
+        import_peak_kib,
         copy_secs,
         export_rows,
         export_secs,

@@ -382,6 +382,22 @@ pub(crate) struct LeadHit {
     score: u32,
     /// The fields a query word matched in.
     matched: Vec<SearchField>,
+    /// For each matched field, its text and the words that matched.
+    highlights: Vec<Highlight>,
+}
+
+/// `leadline_domain::search::Highlight`: one field of a hit and the words a
+/// search matched in it.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+pub(crate) struct Highlight {
+    /// The field.
+    field: SearchField,
+    /// Its text, as stored (data, not markup: escape it to render it).
+    text: String,
+    /// `[start, end)` offsets, in Unicode code points, of each matched word.
+    #[schema(value_type = Vec<Vec<u32>>)]
+    marks: Vec<[u32; 2]>,
 }
 
 /// `leadline_domain::SearchField`: a field a search looks in.

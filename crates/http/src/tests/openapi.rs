@@ -614,6 +614,21 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let page = &r.body;
+    let hit = &page["items"][0];
+    assert_eq!(
+        hit["matched"],
+        serde_json::json!(["first_name", "email"]),
+        "{hit}"
+    );
+    assert_eq!(
+        hit["highlights"],
+        serde_json::json!([
+            {"field": "first_name", "text": "Grace", "marks": [[0, 5]]},
+            {"field": "email", "text": "grace@example.com", "marks": [[0, 5]]},
+        ]),
+        "{hit}"
+    );
     c.call(
         Method::GET,
         "/v1/leads/search",
