@@ -31,6 +31,9 @@ pub(crate) const CHANNEL: &str = "leadline_changes";
 
 /// Writes `list` in `txn`, in order.
 pub(crate) async fn record(txn: &DatabaseTransaction, list: &[Change]) -> Result<(), Failure> {
+    if txn.get_database_backend() == DbBackend::Postgres && list.len() >= crate::bulk::MIN_ROWS {
+        return crate::bulk::changes(txn, list).await;
+    }
     for chunk in list.chunks(crate::rows_per_insert(6)) {
         changes::Entity::insert_many(chunk.iter().map(changes::ActiveModel::from))
             .exec_without_returning(txn)

@@ -467,13 +467,24 @@ pub(crate) async fn insert_many(
         }
     }
     let mut written = Vec::with_capacity(reqs.len());
-    // One multi-row INSERT per chunk (18 columns).
-    for chunk in reqs.chunks(crate::rows_per_insert(18)) {
+    let bulk = backend == Backend::Postgres && reqs.len() >= crate::bulk::MIN_ROWS;
+    // One statement for all on PostgreSQL (one JSON parameter), else one
+    // multi-row INSERT per chunk (18 columns).
+    let per_statement = if bulk {
+        reqs.len()
+    } else {
+        crate::rows_per_insert(18)
+    };
+    for chunk in reqs.chunks(per_statement) {
         let now = crate::now();
         let leads: Vec<Lead> = chunk.iter().map(|r| Lead::new(tenant, r, now)).collect();
-        leads::Entity::insert_many(leads.iter().map(leads::ActiveModel::from))
-            .exec_without_returning(txn)
-            .await?;
+        if bulk {
+            crate::bulk::leads(txn, &leads).await?;
+        } else {
+            leads::Entity::insert_many(leads.iter().map(leads::ActiveModel::from))
+                .exec_without_returning(txn)
+                .await?;
+        }
         let changes: Vec<Change> = leads
             .iter()
             .map(|l| Change::lead(ChangeType::LeadCreated, l))

@@ -1,0 +1,227 @@
+//! Bulk inserts on PostgreSQL as one JSON parameter.
+//!
+//! A multi-row `INSERT … VALUES` of a 2,000-row import batch binds tens of
+//! thousands of parameters, each built as a query value, encoded and
+//! decoded one by one; the change log's rows carry whole leads as JSON
+//! values, copied again on the way. Here the rows are serialized once,
+//! straight from the domain's types, into one JSON array, and the server
+//! unpacks it (`jsonb_array_elements`) in the same statement and
+//! transaction. SQLite keeps the multi-row `INSERT`: it has no network to
+//! save and stores ids as blobs the JSON would have to spell.
+
+use chrono::{DateTime, Utc};
+use leadline_domain::{Change, Event, Lead};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::errors::Failure;
+
+/// Batches smaller than this go through the ordinary `INSERT`: the JSON
+/// detour only pays off for many rows.
+pub(crate) const MIN_ROWS: usize = 64;
+
+/// How a column is read from a row's JSON object.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `->>`: text as is.
+    Text,
+    /// `->`: a JSON value, stored as `jsonb`.
+    Json,
+    /// `->>` then a cast to this type.
+    Cast(&'static str),
+}
+
+/// Inserts `rows` (serialized objects whose keys are the column names) into
+/// `table` in one statement, in order (identity columns number them in the
+/// array's order).
+async fn insert_json<R: Serialize>(
+    txn: &DatabaseTransaction,
+    table: &str,
+    columns: &[(&str, Kind)],
+    rows: &[R],
+) -> Result<(), Failure> {
+    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    let values: Vec<String> = columns
+        .iter()
+        .map(|(name, kind)| match kind {
+            Kind::Text => format!("e.v->>'{name}'"),
+            Kind::Json => format!("e.v->'{name}'"),
+            Kind::Cast(ty) => format!("CAST(e.v->>'{name}' AS {ty})"),
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} ({}) SELECT {} \
+         FROM jsonb_array_elements(CAST($1 AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n",
+        names.join(", "),
+        values.join(", ")
+    );
+    let json = serde_json::to_string(rows).map_err(|e| Failure::Other(e.into()))?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [json.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct LeadRow<'a> {
+    tenant_id: Uuid,
+    id: Uuid,
+    first_name: &'a str,
+    last_name: &'a str,
+    email: Option<&'a str>,
+    phone: Option<&'a str>,
+    company: Option<&'a str>,
+    source: Option<&'a str>,
+    status: &'a str,
+    assigned_agent_id: Option<Uuid>,
+    tags: Vec<&'a str>,
+    metadata: &'a serde_json::Map<String, serde_json::Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: i64,
+    search_text: String,
+    name_key: String,
+}
+
+/// Inserts new `leads` (what `leads::ActiveModel::from` writes, as JSON).
+pub(crate) async fn leads(txn: &DatabaseTransaction, leads: &[Lead]) -> Result<(), Failure> {
+    let rows: Vec<LeadRow<'_>> = leads
+        .iter()
+        .map(|l| LeadRow {
+            tenant_id: l.tenant_id.as_uuid(),
+            id: l.id.as_uuid(),
+            first_name: l.first_name.as_str(),
+            last_name: l.last_name.as_str(),
+            email: l.email.as_ref().map(|e| e.as_str()),
+            phone: l.phone.as_ref().map(|p| p.as_str()),
+            company: l.company.as_ref().map(|c| c.as_str()),
+            source: l.source.as_ref().map(|s| s.as_str()),
+            status: l.status.as_str(),
+            assigned_agent_id: l.assigned_agent_id.map(|a| a.as_uuid()),
+            tags: l.tags.as_slice().iter().map(|t| t.as_str()).collect(),
+            metadata: l.metadata.as_map(),
+            created_at: l.created_at,
+            updated_at: l.updated_at,
+            version: l.version,
+            search_text: leadline_domain::search::search_text(l),
+            name_key: leadline_domain::search::lead_name_key(l),
+        })
+        .collect();
+    insert_json(
+        txn,
+        "leads",
+        &[
+            ("tenant_id", Kind::Cast("uuid")),
+            ("id", Kind::Cast("uuid")),
+            ("first_name", Kind::Text),
+            ("last_name", Kind::Text),
+            ("email", Kind::Text),
+            ("phone", Kind::Text),
+            ("company", Kind::Text),
+            ("source", Kind::Text),
+            ("status", Kind::Text),
+            ("assigned_agent_id", Kind::Cast("uuid")),
+            ("tags", Kind::Json),
+            ("metadata", Kind::Json),
+            ("created_at", Kind::Cast("timestamptz")),
+            ("updated_at", Kind::Cast("timestamptz")),
+            ("version", Kind::Cast("bigint")),
+            ("search_text", Kind::Text),
+            ("name_key", Kind::Text),
+        ],
+        &rows,
+    )
+    .await
+}
+
+#[derive(Serialize)]
+struct ChangeRow<'a> {
+    tenant_id: Uuid,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    entity_id: Uuid,
+    at: DateTime<Utc>,
+    data: &'a serde_json::Value,
+}
+
+/// Appends `changes` to the change log, in order.
+pub(crate) async fn changes(txn: &DatabaseTransaction, changes: &[Change]) -> Result<(), Failure> {
+    let rows: Vec<ChangeRow<'_>> = changes
+        .iter()
+        .map(|c| ChangeRow {
+            tenant_id: c.tenant_id.as_uuid(),
+            kind: c.kind.as_str(),
+            entity_id: c.entity_id,
+            at: c.at,
+            data: &c.data,
+        })
+        .collect();
+    insert_json(
+        txn,
+        "changes",
+        &[
+            ("tenant_id", Kind::Cast("uuid")),
+            ("type", Kind::Text),
+            ("entity_id", Kind::Cast("uuid")),
+            ("at", Kind::Cast("timestamptz")),
+            ("data", Kind::Json),
+        ],
+        &rows,
+    )
+    .await
+}
+
+#[derive(Serialize)]
+struct EventRow<'a> {
+    tenant_id: Uuid,
+    id: Uuid,
+    lead_id: Uuid,
+    kind: &'a str,
+    direction: &'a str,
+    content: Option<&'a str>,
+    occurred_at: DateTime<Utc>,
+    actor: Option<Uuid>,
+    metadata: &'a serde_json::Map<String, serde_json::Value>,
+    created_at: DateTime<Utc>,
+}
+
+/// Appends `events` (what `events::ActiveModel::from` writes, as JSON).
+pub(crate) async fn events(txn: &DatabaseTransaction, events: &[Event]) -> Result<(), Failure> {
+    let rows: Vec<EventRow<'_>> = events
+        .iter()
+        .map(|e| EventRow {
+            tenant_id: e.tenant_id.as_uuid(),
+            id: e.id.as_uuid(),
+            lead_id: e.lead_id.as_uuid(),
+            kind: e.kind.as_str(),
+            direction: e.direction.as_str(),
+            content: e.content.as_ref().map(|c| c.as_str()),
+            occurred_at: e.occurred_at,
+            actor: e.actor.map(|a| a.as_uuid()),
+            metadata: e.metadata.as_map(),
+            created_at: e.created_at,
+        })
+        .collect();
+    insert_json(
+        txn,
+        "events",
+        &[
+            ("tenant_id", Kind::Cast("uuid")),
+            ("id", Kind::Cast("uuid")),
+            ("lead_id", Kind::Cast("uuid")),
+            ("kind", Kind::Text),
+            ("direction", Kind::Text),
+            ("content", Kind::Text),
+            ("occurred_at", Kind::Cast("timestamptz")),
+            ("actor", Kind::Cast("uuid")),
+            ("metadata", Kind::Json),
+            ("created_at", Kind::Cast("timestamptz")),
+        ],
+        &rows,
+    )
+    .await
+}
