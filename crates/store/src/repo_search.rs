@@ -414,7 +414,9 @@ pub(crate) async fn page(
 }
 
 /// For each term, whether some word of `tenant`'s vocabulary starts with
-/// it: one range probe per term on the vocabulary's key, in one statement.
+/// it: one range probe per term on the vocabulary's key, in one statement
+/// (which also asks PostgreSQL for custom plans for the rest of the
+/// transaction).
 async fn known_terms(
     txn: &sea_orm::DatabaseTransaction,
     backend: Backend,
@@ -423,6 +425,13 @@ async fn known_terms(
 ) -> Result<Vec<bool>, Failure> {
     let mut sql = Sql::new(backend);
     sql.push("SELECT ");
+    if backend == Backend::Postgres {
+        // This transaction's statements are planned for their values every
+        // time: a cached generic plan cannot see which words a tsquery or a
+        // LIKE names, and picks the tenant's whole status index instead of
+        // the word index (70 ms instead of 3 at a million leads).
+        sql.push("set_config('plan_cache_mode', 'force_custom_plan', true) AS plan_mode, ");
+    }
     for (i, term) in terms.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
