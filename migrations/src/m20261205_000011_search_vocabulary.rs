@@ -89,9 +89,54 @@ ALTER TABLE leads DROP COLUMN search_tsv;
 ALTER TABLE leads ADD COLUMN search_tsv tsvector GENERATED ALWAYS AS
     (array_to_tsvector(array_remove(string_to_array(search_text, ' '), ''))) STORED;
 CREATE INDEX leads_search_tsv_idx ON leads USING gin (search_tsv);
+
+-- Under row-level security PostgreSQL uses an index only through leakproof
+-- operators before the tenant policy is applied; `@@` and `LIKE` are not, so
+-- a search run by the service role would read the tenant's every lead. The
+-- two lookups therefore run in functions of the owner's, to which these
+-- policies show every row: each reads the tenant the transaction names
+-- (`app.tenant_id`, the policies' own setting, never an argument) and
+-- returns only ids or words, which the caller reads back under its policy.
+CREATE POLICY search_scan ON leads FOR SELECT TO CURRENT_USER USING (true);
+CREATE POLICY search_scan ON search_words FOR SELECT TO CURRENT_USER USING (true);
+CREATE FUNCTION search_lead_ids(q tsquery) RETURNS SETOF uuid
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+BEGIN
+    -- EXECUTE plans for the query at hand (a cached plan cannot see its words).
+    RETURN QUERY EXECUTE
+        'SELECT l.id FROM leads l
+          WHERE l.tenant_id = nullif(current_setting(''app.tenant_id'', true), '''')::uuid
+            AND l.search_tsv @@ $1'
+    USING q;
+END
+$$;
+CREATE FUNCTION search_words_like(patterns text) RETURNS SETOF text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+BEGIN
+    -- One LIKE pattern per line; the trigram index serves each.
+    RETURN QUERY EXECUTE
+        'SELECT DISTINCT w.word
+           FROM unnest(string_to_array($1, E''\n'')) AS p (pattern)
+           CROSS JOIN LATERAL (
+               SELECT s.word FROM search_words s
+                WHERE s.tenant_id = nullif(current_setting(''app.tenant_id'', true), '''')::uuid
+                  AND s.word LIKE p.pattern) AS w'
+    USING patterns;
+END
+$$;
+REVOKE ALL ON FUNCTION search_lead_ids(tsquery) FROM PUBLIC;
+REVOKE ALL ON FUNCTION search_words_like(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION search_lead_ids(tsquery) TO leadline_service;
+GRANT EXECUTE ON FUNCTION search_words_like(text) TO leadline_service;
 "#;
 
 const PG_DOWN: &str = r"
+DROP FUNCTION search_words_like(text);
+DROP FUNCTION search_lead_ids(tsquery);
+DROP POLICY search_scan ON search_words;
+DROP POLICY search_scan ON leads;
 DROP INDEX leads_search_tsv_idx;
 ALTER TABLE leads DROP COLUMN search_tsv;
 ALTER TABLE leads ADD COLUMN search_tsv tsvector

@@ -745,3 +745,77 @@ async fn the_relay_scan_answers_tenant_ids_and_counts_and_opens_no_row() {
             .contains(&b.tenant.as_uuid())
     );
 }
+
+async fn search_ids(conn: &mut PgConnection, word: &str) -> Vec<uuid::Uuid> {
+    sqlx::query_scalar("SELECT id FROM search_lead_ids(CAST($1 AS tsquery)) AS f (id)")
+        .bind(format!("'{word}'"))
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+async fn search_words(conn: &mut PgConnection, word: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT w FROM search_words_like($1) AS f (w)")
+        .bind(format!("{word}%"))
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// The search lookups that run as the owner (so that their indexes serve
+/// the service role: migration 11) answer for the transaction's tenant
+/// only, and nothing without one.
+#[tokio::test]
+async fn the_search_functions_answer_only_the_transactions_tenant() {
+    let (a, b) = two_populated_tenants().await;
+    let mut conn = service_conn().await;
+    begin_as(&mut conn, Some(b.tenant)).await;
+    let text: String =
+        sqlx::query_scalar("SELECT search_text FROM leads WHERE tenant_id = $1 AND id = $2")
+            .bind(b.tenant.as_uuid())
+            .bind(b.lead)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let word = text
+        .split(' ')
+        .find(|w| !w.is_empty())
+        .expect("B's lead has words")
+        .to_owned();
+    assert!(
+        search_ids(&mut conn, &word).await.contains(&b.lead),
+        "B finds its lead"
+    );
+    assert!(
+        search_words(&mut conn, &word).await.contains(&word),
+        "and its word"
+    );
+    conn.execute("ROLLBACK").await.unwrap();
+
+    begin_as(&mut conn, Some(a.tenant)).await;
+    assert!(
+        !search_ids(&mut conn, &word).await.contains(&b.lead),
+        "A never gets B's lead"
+    );
+    conn.execute("ROLLBACK").await.unwrap();
+    begin_as(&mut conn, None).await;
+    assert!(
+        search_ids(&mut conn, &word).await.is_empty(),
+        "no tenant, no ids"
+    );
+    assert!(
+        search_words(&mut conn, &word).await.is_empty(),
+        "no tenant, no words"
+    );
+    conn.execute("ROLLBACK").await.unwrap();
+
+    // They answer nothing but ids and words.
+    let results: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_function_result(p.oid) FROM pg_proc p \
+         WHERE p.proname IN ('search_lead_ids', 'search_words_like') ORDER BY p.proname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(results, ["SETOF uuid", "SETOF text"]);
+}

@@ -7,7 +7,10 @@
 //! `search_text`, so both backends return the same hits in the same order.
 //! A term that may be misspelt is first looked up in the tenant's vocabulary
 //! (`search_words`, through its trigram index): the words it is a typo of,
-//! closest first, become part of its test. The leads' word index (a
+//! closest first, become part of its test. On PostgreSQL both index lookups
+//! go through functions of the owner's (`search_words_like`,
+//! `search_lead_ids`, migration 11): under the tenant policy the service
+//! role cannot use an index through `LIKE` or `@@`, which are not leakproof. The leads' word index (a
 //! `tsvector` of the domain's words on PostgreSQL, FTS5 `lead_words` on
 //! SQLite) then finds, in one lookup for all terms, the leads that hold for
 //! every term a word it starts or a word it is a typo of: exactly the leads
@@ -115,9 +118,11 @@ impl Sql {
                     })
                     .collect::<Vec<_>>()
                     .join(" & ");
-                self.push("l.search_tsv @@ CAST(")
+                // Through the owner's function: under the tenant policy
+                // the service role could not use the index (migration 11).
+                self.push("l.id IN (SELECT search_lead_ids(CAST(")
                     .bind(query)
-                    .push(" AS tsquery)")
+                    .push(" AS tsquery)))")
             }
             Backend::Sqlite => {
                 let query = terms
@@ -185,16 +190,14 @@ async fn typos(
     sql.push(") AS past_start FROM (SELECT w.word, ");
     match backend {
         Backend::Postgres => {
+            let patterns: Vec<String> = probes.iter().map(|g| like_pattern(g)).collect();
             sql.push("'  ' || w.word || ' ' AS padded FROM search_words w WHERE w.tenant_id = ")
                 .bind(tenant.as_uuid())
-                .push(" AND (");
-            for (i, gram) in probes.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                sql.push("w.word LIKE ").bind(like_pattern(gram));
-            }
-            sql.push(") AND left(w.word, ");
+                // Through the owner's function (migration 11), one pattern
+                // per line.
+                .push(" AND w.word IN (SELECT search_words_like(")
+                .bind(patterns.join("\n"))
+                .push(")) AND left(w.word, ");
         }
         Backend::Sqlite => {
             let grams: Vec<String> = probes.iter().map(|g| format!("\"{g}\"")).collect();
