@@ -160,6 +160,16 @@ impl CommandLog {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("running {}", command.get_program().to_string_lossy()))?;
+        // Drained as it comes: a child whose stderr pipe fills blocks on its
+        // next log line (a run stalled 7 minutes that way).
+        let drain = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        });
         let status_file = format!("/proc/{}/status", child.id());
         let mut peak = 0u64;
         let status = loop {
@@ -175,12 +185,10 @@ impl CommandLog {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
+        let stderr = drain
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_default();
         if !status.success() {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                use std::io::Read as _;
-                let _ = pipe.read_to_string(&mut stderr);
-            }
             bail!(
                 "{} failed ({status}):\n{stderr}",
                 command.get_program().to_string_lossy()
