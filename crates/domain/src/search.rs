@@ -32,8 +32,8 @@ use unicode_normalization::{UnicodeNormalization as _, char::is_combining_mark};
 
 use crate::{AgentId, Lead, LeadId, LeadStatus, PageLimit, Tag, ValueError};
 
-/// Longest accepted query, in bytes.
-pub const MAX_QUERY_BYTES: usize = 256;
+/// Longest accepted query, in characters (as the error says).
+pub const MAX_QUERY_CHARS: usize = 256;
 /// Most terms (words) a query may have.
 pub const MAX_TERMS: usize = 8;
 /// Longest term, in characters.
@@ -76,6 +76,9 @@ pub fn fold(text: &str) -> String {
             'æ' => out.push_str("ae"),
             'œ' => out.push_str("oe"),
             'þ' => out.push_str("th"),
+            // Greek final sigma is a sigma: `ΣΊΣΥΦΟΣ` lower-cases to a
+            // medial one, and a typed `σίσυφος` must find it.
+            'ς' => out.push('σ'),
             c => out.push(c),
         }
     }
@@ -326,13 +329,13 @@ impl SearchText {
     /// Folds `q` and splits it into terms.
     ///
     /// # Errors
-    /// [`ValueError`] when `q` is longer than [`MAX_QUERY_BYTES`], has no
+    /// [`ValueError`] when `q` is longer than [`MAX_QUERY_CHARS`], has no
     /// letter or digit, more than [`MAX_TERMS`] terms or a term longer than
     /// [`MAX_TERM_CHARS`].
     pub fn parse(q: &str) -> Result<Self, ValueError> {
-        if q.len() > MAX_QUERY_BYTES {
+        if q.chars().count() > MAX_QUERY_CHARS {
             return Err(ValueError::TooLong {
-                max: MAX_QUERY_BYTES,
+                max: MAX_QUERY_CHARS,
             });
         }
         let mut seen: Vec<String> = Vec::new();
@@ -484,7 +487,9 @@ impl SearchPlan {
             let mut run: Option<(usize, String)> = None;
             let chars: Vec<char> = text.chars().collect();
             for (i, c) in chars.iter().chain(std::iter::once(&' ')).enumerate() {
-                if c.is_alphanumeric() && i < chars.len() {
+                // A combining mark belongs to its word (decomposed text,
+                // `Jose\u{301}`), as folding drops it from the same word.
+                if (c.is_alphanumeric() || is_combining_mark(*c)) && i < chars.len() {
                     run.get_or_insert_with(|| (i, String::new())).1.push(*c);
                 } else if let Some((start, original)) = run.take()
                     && words(&original).iter().any(|w| self.matches_word(w))
@@ -655,6 +660,7 @@ mod tests {
     fn folding_removes_accents_and_case() {
         assert_eq!(fold("Ågren ÉCOLE Straße"), "agren ecole strasse");
         assert_eq!(fold("Skłodowska Øre Œuvre"), "sklodowska ore oeuvre");
+        assert_eq!(fold("ΣΊΣΥΦΟΣ"), fold("σίσυφος"));
         assert_eq!(
             words("Grace.Hopper+1@Navy.MIL"),
             ["grace", "hopper", "1", "navy", "mil"]
@@ -740,6 +746,45 @@ mod tests {
                 ),
             ],
             "the prefix marks Gräns (in code points), the typo marks Hopper"
+        );
+    }
+
+    #[test]
+    fn highlights_cover_decomposed_words_whole() {
+        let mut lead = crate::fixtures::lead_context(crate::TenantId::new(), LeadId::new()).lead;
+        lead.first_name = crate::PersonName::new("Jose\u{301}").expect("valid");
+        lead.last_name = crate::PersonName::new("Nun\u{303}ez").expect("valid");
+        let plan = SearchText::parse("jose nunez")
+            .expect("valid")
+            .plan_over(&["jose", "nunez"]);
+        let marks: Vec<(SearchField, Vec<[u32; 2]>)> = plan
+            .highlights(&lead)
+            .into_iter()
+            .map(|h| (h.field, h.marks))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                (SearchField::FirstName, vec![[0, 5]]),
+                (SearchField::LastName, vec![[0, 6]]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_query_is_bounded_in_characters_not_bytes() {
+        let cjk: Vec<String> = (0..6)
+            .map(|i| {
+                char::from_u32(0x4e00 + i)
+                    .expect("a letter")
+                    .to_string()
+                    .repeat(40)
+            })
+            .collect();
+        assert!(SearchText::parse(&cjk.join(" ")).is_ok(), "245 characters");
+        assert!(
+            SearchText::parse(&"é ".repeat(129)).is_err(),
+            "258 characters"
         );
     }
 

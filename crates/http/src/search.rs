@@ -33,8 +33,9 @@ pub(crate) struct SearchParams {
     /// then lists every lead the filters let through): words of names,
     /// email, company, phone or tags (accents and case ignored). Whole words
     /// rank first, then prefixes (`gra` finds Grace), then near misses
-    /// (`hoper` finds Hopper). Every word must match. At most 8 words and
-    /// 256 bytes.
+    /// (`hoper` finds Hopper: a word no lead of the tenant starts with is
+    /// taken as a typo). Every word must match. At most 8 words of at most
+    /// 40 characters, and 256 characters in all.
     q: Option<String>,
     /// Only leads in this status.
     #[param(value_type = Option<s::LeadStatus>)]

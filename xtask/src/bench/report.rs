@@ -1231,9 +1231,11 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "- **(4) filtered page** reads 21 rows through a `(tenant_id, status, id)`, \
-             `(tenant_id, assigned_agent_id, id)` or GIN (tags) index and serializes 20 leads: \
-             its ratio to a one-row ceiling shows the cost of the page, not an inefficiency."
+            "- **(4) filtered page** reads 21 rows through a `(tenant_id, status, id)` or \
+             `(tenant_id, assigned_agent_id, id)` index and serializes 20 leads; a tag filter \
+             walks the tenant's `(tenant_id, id)` order and tests each row, because under the \
+             tenant policy the GIN (tags) index is out of reach (`@>` is not leakproof: \
+             docs/backends.md). Its ratio to a one-row ceiling shows the cost of the page."
         );
         let _ = writeln!(
             md,
