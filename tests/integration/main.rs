@@ -18,6 +18,7 @@ mod e2e;
 mod edge;
 mod http_tenancy;
 mod import;
+mod log_coherence;
 mod migrations;
 mod operations;
 mod relay;

@@ -7,6 +7,7 @@
 //! names concrete adapters and calls [`Services::over`].
 
 mod changes;
+mod coherence;
 mod deliveries;
 mod exports;
 mod imports;
@@ -14,6 +15,7 @@ mod services;
 mod workflow;
 
 pub use changes::{ChangeFeed, ChangeSettings};
+pub use coherence::Coherence;
 pub use deliveries::{DeliveryService, Relay, RelaySettings, RoundReport};
 pub use exports::{COLUMNS as EXPORT_COLUMNS, ExportError, ExportQuery, ExportService};
 pub use imports::{BATCH_ROWS, CsvSource, ImportFailure, ImportOptions, ImportService, Record};

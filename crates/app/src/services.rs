@@ -108,7 +108,18 @@ impl Services {
             changes: crate::ChangeFeed::new(store.clone(), crate::ChangeSettings::default()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),
-            context: crate::ContextService::new(store.clone(), cache, recall),
+            context: {
+                let context = crate::ContextService::new(store.clone(), cache.clone(), recall);
+                match cache.needs_change_log() {
+                    Some(lifetime) => context.with_coherence(Arc::new(crate::Coherence::new(
+                        store.clone(),
+                        store.clone(),
+                        cache,
+                        lifetime,
+                    ))),
+                    None => context,
+                }
+            },
             idempotency: store.clone(),
             health: store,
         }

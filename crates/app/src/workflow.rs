@@ -211,6 +211,8 @@ pub struct ContextService {
     repo: Arc<dyn LeadContextRepository>,
     cache: Arc<dyn ContextCache>,
     settings: RecallSettings,
+    /// Present when the cache needs the change log to stay coherent.
+    coherence: Option<Arc<crate::Coherence>>,
 }
 
 impl ContextService {
@@ -225,7 +227,25 @@ impl ContextService {
             repo,
             cache,
             settings,
+            coherence: None,
         }
+    }
+
+    /// The same service, its loads tracked by `coherence` (whose follower
+    /// then keeps the cache coherent with other processes' writes).
+    #[must_use]
+    pub fn with_coherence(self, coherence: Arc<crate::Coherence>) -> Self {
+        Self {
+            coherence: Some(coherence),
+            ..self
+        }
+    }
+
+    /// The follower keeping this service's cache coherent, when it needs
+    /// one: the composition root runs it.
+    #[must_use]
+    pub fn coherence(&self) -> Option<Arc<crate::Coherence>> {
+        self.coherence.clone()
     }
 
     /// A lead's context, through the cache, as the JSON document the cache
@@ -241,8 +261,15 @@ impl ContextService {
     ) -> Result<ContextJson, GetLeadError> {
         let repo = self.repo.clone();
         let events = self.settings.events;
-        let load: ContextLoader =
-            Box::new(move || Box::pin(async move { repo.context(tenant, lead, events).await }));
+        let coherence = self.coherence.clone();
+        let load: ContextLoader = Box::new(move || {
+            Box::pin(async move {
+                if let Some(coherence) = coherence {
+                    coherence.before_load(tenant).await?;
+                }
+                repo.context(tenant, lead, events).await
+            })
+        });
         self.cache.get_or_load(tenant, lead, load).await
     }
 

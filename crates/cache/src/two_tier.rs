@@ -54,6 +54,7 @@ pub struct TwoTierCache {
     /// Tags this instance's invalidation messages, so it can skip its echo.
     instance: String,
     stale_window: Duration,
+    l1_ttl: Duration,
     subscribed: watch::Receiver<bool>,
     /// Dropping it (with the cache) or sending on it stops the subscriber
     /// and the replayer.
@@ -106,6 +107,7 @@ impl TwoTierCache {
             pending: Arc::default(),
             instance,
             stale_window: settings.stale_window(),
+            l1_ttl: settings.l1_ttl(),
             subscribed,
             stop,
             tasks: Mutex::new(Vec::new()),
@@ -439,6 +441,14 @@ impl ContextCache for TwoTierCache {
 
     fn stats(&self) -> CacheStats {
         self.stats.snapshot()
+    }
+
+    fn needs_change_log(&self) -> Option<Duration> {
+        // Without Redis no other process's invalidation reaches L1, whose
+        // copies live their time to live, then the stale window.
+        self.shared()
+            .is_none()
+            .then_some(self.l1_ttl + self.stale_window)
     }
 
     async fn hot_keys(&self, limit: usize) -> Vec<(TenantId, LeadId)> {

@@ -59,6 +59,17 @@ pub async fn serve(
                 .run_retention(async move { stop.notified().await }),
         )
     };
+    // Without a shared cache tier, other processes' writes reach this
+    // instance's cached contexts only through the change log.
+    let coherence = composition.services.context.coherence().map(|coherence| {
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let task = tokio::spawn(coherence.run(
+            std::time::Duration::from_millis(config.changes.poll_ms),
+            async move { stopped.notified().await },
+        ));
+        (stop, task)
+    });
     let app = if config.recall.preload_on_start {
         // Listen at once, but report ready only once the caches are warm
         // or the preload's deadline passed, whichever comes first.
@@ -124,6 +135,10 @@ pub async fn serve(
     }
     retention_stop.notify_one();
     let _ = retention.await;
+    if let Some((stop, task)) = coherence {
+        stop.notify_one();
+        let _ = task.await;
+    }
     composition.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -11,7 +11,7 @@ use std::{fmt, str::FromStr};
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::{Agent, Approval, ApprovalStatus, Event, Lead, TenantId, ValueError};
+use crate::{Agent, AgentId, Approval, ApprovalStatus, Event, Lead, LeadId, TenantId, ValueError};
 
 /// What happened, named `{entity}.{what}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -206,6 +206,53 @@ impl Change {
     }
 }
 
+/// Which cached lead contexts a change makes stale: what a process that
+/// keeps contexts must drop when it learns of a change another process
+/// made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleContexts {
+    /// None: nothing a context shows changed.
+    None,
+    /// The context of this lead (its fields, an approval or an event on it).
+    Lead(LeadId),
+    /// The contexts of every lead assigned to this agent (they show it).
+    AssignedTo(AgentId),
+}
+
+impl Change {
+    /// The contexts this change makes stale. A change whose data lacks the
+    /// lead it belongs to (it cannot, as the domain writes them) stales
+    /// nothing rather than failing the reader.
+    #[must_use]
+    pub fn stale_contexts(&self) -> StaleContexts {
+        let lead_in_data = || {
+            self.data
+                .get("lead_id")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|s| s.parse::<uuid::Uuid>().ok())
+                .map_or(StaleContexts::None, |id| {
+                    StaleContexts::Lead(LeadId::from_uuid(id))
+                })
+        };
+        match self.kind {
+            ChangeType::LeadCreated
+            | ChangeType::LeadUpdated
+            | ChangeType::LeadDeleted
+            | ChangeType::LeadRestored => StaleContexts::Lead(LeadId::from_uuid(self.entity_id)),
+            ChangeType::AgentCreated => StaleContexts::None,
+            ChangeType::AgentUpdated => {
+                StaleContexts::AssignedTo(AgentId::from_uuid(self.entity_id))
+            }
+            ChangeType::ApprovalDrafted
+            | ChangeType::ApprovalApproved
+            | ChangeType::ApprovalRejected
+            | ChangeType::ApprovalCancelled
+            | ChangeType::ApprovalSent
+            | ChangeType::EventRecorded => lead_in_data(),
+        }
+    }
+}
+
 /// A change's place in its tenant's log: the writing transaction, then the
 /// order within the log. Positions only grow in the order a reader is
 /// shown them, so "everything after this one" is a complete answer
@@ -326,6 +373,34 @@ impl ChangeFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_change_names_the_contexts_it_makes_stale() {
+        let (tenant, lead) = (TenantId::new(), LeadId::new());
+        let context = crate::fixtures::lead_context(tenant, lead);
+        let on_lead = Change::lead(ChangeType::LeadUpdated, &context.lead);
+        assert_eq!(on_lead.stale_contexts(), StaleContexts::Lead(lead));
+        let event = Change::event(&crate::fixtures::note(tenant, lead, "called"));
+        assert_eq!(event.stale_contexts(), StaleContexts::Lead(lead));
+        let agent = AgentId::new();
+        let updated = Change {
+            kind: ChangeType::AgentUpdated,
+            entity_id: agent.as_uuid(),
+            ..on_lead.clone()
+        };
+        assert_eq!(updated.stale_contexts(), StaleContexts::AssignedTo(agent));
+        let created = Change {
+            kind: ChangeType::AgentCreated,
+            ..updated
+        };
+        assert_eq!(created.stale_contexts(), StaleContexts::None);
+        let mangled = Change {
+            kind: ChangeType::ApprovalDrafted,
+            data: serde_json::json!({"lead_id": 7}),
+            ..on_lead
+        };
+        assert_eq!(mangled.stale_contexts(), StaleContexts::None);
+    }
 
     #[test]
     fn types_round_trip_and_name_their_entity() {

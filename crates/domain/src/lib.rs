@@ -29,7 +29,7 @@ pub use approval::{
     Approval, ApprovalAction, ApprovalQueueQuery, ApprovalStatus, Channel, DraftApprovalRequest,
     IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
 };
-pub use change::{Change, ChangeFilter, ChangePosition, ChangeType, LoggedChange};
+pub use change::{Change, ChangeFilter, ChangePosition, ChangeType, LoggedChange, StaleContexts};
 pub use delivery::{
     AttemptOutcome, CircuitBreaker, Decision, Delivery, DeliveryStatus, OutboundEmail,
     OutboxMessage, RetryPolicy, SenderIdentity, SenderRejected, Unsubscribe,

@@ -92,6 +92,16 @@ pub trait ContextCache: Send + Sync {
     /// Counters since start.
     fn stats(&self) -> CacheStats;
 
+    /// `Some(longest a copy is kept)` when this cache keeps copies that no
+    /// invalidation from another process reaches (an in-process tier
+    /// without a shared tier): the app must then follow the change log and
+    /// invalidate what other processes changed. `None` for a cache that
+    /// keeps nothing, or one that hears other writers through its shared
+    /// tier.
+    fn needs_change_log(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Up to `limit` keys most recently loaded anywhere in the fleet, most
     /// recent first, for warming a starting instance. Each is later loaded
     /// in its own tenant's context, so this needs no cross-tenant query. A
