@@ -18,7 +18,7 @@ use std::{
 };
 
 use leadline_domain::{
-    AgentId, Email, Lead, Metadata, Tags, TenantId, UpdateLeadRequest,
+    AgentId, Email, Lead, TenantId,
     import::{
         ColumnError, ColumnMap, ImportBatch, ImportRun, ImportStatus, ImportedLead, MapError,
         OnDuplicate, RejectedRow, Target,
@@ -614,7 +614,9 @@ impl ImportService {
                 }
                 (Some(_), OnDuplicate::Skip) => out.skipped += 1,
                 (Some(lead), OnDuplicate::Update) => match self.update(tenant, lead, &row).await {
-                    Ok(()) => out.updated.push((record.line, lead.id)),
+                    Ok(true) => out.updated.push((record.line, lead.id)),
+                    // Already as the row says: nothing to record.
+                    Ok(false) => out.skipped += 1,
                     Err(reason) => out.rejects.push(RejectedRow {
                         line: record.line,
                         errors: vec![ColumnError {
@@ -634,38 +636,19 @@ impl ImportService {
         Ok(committed)
     }
 
-    /// Overwrites `lead` with the row's values: names, and whatever else
-    /// the row has; tags are added, metadata keys merged.
+    /// Brings `lead` up to the row ([`ImportedLead::update_for`]); `false`
+    /// when it already was.
     async fn update(
         &self,
         tenant: TenantId,
         lead: &Lead,
         row: &ImportedLead,
-    ) -> Result<(), String> {
-        let new = &row.lead;
-        let mut tags: Vec<_> = lead.tags.as_slice().to_vec();
-        tags.extend(new.tags.as_slice().iter().cloned());
-        let tags = Tags::new(tags).map_err(|e| format!("tags: {e}"))?;
-        let mut metadata = lead.metadata.as_map().clone();
-        metadata.extend(new.metadata.as_map().clone());
-        let metadata = Metadata::new(serde_json::Value::Object(metadata))
-            .map_err(|e| format!("metadata: {e}"))?;
-        let req = UpdateLeadRequest {
-            expected_version: lead.version,
-            first_name: Some(new.first_name.clone()),
-            last_name: Some(new.last_name.clone()),
-            email: None,
-            phone: new.phone.clone().map(Some),
-            company: new.company.clone().map(Some),
-            source: new.source.clone().map(Some),
-            status: (new.status != lead.status && new.status != leadline_domain::LeadStatus::New)
-                .then_some(new.status),
-            assigned_agent_id: new.assigned_agent_id.map(Some),
-            tags: Some(tags),
-            metadata: Some(metadata),
+    ) -> Result<bool, String> {
+        let Some(req) = row.update_for(lead)? else {
+            return Ok(false);
         };
         match self.lead_service.update(tenant, lead.id, &req).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(UpdateLeadError::InvalidTransition { from, to }) => {
                 Err(format!("status: a lead cannot move from {from} to {to}"))
             }

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::{
-    CompanyName, CreateLeadRequest, Email, LeadId, LeadStatus, Metadata, PersonName, Phone, Source,
-    Tags, ValueError,
+    CompanyName, CreateLeadRequest, Email, Lead, LeadId, LeadStatus, Metadata, PersonName, Phone,
+    Source, Tags, UpdateLeadRequest, ValueError,
 };
 
 /// Where a column's values go.
@@ -276,10 +276,61 @@ pub struct ImportedLead {
     pub owner: Option<Email>,
 }
 
+impl ImportedLead {
+    /// The update that brings `lead` (the live lead with the row's email)
+    /// up to this row under `--on-duplicate update`, at its version: the
+    /// names, and every other field the row has a value for; tags are
+    /// added and metadata keys merged; a status only moves forward from
+    /// `new`. `None` when the lead already is as the row says, so
+    /// re-importing an unchanged file changes nothing.
+    ///
+    /// # Errors
+    /// The merged tags or metadata would break their limits (the reason,
+    /// naming the field).
+    pub fn update_for(&self, lead: &Lead) -> Result<Option<UpdateLeadRequest>, String> {
+        let new = &self.lead;
+        fn differs<T: Clone + PartialEq>(value: &Option<T>, current: &Option<T>) -> Option<T> {
+            value
+                .as_ref()
+                .filter(|v| Some(*v) != current.as_ref())
+                .cloned()
+        }
+        let mut tags: Vec<_> = lead.tags.as_slice().to_vec();
+        tags.extend(new.tags.as_slice().iter().cloned());
+        let tags = Tags::new(tags).map_err(|e| format!("tags: {e}"))?;
+        let mut metadata = lead.metadata.as_map().clone();
+        metadata.extend(new.metadata.as_map().clone());
+        let metadata =
+            Metadata::new(Value::Object(metadata)).map_err(|e| format!("metadata: {e}"))?;
+        let req = UpdateLeadRequest {
+            expected_version: lead.version,
+            first_name: (new.first_name != lead.first_name).then(|| new.first_name.clone()),
+            last_name: (new.last_name != lead.last_name).then(|| new.last_name.clone()),
+            email: None,
+            phone: differs(&new.phone, &lead.phone).map(Some),
+            company: differs(&new.company, &lead.company).map(Some),
+            source: differs(&new.source, &lead.source).map(Some),
+            status: (new.status != lead.status && new.status != LeadStatus::New)
+                .then_some(new.status),
+            assigned_agent_id: differs(&new.assigned_agent_id, &lead.assigned_agent_id).map(Some),
+            tags: (tags != lead.tags).then_some(tags),
+            metadata: (metadata != lead.metadata).then_some(metadata),
+        };
+        let unchanged = UpdateLeadRequest {
+            expected_version: lead.version,
+            ..UpdateLeadRequest::default()
+        };
+        Ok((req != unchanged).then_some(req))
+    }
+}
+
 #[derive(Default)]
 struct RowBuilder {
     first: Option<PersonName>,
     last: Option<PersonName>,
+    /// A name column held a value that was refused (and reported): the
+    /// name is then bad, not missing.
+    name_refused: bool,
     full: Option<String>,
     full_header: String,
     email: Option<Email>,
@@ -297,8 +348,17 @@ impl RowBuilder {
     fn set(&mut self, header: &str, target: &Target, raw: &str) -> Result<(), String> {
         let msg = |e: ValueError| e.to_string();
         match target {
-            Target::FirstName => self.first = Some(PersonName::new(raw).map_err(msg)?),
-            Target::LastName => self.last = Some(PersonName::new(raw).map_err(msg)?),
+            Target::FirstName | Target::LastName => {
+                let name = PersonName::new(raw).map_err(|e| {
+                    self.name_refused = true;
+                    msg(e)
+                })?;
+                if *target == Target::FirstName {
+                    self.first = Some(name);
+                } else {
+                    self.last = Some(name);
+                }
+            }
             Target::FullName => {
                 self.full = Some(raw.to_owned());
                 header.clone_into(&mut self.full_header);
@@ -347,6 +407,8 @@ impl RowBuilder {
         let mut errors = Vec::new();
         let (first, last) = match (self.first, self.last, self.full) {
             (Some(f), Some(l), _) => (Some(f), Some(l)),
+            // Reported where the value was refused.
+            _ if self.name_refused => (None, None),
             (f, l, Some(full)) if f.is_none() || l.is_none() => {
                 let (split_first, split_last) = full
                     .trim()
@@ -712,6 +774,61 @@ mod tests {
             map.read(&strings(&["", "a@b.example"])).is_err(),
             "a name is required"
         );
+    }
+
+    #[test]
+    fn a_refused_name_is_reported_once_as_refused_not_as_missing() {
+        let headers = strings(&["First Name", "Last Name", "Full Name"]);
+        let map = ColumnMap::new(&headers, &[]).expect("maps");
+        let long = "x".repeat(500);
+        let errors = map
+            .read(&strings(&[&long, "Hopper", "Grace Hopper"]))
+            .expect_err("a first name that long is refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].column, "First Name");
+        assert!(!errors[0].reason.contains("empty"), "{errors:?}");
+        // Missing (not refused) still says so, by the name field.
+        let errors = map
+            .read(&strings(&["", "Hopper", ""]))
+            .expect_err("no first name");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            (errors[0].column.as_str(), errors[0].reason.as_str()),
+            ("first_name", "must not be empty")
+        );
+    }
+
+    #[test]
+    fn an_update_from_a_row_changes_only_what_differs() {
+        let map =
+            ColumnMap::new(&strings(&["Name", "Company", "Tags", "Region"]), &[]).expect("maps");
+        let row = map
+            .read(&strings(&["Grace Hopper", "Navy", "vip", "emea"]))
+            .expect("valid");
+        let mut lead = crate::fixtures::lead_context(crate::TenantId::new(), LeadId::new()).lead;
+        let update = row.update_for(&lead).expect("fits").expect("changes");
+        assert_eq!(update.first_name, None, "same first name: untouched");
+        assert_eq!(
+            update
+                .company
+                .clone()
+                .flatten()
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("Navy")
+        );
+        assert_eq!(update.expected_version, lead.version);
+        lead = lead.apply(&update, chrono::Utc::now()).expect("applies");
+        assert_eq!(
+            row.update_for(&lead),
+            Ok(None),
+            "the same row again changes nothing"
+        );
+        let renamed = map
+            .read(&strings(&["Grace M. Hopper", "", "", ""]))
+            .expect("valid");
+        let update = renamed.update_for(&lead).expect("fits").expect("changes");
+        assert!(update.first_name.is_some() && update.company.is_none() && update.tags.is_none());
     }
 
     #[test]
