@@ -5,8 +5,7 @@
 use leadline_app::Services;
 use leadline_domain::{
     CompanyName, Email, LeadId, LeadStatus, Metadata, MetadataFilter, PageLimit, PersonName, Phone,
-    SearchCursor, SearchField, SearchLeadsQuery, SearchText, Tag, Tags, TenantId,
-    UpdateLeadRequest,
+    SearchField, SearchLeadsQuery, SearchText, Tag, Tags, TenantId, UpdateLeadRequest,
     search::{FUZZY, PREFIX, WORD, search_text},
 };
 use leadline_store::Store;
@@ -227,10 +226,7 @@ async fn pages_follow_the_rank_without_gaps_or_repeats(store: Store) {
         paged.extend(page.items.iter().map(|h| (h.lead.id, h.score)));
         match page.items.last() {
             Some(last) if page.has_more => {
-                q.after = Some(SearchCursor {
-                    score: last.score,
-                    id: last.lead.id,
-                });
+                q.after = Some(q.cursor_after(last));
             }
             _ => break,
         }

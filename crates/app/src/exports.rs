@@ -223,7 +223,7 @@ impl ExportService {
                 };
                 let page = self.leads.search(tenant, &q).await?;
                 let next = match page.items.last() {
-                    Some(last) if page.has_more => Position::AfterHit(last.cursor()),
+                    Some(last) if page.has_more => Position::AfterHit(q.cursor_after(last)),
                     _ => Position::Done,
                 };
                 Ok((page.items.into_iter().map(|h| h.lead).collect(), next))

@@ -580,13 +580,16 @@ impl MetadataFilter {
     }
 }
 
-/// Where a page of hits starts: after the hit with this score and id.
+/// Where a page of hits starts: after the hit with this score and id, in
+/// the search with this fingerprint ([`SearchLeadsQuery::fingerprint`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchCursor {
     /// The last hit's score.
     pub score: u32,
     /// The last hit's id.
     pub id: LeadId,
+    /// The search it continues: a score means nothing in another one.
+    pub search: u64,
 }
 
 /// A search: free text, the list filters, and a page.
@@ -629,14 +632,47 @@ pub struct SearchHit {
     pub highlights: Vec<Highlight>,
 }
 
-impl SearchHit {
-    /// The cursor that continues after this hit.
+impl SearchLeadsQuery {
+    /// What is searched (the text and every filter; not the page), as a
+    /// number a cursor carries: the same search gives the same number in
+    /// every instance of one build. A later build may number differently;
+    /// its cursors are then refused and the client starts again.
     #[must_use]
-    pub fn cursor(&self) -> SearchCursor {
+    pub fn fingerprint(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let what = format!(
+            "{:?}",
+            (
+                &self.text,
+                self.status,
+                self.assigned_agent_id,
+                &self.tag,
+                (self.created_after, self.created_before),
+                (self.updated_after, self.updated_before),
+                &self.metadata,
+            )
+        );
+        let digest = Sha256::digest(what.as_bytes());
+        let mut first = [0_u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    }
+
+    /// The cursor that continues this search after `hit`.
+    #[must_use]
+    pub fn cursor_after(&self, hit: &SearchHit) -> SearchCursor {
         SearchCursor {
-            score: self.score,
-            id: self.lead.id,
+            score: hit.score,
+            id: hit.lead.id,
+            search: self.fingerprint(),
         }
+    }
+
+    /// Whether `cursor` continues this search (and not another one, whose
+    /// scores would place it anywhere).
+    #[must_use]
+    pub fn continues(&self, cursor: &SearchCursor) -> bool {
+        cursor.search == self.fingerprint()
     }
 }
 

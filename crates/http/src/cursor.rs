@@ -58,17 +58,20 @@ impl Keyset for SearchCursor {
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.score.to_be_bytes());
         out.extend_from_slice(self.id.as_uuid().as_bytes());
+        out.extend_from_slice(&self.search.to_be_bytes());
     }
 
     fn read(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != 20 {
+        if bytes.len() != 28 {
             return None;
         }
         let score = u32::from_be_bytes(bytes[..4].try_into().ok()?);
-        let id = Uuid::from_slice(&bytes[4..]).ok()?;
+        let id = Uuid::from_slice(&bytes[4..20]).ok()?;
+        let search = u64::from_be_bytes(bytes[20..].try_into().ok()?);
         Some(Self {
             score,
             id: LeadId::from_uuid(id),
+            search,
         })
     }
 }
@@ -153,6 +156,7 @@ mod tests {
         let key = SearchCursor {
             score: 7,
             id: LeadId::new(),
+            search: u64::MAX - 3,
         };
         assert_eq!(
             decode::<SearchCursor>(Some(&encode(&key))).ok(),

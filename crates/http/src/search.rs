@@ -142,7 +142,7 @@ impl SearchParams {
                     .map_err(|e| ApiError::invalid_field("metadata", e.to_string()))
             })
             .transpose()?;
-        Ok(SearchLeadsQuery {
+        let query = SearchLeadsQuery {
             text: SearchText::parse(&q).map_err(|e| ApiError::invalid_field("q", e.to_string()))?,
             status: self.status,
             assigned_agent_id: self.assigned_agent_id,
@@ -154,7 +154,16 @@ impl SearchParams {
             metadata,
             limit: page_limit(self.limit)?,
             after: cursor::decode::<SearchCursor>(self.cursor.as_deref())?,
-        })
+        };
+        if let Some(after) = &query.after
+            && !query.continues(after)
+        {
+            return Err(ApiError::invalid_field(
+                "cursor",
+                "continues another search (other words or filters): search again without it",
+            ));
+        }
+        Ok(query)
     }
 }
 
@@ -165,7 +174,9 @@ impl SearchParams {
 /// of them, its text with the matched words' `[start, end)` code-point
 /// ranges (`highlights`). Ties are newest first. Deleted leads are never
 /// found. A query word that no word of the tenant starts with is taken as
-/// a typo and matches the words it is closest to.
+/// a typo and matches the words it is closest to. A `cursor` continues
+/// only the search that gave it: with other words or filters it is a 422
+/// naming `cursor`.
 #[utoipa::path(
     get,
     path = "/v1/leads/search",
@@ -183,7 +194,7 @@ async fn search_leads(
 ) -> Result<Json<ListResponse<HitView>>, ApiError> {
     let query = params.try_into_domain()?;
     let page = state.services().leads.search(tenant.id, &query).await?;
-    let page = ListResponse::from_page(page, SearchHit::cursor);
+    let page = ListResponse::from_page(page, |hit: &SearchHit| query.cursor_after(hit));
     Ok(Json(ListResponse {
         items: page.items.into_iter().map(HitView::from).collect(),
         next_cursor: page.next_cursor,

@@ -416,6 +416,50 @@ async fn lists_page_with_opaque_cursors_and_filters() {
 }
 
 #[tokio::test]
+async fn a_search_cursor_continues_only_its_own_search() {
+    let h = harness().await;
+    for first in ["Grace", "Gray", "Greta"] {
+        let body = json!({"first_name": first, "last_name": "Hopper"});
+        assert_eq!(
+            h.json(Method::POST, "/v1/leads", body).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let r = h
+        .send(Method::GET, "/v1/leads/search?q=gr&limit=1", &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let cursor = r.body["next_cursor"]
+        .as_str()
+        .expect("more hits follow")
+        .to_owned();
+    let next = h
+        .send(
+            Method::GET,
+            &format!("/v1/leads/search?q=gr&limit=1&cursor={cursor}"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+    assert_ne!(
+        next.body["items"][0]["lead"]["id"],
+        r.body["items"][0]["lead"]["id"]
+    );
+    for other in ["q=hopper", "q=gr&status=won", "q=gr&tag=vip"] {
+        let reply = h
+            .send(
+                Method::GET,
+                &format!("/v1/leads/search?{other}&cursor={cursor}"),
+                &[],
+                None,
+            )
+            .await;
+        assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY, Some("cursor"));
+    }
+}
+
+#[tokio::test]
 async fn draft_approve_send_and_read_the_context() {
     let h = harness().await;
     let agent = h
