@@ -135,6 +135,8 @@ mod cache_wiring {
     fn recording_cache() -> (MockContextCache, Invalidations) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut cache = MockContextCache::new();
+        // A cache that hears other writers itself: no log follower.
+        cache.expect_needs_change_log().return_const(None);
         let log = seen.clone();
         cache
             .expect_invalidate()
@@ -275,6 +277,7 @@ mod cache_wiring {
     #[tokio::test]
     async fn context_reads_through_the_cache_and_passes_its_errors_on() {
         let mut cache = MockContextCache::new();
+        cache.expect_needs_change_log().return_const(None);
         cache.expect_get_or_load().times(1).returning(|_, _, _| {
             Err(GetLeadError::Unavailable(Unavailable(
                 "store down, nothing cached".into(),
