@@ -23,6 +23,7 @@ mod m20261205_000009_deliveries;
 mod m20261205_000010_changes;
 mod m20261205_000011_search_vocabulary;
 mod m20261205_000012_import_timeline;
+mod m20261206_000013_webhooks;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000010_changes::Migration),
             Box::new(m20261205_000011_search_vocabulary::Migration),
             Box::new(m20261205_000012_import_timeline::Migration),
+            Box::new(m20261206_000013_webhooks::Migration),
         ]
     }
 }
@@ -73,4 +75,5 @@ pub const TENANT_TABLES: &[&str] = &[
     "changes",
     "change_horizons",
     "search_words",
+    "webhooks",
 ];

@@ -29,4 +29,5 @@ mod search;
 mod support;
 mod tls;
 mod use_cases;
+mod webhooks;
 mod workflow;

@@ -170,6 +170,24 @@ async fn two_populated_tenants() -> (Populated, Populated) {
         .await
         .unwrap();
         conn.execute("COMMIT").await.unwrap();
+        // A webhook endpoint (its secret sealed as the store keeps it).
+        leadline_ports::WebhookRepository::create(
+            &store,
+            t,
+            &leadline_domain::Webhook::new(
+                t,
+                &leadline_domain::CreateWebhookRequest {
+                    url: leadline_domain::WebhookUrl::parse("https://hooks.example.com/rls")
+                        .unwrap(),
+                    types: leadline_domain::ChangeFilter::default(),
+                    active: true,
+                },
+                chrono::Utc::now(),
+            ),
+            &leadline_ports::SealedSecret(vec![1; 57]),
+        )
+        .await
+        .unwrap();
         // A retention horizon, as pruning leaves it (the owner's function
         // writes it; the service role only reads it).
         let mut owner = PgConnection::connect(&pg().await.owner_url).await.unwrap();
@@ -402,6 +420,12 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
         (
             "search_words",
             "INSERT INTO search_words (tenant_id, word) VALUES ($1, 'planted')".to_owned(),
+        ),
+        (
+            "webhooks",
+            format!(
+                "INSERT INTO webhooks (tenant_id, id, url, active, secret, after_tx, after_seq, created_at, updated_at, version) VALUES ($1, gen_random_uuid(), 'https://evil.example/', true, '\\x00', 0, 0, {now}, {now}, 1)"
+            ),
         ),
     ];
     assert_eq!(

@@ -12,6 +12,7 @@ mod deliveries;
 mod exports;
 mod imports;
 mod services;
+mod webhooks;
 mod workflow;
 
 pub use changes::{ChangeFeed, ChangeSettings};
@@ -23,6 +24,7 @@ pub use services::{
     AgentService, BULK_MAX, BulkFailure, BulkOutcome, CreatedTenant, LeadService, Services,
     StorePorts, TenantService,
 };
+pub use webhooks::{WebhookService, WebhookWithSecret};
 pub use workflow::{
     AppendError, ApprovalService, ContextService, PreloadReport, RecallSettings, TimelineService,
 };

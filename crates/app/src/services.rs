@@ -40,6 +40,8 @@ pub struct Services {
     pub deliveries: crate::DeliveryService,
     /// The change feed.
     pub changes: crate::ChangeFeed,
+    /// Webhook endpoints.
+    pub webhooks: crate::WebhookService,
     /// Idempotency keys, for the HTTP adapter's retry safety.
     pub idempotency: Arc<dyn leadline_ports::IdempotencyStore>,
     /// The store's health, for readiness probes.
@@ -58,6 +60,7 @@ pub trait StorePorts:
     + leadline_ports::ImportRepository
     + leadline_ports::DeliveryRepository
     + leadline_ports::ChangeLog
+    + leadline_ports::WebhookRepository
     + HealthCheck
     + 'static
 {
@@ -74,6 +77,7 @@ impl<S> StorePorts for S where
         + leadline_ports::ImportRepository
         + leadline_ports::DeliveryRepository
         + leadline_ports::ChangeLog
+        + leadline_ports::WebhookRepository
         + HealthCheck
         + 'static
 {
@@ -106,6 +110,7 @@ impl Services {
             ),
             deliveries: crate::DeliveryService::new(store.clone()),
             changes: crate::ChangeFeed::new(store.clone(), crate::ChangeSettings::default()),
+            webhooks: crate::WebhookService::new(store.clone()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),
             context: {

@@ -36,6 +36,8 @@ pub struct Config {
     pub smtp: leadline_outbound::SmtpSettings,
     /// The change feed (`GET /v1/changes`).
     pub changes: leadline_app::ChangeSettings,
+    /// Webhook endpoints (the key their secrets are sealed with).
+    pub webhooks: leadline_outbound::WebhookSettings,
 }
 
 /// The HTTP listener.
@@ -246,6 +248,15 @@ impl Config {
             ("changes.heartbeat_secs", changes.heartbeat_secs.to_string()),
             ("changes.poll_ms", changes.poll_ms.to_string()),
             (
+                "webhooks.secret_key",
+                if self.webhooks.secret_key.is_some() {
+                    "***"
+                } else {
+                    "(unset: webhooks cannot be created)"
+                }
+                .to_owned(),
+            ),
+            (
                 "log.format",
                 format!("{:?}", self.log.format).to_lowercase(),
             ),
@@ -313,6 +324,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         .chain(config.relay.problems())
         .chain(config.smtp.problems())
         .chain(config.changes.problems())
+        .chain(config.webhooks.problems())
         .map(|(key, why)| format!("{key}: {why}"))
         .collect();
     if problems.is_empty() {
@@ -446,6 +458,10 @@ mod tests {
                 "postgres://app:r3plica-pw@replica/leadline",
             );
             jail.set_env("LEADLINE_SMTP__URL", "smtp://relay:smtp-s3cret@mail:587");
+            jail.set_env(
+                "LEADLINE_WEBHOOKS__SECRET_KEY",
+                "c2VhbGluZy1rZXktc2VhbGluZy1rZXktc2VhbGluZyE=",
+            );
             let config = load(None).map_err(|e| e.to_string())?;
             let shown: String = config
                 .describe()
@@ -458,6 +474,7 @@ mod tests {
                 "r3dis-pw",
                 "r3plica-pw",
                 "smtp-s3cret",
+                "c2VhbGluZy1rZXktc2VhbGluZy1rZXktc2VhbGluZyE=",
             ] {
                 assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
             }
@@ -473,7 +490,8 @@ mod tests {
                 shown.contains("smtp.url = smtp://relay:***@mail:587"),
                 "{shown}"
             );
-            assert_eq!(config.describe().len(), 49, "every setting is listed");
+            assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
+            assert_eq!(config.describe().len(), 50, "every setting is listed");
             Ok(())
         });
     }

@@ -48,6 +48,13 @@ pub async fn serve(
         .clone()
         .with_settings(config.changes);
     composition.services.changes.listen();
+    if let Some(sealer) = config.webhooks.sealer()? {
+        composition.services.webhooks = composition
+            .services
+            .webhooks
+            .clone()
+            .with_sealer(Arc::new(sealer));
+    }
     let retention_stop = Arc::new(Notify::new());
     let retention = {
         let stop = retention_stop.clone();

@@ -357,6 +357,17 @@ impl ChangeFilter {
         Ok(Self { types })
     }
 
+    /// The types asked for, as [`ChangeFilter::parse`] reads them back:
+    /// comma-separated, empty for all.
+    #[must_use]
+    pub fn to_list(&self) -> String {
+        self.types
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The types asked for; empty means all.
     #[must_use]
     pub fn types(&self) -> &[ChangeType] {

@@ -74,6 +74,10 @@ id_type!(
     LeadId
 );
 id_type!(
+    /// Identifies a webhook endpoint within a tenant.
+    WebhookId
+);
+id_type!(
     /// Identifies an API key within a tenant.
     ApiKeyId
 );

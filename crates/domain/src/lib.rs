@@ -22,6 +22,7 @@ pub mod search;
 pub mod tenant;
 pub mod time;
 pub mod value;
+pub mod webhook;
 
 pub use agent::{Agent, AgentRole, CreateAgentRequest, UpdateAgentRequest};
 pub use api_key::{ApiKeyHash, ApiKeyToken, ParseApiKeyError};
@@ -41,6 +42,7 @@ pub use event::{
 };
 pub use ids::{
     AgentId, ApiKeyId, ApprovalId, DeliveryId, EventId, ImportId, LeadId, ParseIdError, TenantId,
+    WebhookId,
 };
 pub use lead::{
     BulkChange, CreateLeadRequest, Lead, LeadStatus, ListLeadsQuery, Metadata, UpdateLeadRejected,
@@ -53,4 +55,8 @@ pub use search::{
 pub use tenant::{CreateTenantRequest, Tenant};
 pub use value::{
     CompanyName, DisplayName, Email, PersonName, Phone, Slug, Source, Tag, Tags, ValueError,
+};
+pub use webhook::{
+    CreateWebhookRequest, MAX_WEBHOOKS_PER_TENANT, ROTATION_GRACE, UpdateWebhookRequest, Webhook,
+    WebhookSecret, WebhookUrl,
 };

@@ -209,6 +209,9 @@ impl ResourceId for leadline_domain::ImportId {
 impl ResourceId for leadline_domain::DeliveryId {
     const WHAT: &'static str = "delivery";
 }
+impl ResourceId for leadline_domain::WebhookId {
+    const WHAT: &'static str = "webhook";
+}
 
 /// The route's one `{id}` path segment as a typed id. Anything that is not
 /// such an id (malformed, or not even UTF-8 once percent-decoded) names no

@@ -78,6 +78,16 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
     if request.uri().path() == "/v1/imports" {
         return next.run(request).await;
     }
+    // A webhook's create and rotate answer with its secret: a stored
+    // answer would keep the secret in clear, so the key is refused rather
+    // than silently ignored.
+    if request.uri().path().starts_with("/v1/webhooks") {
+        return ApiError::invalid_field(
+            "Idempotency-Key",
+            "is not accepted where the answer carries a secret (it would have to be stored to replay); list /v1/webhooks to see whether a create went through",
+        )
+        .into_response();
+    }
     match run(&state, request, next).await {
         Ok(response) | Err(response) => response,
     }

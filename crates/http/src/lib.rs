@@ -34,6 +34,7 @@ mod routes;
 mod search;
 mod server;
 mod timeline;
+mod webhooks;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -122,6 +123,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(approvals::routes())
         .merge(deliveries::routes())
         .merge(changes::routes())
+        .merge(webhooks::routes())
         .merge(timeline::routes())
         .merge(context::routes())
         .routes(utoipa_axum::routes!(observe::render))

@@ -65,6 +65,7 @@ const API_KEY: &str = "api_key";
         (name = "leads", description = "The people an outreach team works."),
         (name = "approvals", description = "Every outbound message is drafted, then approved or rejected by a person, then sent exactly once."),
         (name = "deliveries", description = "Sent messages on their way out: each is claimed by the relay, attempted, retried with backoff, and ends delivered, failed or dead."),
+        (name = "webhooks", description = "Where a tenant's changes are POSTed, signed per Standard Webhooks; each endpoint's secret is shown once, kept sealed, and rotated with a day's overlap."),
         (name = "changes", description = "Every change to a tenant's leads, agents, approvals and events, as a JSON page or a Server-Sent Events stream that resumes without gaps."),
         (name = "timeline", description = "Every touch on a lead, and everything about a lead in one read."),
         (name = "cache", description = "The lead-context cache, for tenant admins."),

@@ -40,7 +40,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 /// A malformed id cannot name anything: 404, like another tenant's id.
 /// A JSON response with an ETag carrying the version.
-fn versioned<T: serde::Serialize>(
+pub(crate) fn versioned<T: serde::Serialize>(
     status: StatusCode,
     body: &T,
     version: i64,
@@ -59,7 +59,7 @@ fn versioned<T: serde::Serialize>(
 
 /// The version an update must match: `If-Match` or the body's `version`;
 /// both must agree when both are sent.
-fn expected_version(
+pub(crate) fn expected_version(
     headers: &HeaderMap,
     body_version: Option<i64>,
 ) -> Result<(i64, bool), ApiError> {

@@ -35,14 +35,15 @@ struct Wired {
 
 impl Wired {
     fn over(store: Store) -> Self {
-        Self {
-            services: Services::over(
-                std::sync::Arc::new(store.clone()),
-                std::sync::Arc::new(leadline_cache::NullCache::new()),
-                RecallSettings::default(),
-            ),
-            store,
-        }
+        let mut services = Services::over(
+            std::sync::Arc::new(store.clone()),
+            std::sync::Arc::new(leadline_cache::NullCache::new()),
+            RecallSettings::default(),
+        );
+        services.webhooks = services.webhooks.clone().with_sealer(std::sync::Arc::new(
+            leadline_outbound::ChaChaBox::new(&[5; 32]),
+        ));
+        Self { services, store }
     }
 
     fn store(&self) -> &Store {

@@ -1,9 +1,11 @@
 //! leadline's channel adapters: what carries a sent message to its
-//! destination. Today email over SMTP ([`SmtpChannel`], with `lettre`);
-//! each implements a port of `leadline-ports` and answers every attempt
-//! with an [`AttemptOutcome`](leadline_domain::AttemptOutcome) the relay
-//! decides on.
+//! destination. Email over SMTP ([`SmtpChannel`], with `lettre`); and the
+//! sealing of webhook secrets at rest ([`ChaChaBox`]). Each implements a
+//! port of `leadline-ports`; a channel answers every attempt with an
+//! [`AttemptOutcome`](leadline_domain::AttemptOutcome) the relay decides on.
 
+mod seal;
 mod smtp;
 
+pub use seal::{BadKey, ChaChaBox, WebhookSettings};
 pub use smtp::{SmtpChannel, SmtpError, SmtpSettings};

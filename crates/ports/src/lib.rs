@@ -26,6 +26,7 @@ mod errors;
 mod health;
 mod imports;
 mod repositories;
+mod webhooks;
 mod workflow;
 
 #[cfg(feature = "mock")]
@@ -51,6 +52,9 @@ pub use imports::{ImportError, ImportRepository};
 pub use repositories::{AgentRepository, LeadRepository, TenantRepository};
 #[cfg(feature = "mock")]
 pub use repositories::{MockAgentRepository, MockLeadRepository, MockTenantRepository};
+#[cfg(feature = "mock")]
+pub use webhooks::{MockSecretBox, MockWebhookRepository};
+pub use webhooks::{OpenError, SealedSecret, SecretBox, WebhookError, WebhookRepository};
 pub use workflow::{
     ApprovalRepository, EventRepository, IdempotencyBegin, IdempotencyStore, LeadContextRepository,
     StoredResponse,

@@ -31,6 +31,7 @@ mod repo_imports;
 mod repo_leads;
 mod repo_search;
 mod repo_tenants;
+mod repo_webhooks;
 mod roles;
 mod settings;
 mod tx;

@@ -973,6 +973,98 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(r.body["sender"]["unsubscribe"], "https://acme.example/u");
+    let created = c
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            "/v1/webhooks",
+            Some(json!({"url": "https://hooks.acme.example/in", "types": ["lead.created", "approval"]})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{}", created.body);
+    let hook = created.body["webhook"]["id"].as_str().unwrap().to_owned();
+    let hook_uri = format!("/v1/webhooks/{hook}");
+    for bad in [
+        json!({"url": "ftp://hooks.acme.example/in"}),
+        json!({"url": "https://user:pw@hooks.acme.example/in"}),
+        json!({"url": "https://hooks.acme.example/in", "types": ["lead.exploded"]}),
+    ] {
+        let r = c
+            .call(Method::POST, "/v1/webhooks", "/v1/webhooks", Some(bad))
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    }
+    let r = c
+        .call(Method::GET, "/v1/webhooks", "/v1/webhooks?limit=5", None)
+        .await;
+    assert_eq!(r.body["items"][0]["id"], hook.as_str(), "{}", r.body);
+    assert!(r.body["items"][0].get("secret").is_none(), "never listed");
+    assert!(
+        !r.body.to_string().contains(&secret[6..]),
+        "no secret in a list"
+    );
+    let r = c
+        .call(Method::GET, "/v1/webhooks/{id}", &hook_uri, None)
+        .await;
+    assert_eq!(
+        r.body["types"],
+        json!([
+            "lead.created",
+            "approval.drafted",
+            "approval.approved",
+            "approval.rejected",
+            "approval.cancelled",
+            "approval.sent"
+        ])
+    );
+    let r = c
+        .call(
+            Method::PATCH,
+            "/v1/webhooks/{id}",
+            &hook_uri,
+            Some(json!({"version": 1, "active": false, "types": []})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["active"].clone()),
+        (StatusCode::OK, json!(false)),
+        "{}",
+        r.body
+    );
+    let r = c
+        .call(
+            Method::PATCH,
+            "/v1/webhooks/{id}",
+            &hook_uri,
+            Some(json!({"version": 1, "active": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/webhooks/{id}/rotate",
+            &format!("{hook_uri}/rotate"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_ne!(r.body["secret"].as_str().unwrap(), secret, "a new secret");
+    assert!(
+        r.body["webhook"]["previous_secret_expires_at"].is_string(),
+        "{}",
+        r.body
+    );
+    let r = c
+        .call(Method::DELETE, "/v1/webhooks/{id}", &hook_uri, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = c
+        .call(Method::GET, "/v1/webhooks/{id}", &hook_uri, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     for (action, body) in [
         (
             "reject",

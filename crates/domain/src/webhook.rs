@@ -1,0 +1,324 @@
+//! Webhook endpoints: where a tenant wants its changes POSTed, which types
+//! it wants, and the secret the deliveries are signed with (the Standard
+//! Webhooks scheme: `whsec_` and the base64 of the key).
+//!
+//! A secret is shown once, when it is made (at creation and at each
+//! rotation); the store keeps it sealed. After a rotation the previous
+//! secret keeps signing beside the new one for [`ROTATION_GRACE`], so a
+//! receiver can switch keys without a window of refused deliveries.
+
+use std::fmt;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use chrono::{DateTime, Utc};
+
+use crate::{ChangeFilter, TenantId, ValueError, ids::WebhookId};
+
+/// How long a rotated-out secret keeps signing beside the new one.
+pub const ROTATION_GRACE: chrono::Duration = chrono::Duration::hours(24);
+
+/// Most endpoints one tenant may have.
+pub const MAX_WEBHOOKS_PER_TENANT: u64 = 50;
+
+/// Where deliveries are POSTed: an absolute `http` or `https` URL with a
+/// host, without credentials (they would be stored and shown in clear) or
+/// a fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl(String);
+
+impl WebhookUrl {
+    /// The longest accepted URL.
+    pub const MAX: usize = 2048;
+
+    /// Parses and normalises `raw`.
+    ///
+    /// # Errors
+    /// [`ValueError`] saying what is wrong.
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(ValueError::Empty);
+        }
+        if raw.chars().count() > Self::MAX {
+            return Err(ValueError::TooLong { max: Self::MAX });
+        }
+        let url = url::Url::parse(raw)
+            .map_err(|_| ValueError::Invalid("must be an absolute http:// or https:// URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ValueError::Invalid("must be an http:// or https:// URL"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ValueError::Invalid("must name a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ValueError::Invalid(
+                "must not carry credentials: the payload is signed with the webhook's secret",
+            ));
+        }
+        if url.fragment().is_some() {
+            return Err(ValueError::Invalid("must not have a #fragment"));
+        }
+        let normalised = url.to_string();
+        if normalised.chars().count() > Self::MAX {
+            return Err(ValueError::TooLong { max: Self::MAX });
+        }
+        Ok(Self(normalised))
+    }
+
+    /// The URL.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A signing key: 32 random bytes, written `whsec_<base64>`. Its `Debug`
+/// never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret([u8; 32]);
+
+impl WebhookSecret {
+    const PREFIX: &'static str = "whsec_";
+
+    /// The secret made of `key` (which the caller draws from a secure
+    /// random source).
+    #[must_use]
+    pub const fn from_key(key: [u8; 32]) -> Self {
+        Self(key)
+    }
+
+    /// Reads a secret back from its bytes (as unsealed from the store).
+    ///
+    /// # Errors
+    /// [`ValueError`] when it is not 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ValueError> {
+        <[u8; 32]>::try_from(bytes)
+            .map(Self)
+            .map_err(|_| ValueError::Invalid("a webhook secret is 32 bytes"))
+    }
+
+    /// The key, for signing and sealing.
+    #[must_use]
+    pub const fn key(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The secret as the user copies it: `whsec_` and the key in base64.
+    #[must_use]
+    pub fn expose(&self) -> String {
+        format!("{}{}", Self::PREFIX, STANDARD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+/// A webhook endpoint, as the API shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Its id.
+    pub id: WebhookId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Where deliveries go.
+    pub url: WebhookUrl,
+    /// The change types it receives (all when empty).
+    pub types: ChangeFilter,
+    /// Whether deliveries go out; an inactive endpoint keeps its place and
+    /// catches up when reactivated.
+    pub active: bool,
+    /// When the secret was last rotated.
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// Until when the previous secret still signs, after a rotation.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Optimistic-concurrency version.
+    pub version: i64,
+}
+
+/// A new endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateWebhookRequest {
+    /// Where deliveries go.
+    pub url: WebhookUrl,
+    /// The types it receives (all when empty).
+    pub types: ChangeFilter,
+    /// Whether deliveries go out at once.
+    pub active: bool,
+}
+
+/// A change to an endpoint: absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateWebhookRequest {
+    /// The version the caller read.
+    pub expected_version: i64,
+    /// A new URL.
+    pub url: Option<WebhookUrl>,
+    /// New types.
+    pub types: Option<ChangeFilter>,
+    /// Pause or resume.
+    pub active: Option<bool>,
+}
+
+impl UpdateWebhookRequest {
+    /// Whether it changes nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.url.is_none() && self.types.is_none() && self.active.is_none()
+    }
+}
+
+impl Webhook {
+    /// A new endpoint of `tenant`, created `now`.
+    #[must_use]
+    pub fn new(tenant: TenantId, req: &CreateWebhookRequest, now: DateTime<Utc>) -> Self {
+        Self {
+            id: WebhookId::new(),
+            tenant_id: tenant,
+            url: req.url.clone(),
+            types: req.types.clone(),
+            active: req.active,
+            secret_rotated_at: None,
+            previous_secret_expires_at: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+
+    /// This endpoint with `req` applied at `now`.
+    ///
+    /// # Errors
+    /// The current version, when `req` expected another.
+    pub fn apply(&self, req: &UpdateWebhookRequest, now: DateTime<Utc>) -> Result<Self, i64> {
+        if req.expected_version != self.version {
+            return Err(self.version);
+        }
+        let mut next = self.clone();
+        if let Some(url) = &req.url {
+            next.url = url.clone();
+        }
+        if let Some(types) = &req.types {
+            next.types = types.clone();
+        }
+        if let Some(active) = req.active {
+            next.active = active;
+        }
+        next.version += 1;
+        next.updated_at = now;
+        Ok(next)
+    }
+
+    /// This endpoint after its secret was rotated at `now`: the previous
+    /// secret signs beside the new one until [`ROTATION_GRACE`] from now.
+    #[must_use]
+    pub fn rotated(&self, now: DateTime<Utc>) -> Self {
+        Self {
+            secret_rotated_at: Some(now),
+            previous_secret_expires_at: Some(now + ROTATION_GRACE),
+            updated_at: now,
+            version: self.version + 1,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the previous secret still signs at `now`.
+    #[must_use]
+    pub fn previous_secret_signs(&self, now: DateTime<Utc>) -> bool {
+        self.previous_secret_expires_at
+            .is_some_and(|until| now < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_absolute_http_without_credentials() {
+        let ok = WebhookUrl::parse(" https://hooks.example.com/in?x=1 ").expect("valid");
+        assert_eq!(ok.as_str(), "https://hooks.example.com/in?x=1");
+        assert!(WebhookUrl::parse("http://127.0.0.1:8080/hook").is_ok());
+        for bad in [
+            "",
+            "hooks.example.com/in",
+            "ftp://example.com/",
+            "https://user:pw@example.com/",
+            "https://example.com/#frag",
+            "javascript:alert(1)",
+            "http://",
+            "https://:443/",
+        ] {
+            assert!(WebhookUrl::parse(bad).is_err(), "{bad:?}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(WebhookUrl::MAX));
+        assert_eq!(
+            WebhookUrl::parse(&long),
+            Err(ValueError::TooLong {
+                max: WebhookUrl::MAX
+            })
+        );
+    }
+
+    #[test]
+    fn a_secret_is_shown_as_whsec_and_never_debugged() {
+        let secret = WebhookSecret::from_key([7; 32]);
+        assert!(secret.expose().starts_with("whsec_"));
+        assert_eq!(
+            STANDARD
+                .decode(&secret.expose()["whsec_".len()..])
+                .expect("base64"),
+            vec![7; 32]
+        );
+        assert!(!format!("{secret:?}").contains("Bwc"));
+        assert_eq!(WebhookSecret::from_bytes(&[7; 32]), Ok(secret));
+        assert!(WebhookSecret::from_bytes(&[7; 31]).is_err());
+    }
+
+    #[test]
+    fn updates_check_the_version_and_rotation_keeps_the_old_secret_a_day() {
+        let now = Utc::now();
+        let hook = Webhook::new(
+            TenantId::new(),
+            &CreateWebhookRequest {
+                url: WebhookUrl::parse("https://example.com/h").expect("valid"),
+                types: ChangeFilter::default(),
+                active: true,
+            },
+            now,
+        );
+        let paused = hook
+            .apply(
+                &UpdateWebhookRequest {
+                    expected_version: 1,
+                    active: Some(false),
+                    ..Default::default()
+                },
+                now,
+            )
+            .expect("current version");
+        assert_eq!((paused.active, paused.version), (false, 2));
+        assert_eq!(
+            hook.apply(&UpdateWebhookRequest::default(), now),
+            Err(1),
+            "version 0 is stale"
+        );
+        let rotated = paused.rotated(now);
+        assert_eq!(rotated.version, 3);
+        assert!(rotated.previous_secret_signs(now + chrono::Duration::hours(23)));
+        assert!(!rotated.previous_secret_signs(now + ROTATION_GRACE));
+        assert!(!hook.previous_secret_signs(now));
+    }
+}

@@ -1,0 +1,368 @@
+//! Webhook routes: `/v1/webhooks` (create, list), `/v1/webhooks/{id}`
+//! (read, change, delete) and `/v1/webhooks/{id}/rotate`. A secret appears
+//! in the answer that made it and nowhere else, ever.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use leadline_app::WebhookWithSecret;
+use leadline_domain::{
+    ChangeFilter, CreateWebhookRequest, UpdateWebhookRequest, Webhook, WebhookId, WebhookUrl,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    AppState, cursor,
+    dto::{ListResponse, page_limit},
+    error::{ApiError, stale},
+    extract::{ApiJson, ApiQuery, CurrentTenant, PathId},
+    openapi::{self as oa, schema as s},
+    routes::{expected_version, versioned},
+};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_webhook, update, delete))
+        .routes(routes!(rotate))
+}
+
+impl From<leadline_ports::WebhookError> for ApiError {
+    fn from(err: leadline_ports::WebhookError) -> Self {
+        use leadline_ports::WebhookError as E;
+        match err {
+            E::NotFound => Self::not_found("webhook"),
+            E::Conflict { current } => stale(current, false),
+            E::TooMany { max } => Self::conflict(
+                "webhooks",
+                format!("a tenant may have at most {max} webhooks: delete one first"),
+            ),
+            E::NotConfigured => Self::conflict(
+                "webhooks",
+                "webhooks are not configured on this server: its operator must set webhooks.secret_key (see docs/operations.md)",
+            ),
+            E::Unavailable(u) => Self::unavailable(&u),
+            E::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+/// A webhook endpoint, as the API shows it: never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+struct WebhookView {
+    /// Its id.
+    id: uuid::Uuid,
+    /// Where deliveries are POSTed.
+    url: String,
+    /// The change types it receives; empty for all.
+    #[schema(value_type = Vec<String>, example = json!(["lead.created", "approval.sent"]))]
+    types: Vec<&'static str>,
+    /// Whether deliveries go out.
+    active: bool,
+    /// When its secret was last rotated.
+    secret_rotated_at: Option<DateTime<Utc>>,
+    /// Until when the previous secret still signs beside the new one.
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    created_at: DateTime<Utc>,
+    /// Last change.
+    updated_at: DateTime<Utc>,
+    /// Optimistic-concurrency version; also the `ETag`.
+    version: i64,
+}
+
+impl From<&Webhook> for WebhookView {
+    fn from(w: &Webhook) -> Self {
+        Self {
+            id: w.id.as_uuid(),
+            url: w.url.to_string(),
+            types: w.types.types().iter().map(|t| t.as_str()).collect(),
+            active: w.active,
+            secret_rotated_at: w.secret_rotated_at,
+            previous_secret_expires_at: w.previous_secret_expires_at,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+            version: w.version,
+        }
+    }
+}
+
+/// A webhook with its new secret: the only time the secret is shown.
+#[derive(Debug, Serialize, ToSchema)]
+struct WebhookWithSecretView {
+    /// The endpoint.
+    webhook: WebhookView,
+    /// The signing secret (`whsec_…`), for verifying `webhook-signature`
+    /// as the Standard Webhooks libraries do. Shown only now: keep it.
+    secret: String,
+}
+
+impl From<&WebhookWithSecret> for WebhookWithSecretView {
+    fn from(w: &WebhookWithSecret) -> Self {
+        Self {
+            webhook: WebhookView::from(&w.webhook),
+            secret: w.secret.expose(),
+        }
+    }
+}
+
+fn url_of(raw: &str) -> Result<WebhookUrl, ApiError> {
+    WebhookUrl::parse(raw).map_err(|e| ApiError::invalid_field("url", e.to_string()))
+}
+
+fn types_of(raw: &[String]) -> Result<ChangeFilter, ApiError> {
+    if let Some(bad) = raw.iter().find(|t| t.contains(',') || t.trim().is_empty()) {
+        return Err(ApiError::invalid_field(
+            "types",
+            format!("{bad:?} is not a change type: give one type or entity per item"),
+        ));
+    }
+    ChangeFilter::parse(&raw.join(",")).map_err(|e| ApiError::invalid_field("types", e.to_string()))
+}
+
+/// `POST /v1/webhooks`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateWebhookBody {
+    /// Where deliveries are POSTed: an `http://` or `https://` URL without
+    /// credentials.
+    url: String,
+    /// Change types (`lead.created`) or whole entities (`approval`); absent
+    /// or empty for every change.
+    #[serde(default)]
+    types: Vec<String>,
+    /// Whether deliveries go out at once (default `true`).
+    active: Option<bool>,
+}
+
+/// Create a webhook endpoint. The answer carries its signing secret, once.
+///
+/// The endpoint receives the tenant's changes committed after it was made.
+/// `Idempotency-Key` is refused here: a replayable answer would have to
+/// keep the secret.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    request_body = CreateWebhookBody,
+    responses(
+        (status = 201, description = "Created, with its secret", body = WebhookWithSecretView, headers(
+            ("ETag" = String, description = "The version, quoted"),
+            ("Location" = String, description = "The webhook's URL"),
+        )),
+        (status = 409, response = oa::Conflict),
+        (status = 422, response = oa::Unprocessable),
+    ),
+)]
+async fn create(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    ApiJson(body): ApiJson<CreateWebhookBody>,
+) -> Result<Response, ApiError> {
+    let req = CreateWebhookRequest {
+        url: url_of(&body.url)?,
+        types: types_of(&body.types)?,
+        active: body.active.unwrap_or(true),
+    };
+    let created = state.services().webhooks.create(tenant.id, &req).await?;
+    let location = format!("/v1/webhooks/{}", created.webhook.id);
+    Ok(versioned(
+        StatusCode::CREATED,
+        &WebhookWithSecretView::from(&created),
+        created.webhook.version,
+        Some(location),
+    ))
+}
+
+/// Query of `GET /v1/webhooks`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    /// Page size.
+    #[param(value_type = Option<s::PageLimit>)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of webhooks.
+#[derive(Debug, Serialize, ToSchema)]
+struct WebhookPage {
+    /// The webhooks.
+    items: Vec<WebhookView>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// The tenant's webhook endpoints, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of webhooks", body = WebhookPage),
+        (status = 422, response = oa::Unprocessable),
+    ),
+)]
+async fn list(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<WebhookPage>, ApiError> {
+    let after = cursor::decode::<uuid::Uuid>(params.cursor.as_deref())?.map(WebhookId::from_uuid);
+    let page = state
+        .services()
+        .webhooks
+        .list(tenant.id, after, page_limit(params.limit)?)
+        .await?;
+    let page = ListResponse::from_page(page, |w| w.id.as_uuid());
+    Ok(Json(WebhookPage {
+        items: page.items.iter().map(WebhookView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Read a webhook endpoint (never its secret).
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "The webhook's id")),
+    responses(
+        (status = 200, description = "The webhook", body = WebhookView, headers(
+            ("ETag" = String, description = "The version, quoted"),
+        )),
+        (status = 404, response = oa::NotFound),
+    ),
+)]
+async fn get_webhook(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    PathId(id): PathId<WebhookId>,
+) -> Result<Response, ApiError> {
+    let webhook = state.services().webhooks.get(tenant.id, id).await?;
+    Ok(versioned(
+        StatusCode::OK,
+        &WebhookView::from(&webhook),
+        webhook.version,
+        None,
+    ))
+}
+
+/// `PATCH /v1/webhooks/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdateWebhookBody {
+    /// The version read; required unless `If-Match` is sent.
+    version: Option<i64>,
+    /// A new URL.
+    url: Option<String>,
+    /// New change types; empty for every change.
+    types: Option<Vec<String>>,
+    /// Pause (`false`) or resume (`true`) deliveries.
+    active: Option<bool>,
+}
+
+/// Change a webhook's URL, types or state; absent fields stay.
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The webhook's id"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` read; a stale one is a 412"),
+    ),
+    request_body = UpdateWebhookBody,
+    responses(
+        (status = 200, description = "Updated", body = WebhookView),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+        (status = 412, response = oa::PreconditionFailed),
+        (status = 422, response = oa::Unprocessable),
+        (status = 428, response = oa::PreconditionRequired),
+    ),
+)]
+async fn update(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    PathId(id): PathId<WebhookId>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateWebhookBody>,
+) -> Result<Response, ApiError> {
+    let (version, from_if_match) = expected_version(&headers, body.version)?;
+    let req = UpdateWebhookRequest {
+        expected_version: version,
+        url: body.url.as_deref().map(url_of).transpose()?,
+        types: body.types.as_deref().map(types_of).transpose()?,
+        active: body.active,
+    };
+    let webhook = match state.services().webhooks.update(tenant.id, id, &req).await {
+        Err(leadline_ports::WebhookError::Conflict { current }) => {
+            return Err(stale(current, from_if_match));
+        }
+        other => other?,
+    };
+    Ok(versioned(
+        StatusCode::OK,
+        &WebhookView::from(&webhook),
+        webhook.version,
+        None,
+    ))
+}
+
+/// Delete a webhook endpoint: nothing more is delivered to it.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "The webhook's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, response = oa::NotFound),
+    ),
+)]
+async fn delete(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    PathId(id): PathId<WebhookId>,
+) -> Result<Response, ApiError> {
+    state.services().webhooks.delete(tenant.id, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Give a webhook a new secret. The answer carries it, once; the previous
+/// secret keeps signing beside it for a day (`previous_secret_expires_at`),
+/// so receivers can switch without refusing a delivery.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/rotate",
+    tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "The webhook's id")),
+    responses(
+        (status = 200, description = "Rotated, with the new secret", body = WebhookWithSecretView),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+    ),
+)]
+async fn rotate(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    PathId(id): PathId<WebhookId>,
+) -> Result<Response, ApiError> {
+    let rotated = state.services().webhooks.rotate(tenant.id, id).await?;
+    Ok(versioned(
+        StatusCode::OK,
+        &WebhookWithSecretView::from(&rotated),
+        rotated.webhook.version,
+        None,
+    ))
+}
