@@ -280,8 +280,8 @@ impl ImportedLead {
     /// The update that brings `lead` (the live lead with the row's email)
     /// up to this row under `--on-duplicate update`, at its version: the
     /// names, and every other field the row has a value for; tags are
-    /// added and metadata keys merged; a status only moves forward from
-    /// `new`. `None` when the lead already is as the row says, so
+    /// added and metadata keys merged; the status moves only where the
+    /// lifecycle allows (a file older than the lead's progress leaves it). `None` when the lead already is as the row says, so
     /// re-importing an unchanged file changes nothing.
     ///
     /// # Errors
@@ -310,8 +310,12 @@ impl ImportedLead {
             phone: differs(&new.phone, &lead.phone).map(Some),
             company: differs(&new.company, &lead.company).map(Some),
             source: differs(&new.source, &lead.source).map(Some),
-            status: (new.status != lead.status && new.status != LeadStatus::New)
-                .then_some(new.status),
+            // Only forward, as the lifecycle allows: a file older than the
+            // lead's progress does not undo it (nor fail the row).
+            status: (new.status != lead.status
+                && new.status != LeadStatus::New
+                && lead.status.can_move_to(new.status))
+            .then_some(new.status),
             assigned_agent_id: differs(&new.assigned_agent_id, &lead.assigned_agent_id).map(Some),
             tags: (tags != lead.tags).then_some(tags),
             metadata: (metadata != lead.metadata).then_some(metadata),
@@ -829,6 +833,14 @@ mod tests {
             .expect("valid");
         let update = renamed.update_for(&lead).expect("fits").expect("changes");
         assert!(update.first_name.is_some() && update.company.is_none() && update.tags.is_none());
+        // A status the lead has moved past is left alone, not refused.
+        let map = ColumnMap::new(&strings(&["Name", "Status"]), &[]).expect("maps");
+        let contacted = map
+            .read(&strings(&["Grace M. Hopper", "contacted"]))
+            .expect("valid");
+        lead.status = LeadStatus::Qualified;
+        let update = contacted.update_for(&lead).expect("fits");
+        assert_eq!(update.and_then(|u| u.status), None);
     }
 
     #[test]
