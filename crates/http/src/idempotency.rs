@@ -82,6 +82,13 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
     // answer would keep the secret in clear, so the key is refused rather
     // than silently ignored.
     if request.uri().path().starts_with("/v1/webhooks") {
+        // Who asks comes first: without a valid key it is a 401 like
+        // everywhere else.
+        let (mut parts, body) = request.into_parts();
+        if let Err(rejection) = CurrentTenant::from_request_parts(&mut parts, &state).await {
+            return rejection.into_response();
+        }
+        drop(body);
         return ApiError::invalid_field(
             "Idempotency-Key",
             "is not accepted where the answer carries a secret (it would have to be stored to replay); list /v1/webhooks to see whether a create went through",
