@@ -24,6 +24,7 @@ mod m20261205_000010_changes;
 mod m20261205_000011_search_vocabulary;
 mod m20261205_000012_import_timeline;
 mod m20261206_000013_webhooks;
+mod m20261206_000014_webhook_delivery;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000011_search_vocabulary::Migration),
             Box::new(m20261205_000012_import_timeline::Migration),
             Box::new(m20261206_000013_webhooks::Migration),
+            Box::new(m20261206_000014_webhook_delivery::Migration),
         ]
     }
 }
@@ -76,4 +78,5 @@ pub const TENANT_TABLES: &[&str] = &[
     "change_horizons",
     "search_words",
     "webhooks",
+    "webhook_dead_letters",
 ];

@@ -29,5 +29,6 @@ mod search;
 mod support;
 mod tls;
 mod use_cases;
+mod webhook_delivery;
 mod webhooks;
 mod workflow;

@@ -62,6 +62,7 @@ struct Populated {
     approval: uuid::Uuid,
     import: uuid::Uuid,
     delivery: uuid::Uuid,
+    webhook: uuid::Uuid,
     slug: String,
 }
 
@@ -170,8 +171,9 @@ async fn two_populated_tenants() -> (Populated, Populated) {
         .await
         .unwrap();
         conn.execute("COMMIT").await.unwrap();
-        // A webhook endpoint (its secret sealed as the store keeps it).
-        leadline_ports::WebhookRepository::create(
+        // A webhook endpoint (its secret sealed as the store keeps it),
+        // with one dead letter.
+        let webhook = leadline_ports::WebhookRepository::create(
             &store,
             t,
             &leadline_domain::Webhook::new(
@@ -187,7 +189,22 @@ async fn two_populated_tenants() -> (Populated, Populated) {
             &leadline_ports::SealedSecret(vec![1; 57]),
         )
         .await
+        .unwrap()
+        .id
+        .as_uuid();
+        let mut conn = service_conn().await;
+        begin_as(&mut conn, Some(t)).await;
+        sqlx::query(
+            "INSERT INTO webhook_dead_letters (tenant_id, webhook_id, tx, seq, type, entity_id, attempts, reason, at) \
+             VALUES ($1, $2, 1, 1, 'lead.created', $3, 1, 'HTTP 400', now())",
+        )
+        .bind(t.as_uuid())
+        .bind(webhook)
+        .bind(lead.id.as_uuid())
+        .execute(&mut conn)
+        .await
         .unwrap();
+        conn.execute("COMMIT").await.unwrap();
         // A retention horizon, as pruning leaves it (the owner's function
         // writes it; the service role only reads it).
         let mut owner = PgConnection::connect(&pg().await.owner_url).await.unwrap();
@@ -199,6 +216,7 @@ async fn two_populated_tenants() -> (Populated, Populated) {
         let slug = s.tenants.get(t).await.unwrap().slug.to_string();
         out.push(Populated {
             delivery,
+            webhook,
             tenant: t,
             agent: agent.id.as_uuid(),
             lead: lead.id.as_uuid(),
@@ -425,6 +443,13 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
             "webhooks",
             format!(
                 "INSERT INTO webhooks (tenant_id, id, url, active, secret, after_tx, after_seq, created_at, updated_at, version) VALUES ($1, gen_random_uuid(), 'https://evil.example/', true, '\\x00', 0, 0, {now}, {now}, 1)"
+            ),
+        ),
+        (
+            "webhook_dead_letters",
+            format!(
+                "INSERT INTO webhook_dead_letters (tenant_id, webhook_id, tx, seq, type, entity_id, attempts, reason, at) VALUES ($1, '{}', 9, 9, 'lead.created', '{}', 1, 'x', {now})",
+                b.webhook, b.lead
             ),
         ),
     ];

@@ -12,6 +12,7 @@ mod deliveries;
 mod exports;
 mod imports;
 mod services;
+mod webhook_relay;
 mod webhooks;
 mod workflow;
 
@@ -24,6 +25,7 @@ pub use services::{
     AgentService, BULK_MAX, BulkFailure, BulkOutcome, CreatedTenant, LeadService, Services,
     StorePorts, TenantService,
 };
+pub use webhook_relay::{IDLE_RECHECK, WebhookRelay, WebhookRoundReport};
 pub use webhooks::{WebhookService, WebhookWithSecret};
 pub use workflow::{
     AppendError, ApprovalService, ContextService, PreloadReport, RecallSettings, TimelineService,

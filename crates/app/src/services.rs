@@ -61,6 +61,7 @@ pub trait StorePorts:
     + leadline_ports::DeliveryRepository
     + leadline_ports::ChangeLog
     + leadline_ports::WebhookRepository
+    + leadline_ports::WebhookQueue
     + HealthCheck
     + 'static
 {
@@ -78,6 +79,7 @@ impl<S> StorePorts for S where
         + leadline_ports::DeliveryRepository
         + leadline_ports::ChangeLog
         + leadline_ports::WebhookRepository
+        + leadline_ports::WebhookQueue
         + HealthCheck
         + 'static
 {
@@ -110,7 +112,7 @@ impl Services {
             ),
             deliveries: crate::DeliveryService::new(store.clone()),
             changes: crate::ChangeFeed::new(store.clone(), crate::ChangeSettings::default()),
-            webhooks: crate::WebhookService::new(store.clone()),
+            webhooks: crate::WebhookService::new(store.clone(), store.clone()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),
             context: {

@@ -10,7 +10,7 @@ use leadline_domain::{
     CreateWebhookRequest, Page, PageLimit, TenantId, UpdateWebhookRequest, Webhook, WebhookId,
     WebhookSecret,
 };
-use leadline_ports::{SecretBox, WebhookError, WebhookRepository};
+use leadline_ports::{SecretBox, WebhookError, WebhookQueue, WebhookRepository};
 use rand::RngCore;
 
 /// A webhook with the secret it signs with, shown once.
@@ -26,6 +26,7 @@ pub struct WebhookWithSecret {
 #[derive(Clone)]
 pub struct WebhookService {
     repo: Arc<dyn WebhookRepository>,
+    queue: Arc<dyn WebhookQueue>,
     sealer: Option<Arc<dyn SecretBox>>,
 }
 
@@ -47,8 +48,12 @@ impl WebhookService {
     /// Over the repository, without a sealing key: endpoints can be read
     /// and changed but not made or rotated.
     #[must_use]
-    pub fn new(repo: Arc<dyn WebhookRepository>) -> Self {
-        Self { repo, sealer: None }
+    pub fn new(repo: Arc<dyn WebhookRepository>, queue: Arc<dyn WebhookQueue>) -> Self {
+        Self {
+            repo,
+            queue,
+            sealer: None,
+        }
     }
 
     /// The same service, sealing secrets with `sealer`.
@@ -139,6 +144,19 @@ impl WebhookService {
         Ok(WebhookWithSecret { webhook, secret })
     }
 
+    /// The endpoint's most recent dead letters, newest first.
+    ///
+    /// # Errors
+    /// See [`WebhookQueue::dead_letters`].
+    pub async fn dead_letters(
+        &self,
+        tenant: TenantId,
+        id: WebhookId,
+        limit: PageLimit,
+    ) -> Result<Vec<leadline_domain::DeadLetter>, WebhookError> {
+        self.queue.dead_letters(tenant, id, limit).await
+    }
+
     /// Removes an endpoint.
     ///
     /// # Errors
@@ -152,7 +170,7 @@ impl WebhookService {
 mod tests {
     use super::*;
     use leadline_domain::{ChangeFilter, WebhookUrl};
-    use leadline_ports::{MockSecretBox, MockWebhookRepository, SealedSecret};
+    use leadline_ports::{MockSecretBox, MockWebhookQueue, MockWebhookRepository, SealedSecret};
 
     fn request() -> CreateWebhookRequest {
         CreateWebhookRequest {
@@ -164,7 +182,10 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_key_nothing_is_created_or_rotated() {
-        let service = WebhookService::new(Arc::new(MockWebhookRepository::new()));
+        let service = WebhookService::new(
+            Arc::new(MockWebhookRepository::new()),
+            Arc::new(MockWebhookQueue::new()),
+        );
         let tenant = TenantId::new();
         assert!(matches!(
             service.create(tenant, &request()).await,
@@ -190,7 +211,8 @@ mod tests {
                 assert_eq!(sealed.0.len(), 32);
                 Ok(webhook.clone())
             });
-        let service = WebhookService::new(Arc::new(repo)).with_sealer(Arc::new(sealer));
+        let service = WebhookService::new(Arc::new(repo), Arc::new(MockWebhookQueue::new()))
+            .with_sealer(Arc::new(sealer));
         let created = service
             .create(TenantId::new(), &request())
             .await

@@ -91,6 +91,32 @@ impl Composition {
         )))
     }
 
+    /// The webhook relay, when a sealing key is configured (without one no
+    /// webhook exists to deliver to).
+    ///
+    /// # Errors
+    /// A bad `webhooks.*` setting, named by key.
+    pub fn webhook_relay(
+        &self,
+        settings: RelaySettings,
+        webhooks: &leadline_outbound::WebhookSettings,
+    ) -> anyhow::Result<Option<Arc<leadline_app::WebhookRelay>>> {
+        let Some(sealer) = webhooks
+            .sealer()
+            .map_err(|e| anyhow::anyhow!("webhooks.secret_key: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let channel = leadline_outbound::HttpWebhookChannel::new(webhooks.http())?;
+        Ok(Some(Arc::new(leadline_app::WebhookRelay::new(
+            Arc::new(self.store.clone()),
+            Arc::new(self.store.clone()),
+            Arc::new(channel),
+            Arc::new(sealer),
+            settings,
+        ))))
+    }
+
     /// Releases the cache's connections and the pool (lent connections are
     /// awaited, then closed).
     pub async fn shutdown(&self) {

@@ -256,6 +256,11 @@ impl Config {
                 }
                 .to_owned(),
             ),
+            ("webhooks.timeout_ms", self.webhooks.timeout_ms.to_string()),
+            (
+                "webhooks.allow_private_targets",
+                self.webhooks.allow_private_targets.to_string(),
+            ),
             (
                 "log.format",
                 format!("{:?}", self.log.format).to_lowercase(),
@@ -491,7 +496,7 @@ mod tests {
                 "{shown}"
             );
             assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
-            assert_eq!(config.describe().len(), 50, "every setting is listed");
+            assert_eq!(config.describe().len(), 52, "every setting is listed");
             Ok(())
         });
     }

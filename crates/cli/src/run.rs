@@ -100,6 +100,15 @@ pub async fn serve(
     } else {
         None
     };
+    let webhook_relay = match composition.webhook_relay(config.relay, &config.webhooks)? {
+        Some(relay) if config.relay.enabled => {
+            let stop = Arc::new(Notify::new());
+            let stopped = stop.clone();
+            let task = tokio::spawn(relay.run(async move { stopped.notified().await }));
+            Some((stop, task))
+        }
+        _ => None,
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(config.database.url.expose_secret()), "leadline listening");
 
@@ -125,7 +134,7 @@ pub async fn serve(
             }
         }
     }
-    if let Some((stop, mut task)) = relay {
+    for (stop, mut task) in relay.into_iter().chain(webhook_relay) {
         // The round in progress finishes: no attempt is cut off between
         // the destination's answer and its record.
         stop.notify_one();
@@ -162,9 +171,26 @@ pub async fn relay(
 ) -> anyhow::Result<()> {
     let composition = compose_with(&config.database, &config.cache, config.recall, true).await?;
     let relay = composition.relay(config.relay, &config.smtp)?;
+    let webhooks = composition.webhook_relay(config.relay, &config.webhooks)?;
     let stop = Arc::new(Notify::new());
     let stopped = stop.clone();
-    let mut task = tokio::spawn(relay.run(async move { stopped.notified().await }));
+    let mut task = tokio::spawn(async move {
+        let stop_email = Arc::new(Notify::new());
+        let stop_hooks = Arc::new(Notify::new());
+        let (e, h) = (stop_email.clone(), stop_hooks.clone());
+        let email = relay.run(async move { e.notified().await });
+        let hooks = async move {
+            if let Some(webhooks) = webhooks {
+                webhooks.run(async move { h.notified().await }).await;
+            }
+        };
+        let stopper = async move {
+            stopped.notified().await;
+            stop_email.notify_one();
+            stop_hooks.notify_one();
+        };
+        tokio::join!(email, hooks, stopper);
+    });
     tokio::select! {
         result = &mut task => {
             if let Err(e) = result {

@@ -57,6 +57,6 @@ pub use value::{
     CompanyName, DisplayName, Email, PersonName, Phone, Slug, Source, Tag, Tags, ValueError,
 };
 pub use webhook::{
-    CreateWebhookRequest, MAX_WEBHOOKS_PER_TENANT, ROTATION_GRACE, UpdateWebhookRequest, Webhook,
-    WebhookSecret, WebhookUrl,
+    CreateWebhookRequest, DeadLetter, DeliveryHealth, MAX_WEBHOOKS_PER_TENANT, ROTATION_GRACE,
+    UpdateWebhookRequest, Webhook, WebhookMessage, WebhookSecret, WebhookUrl,
 };

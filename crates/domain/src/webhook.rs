@@ -12,7 +12,9 @@ use std::fmt;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 
-use crate::{ChangeFilter, TenantId, ValueError, ids::WebhookId};
+use crate::{
+    ChangeFilter, ChangePosition, ChangeType, LoggedChange, TenantId, ValueError, ids::WebhookId,
+};
 
 /// How long a rotated-out secret keeps signing beside the new one.
 pub const ROTATION_GRACE: chrono::Duration = chrono::Duration::hours(24);
@@ -140,12 +142,25 @@ pub struct Webhook {
     pub secret_rotated_at: Option<DateTime<Utc>>,
     /// Until when the previous secret still signs, after a rotation.
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// How its deliveries go (kept by the relay).
+    pub delivery: DeliveryHealth,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
     /// Optimistic-concurrency version.
     pub version: i64,
+}
+
+/// How an endpoint's deliveries go, as the relay last recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryHealth {
+    /// Failed attempts at the change it is stuck on (0: not stuck).
+    pub failing_attempts: u32,
+    /// The last failure (cleared by the next delivery).
+    pub last_error: Option<String>,
+    /// When it last accepted a delivery.
+    pub last_delivered_at: Option<DateTime<Utc>>,
 }
 
 /// A new endpoint.
@@ -192,6 +207,7 @@ impl Webhook {
             active: req.active,
             secret_rotated_at: None,
             previous_secret_expires_at: None,
+            delivery: DeliveryHealth::default(),
             created_at: now,
             updated_at: now,
             version: 1,
@@ -242,9 +258,88 @@ impl Webhook {
     }
 }
 
+/// One change as an endpoint receives it: the Standard Webhooks message id
+/// (`webhook-id`, the same on every redelivery of this change to this
+/// endpoint, so a receiver can drop duplicates) and the JSON body
+/// `{"type", "timestamp", "data"}`, `data` being the change exactly as
+/// `GET /v1/changes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookMessage {
+    /// `webhook-id`.
+    pub id: String,
+    /// The body, as signed.
+    pub body: Vec<u8>,
+}
+
+impl WebhookMessage {
+    /// The message that delivers `change` to `webhook`.
+    #[must_use]
+    pub fn of(webhook: WebhookId, change: &LoggedChange) -> Self {
+        let body = serde_json::json!({
+            "type": change.change.kind,
+            "timestamp": change.change.at,
+            "data": change,
+        });
+        Self {
+            id: format!(
+                "msg_{}_{}_{}",
+                webhook.as_uuid().simple(),
+                change.position.tx,
+                change.position.seq
+            ),
+            // The domain's own values always serialise.
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        }
+    }
+}
+
+/// A change an endpoint never accepted: refused for good (HTTP 4xx), or
+/// failing every attempt. The endpoint's stream moved past it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// The endpoint.
+    pub webhook_id: WebhookId,
+    /// The change's position in the log.
+    pub change_id: ChangePosition,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: ChangeType,
+    /// The entity it was about.
+    pub entity_id: uuid::Uuid,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's failure.
+    pub reason: String,
+    /// When it was given up on.
+    pub at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_is_the_change_as_the_feed_shows_it_with_a_stable_id() {
+        let tenant = TenantId::new();
+        let lead = crate::fixtures::lead_context(tenant, crate::LeadId::new()).lead;
+        let change = LoggedChange {
+            position: ChangePosition { tx: 7, seq: 42 },
+            change: crate::Change::lead(ChangeType::LeadCreated, &lead),
+        };
+        let hook = WebhookId::new();
+        let message = WebhookMessage::of(hook, &change);
+        assert_eq!(
+            message,
+            WebhookMessage::of(hook, &change),
+            "the same id again"
+        );
+        assert!(message.id.ends_with("_7_42"), "{}", message.id);
+        assert_ne!(WebhookMessage::of(WebhookId::new(), &change).id, message.id);
+        let body: serde_json::Value = serde_json::from_slice(&message.body).expect("json");
+        assert_eq!(body["type"], "lead.created");
+        assert_eq!(body["data"], serde_json::to_value(&change).expect("json"));
+        assert_eq!(body["data"]["id"], "7-42");
+    }
 
     #[test]
     fn urls_are_absolute_http_without_credentials() {

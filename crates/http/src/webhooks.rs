@@ -31,6 +31,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create, list))
         .routes(routes!(get_webhook, update, delete))
         .routes(routes!(rotate))
+        .routes(routes!(dead_letters))
 }
 
 impl From<leadline_ports::WebhookError> for ApiError {
@@ -69,6 +70,13 @@ struct WebhookView {
     secret_rotated_at: Option<DateTime<Utc>>,
     /// Until when the previous secret still signs beside the new one.
     previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// Failed attempts at the change its stream is stuck on (0: not stuck;
+    /// a refused or exhausted change becomes a dead letter).
+    failing_attempts: u32,
+    /// The last delivery failure, until a delivery succeeds.
+    last_error: Option<String>,
+    /// When it last accepted a delivery.
+    last_delivered_at: Option<DateTime<Utc>>,
     /// Creation time.
     created_at: DateTime<Utc>,
     /// Last change.
@@ -86,6 +94,9 @@ impl From<&Webhook> for WebhookView {
             active: w.active,
             secret_rotated_at: w.secret_rotated_at,
             previous_secret_expires_at: w.previous_secret_expires_at,
+            failing_attempts: w.delivery.failing_attempts,
+            last_error: w.delivery.last_error.clone(),
+            last_delivered_at: w.delivery.last_delivered_at,
             created_at: w.created_at,
             updated_at: w.updated_at,
             version: w.version,
@@ -365,4 +376,79 @@ async fn rotate(
         rotated.webhook.version,
         None,
     ))
+}
+
+/// Query of `GET /v1/webhooks/{id}/dead-letters`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterParams {
+    /// How many, newest first.
+    #[param(value_type = Option<s::PageLimit>)]
+    limit: Option<u32>,
+}
+
+/// A change the endpoint never accepted.
+#[derive(Debug, Serialize, ToSchema)]
+struct DeadLetterView {
+    /// The change's id in the feed (`GET /v1/changes?after=` just before it
+    /// reads it again).
+    change_id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The entity it was about.
+    entity_id: uuid::Uuid,
+    /// Attempts made.
+    attempts: u32,
+    /// Why it was given up on: the receiver's status, or the failure.
+    reason: String,
+    /// When.
+    at: DateTime<Utc>,
+}
+
+/// Dead letters, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+struct DeadLetterList {
+    /// The dead letters.
+    items: Vec<DeadLetterView>,
+}
+
+/// The changes a webhook endpoint never accepted (a 4xx refusal, or every
+/// attempt failed), newest first: its stream moved past them.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/dead-letters",
+    tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "The webhook's id"), DeadLetterParams),
+    responses(
+        (status = 200, description = "Dead letters", body = DeadLetterList),
+        (status = 404, response = oa::NotFound),
+        (status = 422, response = oa::Unprocessable),
+    ),
+)]
+async fn dead_letters(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    PathId(id): PathId<WebhookId>,
+    ApiQuery(params): ApiQuery<DeadLetterParams>,
+) -> Result<Json<DeadLetterList>, ApiError> {
+    let letters = state
+        .services()
+        .webhooks
+        .dead_letters(tenant.id, id, page_limit(params.limit)?)
+        .await?;
+    Ok(Json(DeadLetterList {
+        items: letters
+            .into_iter()
+            .map(|d| DeadLetterView {
+                change_id: d.change_id.to_string(),
+                kind: d.kind.as_str(),
+                entity_id: d.entity_id,
+                attempts: d.attempts,
+                reason: d.reason,
+                at: d.at,
+            })
+            .collect(),
+    }))
 }

@@ -6,6 +6,8 @@
 
 mod seal;
 mod smtp;
+mod webhook;
 
 pub use seal::{BadKey, ChaChaBox, WebhookSettings};
 pub use smtp::{SmtpChannel, SmtpError, SmtpSettings};
+pub use webhook::{HttpSettings, HttpWebhookChannel, WebhookClientError, is_public, signature};

@@ -55,19 +55,38 @@ impl ChaChaBox {
 }
 
 /// Settings of webhook endpoints (`[webhooks]`).
-#[derive(Clone, Default, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookSettings {
     /// The key webhook secrets are sealed with at rest: 32 bytes in base64.
-    /// Without it no webhook can be created or rotated. Losing or changing
-    /// it makes every stored secret unreadable (rotate each webhook then).
+    /// Without it no webhook can be created or rotated, and none is
+    /// delivered. Losing or changing it makes every stored secret
+    /// unreadable (rotate each webhook then).
     pub secret_key: Option<secrecy::SecretString>,
+    /// The deadline on one delivery's POST, connection included.
+    pub timeout_ms: u64,
+    /// Whether endpoints on loopback, private and link-local addresses are
+    /// delivered to (off: a tenant cannot make the service call its own
+    /// network).
+    pub allow_private_targets: bool,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            timeout_ms: 10_000,
+            allow_private_targets: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for WebhookSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookSettings")
             .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
+            .field("timeout_ms", &self.timeout_ms)
+            .field("allow_private_targets", &self.allow_private_targets)
             .finish()
     }
 }
@@ -76,9 +95,25 @@ impl WebhookSettings {
     /// Lists every invalid value by its key.
     #[must_use]
     pub fn problems(&self) -> Vec<(&'static str, String)> {
-        match self.sealer() {
-            Err(e) => vec![("webhooks.secret_key", e.to_string())],
-            Ok(_) => Vec::new(),
+        let mut problems = Vec::new();
+        if let Err(e) = self.sealer() {
+            problems.push(("webhooks.secret_key", e.to_string()));
+        }
+        if !(100..=120_000).contains(&self.timeout_ms) {
+            problems.push((
+                "webhooks.timeout_ms",
+                "must be between 100 and 120000".to_owned(),
+            ));
+        }
+        problems
+    }
+
+    /// The channel's settings.
+    #[must_use]
+    pub fn http(&self) -> crate::HttpSettings {
+        crate::HttpSettings {
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            allow_private_targets: self.allow_private_targets,
         }
     }
 

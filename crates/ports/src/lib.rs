@@ -52,9 +52,12 @@ pub use imports::{ImportError, ImportRepository};
 pub use repositories::{AgentRepository, LeadRepository, TenantRepository};
 #[cfg(feature = "mock")]
 pub use repositories::{MockAgentRepository, MockLeadRepository, MockTenantRepository};
+pub use webhooks::{
+    ClaimedWebhook, OpenError, SealedSecret, SecretBox, WebhookChannel, WebhookError,
+    WebhookProgress, WebhookQueue, WebhookRepository, WebhookTarget,
+};
 #[cfg(feature = "mock")]
-pub use webhooks::{MockSecretBox, MockWebhookRepository};
-pub use webhooks::{OpenError, SealedSecret, SecretBox, WebhookError, WebhookRepository};
+pub use webhooks::{MockSecretBox, MockWebhookChannel, MockWebhookQueue, MockWebhookRepository};
 pub use workflow::{
     ApprovalRepository, EventRepository, IdempotencyBegin, IdempotencyStore, LeadContextRepository,
     StoredResponse,

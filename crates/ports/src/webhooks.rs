@@ -2,8 +2,14 @@
 //! sealed) and the sealing itself, so that the store never holds a secret
 //! in clear and the key that opens them stays with the process.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
-use leadline_domain::{Page, PageLimit, TenantId, UpdateWebhookRequest, Webhook, WebhookId};
+use chrono::{DateTime, Utc};
+use leadline_domain::{
+    AttemptOutcome, ChangePosition, DeadLetter, Page, PageLimit, TenantId, UpdateWebhookRequest,
+    Webhook, WebhookId, WebhookMessage, WebhookSecret, WebhookUrl,
+};
 
 use crate::errors::Unavailable;
 
@@ -130,4 +136,110 @@ pub trait WebhookRepository: Send + Sync {
     /// # Errors
     /// `NotFound`.
     async fn delete(&self, tenant: TenantId, id: WebhookId) -> Result<(), WebhookError>;
+}
+
+/// An endpoint a relay holds for one round of deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedWebhook {
+    /// The endpoint.
+    pub webhook: Webhook,
+    /// The claim: progress is recorded only while it still holds.
+    pub lease: uuid::Uuid,
+    /// Where its stream stands: every change up to here is done.
+    pub after: ChangePosition,
+    /// Failed attempts at the change after `after`.
+    pub attempts: u32,
+    /// The sealed secret it signs with.
+    pub secret: SealedSecret,
+    /// The sealed previous secret, while it still signs.
+    pub previous_secret: Option<SealedSecret>,
+}
+
+/// What a round did to an endpoint's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookProgress {
+    /// Where the stream now stands.
+    pub after: ChangePosition,
+    /// Failed attempts at the change after `after` (0 when none failed).
+    pub attempts: u32,
+    /// When the endpoint is due again.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last failure, if the round ended on one.
+    pub last_error: Option<String>,
+    /// When the round last delivered, if it delivered anything.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Changes given up on in the round.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Endpoints as a work queue: the relay's side of [`WebhookRepository`].
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait WebhookQueue: Send + Sync {
+    /// Up to `limit` tenants with an active endpoint due now, most overdue
+    /// first: the one read across tenants (ids only).
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn due_tenants(&self, limit: u32) -> Result<Vec<TenantId>, WebhookError>;
+
+    /// Claims `tenant`'s active endpoints that are due and held by no other
+    /// relay (several may claim at once: none gets an endpoint another
+    /// holds). Each stays with this claim for `lease`. `woken` (the
+    /// tenant's log grew) also claims the caught-up endpoints waiting for
+    /// their next check, but never one backing off after a failure.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn claim(
+        &self,
+        tenant: TenantId,
+        lease: Duration,
+        woken: bool,
+    ) -> Result<Vec<ClaimedWebhook>, WebhookError>;
+
+    /// Records a round's progress and releases the claim, in one
+    /// transaction; `false` (and nothing written) when the claim no longer
+    /// holds.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn progress(
+        &self,
+        claimed: &ClaimedWebhook,
+        progress: &WebhookProgress,
+    ) -> Result<bool, WebhookError>;
+
+    /// The endpoint's most recent dead letters, newest first.
+    ///
+    /// # Errors
+    /// `NotFound` for an endpoint not of `tenant`.
+    async fn dead_letters(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        limit: PageLimit,
+    ) -> Result<Vec<DeadLetter>, WebhookError>;
+}
+
+/// Where a message goes and the secrets it is signed with (the current
+/// one, and the previous one while it still signs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTarget {
+    /// The URL.
+    pub url: WebhookUrl,
+    /// The signing secrets.
+    pub secrets: Vec<WebhookSecret>,
+}
+
+/// The webhook channel: POSTs one signed message and says how that went.
+/// It never fails as such: every failure is an [`AttemptOutcome`].
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait WebhookChannel: Send + Sync {
+    /// The destination key the circuit breaker counts failures under.
+    fn destination(&self, url: &WebhookUrl) -> String;
+
+    /// POSTs `message` to `target`, signed.
+    async fn post(&self, target: &WebhookTarget, message: &WebhookMessage) -> AttemptOutcome;
 }

@@ -2,21 +2,36 @@
 //! kept as the sealed bytes the app hands over.
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use leadline_domain::{
-    MAX_WEBHOOKS_PER_TENANT, Page, PageLimit, TenantId, UpdateWebhookRequest, Webhook, WebhookId,
+    ChangePosition, DeadLetter, MAX_WEBHOOKS_PER_TENANT, Page, PageLimit, TenantId,
+    UpdateWebhookRequest, Webhook, WebhookId,
 };
-use leadline_ports::{ChangeLog, ChangeLogError, SealedSecret, WebhookError, WebhookRepository};
+use leadline_ports::{
+    ChangeLog, ChangeLogError, ClaimedWebhook, SealedSecret, WebhookError, WebhookProgress,
+    WebhookQueue, WebhookRepository,
+};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
+    sea_query::{Expr, LockBehavior, LockType},
 };
 
 use crate::{
     Backend, Store,
-    entity::webhooks,
+    entity::{webhook_dead_letters, webhooks},
     errors::{Failure, common},
     tx::transaction,
 };
+
+/// Tenants served per scan.
+const SCAN_TENANTS: u32 = 64;
+
+fn unsigned(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
 
 fn by_key(tenant: TenantId, id: WebhookId) -> sea_orm::Select<webhooks::Entity> {
     webhooks::Entity::find()
@@ -59,6 +74,214 @@ impl Store {
             select = select.lock_exclusive();
         }
         Ok(select.one(txn).await?)
+    }
+}
+
+fn claimed(m: webhooks::Model, lease: uuid::Uuid) -> Result<ClaimedWebhook, Failure> {
+    let (secret, previous, after, attempts) = (
+        SealedSecret(m.secret.clone()),
+        m.previous_secret.clone().map(SealedSecret),
+        ChangePosition {
+            tx: unsigned(m.after_tx),
+            seq: unsigned(m.after_seq),
+        },
+        u32::try_from(m.attempts).unwrap_or(0),
+    );
+    let webhook = Webhook::try_from(m)?;
+    let previous_secret = previous.filter(|_| webhook.previous_secret_signs(crate::now()));
+    Ok(ClaimedWebhook {
+        webhook,
+        lease,
+        after,
+        attempts,
+        secret,
+        previous_secret,
+    })
+}
+
+#[async_trait]
+impl WebhookQueue for Store {
+    async fn due_tenants(&self, limit: u32) -> Result<Vec<TenantId>, WebhookError> {
+        let limit = limit.clamp(1, SCAN_TENANTS);
+        let nobody = TenantId::from_uuid(uuid::Uuid::nil());
+        let result: Result<Vec<uuid::Uuid>, Failure> =
+            transaction!(self, "webhooks.scan", nobody, Read, |txn| {
+                let now = crate::now();
+                if self.backend() == Backend::Postgres {
+                    let rows = txn
+                        .query_all_raw(Statement::from_sql_and_values(
+                            DbBackend::Postgres,
+                            "SELECT tenant_id FROM webhook_due_tenants($1, $2)",
+                            [now.into(), i32::try_from(limit).unwrap_or(64).into()],
+                        ))
+                        .await?;
+                    return rows
+                        .iter()
+                        .map(|r| r.try_get_by_index::<uuid::Uuid>(0).map_err(Failure::from))
+                        .collect();
+                }
+                let rows: Vec<uuid::Uuid> = webhooks::Entity::find()
+                    .select_only()
+                    .column(webhooks::Column::TenantId)
+                    .filter(webhooks::Column::Active.eq(true))
+                    .filter(webhooks::Column::NextAttemptAt.lte(now))
+                    .group_by(webhooks::Column::TenantId)
+                    .order_by_asc(webhooks::Column::NextAttemptAt.min())
+                    .limit(u64::from(limit))
+                    .into_tuple()
+                    .all(txn)
+                    .await?;
+                Ok(rows)
+            });
+        result
+            .map(|ids| ids.into_iter().map(TenantId::from_uuid).collect())
+            .map_err(|f| common!(f, WebhookError))
+    }
+
+    async fn claim(
+        &self,
+        tenant: TenantId,
+        lease: Duration,
+        woken: bool,
+    ) -> Result<Vec<ClaimedWebhook>, WebhookError> {
+        let token = uuid::Uuid::now_v7();
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5));
+        let result: Result<Vec<ClaimedWebhook>, Failure> =
+            transaction!(self, "webhooks.claim", tenant, Write, |txn| {
+                let now = crate::now();
+                // Due; or, when woken, caught up and held by nobody.
+                let claimable = if woken {
+                    Condition::any()
+                        .add(webhooks::Column::NextAttemptAt.lte(now))
+                        .add(
+                            Condition::all()
+                                .add(webhooks::Column::Attempts.eq(0))
+                                .add(webhooks::Column::LeaseToken.is_null()),
+                        )
+                } else {
+                    Condition::all().add(webhooks::Column::NextAttemptAt.lte(now))
+                };
+                let mut due = webhooks::Entity::find()
+                    .select_only()
+                    .column(webhooks::Column::Id)
+                    .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(webhooks::Column::Active.eq(true))
+                    .filter(claimable.clone())
+                    .order_by_asc(webhooks::Column::NextAttemptAt);
+                if self.backend() == Backend::Postgres {
+                    due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+                }
+                let ids: Vec<uuid::Uuid> = due.into_tuple().all(txn).await?;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows = webhooks::Entity::update_many()
+                    .col_expr(webhooks::Column::LeaseToken, Expr::value(token))
+                    .col_expr(webhooks::Column::NextAttemptAt, Expr::value(now + lease))
+                    .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(webhooks::Column::Id.is_in(ids))
+                    // Checked again: what the select saw may have moved on.
+                    .filter(webhooks::Column::Active.eq(true))
+                    .filter(claimable)
+                    .exec_with_returning(txn)
+                    .await?;
+                rows.into_iter().map(|m| claimed(m, token)).collect()
+            });
+        result.map_err(|f| common!(f, WebhookError))
+    }
+
+    async fn progress(
+        &self,
+        claimed: &ClaimedWebhook,
+        progress: &WebhookProgress,
+    ) -> Result<bool, WebhookError> {
+        let tenant = claimed.webhook.tenant_id;
+        let result: Result<bool, Failure> =
+            transaction!(self, "webhooks.progress", tenant, Write, |txn| {
+                let mut update = webhooks::Entity::update_many()
+                    .col_expr(
+                        webhooks::Column::AfterTx,
+                        Expr::value(signed(progress.after.tx)),
+                    )
+                    .col_expr(
+                        webhooks::Column::AfterSeq,
+                        Expr::value(signed(progress.after.seq)),
+                    )
+                    .col_expr(
+                        webhooks::Column::Attempts,
+                        Expr::value(i32::try_from(progress.attempts).unwrap_or(i32::MAX)),
+                    )
+                    .col_expr(
+                        webhooks::Column::NextAttemptAt,
+                        Expr::value(progress.next_attempt_at),
+                    )
+                    .col_expr(
+                        webhooks::Column::LastError,
+                        Expr::value(progress.last_error.clone()),
+                    )
+                    .col_expr(
+                        webhooks::Column::LeaseToken,
+                        Expr::value(None::<uuid::Uuid>),
+                    );
+                if let Some(at) = progress.delivered_at {
+                    update = update.col_expr(webhooks::Column::LastDeliveredAt, Expr::value(at));
+                }
+                let updated = update
+                    .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(webhooks::Column::Id.eq(claimed.webhook.id.as_uuid()))
+                    .filter(webhooks::Column::LeaseToken.eq(claimed.lease))
+                    .exec(txn)
+                    .await?;
+                if updated.rows_affected != 1 {
+                    return Ok(false);
+                }
+                if !progress.dead_letters.is_empty() {
+                    webhook_dead_letters::Entity::insert_many(
+                        progress
+                            .dead_letters
+                            .iter()
+                            .map(|d| webhook_dead_letters::ActiveModel::of(tenant.as_uuid(), d)),
+                    )
+                    .on_conflict_do_nothing()
+                    .exec_without_returning(txn)
+                    .await?;
+                }
+                Ok(true)
+            });
+        result.map_err(|f| common!(f, WebhookError))
+    }
+
+    async fn dead_letters(
+        &self,
+        tenant: TenantId,
+        webhook: WebhookId,
+        limit: PageLimit,
+    ) -> Result<Vec<DeadLetter>, WebhookError> {
+        let result: Result<Option<Vec<webhook_dead_letters::Model>>, Failure> =
+            transaction!(self, "webhooks.dead_letters", tenant, Read, |txn| {
+                if by_key(tenant, webhook).one(txn).await?.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(
+                    webhook_dead_letters::Entity::find()
+                        .filter(webhook_dead_letters::Column::TenantId.eq(tenant.as_uuid()))
+                        .filter(webhook_dead_letters::Column::WebhookId.eq(webhook.as_uuid()))
+                        .order_by_desc(webhook_dead_letters::Column::Tx)
+                        .order_by_desc(webhook_dead_letters::Column::Seq)
+                        .limit(u64::from(limit.get()))
+                        .all(txn)
+                        .await?,
+                ))
+            });
+        match result {
+            Ok(Some(rows)) => rows
+                .into_iter()
+                .map(DeadLetter::try_from)
+                .collect::<Result<_, _>>()
+                .map_err(WebhookError::Unknown),
+            Ok(None) => Err(WebhookError::NotFound),
+            Err(f) => Err(common!(f, WebhookError)),
+        }
     }
 }
 
@@ -109,6 +332,11 @@ impl WebhookRepository for Store {
                     created_at: Set(webhook.created_at),
                     updated_at: Set(webhook.updated_at),
                     version: Set(webhook.version),
+                    attempts: Set(0),
+                    next_attempt_at: Set(webhook.created_at),
+                    lease_token: Set(None),
+                    last_error: Set(None),
+                    last_delivered_at: Set(None),
                 })
                 .exec_without_returning(txn)
                 .await?;

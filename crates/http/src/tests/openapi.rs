@@ -1058,6 +1058,15 @@ async fn every_operation_answers_as_documented() {
         r.body
     );
     let r = c
+        .call(
+            Method::GET,
+            "/v1/webhooks/{id}/dead-letters",
+            &format!("{hook_uri}/dead-letters?limit=5"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body, json!({"items": []}), "nothing refused yet");
+    let r = c
         .call(Method::DELETE, "/v1/webhooks/{id}", &hook_uri, None)
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);

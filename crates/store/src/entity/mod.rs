@@ -15,6 +15,7 @@ pub(crate) mod imports;
 pub(crate) mod leads;
 pub(crate) mod outbox;
 pub(crate) mod tenants;
+pub(crate) mod webhook_dead_letters;
 pub(crate) mod webhooks;
 
 /// A stored value that no longer satisfies the domain's rules.

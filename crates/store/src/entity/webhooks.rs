@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use leadline_domain::{ChangeFilter, TenantId, Webhook, WebhookId, WebhookUrl};
+use leadline_domain::{ChangeFilter, DeliveryHealth, TenantId, Webhook, WebhookId, WebhookUrl};
 use sea_orm::entity::prelude::*;
 
 use super::corrupt;
@@ -24,6 +24,11 @@ pub struct Model {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub lease_token: Option<Uuid>,
+    pub last_error: Option<String>,
+    pub last_delivered_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -46,6 +51,12 @@ impl TryFrom<Model> for Webhook {
                 active: m.active,
                 secret_rotated_at: m.secret_rotated_at,
                 previous_secret_expires_at: m.previous_secret_expires_at,
+                delivery: DeliveryHealth {
+                    failing_attempts: u32::try_from(m.attempts)
+                        .map_err(|e| corrupt("webhooks", "attempts", e))?,
+                    last_error: m.last_error.clone(),
+                    last_delivered_at: m.last_delivered_at,
+                },
                 created_at: m.created_at,
                 updated_at: m.updated_at,
                 version: m.version,
@@ -75,6 +86,11 @@ impl ActiveModel {
             created_at: NotSet,
             updated_at: Set(w.updated_at),
             version: Set(w.version),
+            attempts: NotSet,
+            next_attempt_at: NotSet,
+            lease_token: NotSet,
+            last_error: NotSet,
+            last_delivered_at: NotSet,
         }
     }
 }
