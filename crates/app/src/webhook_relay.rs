@@ -244,7 +244,14 @@ impl WebhookRelay {
                     !matches!(outcome, AttemptOutcome::Transient { .. }),
                 );
                 let now = Utc::now();
-                if let AttemptOutcome::Delivered { .. } = outcome {
+                if let AttemptOutcome::Delivered { reply } = &outcome {
+                    // The moment a crash means a redelivery: say it.
+                    tracing::debug!(
+                        webhook = %hook.id,
+                        message_id = %message.id,
+                        reply = %reply,
+                        "webhook: accepted by the destination; recording"
+                    );
                     progress.after = logged.position;
                     progress.attempts = 0;
                     progress.last_error = None;
