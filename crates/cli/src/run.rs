@@ -48,6 +48,15 @@ pub async fn serve(
         .clone()
         .with_settings(config.changes);
     composition.services.changes.listen();
+    // Uploads of imports a killed process left behind (an import that
+    // stalls for two minutes is shown as such; a day is far beyond any).
+    let swept = leadline_http::sweep_spool(std::time::Duration::from_secs(86_400));
+    if swept > 0 {
+        tracing::info!(
+            files = swept,
+            "removed the spool files of interrupted imports"
+        );
+    }
     if let Some(sealer) = config.webhooks.sealer()? {
         composition.services.webhooks = composition
             .services

@@ -606,6 +606,21 @@ pub struct ImportRun {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// How long a running import may go without progress before it is shown
+/// as stalled: its process most likely died (a batch commits every few
+/// thousand rows, far more often than this on any upload worth running).
+pub const STALL_AFTER: chrono::Duration = chrono::Duration::minutes(2);
+
+impl ImportRun {
+    /// Whether it is running but has made no progress for
+    /// [`STALL_AFTER`]: the process reading it was most likely killed, and
+    /// importing the same file again resumes it after `committed_line`.
+    #[must_use]
+    pub fn stalled(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.status == ImportStatus::Running && now - self.updated_at >= STALL_AFTER
+    }
+}
+
 /// A row refused, as the import reports it and offers it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedRow {
@@ -841,6 +856,30 @@ mod tests {
         lead.status = LeadStatus::Qualified;
         let update = contacted.update_for(&lead).expect("fits");
         assert_eq!(update.and_then(|u| u.status), None);
+    }
+
+    #[test]
+    fn a_running_import_without_progress_is_stalled() {
+        let now = chrono::Utc::now();
+        let mut run = ImportRun {
+            id: crate::ImportId::new(),
+            tenant_id: crate::TenantId::new(),
+            file_sha256: "ab".repeat(32),
+            source_name: "x.csv".to_owned(),
+            headers: Vec::new(),
+            on_duplicate: OnDuplicate::Skip,
+            status: ImportStatus::Running,
+            failure: None,
+            counts: ImportCounts::default(),
+            committed_line: 1,
+            created_at: now,
+            updated_at: now - chrono::Duration::seconds(30),
+        };
+        assert!(!run.stalled(now), "recent progress");
+        run.updated_at = now - STALL_AFTER;
+        assert!(run.stalled(now));
+        run.status = ImportStatus::Done;
+        assert!(!run.stalled(now), "a finished run never stalls");
     }
 
     #[test]

@@ -125,6 +125,10 @@ struct ImportView {
     id: ImportId,
     /// `running`, `done` or `failed`.
     status: &'static str,
+    /// Running, but without progress for two minutes: the process reading
+    /// it most likely stopped (a restart, a crash). POST the same file again
+    /// (or re-run the CLI) to resume after `committed_line`.
+    stalled: bool,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
@@ -181,6 +185,7 @@ impl ImportView {
             rejected_csv: format!("/v1/imports/{}/rejected.csv", run.id),
             id: run.id,
             status: run.status.as_str(),
+            stalled: run.stalled(chrono::Utc::now()),
             failure: run.failure,
             source_name: run.source_name,
             file_sha256: run.file_sha256,
@@ -211,9 +216,42 @@ impl ImportView {
     }
 }
 
+/// The name every spool file starts with, so that those a killed process
+/// left behind can be found ([`sweep_spool`]).
+const SPOOL_PREFIX: &str = "leadline-import-";
+
+/// Removes spool files older than `older_than` from the temporary
+/// directory: the uploads of processes killed mid-import (a running one
+/// keeps its file open, and on Unix an open file stays readable when its
+/// name is removed). Returns how many went.
+#[must_use]
+pub fn sweep_spool(older_than: std::time::Duration) -> usize {
+    sweep_spool_in(&std::env::temp_dir(), older_than)
+}
+
+fn sweep_spool_in(dir: &std::path::Path, older_than: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(SPOOL_PREFIX))
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|age| age >= older_than)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// The body, written to a spool file as it arrives, with its hash.
 async fn spool(body: Body) -> Result<(tempfile::NamedTempFile, String), ApiError> {
-    let file = tempfile::NamedTempFile::new()
+    let file = tempfile::Builder::new()
+        .prefix(SPOOL_PREFIX)
+        .tempfile()
         .map_err(|e| ApiError::internal(&format!("spool file: {e}")))?;
     let mut writer = std::io::BufWriter::new(
         file.reopen()
@@ -316,8 +354,12 @@ async fn create_import(
             options.on_duplicate,
         )
         .await?;
-    let status = if run.status == ImportStatus::Done {
-        StatusCode::OK
+    let (status, rejects) = if run.status == ImportStatus::Done {
+        // The same file again: the finished run, as GET shows it.
+        let rejects = imports
+            .first_rejects(tenant.id, run.id, LISTED_REJECTS)
+            .await?;
+        (StatusCode::OK, rejects)
     } else {
         let tenant = tenant.id;
         tokio::spawn(async move {
@@ -335,10 +377,10 @@ async fn create_import(
                 }
             }
         });
-        StatusCode::ACCEPTED
+        (StatusCode::ACCEPTED, Vec::new())
     };
     let location = format!("/v1/imports/{}", run.id);
-    let mut response = (status, Json(ImportView::of(run, Vec::new()))).into_response();
+    let mut response = (status, Json(ImportView::of(run, rejects))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
@@ -392,4 +434,30 @@ async fn rejected_csv(
         HeaderValue::from_static("text/csv; charset=utf-8"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod spool_tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_removes_old_spool_files_only() {
+        // A directory of its own: other tests' uploads are not touched.
+        let dir = tempfile::tempdir().expect("a directory");
+        let ours = tempfile::Builder::new()
+            .prefix(SPOOL_PREFIX)
+            .tempfile_in(dir.path())
+            .expect("a spool file")
+            .into_temp_path();
+        let theirs = tempfile::NamedTempFile::new_in(dir.path()).expect("another file");
+        assert_eq!(
+            sweep_spool_in(dir.path(), std::time::Duration::from_secs(3600)),
+            0,
+            "young files stay"
+        );
+        assert!(ours.exists());
+        assert_eq!(sweep_spool_in(dir.path(), std::time::Duration::ZERO), 1);
+        assert!(!ours.exists(), "an old spool file goes");
+        assert!(theirs.path().exists(), "other files stay");
+    }
 }

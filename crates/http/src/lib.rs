@@ -23,6 +23,7 @@ mod deliveries;
 mod dto;
 mod duplicates;
 pub mod error;
+pub use imports::sweep_spool;
 pub use observe::metrics_handle;
 mod export;
 mod extract;

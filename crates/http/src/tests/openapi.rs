@@ -731,6 +731,15 @@ async fn every_operation_answers_as_documented() {
         .await;
     c.check("post", "/v1/imports", &r);
     assert_eq!(r.status, StatusCode::OK, "the same file again: {}", r.body);
+    assert_eq!(
+        (
+            r.body["errors"][0]["line"].clone(),
+            r.body["stalled"].clone()
+        ),
+        (json!(3), json!(false)),
+        "the finished run, as GET shows it: {}",
+        r.body
+    );
     let r = c
         .call(
             Method::GET,
