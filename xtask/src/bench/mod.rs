@@ -901,6 +901,33 @@ async fn measure(
             .arg(data::slug(first)),
     )?;
     let import_secs = started.elapsed().as_secs_f64();
+    // The embedded default: the same file into a new tenant of a fresh
+    // SQLite file.
+    let sqlite_url = format!("sqlite://{}?mode=rwc", scratch.join("import.db").display());
+    let sqlite_leadline = |args: &[&str]| {
+        let mut command = Command::new(leadline);
+        command
+            .current_dir(scratch)
+            .env_remove("LEADLINE_CONFIG")
+            .env("DATABASE_URL", &sqlite_url)
+            .env("LEADLINE_LOG__FILTER", "warn")
+            .args(args);
+        command
+    };
+    let slug = data::slug(first);
+    report
+        .commands
+        .run(&mut sqlite_leadline(&["tenant", "create", &slug]))?;
+    let started = Instant::now();
+    let sqlite_peak_kib = report.commands.run_peak_rss(&mut sqlite_leadline(&[
+        "import",
+        "leads",
+        "import.csv",
+        "--quiet",
+        "--tenant",
+        &slug,
+    ]))?;
+    let sqlite_import = (started.elapsed().as_secs_f64(), sqlite_peak_kib);
     let psql = tools.pgbench.with_file_name("psql");
     let psql_command = |sql: &str| {
         let mut command = Command::new(&psql);
@@ -927,12 +954,14 @@ async fn measure(
         rows,
         import_secs,
         import_peak_kib,
+        sqlite_import,
         copy_secs,
         export_rows,
         export_secs,
     });
     eprintln!(
-        "bench:   import {rows} rows in {import_secs:.2} s, \\copy in {copy_secs:.2} s, export {export_rows} rows in {export_secs:.2} s"
+        "bench:   import {rows} rows in {import_secs:.2} s (SQLite {:.2} s), \\copy in {copy_secs:.2} s, export {export_rows} rows in {export_secs:.2} s",
+        sqlite_import.0
     );
     timer.lap(report, "CSV import and export");
 

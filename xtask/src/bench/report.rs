@@ -72,6 +72,9 @@ pub struct Transfer {
     pub import_secs: f64,
     /// The import's peak resident memory, KiB.
     pub import_peak_kib: u64,
+    /// The same file into a fresh SQLite database (the embedded default),
+    /// seconds, and its peak resident memory, KiB.
+    pub sqlite_import: (f64, u64),
     /// `psql \copy` of the same rows, as the import stores them, into
     /// `leads` (another tenant), seconds.
     pub copy_secs: f64,
@@ -889,6 +892,7 @@ impl Report {
                  | | rows | seconds | rows/s |\n|---|---:|---:|---:|\n\
                  | `leadline import leads` (PostgreSQL, service role) | {} | {:.2} | {:.0} |\n\
                  | `psql \\copy` of the same rows into `leads` (superuser) | {} | {:.2} | {:.0} |\n\
+                 | `leadline import leads` (SQLite file, a new tenant) | {} | {:.2} | {:.0} |\n\
                  | `GET /v1/leads/export` (one tenant, streamed) | {} | {:.2} | {:.0} |\n\n\
                  The import reads the CSV, checks every row with the API's rules, looks up \
                  each batch's emails among the tenant's leads, and commits 2,000 rows at a \
@@ -897,18 +901,24 @@ impl Report {
                  `\\copy` loads the same rows, already in the table's shape (search text \
                  computed), into the same table with its indexes and triggers, as the \
                  superuser, and writes nothing else: the ceiling the target names. Import \
-                 is {:.0} % of it (target: 50 %). Its peak resident memory was {:.1} MiB.",
+                 is {:.0} % of it (target: 50 %). Its peak resident memory was {:.1} MiB. \
+                 On SQLite the same file goes into a new tenant of an empty database file \
+                 (WAL, one writer), peak resident memory {:.1} MiB.",
                 human(t.rows),
                 t.import_secs,
                 rate(t.rows, t.import_secs),
                 human(t.rows),
                 t.copy_secs,
                 rate(t.rows, t.copy_secs),
+                human(t.rows),
+                t.sqlite_import.0,
+                rate(t.rows, t.sqlite_import.0),
                 human(t.export_rows),
                 t.export_secs,
                 rate(t.export_rows, t.export_secs),
                 rate(t.rows, t.import_secs) * 100.0 / rate(t.rows, t.copy_secs).max(1e-9),
                 t.import_peak_kib as f64 / 1024.0,
+                t.sqlite_import.1 as f64 / 1024.0,
             );
         }
 
