@@ -29,8 +29,30 @@ use crate::{
 /// The PostgreSQL channel other instances' changes are announced on.
 pub(crate) const CHANNEL: &str = "leadline_changes";
 
+tokio::task_local! {
+    /// Set by [`record`] inside a transaction attempt that [`tracking`]
+    /// watches: whether its commit grew the log.
+    static RECORDED: std::cell::Cell<bool>;
+}
+
+/// Runs one transaction attempt, saying whether it recorded changes: only
+/// such a commit wakes the tenant's readers. (Waking on every write woke
+/// the webhook relay with its own bookkeeping, which then woke it again.)
+pub(crate) async fn tracking<T>(attempt: impl std::future::Future<Output = T>) -> (T, bool) {
+    RECORDED
+        .scope(std::cell::Cell::new(false), async {
+            let out = attempt.await;
+            (out, RECORDED.with(std::cell::Cell::get))
+        })
+        .await
+}
+
 /// Writes `list` in `txn`, in order.
 pub(crate) async fn record(txn: &DatabaseTransaction, list: &[Change]) -> Result<(), Failure> {
+    if !list.is_empty() {
+        // Outside a tracked attempt there is nobody to tell.
+        let _ = RECORDED.try_with(|recorded| recorded.set(true));
+    }
     if txn.get_database_backend() == DbBackend::Postgres && list.len() >= crate::bulk::MIN_ROWS {
         return crate::bulk::changes(txn, list).await;
     }

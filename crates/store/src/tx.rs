@@ -175,23 +175,27 @@ macro_rules! transaction {
         let access = $crate::tx::Access::$access;
         let mut attempts = store.attempts($op);
         loop {
-            let outcome: Result<_, $crate::errors::Failure> = async {
-                let (txn, xid) = store.begin_on(tenant, access).await?;
-                let value: Result<_, $crate::errors::Failure> = async {
-                    let $txn = &txn;
-                    $body
-                }
+            let (outcome, recorded): (Result<_, $crate::errors::Failure>, bool) =
+                $crate::changes::tracking(async {
+                    let (txn, xid) = store.begin_on(tenant, access).await?;
+                    let value: Result<_, $crate::errors::Failure> = async {
+                        let $txn = &txn;
+                        $body
+                    }
+                    .await;
+                    // On an error the transaction is dropped, which rolls it
+                    // back (and, on SQLite, the pool checks that it did:
+                    // module docs).
+                    let value = value?;
+                    store.finish(txn, xid.as_deref(), access, $op).await?;
+                    Ok(value)
+                })
                 .await;
-                // On an error the transaction is dropped, which rolls it back
-                // (and, on SQLite, the pool checks that it did: module docs).
-                let value = value?;
-                store.finish(txn, xid.as_deref(), access, $op).await?;
-                if access == $crate::tx::Access::Write {
-                    store.ping_changes(tenant);
-                }
-                Ok(value)
+            // Readers of the tenant's changes hear of a commit that grew
+            // its log, and of no other.
+            if recorded && outcome.is_ok() {
+                store.ping_changes(tenant);
             }
-            .await;
             if let Some(result) = attempts.settle(outcome).await {
                 break result;
             }
