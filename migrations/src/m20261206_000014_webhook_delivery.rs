@@ -6,7 +6,10 @@
 //!   relay may take the endpoint next; a claim pushes it one lease ahead,
 //!   so a relay killed mid-delivery leaves an endpoint that comes due again
 //!   by itself), `lease_token` (the claim that holds it: progress is
-//!   recorded only by that claim), `last_error` and `last_delivered_at`.
+//!   recorded only by that claim), `last_error`, `last_delivered_at`, and
+//!   `idle` (its last round caught up with the log: a wake-up may take it
+//!   before `next_attempt_at`; one backing off after a failure is not
+//!   idle and waits for its time).
 //! - `webhook_dead_letters`: a change an endpoint refused for good (HTTP
 //!   4xx) or that failed every attempt; the stream moves past it, and the
 //!   dead letter says which change, why, after how many attempts.
@@ -36,7 +39,8 @@ ALTER TABLE webhooks
     ADD COLUMN next_attempt_at    timestamptz NOT NULL DEFAULT now(),
     ADD COLUMN lease_token        uuid,
     ADD COLUMN last_error         text,
-    ADD COLUMN last_delivered_at  timestamptz;
+    ADD COLUMN last_delivered_at  timestamptz,
+    ADD COLUMN idle               boolean     NOT NULL DEFAULT true;
 CREATE INDEX webhooks_due_idx ON webhooks (next_attempt_at) WHERE active;
 
 CREATE TABLE webhook_dead_letters (
@@ -76,6 +80,7 @@ DROP POLICY webhook_scan ON webhooks;
 DROP TABLE webhook_dead_letters;
 DROP INDEX webhooks_due_idx;
 ALTER TABLE webhooks
+    DROP COLUMN idle,
     DROP COLUMN last_delivered_at,
     DROP COLUMN last_error,
     DROP COLUMN lease_token,
@@ -89,6 +94,7 @@ ALTER TABLE webhooks ADD COLUMN next_attempt_at TEXT NOT NULL DEFAULT '1970-01-0
 ALTER TABLE webhooks ADD COLUMN lease_token BLOB;
 ALTER TABLE webhooks ADD COLUMN last_error TEXT;
 ALTER TABLE webhooks ADD COLUMN last_delivered_at TEXT;
+ALTER TABLE webhooks ADD COLUMN idle INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX webhooks_due_idx ON webhooks (next_attempt_at) WHERE active;
 
 CREATE TABLE webhook_dead_letters (
@@ -109,6 +115,7 @@ CREATE TABLE webhook_dead_letters (
 const SQLITE_DOWN: &str = r"
 DROP TABLE webhook_dead_letters;
 DROP INDEX webhooks_due_idx;
+ALTER TABLE webhooks DROP COLUMN idle;
 ALTER TABLE webhooks DROP COLUMN last_delivered_at;
 ALTER TABLE webhooks DROP COLUMN last_error;
 ALTER TABLE webhooks DROP COLUMN lease_token;

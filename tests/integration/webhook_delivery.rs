@@ -449,10 +449,88 @@ async fn a_private_address_is_refused_unless_allowed(store: Store) {
     let _ = WebhookRepository::get(&store, t, id).await.unwrap();
 }
 
+async fn two_relays_share_the_endpoints_without_delivering_twice(store: Store) {
+    let s = with_key(&store);
+    let (t, _) = new_tenant(&s).await;
+    let (r, url) = receiver().await;
+    let mut hooks = Vec::new();
+    for _ in 0..4 {
+        let (_, secret) = hook(&s, t, &url, "lead.created").await;
+        r.trust(&secret);
+        hooks.push(secret);
+    }
+    for i in 0..10 {
+        s.leads
+            .create(t, &lead_req(&format!("Both{i}")))
+            .await
+            .unwrap();
+    }
+    let (a, b) = (relay(&store, quick(), true), relay(&store, quick(), true));
+    eventually(
+        "every endpoint gets every change",
+        Duration::from_secs(30),
+        async || {
+            let (x, y) = tokio::join!(a.run_tenant(t, true), b.run_tenant(t, true));
+            let (x, y) = (x.unwrap(), y.unwrap());
+            assert_eq!(x.unrecorded + y.unrecorded, 0, "no claim was lost");
+            if r.seen().len() >= 40 {
+                Ok(())
+            } else {
+                Err(r.seen().len())
+            }
+        },
+    )
+    .await;
+    let seen = r.seen();
+    let mut ids: Vec<&str> = seen.iter().map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        (seen.len(), ids.len()),
+        (40, 40),
+        "each change once per endpoint"
+    );
+    assert!(
+        seen.iter().all(|m| m.verified_by.len() == 1),
+        "each signed by its own endpoint's secret"
+    );
+}
+
 isolated_backends!("webhook_delivery";
     changes_arrive_signed_in_order_and_only_the_types_asked_for,
     a_rotated_secret_signs_beside_the_old_one,
     a_failing_receiver_gets_retries_then_refusals_become_dead_letters,
     a_delivery_whose_record_was_lost_goes_out_again_with_the_same_id,
     a_private_address_is_refused_unless_allowed,
+    two_relays_share_the_endpoints_without_delivering_twice,
 );
+
+/// The relay's own bookkeeping (claims, progress) grows no log, so it
+/// wakes nobody: waking on it made an idle relay spin. Only a commit that
+/// recorded changes wakes the tenant's readers. (SQLite: no other
+/// instance's NOTIFY can arrive late and blur what woke whom.)
+#[tokio::test]
+async fn sqlite_only_a_commit_with_changes_wakes_readers() {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let store = crate::support::sqlite_store().await;
+    let s = with_key(&store);
+    let (t, _) = new_tenant(&s).await;
+    let (r, url) = receiver().await;
+    let (_, secret) = hook(&s, t, &url, "lead.created").await;
+    r.trust(&secret);
+    let mut wakeups = leadline_ports::ChangeLog::wakeups(&store);
+    s.leads.create(t, &lead_req("Wakes")).await.unwrap();
+    assert_eq!(wakeups.try_recv(), Ok(t), "a recorded change wakes");
+    let relay = relay(&store, quick(), true);
+    let report = relay.run_tenant(t, true).await.unwrap();
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert_eq!(
+        wakeups.try_recv(),
+        Err(TryRecvError::Empty),
+        "the relay's claim and progress wake nobody"
+    );
+    // Caught up and woken again: it claims, finds nothing, wakes nobody.
+    let again = relay.run_tenant(t, true).await.unwrap();
+    assert_eq!((again.endpoints, again.delivered), (1, 0));
+    assert_eq!(wakeups.try_recv(), Err(TryRecvError::Empty));
+}

@@ -49,6 +49,11 @@ pub const IDLE_RECHECK: Duration = Duration::from_secs(10);
 /// Changes read from the log per query.
 const PAGE: u32 = 200;
 
+/// The longest one endpoint's round goes on starting deliveries (or half
+/// the lease, if shorter): then it yields, so that a slow receiver holds
+/// up nobody else's for long.
+const ROUND_BUDGET: Duration = Duration::from_secs(5);
+
 /// What a round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WebhookRoundReport {
@@ -170,9 +175,11 @@ impl WebhookRelay {
             after: claimed.after,
             attempts: claimed.attempts,
             next_attempt_at: Utc::now() + IDLE_RECHECK,
-            last_error: None,
+            // Kept until a delivery succeeds.
+            last_error: hook.delivery.last_error.clone(),
             delivered_at: None,
             dead_letters: Vec::new(),
+            idle: false,
         };
         let round = |progress| Round {
             progress,
@@ -192,7 +199,9 @@ impl WebhookRelay {
             url: hook.url.clone(),
             secrets,
         };
-        let destination = self.channel.destination(&hook.url);
+        // One tenant's failing endpoint must not silence another tenant's
+        // on the same host: breakers are per tenant and destination.
+        let destination = format!("{tenant}/{}", self.channel.destination(&hook.url));
         let mut delivered = 0;
         loop {
             let span = match self.log.after(tenant, progress.after, PAGE).await {
@@ -228,6 +237,10 @@ impl WebhookRelay {
                 }
                 if let Err(until) = self.admit(&destination) {
                     progress.next_attempt_at = until;
+                    progress.last_error = Some(format!(
+                        "the circuit breaker for {} is open after repeated failures: next attempt at {until}",
+                        self.channel.destination(&hook.url)
+                    ));
                     return Round {
                         progress,
                         delivered,
@@ -291,6 +304,8 @@ impl WebhookRelay {
             }
             progress.after = progress.after.max(span.last);
             if !span.has_more {
+                // Caught up: a wake-up may take it again at once.
+                progress.idle = true;
                 break;
             }
         }
@@ -313,7 +328,10 @@ impl WebhookRelay {
     ) -> Result<WebhookRoundReport, WebhookError> {
         let lease = Duration::from_secs(self.settings.lease_secs);
         let claimed = self.queue.claim(tenant, lease, woken).await?;
-        let send_by = Instant::now() + lease / 2;
+        // A claim holds for the lease by the claimer's clock: attempts start
+        // only in its first half, so each has the second to be answered and
+        // recorded before another relay may take the endpoint.
+        let send_by = Instant::now() + (lease / 2).min(ROUND_BUDGET);
         let mut report = WebhookRoundReport {
             endpoints: claimed.len(),
             ..WebhookRoundReport::default()
@@ -340,7 +358,9 @@ impl WebhookRelay {
         Ok(report)
     }
 
-    /// One pass over the tenants with due endpoints.
+    /// One pass over the tenants with due endpoints, one at a time (the
+    /// tests' way to drive the relay; [`WebhookRelay::run`] runs tenants
+    /// side by side).
     ///
     /// # Errors
     /// The scan failed (the store is unreachable).
@@ -364,14 +384,18 @@ impl WebhookRelay {
     }
 
     /// Runs until `shutdown` completes: a tenant's endpoints as soon as its
-    /// log grows, and the due ones every `relay.poll_interval_ms`. A round
-    /// in progress finishes first.
+    /// log grows, and the due ones every `relay.poll_interval_ms`. Tenants
+    /// run side by side (up to `relay.concurrency` at once), each at most
+    /// once at a time: a wake-up for a tenant in progress runs it again when
+    /// it ends, so a slow receiver delays only its own tenant. Rounds in
+    /// progress finish first.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         let mut wake = Some(self.log.wakeups());
         let mut timer =
             tokio::time::interval(Duration::from_millis(self.settings.poll_interval_ms));
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tenants = Tenants::new(usize::from(self.settings.concurrency.max(1)));
         tracing::info!("webhook relay started");
         loop {
             let woken = async {
@@ -382,37 +406,102 @@ impl WebhookRelay {
             };
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = timer.tick() => {
-                    if let Err(e) = self.run_due().await {
+                _ = timer.tick() => match self.queue.due_tenants(64).await {
+                    Ok(due) => {
+                        for tenant in due {
+                            tenants.start(&self, tenant, false);
+                        }
+                    }
+                    Err(e) => {
                         tracing::warn!(error = %e, "webhooks: cannot scan for due endpoints; trying again");
                     }
-                }
+                },
                 woken = woken => {
-                    let mut tenants = Vec::new();
+                    let mut heard = Vec::new();
                     match woken {
-                        Ok(tenant) => tenants.push(tenant),
+                        Ok(tenant) => heard.push(tenant),
                         Err(RecvError::Lagged(_)) => {}
                         Err(RecvError::Closed) => wake = None,
                     }
                     if let Some(w) = wake.as_mut() {
                         loop {
                             match w.try_recv() {
-                                Ok(t) => tenants.push(t),
+                                Ok(t) => heard.push(t),
                                 Err(TryRecvError::Lagged(_)) => {}
                                 Err(_) => break,
                             }
                         }
                     }
-                    tenants.sort_unstable();
-                    tenants.dedup();
-                    for tenant in tenants {
-                        if let Err(e) = self.run_tenant(tenant, true).await {
-                            tracing::warn!(%tenant, error = %e, "webhooks: cannot claim this tenant's endpoints; the timer retries");
-                        }
+                    for tenant in heard {
+                        tenants.start(&self, tenant, true);
                     }
+                }
+                Some(done) = tenants.tasks.join_next_with_id(), if !tenants.tasks.is_empty() => {
+                    tenants.finished(&self, done);
                 }
             }
         }
+        while tenants.tasks.join_next().await.is_some() {}
         tracing::info!("webhook relay stopped");
+    }
+}
+
+/// The tenants a running relay serves side by side.
+struct Tenants {
+    tasks: tokio::task::JoinSet<()>,
+    /// Which task serves which tenant.
+    running: HashMap<tokio::task::Id, TenantId>,
+    /// Tenants to run (again) when a place is free or their run ends:
+    /// `true` when woken.
+    waiting: HashMap<TenantId, bool>,
+    max: usize,
+}
+
+impl Tenants {
+    fn new(max: usize) -> Self {
+        Self {
+            tasks: tokio::task::JoinSet::new(),
+            running: HashMap::new(),
+            waiting: HashMap::new(),
+            max,
+        }
+    }
+
+    fn start(&mut self, relay: &Arc<WebhookRelay>, tenant: TenantId, woken: bool) {
+        if self.running.values().any(|t| *t == tenant) || self.running.len() >= self.max {
+            *self.waiting.entry(tenant).or_default() |= woken;
+            return;
+        }
+        let relay = Arc::clone(relay);
+        let handle = self.tasks.spawn(async move {
+            if let Err(e) = relay.run_tenant(tenant, woken).await {
+                tracing::warn!(%tenant, error = %e, "webhooks: cannot claim this tenant's endpoints; the timer retries");
+            }
+        });
+        self.running.insert(handle.id(), tenant);
+    }
+
+    fn finished(
+        &mut self,
+        relay: &Arc<WebhookRelay>,
+        done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    ) {
+        let id = match &done {
+            Ok((id, ())) => *id,
+            Err(e) => {
+                tracing::error!(error = %e, "webhooks: a tenant's round failed");
+                e.id()
+            }
+        };
+        let ended = self.running.remove(&id);
+        // The tenant that ended first (its news came meanwhile), then any.
+        let next = ended
+            .filter(|t| self.waiting.contains_key(t))
+            .or_else(|| self.waiting.keys().next().copied());
+        if let Some(tenant) = next
+            && let Some(woken) = self.waiting.remove(&tenant)
+        {
+            self.start(relay, tenant, woken);
+        }
     }
 }

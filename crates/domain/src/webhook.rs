@@ -57,6 +57,9 @@ impl WebhookUrl {
                 "must not carry credentials: the payload is signed with the webhook's secret",
             ));
         }
+        if url.port() == Some(0) {
+            return Err(ValueError::Invalid("must not name port 0"));
+        }
         if url.fragment().is_some() {
             return Err(ValueError::Invalid("must not have a #fragment"));
         }
@@ -355,6 +358,7 @@ mod tests {
             "javascript:alert(1)",
             "http://",
             "https://:443/",
+            "http://example.com:0/",
         ] {
             assert!(WebhookUrl::parse(bad).is_err(), "{bad:?}");
         }

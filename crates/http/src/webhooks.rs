@@ -123,6 +123,15 @@ impl From<&WebhookWithSecret> for WebhookWithSecretView {
     }
 }
 
+/// An answer carrying a secret: no cache may keep it.
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 fn url_of(raw: &str) -> Result<WebhookUrl, ApiError> {
     WebhookUrl::parse(raw).map_err(|e| ApiError::invalid_field("url", e.to_string()))
 }
@@ -183,12 +192,12 @@ async fn create(
     };
     let created = state.services().webhooks.create(tenant.id, &req).await?;
     let location = format!("/v1/webhooks/{}", created.webhook.id);
-    Ok(versioned(
+    Ok(no_store(versioned(
         StatusCode::CREATED,
         &WebhookWithSecretView::from(&created),
         created.webhook.version,
         Some(location),
-    ))
+    )))
 }
 
 /// Query of `GET /v1/webhooks`.
@@ -370,12 +379,12 @@ async fn rotate(
     PathId(id): PathId<WebhookId>,
 ) -> Result<Response, ApiError> {
     let rotated = state.services().webhooks.rotate(tenant.id, id).await?;
-    Ok(versioned(
+    Ok(no_store(versioned(
         StatusCode::OK,
         &WebhookWithSecretView::from(&rotated),
         rotated.webhook.version,
         None,
-    ))
+    )))
 }
 
 /// Query of `GET /v1/webhooks/{id}/dead-letters`.

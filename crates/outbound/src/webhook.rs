@@ -12,7 +12,9 @@
 //!   connection failures and the timeout transient.
 //! - Requests to loopback, private, link-local and other non-public
 //!   addresses are refused (a permanent failure), whether the URL names
-//!   the address or its host resolves to one, unless
+//!   the address (IPv4-mapped, -compatible, -translated and NAT64 forms
+//!   included) or its host resolves to one; no proxy is used (it would
+//!   resolve the host itself); unless
 //!   `webhooks.allow_private_targets` is set: a tenant must not be able to
 //!   make the service call its own network.
 
@@ -81,10 +83,21 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            let segments = v6.segments();
+            let o = v6.octets();
+            let v4 = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+            // Forms that carry an IPv4 address, and reach it: mapped
+            // (::ffff:a.b.c.d), compatible (::a.b.c.d), translated
+            // (::ffff:0:a.b.c.d) and NAT64 (64:ff9b::/96, 64:ff9b:1::/48).
+            let carries_v4 = (segments[..5] == [0; 5] && matches!(segments[5], 0 | 0xffff))
+                || (segments[..4] == [0; 4] && segments[4] == 0xffff && segments[5] == 0)
+                || segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                || segments[..3] == [0x64, 0xff9b, 1];
+            // `::` and `::1` are in the compatible range: judged below.
+            if carries_v4 && !(v6.is_unspecified() || v6.is_loopback()) {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let first = segments[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -140,6 +153,9 @@ impl HttpWebhookChannel {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve the host itself, past the address check
+            // below: deliveries go direct, whatever HTTP_PROXY says.
+            .no_proxy()
             .user_agent(concat!("leadline-webhooks/", env!("CARGO_PKG_VERSION")));
         if !settings.allow_private_targets {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
@@ -287,6 +303,11 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::7f00:1",
+            "::ffff:0:7f00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::a9fe:a9fe",
             "255.255.255.255",
         ] {
             assert!(!is_public(private.parse().expect("ip")), "{private}");

@@ -170,6 +170,10 @@ pub struct WebhookProgress {
     pub delivered_at: Option<DateTime<Utc>>,
     /// Changes given up on in the round.
     pub dead_letters: Vec<DeadLetter>,
+    /// Whether the round caught up with the log (a wake-up may take the
+    /// endpoint again before `next_attempt_at`); `false` while it backs
+    /// off after a failure.
+    pub idle: bool,
 }
 
 /// Endpoints as a work queue: the relay's side of [`WebhookRepository`].
@@ -186,8 +190,8 @@ pub trait WebhookQueue: Send + Sync {
     /// Claims `tenant`'s active endpoints that are due and held by no other
     /// relay (several may claim at once: none gets an endpoint another
     /// holds). Each stays with this claim for `lease`. `woken` (the
-    /// tenant's log grew) also claims the caught-up endpoints waiting for
-    /// their next check, but never one backing off after a failure.
+    /// tenant's log grew) also claims the idle endpoints waiting for their
+    /// next check, but never one backing off after a failure.
     ///
     /// # Errors
     /// Only `Unavailable` or `Unknown`.

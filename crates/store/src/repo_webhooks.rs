@@ -155,7 +155,7 @@ impl WebhookQueue for Store {
                         .add(webhooks::Column::NextAttemptAt.lte(now))
                         .add(
                             Condition::all()
-                                .add(webhooks::Column::Attempts.eq(0))
+                                .add(webhooks::Column::Idle.eq(true))
                                 .add(webhooks::Column::LeaseToken.is_null()),
                         )
                 } else {
@@ -178,6 +178,7 @@ impl WebhookQueue for Store {
                 let rows = webhooks::Entity::update_many()
                     .col_expr(webhooks::Column::LeaseToken, Expr::value(token))
                     .col_expr(webhooks::Column::NextAttemptAt, Expr::value(now + lease))
+                    .col_expr(webhooks::Column::Idle, Expr::value(false))
                     .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
                     .filter(webhooks::Column::Id.is_in(ids))
                     // Checked again: what the select saw may have moved on.
@@ -219,6 +220,7 @@ impl WebhookQueue for Store {
                         webhooks::Column::LastError,
                         Expr::value(progress.last_error.clone()),
                     )
+                    .col_expr(webhooks::Column::Idle, Expr::value(progress.idle))
                     .col_expr(
                         webhooks::Column::LeaseToken,
                         Expr::value(None::<uuid::Uuid>),
@@ -337,6 +339,7 @@ impl WebhookRepository for Store {
                     lease_token: Set(None),
                     last_error: Set(None),
                     last_delivered_at: Set(None),
+                    idle: Set(true),
                 })
                 .exec_without_returning(txn)
                 .await?;

@@ -992,6 +992,10 @@ async fn every_operation_answers_as_documented() {
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let secret = created.body["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created.headers["cache-control"], "no-store",
+        "a secret is never cached"
+    );
     assert!(secret.starts_with("whsec_"), "{}", created.body);
     let hook = created.body["webhook"]["id"].as_str().unwrap().to_owned();
     let hook_uri = format!("/v1/webhooks/{hook}");

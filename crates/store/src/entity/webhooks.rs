@@ -29,6 +29,7 @@ pub struct Model {
     pub lease_token: Option<Uuid>,
     pub last_error: Option<String>,
     pub last_delivered_at: Option<DateTime<Utc>>,
+    pub idle: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -91,6 +92,7 @@ impl ActiveModel {
             lease_token: NotSet,
             last_error: NotSet,
             last_delivered_at: NotSet,
+            idle: NotSet,
         }
     }
 }
