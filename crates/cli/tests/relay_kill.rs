@@ -14,9 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -30,22 +28,13 @@ use leadline_store::StoreSettings;
 use leadline_testsupport::{SmtpOptions, SmtpServer, smtp_server};
 use sqlx::{Connection, Executor};
 
-const BIN: &str = env!("CARGO_BIN_EXE_leadline");
+mod common;
 
-struct Relay {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+use common::{BIN, Running};
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn relay(db: &str, smtp: &SmtpServer) -> Relay {
-    let mut child = Command::new(BIN)
+fn relay(db: &str, smtp: &SmtpServer) -> Running {
+    let mut command = Command::new(BIN);
+    command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", db)
@@ -54,43 +43,8 @@ fn relay(db: &str, smtp: &SmtpServer) -> Relay {
         .env("LEADLINE_RELAY__LEASE_SECS", "1")
         .env("LEADLINE_RELAY__POLL_INTERVAL_MS", "50")
         .env("LEADLINE_LOG__FILTER", "info")
-        .arg("relay")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    Relay { child, lines }
-}
-
-impl Relay {
-    /// Waits for a log line containing `needle`, returning everything seen.
-    fn wait_for_line(&self, needle: &str, within: Duration) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    seen.push(line);
-                    if found {
-                        return seen;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line with {needle:?} within {within:?}; seen:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
+        .arg("relay");
+    Running::start(command)
 }
 
 struct Sent {

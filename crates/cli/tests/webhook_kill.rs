@@ -13,9 +13,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -35,7 +34,9 @@ use leadline_store::StoreSettings;
 use sqlx::{Connection, Executor};
 use tokio::sync::Notify;
 
-const BIN: &str = env!("CARGO_BIN_EXE_leadline");
+mod common;
+
+use common::{BIN, Running};
 /// 32 bytes of 11, in base64: the key the test and the relay share.
 const KEY_B64: &str = "CwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCws=";
 
@@ -78,20 +79,9 @@ impl Receiver {
     }
 }
 
-struct Relay {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn relay(db: &str) -> Relay {
-    let mut child = Command::new(BIN)
+fn relay(db: &str) -> Running {
+    let mut command = Command::new(BIN);
+    command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", db)
@@ -100,38 +90,8 @@ fn relay(db: &str) -> Relay {
         .env("LEADLINE_RELAY__LEASE_SECS", "1")
         .env("LEADLINE_RELAY__POLL_INTERVAL_MS", "50")
         .env("LEADLINE_LOG__FILTER", "info,leadline_app=debug")
-        .arg("relay")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    Relay { child, lines }
-}
-
-impl Relay {
-    /// Waits for a log line containing `needle`.
-    fn wait_for_line(&self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "no log line with {needle:?} within {within:?}; seen:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
+        .arg("relay");
+    Running::start(command)
 }
 
 /// A tenant, a webhook to `url`, and one change after it (an agent).

@@ -99,6 +99,26 @@ fn claimed(m: webhooks::Model, lease: uuid::Uuid) -> Result<ClaimedWebhook, Fail
     })
 }
 
+/// Writes `row` (the endpoint's own fields) over `tenant`'s endpoint `id`
+/// only if it is still at `version`: a conditional write, safe even where
+/// no row lock is taken (SQLite serialises instead). `false`: it moved.
+async fn write_at_version(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: TenantId,
+    id: WebhookId,
+    version: i64,
+    row: webhooks::ActiveModel,
+) -> Result<bool, Failure> {
+    let updated = webhooks::Entity::update_many()
+        .set(row)
+        .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(webhooks::Column::Id.eq(id.as_uuid()))
+        .filter(webhooks::Column::Version.eq(version))
+        .exec(txn)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
 #[async_trait]
 impl WebhookQueue for Store {
     async fn due_tenants(&self, limit: u32) -> Result<Vec<TenantId>, WebhookError> {
@@ -409,17 +429,16 @@ impl WebhookRepository for Store {
                     Ok(next) => next,
                     Err(stale) => return Ok(Step::Conflict(stale)),
                 };
-                let updated = webhooks::Entity::update_many()
-                    .set(webhooks::ActiveModel::fields_of(&next))
-                    .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
-                    .filter(webhooks::Column::Id.eq(id.as_uuid()))
-                    .filter(webhooks::Column::Version.eq(current.version))
-                    .exec(txn)
-                    .await?;
-                if updated.rows_affected != 1 {
-                    return Ok(Step::Conflict(current.version));
-                }
-                Ok(Step::Done(next))
+                let row = webhooks::ActiveModel::fields_of(&next);
+                write_at_version(txn, tenant, id, current.version, row)
+                    .await
+                    .map(|written| {
+                        if written {
+                            Step::Done(next)
+                        } else {
+                            Step::Conflict(current.version)
+                        }
+                    })
             });
         result.map_err(|f| common!(f, WebhookError))?.into_result()
     }
@@ -441,17 +460,15 @@ impl WebhookRepository for Store {
                 let mut row = webhooks::ActiveModel::fields_of(&next);
                 row.secret = Set(secret.0.clone());
                 row.previous_secret = Set(Some(old_secret));
-                let updated = webhooks::Entity::update_many()
-                    .set(row)
-                    .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
-                    .filter(webhooks::Column::Id.eq(id.as_uuid()))
-                    .filter(webhooks::Column::Version.eq(current.version))
-                    .exec(txn)
-                    .await?;
-                if updated.rows_affected != 1 {
-                    return Ok(Step::Conflict(current.version));
-                }
-                Ok(Step::Done(next))
+                write_at_version(txn, tenant, id, current.version, row)
+                    .await
+                    .map(|written| {
+                        if written {
+                            Step::Done(next)
+                        } else {
+                            Step::Conflict(current.version)
+                        }
+                    })
             });
         result.map_err(|f| common!(f, WebhookError))?.into_result()
     }
