@@ -288,30 +288,41 @@ async fn lists(api: &Api) -> usize {
     }
 }
 
-fn run(backend: &'static str, cases: u32) {
+/// A runtime, the API over a fresh tenant on `backend` (with a webhook
+/// sealing key), and a proptest runner for `cases`.
+fn setup(backend: &'static str, cases: u32) -> (tokio::runtime::Runtime, Api, TestRunner) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let api = rt.block_on(async {
-        let store = match backend {
-            "postgres" => pg_store().await,
-            _ => sqlite_store().await,
-        };
-        let s = services(store);
-        let (_tenant, key) = new_tenant(&s).await;
-        Api {
-            app: router(AppState::new(s)),
-            key,
-            backend,
-        }
-    });
-    let mut runner = TestRunner::new(ProptestConfig {
+    let api =
+        rt.block_on(async {
+            let store = match backend {
+                "postgres" => pg_store().await,
+                _ => sqlite_store().await,
+            };
+            let mut s = services(store);
+            s.webhooks = s.webhooks.clone().with_sealer(std::sync::Arc::new(
+                leadline_outbound::ChaChaBox::new(&[4; 32]),
+            ));
+            let (_tenant, key) = new_tenant(&s).await;
+            Api {
+                app: router(AppState::new(s)),
+                key,
+                backend,
+            }
+        });
+    let runner = TestRunner::new(ProptestConfig {
         cases,
         failure_persistence: None,
         ..ProptestConfig::default()
     });
+    (rt, api, runner)
+}
+
+fn run(backend: &'static str, cases: u32) {
+    let (rt, api, mut runner) = setup(backend, cases);
     let accepted = std::sync::atomic::AtomicU32::new(0);
     runner
         .run(
@@ -419,33 +430,7 @@ async fn webhook_case(api: &Api, url: Value, types: Option<Value>, patch_url: Va
 }
 
 fn run_webhooks(backend: &'static str, cases: u32) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api =
-        rt.block_on(async {
-            let store = match backend {
-                "postgres" => pg_store().await,
-                _ => sqlite_store().await,
-            };
-            let mut s = services(store);
-            s.webhooks = s.webhooks.clone().with_sealer(std::sync::Arc::new(
-                leadline_outbound::ChaChaBox::new(&[4; 32]),
-            ));
-            let (_tenant, key) = new_tenant(&s).await;
-            Api {
-                app: router(AppState::new(s)),
-                key,
-                backend,
-            }
-        });
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
+    let (rt, api, mut runner) = setup(backend, cases);
     let accepted = std::sync::atomic::AtomicU32::new(0);
     runner
         .run(

@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -219,14 +219,7 @@ async fn sqlite_a_killed_relay_redelivers_with_the_same_message_id() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kill.db");
     let db = format!("sqlite://{}?mode=rwc", path.display());
-    let status = Command::new(BIN)
-        .env_clear()
-        .env("DATABASE_URL", &db)
-        .args(["migrate", "up"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::migrate_up(&db);
     redelivered_after_kill(&db, &format!("sqlite://{}", path.display()), false).await;
 }
 
@@ -238,13 +231,6 @@ async fn postgres_a_killed_relay_redelivers_with_the_same_message_id() {
         .await
         .expect("create a database");
     let url = server.admin_url(&database);
-    let status = Command::new(BIN)
-        .env_clear()
-        .env("DATABASE_URL", &url)
-        .args(["migrate", "up"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::migrate_up(&url);
     redelivered_after_kill(&url, &url, true).await;
 }

@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -222,14 +222,7 @@ async fn sqlite_a_killed_relay_redelivers_a_change_with_the_same_webhook_id() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hook.db");
     let db = format!("sqlite://{}?mode=rwc", path.display());
-    let status = Command::new(BIN)
-        .env_clear()
-        .env("DATABASE_URL", &db)
-        .args(["migrate", "up"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::migrate_up(&db);
     redelivered_after_kill(&db, &format!("sqlite://{}", path.display()), false).await;
 }
 
@@ -241,13 +234,6 @@ async fn postgres_a_killed_relay_redelivers_a_change_with_the_same_webhook_id() 
         .await
         .expect("create a database");
     let url = server.admin_url(&database);
-    let status = Command::new(BIN)
-        .env_clear()
-        .env("DATABASE_URL", &url)
-        .args(["migrate", "up"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::migrate_up(&url);
     redelivered_after_kill(&url, &url, true).await;
 }

@@ -70,3 +70,19 @@ impl Running {
         }
     }
 }
+
+/// Applies every migration to `db` with the binary itself, as an operator
+/// would before starting it.
+///
+/// # Panics
+/// When `leadline migrate up` fails.
+pub fn migrate_up(db: &str) {
+    let status = Command::new(BIN)
+        .env_clear()
+        .env("DATABASE_URL", db)
+        .args(["migrate", "up"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "leadline migrate up failed on {db}");
+}
