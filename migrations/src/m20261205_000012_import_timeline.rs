@@ -26,7 +26,7 @@ impl MigrationName for Migration {
 const OLD_KINDS: &str = "'email_sent', 'email_received', 'sms_sent', 'sms_received', \
      'call', 'meeting', 'note', 'status_changed', 'approval_decided', \
      'email_delivered', 'email_bounced', 'delivery_failed'";
-const NEW_KINDS: &str = "'email_sent', 'email_received', 'sms_sent', 'sms_received', \
+pub(crate) const NEW_KINDS: &str = "'email_sent', 'email_received', 'sms_sent', 'sms_received', \
      'call', 'meeting', 'note', 'status_changed', 'approval_decided', \
      'email_delivered', 'email_bounced', 'delivery_failed', 'imported'";
 
@@ -34,7 +34,7 @@ const NEW_KINDS: &str = "'email_sent', 'email_received', 'sms_sent', 'sms_receiv
 /// on the way down, binding new rows only (the migrating role cannot see
 /// other tenants' `imported` rows through row-level security to remove
 /// them).
-fn pg_kinds(kinds: &str, validate: bool) -> String {
+pub(crate) fn pg_kinds(kinds: &str, validate: bool) -> String {
     let not_valid = if validate { "" } else { " NOT VALID" };
     format!(
         "ALTER TABLE events DROP CONSTRAINT events_kind_check;\n\
@@ -44,7 +44,7 @@ fn pg_kinds(kinds: &str, validate: bool) -> String {
 
 /// SQLite: `events` rebuilt with `kinds` in its CHECK, keeping the rows
 /// whose kind is among them, with its indexes and append-only triggers.
-fn sqlite_events(kinds: &str) -> String {
+pub(crate) fn sqlite_events(kinds: &str) -> String {
     format!(
         r"
 CREATE TABLE events_next (

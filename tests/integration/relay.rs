@@ -147,6 +147,7 @@ fn relay_over(store: Store, smtp: &SmtpServer, settings: RelaySettings) -> Relay
     Relay::new(
         Arc::new(store),
         Some(Arc::new(channel)),
+        None,
         Arc::new(leadline_cache::NullCache::new()),
         settings,
         smtp.default_sender().unwrap(),

@@ -182,10 +182,13 @@ async fn two_populated_tenants() -> (Populated, Populated) {
                     url: leadline_domain::WebhookUrl::parse("https://hooks.example.com/rls")
                         .unwrap(),
                     types: leadline_domain::ChangeFilter::default(),
+                    changes: true,
+                    channels: leadline_domain::MessageChannels::default(),
                     active: true,
                 },
                 chrono::Utc::now(),
-            ),
+            )
+            .unwrap(),
             &leadline_ports::SealedSecret(vec![1; 57]),
         )
         .await

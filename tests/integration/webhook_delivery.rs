@@ -5,19 +5,13 @@
 //! Rounds are run one at a time (`run_tenant`, `run_due`), so each test
 //! says exactly when the relay acts; retries poll with a deadline.
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use axum::{
-    Router,
-    body::Bytes,
-    extract::State,
-    http::{HeaderMap, StatusCode},
-    routing::post,
+use crate::{
+    receiver::receiver,
+    support::{eventually, isolated_backends, lead_req, new_tenant, services},
 };
+use axum::http::StatusCode;
 use leadline_app::{RelaySettings, Services, WebhookRelay};
 use leadline_domain::{
     AppendEventRequest, ChangeFilter, CreateWebhookRequest, Direction, EventKind, Metadata,
@@ -26,95 +20,8 @@ use leadline_domain::{
 use leadline_outbound::{ChaChaBox, HttpSettings, HttpWebhookChannel};
 use leadline_ports::{WebhookQueue, WebhookRepository};
 use leadline_store::Store;
-use serde_json::Value;
-
-use crate::support::{eventually, isolated_backends, lead_req, new_tenant, services};
 
 const KEY: [u8; 32] = [11; 32];
-
-/// What the receiver saw: each message's id, body, and which of the
-/// secrets it knows verified it.
-#[derive(Debug, Clone)]
-struct Received {
-    id: String,
-    body: Value,
-    verified_by: Vec<usize>,
-}
-
-/// A status to answer with, and its `Retry-After`.
-type Answer = (StatusCode, Option<&'static str>);
-
-#[derive(Clone, Default)]
-struct Receiver {
-    secrets: Arc<Mutex<Vec<String>>>,
-    seen: Arc<Mutex<Vec<Received>>>,
-    /// Answers to give before the default 204, in order.
-    script: Arc<Mutex<VecDeque<Answer>>>,
-}
-
-impl Receiver {
-    fn seen(&self) -> Vec<Received> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn trust(&self, secret: &str) {
-        self.secrets.lock().unwrap().push(secret.to_owned());
-    }
-
-    fn answer(&self, status: StatusCode, retry_after: Option<&'static str>) {
-        self.script.lock().unwrap().push_back((status, retry_after));
-    }
-}
-
-async fn receive(
-    State(r): State<Receiver>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, HeaderMap) {
-    let verified_by = r
-        .secrets
-        .lock()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| {
-            standardwebhooks::Webhook::new(s)
-                .unwrap()
-                .verify(&body, &headers)
-                .is_ok()
-        })
-        .map(|(i, _)| i)
-        .collect();
-    let id = headers["webhook-id"].to_str().unwrap().to_owned();
-    r.seen.lock().unwrap().push(Received {
-        id,
-        body: serde_json::from_slice(&body).unwrap(),
-        verified_by,
-    });
-    let (status, wait) = r
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or((StatusCode::NO_CONTENT, None));
-    let mut out = HeaderMap::new();
-    if let Some(wait) = wait {
-        out.insert("retry-after", wait.parse().unwrap());
-    }
-    (status, out)
-}
-
-/// A receiver on a local port, and its URL.
-async fn receiver() -> (Receiver, String) {
-    let r = Receiver::default();
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(r.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (r, url)
-}
 
 fn relay(store: &Store, settings: RelaySettings, allow_private: bool) -> WebhookRelay {
     WebhookRelay::new(
@@ -164,6 +71,8 @@ async fn hook(
             &CreateWebhookRequest {
                 url: WebhookUrl::parse(url).unwrap(),
                 types: ChangeFilter::parse(types).unwrap(),
+                changes: true,
+                channels: leadline_domain::MessageChannels::default(),
                 active: true,
             },
         )

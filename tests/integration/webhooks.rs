@@ -1,14 +1,15 @@
 //! Webhook endpoints through the use cases on both backends: created with
 //! a secret shown once, read and listed without it, changed under a
 //! version, rotated, deleted, bounded per tenant, and invisible to other
-//! tenants.
+//! tenants; each message channel carried by one endpoint at most, and no
+//! endpoint that would receive nothing.
 
 use std::sync::Arc;
 
 use leadline_app::Services;
 use leadline_domain::{
-    ChangeFilter, CreateWebhookRequest, MAX_WEBHOOKS_PER_TENANT, PageLimit, UpdateWebhookRequest,
-    WebhookUrl,
+    ChangeFilter, Channel, CreateWebhookRequest, MAX_WEBHOOKS_PER_TENANT, MessageChannels,
+    PageLimit, UpdateWebhookRequest, WebhookUrl,
 };
 use leadline_outbound::ChaChaBox;
 use leadline_ports::WebhookError;
@@ -29,6 +30,8 @@ fn request(path: &str) -> CreateWebhookRequest {
     CreateWebhookRequest {
         url: WebhookUrl::parse(&format!("https://hooks.example.com/{path}")).unwrap(),
         types: ChangeFilter::parse("lead,approval.sent").unwrap(),
+        changes: true,
+        channels: leadline_domain::MessageChannels::default(),
         active: true,
     }
 }
@@ -145,7 +148,89 @@ async fn a_tenant_has_a_bounded_number_of_endpoints_listed_in_pages(store: Store
     assert_eq!(listed, made, "every endpoint once, oldest first");
 }
 
+fn carrying(path: &str, channels: &[Channel]) -> CreateWebhookRequest {
+    CreateWebhookRequest {
+        changes: false,
+        channels: MessageChannels::new(channels.iter().copied()).unwrap(),
+        ..request(path)
+    }
+}
+
+async fn each_channel_goes_to_one_endpoint_of_a_tenant(store: Store) {
+    let s = with_key(store);
+    let (t, _) = new_tenant(&s).await;
+    let (other, _) = new_tenant(&s).await;
+    let texts = s
+        .webhooks
+        .create(t, &carrying("texts", &[Channel::Sms]))
+        .await
+        .unwrap()
+        .webhook;
+    assert_eq!(
+        s.webhooks.get(t, texts.id).await.unwrap(),
+        texts,
+        "reads back with its channels and without the feed"
+    );
+    assert!(!texts.changes && texts.channels.contains(Channel::Sms));
+    let taken = s
+        .webhooks
+        .create(t, &carrying("again", &[Channel::Call, Channel::Sms]))
+        .await;
+    assert!(
+        matches!(taken, Err(WebhookError::ChannelTaken { channel: Channel::Sms, by }) if by == texts.id),
+        "{taken:?}"
+    );
+    // Another tenant's channels are its own.
+    s.webhooks
+        .create(other, &carrying("theirs", &[Channel::Sms]))
+        .await
+        .unwrap();
+    let calls = s
+        .webhooks
+        .create(t, &carrying("calls", &[Channel::Call]))
+        .await
+        .unwrap()
+        .webhook;
+    let take_texts = UpdateWebhookRequest {
+        expected_version: 1,
+        channels: Some(MessageChannels::new([Channel::Call, Channel::Sms]).unwrap()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.webhooks.update(t, calls.id, &take_texts).await,
+        Err(WebhookError::ChannelTaken {
+            channel: Channel::Sms,
+            ..
+        })
+    ));
+    // An endpoint with neither the feed nor a channel would receive nothing.
+    let nothing = UpdateWebhookRequest {
+        expected_version: 1,
+        channels: Some(MessageChannels::default()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.webhooks.update(t, texts.id, &nothing).await,
+        Err(WebhookError::ReceivesNothing)
+    ));
+    assert!(matches!(
+        s.webhooks.create(t, &carrying("nothing", &[])).await,
+        Err(WebhookError::ReceivesNothing)
+    ));
+    // Handed over: the texts endpoint gives sms up for the feed, and the
+    // calls endpoint takes it.
+    let handed = UpdateWebhookRequest {
+        changes: Some(true),
+        ..nothing
+    };
+    let texts = s.webhooks.update(t, texts.id, &handed).await.unwrap();
+    assert!(texts.changes && texts.channels.is_empty());
+    let calls = s.webhooks.update(t, calls.id, &take_texts).await.unwrap();
+    assert_eq!(calls.channels.to_list(), "call,sms");
+}
+
 both_backends!(
     endpoints_live_their_whole_life,
-    a_tenant_has_a_bounded_number_of_endpoints_listed_in_pages
+    a_tenant_has_a_bounded_number_of_endpoints_listed_in_pages,
+    each_channel_goes_to_one_endpoint_of_a_tenant
 );

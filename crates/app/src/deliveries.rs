@@ -2,12 +2,16 @@
 //! channel adapters, and the use cases people drive over HTTP (list the
 //! deliveries, retry a failed one, set the tenant's sender).
 //!
+//! Email goes out over SMTP; every other channel (a text, a call, a
+//! LinkedIn message) is POSTed, signed, to the tenant's webhook endpoint for
+//! that channel, for the system that actually sends it.
+//!
 //! The relay is at-least-once: an attempt is recorded after the destination
 //! answered, so a relay killed in between leaves the row leased, it comes
 //! due again when the lease ends, and the message goes out a second time
-//! with the same `Message-ID` (derived from the approval) for the receiver
-//! to recognise. The timeline still shows one outcome: only the claim that
-//! holds the row records one.
+//! with the same `Message-ID` (derived from the approval) or `webhook-id`
+//! (the delivery's) for the receiver to recognise. The timeline still shows
+//! one outcome: only the claim that holds the row records one.
 
 use std::{
     collections::HashMap,
@@ -19,13 +23,15 @@ use std::{
 use chrono::Utc;
 use futures::StreamExt;
 use leadline_domain::{
-    AttemptOutcome, Channel, CircuitBreaker, Decision, Delivery, DeliveryId, DeliveryStatus, Email,
-    OutboundEmail, Page, PageLimit, RetryPolicy, SenderIdentity, TenantId,
+    AttemptOutcome, Channel, CircuitBreaker, Decision, Delivery, DeliveryId, DeliveryStatus,
+    OutboundEmail, Page, PageLimit, RetryPolicy, SenderIdentity, TenantId, WebhookMessage,
 };
 use leadline_ports::{
     AttemptRecord, ClaimedDelivery, ContextCache, DeliveryError, DeliveryRepository, EmailChannel,
-    QueueDepth,
+    QueueDepth, SecretBox, WebhookChannel, WebhookTarget,
 };
+
+use crate::webhook_relay::open_secrets;
 use metrics::{counter, gauge, histogram};
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -172,11 +178,22 @@ pub struct RoundReport {
     pub unrecorded: usize,
 }
 
+/// How messages other than email leave: POSTed through the webhook channel,
+/// signed with secrets the sealer opens.
+#[derive(Clone)]
+pub struct MessageWebhooks {
+    /// The HTTP adapter.
+    pub channel: Arc<dyn WebhookChannel>,
+    /// Opens the endpoints' secrets.
+    pub sealer: Arc<dyn SecretBox>,
+}
+
 /// Drains the outbox: claims due deliveries, sends each through its
 /// channel, records the outcome.
 pub struct Relay {
     repo: Arc<dyn DeliveryRepository>,
     email: Option<Arc<dyn EmailChannel>>,
+    messages: Option<MessageWebhooks>,
     cache: Arc<dyn ContextCache>,
     settings: RelaySettings,
     policy: RetryPolicy,
@@ -196,11 +213,14 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     /// A relay over `repo`, sending email through `email` (none: email
-    /// deliveries wait), from `default_sender` for tenants that set none.
+    /// deliveries wait), from `default_sender` for tenants that set none,
+    /// and the other channels' messages through `messages` (none: they
+    /// wait).
     #[must_use]
     pub fn new(
         repo: Arc<dyn DeliveryRepository>,
         email: Option<Arc<dyn EmailChannel>>,
+        messages: Option<MessageWebhooks>,
         cache: Arc<dyn ContextCache>,
         settings: RelaySettings,
         default_sender: SenderIdentity,
@@ -208,6 +228,7 @@ impl Relay {
         Self {
             repo,
             email,
+            messages,
             cache,
             policy: settings.policy(),
             settings,
@@ -220,7 +241,11 @@ impl Relay {
     /// The channels this relay can deliver on.
     #[must_use]
     pub fn channels(&self) -> Vec<Channel> {
-        self.email.iter().map(|_| Channel::Email).collect()
+        let mut channels: Vec<Channel> = self.email.iter().map(|_| Channel::Email).collect();
+        if self.messages.is_some() {
+            channels.extend(Channel::ALL.iter().filter(|&&c| c != Channel::Email));
+        }
+        channels
     }
 
     /// Asks an idle relay to look for work now.
@@ -273,7 +298,9 @@ impl Relay {
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
         let channels = self.channels();
         if channels.is_empty() {
-            tracing::warn!("relay: no channel configured (smtp.url unset); deliveries wait");
+            tracing::warn!(
+                "relay: no channel configured (smtp.url and webhooks.secret_key unset); deliveries wait"
+            );
         }
         tracing::info!(channels = ?channels, "relay started");
         let idle = Duration::from_millis(self.settings.poll_interval_ms);
@@ -381,12 +408,10 @@ impl Relay {
         let channel = delivery.channel.as_str();
         let started_at = Utc::now();
         let clock = Instant::now();
-        let outcome = match (&claimed.recipient, &self.email) {
-            (None, _) => AttemptOutcome::Undeliverable {
-                reason: "the lead has no email address (or was deleted)".to_owned(),
-            },
-            (Some(to), Some(email)) => {
-                let destination = email.destination();
+        let outcome = match self.prepare(&claimed) {
+            Err(outcome) => outcome,
+            Ok(attempt) => {
+                let destination = attempt.destination();
                 if let Err(until) = self.admit(&destination) {
                     counter!("deliveries_deferred_total", "channel" => channel).increment(1);
                     return match self.repo.defer(&claimed, until).await {
@@ -397,8 +422,7 @@ impl Relay {
                         }
                     };
                 }
-                let message = self.compose(&claimed, to.clone());
-                let outcome = email.send(&message).await;
+                let outcome = attempt.send().await;
                 self.observe(
                     &destination,
                     !matches!(outcome, AttemptOutcome::Transient { .. }),
@@ -407,18 +431,13 @@ impl Relay {
                     // The one moment a crash means a redelivery: say it.
                     tracing::info!(
                         delivery = %delivery.id,
-                        message_id = %message.message_id,
+                        message_id = %attempt.message_id(),
                         reply = %reply,
                         "accepted by the destination; recording"
                     );
                 }
                 outcome
             }
-            // Claimed only for channels that have an adapter.
-            (Some(_), None) => AttemptOutcome::Transient {
-                reason: "no email channel configured".to_owned(),
-                retry_after: None,
-            },
         };
         histogram!("delivery_attempt_seconds", "channel" => channel)
             .record(clock.elapsed().as_secs_f64());
@@ -493,9 +512,98 @@ impl Relay {
         self.repo.record(claimed, record).await
     }
 
-    fn compose(&self, claimed: &ClaimedDelivery, to: (Option<String>, Email)) -> OutboundEmail {
-        let sender = claimed.sender.as_ref().unwrap_or(&self.default_sender);
-        OutboundEmail::compose(&claimed.delivery, &claimed.message, to, sender)
+    /// What an attempt of `claimed` takes, or the outcome it has without
+    /// one (nowhere to deliver, a paused endpoint).
+    fn prepare<'a>(&'a self, claimed: &ClaimedDelivery) -> Result<Attempt<'a>, AttemptOutcome> {
+        let channel = claimed.delivery.channel;
+        let undeliverable = |reason: &str| AttemptOutcome::Undeliverable {
+            reason: reason.to_owned(),
+        };
+        let Some(to) = &claimed.recipient else {
+            return Err(undeliverable("the lead was deleted"));
+        };
+        if let Some(reason) = to.unreachable_on(channel) {
+            return Err(undeliverable(reason));
+        }
+        if channel == Channel::Email {
+            let (Some(email), Some(address)) = (&self.email, &to.email) else {
+                // Claimed only for channels that have an adapter.
+                return Err(AttemptOutcome::Transient {
+                    reason: "no email channel configured".to_owned(),
+                    retry_after: None,
+                });
+            };
+            let sender = claimed.sender.as_ref().unwrap_or(&self.default_sender);
+            let message = OutboundEmail::compose(
+                &claimed.delivery,
+                &claimed.message,
+                (to.name.clone(), address.clone()),
+                sender,
+            );
+            return Ok(Attempt::Email(email.as_ref(), message));
+        }
+        let Some(messages) = &self.messages else {
+            return Err(AttemptOutcome::Transient {
+                reason: "no webhook channel configured".to_owned(),
+                retry_after: None,
+            });
+        };
+        let Some(route) = &claimed.route else {
+            return Err(undeliverable(&format!(
+                "no webhook carries {channel} messages: give one endpoint \"channels\": [\"{channel}\"] (POST /v1/webhooks), then retry the delivery"
+            )));
+        };
+        if !route.active {
+            return Err(AttemptOutcome::Transient {
+                reason: format!("the {channel} webhook {} is paused", route.webhook),
+                retry_after: None,
+            });
+        }
+        let secrets = open_secrets(
+            messages.sealer.as_ref(),
+            &route.secret,
+            route.previous_secret.as_ref(),
+        )
+        .map_err(|reason| AttemptOutcome::Permanent { reason })?;
+        Ok(Attempt::Webhook(
+            messages.channel.as_ref(),
+            WebhookTarget {
+                url: route.url.clone(),
+                secrets,
+            },
+            WebhookMessage::of_delivery(&claimed.delivery, &claimed.message, to),
+        ))
+    }
+}
+
+/// One attempt, ready to go.
+enum Attempt<'a> {
+    Email(&'a dyn EmailChannel, OutboundEmail),
+    Webhook(&'a dyn WebhookChannel, WebhookTarget, WebhookMessage),
+}
+
+impl Attempt<'_> {
+    /// The key its destination's circuit breaker counts under.
+    fn destination(&self) -> String {
+        match self {
+            Self::Email(email, _) => email.destination(),
+            Self::Webhook(channel, target, _) => channel.destination(&target.url),
+        }
+    }
+
+    /// The id the receiver recognises a redelivery by.
+    fn message_id(&self) -> &str {
+        match self {
+            Self::Email(_, message) => &message.message_id,
+            Self::Webhook(_, _, message) => &message.id,
+        }
+    }
+
+    async fn send(&self) -> AttemptOutcome {
+        match self {
+            Self::Email(email, message) => email.send(message).await,
+            Self::Webhook(channel, target, message) => channel.post(target, message).await,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ mod workflow;
 
 pub use changes::{ChangeFeed, ChangeSettings};
 pub use coherence::Coherence;
-pub use deliveries::{DeliveryService, Relay, RelaySettings, RoundReport};
+pub use deliveries::{DeliveryService, MessageWebhooks, Relay, RelaySettings, RoundReport};
 pub use exports::{COLUMNS as EXPORT_COLUMNS, ExportError, ExportQuery, ExportService};
 pub use imports::{BATCH_ROWS, CsvSource, ImportFailure, ImportOptions, ImportService, Record};
 pub use services::{

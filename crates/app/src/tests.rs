@@ -191,21 +191,24 @@ async fn verified_keys_are_remembered_and_survive_a_store_outage() {
 mod relay {
     //! The relay's rules around its port calls: a late claim is released
     //! untried, an unavailable store is asked again before the message is
-    //! left to go out twice.
+    //! left to go out twice, a text goes to its channel's endpoint (or fails
+    //! saying how to give it one).
 
     use std::{sync::Arc, time::Duration};
 
     use async_trait::async_trait;
     use chrono::Utc;
     use leadline_domain::{
-        ApprovalId, AttemptOutcome, Channel, Delivery, DeliveryId, DeliveryStatus, Email, LeadId,
-        MessageBody, OutboundEmail, OutboxMessage, SenderIdentity, TenantId,
+        ApprovalId, AttemptOutcome, Channel, Decision, Delivery, DeliveryId, DeliveryStatus, Email,
+        LeadId, MessageBody, OutboundEmail, OutboxMessage, Phone, Recipient, SenderIdentity,
+        TenantId, WebhookId, WebhookUrl,
     };
     use leadline_ports::{
-        ClaimedDelivery, DeliveryError, EmailChannel, MockDeliveryRepository, Unavailable,
+        ClaimedDelivery, DeliveryError, EmailChannel, MessageRoute, MockDeliveryRepository,
+        MockSecretBox, MockWebhookChannel, SealedSecret, Unavailable,
     };
 
-    use crate::{Relay, RelaySettings};
+    use crate::{MessageWebhooks, Relay, RelaySettings};
 
     /// A mail server that takes `delay` to accept each message.
     struct SlowServer {
@@ -249,15 +252,30 @@ mod relay {
                 subject: None,
                 body: MessageBody::new("hi").expect("valid body"),
             },
-            recipient: Some((None, Email::parse("ada@example.com").expect("valid"))),
+            recipient: Some(Recipient {
+                name: None,
+                email: Some(Email::parse("ada@example.com").expect("valid")),
+                phone: Some(Phone::parse("+1 555 0100").expect("valid")),
+            }),
             sender: None,
+            route: None,
         }
     }
 
     fn relay(repo: MockDeliveryRepository, delay: Duration, lease_secs: u64) -> Relay {
+        relay_with(repo, delay, lease_secs, None)
+    }
+
+    fn relay_with(
+        repo: MockDeliveryRepository,
+        delay: Duration,
+        lease_secs: u64,
+        messages: Option<MessageWebhooks>,
+    ) -> Relay {
         Relay::new(
             Arc::new(repo),
             Some(Arc::new(SlowServer { delay })),
+            messages,
             super::no_cache(),
             RelaySettings {
                 concurrency: 1,
@@ -313,5 +331,80 @@ mod relay {
             .await
             .expect("round");
         assert_eq!((report.delivered, report.unrecorded), (1, 0), "{report:?}");
+    }
+
+    fn text(route: Option<MessageRoute>) -> ClaimedDelivery {
+        let mut claimed = claimed();
+        claimed.delivery.channel = Channel::Sms;
+        claimed.route = route;
+        claimed
+    }
+
+    #[tokio::test]
+    async fn a_text_goes_signed_to_its_channels_endpoint_and_without_one_fails_saying_how() {
+        let hook = WebhookId::new();
+        let route = |active| MessageRoute {
+            webhook: hook,
+            url: WebhookUrl::parse("https://texts.example.com/send").expect("valid"),
+            active,
+            secret: SealedSecret(vec![7; 32]),
+            previous_secret: None,
+        };
+        let routed = text(Some(route(true)));
+        let routed_id = routed.delivery.id;
+        let claims = vec![routed, text(None), text(Some(route(false)))];
+        let mut repo = MockDeliveryRepository::new();
+        repo.expect_claim_due()
+            .withf(|channels, _, _| channels.contains(&Channel::Sms))
+            .returning(move |_, _, _| Ok(claims.clone()));
+        repo.expect_record()
+            .times(3)
+            .returning(move |claimed, record| {
+                let expected = match (&claimed.route, claimed.delivery.id == routed_id) {
+                    (Some(_), true) => matches!(record.decision, Decision::Delivered),
+                    (None, _) => {
+                        matches!(record.decision, Decision::Failed)
+                            && record.outcome.detail().contains("\"channels\": [\"sms\"]")
+                    }
+                    (Some(_), false) => {
+                        matches!(record.decision, Decision::RetryAt(_))
+                            && record.outcome.detail().contains("paused")
+                    }
+                };
+                assert!(expected, "{claimed:?} {record:?}");
+                Ok(true)
+            });
+        let mut sealer = MockSecretBox::new();
+        sealer
+            .expect_open()
+            .returning(|sealed| Ok(sealed.0.clone()));
+        let mut channel = MockWebhookChannel::new();
+        channel
+            .expect_destination()
+            .returning(|url| url.as_str().to_owned());
+        channel
+            .expect_post()
+            .times(1)
+            .withf(move |target, message| {
+                target.secrets.len() == 1
+                    && target.secrets[0].key() == &[7; 32]
+                    && message.id == format!("msg_dlv_{}", routed_id.as_uuid().simple())
+            })
+            .returning(|_, _| AttemptOutcome::Delivered {
+                reply: "200".to_owned(),
+            });
+        let messages = MessageWebhooks {
+            channel: Arc::new(channel),
+            sealer: Arc::new(sealer),
+        };
+        let report = relay_with(repo, Duration::ZERO, 300, Some(messages))
+            .run_once()
+            .await
+            .expect("round");
+        assert_eq!(
+            (report.delivered, report.failed, report.retrying),
+            (1, 1, 1),
+            "{report:?}"
+        );
     }
 }

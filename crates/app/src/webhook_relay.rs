@@ -34,8 +34,8 @@ use leadline_domain::{
     WebhookSecret,
 };
 use leadline_ports::{
-    ChangeLog, ChangeLogError, ClaimedWebhook, SecretBox, WebhookChannel, WebhookError,
-    WebhookProgress, WebhookQueue, WebhookTarget,
+    ChangeLog, ChangeLogError, ClaimedWebhook, SealedSecret, SecretBox, WebhookChannel,
+    WebhookError, WebhookProgress, WebhookQueue, WebhookTarget,
 };
 use metrics::{counter, histogram};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -147,22 +147,11 @@ impl WebhookRelay {
 
     /// The secrets a claimed endpoint signs with, opened.
     fn secrets(&self, claimed: &ClaimedWebhook) -> Result<Vec<WebhookSecret>, String> {
-        let open = |sealed| {
-            self.sealer
-                .open(sealed)
-                .ok()
-                .and_then(|bytes| WebhookSecret::from_bytes(&bytes).ok())
-                .ok_or_else(|| {
-                    "the webhook's secret does not open with webhooks.secret_key (was the key changed?): rotate the webhook's secret".to_owned()
-                })
-        };
-        let mut secrets = vec![open(&claimed.secret)?];
-        if let Some(previous) = &claimed.previous_secret
-            && let Ok(previous) = open(previous)
-        {
-            secrets.push(previous);
-        }
-        Ok(secrets)
+        open_secrets(
+            self.sealer.as_ref(),
+            &claimed.secret,
+            claimed.previous_secret.as_ref(),
+        )
     }
 
     /// Delivers what one claimed endpoint has waiting, in order, until it
@@ -447,6 +436,31 @@ impl WebhookRelay {
 }
 
 /// The tenants a running relay serves side by side.
+/// Opens an endpoint's signing secrets: the current one (or why it cannot
+/// be opened), and the previous one while it still signs and opens.
+pub(crate) fn open_secrets(
+    sealer: &dyn SecretBox,
+    current: &SealedSecret,
+    previous: Option<&SealedSecret>,
+) -> Result<Vec<WebhookSecret>, String> {
+    let open = |sealed| {
+        sealer
+            .open(sealed)
+            .ok()
+            .and_then(|bytes| WebhookSecret::from_bytes(&bytes).ok())
+            .ok_or_else(|| {
+                "the webhook's secret does not open with webhooks.secret_key (was the key changed?): rotate the webhook's secret".to_owned()
+            })
+    };
+    let mut secrets = vec![open(current)?];
+    if let Some(previous) = previous
+        && let Ok(previous) = open(previous)
+    {
+        secrets.push(previous);
+    }
+    Ok(secrets)
+}
+
 struct Tenants {
     tasks: tokio::task::JoinSet<()>,
     /// Which task serves which tenant.

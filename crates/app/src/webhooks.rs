@@ -82,7 +82,7 @@ impl WebhookService {
         let sealer = self.sealer()?;
         let secret = new_secret();
         // Stored to the microsecond: made so, it reads back equal.
-        let webhook = Webhook::new(tenant, req, Utc::now().trunc_subsecs(6));
+        let webhook = Webhook::new(tenant, req, Utc::now().trunc_subsecs(6))?;
         let webhook = self
             .repo
             .create(tenant, &webhook, &sealer.seal(secret.key()))
@@ -169,13 +169,15 @@ impl WebhookService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leadline_domain::{ChangeFilter, WebhookUrl};
+    use leadline_domain::{ChangeFilter, MessageChannels, WebhookUrl};
     use leadline_ports::{MockSecretBox, MockWebhookQueue, MockWebhookRepository, SealedSecret};
 
     fn request() -> CreateWebhookRequest {
         CreateWebhookRequest {
             url: WebhookUrl::parse("https://example.com/h").expect("valid"),
             types: ChangeFilter::default(),
+            changes: true,
+            channels: MessageChannels::default(),
             active: true,
         }
     }

@@ -11,7 +11,7 @@ use leadline_store::{ConnectError, MigrateError, MigrateOp, Store, StoreSettings
 use secrecy::ExposeSecret;
 
 use leadline_app::{RecallSettings, Relay, RelaySettings, Services};
-use leadline_outbound::{SmtpChannel, SmtpError, SmtpSettings};
+use leadline_outbound::{SmtpChannel, SmtpSettings};
 
 /// Wiring failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,24 +71,47 @@ impl Composition {
     }
 
     /// The delivery relay over this store and cache, sending email through
-    /// the server `smtp` names (none: email deliveries wait).
+    /// the server `smtp` names (none: email deliveries wait) and the other
+    /// channels' messages to the tenants' webhooks (when a sealing key is
+    /// configured; otherwise they wait).
     ///
     /// # Errors
-    /// A bad SMTP setting, named by key.
+    /// A bad SMTP or `webhooks.*` setting, named by key.
     pub fn relay(
         &self,
         settings: RelaySettings,
         smtp: &SmtpSettings,
-    ) -> Result<Arc<Relay>, SmtpError> {
+        webhooks: &leadline_outbound::WebhookSettings,
+    ) -> anyhow::Result<Arc<Relay>> {
         let email = SmtpChannel::from_settings(smtp)?
             .map(|c| Arc::new(c) as Arc<dyn leadline_ports::EmailChannel>);
+        let messages = Self::webhook_channel(webhooks)?;
         Ok(Arc::new(Relay::new(
             Arc::new(self.store.clone()),
             email,
+            messages,
             self.context_cache.clone(),
             settings,
             smtp.default_sender()?,
         )))
+    }
+
+    /// The webhook adapter and the key that opens the endpoints' secrets,
+    /// when a sealing key is configured (without one no webhook exists).
+    fn webhook_channel(
+        webhooks: &leadline_outbound::WebhookSettings,
+    ) -> anyhow::Result<Option<leadline_app::MessageWebhooks>> {
+        let Some(sealer) = webhooks
+            .sealer()
+            .map_err(|e| anyhow::anyhow!("webhooks.secret_key: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let channel = leadline_outbound::HttpWebhookChannel::new(webhooks.http())?;
+        Ok(Some(leadline_app::MessageWebhooks {
+            channel: Arc::new(channel),
+            sealer: Arc::new(sealer),
+        }))
     }
 
     /// The webhook relay, when a sealing key is configured (without one no
@@ -101,20 +124,15 @@ impl Composition {
         settings: RelaySettings,
         webhooks: &leadline_outbound::WebhookSettings,
     ) -> anyhow::Result<Option<Arc<leadline_app::WebhookRelay>>> {
-        let Some(sealer) = webhooks
-            .sealer()
-            .map_err(|e| anyhow::anyhow!("webhooks.secret_key: {e}"))?
-        else {
-            return Ok(None);
-        };
-        let channel = leadline_outbound::HttpWebhookChannel::new(webhooks.http())?;
-        Ok(Some(Arc::new(leadline_app::WebhookRelay::new(
-            Arc::new(self.store.clone()),
-            Arc::new(self.store.clone()),
-            Arc::new(channel),
-            Arc::new(sealer),
-            settings,
-        ))))
+        Ok(Self::webhook_channel(webhooks)?.map(|parts| {
+            Arc::new(leadline_app::WebhookRelay::new(
+                Arc::new(self.store.clone()),
+                Arc::new(self.store.clone()),
+                parts.channel,
+                parts.sealer,
+                settings,
+            ))
+        }))
     }
 
     /// Releases the cache's connections and the pool (lent connections are

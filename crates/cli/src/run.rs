@@ -101,7 +101,7 @@ pub async fn serve(
         router(AppState::new(composition.services.clone()))
     };
     let relay = if config.relay.enabled {
-        let relay = composition.relay(config.relay, &config.smtp)?;
+        let relay = composition.relay(config.relay, &config.smtp, &config.webhooks)?;
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
         let task = tokio::spawn(relay.run(async move { stopped.notified().await }));
@@ -179,7 +179,7 @@ pub async fn relay(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let composition = compose_with(&config.database, &config.cache, config.recall, true).await?;
-    let relay = composition.relay(config.relay, &config.smtp)?;
+    let relay = composition.relay(config.relay, &config.smtp, &config.webhooks)?;
     let webhooks = composition.webhook_relay(config.relay, &config.webhooks)?;
     let stop = Arc::new(Notify::new());
     let stopped = stop.clone();

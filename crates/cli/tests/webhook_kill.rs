@@ -118,6 +118,8 @@ async fn one_change(config: &Config, url: &str) -> (TenantId, WebhookId) {
             &CreateWebhookRequest {
                 url: WebhookUrl::parse(url).unwrap(),
                 types: ChangeFilter::parse("agent").unwrap(),
+                changes: true,
+                channels: leadline_domain::MessageChannels::default(),
                 active: true,
             },
         )

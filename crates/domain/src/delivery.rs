@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ApprovalId, Channel, DeliveryId, Direction, DisplayName, Email, Event, EventContent, EventId,
-    EventKind, LeadId, MessageBody, Metadata, Subject, TenantId, ValueError, approval::wire_enum,
+    EventKind, LeadId, MessageBody, Metadata, Phone, Subject, TenantId, ValueError,
+    approval::wire_enum,
 };
 
 wire_enum!(
@@ -65,6 +66,34 @@ pub struct OutboxMessage {
     pub subject: Option<Subject>,
     /// The text.
     pub body: MessageBody,
+}
+
+/// Who a message goes to: the lead, as it stands when the message is
+/// claimed for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recipient {
+    /// First and last name, when either is set.
+    pub name: Option<String>,
+    /// The email address.
+    pub email: Option<Email>,
+    /// The phone number.
+    pub phone: Option<Phone>,
+}
+
+impl Recipient {
+    /// Why a message on `channel` cannot reach this person, if it cannot:
+    /// an email needs an address, a text or a call a phone number (a
+    /// LinkedIn message is addressed by the receiving system from the lead).
+    #[must_use]
+    pub const fn unreachable_on(&self, channel: Channel) -> Option<&'static str> {
+        match channel {
+            Channel::Email if self.email.is_none() => Some("the lead has no email address"),
+            Channel::Sms | Channel::Call if self.phone.is_none() => {
+                Some("the lead has no phone number")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// How one attempt ended.
@@ -574,7 +603,8 @@ impl Delivery {
     ) -> Option<Event> {
         let kind = match (decision, outcome) {
             (Decision::RetryAt(_), _) => return None,
-            (Decision::Delivered, _) => EventKind::EmailDelivered,
+            (Decision::Delivered, _) if self.channel == Channel::Email => EventKind::EmailDelivered,
+            (Decision::Delivered, _) => EventKind::MessageDelivered,
             (Decision::Failed, AttemptOutcome::Permanent { .. }) => EventKind::EmailBounced,
             (Decision::Failed | Decision::Dead, _) => EventKind::DeliveryFailed,
         };
@@ -857,5 +887,35 @@ mod tests {
             Some("550 no such user")
         );
         assert!(EventKind::EmailDelivered.is_system());
+        let text = Delivery {
+            channel: Channel::Sms,
+            ..d.clone()
+        };
+        let kind = |dec, out: &AttemptOutcome| text.event_of(dec, out, now).map(|e| e.kind);
+        assert_eq!(
+            kind(Decision::Delivered, &ok),
+            Some(EventKind::MessageDelivered)
+        );
+        assert_eq!(
+            kind(Decision::Failed, &bounce),
+            Some(EventKind::DeliveryFailed),
+            "only email bounces"
+        );
+        assert!(EventKind::MessageDelivered.is_system());
+    }
+
+    #[test]
+    fn a_text_or_call_needs_a_phone_and_an_email_an_address() {
+        let nobody = Recipient::default();
+        assert!(nobody.unreachable_on(Channel::Email).is_some());
+        assert!(nobody.unreachable_on(Channel::Sms).is_some());
+        assert!(nobody.unreachable_on(Channel::Call).is_some());
+        assert_eq!(nobody.unreachable_on(Channel::Linkedin), None);
+        let phone = Recipient {
+            phone: Some(crate::Phone::parse("+1 555 0100").unwrap()),
+            ..Recipient::default()
+        };
+        assert_eq!(phone.unreachable_on(Channel::Sms), None);
+        assert!(phone.unreachable_on(Channel::Email).is_some());
     }
 }

@@ -39,6 +39,9 @@ wire_enum!(
         DeliveryFailed => "delivery_failed",
         /// An import created or updated the lead.
         Imported => "imported",
+        /// A sent message other than an email (a text, a call, a LinkedIn
+        /// message) was accepted by the tenant's endpoint for its channel.
+        MessageDelivered => "message_delivered",
     }
 );
 
@@ -198,6 +201,7 @@ impl EventKind {
                 | Self::EmailBounced
                 | Self::DeliveryFailed
                 | Self::Imported
+                | Self::MessageDelivered
         )
     }
 }
@@ -348,6 +352,7 @@ mod tests {
                     | EventKind::EmailBounced
                     | EventKind::DeliveryFailed
                     | EventKind::Imported
+                    | EventKind::MessageDelivered
             ) {
                 Err(AppendEventRejected::SystemKind(kind))
             } else {

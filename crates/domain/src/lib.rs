@@ -33,7 +33,7 @@ pub use approval::{
 pub use change::{Change, ChangeFilter, ChangePosition, ChangeType, LoggedChange, StaleContexts};
 pub use delivery::{
     AttemptOutcome, CircuitBreaker, Decision, Delivery, DeliveryStatus, OutboundEmail,
-    OutboxMessage, RetryPolicy, SenderIdentity, SenderRejected, Unsubscribe,
+    OutboxMessage, Recipient, RetryPolicy, SenderIdentity, SenderRejected, Unsubscribe,
 };
 pub use duplicates::{DuplicateGroup, DuplicateReason, DuplicatesCursor, DuplicatesQuery};
 pub use event::{
@@ -57,6 +57,7 @@ pub use value::{
     CompanyName, DisplayName, Email, PersonName, Phone, Slug, Source, Tag, Tags, ValueError,
 };
 pub use webhook::{
-    CreateWebhookRequest, DeadLetter, DeliveryHealth, MAX_WEBHOOKS_PER_TENANT, ROTATION_GRACE,
-    UpdateWebhookRequest, Webhook, WebhookMessage, WebhookSecret, WebhookUrl,
+    CreateWebhookRequest, DeadLetter, DeliveryHealth, MAX_WEBHOOKS_PER_TENANT, MessageChannels,
+    ROTATION_GRACE, UpdateWebhookRequest, Webhook, WebhookMessage, WebhookRefused, WebhookSecret,
+    WebhookUrl,
 };

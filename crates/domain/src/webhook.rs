@@ -13,7 +13,8 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 
 use crate::{
-    ChangeFilter, ChangePosition, ChangeType, LoggedChange, TenantId, ValueError, ids::WebhookId,
+    ChangeFilter, ChangePosition, ChangeType, Channel, Delivery, LoggedChange, OutboxMessage,
+    Recipient, TenantId, ValueError, ids::WebhookId,
 };
 
 /// How long a rotated-out secret keeps signing beside the new one.
@@ -83,6 +84,74 @@ impl fmt::Display for WebhookUrl {
     }
 }
 
+/// The approval channels whose sent messages an endpoint carries: any but
+/// email (which goes out over SMTP), each at most once, in a fixed order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageChannels(Vec<Channel>);
+
+impl MessageChannels {
+    /// The set of `channels`.
+    ///
+    /// # Errors
+    /// [`ValueError`] for `email`.
+    pub fn new(channels: impl IntoIterator<Item = Channel>) -> Result<Self, ValueError> {
+        let mut set = Vec::new();
+        for channel in channels {
+            if channel == Channel::Email {
+                return Err(ValueError::Invalid(
+                    "email goes out over SMTP (smtp.url), not to a webhook",
+                ));
+            }
+            if !set.contains(&channel) {
+                set.push(channel);
+            }
+        }
+        set.sort_by_key(|c| c.as_str());
+        Ok(Self(set))
+    }
+
+    /// Reads back what [`MessageChannels::to_list`] wrote.
+    ///
+    /// # Errors
+    /// [`ValueError`] for an unknown channel or `email`.
+    pub fn from_list(raw: &str) -> Result<Self, ValueError> {
+        Self::new(
+            raw.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::parse::<Channel>)
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    }
+
+    /// Comma-separated, as stored (`call,sms`).
+    #[must_use]
+    pub fn to_list(&self) -> String {
+        self.0
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The channels.
+    #[must_use]
+    pub fn as_slice(&self) -> &[Channel] {
+        &self.0
+    }
+
+    /// Whether it carries `channel`.
+    #[must_use]
+    pub fn contains(&self, channel: Channel) -> bool {
+        self.0.contains(&channel)
+    }
+
+    /// Whether it carries none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A signing key: 32 random bytes, written `whsec_<base64>`. Its `Debug`
 /// never shows the key.
 #[derive(Clone, PartialEq, Eq)]
@@ -138,6 +207,11 @@ pub struct Webhook {
     pub url: WebhookUrl,
     /// The change types it receives (all when empty).
     pub types: ChangeFilter,
+    /// Whether it receives the change feed (of `types`); off for an
+    /// endpoint that only carries messages.
+    pub changes: bool,
+    /// The channels whose approved messages it carries.
+    pub channels: MessageChannels,
     /// Whether deliveries go out; an inactive endpoint keeps its place and
     /// catches up when reactivated.
     pub active: bool,
@@ -173,6 +247,10 @@ pub struct CreateWebhookRequest {
     pub url: WebhookUrl,
     /// The types it receives (all when empty).
     pub types: ChangeFilter,
+    /// Whether it receives the change feed.
+    pub changes: bool,
+    /// The channels whose approved messages it carries.
+    pub channels: MessageChannels,
     /// Whether deliveries go out at once.
     pub active: bool,
 }
@@ -186,6 +264,10 @@ pub struct UpdateWebhookRequest {
     pub url: Option<WebhookUrl>,
     /// New types.
     pub types: Option<ChangeFilter>,
+    /// Turn the change feed on or off.
+    pub changes: Option<bool>,
+    /// New channels.
+    pub channels: Option<MessageChannels>,
     /// Pause or resume.
     pub active: Option<bool>,
 }
@@ -194,19 +276,48 @@ impl UpdateWebhookRequest {
     /// Whether it changes nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.url.is_none() && self.types.is_none() && self.active.is_none()
+        self.url.is_none()
+            && self.types.is_none()
+            && self.changes.is_none()
+            && self.channels.is_none()
+            && self.active.is_none()
     }
+}
+
+/// Why an endpoint cannot be made or changed as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookRefused {
+    /// The caller read another version.
+    #[error("the webhook is at version {current}")]
+    Stale {
+        /// The version it is at.
+        current: i64,
+    },
+    /// It would receive nothing: no change feed and no channel.
+    #[error("a webhook without the change feed must carry at least one channel")]
+    ReceivesNothing,
 }
 
 impl Webhook {
     /// A new endpoint of `tenant`, created `now`.
-    #[must_use]
-    pub fn new(tenant: TenantId, req: &CreateWebhookRequest, now: DateTime<Utc>) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// [`WebhookRefused::ReceivesNothing`].
+    pub fn new(
+        tenant: TenantId,
+        req: &CreateWebhookRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Self, WebhookRefused> {
+        if !req.changes && req.channels.is_empty() {
+            return Err(WebhookRefused::ReceivesNothing);
+        }
+        Ok(Self {
             id: WebhookId::new(),
             tenant_id: tenant,
             url: req.url.clone(),
             types: req.types.clone(),
+            changes: req.changes,
+            channels: req.channels.clone(),
             active: req.active,
             secret_rotated_at: None,
             previous_secret_expires_at: None,
@@ -214,16 +325,23 @@ impl Webhook {
             created_at: now,
             updated_at: now,
             version: 1,
-        }
+        })
     }
 
     /// This endpoint with `req` applied at `now`.
     ///
     /// # Errors
-    /// The current version, when `req` expected another.
-    pub fn apply(&self, req: &UpdateWebhookRequest, now: DateTime<Utc>) -> Result<Self, i64> {
+    /// [`WebhookRefused::Stale`] when `req` expected another version;
+    /// [`WebhookRefused::ReceivesNothing`].
+    pub fn apply(
+        &self,
+        req: &UpdateWebhookRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Self, WebhookRefused> {
         if req.expected_version != self.version {
-            return Err(self.version);
+            return Err(WebhookRefused::Stale {
+                current: self.version,
+            });
         }
         let mut next = self.clone();
         if let Some(url) = &req.url {
@@ -231,6 +349,15 @@ impl Webhook {
         }
         if let Some(types) = &req.types {
             next.types = types.clone();
+        }
+        if let Some(changes) = req.changes {
+            next.changes = changes;
+        }
+        if let Some(channels) = &req.channels {
+            next.channels = channels.clone();
+        }
+        if !next.changes && next.channels.is_empty() {
+            return Err(WebhookRefused::ReceivesNothing);
         }
         if let Some(active) = req.active {
             next.active = active;
@@ -296,6 +423,41 @@ impl WebhookMessage {
     }
 }
 
+impl WebhookMessage {
+    /// The message that carries a sent approval (`delivery`, saying
+    /// `message`) to the endpoint of its channel: `webhook-id` is
+    /// `msg_dlv_` and the delivery's id, the same on every attempt (and on
+    /// a retry by hand), and the body is
+    /// `{"type": "message.send", "timestamp", "data": {delivery_id,
+    /// approval_id, lead_id, channel, to: {name, email, phone}, subject,
+    /// body}}`.
+    #[must_use]
+    pub fn of_delivery(delivery: &Delivery, message: &OutboxMessage, to: &Recipient) -> Self {
+        let body = serde_json::json!({
+            "type": "message.send",
+            "timestamp": delivery.created_at,
+            "data": {
+                "delivery_id": delivery.id,
+                "approval_id": delivery.approval_id,
+                "lead_id": delivery.lead_id,
+                "channel": delivery.channel,
+                "to": {
+                    "name": to.name,
+                    "email": to.email,
+                    "phone": to.phone,
+                },
+                "subject": message.subject,
+                "body": message.body,
+            },
+        });
+        Self {
+            id: format!("msg_dlv_{}", delivery.id.as_uuid().simple()),
+            // The domain's own values always serialise.
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        }
+    }
+}
+
 /// A change an endpoint never accepted: refused for good (HTTP 4xx), or
 /// failing every attempt. The endpoint's stream moved past it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -342,6 +504,61 @@ mod tests {
         assert_eq!(body["type"], "lead.created");
         assert_eq!(body["data"], serde_json::to_value(&change).expect("json"));
         assert_eq!(body["data"]["id"], "7-42");
+    }
+
+    #[test]
+    fn channels_are_a_set_without_email_and_read_back_from_their_list() {
+        let set = MessageChannels::new([Channel::Sms, Channel::Call, Channel::Sms]).expect("valid");
+        assert_eq!(set.to_list(), "call,sms");
+        assert_eq!(MessageChannels::from_list(&set.to_list()), Ok(set.clone()));
+        assert!(set.contains(Channel::Sms) && !set.contains(Channel::Linkedin));
+        assert_eq!(
+            MessageChannels::from_list(""),
+            Ok(MessageChannels::default())
+        );
+        assert!(MessageChannels::new([Channel::Email]).is_err());
+        assert!(MessageChannels::from_list("sms,fax").is_err());
+    }
+
+    #[test]
+    fn a_sent_message_carries_its_delivery_id_and_the_recipient() {
+        let now = Utc::now();
+        let delivery = Delivery {
+            id: crate::DeliveryId::new(),
+            tenant_id: TenantId::new(),
+            approval_id: crate::ApprovalId::new(),
+            lead_id: crate::LeadId::new(),
+            channel: Channel::Sms,
+            status: crate::DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: Some(now),
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        let message = OutboxMessage {
+            subject: None,
+            body: crate::MessageBody::new("See you at 3?").expect("valid"),
+        };
+        let to = Recipient {
+            name: Some("Ada Lovelace".to_owned()),
+            email: None,
+            phone: Some(crate::Phone::parse("+44 20 7946 0000").expect("valid")),
+        };
+        let sent = WebhookMessage::of_delivery(&delivery, &message, &to);
+        assert_eq!(sent, WebhookMessage::of_delivery(&delivery, &message, &to));
+        assert_eq!(
+            sent.id,
+            format!("msg_dlv_{}", delivery.id.as_uuid().simple())
+        );
+        let body: serde_json::Value = serde_json::from_slice(&sent.body).expect("json");
+        assert_eq!(body["type"], "message.send");
+        assert_eq!(body["data"]["channel"], "sms");
+        assert_eq!(body["data"]["body"], "See you at 3?");
+        assert_eq!(body["data"]["to"]["name"], "Ada Lovelace");
+        assert_eq!(body["data"]["to"]["phone"], serde_json::json!(to.phone));
+        assert_eq!(body["data"]["delivery_id"], delivery.id.to_string());
     }
 
     #[test]
@@ -394,10 +611,13 @@ mod tests {
             &CreateWebhookRequest {
                 url: WebhookUrl::parse("https://example.com/h").expect("valid"),
                 types: ChangeFilter::default(),
+                changes: true,
+                channels: MessageChannels::default(),
                 active: true,
             },
             now,
-        );
+        )
+        .expect("receives changes");
         let paused = hook
             .apply(
                 &UpdateWebhookRequest {
@@ -411,8 +631,31 @@ mod tests {
         assert_eq!((paused.active, paused.version), (false, 2));
         assert_eq!(
             hook.apply(&UpdateWebhookRequest::default(), now),
-            Err(1),
+            Err(WebhookRefused::Stale { current: 1 }),
             "version 0 is stale"
+        );
+        let feedless = UpdateWebhookRequest {
+            expected_version: 1,
+            changes: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            hook.apply(&feedless, now),
+            Err(WebhookRefused::ReceivesNothing),
+            "neither changes nor a channel"
+        );
+        let texts = hook
+            .apply(
+                &UpdateWebhookRequest {
+                    channels: Some(MessageChannels::new([Channel::Sms]).expect("sms")),
+                    ..feedless
+                },
+                now,
+            )
+            .expect("carries texts");
+        assert_eq!(
+            (texts.changes, texts.channels.to_list()),
+            (false, "sms".to_owned())
         );
         let rotated = paused.rotated(now);
         assert_eq!(rotated.version, 3);

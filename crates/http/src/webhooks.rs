@@ -11,7 +11,8 @@ use axum::{
 use chrono::{DateTime, Utc};
 use leadline_app::WebhookWithSecret;
 use leadline_domain::{
-    ChangeFilter, CreateWebhookRequest, UpdateWebhookRequest, Webhook, WebhookId, WebhookUrl,
+    ChangeFilter, Channel, CreateWebhookRequest, MessageChannels, UpdateWebhookRequest, Webhook,
+    WebhookId, WebhookUrl,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -44,6 +45,16 @@ impl From<leadline_ports::WebhookError> for ApiError {
                 "webhooks",
                 format!("a tenant may have at most {max} webhooks: delete one first"),
             ),
+            E::ChannelTaken { channel, by } => Self::conflict(
+                "channels",
+                format!(
+                    "webhook {by} already carries {channel} messages: each channel goes to one webhook (remove it there first)"
+                ),
+            ),
+            E::ReceivesNothing => Self::invalid_field(
+                "channels",
+                "a webhook without the change feed (\"changes\": false) must carry at least one channel",
+            ),
             E::NotConfigured => Self::conflict(
                 "webhooks",
                 "webhooks are not configured on this server: its operator must set webhooks.secret_key (see docs/operations.md)",
@@ -64,6 +75,12 @@ struct WebhookView {
     /// The change types it receives; empty for all.
     #[schema(value_type = Vec<String>, example = json!(["lead.created", "approval.sent"]))]
     types: Vec<&'static str>,
+    /// Whether it receives the change feed (of `types`).
+    changes: bool,
+    /// The approval channels whose sent messages it carries (`sms`, `call`,
+    /// `linkedin`), as `message.send` deliveries.
+    #[schema(value_type = Vec<String>, example = json!(["sms"]))]
+    channels: Vec<&'static str>,
     /// Whether deliveries go out.
     active: bool,
     /// When its secret was last rotated.
@@ -91,6 +108,8 @@ impl From<&Webhook> for WebhookView {
             id: w.id.as_uuid(),
             url: w.url.to_string(),
             types: w.types.types().iter().map(|t| t.as_str()).collect(),
+            changes: w.changes,
+            channels: w.channels.as_slice().iter().map(|c| c.as_str()).collect(),
             active: w.active,
             secret_rotated_at: w.secret_rotated_at,
             previous_secret_expires_at: w.previous_secret_expires_at,
@@ -146,6 +165,15 @@ fn types_of(raw: &[String]) -> Result<ChangeFilter, ApiError> {
     ChangeFilter::parse(&raw.join(",")).map_err(|e| ApiError::invalid_field("types", e.to_string()))
 }
 
+fn channels_of(raw: &[String]) -> Result<MessageChannels, ApiError> {
+    let channels = raw
+        .iter()
+        .map(|c| c.parse::<Channel>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::invalid_field("channels", e.to_string()))?;
+    MessageChannels::new(channels).map_err(|e| ApiError::invalid_field("channels", e.to_string()))
+}
+
 /// `POST /v1/webhooks`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -157,13 +185,25 @@ struct CreateWebhookBody {
     /// or empty for every change.
     #[serde(default)]
     types: Vec<String>,
+    /// Whether it receives the change feed (default `true`); `false` for an
+    /// endpoint that only carries messages.
+    changes: Option<bool>,
+    /// Approval channels (`sms`, `call`, `linkedin`) whose approved and
+    /// sent messages it carries, one endpoint per channel; email goes out
+    /// over SMTP.
+    #[serde(default)]
+    channels: Vec<String>,
     /// Whether deliveries go out at once (default `true`).
     active: Option<bool>,
 }
 
 /// Create a webhook endpoint. The answer carries its signing secret, once.
 ///
-/// The endpoint receives the tenant's changes committed after it was made.
+/// The endpoint receives the tenant's changes committed after it was made
+/// (unless `changes` is `false`), and, for each of its `channels`, every
+/// approved message sent on that channel as a `message.send` delivery
+/// (`webhook-id` = `msg_dlv_` and the delivery's id), for the system that
+/// actually sends texts, places calls or writes LinkedIn messages.
 /// `Idempotency-Key` is refused here: a replayable answer would have to
 /// keep the secret.
 #[utoipa::path(
@@ -188,6 +228,8 @@ async fn create(
     let req = CreateWebhookRequest {
         url: url_of(&body.url)?,
         types: types_of(&body.types)?,
+        changes: body.changes.unwrap_or(true),
+        channels: channels_of(&body.channels)?,
         active: body.active.unwrap_or(true),
     };
     let created = state.services().webhooks.create(tenant.id, &req).await?;
@@ -288,11 +330,15 @@ struct UpdateWebhookBody {
     url: Option<String>,
     /// New change types; empty for every change.
     types: Option<Vec<String>>,
+    /// Turn the change feed on (it starts from now) or off.
+    changes: Option<bool>,
+    /// New channels; empty for none.
+    channels: Option<Vec<String>>,
     /// Pause (`false`) or resume (`true`) deliveries.
     active: Option<bool>,
 }
 
-/// Change a webhook's URL, types or state; absent fields stay.
+/// Change a webhook's URL, types, feed, channels or state; absent fields stay.
 #[utoipa::path(
     patch,
     path = "/v1/webhooks/{id}",
@@ -323,6 +369,8 @@ async fn update(
         expected_version: version,
         url: body.url.as_deref().map(url_of).transpose()?,
         types: body.types.as_deref().map(types_of).transpose()?,
+        changes: body.changes,
+        channels: body.channels.as_deref().map(channels_of).transpose()?,
         active: body.active,
     };
     let webhook = match state.services().webhooks.update(tenant.id, id, &req).await {

@@ -7,11 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadline_domain::{
-    AttemptOutcome, Channel, Decision, Delivery, DeliveryId, DeliveryStatus, Email, OutboundEmail,
-    OutboxMessage, Page, PageLimit, SenderIdentity, TenantId,
+    AttemptOutcome, Channel, Decision, Delivery, DeliveryId, DeliveryStatus, OutboundEmail,
+    OutboxMessage, Page, PageLimit, Recipient, SenderIdentity, TenantId, WebhookId, WebhookUrl,
 };
 
-use crate::errors::Unavailable;
+use crate::{errors::Unavailable, webhooks::SealedSecret};
 
 /// Failure of a delivery operation; see the crate docs for when each variant
 /// is returned.
@@ -47,11 +47,29 @@ pub struct ClaimedDelivery {
     pub round_start: u32,
     /// The message.
     pub message: OutboxMessage,
-    /// Where it goes: the lead's name and email address, if it has one
-    /// (and is not deleted).
-    pub recipient: Option<(Option<String>, Email)>,
-    /// The tenant's sender identity, when it set one.
+    /// Who it goes to: the lead's name and addresses (none when the lead
+    /// was deleted).
+    pub recipient: Option<Recipient>,
+    /// The tenant's sender identity, when it set one (email).
     pub sender: Option<SenderIdentity>,
+    /// The tenant's endpoint for the delivery's channel, when it has one
+    /// (every channel but email).
+    pub route: Option<MessageRoute>,
+}
+
+/// The webhook endpoint that carries a tenant's messages on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRoute {
+    /// The endpoint.
+    pub webhook: WebhookId,
+    /// Where it is.
+    pub url: WebhookUrl,
+    /// Whether it is active (a paused endpoint holds its messages back).
+    pub active: bool,
+    /// Its sealed signing secret.
+    pub secret: SealedSecret,
+    /// The sealed previous secret, while it still signs.
+    pub previous_secret: Option<SealedSecret>,
 }
 
 /// What a relay records after an attempt.

@@ -37,7 +37,8 @@ pub use changes::MockChangeLog;
 pub use changes::{ChangeLog, ChangeLogError, ChangeSpan};
 pub use context_json::{ContextJson, ContextJsonError};
 pub use delivery::{
-    AttemptRecord, ClaimedDelivery, DeliveryError, DeliveryRepository, EmailChannel, QueueDepth,
+    AttemptRecord, ClaimedDelivery, DeliveryError, DeliveryRepository, EmailChannel, MessageRoute,
+    QueueDepth,
 };
 #[cfg(feature = "mock")]
 pub use delivery::{MockDeliveryRepository, MockEmailChannel};

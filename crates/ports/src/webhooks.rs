@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadline_domain::{
-    AttemptOutcome, ChangePosition, DeadLetter, Page, PageLimit, TenantId, UpdateWebhookRequest,
-    Webhook, WebhookId, WebhookMessage, WebhookSecret, WebhookUrl,
+    AttemptOutcome, ChangePosition, Channel, DeadLetter, Page, PageLimit, TenantId,
+    UpdateWebhookRequest, Webhook, WebhookId, WebhookMessage, WebhookRefused, WebhookSecret,
+    WebhookUrl,
 };
 
 use crate::errors::Unavailable;
@@ -32,6 +33,18 @@ pub enum WebhookError {
         /// The limit.
         max: u64,
     },
+    /// Another of the tenant's endpoints already carries a channel asked
+    /// for (each channel goes to one endpoint).
+    #[error("webhook {by} already carries {channel} messages")]
+    ChannelTaken {
+        /// The channel.
+        channel: Channel,
+        /// The endpoint that carries it.
+        by: WebhookId,
+    },
+    /// The endpoint would receive nothing: no change feed and no channel.
+    #[error("a webhook without the change feed must carry at least one channel")]
+    ReceivesNothing,
     /// No sealing key is configured, so no secret can be kept (returned by
     /// the use cases, never by a repository).
     #[error("webhooks are not configured: set webhooks.secret_key")]
@@ -42,6 +55,15 @@ pub enum WebhookError {
     /// Anything else: a bug or an unexpected backend failure.
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
+}
+
+impl From<WebhookRefused> for WebhookError {
+    fn from(refused: WebhookRefused) -> Self {
+        match refused {
+            WebhookRefused::Stale { current } => Self::Conflict { current },
+            WebhookRefused::ReceivesNothing => Self::ReceivesNothing,
+        }
+    }
 }
 
 /// A secret as the store keeps it: sealed by a [`SecretBox`].
@@ -83,7 +105,8 @@ pub trait WebhookRepository: Send + Sync {
     /// changes committed after it was created.
     ///
     /// # Errors
-    /// `TooMany` when the tenant has the most endpoints it may have.
+    /// `TooMany` when the tenant has the most endpoints it may have;
+    /// `ChannelTaken` when another endpoint carries one of its channels.
     async fn create(
         &self,
         tenant: TenantId,
@@ -108,10 +131,12 @@ pub trait WebhookRepository: Send + Sync {
         limit: PageLimit,
     ) -> Result<Page<Webhook>, WebhookError>;
 
-    /// Applies `req` ([`Webhook::apply`]).
+    /// Applies `req` ([`Webhook::apply`]). An endpoint whose change feed is
+    /// turned on receives the changes committed from then on.
     ///
     /// # Errors
-    /// `NotFound`; `Conflict` for a stale version.
+    /// `NotFound`; `Conflict` for a stale version; `ReceivesNothing`;
+    /// `ChannelTaken`.
     async fn update(
         &self,
         tenant: TenantId,

@@ -23,11 +23,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadline_domain::{
-    Channel, Decision, Delivery, DeliveryId, DeliveryStatus, Email, Page, PageLimit,
-    SenderIdentity, TenantId,
+    Channel, Decision, Delivery, DeliveryId, DeliveryStatus, Email, MessageChannels, Page,
+    PageLimit, Phone, Recipient, SenderIdentity, TenantId, Webhook, WebhookId, WebhookUrl,
 };
 use leadline_ports::{
-    AttemptRecord, ClaimedDelivery, DeliveryError, DeliveryRepository, QueueDepth,
+    AttemptRecord, ClaimedDelivery, DeliveryError, DeliveryRepository, MessageRoute, QueueDepth,
+    SealedSecret,
 };
 use sea_orm::{
     ActiveValue::Set,
@@ -43,15 +44,57 @@ use crate::{
     tx::transaction,
 };
 
-/// A lead as a delivery needs it: id, email, first and last name, and
-/// when it was deleted.
-type Recipient = (
+/// A lead as a delivery needs it: id, email, phone, first and last name,
+/// and when it was deleted.
+type Person = (
     uuid::Uuid,
+    Option<String>,
     Option<String>,
     String,
     String,
     Option<DateTime<Utc>>,
 );
+
+/// The recipient a lead row makes (none when the lead was deleted). An
+/// address that no longer parses counts as none: the attempt then fails
+/// saying so, instead of the claim failing.
+fn recipient_of(person: &Person) -> Option<Recipient> {
+    let (_, email, phone, first, last, deleted_at) = person;
+    if deleted_at.is_some() {
+        return None;
+    }
+    let name = format!("{first} {last}").trim().to_owned();
+    Some(Recipient {
+        name: (!name.is_empty()).then_some(name),
+        email: email.as_deref().and_then(|e| Email::parse(e).ok()),
+        phone: phone.as_deref().and_then(|p| Phone::parse(p).ok()),
+    })
+}
+
+/// The endpoint of `channel` among `endpoints` (the tenant's, oldest
+/// first), as a route.
+fn route_of(
+    endpoints: &[crate::entity::webhooks::Model],
+    channel: Channel,
+) -> Option<MessageRoute> {
+    let m = endpoints
+        .iter()
+        .find(|m| MessageChannels::from_list(&m.channels).is_ok_and(|set| set.contains(channel)))?;
+    let url = WebhookUrl::parse(&m.url).ok()?;
+    let previous_signs =
+        Webhook::try_from(m.clone()).is_ok_and(|w| w.previous_secret_signs(crate::now()));
+    Some(MessageRoute {
+        webhook: WebhookId::from_uuid(m.id),
+        url,
+        active: m.active,
+        secret: SealedSecret(m.secret.clone()),
+        previous_secret: m
+            .previous_secret
+            .clone()
+            .filter(|_| previous_signs)
+            .map(SealedSecret),
+    })
+}
 
 /// Tenants served per scan: the claim goes round them oldest-due first.
 const SCAN_TENANTS: u64 = 64;
@@ -152,10 +195,11 @@ impl Store {
                 .exec_with_returning(txn)
                 .await?;
             let lead_ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.lead_id).collect();
-            let people: Vec<Recipient> = leads::Entity::find()
+            let people: Vec<Person> = leads::Entity::find()
                 .select_only()
                 .column(leads::Column::Id)
                 .column(leads::Column::Email)
+                .column(leads::Column::Phone)
                 .column(leads::Column::FirstName)
                 .column(leads::Column::LastName)
                 .column(leads::Column::DeletedAt)
@@ -176,6 +220,11 @@ impl Store {
                     None
                 }
             };
+            let endpoints = if rows.iter().any(|r| r.channel != Channel::Email.as_str()) {
+                crate::repo_webhooks::channel_endpoints(txn, tenant).await?
+            } else {
+                Vec::new()
+            };
             let mut claimed = Vec::with_capacity(rows.len());
             for row in &rows {
                 let decoded =
@@ -189,12 +238,11 @@ impl Store {
                 };
                 let recipient = people
                     .iter()
-                    .find(|p| p.0 == row.lead_id && p.4.is_none())
-                    .and_then(|(_, email, first, last, _)| {
-                        let email = Email::parse(email.as_deref()?).ok()?;
-                        let name = format!("{first} {last}").trim().to_owned();
-                        Some(((!name.is_empty()).then_some(name), email))
-                    });
+                    .find(|p| p.0 == row.lead_id)
+                    .and_then(recipient_of);
+                let route = (delivery.channel != Channel::Email)
+                    .then(|| route_of(&endpoints, delivery.channel))
+                    .flatten();
                 claimed.push(ClaimedDelivery {
                     delivery,
                     lease: token,
@@ -202,6 +250,7 @@ impl Store {
                     message,
                     recipient,
                     sender: sender.clone(),
+                    route,
                 });
             }
             Ok(claimed)

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use leadline_domain::{
-    ChangePosition, DeadLetter, MAX_WEBHOOKS_PER_TENANT, Page, PageLimit, TenantId,
-    UpdateWebhookRequest, Webhook, WebhookId,
+    ChangePosition, Channel, DeadLetter, MAX_WEBHOOKS_PER_TENANT, MessageChannels, Page, PageLimit,
+    TenantId, UpdateWebhookRequest, Webhook, WebhookId, WebhookRefused,
 };
 use leadline_ports::{
     ChangeLog, ChangeLogError, ClaimedWebhook, SealedSecret, WebhookError, WebhookProgress,
@@ -48,6 +48,8 @@ enum Step<T> {
     Done(T),
     NotFound,
     Conflict(i64),
+    Refused(WebhookRefused),
+    ChannelTaken(Channel, WebhookId),
 }
 
 impl<T> Step<T> {
@@ -56,8 +58,64 @@ impl<T> Step<T> {
             Self::Done(value) => Ok(value),
             Self::NotFound => Err(WebhookError::NotFound),
             Self::Conflict(current) => Err(WebhookError::Conflict { current }),
+            Self::Refused(refused) => Err(refused.into()),
+            Self::ChannelTaken(channel, by) => Err(WebhookError::ChannelTaken { channel, by }),
         }
     }
+}
+
+/// Serialises the writes that check something across the tenant's
+/// endpoints (their count, who carries which channel): PostgreSQL takes a
+/// transaction-scoped advisory lock per tenant; SQLite has one writer.
+async fn lock_tenant_endpoints(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: Backend,
+    tenant: TenantId,
+) -> Result<(), Failure> {
+    if backend == Backend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 13))",
+            [tenant.as_uuid().into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The tenant's endpoints that carry any channel, as `(id, channels)`.
+pub(crate) async fn channel_endpoints(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: TenantId,
+) -> Result<Vec<webhooks::Model>, Failure> {
+    Ok(webhooks::Entity::find()
+        .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
+        .filter(webhooks::Column::Channels.ne(""))
+        .order_by_asc(webhooks::Column::CreatedAt)
+        .all(txn)
+        .await?)
+}
+
+/// Another endpoint than `except` carrying one of `channels`, if any.
+async fn channel_taken(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: TenantId,
+    except: WebhookId,
+    channels: &MessageChannels,
+) -> Result<Option<(Channel, WebhookId)>, Failure> {
+    if channels.is_empty() {
+        return Ok(None);
+    }
+    for other in channel_endpoints(txn, tenant).await? {
+        if other.id == except.as_uuid() {
+            continue;
+        }
+        let theirs = MessageChannels::from_list(&other.channels).unwrap_or_default();
+        if let Some(&channel) = channels.as_slice().iter().find(|&&c| theirs.contains(c)) {
+            return Ok(Some((channel, WebhookId::from_uuid(other.id))));
+        }
+    }
+    Ok(None)
 }
 
 impl Store {
@@ -144,6 +202,7 @@ impl WebhookQueue for Store {
                     .select_only()
                     .column(webhooks::Column::TenantId)
                     .filter(webhooks::Column::Active.eq(true))
+                    .filter(webhooks::Column::Changes.eq(true))
                     .filter(webhooks::Column::NextAttemptAt.lte(now))
                     .group_by(webhooks::Column::TenantId)
                     .order_by_asc(webhooks::Column::NextAttemptAt.min())
@@ -186,6 +245,7 @@ impl WebhookQueue for Store {
                     .column(webhooks::Column::Id)
                     .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
                     .filter(webhooks::Column::Active.eq(true))
+                    .filter(webhooks::Column::Changes.eq(true))
                     .filter(claimable.clone())
                     .order_by_asc(webhooks::Column::NextAttemptAt);
                 if self.backend() == Backend::Postgres {
@@ -321,23 +381,22 @@ impl WebhookRepository for Store {
             other => WebhookError::Unknown(other.into()),
         })?;
         let backend = self.backend();
-        let result: Result<bool, Failure> =
+        let result: Result<Step<()>, Failure> =
             transaction!(self, "webhooks.create", tenant, Write, |txn| {
-                if backend == Backend::Postgres {
-                    // Two creates at once must not both pass the count.
-                    txn.execute_raw(Statement::from_sql_and_values(
-                        sea_orm::DbBackend::Postgres,
-                        "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 13))",
-                        [tenant.as_uuid().into()],
-                    ))
-                    .await?;
-                }
+                // Two creates at once must not both pass the count, nor
+                // both take a channel.
+                lock_tenant_endpoints(txn, backend, tenant).await?;
                 let existing = webhooks::Entity::find()
                     .filter(webhooks::Column::TenantId.eq(tenant.as_uuid()))
                     .count(txn)
                     .await?;
                 if existing >= MAX_WEBHOOKS_PER_TENANT {
-                    return Ok(false);
+                    return Ok(Step::Conflict(0));
+                }
+                if let Some((channel, by)) =
+                    channel_taken(txn, tenant, webhook.id, &webhook.channels).await?
+                {
+                    return Ok(Step::ChannelTaken(channel, by));
                 }
                 webhooks::Entity::insert(webhooks::ActiveModel {
                     tenant_id: Set(tenant.as_uuid()),
@@ -360,16 +419,18 @@ impl WebhookRepository for Store {
                     last_error: Set(None),
                     last_delivered_at: Set(None),
                     idle: Set(true),
+                    changes: Set(webhook.changes),
+                    channels: Set(webhook.channels.to_list()),
                 })
                 .exec_without_returning(txn)
                 .await?;
-                Ok(true)
+                Ok(Step::Done(()))
             });
         match result {
-            Ok(true) => Ok(webhook.clone()),
-            Ok(false) => Err(WebhookError::TooMany {
+            Ok(Step::Conflict(_)) => Err(WebhookError::TooMany {
                 max: MAX_WEBHOOKS_PER_TENANT,
             }),
+            Ok(step) => step.into_result().map(|()| webhook.clone()),
             Err(f) => Err(common!(f, WebhookError)),
         }
     }
@@ -419,17 +480,40 @@ impl WebhookRepository for Store {
         id: WebhookId,
         req: &UpdateWebhookRequest,
     ) -> Result<Webhook, WebhookError> {
+        // An endpoint whose feed is turned on starts from here, not from
+        // where it was made.
+        let head = if req.changes == Some(true) {
+            Some(ChangeLog::head(self, tenant).await.map_err(|e| match e {
+                ChangeLogError::Unavailable(u) => WebhookError::Unavailable(u),
+                other => WebhookError::Unknown(other.into()),
+            })?)
+        } else {
+            None
+        };
+        let backend = self.backend();
         let result: Result<Step<Webhook>, Failure> =
             transaction!(self, "webhooks.update", tenant, Write, |txn| {
+                if req.channels.is_some() {
+                    lock_tenant_endpoints(txn, backend, tenant).await?;
+                }
                 let Some(current) = self.webhook_for_update(txn, tenant, id).await? else {
                     return Ok(Step::NotFound);
                 };
                 let current = Webhook::try_from(current)?;
                 let next = match current.apply(req, crate::now()) {
                     Ok(next) => next,
-                    Err(stale) => return Ok(Step::Conflict(stale)),
+                    Err(refused) => return Ok(Step::Refused(refused)),
                 };
-                let row = webhooks::ActiveModel::fields_of(&next);
+                if let Some(channels) = &req.channels
+                    && let Some((channel, by)) = channel_taken(txn, tenant, id, channels).await?
+                {
+                    return Ok(Step::ChannelTaken(channel, by));
+                }
+                let mut row = webhooks::ActiveModel::fields_of(&next);
+                if let Some(head) = head.filter(|_| !current.changes) {
+                    row.after_tx = Set(signed(head.tx));
+                    row.after_seq = Set(signed(head.seq));
+                }
                 write_at_version(txn, tenant, id, current.version, row)
                     .await
                     .map(|written| {

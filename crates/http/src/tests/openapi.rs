@@ -1003,12 +1003,68 @@ async fn every_operation_answers_as_documented() {
         json!({"url": "ftp://hooks.acme.example/in"}),
         json!({"url": "https://user:pw@hooks.acme.example/in"}),
         json!({"url": "https://hooks.acme.example/in", "types": ["lead.exploded"]}),
+        json!({"url": "https://hooks.acme.example/in", "channels": ["email"]}),
+        json!({"url": "https://hooks.acme.example/in", "channels": ["fax"]}),
+        json!({"url": "https://hooks.acme.example/in", "changes": false}),
     ] {
         let r = c
-            .call(Method::POST, "/v1/webhooks", "/v1/webhooks", Some(bad))
+            .call(
+                Method::POST,
+                "/v1/webhooks",
+                "/v1/webhooks",
+                Some(bad.clone()),
+            )
             .await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        let field = if bad.get("channels").is_some() || bad.get("changes").is_some() {
+            "channels"
+        } else if bad.get("types").is_some() {
+            "types"
+        } else {
+            "url"
+        };
+        assert_eq!(r.body["errors"][0]["field"], field, "{}", r.body);
     }
+    let texts = c
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            "/v1/webhooks",
+            Some(json!({"url": "https://texts.acme.example/send", "changes": false, "channels": ["sms", "call", "sms"]})),
+        )
+        .await;
+    assert_eq!(texts.status, StatusCode::CREATED, "{}", texts.body);
+    assert_eq!(
+        (
+            &texts.body["webhook"]["changes"],
+            &texts.body["webhook"]["channels"]
+        ),
+        (&json!(false), &json!(["call", "sms"])),
+        "{}",
+        texts.body
+    );
+    let taken = c
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            "/v1/webhooks",
+            Some(json!({"url": "https://other.acme.example/send", "channels": ["sms"]})),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
+    assert_eq!(
+        taken.body["errors"][0]["field"], "channels",
+        "{}",
+        taken.body
+    );
+    let texts_uri = format!(
+        "/v1/webhooks/{}",
+        texts.body["webhook"]["id"].as_str().unwrap()
+    );
+    let r = c
+        .call(Method::DELETE, "/v1/webhooks/{id}", &texts_uri, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = c
         .call(Method::GET, "/v1/webhooks", "/v1/webhooks?limit=5", None)
         .await;

@@ -1,10 +1,12 @@
 use chrono::{DateTime, Utc};
-use leadline_domain::{ChangeFilter, DeliveryHealth, TenantId, Webhook, WebhookId, WebhookUrl};
+use leadline_domain::{
+    ChangeFilter, DeliveryHealth, MessageChannels, TenantId, Webhook, WebhookId, WebhookUrl,
+};
 use sea_orm::entity::prelude::*;
 
 use super::corrupt;
 
-/// A webhook endpoint (migration 13). The secrets are sealed bytes.
+/// A webhook endpoint (migrations 13–15). The secrets are sealed bytes.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "webhooks")]
 pub struct Model {
@@ -30,6 +32,8 @@ pub struct Model {
     pub last_error: Option<String>,
     pub last_delivered_at: Option<DateTime<Utc>>,
     pub idle: bool,
+    pub changes: bool,
+    pub channels: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -49,6 +53,8 @@ impl TryFrom<Model> for Webhook {
                 tenant_id: TenantId::from_uuid(m.tenant_id),
                 url: WebhookUrl::parse(&m.url).map_err(c("url"))?,
                 types: ChangeFilter::parse(&m.types).map_err(c("types"))?,
+                changes: m.changes,
+                channels: MessageChannels::from_list(&m.channels).map_err(c("channels"))?,
                 active: m.active,
                 secret_rotated_at: m.secret_rotated_at,
                 previous_secret_expires_at: m.previous_secret_expires_at,
@@ -93,6 +99,8 @@ impl ActiveModel {
             last_error: NotSet,
             last_delivered_at: NotSet,
             idle: NotSet,
+            changes: Set(w.changes),
+            channels: Set(w.channels.to_list()),
         }
     }
 }
