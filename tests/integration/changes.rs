@@ -4,12 +4,22 @@
 //! clear "gone"; on PostgreSQL a change whose transaction commits after a
 //! later-numbered one is never skipped, even under concurrent load; and over
 //! real HTTP the stream resumes after `Last-Event-ID`, sends heartbeats, and
-//! carries a write made through another instance (PostgreSQL NOTIFY).
+//! carries a write made through another instance (PostgreSQL NOTIFY). A
+//! crowd of followers of one tenant shares one reader of the log, and
+//! followers under out-of-order commits read everything, in order, once.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt as _;
 
 use leadline::{config::Config, run};
-use leadline_app::{ChangeSettings, Services};
+use leadline_app::{ChangeFeed, ChangeSettings, Services};
 use leadline_domain::{
     ApprovalAction, ChangeFilter, ChangePosition, ChangeType, Channel, DraftApprovalRequest,
     EventKind, LeadStatus, MessageBody, TenantId, UpdateLeadRequest,
@@ -29,7 +39,102 @@ crate::support::isolated_backends!(
     every_write_is_logged_in_order_with_its_entity,
     a_tenant_reads_only_its_own_changes,
     retention_turns_a_passed_position_into_gone,
+    a_crowd_of_followers_shares_one_reader_of_the_log,
 );
+
+/// The log, counting its reads.
+struct Counting {
+    store: Store,
+    reads: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl ChangeLog for Counting {
+    async fn after(
+        &self,
+        tenant: TenantId,
+        after: ChangePosition,
+        limit: u32,
+    ) -> Result<leadline_ports::ChangeSpan, ChangeLogError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.store.after(tenant, after, limit).await
+    }
+
+    async fn head(&self, tenant: TenantId) -> Result<ChangePosition, ChangeLogError> {
+        self.store.head(tenant).await
+    }
+
+    async fn prune(
+        &self,
+        older_than: chrono::DateTime<chrono::Utc>,
+        max_rows: u32,
+    ) -> Result<u64, ChangeLogError> {
+        self.store.prune(older_than, max_rows).await
+    }
+
+    fn wakeups(&self) -> tokio::sync::broadcast::Receiver<TenantId> {
+        self.store.wakeups()
+    }
+}
+
+/// Forty streams follow one tenant while ten leads are written one after
+/// another, each write waiting until every stream has it. Each stream
+/// would read the log at least once per write on its own (400 reads);
+/// sharing the tenant's tail, the reads are the streams' catching up
+/// (two or three each) plus the tail's few per write.
+async fn a_crowd_of_followers_shares_one_reader_of_the_log(store: Store) {
+    const FOLLOWERS: usize = 40;
+    const WRITES: usize = 10;
+    let s = services(store.clone());
+    let (tenant, _) = new_tenant(&s).await;
+    let reads = Arc::new(AtomicU64::new(0));
+    let feed = ChangeFeed::new(
+        Arc::new(Counting {
+            store: store.clone(),
+            reads: reads.clone(),
+        }),
+        ChangeSettings::default(),
+    );
+    let start = feed.head(tenant).await.unwrap();
+    let (got, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let mut followers = Vec::new();
+    for f in 0..FOLLOWERS {
+        let mut stream = Box::pin(feed.follow(tenant, start, ChangeFilter::default()));
+        let got = got.clone();
+        followers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while seen.len() < WRITES {
+                let change = stream.next().await.unwrap().unwrap();
+                seen.push(change.change.entity_id);
+                got.send(f).unwrap();
+            }
+            seen
+        }));
+    }
+    let mut written = Vec::new();
+    for w in 0..WRITES {
+        let lead = s
+            .leads
+            .create(tenant, &lead_req(&format!("Crowd{w}")))
+            .await
+            .unwrap();
+        written.push(lead.id.as_uuid());
+        for _ in 0..FOLLOWERS {
+            tokio::time::timeout(Duration::from_secs(30), arrivals.recv())
+                .await
+                .expect("every follower gets the write")
+                .unwrap();
+        }
+    }
+    for follower in followers {
+        assert_eq!(follower.await.unwrap(), written, "in order, once each");
+    }
+    let reads = reads.load(Ordering::Relaxed);
+    assert!(
+        reads < (FOLLOWERS * WRITES / 2) as u64,
+        "{reads} reads of the log for {FOLLOWERS} followers of {WRITES} writes"
+    );
+}
 
 async fn all_changes(s: &Services, tenant: TenantId, filter: &ChangeFilter) -> Vec<Value> {
     let mut out = Vec::new();
@@ -349,6 +454,19 @@ async fn postgres_a_follower_reads_every_change_under_out_of_order_commits() {
     let start = s.changes.head(tenant).await.unwrap();
     const WRITERS: usize = 12;
     const EACH: usize = 8;
+    // Streams too: through the tenant's shared tail.
+    let streams: Vec<_> = (0..20)
+        .map(|_| {
+            let mut stream = Box::pin(s.changes.follow(tenant, start, ChangeFilter::default()));
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while seen.len() < WRITERS * EACH {
+                    seen.push(stream.next().await.unwrap().unwrap().position);
+                }
+                seen
+            })
+        })
+        .collect();
 
     let follower = {
         let s = s.clone();
@@ -416,6 +534,16 @@ async fn postgres_a_follower_reads_every_change_under_out_of_order_commits() {
         .collect::<Vec<_>>();
     assert_eq!(whole.len(), WRITERS * EACH);
     assert_eq!(seen, whole, "read in order, nothing skipped, nothing twice");
+    for stream in streams {
+        let streamed = tokio::time::timeout(Duration::from_secs(30), stream)
+            .await
+            .expect("the stream caught up")
+            .unwrap();
+        assert_eq!(
+            streamed, whole,
+            "streamed in order, nothing skipped, nothing twice"
+        );
+    }
 }
 
 /// A running `leadline serve` on `database`, stopped on drop.

@@ -2,15 +2,21 @@
 //! /v1/changes` as JSON) or followed as a stream (the same route as
 //! Server-Sent Events), and the retention job that keeps the log bounded.
 //!
-//! A follower reads the log after its position, then waits for a wake-up
-//! (a commit on this instance, or another instance's NOTIFY on PostgreSQL)
-//! or its poll timer, and reads again: the log is the truth, wake-ups only
-//! make it prompt.
+//! A follower first reads the log after its position until it is caught
+//! up. From then on it takes what the tenant's *tail* reads: one task per
+//! tenant with followers on this instance, which reads the log after each
+//! wake-up (a commit on this instance, or another instance's NOTIFY on
+//! PostgreSQL) and on its poll timer, and hands each batch to every
+//! follower. So a thousand streams on one tenant cost one read per commit
+//! and one per poll, not a thousand. The log is the truth, wake-ups only
+//! make it prompt: a follower that misses a batch (it fell behind the
+//! tail's buffer, or a batch starts past its position) reads the log itself
+//! again until it is caught up.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -22,7 +28,7 @@ use leadline_domain::{ChangeFilter, ChangePosition, LoggedChange, TenantId};
 use leadline_ports::{ChangeLog, ChangeLogError, ChangeSpan};
 use metrics::gauge;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Settings of the change feed (`[changes]`).
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -73,6 +79,9 @@ impl ChangeSettings {
 
 /// Changes read per query while following.
 const FOLLOW_PAGE: u32 = 500;
+/// Batches a tail keeps for its slowest follower; one further behind reads
+/// the log itself.
+const TAIL_BATCHES: usize = 256;
 /// Changes removed per retention statement.
 const PRUNE_BATCH: u32 = 10_000;
 
@@ -82,6 +91,17 @@ pub struct ChangeFeed {
     log: Arc<dyn ChangeLog>,
     settings: ChangeSettings,
     closing: Arc<Closing>,
+    tails: Arc<Mutex<HashMap<TenantId, broadcast::Sender<Arc<Batch>>>>>,
+}
+
+/// What a tail read: the changes after `from` up to `to` (all of them,
+/// unfiltered; `to` may move without a change passing, as a read can end
+/// past filtered-out rows).
+#[derive(Debug)]
+struct Batch {
+    from: ChangePosition,
+    to: ChangePosition,
+    items: Vec<LoggedChange>,
 }
 
 /// Set when the process shuts down: open streams end at once (their
@@ -109,6 +129,7 @@ impl ChangeFeed {
             log,
             settings,
             closing: Arc::new(Closing::default()),
+            tails: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -235,29 +256,27 @@ impl ChangeFeed {
             cursor: ChangePosition,
             filter: ChangeFilter,
             buffer: VecDeque<LoggedChange>,
-            wake: tokio::sync::broadcast::Receiver<TenantId>,
-            /// Quick re-reads left after a wake-up that found nothing yet
-            /// (PostgreSQL: the commit sits behind an older transaction
-            /// still running elsewhere), and the pause before the next.
-            rechecks: (u8, Duration),
+            tail: broadcast::Receiver<Arc<Batch>>,
+            /// Whether the log held nothing after `cursor` at the last read
+            /// of its own: from then on the tail's batches carry it.
+            caught_up: bool,
             done: bool,
             _gauge: Subscribed,
         }
-        // Subscribed before the first read, so no commit falls between
-        // reading and waiting.
+        // Subscribed to the tail before the first read, so no batch falls
+        // between reading and listening.
         let state = Follower {
-            wake: self.log.wakeups(),
+            tail: self.tail(tenant),
             feed: self.clone(),
             tenant,
             cursor: after,
             filter,
             buffer: VecDeque::new(),
-            rechecks: (0, Duration::ZERO),
+            caught_up: false,
             done: false,
             _gauge: Subscribed::new(),
         };
         futures::stream::unfold(state, |mut s| async move {
-            let poll = Duration::from_millis(s.feed.settings.poll_ms);
             loop {
                 if s.done || s.feed.is_closed() {
                     return None;
@@ -265,62 +284,211 @@ impl ChangeFeed {
                 if let Some(change) = s.buffer.pop_front() {
                     return Some((Ok(change), s));
                 }
-                match s.feed.log.after(s.tenant, s.cursor, FOLLOW_PAGE).await {
-                    Ok(span) => {
-                        s.cursor = span.last;
-                        let filter = &s.filter;
-                        s.buffer.extend(
-                            span.items
-                                .into_iter()
-                                .filter(|c| filter.admits(c.change.kind)),
-                        );
-                        if !s.buffer.is_empty() || span.has_more {
-                            s.rechecks.0 = 0;
-                            continue;
+                if !s.caught_up {
+                    match s.feed.log.after(s.tenant, s.cursor, FOLLOW_PAGE).await {
+                        Ok(span) => {
+                            s.caught_up = span.items.is_empty() && !span.has_more;
+                            s.cursor = span.last;
+                            let filter = &s.filter;
+                            s.buffer.extend(
+                                span.items
+                                    .into_iter()
+                                    .filter(|c| filter.admits(c.change.kind)),
+                            );
+                        }
+                        Err(e @ ChangeLogError::Expired { .. }) => {
+                            s.done = true;
+                            return Some((Err(e), s));
+                        }
+                        Err(e) => {
+                            tracing::warn!(tenant = %s.tenant, error = %e, "change feed: cannot read the log; trying again");
+                            if !s
+                                .feed
+                                .pause(Duration::from_millis(s.feed.settings.poll_ms))
+                                .await
+                            {
+                                return None;
+                            }
                         }
                     }
-                    Err(e @ ChangeLogError::Expired { .. }) => {
-                        s.done = true;
-                        return Some((Err(e), s));
-                    }
-                    Err(e) => {
-                        tracing::warn!(tenant = %s.tenant, error = %e, "change feed: cannot read the log; trying again");
-                    }
-                }
-                if s.rechecks.0 > 0 {
-                    s.rechecks.0 -= 1;
-                    tokio::time::sleep(s.rechecks.1).await;
-                    s.rechecks.1 = (s.rechecks.1 * 2).min(Duration::from_secs(1));
                     continue;
                 }
-                let timer = tokio::time::sleep(poll);
-                tokio::pin!(timer);
                 let closing = s.feed.closing.clone();
                 let closed = closing.notify.notified();
                 tokio::pin!(closed);
                 if s.feed.is_closed() {
                     return None;
                 }
-                loop {
-                    tokio::select! {
-                        () = &mut closed => return None,
-                        () = &mut timer => break,
-                        woken = s.wake.recv() => match woken {
-                            Ok(t) if t == s.tenant => {
-                                s.rechecks = (8, Duration::from_millis(50));
-                                break;
-                            }
-                            Ok(_) => {}
-                            Err(RecvError::Lagged(_)) => break,
-                            Err(RecvError::Closed) => {
-                                (&mut timer).await;
-                                break;
-                            }
-                        },
-                    }
+                tokio::select! {
+                    () = &mut closed => return None,
+                    batch = s.tail.recv() => match batch {
+                        // A batch that starts past this follower's position
+                        // leaves a gap only the log can fill.
+                        Ok(batch) if batch.from > s.cursor => s.caught_up = false,
+                        Ok(batch) => {
+                            let (cursor, filter) = (s.cursor, &s.filter);
+                            s.buffer.extend(
+                                batch
+                                    .items
+                                    .iter()
+                                    .filter(|c| c.position > cursor && filter.admits(c.change.kind))
+                                    .cloned(),
+                            );
+                            s.cursor = s.cursor.max(batch.to);
+                        }
+                        Err(RecvError::Lagged(_)) => s.caught_up = false,
+                        Err(RecvError::Closed) => {
+                            s.tail = s.feed.tail(s.tenant);
+                            s.caught_up = false;
+                        }
+                    },
                 }
             }
         })
+    }
+
+    /// Waits `pause`, or less if the feed closes: `false` when it did.
+    async fn pause(&self, pause: Duration) -> bool {
+        let closed = self.closing.notify.notified();
+        tokio::pin!(closed);
+        if self.is_closed() {
+            return false;
+        }
+        tokio::select! {
+            () = &mut closed => false,
+            () = tokio::time::sleep(pause) => true,
+        }
+    }
+
+    /// A subscription to `tenant`'s tail, started if it is not running.
+    fn tail(&self, tenant: TenantId) -> broadcast::Receiver<Arc<Batch>> {
+        let mut tails = self
+            .tails
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tail) = tails.get(&tenant) {
+            return tail.subscribe();
+        }
+        let (sender, receiver) = broadcast::channel(TAIL_BATCHES);
+        tails.insert(tenant, sender.clone());
+        // The wake-ups are subscribed before the tail's first read.
+        let wake = self.log.wakeups();
+        tokio::spawn(self.clone().run_tail(tenant, sender, wake));
+        receiver
+    }
+
+    /// Whether `tenant`'s tail should stop: nobody follows it any more,
+    /// or the feed closed. Decided under the tails' lock, where followers
+    /// subscribe, so none subscribes to a tail that is stopping.
+    fn tail_ends(&self, tenant: TenantId, sender: &broadcast::Sender<Arc<Batch>>) -> bool {
+        let mut tails = self
+            .tails
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sender.receiver_count() > 0 && !self.is_closed() {
+            return false;
+        }
+        if tails
+            .get(&tenant)
+            .is_some_and(|current| current.same_channel(sender))
+        {
+            tails.remove(&tenant);
+        }
+        true
+    }
+
+    /// Reads `tenant`'s log after each wake-up and poll, from where it
+    /// ends now, and hands each batch to the followers.
+    async fn run_tail(
+        self,
+        tenant: TenantId,
+        sender: broadcast::Sender<Arc<Batch>>,
+        mut wake: broadcast::Receiver<TenantId>,
+    ) {
+        let poll = Duration::from_millis(self.settings.poll_ms);
+        let mut cursor = loop {
+            match self.log.head(tenant).await {
+                Ok(head) => break head,
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "change feed: cannot read the log's head; trying again");
+                    if self.tail_ends(tenant, &sender) || !self.pause(poll).await {
+                        return;
+                    }
+                }
+            }
+        };
+        // Quick re-reads left after a wake-up that found nothing yet
+        // (PostgreSQL: the commit sits behind an older transaction still
+        // running elsewhere), and the pause before the next.
+        let mut rechecks = (0_u8, Duration::ZERO);
+        loop {
+            if self.tail_ends(tenant, &sender) {
+                return;
+            }
+            match self.log.after(tenant, cursor, FOLLOW_PAGE).await {
+                Ok(span) => {
+                    let found = !span.items.is_empty();
+                    if span.last != cursor || found {
+                        let batch = Batch {
+                            from: cursor,
+                            to: span.last,
+                            items: span.items,
+                        };
+                        cursor = batch.to;
+                        // None listening: the next check ends the tail.
+                        let _ = sender.send(Arc::new(batch));
+                    }
+                    if found || span.has_more {
+                        rechecks.0 = 0;
+                        continue;
+                    }
+                }
+                Err(ChangeLogError::Expired { horizon, .. }) => {
+                    // Only a tail stalled past the retention gets here: it
+                    // goes on from the horizon, and its followers see the
+                    // gap and read (and expire) on their own.
+                    cursor = horizon;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "change feed: cannot read the log; trying again");
+                }
+            }
+            if rechecks.0 > 0 {
+                rechecks.0 -= 1;
+                if !self.pause(rechecks.1).await {
+                    return;
+                }
+                rechecks.1 = (rechecks.1 * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            let timer = tokio::time::sleep(poll);
+            tokio::pin!(timer);
+            let closing = self.closing.clone();
+            let closed = closing.notify.notified();
+            tokio::pin!(closed);
+            if self.is_closed() {
+                continue;
+            }
+            loop {
+                tokio::select! {
+                    () = &mut closed => break,
+                    () = &mut timer => break,
+                    woken = wake.recv() => match woken {
+                        Ok(t) if t == tenant => {
+                            rechecks = (8, Duration::from_millis(50));
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => {
+                            (&mut timer).await;
+                            break;
+                        }
+                    },
+                }
+            }
+        }
     }
 
     /// Removes changes older than the retention, in batches.

@@ -305,7 +305,7 @@ async fn virtual_user(
     Ok(user)
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -318,7 +318,7 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
-async fn send(
+pub(crate) async fn send(
     sender: &mut SendRequest<Full<Bytes>>,
     addr: SocketAddr,
     request: Request,

@@ -36,6 +36,7 @@ mod ids;
 mod infra;
 mod load;
 mod micro;
+mod outbound;
 mod report;
 mod scenarios;
 
@@ -369,6 +370,16 @@ struct Env<'a> {
 impl Env<'_> {
     /// Starts `leadline serve` as the service role.
     async fn serve(&mut self, cache: &CacheMode, log: &mut CommandLog) -> anyhow::Result<Process> {
+        self.serve_with(cache, &[], log).await
+    }
+
+    /// [`Env::serve`] with more settings in its environment.
+    async fn serve_with(
+        &mut self,
+        cache: &CacheMode,
+        extra: &[(&str, String)],
+        log: &mut CommandLog,
+    ) -> anyhow::Result<Process> {
         self.serves += 1;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, infra::free_port()?));
         let mut command = Command::new(self.leadline);
@@ -398,6 +409,9 @@ impl Env<'_> {
                     capacity_bytes.to_string(),
                 );
             }
+        }
+        for (name, value) in extra {
+            command.env(name, value);
         }
         command.args(["serve", "--bind", &addr.to_string()]);
         let log_file = self.scratch.join(format!("serve-{}.log", self.serves));
@@ -964,6 +978,16 @@ async fn measure(
         sqlite_import.0
     );
     timer.lap(report, "CSV import and export");
+
+    // --- outbound: relay throughput, change-feed fan-out -------------------
+    let sizes = outbound::Sizes {
+        messages: if plan.quick { 1_000 } else { 10_000 },
+        subscribers: 1_000,
+        writes: if plan.quick { 50 } else { 200 },
+    };
+    report.outbound =
+        Some(outbound::run(&mut env, &owner_url, &pool, sizes, &mut report.commands).await?);
+    timer.lap(report, "outbound (relay throughput, change-feed fan-out)");
 
     // --- memory -------------------------------------------------------------
     let warm = plan.warm_contexts.min(space.total());

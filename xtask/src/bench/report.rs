@@ -270,6 +270,8 @@ pub struct Report {
     pub mix: Option<Measured>,
     /// Cache counters during (7).
     pub mix_cache: Option<CacheDelta>,
+    /// The relay's throughput and the change feed's fan-out.
+    pub outbound: Option<super::outbound::Outbound>,
     /// Memory.
     pub memory: Option<Memory>,
     /// The whole run.
@@ -305,6 +307,7 @@ impl Report {
             typo_search_growth: Vec::new(),
             search_loaded: None,
             transfer: None,
+            outbound: None,
             data: DataSummary::default(),
             sweeps: Sweeps::default(),
             ceilings: Ceilings::default(),
@@ -920,6 +923,10 @@ impl Report {
                 t.import_peak_kib as f64 / 1024.0,
                 t.sqlite_import.1 as f64 / 1024.0,
             );
+        }
+
+        if let Some(outbound) = &self.outbound {
+            md.push_str(&outbound.markdown());
         }
 
         // Memory.

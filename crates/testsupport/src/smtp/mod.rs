@@ -124,7 +124,12 @@ pub fn smtp_server(options: SmtpOptions) -> SmtpServer {
 }
 
 impl SmtpServer {
-    fn start(options: SmtpOptions) -> anyhow::Result<Self> {
+    /// Starts a server, saying what is missing when it cannot (for callers
+    /// that report rather than panic, such as the benchmark).
+    ///
+    /// # Errors
+    /// Without `python3` and aiosmtpd, or when the server does not come up.
+    pub fn start(options: SmtpOptions) -> anyhow::Result<Self> {
         let check = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .output()
