@@ -467,6 +467,7 @@ async fn starttls_and_auth_deliver_and_misconfiguration_is_transient() {
     let smtp = smtp_server(SmtpOptions {
         tls: true,
         auth: Some(("relay".to_owned(), "s3cret-pass".to_owned())),
+        ..SmtpOptions::default()
     });
     let good = smtp_settings(&smtp);
     let channel = SmtpChannel::from_settings(&good).unwrap().unwrap();

@@ -53,6 +53,9 @@ pub struct SmtpOptions {
     pub tls: bool,
     /// Require AUTH with this user and password.
     pub auth: Option<(String, String)>,
+    /// Accept every message and keep none (`messages` stays empty): a sink
+    /// for throughput runs, without the stored copy's fsync per message.
+    pub discard: bool,
 }
 
 /// One message the server accepted.
@@ -166,6 +169,9 @@ impl SmtpServer {
             }
             if let Some((user, password)) = &options.auth {
                 command.args(["--auth", &format!("{user}:{password}")]);
+            }
+            if options.discard {
+                command.arg("--discard");
             }
             let probe = move || banner(port);
             match dir.start(

@@ -10,7 +10,9 @@ test script the server's answers by recipient address:
                    until a file named `release` exists in the directory
 
 Options: --port, --dir, --tls-cert/--tls-key (STARTTLS offered and
-required), --auth USER:PASSWORD (AUTH PLAIN/LOGIN required).
+required), --auth USER:PASSWORD (AUTH PLAIN/LOGIN required), --discard
+(accept every message and keep none: a sink for throughput runs, which
+would otherwise measure this file's fsync per message).
 """
 
 import argparse
@@ -26,8 +28,9 @@ from aiosmtpd.smtp import AuthResult
 
 
 class Handler:
-    def __init__(self, directory):
+    def __init__(self, directory, discard):
         self.directory = directory
+        self.discard = discard
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -40,6 +43,8 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.discard:
+            return "250 2.0.0 Ok: discarded"
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
@@ -66,6 +71,7 @@ def main():
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--auth")
+    parser.add_argument("--discard", action="store_true")
     args = parser.parse_args()
 
     params = {}
@@ -90,7 +96,7 @@ def main():
         params["auth_require_tls"] = bool(args.tls_cert)
 
     controller = Controller(
-        Handler(args.dir), hostname="127.0.0.1", port=args.port, **params
+        Handler(args.dir, args.discard), hostname="127.0.0.1", port=args.port, **params
     )
     controller.start()
     stop = threading.Event()
