@@ -417,6 +417,15 @@ impl ChangeFeed {
                 }
             }
         };
+        // Where the tail starts, as a batch of nothing: a follower caught up
+        // short of it (a commit landed between its last read and this one)
+        // sees the gap and reads the log itself, rather than waiting for a
+        // later batch that may never come.
+        let _ = sender.send(Arc::new(Batch {
+            from: cursor,
+            to: cursor,
+            items: Vec::new(),
+        }));
         // Quick re-reads left after a wake-up that found nothing yet
         // (PostgreSQL: the commit sits behind an older transaction still
         // running elsewhere), and the pause before the next.

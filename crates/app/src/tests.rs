@@ -408,3 +408,108 @@ mod relay {
         );
     }
 }
+
+mod change_tail {
+    //! The shared tail of a tenant's log must not strand a follower that
+    //! caught up just before a commit the tail, starting later, reads as
+    //! already past.
+
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use chrono::Utc;
+    use futures::StreamExt as _;
+    use leadline_domain::{
+        Change, ChangeFilter, ChangePosition, ChangeType, LeadId, LoggedChange, TenantId,
+    };
+    use leadline_ports::{ChangeLog, ChangeLogError, ChangeSpan};
+
+    use crate::{ChangeFeed, ChangeSettings};
+
+    /// A log in memory that never wakes anyone: only reads find changes.
+    #[derive(Default)]
+    struct Silent {
+        changes: Mutex<Vec<LoggedChange>>,
+        wake: Option<tokio::sync::broadcast::Sender<TenantId>>,
+    }
+
+    #[async_trait]
+    impl ChangeLog for Silent {
+        async fn after(
+            &self,
+            _: TenantId,
+            after: ChangePosition,
+            limit: u32,
+        ) -> Result<ChangeSpan, ChangeLogError> {
+            let items: Vec<LoggedChange> = self
+                .changes
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .filter(|c| c.position > after)
+                .take(limit as usize)
+                .cloned()
+                .collect();
+            Ok(ChangeSpan {
+                last: items.last().map_or(after, |c| c.position),
+                has_more: false,
+                items,
+            })
+        }
+
+        async fn head(&self, _: TenantId) -> Result<ChangePosition, ChangeLogError> {
+            Ok(self
+                .changes
+                .lock()
+                .expect("not poisoned")
+                .last()
+                .map(|c| c.position)
+                .unwrap_or_default())
+        }
+
+        async fn prune(&self, _: chrono::DateTime<Utc>, _: u32) -> Result<u64, ChangeLogError> {
+            Ok(0)
+        }
+
+        fn wakeups(&self) -> tokio::sync::broadcast::Receiver<TenantId> {
+            self.wake.as_ref().expect("a wake-up channel").subscribe()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_between_a_followers_catch_up_and_the_tails_start_still_arrives() {
+        let tenant = TenantId::new();
+        let (wake, _keep) = tokio::sync::broadcast::channel(8);
+        let log = Arc::new(Silent {
+            changes: Mutex::new(Vec::new()),
+            wake: Some(wake),
+        });
+        let feed = ChangeFeed::new(
+            log.clone(),
+            ChangeSettings {
+                // Long enough that only the tail's start can deliver.
+                poll_ms: 60_000,
+                ..ChangeSettings::default()
+            },
+        );
+        let mut stream =
+            Box::pin(feed.follow(tenant, ChangePosition::default(), ChangeFilter::default()));
+        // The follower catches up on the empty log and waits; the tail
+        // (spawned, on this one thread) has not run yet.
+        assert!(futures::poll!(stream.next()).is_pending());
+        let lead = leadline_domain::fixtures::lead_context(tenant, LeadId::new()).lead;
+        log.changes
+            .lock()
+            .expect("not poisoned")
+            .push(LoggedChange {
+                position: ChangePosition { tx: 0, seq: 1 },
+                change: Change::lead(ChangeType::LeadCreated, &lead),
+            });
+        let change = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+            .await
+            .expect("the change arrives without a wake-up or a poll")
+            .expect("the stream goes on")
+            .expect("no error");
+        assert_eq!(change.position, ChangePosition { tx: 0, seq: 1 });
+    }
+}
