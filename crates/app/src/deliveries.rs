@@ -275,7 +275,7 @@ impl Relay {
         // starts only in its first half, so it has the second half to be
         // answered and recorded before another relay may take the row.
         let send_by = Instant::now() + Duration::from_secs(self.settings.lease_secs) / 2;
-        let mut outcomes = futures::stream::iter(claimed)
+        let mut outcomes = futures::stream::iter(in_turns(claimed))
             .map(|c| async move { self.deliver(c, send_by).await })
             .buffer_unordered(usize::from(self.settings.concurrency));
         while let Some(step) = outcomes.next().await {
@@ -409,18 +409,12 @@ impl Relay {
         let started_at = Utc::now();
         let clock = Instant::now();
         let outcome = match self.prepare(&claimed) {
-            Err(outcome) => outcome,
+            Err(Skip::Outcome(outcome)) => outcome,
+            Err(Skip::Hold(until)) => return self.defer(&claimed, until).await,
             Ok(attempt) => {
                 let destination = attempt.destination();
                 if let Err(until) = self.admit(&destination) {
-                    counter!("deliveries_deferred_total", "channel" => channel).increment(1);
-                    return match self.repo.defer(&claimed, until).await {
-                        Ok(_) => Step::Deferred,
-                        Err(err) => {
-                            tracing::warn!(delivery = %delivery.id, error = %err, "relay: cannot defer; the lease brings it back");
-                            Step::Unrecorded
-                        }
-                    };
+                    return self.defer(&claimed, until).await;
                 }
                 let outcome = attempt.send().await;
                 self.observe(
@@ -489,6 +483,20 @@ impl Relay {
         }
     }
 
+    /// Puts a claimed delivery back untried, due at `until`, its attempts
+    /// not counted.
+    async fn defer(&self, claimed: &ClaimedDelivery, until: chrono::DateTime<Utc>) -> Step {
+        counter!("deliveries_deferred_total", "channel" => claimed.delivery.channel.as_str())
+            .increment(1);
+        match self.repo.defer(claimed, until).await {
+            Ok(_) => Step::Deferred,
+            Err(err) => {
+                tracing::warn!(delivery = %claimed.delivery.id, error = %err, "relay: cannot defer; the lease brings it back");
+                Step::Unrecorded
+            }
+        }
+    }
+
     /// Records an attempt, trying again while the store is unavailable (the
     /// store already reran transient faults): once the destination has
     /// answered, an outcome not recorded means the message goes out again
@@ -512,12 +520,15 @@ impl Relay {
         self.repo.record(claimed, record).await
     }
 
-    /// What an attempt of `claimed` takes, or the outcome it has without
-    /// one (nowhere to deliver, a paused endpoint).
-    fn prepare<'a>(&'a self, claimed: &ClaimedDelivery) -> Result<Attempt<'a>, AttemptOutcome> {
+    /// What an attempt of `claimed` takes, or why none is made: the
+    /// outcome it has without one (nowhere to deliver), or a hold (a paused
+    /// endpoint).
+    fn prepare<'a>(&'a self, claimed: &ClaimedDelivery) -> Result<Attempt<'a>, Skip> {
         let channel = claimed.delivery.channel;
-        let undeliverable = |reason: &str| AttemptOutcome::Undeliverable {
-            reason: reason.to_owned(),
+        let undeliverable = |reason: &str| {
+            Skip::Outcome(AttemptOutcome::Undeliverable {
+                reason: reason.to_owned(),
+            })
         };
         let Some(to) = &claimed.recipient else {
             return Err(undeliverable("the lead was deleted"));
@@ -528,10 +539,10 @@ impl Relay {
         if channel == Channel::Email {
             let (Some(email), Some(address)) = (&self.email, &to.email) else {
                 // Claimed only for channels that have an adapter.
-                return Err(AttemptOutcome::Transient {
+                return Err(Skip::Outcome(AttemptOutcome::Transient {
                     reason: "no email channel configured".to_owned(),
                     retry_after: None,
-                });
+                }));
             };
             let sender = claimed.sender.as_ref().unwrap_or(&self.default_sender);
             let message = OutboundEmail::compose(
@@ -543,10 +554,10 @@ impl Relay {
             return Ok(Attempt::Email(email.as_ref(), message));
         }
         let Some(messages) = &self.messages else {
-            return Err(AttemptOutcome::Transient {
+            return Err(Skip::Outcome(AttemptOutcome::Transient {
                 reason: "no webhook channel configured".to_owned(),
                 retry_after: None,
-            });
+            }));
         };
         let Some(route) = &claimed.route else {
             return Err(undeliverable(&format!(
@@ -554,18 +565,25 @@ impl Relay {
             )));
         };
         if !route.active {
-            return Err(AttemptOutcome::Transient {
-                reason: format!("the {channel} webhook {} is paused", route.webhook),
-                retry_after: None,
-            });
+            // Held, not failed: a paused endpoint keeps its messages, as a
+            // paused change stream keeps its place.
+            return Err(Skip::Hold(Utc::now() + PAUSED_RECHECK));
         }
+        // A key that no longer opens the secret is the operator's to fix
+        // (the message is not at fault): asked again in an hour.
         let secrets = open_secrets(
             messages.sealer.as_ref(),
             &route.secret,
             route.previous_secret.as_ref(),
         )
-        .map_err(|reason| AttemptOutcome::Permanent { reason })?;
+        .map_err(|reason| {
+            Skip::Outcome(AttemptOutcome::Transient {
+                reason,
+                retry_after: Some(Duration::from_secs(3600)),
+            })
+        })?;
         Ok(Attempt::Webhook(
+            claimed.delivery.tenant_id,
             messages.channel.as_ref(),
             WebhookTarget {
                 url: route.url.clone(),
@@ -576,18 +594,40 @@ impl Relay {
     }
 }
 
+/// How long a message for a paused endpoint waits before it is looked at
+/// again (its attempts not counted).
+const PAUSED_RECHECK: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Why a claimed delivery is not attempted.
+enum Skip {
+    /// It has this outcome without an attempt.
+    Outcome(AttemptOutcome),
+    /// It waits, untried, until then.
+    Hold(chrono::DateTime<Utc>),
+}
+
 /// One attempt, ready to go.
 enum Attempt<'a> {
     Email(&'a dyn EmailChannel, OutboundEmail),
-    Webhook(&'a dyn WebhookChannel, WebhookTarget, WebhookMessage),
+    Webhook(
+        TenantId,
+        &'a dyn WebhookChannel,
+        WebhookTarget,
+        WebhookMessage,
+    ),
 }
 
 impl Attempt<'_> {
-    /// The key its destination's circuit breaker counts under.
+    /// The key its destination's circuit breaker counts under: the mail
+    /// server, which every tenant's email shares; a tenant's own endpoint,
+    /// so one tenant's failing receiver never holds back another's
+    /// messages to the same host.
     fn destination(&self) -> String {
         match self {
             Self::Email(email, _) => email.destination(),
-            Self::Webhook(channel, target, _) => channel.destination(&target.url),
+            Self::Webhook(tenant, channel, target, _) => {
+                format!("{tenant}/{}", channel.destination(&target.url))
+            }
         }
     }
 
@@ -595,16 +635,39 @@ impl Attempt<'_> {
     fn message_id(&self) -> &str {
         match self {
             Self::Email(_, message) => &message.message_id,
-            Self::Webhook(_, _, message) => &message.id,
+            Self::Webhook(_, _, _, message) => &message.id,
         }
     }
 
     async fn send(&self) -> AttemptOutcome {
         match self {
             Self::Email(email, message) => email.send(message).await,
-            Self::Webhook(channel, target, message) => channel.post(target, message).await,
+            Self::Webhook(_, channel, target, message) => channel.post(target, message).await,
         }
     }
+}
+
+/// `claimed` in turns: each tenant's first, then each tenant's second,
+/// and so on (each tenant's in claim order), so one tenant's slow messages
+/// do not all go before another tenant's first.
+pub(crate) fn in_turns(claimed: Vec<ClaimedDelivery>) -> Vec<ClaimedDelivery> {
+    let mut queues: Vec<(TenantId, std::collections::VecDeque<ClaimedDelivery>)> = Vec::new();
+    for c in claimed {
+        let tenant = c.delivery.tenant_id;
+        match queues.iter_mut().find(|(t, _)| *t == tenant) {
+            Some((_, queue)) => queue.push_back(c),
+            None => queues.push((tenant, std::collections::VecDeque::from([c]))),
+        }
+    }
+    let mut out = Vec::new();
+    while queues.iter().any(|(_, q)| !q.is_empty()) {
+        for (_, queue) in &mut queues {
+            if let Some(c) = queue.pop_front() {
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// Microseconds, as both stores keep time.

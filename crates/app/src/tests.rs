@@ -352,13 +352,15 @@ mod relay {
         };
         let routed = text(Some(route(true)));
         let routed_id = routed.delivery.id;
-        let claims = vec![routed, text(None), text(Some(route(false)))];
+        let paused = text(Some(route(false)));
+        let paused_id = paused.delivery.id;
+        let claims = vec![routed, text(None), paused];
         let mut repo = MockDeliveryRepository::new();
         repo.expect_claim_due()
             .withf(|channels, _, _| channels.contains(&Channel::Sms))
             .returning(move |_, _, _| Ok(claims.clone()));
         repo.expect_record()
-            .times(3)
+            .times(2)
             .returning(move |claimed, record| {
                 let expected = match (&claimed.route, claimed.delivery.id == routed_id) {
                     (Some(_), true) => matches!(record.decision, Decision::Delivered),
@@ -366,14 +368,19 @@ mod relay {
                         matches!(record.decision, Decision::Failed)
                             && record.outcome.detail().contains("\"channels\": [\"sms\"]")
                     }
-                    (Some(_), false) => {
-                        matches!(record.decision, Decision::RetryAt(_))
-                            && record.outcome.detail().contains("paused")
-                    }
+                    (Some(_), false) => false,
                 };
                 assert!(expected, "{claimed:?} {record:?}");
                 Ok(true)
             });
+        // A paused endpoint holds its text back, its attempts not counted.
+        repo.expect_defer()
+            .times(1)
+            .withf(move |claimed, until| {
+                claimed.delivery.id == paused_id
+                    && *until > Utc::now() + chrono::Duration::seconds(30)
+            })
+            .returning(|_, _| Ok(true));
         let mut sealer = MockSecretBox::new();
         sealer
             .expect_open()
@@ -402,10 +409,107 @@ mod relay {
             .await
             .expect("round");
         assert_eq!(
-            (report.delivered, report.failed, report.retrying),
+            (report.delivered, report.failed, report.deferred),
             (1, 1, 1),
             "{report:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn one_tenants_failing_receiver_never_holds_back_anothers_on_the_same_host() {
+        let url = WebhookUrl::parse("https://hooks.example.com/in").expect("valid");
+        let route = MessageRoute {
+            webhook: WebhookId::new(),
+            url,
+            active: true,
+            secret: SealedSecret(vec![7; 32]),
+            previous_secret: None,
+        };
+        let failing = TenantId::new();
+        let text_of = |tenant| {
+            let mut c = text(Some(route.clone()));
+            c.delivery.tenant_id = tenant;
+            c
+        };
+        let (first, second, other) = (text_of(failing), text_of(failing), text_of(TenantId::new()));
+        let other_id = other.delivery.id;
+        let rounds = std::sync::Mutex::new(vec![vec![second, other], vec![first]]);
+        let mut repo = MockDeliveryRepository::new();
+        repo.expect_claim_due().times(2).returning(move |_, _, _| {
+            Ok(rounds
+                .lock()
+                .expect("not poisoned")
+                .pop()
+                .unwrap_or_default())
+        });
+        repo.expect_record().times(2).returning(|_, _| Ok(true));
+        // The failing tenant's second text waits for its breaker; the other
+        // tenant's goes out.
+        repo.expect_defer()
+            .times(1)
+            .withf(move |claimed, _| claimed.delivery.tenant_id == failing)
+            .returning(|_, _| Ok(true));
+        let mut sealer = MockSecretBox::new();
+        sealer
+            .expect_open()
+            .returning(|sealed| Ok(sealed.0.clone()));
+        let mut channel = MockWebhookChannel::new();
+        channel
+            .expect_destination()
+            .returning(|url| url.as_str().to_owned());
+        channel.expect_post().times(2).returning(move |_, message| {
+            if message.id == format!("msg_dlv_{}", other_id.as_uuid().simple()) {
+                AttemptOutcome::Delivered {
+                    reply: "204".to_owned(),
+                }
+            } else {
+                AttemptOutcome::Transient {
+                    reason: "HTTP 503".to_owned(),
+                    retry_after: None,
+                }
+            }
+        });
+        let relay = Relay::new(
+            Arc::new(repo),
+            None,
+            Some(MessageWebhooks {
+                channel: Arc::new(channel),
+                sealer: Arc::new(sealer),
+            }),
+            super::no_cache(),
+            RelaySettings {
+                breaker_threshold: 1,
+                ..RelaySettings::default()
+            },
+            SenderIdentity::new(
+                Email::parse("relay@leadline.example").expect("valid"),
+                None,
+                None,
+                None,
+            )
+            .expect("plain"),
+        );
+        let opened = relay.run_once().await.expect("round");
+        assert_eq!(opened.retrying, 1, "{opened:?}");
+        let next = relay.run_once().await.expect("round");
+        assert_eq!((next.delivered, next.deferred), (1, 1), "{next:?}");
+    }
+
+    #[test]
+    fn a_round_takes_the_tenants_in_turns() {
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let of = |tenant| {
+            let mut c = claimed();
+            c.delivery.tenant_id = tenant;
+            c
+        };
+        let batch = vec![of(a), of(a), of(a), of(b), of(b)];
+        let ids: Vec<_> = batch.iter().map(|c| c.delivery.id).collect();
+        let order: Vec<_> = crate::deliveries::in_turns(batch)
+            .iter()
+            .map(|c| c.delivery.id)
+            .collect();
+        assert_eq!(order, [ids[0], ids[3], ids[1], ids[4], ids[2]]);
     }
 }
 

@@ -249,6 +249,9 @@ impl RetryPolicy {
     }
 }
 
+/// While a breaker's one probe is out, how soon the others ask again.
+pub const PROBE_RECHECK: Duration = Duration::from_secs(5);
+
 /// A per-destination circuit breaker: after `threshold` consecutive
 /// transient failures the destination is left alone for a cool-down
 /// (doubling on each failed probe, up to `max_cool_down`); then one probe
@@ -300,8 +303,11 @@ impl CircuitBreaker {
                 Ok(())
             }
             BreakerState::Open { until, .. } => Err(until),
+            // Asked again soon: the probe's answer decides, and a closed
+            // breaker should not leave the others waiting a whole cool-down.
             BreakerState::Probing { cool_down } => {
-                Err(now + chrono::Duration::from_std(cool_down).unwrap_or_default())
+                Err(now
+                    + chrono::Duration::from_std(cool_down.min(PROBE_RECHECK)).unwrap_or_default())
             }
         }
     }
@@ -749,7 +755,11 @@ mod tests {
         b.record(false, t0);
         assert_eq!(b.admit(t0 + s(1)), Err(t0 + s(10)), "open");
         assert_eq!(b.admit(t0 + s(10)), Ok(()), "one probe after the cool-down");
-        assert!(b.admit(t0 + s(10)).is_err(), "only one probe at a time");
+        assert_eq!(
+            b.admit(t0 + s(10)),
+            Err(t0 + s(15)),
+            "only one probe at a time; the others ask again soon, not a whole cool-down later"
+        );
         b.record(false, t0 + s(11));
         assert_eq!(
             b.admit(t0 + s(12)),

@@ -88,11 +88,13 @@ struct WebhookView {
     /// Until when the previous secret still signs beside the new one.
     previous_secret_expires_at: Option<DateTime<Utc>>,
     /// Failed attempts at the change its stream is stuck on (0: not stuck;
-    /// a refused or exhausted change becomes a dead letter).
+    /// a refused or exhausted change becomes a dead letter). The change
+    /// stream's only: the messages of its `channels` are deliveries, with
+    /// their own state in `GET /v1/deliveries`.
     failing_attempts: u32,
-    /// The last delivery failure, until a delivery succeeds.
+    /// The change stream's last delivery failure, until a delivery succeeds.
     last_error: Option<String>,
-    /// When it last accepted a delivery.
+    /// When it last accepted a change.
     last_delivered_at: Option<DateTime<Utc>>,
     /// Creation time.
     created_at: DateTime<Utc>,
@@ -168,9 +170,15 @@ fn types_of(raw: &[String]) -> Result<ChangeFilter, ApiError> {
 fn channels_of(raw: &[String]) -> Result<MessageChannels, ApiError> {
     let channels = raw
         .iter()
-        .map(|c| c.parse::<Channel>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::invalid_field("channels", e.to_string()))?;
+        .map(|c| {
+            c.parse::<Channel>().map_err(|_| {
+                ApiError::invalid_field(
+                    "channels",
+                    format!("{c:?} is not a channel: give sms, call or linkedin"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     MessageChannels::new(channels).map_err(|e| ApiError::invalid_field("channels", e.to_string()))
 }
 

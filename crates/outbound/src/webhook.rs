@@ -225,7 +225,10 @@ impl WebhookChannel for HttpWebhookChannel {
             Ok(response) => response,
             Err(e) => {
                 // The error's chain names the cause (refused, timed out,
-                // no public address), never a secret.
+                // no public address). Not the URL: its query may carry a
+                // receiver's token, and reasons are stored, shown and
+                // logged.
+                let e = e.without_url();
                 let mut reason = e.to_string();
                 let mut source = std::error::Error::source(&e);
                 while let Some(cause) = source {
