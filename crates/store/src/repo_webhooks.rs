@@ -119,6 +119,15 @@ async fn channel_taken(
 }
 
 impl Store {
+    /// Where the tenant's change log ends: an endpoint's stream starts
+    /// there.
+    async fn log_head(&self, tenant: TenantId) -> Result<ChangePosition, WebhookError> {
+        ChangeLog::head(self, tenant).await.map_err(|e| match e {
+            ChangeLogError::Unavailable(u) => WebhookError::Unavailable(u),
+            other => WebhookError::Unknown(other.into()),
+        })
+    }
+
     /// Reads the endpoint locked for the transaction's write (PostgreSQL;
     /// SQLite has one writer).
     async fn webhook_for_update(
@@ -376,10 +385,7 @@ impl WebhookRepository for Store {
         secret: &SealedSecret,
     ) -> Result<Webhook, WebhookError> {
         // It receives what commits from here on.
-        let head = ChangeLog::head(self, tenant).await.map_err(|e| match e {
-            ChangeLogError::Unavailable(u) => WebhookError::Unavailable(u),
-            other => WebhookError::Unknown(other.into()),
-        })?;
+        let head = self.log_head(tenant).await?;
         let backend = self.backend();
         let result: Result<Step<()>, Failure> =
             transaction!(self, "webhooks.create", tenant, Write, |txn| {
@@ -483,10 +489,7 @@ impl WebhookRepository for Store {
         // An endpoint whose feed is turned on starts from here, not from
         // where it was made.
         let head = if req.changes == Some(true) {
-            Some(ChangeLog::head(self, tenant).await.map_err(|e| match e {
-                ChangeLogError::Unavailable(u) => WebhookError::Unavailable(u),
-                other => WebhookError::Unknown(other.into()),
-            })?)
+            Some(self.log_head(tenant).await?)
         } else {
             None
         };
