@@ -26,6 +26,7 @@ mod m20261205_000012_import_timeline;
 mod m20261206_000013_webhooks;
 mod m20261206_000014_webhook_delivery;
 mod m20261207_000015_message_channels;
+mod m20261208_000016_key_access;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000013_webhooks::Migration),
             Box::new(m20261206_000014_webhook_delivery::Migration),
             Box::new(m20261207_000015_message_channels::Migration),
+            Box::new(m20261208_000016_key_access::Migration),
         ]
     }
 }

@@ -514,3 +514,146 @@ fn anything_accepted_reads_back_on_sqlite() {
 fn anything_accepted_reads_back_on_postgres() {
     run("postgres", 96);
 }
+
+/// A key's access: mostly a real role or real scopes, sometimes both,
+/// neither, other cases, hostile strings or anything.
+fn key_access() -> impl Strategy<Value = (Option<Value>, Option<Value>)> {
+    let role = prop_oneof![
+        4 => prop::sample::select(vec!["viewer", "agent", "approver", "admin"])
+            .prop_map(|s| Value::String(s.to_owned())),
+        1 => prop::sample::select(vec!["Admin", "root", ""]).prop_map(|s| Value::String(s.to_owned())),
+        1 => json_leaf(),
+    ];
+    let scope = prop_oneof![
+        4 => prop::sample::select(vec![
+            "read", "leads:write", "events:write", "approvals:draft", "approvals:decide", "admin",
+        ])
+        .prop_map(|s| Value::String(s.to_owned())),
+        1 => nasty_string().prop_map(Value::String),
+    ];
+    let scopes = prop_oneof![
+        4 => prop::collection::vec(scope, 0..8).prop_map(Value::Array),
+        1 => json_leaf(),
+    ];
+    prop_oneof![
+        4 => role.prop_map(|r| (Some(r), None)),
+        3 => scopes.prop_map(|s| (None, Some(s))),
+        1 => Just((None, None)),
+        1 => (
+            Just(Value::String("viewer".into())),
+            Just(json!(["read"]))
+        )
+            .prop_map(|(r, s)| (Some(r), Some(s))),
+    ]
+}
+
+/// An expiry: mostly absent or a time (past, near, far, with odd
+/// precision and offsets), sometimes anything.
+fn key_expiry() -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        4 => Just(None),
+        3 => (-2_000_000_000i64..8_000_000_000, 0u32..1_000_000_000, prop::sample::select(vec!["Z", "+05:30", "-12:00"]))
+            .prop_map(|(secs, nanos, zone)| {
+                let at = chrono::DateTime::from_timestamp(secs, nanos).unwrap_or_default();
+                let text = at.format("%Y-%m-%dT%H:%M:%S%.9f").to_string();
+                Some(Value::String(format!("{text}{zone}")))
+            }),
+        1 => json_leaf().prop_map(Some),
+        1 => nasty_string().prop_map(|s| Some(Value::String(s))),
+    ]
+}
+
+/// One key: issue it; if accepted, it reads back as issued, lists without
+/// its secret, works within its access, rotates and revokes without a 5xx.
+async fn key_case(
+    api: &Api,
+    name: String,
+    access: (Option<Value>, Option<Value>),
+    expires_at: Option<Value>,
+) -> bool {
+    let mut body = json!({"name": name});
+    if let Some(role) = access.0 {
+        body["role"] = role;
+    }
+    if let Some(scopes) = access.1 {
+        body["scopes"] = scopes;
+    }
+    if let Some(at) = expires_at {
+        body["expires_at"] = at;
+    }
+    let (status, issued) = api.call(Method::POST, "/v1/keys", Some(&body)).await;
+    if status != StatusCode::CREATED {
+        return false;
+    }
+    let secret = issued["secret"].as_str().unwrap().to_owned();
+    let uri = format!("/v1/keys/{}", issued["key"]["id"].as_str().unwrap());
+    let (status, read) = api.call(Method::GET, &uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    let mut expected = issued["key"].clone();
+    // The first use may be recorded between the two reads.
+    expected["last_used_at"] = read["last_used_at"].clone();
+    assert_eq!(read, expected, "reads back as issued");
+    let (_, list) = api.call(Method::GET, "/v1/keys?limit=200", None).await;
+    assert!(
+        !list.to_string().contains(&secret),
+        "a list shows no secret"
+    );
+    // The new key works (or is refused for its access, never a 5xx).
+    let own = Api {
+        app: api.app.clone(),
+        key: secret,
+        backend: api.backend,
+    };
+    let (status, _) = own.call(Method::GET, "/v1/tenant", None).await;
+    assert!(
+        [StatusCode::OK, StatusCode::FORBIDDEN].contains(&status),
+        "{status}"
+    );
+    let (status, rotated) = api
+        .call(
+            Method::POST,
+            &format!("{uri}/rotate?overlap_seconds=0"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{rotated}");
+    for uri in [
+        uri,
+        format!("/v1/keys/{}", rotated["key"]["id"].as_str().unwrap()),
+    ] {
+        let (status, _) = api.call(Method::DELETE, &uri, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    true
+}
+
+fn run_keys(backend: &'static str, cases: u32) {
+    let (rt, api, mut runner) = setup(backend, cases);
+    let accepted = std::sync::atomic::AtomicU32::new(0);
+    runner
+        .run(
+            &(nasty_string(), key_access(), key_expiry()),
+            |(name, access, expires_at)| {
+                if rt.block_on(key_case(&api, name, access, expires_at)) {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    let accepted = accepted.into_inner();
+    assert!(
+        accepted >= cases / 10,
+        "{backend}: only {accepted} of {cases} generated keys were accepted"
+    );
+}
+
+#[test]
+fn any_accepted_key_reads_back_on_sqlite() {
+    run_keys("sqlite", 128);
+}
+
+#[test]
+fn any_accepted_key_reads_back_on_postgres() {
+    run_keys("postgres", 128);
+}

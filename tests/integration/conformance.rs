@@ -6,12 +6,12 @@ use std::collections::HashSet;
 
 use leadline_app::Services;
 use leadline_domain::{
-    ApiKeyToken, CreateTenantRequest, DisplayName, Email, LeadStatus, ListLeadsQuery, PageLimit,
-    Slug, Tag, Tags, TenantId, UpdateAgentRequest, UpdateLeadRequest,
+    ApiKeyToken, CreateTenantRequest, DisplayName, Email, LeadStatus, ListLeadsQuery, NewApiKey,
+    PageLimit, Slug, Tag, Tags, TenantId, UpdateAgentRequest, UpdateLeadRequest,
 };
 use leadline_ports::{
     AuthenticateError, CreateAgentError, CreateLeadError, CreateTenantError, GetAgentError,
-    GetLeadError, GetTenantError, UpdateAgentError, UpdateLeadError,
+    GetLeadError, GetTenantError, KeyError, UpdateAgentError, UpdateLeadError,
 };
 
 use crate::support::{agent_req, lead_req, new_tenant, unique_slug};
@@ -65,17 +65,18 @@ async fn tenants_keys_and_authentication(s: Services) {
     ));
 
     assert_eq!(
-        s.tenants
+        s.keys
             .authenticate(created.api_key.expose())
             .await
             .unwrap()
+            .tenant
             .id,
         id
     );
     // Right shape, wrong secret.
     let forged = ApiKeyToken::from_random(id, [0; 24]);
     assert!(matches!(
-        s.tenants.authenticate(forged.expose()).await,
+        s.keys.authenticate(forged.expose()).await,
         Err(AuthenticateError::InvalidKey)
     ));
     // A real key of tenant B presented as tenant A's: the tenant id is part
@@ -83,18 +84,23 @@ async fn tenants_keys_and_authentication(s: Services) {
     let (_, other_key) = new_tenant(&s).await;
     let spliced = format!("ll_{}_{}", id.as_uuid().simple(), &other_key[36..]);
     assert!(matches!(
-        s.tenants.authenticate(&spliced).await,
+        s.keys.authenticate(&spliced).await,
         Err(AuthenticateError::InvalidKey)
     ));
 
-    let second = s.tenants.issue_key(id).await.unwrap();
+    let second = s.keys.issue(id, &NewApiKey::first()).await.unwrap().token;
     assert_eq!(
-        s.tenants.authenticate(second.expose()).await.unwrap().id,
+        s.keys
+            .authenticate(second.expose())
+            .await
+            .unwrap()
+            .tenant
+            .id,
         id
     );
     assert!(matches!(
-        s.tenants.issue_key(TenantId::new()).await,
-        Err(GetTenantError::NotFound(_))
+        s.keys.issue(TenantId::new(), &NewApiKey::first()).await,
+        Err(KeyError::NotFound)
     ));
 }
 

@@ -50,21 +50,23 @@ async fn happy_path_on_in_memory_sqlite() {
         .await
         .expect("tenant");
     let authed = s
-        .tenants
+        .keys
         .authenticate(created.api_key.expose())
         .await
         .expect("own key works");
-    assert_eq!(authed.id, created.tenant.id);
+    assert_eq!(authed.tenant.id, created.tenant.id);
     let second = s
-        .tenants
-        .issue_key(created.tenant.id)
+        .keys
+        .issue(created.tenant.id, &leadline_domain::NewApiKey::first())
         .await
-        .expect("second key");
+        .expect("second key")
+        .token;
     assert_eq!(
-        s.tenants
+        s.keys
             .authenticate(second.expose())
             .await
             .expect("second key works")
+            .tenant
             .id,
         created.tenant.id
     );

@@ -194,7 +194,12 @@ async fn ensure_tenant(
         Ok(_) => {
             summary.tenants_existing += 1;
             if issue_key {
-                let key = composition.services.tenants.issue_key(id).await?;
+                let key = composition
+                    .services
+                    .keys
+                    .issue(id, &leadline_domain::NewApiKey::first())
+                    .await?
+                    .token;
                 println!(
                     "{}  {id}  exists   new API key: {}",
                     tenant.slug(),

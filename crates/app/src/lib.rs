@@ -11,6 +11,7 @@ mod coherence;
 mod deliveries;
 mod exports;
 mod imports;
+mod keys;
 mod services;
 mod webhook_relay;
 mod webhooks;
@@ -21,6 +22,7 @@ pub use coherence::Coherence;
 pub use deliveries::{DeliveryService, MessageWebhooks, Relay, RelaySettings, RoundReport};
 pub use exports::{COLUMNS as EXPORT_COLUMNS, ExportError, ExportQuery, ExportService};
 pub use imports::{BATCH_ROWS, CsvSource, ImportFailure, ImportOptions, ImportService, Record};
+pub use keys::{IssuedKey, KEY_FRESH, KeyService};
 pub use services::{
     AgentService, BULK_MAX, BulkFailure, BulkOutcome, CreatedTenant, LeadService, Services,
     StorePorts, TenantService,

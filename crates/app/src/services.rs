@@ -6,22 +6,22 @@ use std::sync::Arc;
 
 use leadline_domain::{
     Agent, AgentId, ApiKeyToken, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, Lead,
-    LeadId, ListLeadsQuery, Page, PageLimit, SearchHit, SearchLeadsQuery, Tenant, TenantId,
-    UpdateAgentRequest, UpdateLeadRequest,
+    LeadId, ListLeadsQuery, NewApiKey, Page, PageLimit, SearchHit, SearchLeadsQuery, Tenant,
+    TenantId, UpdateAgentRequest, UpdateLeadRequest,
 };
 use leadline_ports::{
-    AgentRepository, AuthenticateError, CreateAgentError, CreateLeadError, CreateTenantError,
-    DeleteLeadError, GetAgentError, GetLeadError, GetTenantError, HealthCheck, LeadRepository,
-    ListAgentsError, ListLeadsError, RestoreLeadError, TenantRepository, UpdateAgentError,
-    UpdateLeadError,
+    AgentRepository, CreateAgentError, CreateLeadError, CreateTenantError, DeleteLeadError,
+    GetAgentError, GetLeadError, GetTenantError, HealthCheck, LeadRepository, ListAgentsError,
+    ListLeadsError, RestoreLeadError, TenantRepository, UpdateAgentError, UpdateLeadError,
 };
-use rand::RngCore;
 
 /// Every service, as the driving adapters (HTTP, CLI) use them. Cheap to clone.
 #[derive(Clone)]
 pub struct Services {
-    /// Tenants and API keys.
+    /// Tenants.
     pub tenants: TenantService,
+    /// API keys: authentication and their management.
+    pub keys: crate::KeyService,
     /// Agents.
     pub agents: AgentService,
     /// Leads.
@@ -51,6 +51,7 @@ pub struct Services {
 /// Everything a store adapter implements: the ports [`Services::over`] wires.
 pub trait StorePorts:
     TenantRepository
+    + leadline_ports::ApiKeyRepository
     + AgentRepository
     + LeadRepository
     + leadline_ports::ApprovalRepository
@@ -69,6 +70,7 @@ pub trait StorePorts:
 
 impl<S> StorePorts for S where
     S: TenantRepository
+        + leadline_ports::ApiKeyRepository
         + AgentRepository
         + LeadRepository
         + leadline_ports::ApprovalRepository
@@ -98,6 +100,7 @@ impl Services {
     ) -> Self {
         Self {
             tenants: TenantService::new(store.clone()),
+            keys: crate::KeyService::new(store.clone()),
             agents: AgentService::new(store.clone(), store.clone(), cache.clone()),
             leads: LeadService::new(store.clone(), cache.clone()),
             imports: crate::ImportService::new(
@@ -181,47 +184,17 @@ pub struct CreatedTenant {
     pub api_key: ApiKeyToken,
 }
 
-/// Tenants and their API keys.
+/// Tenants.
 #[derive(Clone)]
 pub struct TenantService {
     repo: Arc<dyn TenantRepository>,
-    /// Verified keys by hash. Every request authenticates, so this saves a
-    /// transaction per request, and it lets requests for cached contexts be
-    /// served while the store is down. Only successes are kept.
-    verified: moka::sync::Cache<[u8; 32], VerifiedKey>,
-}
-
-#[derive(Debug, Clone)]
-struct VerifiedKey {
-    tenant: Tenant,
-    fresh_until: std::time::Instant,
-}
-
-/// How long a verified key is trusted without asking the store again: the
-/// most a revoked key keeps working on any instance. One second costs one
-/// indexed read per key per second per instance, and needs no cross-instance
-/// message that could be lost.
-const KEY_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
-/// How long past that a verified key is still accepted while the store is
-/// unavailable.
-const KEY_STALE_IF_ERROR: std::time::Duration = std::time::Duration::from_secs(600);
-
-fn new_token(tenant: TenantId) -> ApiKeyToken {
-    let mut secret = [0u8; 24];
-    // ThreadRng is a CSPRNG seeded from the OS.
-    rand::rng().fill_bytes(&mut secret);
-    ApiKeyToken::from_random(tenant, secret)
 }
 
 impl TenantService {
     /// Wraps a repository.
     #[must_use]
     pub fn new(repo: Arc<dyn TenantRepository>) -> Self {
-        let verified = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(KEY_FRESH + KEY_STALE_IF_ERROR)
-            .build();
-        Self { repo, verified }
+        Self { repo }
     }
 
     /// The tenant with this slug, if any.
@@ -258,59 +231,12 @@ impl TenantService {
         id: TenantId,
         req: &CreateTenantRequest,
     ) -> Result<CreatedTenant, CreateTenantError> {
-        let api_key = new_token(id);
-        let tenant = self.repo.create(id, req, api_key.hash()).await?;
+        let api_key = crate::keys::new_token(id);
+        let tenant = self
+            .repo
+            .create(id, req, &NewApiKey::first(), &api_key.material())
+            .await?;
         Ok(CreatedTenant { tenant, api_key })
-    }
-
-    /// Issues another API key for an existing tenant.
-    ///
-    /// # Errors
-    /// [`GetTenantError::NotFound`] and the store's failures.
-    pub async fn issue_key(&self, tenant: TenantId) -> Result<ApiKeyToken, GetTenantError> {
-        let api_key = new_token(tenant);
-        self.repo.add_api_key(tenant, api_key.hash()).await?;
-        Ok(api_key)
-    }
-
-    /// Resolves a bearer token to its tenant. A malformed token is refused
-    /// without touching the store.
-    ///
-    /// # Errors
-    /// [`AuthenticateError::InvalidKey`] and the store's failures.
-    pub async fn authenticate(&self, bearer: &str) -> Result<Tenant, AuthenticateError> {
-        let token = ApiKeyToken::parse(bearer).map_err(|_| AuthenticateError::InvalidKey)?;
-        let hash = token.hash();
-        let known = self.verified.get(hash.as_bytes());
-        if let Some(known) = &known
-            && std::time::Instant::now() < known.fresh_until
-        {
-            return Ok(known.tenant.clone());
-        }
-        match self.repo.authenticate(token.tenant_id(), hash).await {
-            Ok(tenant) => {
-                let fresh_until = std::time::Instant::now() + KEY_FRESH;
-                self.verified.insert(
-                    *hash.as_bytes(),
-                    VerifiedKey {
-                        tenant: tenant.clone(),
-                        fresh_until,
-                    },
-                );
-                Ok(tenant)
-            }
-            Err(AuthenticateError::Unavailable(cause)) => match known {
-                Some(known) => {
-                    tracing::warn!(%cause, "store unavailable: accepting a recently verified API key");
-                    Ok(known.tenant)
-                }
-                None => Err(AuthenticateError::Unavailable(cause)),
-            },
-            Err(other) => {
-                self.verified.invalidate(hash.as_bytes());
-                Err(other)
-            }
-        }
     }
 
     /// Reads a tenant.

@@ -8,11 +8,11 @@ use leadline_domain::{
     ApiKeyToken, CreateTenantRequest, DisplayName, Slug, TenantId, UpdateLeadRequest,
 };
 use leadline_ports::{
-    AuthenticateError, CreateTenantError, GetLeadError, MockLeadRepository, MockTenantRepository,
-    Unavailable, UpdateLeadError,
+    AuthenticateError, CreateTenantError, GetLeadError, MockApiKeyRepository, MockLeadRepository,
+    MockTenantRepository, Unavailable, UpdateLeadError,
 };
 
-use crate::{LeadService, TenantService};
+use crate::{KeyService, LeadService, TenantService};
 
 /// A cache that takes invalidations and is never read: these tests are
 /// about the repositories' answers.
@@ -33,7 +33,7 @@ fn tenant_request(slug: &str) -> CreateTenantRequest {
 async fn duplicate_slug_is_reported_as_such() {
     let mut repo = MockTenantRepository::new();
     repo.expect_create()
-        .returning(|_, _, _| Err(CreateTenantError::DuplicateSlug));
+        .returning(|_, _, _, _| Err(CreateTenantError::DuplicateSlug));
     let service = TenantService::new(Arc::new(repo));
     let err = service
         .create(&tenant_request("acme"))
@@ -42,11 +42,38 @@ async fn duplicate_slug_is_reported_as_such() {
     assert!(matches!(err, CreateTenantError::DuplicateSlug));
 }
 
+fn tenant(id: TenantId) -> leadline_domain::Tenant {
+    leadline_domain::Tenant {
+        id,
+        slug: Slug::parse("acme").expect("valid"),
+        name: DisplayName::new("Acme").expect("valid"),
+        created_at: chrono::Utc::now(),
+    }
+}
+
+fn key(
+    tenant: TenantId,
+    role: leadline_domain::Role,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> leadline_domain::ApiKey {
+    leadline_domain::ApiKey {
+        id: leadline_domain::ApiKeyId::new(),
+        tenant_id: tenant,
+        name: DisplayName::new("k").expect("valid"),
+        access: leadline_domain::Access::Role(role),
+        prefix: None,
+        created_at: chrono::Utc::now(),
+        expires_at,
+        last_used_at: Some(chrono::Utc::now()),
+        revoked_at: None,
+    }
+}
+
 #[tokio::test]
 async fn malformed_key_never_reaches_the_store() {
-    let mut repo = MockTenantRepository::new();
+    let mut repo = MockApiKeyRepository::new();
     repo.expect_authenticate().never();
-    let service = TenantService::new(Arc::new(repo));
+    let service = KeyService::new(Arc::new(repo));
     let err = service
         .authenticate("not-a-key")
         .await
@@ -59,12 +86,12 @@ async fn well_formed_key_is_looked_up_by_its_tenant_and_hash() {
     let tenant = TenantId::new();
     let token = ApiKeyToken::from_random(tenant, [3; 24]);
     let hash = token.hash();
-    let mut repo = MockTenantRepository::new();
+    let mut repo = MockApiKeyRepository::new();
     repo.expect_authenticate()
         .withf(move |t, h| *t == tenant && *h == hash)
         .times(1)
         .returning(|_, _| Err(AuthenticateError::InvalidKey));
-    let service = TenantService::new(Arc::new(repo));
+    let service = KeyService::new(Arc::new(repo));
     assert!(matches!(
         service.authenticate(token.expose()).await,
         Err(AuthenticateError::InvalidKey)
@@ -116,9 +143,13 @@ async fn create_with_id_uses_that_id_and_a_key_for_it() {
     let id = TenantId::new();
     let mut repo = MockTenantRepository::new();
     repo.expect_create()
-        .withf(move |t, _, _| *t == id)
+        .withf(move |t, _, first, material| {
+            *t == id
+                && first.access == leadline_domain::Access::Role(leadline_domain::Role::Admin)
+                && material.prefix.as_str().len() == 8
+        })
         .times(1)
-        .returning(|t, req, _| {
+        .returning(|t, req, _, _| {
             Ok(leadline_domain::Tenant {
                 id: t,
                 slug: req.slug.clone(),
@@ -141,42 +172,34 @@ async fn create_with_id_uses_that_id_and_a_key_for_it() {
 }
 
 #[tokio::test]
-async fn verified_keys_are_remembered_and_survive_a_store_outage() {
-    let tenant = TenantId::new();
-    let token = ApiKeyToken::from_random(tenant, [9; 24]);
-    let mut repo = MockTenantRepository::new();
-    let mut calls = mockall::Sequence::new();
+async fn verified_keys_are_remembered_and_refusals_are_not() {
+    let tenant_id = TenantId::new();
+    let token = ApiKeyToken::from_random(tenant_id, [9; 24]);
+    let mut repo = MockApiKeyRepository::new();
     repo.expect_authenticate()
         .times(1)
-        .in_sequence(&mut calls)
-        .returning(move |t, _| {
-            Ok(leadline_domain::Tenant {
-                id: t,
-                slug: Slug::parse("acme").expect("valid"),
-                name: DisplayName::new("Acme").expect("valid"),
-                created_at: chrono::Utc::now(),
-            })
-        });
-    let service = TenantService::new(Arc::new(repo));
+        .returning(move |t, _| Ok((tenant(t), key(t, leadline_domain::Role::Agent, None))));
+    let service = KeyService::new(Arc::new(repo));
     for _ in 0..3 {
+        let caller = service
+            .authenticate(token.expose())
+            .await
+            .expect("verified");
+        assert_eq!(caller.tenant.id, tenant_id);
         assert_eq!(
-            service
-                .authenticate(token.expose())
-                .await
-                .expect("verified")
-                .id,
-            tenant
+            caller.access,
+            leadline_domain::Access::Role(leadline_domain::Role::Agent)
         );
     }
-    // (Freshness expiry is a minute; the outage fallback is covered end to
-    // end by the PostgreSQL-stopped integration test.)
+    // (The outage fallback is covered end to end by the PostgreSQL-stopped
+    // integration test.)
 
-    let mut refusing = MockTenantRepository::new();
+    let mut refusing = MockApiKeyRepository::new();
     refusing
         .expect_authenticate()
         .times(2)
         .returning(|_, _| Err(AuthenticateError::InvalidKey));
-    let service = TenantService::new(Arc::new(refusing));
+    let service = KeyService::new(Arc::new(refusing));
     for _ in 0..2 {
         assert!(
             matches!(
@@ -186,6 +209,117 @@ async fn verified_keys_are_remembered_and_survive_a_store_outage() {
             "refusals are never cached"
         );
     }
+}
+
+#[tokio::test]
+async fn an_expired_key_is_refused_and_one_about_to_expire_is_not_trusted_past_it() {
+    let tenant_id = TenantId::new();
+    let expired = ApiKeyToken::from_random(tenant_id, [1; 24]);
+    let mut repo = MockApiKeyRepository::new();
+    repo.expect_authenticate().times(1).returning(move |t, _| {
+        let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+        Ok((tenant(t), key(t, leadline_domain::Role::Admin, Some(past))))
+    });
+    let service = KeyService::new(Arc::new(repo));
+    assert!(matches!(
+        service.authenticate(expired.expose()).await,
+        Err(AuthenticateError::InvalidKey)
+    ));
+
+    // A key expiring in 50 ms is trusted until then, not for the usual
+    // second: the store is asked again once it has passed.
+    let soon = ApiKeyToken::from_random(tenant_id, [2; 24]);
+    let expiry = chrono::Utc::now() + chrono::Duration::milliseconds(50);
+    let mut repo = MockApiKeyRepository::new();
+    repo.expect_authenticate().returning(move |t, _| {
+        Ok((
+            tenant(t),
+            key(t, leadline_domain::Role::Admin, Some(expiry)),
+        ))
+    });
+    let service = KeyService::new(Arc::new(repo));
+    service
+        .authenticate(soon.expose())
+        .await
+        .expect("live for now");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match service.authenticate(soon.expose()).await {
+            Err(AuthenticateError::InvalidKey) => break,
+            Ok(_) => {
+                assert!(
+                    chrono::Utc::now() < expiry + chrono::Duration::milliseconds(900),
+                    "a key was trusted long past its expiry"
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_use_is_recorded_when_the_last_one_is_a_minute_old() {
+    let tenant_id = TenantId::new();
+    let token = ApiKeyToken::from_random(tenant_id, [4; 24]);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut repo = MockApiKeyRepository::new();
+    repo.expect_authenticate().times(1).returning(move |t, _| {
+        let mut stale = key(t, leadline_domain::Role::Viewer, None);
+        stale.last_used_at = Some(chrono::Utc::now() - chrono::Duration::minutes(2));
+        Ok((tenant(t), stale))
+    });
+    repo.expect_record_use()
+        .times(1)
+        .returning(move |t, id, _| {
+            let _ = tx.send((t, id));
+            Ok(())
+        });
+    let service = KeyService::new(Arc::new(repo));
+    let caller = service
+        .authenticate(token.expose())
+        .await
+        .expect("verified");
+    let recorded = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .expect("recorded in the background")
+        .expect("one record");
+    assert_eq!(recorded, (tenant_id, caller.key_id));
+}
+
+#[tokio::test]
+async fn revoking_forgets_the_key_on_this_instance_at_once() {
+    let tenant_id = TenantId::new();
+    let token = ApiKeyToken::from_random(tenant_id, [5; 24]);
+    let the_key = key(tenant_id, leadline_domain::Role::Admin, None);
+    let id = the_key.id;
+    let mut repo = MockApiKeyRepository::new();
+    let mut calls = mockall::Sequence::new();
+    let live = the_key.clone();
+    repo.expect_authenticate()
+        .times(1)
+        .in_sequence(&mut calls)
+        .returning(move |t, _| Ok((tenant(t), live.clone())));
+    let revoked = leadline_domain::ApiKey {
+        revoked_at: Some(chrono::Utc::now()),
+        ..the_key
+    };
+    repo.expect_revoke()
+        .times(1)
+        .in_sequence(&mut calls)
+        .returning(move |_, _| Ok(revoked.clone()));
+    repo.expect_authenticate()
+        .times(1)
+        .in_sequence(&mut calls)
+        .returning(|_, _| Err(AuthenticateError::InvalidKey));
+    let service = KeyService::new(Arc::new(repo));
+    service.authenticate(token.expose()).await.expect("live");
+    service.revoke(tenant_id, id).await.expect("revoked");
+    assert!(matches!(
+        service.authenticate(token.expose()).await,
+        Err(AuthenticateError::InvalidKey)
+    ));
 }
 
 mod relay {

@@ -5,6 +5,7 @@ pub mod compose;
 pub mod config;
 pub mod export;
 pub mod import;
+pub mod keys;
 pub mod run;
 
 pub use compose::{ComposeError, Composition, compose, compose_with};

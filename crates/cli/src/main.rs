@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         action: TenantAction,
     },
+    /// Manage a tenant's API keys (as `/v1/keys` does, without needing a key).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -101,6 +106,55 @@ enum TenantAction {
         /// Display name (defaults to the slug).
         #[arg(long)]
         name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Issue a key; prints it (once) on stdout.
+    Create {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// What people will call it.
+        #[arg(long)]
+        name: String,
+        /// viewer, agent, approver or admin.
+        #[arg(long, conflicts_with = "scopes")]
+        role: Option<String>,
+        /// Explicit scopes instead of a role, comma-separated: read,
+        /// leads:write, events:write, approvals:draft, approvals:decide, admin.
+        #[arg(long)]
+        scopes: Option<String>,
+        /// When it stops working by itself (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List the tenant's keys (never their secrets).
+    List {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key: every instance refuses it within a second.
+    Revoke {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The key's id (from `keys list`).
+        id: String,
+    },
+    /// Issue a key's successor and let the old one work for the overlap;
+    /// prints the new key (once) on stdout.
+    Rotate {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The key's id (from `keys list`).
+        id: String,
+        /// How long the old key keeps working, in seconds (at most 604800).
+        #[arg(long, default_value_t = 86_400)]
+        overlap_seconds: u32,
     },
 }
 
@@ -246,6 +300,7 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
             );
             println!("{}", created.api_key.expose());
         }
+        Command::Keys { action } => keys(&config, action).await?,
         Command::Import {
             what:
                 ImportWhat::Leads {
@@ -335,4 +390,65 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(config: &config::Config, action: KeysAction) -> anyhow::Result<()> {
+    use leadline::keys;
+    match action {
+        KeysAction::Create {
+            tenant,
+            name,
+            role,
+            scopes,
+            expires_at,
+        } => {
+            let args = keys::CreateArgs {
+                tenant,
+                name,
+                role,
+                scopes,
+                expires_at,
+            };
+            let issued = run::with_services(config, async |s| keys::create(s, &args).await).await?;
+            eprintln!(
+                "issued key {} ({}). It is below; it is shown only this once:",
+                issued.key.id, issued.key.name
+            );
+            println!("{}", issued.token.expose());
+        }
+        KeysAction::List { tenant } => {
+            let listed = run::with_services(config, async |s| keys::list(s, &tenant).await).await?;
+            let now = chrono::Utc::now();
+            for key in &listed {
+                println!("{}", keys::describe(key, now));
+            }
+        }
+        KeysAction::Revoke { tenant, id } => {
+            let key =
+                run::with_services(config, async |s| keys::revoke(s, &tenant, &id).await).await?;
+            eprintln!(
+                "revoked key {} ({}); running instances refuse it within a second",
+                key.id, key.name
+            );
+        }
+        KeysAction::Rotate {
+            tenant,
+            id,
+            overlap_seconds,
+        } => {
+            let (old, new, token) = run::with_services(config, async |s| {
+                keys::rotate(s, &tenant, &id, overlap_seconds).await
+            })
+            .await?;
+            let until = old
+                .expires_at
+                .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+            eprintln!(
+                "issued key {} to follow {}, which works until {until}. The new key is below; it is shown only this once:",
+                new.id, old.id
+            );
+            println!("{}", token.expose());
+        }
+    }
+    Ok(())
 }

@@ -367,3 +367,18 @@ pub async fn export_leads(
     composition.shutdown().await;
     result
 }
+
+/// Runs `f` over services wired for a one-off command (no cache), and
+/// closes the pool after.
+///
+/// # Errors
+/// Wiring failures and `f`'s.
+pub async fn with_services<T>(
+    config: &Config,
+    f: impl AsyncFnOnce(&leadline_app::Services) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let composition = compose_with(&config.database, &no_cache(), config.recall, true).await?;
+    let result = f(&composition.services).await;
+    composition.shutdown().await;
+    result
+}

@@ -4,8 +4,8 @@
 use chrono::Utc;
 
 use crate::{
-    Direction, Event, EventContent, EventId, EventKind, Lead, LeadContext, LeadId, LeadStatus,
-    Metadata, PersonName, Tags, TenantId,
+    Direction, DisplayName, Event, EventContent, EventId, EventKind, Lead, LeadContext, LeadId,
+    LeadStatus, Metadata, PersonName, Slug, Tags, Tenant, TenantId,
 };
 
 /// The smallest context: a new lead (Grace Hopper, version 1, created now)
@@ -61,6 +61,21 @@ pub fn note(tenant: TenantId, lead: LeadId, text: &str) -> Event {
         actor: None,
         metadata: Metadata::default(),
         created_at: now,
+    }
+}
+
+/// A tenant, `acme`, created now.
+///
+/// # Panics
+/// Never: its constant values are valid.
+#[must_use]
+#[allow(clippy::expect_used)]
+pub fn tenant() -> Tenant {
+    Tenant {
+        id: TenantId::new(),
+        slug: Slug::parse("acme").expect("valid slug"),
+        name: DisplayName::new("Acme").expect("valid name"),
+        created_at: Utc::now(),
     }
 }
 

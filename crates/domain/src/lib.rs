@@ -5,6 +5,7 @@
 //! edge, into the newtypes defined here, and every rule that does not need
 //! storage (lead status transitions, version checks) lives beside its type.
 
+pub mod access;
 pub mod agent;
 pub mod api_key;
 pub mod approval;
@@ -24,8 +25,12 @@ pub mod time;
 pub mod value;
 pub mod webhook;
 
+pub use access::{Access, Caller, Forbidden, Role, Scope, ScopeSet, ScopeSetError, UnknownAccess};
 pub use agent::{Agent, AgentRole, CreateAgentRequest, UpdateAgentRequest};
-pub use api_key::{ApiKeyHash, ApiKeyToken, ParseApiKeyError};
+pub use api_key::{
+    ApiKey, ApiKeyHash, ApiKeyToken, KeyMaterial, KeyPrefix, KeyRefused, LAST_USED_GRANULARITY,
+    MAX_ROTATION_OVERLAP, NewApiKey, ParseApiKeyError,
+};
 pub use approval::{
     Approval, ApprovalAction, ApprovalQueueQuery, ApprovalStatus, Channel, DraftApprovalRequest,
     IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,

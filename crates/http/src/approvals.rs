@@ -57,6 +57,7 @@ struct DraftBody {
     post,
     path = "/v1/leads/{id}/approvals",
     tag = "approvals",
+    security(("api_key" = ["approvals:draft"])),
     params(("id" = uuid::Uuid, Path, description = "The lead's id")),
     request_body = DraftBody,
     responses(
@@ -97,6 +98,7 @@ async fn draft(
     get,
     path = "/v1/approvals/{id}",
     tag = "approvals",
+    security(("api_key" = ["read"])),
     params(("id" = uuid::Uuid, Path, description = "The approval's id")),
     responses(
         (status = 200, description = "The approval", body = s::Approval),
@@ -174,6 +176,7 @@ async fn act(
     post,
     path = "/v1/approvals/{id}/approve",
     tag = "approvals",
+    security(("api_key" = ["approvals:decide"])),
     params(("id" = uuid::Uuid, Path, description = "The approval's id")),
     request_body = DecidedBy,
     responses(
@@ -208,6 +211,7 @@ async fn approve(
     post,
     path = "/v1/approvals/{id}/reject",
     tag = "approvals",
+    security(("api_key" = ["approvals:decide"])),
     params(("id" = uuid::Uuid, Path, description = "The approval's id")),
     request_body = RejectBody,
     responses(
@@ -244,6 +248,7 @@ async fn reject(
     post,
     path = "/v1/approvals/{id}/send",
     tag = "approvals",
+    security(("api_key" = ["approvals:decide"])),
     params(("id" = uuid::Uuid, Path, description = "The approval's id")),
     request_body = SentBy,
     responses(
@@ -276,6 +281,7 @@ async fn send(
     post,
     path = "/v1/approvals/{id}/cancel",
     tag = "approvals",
+    security(("api_key" = ["approvals:draft"])),
     params(("id" = uuid::Uuid, Path, description = "The approval's id")),
     request_body = CancelledBy,
     responses(
@@ -325,6 +331,7 @@ struct QueueParams {
     get,
     path = "/v1/approvals",
     tag = "approvals",
+    security(("api_key" = ["read"])),
     params(QueueParams),
     responses(
         (status = 200, description = "A page of approvals", body = s::ApprovalPage),

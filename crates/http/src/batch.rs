@@ -142,6 +142,7 @@ async fn item(
     post,
     path = "/v1/leads/batch",
     tag = "leads",
+    security(("api_key" = ["leads:write"])),
     request_body = BatchBody,
     responses(
         (status = 200, description = "A result per item", body = BatchResult),
@@ -272,6 +273,7 @@ struct BulkResult {
     post,
     path = "/v1/leads/bulk",
     tag = "leads",
+    security(("api_key" = ["leads:write"])),
     request_body = BulkBody,
     responses(
         (status = 200, description = "What changed", body = BulkResult),

@@ -98,6 +98,7 @@ fn position(raw: &str, field: &str) -> Result<ChangePosition, ApiError> {
     get,
     path = "/v1/changes",
     tag = "changes",
+    security(("api_key" = ["read"])),
     params(
         ChangeParams,
         ("Last-Event-ID" = Option<String>, Header, description = "Continue a stream after this change id"),

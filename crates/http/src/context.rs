@@ -27,6 +27,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     get,
     path = "/v1/leads/{id}/context",
     tag = "timeline",
+    security(("api_key" = ["read"])),
     params(("id" = uuid::Uuid, Path, description = "The lead's id")),
     responses(
         (status = 200, description = "The lead's context", body = s::LeadContext),
@@ -62,6 +63,7 @@ async fn context(
     get,
     path = "/v1/cache/stats",
     tag = "cache",
+    security(("api_key" = ["admin"])),
     responses((status = 200, description = "The counters", body = s::CacheStats)),
 )]
 async fn cache_stats(
@@ -86,6 +88,7 @@ struct PreloadParams {
     post,
     path = "/v1/cache/preload",
     tag = "cache",
+    security(("api_key" = ["admin"])),
     params(PreloadParams),
     responses(
         (status = 200, description = "What the preload did", body = s::PreloadReport),

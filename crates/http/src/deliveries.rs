@@ -72,6 +72,7 @@ struct ListParams {
     get,
     path = "/v1/deliveries",
     tag = "deliveries",
+    security(("api_key" = ["read"])),
     params(ListParams),
     responses(
         (status = 200, description = "A page of deliveries", body = s::DeliveryPage),
@@ -97,6 +98,7 @@ async fn list(
     get,
     path = "/v1/deliveries/{id}",
     tag = "deliveries",
+    security(("api_key" = ["read"])),
     params(("id" = uuid::Uuid, Path, description = "The delivery's id")),
     responses(
         (status = 200, description = "The delivery", body = s::Delivery),
@@ -118,6 +120,7 @@ async fn get_delivery(
     post,
     path = "/v1/deliveries/{id}/retry",
     tag = "deliveries",
+    security(("api_key" = ["approvals:decide"])),
     params(("id" = uuid::Uuid, Path, description = "The delivery's id")),
     responses(
         (status = 200, description = "The delivery, pending again", body = s::Delivery),
@@ -150,6 +153,7 @@ struct SenderView {
     get,
     path = "/v1/settings/email",
     tag = "deliveries",
+    security(("api_key" = ["admin"])),
     responses(
         (status = 200, description = "The sender", body = SenderView),
     ),
@@ -187,6 +191,7 @@ struct SenderBody {
     put,
     path = "/v1/settings/email",
     tag = "deliveries",
+    security(("api_key" = ["admin"])),
     request_body = SenderBody,
     responses(
         (status = 200, description = "The sender, as stored", body = SenderView),

@@ -82,6 +82,7 @@ struct GroupPage {
     get,
     path = "/v1/leads/duplicates",
     tag = "leads",
+    security(("api_key" = ["read"])),
     params(DuplicatesParams),
     responses(
         (status = 200, description = "A page of groups", body = GroupPage),

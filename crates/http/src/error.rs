@@ -168,6 +168,20 @@ impl ApiError {
         err
     }
 
+    /// 403: the caller is known but its role or scopes do not allow this.
+    /// `required_scope` and `required_role` say what would.
+    pub fn forbidden(refused: &leadline_domain::Forbidden) -> Self {
+        let mut err = Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            refused.to_string(),
+        );
+        err.extension("required_scope", refused.needed.as_str().into());
+        err.extension("required_role", refused.needed.least_role().as_str().into());
+        err
+    }
+
     /// 410: what was asked for is no longer kept.
     pub fn gone(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::GONE, "gone", "Gone", detail)
@@ -597,6 +611,27 @@ impl From<leadline_ports::IdempotencyError> for ApiError {
         match err {
             E::Unavailable(u) => Self::unavailable(&u),
             E::Unknown(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<leadline_ports::KeyError> for ApiError {
+    fn from(e: leadline_ports::KeyError) -> Self {
+        use leadline_domain::KeyRefused;
+        use leadline_ports::KeyError;
+        match e {
+            KeyError::NotFound => Self::not_found("API key"),
+            KeyError::Refused(KeyRefused::Revoked) => {
+                Self::conflict("id", KeyRefused::Revoked.to_string())
+            }
+            KeyError::Refused(r @ KeyRefused::Overlap) => {
+                Self::invalid_field("overlap_seconds", r.to_string())
+            }
+            KeyError::Refused(r @ KeyRefused::ExpiryPassed) => {
+                Self::invalid_field("expires_at", r.to_string())
+            }
+            KeyError::Unavailable(u) => Self::unavailable(&u),
+            KeyError::Unknown(e) => Self::internal(&e),
         }
     }
 }

@@ -34,6 +34,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     get,
     path = "/v1/leads/export",
     tag = "leads",
+    security(("api_key" = ["read"])),
     params(SearchParams),
     responses(
         (status = 200, description = "The leads as CSV", content_type = "text/csv", body = String),

@@ -9,7 +9,7 @@ use axum::{
 use leadline_domain::Tenant;
 use serde::de::DeserializeOwned;
 
-use crate::{AppState, error::ApiError};
+use crate::error::ApiError;
 
 /// Turns a serde error (with its path) into a problem naming the field.
 fn field_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> ApiError {
@@ -212,6 +212,9 @@ impl ResourceId for leadline_domain::DeliveryId {
 impl ResourceId for leadline_domain::WebhookId {
     const WHAT: &'static str = "webhook";
 }
+impl ResourceId for leadline_domain::ApiKeyId {
+    const WHAT: &'static str = "API key";
+}
 
 /// The route's one `{id}` path segment as a typed id. Anything that is not
 /// such an id (malformed, or not even UTF-8 once percent-decoded) names no
@@ -233,34 +236,21 @@ impl<T: ResourceId + Send, S: Send + Sync> FromRequestParts<S> for PathId<T> {
     }
 }
 
-/// The tenant the request's API key belongs to. Rejects with 401 when the
-/// key is missing, malformed or unknown.
+/// The tenant the request's API key belongs to, as the auth layer
+/// ([`crate::auth`]) found it. Rejects with 401 when the layer did not run,
+/// which no `/v1` route allows.
 #[derive(Debug, Clone)]
 pub(crate) struct CurrentTenant(pub Tenant);
 
-impl FromRequestParts<AppState> for CurrentTenant {
+impl<S: Send + Sync> FromRequestParts<S> for CurrentTenant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        // Already authenticated by the idempotency layer.
-        if let Some(tenant) = parts.extensions.get::<Self>() {
-            return Ok(tenant.clone());
-        }
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or_else(ApiError::unauthorized)?;
-        let tenant = state.services().tenants.authenticate(token).await?;
-        tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
-        Ok(Self(tenant))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<crate::auth::CurrentCaller>()
+            .map(|c| Self(c.0.tenant.clone()))
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 

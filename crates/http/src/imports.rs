@@ -295,6 +295,7 @@ async fn spool(body: Body) -> Result<(tempfile::NamedTempFile, String), ApiError
     post,
     path = "/v1/imports",
     tag = "imports",
+    security(("api_key" = ["leads:write"])),
     params(ImportParams),
     request_body(content = String, content_type = "text/csv", description = "The CSV file: UTF-8 with or without BOM; `,`, `;` or tab"),
     responses(
@@ -392,6 +393,7 @@ async fn create_import(
     get,
     path = "/v1/imports/{id}",
     tag = "imports",
+    security(("api_key" = ["read"])),
     params(("id" = uuid::Uuid, Path, description = "The run's id")),
     responses(
         (status = 200, description = "The run", body = ImportView),
@@ -416,6 +418,7 @@ async fn get_import(
     get,
     path = "/v1/imports/{id}/rejected.csv",
     tag = "imports",
+    security(("api_key" = ["read"])),
     params(("id" = uuid::Uuid, Path, description = "The run's id")),
     responses(
         (status = 200, description = "The rejected rows", content_type = "text/csv", body = String),

@@ -4,7 +4,9 @@
 //!   that the database answers.
 //! - Every request under `/v1` authenticates with a tenant API key
 //!   (`Authorization: Bearer ll_…`); the tenant it resolves to scopes every
-//!   call, so another tenant's ids are simply not found (404).
+//!   call, so another tenant's ids are simply not found (404). Each
+//!   operation needs one scope, which the key's role or scopes must grant
+//!   (403 otherwise): see [`auth`].
 //! - Errors are `application/problem+json` (RFC 9457) built in one place,
 //!   [`error::ApiError`], naming the field that failed. A 500 is a bug: it
 //!   is logged with its cause and answered with a generic body.
@@ -15,6 +17,7 @@
 //!   `/docs` renders it with Swagger UI from files inside the binary.
 
 mod approvals;
+mod auth;
 mod batch;
 mod changes;
 mod context;
@@ -29,6 +32,7 @@ mod export;
 mod extract;
 mod idempotency;
 mod imports;
+mod keys;
 mod observe;
 mod openapi;
 mod routes;
@@ -110,10 +114,14 @@ impl AppState {
     }
 }
 
-/// The API's routes and its OpenAPI document, built from one list: each
-/// route is registered from its handler's `#[utoipa::path]`, which also
-/// gives its document entry.
-fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+/// The API's routes, its OpenAPI document and the scope each operation
+/// needs, built from one list: each route is registered from its handler's
+/// `#[utoipa::path]`, which also gives its document entry and its scope.
+fn api() -> (
+    Router<AppState>,
+    utoipa::openapi::OpenApi,
+    auth::Permissions,
+) {
     let (routes, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::routes())
         .merge(search::routes())
@@ -125,12 +133,14 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(deliveries::routes())
         .merge(changes::routes())
         .merge(webhooks::routes())
+        .merge(keys::routes())
         .merge(timeline::routes())
         .merge(context::routes())
         .routes(utoipa_axum::routes!(observe::render))
         .split_for_parts();
+    let permissions = auth::Permissions::from_document(&document);
     openapi::conventions(&mut document);
-    (routes, document)
+    (routes, document, permissions)
 }
 
 /// The OpenAPI 3.1 document served at `/openapi.json`.
@@ -148,7 +158,7 @@ pub fn router(state: AppState) -> Router {
     // Touch the recorder before the first request so metrics are recorded
     // from the start.
     let _ = observe::metrics_handle();
-    let (routes, document) = api();
+    let (routes, document, permissions) = api();
     routes
         .merge(openapi::docs(document))
         .fallback(|| async { ApiError::not_found("route") })
@@ -157,6 +167,11 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,
+        ))
+        // Outside the idempotency layer: a refused request stores nothing.
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), Arc::new(permissions)),
+            auth::layer,
         ))
         .route_layer(axum::middleware::from_fn(observe::track))
         // Outermost first: the id is set, then the span sees it, then it

@@ -28,7 +28,7 @@ use utoipa::{
         header::HeaderBuilder,
         path::{Operation, ParameterBuilder, ParameterIn},
         schema::{ObjectBuilder, Type},
-        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
@@ -39,8 +39,7 @@ use crate::AppState;
 pub(crate) const SPEC_PATH: &str = "/openapi.json";
 /// Where the docs page is served (`/docs` redirects to `/docs/`).
 pub(crate) const DOCS_PATH: &str = "/docs";
-/// The security scheme's name in the document.
-const API_KEY: &str = "api_key";
+use crate::auth::API_KEY;
 
 /// The parts of the document that are not operations.
 #[derive(OpenApi)]
@@ -51,6 +50,11 @@ const API_KEY: &str = "api_key";
             Every call under `/v1` authenticates with a tenant API key \
             (`Authorization: Bearer ll_…`); the tenant it resolves to scopes the call, so another \
             tenant's ids are simply not found (404).\n\n\
+            Each operation needs one scope, listed as its security requirement and as \
+            `x-required-role` (the least role that has it). Roles nest: `viewer` reads; `agent` \
+            also writes leads, logs events and drafts approvals; `approver` also decides and sends \
+            them; `admin` also manages keys, agents, webhooks and settings. A key without the \
+            scope gets 403, whose `required_scope` and `required_role` say what would do.\n\n\
             Errors are `application/problem+json` (RFC 9457): match on `type` \
             (`urn:leadline:problem:<kind>`); `errors` names the fields that failed.\n\n\
             Updates are optimistic: send the `version` you read, as the body's `version` or an \
@@ -69,12 +73,14 @@ const API_KEY: &str = "api_key";
         (name = "changes", description = "Every change to a tenant's leads, agents, approvals and events, as a JSON page or a Server-Sent Events stream that resumes without gaps."),
         (name = "timeline", description = "Every touch on a lead, and everything about a lead in one read."),
         (name = "cache", description = "The lead-context cache, for tenant admins."),
+        (name = "keys", description = "API keys, for tenant admins: each has a name, a role or explicit scopes, an optional expiry, and a visible prefix; its secret is shown once. Rotation gives the old key an overlap."),
     ),
     components(
         schemas(schema::Problem, schema::PageLimit),
         responses(
             BadRequest,
             Unauthorized,
+            Forbidden,
             NotFound,
             Conflict,
             PreconditionFailed,
@@ -101,6 +107,12 @@ pub(crate) struct BadRequest(schema::Problem);
     headers(("WWW-Authenticate" = String, description = "`Bearer`"))
 )]
 pub(crate) struct Unauthorized(schema::Problem);
+
+/// The API key is valid but its role or scopes do not allow this
+/// operation; `required_scope` and `required_role` say what would.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub(crate) struct Forbidden(schema::Problem);
 
 /// No such resource for this tenant (a malformed id names nothing either).
 #[derive(ToResponse)]
@@ -173,7 +185,7 @@ pub(crate) fn conventions(doc: &mut openapi::OpenApi) {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .bearer_format("ll_…")
-                .description(Some("A tenant API key: `Authorization: Bearer ll_…`."))
+                .description(Some("A tenant API key: `Authorization: Bearer ll_…`. The requirement of each operation names the scope it needs."))
                 .build(),
         )
         .into(),
@@ -182,11 +194,22 @@ pub(crate) fn conventions(doc: &mut openapi::OpenApi) {
         let authenticated = path.starts_with("/v1/");
         for (method, operation) in operations_mut(item) {
             if authenticated {
-                operation.security = Some(vec![SecurityRequirement::new(
-                    API_KEY,
-                    Vec::<String>::new(),
-                )]);
+                // The scope was declared on the handler (and checked when
+                // the permission table was read from this document).
+                if let Ok(scope) = crate::auth::declared_scope(operation) {
+                    let role = scope.least_role();
+                    operation
+                        .extensions
+                        .get_or_insert_with(Default::default)
+                        .insert("x-required-role".to_owned(), role.as_str().into());
+                    let note = format!("\n\nRequires the `{scope}` scope: role `{role}` or above.");
+                    operation.description = Some(match operation.description.take() {
+                        Some(d) => d + &note,
+                        None => note.trim_start().to_owned(),
+                    });
+                }
                 respond(operation, 401, "Unauthorized");
+                respond(operation, 403, "Forbidden");
                 respond(operation, 500, "InternalError");
                 respond(operation, 503, "Unavailable");
             }

@@ -231,6 +231,7 @@ impl Check {
     get,
     path = "/v1/tenant",
     tag = "tenant",
+    security(("api_key" = ["read"])),
     responses((status = 200, description = "The tenant", body = s::Tenant)),
 )]
 async fn current_tenant(CurrentTenant(tenant): CurrentTenant) -> Json<leadline_domain::Tenant> {
@@ -242,6 +243,7 @@ async fn current_tenant(CurrentTenant(tenant): CurrentTenant) -> Json<leadline_d
     post,
     path = "/v1/agents",
     tag = "agents",
+    security(("api_key" = ["admin"])),
     request_body = CreateAgentBody,
     responses(
         (status = 201, description = "Created", body = s::Agent, headers(
@@ -275,6 +277,7 @@ async fn create_agent(
     get,
     path = "/v1/agents/{id}",
     tag = "agents",
+    security(("api_key" = ["read"])),
     params(("id" = uuid::Uuid, Path, description = "The agent's id")),
     responses(
         (status = 200, description = "The agent", body = s::Agent, headers(
@@ -297,6 +300,7 @@ async fn get_agent(
     get,
     path = "/v1/agents",
     tag = "agents",
+    security(("api_key" = ["read"])),
     params(ListAgentsParams),
     responses(
         (status = 200, description = "A page of agents", body = s::AgentPage),
@@ -325,6 +329,7 @@ async fn list_agents(
     patch,
     path = "/v1/agents/{id}",
     tag = "agents",
+    security(("api_key" = ["admin"])),
     params(
         ("id" = uuid::Uuid, Path, description = "The agent's id"),
         ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` read (`\"3\"` or `W/\"3\"`); a stale one is a 412"),
@@ -362,6 +367,7 @@ async fn update_agent(
     post,
     path = "/v1/leads",
     tag = "leads",
+    security(("api_key" = ["leads:write"])),
     request_body = CreateLeadBody,
     responses(
         (status = 201, description = "Created", body = s::Lead, headers(
@@ -394,6 +400,7 @@ async fn create_lead(
     get,
     path = "/v1/leads/{id}",
     tag = "leads",
+    security(("api_key" = ["read"])),
     params(("id" = uuid::Uuid, Path, description = "The lead's id")),
     responses(
         (status = 200, description = "The lead", body = s::Lead, headers(
@@ -416,6 +423,7 @@ async fn get_lead(
     get,
     path = "/v1/leads",
     tag = "leads",
+    security(("api_key" = ["read"])),
     params(ListLeadsParams),
     responses(
         (status = 200, description = "A page of leads", body = s::LeadPage),
@@ -446,6 +454,7 @@ async fn list_leads(
     patch,
     path = "/v1/leads/{id}",
     tag = "leads",
+    security(("api_key" = ["leads:write"])),
     params(
         ("id" = uuid::Uuid, Path, description = "The lead's id"),
         ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` read (`\"3\"` or `W/\"3\"`); a stale one is a 412"),
@@ -489,6 +498,7 @@ async fn update_lead(
     delete,
     path = "/v1/leads/{id}",
     tag = "leads",
+    security(("api_key" = ["leads:write"])),
     params(("id" = uuid::Uuid, Path, description = "The lead's id")),
     responses(
         (status = 204, description = "Deleted; `POST /v1/leads/{id}/restore` brings it back"),
@@ -510,6 +520,7 @@ async fn delete_lead(
     post,
     path = "/v1/leads/{id}/restore",
     tag = "leads",
+    security(("api_key" = ["leads:write"])),
     params(("id" = uuid::Uuid, Path, description = "The deleted lead's id")),
     responses(
         (status = 200, description = "Restored", body = s::Lead, headers(

@@ -181,6 +181,7 @@ impl SearchParams {
     get,
     path = "/v1/leads/search",
     tag = "leads",
+    security(("api_key" = ["read"])),
     params(SearchParams),
     responses(
         (status = 200, description = "A page of hits", body = s::LeadHitPage),

@@ -56,6 +56,7 @@ struct AppendBody {
     post,
     path = "/v1/leads/{id}/events",
     tag = "timeline",
+    security(("api_key" = ["events:write"])),
     params(("id" = uuid::Uuid, Path, description = "The lead's id")),
     request_body = AppendBody,
     responses(
@@ -102,6 +103,7 @@ struct TimelineParams {
     get,
     path = "/v1/leads/{id}/events",
     tag = "timeline",
+    security(("api_key" = ["read"])),
     params(("id" = uuid::Uuid, Path, description = "The lead's id"), TimelineParams),
     responses(
         (status = 200, description = "A page of events", body = s::EventPage),

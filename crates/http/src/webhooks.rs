@@ -218,6 +218,7 @@ struct CreateWebhookBody {
     post,
     path = "/v1/webhooks",
     tag = "webhooks",
+    security(("api_key" = ["admin"])),
     request_body = CreateWebhookBody,
     responses(
         (status = 201, description = "Created, with its secret", body = WebhookWithSecretView, headers(
@@ -277,6 +278,7 @@ struct WebhookPage {
     get,
     path = "/v1/webhooks",
     tag = "webhooks",
+    security(("api_key" = ["admin"])),
     params(ListParams),
     responses(
         (status = 200, description = "A page of webhooks", body = WebhookPage),
@@ -306,6 +308,7 @@ async fn list(
     get,
     path = "/v1/webhooks/{id}",
     tag = "webhooks",
+    security(("api_key" = ["admin"])),
     params(("id" = uuid::Uuid, Path, description = "The webhook's id")),
     responses(
         (status = 200, description = "The webhook", body = WebhookView, headers(
@@ -351,6 +354,7 @@ struct UpdateWebhookBody {
     patch,
     path = "/v1/webhooks/{id}",
     tag = "webhooks",
+    security(("api_key" = ["admin"])),
     params(
         ("id" = uuid::Uuid, Path, description = "The webhook's id"),
         ("If-Match" = Option<String>, Header, nullable = false, description = "The `ETag` read; a stale one is a 412"),
@@ -400,6 +404,7 @@ async fn update(
     delete,
     path = "/v1/webhooks/{id}",
     tag = "webhooks",
+    security(("api_key" = ["admin"])),
     params(("id" = uuid::Uuid, Path, description = "The webhook's id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -422,6 +427,7 @@ async fn delete(
     post,
     path = "/v1/webhooks/{id}/rotate",
     tag = "webhooks",
+    security(("api_key" = ["admin"])),
     params(("id" = uuid::Uuid, Path, description = "The webhook's id")),
     responses(
         (status = 200, description = "Rotated, with the new secret", body = WebhookWithSecretView),
@@ -485,6 +491,7 @@ struct DeadLetterList {
     get,
     path = "/v1/webhooks/{id}/dead-letters",
     tag = "webhooks",
+    security(("api_key" = ["admin"])),
     params(("id" = uuid::Uuid, Path, description = "The webhook's id"), DeadLetterParams),
     responses(
         (status = 200, description = "Dead letters", body = DeadLetterList),

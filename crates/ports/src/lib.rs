@@ -25,6 +25,7 @@ mod effects;
 mod errors;
 mod health;
 mod imports;
+mod keys;
 mod repositories;
 mod webhooks;
 mod workflow;
@@ -50,6 +51,9 @@ pub use health::{HealthCheck, HealthError, PoolStats};
 #[cfg(feature = "mock")]
 pub use imports::MockImportRepository;
 pub use imports::{ImportError, ImportRepository};
+#[cfg(feature = "mock")]
+pub use keys::MockApiKeyRepository;
+pub use keys::{ApiKeyRepository, KeyError, Rotated};
 pub use repositories::{AgentRepository, LeadRepository, TenantRepository};
 #[cfg(feature = "mock")]
 pub use repositories::{MockAgentRepository, MockLeadRepository, MockTenantRepository};

@@ -3,18 +3,18 @@
 
 use async_trait::async_trait;
 use leadline_domain::{
-    Agent, AgentId, ApiKeyHash, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest,
-    DuplicateGroup, DuplicatesQuery, Email, Lead, LeadId, ListLeadsQuery, Page, PageLimit,
+    Agent, AgentId, CreateAgentRequest, CreateLeadRequest, CreateTenantRequest, DuplicateGroup,
+    DuplicatesQuery, Email, KeyMaterial, Lead, LeadId, ListLeadsQuery, NewApiKey, Page, PageLimit,
     SearchHit, SearchLeadsQuery, Slug, Tenant, TenantId, UpdateAgentRequest, UpdateLeadRequest,
 };
 
 use crate::errors::{
-    AuthenticateError, CreateAgentError, CreateLeadError, CreateTenantError, DeleteLeadError,
-    GetAgentError, GetLeadError, GetTenantError, ListAgentsError, ListLeadsError, RestoreLeadError,
+    CreateAgentError, CreateLeadError, CreateTenantError, DeleteLeadError, GetAgentError,
+    GetLeadError, GetTenantError, ListAgentsError, ListLeadsError, RestoreLeadError,
     UpdateAgentError, UpdateLeadError,
 };
 
-/// Tenants and their API keys.
+/// Tenants.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait TenantRepository: Send + Sync {
@@ -27,7 +27,8 @@ pub trait TenantRepository: Send + Sync {
         &self,
         id: TenantId,
         req: &CreateTenantRequest,
-        first_key: ApiKeyHash,
+        first_key: &NewApiKey,
+        material: &KeyMaterial,
     ) -> Result<Tenant, CreateTenantError>;
 
     /// Reads a tenant.
@@ -42,24 +43,6 @@ pub trait TenantRepository: Send + Sync {
     /// # Errors
     /// Only `Unavailable` or `Unknown`.
     async fn find_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>, GetTenantError>;
-
-    /// Finds the tenant owning the live key with this hash. The lookup runs
-    /// inside `tenant`'s own context, so a key can only ever resolve to the
-    /// tenant it names.
-    ///
-    /// # Errors
-    /// [`AuthenticateError::InvalidKey`] when no live key of `tenant` has this hash.
-    async fn authenticate(
-        &self,
-        tenant: TenantId,
-        key: ApiKeyHash,
-    ) -> Result<Tenant, AuthenticateError>;
-
-    /// Adds another API key to a tenant.
-    ///
-    /// # Errors
-    /// [`GetTenantError::NotFound`] when the tenant does not exist.
-    async fn add_api_key(&self, tenant: TenantId, key: ApiKeyHash) -> Result<(), GetTenantError>;
 }
 
 /// Agents of a tenant.

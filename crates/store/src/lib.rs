@@ -28,6 +28,7 @@ mod repo_duplicates;
 mod repo_events;
 mod repo_idempotency;
 mod repo_imports;
+mod repo_keys;
 mod repo_leads;
 mod repo_search;
 mod repo_tenants;

@@ -2,11 +2,13 @@
 
 use async_trait::async_trait;
 
-use leadline_domain::{ApiKeyHash, ApiKeyId, CreateTenantRequest, Slug, Tenant, TenantId};
-use leadline_ports::{AuthenticateError, CreateTenantError, GetTenantError, TenantRepository};
+use leadline_domain::{
+    ApiKeyId, CreateTenantRequest, KeyMaterial, NewApiKey, Slug, Tenant, TenantId,
+};
+use leadline_ports::{CreateTenantError, GetTenantError, TenantRepository};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement,
-    TransactionTrait, sea_query::Query,
+    TransactionTrait,
 };
 
 use crate::{
@@ -16,24 +18,16 @@ use crate::{
     tx::transaction,
 };
 
-fn key_row(tenant: TenantId, key: ApiKeyHash) -> api_keys::ActiveModel {
-    api_keys::ActiveModel {
-        tenant_id: Set(tenant.as_uuid()),
-        id: Set(ApiKeyId::new().as_uuid()),
-        key_hash: Set(key.as_bytes().to_vec()),
-        created_at: Set(crate::now()),
-        revoked_at: Set(None),
-    }
-}
-
 #[async_trait]
 impl TenantRepository for Store {
     async fn create(
         &self,
         id: TenantId,
         req: &CreateTenantRequest,
-        first_key: ApiKeyHash,
+        first_key: &NewApiKey,
+        material: &KeyMaterial,
     ) -> Result<Tenant, CreateTenantError> {
+        let key_id = ApiKeyId::new();
         let result: Result<Tenant, Failure> =
             transaction!(self, "tenants.create", id, Write, |txn| {
                 // The new tenant's own context: the RLS WITH CHECK on `tenants`
@@ -47,9 +41,15 @@ impl TenantRepository for Store {
                 let model = tenants::Entity::insert(row)
                     .exec_with_returning(txn)
                     .await?;
-                api_keys::Entity::insert(key_row(id, first_key))
-                    .exec_without_returning(txn)
-                    .await?;
+                api_keys::Entity::insert(api_keys::issued(
+                    id,
+                    key_id,
+                    first_key,
+                    material,
+                    crate::now(),
+                ))
+                .exec_without_returning(txn)
+                .await?;
                 Ok(Tenant::try_from(model)?)
             });
         result.map_err(|f| match f {
@@ -101,47 +101,5 @@ impl TenantRepository for Store {
                 .map_err(GetTenantError::Unknown),
             Err(f) => Err(common!(f, GetTenantError)),
         }
-    }
-
-    async fn authenticate(
-        &self,
-        tenant: TenantId,
-        key: ApiKeyHash,
-    ) -> Result<Tenant, AuthenticateError> {
-        let result: Result<Option<tenants::Model>, Failure> =
-            transaction!(self, "tenants.authenticate", tenant, Read, |txn| {
-                let live_key = Query::select()
-                    .column(api_keys::Column::TenantId)
-                    .from(api_keys::Entity)
-                    .and_where(api_keys::Column::TenantId.eq(tenant.as_uuid()))
-                    .and_where(api_keys::Column::KeyHash.eq(key.as_bytes().to_vec()))
-                    .and_where(api_keys::Column::RevokedAt.is_null())
-                    .to_owned();
-                let model = tenants::Entity::find()
-                    .filter(tenants::Column::Id.eq(tenant.as_uuid()))
-                    .filter(tenants::Column::Id.in_subquery(live_key))
-                    .one(txn)
-                    .await?;
-                Ok(model)
-            });
-        match result {
-            Ok(Some(m)) => Tenant::try_from(m).map_err(AuthenticateError::Unknown),
-            Ok(None) => Err(AuthenticateError::InvalidKey),
-            Err(f) => Err(common!(f, AuthenticateError)),
-        }
-    }
-
-    async fn add_api_key(&self, tenant: TenantId, key: ApiKeyHash) -> Result<(), GetTenantError> {
-        let result: Result<(), Failure> =
-            transaction!(self, "tenants.add_api_key", tenant, Write, |txn| {
-                api_keys::Entity::insert(key_row(tenant, key))
-                    .exec_without_returning(txn)
-                    .await?;
-                Ok(())
-            });
-        result.map_err(|f| match f {
-            Failure::ForeignKey(_) => GetTenantError::NotFound(tenant),
-            other => common!(other, GetTenantError),
-        })
     }
 }

@@ -247,7 +247,7 @@ fn the_document_is_openapi_3_1_and_every_reference_resolves() {
     assert_eq!(
         spec["components"]["securitySchemes"]["api_key"],
         json!({"type": "http", "scheme": "bearer", "bearerFormat": "ll_…",
-               "description": "A tenant API key: `Authorization: Bearer ll_…`."})
+               "description": "A tenant API key: `Authorization: Bearer ll_…`. The requirement of each operation names the scope it needs."})
     );
 }
 
@@ -283,10 +283,19 @@ fn every_operation_documents_auth_errors_and_headers() {
         }
         let statuses: BTreeSet<&str> = responses.keys().map(String::as_str).collect();
         if path.starts_with("/v1/") {
-            if op["security"] != json!([{"api_key": []}]) {
-                problems.push(format!("{at}: no bearer security"));
+            let scope = op["security"][0]["api_key"][0]
+                .as_str()
+                .and_then(|s| s.parse::<leadline_domain::Scope>().ok());
+            match scope {
+                Some(scope)
+                    if op["security"] == json!([{"api_key": [scope.as_str()]}])
+                        && op["x-required-role"] == scope.least_role().as_str() => {}
+                _ => problems.push(format!(
+                    "{at}: needs one bearer scope and its x-required-role, has {} {}",
+                    op["security"], op["x-required-role"]
+                )),
             }
-            for needed in ["401", "500", "503"] {
+            for needed in ["401", "403", "500", "503"] {
                 if !statuses.contains(needed) {
                     problems.push(format!("{at}: no {needed}"));
                 }
@@ -1143,6 +1152,28 @@ async fn every_operation_answers_as_documented() {
         .call(Method::GET, "/v1/webhooks/{id}", &hook_uri, None)
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let viewer_key = exercise_keys(&mut c).await;
+    let viewer = Harness {
+        app: h.app.clone(),
+        key: viewer_key,
+        composition: super::Wired::over(h.composition.store().clone()),
+    };
+    let r = viewer
+        .send(
+            Method::POST,
+            "/v1/leads",
+            &[("content-type", "application/json")],
+            Some(r#"{"first_name": "Ada", "last_name": "Lovelace"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(
+        (&r.body["required_scope"], &r.body["required_role"]),
+        (&json!("leads:write"), &json!("agent")),
+        "{}",
+        r.body
+    );
+    c.check("post", "/v1/leads", &r);
     for (action, body) in [
         (
             "reject",
@@ -1341,6 +1372,161 @@ async fn every_operation_answers_as_documented() {
     let unexercised: Vec<_> = operations(&c.spec).difference(&c.seen).cloned().collect();
     assert!(unexercised.is_empty(), "not exercised: {unexercised:?}");
     assert!(c.errors.is_empty(), "{}", c.errors.join("\n"));
+}
+
+/// Issues, lists, reads, rotates and revokes API keys through `c`; returns
+/// the secret of a live viewer key.
+async fn exercise_keys(c: &mut Contract<'_>) -> String {
+    let issued = c
+        .call(
+            Method::POST,
+            "/v1/keys",
+            "/v1/keys",
+            Some(json!({"name": "CRM sync", "role": "viewer", "expires_at": "2999-01-01T00:00:00.123456789Z"})),
+        )
+        .await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+    assert_eq!(issued.headers["cache-control"], "no-store");
+    let secret = issued.body["secret"].as_str().unwrap().to_owned();
+    let key = &issued.body["key"];
+    assert!(secret.starts_with("ll_"), "{}", issued.body);
+    assert_eq!(
+        (
+            &key["role"],
+            &key["scopes"],
+            &key["status"],
+            &key["expires_at"]
+        ),
+        (
+            &json!("viewer"),
+            &Value::Null,
+            &json!("active"),
+            &json!("2999-01-01T00:00:00.123456Z")
+        ),
+        "{}",
+        issued.body
+    );
+    let prefix = key["prefix"].as_str().unwrap();
+    assert!(
+        secret.ends_with(&secret[secret.len() - 48..])
+            && secret[secret.len() - 48..].starts_with(prefix),
+        "the prefix starts the secret part: {prefix} {}",
+        &secret[..12]
+    );
+    let id = key["id"].as_str().unwrap().to_owned();
+    let uri = format!("/v1/keys/{id}");
+    for (bad, field) in [
+        (json!({"name": "x"}), "role"),
+        (json!({"name": "x", "role": "root"}), "role"),
+        (json!({"name": "x", "scopes": []}), "scopes"),
+        (json!({"name": "x", "scopes": ["read", "sudo"]}), "scopes"),
+        (
+            json!({"name": "x", "role": "viewer", "scopes": ["read"]}),
+            "scopes",
+        ),
+        (json!({"name": " ", "role": "viewer"}), "name"),
+        (
+            json!({"name": "x", "role": "viewer", "expires_at": "2000-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
+        (
+            json!({"name": "x", "role": "viewer", "expires_at": "soon"}),
+            "expires_at",
+        ),
+    ] {
+        let r = c
+            .call(Method::POST, "/v1/keys", "/v1/keys", Some(bad.clone()))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.body
+        );
+        assert_eq!(r.body["errors"][0]["field"], field, "{bad}: {}", r.body);
+    }
+    let scoped = c
+        .call(
+            Method::POST,
+            "/v1/keys",
+            "/v1/keys",
+            Some(json!({"name": "events only", "scopes": ["events:write", "read"]})),
+        )
+        .await;
+    assert_eq!(scoped.status, StatusCode::CREATED, "{}", scoped.body);
+    assert_eq!(
+        (&scoped.body["key"]["role"], &scoped.body["key"]["scopes"]),
+        (&Value::Null, &json!(["read", "events:write"])),
+        "{}",
+        scoped.body
+    );
+    let r = c
+        .call(Method::GET, "/v1/keys", "/v1/keys?limit=100", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == id.as_str()),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.to_string().contains(&secret[40..]),
+        "no secret in a list"
+    );
+    let r = c.call(Method::GET, "/v1/keys/{id}", &uri, None).await;
+    assert_eq!(r.body["name"], "CRM sync", "{}", r.body);
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/keys/{id}/rotate",
+            &format!("{uri}/rotate?overlap_seconds=999999"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(
+        r.body["errors"][0]["field"], "overlap_seconds",
+        "{}",
+        r.body
+    );
+    let rotated = c
+        .call(
+            Method::POST,
+            "/v1/keys/{id}/rotate",
+            &format!("{uri}/rotate?overlap_seconds=3600"),
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.body);
+    assert_eq!(rotated.body["previous"]["id"], id.as_str());
+    assert_eq!(rotated.body["key"]["name"], "CRM sync");
+    assert_eq!(rotated.body["key"]["role"], "viewer");
+    assert!(rotated.body["previous"]["expires_at"].as_str().unwrap() < "2999");
+    let successor = rotated.body["secret"].as_str().unwrap().to_owned();
+    assert_ne!(successor, secret);
+    let r = c.call(Method::DELETE, "/v1/keys/{id}", &uri, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = c.call(Method::GET, "/v1/keys/{id}", &uri, None).await;
+    assert_eq!(r.body["status"], "revoked", "{}", r.body);
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/keys/{id}/rotate",
+            &format!("{uri}/rotate"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let missing = format!("/v1/keys/{}", uuid::Uuid::now_v7());
+    let r = c
+        .call(Method::DELETE, "/v1/keys/{id}", &missing, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    successor
 }
 
 /// A GET through the router, raw.

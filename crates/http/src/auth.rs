@@ -1,0 +1,162 @@
+//! Who is calling and whether they may: every `/v1` request authenticates
+//! with an API key, then must hold the scope its operation declares.
+//!
+//! Each handler declares its scope once, in its `#[utoipa::path]`
+//! annotation (`security(("api_key" = ["leads:write"]))`). The router
+//! reads the table of scopes back from the OpenAPI document it was built
+//! with, so what the document says an operation needs is exactly what is
+//! enforced: the two cannot drift. An operation under `/v1` without a
+//! scope stops the router from being built at all.
+//!
+//! The check runs as a route layer, before the idempotency layer and the
+//! handler: a refused request has no effect, stores no idempotent answer
+//! and costs no body read.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::{Method, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use leadline_domain::{Caller, Scope};
+use utoipa::openapi::{HttpMethod, OpenApi};
+
+use crate::{AppState, error::ApiError};
+
+/// The security scheme's name in the document.
+pub(crate) const API_KEY: &str = "api_key";
+
+/// The scope each `/v1` operation needs, by method and route template.
+#[derive(Debug, Default)]
+pub(crate) struct Permissions(HashMap<(Method, String), Scope>);
+
+impl Permissions {
+    /// Reads the table from the document's security requirements.
+    ///
+    /// # Panics
+    /// When an operation under `/v1` declares no scope, more than one, or
+    /// one that is not a [`Scope`]: a programming error, caught by every
+    /// test that builds the router.
+    pub(crate) fn from_document(doc: &OpenApi) -> Self {
+        let mut table = HashMap::new();
+        for (path, item) in &doc.paths.paths {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let mut item = item.clone();
+            for (method, operation) in crate::openapi::operations_mut(&mut item) {
+                let scope = declared_scope(operation).unwrap_or_else(|why| {
+                    panic!("{} {path}: {why}; add security((\"api_key\" = [\"<scope>\"])) to its #[utoipa::path]", http_method(&method))
+                });
+                table.insert((http_method(&method), path.clone()), scope);
+            }
+        }
+        Self(table)
+    }
+
+    /// The scope `method` on route template `path` needs, if it is an
+    /// operation of ours.
+    pub(crate) fn needed(&self, method: &Method, path: &str) -> Option<Scope> {
+        // axum answers HEAD with the GET handler.
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.0.get(&(method.clone(), path.to_owned())).copied()
+    }
+}
+
+/// The one scope an operation declares.
+pub(crate) fn declared_scope(
+    operation: &utoipa::openapi::path::Operation,
+) -> Result<Scope, &'static str> {
+    let requirements = operation
+        .security
+        .as_ref()
+        .ok_or("declares no security requirement")?;
+    let [requirement] = requirements.as_slice() else {
+        return Err("must declare exactly one security requirement");
+    };
+    let value = serde_json::to_value(requirement).map_err(|_| "unreadable requirement")?;
+    let scopes = value
+        .get(API_KEY)
+        .and_then(|v| v.as_array())
+        .ok_or("must use the api_key scheme")?;
+    let [scope] = scopes.as_slice() else {
+        return Err("must name exactly one scope");
+    };
+    scope
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("names an unknown scope")
+}
+
+fn http_method(method: &HttpMethod) -> Method {
+    match method {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Delete => Method::DELETE,
+        HttpMethod::Options => Method::OPTIONS,
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Trace => Method::TRACE,
+    }
+}
+
+/// The authenticated caller, once the layer let the request through.
+#[derive(Debug, Clone)]
+pub(crate) struct CurrentCaller(pub Caller);
+
+/// The route layer: authenticates `/v1` requests and checks their scope.
+pub(crate) async fn layer(
+    State((state, permissions)): State<(AppState, Arc<Permissions>)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(path) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+    else {
+        return next.run(request).await;
+    };
+    if !path.starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    // Every routed operation is in the table; a method that is not is
+    // refused here rather than trusted to be unrouted.
+    let Some(scope) = permissions.needed(request.method(), &path) else {
+        return ApiError::method_not_allowed().into_response();
+    };
+    let token = bearer(request.headers()).map(str::to_owned);
+    let caller = match authenticate(&state, token).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    tracing::Span::current().record("tenant_id", tracing::field::display(caller.tenant.id));
+    if let Err(refused) = caller.require(scope) {
+        return ApiError::forbidden(&refused).into_response();
+    }
+    request.extensions_mut().insert(CurrentCaller(caller));
+    next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+}
+
+async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller, ApiError> {
+    let token = token.ok_or_else(ApiError::unauthorized)?;
+    Ok(state.services().keys.authenticate(&token).await?)
+}

@@ -1,0 +1,226 @@
+//! Roles over HTTP, through the router on both backends (PostgreSQL as the
+//! service role): every operation, called with a key of every role and
+//! with a key holding explicit scopes, is let through exactly when the
+//! key's access grants the operation's scope, and refused otherwise with a
+//! 403 problem naming the scope and the least role that has it.
+//!
+//! The least role of each operation is written out below. The document and
+//! the enforcement are one table (the handlers' annotations); this one is
+//! the reviewer's copy, so that changing who may call an operation is a
+//! visible change here and not only a word in an annotation.
+
+use std::collections::BTreeSet;
+
+use axum::{
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use http_body_util::BodyExt;
+use leadline_domain::{Access, DisplayName, NewApiKey, Role, Scope, ScopeSet};
+use leadline_http::{AppState, router};
+use leadline_store::Store;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::support::{both_backends, new_tenant, services};
+
+/// (method, route, the least role that may call it).
+const EXPECTED: &[(&str, &str, &str)] = &[
+    ("get", "/v1/tenant", "viewer"),
+    ("get", "/v1/agents", "viewer"),
+    ("post", "/v1/agents", "admin"),
+    ("get", "/v1/agents/{id}", "viewer"),
+    ("patch", "/v1/agents/{id}", "admin"),
+    ("get", "/v1/leads", "viewer"),
+    ("post", "/v1/leads", "agent"),
+    ("get", "/v1/leads/{id}", "viewer"),
+    ("patch", "/v1/leads/{id}", "agent"),
+    ("delete", "/v1/leads/{id}", "agent"),
+    ("post", "/v1/leads/{id}/restore", "agent"),
+    ("get", "/v1/leads/search", "viewer"),
+    ("get", "/v1/leads/export", "viewer"),
+    ("get", "/v1/leads/duplicates", "viewer"),
+    ("post", "/v1/leads/batch", "agent"),
+    ("post", "/v1/leads/bulk", "agent"),
+    ("post", "/v1/imports", "agent"),
+    ("get", "/v1/imports/{id}", "viewer"),
+    ("get", "/v1/imports/{id}/rejected.csv", "viewer"),
+    ("get", "/v1/leads/{id}/events", "viewer"),
+    ("post", "/v1/leads/{id}/events", "agent"),
+    ("get", "/v1/leads/{id}/context", "viewer"),
+    ("post", "/v1/leads/{id}/approvals", "agent"),
+    ("get", "/v1/approvals", "viewer"),
+    ("get", "/v1/approvals/{id}", "viewer"),
+    ("post", "/v1/approvals/{id}/approve", "approver"),
+    ("post", "/v1/approvals/{id}/reject", "approver"),
+    ("post", "/v1/approvals/{id}/send", "approver"),
+    ("post", "/v1/approvals/{id}/cancel", "agent"),
+    ("get", "/v1/deliveries", "viewer"),
+    ("get", "/v1/deliveries/{id}", "viewer"),
+    ("post", "/v1/deliveries/{id}/retry", "approver"),
+    ("get", "/v1/settings/email", "admin"),
+    ("put", "/v1/settings/email", "admin"),
+    ("get", "/v1/changes", "viewer"),
+    ("get", "/v1/webhooks", "admin"),
+    ("post", "/v1/webhooks", "admin"),
+    ("get", "/v1/webhooks/{id}", "admin"),
+    ("patch", "/v1/webhooks/{id}", "admin"),
+    ("delete", "/v1/webhooks/{id}", "admin"),
+    ("post", "/v1/webhooks/{id}/rotate", "admin"),
+    ("get", "/v1/webhooks/{id}/dead-letters", "admin"),
+    ("get", "/v1/keys", "admin"),
+    ("post", "/v1/keys", "admin"),
+    ("get", "/v1/keys/{id}", "admin"),
+    ("delete", "/v1/keys/{id}", "admin"),
+    ("post", "/v1/keys/{id}/rotate", "admin"),
+    ("get", "/v1/cache/stats", "admin"),
+    ("post", "/v1/cache/preload", "admin"),
+];
+
+/// Every `/v1` operation of the document, with its scope and the role it
+/// says it needs.
+fn documented() -> Vec<(String, String, Scope, String)> {
+    let doc = serde_json::to_value(leadline_http::openapi_document()).unwrap();
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            let scope = op["security"][0]["api_key"][0]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{method} {path}: no scope"));
+            let role = op["x-required-role"].as_str().unwrap().to_owned();
+            ops.push((method.clone(), path.clone(), scope, role));
+        }
+    }
+    ops
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    key: &str,
+) -> (StatusCode, Value, String) {
+    let method: Method = method.to_uppercase().parse().unwrap();
+    let with_body = [Method::POST, Method::PATCH, Method::PUT].contains(&method);
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"));
+    let req = if with_body {
+        req.header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+    } else {
+        req.body(Body::empty())
+    }
+    .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        content_type,
+    )
+}
+
+async fn every_operation_with_every_role(store: Store) {
+    let expected: BTreeSet<(String, String, String)> = EXPECTED
+        .iter()
+        .map(|(m, p, r)| ((*m).to_owned(), (*p).to_owned(), (*r).to_owned()))
+        .collect();
+    let ops = documented();
+    let actual: BTreeSet<(String, String, String)> = ops
+        .iter()
+        .map(|(m, p, _, r)| (m.clone(), p.clone(), r.clone()))
+        .collect();
+    assert_eq!(
+        actual.symmetric_difference(&expected).collect::<Vec<_>>(),
+        Vec::<&(String, String, String)>::new(),
+        "the document and this table disagree"
+    );
+
+    let s = services(store);
+    let app = router(AppState::new(s.clone()));
+    let (tenant, _) = new_tenant(&s).await;
+    let mut callers = Vec::new();
+    for role in Role::ALL {
+        callers.push(Access::Role(role));
+    }
+    callers.push(Access::Scopes(
+        ScopeSet::new([Scope::Read, Scope::EventsWrite]).unwrap(),
+    ));
+    callers.push(Access::Scopes(
+        ScopeSet::new([Scope::ApprovalsDecide]).unwrap(),
+    ));
+    let mut keys = Vec::new();
+    for access in callers {
+        let key = NewApiKey {
+            name: DisplayName::new(&access.to_string()).unwrap(),
+            access,
+            expires_at: None,
+        };
+        let issued = s.keys.issue(tenant, &key).await.unwrap();
+        keys.push((access, issued.token.expose().to_owned()));
+    }
+
+    let mut checked = 0;
+    for (method, path, scope, role) in &ops {
+        let uri = path.replace("{id}", &uuid::Uuid::now_v7().to_string());
+        for (access, key) in &keys {
+            let (status, body, content_type) = call(&app, method, &uri, key).await;
+            let at = format!("{method} {path} as {access}");
+            if access.allows(*scope) {
+                assert!(
+                    status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
+                    "{at}: refused ({status}): {body}"
+                );
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{at}: {body}");
+                assert_eq!(content_type, "application/problem+json", "{at}");
+                assert_eq!(body["type"], "urn:leadline:problem:forbidden", "{at}");
+                assert_eq!(body["required_scope"], scope.as_str(), "{at}: {body}");
+                assert_eq!(body["required_role"], role.as_str(), "{at}: {body}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, EXPECTED.len() * keys.len());
+}
+
+/// Tenant A's admin key cannot see, revoke or rotate tenant B's keys: they
+/// are 404 like keys that never existed.
+async fn keys_are_per_tenant(store: Store) {
+    let s = services(store);
+    let app = router(AppState::new(s.clone()));
+    let (_, admin_a) = new_tenant(&s).await;
+    let (b, _) = new_tenant(&s).await;
+    let b_key = s.keys.issue(b, &NewApiKey::first()).await.unwrap();
+    let uri = format!("/v1/keys/{}", b_key.key.id);
+    for (method, uri) in [
+        ("get", uri.clone()),
+        ("delete", uri.clone()),
+        ("post", format!("{uri}/rotate")),
+    ] {
+        let (status, body, _) = call(&app, method, &uri, &admin_a).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {body}");
+    }
+    let (_, page, _) = call(&app, "get", "/v1/keys?limit=100", &admin_a).await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "only A's own first key: {page}");
+    assert!(
+        s.keys.authenticate(b_key.token.expose()).await.is_ok(),
+        "B's key still works"
+    );
+}
+
+both_backends!(every_operation_with_every_role, keys_are_per_tenant);
