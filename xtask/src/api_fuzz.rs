@@ -77,7 +77,18 @@ fn sqlite_config(dir: &tempfile::TempDir) -> Config {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("fuzz.db").display());
     Config {
         database: StoreSettings::for_url(&url),
+        rate_limit: unlimited(),
         ..Config::default()
+    }
+}
+
+/// Schemathesis sends far more than a client would: limited, most of its
+/// requests would be 429s (documented, so never a failure, but no test of
+/// anything either). The 429s are tested in the HTTP crate's tests.
+fn unlimited() -> leadline_app::RateLimitSettings {
+    leadline_app::RateLimitSettings {
+        enabled: false,
+        ..leadline_app::RateLimitSettings::default()
     }
 }
 
@@ -110,6 +121,7 @@ async fn postgres_config() -> anyhow::Result<(Config, String)> {
             migration_url: Some(SecretString::from(owner_url)),
             ..StoreSettings::for_url(&server.url(SERVICE, PASSWORD, &database))
         },
+        rate_limit: unlimited(),
         ..Config::default()
     };
     Ok((config, database))

@@ -22,6 +22,9 @@ pub struct Services {
     pub tenants: TenantService,
     /// API keys: authentication and their management.
     pub keys: crate::KeyService,
+    /// Rate limits per key and tenant (none until the composition root
+    /// plugs them in).
+    pub rate_limits: crate::RateLimitService,
     /// Agents.
     pub agents: AgentService,
     /// Leads.
@@ -101,6 +104,7 @@ impl Services {
         Self {
             tenants: TenantService::new(store.clone()),
             keys: crate::KeyService::new(store.clone()),
+            rate_limits: crate::RateLimitService::disabled(),
             agents: AgentService::new(store.clone(), store.clone(), cache.clone()),
             leads: LeadService::new(store.clone(), cache.clone()),
             imports: crate::ImportService::new(

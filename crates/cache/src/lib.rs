@@ -185,6 +185,7 @@ mod keys;
 mod local;
 mod null;
 mod pending;
+mod rate;
 mod replay;
 mod settings;
 mod shared;
@@ -198,6 +199,7 @@ use leadline_ports::ContextCache;
 
 pub use error::CacheError;
 pub use null::NullCache;
+pub use rate::{LocalRateLimiter, SharedRateLimiter, rate_limiter};
 pub use settings::CacheSettings;
 pub use two_tier::TwoTierCache;
 

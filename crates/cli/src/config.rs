@@ -11,7 +11,7 @@ use std::{
 
 use figment::{
     Figment,
-    providers::{Env, Format, Toml},
+    providers::{Env, Format, Serialized, Toml},
 };
 use leadline_store::StoreSettings;
 use serde::Deserialize;
@@ -38,6 +38,9 @@ pub struct Config {
     pub changes: leadline_app::ChangeSettings,
     /// Webhook endpoints (the key their secrets are sealed with).
     pub webhooks: leadline_outbound::WebhookSettings,
+    /// Rate limits per API key and per tenant (`[rate_limit]`), kept in
+    /// Redis when `cache.redis_url` is set.
+    pub rate_limit: leadline_app::RateLimitSettings,
 }
 
 /// The HTTP listener.
@@ -110,6 +113,9 @@ impl Config {
         let relay = &self.relay;
         let smtp = &self.smtp;
         let changes = &self.changes;
+        let limit = |l: leadline_app::LimitSetting| {
+            format!("per_second = {}, burst = {}", l.per_second, l.burst)
+        };
         vec![
             ("http.bind", self.http.bind.to_string()),
             (
@@ -261,6 +267,19 @@ impl Config {
                 "webhooks.allow_private_targets",
                 self.webhooks.allow_private_targets.to_string(),
             ),
+            ("rate_limit.enabled", self.rate_limit.enabled.to_string()),
+            ("rate_limit.key.read", limit(self.rate_limit.key.read)),
+            ("rate_limit.key.write", limit(self.rate_limit.key.write)),
+            ("rate_limit.key.import", limit(self.rate_limit.key.import)),
+            ("rate_limit.tenant.read", limit(self.rate_limit.tenant.read)),
+            (
+                "rate_limit.tenant.write",
+                limit(self.rate_limit.tenant.write),
+            ),
+            (
+                "rate_limit.tenant.import",
+                limit(self.rate_limit.tenant.import),
+            ),
             (
                 "log.format",
                 format!("{:?}", self.log.format).to_lowercase(),
@@ -281,7 +300,13 @@ pub const DEFAULT_FILE: &str = "leadline.toml";
 /// The layered sources, without extracting.
 #[must_use]
 pub fn figment(file: Option<&Path>) -> Figment {
-    let mut figment = Figment::new();
+    // Nested tables whose defaults depend on where they sit (a key's read
+    // limit is not a tenant's) start from their defaults as values, so a
+    // file or variable that sets one leaf keeps the others.
+    let mut figment = Figment::new().merge(Serialized::default(
+        "rate_limit",
+        leadline_app::RateLimitSettings::default(),
+    ));
     match file {
         Some(path) => figment = figment.merge(Toml::file_exact(path)),
         None => {
@@ -330,6 +355,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         .chain(config.smtp.problems())
         .chain(config.changes.problems())
         .chain(config.webhooks.problems())
+        .chain(config.rate_limit.problems())
         .map(|(key, why)| format!("{key}: {why}"))
         .collect();
     if problems.is_empty() {
@@ -371,6 +397,31 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+
+    #[test]
+    fn one_rate_limit_leaf_can_be_set_alone() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEADLINE_RATE_LIMIT__TENANT__READ__BURST", "7");
+            jail.create_file(
+                "leadline.toml",
+                "[rate_limit.key.write]\nper_second = 3.5\n",
+            )?;
+            let config = load(None).map_err(|e| e.to_string())?;
+            let defaults = leadline_app::RateLimitSettings::default();
+            assert_eq!(config.rate_limit.tenant.read.burst, 7);
+            assert_eq!(
+                config.rate_limit.tenant.read.per_second,
+                defaults.tenant.read.per_second
+            );
+            assert_eq!(config.rate_limit.key.write.per_second, 3.5);
+            assert_eq!(config.rate_limit.key.write.burst, defaults.key.write.burst);
+            assert_eq!(config.rate_limit.key.read, defaults.key.read);
+            jail.set_env("LEADLINE_RATE_LIMIT__KEY__IMPORT__BURST", "0");
+            let err = load(None).expect_err("a zero burst");
+            assert!(err.to_string().contains("rate_limit.key.import"), "{err}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn defaults_then_file_then_env() {
@@ -496,7 +547,7 @@ mod tests {
                 "{shown}"
             );
             assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
-            assert_eq!(config.describe().len(), 52, "every setting is listed");
+            assert_eq!(config.describe().len(), 59, "every setting is listed");
             Ok(())
         });
     }

@@ -48,6 +48,10 @@ pub async fn serve(
         .clone()
         .with_settings(config.changes);
     composition.services.changes.listen();
+    composition.services.rate_limits = leadline_app::RateLimitService::new(
+        leadline_cache::rate_limiter(&config.cache)?,
+        &config.rate_limit,
+    );
     // Uploads of imports a killed process left behind (an import that
     // stalls for two minutes is shown as such; a day is far beyond any).
     let swept = leadline_http::sweep_spool(std::time::Duration::from_secs(86_400));

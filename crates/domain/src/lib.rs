@@ -19,6 +19,7 @@ pub mod ids;
 pub mod import;
 pub mod lead;
 pub mod page;
+pub mod rate;
 pub mod search;
 pub mod tenant;
 pub mod time;
@@ -54,6 +55,7 @@ pub use lead::{
     UpdateLeadRequest,
 };
 pub use page::{Page, PageLimit};
+pub use rate::{RateDecision, RateLimit, RateLimitError, RouteClass};
 pub use search::{
     MetadataFilter, SearchCursor, SearchField, SearchHit, SearchLeadsQuery, SearchText,
 };

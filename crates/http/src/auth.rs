@@ -11,16 +11,23 @@
 //! The check runs as a route layer, before the idempotency layer and the
 //! handler: a refused request has no effect, stores no idempotent answer
 //! and costs no body read.
+//!
+//! The same layer applies the rate limits ([`leadline_app::RateLimitService`]):
+//! once the caller is known, the request counts against its key's and its
+//! tenant's limit for its class (reads, writes, imports). Past either it is
+//! a 429 with `Retry-After`; every answer carries the IETF `RateLimit-Policy`
+//! and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers).
 
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::{Method, header},
+    http::{HeaderValue, Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use leadline_domain::{Caller, Scope};
+use leadline_domain::{Caller, RouteClass, Scope};
+use leadline_ports::{RateLimits, RateVerdict};
 use utoipa::openapi::{HttpMethod, OpenApi};
 
 use crate::{AppState, error::ApiError};
@@ -141,8 +148,75 @@ pub(crate) async fn layer(
     if let Err(refused) = caller.require(scope) {
         return ApiError::forbidden(&refused).into_response();
     }
+    let class = route_class(request.method(), &path);
+    let rate_limits = &state.services().rate_limits;
+    let verdict = rate_limits.check(&caller, class).await;
+    let limits = rate_limits.limits(class);
+    if let (Some(verdict), Some(limits)) = (verdict, limits) {
+        if !verdict.allowed() {
+            let (limit, rate, decision) = if verdict.key.allowed {
+                ("tenant", limits.tenant, verdict.tenant)
+            } else {
+                ("key", limits.key, verdict.key)
+            };
+            let mut response =
+                ApiError::rate_limited(limit, class, &rate, decision.retry_after_secs())
+                    .into_response();
+            rate_limit_headers(response.headers_mut(), class, &limits, &verdict);
+            return response;
+        }
+        request.extensions_mut().insert(CurrentCaller(caller));
+        let mut response = next.run(request).await;
+        rate_limit_headers(response.headers_mut(), class, &limits, &verdict);
+        return response;
+    }
     request.extensions_mut().insert(CurrentCaller(caller));
     next.run(request).await
+}
+
+/// The class a request is limited in.
+fn route_class(method: &Method, path: &str) -> RouteClass {
+    if method == Method::GET || method == Method::HEAD {
+        RouteClass::Read
+    } else if path == "/v1/imports" {
+        RouteClass::Import
+    } else {
+        RouteClass::Write
+    }
+}
+
+/// `RateLimit-Policy` lists both limits of the class; `RateLimit` gives the
+/// one closest to refusing (the one that refused, when one did).
+fn rate_limit_headers(
+    headers: &mut axum::http::HeaderMap,
+    class: RouteClass,
+    limits: &RateLimits,
+    verdict: &RateVerdict,
+) {
+    let policy = format!(
+        "\"key-{class}\";q={};w={}, \"tenant-{class}\";q={};w={}",
+        limits.key.burst(),
+        limits.key.window_secs(),
+        limits.tenant.burst(),
+        limits.tenant.window_secs(),
+    );
+    let key_binds = !verdict.key.allowed
+        || (verdict.tenant.allowed && verdict.key.remaining <= verdict.tenant.remaining);
+    let (name, decision) = if key_binds {
+        ("key", verdict.key)
+    } else {
+        ("tenant", verdict.tenant)
+    };
+    let current = format!(
+        "\"{name}-{class}\";r={};t={}",
+        decision.remaining,
+        decision.reset_secs()
+    );
+    for (header, value) in [("ratelimit-policy", policy), ("ratelimit", current)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(header, value);
+        }
+    }
 }
 
 /// The token of an `Authorization: Bearer` header.

@@ -182,6 +182,35 @@ impl ApiError {
         err
     }
 
+    /// 429: a rate limit is used up; `limit` names which (`key` or
+    /// `tenant`), and `Retry-After` when to come back.
+    pub fn rate_limited(
+        limit: &'static str,
+        class: leadline_domain::RouteClass,
+        rate: &leadline_domain::RateLimit,
+        retry_after_secs: u64,
+    ) -> Self {
+        let whose = if limit == "key" {
+            "this API key's"
+        } else {
+            "this tenant's"
+        };
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!(
+                "{whose} limit for {class} requests ({} a second, {} at once) is used up; retry after {retry_after_secs} s",
+                rate.per_second(),
+                rate.burst()
+            ),
+        );
+        err.retry_after = Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX));
+        err.extension("limit", limit.into());
+        err.extension("class", class.as_str().into());
+        err
+    }
+
     /// 410: what was asked for is no longer kept.
     pub fn gone(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::GONE, "gone", "Gone", detail)

@@ -55,6 +55,9 @@ use crate::auth::API_KEY;
             also writes leads, logs events and drafts approvals; `approver` also decides and sends \
             them; `admin` also manages keys, agents, webhooks and settings. A key without the \
             scope gets 403, whose `required_scope` and `required_role` say what would do.\n\n\
+            Each key, and each tenant as a whole, is held to a rate per class of request (reads, \
+            writes, imports): past it, 429 with `Retry-After`. `RateLimit-Policy` and `RateLimit` \
+            (IETF draft headers) on every `/v1` answer say where the caller stands.\n\n\
             Errors are `application/problem+json` (RFC 9457): match on `type` \
             (`urn:leadline:problem:<kind>`); `errors` names the fields that failed.\n\n\
             Updates are optimistic: send the `version` you read, as the body's `version` or an \
@@ -81,6 +84,7 @@ use crate::auth::API_KEY;
             BadRequest,
             Unauthorized,
             Forbidden,
+            TooManyRequests,
             NotFound,
             Conflict,
             PreconditionFailed,
@@ -113,6 +117,21 @@ pub(crate) struct Unauthorized(schema::Problem);
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub(crate) struct Forbidden(schema::Problem);
+
+/// A rate limit is used up: the API key's own, or its tenant's, for this
+/// class of request (reads, writes, imports). `limit` says which; retry
+/// after `Retry-After` seconds. Every `/v1` answer carries the limits in
+/// `RateLimit-Policy` and where the caller stands in `RateLimit`.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(
+        ("Retry-After" = u32, description = "Seconds until a request would be allowed"),
+        ("RateLimit-Policy" = String, description = "The key's and the tenant's limit for this class: `\"key-read\";q=200;w=2, \"tenant-read\";q=1000;w=2` (q: burst, w: seconds to refill it)"),
+        ("RateLimit" = String, description = "The limit closest to refusing: `\"key-read\";r=0;t=2` (r: requests left now, t: seconds until the burst is back)"),
+    )
+)]
+pub(crate) struct TooManyRequests(schema::Problem);
 
 /// No such resource for this tenant (a malformed id names nothing either).
 #[derive(ToResponse)]
@@ -210,6 +229,7 @@ pub(crate) fn conventions(doc: &mut openapi::OpenApi) {
                 }
                 respond(operation, 401, "Unauthorized");
                 respond(operation, 403, "Forbidden");
+                respond(operation, 429, "TooManyRequests");
                 respond(operation, 500, "InternalError");
                 respond(operation, 503, "Unavailable");
             }

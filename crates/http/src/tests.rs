@@ -19,6 +19,7 @@ use crate::{AppState, router};
 
 mod hardening;
 mod openapi;
+mod rate_limits;
 
 struct Harness {
     app: Router,

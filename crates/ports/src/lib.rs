@@ -26,6 +26,7 @@ mod errors;
 mod health;
 mod imports;
 mod keys;
+mod rate;
 mod repositories;
 mod webhooks;
 mod workflow;
@@ -54,6 +55,9 @@ pub use imports::{ImportError, ImportRepository};
 #[cfg(feature = "mock")]
 pub use keys::MockApiKeyRepository;
 pub use keys::{ApiKeyRepository, KeyError, Rotated};
+#[cfg(feature = "mock")]
+pub use rate::MockRateLimiter;
+pub use rate::{RateLimiter, RateLimits, RateSource, RateVerdict};
 pub use repositories::{AgentRepository, LeadRepository, TenantRepository};
 #[cfg(feature = "mock")]
 pub use repositories::{MockAgentRepository, MockLeadRepository, MockTenantRepository};

@@ -389,7 +389,10 @@ impl Env<'_> {
             .env_remove("LEADLINE_CONFIG")
             .env("DATABASE_URL", &self.service_url)
             .env("LEADLINE_LOG__FILTER", "warn")
-            .env("LEADLINE_RECALL__PRELOAD_ON_START", "false");
+            .env("LEADLINE_RECALL__PRELOAD_ON_START", "false")
+            // One key drives thousands of requests a second here: the
+            // scenarios measure the data path, not the rate limiter.
+            .env("LEADLINE_RATE_LIMIT__ENABLED", "false");
         match cache {
             CacheMode::Off => {
                 command.env("LEADLINE_CACHE__ENABLED", "false");

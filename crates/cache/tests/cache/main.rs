@@ -6,6 +6,7 @@ mod hot;
 mod invalidation;
 mod outage;
 mod race;
+mod rate;
 mod replay;
 mod settings;
 mod single_flight;
