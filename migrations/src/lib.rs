@@ -27,6 +27,7 @@ mod m20261206_000013_webhooks;
 mod m20261206_000014_webhook_delivery;
 mod m20261207_000015_message_channels;
 mod m20261208_000016_key_access;
+mod m20261208_000017_people;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000014_webhook_delivery::Migration),
             Box::new(m20261207_000015_message_channels::Migration),
             Box::new(m20261208_000016_key_access::Migration),
+            Box::new(m20261208_000017_people::Migration),
         ]
     }
 }
@@ -83,4 +85,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "search_words",
     "webhooks",
     "webhook_dead_letters",
+    "users",
+    "sessions",
+    "login_links",
+    "login_attempts",
 ];

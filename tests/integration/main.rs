@@ -23,6 +23,7 @@ mod log_coherence;
 mod message_delivery;
 mod migrations;
 mod operations;
+mod people;
 mod receiver;
 mod relay;
 mod replica;

@@ -63,6 +63,7 @@ struct Populated {
     import: uuid::Uuid,
     delivery: uuid::Uuid,
     webhook: uuid::Uuid,
+    user: uuid::Uuid,
     slug: String,
 }
 
@@ -217,7 +218,35 @@ async fn two_populated_tenants() -> (Populated, Populated) {
             .await
             .unwrap();
         let slug = s.tenants.get(t).await.unwrap().slug.to_string();
+        // A user (and the agent made for them), their used login link, a
+        // session, and a failed sign-in.
+        let invited = s
+            .people
+            .invite(
+                t,
+                leadline_domain::Email::parse("rls-user@example.com").unwrap(),
+                leadline_domain::DisplayName::new("Rls User").unwrap(),
+                leadline_domain::Role::Admin,
+            )
+            .await
+            .unwrap();
+        s.people
+            .redeem_link(invited.link.expose(), "a long enough password")
+            .await
+            .unwrap();
+        assert!(
+            s.people
+                .sign_in(
+                    &slug,
+                    "rls-user@example.com",
+                    "not the password",
+                    "10.9.9.9"
+                )
+                .await
+                .is_err()
+        );
         out.push(Populated {
+            user: invited.user.id.as_uuid(),
             delivery,
             webhook,
             tenant: t,
@@ -453,6 +482,32 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
             format!(
                 "INSERT INTO webhook_dead_letters (tenant_id, webhook_id, tx, seq, type, entity_id, attempts, reason, at) VALUES ($1, '{}', 9, 9, 'lead.created', '{}', 1, 'x', {now})",
                 b.webhook, b.lead
+            ),
+        ),
+        (
+            "users",
+            format!(
+                "INSERT INTO users (tenant_id, id, email, name, role, created_at, updated_at, version) VALUES ($1, gen_random_uuid(), 'planted@example.com', 'P', 'admin', {now}, {now}, 1)"
+            ),
+        ),
+        (
+            "sessions",
+            format!(
+                "INSERT INTO sessions (tenant_id, token_hash, user_id, csrf_token, created_at, last_seen_at, expires_at) VALUES ($1, decode(repeat('ab', 32), 'hex'), '{}', repeat('a', 64), {now}, {now}, {now} + interval '1 hour')",
+                b.user
+            ),
+        ),
+        (
+            "login_links",
+            format!(
+                "INSERT INTO login_links (tenant_id, token_hash, user_id, created_at, expires_at) VALUES ($1, decode(repeat('cd', 32), 'hex'), '{}', {now}, {now} + interval '1 hour')",
+                b.user
+            ),
+        ),
+        (
+            "login_attempts",
+            format!(
+                "INSERT INTO login_attempts (tenant_id, id, email, address, succeeded, at) VALUES ($1, gen_random_uuid(), 'rls-user@example.com', '10.0.0.1', true, {now})"
             ),
         ),
     ];

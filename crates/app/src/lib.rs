@@ -12,6 +12,7 @@ mod deliveries;
 mod exports;
 mod imports;
 mod keys;
+mod people;
 mod rate_limits;
 mod services;
 mod webhook_relay;
@@ -24,6 +25,7 @@ pub use deliveries::{DeliveryService, MessageWebhooks, Relay, RelaySettings, Rou
 pub use exports::{COLUMNS as EXPORT_COLUMNS, ExportError, ExportQuery, ExportService};
 pub use imports::{BATCH_ROWS, CsvSource, ImportFailure, ImportOptions, ImportService, Record};
 pub use keys::{IssuedKey, KEY_FRESH, KeyService};
+pub use people::{InviteError, Invited, PeopleService, SignInError, SignedIn, lockout_ends};
 pub use rate_limits::{ClassLimits, LimitSetting, RateLimitService, RateLimitSettings};
 pub use services::{
     AgentService, BULK_MAX, BulkFailure, BulkOutcome, CreatedTenant, LeadService, Services,

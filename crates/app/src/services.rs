@@ -25,6 +25,8 @@ pub struct Services {
     /// Rate limits per key and tenant (none until the composition root
     /// plugs them in).
     pub rate_limits: crate::RateLimitService,
+    /// Users and their console sessions.
+    pub people: crate::PeopleService,
     /// Agents.
     pub agents: AgentService,
     /// Leads.
@@ -55,6 +57,8 @@ pub struct Services {
 pub trait StorePorts:
     TenantRepository
     + leadline_ports::ApiKeyRepository
+    + leadline_ports::UserRepository
+    + leadline_ports::SessionStore
     + AgentRepository
     + LeadRepository
     + leadline_ports::ApprovalRepository
@@ -74,6 +78,8 @@ pub trait StorePorts:
 impl<S> StorePorts for S where
     S: TenantRepository
         + leadline_ports::ApiKeyRepository
+        + leadline_ports::UserRepository
+        + leadline_ports::SessionStore
         + AgentRepository
         + LeadRepository
         + leadline_ports::ApprovalRepository
@@ -105,6 +111,12 @@ impl Services {
             tenants: TenantService::new(store.clone()),
             keys: crate::KeyService::new(store.clone()),
             rate_limits: crate::RateLimitService::disabled(),
+            people: crate::PeopleService::new(
+                store.clone(),
+                store.clone(),
+                store.clone(),
+                store.clone(),
+            ),
             agents: AgentService::new(store.clone(), store.clone(), cache.clone()),
             leads: LeadService::new(store.clone(), cache.clone()),
             imports: crate::ImportService::new(

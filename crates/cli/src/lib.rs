@@ -7,5 +7,6 @@ pub mod export;
 pub mod import;
 pub mod keys;
 pub mod run;
+pub mod users;
 
 pub use compose::{ComposeError, Composition, compose, compose_with};

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Invite the people who use the console.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -155,6 +160,40 @@ enum KeysAction {
         /// How long the old key keeps working, in seconds (at most 604800).
         #[arg(long, default_value_t = 86_400)]
         overlap_seconds: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersAction {
+    /// Create a user and print a one-time login link (once) on stdout.
+    Invite {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// Their email (their sign-in name).
+        #[arg(long)]
+        email: String,
+        /// Their name (defaults to the email).
+        #[arg(long)]
+        name: Option<String>,
+        /// viewer, agent, approver or admin.
+        #[arg(long, default_value = "agent")]
+        role: String,
+        /// The console's address as people reach it (default: http.bind).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Print a new one-time login link for a user (a forgotten password).
+    Link {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        /// The console's address as people reach it (default: http.bind).
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -301,6 +340,7 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
             println!("{}", created.api_key.expose());
         }
         Command::Keys { action } => keys(&config, action).await?,
+        Command::Users { action } => users(&config, action).await?,
         Command::Import {
             what:
                 ImportWhat::Leads {
@@ -448,6 +488,41 @@ async fn keys(config: &config::Config, action: KeysAction) -> anyhow::Result<()>
                 new.id, old.id
             );
             println!("{}", token.expose());
+        }
+    }
+    Ok(())
+}
+
+async fn users(config: &config::Config, action: UsersAction) -> anyhow::Result<()> {
+    use leadline::users;
+    match action {
+        UsersAction::Invite {
+            tenant,
+            email,
+            name,
+            role,
+            url,
+        } => {
+            let invited = run::with_services(config, async |s| {
+                users::invite(s, &tenant, &email, name.as_deref(), &role).await
+            })
+            .await?;
+            let base = users::console_url(url.as_deref(), config.http.bind);
+            eprintln!(
+                "invited {} ({}). Their login link is below; it works once, for 72 hours:",
+                invited.user.email, invited.user.role
+            );
+            println!("{}", users::link_url(&base, &invited.link));
+        }
+        UsersAction::Link { tenant, email, url } => {
+            let (user, link) =
+                run::with_services(config, async |s| users::link(s, &tenant, &email).await).await?;
+            let base = users::console_url(url.as_deref(), config.http.bind);
+            eprintln!(
+                "a new login link for {}; it works once, for 72 hours:",
+                user.email
+            );
+            println!("{}", users::link_url(&base, &link));
         }
     }
     Ok(())

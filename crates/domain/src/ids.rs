@@ -97,6 +97,10 @@ id_type!(
     /// Identifies a delivery (an outbox row: one message to deliver) within a tenant.
     DeliveryId
 );
+id_type!(
+    /// Identifies a user (a person who signs in to the console) within a tenant.
+    UserId
+);
 
 #[cfg(test)]
 mod tests {

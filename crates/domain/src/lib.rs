@@ -23,6 +23,7 @@ pub mod rate;
 pub mod search;
 pub mod tenant;
 pub mod time;
+pub mod user;
 pub mod value;
 pub mod webhook;
 
@@ -48,7 +49,7 @@ pub use event::{
 };
 pub use ids::{
     AgentId, ApiKeyId, ApprovalId, DeliveryId, EventId, ImportId, LeadId, ParseIdError, TenantId,
-    WebhookId,
+    UserId, WebhookId,
 };
 pub use lead::{
     BulkChange, CreateLeadRequest, Lead, LeadStatus, ListLeadsQuery, Metadata, UpdateLeadRejected,
@@ -60,6 +61,10 @@ pub use search::{
     MetadataFilter, SearchCursor, SearchField, SearchHit, SearchLeadsQuery, SearchText,
 };
 pub use tenant::{CreateTenantRequest, Tenant};
+pub use user::{
+    LOGIN_LINK_LIFETIME, Lockout, LockoutPolicy, MalformedToken, NewUser, Password, PasswordHash,
+    PasswordRefused, SESSION_TOUCH, SecretToken, Session, SessionPolicy, User,
+};
 pub use value::{
     CompanyName, DisplayName, Email, PersonName, Phone, Slug, Source, Tag, Tags, ValueError,
 };

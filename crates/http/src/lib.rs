@@ -20,6 +20,7 @@ mod approvals;
 mod auth;
 mod batch;
 mod changes;
+mod console;
 mod context;
 mod cursor;
 mod deliveries;
@@ -161,6 +162,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, document, permissions) = api();
     routes
         .merge(openapi::docs(document))
+        .merge(console::routes())
         .fallback(|| async { ApiError::not_found("route") })
         // After every route is in: it applies to the routes present.
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

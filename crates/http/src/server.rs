@@ -68,10 +68,9 @@ pub(crate) async fn run(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().max_headers(HYPER_MAX_HEADERS);
     let graceful = GracefulShutdown::new();
-    let service = TowerToHyperService::new(router);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(err) => {
@@ -84,8 +83,19 @@ pub(crate) async fn run(
             },
             () = &mut shutdown => break,
         };
+        // The peer's address, for what limits by address (the console's
+        // sign-in lockout), as `axum::serve`'s `ConnectInfo` gives it.
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -26,6 +26,7 @@ mod errors;
 mod health;
 mod imports;
 mod keys;
+mod people;
 mod rate;
 mod repositories;
 mod webhooks;
@@ -55,6 +56,9 @@ pub use imports::{ImportError, ImportRepository};
 #[cfg(feature = "mock")]
 pub use keys::MockApiKeyRepository;
 pub use keys::{ApiKeyRepository, KeyError, Rotated};
+#[cfg(feature = "mock")]
+pub use people::{MockSessionStore, MockUserRepository};
+pub use people::{PeopleError, RecentFailures, SessionStore, UserRepository};
 #[cfg(feature = "mock")]
 pub use rate::MockRateLimiter;
 pub use rate::{RateLimiter, RateLimits, RateSource, RateVerdict};

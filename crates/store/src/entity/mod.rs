@@ -13,8 +13,12 @@ pub(crate) mod idempotency_keys;
 pub(crate) mod import_rejects;
 pub(crate) mod imports;
 pub(crate) mod leads;
+pub(crate) mod login_attempts;
+pub(crate) mod login_links;
 pub(crate) mod outbox;
+pub(crate) mod sessions;
 pub(crate) mod tenants;
+pub(crate) mod users;
 pub(crate) mod webhook_dead_letters;
 pub(crate) mod webhooks;
 

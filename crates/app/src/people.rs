@@ -1,0 +1,441 @@
+//! People: inviting users, signing them in to the console and keeping
+//! their sessions.
+//!
+//! - A user is invited with a one-time login link (`leadline users
+//!   invite`); following it, the person chooses a password and is signed
+//!   in. The user acts as the agent with the same email (made if the
+//!   tenant has none), so drafts and decisions made in the console are
+//!   recorded as that agent's.
+//! - Passwords are argon2id; hashing and checking run on the blocking pool,
+//!   never on the runtime's workers. An unknown email is checked against a
+//!   dummy hash, so the answer takes as long as for a real account.
+//! - Sign-in is refused for a while after too many failures of one account
+//!   or from one address ([`LockoutPolicy`]); every attempt is recorded.
+//! - Sessions are server-side: the cookie carries a random token, the
+//!   store keeps its hash, the CSRF token, and the idle and absolute
+//!   deadlines ([`SessionPolicy`]).
+
+use std::sync::{Arc, LazyLock};
+
+use chrono::{DateTime, Utc};
+use leadline_domain::{
+    AgentRole, CreateAgentRequest, DisplayName, Email, LOGIN_LINK_LIFETIME, Lockout, LockoutPolicy,
+    NewUser, Password, PasswordHash, Role, SecretToken, Session, SessionPolicy, Slug, TenantId,
+    User, UserId,
+};
+use leadline_ports::{
+    AgentRepository, CreateAgentError, PeopleError, SessionStore, TenantRepository, UserRepository,
+};
+use rand::RngCore;
+
+/// A user just invited, and the link that lets them in once.
+#[derive(Debug)]
+pub struct Invited {
+    /// The user.
+    pub user: User,
+    /// The login link's token (shown once).
+    pub link: SecretToken,
+}
+
+/// A person just signed in.
+#[derive(Debug)]
+pub struct SignedIn {
+    /// Who.
+    pub user: User,
+    /// The session.
+    pub session: Session,
+    /// The cookie's value (shown once, to the browser).
+    pub token: SecretToken,
+}
+
+/// Why a sign-in failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// Unknown workspace or email, wrong password, disabled user, or a
+    /// login link that is unknown, used or expired: deliberately one answer.
+    #[error("wrong workspace, email or password")]
+    Invalid,
+    /// Too many failures lately.
+    #[error("too many failed sign-ins")]
+    LockedOut(Lockout),
+    /// The new password is not acceptable.
+    #[error(transparent)]
+    Password(#[from] leadline_domain::PasswordRefused),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] PeopleError),
+}
+
+/// Why an invitation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InviteError {
+    /// Another user of the tenant has this email.
+    #[error("a user with this email already exists")]
+    DuplicateEmail,
+    /// The store failed.
+    #[error(transparent)]
+    Store(PeopleError),
+    /// The agent could not be found or made.
+    #[error("the user's agent: {0}")]
+    Agent(String),
+}
+
+impl From<PeopleError> for InviteError {
+    fn from(e: PeopleError) -> Self {
+        match e {
+            PeopleError::DuplicateEmail => Self::DuplicateEmail,
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// A hash to check unknown emails against, so that their answer takes as
+/// long as a real account's.
+static DUMMY_HASH: LazyLock<Option<PasswordHash>> = LazyLock::new(|| {
+    Password::new("not a password of anyone's")
+        .ok()
+        .and_then(|p| p.hash([0; 16]).ok())
+});
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // ThreadRng is a CSPRNG seeded from the OS.
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Users and their sessions.
+#[derive(Clone)]
+pub struct PeopleService {
+    users: Arc<dyn UserRepository>,
+    sessions: Arc<dyn SessionStore>,
+    agents: Arc<dyn AgentRepository>,
+    tenants: Arc<dyn TenantRepository>,
+    session_policy: SessionPolicy,
+    lockout: LockoutPolicy,
+}
+
+impl PeopleService {
+    /// Wraps the ports, with the default policies.
+    #[must_use]
+    pub fn new(
+        users: Arc<dyn UserRepository>,
+        sessions: Arc<dyn SessionStore>,
+        agents: Arc<dyn AgentRepository>,
+        tenants: Arc<dyn TenantRepository>,
+    ) -> Self {
+        Self {
+            users,
+            sessions,
+            agents,
+            tenants,
+            session_policy: SessionPolicy::default(),
+            lockout: LockoutPolicy::default(),
+        }
+    }
+
+    /// The same, with these policies.
+    #[must_use]
+    pub fn with_policies(mut self, session: SessionPolicy, lockout: LockoutPolicy) -> Self {
+        self.session_policy = session;
+        self.lockout = lockout;
+        self
+    }
+
+    /// The session policy in force.
+    #[must_use]
+    pub fn session_policy(&self) -> SessionPolicy {
+        self.session_policy
+    }
+
+    /// Creates a user acting as the agent with the same email (made if the
+    /// tenant has none), and a login link for them.
+    ///
+    /// # Errors
+    /// [`InviteError::DuplicateEmail`] and the store's failures.
+    pub async fn invite(
+        &self,
+        tenant: TenantId,
+        email: Email,
+        name: DisplayName,
+        role: Role,
+    ) -> Result<Invited, InviteError> {
+        let agent = self.agent_for(tenant, &email, &name).await?;
+        let user = self
+            .users
+            .create(
+                tenant,
+                &NewUser {
+                    email,
+                    name,
+                    role,
+                    agent_id: Some(agent),
+                },
+            )
+            .await?;
+        let link = self.issue_link(tenant, user.id).await?;
+        Ok(Invited { user, link })
+    }
+
+    async fn agent_for(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+        name: &DisplayName,
+    ) -> Result<leadline_domain::AgentId, InviteError> {
+        let found = self
+            .agents
+            .find_by_email(tenant, email)
+            .await
+            .map_err(|e| InviteError::Agent(e.to_string()))?;
+        if let Some(agent) = found {
+            return Ok(agent.id);
+        }
+        let request = CreateAgentRequest {
+            name: name.clone(),
+            email: email.clone(),
+            role: AgentRole::Agent,
+        };
+        match self.agents.create(tenant, &request).await {
+            Ok(agent) => Ok(agent.id),
+            // Made meanwhile by someone else: use that one.
+            Err(CreateAgentError::DuplicateEmail) => self
+                .agents
+                .find_by_email(tenant, email)
+                .await
+                .map_err(|e| InviteError::Agent(e.to_string()))?
+                .map(|a| a.id)
+                .ok_or_else(|| InviteError::Agent("vanished while being made".into())),
+            Err(e) => Err(InviteError::Agent(e.to_string())),
+        }
+    }
+
+    /// A new one-time login link for a user (to reset a password too).
+    ///
+    /// # Errors
+    /// [`PeopleError::NotFound`] and the store's failures.
+    pub async fn issue_link(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<SecretToken, PeopleError> {
+        let link = SecretToken::from_random(SecretToken::LOGIN_LINK, tenant, random());
+        self.users
+            .add_login_link(tenant, user, link.hash(), Utc::now() + LOGIN_LINK_LIFETIME)
+            .await?;
+        Ok(link)
+    }
+
+    /// The tenant's users.
+    ///
+    /// # Errors
+    /// The store's failures.
+    pub async fn list(
+        &self,
+        tenant: TenantId,
+        limit: leadline_domain::PageLimit,
+        after: Option<UserId>,
+    ) -> Result<leadline_domain::Page<User>, PeopleError> {
+        self.users.list(tenant, limit, after).await
+    }
+
+    /// A user by email, for commands that name one.
+    ///
+    /// # Errors
+    /// The store's failures.
+    pub async fn find(&self, tenant: TenantId, email: &Email) -> Result<Option<User>, PeopleError> {
+        Ok(self.users.credentials(tenant, email).await?.map(|(u, _)| u))
+    }
+
+    /// Signs in with a password, from `address`.
+    ///
+    /// # Errors
+    /// [`SignInError::Invalid`] for anything wrong with the credentials,
+    /// [`SignInError::LockedOut`] after too many failures, and the store's
+    /// failures.
+    pub async fn sign_in(
+        &self,
+        workspace: &str,
+        email: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<SignedIn, SignInError> {
+        let Some(tenant) = self.workspace(workspace).await? else {
+            // No tenant to record the attempt in; the same answer as a
+            // wrong password.
+            check_password(None, password).await;
+            return Err(SignInError::Invalid);
+        };
+        // Failures count per account as the store spells it, so that case
+        // and spaces do not make a fresh account.
+        let email_key =
+            Email::parse(email).map_or_else(|_| email.trim().to_lowercase(), |e| e.to_string());
+        let now = Utc::now();
+        let failures = self
+            .users
+            .recent_failures(tenant, &email_key, address, now - self.lockout.window)
+            .await?;
+        if let Some(lockout) = self
+            .lockout
+            .lockout(&failures.account, &failures.address, now)
+        {
+            tracing::warn!(%tenant, address, "sign-in refused: locked out");
+            return Err(SignInError::LockedOut(lockout));
+        }
+        let credentials = match Email::parse(email) {
+            Ok(email) => self.users.credentials(tenant, &email).await?,
+            Err(_) => None,
+        };
+        let (user, hash) = match credentials {
+            Some((user, hash)) if user.disabled_at.is_none() => (Some(user), hash),
+            _ => (None, None),
+        };
+        let matches = check_password(hash, password).await;
+        let user = user.filter(|_| matches);
+        self.users
+            .record_attempt(tenant, &email_key, address, user.is_some())
+            .await?;
+        match user {
+            Some(user) => Ok(self.begin(user).await?),
+            None => {
+                tracing::info!(%tenant, address, "sign-in failed");
+                Err(SignInError::Invalid)
+            }
+        }
+    }
+
+    /// Follows a login link: sets the password and signs in. The link
+    /// works once.
+    ///
+    /// # Errors
+    /// [`SignInError::Password`] for an unacceptable password (the link is
+    /// not used up), [`SignInError::Invalid`] for an unknown, used or
+    /// expired link, and the store's failures.
+    pub async fn redeem_link(&self, link: &str, password: &str) -> Result<SignedIn, SignInError> {
+        let password = Password::new(password)?;
+        let token =
+            SecretToken::parse(SecretToken::LOGIN_LINK, link).map_err(|_| SignInError::Invalid)?;
+        let tenant = token.tenant_id();
+        let Some(user) = self
+            .users
+            .use_login_link(tenant, token.hash(), Utc::now())
+            .await?
+        else {
+            return Err(SignInError::Invalid);
+        };
+        if user.disabled_at.is_some() {
+            return Err(SignInError::Invalid);
+        }
+        let hash = tokio::task::spawn_blocking(move || password.hash(random()))
+            .await
+            .map_err(|e| PeopleError::Unknown(anyhow::anyhow!("hashing stopped: {e}")))?
+            .map_err(|e| PeopleError::Unknown(anyhow::anyhow!("hashing failed: {e}")))?;
+        self.users.set_password(tenant, user.id, &hash).await?;
+        Ok(self.begin(user).await?)
+    }
+
+    /// Whether a login link is one that could be used (for showing the
+    /// page that sets a password; using it is [`Self::redeem_link`]).
+    #[must_use]
+    pub fn link_looks_valid(link: &str) -> bool {
+        SecretToken::parse(SecretToken::LOGIN_LINK, link).is_ok()
+    }
+
+    async fn begin(&self, user: User) -> Result<SignedIn, PeopleError> {
+        let token = SecretToken::from_random(SecretToken::SESSION, user.tenant_id, random());
+        let session = Session::begin(
+            user.tenant_id,
+            user.id,
+            random(),
+            self.session_policy,
+            Utc::now(),
+        );
+        self.sessions.create(token.hash(), &session).await?;
+        Ok(SignedIn {
+            user,
+            session,
+            token,
+        })
+    }
+
+    /// The live session a cookie names, and its user; records the request
+    /// (at most once a minute). `None` for anything that does not sign in:
+    /// malformed, unknown, expired, idle too long, or a disabled user.
+    ///
+    /// # Errors
+    /// The store's failures.
+    pub async fn session(&self, cookie: &str) -> Result<Option<(Session, User)>, PeopleError> {
+        let Ok(token) = SecretToken::parse(SecretToken::SESSION, cookie) else {
+            return Ok(None);
+        };
+        let tenant = token.tenant_id();
+        let Some((session, user)) = self.sessions.get(tenant, token.hash()).await? else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        if !session.is_live(self.session_policy, now) || user.disabled_at.is_some() {
+            self.sessions.end(tenant, token.hash()).await?;
+            return Ok(None);
+        }
+        if session.needs_touch(now) {
+            self.sessions.touch(tenant, token.hash(), now).await?;
+        }
+        Ok(Some((session, user)))
+    }
+
+    /// Ends the session a cookie names.
+    ///
+    /// # Errors
+    /// The store's failures.
+    pub async fn sign_out(&self, cookie: &str) -> Result<(), PeopleError> {
+        if let Ok(token) = SecretToken::parse(SecretToken::SESSION, cookie) {
+            self.sessions.end(token.tenant_id(), token.hash()).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session of a user, on every device.
+    ///
+    /// # Errors
+    /// The store's failures.
+    pub async fn sign_out_everywhere(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<u64, PeopleError> {
+        self.sessions.end_all(tenant, user).await
+    }
+
+    async fn workspace(&self, slug: &str) -> Result<Option<TenantId>, PeopleError> {
+        let Ok(slug) = Slug::parse(slug.trim()) else {
+            return Ok(None);
+        };
+        match self.tenants.find_by_slug(&slug).await {
+            Ok(tenant) => Ok(tenant.map(|t| t.id)),
+            Err(leadline_ports::GetTenantError::Unavailable(u)) => Err(PeopleError::Unavailable(u)),
+            Err(e) => Err(PeopleError::Unknown(anyhow::anyhow!("{e}"))),
+        }
+    }
+}
+
+/// Checks `password` against `hash` (or the dummy hash, for no account) on
+/// the blocking pool. False without a hash.
+async fn check_password(hash: Option<PasswordHash>, password: &str) -> bool {
+    let real = hash.is_some();
+    let Some(hash) = hash.or_else(|| DUMMY_HASH.clone()) else {
+        return false;
+    };
+    let attempt = password.to_owned();
+    let verified = tokio::task::spawn_blocking(move || hash.verify(&attempt))
+        .await
+        .unwrap_or(false);
+    real && verified
+}
+
+/// When a lockout ends.
+#[must_use]
+pub fn lockout_ends(lockout: Lockout) -> DateTime<Utc> {
+    match lockout {
+        Lockout::Account { until } | Lockout::Address { until } => until,
+    }
+}

@@ -1,0 +1,344 @@
+//! The console in a real browser: headless Chromium driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`; `.ci/run` installs them)
+//! against the real `leadline serve` binary on the embedded default.
+//!
+//! A person follows their login link, chooses a password, approves and
+//! sends a message; a second person's open inbox marks a card the first
+//! decided, and acting on it anyway says who won; an agent is refused the
+//! admin page. With `LEADLINE_SCREENSHOTS=<dir>` the main pages are saved
+//! there as PNGs (how docs/console-*.png were made).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{BIN, Running};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn leadline(db: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db)
+        .env("LEADLINE_HTTP__BIND", "127.0.0.1:0")
+        .env("LEADLINE_RECALL__PRELOAD_ON_START", "false");
+    cmd
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Driver {
+    assert!(
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+        "the console's browser tests need Debian's chromium and chromium-driver \
+         (apt-get install chromium chromium-driver; .ci/run does)"
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn browser(driver: &Driver, width: u32) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     format!("--window-size={width},900")],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session")
+}
+
+/// Waits until the page's HTML contains `needle`.
+async fn until_page_has(client: &Client, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let source = client.source().await.unwrap();
+        if source.contains(needle) {
+            return source;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed {needle:?}; it is:\n{source}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    if let Some(dir) = std::env::var_os("LEADLINE_SCREENSHOTS") {
+        let png = client.screenshot().await.unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+    }
+}
+
+/// Follows a login link, chooses a password, lands on the inbox.
+async fn sign_in_by_link(client: &Client, link: &str) {
+    client.goto(link).await.unwrap();
+    until_page_has(client, "Choose your password").await;
+    let form = client.form(Locator::Css("form")).await.unwrap();
+    form.set_by_name("password", "a long and good password")
+        .await
+        .unwrap();
+    form.submit().await.unwrap();
+    until_page_has(client, "<h1>Approvals</h1>").await;
+}
+
+/// The API, as the tenant's admin key.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn draft(&self, agent: &str, who: &str) -> String {
+        let lead = self
+            .post(
+                "/v1/leads",
+                json!({"first_name": who, "last_name": "Hopper", "email": format!("{}@navy.example", who.to_lowercase()), "company": "US Navy"}),
+            )
+            .await;
+        let lead = lead["id"].as_str().unwrap();
+        self.post(
+            &format!("/v1/leads/{lead}/events"),
+            json!({"kind": "call", "direction": "inbound", "content": format!("{who} called back: interested")}),
+        )
+        .await;
+        let approval = self
+            .post(
+                &format!("/v1/leads/{lead}/approvals"),
+                json!({"channel": "email", "subject": "Following up", "body": format!("Hello {who}, shall we talk on Tuesday?"), "requested_by": agent}),
+            )
+            .await;
+        approval["id"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_approve_and_send_in_the_console() {
+    let driver = chromedriver();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("console.db").display()
+    );
+    common::migrate_up(&db);
+    let key = stdout_of(leadline(&db).args(["tenant", "create", "acme"]));
+    let server = Running::start({
+        let mut cmd = leadline(&db);
+        cmd.arg("serve");
+        cmd
+    });
+    let seen = server.wait_for_line("listening on", Duration::from_secs(30));
+    let addr = seen
+        .iter()
+        .find_map(|l| l.split("listening on http://").nth(1))
+        .unwrap()
+        .trim()
+        .to_owned();
+    // `localhost`: a browser keeps `Secure` cookies for it over plain HTTP.
+    let base = format!("http://localhost:{}", addr.rsplit(':').next().unwrap());
+    let invite = |email: &str, role: &str| {
+        stdout_of(leadline(&db).args([
+            "users", "invite", "--tenant", "acme", "--email", email, "--role", role, "--url", &base,
+        ]))
+    };
+    let ada = invite("ada@acme.example", "approver");
+    let bob = invite("bob@acme.example", "approver");
+    let carl = invite("carl@acme.example", "agent");
+
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+        key,
+    };
+    let drafter = api
+        .post(
+            "/v1/agents",
+            json!({"name": "Dee Drafter", "email": "dee@acme.example"}),
+        )
+        .await;
+    let drafter = drafter["id"].as_str().unwrap().to_owned();
+    let first = api.draft(&drafter, "Grace").await;
+    let second = api.draft(&drafter, "Alan").await;
+
+    // Ada signs in with her link and approves, then sends, the first.
+    let a = browser(&driver, 1280).await;
+    sign_in_by_link(&a, &ada).await;
+    let page = until_page_has(&a, &first).await;
+    assert!(
+        page.contains("Grace Hopper") && page.contains("US Navy"),
+        "the lead beside the draft"
+    );
+    assert!(page.contains("Grace called back"), "its last touches");
+    screenshot(&a, "console-inbox.png").await;
+    // Bob's inbox is open meanwhile, on a phone-width screen.
+    let b = browser(&driver, 390).await;
+    sign_in_by_link(&b, &bob).await;
+    until_page_has(&b, &second).await;
+
+    a.find(Locator::Css(&format!(
+        "[data-approval='{first}'] [data-action=approve]"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    until_page_has(&a, "Message approved.").await;
+    a.find(Locator::Css(&format!(
+        "[data-approval='{first}'] [data-action=send]"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    until_page_has(&a, "Message sent.").await;
+    assert_eq!(
+        api.get(&format!("/v1/approvals/{first}")).await["status"],
+        "sent"
+    );
+
+    // Ada approves the second; Bob's open card for it is marked within a
+    // few seconds, without a reload.
+    a.find(Locator::Css(&format!(
+        "[data-approval='{second}'] [data-action=approve]"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    until_page_has(&a, "Message approved.").await;
+    let stale = format!("[data-approval='{second}'].stale");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.find(Locator::Css(&stale)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Bob's inbox never marked the decided card"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    screenshot(&b, "console-inbox-phone.png").await;
+    // Acting on it anyway (the form, submitted past its disabled button)
+    // says who won.
+    b.execute(
+        &format!("document.querySelector(\"[data-approval='{second}'] form[action$='/approve']\").submit()"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    until_page_has(
+        &b,
+        "Not done: this message was approved already, by ada@acme.example",
+    )
+    .await;
+
+    // Carl is an agent: he reads the inbox but gets no admin page.
+    let c = browser(&driver, 1280).await;
+    sign_in_by_link(&c, &carl).await;
+    let inbox = c.source().await.unwrap();
+    assert!(
+        inbox.contains("deciding needs the approver role"),
+        "{inbox}"
+    );
+    assert!(
+        !inbox.contains("data-action=\"approve\""),
+        "no buttons for an agent"
+    );
+    c.goto(&format!("{base}/admin/keys")).await.unwrap();
+    until_page_has(&c, "API keys are for admins").await;
+
+    // Signing out ends the session: the inbox asks for a sign-in again.
+    a.find(Locator::Css("form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_page_has(&a, "Sign in to leadline").await;
+    screenshot(&a, "console-login.png").await;
+    a.goto(&format!("{base}/")).await.unwrap();
+    until_page_has(&a, "Sign in to leadline").await;
+
+    for client in [a, b, c] {
+        client.close().await.unwrap();
+    }
+}

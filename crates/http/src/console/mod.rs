@@ -1,0 +1,745 @@
+//! The console: server-rendered HTML (maud) for the people in the loop,
+//! served by `leadline serve` at `/`.
+//!
+//! - **Sign-in**: `/login` (workspace, email, password) and `/login/link/…`
+//!   (a one-time link from `leadline users invite`: choose a password).
+//!   Sessions are server-side ([`leadline_app::PeopleService`]); the cookie
+//!   `ll_session` is `HttpOnly; Secure; SameSite=Lax` and carries only a
+//!   random token.
+//! - **CSRF**: every form of a signed-in page carries the session's token,
+//!   checked in constant time; the sign-in forms (before any session) use a
+//!   double-submit cookie. `SameSite=Lax` is the second wall.
+//! - **Pages**: the approvals inbox (`/`), with the lead's context beside
+//!   each draft; approve, reject with a reason, send. `/admin/keys` for
+//!   admins. The inbox asks `/inbox/state` every two seconds, so a card
+//!   someone else decided is marked and disabled.
+//! - **Headers**: a strict Content-Security-Policy (`script-src 'self'`,
+//!   no inline script or style), `X-Frame-Options: DENY`, `nosniff`, no
+//!   referrer (a login link is a secret in a URL). The stylesheet and the
+//!   script are compiled into the binary: the console works offline.
+//! - **Errors**: an HTML page for a browser; problem+json for a client
+//!   that does not ask for HTML.
+
+mod pages;
+
+use axum::{
+    Form, Router,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use leadline_app::SignInError;
+use leadline_domain::{
+    ApprovalAction, ApprovalId, ApprovalQueueQuery, ApprovalStatus, PageLimit, RejectionReason,
+    Role, Scope, Session, User,
+};
+use rand::RngCore as _;
+use serde::Deserialize;
+
+use crate::{AppState, error::ApiError};
+
+/// The session cookie.
+const SESSION_COOKIE: &str = "ll_session";
+/// The pre-session CSRF cookie of the sign-in forms.
+const LOGIN_CSRF_COOKIE: &str = "ll_login_csrf";
+
+const CSS: &str = include_str!("assets/console.css");
+const JS: &str = include_str!("assets/console.js");
+
+/// The console's routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(inbox))
+        .route("/login", get(login_page).post(login))
+        .route("/login/link/{token}", get(link_page))
+        .route("/login/link", post(redeem_link))
+        .route("/logout", post(logout))
+        .route("/logout/everywhere", post(logout_everywhere))
+        .route("/inbox/state", get(inbox_state))
+        .route("/approvals/{id}/{action}", post(decide))
+        .route("/admin/keys", get(admin_keys))
+        .route(
+            "/static/console.css",
+            get(|| async { asset("text/css", CSS) }),
+        )
+        .route(
+            "/static/console.js",
+            get(|| async { asset("text/javascript", JS) }),
+        )
+        .layer(axum::middleware::map_response(secure_headers))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The headers every console answer carries.
+async fn secure_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// A console failure: an HTML page for a browser, problem+json otherwise.
+pub(crate) struct ConsoleError {
+    status: StatusCode,
+    message: String,
+    wants_html: bool,
+    api: Option<ApiError>,
+}
+
+impl ConsoleError {
+    fn new(headers: &HeaderMap, status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            wants_html: wants_html(headers),
+            api: None,
+        }
+    }
+
+    fn api(headers: &HeaderMap, err: ApiError) -> Self {
+        Self {
+            status: err.status(),
+            message: match err.status() {
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    "The database is not answering just now; try again in a moment.".to_owned()
+                }
+                StatusCode::NOT_FOUND => "There is nothing here.".to_owned(),
+                _ => "Something went wrong on our side; it has been logged.".to_owned(),
+            },
+            wants_html: wants_html(headers),
+            api: Some(err),
+        }
+    }
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        if !self.wants_html {
+            return match self.api {
+                Some(api) => api.into_response(),
+                None => console_problem(self.status, &self.message),
+            };
+        }
+        (self.status, pages::error(self.status, &self.message)).into_response()
+    }
+}
+
+fn console_problem(status: StatusCode, message: &str) -> Response {
+    let kind = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::TOO_MANY_REQUESTS => "locked-out",
+        _ => "bad-request",
+    };
+    let body = serde_json::json!({
+        "type": format!("urn:leadline:problem:{kind}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": message,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, crate::error::PROBLEM_JSON)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// A cookie's value from the request.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    // The token's characters are [a-z0-9_]: nothing to escape.
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age_secs}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("ll_invalid=1; Max-Age=0"))
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Constant-time comparison of two tokens.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The signed-in person of a request.
+pub(crate) struct Signed {
+    pub session: Session,
+    pub user: User,
+}
+
+impl Signed {
+    fn may(&self, scope: Scope) -> bool {
+        self.user.role.allows(scope)
+    }
+}
+
+/// The request's session, or a redirect to the sign-in page (an HTML
+/// client) / 401 (anything else).
+async fn signed(state: &AppState, headers: &HeaderMap) -> Result<Signed, Response> {
+    let found = match cookie(headers, SESSION_COOKIE) {
+        Some(value) => state
+            .services()
+            .people
+            .session(value)
+            .await
+            .map_err(|e| ConsoleError::api(headers, people_error(e)).into_response())?,
+        None => None,
+    };
+    match found {
+        Some((session, user)) => Ok(Signed { session, user }),
+        None if wants_html(headers) => Err(Redirect::to("/login").into_response()),
+        None => Err(console_problem(
+            StatusCode::UNAUTHORIZED,
+            "sign in at /login first",
+        )),
+    }
+}
+
+fn people_error(e: leadline_ports::PeopleError) -> ApiError {
+    match e {
+        leadline_ports::PeopleError::Unavailable(u) => ApiError::unavailable(&u),
+        other => ApiError::internal(&other),
+    }
+}
+
+/// A form body; one that cannot be read is a 400 in the console's terms
+/// (an HTML page or problem+json), never the framework's plain text.
+struct ConsoleForm<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S>
+    for ConsoleForm<T>
+{
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let html = wants_html(request.headers());
+        match Form::<T>::from_request(request, state).await {
+            Ok(Form(value)) => Ok(Self(value)),
+            Err(_) => Err(ConsoleError {
+                status: StatusCode::BAD_REQUEST,
+                message: "This form came back incomplete. Reload the page and try again."
+                    .to_owned(),
+                wants_html: html,
+                api: None,
+            }
+            .into_response()),
+        }
+    }
+}
+
+/// A form's CSRF field.
+#[derive(Debug, Deserialize)]
+struct CsrfOnly {
+    csrf: String,
+}
+
+/// The answer to a form whose CSRF token is not its session's.
+fn csrf_refused(headers: &HeaderMap) -> Response {
+    ConsoleError::new(
+        headers,
+        StatusCode::FORBIDDEN,
+        "This form has expired (its security token does not match your session). Go back, reload the page and try again.",
+    )
+    .into_response()
+}
+
+async fn login_page() -> Response {
+    let csrf = random_hex();
+    let mut response = pages::login(&csrf, None).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600),
+    );
+    response
+}
+
+/// `POST /login`.
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    workspace: String,
+    email: String,
+    password: String,
+    csrf: String,
+}
+
+/// The client's address as the console sees it (the TCP peer; behind a
+/// proxy, that proxy).
+fn address(
+    connect: Option<&axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> String {
+    connect.map_or_else(|| "unknown".to_owned(), |c| c.0.0.ip().to_string())
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    ConsoleForm(form): ConsoleForm<LoginForm>,
+) -> Response {
+    let expected = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !same(expected, &form.csrf) {
+        return ConsoleError::new(
+            &headers,
+            StatusCode::FORBIDDEN,
+            "This sign-in form has expired. Reload the page and try again.",
+        )
+        .into_response();
+    }
+    let address = address(connect.as_ref());
+    match state
+        .services()
+        .people
+        .sign_in(&form.workspace, &form.email, &form.password, &address)
+        .await
+    {
+        Ok(signed) => signed_in(&signed, state.services().people.session_policy()),
+        Err(e) => sign_in_failed(&headers, &form.csrf, e),
+    }
+}
+
+fn signed_in(signed: &leadline_app::SignedIn, policy: leadline_domain::SessionPolicy) -> Response {
+    let mut response = Redirect::to("/").into_response();
+    let headers = response.headers_mut();
+    headers.append(
+        header::SET_COOKIE,
+        set_cookie(
+            SESSION_COOKIE,
+            signed.token.expose(),
+            policy.absolute.num_seconds(),
+        ),
+    );
+    headers.append(header::SET_COOKIE, set_cookie(LOGIN_CSRF_COOKIE, "", 0));
+    response
+}
+
+fn sign_in_failed(headers: &HeaderMap, csrf: &str, e: SignInError) -> Response {
+    let (status, message) = match e {
+        SignInError::Invalid => (
+            StatusCode::UNAUTHORIZED,
+            "Wrong workspace, email or password.".to_owned(),
+        ),
+        SignInError::LockedOut(lockout) => {
+            let until = leadline_app::lockout_ends(lockout);
+            let minutes = (until - chrono::Utc::now()).num_minutes().max(1);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many failed sign-ins. Sign-in is locked for about {minutes} more minute{}; an admin can send you a new login link meanwhile.",
+                    if minutes == 1 { "" } else { "s" }
+                ),
+            )
+        }
+        SignInError::Password(p) => (StatusCode::UNPROCESSABLE_ENTITY, format!("Password: {p}.")),
+        SignInError::Store(store) => {
+            return ConsoleError::api(headers, people_error(store)).into_response();
+        }
+    };
+    if !wants_html(headers) {
+        return console_problem(status, &message);
+    }
+    (status, pages::login(csrf, Some(&message))).into_response()
+}
+
+async fn link_page(Path(token): Path<String>) -> Response {
+    let csrf = random_hex();
+    let valid = leadline_app::PeopleService::link_looks_valid(&token);
+    let mut response = pages::set_password(
+        &token,
+        &csrf,
+        if valid {
+            None
+        } else {
+            Some("This login link is not valid. Ask an admin for a new one.")
+        },
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600),
+    );
+    response
+}
+
+/// `POST /login/link`.
+#[derive(Debug, Deserialize)]
+struct LinkForm {
+    token: String,
+    password: String,
+    csrf: String,
+}
+
+async fn redeem_link(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ConsoleForm(form): ConsoleForm<LinkForm>,
+) -> Response {
+    let expected = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !same(expected, &form.csrf) {
+        return ConsoleError::new(
+            &headers,
+            StatusCode::FORBIDDEN,
+            "This form has expired. Open the login link again.",
+        )
+        .into_response();
+    }
+    match state
+        .services()
+        .people
+        .redeem_link(&form.token, &form.password)
+        .await
+    {
+        Ok(signed) => signed_in(&signed, state.services().people.session_policy()),
+        Err(SignInError::Password(p)) if wants_html(&headers) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::set_password(&form.token, &form.csrf, Some(&format!("Password: {p}."))),
+        )
+            .into_response(),
+        Err(SignInError::Invalid) if wants_html(&headers) => (
+            StatusCode::UNAUTHORIZED,
+            pages::set_password(
+                &form.token,
+                &form.csrf,
+                Some(
+                    "This login link was used already or has expired. Ask an admin for a new one.",
+                ),
+            ),
+        )
+            .into_response(),
+        Err(e) => sign_in_failed(&headers, &form.csrf, e),
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ConsoleForm(form): ConsoleForm<CsrfOnly>,
+) -> Response {
+    let signed = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !signed.session.csrf_matches(&form.csrf) {
+        return csrf_refused(&headers);
+    }
+    if let Some(value) = cookie(&headers, SESSION_COOKIE)
+        && let Err(e) = state.services().people.sign_out(value).await
+    {
+        return ConsoleError::api(&headers, people_error(e)).into_response();
+    }
+    signed_out()
+}
+
+fn signed_out() -> Response {
+    let mut response = Redirect::to("/login").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
+    response
+}
+
+async fn logout_everywhere(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ConsoleForm(form): ConsoleForm<CsrfOnly>,
+) -> Response {
+    let signed = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !signed.session.csrf_matches(&form.csrf) {
+        return csrf_refused(&headers);
+    }
+    if let Err(e) = state
+        .services()
+        .people
+        .sign_out_everywhere(signed.user.tenant_id, signed.user.id)
+        .await
+    {
+        return ConsoleError::api(&headers, people_error(e)).into_response();
+    }
+    signed_out()
+}
+
+/// Query of the inbox: what the last action did.
+#[derive(Debug, Deserialize, Default)]
+struct InboxQuery {
+    done: Option<String>,
+    error: Option<String>,
+}
+
+/// How many cards the inbox shows.
+const INBOX_CARDS: u32 = 25;
+
+async fn inbox(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let signed = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tenant = signed.user.tenant_id;
+    let services = state.services();
+    let mut approvals = Vec::new();
+    for status in [ApprovalStatus::Pending, ApprovalStatus::Approved] {
+        let query = ApprovalQueueQuery {
+            status,
+            requested_by: None,
+            limit: PageLimit::new(INBOX_CARDS).unwrap_or(PageLimit::DEFAULT),
+            after: None,
+        };
+        match services.approvals.queue(tenant, &query).await {
+            Ok(page) => approvals.extend(page.items),
+            Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
+        }
+    }
+    // Each card's lead context, read at once (each one cached).
+    let contexts = futures::future::join_all(
+        approvals
+            .iter()
+            .map(|a| services.context.context(tenant, a.lead_id)),
+    )
+    .await;
+    let cards: Vec<pages::Card> = approvals
+        .into_iter()
+        .zip(contexts)
+        .map(|(approval, context)| pages::Card {
+            context: context
+                .ok()
+                .and_then(|c| serde_json::from_slice(c.bytes()).ok()),
+            approval,
+        })
+        .collect();
+    // A query that is not ours is ignored: it only carries a message.
+    let query: InboxQuery = query
+        .and_then(|q| serde_urlencoded::from_str(&q).ok())
+        .unwrap_or_default();
+    pages::inbox(
+        &signed.user,
+        &signed.session.csrf_token,
+        &cards,
+        signed.may(Scope::ApprovalsDecide),
+        query.done.as_deref(),
+        query.error.as_deref(),
+    )
+    .into_response()
+}
+
+/// `GET /inbox/state`: the approvals still waiting, for the live inbox.
+async fn inbox_state(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tenant = signed.user.tenant_id;
+    let mut items = Vec::new();
+    for status in [ApprovalStatus::Pending, ApprovalStatus::Approved] {
+        let query = ApprovalQueueQuery {
+            status,
+            requested_by: None,
+            limit: PageLimit::new(INBOX_CARDS).unwrap_or(PageLimit::DEFAULT),
+            after: None,
+        };
+        match state.services().approvals.queue(tenant, &query).await {
+            Ok(page) => {
+                items.extend(page.items.into_iter().map(
+                    |a| serde_json::json!({"id": a.id.to_string(), "status": a.status.as_str()}),
+                ))
+            }
+            Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
+        }
+    }
+    axum::Json(serde_json::json!({ "items": items })).into_response()
+}
+
+/// A decision's form.
+#[derive(Debug, Deserialize)]
+struct DecideForm {
+    csrf: String,
+    reason: Option<String>,
+}
+
+async fn decide(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    ConsoleForm(form): ConsoleForm<DecideForm>,
+) -> Response {
+    let signed = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !signed.session.csrf_matches(&form.csrf) {
+        return csrf_refused(&headers);
+    }
+    if !signed.may(Scope::ApprovalsDecide) {
+        return ConsoleError::new(
+            &headers,
+            StatusCode::FORBIDDEN,
+            format!(
+                "Deciding and sending messages needs the approver role; you are {}.",
+                signed.user.role
+            ),
+        )
+        .into_response();
+    }
+    let Ok(id) = id.parse::<ApprovalId>() else {
+        return ConsoleError::new(
+            &headers,
+            StatusCode::NOT_FOUND,
+            "There is no such approval.",
+        )
+        .into_response();
+    };
+    let Some(by) = signed.user.agent_id else {
+        return back(
+            None,
+            Some(
+                "Your user acts as no agent, so its decisions could not be recorded. Ask an admin to link you to an agent.",
+            ),
+        );
+    };
+    let act = match action.as_str() {
+        "approve" => ApprovalAction::Approve { by },
+        "send" => ApprovalAction::MarkSent { by },
+        "reject" => match RejectionReason::new(form.reason.as_deref().unwrap_or_default()) {
+            Ok(reason) => ApprovalAction::Reject { by, reason },
+            Err(e) => return back(None, Some(&format!("A rejection needs a reason: {e}."))),
+        },
+        _ => {
+            return ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is no such action.")
+                .into_response();
+        }
+    };
+    let approvals = &state.services().approvals;
+    match approvals.act(signed.user.tenant_id, id, &act).await {
+        Ok(done) => back(Some(&format!("Message {}.", done.status)), None),
+        Err(leadline_ports::TransitionApprovalError::Conflict { current }) => {
+            // Someone else got there first: say who and what.
+            let winner = approvals
+                .get(signed.user.tenant_id, id)
+                .await
+                .ok()
+                .and_then(|a| a.decided_by.or(a.sent_by));
+            let who = match winner {
+                Some(agent) => state
+                    .services()
+                    .agents
+                    .get(signed.user.tenant_id, agent)
+                    .await
+                    .map(|a| a.name.to_string())
+                    .unwrap_or_else(|_| "someone else".to_owned()),
+                None => "someone else".to_owned(),
+            };
+            back(
+                None,
+                Some(&format!(
+                    "Not done: this message was {current} already, by {who}."
+                )),
+            )
+        }
+        Err(leadline_ports::TransitionApprovalError::NotFound) => ConsoleError::new(
+            &headers,
+            StatusCode::NOT_FOUND,
+            "There is no such approval.",
+        )
+        .into_response(),
+        Err(e) => {
+            ConsoleError::api(&headers, crate::error::transition_error(e, "by")).into_response()
+        }
+    }
+}
+
+/// Back to the inbox, saying what happened.
+fn back(done: Option<&str>, error: Option<&str>) -> Response {
+    let pairs: Vec<(&str, &str)> = [("done", done), ("error", error)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+    Redirect::to(&format!("/?{query}")).into_response()
+}
+
+async fn admin_keys(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if signed.user.role != Role::Admin {
+        return ConsoleError::new(
+            &headers,
+            StatusCode::FORBIDDEN,
+            format!(
+                "API keys are for admins; you are {}. Ask an admin if you need one.",
+                signed.user.role
+            ),
+        )
+        .into_response();
+    }
+    let page = match state
+        .services()
+        .keys
+        .list(
+            signed.user.tenant_id,
+            PageLimit::new(200).unwrap_or(PageLimit::DEFAULT),
+            None,
+        )
+        .await
+    {
+        Ok(page) => page,
+        Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
+    };
+    pages::keys(&signed.user, &signed.session.csrf_token, &page.items).into_response()
+}

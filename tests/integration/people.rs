@@ -1,0 +1,258 @@
+//! People on both backends (PostgreSQL as the service role): invitations
+//! and their one-time links, sign-in with argon2id passwords, the lockout
+//! after repeated failures, sessions that end (sign-out, everywhere, idle),
+//! and, on PostgreSQL, sign-in attempts the service can only add to.
+
+use std::time::Duration;
+
+use leadline_app::SignInError;
+use leadline_domain::{DisplayName, Email, LockoutPolicy, Role, SessionPolicy};
+use leadline_store::Store;
+
+use crate::support::{both_backends, eventually, services};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn tenant(s: &leadline_app::Services) -> (leadline_domain::TenantId, String) {
+    let slug = crate::support::unique_slug("people");
+    let created = s
+        .tenants
+        .create(&leadline_domain::CreateTenantRequest {
+            slug: leadline_domain::Slug::parse(&slug).unwrap(),
+            name: DisplayName::new("People").unwrap(),
+        })
+        .await
+        .unwrap();
+    (created.tenant.id, slug)
+}
+
+async fn invite(
+    s: &leadline_app::Services,
+    tenant: leadline_domain::TenantId,
+    email: &str,
+    role: Role,
+) -> String {
+    let invited = s
+        .people
+        .invite(
+            tenant,
+            Email::parse(email).unwrap(),
+            DisplayName::new(email).unwrap(),
+            role,
+        )
+        .await
+        .unwrap();
+    assert_eq!(invited.user.role, role);
+    assert!(!invited.user.has_password);
+    invited.link.expose().to_owned()
+}
+
+async fn invitations_links_and_sessions(store: Store) {
+    let s = services(store);
+    let (tenant, slug) = tenant(&s).await;
+    let link = invite(&s, tenant, "ada@acme.example", Role::Approver).await;
+    // The user acts as the agent with her email, made for her.
+    let agents = s
+        .agents
+        .list(tenant, leadline_domain::PageLimit::DEFAULT, None)
+        .await
+        .unwrap();
+    let agent = agents
+        .items
+        .iter()
+        .find(|a| a.email.as_str() == "ada@acme.example")
+        .expect("an agent for the user")
+        .clone();
+    assert!(matches!(
+        s.people.redeem_link(&link, "short").await,
+        Err(SignInError::Password(_))
+    ));
+    let signed = s.people.redeem_link(&link, PASSWORD).await.unwrap();
+    assert_eq!(signed.user.agent_id, Some(agent.id));
+    assert!(
+        matches!(
+            s.people.redeem_link(&link, PASSWORD).await,
+            Err(SignInError::Invalid)
+        ),
+        "a link works once"
+    );
+    let cookie = signed.token.expose().to_owned();
+    let (session, user) = s.people.session(&cookie).await.unwrap().expect("live");
+    assert_eq!((user.id, session.csrf_token.len()), (signed.user.id, 64));
+    assert!(user.has_password);
+
+    // A password sign-in, and "everywhere" ends both sessions.
+    let again = s
+        .people
+        .sign_in(&slug, "ADA@acme.example ", PASSWORD, "10.0.0.1")
+        .await
+        .unwrap();
+    assert_eq!(again.user.id, user.id);
+    assert_eq!(
+        s.people.sign_out_everywhere(tenant, user.id).await.unwrap(),
+        2
+    );
+    for cookie in [&cookie, &again.token.expose().to_owned()] {
+        assert!(s.people.session(cookie).await.unwrap().is_none());
+    }
+    // One session ends alone.
+    let one = s
+        .people
+        .sign_in(&slug, "ada@acme.example", PASSWORD, "10.0.0.1")
+        .await
+        .unwrap();
+    let two = s
+        .people
+        .sign_in(&slug, "ada@acme.example", PASSWORD, "10.0.0.1")
+        .await
+        .unwrap();
+    s.people.sign_out(one.token.expose()).await.unwrap();
+    assert!(
+        s.people
+            .session(one.token.expose())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.people
+            .session(two.token.expose())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Another tenant's cookie text with this tenant's id does not sign in.
+    assert!(s.people.session("lls_nonsense").await.unwrap().is_none());
+    // A fresh link for an existing user resets the password.
+    let reset = s.people.issue_link(tenant, user.id).await.unwrap();
+    s.people
+        .redeem_link(reset.expose(), "another long password")
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.people
+            .sign_in(&slug, "ada@acme.example", PASSWORD, "10.0.0.1")
+            .await,
+        Err(SignInError::Invalid)
+    ));
+}
+
+async fn wrong_answers_look_alike_and_lock_out(store: Store) {
+    let s = services(store);
+    let (tenant, slug) = tenant(&s).await;
+    let link = invite(&s, tenant, "bob@acme.example", Role::Agent).await;
+    s.people.redeem_link(&link, PASSWORD).await.unwrap();
+    for (workspace, email, password) in [
+        ("no-such-workspace", "bob@acme.example", PASSWORD),
+        (slug.as_str(), "nobody@acme.example", PASSWORD),
+        (slug.as_str(), "not an email", PASSWORD),
+    ] {
+        assert!(
+            matches!(
+                s.people
+                    .sign_in(workspace, email, password, "10.0.0.9")
+                    .await,
+                Err(SignInError::Invalid)
+            ),
+            "{workspace} {email}"
+        );
+    }
+    // Five wrong passwords for Bob from one address: then even the right
+    // one is refused, saying until when.
+    for _ in 0..5 {
+        assert!(matches!(
+            s.people
+                .sign_in(&slug, "bob@acme.example", "wrong password!", "10.0.0.2")
+                .await,
+            Err(SignInError::Invalid)
+        ));
+    }
+    match s
+        .people
+        .sign_in(&slug, "bob@acme.example", PASSWORD, "10.0.0.3")
+        .await
+    {
+        Err(SignInError::LockedOut(lockout)) => {
+            let until = leadline_app::lockout_ends(lockout);
+            assert!(until > chrono::Utc::now() + chrono::Duration::minutes(14));
+        }
+        other => panic!("not locked out: {other:?}"),
+    }
+    // Another account is not locked by Bob's failures.
+    let carl = invite(&s, tenant, "carl@acme.example", Role::Viewer).await;
+    s.people.redeem_link(&carl, PASSWORD).await.unwrap();
+    s.people
+        .sign_in(&slug, "carl@acme.example", PASSWORD, "10.0.0.2")
+        .await
+        .unwrap();
+}
+
+async fn idle_sessions_end(store: Store) {
+    let mut s = services(store);
+    s.people = s.people.clone().with_policies(
+        SessionPolicy {
+            idle: chrono::Duration::seconds(1),
+            absolute: chrono::Duration::hours(1),
+        },
+        LockoutPolicy::default(),
+    );
+    let (tenant, _) = tenant(&s).await;
+    let link = invite(&s, tenant, "dee@acme.example", Role::Viewer).await;
+    let signed = s.people.redeem_link(&link, PASSWORD).await.unwrap();
+    let cookie = signed.token.expose().to_owned();
+    assert!(s.people.session(&cookie).await.unwrap().is_some());
+    eventually(
+        "the idle session ends",
+        Duration::from_secs(10),
+        async || match s.people.session(&cookie).await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("still live"),
+        },
+    )
+    .await;
+}
+
+both_backends!(
+    invitations_links_and_sessions,
+    wrong_answers_look_alike_and_lock_out,
+    idle_sessions_end
+);
+
+/// The service role may add sign-in attempts and read them, never change
+/// or remove one: the record an auditor reads is append-only.
+#[tokio::test]
+async fn the_service_cannot_rewrite_sign_in_attempts() {
+    use sqlx::{Connection, Executor};
+    let pg = crate::support::pg().await;
+    let s = services(crate::support::pg_store().await);
+    let (tenant, slug) = tenant(&s).await;
+    let _ = s
+        .people
+        .sign_in(&slug, "x@acme.example", PASSWORD, "10.1.1.1")
+        .await;
+    let mut conn = sqlx::PgConnection::connect(&pg.service_url).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, false)")
+        .bind(tenant.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for statement in [
+        "UPDATE login_attempts SET succeeded = true",
+        "DELETE FROM login_attempts",
+    ] {
+        let err = conn.execute(statement).await.expect_err(statement);
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("42501"),
+            "{statement}: {err}"
+        );
+    }
+    let count: (i64,) = sqlx::query_as("SELECT count(*) FROM login_attempts")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        count.0, 1,
+        "the attempt was recorded, and only in its tenant"
+    );
+}
