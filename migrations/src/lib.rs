@@ -28,6 +28,8 @@ mod m20261206_000014_webhook_delivery;
 mod m20261207_000015_message_channels;
 mod m20261208_000016_key_access;
 mod m20261208_000017_people;
+mod m20261208_000018_separation_of_duties;
+mod m20261208_000019_key_successors;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -60,6 +62,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000015_message_channels::Migration),
             Box::new(m20261208_000016_key_access::Migration),
             Box::new(m20261208_000017_people::Migration),
+            Box::new(m20261208_000018_separation_of_duties::Migration),
+            Box::new(m20261208_000019_key_successors::Migration),
         ]
     }
 }

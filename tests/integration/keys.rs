@@ -190,9 +190,21 @@ async fn expiry_and_rotation(store: Store) {
         .authenticate(newest.expose())
         .await
         .expect("its successor works");
+    // A key is rotated once: a retried rotate must not hand out a key that
+    // dies with the old one.
+    assert!(matches!(
+        s.keys.rotate(tenant, old.key.id, chrono::Duration::hours(1)).await,
+        Err(KeyError::Refused(leadline_domain::KeyRefused::AlreadyRotated(next)))
+            if next == rotated.new.id
+    ));
+    let fresh = s
+        .keys
+        .issue(tenant, &named("fresh", Access::Role(Role::Viewer)))
+        .await
+        .unwrap();
     assert!(matches!(
         s.keys
-            .rotate(tenant, old.key.id, chrono::Duration::days(8))
+            .rotate(tenant, fresh.key.id, chrono::Duration::days(8))
             .await,
         Err(KeyError::Refused(leadline_domain::KeyRefused::Overlap))
     ));

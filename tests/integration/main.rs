@@ -31,6 +31,7 @@ mod retries;
 mod rls;
 mod roles;
 mod search;
+mod separation;
 mod support;
 mod tls;
 mod use_cases;

@@ -34,7 +34,18 @@ async fn start(max_connections: u32, acquire_timeout_ms: u64) -> Running {
         },
         ..Config::default()
     };
-    let created = run::create_tenant(&config, &unique_slug("ops"), None)
+    // The tenant is made with the default pool settings: the tight ones
+    // are for the server under test, and a loaded machine can take longer
+    // than they allow just to open the first connection.
+    let setup = Config {
+        database: StoreSettings {
+            max_connections: 2,
+            acquire_timeout_ms: 10_000,
+            ..config.database.clone()
+        },
+        ..Config::default()
+    };
+    let created = run::create_tenant(&setup, &unique_slug("ops"), None)
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

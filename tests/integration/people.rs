@@ -123,12 +123,31 @@ async fn invitations_links_and_sessions(store: Store) {
     );
     // Another tenant's cookie text with this tenant's id does not sign in.
     assert!(s.people.session("lls_nonsense").await.unwrap().is_none());
-    // A fresh link for an existing user resets the password.
+    // A fresh link for an existing user resets the password; issuing
+    // another retires it, and using that one ends every session.
+    let older = s.people.issue_link(tenant, user.id).await.unwrap();
     let reset = s.people.issue_link(tenant, user.id).await.unwrap();
     s.people
         .redeem_link(reset.expose(), "another long password")
         .await
         .unwrap();
+    assert!(
+        s.people
+            .session(two.token.expose())
+            .await
+            .unwrap()
+            .is_none(),
+        "a reset ends the sessions the old password had"
+    );
+    assert!(
+        matches!(
+            s.people
+                .redeem_link(older.expose(), "a third long password")
+                .await,
+            Err(SignInError::Invalid)
+        ),
+        "an earlier link stops working"
+    );
     assert!(matches!(
         s.people
             .sign_in(&slug, "ada@acme.example", PASSWORD, "10.0.0.1")
@@ -212,7 +231,91 @@ async fn idle_sessions_end(store: Store) {
     .await;
 }
 
+/// Guesses sent at once take turns: the lockout counts every one, and an
+/// unknown workspace locks out like a known one.
+async fn parallel_guesses_are_counted(store: Store) {
+    let s = services(store);
+    let (tenant, slug) = tenant(&s).await;
+    let link = invite(&s, tenant, "eve@acme.example", Role::Agent).await;
+    s.people.redeem_link(&link, PASSWORD).await.unwrap();
+    // Thirty wrong guesses at once, from thirty addresses (each address
+    // alone is throttled anyway), then the right password.
+    let guesses = (0..30).map(|i| {
+        let s = s.clone();
+        let slug = slug.clone();
+        async move {
+            s.people
+                .sign_in(
+                    &slug,
+                    "eve@acme.example",
+                    "wrong password!!",
+                    &format!("10.2.0.{i}"),
+                )
+                .await
+        }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|a| matches!(a, Err(SignInError::Invalid)))
+        .count();
+    assert_eq!(checked, 5, "only five guesses reached the password check");
+    assert!(matches!(
+        s.people
+            .sign_in(&slug, "eve@acme.example", PASSWORD, "10.3.0.1")
+            .await,
+        Err(SignInError::LockedOut(_))
+    ));
+    // A workspace that does not exist answers the same way.
+    for i in 0..5 {
+        assert!(matches!(
+            s.people
+                .sign_in(
+                    "no-such-workspace",
+                    "eve@acme.example",
+                    "wrong password!!",
+                    &format!("10.4.0.{i}")
+                )
+                .await,
+            Err(SignInError::Invalid)
+        ));
+    }
+    assert!(matches!(
+        s.people
+            .sign_in(
+                "no-such-workspace",
+                "eve@acme.example",
+                "wrong password!!",
+                "10.4.1.1"
+            )
+            .await,
+        Err(SignInError::LockedOut(_))
+    ));
+    // One address gets ten attempts a minute, whatever it tries.
+    let mut throttled = false;
+    for _ in 0..11 {
+        if let Err(SignInError::Throttled { retry_after_secs }) = s
+            .people
+            .sign_in(
+                "another-workspace",
+                "x@acme.example",
+                "wrong password!!",
+                "10.5.0.1",
+            )
+            .await
+        {
+            assert!(retry_after_secs >= 1);
+            throttled = true;
+        }
+    }
+    assert!(
+        throttled,
+        "the eleventh attempt from one address is throttled"
+    );
+}
+
 both_backends!(
+    parallel_guesses_are_counted,
     invitations_links_and_sessions,
     wrong_answers_look_alike_and_lock_out,
     idle_sessions_end

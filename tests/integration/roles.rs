@@ -60,6 +60,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("post", "/v1/deliveries/{id}/retry", "approver"),
     ("get", "/v1/settings/email", "admin"),
     ("put", "/v1/settings/email", "admin"),
+    ("get", "/v1/settings/approvals", "admin"),
+    ("put", "/v1/settings/approvals", "admin"),
     ("get", "/v1/changes", "viewer"),
     ("get", "/v1/webhooks", "admin"),
     ("post", "/v1/webhooks", "admin"),
@@ -223,4 +225,82 @@ async fn keys_are_per_tenant(store: Store) {
     );
 }
 
-both_backends!(every_operation_with_every_role, keys_are_per_tenant);
+/// A key hands out no more than it has: the `admin` scope alone manages
+/// keys, but can neither issue nor rotate a key that does more.
+async fn a_key_hands_out_no_more_than_it_has(store: Store) {
+    let s = services(store);
+    let app = router(AppState::new(s.clone()));
+    let (tenant, admin) = new_tenant(&s).await;
+    let scoped = s
+        .keys
+        .issue(
+            tenant,
+            &NewApiKey {
+                name: DisplayName::new("keys only").unwrap(),
+                access: Access::Scopes(ScopeSet::new([Scope::Admin]).unwrap()),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let scoped = scoped.token.expose().to_owned();
+    let post = |key: String, body: serde_json::Value| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri("/v1/keys")
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    for wider in [
+        serde_json::json!({"name": "w", "role": "admin"}),
+        serde_json::json!({"name": "w", "role": "viewer"}),
+        serde_json::json!({"name": "w", "scopes": ["admin", "read"]}),
+    ] {
+        let (status, problem) = post(scoped.clone(), wider.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{wider}: {problem}");
+        assert_eq!(
+            problem["type"], "urn:leadline:problem:forbidden",
+            "{problem}"
+        );
+    }
+    let (status, _) = post(
+        scoped.clone(),
+        serde_json::json!({"name": "same", "scopes": ["admin"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Nor may it rotate the tenant's admin key into its hands.
+    let admin_id = s.keys.authenticate(&admin).await.unwrap().key_id;
+    let (status, _, _) = call(
+        &app,
+        "post",
+        &format!("/v1/keys/{admin_id}/rotate"),
+        &scoped,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = post(admin, serde_json::json!({"name": "any", "role": "admin"})).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "an admin key covers everything"
+    );
+}
+
+both_backends!(
+    every_operation_with_every_role,
+    keys_are_per_tenant,
+    a_key_hands_out_no_more_than_it_has
+);

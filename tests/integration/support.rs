@@ -153,6 +153,9 @@ pub fn unique_slug(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A fresh tenant and its admin key, with separation of duties off: most
+/// tests draft and decide with one agent; `separation.rs` tests the rule,
+/// which is on for a tenant created any other way.
 pub async fn new_tenant(s: &Services) -> (TenantId, String) {
     let created = s
         .tenants
@@ -162,6 +165,10 @@ pub async fn new_tenant(s: &Services) -> (TenantId, String) {
         })
         .await
         .expect("tenant");
+    s.tenants
+        .set_separation_of_duties(created.tenant.id, false)
+        .await
+        .expect("separation of duties off");
     (created.tenant.id, created.api_key.expose().to_owned())
 }
 

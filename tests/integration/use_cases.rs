@@ -213,6 +213,22 @@ mod cache_wiring {
             .draft(tenant, b.id, &draft)
             .await
             .expect("draft");
+        // Separation of duties is on for a new tenant: the drafter may not
+        // approve. Turned off, she may.
+        assert!(matches!(
+            s.approvals
+                .act(
+                    tenant,
+                    approval.id,
+                    &ApprovalAction::Approve { by: agent.id }
+                )
+                .await,
+            Err(leadline_ports::TransitionApprovalError::SelfDecision)
+        ));
+        s.tenants
+            .set_separation_of_duties(tenant, false)
+            .await
+            .expect("turned off");
         s.approvals
             .act(
                 tenant,

@@ -58,6 +58,13 @@ pub enum SignInError {
     /// Too many failures lately.
     #[error("too many failed sign-ins")]
     LockedOut(Lockout),
+    /// Too many attempts from this address just now, whatever their
+    /// outcome.
+    #[error("too many sign-in attempts from this address")]
+    Throttled {
+        /// Seconds until one more is allowed.
+        retry_after_secs: u64,
+    },
     /// The new password is not acceptable.
     #[error(transparent)]
     Password(#[from] leadline_domain::PasswordRefused),
@@ -113,6 +120,127 @@ pub struct PeopleService {
     tenants: Arc<dyn TenantRepository>,
     session_policy: SessionPolicy,
     lockout: LockoutPolicy,
+    guard: Arc<SignInGuard>,
+}
+
+/// How many sign-in attempts one address gets: a few a minute, in bursts
+/// of ten, whatever their outcome or workspace. Per instance.
+const ADDRESS_ATTEMPTS_PER_MINUTE: f64 = 10.0;
+const ADDRESS_ATTEMPTS_BURST: u32 = 10;
+/// Password hashes computed at once: each takes 19 MiB and a core for
+/// tens of milliseconds, so a flood waits its turn instead of exhausting
+/// memory and the blocking pool.
+const CONCURRENT_HASHES: usize = 4;
+
+/// This instance's defences around sign-in, in front of the store.
+struct SignInGuard {
+    /// Per address: the GCRA state of its attempts.
+    addresses: moka::sync::Cache<String, f64>,
+    /// Per account (workspace and email): a lock, so its attempts take
+    /// turns.
+    accounts: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Failures for workspaces that do not exist, by workspace and email.
+    unknown: moka::sync::Cache<String, Vec<DateTime<Utc>>>,
+    hashing: Arc<tokio::sync::Semaphore>,
+    epoch: std::time::Instant,
+}
+
+impl SignInGuard {
+    fn new() -> Self {
+        let window = std::time::Duration::from_secs(15 * 60);
+        Self {
+            addresses: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(120))
+                .build(),
+            accounts: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(60))
+                .build(),
+            unknown: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(window)
+                .build(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_HASHES)),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    fn throttle(&self, address: &str) -> Result<(), SignInError> {
+        let Ok(limit) = leadline_domain::RateLimit::new(
+            ADDRESS_ATTEMPTS_PER_MINUTE / 60.0,
+            ADDRESS_ATTEMPTS_BURST,
+        ) else {
+            return Ok(());
+        };
+        let now = self.epoch.elapsed().as_secs_f64() * 1000.0;
+        let entry = self
+            .addresses
+            .entry(address.to_owned())
+            .and_compute_with(|current| {
+                let decision = limit.decide(current.map(|e| *e.value()), now);
+                if decision.allowed {
+                    moka::ops::compute::Op::Put(decision.tat_ms)
+                } else {
+                    moka::ops::compute::Op::Nop
+                }
+            });
+        match entry {
+            moka::ops::compute::CompResult::Inserted(_)
+            | moka::ops::compute::CompResult::ReplacedWith(_) => Ok(()),
+            _ => {
+                let tat = self.addresses.get(address).unwrap_or(now);
+                let decision = limit.decide(Some(tat), now);
+                Err(SignInError::Throttled {
+                    retry_after_secs: decision.retry_after_secs(),
+                })
+            }
+        }
+    }
+
+    fn account(&self, workspace: &str, email: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.accounts
+            .get_with(format!("{workspace}\u{0}{email}"), Arc::default)
+    }
+
+    fn unknown_lockout(
+        &self,
+        policy: &LockoutPolicy,
+        workspace: &str,
+        email: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Lockout> {
+        let failures = self
+            .unknown
+            .get(&format!("{workspace}\u{0}{email}"))
+            .unwrap_or_default();
+        policy.lockout(&failures, &[], now)
+    }
+
+    fn unknown_failed(&self, workspace: &str, email: &str, now: DateTime<Utc>) {
+        let key = format!("{workspace}\u{0}{email}");
+        let mut failures = self.unknown.get(&key).unwrap_or_default();
+        failures.push(now);
+        self.unknown.insert(key, failures);
+    }
+
+    /// Checks `password` against `hash` (or the dummy hash, for no
+    /// account) on the blocking pool, a few at a time. False without a
+    /// hash.
+    async fn check_password(&self, hash: Option<PasswordHash>, password: &str) -> bool {
+        let real = hash.is_some();
+        let Some(hash) = hash.or_else(|| DUMMY_HASH.clone()) else {
+            return false;
+        };
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return false;
+        };
+        let attempt = password.to_owned();
+        let verified = tokio::task::spawn_blocking(move || hash.verify(&attempt))
+            .await
+            .unwrap_or(false);
+        real && verified
+    }
 }
 
 impl PeopleService {
@@ -131,6 +259,7 @@ impl PeopleService {
             tenants,
             session_policy: SessionPolicy::default(),
             lockout: LockoutPolicy::default(),
+            guard: Arc::new(SignInGuard::new()),
         }
     }
 
@@ -260,17 +389,34 @@ impl PeopleService {
         password: &str,
         address: &str,
     ) -> Result<SignedIn, SignInError> {
-        let Some(tenant) = self.workspace(workspace).await? else {
-            // No tenant to record the attempt in; the same answer as a
-            // wrong password.
-            check_password(None, password).await;
-            return Err(SignInError::Invalid);
-        };
+        // Before anything costs a store call or a hash: each address gets a
+        // few attempts a minute, whatever the workspace (known or not).
+        self.guard.throttle(address)?;
+        let workspace = workspace.trim().to_lowercase();
         // Failures count per account as the store spells it, so that case
         // and spaces do not make a fresh account.
         let email_key =
             Email::parse(email).map_or_else(|_| email.trim().to_lowercase(), |e| e.to_string());
+        // One attempt at a time per account (on this instance): the count,
+        // the check and the record below cannot be raced by parallel
+        // guesses.
+        let account = self.guard.account(&workspace, &email_key);
+        let _turn = account.lock().await;
         let now = Utc::now();
+        let Some(tenant) = self.workspace(&workspace).await? else {
+            // No tenant to record the attempt in: counted here, so that an
+            // unknown workspace locks out like a known one and the two
+            // cannot be told apart.
+            if let Some(lockout) =
+                self.guard
+                    .unknown_lockout(&self.lockout, &workspace, &email_key, now)
+            {
+                return Err(SignInError::LockedOut(lockout));
+            }
+            self.guard.check_password(None, password).await;
+            self.guard.unknown_failed(&workspace, &email_key, now);
+            return Err(SignInError::Invalid);
+        };
         let failures = self
             .users
             .recent_failures(tenant, &email_key, address, now - self.lockout.window)
@@ -290,7 +436,7 @@ impl PeopleService {
             Some((user, hash)) if user.disabled_at.is_none() => (Some(user), hash),
             _ => (None, None),
         };
-        let matches = check_password(hash, password).await;
+        let matches = self.guard.check_password(hash, password).await;
         let user = user.filter(|_| matches);
         self.users
             .record_attempt(tenant, &email_key, address, user.is_some())
@@ -331,6 +477,9 @@ impl PeopleService {
             .map_err(|e| PeopleError::Unknown(anyhow::anyhow!("hashing stopped: {e}")))?
             .map_err(|e| PeopleError::Unknown(anyhow::anyhow!("hashing failed: {e}")))?;
         self.users.set_password(tenant, user.id, &hash).await?;
+        // A new password ends every session the old one (or a thief
+        // holding one) had.
+        self.sessions.end_all(tenant, user.id).await?;
         Ok(self.begin(user).await?)
     }
 
@@ -416,20 +565,6 @@ impl PeopleService {
             Err(e) => Err(PeopleError::Unknown(anyhow::anyhow!("{e}"))),
         }
     }
-}
-
-/// Checks `password` against `hash` (or the dummy hash, for no account) on
-/// the blocking pool. False without a hash.
-async fn check_password(hash: Option<PasswordHash>, password: &str) -> bool {
-    let real = hash.is_some();
-    let Some(hash) = hash.or_else(|| DUMMY_HASH.clone()) else {
-        return false;
-    };
-    let attempt = password.to_owned();
-    let verified = tokio::task::spawn_blocking(move || hash.verify(&attempt))
-        .await
-        .unwrap_or(false);
-    real && verified
 }
 
 /// When a lockout ends.

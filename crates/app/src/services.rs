@@ -262,6 +262,18 @@ impl TenantService {
     pub async fn get(&self, tenant: TenantId) -> Result<Tenant, GetTenantError> {
         self.repo.get(tenant).await
     }
+
+    /// Turns separation of duties on or off for a tenant.
+    ///
+    /// # Errors
+    /// [`GetTenantError::NotFound`] and the store's failures.
+    pub async fn set_separation_of_duties(
+        &self,
+        tenant: TenantId,
+        on: bool,
+    ) -> Result<Tenant, GetTenantError> {
+        self.repo.set_separation_of_duties(tenant, on).await
+    }
 }
 
 /// Agents of a tenant.

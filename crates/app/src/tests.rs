@@ -48,6 +48,7 @@ fn tenant(id: TenantId) -> leadline_domain::Tenant {
         slug: Slug::parse("acme").expect("valid"),
         name: DisplayName::new("Acme").expect("valid"),
         created_at: chrono::Utc::now(),
+        separation_of_duties: true,
     }
 }
 
@@ -66,6 +67,7 @@ fn key(
         expires_at,
         last_used_at: Some(chrono::Utc::now()),
         revoked_at: None,
+        replaced_by: None,
     }
 }
 
@@ -155,6 +157,7 @@ async fn create_with_id_uses_that_id_and_a_key_for_it() {
                 slug: req.slug.clone(),
                 name: req.name.clone(),
                 created_at: chrono::Utc::now(),
+                separation_of_duties: true,
             })
         });
     let service = TenantService::new(Arc::new(repo));

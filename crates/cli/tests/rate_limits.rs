@@ -22,6 +22,10 @@ fn leadline(db: &str, redis: &str) -> Command {
         .env("DATABASE_URL", db)
         .env("LEADLINE_HTTP__BIND", "127.0.0.1:0")
         .env("LEADLINE_CACHE__REDIS_URL", redis)
+        // A loaded machine must not push a call past the bound and into the
+        // per-instance fallback while the shared limit is measured; a
+        // stopped Redis refuses connections at once anyway.
+        .env("LEADLINE_CACHE__REDIS_TIMEOUT_MS", "2000")
         .env("LEADLINE_RECALL__PRELOAD_ON_START", "false")
         // The tenant: 50 reads a second, 10 at once. The key alone could
         // do far more.

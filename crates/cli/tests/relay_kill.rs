@@ -65,6 +65,12 @@ async fn send_one(config: &Config) -> Sent {
         .unwrap()
         .tenant
         .id;
+    // One agent drafts and sends: the rule that keeps a drafter from
+    // approving is not what this test is about.
+    s.tenants
+        .set_separation_of_duties(tenant, false)
+        .await
+        .unwrap();
     let agent = s
         .agents
         .create(

@@ -130,6 +130,17 @@ impl Role {
     pub fn allows(self, scope: Scope) -> bool {
         self >= scope.least_role()
     }
+
+    /// Every scope it grants.
+    #[must_use]
+    pub fn scopes(self) -> ScopeSet {
+        ScopeSet(
+            Scope::ALL
+                .into_iter()
+                .filter(|s| self.allows(*s))
+                .fold(0, |bits, s| bits | s.bit()),
+        )
+    }
 }
 
 impl fmt::Display for Role {
@@ -244,6 +255,23 @@ impl Access {
             Self::Role(role) => role.allows(scope),
             Self::Scopes(set) => set.contains(scope),
         }
+    }
+
+    /// Every scope it grants.
+    #[must_use]
+    pub fn scope_set(self) -> ScopeSet {
+        match self {
+            Self::Role(role) => role.scopes(),
+            Self::Scopes(set) => set,
+        }
+    }
+
+    /// Whether it grants everything `other` does: a key may only issue or
+    /// rotate keys it covers, so that no key hands out more than it has.
+    #[must_use]
+    pub fn covers(self, other: Self) -> bool {
+        let (mine, theirs) = (self.scope_set().0, other.scope_set().0);
+        theirs & !mine == 0
     }
 
     /// The role, if it is one.
@@ -369,6 +397,24 @@ mod tests {
             serde_json::to_value(set).unwrap(),
             serde_json::json!(["read", "events:write"])
         );
+    }
+
+    #[test]
+    fn access_covers_only_what_it_grants() {
+        let admin = Access::Role(Role::Admin);
+        let only_admin = Access::Scopes(ScopeSet::new([Scope::Admin]).unwrap());
+        let agent = Access::Role(Role::Agent);
+        let events = Access::Scopes(ScopeSet::new([Scope::EventsWrite]).unwrap());
+        assert!(admin.covers(admin) && admin.covers(only_admin) && admin.covers(events));
+        assert!(
+            !only_admin.covers(admin),
+            "the admin scope alone is not the admin role"
+        );
+        assert!(only_admin.covers(only_admin));
+        assert!(agent.covers(events) && agent.covers(Access::Role(Role::Viewer)));
+        assert!(!agent.covers(Access::Role(Role::Approver)));
+        assert!(!events.covers(agent));
+        assert_eq!(Role::Viewer.scopes(), ScopeSet::new([Scope::Read]).unwrap());
     }
 
     #[test]

@@ -176,6 +176,8 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The key a rotation issued to follow it.
+    pub replaced_by: Option<ApiKeyId>,
 }
 
 /// How stale `last_used_at` may get: recording every use would turn each
@@ -212,6 +214,9 @@ impl ApiKey {
     ) -> Result<DateTime<Utc>, KeyRefused> {
         if !self.is_live(now) {
             return Err(KeyRefused::Revoked);
+        }
+        if let Some(successor) = self.replaced_by {
+            return Err(KeyRefused::AlreadyRotated(successor));
         }
         if overlap < Duration::zero() || overlap > MAX_ROTATION_OVERLAP {
             return Err(KeyRefused::Overlap);
@@ -291,6 +296,9 @@ pub enum KeyRefused {
     /// The overlap is negative or longer than seven days.
     #[error("must be between 0 and 604800 seconds (7 days)")]
     Overlap,
+    /// The key was rotated already: its successor is the one to rotate.
+    #[error("the key was rotated already, to key {0}: rotate that one")]
+    AlreadyRotated(ApiKeyId),
 }
 
 impl fmt::Debug for ApiKeyToken {
@@ -369,6 +377,7 @@ mod tests {
             expires_at,
             last_used_at: None,
             revoked_at: None,
+            replaced_by: None,
         }
     }
 

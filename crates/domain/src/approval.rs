@@ -145,6 +145,21 @@ impl ApprovalAction {
         }
     }
 
+    /// Whether it decides the approval (approve, reject): what separation
+    /// of duties keeps the drafter from doing. Sending and withdrawing are
+    /// not decisions.
+    #[must_use]
+    pub const fn is_decision(&self) -> bool {
+        matches!(self, Self::Approve { .. } | Self::Reject { .. })
+    }
+
+    /// Whether separation of duties (when `separated`) refuses this action
+    /// on an approval drafted by `requested_by`.
+    #[must_use]
+    pub fn breaks_separation(&self, requested_by: AgentId, separated: bool) -> bool {
+        separated && self.is_decision() && self.actor() == requested_by
+    }
+
     /// The acting agent.
     #[must_use]
     pub const fn actor(&self) -> AgentId {
@@ -391,6 +406,31 @@ mod tests {
                     "{from} -> {to}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_drafter_may_not_decide_while_duties_are_separated() {
+        let drafter = AgentId::new();
+        let other = AgentId::new();
+        let reason = RejectionReason::new("tone").expect("valid");
+        let approve = ApprovalAction::Approve { by: drafter };
+        let reject = ApprovalAction::Reject {
+            by: drafter,
+            reason,
+        };
+        assert!(approve.breaks_separation(drafter, true));
+        assert!(reject.breaks_separation(drafter, true));
+        assert!(!approve.breaks_separation(drafter, false), "turned off");
+        assert!(!ApprovalAction::Approve { by: other }.breaks_separation(drafter, true));
+        for not_a_decision in [
+            ApprovalAction::MarkSent { by: drafter },
+            ApprovalAction::Cancel { by: drafter },
+        ] {
+            assert!(
+                !not_a_decision.breaks_separation(drafter, true),
+                "{not_a_decision:?}"
+            );
         }
     }
 

@@ -76,6 +76,7 @@ pub fn tenant() -> Tenant {
         slug: Slug::parse("acme").expect("valid slug"),
         name: DisplayName::new("Acme").expect("valid name"),
         created_at: Utc::now(),
+        separation_of_duties: true,
     }
 }
 

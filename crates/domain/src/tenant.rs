@@ -16,6 +16,9 @@ pub struct Tenant {
     pub name: DisplayName,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Whether the agent who drafted an approval is kept from deciding it
+    /// (on unless the tenant's admin turns it off).
+    pub separation_of_duties: bool,
 }
 
 /// What it takes to create a tenant.

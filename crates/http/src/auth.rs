@@ -118,6 +118,21 @@ fn http_method(method: &HttpMethod) -> Method {
 #[derive(Debug, Clone)]
 pub(crate) struct CurrentCaller(pub Caller);
 
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CurrentCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
 /// The route layer: authenticates `/v1` requests and checks their scope.
 pub(crate) async fn layer(
     State((state, permissions)): State<(AppState, Arc<Permissions>)>,

@@ -168,6 +168,19 @@ impl ApiError {
         err
     }
 
+    /// Changes the status and kind of an error built with a helper (for a
+    /// refusal that names a field but is not a validation failure).
+    pub(crate) fn set_status(
+        &mut self,
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+    ) {
+        self.status = status;
+        self.kind = kind;
+        self.title = title;
+    }
+
     /// 403: the caller is known but its role or scopes do not allow this.
     /// `required_scope` and `required_role` say what would.
     pub fn forbidden(refused: &leadline_domain::Forbidden) -> Self {
@@ -575,6 +588,11 @@ pub(crate) fn transition_error(
             e
         }
         E::AgentNotFound => ApiError::invalid_field(actor_field, "no such agent"),
+        E::SelfDecision => ApiError::conflict(
+            actor_field,
+            "separation of duties: the agent who drafted an approval cannot approve or reject it; \
+             another person must (a tenant admin can turn the rule off: PUT /v1/settings/approvals)",
+        ),
         E::Unavailable(u) => ApiError::unavailable(&u),
         E::Unknown(e) => ApiError::internal(&e),
     }
@@ -650,8 +668,8 @@ impl From<leadline_ports::KeyError> for ApiError {
         use leadline_ports::KeyError;
         match e {
             KeyError::NotFound => Self::not_found("API key"),
-            KeyError::Refused(KeyRefused::Revoked) => {
-                Self::conflict("id", KeyRefused::Revoked.to_string())
+            KeyError::Refused(r @ (KeyRefused::Revoked | KeyRefused::AlreadyRotated(_))) => {
+                Self::conflict("id", r.to_string())
             }
             KeyError::Refused(r @ KeyRefused::Overlap) => {
                 Self::invalid_field("overlap_seconds", r.to_string())

@@ -18,7 +18,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState, cursor,
+    AppState,
+    auth::CurrentCaller,
+    cursor,
     dto::{ListResponse, page_limit},
     error::ApiError,
     extract::{ApiJson, ApiQuery, CurrentTenant, PathId},
@@ -74,6 +76,8 @@ struct KeyView {
     last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     revoked_at: Option<DateTime<Utc>>,
+    /// The key a rotation issued to follow it (a key is rotated once).
+    replaced_by: Option<uuid::Uuid>,
 }
 
 impl KeyView {
@@ -98,6 +102,7 @@ impl KeyView {
             expires_at: k.expires_at,
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
+            replaced_by: k.replaced_by.map(|id| id.as_uuid()),
         }
     }
 }
@@ -118,6 +123,23 @@ impl KeyWithSecret {
             key: KeyView::of(key, Utc::now()),
             secret: token.expose().to_owned(),
         }
+    }
+}
+
+/// A key may only hand out access it has itself: the `admin` scope alone
+/// manages keys, but cannot mint a key that reads or writes leads.
+fn within_reach(mine: Access, theirs: Access, field: &str) -> Result<(), ApiError> {
+    if mine.covers(theirs) {
+        Ok(())
+    } else {
+        let mut err = ApiError::invalid_field(
+            field,
+            format!(
+                "this API key ({mine}) cannot hand out {theirs}: a key only issues or rotates keys with no more access than its own"
+            ),
+        );
+        err.set_status(StatusCode::FORBIDDEN, "forbidden", "Forbidden");
+        Err(err)
     }
 }
 
@@ -202,15 +224,18 @@ impl IssueKeyBody {
         (status = 201, description = "Issued, with its secret", body = KeyWithSecret, headers(
             ("Location" = String, description = "The key's URL"),
         )),
+        (status = 403, response = oa::Forbidden),
         (status = 422, response = oa::Unprocessable),
     ),
 )]
 async fn issue(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
+    CurrentCaller(caller): CurrentCaller,
     ApiJson(body): ApiJson<IssueKeyBody>,
 ) -> Result<Response, ApiError> {
     let req = body.into_domain(Utc::now())?;
+    within_reach(caller.access, req.access, "scopes")?;
     let IssuedKey { key, token } = state.services().keys.issue(tenant.id, &req).await?;
     Ok(no_store(
         StatusCode::CREATED,
@@ -359,9 +384,12 @@ async fn rotate(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
     PathId(id): PathId<ApiKeyId>,
+    CurrentCaller(caller): CurrentCaller,
     ApiQuery(params): ApiQuery<RotateParams>,
 ) -> Result<Response, ApiError> {
     let overlap = chrono::Duration::seconds(i64::from(params.overlap_seconds.unwrap_or(86_400)));
+    let key = state.services().keys.get(tenant.id, id).await?;
+    within_reach(caller.access, key.access, "id")?;
     let (rotated, token) = state.services().keys.rotate(tenant.id, id, overlap).await?;
     let now = Utc::now();
     Ok(no_store(

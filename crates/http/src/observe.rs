@@ -100,7 +100,14 @@ impl Drop for Upkeep {
 /// template is known).
 pub(crate) async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    // The methods HTTP defines, and one label for anything else: a client
+    // inventing methods must not invent metric series.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "TRACE"
+        | "CONNECT") => m,
+        _ => "OTHER",
+    }
+    .to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -205,9 +212,19 @@ pub(crate) fn request_span(request: &Request) -> tracing::Span {
         "request",
         request_id = ?request_id,
         method = %request.method(),
-        path = %request.uri().path(),
+        path = %loggable_path(request.uri().path()),
         tenant_id = tracing::field::Empty,
     )
+}
+
+/// A request path as the log may show it: a console login link's token is
+/// a secret in the path, and stays out.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/login/link/") {
+        "/login/link/<token>"
+    } else {
+        path
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +235,15 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn login_links_stay_out_of_the_log() {
+        assert_eq!(
+            loggable_path("/login/link/lll_0123_abcd"),
+            "/login/link/<token>"
+        );
+        assert_eq!(loggable_path("/v1/leads"), "/v1/leads");
+    }
 
     #[test]
     fn request_ids_that_could_forge_a_log_line_are_refused() {

@@ -31,6 +31,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(current_tenant))
+        .routes(routes!(approval_settings, set_approval_settings))
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(get_agent, update_agent))
         .routes(routes!(list_leads, create_lead))
@@ -236,6 +237,62 @@ impl Check {
 )]
 async fn current_tenant(CurrentTenant(tenant): CurrentTenant) -> Json<leadline_domain::Tenant> {
     Json(tenant)
+}
+
+/// The tenant's approval settings (`/v1/settings/approvals`).
+#[derive(Debug, serde::Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApprovalSettings {
+    /// Keep the agent who drafted an approval from approving or rejecting
+    /// it. On for every tenant unless turned off here.
+    separation_of_duties: bool,
+}
+
+/// The tenant's approval settings.
+#[utoipa::path(
+    get,
+    path = "/v1/settings/approvals",
+    tag = "approvals",
+    security(("api_key" = ["admin"])),
+    responses((status = 200, description = "The settings", body = ApprovalSettings)),
+)]
+async fn approval_settings(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+) -> Result<Json<ApprovalSettings>, ApiError> {
+    // From the store: the caller's tenant may be a second old (the
+    // verified-key cache), and a setting just changed must read back.
+    let tenant = state.services().tenants.get(tenant.id).await?;
+    Ok(Json(ApprovalSettings {
+        separation_of_duties: tenant.separation_of_duties,
+    }))
+}
+
+/// Change the tenant's approval settings.
+///
+/// With `separation_of_duties` on (the default), an approve or reject by the
+/// agent who drafted the approval is a 409 naming `decided_by`.
+#[utoipa::path(
+    put,
+    path = "/v1/settings/approvals",
+    tag = "approvals",
+    security(("api_key" = ["admin"])),
+    request_body = ApprovalSettings,
+    responses((status = 200, description = "The settings as they now are", body = ApprovalSettings)),
+)]
+async fn set_approval_settings(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    ApiJson(body): ApiJson<ApprovalSettings>,
+) -> Result<Json<ApprovalSettings>, ApiError> {
+    let tenant = state
+        .services()
+        .tenants
+        .set_separation_of_duties(tenant.id, body.separation_of_duties)
+        .await?;
+    Ok(Json(ApprovalSettings {
+        separation_of_duties: tenant.separation_of_duties,
+    }))
 }
 
 /// Create an agent.

@@ -71,6 +71,14 @@ async fn harness() -> Harness {
         })
         .await
         .unwrap();
+    // These tests draft and decide with one agent; the rule that stops
+    // that is tested in tests/integration/separation.rs.
+    composition
+        .services
+        .tenants
+        .set_separation_of_duties(created.tenant.id, false)
+        .await
+        .unwrap();
     Harness {
         app: router(AppState::new(composition.services.clone())),
         key: created.api_key.expose().to_owned(),

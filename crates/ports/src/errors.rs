@@ -171,6 +171,11 @@ common_variants!(TransitionApprovalError {
     /// The acting agent is not in this tenant.
     #[error("agent not found")]
     AgentNotFound,
+    /// Separation of duties: the agent who drafted the approval may not
+    /// decide it (returned for approve and reject only, while the tenant
+    /// keeps the rule on).
+    #[error("the agent who drafted an approval cannot decide it")]
+    SelfDecision,
 });
 
 common_variants!(ListApprovalsError {});

@@ -87,7 +87,8 @@ pub trait UserRepository: Send + Sync {
         hash: &PasswordHash,
     ) -> Result<(), PeopleError>;
 
-    /// Stores a one-time login link for `user`, by the hash of its token.
+    /// Stores a one-time login link for `user`, by the hash of its token;
+    /// the user's earlier unused links stop working.
     ///
     /// # Errors
     /// [`PeopleError::NotFound`] for a missing user.
@@ -100,7 +101,8 @@ pub trait UserRepository: Send + Sync {
     ) -> Result<(), PeopleError>;
 
     /// Uses a login link, once: the user it was for, if it exists, is
-    /// unused and has not expired by `now`. A second use finds nothing.
+    /// unused and has not expired by `now`. A second use finds nothing, and
+    /// the user's other unused links stop working too.
     ///
     /// # Errors
     /// Only `Unavailable` or `Unknown`.

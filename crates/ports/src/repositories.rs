@@ -43,6 +43,16 @@ pub trait TenantRepository: Send + Sync {
     /// # Errors
     /// Only `Unavailable` or `Unknown`.
     async fn find_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>, GetTenantError>;
+
+    /// Turns separation of duties on or off; returns the tenant as it now is.
+    ///
+    /// # Errors
+    /// [`GetTenantError::NotFound`].
+    async fn set_separation_of_duties(
+        &self,
+        tenant: TenantId,
+        on: bool,
+    ) -> Result<Tenant, GetTenantError>;
 }
 
 /// Agents of a tenant.

@@ -11,14 +11,15 @@ use leadline_ports::{
     TransitionApprovalError,
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, Query},
 };
 
 use crate::{
     Store,
     effects::{self, recover},
-    entity::{approvals, events, outbox},
+    entity::{approvals, events, outbox, tenants},
     errors::{Failure, common},
     tx::transaction,
 };
@@ -132,13 +133,40 @@ impl ApprovalRepository for Store {
                         .col_expr(approvals::Column::SentBy, Expr::value(by))
                         .col_expr(approvals::Column::SentAt, Expr::value(now)),
                 };
+                if action.is_decision() {
+                    // Separation of duties, in the same conditional update:
+                    // a decision by the drafter moves the row only where the
+                    // tenant turned the rule off.
+                    let lenient = Query::select()
+                        .column(tenants::Column::Id)
+                        .from(tenants::Entity)
+                        .and_where(tenants::Column::Id.eq(tenant.as_uuid()))
+                        .and_where(tenants::Column::SeparationOfDuties.eq(false))
+                        .to_owned();
+                    update = update.filter(
+                        Condition::any()
+                            .add(approvals::Column::RequestedBy.ne(by))
+                            .add(approvals::Column::TenantId.in_subquery(lenient)),
+                    );
+                }
                 let Some(model) = update.exec_with_returning(txn).await?.into_iter().next() else {
                     let current = approval_by_key(tenant, id).one(txn).await?;
                     return Ok(match current {
                         None => Err(TransitionApprovalError::NotFound),
-                        Some(m) => Err(TransitionApprovalError::Conflict {
-                            current: m.status.parse().map_err(anyhow::Error::new)?,
-                        }),
+                        Some(m) => {
+                            let status: leadline_domain::ApprovalStatus =
+                                m.status.parse().map_err(anyhow::Error::new)?;
+                            let drafter = leadline_domain::AgentId::from_uuid(m.requested_by);
+                            // Still where the action starts, so the
+                            // separation filter is what held it back.
+                            if status == action.from_status()
+                                && action.breaks_separation(drafter, true)
+                            {
+                                Err(TransitionApprovalError::SelfDecision)
+                            } else {
+                                Err(TransitionApprovalError::Conflict { current: status })
+                            }
+                        }
                     });
                 };
                 let approval = Approval::try_from(model)?;

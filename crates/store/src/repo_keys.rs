@@ -202,6 +202,7 @@ impl ApiKeyRepository for Store {
                     .await?;
                 api_keys::Entity::update_many()
                     .col_expr(api_keys::Column::ExpiresAt, Some(deadline).into())
+                    .col_expr(api_keys::Column::ReplacedBy, Some(new_id.as_uuid()).into())
                     .filter(api_keys::Column::TenantId.eq(tenant.as_uuid()))
                     .filter(api_keys::Column::Id.eq(id.as_uuid()))
                     .exec(txn)
@@ -209,6 +210,7 @@ impl ApiKeyRepository for Store {
                 Ok(Step::Done(Rotated {
                     old: ApiKey {
                         expires_at: Some(deadline),
+                        replaced_by: Some(new_id),
                         ..old
                     },
                     new: ApiKey::try_from(new)?,

@@ -37,6 +37,7 @@ impl TenantRepository for Store {
                     slug: Set(req.slug.to_string()),
                     name: Set(req.name.to_string()),
                     created_at: Set(crate::now()),
+                    separation_of_duties: Set(true),
                 };
                 let model = tenants::Entity::insert(row)
                     .exec_with_returning(txn)
@@ -99,6 +100,35 @@ impl TenantRepository for Store {
                 .map(Tenant::try_from)
                 .transpose()
                 .map_err(GetTenantError::Unknown),
+            Err(f) => Err(common!(f, GetTenantError)),
+        }
+    }
+
+    async fn set_separation_of_duties(
+        &self,
+        tenant: TenantId,
+        on: bool,
+    ) -> Result<Tenant, GetTenantError> {
+        let result: Result<Option<tenants::Model>, Failure> = transaction!(
+            self,
+            "tenants.set_separation_of_duties",
+            tenant,
+            Write,
+            |txn| {
+                let updated = tenants::Entity::update_many()
+                    .col_expr(
+                        tenants::Column::SeparationOfDuties,
+                        sea_orm::sea_query::Expr::value(on),
+                    )
+                    .filter(tenants::Column::Id.eq(tenant.as_uuid()))
+                    .exec_with_returning(txn)
+                    .await?;
+                Ok(updated.into_iter().next())
+            }
+        );
+        match result {
+            Ok(Some(m)) => Tenant::try_from(m).map_err(GetTenantError::Unknown),
+            Ok(None) => Err(GetTenantError::NotFound(tenant)),
             Err(f) => Err(common!(f, GetTenantError)),
         }
     }

@@ -151,6 +151,14 @@ impl UserRepository for Store {
     ) -> Result<(), PeopleError> {
         let result: Result<(), Failure> =
             transaction!(self, "users.add_login_link", tenant, Write, |txn| {
+                // A new link retires the user's earlier ones.
+                login_links::Entity::update_many()
+                    .col_expr(login_links::Column::UsedAt, Expr::value(crate::now()))
+                    .filter(login_links::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(login_links::Column::UserId.eq(user.as_uuid()))
+                    .filter(login_links::Column::UsedAt.is_null())
+                    .exec(txn)
+                    .await?;
                 let row = login_links::ActiveModel {
                     tenant_id: Set(tenant.as_uuid()),
                     token_hash: Set(token_hash.to_vec()),
@@ -192,6 +200,14 @@ impl UserRepository for Store {
                 let Some(link) = used.into_iter().next() else {
                     return Ok(None);
                 };
+                // Using one retires any other the user still had.
+                login_links::Entity::update_many()
+                    .col_expr(login_links::Column::UsedAt, Expr::value(now))
+                    .filter(login_links::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(login_links::Column::UserId.eq(link.user_id))
+                    .filter(login_links::Column::UsedAt.is_null())
+                    .exec(txn)
+                    .await?;
                 Ok(by_key(tenant, UserId::from_uuid(link.user_id))
                     .one(txn)
                     .await?)

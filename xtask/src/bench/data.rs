@@ -385,19 +385,24 @@ pub async fn pending_approvals(
     tenants: &[BenchTenant],
     limit: i64,
 ) -> anyhow::Result<Vec<(u32, uuid::Uuid, AgentId)>> {
-    let rows: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
-        "SELECT tenant_id, id FROM approvals WHERE status = 'pending' ORDER BY random() LIMIT $1",
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "SELECT tenant_id, id, requested_by FROM approvals WHERE status = 'pending' ORDER BY random() LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)
     .await?;
     let mut out = Vec::with_capacity(rows.len());
-    for (i, (tenant_id, id)) in rows.into_iter().enumerate() {
+    for (i, (tenant_id, id, requested_by)) in rows.into_iter().enumerate() {
         let tenant = tenants
             .iter()
             .find(|t| t.id.as_uuid() == tenant_id)
             .context("a pending approval of a tenant the benchmark did not create")?;
-        out.push((tenant.index, id, tenant.agents[i % tenant.agents.len()]));
+        // Separation of duties: someone other than the drafter decides.
+        let decider = (0..tenant.agents.len())
+            .map(|k| tenant.agents[(i + k) % tenant.agents.len()])
+            .find(|a| a.as_uuid() != requested_by)
+            .context("a bench tenant with a single agent cannot approve its drafts")?;
+        out.push((tenant.index, id, decider));
     }
     Ok(out)
 }

@@ -264,6 +264,9 @@ async fn seed(
         })
         .await?;
     let tenant = created.tenant.id;
+    // One agent drafts and sends every message: what is measured is the
+    // relay, not the rule that keeps a drafter from approving.
+    s.tenants.set_separation_of_duties(tenant, false).await?;
     let agent = s
         .agents
         .create(

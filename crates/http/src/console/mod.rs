@@ -380,6 +380,26 @@ fn sign_in_failed(headers: &HeaderMap, csrf: &str, e: SignInError) -> Response {
                 ),
             )
         }
+        SignInError::Throttled { retry_after_secs } => {
+            let message = format!(
+                "Too many sign-in attempts from your address. Wait {retry_after_secs} second{} and try again.",
+                if retry_after_secs == 1 { "" } else { "s" }
+            );
+            let mut response = if wants_html(headers) {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    pages::login(csrf, Some(&message)),
+                )
+                    .into_response()
+            } else {
+                console_problem(StatusCode::TOO_MANY_REQUESTS, &message)
+            };
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs.max(1)),
+            );
+            return response;
+        }
         SignInError::Password(p) => (StatusCode::UNPROCESSABLE_ENTITY, format!("Password: {p}.")),
         SignInError::Store(store) => {
             return ConsoleError::api(headers, people_error(store)).into_response();
@@ -391,8 +411,11 @@ fn sign_in_failed(headers: &HeaderMap, csrf: &str, e: SignInError) -> Response {
     (status, pages::login(csrf, Some(&message))).into_response()
 }
 
-async fn link_page(Path(token): Path<String>) -> Response {
+async fn link_page(
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
     let csrf = random_hex();
+    let token = path.map(|Path(t)| t).unwrap_or_default();
     let valid = leadline_app::PeopleService::link_looks_valid(&token);
     let mut response = pages::set_password(
         &token,
@@ -511,11 +534,11 @@ async fn logout_everywhere(
     signed_out()
 }
 
-/// Query of the inbox: what the last action did.
+/// Query of the inbox: what the last action did, as a code.
 #[derive(Debug, Deserialize, Default)]
 struct InboxQuery {
-    done: Option<String>,
-    error: Option<String>,
+    flash: Option<Flash>,
+    approval: Option<ApprovalId>,
 }
 
 /// How many cards the inbox shows.
@@ -562,17 +585,28 @@ async fn inbox(
             approval,
         })
         .collect();
-    // A query that is not ours is ignored: it only carries a message.
+    // A query that is not ours is ignored: it only carries a message code.
     let query: InboxQuery = query
         .and_then(|q| serde_urlencoded::from_str(&q).ok())
         .unwrap_or_default();
+    let (done, error) = match query.flash {
+        Some(flash) => {
+            let text = flash_text(&state, tenant, flash, query.approval).await;
+            if flash.is_error() {
+                (None, Some(text))
+            } else {
+                (Some(text), None)
+            }
+        }
+        None => (None, None),
+    };
     pages::inbox(
         &signed.user,
         &signed.session.csrf_token,
         &cards,
         signed.may(Scope::ApprovalsDecide),
-        query.done.as_deref(),
-        query.error.as_deref(),
+        done.as_deref(),
+        error.as_deref(),
     )
     .into_response()
 }
@@ -614,9 +648,13 @@ struct DecideForm {
 async fn decide(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     ConsoleForm(form): ConsoleForm<DecideForm>,
 ) -> Response {
+    let Ok(Path((id, action))) = path else {
+        return ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is nothing here.")
+            .into_response();
+    };
     let signed = match signed(&state, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -644,19 +682,14 @@ async fn decide(
         .into_response();
     };
     let Some(by) = signed.user.agent_id else {
-        return back(
-            None,
-            Some(
-                "Your user acts as no agent, so its decisions could not be recorded. Ask an admin to link you to an agent.",
-            ),
-        );
+        return back(Flash::NoAgent, id);
     };
     let act = match action.as_str() {
         "approve" => ApprovalAction::Approve { by },
         "send" => ApprovalAction::MarkSent { by },
         "reject" => match RejectionReason::new(form.reason.as_deref().unwrap_or_default()) {
             Ok(reason) => ApprovalAction::Reject { by, reason },
-            Err(e) => return back(None, Some(&format!("A rejection needs a reason: {e}."))),
+            Err(_) => return back(Flash::NeedsReason, id),
         },
         _ => {
             return ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is no such action.")
@@ -665,31 +698,16 @@ async fn decide(
     };
     let approvals = &state.services().approvals;
     match approvals.act(signed.user.tenant_id, id, &act).await {
-        Ok(done) => back(Some(&format!("Message {}.", done.status)), None),
-        Err(leadline_ports::TransitionApprovalError::Conflict { current }) => {
-            // Someone else got there first: say who and what.
-            let winner = approvals
-                .get(signed.user.tenant_id, id)
-                .await
-                .ok()
-                .and_then(|a| a.decided_by.or(a.sent_by));
-            let who = match winner {
-                Some(agent) => state
-                    .services()
-                    .agents
-                    .get(signed.user.tenant_id, agent)
-                    .await
-                    .map(|a| a.name.to_string())
-                    .unwrap_or_else(|_| "someone else".to_owned()),
-                None => "someone else".to_owned(),
-            };
-            back(
-                None,
-                Some(&format!(
-                    "Not done: this message was {current} already, by {who}."
-                )),
-            )
-        }
+        Ok(done) => back(
+            match done.status {
+                ApprovalStatus::Approved => Flash::Approved,
+                ApprovalStatus::Rejected => Flash::Rejected,
+                _ => Flash::Sent,
+            },
+            id,
+        ),
+        Err(leadline_ports::TransitionApprovalError::Conflict { .. }) => back(Flash::Conflict, id),
+        Err(leadline_ports::TransitionApprovalError::SelfDecision) => back(Flash::SelfDecision, id),
         Err(leadline_ports::TransitionApprovalError::NotFound) => ConsoleError::new(
             &headers,
             StatusCode::NOT_FOUND,
@@ -702,17 +720,100 @@ async fn decide(
     }
 }
 
-/// Back to the inbox, saying what happened.
-fn back(done: Option<&str>, error: Option<&str>) -> Response {
-    let pairs: Vec<(&str, &str)> = [("done", done), ("error", error)]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
-    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+/// What the inbox says after an action: a code in the query, never text
+/// (a link could otherwise make the console say anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Flash {
+    Approved,
+    Rejected,
+    Sent,
+    Conflict,
+    SelfDecision,
+    NoAgent,
+    NeedsReason,
+}
+
+impl Flash {
+    fn is_error(self) -> bool {
+        !matches!(self, Self::Approved | Self::Rejected | Self::Sent)
+    }
+}
+
+/// Back to the inbox, saying what happened to approval `id`.
+fn back(flash: Flash, id: ApprovalId) -> Response {
+    let query = serde_urlencoded::to_string([
+        (
+            "flash",
+            serde_json::to_value(flash)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        ),
+        ("approval", id.to_string()),
+    ])
+    .unwrap_or_default();
     Redirect::to(&format!("/?{query}")).into_response()
 }
 
-async fn admin_keys(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// The sentence a flash code stands for; for a conflict, who got there
+/// first, read now.
+async fn flash_text(
+    state: &AppState,
+    tenant: leadline_domain::TenantId,
+    flash: Flash,
+    id: Option<ApprovalId>,
+) -> String {
+    match flash {
+        Flash::Approved => "Message approved.".to_owned(),
+        Flash::Rejected => "Message rejected.".to_owned(),
+        Flash::Sent => "Message sent.".to_owned(),
+        Flash::SelfDecision => "Not done: you drafted this message, so another person must approve or reject it (separation of duties).".to_owned(),
+        Flash::NoAgent => "Your user acts as no agent, so its decisions could not be recorded. Ask an admin to link you to an agent.".to_owned(),
+        Flash::NeedsReason => "A rejection needs a reason (up to 500 characters).".to_owned(),
+        Flash::Conflict => {
+            let services = state.services();
+            let approval = match id {
+                Some(id) => services.approvals.get(tenant, id).await.ok(),
+                None => None,
+            };
+            let Some(approval) = approval else {
+                return "Not done: someone else acted on this message first.".to_owned();
+            };
+            // The one who moved it to where it is now.
+            let agent = if approval.status == ApprovalStatus::Sent {
+                approval.sent_by
+            } else {
+                approval.decided_by
+            };
+            let who = match agent {
+                Some(agent) => services
+                    .agents
+                    .get(tenant, agent)
+                    .await
+                    .map(|a| a.name.to_string())
+                    .unwrap_or_else(|_| "someone else".to_owned()),
+                None => "someone else".to_owned(),
+            };
+            format!("Not done: this message was {} already, by {who}.", approval.status)
+        }
+    }
+}
+
+/// Query of the keys page: where the page starts.
+#[derive(Debug, Deserialize, Default)]
+struct KeysQuery {
+    after: Option<leadline_domain::ApiKeyId>,
+}
+
+async fn admin_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let query: KeysQuery = query
+        .and_then(|q| serde_urlencoded::from_str(&q).ok())
+        .unwrap_or_default();
     let signed = match signed(&state, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -733,13 +834,17 @@ async fn admin_keys(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .keys
         .list(
             signed.user.tenant_id,
-            PageLimit::new(200).unwrap_or(PageLimit::DEFAULT),
-            None,
+            PageLimit::new(100).unwrap_or(PageLimit::DEFAULT),
+            query.after,
         )
         .await
     {
         Ok(page) => page,
         Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
     };
-    pages::keys(&signed.user, &signed.session.csrf_token, &page.items).into_response()
+    let next = page
+        .has_more
+        .then(|| page.items.last().map(|k| k.id))
+        .flatten();
+    pages::keys(&signed.user, &signed.session.csrf_token, &page.items, next).into_response()
 }

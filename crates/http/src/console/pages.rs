@@ -270,7 +270,12 @@ fn card_markup(card: &Card, csrf: &str, may_decide: bool) -> Markup {
 }
 
 /// The admins' list of API keys.
-pub(crate) fn keys(user: &User, csrf: &str, keys: &[ApiKey]) -> Markup {
+pub(crate) fn keys(
+    user: &User,
+    csrf: &str,
+    keys: &[ApiKey],
+    next: Option<leadline_domain::ApiKeyId>,
+) -> Markup {
     let now = chrono::Utc::now();
     page(
         "API keys",
@@ -298,6 +303,9 @@ pub(crate) fn keys(user: &User, csrf: &str, keys: &[ApiKey]) -> Markup {
                         }
                     }
                 }
+            }
+            @if let Some(next) = next {
+                p { a href={ "/admin/keys?after=" (next) } { "Newer keys" } }
             }
         },
     )

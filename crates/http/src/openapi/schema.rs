@@ -307,6 +307,9 @@ pub(crate) struct Tenant {
     name: DisplayName,
     /// When it was created.
     created_at: DateTime<Utc>,
+    /// Whether the agent who drafted an approval is kept from approving or
+    /// rejecting it (on unless an admin turns it off).
+    separation_of_duties: bool,
 }
 
 /// `leadline_domain::Agent`: a person (or bot) who works leads.

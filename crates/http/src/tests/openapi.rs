@@ -1011,6 +1011,33 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(r.body["sender"]["unsubscribe"], "https://acme.example/u");
+    let r = c
+        .call(
+            Method::PUT,
+            "/v1/settings/approvals",
+            "/v1/settings/approvals",
+            Some(json!({"separation_of_duties": true})),
+        )
+        .await;
+    assert_eq!(r.body, json!({"separation_of_duties": true}), "{}", r.body);
+    let r = c
+        .call(
+            Method::PUT,
+            "/v1/settings/approvals",
+            "/v1/settings/approvals",
+            Some(json!({"separation_of_duties": false})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/settings/approvals",
+            "/v1/settings/approvals",
+            None,
+        )
+        .await;
+    assert_eq!(r.body, json!({"separation_of_duties": false}), "{}", r.body);
     let created = c
         .call(
             Method::POST,

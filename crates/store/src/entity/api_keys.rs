@@ -22,6 +22,7 @@ pub struct Model {
     pub prefix: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub replaced_by: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -66,6 +67,7 @@ fn decode(m: Model) -> anyhow::Result<ApiKey> {
         expires_at: m.expires_at,
         last_used_at: m.last_used_at,
         revoked_at: m.revoked_at,
+        replaced_by: m.replaced_by.map(ApiKeyId::from_uuid),
     })
 }
 
@@ -90,5 +92,6 @@ pub(crate) fn issued(
         prefix: Set(Some(material.prefix.as_str().to_owned())),
         expires_at: Set(key.expires_at),
         last_used_at: Set(None),
+        replaced_by: Set(None),
     }
 }

@@ -12,6 +12,7 @@ pub struct Model {
     pub slug: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    pub separation_of_duties: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -27,6 +28,7 @@ impl TryFrom<Model> for Tenant {
             slug: Slug::parse(&m.slug).map_err(|e| corrupt("tenants", "slug", e))?,
             name: DisplayName::new(&m.name).map_err(|e| corrupt("tenants", "name", e))?,
             created_at: m.created_at,
+            separation_of_duties: m.separation_of_duties,
         })
     }
 }
