@@ -128,6 +128,8 @@ impl KeyService {
         };
         let repo = self.repo.clone();
         let (tenant, id) = (key.tenant_id, key.id);
+        // Kept to the second: it is written at most once a minute anyway.
+        let now = chrono::SubsecRound::trunc_subsecs(now, 0);
         runtime.spawn(async move {
             if let Err(e) = repo.record_use(tenant, id, now).await {
                 tracing::debug!(error = %e, key = %id, "could not record an API key's use");

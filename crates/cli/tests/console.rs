@@ -325,6 +325,23 @@ async fn people_approve_and_send_in_the_console() {
     );
     c.goto(&format!("{base}/admin/keys")).await.unwrap();
     until_page_has(&c, "API keys are for admins").await;
+    // He finds a lead by words of its name and company and reads its
+    // timeline.
+    c.goto(&format!("{base}/leads")).await.unwrap();
+    until_page_has(&c, "<h1>Leads</h1>").await;
+    let search = c.form(Locator::Css("form.filters")).await.unwrap();
+    search.set_by_name("q", "grace navy").await.unwrap();
+    search.submit().await.unwrap();
+    until_page_has(&c, "Grace Hopper</a>").await;
+    screenshot(&c, "console-leads.png").await;
+    c.find(Locator::LinkText("Grace Hopper"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_page_has(&c, "<h2>Timeline</h2>").await;
+    until_page_has(&c, "Grace called back: interested").await;
 
     // Signing out ends the session: the inbox asks for a sign-in again.
     a.find(Locator::Css("form[action='/logout'] button"))

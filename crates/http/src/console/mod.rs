@@ -58,6 +58,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/logout/everywhere", post(logout_everywhere))
         .route("/inbox/state", get(inbox_state))
         .route("/approvals/{id}/{action}", post(decide))
+        .route("/leads", get(leads))
+        .route("/leads/{id}", get(lead_page))
         .route("/admin/keys", get(admin_keys))
         .route(
             "/static/console.css",
@@ -798,6 +800,162 @@ async fn flash_text(
             format!("Not done: this message was {} already, by {who}.", approval.status)
         }
     }
+}
+
+/// Query of the leads page: a search and filters.
+#[derive(Debug, Deserialize, Default)]
+struct LeadsQuery {
+    q: Option<String>,
+    status: Option<String>,
+    tag: Option<String>,
+    after: Option<leadline_domain::LeadId>,
+}
+
+/// How many leads a page of the list shows.
+const LEADS_PAGE: u32 = 50;
+
+async fn leads(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Response {
+    let signed = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tenant = signed.user.tenant_id;
+    let query: LeadsQuery = raw
+        .and_then(|q| serde_urlencoded::from_str(&q).ok())
+        .unwrap_or_default();
+    let nonempty = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let filters = pages::LeadFilters {
+        q: nonempty(&query.q),
+        status: nonempty(&query.status),
+        tag: nonempty(&query.tag),
+    };
+    // A filter that is not valid is said so on the page, not an error.
+    let mut problem = None;
+    let status = match filters
+        .status
+        .as_deref()
+        .map(str::parse::<leadline_domain::LeadStatus>)
+    {
+        Some(Ok(status)) => Some(status),
+        Some(Err(_)) => {
+            problem = Some(
+                "That status is not one of new, contacted, qualified, won or lost.".to_owned(),
+            );
+            None
+        }
+        None => None,
+    };
+    let tag = match filters.tag.as_deref().map(leadline_domain::Tag::parse) {
+        Some(Ok(tag)) => Some(tag),
+        Some(Err(e)) => {
+            problem = Some(format!("Tag: {e}."));
+            None
+        }
+        None => None,
+    };
+    let limit = PageLimit::new(LEADS_PAGE).unwrap_or(PageLimit::DEFAULT);
+    let services = state.services();
+    let (rows, next) = match filters.q.as_deref().map(leadline_domain::SearchText::parse) {
+        Some(Err(e)) => {
+            problem = Some(format!("Search: {e}."));
+            (Vec::new(), None)
+        }
+        Some(Ok(text)) => {
+            let search = leadline_domain::SearchLeadsQuery {
+                text,
+                status,
+                assigned_agent_id: None,
+                tag,
+                created_after: None,
+                created_before: None,
+                updated_after: None,
+                updated_before: None,
+                metadata: None,
+                limit,
+                after: None,
+            };
+            match services.leads.search(tenant, &search).await {
+                Ok(page) => (page.items.into_iter().map(|h| h.lead).collect(), None),
+                Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
+            }
+        }
+        None => {
+            let list = leadline_domain::ListLeadsQuery {
+                status,
+                assigned_agent_id: None,
+                tag,
+                limit,
+                after: query.after,
+            };
+            match services.leads.list(tenant, &list).await {
+                Ok(page) => {
+                    let next = page
+                        .has_more
+                        .then(|| page.items.last().map(|l| l.id))
+                        .flatten();
+                    (page.items, next)
+                }
+                Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
+            }
+        }
+    };
+    pages::leads(
+        &signed.user,
+        &signed.session.csrf_token,
+        &filters,
+        &rows,
+        next,
+        problem.as_deref(),
+    )
+    .into_response()
+}
+
+/// How many events the lead page shows.
+const TIMELINE_PAGE: u32 = 50;
+
+async fn lead_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let signed = match signed(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let not_found = || {
+        ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is no such lead.").into_response()
+    };
+    let Some(id) = path
+        .ok()
+        .and_then(|Path(id)| id.parse::<leadline_domain::LeadId>().ok())
+    else {
+        return not_found();
+    };
+    let tenant = signed.user.tenant_id;
+    let services = state.services();
+    let lead = match services.leads.get(tenant, id).await {
+        Ok(lead) => lead,
+        Err(leadline_ports::GetLeadError::NotFound) => return not_found(),
+        Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
+    };
+    let query = leadline_domain::TimelineQuery {
+        limit: PageLimit::new(TIMELINE_PAGE).unwrap_or(PageLimit::DEFAULT),
+        after: None,
+    };
+    let events = match services.timeline.timeline(tenant, id, &query).await {
+        Ok(page) => page.items,
+        Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
+    };
+    pages::lead(&signed.user, &signed.session.csrf_token, &lead, &events).into_response()
 }
 
 /// Query of the keys page: where the page starts.

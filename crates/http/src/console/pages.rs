@@ -2,7 +2,7 @@
 //! inline script or style (the Content-Security-Policy forbids both).
 
 use axum::http::StatusCode;
-use leadline_domain::{ApiKey, Approval, ApprovalStatus, User};
+use leadline_domain::{ApiKey, Approval, ApprovalStatus, Event, Lead, User};
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
@@ -31,6 +31,7 @@ fn page(title: &str, user: Option<(&User, &str)>, body: Markup) -> Markup {
                         strong { "leadline" }
                         nav aria-label="Console" {
                             a href="/" { "Inbox" }
+                            a href="/leads" { "Leads" }
                             @if user.role == leadline_domain::Role::Admin {
                                 a href="/admin/keys" { "API keys" }
                             }
@@ -306,6 +307,122 @@ pub(crate) fn keys(
             }
             @if let Some(next) = next {
                 p { a href={ "/admin/keys?after=" (next) } { "Newer keys" } }
+            }
+        },
+    )
+}
+
+/// The filters of the leads page, as typed.
+pub(crate) struct LeadFilters {
+    pub q: Option<String>,
+    pub status: Option<String>,
+    pub tag: Option<String>,
+}
+
+/// Lead search and list.
+pub(crate) fn leads(
+    user: &User,
+    csrf: &str,
+    filters: &LeadFilters,
+    leads: &[Lead],
+    next: Option<leadline_domain::LeadId>,
+    problem: Option<&str>,
+) -> Markup {
+    let statuses = ["", "new", "contacted", "qualified", "won", "lost"];
+    page(
+        "Leads",
+        Some((user, csrf)),
+        html! {
+            h1 { "Leads" }
+            form.filters method="get" action="/leads" role="search" {
+                div.field {
+                    label for="q" { "Search" }
+                    input #q type="search" name="q" value=(filters.q.as_deref().unwrap_or_default()) placeholder="name, email, company, phone";
+                }
+                div.field {
+                    label for="status" { "Status" }
+                    select #status name="status" {
+                        @for option in statuses {
+                            option value=(option) selected[filters.status.as_deref().unwrap_or_default() == option] {
+                                @if option.is_empty() { "any" } @else { (option) }
+                            }
+                        }
+                    }
+                }
+                div.field {
+                    label for="tag" { "Tag" }
+                    input #tag type="text" name="tag" value=(filters.tag.as_deref().unwrap_or_default());
+                }
+                button type="submit" { "Find" }
+            }
+            @if let Some(problem) = problem {
+                p.flash.bad role="alert" { (problem) }
+            }
+            @if leads.is_empty() {
+                p.empty { "No lead matches." }
+            } @else {
+                table {
+                    caption.skip { "Leads" }
+                    thead {
+                        tr { th scope="col" { "Name" } th scope="col" { "Company" } th scope="col" { "Email" } th scope="col" { "Status" } th scope="col" { "Tags" } }
+                    }
+                    tbody {
+                        @for lead in leads {
+                            tr {
+                                td { a href={ "/leads/" (lead.id) } { (lead.first_name) " " (lead.last_name) } }
+                                td { (lead.company.as_ref().map(ToString::to_string).unwrap_or_default()) }
+                                td { (lead.email.as_ref().map(ToString::to_string).unwrap_or_default()) }
+                                td { (lead.status.as_str()) }
+                                td { (lead.tags.as_slice().iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = next {
+                p {
+                    a href={ "/leads?after=" (next)
+                        @if let Some(status) = &filters.status { "&status=" (status) }
+                        @if let Some(tag) = &filters.tag { "&tag=" (tag) }
+                    } { "Older leads" }
+                }
+            }
+        },
+    )
+}
+
+/// A lead and its timeline.
+pub(crate) fn lead(user: &User, csrf: &str, lead: &Lead, events: &[Event]) -> Markup {
+    let name = format!("{} {}", lead.first_name, lead.last_name);
+    page(
+        &name,
+        Some((user, csrf)),
+        html! {
+            p { a href="/leads" { "All leads" } }
+            h1 { (name) }
+            dl.facts {
+                @if let Some(company) = &lead.company { dt { "Company" } dd { (company) } }
+                @if let Some(email) = &lead.email { dt { "Email" } dd { (email) } }
+                @if let Some(phone) = &lead.phone { dt { "Phone" } dd { (phone.as_str()) } }
+                dt { "Status" } dd { (lead.status.as_str()) }
+                dt { "Created" } dd { (lead.created_at.format("%Y-%m-%d %H:%M UTC")) }
+            }
+            h2 { "Timeline" }
+            @if events.is_empty() {
+                p.empty { "Nothing has happened yet." }
+            } @else {
+                ol.timeline {
+                    @for event in events {
+                        li {
+                            strong { (event.kind.as_str()) }
+                            " · " (event.direction.as_str())
+                            " · " time datetime=(event.occurred_at.to_rfc3339()) { (event.occurred_at.format("%Y-%m-%d %H:%M UTC")) }
+                            @if let Some(content) = &event.content {
+                                p { (content.as_str()) }
+                            }
+                        }
+                    }
+                }
             }
         },
     )

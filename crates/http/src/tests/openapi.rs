@@ -50,6 +50,8 @@ fn not_in_spec() -> Vec<(String, Method)> {
         ("/inbox/state", Method::GET),
         ("/approvals/{id}/{action}", Method::POST),
         ("/admin/keys", Method::GET),
+        ("/leads", Method::GET),
+        ("/leads/{id}", Method::GET),
         ("/static/console.css", Method::GET),
         ("/static/console.js", Method::GET),
     ] {
