@@ -657,3 +657,95 @@ fn any_accepted_key_reads_back_on_sqlite() {
 fn any_accepted_key_reads_back_on_postgres() {
     run_keys("postgres", 128);
 }
+
+/// An email: mostly well formed with hostile local parts, sometimes
+/// anything at all.
+fn user_email() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => ("[a-zA-Z0-9._+-]{1,20}", nasty_string())
+            .prop_map(|(a, b)| Value::String(format!("{a}{b}@acme.example"))),
+        1 => nasty_string().prop_map(Value::String),
+        1 => json_leaf(),
+    ]
+}
+
+/// One user: invite them; if accepted, they read back, list without the
+/// link, take a patch and a new link, all without a 5xx.
+async fn user_case(
+    api: &Api,
+    email: Value,
+    name: Option<String>,
+    role: Value,
+    patch_role: Value,
+) -> bool {
+    let mut body = json!({"email": email, "role": role});
+    if let Some(name) = name {
+        body["name"] = Value::String(name);
+    }
+    let (status, invited) = api.call(Method::POST, "/v1/users", Some(&body)).await;
+    if status != StatusCode::CREATED {
+        return false;
+    }
+    let link = invited["login_link"].as_str().unwrap().to_owned();
+    let uri = format!("/v1/users/{}", invited["user"]["id"].as_str().unwrap());
+    let (status, read) = api.call(Method::GET, &uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read, invited["user"], "reads back as invited");
+    let (_, list) = api.call(Method::GET, "/v1/users?limit=200", None).await;
+    assert!(
+        !list.to_string().contains(&link[12..]),
+        "a list shows no link"
+    );
+    let patch = json!({"version": read["version"], "role": patch_role, "disabled": true});
+    let (status, patched) = api.call(Method::PATCH, &uri, Some(&patch)).await;
+    if status == StatusCode::OK {
+        let (_, again) = api.call(Method::GET, &uri, None).await;
+        assert_eq!(again, patched, "a patch reads back");
+    }
+    let (status, _) = api.call(Method::POST, &format!("{uri}/link"), None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    true
+}
+
+fn run_users(backend: &'static str, cases: u32) {
+    let (rt, api, mut runner) = setup(backend, cases);
+    let accepted = std::sync::atomic::AtomicU32::new(0);
+    let role = || {
+        prop_oneof![
+            4 => prop::sample::select(vec!["viewer", "agent", "approver", "admin"])
+                .prop_map(|s| Value::String(s.to_owned())),
+            1 => json_leaf(),
+        ]
+    };
+    runner
+        .run(
+            &(
+                user_email(),
+                prop::option::of(nasty_string()),
+                role(),
+                role(),
+            ),
+            |(email, name, role, patch_role)| {
+                if rt.block_on(user_case(&api, email, name, role, patch_role)) {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    let accepted = accepted.into_inner();
+    assert!(
+        accepted >= cases / 10,
+        "{backend}: only {accepted} of {cases} generated users were accepted"
+    );
+}
+
+#[test]
+fn any_accepted_user_reads_back_on_sqlite() {
+    run_users("sqlite", 96);
+}
+
+#[test]
+fn any_accepted_user_reads_back_on_postgres() {
+    run_users("postgres", 96);
+}

@@ -315,6 +315,7 @@ async fn parallel_guesses_are_counted(store: Store) {
 }
 
 both_backends!(
+    users_over_the_api,
     parallel_guesses_are_counted,
     invitations_links_and_sessions,
     wrong_answers_look_alike_and_lock_out,
@@ -358,4 +359,111 @@ async fn the_service_cannot_rewrite_sign_in_attempts() {
         count.0, 1,
         "the attempt was recorded, and only in its tenant"
     );
+}
+
+/// Admins manage users over the API: an invitation's link signs in once,
+/// disabling ends the user's sessions and refuses their sign-in, and a key
+/// holding only the admin scope cannot make an admin.
+async fn users_over_the_api(store: Store) {
+    use axum::{
+        body::Body,
+        http::{Method, Request, StatusCode, header},
+    };
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    let s = services(store);
+    let app = leadline_http::router(leadline_http::AppState::new(s.clone()));
+    let (tenant, slug) = tenant(&s).await;
+    let admin = s
+        .keys
+        .issue(tenant, &leadline_domain::NewApiKey::first())
+        .await
+        .unwrap()
+        .token
+        .expose()
+        .to_owned();
+    let call = |method: Method, uri: String, key: String, body: Value| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, invited) = call(
+        Method::POST,
+        "/v1/users".into(),
+        admin.clone(),
+        json!({"email": "fay@acme.example", "role": "approver"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{invited}");
+    let link = invited["login_link"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/login/link/")
+        .to_owned();
+    let id = invited["user"]["id"].as_str().unwrap().to_owned();
+    let signed = s.people.redeem_link(&link, PASSWORD).await.unwrap();
+    assert_eq!(signed.user.role, Role::Approver);
+    let (status, disabled) = call(
+        Method::PATCH,
+        format!("/v1/users/{id}"),
+        admin.clone(),
+        json!({"version": 2, "disabled": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{disabled}");
+    assert!(
+        s.people
+            .session(signed.token.expose())
+            .await
+            .unwrap()
+            .is_none(),
+        "disabling ends the user's sessions"
+    );
+    assert!(matches!(
+        s.people
+            .sign_in(&slug, "fay@acme.example", PASSWORD, "10.6.0.1")
+            .await,
+        Err(SignInError::Invalid)
+    ));
+    let scoped = s
+        .keys
+        .issue(
+            tenant,
+            &leadline_domain::NewApiKey {
+                name: DisplayName::new("keys and people").unwrap(),
+                access: leadline_domain::Access::Scopes(
+                    leadline_domain::ScopeSet::new([leadline_domain::Scope::Admin]).unwrap(),
+                ),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap()
+        .token
+        .expose()
+        .to_owned();
+    let (status, problem) = call(
+        Method::POST,
+        "/v1/users".into(),
+        scoped,
+        json!({"email": "gus@acme.example", "role": "admin"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
 }

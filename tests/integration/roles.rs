@@ -75,6 +75,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("get", "/v1/keys/{id}", "admin"),
     ("delete", "/v1/keys/{id}", "admin"),
     ("post", "/v1/keys/{id}/rotate", "admin"),
+    ("get", "/v1/users", "admin"),
+    ("post", "/v1/users", "admin"),
+    ("get", "/v1/users/{id}", "admin"),
+    ("patch", "/v1/users/{id}", "admin"),
+    ("post", "/v1/users/{id}/link", "admin"),
     ("get", "/v1/cache/stats", "admin"),
     ("post", "/v1/cache/preload", "admin"),
 ];

@@ -368,6 +368,33 @@ impl PeopleService {
         self.users.list(tenant, limit, after).await
     }
 
+    /// A user.
+    ///
+    /// # Errors
+    /// [`PeopleError::NotFound`] and the store's failures.
+    pub async fn get(&self, tenant: TenantId, id: UserId) -> Result<User, PeopleError> {
+        self.users.get(tenant, id).await
+    }
+
+    /// Changes a user's role, or disables them; disabling ends every
+    /// session they have.
+    ///
+    /// # Errors
+    /// [`PeopleError::NotFound`], [`PeopleError::Conflict`] and the store's
+    /// failures.
+    pub async fn update(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        req: &leadline_domain::UpdateUserRequest,
+    ) -> Result<User, PeopleError> {
+        let user = self.users.update(tenant, id, req).await?;
+        if user.disabled_at.is_some() {
+            self.sessions.end_all(tenant, id).await?;
+        }
+        Ok(user)
+    }
+
     /// A user by email, for commands that name one.
     ///
     /// # Errors

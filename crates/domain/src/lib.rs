@@ -63,7 +63,8 @@ pub use search::{
 pub use tenant::{CreateTenantRequest, Tenant};
 pub use user::{
     LOGIN_LINK_LIFETIME, Lockout, LockoutPolicy, MalformedToken, NewUser, Password, PasswordHash,
-    PasswordRefused, SESSION_TOUCH, SecretToken, Session, SessionPolicy, User,
+    PasswordRefused, SESSION_TOUCH, SecretToken, Session, SessionPolicy, StaleUser,
+    UpdateUserRequest, User,
 };
 pub use value::{
     CompanyName, DisplayName, Email, PersonName, Phone, Slug, Source, Tag, Tags, ValueError,

@@ -58,6 +58,50 @@ pub struct NewUser {
     pub agent_id: Option<AgentId>,
 }
 
+/// A change to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateUserRequest {
+    /// The version the caller read.
+    pub expected_version: i64,
+    /// A new role.
+    pub role: Option<Role>,
+    /// Disable (no sign-in, every session ended) or enable again.
+    pub disabled: Option<bool>,
+}
+
+/// The user changed since the caller read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the user is at version {current}")]
+pub struct StaleUser {
+    /// The version stored.
+    pub current: i64,
+}
+
+impl User {
+    /// The user with `req` applied at `now`, at the next version.
+    ///
+    /// # Errors
+    /// [`StaleUser`] when `req` was made against another version.
+    pub fn apply(&self, req: &UpdateUserRequest, now: DateTime<Utc>) -> Result<Self, StaleUser> {
+        if req.expected_version != self.version {
+            return Err(StaleUser {
+                current: self.version,
+            });
+        }
+        let disabled_at = match req.disabled {
+            Some(true) => self.disabled_at.or(Some(now)),
+            Some(false) => None,
+            None => self.disabled_at,
+        };
+        Ok(Self {
+            role: req.role.unwrap_or(self.role),
+            disabled_at,
+            version: self.version + 1,
+            ..self.clone()
+        })
+    }
+}
+
 /// A password as typed: 12 to 256 characters. Its `Debug` never shows it.
 #[derive(Clone)]
 pub struct Password(String);
@@ -407,6 +451,70 @@ mod tests {
         assert_eq!(PasswordHash::parse(hash.as_str()).unwrap(), hash);
         assert!(PasswordHash::parse("plain").is_err());
         assert!(!format!("{password:?}").contains("horse"));
+    }
+
+    #[test]
+    fn updates_check_the_version_and_keep_the_first_disable_time() {
+        let now = Utc::now();
+        let user = User {
+            id: UserId::new(),
+            tenant_id: TenantId::new(),
+            email: Email::parse("a@b.example").unwrap(),
+            name: DisplayName::new("A").unwrap(),
+            role: Role::Agent,
+            agent_id: None,
+            has_password: true,
+            created_at: now,
+            disabled_at: None,
+            version: 3,
+        };
+        let stale = UpdateUserRequest {
+            expected_version: 2,
+            role: Some(Role::Admin),
+            disabled: None,
+        };
+        assert_eq!(user.apply(&stale, now), Err(StaleUser { current: 3 }));
+        let off = user
+            .apply(
+                &UpdateUserRequest {
+                    expected_version: 3,
+                    role: Some(Role::Viewer),
+                    disabled: Some(true),
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            (off.role, off.disabled_at, off.version),
+            (Role::Viewer, Some(now), 4)
+        );
+        let later = now + Duration::minutes(1);
+        let again = off
+            .apply(
+                &UpdateUserRequest {
+                    expected_version: 4,
+                    role: None,
+                    disabled: Some(true),
+                },
+                later,
+            )
+            .unwrap();
+        assert_eq!(
+            again.disabled_at,
+            Some(now),
+            "disabled once, at the first time"
+        );
+        let on = again
+            .apply(
+                &UpdateUserRequest {
+                    expected_version: 5,
+                    role: None,
+                    disabled: Some(false),
+                },
+                later,
+            )
+            .unwrap();
+        assert_eq!(on.disabled_at, None);
     }
 
     #[test]

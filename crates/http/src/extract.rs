@@ -212,6 +212,9 @@ impl ResourceId for leadline_domain::DeliveryId {
 impl ResourceId for leadline_domain::WebhookId {
     const WHAT: &'static str = "webhook";
 }
+impl ResourceId for leadline_domain::UserId {
+    const WHAT: &'static str = "user";
+}
 impl ResourceId for leadline_domain::ApiKeyId {
     const WHAT: &'static str = "API key";
 }

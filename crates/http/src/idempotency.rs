@@ -78,7 +78,8 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
     if request.uri().path() == "/v1/imports" {
         return next.run(request).await;
     }
-    // A webhook's or API key's create and rotate answer with its secret: a
+    // A webhook's or API key's create and rotate, and a user's invitation
+    // and login link, answer with a secret: a
     // stored answer would keep the secret in clear, so the key is refused
     // rather than silently ignored. (Who asks was checked by the auth
     // layer, outside this one.)
@@ -87,6 +88,8 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
         Some("/v1/webhooks")
     } else if path.starts_with("/v1/keys") {
         Some("/v1/keys")
+    } else if path.starts_with("/v1/users") {
+        Some("/v1/users")
     } else {
         None
     };

@@ -40,6 +40,7 @@ mod routes;
 mod search;
 mod server;
 mod timeline;
+mod users;
 mod webhooks;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -135,6 +136,7 @@ fn api() -> (
         .merge(changes::routes())
         .merge(webhooks::routes())
         .merge(keys::routes())
+        .merge(users::routes())
         .merge(timeline::routes())
         .merge(context::routes())
         .routes(utoipa_axum::routes!(observe::render))

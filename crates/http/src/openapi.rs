@@ -76,6 +76,7 @@ use crate::auth::API_KEY;
         (name = "changes", description = "Every change to a tenant's leads, agents, approvals and events, as a JSON page or a Server-Sent Events stream that resumes without gaps."),
         (name = "timeline", description = "Every touch on a lead, and everything about a lead in one read."),
         (name = "cache", description = "The lead-context cache, for tenant admins."),
+        (name = "users", description = "The people who sign in to the console, for tenant admins: invited with a one-time login link, given a role, disabled."),
         (name = "keys", description = "API keys, for tenant admins: each has a name, a role or explicit scopes, an optional expiry, and a visible prefix; its secret is shown once. Rotation gives the old key an overlap."),
     ),
     components(

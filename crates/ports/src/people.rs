@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadline_domain::{
-    Email, NewUser, Page, PageLimit, PasswordHash, Session, TenantId, User, UserId,
+    Email, NewUser, Page, PageLimit, PasswordHash, Session, TenantId, UpdateUserRequest, User,
+    UserId,
 };
 
 use crate::errors::Unavailable;
@@ -22,6 +23,12 @@ pub enum PeopleError {
     /// The agent to link is not in this tenant.
     #[error("agent not found")]
     AgentNotFound,
+    /// The user changed since the caller read it.
+    #[error("the user is at version {current}")]
+    Conflict {
+        /// The version now stored.
+        current: i64,
+    },
     /// The backend could not be reached in time.
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
@@ -75,6 +82,18 @@ pub trait UserRepository: Send + Sync {
         limit: PageLimit,
         after: Option<UserId>,
     ) -> Result<Page<User>, PeopleError>;
+
+    /// Changes a user's role or disables them, at `req.expected_version`
+    /// (as [`User::apply`] decides).
+    ///
+    /// # Errors
+    /// [`PeopleError::NotFound`], [`PeopleError::Conflict`].
+    async fn update(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        req: &UpdateUserRequest,
+    ) -> Result<User, PeopleError>;
 
     /// Sets a user's password hash.
     ///

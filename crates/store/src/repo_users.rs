@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use leadline_domain::{Email, NewUser, Page, PageLimit, PasswordHash, TenantId, User, UserId};
+use leadline_domain::{
+    Email, NewUser, Page, PageLimit, PasswordHash, TenantId, UpdateUserRequest, User, UserId,
+};
 use leadline_ports::{PeopleError, RecentFailures, UserRepository};
 use sea_orm::{
     ActiveValue::Set,
@@ -113,6 +115,48 @@ impl UserRepository for Store {
             .map(User::try_from)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(users, limit))
+    }
+
+    async fn update(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        req: &UpdateUserRequest,
+    ) -> Result<User, PeopleError> {
+        let result: Result<Result<User, PeopleError>, Failure> =
+            transaction!(self, "users.update", tenant, Write, |txn| {
+                let Some(current) = by_key(tenant, id).one(txn).await? else {
+                    return Ok(Err(PeopleError::NotFound));
+                };
+                let current = User::try_from(current)?;
+                let next = match current.apply(req, crate::now()) {
+                    Ok(next) => next,
+                    Err(stale) => {
+                        return Ok(Err(PeopleError::Conflict {
+                            current: stale.current,
+                        }));
+                    }
+                };
+                // Moves only from the version read: a concurrent change wins
+                // or loses whole.
+                let done = users::Entity::update_many()
+                    .col_expr(users::Column::Role, Expr::value(next.role.as_str()))
+                    .col_expr(users::Column::DisabledAt, Expr::value(next.disabled_at))
+                    .col_expr(users::Column::Version, Expr::value(next.version))
+                    .col_expr(users::Column::UpdatedAt, Expr::value(crate::now()))
+                    .filter(users::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(users::Column::Id.eq(id.as_uuid()))
+                    .filter(users::Column::Version.eq(current.version))
+                    .exec(txn)
+                    .await?;
+                if done.rows_affected == 0 {
+                    return Ok(Err(PeopleError::Conflict {
+                        current: current.version + 1,
+                    }));
+                }
+                Ok(Ok(next))
+            });
+        result.map_err(|f| common!(f, PeopleError))?
     }
 
     async fn set_password(

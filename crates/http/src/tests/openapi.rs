@@ -1201,6 +1201,7 @@ async fn every_operation_answers_as_documented() {
         .call(Method::GET, "/v1/webhooks/{id}", &hook_uri, None)
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    exercise_users(&mut c).await;
     let viewer_key = exercise_keys(&mut c).await;
     let viewer = Harness {
         app: h.app.clone(),
@@ -1421,6 +1422,112 @@ async fn every_operation_answers_as_documented() {
     let unexercised: Vec<_> = operations(&c.spec).difference(&c.seen).cloned().collect();
     assert!(unexercised.is_empty(), "not exercised: {unexercised:?}");
     assert!(c.errors.is_empty(), "{}", c.errors.join("\n"));
+}
+
+/// Invites, lists, reads, changes and re-links users through `c`.
+async fn exercise_users(c: &mut Contract<'_>) {
+    let invited = c
+        .call(
+            Method::POST,
+            "/v1/users",
+            "/v1/users",
+            Some(json!({"email": "Ada@Acme.example", "name": "Ada", "role": "approver"})),
+        )
+        .await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{}", invited.body);
+    assert_eq!(invited.headers["cache-control"], "no-store");
+    let link = invited.body["login_link"].as_str().unwrap().to_owned();
+    assert!(link.starts_with("/login/link/lll_"), "{link}");
+    let user = &invited.body["user"];
+    assert_eq!(
+        (&user["email"], &user["role"], &user["has_password"]),
+        (
+            &json!("ada@acme.example"),
+            &json!("approver"),
+            &json!(false)
+        )
+    );
+    assert!(user["agent_id"].is_string(), "acts as an agent: {user}");
+    let id = user["id"].as_str().unwrap().to_owned();
+    let uri = format!("/v1/users/{id}");
+    for (bad, field) in [
+        (json!({"email": "nope", "role": "agent"}), "email"),
+        (json!({"email": "b@acme.example", "role": "root"}), "role"),
+    ] {
+        let r = c
+            .call(Method::POST, "/v1/users", "/v1/users", Some(bad.clone()))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.body
+        );
+        assert_eq!(r.body["errors"][0]["field"], field, "{bad}: {}", r.body);
+    }
+    // Off the schema (no role): refused naming it, outside the contract.
+    let r =
+        c.h.json(
+            Method::POST,
+            "/v1/users",
+            json!({"email": "b@acme.example"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["errors"][0]["field"], "role", "{}", r.body);
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/users",
+            "/v1/users",
+            Some(json!({"email": "ada@acme.example", "role": "agent"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let r = c
+        .call(Method::GET, "/v1/users", "/v1/users?limit=10", None)
+        .await;
+    assert_eq!(r.body["items"][0]["id"], id.as_str(), "{}", r.body);
+    assert!(!r.body.to_string().contains("lll_"), "no link in a list");
+    let r = c.call(Method::GET, "/v1/users/{id}", &uri, None).await;
+    assert_eq!(r.headers[header::ETAG], "\"1\"");
+    let r = c
+        .call(
+            Method::PATCH,
+            "/v1/users/{id}",
+            &uri,
+            Some(json!({"version": 1, "role": "viewer", "disabled": true})),
+        )
+        .await;
+    assert_eq!(
+        (
+            &r.body["role"],
+            r.body["disabled_at"].is_string(),
+            &r.body["version"]
+        ),
+        (&json!("viewer"), true, &json!(2)),
+        "{}",
+        r.body
+    );
+    let r = c
+        .call(
+            Method::PATCH,
+            "/v1/users/{id}",
+            &uri,
+            Some(json!({"version": 1, "disabled": false})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/users/{id}/link",
+            &format!("{uri}/link"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_ne!(r.body["login_link"].as_str().unwrap(), link, "a new link");
 }
 
 /// Issues, lists, reads, rotates and revokes API keys through `c`; returns
