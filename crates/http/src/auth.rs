@@ -249,3 +249,24 @@ async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller,
     let token = token.ok_or_else(ApiError::unauthorized)?;
     Ok(state.services().keys.authenticate(&token).await?)
 }
+
+/// A key may only hand out access it has itself (issuing or rotating a
+/// key, making or promoting a user): the `admin` scope alone manages keys
+/// and people, but cannot mint access to leads. A 403 naming `field`.
+pub(crate) fn within_reach(
+    mine: leadline_domain::Access,
+    theirs: leadline_domain::Access,
+    field: &str,
+) -> Result<(), ApiError> {
+    if mine.covers(theirs) {
+        return Ok(());
+    }
+    let mut err = ApiError::invalid_field(
+        field,
+        format!(
+            "this API key ({mine}) cannot hand out {theirs}: a key only grants what its own access covers"
+        ),
+    );
+    err.set_status(axum::http::StatusCode::FORBIDDEN, "forbidden", "Forbidden");
+    Err(err)
+}

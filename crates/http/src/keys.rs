@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
-    auth::CurrentCaller,
+    auth::{CurrentCaller, within_reach},
     cursor,
     dto::{ListResponse, page_limit},
     error::ApiError,
@@ -123,23 +123,6 @@ impl KeyWithSecret {
             key: KeyView::of(key, Utc::now()),
             secret: token.expose().to_owned(),
         }
-    }
-}
-
-/// A key may only hand out access it has itself: the `admin` scope alone
-/// manages keys, but cannot mint a key that reads or writes leads.
-fn within_reach(mine: Access, theirs: Access, field: &str) -> Result<(), ApiError> {
-    if mine.covers(theirs) {
-        Ok(())
-    } else {
-        let mut err = ApiError::invalid_field(
-            field,
-            format!(
-                "this API key ({mine}) cannot hand out {theirs}: a key only issues or rotates keys with no more access than its own"
-            ),
-        );
-        err.set_status(StatusCode::FORBIDDEN, "forbidden", "Forbidden");
-        Err(err)
     }
 }
 

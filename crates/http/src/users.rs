@@ -21,7 +21,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
-    auth::CurrentCaller,
+    auth::{CurrentCaller, within_reach},
     cursor,
     dto::{ListResponse, page_limit},
     error::{ApiError, stale},
@@ -120,20 +120,6 @@ fn with_link(status: StatusCode, user: &User, link: &SecretToken) -> Response {
     response
 }
 
-/// A key may make or promote users only to a role its own access covers.
-fn within_reach(caller: Access, role: Role) -> Result<(), ApiError> {
-    if caller.covers(Access::Role(role)) {
-        Ok(())
-    } else {
-        let mut err = ApiError::invalid_field(
-            "role",
-            format!("this API key ({caller}) cannot make a user {role}: it holds less than that"),
-        );
-        err.set_status(StatusCode::FORBIDDEN, "forbidden", "Forbidden");
-        Err(err)
-    }
-}
-
 fn role_of(raw: &str) -> Result<Role, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::invalid_field(
@@ -188,7 +174,7 @@ async fn invite(
     let name = DisplayName::new(body.name.as_deref().unwrap_or(email.as_str()))
         .map_err(|e| ApiError::invalid_field("name", e.to_string()))?;
     let role = role_of(&body.role)?;
-    within_reach(caller.access, role)?;
+    within_reach(caller.access, Access::Role(role), "role")?;
     let invited = state
         .services()
         .people
@@ -331,7 +317,7 @@ async fn update(
     let (version, from_if_match) = expected_version(&headers, body.version)?;
     let role = body.role.as_deref().map(role_of).transpose()?;
     if let Some(role) = role {
-        within_reach(caller.access, role)?;
+        within_reach(caller.access, Access::Role(role), "role")?;
     }
     let req = UpdateUserRequest {
         expected_version: version,
