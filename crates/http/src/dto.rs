@@ -231,11 +231,12 @@ pub(crate) struct ListLeadsParams {
     pub cursor: Option<String>,
 }
 
-/// Query of `GET /v1/agents`.
+/// Query of a plain keyset-paginated list (`GET /v1/agents`,
+/// `/v1/webhooks`, `/v1/keys`, `/v1/users`): a page size and a cursor.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ListAgentsParams {
+pub(crate) struct PageParams {
     /// Page size.
     #[param(value_type = Option<s::PageLimit>)]
     pub limit: Option<u32>,

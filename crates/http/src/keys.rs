@@ -21,10 +21,10 @@ use crate::{
     AppState,
     auth::{CurrentCaller, within_reach},
     cursor,
-    dto::{ListResponse, page_limit},
+    dto::{ListResponse, PageParams, page_limit},
     error::ApiError,
     extract::{ApiJson, ApiQuery, CurrentTenant, PathId},
-    openapi::{self as oa, schema as s},
+    openapi as oa,
 };
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -227,18 +227,6 @@ async fn issue(
     ))
 }
 
-/// Query of `GET /v1/keys`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct ListParams {
-    /// Page size.
-    #[param(value_type = Option<s::PageLimit>)]
-    limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
 /// A page of API keys.
 #[derive(Debug, Serialize, ToSchema)]
 struct KeyPage {
@@ -255,7 +243,7 @@ struct KeyPage {
     path = "/v1/keys",
     tag = "keys",
     security(("api_key" = ["admin"])),
-    params(ListParams),
+    params(PageParams),
     responses(
         (status = 200, description = "A page of keys", body = KeyPage),
         (status = 422, response = oa::Unprocessable),
@@ -264,7 +252,7 @@ struct KeyPage {
 async fn list(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<KeyPage>, ApiError> {
     let after = cursor::decode::<uuid::Uuid>(params.cursor.as_deref())?.map(ApiKeyId::from_uuid);
     let page = state

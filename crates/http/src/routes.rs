@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState, cursor,
     dto::{
-        CreateAgentBody, CreateLeadBody, ListAgentsParams, ListLeadsParams, ListResponse,
+        CreateAgentBody, CreateLeadBody, ListLeadsParams, ListResponse, PageParams,
         UpdateAgentBody, UpdateLeadBody, page_limit,
     },
     error::{ApiError, update_agent_error, update_lead_error},
@@ -358,7 +358,7 @@ async fn get_agent(
     path = "/v1/agents",
     tag = "agents",
     security(("api_key" = ["read"])),
-    params(ListAgentsParams),
+    params(PageParams),
     responses(
         (status = 200, description = "A page of agents", body = s::AgentPage),
         (status = 422, response = oa::Unprocessable),
@@ -367,7 +367,7 @@ async fn get_agent(
 async fn list_agents(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    ApiQuery(params): ApiQuery<ListAgentsParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<ListResponse<leadline_domain::Agent>>, ApiError> {
     let limit = page_limit(params.limit)?;
     let after = cursor::decode::<uuid::Uuid>(params.cursor.as_deref())?.map(AgentId::from_uuid);

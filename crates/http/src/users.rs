@@ -16,17 +16,17 @@ use leadline_domain::{
 };
 use leadline_ports::PeopleError;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
     auth::{CurrentCaller, within_reach},
     cursor,
-    dto::{ListResponse, page_limit},
+    dto::{ListResponse, PageParams, page_limit},
     error::{ApiError, stale},
     extract::{ApiJson, ApiQuery, CurrentTenant, PathId},
-    openapi::{self as oa, schema as s},
+    openapi as oa,
     routes::{expected_version, versioned},
 };
 
@@ -190,18 +190,6 @@ async fn invite(
     Ok(with_link(StatusCode::CREATED, &invited.user, &invited.link))
 }
 
-/// Query of `GET /v1/users`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct ListParams {
-    /// Page size.
-    #[param(value_type = Option<s::PageLimit>)]
-    limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
 /// A page of users.
 #[derive(Debug, Serialize, ToSchema)]
 struct UserPage {
@@ -218,7 +206,7 @@ struct UserPage {
     path = "/v1/users",
     tag = "users",
     security(("api_key" = ["admin"])),
-    params(ListParams),
+    params(PageParams),
     responses(
         (status = 200, description = "A page of users", body = UserPage),
         (status = 422, response = oa::Unprocessable),
@@ -227,7 +215,7 @@ struct UserPage {
 async fn list(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<UserPage>, ApiError> {
     let after = cursor::decode::<uuid::Uuid>(params.cursor.as_deref())?.map(UserId::from_uuid);
     let page = state

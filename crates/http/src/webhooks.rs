@@ -20,7 +20,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState, cursor,
-    dto::{ListResponse, page_limit},
+    dto::{ListResponse, PageParams, page_limit},
     error::{ApiError, stale},
     extract::{ApiJson, ApiQuery, CurrentTenant, PathId},
     openapi::{self as oa, schema as s},
@@ -251,18 +251,6 @@ async fn create(
     )))
 }
 
-/// Query of `GET /v1/webhooks`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct ListParams {
-    /// Page size.
-    #[param(value_type = Option<s::PageLimit>)]
-    limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
 /// A page of webhooks.
 #[derive(Debug, Serialize, ToSchema)]
 struct WebhookPage {
@@ -279,7 +267,7 @@ struct WebhookPage {
     path = "/v1/webhooks",
     tag = "webhooks",
     security(("api_key" = ["admin"])),
-    params(ListParams),
+    params(PageParams),
     responses(
         (status = 200, description = "A page of webhooks", body = WebhookPage),
         (status = 422, response = oa::Unprocessable),
@@ -288,7 +276,7 @@ struct WebhookPage {
 async fn list(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<WebhookPage>, ApiError> {
     let after = cursor::decode::<uuid::Uuid>(params.cursor.as_deref())?.map(WebhookId::from_uuid);
     let page = state
