@@ -101,15 +101,22 @@ async fn browser(driver: &Driver, width: u32) -> Client {
 
 /// Waits until the page's HTML contains `needle`.
 async fn until_page_has(client: &Client, needle: &str) -> String {
+    until_page(client, needle, |source| source.contains(needle)).await
+}
+
+/// Waits until the page's HTML satisfies `ready`, which must tell the page
+/// wanted from the one before it (a navigation is not over when the
+/// WebDriver call that started it returns).
+async fn until_page(client: &Client, what: &str, ready: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let source = client.source().await.unwrap();
-        if source.contains(needle) {
+        if ready(&source) {
             return source;
         }
         assert!(
             Instant::now() < deadline,
-            "the page never showed {needle:?}; it is:\n{source}"
+            "the page never showed {what}; it is:\n{source}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -332,7 +339,11 @@ async fn people_approve_and_send_in_the_console() {
     let search = c.form(Locator::Css("form.filters")).await.unwrap();
     search.set_by_name("q", "grace navy").await.unwrap();
     search.submit().await.unwrap();
-    until_page_has(&c, "Grace Hopper</a>").await;
+    // The unfiltered list holds both leads; the filtered one only Grace.
+    until_page(&c, "only Grace Hopper", |page| {
+        page.contains("Grace Hopper</a>") && !page.contains("Alan Hopper</a>")
+    })
+    .await;
     screenshot(&c, "console-leads.png").await;
     c.find(Locator::LinkText("Grace Hopper"))
         .await
