@@ -48,7 +48,10 @@ async fn invite(
 }
 
 async fn invitations_links_and_sessions(store: Store) {
-    let s = services(store);
+    invitations_links_and_sessions_on(services(store)).await;
+}
+
+async fn invitations_links_and_sessions_on(s: leadline_app::Services) {
     let (tenant, slug) = tenant(&s).await;
     let link = invite(&s, tenant, "ada@acme.example", Role::Approver).await;
     // The user acts as the agent with her email, made for her.
@@ -207,7 +210,10 @@ async fn wrong_answers_look_alike_and_lock_out(store: Store) {
 }
 
 async fn idle_sessions_end(store: Store) {
-    let mut s = services(store);
+    idle_sessions_end_on(services(store)).await;
+}
+
+async fn idle_sessions_end_on(mut s: leadline_app::Services) {
     s.people = s.people.clone().with_policies(
         SessionPolicy {
             idle: chrono::Duration::seconds(1),
@@ -466,4 +472,95 @@ async fn users_over_the_api(store: Store) {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+}
+
+/// With `cache.redis_url` set, the composition keeps console sessions in
+/// Redis: every flow above holds; two instances sharing Redis and
+/// PostgreSQL see a session at once and sign it out for each other; each
+/// session key expires when the session would go idle; and the database's
+/// sessions table is never written.
+#[tokio::test]
+async fn sessions_live_in_redis_when_configured() {
+    use sqlx::Connection;
+    let pg = crate::support::pg().await;
+    let redis = leadline_testsupport::redis().url();
+    let cache = leadline_cache::CacheSettings {
+        redis_url: Some(redis.clone()),
+        ..leadline_cache::CacheSettings::default()
+    };
+    let instance = async || {
+        leadline::compose_with(
+            &crate::support::settings(&pg.service_url),
+            &cache,
+            leadline_app::RecallSettings::default(),
+            false,
+        )
+        .await
+        .expect("composes")
+        .services
+    };
+    let (a, b) = (instance().await, instance().await);
+    invitations_links_and_sessions_on(a.clone()).await;
+    idle_sessions_end_on(a.clone()).await;
+
+    let (tenant, _) = tenant(&a).await;
+    let link = invite(&a, tenant, "fay@acme.example", Role::Approver).await;
+    let signed = a.people.redeem_link(&link, PASSWORD).await.unwrap();
+    let cookie = signed.token.expose().to_owned();
+    let (session, user) = b.people.session(&cookie).await.unwrap().expect("seen by b");
+    assert_eq!((session.user_id, user.id), (signed.user.id, signed.user.id));
+
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pattern = format!("leadline:{{{tenant}}}:session:*");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let secret = cookie.rsplit('_').next().unwrap();
+    assert!(!keys[0].contains(secret), "the key is the token's hash");
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let idle_ms = SessionPolicy::default().idle.num_milliseconds();
+    assert!(
+        ttl_ms > idle_ms - 60_000 && ttl_ms <= idle_ms,
+        "the key expires when the session goes idle: {ttl_ms} ms"
+    );
+
+    // The live session is not in the database (where the tenant's row
+    // would be visible to its own tenant).
+    let mut db = sqlx::PgConnection::connect(&pg.service_url).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, false)")
+        .bind(tenant.to_string())
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let rows: (i64,) = sqlx::query_as("SELECT count(*) FROM sessions")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows.0, 0, "no session reached the database");
+
+    assert_eq!(
+        b.people.sign_out_everywhere(tenant, user.id).await.unwrap(),
+        1
+    );
+    assert!(
+        a.people.session(&cookie).await.unwrap().is_none(),
+        "ended for a too"
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
 }

@@ -66,7 +66,7 @@ pub async fn pg() -> &'static Pg {
 /// cores, and these tests check correctness, not saturation.
 const TEST_ACQUIRE_TIMEOUT_MS: u64 = 30_000;
 
-fn settings(url: &str) -> StoreSettings {
+pub fn settings(url: &str) -> StoreSettings {
     StoreSettings {
         max_connections: 8,
         acquire_timeout_ms: TEST_ACQUIRE_TIMEOUT_MS,

@@ -271,6 +271,14 @@ impl PeopleService {
         self
     }
 
+    /// The same, keeping sessions in `sessions` (Redis, when configured)
+    /// instead of the store they were built over.
+    #[must_use]
+    pub fn with_sessions(mut self, sessions: Arc<dyn SessionStore>) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
     /// The session policy in force.
     #[must_use]
     pub fn session_policy(&self) -> SessionPolicy {
@@ -526,7 +534,13 @@ impl PeopleService {
             self.session_policy,
             Utc::now(),
         );
-        self.sessions.create(token.hash(), &session).await?;
+        self.sessions
+            .create(
+                token.hash(),
+                &session,
+                session.live_until(self.session_policy),
+            )
+            .await?;
         Ok(SignedIn {
             user,
             session,
@@ -545,16 +559,33 @@ impl PeopleService {
             return Ok(None);
         };
         let tenant = token.tenant_id();
-        let Some((session, user)) = self.sessions.get(tenant, token.hash()).await? else {
+        let Some(mut session) = self.sessions.get(tenant, token.hash()).await? else {
             return Ok(None);
         };
         let now = Utc::now();
-        if !session.is_live(self.session_policy, now) || user.disabled_at.is_some() {
+        let user = if session.is_live(self.session_policy, now) {
+            match self.users.get(tenant, session.user_id).await {
+                Ok(user) => Some(user).filter(|u| u.disabled_at.is_none()),
+                Err(PeopleError::NotFound) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let Some(user) = user else {
             self.sessions.end(tenant, token.hash()).await?;
             return Ok(None);
-        }
+        };
         if session.needs_touch(now) {
-            self.sessions.touch(tenant, token.hash(), now).await?;
+            session.last_seen_at = now;
+            self.sessions
+                .touch(
+                    tenant,
+                    token.hash(),
+                    now,
+                    session.live_until(self.session_policy),
+                )
+                .await?;
         }
         Ok(Some((session, user)))
     }

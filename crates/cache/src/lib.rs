@@ -179,6 +179,7 @@
 //! (replays included) and received. A lookup that skips L2 for a queued key
 //! counts as an L2 miss; the replayer's failed tries count in `l2.errors`.
 
+mod connect;
 mod error;
 mod flight;
 mod keys;
@@ -187,6 +188,7 @@ mod null;
 mod pending;
 mod rate;
 mod replay;
+mod sessions;
 mod settings;
 mod shared;
 mod stats;
@@ -200,6 +202,7 @@ use leadline_ports::ContextCache;
 pub use error::CacheError;
 pub use null::NullCache;
 pub use rate::{LocalRateLimiter, SharedRateLimiter, rate_limiter};
+pub use sessions::RedisSessionStore;
 pub use settings::CacheSettings;
 pub use two_tier::TwoTierCache;
 

@@ -33,7 +33,7 @@ use std::{
 use async_trait::async_trait;
 use leadline_domain::{ApiKeyId, RateDecision, RouteClass, TenantId};
 use leadline_ports::{RateLimiter, RateLimits, RateSource, RateVerdict};
-use redis::{Client, Script, aio::ConnectionManager, aio::ConnectionManagerConfig};
+use redis::{Script, aio::ConnectionManager};
 
 use crate::{CacheError, CacheSettings};
 
@@ -217,18 +217,7 @@ impl SharedRateLimiter {
     /// # Errors
     /// [`CacheError::InvalidSettings`] for a URL the client refuses.
     pub fn connect(url: &str, timeout: Duration) -> Result<Self, CacheError> {
-        let bad_url =
-            |why: &str| CacheError::InvalidSettings(vec![("cache.redis_url", why.to_owned())]);
-        // The client's message is dropped: it may quote the URL.
-        let client = Client::open(url).map_err(|_| bad_url("is not a valid Redis URL"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
-            .set_response_timeout(Some(timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(4);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| bad_url(&format!("cannot set up a client: {:?}", e.kind())))?;
+        let connection = crate::connect::connection_manager(url, timeout)?;
         Ok(Self {
             connection,
             script: Arc::new(Script::new(GCRA)),

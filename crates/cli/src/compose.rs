@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use leadline_cache::{CacheSettings, NullCache, TwoTierCache};
+use leadline_cache::{CacheSettings, NullCache, RedisSessionStore, TwoTierCache};
 use leadline_ports::ContextCache;
 use leadline_store::{ConnectError, MigrateError, MigrateOp, Store, StoreSettings, redact_url};
 use secrecy::ExposeSecret;
@@ -206,16 +206,21 @@ pub async fn compose_with(
             );
         }
     }
-    if !cache_settings.enabled {
-        return Ok(Composition::from_parts(
-            store,
-            Arc::new(NullCache::new()),
-            recall,
-        ));
+    let mut composition = if cache_settings.enabled {
+        let cache = Arc::new(TwoTierCache::connect(cache_settings).await?);
+        let mut composition = Composition::from_parts(store, cache.clone(), recall);
+        composition.cache = Some(cache);
+        composition
+    } else {
+        Composition::from_parts(store, Arc::new(NullCache::new()), recall)
+    };
+    // Console sessions go to Redis whenever there is one, like the rate
+    // limits: every instance sees them, and the database is not written on
+    // each page view.
+    if cache_settings.redis_url.is_some() {
+        let sessions = Arc::new(RedisSessionStore::connect(cache_settings)?);
+        composition.services.people = composition.services.people.clone().with_sessions(sessions);
     }
-    let cache = Arc::new(TwoTierCache::connect(cache_settings).await?);
-    let mut composition = Composition::from_parts(store, cache.clone(), recall);
-    composition.cache = Some(cache);
     Ok(composition)
 }
 

@@ -347,6 +347,13 @@ impl Session {
         now < self.expires_at && now - self.last_seen_at < policy.idle
     }
 
+    /// When it stops being live under `policy` unless used again: the
+    /// idle deadline, or its absolute end if that comes first.
+    #[must_use]
+    pub fn live_until(&self, policy: SessionPolicy) -> DateTime<Utc> {
+        self.expires_at.min(self.last_seen_at + policy.idle)
+    }
+
     /// Whether a request at `now` should be written as seen.
     #[must_use]
     pub fn needs_touch(&self, now: DateTime<Utc>) -> bool {
@@ -540,6 +547,8 @@ mod tests {
             ..session.clone()
         };
         assert!(!busy.is_live(policy, now + Duration::hours(12)), "absolute");
+        assert_eq!(session.live_until(policy), now + Duration::minutes(30));
+        assert_eq!(busy.live_until(policy), now + Duration::hours(12));
         assert!(session.csrf_matches(&"01".repeat(32)));
         assert!(!session.csrf_matches(&"02".repeat(32)));
         assert!(!session.csrf_matches(""));

@@ -158,6 +158,11 @@ pub trait UserRepository: Send + Sync {
 }
 
 /// Where console sessions are kept, by the hash of their cookie's token.
+///
+/// `keep_until` is when the session stops being live unless it is used
+/// again ([`Session::live_until`]): a store that expires entries by itself
+/// (Redis) may forget it then; one that does not (the database) keeps it
+/// for the service to refuse and end.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -165,10 +170,15 @@ pub trait SessionStore: Send + Sync {
     ///
     /// # Errors
     /// Only `Unavailable` or `Unknown`.
-    async fn create(&self, token_hash: [u8; 32], session: &Session) -> Result<(), PeopleError>;
+    async fn create(
+        &self,
+        token_hash: [u8; 32],
+        session: &Session,
+        keep_until: DateTime<Utc>,
+    ) -> Result<(), PeopleError>;
 
-    /// The session and its user, if it exists (live or not: the caller
-    /// applies the policy).
+    /// The session, if it exists (live or not: the caller applies the
+    /// policy, and reads its user).
     ///
     /// # Errors
     /// Only `Unavailable` or `Unknown`.
@@ -176,9 +186,9 @@ pub trait SessionStore: Send + Sync {
         &self,
         tenant: TenantId,
         token_hash: [u8; 32],
-    ) -> Result<Option<(Session, User)>, PeopleError>;
+    ) -> Result<Option<Session>, PeopleError>;
 
-    /// Records a request at `at`.
+    /// Records a request at `at`; a session no longer stored stays gone.
     ///
     /// # Errors
     /// Only `Unavailable` or `Unknown`.
@@ -187,6 +197,7 @@ pub trait SessionStore: Send + Sync {
         tenant: TenantId,
         token_hash: [u8; 32],
         at: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
     ) -> Result<(), PeopleError>;
 
     /// Ends one session.

@@ -3,13 +3,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use leadline_domain::{Session, TenantId, User, UserId};
+use leadline_domain::{Session, TenantId, UserId};
 use leadline_ports::{PeopleError, SessionStore};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 
 use crate::{
     Store,
-    entity::{sessions, users},
+    entity::sessions,
     errors::{Failure, common},
     tx::transaction,
 };
@@ -22,7 +22,13 @@ fn by_hash(tenant: TenantId, token_hash: [u8; 32]) -> sea_orm::Select<sessions::
 
 #[async_trait]
 impl SessionStore for Store {
-    async fn create(&self, token_hash: [u8; 32], session: &Session) -> Result<(), PeopleError> {
+    async fn create(
+        &self,
+        token_hash: [u8; 32],
+        session: &Session,
+        // Kept until refused: the service ends a session it finds dead.
+        _keep_until: DateTime<Utc>,
+    ) -> Result<(), PeopleError> {
         let tenant = session.tenant_id;
         let result: Result<(), Failure> =
             transaction!(self, "sessions.create", tenant, Write, |txn| {
@@ -47,23 +53,12 @@ impl SessionStore for Store {
         &self,
         tenant: TenantId,
         token_hash: [u8; 32],
-    ) -> Result<Option<(Session, User)>, PeopleError> {
-        let result: Result<Option<(sessions::Model, Option<users::Model>)>, Failure> =
+    ) -> Result<Option<Session>, PeopleError> {
+        let result: Result<Option<sessions::Model>, Failure> =
             transaction!(self, "sessions.get", tenant, Read, |txn| {
-                let Some(session) = by_hash(tenant, token_hash).one(txn).await? else {
-                    return Ok(None);
-                };
-                let user = users::Entity::find()
-                    .filter(users::Column::TenantId.eq(tenant.as_uuid()))
-                    .filter(users::Column::Id.eq(session.user_id))
-                    .one(txn)
-                    .await?;
-                Ok(Some((session, user)))
+                Ok(by_hash(tenant, token_hash).one(txn).await?)
             });
-        match result.map_err(|f| common!(f, PeopleError))? {
-            Some((session, Some(user))) => Ok(Some((session.into(), User::try_from(user)?))),
-            _ => Ok(None),
-        }
+        Ok(result.map_err(|f| common!(f, PeopleError))?.map(Into::into))
     }
 
     async fn touch(
@@ -71,6 +66,7 @@ impl SessionStore for Store {
         tenant: TenantId,
         token_hash: [u8; 32],
         at: DateTime<Utc>,
+        _keep_until: DateTime<Utc>,
     ) -> Result<(), PeopleError> {
         let result: Result<(), Failure> =
             transaction!(self, "sessions.touch", tenant, Write, |txn| {

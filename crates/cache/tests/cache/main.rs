@@ -8,6 +8,7 @@ mod outage;
 mod race;
 mod rate;
 mod replay;
+mod sessions;
 mod settings;
 mod single_flight;
 mod stale;
