@@ -30,6 +30,7 @@ mod m20261208_000016_key_access;
 mod m20261208_000017_people;
 mod m20261208_000018_separation_of_duties;
 mod m20261208_000019_key_successors;
+mod m20261209_000020_approval_edits;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -64,6 +65,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000017_people::Migration),
             Box::new(m20261208_000018_separation_of_duties::Migration),
             Box::new(m20261208_000019_key_successors::Migration),
+            Box::new(m20261209_000020_approval_edits::Migration),
         ]
     }
 }

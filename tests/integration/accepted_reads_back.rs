@@ -552,7 +552,15 @@ fn key_access() -> impl Strategy<Value = (Option<Value>, Option<Value>)> {
 fn key_expiry() -> impl Strategy<Value = Option<Value>> {
     prop_oneof![
         4 => Just(None),
-        3 => (-2_000_000_000i64..8_000_000_000, 0u32..1_000_000_000, prop::sample::select(vec!["Z", "+05:30", "-12:00"]))
+        // Mostly ahead (an expiry in the past is refused), odd precisions
+        // and offsets included.
+        3 => (2_000_000_000i64..8_000_000_000, 0u32..1_000_000_000, prop::sample::select(vec!["Z", "+05:30", "-12:00"]))
+            .prop_map(|(secs, nanos, zone)| {
+                let at = chrono::DateTime::from_timestamp(secs, nanos).unwrap_or_default();
+                let text = at.format("%Y-%m-%dT%H:%M:%S%.9f").to_string();
+                Some(Value::String(format!("{text}{zone}")))
+            }),
+        1 => (-2_000_000_000i64..8_000_000_000, 0u32..1_000_000_000, prop::sample::select(vec!["Z", "+05:30", "-12:00"]))
             .prop_map(|(secs, nanos, zone)| {
                 let at = chrono::DateTime::from_timestamp(secs, nanos).unwrap_or_default();
                 let text = at.format("%Y-%m-%dT%H:%M:%S%.9f").to_string();
@@ -627,12 +635,21 @@ async fn key_case(
     true
 }
 
+/// A key's name: mostly plain, often hostile (drawn mostly valid, so
+/// that enough keys are accepted to exercise what follows issuing).
+fn key_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[A-Za-z0-9][A-Za-z0-9 ._-]{0,40}",
+        2 => nasty_string(),
+    ]
+}
+
 fn run_keys(backend: &'static str, cases: u32) {
     let (rt, api, mut runner) = setup(backend, cases);
     let accepted = std::sync::atomic::AtomicU32::new(0);
     runner
         .run(
-            &(nasty_string(), key_access(), key_expiry()),
+            &(key_name(), key_access(), key_expiry()),
             |(name, access, expires_at)| {
                 if rt.block_on(key_case(&api, name, access, expires_at)) {
                     accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -756,4 +773,126 @@ fn any_accepted_user_reads_back_on_sqlite() {
 #[test]
 fn any_accepted_user_reads_back_on_postgres() {
     run_users("postgres", 96);
+}
+
+/// A message text: mostly printable in any script (with line breaks),
+/// sometimes hostile, absent or the wrong type.
+fn message_text() -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        6 => "\\PC{1,60}(\n\\PC{0,30}){0,2}".prop_map(|s| Some(Value::String(s))),
+        2 => nasty_string().prop_map(|s| Some(Value::String(s))),
+        1 => Just(None),
+        1 => json_leaf().prop_map(Some),
+    ]
+}
+
+/// One draft edit: draft a plain message, then edit it with generated
+/// texts; if accepted, the edit reads back, shows in the lead's context,
+/// refuses a second edit at the old revision, and is approved at its new
+/// revision, all without a 5xx.
+async fn edit_case(
+    api: &Api,
+    lead: &str,
+    agent: &str,
+    subject: Option<Value>,
+    body: Option<Value>,
+) -> bool {
+    let (status, drafted) = api
+        .call(
+            Method::POST,
+            &format!("/v1/leads/{lead}/approvals"),
+            Some(&json!({"channel": "email", "subject": "Hello", "body": "First words", "requested_by": agent})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{drafted}");
+    let uri = format!("/v1/approvals/{}", drafted["id"].as_str().unwrap());
+    let mut edit = json!({"edited_by": agent, "revision": 1});
+    if let Some(subject) = subject {
+        edit["subject"] = subject;
+    }
+    if let Some(body) = body {
+        edit["body"] = body;
+    }
+    let (status, edited) = api
+        .call(Method::POST, &format!("{uri}/edit"), Some(&edit))
+        .await;
+    if status != StatusCode::OK {
+        return false;
+    }
+    assert_eq!(edited["revision"], 2, "{edited}");
+    let (_, read) = api.call(Method::GET, &uri, None).await;
+    assert_eq!(read, edited, "reads back as edited");
+    let (status, context) = api
+        .call(Method::GET, &format!("/v1/leads/{lead}/context"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{context}");
+    assert!(
+        context["open_approvals"]
+            .as_array()
+            .unwrap()
+            .contains(&edited),
+        "the context shows the edit"
+    );
+    let (status, _) = api
+        .call(Method::POST, &format!("{uri}/edit"), Some(&edit))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "an edit at an old revision");
+    let (status, approved) = api
+        .call(
+            Method::POST,
+            &format!("{uri}/approve"),
+            Some(&json!({"decided_by": agent, "revision": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    assert_eq!(approved["body"], edited["body"]);
+    true
+}
+
+fn run_edits(backend: &'static str, cases: u32) {
+    let (rt, api, mut runner) = setup(backend, cases);
+    let (lead, agent) = rt.block_on(async {
+        let (_, lead) = api
+            .call(
+                Method::POST,
+                "/v1/leads",
+                Some(&json!({"first_name": "Grace", "last_name": "Hopper"})),
+            )
+            .await;
+        let (_, agent) = api
+            .call(
+                Method::POST,
+                "/v1/agents",
+                Some(&json!({"name": "Dee", "email": "dee@acme.example"})),
+            )
+            .await;
+        (
+            lead["id"].as_str().unwrap().to_owned(),
+            agent["id"].as_str().unwrap().to_owned(),
+        )
+    });
+    let accepted = std::sync::atomic::AtomicU32::new(0);
+    runner
+        .run(&(message_text(), message_text()), |(subject, body)| {
+            if rt.block_on(edit_case(&api, &lead, &agent, subject, body)) {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
+    let accepted = accepted.into_inner();
+    assert!(
+        accepted >= cases / 10,
+        "{backend}: only {accepted} of {cases} generated edits were accepted"
+    );
+}
+
+#[test]
+fn any_accepted_draft_edit_reads_back_on_sqlite() {
+    run_edits("sqlite", 64);
+}
+
+#[test]
+fn any_accepted_draft_edit_reads_back_on_postgres() {
+    run_edits("postgres", 64);
 }

@@ -51,6 +51,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("post", "/v1/leads/{id}/approvals", "agent"),
     ("get", "/v1/approvals", "viewer"),
     ("get", "/v1/approvals/{id}", "viewer"),
+    ("post", "/v1/approvals/{id}/edit", "agent"),
     ("post", "/v1/approvals/{id}/approve", "approver"),
     ("post", "/v1/approvals/{id}/reject", "approver"),
     ("post", "/v1/approvals/{id}/send", "approver"),

@@ -1,7 +1,8 @@
 //! Separation of duties on both backends: on for a new tenant, the agent
 //! who drafted an approval can neither approve nor reject it (someone else
 //! can), sending and withdrawing stay the drafter's to do, and a tenant
-//! admin may turn the rule off (`PUT /v1/settings/approvals`).
+//! admin may turn the rule off (`PUT /v1/settings/approvals`). Editing a
+//! draft makes its editor an author too.
 
 use axum::{
     body::Body,
@@ -9,11 +10,11 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use leadline_domain::{
-    ApprovalAction, Channel, CreateTenantRequest, DisplayName, DraftApprovalRequest, MessageBody,
-    RejectionReason, Slug,
+    ApprovalAction, Channel, CreateTenantRequest, DisplayName, DraftApprovalRequest,
+    EditDraftRequest, MessageBody, RejectionReason, Slug, Subject,
 };
 use leadline_http::{AppState, router};
-use leadline_ports::TransitionApprovalError;
+use leadline_ports::{EditApprovalError, TransitionApprovalError};
 use leadline_store::Store;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -170,4 +171,155 @@ async fn the_drafter_does_not_decide(store: Store) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
 }
 
-both_backends!(the_drafter_does_not_decide);
+/// Editing a draft before it is decided: the edit bumps the revision and
+/// makes its editor an author (who may not then decide it); a decision
+/// names the revision it read, so nobody approves words they did not see;
+/// a decided approval cannot be edited; and of an edit and an approval
+/// racing from the same revision, exactly one lands.
+async fn drafts_are_edited_before_they_are_decided(store: Store) {
+    let s = services(store);
+    let created = s
+        .tenants
+        .create(&CreateTenantRequest {
+            slug: Slug::parse(&unique_slug("edit")).unwrap(),
+            name: DisplayName::new("Edits").unwrap(),
+        })
+        .await
+        .unwrap();
+    let tenant = created.tenant.id;
+    let mut agents = Vec::new();
+    for email in ["dee@acme.example", "eve@acme.example", "fay@acme.example"] {
+        agents.push(s.agents.create(tenant, &agent_req(email)).await.unwrap().id);
+    }
+    let [dee, eve, fay] = agents[..] else {
+        unreachable!()
+    };
+    let lead = s.leads.create(tenant, &lead_req("Edit")).await.unwrap().id;
+    let draft = DraftApprovalRequest {
+        channel: Channel::Email,
+        subject: Some(Subject::new("Hello").unwrap()),
+        body: MessageBody::new("Frist draft").unwrap(),
+        requested_by: dee,
+    };
+    let first = s.approvals.draft(tenant, lead, &draft).await.unwrap();
+    assert_eq!((first.revision, first.edited_by), (1, None));
+    let fix = EditDraftRequest {
+        subject: None,
+        body: MessageBody::new("First draft").unwrap(),
+        edited_by: eve,
+        revision: 1,
+    };
+    let edited = s.approvals.edit(tenant, first.id, &fix).await.unwrap();
+    assert_eq!(
+        (edited.revision, edited.edited_by, edited.subject.clone()),
+        (2, Some(eve), None)
+    );
+    assert_eq!(edited.body.as_str(), "First draft");
+    assert!(matches!(
+        s.approvals.edit(tenant, first.id, &fix).await,
+        Err(EditApprovalError::Stale {
+            current_revision: 2
+        })
+    ));
+    // Eve wrote the words now: she may not decide them; neither may Dee.
+    for by in [eve, dee] {
+        assert!(matches!(
+            s.approvals
+                .act_at(tenant, first.id, &ApprovalAction::Approve { by }, Some(2))
+                .await,
+            Err(TransitionApprovalError::SelfDecision)
+        ));
+    }
+    // Fay read revision 1: her approval is refused, naming the revision.
+    assert!(matches!(
+        s.approvals
+            .act_at(
+                tenant,
+                first.id,
+                &ApprovalAction::Approve { by: fay },
+                Some(1)
+            )
+            .await,
+        Err(TransitionApprovalError::Edited {
+            current_revision: 2
+        })
+    ));
+    let approved = s
+        .approvals
+        .act_at(
+            tenant,
+            first.id,
+            &ApprovalAction::Approve { by: fay },
+            Some(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.body.as_str(), "First draft");
+    assert!(matches!(
+        s.approvals
+            .edit(
+                tenant,
+                first.id,
+                &EditDraftRequest {
+                    revision: 2,
+                    ..fix.clone()
+                }
+            )
+            .await,
+        Err(EditApprovalError::NotPending {
+            current: leadline_domain::ApprovalStatus::Approved
+        })
+    ));
+    // An editor from nowhere.
+    let second = s.approvals.draft(tenant, lead, &draft).await.unwrap();
+    assert!(matches!(
+        s.approvals
+            .edit(
+                tenant,
+                second.id,
+                &EditDraftRequest {
+                    edited_by: leadline_domain::AgentId::new(),
+                    ..fix.clone()
+                }
+            )
+            .await,
+        Err(EditApprovalError::AgentNotFound)
+    ));
+
+    // Races: an edit and an approval from revision 1; exactly one lands,
+    // and the approved text is the one its approver read.
+    let approve = ApprovalAction::Approve { by: fay };
+    for _ in 0..8 {
+        let race = s.approvals.draft(tenant, lead, &draft).await.unwrap();
+        let (edit, approve) = tokio::join!(
+            s.approvals.edit(tenant, race.id, &fix),
+            s.approvals.act_at(tenant, race.id, &approve, Some(1)),
+        );
+        let after = s.approvals.get(tenant, race.id).await.unwrap();
+        match (edit, approve) {
+            (
+                Ok(_),
+                Err(TransitionApprovalError::Edited {
+                    current_revision: 2,
+                }),
+            ) => {
+                assert_eq!(
+                    (after.status, after.revision),
+                    (leadline_domain::ApprovalStatus::Pending, 2)
+                );
+            }
+            (Err(EditApprovalError::NotPending { .. }), Ok(_)) => {
+                assert_eq!(
+                    (after.status, after.revision, after.body.as_str()),
+                    (leadline_domain::ApprovalStatus::Approved, 1, "Frist draft")
+                );
+            }
+            other => panic!("not exactly one winner: {other:?}"),
+        }
+    }
+}
+
+both_backends!(
+    the_drafter_does_not_decide,
+    drafts_are_edited_before_they_are_decided
+);

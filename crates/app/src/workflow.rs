@@ -130,7 +130,38 @@ impl ApprovalService {
         id: ApprovalId,
         action: &ApprovalAction,
     ) -> Result<Approval, TransitionApprovalError> {
-        let approval = self.repo.transition(tenant, id, action).await?;
+        self.act_at(tenant, id, action, None).await
+    }
+
+    /// The same, on the draft at `revision` only (when given): what a
+    /// person decides is the text they read.
+    ///
+    /// # Errors
+    /// See [`ApprovalRepository::transition`].
+    pub async fn act_at(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+        action: &ApprovalAction,
+        revision: Option<i32>,
+    ) -> Result<Approval, TransitionApprovalError> {
+        let approval = self.repo.transition(tenant, id, action, revision).await?;
+        self.cache.invalidate(tenant, approval.lead_id).await;
+        Ok(approval)
+    }
+
+    /// Replaces a pending draft's text.
+    ///
+    /// # Errors
+    /// See [`ApprovalRepository::edit`].
+    pub async fn edit(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+        req: &leadline_domain::EditDraftRequest,
+    ) -> Result<Approval, leadline_ports::EditApprovalError> {
+        let approval = self.repo.edit(tenant, id, req).await?;
+        // The lead's context shows its open approvals' texts.
         self.cache.invalidate(tenant, approval.lead_id).await;
         Ok(approval)
     }

@@ -3,9 +3,10 @@
 //! against the real `leadline serve` binary on the embedded default.
 //!
 //! A person follows their login link, chooses a password, approves and
-//! sends a message; a second person's open inbox marks a card the first
-//! decided, and acting on it anyway says who won; an agent is refused the
-//! admin page. With `LEADLINE_SCREENSHOTS=<dir>` the main pages are saved
+//! sends a message; a second person edits a draft, the first person's open
+//! inbox marks it, and approving the old text is refused; the second
+//! person's inbox marks the card the first then decided, and acting on it
+//! anyway says who won; an agent is refused the admin page. With `LEADLINE_SCREENSHOTS=<dir>` the main pages are saved
 //! there as PNGs (how docs/console-*.png were made).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -283,8 +284,52 @@ async fn people_approve_and_send_in_the_console() {
         "sent"
     );
 
-    // Ada approves the second; Bob's open card for it is marked within a
-    // few seconds, without a reload.
+    // Bob edits the second draft before anyone decides it, on his phone.
+    b.find(Locator::Css(&format!(
+        "[data-approval='{second}'] details.edit summary"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let edit = b
+        .form(Locator::Css(&format!(
+            "[data-approval='{second}'] form[action$='/edit']"
+        )))
+        .await
+        .unwrap();
+    edit.set_by_name("body", "Hello Alan, shall we talk on Wednesday?")
+        .await
+        .unwrap();
+    edit.submit().await.unwrap();
+    until_page_has(&b, "Draft edited.").await;
+    until_page_has(&b, "edited · revision 2").await;
+
+    // Ada's open card for it is marked within a few seconds, without a
+    // reload; approving the text she read anyway is refused.
+    let stale = format!("[data-approval='{second}'].stale");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.find(Locator::Css(&stale)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Ada's inbox never marked the edited card"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.execute(
+        &format!("document.querySelector(\"[data-approval='{second}'] form[action$='/approve']\").submit()"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    until_page_has(&a, "the draft was edited since you read it").await;
+    assert_eq!(
+        api.get(&format!("/v1/approvals/{second}")).await["status"],
+        "pending"
+    );
+    // Reloaded (the redirect did), she reads the new text and approves it.
+    until_page_has(&a, "shall we talk on Wednesday?").await;
     a.find(Locator::Css(&format!(
         "[data-approval='{second}'] [data-action=approve]"
     )))
@@ -294,7 +339,21 @@ async fn people_approve_and_send_in_the_console() {
     .await
     .unwrap();
     until_page_has(&a, "Message approved.").await;
-    let stale = format!("[data-approval='{second}'].stale");
+    let approved = api.get(&format!("/v1/approvals/{second}")).await;
+    assert_eq!(
+        (
+            &approved["status"],
+            &approved["revision"],
+            &approved["body"]
+        ),
+        (
+            &json!("approved"),
+            &json!(2),
+            &json!("Hello Alan, shall we talk on Wednesday?")
+        )
+    );
+
+    // Bob's card for it is marked decided in turn, without a reload.
     let deadline = Instant::now() + Duration::from_secs(15);
     while b.find(Locator::Css(&stale)).await.is_err() {
         assert!(

@@ -154,10 +154,18 @@ impl ApprovalAction {
     }
 
     /// Whether separation of duties (when `separated`) refuses this action
-    /// on an approval drafted by `requested_by`.
+    /// on an approval drafted by `requested_by` and last edited by
+    /// `edited_by`: nobody decides on words they wrote.
     #[must_use]
-    pub fn breaks_separation(&self, requested_by: AgentId, separated: bool) -> bool {
-        separated && self.is_decision() && self.actor() == requested_by
+    pub fn breaks_separation(
+        &self,
+        requested_by: AgentId,
+        edited_by: Option<AgentId>,
+        separated: bool,
+    ) -> bool {
+        separated
+            && self.is_decision()
+            && (self.actor() == requested_by || Some(self.actor()) == edited_by)
     }
 
     /// The acting agent.
@@ -285,6 +293,14 @@ pub struct Approval {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// The draft's text revision: 1 as drafted, one more for each edit. A
+    /// decision may name the revision it was made on, so that nobody
+    /// approves words they did not read.
+    pub revision: i32,
+    /// Who last edited the draft, if anyone did.
+    pub edited_by: Option<AgentId>,
+    /// When.
+    pub edited_at: Option<DateTime<Utc>>,
 }
 
 impl Approval {
@@ -312,6 +328,9 @@ impl Approval {
             sent_at: None,
             created_at: now,
             updated_at: now,
+            revision: 1,
+            edited_by: None,
+            edited_at: None,
         }
     }
 
@@ -385,6 +404,21 @@ pub struct DraftApprovalRequest {
     pub requested_by: AgentId,
 }
 
+/// A new text for a pending draft: both parts replace what was there (an
+/// absent subject removes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditDraftRequest {
+    /// Subject.
+    pub subject: Option<Subject>,
+    /// Body.
+    pub body: MessageBody,
+    /// The agent editing it.
+    pub edited_by: AgentId,
+    /// The revision the edit was written against; another edit or a
+    /// decision since then refuses it.
+    pub revision: i32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,16 +453,29 @@ mod tests {
             by: drafter,
             reason,
         };
-        assert!(approve.breaks_separation(drafter, true));
-        assert!(reject.breaks_separation(drafter, true));
-        assert!(!approve.breaks_separation(drafter, false), "turned off");
-        assert!(!ApprovalAction::Approve { by: other }.breaks_separation(drafter, true));
+        assert!(approve.breaks_separation(drafter, None, true));
+        assert!(reject.breaks_separation(drafter, None, true));
+        assert!(
+            !approve.breaks_separation(drafter, None, false),
+            "turned off"
+        );
+        assert!(!ApprovalAction::Approve { by: other }.breaks_separation(drafter, None, true));
+        // Whoever edited the draft last wrote it too.
+        assert!(ApprovalAction::Approve { by: other }.breaks_separation(
+            drafter,
+            Some(other),
+            true
+        ));
+        assert!(
+            !approve.breaks_separation(other, Some(AgentId::new()), true),
+            "the drafter's approval of a draft someone else wrote and edited"
+        );
         for not_a_decision in [
             ApprovalAction::MarkSent { by: drafter },
             ApprovalAction::Cancel { by: drafter },
         ] {
             assert!(
-                !not_a_decision.breaks_separation(drafter, true),
+                !not_a_decision.breaks_separation(drafter, Some(drafter), true),
                 "{not_a_decision:?}"
             );
         }

@@ -30,6 +30,8 @@ pub enum ChangeType {
     AgentUpdated,
     /// An approval was drafted.
     ApprovalDrafted,
+    /// A pending approval's text was edited.
+    ApprovalEdited,
     /// An approval was approved.
     ApprovalApproved,
     /// An approval was rejected.
@@ -53,6 +55,7 @@ impl ChangeType {
         Self::AgentCreated,
         Self::AgentUpdated,
         Self::ApprovalDrafted,
+        Self::ApprovalEdited,
         Self::ApprovalApproved,
         Self::ApprovalRejected,
         Self::ApprovalCancelled,
@@ -71,6 +74,7 @@ impl ChangeType {
             Self::AgentCreated => "agent.created",
             Self::AgentUpdated => "agent.updated",
             Self::ApprovalDrafted => "approval.drafted",
+            Self::ApprovalEdited => "approval.edited",
             Self::ApprovalApproved => "approval.approved",
             Self::ApprovalRejected => "approval.rejected",
             Self::ApprovalCancelled => "approval.cancelled",
@@ -193,6 +197,18 @@ impl Change {
         )
     }
 
+    /// A pending `approval`'s text was edited.
+    #[must_use]
+    pub fn approval_edited(approval: &Approval) -> Self {
+        Self::of(
+            approval.tenant_id,
+            ChangeType::ApprovalEdited,
+            approval.id.as_uuid(),
+            approval.updated_at,
+            approval,
+        )
+    }
+
     /// `event` was recorded.
     #[must_use]
     pub fn event(event: &Event) -> Self {
@@ -244,6 +260,7 @@ impl Change {
                 StaleContexts::AssignedTo(AgentId::from_uuid(self.entity_id))
             }
             ChangeType::ApprovalDrafted
+            | ChangeType::ApprovalEdited
             | ChangeType::ApprovalApproved
             | ChangeType::ApprovalRejected
             | ChangeType::ApprovalCancelled
@@ -455,7 +472,7 @@ mod tests {
         assert!(f.admits(ChangeType::ApprovalSent));
         assert!(f.admits(ChangeType::LeadCreated));
         assert!(!f.admits(ChangeType::LeadUpdated));
-        assert_eq!(f.types().len(), 6);
+        assert_eq!(f.types().len(), 7, "six approval types and one lead type");
         assert!(
             ChangeFilter::parse("")
                 .expect("empty")

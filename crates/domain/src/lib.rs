@@ -35,7 +35,7 @@ pub use api_key::{
 };
 pub use approval::{
     Approval, ApprovalAction, ApprovalQueueQuery, ApprovalStatus, Channel, DraftApprovalRequest,
-    IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
+    EditDraftRequest, IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
 };
 pub use change::{Change, ChangeFilter, ChangePosition, ChangeType, LoggedChange, StaleContexts};
 pub use delivery::{

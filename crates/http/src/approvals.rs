@@ -9,7 +9,7 @@ use axum::{
 };
 use leadline_domain::{
     AgentId, Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery, ApprovalStatus, Channel,
-    DraftApprovalRequest, LeadId, MessageBody, RejectionReason, Subject,
+    DraftApprovalRequest, EditDraftRequest, LeadId, MessageBody, RejectionReason, Subject,
 };
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -28,6 +28,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(draft))
         .routes(routes!(queue))
         .routes(routes!(get_approval))
+        .routes(routes!(edit))
         .routes(routes!(approve))
         .routes(routes!(reject))
         .routes(routes!(send))
@@ -113,6 +114,64 @@ async fn get_approval(
     Ok(Json(state.services().approvals.get(tenant.id, id).await?))
 }
 
+/// `POST /v1/approvals/{id}/edit`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    /// The new subject; absent or null for none.
+    #[serde(default)]
+    #[schema(value_type = Option<s::Subject>)]
+    subject: Option<Subject>,
+    /// The new message.
+    #[schema(value_type = s::MessageBody)]
+    body: MessageBody,
+    /// The agent editing it.
+    #[schema(value_type = uuid::Uuid)]
+    edited_by: AgentId,
+    /// The revision this edit was written against (the approval's
+    /// `revision` as read).
+    #[schema(minimum = 1)]
+    revision: i32,
+}
+
+/// Replace a pending draft's text before it is decided.
+///
+/// Only a pending draft at `revision` changes: a decided approval is a 409
+/// with `current_status`, one edited meanwhile a 409 with
+/// `current_revision`. The revision goes up by one and `edited_by` is
+/// recorded; while separation of duties is on, the editor may not approve
+/// or reject it (they wrote it too). Logged as `approval.edited` in the
+/// change feed; not a timeline event.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/edit",
+    tag = "approvals",
+    security(("api_key" = ["approvals:draft"])),
+    params(("id" = uuid::Uuid, Path, description = "The approval's id")),
+    request_body = EditBody,
+    responses(
+        (status = 200, description = "The approval, edited", body = s::Approval),
+        (status = 404, response = oa::NotFound),
+        (status = 409, response = oa::Conflict),
+    ),
+)]
+async fn edit(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    PathId(id): PathId<ApprovalId>,
+    ApiJson(body): ApiJson<EditBody>,
+) -> Result<Json<Approval>, ApiError> {
+    let req = EditDraftRequest {
+        subject: body.subject,
+        body: body.body,
+        edited_by: body.edited_by,
+        revision: body.revision,
+    };
+    Ok(Json(
+        state.services().approvals.edit(tenant.id, id, &req).await?,
+    ))
+}
+
 /// `POST /v1/approvals/{id}/approve`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +179,11 @@ struct DecidedBy {
     /// The agent approving it.
     #[schema(value_type = uuid::Uuid)]
     decided_by: AgentId,
+    /// Approve only the draft at this revision (the text you read); a
+    /// draft edited since is a 409 with `current_revision`.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    revision: Option<i32>,
 }
 
 /// `POST /v1/approvals/{id}/reject`.
@@ -132,6 +196,10 @@ struct RejectBody {
     /// Why.
     #[schema(value_type = s::RejectionReason)]
     reason: RejectionReason,
+    /// Reject only the draft at this revision.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    revision: Option<i32>,
 }
 
 /// `POST /v1/approvals/{id}/send`.
@@ -158,11 +226,12 @@ async fn act(
     id: ApprovalId,
     action: ApprovalAction,
     actor_field: &str,
+    revision: Option<i32>,
 ) -> Result<Json<Approval>, ApiError> {
     state
         .services()
         .approvals
-        .act(tenant, id, &action)
+        .act_at(tenant, id, &action, revision)
         .await
         .map(Json)
         .map_err(|e| transition_error(e, actor_field))
@@ -199,6 +268,7 @@ async fn approve(
             by: body.decided_by,
         },
         "decided_by",
+        body.revision,
     )
     .await
 }
@@ -235,6 +305,7 @@ async fn reject(
             reason: body.reason,
         },
         "decided_by",
+        body.revision,
     )
     .await
 }
@@ -269,6 +340,7 @@ async fn send(
         id,
         ApprovalAction::MarkSent { by: body.sent_by },
         "sent_by",
+        None,
     )
     .await
 }
@@ -304,6 +376,7 @@ async fn cancel(
             by: body.cancelled_by,
         },
         "cancelled_by",
+        None,
     )
     .await
 }

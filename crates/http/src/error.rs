@@ -590,11 +590,50 @@ pub(crate) fn transition_error(
         E::AgentNotFound => ApiError::invalid_field(actor_field, "no such agent"),
         E::SelfDecision => ApiError::conflict(
             actor_field,
-            "separation of duties: the agent who drafted an approval cannot approve or reject it; \
-             another person must (a tenant admin can turn the rule off: PUT /v1/settings/approvals)",
+            "separation of duties: the agent who drafted an approval, or edited it last, cannot \
+             approve or reject it; another person must (a tenant admin can turn the rule off: \
+             PUT /v1/settings/approvals)",
         ),
+        E::Edited { current_revision } => revision_conflict(current_revision),
         E::Unavailable(u) => ApiError::unavailable(&u),
         E::Unknown(e) => ApiError::internal(&e),
+    }
+}
+
+/// 409 for a draft edited past the revision the caller read.
+fn revision_conflict(current_revision: i32) -> ApiError {
+    let mut e = ApiError::conflict(
+        "revision",
+        format!("the draft was edited since: it is at revision {current_revision}; read it again"),
+    );
+    e.extension(
+        "current_revision",
+        serde_json::Value::from(current_revision),
+    );
+    e
+}
+
+impl From<leadline_ports::EditApprovalError> for ApiError {
+    fn from(err: leadline_ports::EditApprovalError) -> Self {
+        use leadline_ports::EditApprovalError as E;
+        match err {
+            E::NotFound => Self::not_found("approval"),
+            E::NotPending { current } => {
+                let mut e = Self::conflict(
+                    "status",
+                    format!("the approval is {current}: only a pending draft can be edited"),
+                );
+                e.extension(
+                    "current_status",
+                    serde_json::Value::String(current.as_str().to_owned()),
+                );
+                e
+            }
+            E::Stale { current_revision } => revision_conflict(current_revision),
+            E::AgentNotFound => Self::invalid_field("edited_by", "no such agent"),
+            E::Unavailable(u) => Self::unavailable(&u),
+            E::Unknown(e) => Self::internal(&e),
+        }
     }
 }
 

@@ -83,6 +83,9 @@ fn sample() -> Option<LeadContext> {
         sent_at: Some(at),
         created_at: at,
         updated_at: at,
+        revision: 2,
+        edited_by: Some(agent),
+        edited_at: Some(at),
     };
     Some(LeadContext {
         lead: Lead {

@@ -171,11 +171,38 @@ common_variants!(TransitionApprovalError {
     /// The acting agent is not in this tenant.
     #[error("agent not found")]
     AgentNotFound,
-    /// Separation of duties: the agent who drafted the approval may not
-    /// decide it (returned for approve and reject only, while the tenant
-    /// keeps the rule on).
-    #[error("the agent who drafted an approval cannot decide it")]
+    /// Separation of duties: the agent who drafted the approval, or edited
+    /// it last, may not decide it (returned for approve and reject only,
+    /// while the tenant keeps the rule on).
+    #[error("the agent who drafted or last edited an approval cannot decide it")]
     SelfDecision,
+    /// The draft was edited past the revision the decision was made on.
+    #[error("the draft changed: it is at revision {current_revision}")]
+    Edited {
+        /// Its revision now.
+        current_revision: i32,
+    },
+});
+
+common_variants!(EditApprovalError {
+    /// No such approval in this tenant.
+    #[error("approval not found")]
+    NotFound,
+    /// It was decided already: only a pending draft can be edited.
+    #[error("the approval is {current}")]
+    NotPending {
+        /// Its status now.
+        current: leadline_domain::ApprovalStatus,
+    },
+    /// Someone edited it since the revision the edit was written against.
+    #[error("the draft changed: it is at revision {current_revision}")]
+    Stale {
+        /// Its revision now.
+        current_revision: i32,
+    },
+    /// The editing agent is not in this tenant.
+    #[error("agent not found")]
+    AgentNotFound,
 });
 
 common_variants!(ListApprovalsError {});

@@ -4,13 +4,13 @@
 use async_trait::async_trait;
 use leadline_domain::{
     AppendEventRequest, Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery,
-    DraftApprovalRequest, Event, IdempotencyKey, LeadContext, LeadId, Page, TenantId,
-    TimelineQuery,
+    DraftApprovalRequest, EditDraftRequest, Event, IdempotencyKey, LeadContext, LeadId, Page,
+    TenantId, TimelineQuery,
 };
 
 use crate::errors::{
-    AppendEventError, DraftApprovalError, GetApprovalError, GetLeadError, IdempotencyError,
-    ListApprovalsError, TimelineError, TransitionApprovalError,
+    AppendEventError, DraftApprovalError, EditApprovalError, GetApprovalError, GetLeadError,
+    IdempotencyError, ListApprovalsError, TimelineError, TransitionApprovalError,
 };
 
 /// Approvals of a tenant.
@@ -41,9 +41,15 @@ pub trait ApprovalRepository: Send + Sync {
     /// `approval_decided` event; send: the channel's outbound event) and, on
     /// send, writes the outbox row a delivery relay picks up.
     ///
+    /// With `at_revision`, the action applies only to the draft at that
+    /// revision (the text the actor read), in the same conditional update.
+    ///
     /// # Errors
     /// [`TransitionApprovalError::Conflict`] carrying the current status for
     /// every loser and every move the lifecycle does not have;
+    /// [`TransitionApprovalError::Edited`] when the status allows the move
+    /// but the draft is past `at_revision`;
+    /// [`TransitionApprovalError::SelfDecision`];
     /// [`TransitionApprovalError::NotFound`];
     /// [`TransitionApprovalError::AgentNotFound`].
     async fn transition(
@@ -51,7 +57,26 @@ pub trait ApprovalRepository: Send + Sync {
         tenant: TenantId,
         id: ApprovalId,
         action: &ApprovalAction,
+        at_revision: Option<i32>,
     ) -> Result<Approval, TransitionApprovalError>;
+
+    /// Replaces a pending draft's text, if it is still pending and at
+    /// `req.revision`: a conditional update, so of concurrent edits and
+    /// decisions exactly one wins. The revision goes up by one and the
+    /// editor is recorded; a change `approval.edited` is logged in the same
+    /// transaction. Editing is not a touch of the lead: no timeline event.
+    ///
+    /// # Errors
+    /// [`EditApprovalError::NotPending`] once decided (with the status);
+    /// [`EditApprovalError::Stale`] when it was edited since `req.revision`
+    /// (with the current revision); [`EditApprovalError::NotFound`];
+    /// [`EditApprovalError::AgentNotFound`] for an editor not in the tenant.
+    async fn edit(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+        req: &EditDraftRequest,
+    ) -> Result<Approval, EditApprovalError>;
 
     /// Lists approvals by status, oldest first, keyset-paginated.
     ///

@@ -3,17 +3,17 @@
 
 use async_trait::async_trait;
 use leadline_domain::{
-    Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery, DraftApprovalRequest, LeadId, Page,
-    TenantId,
+    Approval, ApprovalAction, ApprovalId, ApprovalQueueQuery, ApprovalStatus, DraftApprovalRequest,
+    EditDraftRequest, LeadId, Page, TenantId,
 };
 use leadline_ports::{
-    ApprovalRepository, DraftApprovalError, GetApprovalError, ListApprovalsError,
-    TransitionApprovalError,
+    ApprovalRepository, DraftApprovalError, EditApprovalError, GetApprovalError,
+    ListApprovalsError, TransitionApprovalError,
 };
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, Query},
+    sea_query::{Expr, ExprTrait, Query},
 };
 
 use crate::{
@@ -98,6 +98,7 @@ impl ApprovalRepository for Store {
         tenant: TenantId,
         id: ApprovalId,
         action: &ApprovalAction,
+        at_revision: Option<i32>,
     ) -> Result<Approval, TransitionApprovalError> {
         recover!(tenant, TransitionApprovalError, |effect| {
             ApprovalRepository::get(self, tenant, ApprovalId::from_uuid(effect))
@@ -133,10 +134,13 @@ impl ApprovalRepository for Store {
                         .col_expr(approvals::Column::SentBy, Expr::value(by))
                         .col_expr(approvals::Column::SentAt, Expr::value(now)),
                 };
+                if let Some(revision) = at_revision {
+                    update = update.filter(approvals::Column::Revision.eq(revision));
+                }
                 if action.is_decision() {
                     // Separation of duties, in the same conditional update:
-                    // a decision by the drafter moves the row only where the
-                    // tenant turned the rule off.
+                    // a decision by the drafter or the last editor moves the
+                    // row only where the tenant turned the rule off.
                     let lenient = Query::select()
                         .column(tenants::Column::Id)
                         .from(tenants::Entity)
@@ -145,7 +149,15 @@ impl ApprovalRepository for Store {
                         .to_owned();
                     update = update.filter(
                         Condition::any()
-                            .add(approvals::Column::RequestedBy.ne(by))
+                            .add(
+                                Condition::all()
+                                    .add(approvals::Column::RequestedBy.ne(by))
+                                    .add(
+                                        Condition::any()
+                                            .add(approvals::Column::EditedBy.is_null())
+                                            .add(approvals::Column::EditedBy.ne(by)),
+                                    ),
+                            )
                             .add(approvals::Column::TenantId.in_subquery(lenient)),
                     );
                 }
@@ -157,11 +169,16 @@ impl ApprovalRepository for Store {
                             let status: leadline_domain::ApprovalStatus =
                                 m.status.parse().map_err(anyhow::Error::new)?;
                             let drafter = leadline_domain::AgentId::from_uuid(m.requested_by);
-                            // Still where the action starts, so the
-                            // separation filter is what held it back.
-                            if status == action.from_status()
-                                && action.breaks_separation(drafter, true)
-                            {
+                            let editor = m.edited_by.map(leadline_domain::AgentId::from_uuid);
+                            // Still where the action starts, so the revision
+                            // or the separation filter is what held it back.
+                            if status != action.from_status() {
+                                Err(TransitionApprovalError::Conflict { current: status })
+                            } else if at_revision.is_some_and(|r| r != m.revision) {
+                                Err(TransitionApprovalError::Edited {
+                                    current_revision: m.revision,
+                                })
+                            } else if action.breaks_separation(drafter, editor, true) {
                                 Err(TransitionApprovalError::SelfDecision)
                             } else {
                                 Err(TransitionApprovalError::Conflict { current: status })
@@ -211,6 +228,79 @@ impl ApprovalRepository for Store {
             Ok(outcome) => outcome,
             Err(Failure::ForeignKey(_)) => Err(TransitionApprovalError::AgentNotFound),
             Err(f) => Err(common!(f, TransitionApprovalError)),
+        }
+    }
+
+    async fn edit(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+        req: &EditDraftRequest,
+    ) -> Result<Approval, EditApprovalError> {
+        recover!(tenant, EditApprovalError, |effect| {
+            ApprovalRepository::get(self, tenant, ApprovalId::from_uuid(effect))
+        });
+        let result: Result<Result<Approval, EditApprovalError>, Failure> =
+            transaction!(self, "approvals.edit", tenant, Write, |txn| {
+                // Checked here on both backends: SQLite has no foreign key
+                // on `edited_by` (docs/backends.md).
+                if crate::repo_agents::takes_new_work(txn, self.backend(), tenant, req.edited_by)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(Err(EditApprovalError::AgentNotFound));
+                }
+                let now = crate::now();
+                // Like a move: the row changes only if it is still a pending
+                // draft at the revision the editor read.
+                let updated = approvals::Entity::update_many()
+                    .col_expr(
+                        approvals::Column::Subject,
+                        Expr::value(req.subject.as_ref().map(|s| s.as_str().to_owned())),
+                    )
+                    .col_expr(approvals::Column::Body, Expr::value(req.body.as_str()))
+                    .col_expr(
+                        approvals::Column::Revision,
+                        Expr::col(approvals::Column::Revision).add(1),
+                    )
+                    .col_expr(
+                        approvals::Column::EditedBy,
+                        Expr::value(req.edited_by.as_uuid()),
+                    )
+                    .col_expr(approvals::Column::EditedAt, Expr::value(now))
+                    .col_expr(approvals::Column::UpdatedAt, Expr::value(now))
+                    .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(approvals::Column::Id.eq(id.as_uuid()))
+                    .filter(approvals::Column::Status.eq(ApprovalStatus::Pending.as_str()))
+                    .filter(approvals::Column::Revision.eq(req.revision))
+                    .exec_with_returning(txn)
+                    .await?;
+                let Some(model) = updated.into_iter().next() else {
+                    return Ok(match approval_by_key(tenant, id).one(txn).await? {
+                        None => Err(EditApprovalError::NotFound),
+                        Some(m) => {
+                            let status: ApprovalStatus =
+                                m.status.parse().map_err(anyhow::Error::new)?;
+                            if status == ApprovalStatus::Pending {
+                                Err(EditApprovalError::Stale {
+                                    current_revision: m.revision,
+                                })
+                            } else {
+                                Err(EditApprovalError::NotPending { current: status })
+                            }
+                        }
+                    });
+                };
+                let approval = Approval::try_from(model)?;
+                crate::changes::record(txn, &[leadline_domain::Change::approval_edited(&approval)])
+                    .await?;
+                effects::record(txn, tenant, approval.id.as_uuid()).await?;
+                Ok(Ok(approval))
+            });
+        match result {
+            Ok(outcome) => outcome,
+            Err(Failure::ForeignKey(_)) => Err(EditApprovalError::AgentNotFound),
+            Err(f) => Err(common!(f, EditApprovalError)),
         }
     }
 

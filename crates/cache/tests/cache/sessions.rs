@@ -3,7 +3,10 @@
 //! everywhere ends exactly the user's sessions, and a stopped Redis is an
 //! `Unavailable` error within the timeout, never a wrong answer.
 
-#![allow(clippy::unwrap_used, reason = "a failed call fails the test, with its error")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a failed call fails the test, with its error"
+)]
 
 use std::time::{Duration, Instant};
 

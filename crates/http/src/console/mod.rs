@@ -31,8 +31,8 @@ use axum::{
 };
 use leadline_app::SignInError;
 use leadline_domain::{
-    ApprovalAction, ApprovalId, ApprovalQueueQuery, ApprovalStatus, PageLimit, RejectionReason,
-    Role, Scope, Session, User,
+    ApprovalAction, ApprovalId, ApprovalQueueQuery, ApprovalStatus, EditDraftRequest, MessageBody,
+    PageLimit, RejectionReason, Role, Scope, Session, Subject, User,
 };
 use rand::RngCore as _;
 use serde::Deserialize;
@@ -606,7 +606,10 @@ async fn inbox(
         &signed.user,
         &signed.session.csrf_token,
         &cards,
-        signed.may(Scope::ApprovalsDecide),
+        pages::Powers {
+            decide: signed.may(Scope::ApprovalsDecide),
+            edit: signed.may(Scope::ApprovalsDraft),
+        },
         done.as_deref(),
         error.as_deref(),
     )
@@ -629,22 +632,28 @@ async fn inbox_state(State(state): State<AppState>, headers: HeaderMap) -> Respo
             after: None,
         };
         match state.services().approvals.queue(tenant, &query).await {
-            Ok(page) => {
-                items.extend(page.items.into_iter().map(
-                    |a| serde_json::json!({"id": a.id.to_string(), "status": a.status.as_str()}),
-                ))
-            }
+            Ok(page) => items.extend(page.items.into_iter().map(|a| {
+                serde_json::json!({
+                    "id": a.id.to_string(),
+                    "status": a.status.as_str(),
+                    "revision": a.revision,
+                })
+            })),
             Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
         }
     }
     axum::Json(serde_json::json!({ "items": items })).into_response()
 }
 
-/// A decision's form.
+/// An action's form: a decision (with the revision its card showed), or
+/// an edit (with the new text).
 #[derive(Debug, Deserialize)]
 struct DecideForm {
     csrf: String,
     reason: Option<String>,
+    revision: Option<String>,
+    subject: Option<String>,
+    body: Option<String>,
 }
 
 async fn decide(
@@ -664,7 +673,19 @@ async fn decide(
     if !signed.session.csrf_matches(&form.csrf) {
         return csrf_refused(&headers);
     }
-    if !signed.may(Scope::ApprovalsDecide) {
+    let editing = action == "edit";
+    if editing && !signed.may(Scope::ApprovalsDraft) {
+        return ConsoleError::new(
+            &headers,
+            StatusCode::FORBIDDEN,
+            format!(
+                "Editing drafts needs the agent role; you are {}.",
+                signed.user.role
+            ),
+        )
+        .into_response();
+    }
+    if !editing && !signed.may(Scope::ApprovalsDecide) {
         return ConsoleError::new(
             &headers,
             StatusCode::FORBIDDEN,
@@ -686,6 +707,12 @@ async fn decide(
     let Some(by) = signed.user.agent_id else {
         return back(Flash::NoAgent, id);
     };
+    // The revision the card showed; a form without one (or with a number
+    // that is not one) decides whatever is current, as the API does.
+    let revision = form.revision.as_deref().and_then(|r| r.trim().parse().ok());
+    if editing {
+        return edit_draft(&state, &headers, &signed, id, by, revision, &form).await;
+    }
     let act = match action.as_str() {
         "approve" => ApprovalAction::Approve { by },
         "send" => ApprovalAction::MarkSent { by },
@@ -699,7 +726,10 @@ async fn decide(
         }
     };
     let approvals = &state.services().approvals;
-    match approvals.act(signed.user.tenant_id, id, &act).await {
+    match approvals
+        .act_at(signed.user.tenant_id, id, &act, revision)
+        .await
+    {
         Ok(done) => back(
             match done.status {
                 ApprovalStatus::Approved => Flash::Approved,
@@ -710,6 +740,7 @@ async fn decide(
         ),
         Err(leadline_ports::TransitionApprovalError::Conflict { .. }) => back(Flash::Conflict, id),
         Err(leadline_ports::TransitionApprovalError::SelfDecision) => back(Flash::SelfDecision, id),
+        Err(leadline_ports::TransitionApprovalError::Edited { .. }) => back(Flash::Edited, id),
         Err(leadline_ports::TransitionApprovalError::NotFound) => ConsoleError::new(
             &headers,
             StatusCode::NOT_FOUND,
@@ -719,6 +750,48 @@ async fn decide(
         Err(e) => {
             ConsoleError::api(&headers, crate::error::transition_error(e, "by")).into_response()
         }
+    }
+}
+
+/// Replaces a pending draft's text from the inbox's edit form.
+async fn edit_draft(
+    state: &AppState,
+    headers: &HeaderMap,
+    signed: &Signed,
+    id: ApprovalId,
+    by: leadline_domain::AgentId,
+    revision: Option<i32>,
+    form: &DecideForm,
+) -> Response {
+    let subject = match form.subject.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => match Subject::new(text) {
+            Ok(subject) => Some(subject),
+            Err(_) => return back(Flash::BadText, id),
+        },
+    };
+    let (Ok(body), Some(revision)) = (
+        MessageBody::new(form.body.as_deref().unwrap_or_default()),
+        revision,
+    ) else {
+        return back(Flash::BadText, id);
+    };
+    let req = EditDraftRequest {
+        subject,
+        body,
+        edited_by: by,
+        revision,
+    };
+    match state
+        .services()
+        .approvals
+        .edit(signed.user.tenant_id, id, &req)
+        .await
+    {
+        Ok(_) => back(Flash::DraftEdited, id),
+        Err(leadline_ports::EditApprovalError::Stale { .. }) => back(Flash::Edited, id),
+        Err(leadline_ports::EditApprovalError::NotPending { .. }) => back(Flash::Conflict, id),
+        Err(e) => ConsoleError::api(headers, e.into()).into_response(),
     }
 }
 
@@ -734,11 +807,17 @@ enum Flash {
     SelfDecision,
     NoAgent,
     NeedsReason,
+    DraftEdited,
+    Edited,
+    BadText,
 }
 
 impl Flash {
     fn is_error(self) -> bool {
-        !matches!(self, Self::Approved | Self::Rejected | Self::Sent)
+        !matches!(
+            self,
+            Self::Approved | Self::Rejected | Self::Sent | Self::DraftEdited
+        )
     }
 }
 
@@ -770,9 +849,12 @@ async fn flash_text(
         Flash::Approved => "Message approved.".to_owned(),
         Flash::Rejected => "Message rejected.".to_owned(),
         Flash::Sent => "Message sent.".to_owned(),
-        Flash::SelfDecision => "Not done: you drafted this message, so another person must approve or reject it (separation of duties).".to_owned(),
+        Flash::SelfDecision => "Not done: you drafted or edited this message, so another person must approve or reject it (separation of duties).".to_owned(),
         Flash::NoAgent => "Your user acts as no agent, so its decisions could not be recorded. Ask an admin to link you to an agent.".to_owned(),
         Flash::NeedsReason => "A rejection needs a reason (up to 500 characters).".to_owned(),
+        Flash::DraftEdited => "Draft edited. While separation of duties is on, another person approves your words.".to_owned(),
+        Flash::Edited => "Not done: the draft was edited since you read it. Read the new text and decide again.".to_owned(),
+        Flash::BadText => "Not saved: a message needs a body (up to 20,000 characters) and a subject is one line of up to 300.".to_owned(),
         Flash::Conflict => {
             let services = state.services();
             let approval = match id {

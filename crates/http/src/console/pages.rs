@@ -140,7 +140,7 @@ pub(crate) fn inbox(
     user: &User,
     csrf: &str,
     cards: &[Card],
-    may_decide: bool,
+    may: Powers,
     done: Option<&str>,
     error: Option<&str>,
 ) -> Markup {
@@ -156,7 +156,7 @@ pub(crate) fn inbox(
                 p.flash.bad role="alert" { (error) }
             }
             p #live.flash role="status" aria-live="polite" {}
-            @if may_decide {
+            @if may.decide {
                 p.keys {
                     "Keys: " kbd { "j" } "/" kbd { "k" } " next/previous, "
                     kbd { "a" } " approve, " kbd { "r" } " reject (type the reason), "
@@ -170,14 +170,23 @@ pub(crate) fn inbox(
             }
             div.cards data-inbox {
                 @for card in cards {
-                    (card_markup(card, csrf, may_decide))
+                    (card_markup(card, csrf, may))
                 }
             }
         },
     )
 }
 
-fn card_markup(card: &Card, csrf: &str, may_decide: bool) -> Markup {
+/// What the signed-in person may do with a card.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Powers {
+    /// Approve, reject, send.
+    pub decide: bool,
+    /// Edit a pending draft.
+    pub edit: bool,
+}
+
+fn card_markup(card: &Card, csrf: &str, may: Powers) -> Markup {
     let a = &card.approval;
     let id = a.id.to_string();
     let context = card.context.as_ref();
@@ -198,7 +207,7 @@ fn card_markup(card: &Card, csrf: &str, may_decide: bool) -> Markup {
         .unwrap_or_default();
     let heading = format!("card-{id}");
     html! {
-        article.card data-approval=(id) data-status=(a.status.as_str()) aria-labelledby=(heading) {
+        article.card data-approval=(id) data-status=(a.status.as_str()) data-revision=(a.revision) aria-labelledby=(heading) {
             div {
                 h2 #(heading) { (a.channel.as_str()) " to " (name) }
                 p.meta {
@@ -208,16 +217,40 @@ fn card_markup(card: &Card, csrf: &str, may_decide: bool) -> Markup {
                     p { strong { "Subject: " } (subject.as_str()) }
                 }
                 p.body { (a.body.as_str()) }
+                @if a.revision > 1 {
+                    p.meta { "edited · revision " (a.revision) }
+                }
                 p data-note role="status" {}
-                @if may_decide {
+                @if may.edit && a.status == ApprovalStatus::Pending {
+                    details.edit {
+                        summary { "Edit the draft" }
+                        form method="post" action={ "/approvals/" (id) "/edit" } {
+                            input type="hidden" name="csrf" value=(csrf);
+                            input type="hidden" name="revision" value=(a.revision);
+                            div {
+                                label for={ "subject-" (id) } { "Subject" }
+                                input id={ "subject-" (id) } type="text" name="subject" maxlength="300"
+                                    value=(a.subject.as_ref().map_or("", |s| s.as_str()));
+                            }
+                            div {
+                                label for={ "body-" (id) } { "Message" }
+                                textarea id={ "body-" (id) } name="body" required rows="6" maxlength="20000" { (a.body.as_str()) }
+                            }
+                            button type="submit" data-action="edit" { "Save the edit" }
+                        }
+                    }
+                }
+                @if may.decide {
                     div.actions {
                         @if a.status == ApprovalStatus::Pending {
                             form method="post" action={ "/approvals/" (id) "/approve" } {
                                 input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="revision" value=(a.revision);
                                 button type="submit" data-action="approve" { "Approve" }
                             }
                             form method="post" action={ "/approvals/" (id) "/reject" } {
                                 input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="revision" value=(a.revision);
                                 div {
                                     label for={ "reason-" (id) } { "Reason" }
                                     input id={ "reason-" (id) } type="text" name="reason" required maxlength="500";

@@ -456,6 +456,16 @@ pub(crate) struct Approval {
     created_at: DateTime<Utc>,
     /// Last change.
     updated_at: DateTime<Utc>,
+    /// The draft's text revision: 1 as drafted, one more per edit. Pass it
+    /// to approve or reject to decide only on the text you read.
+    #[schema(minimum = 1)]
+    revision: i32,
+    /// Who last edited the draft.
+    #[schema(required = true)]
+    edited_by: Option<Uuid>,
+    /// When.
+    #[schema(required = true)]
+    edited_at: Option<DateTime<Utc>>,
 }
 
 /// `leadline_domain::Event`: one touch on a lead's timeline.

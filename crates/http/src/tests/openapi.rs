@@ -890,8 +890,22 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(sent_too_early.status, StatusCode::CONFLICT);
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/approvals/{id}/edit",
+            &format!("{approval_uri}/edit"),
+            Some(json!({"subject": "Hello", "body": "Hello Grace, again", "edited_by": agent, "revision": 1})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["revision"]),
+        (StatusCode::OK, &json!(2)),
+        "{}",
+        r.body
+    );
     for (action, body) in [
-        ("approve", json!({"decided_by": agent})),
+        ("approve", json!({"decided_by": agent, "revision": 2})),
         ("send", json!({"sent_by": agent})),
     ] {
         let r = c
@@ -1140,6 +1154,7 @@ async fn every_operation_answers_as_documented() {
         json!([
             "lead.created",
             "approval.drafted",
+            "approval.edited",
             "approval.approved",
             "approval.rejected",
             "approval.cancelled",

@@ -26,6 +26,9 @@ pub struct Model {
     pub sent_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub revision: i32,
+    pub edited_by: Option<Uuid>,
+    pub edited_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -75,6 +78,9 @@ fn decode(m: Model) -> anyhow::Result<Approval> {
         sent_at: m.sent_at,
         created_at: m.created_at,
         updated_at: m.updated_at,
+        revision: m.revision,
+        edited_by: m.edited_by.map(AgentId::from_uuid),
+        edited_at: m.edited_at,
     })
 }
 
@@ -97,6 +103,9 @@ impl From<&Approval> for ActiveModel {
             sent_at: Set(a.sent_at),
             created_at: Set(a.created_at),
             updated_at: Set(a.updated_at),
+            revision: Set(a.revision),
+            edited_by: Set(a.edited_by.map(|x| x.as_uuid())),
+            edited_at: Set(a.edited_at),
         }
     }
 }

@@ -55,14 +55,19 @@
       inbox.querySelectorAll(".card").forEach((card) => {
         const item = open.get(card.dataset.approval);
         const shown = card.dataset.status;
-        if (!item || item.status !== shown) {
+        const edited = item && String(item.revision) !== card.dataset.revision;
+        if (!item || item.status !== shown || edited) {
           if (!card.classList.contains("stale")) {
             card.classList.add("stale");
             // Buttons and fields, not the hidden CSRF token: a form
             // submitted anyway must still say who sends it.
-            card.querySelectorAll("button, input:not([type=hidden])").forEach((el) => { el.disabled = true; });
+            card.querySelectorAll("button, textarea, input:not([type=hidden])").forEach((el) => { el.disabled = true; });
             const note = card.querySelector("[data-note]");
-            if (note) note.textContent = item ? "Now " + item.status + " (changed by someone else)." : "Decided by someone else; reload to see the outcome.";
+            if (note) {
+              note.textContent = !item ? "Decided by someone else; reload to see the outcome."
+                : item.status !== shown ? "Now " + item.status + " (changed by someone else)."
+                : "The draft was edited by someone else; reload to read the new text.";
+            }
           }
           gone += 1;
         }
