@@ -6,7 +6,9 @@
 //! sends a message; a second person edits a draft, the first person's open
 //! inbox marks it, and approving the old text is refused; the second
 //! person's inbox marks the card the first then decided, and acting on it
-//! anyway says who won; an agent is refused the admin page. With `LEADLINE_SCREENSHOTS=<dir>` the main pages are saved
+//! anyway says who won; an agent is refused the admin page; an admin
+//! invites a user, disables one (whose session ends), and issues and
+//! revokes an API key in the browser. With `LEADLINE_SCREENSHOTS=<dir>` the main pages are saved
 //! there as PNGs (how docs/console-*.png were made).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -230,6 +232,7 @@ async fn people_approve_and_send_in_the_console() {
     let ada = invite("ada@acme.example", "approver");
     let bob = invite("bob@acme.example", "approver");
     let carl = invite("carl@acme.example", "agent");
+    let root = invite("root@acme.example", "admin");
 
     let api = Api {
         http: reqwest::Client::new(),
@@ -412,6 +415,114 @@ async fn people_approve_and_send_in_the_console() {
         .unwrap();
     until_page_has(&c, "<h2>Timeline</h2>").await;
     until_page_has(&c, "Grace called back: interested").await;
+
+    // An admin manages people and keys in the browser.
+    let d = browser(&driver, 1280).await;
+    sign_in_by_link(&d, &root).await;
+    d.goto(&format!("{base}/admin/users")).await.unwrap();
+    until_page_has(&d, "<h1>Users</h1>").await;
+    let invite_form = d
+        .form(Locator::Css("form[action='/admin/users']"))
+        .await
+        .unwrap();
+    invite_form
+        .set_by_name("email", "gil@acme.example")
+        .await
+        .unwrap();
+    invite_form.set_by_name("role", "viewer").await.unwrap();
+    invite_form.submit().await.unwrap();
+    until_page_has(&d, "User invited").await;
+    let link = d
+        .find(Locator::Css("[data-link]"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let page = api.http.get(format!("{base}{link}")).send().await.unwrap();
+    assert!(
+        page.text().await.unwrap().contains("Choose your password"),
+        "the invitation's link works"
+    );
+    // Disabling Carl ends his session at once.
+    let users = api.get("/v1/users").await;
+    let carl_id = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "carl@acme.example")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.goto(&format!("{base}/admin/users")).await.unwrap();
+    until_page_has(&d, "gil@acme.example").await;
+    screenshot(&d, "console-users.png").await;
+    d.find(Locator::Css(&format!(
+        "[data-user='{carl_id}'] [data-action=disable]"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    until_page_has(&d, "User changed.").await;
+    c.goto(&format!("{base}/")).await.unwrap();
+    until_page_has(&c, "Sign in to leadline").await;
+    // A key issued in the browser works once copied, and stops when revoked.
+    d.goto(&format!("{base}/admin/keys")).await.unwrap();
+    until_page_has(&d, "<h1>API keys</h1>").await;
+    let issue = d
+        .form(Locator::Css("form[action='/admin/keys']"))
+        .await
+        .unwrap();
+    issue.set_by_name("name", "CRM sync").await.unwrap();
+    issue.set_by_name("role", "viewer").await.unwrap();
+    issue.set_by_name("expires_in_days", "30").await.unwrap();
+    issue.submit().await.unwrap();
+    until_page_has(&d, "Key issued").await;
+    let secret = d
+        .find(Locator::Css("[data-secret]"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let status_with = async |key: &str| {
+        api.http
+            .get(format!("{base}/v1/leads"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status_with(&secret).await, 200, "the new key reads");
+    let keys = api.get("/v1/keys").await;
+    let key_id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "CRM sync")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.goto(&format!("{base}/admin/keys")).await.unwrap();
+    until_page_has(&d, "CRM sync").await;
+    screenshot(&d, "console-keys.png").await;
+    d.find(Locator::Css(&format!("[data-key='{key_id}'] button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_page_has(&d, "Key revoked.").await;
+    assert_eq!(status_with(&secret).await, 401, "revoked");
+    d.close().await.unwrap();
 
     // Signing out ends the session: the inbox asks for a sign-in again.
     a.find(Locator::Css("form[action='/logout'] button"))

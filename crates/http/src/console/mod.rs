@@ -10,8 +10,9 @@
 //!   checked in constant time; the sign-in forms (before any session) use a
 //!   double-submit cookie. `SameSite=Lax` is the second wall.
 //! - **Pages**: the approvals inbox (`/`), with the lead's context beside
-//!   each draft; approve, reject with a reason, send. `/admin/keys` for
-//!   admins. The inbox asks `/inbox/state` every two seconds, so a card
+//!   each draft; edit a draft, approve, reject with a reason, send.
+//!   `/leads` and a lead's page. For admins, `/admin/keys` (issue, revoke)
+//!   and `/admin/users` (invite, role, disable, login links). The inbox asks `/inbox/state` every two seconds, so a card
 //!   someone else decided is marked and disabled.
 //! - **Headers**: a strict Content-Security-Policy (`script-src 'self'`,
 //!   no inline script or style), `X-Frame-Options: DENY`, `nosniff`, no
@@ -20,7 +21,9 @@
 //! - **Errors**: an HTML page for a browser; problem+json for a client
 //!   that does not ask for HTML.
 
+mod keys;
 mod pages;
+mod users;
 
 use axum::{
     Form, Router,
@@ -60,7 +63,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/approvals/{id}/{action}", post(decide))
         .route("/leads", get(leads))
         .route("/leads/{id}", get(lead_page))
-        .route("/admin/keys", get(admin_keys))
         .route(
             "/static/console.css",
             get(|| async { asset("text/css", CSS) }),
@@ -69,6 +71,8 @@ pub(crate) fn routes() -> Router<AppState> {
             "/static/console.js",
             get(|| async { asset("text/javascript", JS) }),
         )
+        .merge(keys::routes())
+        .merge(users::routes())
         .layer(axum::middleware::map_response(secure_headers))
 }
 
@@ -224,6 +228,24 @@ impl Signed {
     fn may(&self, scope: Scope) -> bool {
         self.user.role.allows(scope)
     }
+}
+
+/// The request's session, if its user is an admin; otherwise the answer
+/// (sign in, or a 403 page naming `what` the page manages).
+async fn admin(state: &AppState, headers: &HeaderMap, what: &str) -> Result<Signed, Response> {
+    let signed = signed(state, headers).await?;
+    if signed.user.role != Role::Admin {
+        return Err(ConsoleError::new(
+            headers,
+            StatusCode::FORBIDDEN,
+            format!(
+                "{what} are for admins; you are {}. Ask an admin if you need something changed.",
+                signed.user.role
+            ),
+        )
+        .into_response());
+    }
+    Ok(signed)
 }
 
 /// The request's session, or a redirect to the sign-in page (an HTML
@@ -1038,53 +1060,4 @@ async fn lead_page(
         Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
     };
     pages::lead(&signed.user, &signed.session.csrf_token, &lead, &events).into_response()
-}
-
-/// Query of the keys page: where the page starts.
-#[derive(Debug, Deserialize, Default)]
-struct KeysQuery {
-    after: Option<leadline_domain::ApiKeyId>,
-}
-
-async fn admin_keys(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Response {
-    let query: KeysQuery = query
-        .and_then(|q| serde_urlencoded::from_str(&q).ok())
-        .unwrap_or_default();
-    let signed = match signed(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if signed.user.role != Role::Admin {
-        return ConsoleError::new(
-            &headers,
-            StatusCode::FORBIDDEN,
-            format!(
-                "API keys are for admins; you are {}. Ask an admin if you need one.",
-                signed.user.role
-            ),
-        )
-        .into_response();
-    }
-    let page = match state
-        .services()
-        .keys
-        .list(
-            signed.user.tenant_id,
-            PageLimit::new(100).unwrap_or(PageLimit::DEFAULT),
-            query.after,
-        )
-        .await
-    {
-        Ok(page) => page,
-        Err(e) => return ConsoleError::api(&headers, e.into()).into_response(),
-    };
-    let next = page
-        .has_more
-        .then(|| page.items.last().map(|k| k.id))
-        .flatten();
-    pages::keys(&signed.user, &signed.session.csrf_token, &page.items, next).into_response()
 }

@@ -2,7 +2,7 @@
 //! inline script or style (the Content-Security-Policy forbids both).
 
 use axum::http::StatusCode;
-use leadline_domain::{ApiKey, Approval, ApprovalStatus, Event, Lead, User};
+use leadline_domain::{Approval, ApprovalStatus, Event, Lead, User};
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
@@ -13,7 +13,7 @@ pub(crate) struct Card {
     pub context: Option<Value>,
 }
 
-fn page(title: &str, user: Option<(&User, &str)>, body: Markup) -> Markup {
+pub(super) fn page(title: &str, user: Option<(&User, &str)>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -33,6 +33,7 @@ fn page(title: &str, user: Option<(&User, &str)>, body: Markup) -> Markup {
                             a href="/" { "Inbox" }
                             a href="/leads" { "Leads" }
                             @if user.role == leadline_domain::Role::Admin {
+                                a href="/admin/users" { "Users" }
                                 a href="/admin/keys" { "API keys" }
                             }
                         }
@@ -301,48 +302,6 @@ fn card_markup(card: &Card, csrf: &str, may: Powers) -> Markup {
             }
         }
     }
-}
-
-/// The admins' list of API keys.
-pub(crate) fn keys(
-    user: &User,
-    csrf: &str,
-    keys: &[ApiKey],
-    next: Option<leadline_domain::ApiKeyId>,
-) -> Markup {
-    let now = chrono::Utc::now();
-    page(
-        "API keys",
-        Some((user, csrf)),
-        html! {
-            h1 { "API keys" }
-            p { "Issue, rotate and revoke keys with " code { "leadline keys" } " or " code { "/v1/keys" } "." }
-            table {
-                caption.skip { "The tenant's API keys" }
-                thead {
-                    tr { th scope="col" { "Name" } th scope="col" { "Access" } th scope="col" { "Starts" } th scope="col" { "State" } th scope="col" { "Last used" } }
-                }
-                tbody {
-                    @for key in keys {
-                        tr {
-                            td { (key.name) }
-                            td { (key.access) }
-                            td { code { (key.prefix.as_ref().map_or("-", |p| p.as_str())) } }
-                            td {
-                                @if key.revoked_at.is_some() { "revoked" }
-                                @else if key.is_live(now) { "active" }
-                                @else { "expired" }
-                            }
-                            td { (key.last_used_at.map_or_else(|| "never".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())) }
-                        }
-                    }
-                }
-            }
-            @if let Some(next) = next {
-                p { a href={ "/admin/keys?after=" (next) } { "Newer keys" } }
-            }
-        },
-    )
 }
 
 /// The filters of the leads page, as typed.

@@ -77,6 +77,9 @@ fn sample_context(events: usize) -> LeadContext {
         sent_at: (status == ApprovalStatus::Sent).then(|| now - Duration::days(days)),
         created_at: now - Duration::days(days + 1),
         updated_at: now - Duration::days(days),
+        revision: 1,
+        edited_by: None,
+        edited_at: None,
     };
     let events = (0..events)
         .map(|i| Event {
