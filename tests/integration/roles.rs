@@ -297,11 +297,61 @@ async fn a_key_hands_out_no_more_than_it_has(store: Store) {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = post(admin, serde_json::json!({"name": "any", "role": "admin"})).await;
+    let (status, _) = post(
+        admin.clone(),
+        serde_json::json!({"name": "any", "role": "admin"}),
+    )
+    .await;
     assert_eq!(
         status,
         StatusCode::CREATED,
         "an admin key covers everything"
+    );
+
+    // Nor more time: an admin key that expires tomorrow hands out nothing
+    // that works longer, by issuing or by rotating.
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    let brief = s
+        .keys
+        .issue(
+            tenant,
+            &NewApiKey {
+                name: DisplayName::new("brief admin").unwrap(),
+                access: Access::Role(leadline_domain::Role::Admin),
+                expires_at: Some(tomorrow),
+            },
+        )
+        .await
+        .unwrap();
+    let brief = brief.token.expose().to_owned();
+    let at = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339();
+    for (body, allowed) in [
+        (
+            serde_json::json!({"name": "forever", "role": "viewer"}),
+            false,
+        ),
+        (
+            serde_json::json!({"name": "later", "role": "viewer", "expires_at": at(tomorrow + chrono::Duration::hours(1))}),
+            false,
+        ),
+        (
+            serde_json::json!({"name": "sooner", "role": "viewer", "expires_at": at(tomorrow - chrono::Duration::hours(1))}),
+            true,
+        ),
+    ] {
+        let (status, problem) = post(brief.clone(), body.clone()).await;
+        if allowed {
+            assert_eq!(status, StatusCode::CREATED, "{body}: {problem}");
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{body}: {problem}");
+            assert_eq!(problem["errors"][0]["field"], "expires_at", "{problem}");
+        }
+    }
+    let (status, _, _) = call(&app, "post", &format!("/v1/keys/{admin_id}/rotate"), &brief).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "rotating a key without expiry into a brief key's hands"
     );
 }
 

@@ -8,7 +8,7 @@
 //! person's inbox marks the card the first then decided, and acting on it
 //! anyway says who won; an agent is refused the admin page; an admin
 //! invites a user, disables one (whose session ends), and issues and
-//! revokes an API key in the browser. With `LEADLINE_SCREENSHOTS=<dir>` the main pages are saved
+//! revokes an API key in the browser; a CSV import shows its rejected row. With `LEADLINE_SCREENSHOTS=<dir>` the main pages are saved
 //! there as PNGs (how docs/console-*.png were made).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -523,6 +523,81 @@ async fn people_approve_and_send_in_the_console() {
     until_page_has(&d, "Key revoked.").await;
     assert_eq!(status_with(&secret).await, 401, "revoked");
     d.close().await.unwrap();
+
+    // Ada imports a CSV: the good rows become leads, the bad one is shown
+    // with its line and column, and can be downloaded to fix.
+    let csv = dir.path().join("crm-export.csv");
+    std::fs::write(
+        &csv,
+        "First Name,Last Name,Email,Company\n\
+         Ada,Lovelace,ada@engine.example,Analytical\n\
+         Charles,Babbage,not-an-email,Analytical\n\
+         Mary,Somerville,mary@engine.example,Royal Society\n",
+    )
+    .unwrap();
+    a.goto(&format!("{base}/imports")).await.unwrap();
+    until_page_has(&a, "<h1>Import leads</h1>").await;
+    // A form posted without the session's token is refused before the
+    // file is read.
+    let forged = a
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             const form = new FormData();\
+             form.append('file', new Blob(['First Name,Last Name\\nEve,X\\n'], {type: 'text/csv'}), 'x.csv');\
+             fetch('/imports', {method: 'POST', body: form, headers: {Accept: 'text/html'}}).then(r => done(r.status));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged, json!(403), "an upload without the CSRF token");
+    a.find(Locator::Css("input[type=file]"))
+        .await
+        .unwrap()
+        .send_keys(&csv.display().to_string())
+        .await
+        .unwrap();
+    a.find(Locator::Css("[data-action=import]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let report = until_page_has(&a, "data-import-status=\"done\"").await;
+    assert!(report.contains("Import of crm-export.csv"), "{report}");
+    for (count, expected) in [("created", 2), ("rejected", 1)] {
+        assert!(
+            report.contains(&format!("data-count=\"{count}\">{expected}<")),
+            "{count}: {report}"
+        );
+    }
+    assert!(
+        report.contains("<td>3</td>"),
+        "the bad row's line: {report}"
+    );
+    screenshot(&a, "console-import.png").await;
+    let href = a
+        .find(Locator::LinkText("Download the rejected rows"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let rejected = a
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(arguments[0]).then(r => r.text()).then(done);",
+            vec![json!(href)],
+        )
+        .await
+        .unwrap();
+    let rejected = rejected.as_str().unwrap();
+    assert!(
+        rejected.contains("not-an-email") && rejected.contains("leadline_errors"),
+        "{rejected}"
+    );
+    let found = api.get("/v1/leads/search?q=somerville").await;
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
 
     // Signing out ends the session: the inbox asks for a sign-in again.
     a.find(Locator::Css("form[action='/logout'] button"))

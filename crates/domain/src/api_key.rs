@@ -249,6 +249,18 @@ pub struct NewApiKey {
 }
 
 impl NewApiKey {
+    /// Whether it would work after `issuer_expires_at`, the expiry of the
+    /// key issuing it: a key hands out no more time than it has, as it
+    /// hands out no more access.
+    #[must_use]
+    pub fn outlives(&self, issuer_expires_at: Option<DateTime<Utc>>) -> bool {
+        match (issuer_expires_at, self.expires_at) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(issuer), Some(own)) => own > issuer,
+        }
+    }
+
     /// The key a new tenant starts with: an admin key without expiry.
     ///
     /// # Panics
@@ -333,6 +345,28 @@ impl ApiKeyHash {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "test fixtures of known-good values")]
 mod tests {
+
+    #[test]
+    fn a_key_hands_out_no_more_time_than_it_has() {
+        let now = Utc::now();
+        let new = |expires_at| NewApiKey {
+            name: DisplayName::new("k").expect("valid"),
+            access: Access::Role(crate::Role::Viewer),
+            expires_at,
+        };
+        let day = chrono::Duration::days(1);
+        assert!(!new(None).outlives(None), "neither expires");
+        assert!(!new(Some(now + day)).outlives(None));
+        assert!(
+            new(None).outlives(Some(now + day)),
+            "forever outlives a day"
+        );
+        assert!(new(Some(now + day * 2)).outlives(Some(now + day)));
+        assert!(
+            !new(Some(now + day)).outlives(Some(now + day)),
+            "the same end"
+        );
+    }
     use super::*;
 
     #[test]

@@ -345,6 +345,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The problem's `detail`: what a person is told.
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 impl ApiError {

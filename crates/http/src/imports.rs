@@ -40,7 +40,7 @@ use crate::{
 pub(crate) const MAX_IMPORT_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Rejected rows listed in a run's report; the rest are in `rejected.csv`.
-const LISTED_REJECTS: u32 = 100;
+pub(crate) const LISTED_REJECTS: u32 = 100;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -248,7 +248,9 @@ fn sweep_spool_in(dir: &std::path::Path, older_than: std::time::Duration) -> usi
 }
 
 /// The body, written to a spool file as it arrives, with its hash.
-async fn spool(body: Body) -> Result<(tempfile::NamedTempFile, String), ApiError> {
+async fn spool<E>(
+    mut stream: impl futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+) -> Result<(tempfile::NamedTempFile, String), ApiError> {
     let file = tempfile::Builder::new()
         .prefix(SPOOL_PREFIX)
         .tempfile()
@@ -259,7 +261,6 @@ async fn spool(body: Body) -> Result<(tempfile::NamedTempFile, String), ApiError
     );
     let mut hash = sha2::Sha256::new();
     let mut size = 0u64;
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|_| ApiError::malformed_body("the body could not be read to its end"))?;
@@ -330,62 +331,90 @@ async fn create_import(
         .name
         .clone()
         .unwrap_or_else(|| "upload.csv".to_owned());
+    let started = begin(&state, tenant.id, body.into_data_stream(), name, options).await?;
+    let location = format!("/v1/imports/{}", started.run.id);
+    let mut response = (
+        started.status,
+        Json(ImportView::of(started.run, started.rejects)),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// An import begun by [`begin`].
+pub(crate) struct Started {
+    /// 202 for a run now going on in the background, 200 for the same file
+    /// imported before.
+    pub status: StatusCode,
+    /// The run.
+    pub run: ImportRun,
+    /// Its first rejected rows, when it is done.
+    pub rejects: Vec<leadline_domain::import::RejectedRow>,
+}
+
+/// Spools an uploaded file, checks its header, and starts (or finds, or
+/// resumes) its run, importing in the background: what `POST /v1/imports`
+/// and the console's import page both do.
+pub(crate) async fn begin<E>(
+    state: &AppState,
+    tenant: leadline_domain::TenantId,
+    file: impl futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    name: String,
+    options: ImportOptions,
+) -> Result<Started, ApiError> {
     if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid_field(
             "name",
             "must be 1 to 255 bytes without control characters",
         ));
     }
-    let (spooled, sha) = spool(body).await?;
-    let file = spooled
+    let (spooled, sha) = spool(file).await?;
+    let reopened = spooled
         .reopen()
         .map_err(|e| ApiError::internal(&format!("spool file: {e}")))?;
-    let source = CsvSource::open(file)
+    let source = CsvSource::open(reopened)
         .await
         .map_err(|e| ApiError::invalid_field("body", e.to_string()))?;
     ColumnMap::new(&source.headers, &options.mapping)
         .map_err(|e| ApiError::invalid_field("map", e.to_string()))?;
     let imports = state.services().imports.clone();
     let run = imports
-        .start(
-            tenant.id,
-            &sha,
-            &name,
-            &source.headers,
-            options.on_duplicate,
-        )
+        .start(tenant, &sha, &name, &source.headers, options.on_duplicate)
         .await?;
-    let (status, rejects) = if run.status == ImportStatus::Done {
+    if run.status == ImportStatus::Done {
         // The same file again: the finished run, as GET shows it.
         let rejects = imports
-            .first_rejects(tenant.id, run.id, LISTED_REJECTS)
+            .first_rejects(tenant, run.id, LISTED_REJECTS)
             .await?;
-        (StatusCode::OK, rejects)
-    } else {
-        let tenant = tenant.id;
-        tokio::spawn(async move {
-            // Holds the spool file until the import is over.
-            let _spooled = spooled;
-            match imports
-                .run(tenant, &sha, &name, source, &options, |_| {})
-                .await
-            {
-                Ok(run) => {
-                    tracing::info!(import = %run.id, rows = run.counts.rows, created = run.counts.created, rejected = run.counts.rejected, "import finished")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "import stopped; posting the file again resumes it")
-                }
-            }
+        return Ok(Started {
+            status: StatusCode::OK,
+            run,
+            rejects,
         });
-        (StatusCode::ACCEPTED, Vec::new())
-    };
-    let location = format!("/v1/imports/{}", run.id);
-    let mut response = (status, Json(ImportView::of(run, rejects))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
     }
-    Ok(response)
+    tokio::spawn(async move {
+        // Holds the spool file until the import is over.
+        let _spooled = spooled;
+        match imports
+            .run(tenant, &sha, &name, source, &options, |_| {})
+            .await
+        {
+            Ok(run) => {
+                tracing::info!(import = %run.id, rows = run.counts.rows, created = run.counts.created, rejected = run.counts.rejected, "import finished")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "import stopped; posting the file again resumes it")
+            }
+        }
+    });
+    Ok(Started {
+        status: StatusCode::ACCEPTED,
+        run,
+        rejects: Vec::new(),
+    })
 }
 
 /// An import run: its status, counts and first rejected rows.

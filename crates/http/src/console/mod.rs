@@ -21,6 +21,7 @@
 //! - **Errors**: an HTML page for a browser; problem+json for a client
 //!   that does not ask for HTML.
 
+mod imports;
 mod keys;
 mod pages;
 mod users;
@@ -71,6 +72,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/static/console.js",
             get(|| async { asset("text/javascript", JS) }),
         )
+        .merge(imports::routes())
         .merge(keys::routes())
         .merge(users::routes())
         .layer(axum::middleware::map_response(secure_headers))
@@ -290,6 +292,16 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
         let html = wants_html(request.headers());
         match Form::<T>::from_request(request, state).await {
             Ok(Form(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ConsoleError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: "This form is far larger than any of the console's: nothing was done."
+                        .to_owned(),
+                    wants_html: html,
+                    api: None,
+                }
+                .into_response())
+            }
             Err(_) => Err(ConsoleError {
                 status: StatusCode::BAD_REQUEST,
                 message: "This form came back incomplete. Reload the page and try again."

@@ -32,6 +32,9 @@ pub(super) fn page(title: &str, user: Option<(&User, &str)>, body: Markup) -> Ma
                         nav aria-label="Console" {
                             a href="/" { "Inbox" }
                             a href="/leads" { "Leads" }
+                            @if user.role.allows(leadline_domain::Scope::LeadsWrite) {
+                                a href="/imports" { "Import" }
+                            }
                             @if user.role == leadline_domain::Role::Admin {
                                 a href="/admin/users" { "Users" }
                                 a href="/admin/keys" { "API keys" }
