@@ -1,6 +1,6 @@
 //! The criterion micro-benchmarks of the hot pure paths: the domain's
 //! API-key check and context serialisation ([`hot_paths`]), the cache's L1
-//! and keys ([`l1`]). They run in this process, through criterion's library
+//! and keys ([`l1`]), the per-instance rate limiter ([`rate`]). They run in this process, through criterion's library
 //! API, and are read back from criterion's `estimates.json` files.
 //!
 //! In process rather than as `cargo bench` targets: a bench target is built
@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 mod hot_paths;
 mod l1;
+mod rate;
 
 /// One benchmark's result.
 #[derive(Debug, Clone)]
@@ -79,6 +80,7 @@ pub fn run(target_dir: &Path, quick: bool) -> anyhow::Result<Vec<Micro>> {
                     .measurement_time(measurement);
                 hot_paths::run(&mut c);
                 l1::run(&mut c);
+                rate::run(&mut c);
                 c.final_summary();
             })
             .join()
