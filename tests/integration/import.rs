@@ -20,6 +20,7 @@ both_backends!(
     ten_thousand_rows_with_rejects_mixed_in,
     duplicates_are_skipped_updated_or_created_as_asked,
     a_run_that_stopped_halfway_resumes_without_duplicates,
+    two_runners_of_one_file_both_end_and_import_it_once,
     export_then_import_recreates_the_leads,
 );
 
@@ -365,6 +366,45 @@ async fn a_run_that_stopped_halfway_resumes_without_duplicates(store: Store) {
     assert_eq!(run.status, ImportStatus::Done);
     assert_eq!(run.counts.created, rows);
     assert_eq!(s.leads.count(t).await.unwrap(), rows, "nothing twice");
+}
+
+/// The same file posted twice while its run goes on (two uploads, two
+/// instances): one runner owns the run, the other stops at its first
+/// commit, and both calls return (a runner that stopped must not leave its
+/// reader waiting, holding the upload's spool file); every row lands once.
+async fn two_runners_of_one_file_both_end_and_import_it_once(store: Store) {
+    let s = services(store);
+    let (t, _) = tenant(&s).await;
+    let rows = 6 * leadline_app::BATCH_ROWS as u64;
+    let mut csv = String::from("first_name,last_name\n");
+    for i in 0..rows {
+        csv.push_str(&format!("Twice,Person{i}\n"));
+    }
+    let bytes = csv.into_bytes();
+    let sha = "cd".repeat(32);
+    let options = ImportOptions {
+        on_duplicate: OnDuplicate::Skip,
+        mapping: Vec::new(),
+    };
+    let runner = |bytes: Vec<u8>| {
+        let (s, options, sha) = (s.clone(), options.clone(), sha.clone());
+        tokio::spawn(async move {
+            let source = CsvSource::open(std::io::Cursor::new(bytes)).await.unwrap();
+            s.imports
+                .run(t, &sha, "twice.csv", source, &options, |_| {})
+                .await
+        })
+    };
+    let (a, b) = (runner(bytes.clone()), runner(bytes));
+    let both = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        (a.await.unwrap(), b.await.unwrap())
+    })
+    .await
+    .expect("both runners return");
+    for outcome in [both.0, both.1] {
+        outcome.expect("neither fails");
+    }
+    assert_eq!(s.leads.count(t).await.unwrap(), rows, "every row once");
 }
 
 /// The fields an import can recreate (not ids or times).

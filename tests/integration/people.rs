@@ -564,3 +564,86 @@ async fn sessions_live_in_redis_when_configured() {
         .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+/// With Redis (the session store) stopped: a login link is not used up by
+/// a sign-in that cannot begin (it works once Redis is back), and disabling
+/// a user still succeeds (their sessions are refused when next presented).
+#[tokio::test]
+async fn a_stopped_session_store_spends_no_link_and_blocks_no_disabling() {
+    let pg = crate::support::pg().await;
+    let mut redis = leadline_testsupport::OwnedRedisServer::start().unwrap();
+    let cache = leadline_cache::CacheSettings {
+        redis_url: Some(redis.url()),
+        redis_timeout_ms: 300,
+        ..leadline_cache::CacheSettings::default()
+    };
+    let s = leadline::compose_with(
+        &crate::support::settings(&pg.service_url),
+        &cache,
+        leadline_app::RecallSettings::default(),
+        false,
+    )
+    .await
+    .expect("composes")
+    .services;
+    let (tenant, _) = tenant(&s).await;
+    let link = invite(&s, tenant, "hal@acme.example", Role::Viewer).await;
+    let signed = s.people.redeem_link(&link, PASSWORD).await.unwrap();
+    let cookie = signed.token.expose().to_owned();
+    let relink = s.people.issue_link(tenant, signed.user.id).await.unwrap();
+
+    redis.stop().unwrap();
+    assert!(
+        matches!(
+            s.people
+                .redeem_link(relink.expose(), "a new long password")
+                .await,
+            Err(SignInError::Store(
+                leadline_ports::PeopleError::Unavailable(_)
+            ))
+        ),
+        "no session store, no sign-in"
+    );
+    let disabled = s
+        .people
+        .update(
+            tenant,
+            signed.user.id,
+            &leadline_domain::UpdateUserRequest {
+                expected_version: s.people.get(tenant, signed.user.id).await.unwrap().version,
+                role: None,
+                disabled: Some(true),
+            },
+        )
+        .await
+        .expect("disabling needs only the database");
+    assert!(disabled.disabled_at.is_some());
+
+    redis.restart().unwrap();
+    eventually(
+        "Redis answers again",
+        Duration::from_secs(15),
+        async || match s.people.session(&cookie).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("a disabled user's session still signs in"),
+            Err(_) => Err("no answer yet"),
+        },
+    )
+    .await;
+    s.people
+        .update(
+            tenant,
+            signed.user.id,
+            &leadline_domain::UpdateUserRequest {
+                expected_version: disabled.version,
+                role: None,
+                disabled: Some(false),
+            },
+        )
+        .await
+        .unwrap();
+    s.people
+        .redeem_link(relink.expose(), "a new long password")
+        .await
+        .expect("the link was not spent");
+}

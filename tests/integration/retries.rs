@@ -766,3 +766,53 @@ async fn a_pooled_connection_that_died_idle_is_replaced_transparently() {
         .expect("the dead connection is replaced without an error");
     assert_eq!(got.id, lead);
 }
+
+/// Two stores on one SQLite file, as two `leadline serve` processes would
+/// be: their writers contend for the file's lock, and a write that meets
+/// the other's lock past `busy_timeout`, or a snapshot the other made
+/// stale (`SQLITE_BUSY_SNAPSHOT`), is rerun, never reported as a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_sqlite_file_never_fail_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("shared.db").display()
+    );
+    let settings = StoreSettings {
+        // Short, so that lock waits run out and the rerun is what holds.
+        sqlite_busy_timeout_ms: 20,
+        ..StoreSettings::for_url(&url)
+    };
+    let first = Store::connect(&settings).await.unwrap();
+    first.migrate(leadline_store::MigrateOp::Up).await.unwrap();
+    let second = Store::connect(&settings).await.unwrap();
+    let s = crate::support::services(first);
+    let (tenant, _) = crate::support::new_tenant(&s).await;
+    let t = crate::support::services(second);
+    let agent = s
+        .agents
+        .create(tenant, &crate::support::agent_req("busy@acme.example"))
+        .await
+        .unwrap()
+        .id;
+    let lead = s
+        .leads
+        .create(tenant, &crate::support::lead_req("Busy"))
+        .await
+        .unwrap()
+        .id;
+    let draft = leadline_domain::DraftApprovalRequest {
+        channel: leadline_domain::Channel::Email,
+        subject: None,
+        body: leadline_domain::MessageBody::new("Hello").unwrap(),
+        requested_by: agent,
+    };
+    let writes = (0..40).map(|i| {
+        let services = if i % 2 == 0 { s.clone() } else { t.clone() };
+        let draft = draft.clone();
+        tokio::spawn(async move { services.approvals.draft(tenant, lead, &draft).await })
+    });
+    for write in futures::future::join_all(writes).await {
+        write.unwrap().expect("every write lands");
+    }
+}

@@ -353,6 +353,77 @@ async fn a_key_hands_out_no_more_than_it_has(store: Store) {
         StatusCode::FORBIDDEN,
         "rotating a key without expiry into a brief key's hands"
     );
+
+    // People do not expire: a brief key neither invites nor re-links nor
+    // empowers them, and a key re-links only users within its own reach
+    // (a login link signs in as the user).
+    let boss = s
+        .people
+        .invite(
+            tenant,
+            leadline_domain::Email::parse("boss@acme.example").unwrap(),
+            DisplayName::new("Boss").unwrap(),
+            leadline_domain::Role::Admin,
+        )
+        .await
+        .unwrap()
+        .user;
+    let send = |method: Method, uri: String, key: String, body: Value| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        }
+    };
+    for (method, uri, key, body) in [
+        (
+            Method::POST,
+            "/v1/users".to_owned(),
+            &brief,
+            serde_json::json!({"email": "new@acme.example", "role": "viewer"}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/users/{}/link", boss.id),
+            &brief,
+            Value::Null,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/users/{}", boss.id),
+            &brief,
+            serde_json::json!({"version": boss.version, "role": "viewer"}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/users/{}/link", boss.id),
+            &scoped,
+            Value::Null,
+        ),
+    ] {
+        assert_eq!(
+            send(method.clone(), uri.clone(), key.clone(), body).await,
+            StatusCode::FORBIDDEN,
+            "{method} {uri}"
+        );
+    }
+    assert_eq!(
+        send(
+            Method::POST,
+            format!("/v1/users/{}/link", boss.id),
+            admin,
+            Value::Null
+        )
+        .await,
+        StatusCode::CREATED,
+        "a lasting admin key re-links anyone"
+    );
 }
 
 both_backends!(

@@ -286,6 +286,58 @@ async fn drafts_are_edited_before_they_are_decided(store: Store) {
         Err(EditApprovalError::AgentNotFound)
     ));
 
+    // Over HTTP: a revision below 1, or an inactive editor, is a 422 naming
+    // the field.
+    let app = router(AppState::new(s.clone()));
+    let key = created.api_key.expose().to_owned();
+    let gone = s
+        .agents
+        .create(tenant, &agent_req("gone@acme.example"))
+        .await
+        .unwrap();
+    s.agents
+        .update(
+            tenant,
+            gone.id,
+            &leadline_domain::UpdateAgentRequest {
+                expected_version: gone.version,
+                name: None,
+                email: None,
+                role: None,
+                active: Some(false),
+            },
+        )
+        .await
+        .unwrap();
+    let edit_uri = format!("/v1/approvals/{}/edit", second.id);
+    for (body, field) in [
+        (
+            json!({"body": "x", "edited_by": eve, "revision": 0}),
+            "revision",
+        ),
+        (
+            json!({"body": "x", "edited_by": gone.id, "revision": 1}),
+            "edited_by",
+        ),
+    ] {
+        let (status, problem) = call(&app, Method::POST, &edit_uri, &key, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let (status, problem) = call(
+        &app,
+        Method::POST,
+        &format!("/v1/approvals/{}/approve", second.id),
+        &key,
+        json!({"decided_by": fay, "revision": -5}),
+    )
+    .await;
+    assert_eq!(
+        (status, &problem["errors"][0]["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("revision")),
+        "{problem}"
+    );
+
     // Races: an edit and an approval from revision 1; exactly one lands,
     // and the approved text is the one its approver read.
     let approve = ApprovalAction::Approve { by: fay };

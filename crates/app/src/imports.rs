@@ -398,7 +398,7 @@ impl ImportService {
         // batch's duplicates are still looked up after the batches before
         // it committed (in `commit`), so a repeated email is never created
         // twice.
-        let (ready, mut batches) = mpsc::channel::<Result<Batch, ImportFailure>>(1);
+        let (ready, batches) = mpsc::channel::<Result<Batch, ImportFailure>>(1);
         let committed_line = run.committed_line;
         let produce = async {
             // Owned here, so the committer sees the end once this is done.
@@ -429,6 +429,10 @@ impl ImportService {
             }
         };
         let consume = async {
+            // Owned here, so that a committer that stops early (another
+            // process owns the run) closes the channel, and the reader
+            // stops at its next batch instead of waiting forever.
+            let mut batches = batches;
             while let Some(batch) = batches.recv().await {
                 let batch = match batch {
                     Ok(batch) => batch,

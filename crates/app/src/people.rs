@@ -398,7 +398,13 @@ impl PeopleService {
     ) -> Result<User, PeopleError> {
         let user = self.users.update(tenant, id, req).await?;
         if user.disabled_at.is_some() {
-            self.sessions.end_all(tenant, id).await?;
+            // The disabling is committed, and a disabled user's session is
+            // refused when next presented whether or not it was ended
+            // ([`Self::session`] reads the user): a session store that
+            // does not answer now only delays the clean-up.
+            if let Err(e) = self.sessions.end_all(tenant, id).await {
+                tracing::warn!(error = %e, user = %id, "user disabled; their sessions are refused but could not be removed now");
+            }
         }
         Ok(user)
     }
@@ -497,6 +503,10 @@ impl PeopleService {
         let token =
             SecretToken::parse(SecretToken::LOGIN_LINK, link).map_err(|_| SignInError::Invalid)?;
         let tenant = token.tenant_id();
+        // The session store must answer before a one-time link is used up:
+        // a link spent on a sign-in that then cannot begin is lost to its
+        // holder. (A lookup of the link's own hash finds no session.)
+        self.sessions.get(tenant, token.hash()).await?;
         let Some(user) = self
             .users
             .use_login_link(tenant, token.hash(), Utc::now())

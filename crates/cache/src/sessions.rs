@@ -45,10 +45,30 @@ end
 return 0
 ";
 
+/// Stores a new session and adds it to its user's set, which lives as long
+/// as the user's longest session. KEYS: the session, the user's set. ARGV:
+/// user id, CSRF token, created, last seen, expires (ms), the session's
+/// own expiry (ms), its member of the set. One script rather than `PEXPIREAT
+/// … GT`, which needs Redis 7.
+const CREATE: &str = r"
+redis.call('HSET', KEYS[1], 'user_id', ARGV[1], 'csrf_token', ARGV[2],
+  'created_at', ARGV[3], 'last_seen_at', ARGV[4], 'expires_at', ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[6])
+redis.call('SADD', KEYS[2], ARGV[7])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local left = redis.call('PTTL', KEYS[2])
+if left < 0 or now + left < tonumber(ARGV[5]) then
+  redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+end
+return 0
+";
+
 /// Console sessions kept in Redis.
 #[derive(Clone)]
 pub struct RedisSessionStore {
     connection: ConnectionManager,
+    create: std::sync::Arc<Script>,
     touch: std::sync::Arc<Script>,
     timeout: Duration,
 }
@@ -113,6 +133,7 @@ impl RedisSessionStore {
         let timeout = settings.redis_timeout();
         Ok(Self {
             connection: crate::connect::connection_manager(url, timeout)?,
+            create: std::sync::Arc::new(Script::new(CREATE)),
             touch: std::sync::Arc::new(Script::new(TOUCH)),
             timeout,
         })
@@ -141,44 +162,20 @@ impl SessionStore for RedisSessionStore {
         let tenant = session.tenant_id;
         let key = session_key(tenant, &token_hash);
         let index = user_key(tenant, session.user_id);
-        let ends = session.expires_at.timestamp_millis();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("user_id", session.user_id.to_string()),
-                    ("csrf_token", session.csrf_token.clone()),
-                    (
-                        "created_at",
-                        session.created_at.timestamp_millis().to_string(),
-                    ),
-                    (
-                        "last_seen_at",
-                        session.last_seen_at.timestamp_millis().to_string(),
-                    ),
-                    ("expires_at", ends.to_string()),
-                ],
-            )
-            .ignore()
-            .pexpire_at(&key, keep_until.timestamp_millis())
-            .ignore()
-            .sadd(&index, hex(&token_hash))
-            .ignore()
-            // The index lives as long as the user's longest session: set
-            // when it has no expiry yet (NX), else only ever lengthened (GT).
-            .cmd("PEXPIREAT")
-            .arg(&index)
-            .arg(ends)
-            .arg("NX")
-            .ignore()
-            .cmd("PEXPIREAT")
-            .arg(&index)
-            .arg(ends)
-            .arg("GT")
-            .ignore();
         let mut connection = self.connection.clone();
-        self.bounded(pipe.query_async::<()>(&mut connection)).await
+        let mut invocation = self.create.key(key);
+        invocation
+            .key(index)
+            .arg(session.user_id.to_string())
+            .arg(&session.csrf_token)
+            .arg(session.created_at.timestamp_millis())
+            .arg(session.last_seen_at.timestamp_millis())
+            .arg(session.expires_at.timestamp_millis())
+            .arg(keep_until.timestamp_millis())
+            .arg(hex(&token_hash));
+        self.bounded(invocation.invoke_async::<i64>(&mut connection))
+            .await
+            .map(drop)
     }
 
     async fn get(

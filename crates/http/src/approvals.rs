@@ -165,11 +165,22 @@ async fn edit(
         subject: body.subject,
         body: body.body,
         edited_by: body.edited_by,
-        revision: body.revision,
+        revision: revision(Some(body.revision))?.unwrap_or(1),
     };
     Ok(Json(
         state.services().approvals.edit(tenant.id, id, &req).await?,
     ))
+}
+
+/// A revision as sent: at least 1 (422 naming `revision` otherwise).
+fn revision(sent: Option<i32>) -> Result<Option<i32>, ApiError> {
+    match sent {
+        Some(r) if r < 1 => Err(ApiError::invalid_field(
+            "revision",
+            "must be at least 1 (the approval's revision as read)",
+        )),
+        other => Ok(other),
+    }
 }
 
 /// `POST /v1/approvals/{id}/approve`.
@@ -268,7 +279,7 @@ async fn approve(
             by: body.decided_by,
         },
         "decided_by",
-        body.revision,
+        revision(body.revision)?,
     )
     .await
 }
@@ -305,7 +316,7 @@ async fn reject(
             reason: body.reason,
         },
         "decided_by",
-        body.revision,
+        revision(body.revision)?,
     )
     .await
 }

@@ -253,6 +253,50 @@ async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller,
 /// A key may only hand out access it has itself (issuing or rotating a
 /// key, making or promoting a user): the `admin` scope alone manages keys
 /// and people, but cannot mint access to leads. A 403 naming `field`.
+/// When the calling key stops working, if ever.
+///
+/// # Errors
+/// The store's failures reading the key.
+pub(crate) async fn caller_expires_at(
+    state: &AppState,
+    caller: &leadline_domain::Caller,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    let own = state
+        .services()
+        .keys
+        .get(caller.tenant.id, caller.key_id)
+        .await?;
+    Ok(own.expires_at)
+}
+
+/// Refuses (403 naming `field`) what a calling key with an expiry would
+/// hand out for longer than it has: `outlives` says whether the grant would
+/// work after `expires_at`.
+pub(crate) async fn within_time(
+    state: &AppState,
+    caller: &leadline_domain::Caller,
+    field: &str,
+    outlives: impl FnOnce(Option<chrono::DateTime<chrono::Utc>>) -> bool,
+) -> Result<(), ApiError> {
+    let expires_at = caller_expires_at(state, caller).await?;
+    if !outlives(expires_at) {
+        return Ok(());
+    }
+    let until = expires_at
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    let mut err = ApiError::invalid_field(
+        field,
+        format!(
+            "this API key expires at {until}: it cannot hand out access that lasts longer \
+             (a key must expire no later; people do not expire, so only a key without an expiry \
+             may invite, empower or re-link them)"
+        ),
+    );
+    err.set_status(axum::http::StatusCode::FORBIDDEN, "forbidden", "Forbidden");
+    Err(err)
+}
+
 pub(crate) fn within_reach(
     mine: leadline_domain::Access,
     theirs: leadline_domain::Access,

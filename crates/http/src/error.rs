@@ -636,6 +636,7 @@ impl From<leadline_ports::EditApprovalError> for ApiError {
             }
             E::Stale { current_revision } => revision_conflict(current_revision),
             E::AgentNotFound => Self::invalid_field("edited_by", "no such agent"),
+            E::AgentInactive => Self::invalid_field("edited_by", "the agent is inactive"),
             E::Unavailable(u) => Self::unavailable(&u),
             E::Unknown(e) => Self::internal(&e),
         }

@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
-    auth::{CurrentCaller, within_reach},
+    auth::{CurrentCaller, within_reach, within_time},
     cursor,
     dto::{ListResponse, PageParams, page_limit},
     error::ApiError,
@@ -219,44 +219,13 @@ async fn issue(
 ) -> Result<Response, ApiError> {
     let req = body.into_domain(Utc::now())?;
     within_reach(caller.access, req.access, "scopes")?;
-    within_time(&state, &caller, &req, "expires_at").await?;
+    within_time(&state, &caller, "expires_at", |until| req.outlives(until)).await?;
     let IssuedKey { key, token } = state.services().keys.issue(tenant.id, &req).await?;
     Ok(no_store(
         StatusCode::CREATED,
         &KeyWithSecret::of(&key, &token),
         Some(format!("/v1/keys/{}", key.id)),
     ))
-}
-
-/// Refuses (403, naming `field`) a key that would work after the calling
-/// key expires: a key hands out no more time than it has.
-async fn within_time(
-    state: &AppState,
-    caller: &leadline_domain::Caller,
-    new: &NewApiKey,
-    field: &str,
-) -> Result<(), ApiError> {
-    let own = state
-        .services()
-        .keys
-        .get(caller.tenant.id, caller.key_id)
-        .await?;
-    if !new.outlives(own.expires_at) {
-        return Ok(());
-    }
-    let until = own
-        .expires_at
-        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default();
-    let mut err = ApiError::invalid_field(
-        field,
-        format!(
-            "this API key expires at {until}: it cannot hand out a key that works longer \
-             (give an expires_at no later than that)"
-        ),
-    );
-    err.set_status(StatusCode::FORBIDDEN, "forbidden", "Forbidden");
-    Err(err)
 }
 
 /// A page of API keys.
@@ -393,7 +362,10 @@ async fn rotate(
     let overlap = chrono::Duration::seconds(i64::from(params.overlap_seconds.unwrap_or(86_400)));
     let key = state.services().keys.get(tenant.id, id).await?;
     within_reach(caller.access, key.access, "id")?;
-    within_time(&state, &caller, &key.successor(), "id").await?;
+    within_time(&state, &caller, "id", |until| {
+        key.successor().outlives(until)
+    })
+    .await?;
     let (rotated, token) = state.services().keys.rotate(tenant.id, id, overlap).await?;
     let now = Utc::now();
     Ok(no_store(

@@ -21,7 +21,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
-    auth::{CurrentCaller, within_reach},
+    auth::{CurrentCaller, within_reach, within_time},
     cursor,
     dto::{ListResponse, PageParams, page_limit},
     error::{ApiError, stale},
@@ -159,6 +159,7 @@ struct InviteBody {
             ("ETag" = String, description = "The version, quoted"),
             ("Location" = String, description = "The user's URL"),
         )),
+        (status = 403, response = oa::Forbidden),
         (status = 409, response = oa::Conflict),
         (status = 422, response = oa::Unprocessable),
     ),
@@ -175,6 +176,7 @@ async fn invite(
         .map_err(|e| ApiError::invalid_field("name", e.to_string()))?;
     let role = role_of(&body.role)?;
     within_reach(caller.access, Access::Role(role), "role")?;
+    within_time(&state, &caller, "role", |until| until.is_some()).await?;
     let invited = state
         .services()
         .people
@@ -288,6 +290,7 @@ struct UpdateUserBody {
         (status = 200, description = "Updated", body = UserView, headers(
             ("ETag" = String, description = "The new version, quoted"),
         )),
+        (status = 403, response = oa::Forbidden),
         (status = 404, response = oa::NotFound),
         (status = 409, response = oa::Conflict),
         (status = 412, response = oa::PreconditionFailed),
@@ -306,6 +309,10 @@ async fn update(
     let role = body.role.as_deref().map(role_of).transpose()?;
     if let Some(role) = role {
         within_reach(caller.access, Access::Role(role), "role")?;
+        within_time(&state, &caller, "role", |until| until.is_some()).await?;
+    }
+    if body.disabled == Some(false) {
+        within_time(&state, &caller, "disabled", |until| until.is_some()).await?;
     }
     let req = UpdateUserRequest {
         expected_version: version,
@@ -342,16 +349,21 @@ async fn update(
             ("ETag" = String, description = "The user's version, quoted"),
             ("Location" = String, description = "The user's URL"),
         )),
+        (status = 403, response = oa::Forbidden),
         (status = 404, response = oa::NotFound),
     ),
 )]
 async fn new_link(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
+    CurrentCaller(caller): CurrentCaller,
     PathId(id): PathId<UserId>,
 ) -> Result<Response, ApiError> {
     let people = &state.services().people;
     let user = people.get(tenant.id, id).await?;
+    // A link signs in as the user: it hands out the user's role.
+    within_reach(caller.access, Access::Role(user.role), "id")?;
+    within_time(&state, &caller, "id", |until| until.is_some()).await?;
     let link = people.issue_link(tenant.id, id).await?;
     Ok(with_link(StatusCode::CREATED, &user, &link))
 }

@@ -203,6 +203,9 @@ common_variants!(EditApprovalError {
     /// The editing agent is not in this tenant.
     #[error("agent not found")]
     AgentNotFound,
+    /// The editing agent is inactive (it could not draft either).
+    #[error("the agent is inactive")]
+    AgentInactive,
 });
 
 common_variants!(ListApprovalsError {});

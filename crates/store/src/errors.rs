@@ -40,6 +40,12 @@ pub(crate) enum Transient {
     /// class 08, 57P01-57P03 shutdown, 53300 too many connections). Before
     /// COMMIT the server has rolled the transaction back, so a rerun is safe.
     Connection,
+    /// SQLite: another connection (another process on the same file) held
+    /// the lock past `busy_timeout`, or wrote after this transaction's read
+    /// snapshot (`SQLITE_BUSY` and `SQLITE_LOCKED` with their extended
+    /// codes, e.g. 517 `BUSY_SNAPSHOT`). Nothing of this transaction was
+    /// written; a rerun takes a fresh snapshot.
+    Busy,
 }
 
 impl Transient {
@@ -49,6 +55,7 @@ impl Transient {
             Self::Serialization => "serialization_failure",
             Self::Deadlock => "deadlock",
             Self::Connection => "connection",
+            Self::Busy => "busy",
         }
     }
 }
@@ -63,6 +70,15 @@ fn connection_sqlstate(code: &str) -> bool {
         || code == "53300" // too_many_connections
 }
 
+/// SQLite's busy and locked result codes, primary and extended (sqlx
+/// reports the extended one): 5 `BUSY`, 261 `BUSY_RECOVERY`, 517
+/// `BUSY_SNAPSHOT`, 773 `BUSY_TIMEOUT`, 6 `LOCKED`, 262
+/// `LOCKED_SHAREDCACHE`. SQLSTATEs have five characters, so these cannot be
+/// mistaken for PostgreSQL's.
+fn sqlite_busy(code: &str) -> bool {
+    matches!(code, "5" | "261" | "517" | "773" | "6" | "262")
+}
+
 /// Sorts a driver error by whether a rerun could succeed. `None` for errors
 /// a rerun would only repeat, and for a pool that is exhausted or closed:
 /// retrying those would turn a fast 503 into a slow one.
@@ -73,6 +89,7 @@ fn sqlx_transient(err: &sqlx::Error) -> Option<Transient> {
             Some("40001") => Some(Transient::Serialization),
             Some("40P01") => Some(Transient::Deadlock),
             Some(code) if connection_sqlstate(code) => Some(Transient::Connection),
+            Some(code) if sqlite_busy(code) => Some(Transient::Busy),
             _ => None,
         },
         _ => None,

@@ -244,11 +244,13 @@ impl ApprovalRepository for Store {
             transaction!(self, "approvals.edit", tenant, Write, |txn| {
                 // Checked here on both backends: SQLite has no foreign key
                 // on `edited_by` (docs/backends.md).
-                if crate::repo_agents::takes_new_work(txn, self.backend(), tenant, req.edited_by)
+                match crate::repo_agents::takes_new_work(txn, self.backend(), tenant, req.edited_by)
                     .await?
-                    .is_none()
                 {
-                    return Ok(Err(EditApprovalError::AgentNotFound));
+                    None => return Ok(Err(EditApprovalError::AgentNotFound)),
+                    // Writing a draft's words is drafting.
+                    Some(false) => return Ok(Err(EditApprovalError::AgentInactive)),
+                    Some(true) => {}
                 }
                 let now = crate::now();
                 // Like a move: the row changes only if it is still a pending

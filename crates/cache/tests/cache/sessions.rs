@@ -110,6 +110,22 @@ async fn signing_out_everywhere_ends_exactly_the_users_sessions() {
         .create(other, &session(tenant, bob), until)
         .await
         .unwrap();
+    // The user's set lives as long as the longest session: to its absolute
+    // end, 12 hours.
+    let mut redis = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg(format!("leadline:{{{tenant}}}:session-user:{ada}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        ttl_ms > 11 * 3_600_000 && ttl_ms <= 12 * 3_600_000,
+        "{ttl_ms} ms"
+    );
     sessions.end(tenant, one).await.unwrap();
     assert!(sessions.get(tenant, one).await.unwrap().is_none());
     // One of Ada's two was already ended alone.

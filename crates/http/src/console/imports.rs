@@ -24,7 +24,9 @@ use super::{ConsoleError, Signed, pages::page, signed};
 use crate::{AppState, imports::LISTED_REJECTS};
 
 pub(super) fn routes() -> Router<AppState> {
-    let limit = usize::try_from(crate::imports::MAX_IMPORT_BYTES).unwrap_or(usize::MAX);
+    // Room for the form's other parts and the multipart framing: an
+    // oversized file meets the spool's own limit first, which says 413.
+    let limit = usize::try_from(crate::imports::MAX_IMPORT_BYTES + (1 << 20)).unwrap_or(usize::MAX);
     Router::new()
         .route(
             "/imports",
@@ -101,11 +103,11 @@ async fn upload(
         };
         match field.name() {
             Some("csrf") => {
-                let text = field.text().await.unwrap_or_default();
+                let text = small_text(field).await.unwrap_or_default();
                 token_ok = signed.session.csrf_matches(&text);
             }
             Some("on_duplicate") => {
-                let text = field.text().await.unwrap_or_default();
+                let text = small_text(field).await.unwrap_or_default();
                 match text.parse() {
                     Ok(policy) => on_duplicate = policy,
                     Err(_) => {
@@ -153,6 +155,23 @@ async fn upload(
     } else {
         super::csrf_refused(&headers)
     }
+}
+
+/// The longest text part of the form read (the token is 64 characters).
+const SMALL_PART: usize = 1024;
+
+/// A short text part, read no further than [`SMALL_PART`] bytes: `None`
+/// when it is longer, or not text. A multi-megabyte "token" is never held
+/// in memory.
+async fn small_text(mut field: axum::extract::multipart::Field<'_>) -> Option<String> {
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = field.chunk().await {
+        if bytes.len() + chunk.len() > SMALL_PART {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// What the person is told about a refused upload.

@@ -133,7 +133,9 @@ impl ConsoleError {
             status: err.status(),
             message: match err.status() {
                 StatusCode::SERVICE_UNAVAILABLE => {
-                    "The database is not answering just now; try again in a moment.".to_owned()
+                    "leadline's storage (its database, or the Redis that keeps sessions) is not \
+                     answering just now; try again in a moment."
+                        .to_owned()
                 }
                 StatusCode::NOT_FOUND => "There is nothing here.".to_owned(),
                 _ => "Something went wrong on our side; it has been logged.".to_owned(),

@@ -232,6 +232,14 @@ async fn change(
             .into_response();
         }
     };
+    if role.is_none() && disabled.is_none() {
+        return ConsoleError::new(
+            &headers,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Nothing to change: choose a role, or disable or enable the user.",
+        )
+        .into_response();
+    }
     let req = UpdateUserRequest {
         expected_version: form.version,
         role,
