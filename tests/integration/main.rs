@@ -14,6 +14,7 @@ mod cli;
 mod coherence;
 mod conformance;
 mod disk_full;
+mod distributable;
 mod e2e;
 mod edge;
 mod http_tenancy;
