@@ -125,8 +125,8 @@ async fn until_page(client: &Client, what: &str, ready: impl Fn(&str) -> bool) -
     }
 }
 
-async fn screenshot(client: &Client, name: &str) {
-    if let Some(dir) = std::env::var_os("LEADLINE_SCREENSHOTS") {
+async fn screenshot(client: &Client, name: &str, shots: bool) {
+    if let Some(dir) = std::env::var_os("LEADLINE_SCREENSHOTS").filter(|_| shots) {
         let png = client.screenshot().await.unwrap();
         std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
     }
@@ -202,16 +202,42 @@ impl Api {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_approve_and_send_in_the_console() {
-    let driver = chromedriver();
     let dir = tempfile::tempdir().unwrap();
     let db = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("console.db").display()
     );
     common::migrate_up(&db);
+    console_flow(&db, None, &dir, true).await;
+}
+
+/// The same on the production store: PostgreSQL, with console sessions in
+/// Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_approve_and_send_in_the_console_on_postgres_with_sessions_in_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = leadline_testsupport::postgres();
+    let database = server
+        .create_database("leadline_console", None)
+        .await
+        .expect("create a database");
+    let url = server.admin_url(&database);
+    common::migrate_up(&url);
+    let redis = leadline_testsupport::redis().url();
+    console_flow(&url, Some(&redis), &dir, false).await;
+}
+
+/// The whole walk through the console against `leadline serve` on `db`
+/// (sessions in `redis` when given); `shots`: save the screenshots.
+async fn console_flow(db: &str, redis: Option<&str>, dir: &tempfile::TempDir, shots: bool) {
+    let driver = chromedriver();
+    let db = db.to_owned();
     let key = stdout_of(leadline(&db).args(["tenant", "create", "acme"]));
     let server = Running::start({
         let mut cmd = leadline(&db);
+        if let Some(redis) = redis {
+            cmd.env("LEADLINE_CACHE__REDIS_URL", redis);
+        }
         cmd.arg("serve");
         cmd
     });
@@ -252,13 +278,31 @@ async fn people_approve_and_send_in_the_console() {
     // Ada signs in with her link and approves, then sends, the first.
     let a = browser(&driver, 1280).await;
     sign_in_by_link(&a, &ada).await;
+    if let Some(redis) = redis {
+        // The session is in Redis, under the tenant's hash tag.
+        let tenant = api.get("/v1/tenant").await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut conn = redis::Client::open(redis)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("leadline:{{{tenant}}}:session:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 1, "Ada's session, in Redis: {keys:?}");
+    }
     let page = until_page_has(&a, &first).await;
     assert!(
         page.contains("Grace Hopper") && page.contains("US Navy"),
         "the lead beside the draft"
     );
     assert!(page.contains("Grace called back"), "its last touches");
-    screenshot(&a, "console-inbox.png").await;
+    screenshot(&a, "console-inbox.png", shots).await;
     // Bob's inbox is open meanwhile, on a phone-width screen.
     let b = browser(&driver, 390).await;
     sign_in_by_link(&b, &bob).await;
@@ -365,7 +409,7 @@ async fn people_approve_and_send_in_the_console() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    screenshot(&b, "console-inbox-phone.png").await;
+    screenshot(&b, "console-inbox-phone.png", shots).await;
     // Acting on it anyway (the form, submitted past its disabled button)
     // says who won.
     b.execute(
@@ -406,7 +450,7 @@ async fn people_approve_and_send_in_the_console() {
         page.contains("Grace Hopper</a>") && !page.contains("Alan Hopper</a>")
     })
     .await;
-    screenshot(&c, "console-leads.png").await;
+    screenshot(&c, "console-leads.png", shots).await;
     c.find(Locator::LinkText("Grace Hopper"))
         .await
         .unwrap()
@@ -458,7 +502,7 @@ async fn people_approve_and_send_in_the_console() {
         .to_owned();
     d.goto(&format!("{base}/admin/users")).await.unwrap();
     until_page_has(&d, "gil@acme.example").await;
-    screenshot(&d, "console-users.png").await;
+    screenshot(&d, "console-users.png", shots).await;
     d.find(Locator::Css(&format!(
         "[data-user='{carl_id}'] [data-action=disable]"
     )))
@@ -513,7 +557,7 @@ async fn people_approve_and_send_in_the_console() {
         .to_owned();
     d.goto(&format!("{base}/admin/keys")).await.unwrap();
     until_page_has(&d, "CRM sync").await;
-    screenshot(&d, "console-keys.png").await;
+    screenshot(&d, "console-keys.png", shots).await;
     d.find(Locator::Css(&format!("[data-key='{key_id}'] button")))
         .await
         .unwrap()
@@ -574,7 +618,7 @@ async fn people_approve_and_send_in_the_console() {
         report.contains("<td>3</td>"),
         "the bad row's line: {report}"
     );
-    screenshot(&a, "console-import.png").await;
+    screenshot(&a, "console-import.png", shots).await;
     let href = a
         .find(Locator::LinkText("Download the rejected rows"))
         .await
@@ -607,7 +651,7 @@ async fn people_approve_and_send_in_the_console() {
         .await
         .unwrap();
     until_page_has(&a, "Sign in to leadline").await;
-    screenshot(&a, "console-login.png").await;
+    screenshot(&a, "console-login.png", shots).await;
     a.goto(&format!("{base}/")).await.unwrap();
     until_page_has(&a, "Sign in to leadline").await;
 
