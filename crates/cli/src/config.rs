@@ -159,6 +159,10 @@ impl Config {
                 db.sqlite_busy_timeout_ms.to_string(),
             ),
             (
+                "database.sqlite_synchronous",
+                db.sqlite_synchronous.as_str().to_owned(),
+            ),
+            (
                 "database.read_url",
                 db.read_url.as_ref().map_or_else(
                     || "(unset: every read uses database.url)".to_owned(),
@@ -547,7 +551,7 @@ mod tests {
                 "{shown}"
             );
             assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
-            assert_eq!(config.describe().len(), 59, "every setting is listed");
+            assert_eq!(config.describe().len(), 60, "every setting is listed");
             Ok(())
         });
     }

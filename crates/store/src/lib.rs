@@ -43,7 +43,7 @@ pub use migrate::{MigrateError, MigrateOp, MigrationState};
 pub use pool::{Backend, ConnectError, Store, redact_url};
 pub use repo_context::context_statement_for_pgbench;
 pub use roles::RolesError;
-pub use settings::{SslMode, StoreSettings};
+pub use settings::{SqliteSynchronous, SslMode, StoreSettings};
 
 /// Rows per multi-row `INSERT` of a table with `columns` columns: as many
 /// as fit under SQLite's 32,766 bound parameters (PostgreSQL allows 65,535),

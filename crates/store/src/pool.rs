@@ -116,7 +116,9 @@ impl Store {
     /// One connection serialises statements instead, which is the honest
     /// capacity of an embedded database; PostgreSQL is the concurrent store.
     /// Every SQLite connection gets `journal_mode=WAL`, `foreign_keys=ON`,
-    /// `synchronous=NORMAL` and a `busy_timeout`.
+    /// `synchronous` as `database.sqlite_synchronous` says (`FULL` unless
+    /// told otherwise: an acknowledged write survives a power loss) and a
+    /// `busy_timeout`.
     ///
     /// # Errors
     /// [`ConnectError`] when the URL is bad or the database does not answer.
@@ -169,7 +171,10 @@ impl Store {
                     .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?
                     .foreign_keys(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
+                    .synchronous(match settings.sqlite_synchronous {
+                        crate::SqliteSynchronous::Full => SqliteSynchronous::Full,
+                        crate::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+                    })
                     .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms));
                 // An in-memory database lives exactly as long as its
                 // connection: keep the one connection forever.
@@ -588,6 +593,36 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `PRAGMA synchronous` of the store's SQLite connection: 2 is FULL, 1
+    /// NORMAL.
+    async fn synchronous_of(settings: &StoreSettings) -> i64 {
+        let store = Store::connect(settings).await.expect("sqlite opens");
+        let row = store
+            .inner
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "PRAGMA synchronous",
+            ))
+            .await
+            .expect("the pragma answers")
+            .expect("a row");
+        row.try_get_by_index::<i64>(0).expect("a number")
+    }
+
+    #[tokio::test]
+    async fn sqlite_commits_reach_the_disk_unless_told_otherwise() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let full = StoreSettings::for_url(&url);
+        assert_eq!(synchronous_of(&full).await, 2, "FULL by default");
+        let normal = StoreSettings {
+            sqlite_synchronous: crate::SqliteSynchronous::Normal,
+            ..StoreSettings::for_url(&url)
+        };
+        assert_eq!(synchronous_of(&normal).await, 1, "NORMAL when asked");
+    }
 
     #[test]
     fn a_storage_full_report_lasts_its_window() {

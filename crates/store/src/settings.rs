@@ -36,6 +36,8 @@ pub struct StoreSettings {
     pub idle_timeout_secs: u64,
     /// SQLite: how long a statement waits on a locked database.
     pub sqlite_busy_timeout_ms: u64,
+    /// SQLite: when a commit counts as durable (`PRAGMA synchronous`).
+    pub sqlite_synchronous: SqliteSynchronous,
     /// Optional URL of a read replica (`DATABASE_READ_URL`). List, search
     /// and analytics reads go there; writes and reads that must see them
     /// stay on `url`. Same backend as `url`. Secret like `url`.
@@ -65,6 +67,7 @@ impl Default for StoreSettings {
             acquire_timeout_ms: 3_000,
             idle_timeout_secs: 600,
             sqlite_busy_timeout_ms: 5_000,
+            sqlite_synchronous: SqliteSynchronous::Full,
             read_url: None,
             retry_max: 3,
             retry_min_delay_ms: 10,
@@ -152,6 +155,31 @@ impl StoreSettings {
             }
         }
         problems
+    }
+}
+
+/// When SQLite counts a commit as done (`PRAGMA synchronous`, in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SqliteSynchronous {
+    /// The default: every commit waits for the write-ahead log to reach the
+    /// disk (fsync), so an acknowledged write survives a power loss.
+    Full,
+    /// Commits wait for the log to reach the operating system, not the
+    /// disk: faster writes, and an acknowledged write survives the process
+    /// being killed but may be lost on a power loss or an OS crash (the
+    /// database stays consistent either way).
+    Normal,
+}
+
+impl SqliteSynchronous {
+    /// The setting's name, as configured.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Normal => "normal",
+        }
     }
 }
 
