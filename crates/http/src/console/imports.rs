@@ -190,7 +190,7 @@ async fn run_page(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Some(id) = path.ok().and_then(|Path(id)| id.parse::<ImportId>().ok()) else {
+    let Some(id) = super::path_id::<ImportId>(path) else {
         return ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is no such import.")
             .into_response();
     };
@@ -225,7 +225,7 @@ async fn rejected_csv(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Some(id) = path.ok().and_then(|Path(id)| id.parse::<ImportId>().ok()) else {
+    let Some(id) = super::path_id::<ImportId>(path) else {
         return ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is no such import.")
             .into_response();
     };

@@ -42,9 +42,7 @@ async fn list(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let query: KeysQuery = query
-        .and_then(|q| serde_urlencoded::from_str(&q).ok())
-        .unwrap_or_default();
+    let query: KeysQuery = super::query_or_default(query);
     let signed = match admin(&state, &headers, "API keys").await {
         Ok(s) => s,
         Err(r) => return r,
@@ -165,7 +163,7 @@ async fn revoke(
     if !signed.session.csrf_matches(&form.csrf) {
         return csrf_refused(&headers);
     }
-    let Some(id) = path.ok().and_then(|Path(id)| id.parse::<ApiKeyId>().ok()) else {
+    let Some(id) = super::path_id::<ApiKeyId>(path) else {
         return ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is no such key.")
             .into_response();
     };

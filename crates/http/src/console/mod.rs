@@ -234,6 +234,21 @@ impl Signed {
     }
 }
 
+/// The path's one parameter as an id (`None` for anything that is not
+/// one: the page then says there is no such thing, never 400 text).
+fn path_id<T: std::str::FromStr>(
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Option<T> {
+    path.ok().and_then(|Path(id)| id.parse().ok())
+}
+
+/// A page's query string as `T`; a query that is not ours reads as the
+/// defaults (pages take codes and filters, never text to show as is).
+fn query_or_default<T: serde::de::DeserializeOwned + Default>(raw: Option<String>) -> T {
+    raw.and_then(|q| serde_urlencoded::from_str(&q).ok())
+        .unwrap_or_default()
+}
+
 /// The request's session, if its user is an admin; otherwise the answer
 /// (sign in, or a 403 page naming `what` the page manages).
 async fn admin(state: &AppState, headers: &HeaderMap, what: &str) -> Result<Signed, Response> {
@@ -624,9 +639,7 @@ async fn inbox(
         })
         .collect();
     // A query that is not ours is ignored: it only carries a message code.
-    let query: InboxQuery = query
-        .and_then(|q| serde_urlencoded::from_str(&q).ok())
-        .unwrap_or_default();
+    let query: InboxQuery = query_or_default(query);
     let (done, error) = match query.flash {
         Some(flash) => {
             let text = flash_text(&state, tenant, flash, query.approval).await;
@@ -942,9 +955,7 @@ async fn leads(
         Err(r) => return r,
     };
     let tenant = signed.user.tenant_id;
-    let query: LeadsQuery = raw
-        .and_then(|q| serde_urlencoded::from_str(&q).ok())
-        .unwrap_or_default();
+    let query: LeadsQuery = query_or_default(raw);
     let nonempty = |v: &Option<String>| {
         v.as_deref()
             .map(str::trim)
@@ -1052,10 +1063,7 @@ async fn lead_page(
     let not_found = || {
         ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is no such lead.").into_response()
     };
-    let Some(id) = path
-        .ok()
-        .and_then(|Path(id)| id.parse::<leadline_domain::LeadId>().ok())
-    else {
+    let Some(id) = path_id::<leadline_domain::LeadId>(path) else {
         return not_found();
     };
     let tenant = signed.user.tenant_id;

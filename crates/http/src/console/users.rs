@@ -48,9 +48,7 @@ async fn list(
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let query: UsersQuery = query
-        .and_then(|q| serde_urlencoded::from_str(&q).ok())
-        .unwrap_or_default();
+    let query: UsersQuery = super::query_or_default(query);
     let signed = match admin(&state, &headers, "Users").await {
         Ok(s) => s,
         Err(r) => return r,
@@ -176,7 +174,7 @@ fn target(
     signed: &Signed,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<UserId, (StatusCode, &'static str)> {
-    let Some(id) = path.ok().and_then(|Path(id)| id.parse::<UserId>().ok()) else {
+    let Some(id) = super::path_id::<UserId>(path) else {
         return Err((StatusCode::NOT_FOUND, "There is no such user."));
     };
     if id == signed.user.id {
