@@ -181,18 +181,29 @@ fn upload_problem(e: &crate::error::ApiError) -> String {
     format!("This file cannot be imported: {detail}")
 }
 
+/// The signed-in person and the import the path names (any signed-in
+/// person may read a run); otherwise the answer.
+async fn import_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<(Signed, ImportId), Response> {
+    let signed = signed(state, headers).await?;
+    let id = super::path_id::<ImportId>(path).ok_or_else(|| {
+        ConsoleError::new(headers, StatusCode::NOT_FOUND, "There is no such import.")
+            .into_response()
+    })?;
+    Ok((signed, id))
+}
+
 async fn run_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
-    let signed = match signed(&state, &headers).await {
-        Ok(s) => s,
+    let (signed, id) = match import_of(&state, &headers, path).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let Some(id) = super::path_id::<ImportId>(path) else {
-        return ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is no such import.")
-            .into_response();
     };
     let imports = &state.services().imports;
     let tenant = signed.user.tenant_id;
@@ -221,13 +232,9 @@ async fn rejected_csv(
     headers: HeaderMap,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
-    let signed = match signed(&state, &headers).await {
-        Ok(s) => s,
+    let (signed, id) = match import_of(&state, &headers, path).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let Some(id) = super::path_id::<ImportId>(path) else {
-        return ConsoleError::new(&headers, StatusCode::NOT_FOUND, "There is no such import.")
-            .into_response();
     };
     match state
         .services()

@@ -168,22 +168,29 @@ struct ChangeForm {
     disabled: Option<String>,
 }
 
-/// The user a path names; never the signed-in admin themselves. The
-/// refusal is its status and sentence.
-fn target(
-    signed: &Signed,
+/// The signed-in admin (their form's token checked) and the user the path
+/// names, never the admin themselves; otherwise the answer.
+async fn target(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<UserId, (StatusCode, &'static str)> {
+) -> Result<(Signed, UserId), Response> {
+    let signed = admin(state, headers, "Users").await?;
+    if !signed.session.csrf_matches(csrf) {
+        return Err(csrf_refused(headers));
+    }
+    let refuse = |status, why| ConsoleError::new(headers, status, why).into_response();
     let Some(id) = super::path_id::<UserId>(path) else {
-        return Err((StatusCode::NOT_FOUND, "There is no such user."));
+        return Err(refuse(StatusCode::NOT_FOUND, "There is no such user."));
     };
     if id == signed.user.id {
-        return Err((
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "You cannot change your own user here; ask another admin.",
         ));
     }
-    Ok(id)
+    Ok((signed, id))
 }
 
 async fn change(
@@ -192,16 +199,9 @@ async fn change(
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     ConsoleForm(form): ConsoleForm<ChangeForm>,
 ) -> Response {
-    let signed = match admin(&state, &headers, "Users").await {
-        Ok(s) => s,
+    let (signed, id) = match target(&state, &headers, &form.csrf, path).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    if !signed.session.csrf_matches(&form.csrf) {
-        return csrf_refused(&headers);
-    }
-    let id = match target(&signed, path) {
-        Ok(id) => id,
-        Err((status, why)) => return ConsoleError::new(&headers, status, why).into_response(),
     };
     let role = match form.role.as_deref() {
         None => None,
@@ -263,16 +263,9 @@ async fn new_link(
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     ConsoleForm(form): ConsoleForm<super::CsrfOnly>,
 ) -> Response {
-    let signed = match admin(&state, &headers, "Users").await {
-        Ok(s) => s,
+    let (signed, id) = match target(&state, &headers, &form.csrf, path).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    if !signed.session.csrf_matches(&form.csrf) {
-        return csrf_refused(&headers);
-    }
-    let id = match target(&signed, path) {
-        Ok(id) => id,
-        Err((status, why)) => return ConsoleError::new(&headers, status, why).into_response(),
     };
     let people = &state.services().people;
     let user = match people.get(signed.user.tenant_id, id).await {
