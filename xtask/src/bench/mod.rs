@@ -39,6 +39,7 @@ mod micro;
 mod outbound;
 mod report;
 mod scenarios;
+mod sqlite;
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -671,6 +672,29 @@ async fn measure(
     }
     drop(cold_server);
     timer.lap(report, "scenario 2 (cache-cold sweep)");
+
+    // --- the embedded default: the same data on SQLite ---------------------
+    let mean_context = report
+        .sweeps
+        .cold
+        .iter()
+        .map(|r| r.mean_body)
+        .fold(0.0, f64::max)
+        .round()
+        .max(3.0) as usize;
+    report.sqlite = Some(
+        sqlite::run(
+            &mut env,
+            &pool,
+            &tenants,
+            last_step,
+            plan.warm_hot,
+            mean_context,
+            &mut report.commands,
+        )
+        .await?,
+    );
+    timer.lap(report, "SQLite: copy, scenarios 2, 3, 1, 4, 5");
 
     // --- ceilings ---------------------------------------------------------
     eprintln!("bench: ceilings");

@@ -274,6 +274,8 @@ pub struct Report {
     pub outbound: Option<super::outbound::Outbound>,
     /// Memory.
     pub memory: Option<Memory>,
+    /// The embedded default: scenarios on the same data in SQLite.
+    pub sqlite: Option<super::sqlite::SqliteRuns>,
     /// The whole run.
     pub total: Duration,
 }
@@ -323,6 +325,7 @@ impl Report {
             mix: None,
             mix_cache: None,
             memory: None,
+            sqlite: None,
             total: Duration::ZERO,
         }
     }
@@ -381,6 +384,17 @@ impl Report {
         push("6", self.approve.as_ref());
         push("7", self.mix.as_ref());
         rows
+    }
+
+    /// PostgreSQL's figures beside the SQLite section's.
+    fn beside_sqlite(&self) -> super::sqlite::Beside<'_> {
+        super::sqlite::Beside {
+            cold: Self::at(&self.sweeps.cold, CONNECTIONS),
+            by_id: Self::at(&self.sweeps.by_id, CONNECTIONS),
+            hot: Self::at(&self.sweeps.hot, CONNECTIONS),
+            page: self.page.as_ref(),
+            append: self.event.as_ref(),
+        }
     }
 
     fn ratio(run: &Measured, ceiling: Option<(&str, f64)>) -> Option<f64> {
@@ -482,6 +496,38 @@ impl Report {
                 measured: format!("{:.2} ms vs {:.2} ms", last.p95_ms, first.p95_ms),
                 met: flat,
             });
+        }
+        if let Some(lite) = &self.sqlite {
+            let pg = self.beside_sqlite();
+            for (target, run, beside, factor) in [
+                (
+                    "SQLite (3) lead by id ≥ 2 × PostgreSQL's, same run",
+                    &lite.by_id,
+                    pg.by_id,
+                    2.0,
+                ),
+                (
+                    "SQLite (2) cache-cold context ≥ 2 × PostgreSQL's, same run",
+                    &lite.cold,
+                    pg.cold,
+                    2.0,
+                ),
+                (
+                    "SQLite (5) append (`synchronous=FULL`) ≥ 50 % of PostgreSQL's, same run",
+                    &lite.append_full,
+                    pg.append,
+                    0.5,
+                ),
+            ] {
+                if let Some(b) = beside {
+                    let ratio = run.rps / b.rps.max(1e-9);
+                    out.push(Verdict {
+                        target: target.to_owned(),
+                        measured: format!("{ratio:.2} × ({:.0} vs {:.0} req/s)", run.rps, b.rps),
+                        met: ratio >= factor && run.errors == 0,
+                    });
+                }
+            }
         }
         if let Some(t) = &self.transfer {
             let ratio = t.copy_secs / t.import_secs.max(1e-9);
@@ -923,6 +969,10 @@ impl Report {
                 t.import_peak_kib as f64 / 1024.0,
                 t.sqlite_import.1 as f64 / 1024.0,
             );
+        }
+
+        if let Some(lite) = &self.sqlite {
+            md.push_str(&lite.markdown(self.beside_sqlite()));
         }
 
         if let Some(outbound) = &self.outbound {
