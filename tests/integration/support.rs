@@ -135,13 +135,70 @@ pub async fn store_at(url: &str) -> Store {
     Store::connect(&settings(url)).await.expect("connects")
 }
 
-/// An in-memory SQLite store, migrated.
+/// A migrated SQLite store of its own, on a database file (so it has the
+/// reader pool a user's file database has), copied from a template migrated
+/// once per run.
 pub async fn sqlite_store() -> Store {
-    let store = Store::connect(&StoreSettings::for_url("sqlite::memory:"))
-        .await
-        .expect("sqlite opens");
-    store.migrate(MigrateOp::Up).await.expect("sqlite migrates");
-    store
+    sqlite_store_with(|_| {}).await
+}
+
+/// Like [`sqlite_store`], with settings changed by `adjust` first.
+pub async fn sqlite_store_with(adjust: impl FnOnce(&mut StoreSettings)) -> Store {
+    let dir = sqlite_dir();
+    let template = SQLITE_TEMPLATE
+        .get_or_init(|| async {
+            let path = dir.path().join("template.db");
+            let store = Store::connect(&StoreSettings::for_url(&sqlite_url(&path)))
+                .await
+                .expect("sqlite opens");
+            store.migrate(MigrateOp::Up).await.expect("sqlite migrates");
+            // Closing the last connection checkpoints the log into the file.
+            store.close().await;
+            path
+        })
+        .await;
+    let path = dir
+        .path()
+        .join(format!("{}.db", uuid::Uuid::new_v4().simple()));
+    std::fs::copy(template, &path).expect("the template copies");
+    let mut settings = StoreSettings::for_url(&sqlite_url(&path));
+    adjust(&mut settings);
+    Store::connect(&settings).await.expect("sqlite opens")
+}
+
+/// `sqlite://` URL of a database file.
+pub fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+static SQLITE_TEMPLATE: OnceCell<std::path::PathBuf> = OnceCell::const_new();
+
+/// This run's directory of SQLite files. It outlives the run (statics are
+/// not dropped), so each run first removes those of runs that ended.
+fn sqlite_dir() -> &'static tempfile::TempDir {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        const PREFIX: &str = "leadline-it-sqlite-";
+        let tmp = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let stale = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(PREFIX))
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+                if stale {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        tempfile::Builder::new()
+            .prefix(&format!("{PREFIX}{}-", std::process::id()))
+            .tempdir_in(tmp)
+            .expect("a temporary directory")
+    })
 }
 
 pub fn services(store: Store) -> Services {

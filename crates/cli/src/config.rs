@@ -144,6 +144,17 @@ impl Config {
                     |p| p.display().to_string(),
                 ),
             ),
+            (
+                "database.transaction_pooling",
+                db.transaction_pooling.to_string(),
+            ),
+            (
+                "database.listen_url",
+                db.listen_url.as_ref().map_or_else(
+                    || "(unset: LISTEN on database.url)".to_owned(),
+                    |u| redact(u.expose_secret()),
+                ),
+            ),
             ("database.max_connections", db.max_connections.to_string()),
             ("database.min_connections", db.min_connections.to_string()),
             (
@@ -161,6 +172,13 @@ impl Config {
             (
                 "database.sqlite_synchronous",
                 db.sqlite_synchronous.as_str().to_owned(),
+            ),
+            (
+                "database.sqlite_readers",
+                db.sqlite_readers.map_or_else(
+                    || format!("(unset: one per core, {})", db.sqlite_reader_count()),
+                    |n| n.to_string(),
+                ),
             ),
             (
                 "database.read_url",
@@ -551,7 +569,7 @@ mod tests {
                 "{shown}"
             );
             assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
-            assert_eq!(config.describe().len(), 60, "every setting is listed");
+            assert_eq!(config.describe().len(), 63, "every setting is listed");
             Ok(())
         });
     }

@@ -138,7 +138,7 @@ impl Store {
         if self.backend() != Backend::Postgres {
             return;
         }
-        let Some(pool) = self.pg_pool() else {
+        let Some(options) = self.listen_options() else {
             return;
         };
         let mut slot = self
@@ -150,10 +150,11 @@ impl Store {
         }
         let sender = self.changes_sender().clone();
         // Its own one-connection pool, with the primary's options (TLS
-        // included): a listener holds its connection for good.
+        // included) or `database.listen_url`'s: a listener holds its
+        // connection for good.
         let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
-            .connect_lazy_with((*pool.connect_options()).clone());
+            .connect_lazy_with(options);
         *slot = Some(tokio::spawn(async move {
             use sea_orm::sqlx::postgres::PgListener;
             loop {

@@ -83,8 +83,14 @@ struct Inner {
     pool: PoolHandle,
     backend: Backend,
     retry: RetryPolicy,
-    /// The read pool (`database.read_url`), when one is configured.
+    /// The read pool: PostgreSQL's `database.read_url` when configured, or
+    /// SQLite's readers on a database file.
     replica: Option<Arc<Inner>>,
+    /// Whether the read pool sees every commit the moment it returns, so
+    /// that reads which must see this instance's own writes may use it too:
+    /// SQLite's readers on the same file do (a WAL reader's snapshot starts
+    /// at its first read), a PostgreSQL replica lags.
+    replica_current: bool,
     /// Until when replica reads go to the primary, after the read pool
     /// failed to give a working connection.
     replica_down_until: std::sync::Mutex<Option<Instant>>,
@@ -95,6 +101,31 @@ struct Inner {
     changes: tokio::sync::broadcast::Sender<leadline_domain::TenantId>,
     /// The PostgreSQL listener for other instances' changes, once started.
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// PostgreSQL behind a transaction-mode pooler
+    /// (`database.transaction_pooling`).
+    transaction_pooling: bool,
+    /// Where the change listener connects: `database.listen_url`, else the
+    /// primary's URL; `None` when there is to be no listener.
+    listen_options: Option<PgConnectOptions>,
+}
+
+impl Inner {
+    fn new(db: DatabaseConnection, pool: PoolHandle, backend: Backend, retry: RetryPolicy) -> Self {
+        Self {
+            db,
+            pool,
+            backend,
+            retry,
+            replica: None,
+            replica_current: false,
+            replica_down_until: std::sync::Mutex::new(None),
+            storage_full_at: std::sync::Mutex::new(None),
+            changes: tokio::sync::broadcast::channel(1024).0,
+            listener: std::sync::Mutex::new(None),
+            transaction_pooling: false,
+            listen_options: None,
+        }
+    }
 }
 
 /// The database handle every repository shares. Cheap to clone.
@@ -110,11 +141,18 @@ pub struct Store {
 impl Store {
     /// Opens the pool described by `settings.url`.
     ///
-    /// SQLite gets one connection, on purpose: SQLite allows a single writer,
-    /// and with several pooled connections a transaction that reads and then
-    /// writes fails with `SQLITE_BUSY` when another connection wrote first.
-    /// One connection serialises statements instead, which is the honest
-    /// capacity of an embedded database; PostgreSQL is the concurrent store.
+    /// SQLite gets one writer connection, on purpose: SQLite allows a single
+    /// writer, and with several writing connections a transaction that reads
+    /// and then writes fails with `SQLITE_BUSY` when another connection
+    /// wrote first. Writes queue for that connection, in order, for at most
+    /// `database.acquire_timeout_ms` (then 503 with `Retry-After`). Beside
+    /// it, a database file gets a pool of `database.sqlite_readers` reader
+    /// connections (`PRAGMA query_only`): in WAL mode a reader never waits
+    /// for the writer, nor the writer for a reader, and a reader's snapshot
+    /// starts at its first read, so it sees every write that has returned.
+    /// Every read runs there. An in-memory database has no readers: it
+    /// lives in its one connection.
+    ///
     /// Every SQLite connection gets `journal_mode=WAL`, `foreign_keys=ON`,
     /// `synchronous` as `database.sqlite_synchronous` says (`FULL` unless
     /// told otherwise: an acknowledged write survives a power loss) and a
@@ -145,9 +183,35 @@ impl Store {
     pub async fn connect_url(url: &str, settings: &StoreSettings) -> Result<Self, ConnectError> {
         let backend = Backend::from_url(url)?;
         let idle = Some(Duration::from_secs(settings.idle_timeout_secs));
+        let retry = RetryPolicy {
+            max_retries: settings.retry_max,
+            min_delay: Duration::from_millis(settings.retry_min_delay_ms),
+            max_delay: Duration::from_millis(settings.retry_max_delay_ms),
+            slow_threshold: Duration::from_millis(settings.slow_query_ms),
+        };
+        let mut replica = None;
+        let mut listen_options = None;
         let (db, pool) = match backend {
             Backend::Postgres => {
-                let options = pg_connect_options(url, settings)?;
+                let mut options = pg_connect_options(url, settings)?;
+                listen_options = match &settings.listen_url {
+                    Some(direct) => Some(pg_connect_options(direct.expose_secret(), settings)?),
+                    None if settings.transaction_pooling => {
+                        tracing::warn!(
+                            "database.transaction_pooling is on and database.listen_url is \
+                             unset: LISTEN cannot pass a transaction pooler, so other \
+                             instances' changes reach change feeds on their re-read timer"
+                        );
+                        None
+                    }
+                    None => Some(options.clone()),
+                };
+                if settings.transaction_pooling {
+                    // A pooled server connection is not this client's: a
+                    // statement prepared and cached on one transaction's
+                    // server is missing on the next one's.
+                    options = options.statement_cache_capacity(0);
+                }
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections)
                     .min_connections(settings.min_connections)
@@ -186,33 +250,42 @@ impl Store {
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .after_release(move |conn, _| Box::pin(sqlite_release_check(conn, in_memory)))
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await
                     .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+                // Opened after the writer, which has put the file in WAL
+                // mode by now.
+                let readers = settings.sqlite_reader_count();
+                if !in_memory && readers > 0 {
+                    let reader_pool = SqlitePoolOptions::new()
+                        .max_connections(readers)
+                        .min_connections(0)
+                        .acquire_timeout(settings.acquire_timeout())
+                        .idle_timeout(idle)
+                        .max_lifetime(None)
+                        .after_release(|conn, _| Box::pin(sqlite_release_check(conn, false)))
+                        .connect_lazy_with(options.pragma("query_only", "ON"));
+                    replica = Some(Arc::new(Inner::new(
+                        SqlxSqliteConnector::from_sqlx_sqlite_pool(reader_pool.clone()),
+                        PoolHandle::Sqlite(reader_pool),
+                        backend,
+                        retry,
+                    )));
+                }
                 (
                     SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
                     PoolHandle::Sqlite(pool),
                 )
             }
         };
-        let retry = RetryPolicy {
-            max_retries: settings.retry_max,
-            min_delay: Duration::from_millis(settings.retry_min_delay_ms),
-            max_delay: Duration::from_millis(settings.retry_max_delay_ms),
-            slow_threshold: Duration::from_millis(settings.slow_query_ms),
-        };
+        let replica_current = replica.is_some();
+        let mut inner = Inner::new(db, pool, backend, retry);
+        inner.replica = replica;
+        inner.replica_current = replica_current;
+        inner.transaction_pooling = settings.transaction_pooling && backend == Backend::Postgres;
+        inner.listen_options = listen_options;
         Ok(Self {
-            inner: Arc::new(Inner {
-                db,
-                pool,
-                backend,
-                retry,
-                replica: None,
-                replica_down_until: std::sync::Mutex::new(None),
-                storage_full_at: std::sync::Mutex::new(None),
-                changes: tokio::sync::broadcast::channel(1024).0,
-                listener: std::sync::Mutex::new(None),
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -228,10 +301,14 @@ impl Store {
         &self.inner.db
     }
 
-    /// The connection for reads that tolerate replica lag: the read pool
-    /// when configured and not recently failing; `None` means the primary.
-    pub(crate) fn reader(&self) -> Option<&DatabaseConnection> {
+    /// The connection for a read: the read pool when there is one, it is
+    /// not recently failing, and the read tolerates replica lag or the pool
+    /// has none (SQLite's readers); `None` means the primary.
+    pub(crate) fn reader(&self, tolerates_lag: bool) -> Option<&DatabaseConnection> {
         let replica = self.inner.replica.as_ref()?;
+        if !tolerates_lag && !self.inner.replica_current {
+            return None;
+        }
         let down = self
             .inner
             .replica_down_until
@@ -279,7 +356,8 @@ impl Store {
         storage_full_age(at, Instant::now())
     }
 
-    /// Whether a separate read pool is configured.
+    /// Whether a separate read pool is configured: a PostgreSQL replica, or
+    /// SQLite's readers.
     #[must_use]
     pub fn has_read_pool(&self) -> bool {
         self.inner.replica.is_some()
@@ -346,12 +424,16 @@ impl Store {
         &self.inner.listener
     }
 
-    /// The primary's sqlx pool, on PostgreSQL.
-    pub(crate) fn pg_pool(&self) -> Option<PgPool> {
-        match &self.inner.pool {
-            PoolHandle::Postgres(pool) => Some(pool.clone()),
-            PoolHandle::Sqlite(_) => None,
-        }
+    /// Whether PostgreSQL is reached through a transaction-mode pooler.
+    pub(crate) fn transaction_pooling(&self) -> bool {
+        self.inner.transaction_pooling
+    }
+
+    /// Where the change listener connects, on PostgreSQL; `None` when it
+    /// cannot listen (behind a transaction pooler without
+    /// `database.listen_url`).
+    pub(crate) fn listen_options(&self) -> Option<PgConnectOptions> {
+        self.inner.listen_options.clone()
     }
 
     /// Closes the pools: waits for lent connections to come back, then
@@ -622,6 +704,55 @@ mod tests {
             ..StoreSettings::for_url(&url)
         };
         assert_eq!(synchronous_of(&normal).await, 1, "NORMAL when asked");
+    }
+
+    #[tokio::test]
+    async fn sqlite_readers_read_and_never_write() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+        let store = Store::connect(&StoreSettings {
+            sqlite_readers: Some(3),
+            ..StoreSettings::for_url(&url)
+        })
+        .await
+        .expect("sqlite opens");
+        store
+            .inner
+            .db
+            .execute_unprepared("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (7)")
+            .await
+            .expect("the writer writes");
+        let reader = store.reader(false).expect("a file has readers");
+        let row = reader
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT x FROM t",
+            ))
+            .await
+            .expect("the reader reads")
+            .expect("a row");
+        assert_eq!(row.try_get_by_index::<i64>(0).expect("a number"), 7);
+        let refused = reader.execute_unprepared("INSERT INTO t VALUES (8)").await;
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("readonly")),
+            "a reader refuses writes"
+        );
+        assert_eq!(store.read_pool_stats().map(|s| s.max), Some(3));
+
+        let memory = Store::connect(&StoreSettings::for_url("sqlite::memory:"))
+            .await
+            .expect("sqlite opens");
+        assert!(
+            memory.reader(false).is_none(),
+            "memory has its one connection"
+        );
+        let none = Store::connect(&StoreSettings {
+            sqlite_readers: Some(0),
+            ..StoreSettings::for_url(&url)
+        })
+        .await
+        .expect("sqlite opens");
+        assert!(!none.has_read_pool(), "0 readers means none");
     }
 
     #[test]

@@ -24,8 +24,24 @@ pub struct StoreSettings {
     /// URLs; when no CA is given at all, `verify-ca` and `verify-full` trust
     /// the Mozilla root bundle built into the binary (not the OS store).
     pub ssl_root_cert: Option<std::path::PathBuf>,
-    /// Pool ceiling. PostgreSQL only: the SQLite pool is always one
-    /// connection (see [`crate::Store::connect`]).
+    /// PostgreSQL: `url` (and `read_url`) reach the server through a
+    /// transaction-mode pooler, such as PgBouncer with `pool_mode =
+    /// transaction`, which hands each transaction whichever server
+    /// connection is free. Statements are then prepared afresh each time
+    /// (no statement cache), each transaction first drops prepared
+    /// statements other clients left on its server connection, and the
+    /// one-statement reads and appends run inside a transaction.
+    pub transaction_pooling: bool,
+    /// PostgreSQL: a URL that reaches the server directly, for the one
+    /// connection that `LISTEN`s for other instances' changes. Needed
+    /// behind a transaction pooler, which cannot carry `LISTEN`; unset, the
+    /// listener uses `url`, or, with `transaction_pooling`, there is none
+    /// and other instances' changes reach a change feed on its re-read
+    /// timer instead. Secret like `url`.
+    pub listen_url: Option<SecretString>,
+    /// Pool ceiling. PostgreSQL only: SQLite always has one writer
+    /// connection, and `sqlite_readers` readers (see
+    /// [`crate::Store::connect`]).
     pub max_connections: u32,
     /// Connections kept open when idle.
     pub min_connections: u32,
@@ -38,6 +54,10 @@ pub struct StoreSettings {
     pub sqlite_busy_timeout_ms: u64,
     /// SQLite: when a commit counts as durable (`PRAGMA synchronous`).
     pub sqlite_synchronous: SqliteSynchronous,
+    /// SQLite: how many reader connections serve reads beside the one
+    /// writer; unset means one per core. 0 sends reads to the writer's
+    /// connection too. An in-memory database never has readers.
+    pub sqlite_readers: Option<u32>,
     /// Optional URL of a read replica (`DATABASE_READ_URL`). List, search
     /// and analytics reads go there; writes and reads that must see them
     /// stay on `url`. Same backend as `url`. Secret like `url`.
@@ -62,12 +82,15 @@ impl Default for StoreSettings {
             migration_url: None,
             ssl_mode: None,
             ssl_root_cert: None,
+            transaction_pooling: false,
+            listen_url: None,
             max_connections: 16,
             min_connections: 0,
             acquire_timeout_ms: 3_000,
             idle_timeout_secs: 600,
             sqlite_busy_timeout_ms: 5_000,
             sqlite_synchronous: SqliteSynchronous::Full,
+            sqlite_readers: None,
             read_url: None,
             retry_max: 3,
             retry_min_delay_ms: 10,
@@ -85,6 +108,15 @@ impl StoreSettings {
             url: SecretString::from(url.to_owned()),
             ..Self::default()
         }
+    }
+
+    /// SQLite's reader connections: `sqlite_readers`, else one per core.
+    #[must_use]
+    pub fn sqlite_reader_count(&self) -> u32 {
+        self.sqlite_readers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        })
     }
 
     /// The acquire timeout as a duration.
@@ -112,6 +144,12 @@ impl StoreSettings {
                 "must be at least 1".to_owned(),
             ));
         }
+        if self.sqlite_readers.is_some_and(|n| n > 64) {
+            problems.push((
+                "database.sqlite_readers",
+                "must be at most 64: readers beyond the cores only queue in SQLite".to_owned(),
+            ));
+        }
         if self.retry_max > 10 {
             problems.push((
                 "database.retry_max",
@@ -123,6 +161,30 @@ impl StoreSettings {
                 "database.retry_min_delay_ms",
                 "must not exceed database.retry_max_delay_ms".to_owned(),
             ));
+        }
+        {
+            use secrecy::ExposeSecret;
+            let on_sqlite = self.url.expose_secret().starts_with("sqlite:");
+            if self.transaction_pooling && on_sqlite {
+                problems.push((
+                    "database.transaction_pooling",
+                    "is for PostgreSQL behind a pooler; database.url is SQLite".to_owned(),
+                ));
+            }
+            if let Some(listen) = &self.listen_url {
+                let listen = listen.expose_secret();
+                if !listen.starts_with("postgres://") && !listen.starts_with("postgresql://") {
+                    problems.push((
+                        "database.listen_url",
+                        "must be a postgres:// URL".to_owned(),
+                    ));
+                } else if on_sqlite {
+                    problems.push((
+                        "database.listen_url",
+                        "needs database.url on PostgreSQL too".to_owned(),
+                    ));
+                }
+            }
         }
         if let Some(read_url) = &self.read_url {
             use secrecy::ExposeSecret;

@@ -64,7 +64,8 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
     /// Reads that must see this instance's own writes (a lead by id right
-    /// after its creation, the context that is about to be cached): primary.
+    /// after its creation, the context that is about to be cached): the
+    /// primary, or SQLite's readers, which see every commit.
     Read,
     /// List, search and analytics reads that tolerate replica lag: the read
     /// pool when one is configured, else the primary.
@@ -301,21 +302,43 @@ impl Store {
         );
         let mut attempts = self.attempts(op);
         loop {
-            let outcome = self
-                .db()
-                .query_all_raw(statement.clone())
-                .await
-                .map_err(|err| {
-                    count_acquire_timeout(&err, "primary");
-                    Failure::from(err)
-                });
+            let outcome = if self.transaction_pooling() {
+                // Behind a transaction pooler the statement's Parse and its
+                // Bind must reach one server connection: only a transaction
+                // keeps it. Rerunning a statement whose COMMIT was lost is
+                // safe by this function's contract.
+                self.pooled_statement(statement.clone()).await
+            } else {
+                self.db()
+                    .query_all_raw(statement.clone())
+                    .await
+                    .map_err(|err| {
+                        count_acquire_timeout(&err, "primary");
+                        Failure::from(err)
+                    })
+            };
             if let Some(result) = attempts.settle(outcome).await {
                 break result;
             }
         }
     }
 
-    /// Takes a connection (from the read pool for [`Access::ReplicaRead`]),
+    /// Runs one statement in a transaction of its own on the primary, for
+    /// the statements that otherwise run in autocommit, behind a
+    /// transaction pooler.
+    async fn pooled_statement(
+        &self,
+        statement: Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, Failure> {
+        let txn = timed_begin(self.db(), "primary").await?;
+        txn.execute_unprepared(DEALLOCATE_ALL).await?;
+        let rows = txn.query_all_raw(statement).await?;
+        txn.commit().await?;
+        Ok(rows)
+    }
+
+    /// Takes a connection (from the read pool for [`Access::ReplicaRead`],
+    /// and for [`Access::Read`] when the read pool is SQLite's readers),
     /// begins, and sets the tenant for this transaction only
     /// (`set_config(…, true)`, the function form of `SET LOCAL`), which the
     /// row-level-security policies read. Never a session-level `SET`: a
@@ -328,8 +351,9 @@ impl Store {
         access: Access,
     ) -> Result<(DatabaseTransaction, Option<String>), Failure> {
         let replica = match access {
-            Access::ReplicaRead => self.reader(),
-            Access::Read | Access::Write => None,
+            Access::ReplicaRead => self.reader(true),
+            Access::Read => self.reader(false),
+            Access::Write => None,
         };
         let txn = match replica {
             Some(db) => match timed_begin(db, "replica").await {
@@ -350,6 +374,13 @@ impl Store {
         };
         if self.backend() != Backend::Postgres {
             return Ok((txn, None));
+        }
+        if self.transaction_pooling() {
+            // The pooler lent this transaction a server connection that
+            // other clients used before; their unnamed-cache statements
+            // (`sqlx_s_<n>`, numbered per client connection) would collide
+            // with ours. One simple-protocol round trip clears them.
+            txn.execute_unprepared(DEALLOCATE_ALL).await?;
         }
         let tenant = tenant.to_string();
         if access == Access::Write {
@@ -421,17 +452,21 @@ impl Store {
             return Err(outcome_unknown(op, &message));
         };
         for _ in 0..RESOLVE_ATTEMPTS {
-            let status = self
-                .db()
-                .query_one_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT pg_xact_status($1::xid8)::text",
-                    [xid.to_owned().into()],
-                ))
-                .await
-                .ok()
-                .flatten()
-                .and_then(|row| row.try_get_by_index::<Option<String>>(0).ok().flatten());
+            let ask = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_xact_status($1::xid8)::text",
+                [xid.to_owned().into()],
+            );
+            let answer = if self.transaction_pooling() {
+                self.pooled_statement(ask)
+                    .await
+                    .ok()
+                    .and_then(|rows| rows.into_iter().next())
+            } else {
+                self.db().query_one_raw(ask).await.ok().flatten()
+            };
+            let status =
+                answer.and_then(|row| row.try_get_by_index::<Option<String>>(0).ok().flatten());
             match status.as_deref() {
                 Some("committed") => {
                     counter!("db_commit_outcome_total", "outcome" => "committed").increment(1);
@@ -454,6 +489,10 @@ impl Store {
         Err(outcome_unknown(op, &message))
     }
 }
+
+/// Drops every prepared statement of the session: behind a transaction
+/// pooler, those that other clients left on the server connection.
+const DEALLOCATE_ALL: &str = "DEALLOCATE ALL";
 
 /// How long replica reads go to the primary after the read pool failed.
 const REPLICA_PAUSE: Duration = Duration::from_secs(5);

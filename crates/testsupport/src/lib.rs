@@ -113,6 +113,7 @@
 #[cfg_attr(not(feature = "docker"), path = "docker_off.rs")]
 mod docker;
 mod logs;
+mod pgbouncer;
 mod postgres;
 mod provider;
 mod redis;
@@ -121,6 +122,7 @@ mod smtp;
 mod util;
 
 pub use logs::CapturedLogs;
+pub use pgbouncer::PgBouncer;
 pub use postgres::{
     OwnedPgServer, PgServer, ServerCert, TlsPgServer, WRONG_HOST, postgres, postgres_tls,
 };

@@ -129,15 +129,15 @@ fn highest_debian_bindir(root: &Path) -> Option<PathBuf> {
 
 /// The unprivileged OS user the server runs as when the tests run as root.
 #[derive(Debug, Clone)]
-struct RunAs {
-    name: String,
-    uid: u32,
-    gid: u32,
+pub(crate) struct RunAs {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 /// `None` when not root (the server simply runs as the current user). PostgreSQL refuses to run
 /// as root, so as root we switch to `postgres`, or `nobody` where there is no `postgres` user.
-fn run_as() -> anyhow::Result<Option<RunAs>> {
+pub(crate) fn run_as() -> anyhow::Result<Option<RunAs>> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }

@@ -3,7 +3,7 @@
 //! [crate docs](crate#postgresql)); test databases left behind on a server that outlives the
 //! tests are dropped by the next run ([`sweep`]).
 
-mod local;
+pub(crate) mod local;
 mod owned;
 mod sweep;
 mod tls;
