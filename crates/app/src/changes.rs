@@ -257,8 +257,12 @@ impl ChangeFeed {
             filter: ChangeFilter,
             buffer: VecDeque<LoggedChange>,
             tail: broadcast::Receiver<Arc<Batch>>,
-            /// Whether the log held nothing after `cursor` at the last read
-            /// of its own: from then on the tail's batches carry it.
+            /// Whether its last read of its own reached the end of the log
+            /// (no more pages): from then on the tail's batches carry it,
+            /// and a batch that starts past `cursor` sends it back to the
+            /// log. Requiring that read to be empty as well would make a
+            /// follower whose reads keep finding the latest write chase the
+            /// log with a read per write instead of joining the tail.
             caught_up: bool,
             done: bool,
             _gauge: Subscribed,
@@ -287,7 +291,7 @@ impl ChangeFeed {
                 if !s.caught_up {
                     match s.feed.log.after(s.tenant, s.cursor, FOLLOW_PAGE).await {
                         Ok(span) => {
-                            s.caught_up = span.items.is_empty() && !span.has_more;
+                            s.caught_up = !span.has_more;
                             s.cursor = span.last;
                             let filter = &s.filter;
                             s.buffer.extend(
