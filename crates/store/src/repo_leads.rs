@@ -22,7 +22,7 @@ use crate::{
     entity::{approvals, leads},
     errors::{Failure, common},
     repo_agents::takes_new_work,
-    tx::{ScopedSql, scoped_sql, transaction},
+    tx::{ScopedSql, scoped_sql, sqlite_single_read, transaction},
 };
 
 /// A lead by key as one statement ([`scoped_sql!`]): the primary-key probe
@@ -119,9 +119,8 @@ impl LeadRepository for Store {
                         .map_err(Failure::from)
                 })
         } else {
-            transaction!(self, "leads.get", tenant, Read, |txn| {
-                let model = by_key(tenant, id).one(txn).await?;
-                Ok(model)
+            sqlite_single_read!(self, "leads.get", |db| {
+                Ok(by_key(tenant, id).one(db).await?)
             })
         };
         match result {
