@@ -188,6 +188,7 @@ impl Store {
             min_delay: Duration::from_millis(settings.retry_min_delay_ms),
             max_delay: Duration::from_millis(settings.retry_max_delay_ms),
             slow_threshold: Duration::from_millis(settings.slow_query_ms),
+            busy_deadline: settings.acquire_timeout(),
         };
         let mut replica = None;
         let mut listen_options = None;
