@@ -4,6 +4,13 @@
 //! address another tenant's context by forgetting it: the only way to build
 //! one is from a `(TenantId, LeadId)` pair. The one fleet-wide key,
 //! [`HOT_KEYS`], holds ids only, never data.
+//!
+//! The tenant sits in braces, a Redis Cluster hash tag: only `{…}` is hashed
+//! to pick a key's slot, so all of a tenant's keys live on one node, and
+//! the commands that use a lead's value and generation together (the `MGET`
+//! of a fill, the write script, the invalidation transaction) never cross
+//! slots. The rate limiter's and the session store's keys are tagged the
+//! same way.
 
 use leadline_domain::{LeadId, TenantId};
 
@@ -21,15 +28,27 @@ pub(crate) const VALUE_PATTERN: &str = "leadline:*:ctx:*";
 /// its own tenant's context.
 pub(crate) const HOT_KEYS: &str = "leadline:hot";
 
-/// The serialized context of a lead: `leadline:{tenant}:ctx:{lead}`.
+/// The serialized context of a lead: `leadline:{<tenant>}:ctx:<lead>`.
 pub(crate) fn value_key(tenant: TenantId, lead: LeadId) -> String {
-    format!("leadline:{tenant}:ctx:{lead}")
+    format!("leadline:{{{tenant}}}:ctx:{lead}")
 }
 
-/// The lead's invalidation counter: `leadline:{tenant}:ctxgen:{lead}`. A
+/// The lead's invalidation counter: `leadline:{<tenant>}:ctxgen:<lead>`. A
 /// writer may store a value only while this is what it read before loading.
 pub(crate) fn generation_key(tenant: TenantId, lead: LeadId) -> String {
-    format!("leadline:{tenant}:ctxgen:{lead}")
+    format!("leadline:{{{tenant}}}:ctxgen:{lead}")
+}
+
+/// The keys releases before the hash tag used, `leadline:<tenant>:ctx:<lead>`
+/// and `…:ctxgen:<lead>`: an instance of such a release may still read and
+/// fill them during a rolling upgrade, so on a single server (those
+/// releases knew no cluster) invalidation clears them too. Their copies
+/// otherwise expire with `cache.l2_ttl_secs`.
+pub(crate) fn legacy_keys(tenant: TenantId, lead: LeadId) -> (String, String) {
+    (
+        format!("leadline:{tenant}:ctx:{lead}"),
+        format!("leadline:{tenant}:ctxgen:{lead}"),
+    )
 }
 
 /// `{tenant}:{lead}`: a member of [`HOT_KEYS`], and the first part of an
@@ -89,14 +108,39 @@ mod tests {
             assert_ne!(key_a, key_b, "same lead id, different tenants");
             assert!(key_a.contains(&a.to_string()), "{key_a}");
             assert!(key_b.contains(&b.to_string()), "{key_b}");
-            assert!(key_a.starts_with(&format!("leadline:{a}:")), "{key_a}");
+            assert!(key_a.starts_with(&format!("leadline:{{{a}}}:")), "{key_a}");
         }
-        assert_eq!(value_key(a, lead), format!("leadline:{a}:ctx:{lead}"));
+        assert_eq!(value_key(a, lead), format!("leadline:{{{a}}}:ctx:{lead}"));
         assert_eq!(
             generation_key(a, lead),
-            format!("leadline:{a}:ctxgen:{lead}")
+            format!("leadline:{{{a}}}:ctxgen:{lead}")
         );
         assert_ne!(value_key(a, lead), generation_key(a, lead));
+        let (old_value, old_generation) = legacy_keys(a, lead);
+        assert_eq!(old_value, format!("leadline:{a}:ctx:{lead}"));
+        assert_eq!(old_generation, format!("leadline:{a}:ctxgen:{lead}"));
+    }
+
+    /// A key's hash tag: what Redis Cluster hashes to pick its slot.
+    fn hash_tag(key: &str) -> &str {
+        key.split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map_or(key, |(tag, _)| tag)
+    }
+
+    #[test]
+    fn a_leads_keys_share_one_slot_and_tenants_hash_apart() {
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let (one, two) = (LeadId::new(), LeadId::new());
+        for key in [
+            value_key(a, one),
+            generation_key(a, one),
+            value_key(a, two),
+            generation_key(a, two),
+        ] {
+            assert_eq!(hash_tag(&key), a.to_string(), "{key}");
+        }
+        assert_eq!(hash_tag(&value_key(b, one)), b.to_string());
     }
 
     #[test]

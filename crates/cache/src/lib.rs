@@ -31,8 +31,8 @@
 //!      │ miss / error / timeout (error counted, treated as a miss) │
 //!      ▼ ◄─────────────────────────────────────────────────────────┘
 //!  loader (the store) ── Ok ──► keep in L1 if stamp unchanged ──────────► value
-//!      │                        one Lua call: SET ctx in L2 if ctxgen
-//!      │                        unchanged; ZADD leadline:hot now, trim
+//!      │                        Lua: SET ctx in L2 if ctxgen unchanged,
+//!      │                        sent with ZADD leadline:hot now + trim
 //!      └─ Unavailable ──► stale L1 copy within stale_if_error? ─ yes ──► value
 //!                                                               no ───► error
 //!
@@ -40,6 +40,7 @@
 //!      ├─ bump local generation, drop from L1
 //!      ├─ MULTI  INCR ctxgen · EXPIRE ctxgen · DEL ctx
 //!      │        PUBLISH leadline:invalidate "{tenant}:{lead} {instance}"  EXEC
+//!      │        (in a cluster: the MULTI on the tenant's node, then PUBLISH)
 //!      │        no answer ⇒ queue the key; the replayer sends the same
 //!      │        MULTI when Redis answers again (overflow ⇒ sweep all ctx)
 //!      └─ bump local generation, drop from L1 again
@@ -48,8 +49,10 @@
 //!      bump local generation, drop from L1; lost subscription ⇒ clear all L1
 //! ```
 //!
-//! **Keys** carry the tenant: value `leadline:{tenant}:ctx:{lead}`,
-//! generation `leadline:{tenant}:ctxgen:{lead}`, and one channel
+//! **Keys** carry the tenant as a Redis Cluster hash tag: value
+//! `leadline:{<tenant>}:ctx:<lead>`, generation
+//! `leadline:{<tenant>}:ctxgen:<lead>` (one slot per tenant, so
+//! `cache.redis_cluster` works unchanged; see `connect.rs`), and one channel
 //! `leadline:invalidate` whose messages are `{tenant}:{lead} {instance}`
 //! (or `* {instance}`, "drop everything", after a sweep; see below).
 //! An instance skips its own echo (it already applied the invalidation

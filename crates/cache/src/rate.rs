@@ -33,7 +33,9 @@ use std::{
 use async_trait::async_trait;
 use leadline_domain::{ApiKeyId, RateDecision, RouteClass, TenantId};
 use leadline_ports::{RateLimiter, RateLimits, RateSource, RateVerdict};
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
+
+use crate::connect::Connection;
 
 use crate::{CacheError, CacheSettings};
 
@@ -163,7 +165,7 @@ return {a[1], a[2], a[3], a[4], b[1], b[2], b[3], b[4]}
 /// fallback.
 #[derive(Clone)]
 pub struct SharedRateLimiter {
-    connection: ConnectionManager,
+    connection: Connection,
     script: Arc<Script>,
     timeout: Duration,
     local: LocalRateLimiter,
@@ -211,13 +213,21 @@ fn parse_decision(fields: &[String]) -> Option<RateDecision> {
 }
 
 impl SharedRateLimiter {
-    /// A limiter over the Redis at `url`; connects in the background, so
-    /// creating it never waits on Redis.
+    /// A limiter over the Redis (server or cluster) `settings` name, each
+    /// call bounded by `cache.redis_timeout_ms`; connects in the
+    /// background, so creating it never waits on Redis.
     ///
     /// # Errors
-    /// [`CacheError::InvalidSettings`] for a URL the client refuses.
-    pub fn connect(url: &str, timeout: Duration) -> Result<Self, CacheError> {
-        let connection = crate::connect::connection_manager(url, timeout)?;
+    /// [`CacheError::InvalidSettings`] without `cache.redis_url` or with a
+    /// URL the client refuses.
+    pub fn connect(settings: &CacheSettings) -> Result<Self, CacheError> {
+        let timeout = settings.redis_timeout();
+        let connection = Connection::from_settings(settings, timeout)?.ok_or_else(|| {
+            CacheError::InvalidSettings(vec![(
+                "cache.redis_url",
+                "is needed to share rate limits through Redis".to_owned(),
+            )])
+        })?;
         Ok(Self {
             connection,
             script: Arc::new(Script::new(GCRA)),
@@ -322,12 +332,10 @@ fn millis(d: Duration) -> u64 {
 /// # Errors
 /// [`CacheError::InvalidSettings`] for a bad Redis URL.
 pub fn rate_limiter(settings: &CacheSettings) -> Result<Arc<dyn RateLimiter>, CacheError> {
-    match settings.redis_url.as_deref().map(str::trim) {
-        Some(url) => Ok(Arc::new(SharedRateLimiter::connect(
-            url,
-            settings.redis_timeout(),
-        )?)),
-        None => Ok(Arc::new(LocalRateLimiter::new())),
+    if settings.redis_url.is_some() {
+        Ok(Arc::new(SharedRateLimiter::connect(settings)?))
+    } else {
+        Ok(Arc::new(LocalRateLimiter::new()))
     }
 }
 

@@ -133,9 +133,9 @@ mod tests {
     use crate::keys::{HOT_KEYS, INVALIDATION_CHANNEL, generation_key, value_key};
 
     async fn shared_on(url: &str, pending: &Arc<Pending>, stats: &Arc<Counters>) -> Shared {
-        let client = redis::Client::open(url).expect("URL");
+        let target = crate::connect::Target::Single(redis::Client::open(url).expect("URL"));
         Shared::new(
-            client,
+            &target,
             Duration::from_millis(500),
             Duration::from_secs(1),
             60,
@@ -204,5 +204,67 @@ mod tests {
             .expect("a message")
             .expect("the stream");
         assert_eq!(message.get_payload::<String>().expect("text"), "* me");
+    }
+
+    /// The same sweep on a three-node cluster: `SCAN` visits every primary,
+    /// and the contexts on all three go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_reaches_every_node_of_a_cluster() {
+        let cluster = tokio::task::spawn_blocking(leadline_testsupport::RedisCluster::start)
+            .await
+            .expect("joins")
+            .expect("a local Redis Cluster");
+        let settings = crate::CacheSettings {
+            redis_cluster: true,
+            ..crate::CacheSettings::for_redis(&cluster.urls())
+        };
+        let target = crate::connect::Target::from_settings(&settings)
+            .expect("valid")
+            .expect("a target");
+        let (pending, stats) = (Arc::new(Pending::with_capacity(1)), Arc::default());
+        let shared = Shared::new(
+            &target,
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            60,
+            Arc::clone(&stats),
+            Arc::clone(&pending),
+        )
+        .expect("client");
+        let mut writer = target
+            .connection(Duration::from_secs(1), Duration::from_secs(1))
+            .expect("client");
+        for _ in 0..300 {
+            let (tenant, lead) = (TenantId::new(), LeadId::new());
+            let () = redis::cmd("SET")
+                .arg(value_key(tenant, lead))
+                .arg("{}")
+                .query_async(&mut writer)
+                .await
+                .expect("SET");
+        }
+        let count = |url: String| async move {
+            let client = redis::Client::open(url.as_str()).expect("URL");
+            let mut node = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect");
+            redis::cmd("KEYS")
+                .arg("leadline:*:ctx:*")
+                .query_async::<Vec<String>>(&mut node)
+                .await
+                .expect("KEYS (a test server)")
+                .len()
+        };
+        for url in cluster.node_urls() {
+            assert!(count(url).await > 0, "every node holds contexts");
+        }
+        pending.add((TenantId::new(), LeadId::new()));
+        pending.add((TenantId::new(), LeadId::new()));
+        assert_eq!(pending.size(), (0, true), "overflowed");
+        assert!(replay(&shared, &pending, &stats, "me").await);
+        for url in cluster.node_urls() {
+            assert_eq!(count(url).await, 0, "the sweep reached every node");
+        }
     }
 }

@@ -30,7 +30,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadline_domain::{Session, TenantId, UserId};
 use leadline_ports::{PeopleError, SessionStore, Unavailable};
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
+
+use crate::connect::Connection;
 
 use crate::{CacheError, CacheSettings};
 
@@ -67,7 +69,7 @@ return 0
 /// Console sessions kept in Redis.
 #[derive(Clone)]
 pub struct RedisSessionStore {
-    connection: ConnectionManager,
+    connection: Connection,
     create: std::sync::Arc<Script>,
     touch: std::sync::Arc<Script>,
     timeout: Duration,
@@ -124,15 +126,15 @@ impl RedisSessionStore {
     /// [`CacheError::InvalidSettings`] without a Redis URL or with one the
     /// client refuses.
     pub fn connect(settings: &CacheSettings) -> Result<Self, CacheError> {
-        let Some(url) = settings.redis_url.as_deref().map(str::trim) else {
-            return Err(CacheError::InvalidSettings(vec![(
+        let timeout = settings.redis_timeout();
+        let connection = Connection::from_settings(settings, timeout)?.ok_or_else(|| {
+            CacheError::InvalidSettings(vec![(
                 "cache.redis_url",
                 "is needed to keep sessions in Redis".to_owned(),
-            )]));
-        };
-        let timeout = settings.redis_timeout();
+            )])
+        })?;
         Ok(Self {
-            connection: crate::connect::connection_manager(url, timeout)?,
+            connection,
             create: std::sync::Arc::new(Script::new(CREATE)),
             touch: std::sync::Arc::new(Script::new(TOUCH)),
             timeout,

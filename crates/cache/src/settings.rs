@@ -36,6 +36,10 @@ pub struct CacheSettings {
     /// in-process only (still coherent within one instance). Secret-ish: it
     /// may hold a password, and is only ever logged redacted.
     pub redis_url: Option<String>,
+    /// `true`: `redis_url` names a Redis Cluster by one or more of its
+    /// nodes, comma-separated (`redis://a:6379,redis://b:6379`), each
+    /// without a database index (a cluster has only database 0).
+    pub redis_cluster: bool,
     /// Bound on every single Redis call made on a request's path.
     pub redis_timeout_ms: u64,
     /// How long past its freshness a copy may still be served when the loader
@@ -51,6 +55,7 @@ impl Default for CacheSettings {
             l1_capacity_bytes: 256 * 1024 * 1024,
             l2_ttl_secs: 300,
             redis_url: None,
+            redis_cluster: false,
             redis_timeout_ms: 50,
             stale_if_error_secs: 60,
         }
@@ -65,6 +70,7 @@ impl fmt::Debug for CacheSettings {
             .field("l1_capacity_bytes", &self.l1_capacity_bytes)
             .field("l2_ttl_secs", &self.l2_ttl_secs)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_cluster", &self.redis_cluster)
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("stale_if_error_secs", &self.stale_if_error_secs)
             .finish()
@@ -116,12 +122,31 @@ impl CacheSettings {
                 ),
             ));
         }
-        if let Some(url) = &self.redis_url
-            && let Err(why) = check_redis_url(url)
-        {
-            problems.push(("cache.redis_url", why));
+        match (&self.redis_url, self.redis_cluster) {
+            (Some(url), false) => {
+                if let Err(why) = check_redis_url(url) {
+                    problems.push(("cache.redis_url", why));
+                }
+            }
+            (Some(urls), true) => {
+                if let Err(why) = check_cluster_urls(urls) {
+                    problems.push(("cache.redis_url", why));
+                }
+            }
+            (None, true) => problems.push((
+                "cache.redis_cluster",
+                "needs cache.redis_url to name the cluster's nodes".to_owned(),
+            )),
+            (None, false) => {}
         }
         problems
+    }
+
+    /// `redis_url` with every node's credentials replaced by `***`, fit
+    /// for logs and `config check`.
+    #[must_use]
+    pub fn redis_url_redacted(&self) -> Option<String> {
+        self.redis_url.as_deref().map(redact_url)
     }
 
     pub(crate) fn l1_ttl(&self) -> Duration {
@@ -165,8 +190,55 @@ pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
     })
 }
 
+/// The node URLs in a comma-separated list. A comma splits only where a
+/// URL scheme follows it, so a password holding a raw comma stays in one
+/// piece (and is never shown in part by [`redact_url`]).
+pub(crate) fn split_nodes(urls: &str) -> Vec<&str> {
+    let mut nodes = Vec::new();
+    let mut start = 0;
+    for (at, _) in urls.match_indices(',') {
+        let rest = urls[at + 1..].trim_start();
+        if ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|scheme| rest.starts_with(scheme))
+        {
+            nodes.push(urls[start..at].trim());
+            start = at + 1;
+        }
+    }
+    nodes.push(urls[start..].trim());
+    nodes
+}
+
+/// Why `urls`, a cluster's comma-separated seed nodes, cannot be used;
+/// like [`check_redis_url`], never quoting them.
+pub(crate) fn check_cluster_urls(urls: &str) -> Result<(), String> {
+    for (n, url) in split_nodes(urls).into_iter().enumerate() {
+        let node = n + 1;
+        check_redis_url(url).map_err(|why| format!("node {node}: {why}"))?;
+        let db = redis::Client::open(url.trim())
+            .map(|client| client.get_connection_info().redis_settings().db())
+            .unwrap_or_default();
+        if db != 0 {
+            return Err(format!(
+                "node {node}: a Redis Cluster has only database 0, not {db}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `url` with any credentials replaced by `***`, fit for logs.
 pub(crate) fn redact_url(url: &str) -> String {
+    let nodes = split_nodes(url);
+    if nodes.len() > 1 {
+        // A cluster's seed nodes, each redacted on its own.
+        return nodes
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         // Not a URL we understand: say nothing about it rather than risk it.
         return "<unparsable URL>".to_owned();
@@ -211,6 +283,7 @@ mod tests {
             l1_capacity_bytes: 10,
             l2_ttl_secs: MAX_WINDOW_SECS + 1,
             redis_url: Some("rediss://:hunter2@cache:6380".to_owned()),
+            redis_cluster: false,
             redis_timeout_ms: 0,
             stale_if_error_secs: MAX_WINDOW_SECS + 1,
         };
@@ -249,6 +322,47 @@ mod tests {
         }
         check_redis_url("redis://127.0.0.1:6379").expect("plain URL");
         check_redis_url("redis://user:p%40ss@cache.internal/3").expect("credentials and db");
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_its_nodes_each_checked_and_redacted() {
+        let cluster = |urls: &str| CacheSettings {
+            redis_cluster: true,
+            ..CacheSettings::for_redis(urls)
+        };
+        let good = cluster("redis://:pw@10.0.0.1:7000, redis://:pw@10.0.0.2:7001");
+        assert!(good.problems().is_empty(), "{:?}", good.problems());
+        assert_eq!(
+            split_nodes("redis://:a,b@h:1,redis://h:2"),
+            ["redis://:a,b@h:1", "redis://h:2"],
+            "a comma inside a password does not split"
+        );
+        assert_eq!(
+            redact_url("redis://:a,b@h:1,redis://u:c@h:2"),
+            "redis://***@h:1,redis://***@h:2"
+        );
+        for (urls, reason) in [
+            (
+                "redis://h:7000,redis://h:7001/3",
+                "node 2: a Redis Cluster has only database 0",
+            ),
+            ("redis://h:7000,http://:secret@h", "node 1: "),
+            (
+                "redis://:secret@h:notaport",
+                "node 1: is not a valid Redis URL",
+            ),
+        ] {
+            let problems = cluster(urls).problems();
+            assert_eq!(problems.len(), 1, "{urls}: {problems:?}");
+            assert_eq!(problems[0].0, "cache.redis_url");
+            assert!(problems[0].1.starts_with(reason), "{urls}: {problems:?}");
+            assert!(!problems[0].1.contains("secret"), "{problems:?}");
+        }
+        let no_url = CacheSettings {
+            redis_cluster: true,
+            ..CacheSettings::default()
+        };
+        assert_eq!(no_url.problems()[0].0, "cache.redis_cluster");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The shared tier (L2): Redis through one auto-reconnecting
-//! `ConnectionManager`, every call bounded by `redis_timeout`.
+//! The shared tier (L2): Redis (one server or a cluster, see
+//! [`crate::connect`]) through one auto-reconnecting connection, every call
+//! bounded by `redis_timeout`.
 //!
 //! Nothing here returns a Redis error to the cache's callers: a failure or a
 //! timeout is counted in `l2.errors`, logged, and turned into "no answer".
@@ -14,12 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use leadline_domain::{LeadId, TenantId};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisResult, Script};
+use redis::{RedisResult, Script};
 
+use crate::connect::{Connection, Target};
 use crate::keys::{
     HOT_KEYS, INVALIDATION_CHANNEL, VALUE_PATTERN, generation_key, invalidate_all_message,
-    invalidation_message, lead_member, parse_lead_member, value_key,
+    invalidation_message, lead_member, legacy_keys, parse_lead_member, value_key,
 };
 use crate::local::Key;
 use crate::pending::Pending;
@@ -43,20 +44,16 @@ const SWEEP_BATCH: u64 = 500;
 
 /// Stores a value only if the lead's generation is still what the filler
 /// read before loading. `ARGV[2]` is `""` for "absent": generations are
-/// integers, so it can never equal a real one. Either way the lead is
-/// recorded as just loaded in the hot set (`KEYS[3]`), which is then trimmed
-/// to its newest `ARGV[6]` members: the write and the record share one round
-/// trip, and a refused write was still a load.
+/// integers, so it can never equal a real one. Both keys carry the tenant's
+/// hash tag, so in a cluster they share a slot, as a script's keys must;
+/// the fleet-wide hot set is therefore recorded beside it, not in it.
 const WRITE_IF_GENERATION: &str = r"
 local current = redis.call('GET', KEYS[2])
-local stored = 0
 if (current == false and ARGV[2] == '') or current == ARGV[2] then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-  stored = 1
+  return 1
 end
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
-return stored
+return 0
 ";
 
 /// The generation a filler read before loading.
@@ -86,7 +83,7 @@ pub(crate) struct Read {
 /// The L2 client.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    connection: ConnectionManager,
+    connection: Connection,
     timeout: Duration,
     ttl_secs: u64,
     write_script: Arc<Script>,
@@ -113,24 +110,19 @@ impl Shared {
     ///
     /// `connect_timeout` bounds each connection attempt, which happens off
     /// the request path (callers still give up after `timeout`).
+    ///
+    /// # Errors
+    /// [`CacheError::InvalidSettings`](crate::CacheError) when the client
+    /// cannot be set up.
     pub(crate) fn new(
-        client: Client,
+        target: &Target,
         timeout: Duration,
         connect_timeout: Duration,
         ttl_secs: u64,
         stats: Arc<Counters>,
         pending: Arc<Pending>,
-    ) -> RedisResult<Self> {
-        // Retries are few and capped: after the last one fails, the next
-        // call starts a new round, so giving up early costs nothing while
-        // retrying for long would only delay noticing a recovery.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(4);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+    ) -> Result<Self, crate::CacheError> {
+        let connection = target.connection(connect_timeout, timeout)?;
         Ok(Self {
             connection,
             timeout,
@@ -200,8 +192,11 @@ impl Shared {
     }
 
     /// Stores `bytes` unless the lead was invalidated since `generation` was
-    /// read, and records the lead in the hot set either way. Whether it was
-    /// stored matters to no caller, so it is not told.
+    /// read, and records the lead in the hot set either way (a refused
+    /// write was still a load), trimmed to its newest [`HOT_KEYS_KEPT`]
+    /// members. The two are sent at once on the multiplexed connection, so
+    /// they cost one round trip, not two. Whether the value was stored
+    /// matters to no caller, so it is not told.
     pub(crate) async fn write_if_generation(
         &self,
         tenant: TenantId,
@@ -214,90 +209,150 @@ impl Shared {
         invocation
             .key(value_key(tenant, lead))
             .key(generation_key(tenant, lead))
-            .key(HOT_KEYS)
             .arg(bytes)
             .arg(generation.as_arg())
-            .arg(self.ttl_secs)
-            .arg(unix_millis())
-            .arg(lead_member(tenant, lead))
-            .arg(HOT_KEYS_KEPT);
-        let stored = self
-            .bounded("write", invocation.invoke_async::<i64>(&mut connection))
-            .await;
+            .arg(self.ttl_secs);
+        let mut hot_connection = self.connection.clone();
+        let mut hot = redis::pipe();
+        hot.zadd(HOT_KEYS, lead_member(tenant, lead), unix_millis())
+            .ignore()
+            .zremrangebyrank(
+                HOT_KEYS,
+                0,
+                -isize::try_from(HOT_KEYS_KEPT).unwrap_or(isize::MAX) - 1,
+            )
+            .ignore();
+        let both = async {
+            let (stored, recorded) = tokio::join!(
+                invocation.invoke_async::<i64>(&mut connection),
+                hot.query_async::<()>(&mut hot_connection),
+            );
+            recorded.and(stored)
+        };
+        let stored = self.bounded("write", both).await;
         if stored == Some(0) {
             tracing::debug!(%tenant, %lead, "cache: not stored, invalidated while loading");
         }
     }
 
     /// Bumps the generation, deletes the value and tells every instance, as
-    /// one transaction in one round trip. `false` if Redis did not answer.
+    /// one transaction in one round trip (on a single server, the keys of
+    /// releases before the hash tag too: [`legacy_keys`]). `false` if Redis
+    /// did not answer.
     pub(crate) async fn invalidate(&self, tenant: TenantId, lead: LeadId, instance: &str) -> bool {
         self.invalidate_all_of(&[(tenant, lead)], instance).await
     }
 
-    /// [`Shared::invalidate`] for several keys, as one transaction. `false`
-    /// if Redis did not answer: then any or all of them may still have
-    /// happened (a timeout does not say), and repeating them is harmless.
+    /// [`Shared::invalidate`] for several keys. `false` if Redis did not
+    /// answer: then any or all of them may still have happened (a timeout
+    /// does not say), and repeating them is harmless.
+    ///
+    /// On one server it is one transaction: the bumps, the deletes and the
+    /// messages. In a cluster a transaction may not cross slots, and the
+    /// channel hashes to a slot of its own, so each tenant's bumps and
+    /// deletes are a transaction on the tenant's node, and the messages
+    /// follow once all of them answered (never before: an instance reloading
+    /// on a message must not find the old value still there). That costs a
+    /// second round trip.
     pub(crate) async fn invalidate_all_of(&self, keys: &[Key], instance: &str) -> bool {
         let mut connection = self.connection.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for &(tenant, lead) in keys {
-            let generation = generation_key(tenant, lead);
-            pipe.incr(&generation, 1)
-                .ignore()
-                .expire(
-                    &generation,
-                    i64::try_from(GENERATION_TTL_SECS).unwrap_or(i64::MAX),
-                )
-                .ignore()
-                .del(value_key(tenant, lead))
-                .ignore()
-                .publish(
+        let publish_all = |pipe: &mut redis::Pipeline| {
+            for &(tenant, lead) in keys {
+                pipe.publish(
                     INVALIDATION_CHANNEL,
                     invalidation_message(tenant, lead, instance),
                 )
                 .ignore();
+            }
+        };
+        if matches!(connection, Connection::Single(_)) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for &(tenant, lead) in keys {
+                bump_and_delete(
+                    &mut pipe,
+                    &generation_key(tenant, lead),
+                    value_key(tenant, lead),
+                );
+                let (old_value, old_generation) = legacy_keys(tenant, lead);
+                bump_and_delete(&mut pipe, &old_generation, old_value);
+            }
+            // The messages inside the transaction: they go out after the
+            // deletes, in the same round trip.
+            publish_all(&mut pipe);
+            return self
+                .bounded("invalidate", pipe.query_async::<()>(&mut connection))
+                .await
+                .is_some();
         }
-        self.bounded("invalidate", pipe.query_async::<()>(&mut connection))
+        let mut by_tenant: Vec<(TenantId, redis::Pipeline)> = Vec::new();
+        for &(tenant, lead) in keys {
+            let at = match by_tenant.iter().position(|(t, _)| *t == tenant) {
+                Some(at) => at,
+                None => {
+                    let mut pipe = redis::pipe();
+                    pipe.atomic();
+                    by_tenant.push((tenant, pipe));
+                    by_tenant.len() - 1
+                }
+            };
+            let pipe = &mut by_tenant[at].1;
+            bump_and_delete(pipe, &generation_key(tenant, lead), value_key(tenant, lead));
+        }
+        for (_, pipe) in &by_tenant {
+            let answered = self
+                .bounded("invalidate", pipe.query_async::<()>(&mut connection))
+                .await;
+            if answered.is_none() {
+                return false;
+            }
+        }
+        let mut publish = redis::pipe();
+        publish_all(&mut publish);
+        self.bounded("invalidate", publish.query_async::<()>(&mut connection))
             .await
             .is_some()
     }
 
     /// Deletes every tenant's cached contexts ([`VALUE_PATTERN`], by `SCAN`
-    /// and `DEL` in batches: never `KEYS`, which would stall Redis), then
-    /// tells every instance to clear its in-process tier. Generations and
-    /// the hot set stay. `None` if Redis stopped answering on the way (what
-    /// was deleted stays deleted; the next sweep starts over). Otherwise the
-    /// number of values deleted.
+    /// and `DEL` in batches: never `KEYS`, which would stall Redis; in a
+    /// cluster, `SCAN` on each primary in turn), then tells every instance
+    /// to clear its in-process tier. Generations and the hot set stay.
+    /// `None` if Redis stopped answering on the way (what was deleted stays
+    /// deleted; the next sweep starts over). Otherwise the number of values
+    /// deleted.
     pub(crate) async fn sweep(&self, instance: &str) -> Option<u64> {
         let mut connection = self.connection.clone();
-        let mut cursor: u64 = 0;
         let mut deleted: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(VALUE_PATTERN)
-                .arg("COUNT")
-                .arg(SWEEP_BATCH);
-            let (next, keys) = self
-                .bounded(
-                    "sweep",
-                    scan.query_async::<(u64, Vec<String>)>(&mut connection),
-                )
-                .await?;
-            if !keys.is_empty() {
-                let mut del = redis::cmd("DEL");
-                del.arg(&keys);
-                deleted += self
-                    .bounded("sweep", del.query_async::<u64>(&mut connection))
+        let primaries = self.bounded("sweep", connection.primaries()).await?;
+        for node in &primaries {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(VALUE_PATTERN)
+                    .arg("COUNT")
+                    .arg(SWEEP_BATCH);
+                let (next, keys) = self
+                    .bounded(
+                        "sweep",
+                        connection.query_on::<(u64, Vec<String>)>(node.as_ref(), scan),
+                    )
                     .await?;
+                if !keys.is_empty() {
+                    // In a cluster the client splits a `DEL` by slot.
+                    let mut del = redis::cmd("DEL");
+                    del.arg(&keys);
+                    deleted += self
+                        .bounded("sweep", del.query_async::<u64>(&mut connection))
+                        .await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         // After the deletes, so that an instance reloading on this message
         // cannot find an old value in Redis.
@@ -345,6 +400,18 @@ impl Shared {
         }
         keys
     }
+}
+
+/// Adds to `pipe`: bump the generation (kept [`GENERATION_TTL_SECS`] past
+/// its last bump) and delete the value.
+fn bump_and_delete(pipe: &mut redis::Pipeline, generation: &str, value: String) {
+    let ttl = i64::try_from(GENERATION_TTL_SECS).unwrap_or(i64::MAX);
+    pipe.incr(generation, 1)
+        .ignore()
+        .expire(generation, ttl)
+        .ignore()
+        .del(value)
+        .ignore();
 }
 
 /// Now as Unix milliseconds: the hot set's score. Instances' clocks may

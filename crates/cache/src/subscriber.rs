@@ -37,7 +37,9 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// Everything the task needs; it owns no reference to the cache itself, so
 /// dropping the cache ends it.
 pub(crate) struct Subscriber {
-    pub(crate) client: Client,
+    /// Where to subscribe: tried in turn, from the next one after a
+    /// failure (a cluster's seed nodes; one server's one client).
+    pub(crate) clients: Vec<Client>,
     pub(crate) local: Local,
     pub(crate) stats: Arc<Counters>,
     pub(crate) instance: String,
@@ -61,9 +63,15 @@ impl Subscriber {
         let mut backoff = MIN_BACKOFF;
         let mut subscriptions: u64 = 0;
         let mut failures_in_a_row: u64 = 0;
+        let mut next_client: usize = 0;
         loop {
+            let Some(client) = self.clients.get(next_client % self.clients.len().max(1)) else {
+                return;
+            };
+            let client = client.clone();
+            next_client = next_client.wrapping_add(1);
             let attempt = tokio::select! {
-                attempt = tokio::time::timeout(self.timeout, subscribe(&self.client)) => attempt,
+                attempt = tokio::time::timeout(self.timeout, subscribe(&client)) => attempt,
                 _ = self.stop.changed() => return,
             };
             match attempt {

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::connect::Target;
 use crate::error::CacheError;
 use crate::flight::{self, Flights, Role, Served, SharedError};
 use crate::local::{Key, Local, Stamp};
@@ -112,26 +113,22 @@ impl TwoTierCache {
             stop,
             tasks: Mutex::new(Vec::new()),
         };
-        let Some(url) = settings.redis_url.as_deref().map(str::trim) else {
+        let Some(target) = Target::from_settings(settings)? else {
             tracing::info!("cache: in-process tier only (no cache.redis_url)");
             return Ok(cache);
         };
-        let bad_url =
-            |why: &str| CacheError::InvalidSettings(vec![("cache.redis_url", why.to_owned())]);
-        // The client's message is dropped: it may quote the URL.
-        let client = redis::Client::open(url).map_err(|_| bad_url("is not a valid Redis URL"))?;
+        let url = settings.redis_url.as_deref().unwrap_or_default();
         let background_timeout = settings.redis_timeout().max(MIN_BACKGROUND_TIMEOUT);
         let shared = Shared::new(
-            client.clone(),
+            &target,
             settings.redis_timeout(),
             background_timeout,
             settings.l2_ttl_secs,
             Arc::clone(&cache.stats),
             Arc::clone(&cache.pending),
-        )
-        .map_err(|error| bad_url(&format!("cannot set up a client: {:?}", error.kind())))?;
+        )?;
         let subscriber = Subscriber {
-            client,
+            clients: target.subscription_clients(),
             local: cache.local.clone(),
             stats: Arc::clone(&cache.stats),
             instance: cache.instance.clone(),

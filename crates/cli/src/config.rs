@@ -215,10 +215,10 @@ impl Config {
             (
                 "cache.redis_url",
                 cache
-                    .redis_url
-                    .as_deref()
-                    .map_or_else(|| "(unset: in-process only)".to_owned(), redact),
+                    .redis_url_redacted()
+                    .unwrap_or_else(|| "(unset: in-process only)".to_owned()),
             ),
+            ("cache.redis_cluster", cache.redis_cluster.to_string()),
             ("cache.l1_ttl_secs", cache.l1_ttl_secs.to_string()),
             (
                 "cache.l1_capacity_bytes",
@@ -530,7 +530,12 @@ mod tests {
                 "LEADLINE_DATABASE__MIGRATION_URL",
                 "postgres://owner:own3r-pw@db/leadline",
             );
-            jail.set_env("LEADLINE_CACHE__REDIS_URL", "redis://:r3dis-pw@cache:6379");
+            // A cluster's seed nodes, each with its password.
+            jail.set_env(
+                "LEADLINE_CACHE__REDIS_URL",
+                "redis://:r3dis-pw@cache:6379,redis://:n0de-b-pw@cache-b:6379",
+            );
+            jail.set_env("LEADLINE_CACHE__REDIS_CLUSTER", "true");
             jail.set_env(
                 "DATABASE_READ_URL",
                 "postgres://app:r3plica-pw@replica/leadline",
@@ -550,6 +555,7 @@ mod tests {
                 "db-s3cret",
                 "own3r-pw",
                 "r3dis-pw",
+                "n0de-b-pw",
                 "r3plica-pw",
                 "smtp-s3cret",
                 "c2VhbGluZy1rZXktc2VhbGluZy1rZXktc2VhbGluZyE=",
@@ -561,7 +567,10 @@ mod tests {
                 "{shown}"
             );
             assert!(
-                shown.contains("cache.redis_url = redis://:***@cache:6379"),
+                shown.contains(
+                    "cache.redis_url = redis://***@cache:6379,redis://***@cache-b:6379\n\
+                     cache.redis_cluster = true"
+                ),
                 "{shown}"
             );
             assert!(
@@ -569,7 +578,7 @@ mod tests {
                 "{shown}"
             );
             assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
-            assert_eq!(config.describe().len(), 63, "every setting is listed");
+            assert_eq!(config.describe().len(), 64, "every setting is listed");
             Ok(())
         });
     }

@@ -126,7 +126,7 @@ pub use pgbouncer::PgBouncer;
 pub use postgres::{
     OwnedPgServer, PgServer, ServerCert, TlsPgServer, WRONG_HOST, postgres, postgres_tls,
 };
-pub use redis::{OwnedRedisServer, RedisServer, redis};
+pub use redis::{OwnedRedisServer, RedisCluster, RedisServer, redis};
 pub use smtp::{ReceivedMessage, SmtpOptions, SmtpServer, smtp_server};
 
 /// Which way a server was obtained.

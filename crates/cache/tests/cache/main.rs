@@ -2,6 +2,7 @@
 //! server, or a server a test owns when it stops and restarts Redis). Each
 //! test uses fresh tenant ids, so tests sharing the server never collide.
 
+mod cluster;
 mod hot;
 mod invalidation;
 mod outage;

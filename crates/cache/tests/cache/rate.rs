@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use leadline_cache::{LocalRateLimiter, SharedRateLimiter};
+use leadline_cache::{CacheSettings, LocalRateLimiter, SharedRateLimiter};
 use leadline_domain::{ApiKeyId, RateLimit, RouteClass, TenantId};
 use leadline_ports::{RateLimiter, RateLimits, RateSource};
 use leadline_testsupport::OwnedRedisServer;
@@ -19,7 +19,11 @@ fn limits(key: (f64, u32), tenant: (f64, u32)) -> RateLimits {
 }
 
 fn shared(url: &str) -> SharedRateLimiter {
-    SharedRateLimiter::connect(url, Duration::from_millis(200)).expect("a valid URL")
+    SharedRateLimiter::connect(&CacheSettings {
+        redis_timeout_ms: 200,
+        ..CacheSettings::for_redis(url)
+    })
+    .expect("a valid URL")
 }
 
 #[tokio::test]

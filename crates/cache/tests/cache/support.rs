@@ -154,7 +154,7 @@ pub async fn redis_get(url: &str, key: &str) -> Option<Vec<u8>> {
 }
 
 pub fn value_key(store: &Store) -> String {
-    format!("leadline:{}:ctx:{}", store.tenant, store.lead)
+    format!("leadline:{{{}}}:ctx:{}", store.tenant, store.lead)
 }
 
 /// Polls `condition` until it holds, for at most `within`; returns how long

@@ -60,16 +60,24 @@ pub(crate) struct Instance {
     server: RedisServer,
     dir: ServerDir,
     binary: PathBuf,
+    /// Arguments after the standard ones (a cluster node's).
+    extra_args: Vec<String>,
 }
 
 impl Instance {
     /// Makes a directory and starts `binary` in it on a free port.
     pub(crate) fn start_new(binary: &Path) -> anyhow::Result<Self> {
+        Self::start_new_with(binary, Vec::new())
+    }
+
+    /// As [`Instance::start_new`], with `extra_args` after the standard arguments.
+    pub(crate) fn start_new_with(binary: &Path, extra_args: Vec<String>) -> anyhow::Result<Self> {
         let mut instance = Self {
             // Port 0 is a placeholder until the server is started.
             server: RedisServer::started(Provider::LocalBinaries, "127.0.0.1", 0)?,
             dir: ServerDir::create(&KIND, None)?,
             binary: binary.to_path_buf(),
+            extra_args,
         };
         instance.start_on_free_port()?;
         Ok(instance)
@@ -112,7 +120,8 @@ impl Instance {
             .arg("--dir")
             .arg(self.dir.path())
             // We wait on this very process; it must not fork into the background.
-            .args(["--daemonize", "no"]);
+            .args(["--daemonize", "no"])
+            .args(&self.extra_args);
         let what = format!("{} on 127.0.0.1:{port}", self.binary.display());
         let probe = super::ping_probe(&self.server);
         self.dir.start(command, &what, START_TIMEOUT, probe)

@@ -2,6 +2,7 @@
 //! where they come from (see the [crate docs](crate#redis)).
 
 pub(crate) mod client;
+mod cluster;
 mod local;
 mod owned;
 
@@ -18,6 +19,7 @@ use testcontainers_modules::redis::Redis;
 
 use crate::{Provider, provider, util};
 
+pub use cluster::RedisCluster;
 pub use owned::OwnedRedisServer;
 
 /// The message every "no Redis available" panic starts with.

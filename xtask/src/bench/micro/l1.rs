@@ -121,7 +121,7 @@ fn l1(c: &mut Criterion) {
     runtime.block_on(cache.shutdown());
 }
 
-/// The Redis key of a context, `leadline:{tenant}:ctx:{lead}`, built as
+/// The Redis key of a context, `leadline:{<tenant>}:ctx:<lead>`, built as
 /// `keys::value_key` builds it (that function is crate-private): every L2
 /// read, write and invalidation formats one or two of these.
 fn cache_keys(c: &mut Criterion) {
@@ -129,7 +129,7 @@ fn cache_keys(c: &mut Criterion) {
     c.bench_function("keys/value_key", |b| {
         b.iter(|| {
             black_box(format!(
-                "leadline:{}:ctx:{}",
+                "leadline:{{{}}}:ctx:{}",
                 black_box(tenant),
                 black_box(lead)
             ))
