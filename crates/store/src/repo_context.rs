@@ -105,21 +105,25 @@ const CONTEXT_SQL: ScopedSql = scoped_sql!(
     r#"
 SELECT
   (SELECT row_to_json(l)::text FROM leads l
-    WHERE l.tenant_id = scope.tenant_id AND l.id = $2 AND l.deleted_at IS NULL) AS lead,
+    WHERE l.tenant_id = $1::uuid AND l.tenant_id = scope.tenant_id
+      AND l.id = $2 AND l.deleted_at IS NULL) AS lead,
   (SELECT row_to_json(a)::text FROM leads l
     JOIN agents a ON a.tenant_id = l.tenant_id AND a.id = l.assigned_agent_id
-    WHERE l.tenant_id = scope.tenant_id AND l.id = $2 AND l.deleted_at IS NULL) AS agent,
+    WHERE l.tenant_id = $1::uuid AND l.tenant_id = scope.tenant_id
+      AND l.id = $2 AND l.deleted_at IS NULL) AS agent,
   (SELECT coalesce(json_agg(o ORDER BY o.id DESC), '[]')::text FROM (
     SELECT * FROM approvals
-    WHERE tenant_id = scope.tenant_id AND lead_id = $2 AND status IN ($3, $4)
+    WHERE tenant_id = $1::uuid AND tenant_id = scope.tenant_id
+      AND lead_id = $2 AND status IN ($3, $4)
     ORDER BY id DESC LIMIT $5) o) AS open,
   (SELECT coalesce(json_agg(r ORDER BY r.id DESC), '[]')::text FROM (
     SELECT * FROM approvals
-    WHERE tenant_id = scope.tenant_id AND lead_id = $2 AND status IN ($6, $7, $8)
+    WHERE tenant_id = $1::uuid AND tenant_id = scope.tenant_id
+      AND lead_id = $2 AND status IN ($6, $7, $8)
     ORDER BY id DESC LIMIT $9) r) AS recent,
   (SELECT coalesce(json_agg(e ORDER BY e.occurred_at DESC, e.id DESC), '[]')::text FROM (
     SELECT * FROM events
-    WHERE tenant_id = scope.tenant_id AND lead_id = $2
+    WHERE tenant_id = $1::uuid AND tenant_id = scope.tenant_id AND lead_id = $2
     ORDER BY occurred_at DESC, id DESC LIMIT $10) e) AS events
 FROM scope
 "#

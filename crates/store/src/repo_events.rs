@@ -35,7 +35,8 @@ const APPEND_SQL: ScopedSql = scoped_sql!(
     ", appended AS (INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, \
      occurred_at, actor, metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, \
      $4::text, $5::text, $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz \
-     FROM scope CROSS JOIN LATERAL (SELECT 1 FROM leads l WHERE l.tenant_id = scope.tenant_id \
+     FROM scope CROSS JOIN LATERAL (SELECT 1 FROM leads l WHERE l.tenant_id = $1::uuid \
+     AND l.tenant_id = scope.tenant_id \
      AND l.id = $3::uuid AND l.deleted_at IS NULL AND l.created_at <= $7::timestamptz \
      OFFSET 0) live \
      ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id) \

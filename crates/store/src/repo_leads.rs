@@ -29,7 +29,8 @@ use crate::{
 /// runs inside the lateral subquery, after `scope` set the tenant.
 const GET_SQL: ScopedSql = scoped_sql!(
     "SELECT l.* FROM scope CROSS JOIN LATERAL (SELECT * FROM leads \
-     WHERE leads.tenant_id = scope.tenant_id AND leads.id = $2 AND leads.deleted_at IS NULL \
+     WHERE leads.tenant_id = $1::uuid AND leads.tenant_id = scope.tenant_id \
+     AND leads.id = $2 AND leads.deleted_at IS NULL \
      OFFSET 0) l"
 );
 

@@ -121,10 +121,15 @@ impl RetryPolicy {
 ///
 /// The planner, unlike the executor, runs before `set_config`: where it
 /// estimates the policy's condition it sees no tenant. So each statement also
-/// states `tenant_id = scope.tenant_id` (and its lead) explicitly, which is
-/// what the indexes serve and what the plans rest on (the benchmark's
-/// growth curve, flat from 10k to 1M leads, is where a plan that scanned a
-/// whole tenant would show).
+/// states the tenant (and its lead) explicitly, which is what the indexes
+/// serve and what the plans rest on (the benchmark's growth curve, flat from
+/// 10k to 1M leads, is where a plan that scanned a whole tenant would show).
+/// It states it twice, `t.tenant_id = $1::uuid AND t.tenant_id =
+/// scope.tenant_id`: the comparison with `scope` keeps the subquery
+/// correlated, so it runs after `set_config`; the one with the parameter is
+/// a constant to plan and prune by, which a CTE's column is not (Citus
+/// routes a statement to one shard only on a distribution-column filter by
+/// value; tests/integration/distributable.rs checks every statement has one).
 macro_rules! scoped_sql {
     ($body:literal) => {
         $crate::tx::ScopedSql(concat!(

@@ -367,7 +367,13 @@ impl Cluster {
             .args(["-c", "full_page_writes=off"])
             // Many test binaries × pools of connections.
             .args(["-c", "max_connections=300"])
-            .args(["-c", "shared_buffers=128MB"]);
+            .args(["-c", "shared_buffers=128MB"])
+            // Statement statistics, for the check that every statement the store sends filters
+            // by tenant (tests/integration/distributable.rs). Top-level statements only: those
+            // are what the store sends; room for every distinct one a whole run produces.
+            .args(["-c", "shared_preload_libraries=pg_stat_statements"])
+            .args(["-c", "pg_stat_statements.track=top"])
+            .args(["-c", "pg_stat_statements.max=10000"]);
         for setting in &self.settings {
             command.arg("-c").arg(setting);
         }

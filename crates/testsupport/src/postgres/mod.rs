@@ -358,6 +358,13 @@ impl crate::docker::Service for Postgres {
                 "full_page_writes=off",
                 "-c",
                 "max_connections=300",
+                // As the local clusters: statement statistics for the tenant-filter check.
+                "-c",
+                "shared_preload_libraries=pg_stat_statements",
+                "-c",
+                "pg_stat_statements.track=top",
+                "-c",
+                "pg_stat_statements.max=10000",
             ])
             .with_startup_timeout(Duration::from_secs(180))
     }
