@@ -707,6 +707,34 @@ mod tests {
         assert_eq!(synchronous_of(&normal).await, 1, "NORMAL when asked");
     }
 
+    /// The bundled SQLite is built with the query planner stability
+    /// guarantee (`LIBSQLITE3_FLAGS` in `.cargo/config.toml`). Without it, its
+    /// STAT4 build expires a cached statement whenever a value its plan might
+    /// depend on is rebound, so every execution was parsed and planned again;
+    /// a build that lost the flag fails here rather than only in the bench.
+    #[tokio::test]
+    async fn sqlite_plans_do_not_depend_on_bound_values() {
+        let store = Store::connect(&StoreSettings::for_url("sqlite::memory:"))
+            .await
+            .expect("sqlite opens");
+        let row = store
+            .inner
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT sqlite_compileoption_used('ENABLE_QPSG')",
+            ))
+            .await
+            .expect("answers")
+            .expect("a row");
+        assert_eq!(
+            row.try_get_by_index::<i64>(0).expect("a number"),
+            1,
+            "SQLite was built without SQLITE_ENABLE_QPSG"
+        );
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn sqlite_readers_read_and_never_write() {
         let dir = tempfile::tempdir().expect("a directory");
