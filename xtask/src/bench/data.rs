@@ -157,6 +157,73 @@ pub async fn top_up(
     Ok(started.elapsed())
 }
 
+/// Adds `per_lead` more events to each of the first `leads_per_tenant`
+/// leads of every tenant (later than their seeded ones, by the same
+/// generator), then `VACUUM ANALYZE`s `events`: the events-growth point.
+/// Returns the time taken.
+///
+/// # Errors
+/// SQL errors.
+pub async fn more_events(
+    pool: &PgPool,
+    tenants: &[BenchTenant],
+    leads_per_tenant: u64,
+    per_lead: u32,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut running = JoinSet::new();
+    for tenant in tenants {
+        let mut start = 0;
+        while start < leads_per_tenant {
+            let end = leads_per_tenant.min(start + CHUNK);
+            if running.len() >= 2 {
+                join_one(&mut running).await?;
+            }
+            let (pool, tenant) = (pool.clone(), tenant.clone());
+            running.spawn(async move {
+                let agents: Vec<uuid::Uuid> = tenant.agents.iter().map(|a| a.as_uuid()).collect();
+                sqlx::query(MORE_EVENTS_SQL)
+                    .bind(tenant.id.as_uuid())
+                    .bind(i32::try_from(tenant.index).context("tenant index")?)
+                    .bind(&agents)
+                    .bind(i64::try_from(start).context("lead number")?)
+                    .bind(i64::try_from(end).context("lead number")?)
+                    .bind(i32::try_from(per_lead).context("events per lead")?)
+                    .execute(&pool)
+                    .await
+                    .with_context(|| format!("more events of leads {start}..{end}"))?;
+                Ok(())
+            });
+            start = end;
+        }
+    }
+    while !running.is_empty() {
+        join_one(&mut running).await?;
+    }
+    sqlx::raw_sql("VACUUM (ANALYZE) events")
+        .execute(pool)
+        .await
+        .context("VACUUM ANALYZE after more events")?;
+    Ok(started.elapsed())
+}
+
+/// [`EVENTS_SQL`]'s parameters and `$6`, events per lead: `$6` more on
+/// each lead, numbered from 1000 so they follow the seeded ones in time.
+const MORE_EVENTS_SQL: &str = r"
+INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, metadata, created_at)
+SELECT $1, bench_uuid7(x.at), bench_lead_id($2, g.r),
+       (ARRAY['email_sent', 'email_received', 'call', 'meeting', 'note'])[1 + k.n],
+       (ARRAY['outbound', 'inbound', 'outbound', 'outbound', 'internal'])[1 + k.n],
+       'Checked in on the evaluation; next step agreed for the week after.',
+       x.at,
+       CASE WHEN k.n = 1 THEN NULL ELSE ($3::uuid[])[1 + ((g.r + e.i) % cardinality($3::uuid[]))::int] END,
+       jsonb_build_object('seq', e.i), x.at
+FROM generate_series($4::bigint, $5::bigint - 1) AS g(r)
+CROSS JOIN LATERAL generate_series(1000, 999 + $6) AS e(i)
+CROSS JOIN LATERAL (SELECT ((g.r + e.i) % 5)::int AS n) AS k
+CROSS JOIN LATERAL (SELECT to_timestamp(bench_lead_ms($2, g.r) / 1000.0) + e.i * interval '3 hours' AS at) AS x
+";
+
 async fn join_one(running: &mut JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
     match running.join_next().await {
         Some(result) => result.context("a seeding task panicked")?,

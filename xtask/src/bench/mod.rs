@@ -56,7 +56,7 @@ use self::{
     data::BenchTenant,
     infra::{CommandLog, Process, Tools},
     load::{Load, Outcome},
-    report::{CacheDelta, Ceilings, Measured, Memory, Report},
+    report::{CacheDelta, Ceilings, EventsPoint, Measured, Memory, Report},
     scenarios::Space,
 };
 
@@ -102,6 +102,10 @@ pub const CONNECTIONS: usize = 64;
 /// Connections of the growth curve: one, so that its p50 is the cost of a
 /// context read and not the queue in front of it.
 pub const GROWTH_CONNECTIONS: usize = 1;
+
+/// Events added to every lead for the events-growth point: 6 seeded per
+/// lead on average, so 10 after it (10M events at the full run's 1M leads).
+pub const EXTRA_EVENTS_PER_LEAD: u32 = 4;
 
 /// Runs per growth point; the one with the median p50 is reported.
 pub const GROWTH_RUNS: usize = 3;
@@ -910,8 +914,50 @@ async fn measure(
     .await?;
     report.mix = Some(mix);
     report.mix_cache = Some(mix_cache);
-    drop(hot);
     timer.lap(report, "scenarios 1 and 3-7 (caches on)");
+
+    // --- events growth: appends and timelines as the events table grows ----
+    eprintln!("bench: events growth");
+    for point in 0..2 {
+        if point == 1 {
+            let took = data::more_events(&pool, &tenants, last_step, EXTRA_EVENTS_PER_LEAD).await?;
+            report
+                .phases
+                .push(("seed more events (incl. VACUUM ANALYZE)".to_owned(), took));
+            timer.last = Instant::now();
+        }
+        let events = data::summary(&pool).await?.events;
+        sqlx::query("CHECKPOINT").execute(&pool).await?;
+        let mut points = Vec::with_capacity(2);
+        for (what, workload) in [
+            ("append", scenarios::append_event(&space, false)),
+            ("timeline", scenarios::timeline(&space)),
+        ] {
+            let mut runs = Vec::with_capacity(GROWTH_RUNS);
+            for run in 1..=GROWTH_RUNS {
+                runs.push(
+                    measure_one(
+                        &format!("growth: {what} at {events} events, run {run}"),
+                        env.load(hot.addr, GROWTH_CONNECTIONS),
+                        workload.clone(),
+                        &mut report.commands,
+                    )
+                    .await?,
+                );
+            }
+            runs.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
+            points.push(runs.swap_remove(GROWTH_RUNS / 2));
+        }
+        let timeline = points.pop().context("a timeline run")?;
+        let append = points.pop().context("an append run")?;
+        report.events_growth.push(EventsPoint {
+            events,
+            append,
+            timeline,
+        });
+        timer.lap(report, &format!("events growth point at {events} events"));
+    }
+    drop(hot);
 
     // --- CSV import and export ---------------------------------------------
     eprintln!("bench: CSV import and export");

@@ -238,6 +238,8 @@ pub struct Report {
     pub typo_search_growth: Vec<(u64, Measured)>,
     /// Search on the final data set at [`POOL`] connections.
     pub search_loaded: Option<Measured>,
+    /// Appends and timeline pages before and after the events table grows.
+    pub events_growth: Vec<EventsPoint>,
     /// CSV import and export.
     pub transfer: Option<Transfer>,
     /// What the database held.
@@ -280,6 +282,15 @@ pub struct Report {
     pub total: Duration,
 }
 
+/// One events-growth point: appends and timeline pages at one connection
+/// with the events table at `events` rows.
+#[derive(Debug)]
+pub struct EventsPoint {
+    pub events: i64,
+    pub append: Measured,
+    pub timeline: Measured,
+}
+
 /// A target and how far the run is from it.
 struct Verdict {
     target: String,
@@ -307,6 +318,7 @@ impl Report {
             growth: Vec::new(),
             search_growth: Vec::new(),
             typo_search_growth: Vec::new(),
+            events_growth: Vec::new(),
             search_loaded: None,
             transfer: None,
             outbound: None,
@@ -496,6 +508,28 @@ impl Report {
                 measured: format!("{:.2} ms vs {:.2} ms", last.p95_ms, first.p95_ms),
                 met: flat,
             });
+        }
+        if let (Some(first), Some(last)) = (self.events_growth.first(), self.events_growth.last())
+            && self.events_growth.len() > 1
+        {
+            for (what, before, after) in [
+                ("append", &first.append, &last.append),
+                ("timeline page", &first.timeline, &last.timeline),
+            ] {
+                // Flat: within 1.2 × or 0.2 ms of the smaller table, whichever
+                // is looser (sub-millisecond figures jitter by more than 20 %).
+                let flat = after.p50_ms <= (before.p50_ms * 1.2).max(before.p50_ms + 0.2)
+                    && after.errors == 0;
+                out.push(Verdict {
+                    target: format!(
+                        "{what} p50 flat from {} to {} events (≤ 1.2 × or + 0.2 ms)",
+                        human(u64::try_from(first.events).unwrap_or(0)),
+                        human(u64::try_from(last.events).unwrap_or(0)),
+                    ),
+                    measured: format!("{:.3} ms vs {:.3} ms", after.p50_ms, before.p50_ms),
+                    met: flat,
+                });
+            }
         }
         if let Some(lite) = &self.sqlite {
             let pg = self.beside_sqlite();
@@ -864,6 +898,36 @@ impl Report {
                 md,
                 "\n`--quick` stops at 100k leads; the full run adds the 1M point."
             );
+        }
+
+        if !self.events_growth.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Growth: the events table\n\n\
+                 `POST /v1/leads/{{id}}/events` (append) and `GET /v1/leads/{{id}}/events?limit=20` \
+                 (the newest timeline page), uniform over every lead, caches on, \
+                 {GROWTH_CONNECTIONS} connection, on the final data set and again after \
+                 {EXTRA} more events per lead (`INSERT … SELECT`, `VACUUM ANALYZE`, `CHECKPOINT`); \
+                 each point run {GROWTH_RUNS} times, the run with the median p50 shown. The \
+                 table is not partitioned: why it need not be is in \
+                 [scaling.md](scaling.md#the-events-table).\n\n\
+                 | events | append req/s | append p50 | append p99 | timeline req/s | timeline p50 | timeline p99 |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|",
+                EXTRA = super::EXTRA_EVENTS_PER_LEAD,
+            );
+            for point in &self.events_growth {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.0} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} |",
+                    human(u64::try_from(point.events).unwrap_or(0)),
+                    point.append.rps,
+                    point.append.p50_ms,
+                    point.append.p99_ms,
+                    point.timeline.rps,
+                    point.timeline.p50_ms,
+                    point.timeline.p99_ms,
+                );
+            }
         }
 
         // Search.

@@ -164,6 +164,20 @@ pub fn lead_by_id(space: &Space) -> Workload {
     })
 }
 
+/// `GET /v1/leads/{id}/events?limit=20`: the newest page of a lead's
+/// timeline, uniform.
+#[must_use]
+pub fn timeline(space: &Space) -> Workload {
+    let space = space.clone();
+    Arc::new(move |rng| {
+        let (caller, id) = space.uniform(rng);
+        Some(Request::get(
+            format!("/v1/leads/{id}/events?limit=20"),
+            Some(caller.auth.clone()),
+        ))
+    })
+}
+
 /// `GET /v1/leads?…&limit=20`: a status (half the requests), a tag (a
 /// quarter) or an agent (a quarter), and half of them from a cursor at a
 /// random lead (a later page) rather than from the newest.
