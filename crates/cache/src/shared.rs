@@ -253,7 +253,8 @@ impl Shared {
     /// deletes are a transaction on the tenant's node, and the messages
     /// follow once all of them answered (never before: an instance reloading
     /// on a message must not find the old value still there). That costs a
-    /// second round trip.
+    /// second round trip. A tenant whose node does not answer still gets
+    /// its messages (see below).
     pub(crate) async fn invalidate_all_of(&self, keys: &[Key], instance: &str) -> bool {
         let mut connection = self.connection.clone();
         let publish_all = |pipe: &mut redis::Pipeline| {
@@ -299,19 +300,28 @@ impl Shared {
             let pipe = &mut by_tenant[at].1;
             bump_and_delete(pipe, &generation_key(tenant, lead), value_key(tenant, lead));
         }
+        let mut deleted = true;
         for (_, pipe) in &by_tenant {
             let answered = self
                 .bounded("invalidate", pipe.query_async::<()>(&mut connection))
                 .await;
             if answered.is_none() {
-                return false;
+                deleted = false;
+                break;
             }
         }
+        // The messages go out even when a tenant's node did not answer: the
+        // other instances then drop their in-process copies and load from
+        // the store (the node holding the old value is the one they cannot
+        // read either), rather than serve them until the node is back. The
+        // keys still wait for replay, which deletes that value later.
         let mut publish = redis::pipe();
         publish_all(&mut publish);
-        self.bounded("invalidate", publish.query_async::<()>(&mut connection))
+        let published = self
+            .bounded("invalidate", publish.query_async::<()>(&mut connection))
             .await
-            .is_some()
+            .is_some();
+        deleted && published
     }
 
     /// Deletes every tenant's cached contexts ([`VALUE_PATTERN`], by `SCAN`

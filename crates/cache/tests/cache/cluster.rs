@@ -229,3 +229,46 @@ async fn a_stopped_node_costs_no_request_and_coherence_returns_with_it() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A node that holds some tenants' keys goes down while the instances stay
+/// subscribed through another: a write on A still reaches B at once (B
+/// drops its copy and loads from the store), not when the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_reaches_the_other_instance_while_its_tenants_node_is_down() {
+    let mut cluster = cluster().await;
+    let (a, b) = (
+        two_tier_with(settings(&cluster)).await,
+        two_tier_with(settings(&cluster)).await,
+    );
+    // Tenants until one lives on the last node (both instances subscribe
+    // on the first): a third of them do.
+    let mut on_last = None;
+    for _ in 0..200 {
+        let store = Store::new();
+        assert_eq!(version_on(&a, &store).await, 1);
+        let last = keys_per_node(&cluster, "leadline:*:ctx:*")
+            .await
+            .pop()
+            .unwrap();
+        if last.iter().any(|key| tag(key) == store.tenant.to_string()) {
+            on_last = Some(store);
+            break;
+        }
+    }
+    let store = on_last.expect("some tenant hashes to the last node");
+    assert_eq!(version_on(&b, &store).await, 1, "B holds the old copy");
+    tokio::task::block_in_place(|| cluster.stop_node(2)).unwrap();
+    store.write(2);
+    a.invalidate(store.tenant, store.lead).await;
+    assert!(
+        a.subscribed() && b.subscribed(),
+        "the first node still stands"
+    );
+    until(Duration::from_secs(2), async || {
+        version_on(&b, &store).await == 2
+    })
+    .await
+    .expect("B serves the write while the tenant's node is down");
+    a.shutdown().await;
+    b.shutdown().await;
+}
