@@ -1127,7 +1127,8 @@ impl Report {
              binaries: the benchmark's build leaves Docker support out), started fresh for \
              the run. Their settings are the test \
              harness's: `fsync=off`, `synchronous_commit=off` (the benchmark database sets it \
-             back `on`), `full_page_writes=off`, `shared_buffers=128MB`. Commits therefore wait \
+             back `on`), `full_page_writes=off`, `shared_buffers=128MB`, and `pg_stat_statements` loaded \
+             (`track=top`, as many production servers run it). Commits therefore wait \
              for a WAL write but not for a disk flush: write figures are an upper bound for a \
              durable deployment, for the service and its INSERT ceiling alike.\n\
              - **The service** is the release build of `leadline serve` (mimalloc as its allocator, as \

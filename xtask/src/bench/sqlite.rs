@@ -467,7 +467,9 @@ impl SqliteRuns {
              faster opt-in whose last commits a power loss can take; `FULL` waits for the \
              log to reach the disk on every commit. The benchmark's PostgreSQL runs with \
              `fsync=off`, so its commits never wait for a disk: the SQLite append figures \
-             include an `fdatasync` per commit that PostgreSQL's do not."
+             include an `fdatasync` per commit that PostgreSQL's do not. What bounds \
+             SQLite's figures on this machine, from a CPU profile of these runs, is in \
+             [backends.md](backends.md#what-bounds-sqlite)."
         );
         md
     }
