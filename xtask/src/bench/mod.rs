@@ -445,6 +445,23 @@ impl Env<'_> {
 }
 
 /// Runs one load and turns it into a report row, printing a progress line.
+/// [`measure_one`] [`GROWTH_RUNS`] times, keeping the run with the median
+/// p50: at about 1 ms a single short run moved by ±15 % between identical
+/// runs.
+async fn measure_median(
+    label: &str,
+    load: Load,
+    workload: &load::Workload,
+    log: &mut CommandLog,
+) -> anyhow::Result<Measured> {
+    let mut runs = Vec::with_capacity(GROWTH_RUNS);
+    for run in 1..=GROWTH_RUNS {
+        runs.push(measure_one(&format!("{label}, run {run}"), load, workload.clone(), log).await?);
+    }
+    runs.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
+    Ok(runs.swap_remove(GROWTH_RUNS / 2))
+}
+
 async fn measure_one(
     label: &str,
     load: Load,
@@ -610,24 +627,15 @@ async fn measure(
         let server = env.serve(&CacheMode::Off, &mut report.commands).await?;
         let space = Space::new(&tenants, step)?;
         // The seed's dirty pages are flushed first, so that a checkpoint
-        // does not land in one point's window; then the point is measured
-        // GROWTH_RUNS times and the run with the median p50 kept: at about
-        // 1 ms a single short run moved by ±15 % between identical runs.
+        // does not land in one point's window.
         sqlx::query("CHECKPOINT").execute(&pool).await?;
-        let mut runs = Vec::with_capacity(GROWTH_RUNS);
-        for run in 1..=GROWTH_RUNS {
-            runs.push(
-                measure_one(
-                    &format!("growth: cold context at {total} leads, run {run}"),
-                    env.load(server.addr, GROWTH_CONNECTIONS),
-                    scenarios::context_uniform(&space),
-                    &mut report.commands,
-                )
-                .await?,
-            );
-        }
-        runs.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
-        let growth = runs.swap_remove(GROWTH_RUNS / 2);
+        let growth = measure_median(
+            &format!("growth: cold context at {total} leads"),
+            env.load(server.addr, GROWTH_CONNECTIONS),
+            &scenarios::context_uniform(&space),
+            &mut report.commands,
+        )
+        .await?;
         report.growth.push((total, growth));
         let searched = measure_one(
             &format!("growth: search at {total} leads"),
@@ -678,14 +686,7 @@ async fn measure(
     timer.lap(report, "scenario 2 (cache-cold sweep)");
 
     // --- the embedded default: the same data on SQLite ---------------------
-    let mean_context = report
-        .sweeps
-        .cold
-        .iter()
-        .map(|r| r.mean_body)
-        .fold(0.0, f64::max)
-        .round()
-        .max(3.0) as usize;
+    let mean_context = report.cold_context_bytes();
     report.sqlite = Some(
         sqlite::run(
             &mut env,
@@ -772,14 +773,7 @@ async fn measure(
         ceilings.http.push(row);
     }
     drop(echo);
-    let context_size = report
-        .sweeps
-        .cold
-        .iter()
-        .map(|r| r.mean_body)
-        .fold(0.0, f64::max)
-        .round()
-        .max(3.0) as usize;
+    let context_size = report.cold_context_bytes();
     let redis_get = ceilings::redis_get(
         &tools.redis_benchmark,
         redis.port(),
@@ -933,20 +927,15 @@ async fn measure(
             ("append", scenarios::append_event(&space, false)),
             ("timeline", scenarios::timeline(&space)),
         ] {
-            let mut runs = Vec::with_capacity(GROWTH_RUNS);
-            for run in 1..=GROWTH_RUNS {
-                runs.push(
-                    measure_one(
-                        &format!("growth: {what} at {events} events, run {run}"),
-                        env.load(hot.addr, GROWTH_CONNECTIONS),
-                        workload.clone(),
-                        &mut report.commands,
-                    )
-                    .await?,
-                );
-            }
-            runs.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
-            points.push(runs.swap_remove(GROWTH_RUNS / 2));
+            points.push(
+                measure_median(
+                    &format!("growth: {what} at {events} events"),
+                    env.load(hot.addr, GROWTH_CONNECTIONS),
+                    &workload,
+                    &mut report.commands,
+                )
+                .await?,
+            );
         }
         let timeline = points.pop().context("a timeline run")?;
         let append = points.pop().context("an append run")?;

@@ -306,6 +306,20 @@ struct Row<'a> {
 }
 
 impl Report {
+    /// The mean size of a serialized context in bytes, as the cache-cold
+    /// sweep returned them (the largest of its rows; at least 3): the value
+    /// size of the Redis ceiling and of SQLite's L1 budget.
+    #[must_use]
+    pub fn cold_context_bytes(&self) -> usize {
+        self.sweeps
+            .cold
+            .iter()
+            .map(|r| r.mean_body)
+            .fold(0.0, f64::max)
+            .round()
+            .max(3.0) as usize
+    }
+
     /// An empty report.
     #[must_use]
     pub fn new(plan: Plan, machine: Machine, commands: CommandLog) -> Self {
