@@ -677,21 +677,28 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
-    /// `PRAGMA synchronous` of the store's SQLite connection: 2 is FULL, 1
-    /// NORMAL.
-    async fn synchronous_of(settings: &StoreSettings) -> i64 {
+    /// The one integer `sql` answers on the SQLite store `settings` open.
+    async fn sqlite_scalar(settings: &StoreSettings, sql: &str) -> i64 {
         let store = Store::connect(settings).await.expect("sqlite opens");
         let row = store
             .inner
             .db
             .query_one_raw(sea_orm::Statement::from_string(
                 sea_orm::DbBackend::Sqlite,
-                "PRAGMA synchronous",
+                sql,
             ))
             .await
-            .expect("the pragma answers")
+            .expect("answers")
             .expect("a row");
-        row.try_get_by_index::<i64>(0).expect("a number")
+        let value = row.try_get_by_index::<i64>(0).expect("a number");
+        store.close().await;
+        value
+    }
+
+    /// `PRAGMA synchronous` of the store's SQLite connection: 2 is FULL, 1
+    /// NORMAL.
+    async fn synchronous_of(settings: &StoreSettings) -> i64 {
+        sqlite_scalar(settings, "PRAGMA synchronous").await
     }
 
     #[tokio::test]
@@ -714,25 +721,12 @@ mod tests {
     /// a build that lost the flag fails here rather than only in the bench.
     #[tokio::test]
     async fn sqlite_plans_do_not_depend_on_bound_values() {
-        let store = Store::connect(&StoreSettings::for_url("sqlite::memory:"))
-            .await
-            .expect("sqlite opens");
-        let row = store
-            .inner
-            .db
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Sqlite,
-                "SELECT sqlite_compileoption_used('ENABLE_QPSG')",
-            ))
-            .await
-            .expect("answers")
-            .expect("a row");
-        assert_eq!(
-            row.try_get_by_index::<i64>(0).expect("a number"),
-            1,
-            "SQLite was built without SQLITE_ENABLE_QPSG"
-        );
-        store.close().await;
+        let qpsg = sqlite_scalar(
+            &StoreSettings::for_url("sqlite::memory:"),
+            "SELECT sqlite_compileoption_used('ENABLE_QPSG')",
+        )
+        .await;
+        assert_eq!(qpsg, 1, "SQLite was built without SQLITE_ENABLE_QPSG");
     }
 
     #[tokio::test]
