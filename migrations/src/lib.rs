@@ -31,6 +31,7 @@ mod m20261208_000017_people;
 mod m20261208_000018_separation_of_duties;
 mod m20261208_000019_key_successors;
 mod m20261209_000020_approval_edits;
+mod m20261210_000021_audit_log;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -66,6 +67,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000018_separation_of_duties::Migration),
             Box::new(m20261208_000019_key_successors::Migration),
             Box::new(m20261209_000020_approval_edits::Migration),
+            Box::new(m20261210_000021_audit_log::Migration),
         ]
     }
 }
@@ -95,4 +97,5 @@ pub const TENANT_TABLES: &[&str] = &[
     "sessions",
     "login_links",
     "login_attempts",
+    "audit_log",
 ];

@@ -243,6 +243,11 @@ const FLEET_WIDE: &[&str] = &[
     "webhook_due_tenants",
     // Change-log retention: the oldest changes of every tenant.
     "changes_prune",
+    // The audit sealer: every tenant's unsealed records, each tenant's
+    // chained under a lock of its own.
+    "audit_seal",
+    // `audit verify` with no tenant: the tenants to verify.
+    "audit_tenants",
 ];
 
 /// `pg_stat_statements` for one database and the service role, read as the
@@ -818,6 +823,16 @@ async fn workload(service_url: &str) {
     api.call(Method::GET, "/v1/changes?types=approval&limit=10", None)
         .await;
     s.changes.prune().await.unwrap();
+
+    // The audit trail: sealed, read, verified.
+    s.audit.seal_all().await.unwrap();
+    api.call(Method::GET, "/v1/audit?entity=lead&limit=5", None)
+        .await;
+    s.audit.tenants().await.unwrap();
+    assert!(matches!(
+        s.audit.verify(tenant).await.unwrap(),
+        leadline_app::Verdict::Intact(_)
+    ));
 
     // Imports: a CSV in, its run read until done, its rejects out.
     let run = api

@@ -510,6 +510,12 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
                 "INSERT INTO login_attempts (tenant_id, id, email, address, succeeded, at) VALUES ($1, gen_random_uuid(), 'rls-user@example.com', '10.0.0.1', true, {now})"
             ),
         ),
+        (
+            "audit_log",
+            format!(
+                "INSERT INTO audit_log (tenant_id, at, entity, entity_id, action, changes, content_hash) VALUES ($1, {now}, 'lead', gen_random_uuid(), 'lead.created', '{{}}', decode(repeat('ab', 32), 'hex'))"
+            ),
+        ),
     ];
     assert_eq!(
         inserts.iter().map(|(t, _)| *t).collect::<Vec<_>>(),

@@ -64,6 +64,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("get", "/v1/settings/approvals", "admin"),
     ("put", "/v1/settings/approvals", "admin"),
     ("get", "/v1/changes", "viewer"),
+    ("get", "/v1/audit", "admin"),
     ("get", "/v1/webhooks", "admin"),
     ("post", "/v1/webhooks", "admin"),
     ("get", "/v1/webhooks/{id}", "admin"),

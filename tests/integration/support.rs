@@ -144,6 +144,18 @@ pub async fn sqlite_store() -> Store {
 
 /// Like [`sqlite_store`], with settings changed by `adjust` first.
 pub async fn sqlite_store_with(adjust: impl FnOnce(&mut StoreSettings)) -> Store {
+    sqlite_file_store_with(adjust).await.0
+}
+
+/// Like [`sqlite_store`], with the path of its file, for tests that open
+/// it as its owner would.
+pub async fn sqlite_file_store() -> (Store, std::path::PathBuf) {
+    sqlite_file_store_with(|_| {}).await
+}
+
+async fn sqlite_file_store_with(
+    adjust: impl FnOnce(&mut StoreSettings),
+) -> (Store, std::path::PathBuf) {
     let dir = sqlite_dir();
     let template = SQLITE_TEMPLATE
         .get_or_init(|| async {
@@ -163,7 +175,7 @@ pub async fn sqlite_store_with(adjust: impl FnOnce(&mut StoreSettings)) -> Store
     std::fs::copy(template, &path).expect("the template copies");
     let mut settings = StoreSettings::for_url(&sqlite_url(&path));
     adjust(&mut settings);
-    Store::connect(&settings).await.expect("sqlite opens")
+    (Store::connect(&settings).await.expect("sqlite opens"), path)
 }
 
 /// `sqlite://` URL of a database file.

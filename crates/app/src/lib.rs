@@ -6,6 +6,7 @@
 //! crate (`crates/cli`, `leadline::compose`) is the composition root that
 //! names concrete adapters and calls [`Services::over`].
 
+mod audit;
 mod changes;
 mod coherence;
 mod deliveries;
@@ -19,6 +20,7 @@ mod webhook_relay;
 mod webhooks;
 mod workflow;
 
+pub use audit::{AuditService, Verdict};
 pub use changes::{ChangeFeed, ChangeSettings};
 pub use coherence::Coherence;
 pub use deliveries::{DeliveryService, MessageWebhooks, Relay, RelaySettings, RoundReport};

@@ -45,6 +45,8 @@ pub struct Services {
     pub deliveries: crate::DeliveryService,
     /// The change feed.
     pub changes: crate::ChangeFeed,
+    /// The audit trail.
+    pub audit: crate::AuditService,
     /// Webhook endpoints.
     pub webhooks: crate::WebhookService,
     /// Idempotency keys, for the HTTP adapter's retry safety.
@@ -68,6 +70,7 @@ pub trait StorePorts:
     + leadline_ports::ImportRepository
     + leadline_ports::DeliveryRepository
     + leadline_ports::ChangeLog
+    + leadline_ports::AuditTrail
     + leadline_ports::WebhookRepository
     + leadline_ports::WebhookQueue
     + HealthCheck
@@ -89,6 +92,7 @@ impl<S> StorePorts for S where
         + leadline_ports::ImportRepository
         + leadline_ports::DeliveryRepository
         + leadline_ports::ChangeLog
+        + leadline_ports::AuditTrail
         + leadline_ports::WebhookRepository
         + leadline_ports::WebhookQueue
         + HealthCheck
@@ -131,6 +135,7 @@ impl Services {
             ),
             deliveries: crate::DeliveryService::new(store.clone()),
             changes: crate::ChangeFeed::new(store.clone(), crate::ChangeSettings::default()),
+            audit: crate::AuditService::new(store.clone()),
             webhooks: crate::WebhookService::new(store.clone(), store.clone()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),

@@ -1,6 +1,7 @@
 //! The `leadline` binary's library half: configuration and the commands,
 //! kept out of `main.rs` so tests can drive them.
 
+pub mod audit;
 pub mod compose;
 pub mod config;
 pub mod export;

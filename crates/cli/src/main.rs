@@ -74,10 +74,26 @@ enum Command {
         #[command(subcommand)]
         what: ExportWhat,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// PostgreSQL roles for the service.
     Roles {
         #[command(subcommand)]
         action: RolesAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Check every tenant's hash chain (or one's): exit 1 naming the first
+    /// record that was edited, deleted under or moved.
+    Verify {
+        /// Only this tenant (its slug).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -340,6 +356,22 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
             println!("{}", created.api_key.expose());
         }
         Command::Keys { action } => keys(&config, action).await?,
+        Command::Audit {
+            action: AuditAction::Verify { tenant },
+        } => {
+            let checked = run::with_services(&config, async |s| {
+                leadline::audit::verify(s, tenant.as_deref()).await
+            })
+            .await?;
+            let mut broken = false;
+            for c in &checked {
+                println!("{}", c.describe());
+                broken |= matches!(c.verdict, leadline_app::Verdict::Broken(_));
+            }
+            if broken {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Users { action } => users(&config, action).await?,
         Command::Import {
             what:

@@ -79,6 +79,21 @@ pub async fn serve(
                 .run_retention(async move { stop.notified().await }),
         )
     };
+    // PostgreSQL's audit records are chained after they commit (SQLite's
+    // as they are written): a second is as long as one stays unsealed.
+    let sealer_stop = Arc::new(Notify::new());
+    let sealer = {
+        let stop = sealer_stop.clone();
+        tokio::spawn(
+            composition
+                .services
+                .audit
+                .clone()
+                .run_sealer(std::time::Duration::from_secs(1), async move {
+                    stop.notified().await
+                }),
+        )
+    };
     // Without a shared cache tier, other processes' writes reach this
     // instance's cached contexts only through the change log.
     let coherence = composition.services.context.coherence().map(|coherence| {
@@ -164,6 +179,8 @@ pub async fn serve(
     }
     retention_stop.notify_one();
     let _ = retention.await;
+    sealer_stop.notify_one();
+    let _ = sealer.await;
     if let Some((stop, task)) = coherence {
         stop.notify_one();
         let _ = task.await;

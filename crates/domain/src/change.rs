@@ -141,6 +141,9 @@ pub struct Change {
     pub at: DateTime<Utc>,
     /// The entity as the API shows it, right after the change.
     pub data: serde_json::Value,
+    /// The entity as it was just before, where the write knew it: the
+    /// audit trail's old values. Not part of the feed.
+    pub before: Option<serde_json::Value>,
 }
 
 impl Change {
@@ -158,7 +161,16 @@ impl Change {
             at,
             // The domain's own types always serialise.
             data: serde_json::to_value(entity).unwrap_or(serde_json::Value::Null),
+            before: None,
         }
+    }
+
+    /// The same change, knowing the entity as it was before (`before`, of
+    /// the same type as the entity).
+    #[must_use]
+    pub fn was<T: Serialize>(mut self, before: &T) -> Self {
+        self.before = serde_json::to_value(before).ok();
+        self
     }
 
     /// `kind` (a lead type) happened to `lead`, as it now is.

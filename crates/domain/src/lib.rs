@@ -9,6 +9,7 @@ pub mod access;
 pub mod agent;
 pub mod api_key;
 pub mod approval;
+pub mod audit;
 pub mod change;
 pub mod delivery;
 pub mod duplicates;
@@ -36,6 +37,9 @@ pub use api_key::{
 pub use approval::{
     Approval, ApprovalAction, ApprovalQueueQuery, ApprovalStatus, Channel, DraftApprovalRequest,
     EditDraftRequest, IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
+};
+pub use audit::{
+    Actor, AuditContext, AuditEntry, AuditQuery, AuditRecord, BreakKind, ChainBreak, ChainState,
 };
 pub use change::{Change, ChangeFilter, ChangePosition, ChangeType, LoggedChange, StaleContexts};
 pub use delivery::{

@@ -26,7 +26,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use leadline_domain::{Caller, RouteClass, Scope};
+use leadline_domain::{Actor, AuditContext, Caller, RouteClass, Scope};
 use leadline_ports::{RateLimits, RateVerdict};
 use utoipa::openapi::{HttpMethod, OpenApi};
 
@@ -180,13 +180,35 @@ pub(crate) async fn layer(
             rate_limit_headers(response.headers_mut(), class, &limits, &verdict);
             return response;
         }
+        let context = audit_context(&caller, &request);
         request.extensions_mut().insert(CurrentCaller(caller));
-        let mut response = next.run(request).await;
+        let mut response = leadline_ports::audited(context, next.run(request)).await;
         rate_limit_headers(response.headers_mut(), class, &limits, &verdict);
         return response;
     }
+    let context = audit_context(&caller, &request);
     request.extensions_mut().insert(CurrentCaller(caller));
-    next.run(request).await
+    leadline_ports::audited(context, next.run(request)).await
+}
+
+/// On whose behalf the request's writes are made: its API key, and its
+/// request id (screened, or generated, by the layers outside).
+fn audit_context(caller: &Caller, request: &Request) -> AuditContext {
+    AuditContext {
+        actor: Actor {
+            key_id: Some(caller.key_id),
+            ..Actor::default()
+        },
+        request_id: request_id(request.headers()),
+    }
+}
+
+/// The request's `X-Request-Id`.
+pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// The class a request is limited in.

@@ -395,7 +395,9 @@ pub(crate) async fn begin<E>(
             rejects,
         });
     }
-    tokio::spawn(async move {
+    // The import's writes are the caller's, though they outlive its request.
+    let context = leadline_ports::audit_context();
+    tokio::spawn(leadline_ports::audited(context, async move {
         // Holds the spool file until the import is over.
         let _spooled = spooled;
         match imports
@@ -409,7 +411,7 @@ pub(crate) async fn begin<E>(
                 tracing::warn!(error = %e, "import stopped; posting the file again resumes it")
             }
         }
-    });
+    }));
     Ok(Started {
         status: StatusCode::ACCEPTED,
         run,

@@ -17,6 +17,7 @@
 //!   `/docs` renders it with Swagger UI from files inside the binary.
 
 mod approvals;
+mod audit;
 mod auth;
 mod batch;
 mod changes;
@@ -134,6 +135,7 @@ fn api() -> (
         .merge(approvals::routes())
         .merge(deliveries::routes())
         .merge(changes::routes())
+        .merge(audit::routes())
         .merge(webhooks::routes())
         .merge(keys::routes())
         .merge(users::routes())
@@ -164,7 +166,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, document, permissions) = api();
     routes
         .merge(openapi::docs(document))
-        .merge(console::routes())
+        .merge(console::routes(state.clone()))
         .fallback(|| async { ApiError::not_found("route") })
         // After every route is in: it applies to the routes present.
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

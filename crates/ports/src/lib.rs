@@ -17,6 +17,7 @@
 //!
 //! [`TenantId`]: leadline_domain::TenantId
 
+mod audit;
 mod cache;
 mod changes;
 mod context_json;
@@ -32,6 +33,9 @@ mod repositories;
 mod webhooks;
 mod workflow;
 
+#[cfg(feature = "mock")]
+pub use audit::MockAuditTrail;
+pub use audit::{AuditError, AuditTrail, audit_context, audited};
 #[cfg(feature = "mock")]
 pub use cache::MockContextCache;
 pub use cache::{CacheStats, ContextCache, ContextLoader, TierStats};

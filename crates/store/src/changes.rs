@@ -47,21 +47,23 @@ pub(crate) async fn tracking<T>(attempt: impl std::future::Future<Output = T>) -
         .await
 }
 
-/// Writes `list` in `txn`, in order.
+/// Writes `list` in `txn`, in order, with their audit records.
 pub(crate) async fn record(txn: &DatabaseTransaction, list: &[Change]) -> Result<(), Failure> {
     if !list.is_empty() {
         // Outside a tracked attempt there is nobody to tell.
         let _ = RECORDED.try_with(|recorded| recorded.set(true));
     }
     if txn.get_database_backend() == DbBackend::Postgres && list.len() >= crate::bulk::MIN_ROWS {
-        return crate::bulk::changes(txn, list).await;
+        crate::bulk::changes(txn, list).await?;
+    } else {
+        for chunk in list.chunks(crate::rows_per_insert(6)) {
+            changes::Entity::insert_many(chunk.iter().map(changes::ActiveModel::from))
+                .exec_without_returning(txn)
+                .await?;
+        }
     }
-    for chunk in list.chunks(crate::rows_per_insert(6)) {
-        changes::Entity::insert_many(chunk.iter().map(changes::ActiveModel::from))
-            .exec_without_returning(txn)
-            .await?;
-    }
-    Ok(())
+    // Every change is an audited write too.
+    crate::audit::record_changes(txn, list).await
 }
 
 fn position(tx: &str, seq: i64) -> Result<ChangePosition, Failure> {
@@ -89,6 +91,7 @@ fn logged(row: &QueryResult, tenant: TenantId) -> Result<LoggedChange, Failure> 
             entity_id: row.try_get("", "entity_id")?,
             at: row.try_get("", "at")?,
             data,
+            before: None,
         },
     })
 }

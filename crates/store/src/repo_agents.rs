@@ -199,7 +199,8 @@ impl AgentRepository for Store {
                     &[leadline_domain::Change::agent(
                         leadline_domain::ChangeType::AgentUpdated,
                         &next,
-                    )],
+                    )
+                    .was(&current)],
                 )
                 .await?;
                 effects::record(txn, tenant, id.as_uuid()).await?;

@@ -191,14 +191,10 @@ impl ApprovalRepository for Store {
                 events::Entity::insert(events::ActiveModel::from(&event))
                     .exec_without_returning(txn)
                     .await?;
-                crate::changes::record(
-                    txn,
-                    &[
-                        leadline_domain::Change::approval(&approval),
-                        leadline_domain::Change::event(&event),
-                    ],
-                )
-                .await?;
+                let mut change = leadline_domain::Change::approval(&approval);
+                change.before = Some(leadline_domain::audit::approval_before(&approval, action));
+                crate::changes::record(txn, &[change, leadline_domain::Change::event(&event)])
+                    .await?;
                 if let ApprovalAction::MarkSent { .. } = action {
                     let row = outbox::ActiveModel {
                         tenant_id: Set(tenant.as_uuid()),
@@ -252,6 +248,16 @@ impl ApprovalRepository for Store {
                     Some(false) => return Ok(Err(EditApprovalError::AgentInactive)),
                     Some(true) => {}
                 }
+                // The text as it was, for the audit trail: locked, so the
+                // conditional update below moves exactly this revision.
+                let mut prior = approval_by_key(tenant, id);
+                if self.backend() == crate::Backend::Postgres {
+                    prior = prior.lock_exclusive();
+                }
+                let prior = prior
+                    .one(txn)
+                    .await?
+                    .and_then(|m| Approval::try_from(m).ok());
                 let now = crate::now();
                 // Like a move: the row changes only if it is still a pending
                 // draft at the revision the editor read.
@@ -294,8 +300,11 @@ impl ApprovalRepository for Store {
                     });
                 };
                 let approval = Approval::try_from(model)?;
-                crate::changes::record(txn, &[leadline_domain::Change::approval_edited(&approval)])
-                    .await?;
+                let mut change = leadline_domain::Change::approval_edited(&approval);
+                if let Some(prior) = &prior {
+                    change = change.was(prior);
+                }
+                crate::changes::record(txn, &[change]).await?;
                 effects::record(txn, tenant, approval.id.as_uuid()).await?;
                 Ok(Ok(approval))
             });

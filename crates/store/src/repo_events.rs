@@ -39,9 +39,14 @@ const APPEND_SQL: ScopedSql = scoped_sql!(
      AND l.tenant_id = scope.tenant_id \
      AND l.id = $3::uuid AND l.deleted_at IS NULL AND l.created_at <= $7::timestamptz \
      OFFSET 0) live \
-     ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id) \
-     INSERT INTO changes (tenant_id, type, entity_id, at, data) \
+     ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id), \
+     changed AS (INSERT INTO changes (tenant_id, type, entity_id, at, data) \
      SELECT appended.tenant_id, 'event.recorded', appended.id, $10::timestamptz, $11::jsonb \
+     FROM appended) \
+     INSERT INTO audit_log (tenant_id, at, key_id, user_id, agent_id, request_id, entity, \
+     entity_id, action, changes, content_hash) \
+     SELECT appended.tenant_id, $10::timestamptz, $12::uuid, $13::uuid, $14::uuid, $15::text, \
+     'event', appended.id, 'event.recorded', $16::json, decode($17::text, 'hex') \
      FROM appended RETURNING entity_id"
 );
 
@@ -127,9 +132,14 @@ async fn refusal(
     })
 }
 
+/// How many values [`append_values`] gives.
+const APPEND_VALUES: usize = 16;
+
 /// [`APPEND_SQL`]'s values after the tenant, as [`events::ActiveModel`]
 /// converts them.
-fn append_values(event: &Event) -> [sea_orm::Value; 10] {
+fn append_values(event: &Event) -> [sea_orm::Value; APPEND_VALUES] {
+    let change = leadline_domain::Change::event(event);
+    let audit = leadline_domain::AuditRecord::of_change(&change, &leadline_ports::audit_context());
     [
         event.id.as_uuid().into(),
         event.lead_id.as_uuid().into(),
@@ -140,7 +150,13 @@ fn append_values(event: &Event) -> [sea_orm::Value; 10] {
         event.actor.map(|a| a.as_uuid()).into(),
         serde_json::Value::Object(event.metadata.as_map().clone()).into(),
         event.created_at.into(),
-        leadline_domain::Change::event(event).data.into(),
+        change.data.into(),
+        audit.actor.key_id.map(|k| k.as_uuid()).into(),
+        audit.actor.user_id.map(|u| u.as_uuid()).into(),
+        audit.actor.agent_id.map(|a| a.as_uuid()).into(),
+        audit.request_id.clone().into(),
+        audit.changes.clone().into(),
+        leadline_domain::audit::hex(&audit.content_hash()).into(),
     ]
 }
 
@@ -277,7 +293,11 @@ mod tests {
     fn the_one_statement_append_logs_the_domains_change_type() {
         let sql = super::APPEND_SQL.as_str();
         let logged = format!("'{}'", leadline_domain::ChangeType::EventRecorded.as_str());
-        assert!(sql.contains(&logged), "{sql}");
-        assert!(sql.contains("$11::jsonb") && !sql.contains("$12"), "{sql}");
+        // In the change log and in the audit trail.
+        assert_eq!(sql.matches(&logged).count(), 2, "{sql}");
+        // The tenant, then one placeholder for each of `append_values`.
+        let last = format!("${}", super::APPEND_VALUES + 1);
+        let beyond = format!("${}", super::APPEND_VALUES + 2);
+        assert!(sql.contains(&last) && !sql.contains(&beyond), "{sql}");
     }
 }

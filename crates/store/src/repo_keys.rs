@@ -102,10 +102,14 @@ impl ApiKeyRepository for Store {
         let id = ApiKeyId::new();
         let result: Result<api_keys::Model, Failure> =
             transaction!(self, "keys.issue", tenant, Write, |txn| {
-                let row = api_keys::issued(tenant, id, key, material, crate::now());
-                Ok(api_keys::Entity::insert(row)
+                let now = crate::now();
+                let row = api_keys::issued(tenant, id, key, material, now);
+                let model = api_keys::Entity::insert(row)
                     .exec_with_returning(txn)
-                    .await?)
+                    .await?;
+                let issued = ApiKey::try_from(model.clone())?;
+                audit_key(txn, now, "key.issued", None, &issued).await?;
+                Ok(model)
             });
         match result {
             Ok(model) => Ok(ApiKey::try_from(model)?),
@@ -169,10 +173,12 @@ impl ApiKeyRepository for Store {
                     .filter(api_keys::Column::Id.eq(id.as_uuid()))
                     .exec(txn)
                     .await?;
-                Ok(Step::Done(ApiKey {
+                let revoked = ApiKey {
                     revoked_at: Some(now),
-                    ..key
-                }))
+                    ..key.clone()
+                };
+                audit_key(txn, now, "key.revoked", Some(&key), &revoked).await?;
+                Ok(Step::Done(revoked))
             });
         result.map_err(|f| common!(f, KeyError))?.into_result()
     }
@@ -207,14 +213,17 @@ impl ApiKeyRepository for Store {
                     .filter(api_keys::Column::Id.eq(id.as_uuid()))
                     .exec(txn)
                     .await?;
-                Ok(Step::Done(Rotated {
+                let rotated = Rotated {
                     old: ApiKey {
                         expires_at: Some(deadline),
                         replaced_by: Some(new_id),
-                        ..old
+                        ..old.clone()
                     },
                     new: ApiKey::try_from(new)?,
-                }))
+                };
+                audit_key(txn, now, "key.rotated", Some(&old), &rotated.old).await?;
+                audit_key(txn, now, "key.issued", None, &rotated.new).await?;
+                Ok(Step::Done(rotated))
             });
         result.map_err(|f| common!(f, KeyError))?.into_result()
     }
@@ -237,4 +246,24 @@ impl ApiKeyRepository for Store {
             });
         result.map_err(|f| common!(f, KeyError))
     }
+}
+
+/// Records `action` on `key` (as it was `before`, if it was) in `txn`.
+pub(crate) async fn audit_key(
+    txn: &sea_orm::DatabaseTransaction,
+    at: DateTime<Utc>,
+    action: &str,
+    before: Option<&ApiKey>,
+    after: &ApiKey,
+) -> Result<(), Failure> {
+    let view = leadline_domain::audit::key_view;
+    let record = leadline_domain::AuditRecord::new(
+        after.tenant_id,
+        at,
+        &leadline_ports::audit_context(),
+        ("key", after.id.as_uuid(), action),
+        before.map(view).as_ref(),
+        Some(&view(after)),
+    );
+    crate::audit::record(txn, &[record]).await
 }

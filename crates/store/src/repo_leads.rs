@@ -331,7 +331,7 @@ impl LeadRepository for Store {
                 }
                 // Every touch is on the timeline, status moves included, in
                 // the same transaction as the move.
-                let mut changes = vec![Change::lead(ChangeType::LeadUpdated, &next)];
+                let mut changes = vec![Change::lead(ChangeType::LeadUpdated, &next).was(&current)];
                 if let Some(event) = current.status_event(&next) {
                     crate::entity::events::Entity::insert(
                         crate::entity::events::ActiveModel::from(&event),
@@ -395,11 +395,15 @@ impl LeadRepository for Store {
                     .filter(leads::Column::Id.eq(id.as_uuid()))
                     .exec(txn)
                     .await?;
-                let mut gone = Lead::try_from(current)?;
+                let was = Lead::try_from(current)?;
+                let mut gone = was.clone();
                 gone.updated_at = now;
                 gone.version += 1;
-                crate::changes::record(txn, &[Change::lead(ChangeType::LeadDeleted, &gone)])
-                    .await?;
+                crate::changes::record(
+                    txn,
+                    &[Change::lead(ChangeType::LeadDeleted, &gone).was(&was)],
+                )
+                .await?;
                 effects::record(txn, tenant, id.as_uuid()).await?;
                 Ok(Ok(()))
             });
@@ -434,8 +438,15 @@ impl LeadRepository for Store {
                     .next();
                 if let Some(model) = &restored {
                     let lead = Lead::try_from(model.clone())?;
-                    crate::changes::record(txn, &[Change::lead(ChangeType::LeadRestored, &lead)])
-                        .await?;
+                    // Restoring moves only the version (and the hidden
+                    // deletion time): the rest is as it was.
+                    let mut was = lead.clone();
+                    was.version -= 1;
+                    crate::changes::record(
+                        txn,
+                        &[Change::lead(ChangeType::LeadRestored, &lead).was(&was)],
+                    )
+                    .await?;
                     effects::record(txn, tenant, id.as_uuid()).await?;
                 }
                 Ok(restored)

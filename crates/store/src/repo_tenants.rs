@@ -42,16 +42,17 @@ impl TenantRepository for Store {
                 let model = tenants::Entity::insert(row)
                     .exec_with_returning(txn)
                     .await?;
-                api_keys::Entity::insert(api_keys::issued(
-                    id,
-                    key_id,
-                    first_key,
-                    material,
-                    crate::now(),
+                let now = crate::now();
+                let key = api_keys::Entity::insert(api_keys::issued(
+                    id, key_id, first_key, material, now,
                 ))
-                .exec_without_returning(txn)
+                .exec_with_returning(txn)
                 .await?;
-                Ok(Tenant::try_from(model)?)
+                let tenant = Tenant::try_from(model)?;
+                audit_tenant(txn, now, "tenant.created", None, &tenant).await?;
+                let key = leadline_domain::ApiKey::try_from(key)?;
+                crate::repo_keys::audit_key(txn, now, "key.issued", None, &key).await?;
+                Ok(tenant)
             });
         result.map_err(|f| match f {
             Failure::Unique(_) => CreateTenantError::DuplicateSlug,
@@ -115,6 +116,11 @@ impl TenantRepository for Store {
             tenant,
             Write,
             |txn| {
+                let before = tenants::Entity::find_by_id(tenant.as_uuid())
+                    .one(txn)
+                    .await?
+                    .map(Tenant::try_from)
+                    .transpose()?;
                 let updated = tenants::Entity::update_many()
                     .col_expr(
                         tenants::Column::SeparationOfDuties,
@@ -122,8 +128,16 @@ impl TenantRepository for Store {
                     )
                     .filter(tenants::Column::Id.eq(tenant.as_uuid()))
                     .exec_with_returning(txn)
-                    .await?;
-                Ok(updated.into_iter().next())
+                    .await?
+                    .into_iter()
+                    .next();
+                if let (Some(model), Some(before)) = (&updated, &before)
+                    && before.separation_of_duties != on
+                {
+                    let after = Tenant::try_from(model.clone())?;
+                    audit_tenant(txn, crate::now(), "tenant.updated", Some(before), &after).await?;
+                }
+                Ok(updated)
             }
         );
         match result {
@@ -132,4 +146,24 @@ impl TenantRepository for Store {
             Err(f) => Err(common!(f, GetTenantError)),
         }
     }
+}
+
+/// Records `action` on `tenant` (as it was `before`, if it was) in `txn`.
+async fn audit_tenant(
+    txn: &sea_orm::DatabaseTransaction,
+    at: chrono::DateTime<chrono::Utc>,
+    action: &str,
+    before: Option<&Tenant>,
+    after: &Tenant,
+) -> Result<(), Failure> {
+    let view = leadline_domain::audit::tenant_view;
+    let record = leadline_domain::AuditRecord::new(
+        after.id,
+        at,
+        &leadline_ports::audit_context(),
+        ("tenant", after.id.as_uuid(), action),
+        before.map(view).as_ref(),
+        Some(&view(after)),
+    );
+    crate::audit::record(txn, &[record]).await
 }

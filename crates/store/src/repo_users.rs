@@ -49,7 +49,16 @@ impl UserRepository for Store {
                     disabled_at: Set(None),
                     version: Set(1),
                 };
-                Ok(users::Entity::insert(row).exec_with_returning(txn).await?)
+                let model = users::Entity::insert(row).exec_with_returning(txn).await?;
+                audit_user(
+                    txn,
+                    now,
+                    "user.created",
+                    None,
+                    &User::try_from(model.clone())?,
+                )
+                .await?;
+                Ok(model)
             });
         match result {
             Ok(model) => Ok(User::try_from(model)?),
@@ -154,6 +163,7 @@ impl UserRepository for Store {
                         current: current.version + 1,
                     }));
                 }
+                audit_user(txn, crate::now(), "user.updated", Some(&current), &next).await?;
                 Ok(Ok(next))
             });
         result.map_err(|f| common!(f, PeopleError))?
@@ -178,6 +188,18 @@ impl UserRepository for Store {
                     .filter(users::Column::Id.eq(id.as_uuid()))
                     .exec(txn)
                     .await?;
+                if done.rows_affected > 0 {
+                    // The hash itself is never recorded: only that it changed.
+                    let record = leadline_domain::AuditRecord::new(
+                        tenant,
+                        crate::now(),
+                        &leadline_ports::audit_context(),
+                        ("user", id.as_uuid(), "user.password_set"),
+                        None,
+                        None,
+                    );
+                    crate::audit::record(txn, &[record]).await?;
+                }
                 Ok(done.rows_affected)
             });
         match result.map_err(|f| common!(f, PeopleError))? {
@@ -325,4 +347,24 @@ impl UserRepository for Store {
             });
         result.map_err(|f| common!(f, PeopleError))
     }
+}
+
+/// Records `action` on `user` (as they were `before`, if they were) in `txn`.
+async fn audit_user(
+    txn: &sea_orm::DatabaseTransaction,
+    at: DateTime<Utc>,
+    action: &str,
+    before: Option<&User>,
+    after: &User,
+) -> Result<(), Failure> {
+    let view = leadline_domain::audit::user_view;
+    let record = leadline_domain::AuditRecord::new(
+        after.tenant_id,
+        at,
+        &leadline_ports::audit_context(),
+        ("user", after.id.as_uuid(), action),
+        before.map(view).as_ref(),
+        Some(&view(after)),
+    );
+    crate::audit::record(txn, &[record]).await
 }

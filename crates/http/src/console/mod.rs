@@ -52,7 +52,7 @@ const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
 
 /// The console's routes.
-pub(crate) fn routes() -> Router<AppState> {
+pub(crate) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(inbox))
         .route("/login", get(login_page).post(login))
@@ -75,7 +75,34 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(imports::routes())
         .merge(keys::routes())
         .merge(users::routes())
+        .layer(axum::middleware::from_fn_with_state(state, audited))
         .layer(axum::middleware::map_response(secure_headers))
+}
+
+/// Runs a signed-in person's writes on their behalf (the user, and the
+/// agent they act as) for the audit trail. Reads change nothing, so only
+/// other methods pay for the session lookup.
+async fn audited(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() == axum::http::Method::GET || request.method() == axum::http::Method::HEAD {
+        return next.run(request).await;
+    }
+    let user = match cookie(request.headers(), SESSION_COOKIE) {
+        Some(value) => state.services().people.session(value).await.ok().flatten(),
+        None => None,
+    };
+    let context = leadline_domain::AuditContext {
+        actor: leadline_domain::Actor {
+            user_id: user.as_ref().map(|(_, u)| u.id),
+            agent_id: user.as_ref().and_then(|(_, u)| u.agent_id),
+            key_id: None,
+        },
+        request_id: crate::auth::request_id(request.headers()),
+    };
+    leadline_ports::audited(context, next.run(request)).await
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

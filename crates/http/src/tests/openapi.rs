@@ -993,6 +993,21 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    // The audit trail: the approval drafted above is its newest record.
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/audit",
+            "/v1/audit?entity=approval&limit=5",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["items"][0]["entity"], "approval", "{}", r.body);
+    let r = c
+        .call(Method::GET, "/v1/audit", "/v1/audit?entity=nonsense", None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     let r = c
         .call(
             Method::GET,

@@ -1,0 +1,407 @@
+//! The audit trail on the store (migration 21): [`record`] writes a write's
+//! records in the write's own transaction, on whose behalf the calling task
+//! says ([`leadline_ports::audit_context`]); [`AuditTrail`] pages them,
+//! walks them in chain order and seals them.
+//!
+//! PostgreSQL writes rows unsealed, in one statement per write, and
+//! `audit_seal` chains them later, so no write waits for another tenant
+//! write's commit. SQLite's one writer seals as it writes: the chain's head
+//! is one indexed read away.
+
+use async_trait::async_trait;
+use leadline_domain::{
+    Actor, AgentId, ApiKeyId, AuditEntry, AuditQuery, AuditRecord, Change, ChangePosition, Page,
+    TenantId, UserId,
+    audit::{GENESIS, Hash, hex, link},
+};
+use leadline_ports::{AuditError, AuditTrail, audit_context};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Statement, Value as DbValue,
+};
+use serde::Serialize;
+
+use crate::{
+    Backend, Store,
+    errors::{Failure, common},
+    tx::transaction,
+};
+
+/// Writes the audit records of the changes `list` records, in `txn`.
+pub(crate) async fn record_changes(
+    txn: &DatabaseTransaction,
+    list: &[Change],
+) -> Result<(), Failure> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    let context = audit_context();
+    let records: Vec<AuditRecord> = list
+        .iter()
+        .map(|c| AuditRecord::of_change(c, &context))
+        .collect();
+    record(txn, &records).await
+}
+
+/// Writes `records` in `txn`, in order.
+pub(crate) async fn record(
+    txn: &DatabaseTransaction,
+    records: &[AuditRecord],
+) -> Result<(), Failure> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    match txn.get_database_backend() {
+        DbBackend::Postgres => insert_postgres(txn, records).await,
+        _ => insert_sqlite(txn, records).await,
+    }
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    tenant_id: uuid::Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+    key_id: Option<uuid::Uuid>,
+    user_id: Option<uuid::Uuid>,
+    agent_id: Option<uuid::Uuid>,
+    request_id: Option<&'a str>,
+    entity: &'a str,
+    entity_id: uuid::Uuid,
+    action: &'a str,
+    changes: &'a str,
+    content_hash: String,
+}
+
+/// One statement for any number of rows: the rows as one JSON parameter.
+async fn insert_postgres(
+    txn: &DatabaseTransaction,
+    records: &[AuditRecord],
+) -> Result<(), Failure> {
+    let rows: Vec<Row<'_>> = records
+        .iter()
+        .map(|r| Row {
+            tenant_id: r.tenant_id.as_uuid(),
+            at: r.at,
+            key_id: r.actor.key_id.map(|k| k.as_uuid()),
+            user_id: r.actor.user_id.map(|u| u.as_uuid()),
+            agent_id: r.actor.agent_id.map(|a| a.as_uuid()),
+            request_id: r.request_id.as_deref(),
+            entity: &r.entity,
+            entity_id: r.entity_id,
+            action: &r.action,
+            changes: &r.changes,
+            content_hash: hex(&r.content_hash()),
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).map_err(|e| Failure::Other(e.into()))?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO audit_log (tenant_id, at, key_id, user_id, agent_id, request_id, entity, \
+           entity_id, action, changes, content_hash) \
+         SELECT CAST(e.v->>'tenant_id' AS uuid), CAST(e.v->>'at' AS timestamptz), \
+           CAST(e.v->>'key_id' AS uuid), CAST(e.v->>'user_id' AS uuid), \
+           CAST(e.v->>'agent_id' AS uuid), e.v->>'request_id', e.v->>'entity', \
+           CAST(e.v->>'entity_id' AS uuid), e.v->>'action', CAST(e.v->>'changes' AS json), \
+           decode(e.v->>'content_hash', 'hex') \
+         FROM jsonb_array_elements(CAST($1 AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n",
+        [json.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Sealed as written: one writer, so the head read here is the head.
+async fn insert_sqlite(txn: &DatabaseTransaction, records: &[AuditRecord]) -> Result<(), Failure> {
+    const COLUMNS: usize = 13;
+    let mut heads: Vec<(TenantId, Hash)> = Vec::new();
+    for chunk in records.chunks(crate::rows_per_insert(COLUMNS)) {
+        let mut values: Vec<DbValue> = Vec::with_capacity(chunk.len() * COLUMNS);
+        for r in chunk {
+            let prev = match heads.iter().find(|(t, _)| *t == r.tenant_id) {
+                Some((_, head)) => *head,
+                None => head_sqlite(txn, r.tenant_id).await?,
+            };
+            let content = r.content_hash();
+            let hash = link(&prev, &content);
+            match heads.iter_mut().find(|(t, _)| *t == r.tenant_id) {
+                Some(slot) => slot.1 = hash,
+                None => heads.push((r.tenant_id, hash)),
+            }
+            values.extend([
+                r.tenant_id.as_uuid().into(),
+                r.at.into(),
+                r.actor.key_id.map(|k| k.as_uuid()).into(),
+                r.actor.user_id.map(|u| u.as_uuid()).into(),
+                r.actor.agent_id.map(|a| a.as_uuid()).into(),
+                r.request_id.clone().into(),
+                r.entity.clone().into(),
+                r.entity_id.into(),
+                r.action.clone().into(),
+                r.changes.clone().into(),
+                content.to_vec().into(),
+                prev.to_vec().into(),
+                hash.to_vec().into(),
+            ]);
+        }
+        let placeholders = vec![format!("({})", vec!["?"; COLUMNS].join(", ")); chunk.len()];
+        let sql = format!(
+            "INSERT INTO audit_log (tenant_id, at, key_id, user_id, agent_id, request_id, entity, \
+               entity_id, action, changes, content_hash, prev_hash, hash) VALUES {}",
+            placeholders.join(", ")
+        );
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The link hash of `tenant`'s newest record on SQLite.
+async fn head_sqlite(txn: &DatabaseTransaction, tenant: TenantId) -> Result<Hash, Failure> {
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT hash FROM audit_log WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+            [tenant.as_uuid().into()],
+        ))
+        .await?;
+    let Some(row) = row else {
+        return Ok(GENESIS);
+    };
+    let hash: Option<Vec<u8>> = row.try_get("", "hash")?;
+    hash.and_then(|h| Hash::try_from(h.as_slice()).ok())
+        .ok_or_else(|| {
+            Failure::Other(anyhow::anyhow!(
+                "the newest audit record of tenant {tenant} has no valid link hash"
+            ))
+        })
+}
+
+/// The columns every read selects, `tx` as text under `tx_text` (`'0'` on
+/// SQLite).
+fn columns(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => {
+            "tx::text AS tx_text, seq, at, key_id, user_id, agent_id, request_id, entity, \
+             entity_id, action, changes::text AS changes, content_hash, prev_hash, hash"
+        }
+        Backend::Sqlite => {
+            "'0' AS tx_text, seq, at, key_id, user_id, agent_id, request_id, entity, entity_id, \
+             action, changes, content_hash, prev_hash, hash"
+        }
+    }
+}
+
+fn entry(row: &QueryResult, tenant: TenantId) -> Result<AuditEntry, Failure> {
+    let tx: String = row.try_get("", "tx_text")?;
+    let seq: i64 = row.try_get("", "seq")?;
+    let bad = |column: &str, e: &dyn std::fmt::Display| {
+        Failure::Other(anyhow::anyhow!("audit_log.{column}: {e}"))
+    };
+    Ok(AuditEntry {
+        position: ChangePosition {
+            tx: tx.parse().map_err(|e| bad("tx", &e))?,
+            seq: u64::try_from(seq).map_err(|e| bad("seq", &e))?,
+        },
+        record: AuditRecord {
+            tenant_id: tenant,
+            at: row.try_get("", "at")?,
+            actor: Actor {
+                key_id: row
+                    .try_get::<Option<uuid::Uuid>>("", "key_id")?
+                    .map(ApiKeyId::from_uuid),
+                user_id: row
+                    .try_get::<Option<uuid::Uuid>>("", "user_id")?
+                    .map(UserId::from_uuid),
+                agent_id: row
+                    .try_get::<Option<uuid::Uuid>>("", "agent_id")?
+                    .map(AgentId::from_uuid),
+            },
+            request_id: row.try_get("", "request_id")?,
+            entity: row.try_get("", "entity")?,
+            entity_id: row.try_get("", "entity_id")?,
+            action: row.try_get("", "action")?,
+            changes: row.try_get("", "changes")?,
+        },
+        content_hash: row.try_get("", "content_hash")?,
+        prev_hash: row.try_get("", "prev_hash")?,
+        hash: row.try_get("", "hash")?,
+    })
+}
+
+fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Numbered placeholders on PostgreSQL, `?` on SQLite.
+struct Params {
+    backend: Backend,
+    values: Vec<DbValue>,
+}
+
+impl Params {
+    fn push(&mut self, value: impl Into<DbValue>) -> String {
+        self.values.push(value.into());
+        match self.backend {
+            Backend::Postgres => format!("${}", self.values.len()),
+            Backend::Sqlite => "?".to_owned(),
+        }
+    }
+}
+
+const fn db(backend: Backend) -> DbBackend {
+    match backend {
+        Backend::Postgres => DbBackend::Postgres,
+        Backend::Sqlite => DbBackend::Sqlite,
+    }
+}
+
+#[async_trait]
+impl AuditTrail for Store {
+    async fn list(
+        &self,
+        tenant: TenantId,
+        query: &AuditQuery,
+    ) -> Result<Page<AuditEntry>, AuditError> {
+        let backend = self.backend();
+        let mut p = Params {
+            backend,
+            values: Vec::new(),
+        };
+        let mut filters = vec![format!("tenant_id = {}", p.push(tenant.as_uuid()))];
+        if let Some(entity) = &query.entity {
+            filters.push(format!("entity = {}", p.push(entity.clone())));
+        }
+        if let Some(id) = query.entity_id {
+            filters.push(format!("entity_id = {}", p.push(id)));
+        }
+        if let Some(actor) = query.actor {
+            let (a, b, c) = (p.push(actor), p.push(actor), p.push(actor));
+            filters.push(format!("(key_id = {a} OR user_id = {b} OR agent_id = {c})"));
+        }
+        if let Some(since) = query.since {
+            filters.push(format!("at >= {}", p.push(since)));
+        }
+        if let Some(before) = query.before {
+            filters.push(match backend {
+                Backend::Postgres => format!(
+                    "(tx, seq) < ({}::text::xid8, {})",
+                    p.push(before.tx.to_string()),
+                    p.push(signed(before.seq))
+                ),
+                Backend::Sqlite => format!("seq < {}", p.push(signed(before.seq))),
+            });
+        }
+        let order = match backend {
+            Backend::Postgres => "audit_log.tx DESC, audit_log.seq DESC",
+            Backend::Sqlite => "seq DESC",
+        };
+        let limit = p.push(i64::from(query.limit.get()) + 1);
+        let sql = format!(
+            "SELECT {} FROM audit_log WHERE {} ORDER BY {order} LIMIT {limit}",
+            columns(backend),
+            filters.join(" AND ")
+        );
+        let values = p.values;
+        let result: Result<Vec<AuditEntry>, Failure> =
+            transaction!(self, "audit.list", tenant, ReplicaRead, |txn| {
+                let rows = txn
+                    .query_all_raw(Statement::from_sql_and_values(
+                        db(backend),
+                        sql.clone(),
+                        values.clone(),
+                    ))
+                    .await?;
+                rows.iter().map(|r| entry(r, tenant)).collect()
+            });
+        let rows = result.map_err(|f| common!(f, AuditError))?;
+        Ok(Page::from_overfetch(rows, query.limit))
+    }
+
+    async fn chain(
+        &self,
+        tenant: TenantId,
+        after: ChangePosition,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, AuditError> {
+        let backend = self.backend();
+        let limit = i64::from(limit.clamp(1, 10_000));
+        let result: Result<Vec<AuditEntry>, Failure> =
+            transaction!(self, "audit.chain", tenant, Read, |txn| {
+                let statement = match backend {
+                    Backend::Postgres => Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        format!(
+                            "SELECT {} FROM audit_log WHERE tenant_id = $1 \
+                               AND (tx, seq) > ($2::text::xid8, $3) \
+                             ORDER BY audit_log.tx, audit_log.seq LIMIT $4",
+                            columns(backend)
+                        ),
+                        [
+                            tenant.as_uuid().into(),
+                            after.tx.to_string().into(),
+                            signed(after.seq).into(),
+                            limit.into(),
+                        ],
+                    ),
+                    Backend::Sqlite => Statement::from_sql_and_values(
+                        DbBackend::Sqlite,
+                        format!(
+                            "SELECT {} FROM audit_log WHERE tenant_id = ? AND seq > ? \
+                             ORDER BY seq LIMIT ?",
+                            columns(backend)
+                        ),
+                        [
+                            tenant.as_uuid().into(),
+                            signed(after.seq).into(),
+                            limit.into(),
+                        ],
+                    ),
+                };
+                let rows = txn.query_all_raw(statement).await?;
+                rows.iter().map(|r| entry(r, tenant)).collect()
+            });
+        result.map_err(|f| common!(f, AuditError))
+    }
+
+    async fn seal(&self, max_rows: u32) -> Result<u64, AuditError> {
+        if self.backend() != Backend::Postgres {
+            // Sealed as written.
+            return Ok(0);
+        }
+        let nobody = TenantId::from_uuid(uuid::Uuid::nil());
+        let result: Result<u64, Failure> = transaction!(self, "audit.seal", nobody, Write, |txn| {
+            let row = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT audit_seal($1) AS n",
+                    [i32::try_from(max_rows).unwrap_or(i32::MAX).into()],
+                ))
+                .await?;
+            let n: i64 = row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0);
+            Ok(u64::try_from(n).unwrap_or(0))
+        });
+        result.map_err(|f| common!(f, AuditError))
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>, AuditError> {
+        let backend = self.backend();
+        let nobody = TenantId::from_uuid(uuid::Uuid::nil());
+        let result: Result<Vec<TenantId>, Failure> =
+            transaction!(self, "audit.tenants", nobody, Read, |txn| {
+                let sql = match backend {
+                    Backend::Postgres => "SELECT audit_tenants() AS id",
+                    Backend::Sqlite => "SELECT id FROM tenants ORDER BY id",
+                };
+                let rows = txn
+                    .query_all_raw(Statement::from_string(db(backend), sql))
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok(TenantId::from_uuid(r.try_get("", "id")?)))
+                    .collect()
+            });
+        result.map_err(|f| common!(f, AuditError))
+    }
+}

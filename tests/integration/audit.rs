@@ -1,0 +1,720 @@
+//! The audit trail against real databases: every write through the API
+//! leaves a record (who, what fields old and new, when, which request) in
+//! its own transaction; the service role can only add records; and an
+//! owner who edits, deletes or reorders records is caught at the first bad
+//! one by `leadline audit verify`.
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use http_body_util::BodyExt;
+use leadline_app::{Services, Verdict};
+use leadline_domain::{BreakKind, ChangePosition, TenantId};
+use leadline_http::{AppState, router};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor};
+use tower::ServiceExt;
+
+use crate::support::{eventually, lead_req, new_tenant, pg, pg_store, services, sqlite_file_store};
+
+/// Where the database's owner can reach it, bypassing the service.
+enum Owner {
+    Postgres(String),
+    Sqlite(std::path::PathBuf),
+}
+
+impl Owner {
+    /// Runs `sql` as the owner (on SQLite, with the append-only trigger
+    /// dropped first, as a file's owner can).
+    async fn execute(&self, sql: &str) {
+        match self {
+            Self::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())))
+                    .await
+                    .unwrap();
+            }
+            Self::Sqlite(path) => {
+                let url = format!("sqlite://{}", path.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                conn.execute("DROP TRIGGER IF EXISTS audit_log_append_only")
+                    .await
+                    .unwrap();
+                conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+struct Setup {
+    services: Services,
+    app: Router,
+    owner: Owner,
+}
+
+async fn postgres() -> Setup {
+    let s = services(pg_store().await);
+    Setup {
+        app: router(AppState::new(s.clone())),
+        services: s,
+        owner: Owner::Postgres(pg().await.owner_url.clone()),
+    }
+}
+
+async fn sqlite() -> Setup {
+    let (store, path) = sqlite_file_store().await;
+    let s = services(store);
+    Setup {
+        app: router(AppState::new(s.clone())),
+        services: s,
+        owner: Owner::Sqlite(path),
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::sqlite().await).await;
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::postgres().await).await;
+            })*
+        }
+    };
+}
+
+on_both!(
+    api_writes_are_audited_with_key_request_and_changed_fields,
+    key_changes_are_audited_without_their_secret,
+    imported_leads_are_the_importing_requests,
+    tampering_is_found_at_the_first_bad_record,
+    console_decisions_are_the_signed_in_users,
+);
+
+/// One call: `(status, body as JSON)`.
+async fn call(
+    app: &Router,
+    key: &str,
+    method: Method,
+    uri: &str,
+    request_id: Option<&str>,
+    body: Option<(&str, String)>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"));
+    if let Some(id) = request_id {
+        req = req.header("x-request-id", id);
+    }
+    let req = match body {
+        Some((content_type, body)) => req
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body)),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn json_body(v: &Value) -> Option<(&'static str, String)> {
+    Some(("application/json", v.to_string()))
+}
+
+/// The id of the tenant's first key (the one `new_tenant` hands out).
+async fn key_id(app: &Router, key: &str) -> String {
+    let (status, keys) = call(app, key, Method::GET, "/v1/keys", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{keys}");
+    keys["items"][0]["id"].as_str().unwrap().to_owned()
+}
+
+async fn api_writes_are_audited_with_key_request_and_changed_fields(setup: Setup) {
+    let (s, app) = (&setup.services, &setup.app);
+    let (tenant, key) = new_tenant(s).await;
+    let key_id = key_id(app, &key).await;
+
+    let (status, lead) = call(
+        app,
+        &key,
+        Method::POST,
+        "/v1/leads",
+        Some("audit-create"),
+        json_body(
+            &json!({"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{lead}");
+    let lead_uri = format!("/v1/leads/{}", lead["id"].as_str().unwrap());
+    let (status, moved) = call(
+        app,
+        &key,
+        Method::PATCH,
+        &lead_uri,
+        Some("audit-patch"),
+        json_body(&json!({"status": "contacted", "version": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    // A refused write leaves nothing: the record is in the write's
+    // transaction.
+    let (status, refused) = call(
+        app,
+        &key,
+        Method::PATCH,
+        &lead_uri,
+        Some("audit-refused"),
+        json_body(&json!({"status": "won", "version": 2})),
+    )
+    .await;
+    assert!(status.is_client_error(), "{status} {refused}");
+
+    let audit = format!("/v1/audit?entity_id={}", lead["id"].as_str().unwrap());
+    let (status, page) = call(app, &key, Method::GET, &audit, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "created and updated, newest first: {page}");
+    let (updated, created) = (&items[0], &items[1]);
+    assert_eq!(updated["action"], "lead.updated");
+    assert_eq!(updated["entity"], "lead");
+    assert_eq!(updated["actor"]["key_id"], key_id.as_str());
+    assert_eq!(updated["request_id"], "audit-patch");
+    assert_eq!(
+        updated["changes"],
+        json!({"status": {"old": "new", "new": "contacted"}, "version": {"old": 1, "new": 2}}),
+        "only what changed, with old and new"
+    );
+    assert_eq!(created["action"], "lead.created");
+    assert_eq!(created["request_id"], "audit-create");
+    assert_eq!(
+        created["changes"]["email"],
+        json!({"old": null, "new": "ada@example.com"})
+    );
+    assert_eq!(created["changes"]["first_name"]["new"], "Ada");
+
+    // The status move's timeline event is a write of its own, on the same
+    // request.
+    let (_, events) = call(app, &key, Method::GET, "/v1/audit?entity=event", None, None).await;
+    let events = events["items"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "event.recorded");
+    assert_eq!(events[0]["request_id"], "audit-patch");
+
+    // Filters and keyset pages.
+    let by_key = format!("/v1/audit?actor={key_id}&limit=1");
+    let mut seen = Vec::new();
+    let mut uri = by_key.clone();
+    loop {
+        let (status, page) = call(app, &key, Method::GET, &uri, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("{by_key}&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 3, "lead created, lead updated, event: {seen:?}");
+    let (_, none) = call(
+        app,
+        &key,
+        Method::GET,
+        &format!(
+            "/v1/audit?since={}",
+            (chrono::Utc::now() + chrono::Duration::hours(1))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(none["items"], json!([]), "nothing after the future");
+
+    // Bad filters are 422s naming their field.
+    for (query, field) in [
+        ("entity=bogus", "entity"),
+        ("entity_id=nope", "entity_id"),
+        ("actor=1", "actor"),
+        ("since=yesterday", "since"),
+        ("cursor=AAAA", "cursor"),
+        ("limit=0", "limit"),
+    ] {
+        let (status, problem) = call(
+            app,
+            &key,
+            Method::GET,
+            &format!("/v1/audit?{query}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {problem}"
+        );
+        assert!(problem.to_string().contains(field), "{query}: {problem}");
+    }
+
+    // The chain holds every record.
+    match s.audit.verify(tenant).await.unwrap() {
+        Verdict::Intact(state) => {
+            // The tenant's creation (the tenant, its first key, separation
+            // of duties turned off), then the three writes above.
+            assert_eq!((state.sealed, state.unsealed), (6, 0), "{state:?}");
+        }
+        Verdict::Broken(b) => panic!("an untouched trail verifies: {b}"),
+    }
+}
+
+async fn key_changes_are_audited_without_their_secret(setup: Setup) {
+    let (s, app) = (&setup.services, &setup.app);
+    let (_tenant, key) = new_tenant(s).await;
+    let (status, issued) = call(
+        app,
+        &key,
+        Method::POST,
+        "/v1/keys",
+        Some("audit-key"),
+        json_body(&json!({"name": "reporting", "role": "viewer"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let id = issued["key"]["id"].as_str().unwrap();
+    let secret = issued["secret"].as_str().unwrap();
+    let (status, revoked) = call(
+        app,
+        &key,
+        Method::DELETE,
+        &format!("/v1/keys/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert!(status.is_success(), "{status} {revoked}");
+
+    let (_, page) = call(
+        app,
+        &key,
+        Method::GET,
+        &format!("/v1/audit?entity=key&entity_id={id}"),
+        None,
+        None,
+    )
+    .await;
+    let items = page["items"].as_array().unwrap();
+    let actions: Vec<&str> = items
+        .iter()
+        .map(|i| i["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["key.revoked", "key.issued"], "{page}");
+    assert_eq!(items[0]["changes"]["revoked_at"]["old"], Value::Null);
+    assert!(
+        items[0]["changes"]["revoked_at"]["new"].is_string(),
+        "{page}"
+    );
+    assert_eq!(items[1]["changes"]["role"]["new"], "viewer", "{page}");
+    assert_eq!(items[1]["request_id"], "audit-key");
+    assert!(!page.to_string().contains(secret), "no secret in the trail");
+}
+
+async fn imported_leads_are_the_importing_requests(setup: Setup) {
+    let (s, app) = (&setup.services, &setup.app);
+    let (_tenant, key) = new_tenant(s).await;
+    let key_id = key_id(app, &key).await;
+    let (status, run) = call(
+        app,
+        &key,
+        Method::POST,
+        "/v1/imports?name=people.csv",
+        Some("audit-import"),
+        Some((
+            "text/csv",
+            "first_name,last_name,email\nGrace,Hopper,gh@navy.example\nAlan,Turing,at@npl.example\n"
+                .to_owned(),
+        )),
+    )
+    .await;
+    assert!(status.is_success(), "{status} {run}");
+    let run_uri = format!("/v1/imports/{}", run["id"].as_str().unwrap());
+    eventually("the import is done", Duration::from_secs(30), async || {
+        let (_, run) = call(app, &key, Method::GET, &run_uri, None, None).await;
+        if run["status"] == "done" {
+            Ok(())
+        } else {
+            Err(run)
+        }
+    })
+    .await;
+    let (_, page) = call(app, &key, Method::GET, "/v1/audit?entity=lead", None, None).await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{page}");
+    for item in items {
+        assert_eq!(item["action"], "lead.created");
+        assert_eq!(item["request_id"], "audit-import", "{item}");
+        assert_eq!(item["actor"]["key_id"], key_id.as_str(), "{item}");
+    }
+}
+
+/// A way to tamper with one tenant's records, addressed by their place in
+/// the chain (0 is the first).
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    /// Rewrite what a record says.
+    Edit(usize),
+    /// Say a different key made it.
+    Reattribute(usize),
+    /// Delete it.
+    Delete(usize),
+    /// Swap two records' places.
+    Swap(usize, usize),
+}
+
+const SWAPPED: &str = "at, key_id, user_id, agent_id, request_id, entity, entity_id, action, \
+                       changes, content_hash, prev_hash, hash";
+
+impl Tamper {
+    fn sql(self, seqs: &[u64]) -> String {
+        match self {
+            Self::Edit(i) => format!(
+                "UPDATE audit_log SET changes = '{{\"status\":{{\"old\":\"new\",\"new\":\"won\"}}}}' WHERE seq = {}",
+                seqs[i]
+            ),
+            Self::Reattribute(i) => {
+                format!("UPDATE audit_log SET key_id = NULL WHERE seq = {}", seqs[i])
+            }
+            Self::Delete(i) => format!("DELETE FROM audit_log WHERE seq = {}", seqs[i]),
+            Self::Swap(i, j) => {
+                let (a, b) = (seqs[i], seqs[j]);
+                format!(
+                    "CREATE TEMP TABLE swapped AS SELECT seq, {SWAPPED} FROM audit_log WHERE seq IN ({a}, {b}); \
+                     UPDATE audit_log SET ({SWAPPED}) = (SELECT {SWAPPED} FROM swapped \
+                       WHERE swapped.seq = CASE audit_log.seq WHEN {a} THEN {b} ELSE {a} END) \
+                     WHERE seq IN ({a}, {b})"
+                )
+            }
+        }
+    }
+}
+
+async fn tampering_is_found_at_the_first_bad_record(setup: Setup) {
+    let s = &setup.services;
+    // Each tamper, and the record (by chain place) and the break verification
+    // must report.
+    let cases = [
+        (Tamper::Edit(2), 2, BreakKind::Edited),
+        (Tamper::Reattribute(1), 1, BreakKind::Edited),
+        (Tamper::Delete(1), 2, BreakKind::Unlinked),
+        (Tamper::Swap(2, 3), 2, BreakKind::Unlinked),
+        (Tamper::Delete(0), 1, BreakKind::Unlinked),
+    ];
+    for (tamper, at, kind) in cases {
+        let (tenant, _) = new_tenant(s).await;
+        let context = leadline_domain::AuditContext {
+            actor: leadline_domain::Actor {
+                key_id: Some(leadline_domain::ApiKeyId::new()),
+                ..Default::default()
+            },
+            request_id: Some("seed".into()),
+        };
+        for name in ["A", "B", "C", "D", "E"] {
+            leadline_ports::audited(context.clone(), s.leads.create(tenant, &lead_req(name)))
+                .await
+                .unwrap();
+        }
+        // The leads' records, after the tenant's own.
+        let seqs: Vec<u64> = chain(s, tenant)
+            .await
+            .iter()
+            .filter(|e| e.record.entity == "lead")
+            .map(|e| e.position.seq)
+            .collect();
+        assert_eq!(seqs.len(), 5);
+        setup.owner.execute(&tamper.sql(&seqs)).await;
+
+        let verdict = s.audit.verify(tenant).await.unwrap();
+        let Verdict::Broken(broken) = verdict else {
+            panic!("{tamper:?} went unnoticed: {verdict:?}");
+        };
+        assert_eq!(
+            (broken.position.seq, broken.problem),
+            (seqs[at], kind),
+            "{tamper:?}: {broken}"
+        );
+        // The command an operator runs says so, naming the record.
+        let slug = s.tenants.get(tenant).await.unwrap().slug.to_string();
+        let checked = leadline::audit::verify(s, Some(&slug)).await.unwrap();
+        let line = checked[0].describe();
+        assert!(
+            line.contains("BROKEN") && line.contains(&broken.position.to_string()),
+            "{line}"
+        );
+    }
+}
+
+/// `tenant`'s records in chain order, once all are sealed.
+async fn chain(s: &Services, tenant: TenantId) -> Vec<leadline_domain::AuditEntry> {
+    eventually(
+        "every record is sealed",
+        Duration::from_secs(30),
+        async || {
+            s.audit.seal_all().await.map_err(|e| e.to_string())?;
+            let records = s
+                .audit
+                .chain(tenant, ChangePosition::default(), 1_000)
+                .await
+                .map_err(|e| e.to_string())?;
+            if records.iter().all(|r| r.hash.is_some()) {
+                Ok(records)
+            } else {
+                Err(format!(
+                    "{} unsealed",
+                    records.iter().filter(|r| r.hash.is_none()).count()
+                ))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_service_role_may_only_add_audit_records() {
+    let s = services(pg_store().await);
+    let (tenant, _) = new_tenant(&s).await;
+    s.leads.create(tenant, &lead_req("Kept")).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&pg().await.service_url)
+        .await
+        .unwrap();
+    let count = async |conn: &mut sqlx::PgConnection| -> i64 {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM audit_log")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
+    };
+    let before = count(&mut conn).await;
+    assert!(before >= 1, "the lead's record is there");
+    for statement in [
+        "UPDATE audit_log SET changes = '{}'",
+        "UPDATE audit_log SET request_id = 'forged'",
+        "UPDATE audit_log SET hash = NULL, prev_hash = NULL",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "ALTER TABLE audit_log DISABLE ROW LEVEL SECURITY",
+        "DROP POLICY sealing ON audit_log",
+        "DROP TABLE audit_log",
+    ] {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let err = tx
+            .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())))
+            .await
+            .expect_err(statement);
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("42501"),
+            "{statement}: {err}"
+        );
+    }
+    assert_eq!(
+        count(&mut conn).await,
+        before,
+        "every record is still there"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_refuses_to_change_an_audit_record() {
+    let (store, path) = sqlite_file_store().await;
+    let s = services(store);
+    let (tenant, _) = new_tenant(&s).await;
+    s.leads.create(tenant, &lead_req("Kept")).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let err = conn
+        .execute("UPDATE audit_log SET request_id = 'forged'")
+        .await
+        .expect_err("append-only");
+    assert!(err.to_string().contains("append-only"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_writers_and_sealers_build_one_unbroken_chain() {
+    let s = services(pg_store().await);
+    let (tenant, _) = new_tenant(&s).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sealers: Vec<_> = (0..3)
+        .map(|_| {
+            let (s, stop) = (s.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    s.audit.seal_all().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..24)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let lead = s
+                    .leads
+                    .create(tenant, &lead_req(&format!("W{i}")))
+                    .await
+                    .unwrap();
+                let patch = leadline_domain::UpdateLeadRequest {
+                    status: Some(leadline_domain::LeadStatus::Contacted),
+                    expected_version: lead.version,
+                    ..Default::default()
+                };
+                s.leads.update(tenant, lead.id, &patch).await.unwrap();
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for sealer in sealers {
+        sealer.await.unwrap();
+    }
+    // The tenant's three records, then created, updated, and the status
+    // move's event, for each writer.
+    let expected = 3 + 24 * 3;
+    let state = eventually(
+        "the whole trail is sealed",
+        Duration::from_secs(30),
+        async || {
+            s.audit.seal_all().await.map_err(|e| e.to_string())?;
+            match s.audit.verify(tenant).await.map_err(|e| e.to_string())? {
+                Verdict::Intact(state) if state.unsealed == 0 => Ok(state),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(state.sealed, expected, "{state:?}");
+}
+
+/// A decision in the console is the signed-in person's, as the agent they
+/// act as.
+async fn console_decisions_are_the_signed_in_users(setup: Setup) {
+    let (s, app) = (&setup.services, &setup.app);
+    let (tenant, _) = new_tenant(s).await;
+    let invited = s
+        .people
+        .invite(
+            tenant,
+            leadline_domain::Email::parse("approver@acme.example").unwrap(),
+            leadline_domain::DisplayName::new("Approver").unwrap(),
+            leadline_domain::Role::Approver,
+        )
+        .await
+        .unwrap();
+    let signed = s
+        .people
+        .redeem_link(invited.link.expose(), "correct horse battery staple")
+        .await
+        .unwrap();
+    let (session, user) = s
+        .people
+        .session(signed.token.expose())
+        .await
+        .unwrap()
+        .expect("signed in");
+    let drafter = s
+        .agents
+        .create(tenant, &crate::support::agent_req("drafter@acme.example"))
+        .await
+        .unwrap();
+    let lead = s.leads.create(tenant, &lead_req("Lin")).await.unwrap();
+    let draft = leadline_domain::DraftApprovalRequest {
+        channel: leadline_domain::Channel::Email,
+        subject: None,
+        body: leadline_domain::MessageBody::new("hello").unwrap(),
+        requested_by: drafter.id,
+    };
+    let approval = s.approvals.draft(tenant, lead.id, &draft).await.unwrap();
+
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/approvals/{}/approve", approval.id))
+        .header(
+            header::COOKIE,
+            format!("ll_session={}", signed.token.expose()),
+        )
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-request-id", "console-approve")
+        .body(Body::from(format!("csrf={}", session.csrf_token)))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert!(
+        res.status().is_success() || res.status().is_redirection(),
+        "{}",
+        res.status()
+    );
+    let page = s
+        .audit
+        .list(
+            tenant,
+            &leadline_domain::AuditQuery {
+                entity: Some("approval".into()),
+                entity_id: Some(approval.id.as_uuid()),
+                actor: None,
+                since: None,
+                before: None,
+                limit: leadline_domain::PageLimit::DEFAULT,
+            },
+        )
+        .await
+        .unwrap();
+    let approved = &page.items[0].record;
+    assert_eq!(approved.action, "approval.approved");
+    assert_eq!(approved.actor.user_id, Some(user.id));
+    assert_eq!(approved.actor.agent_id, user.agent_id);
+    assert!(user.agent_id.is_some(), "an approver acts as an agent");
+    assert_eq!(approved.actor.key_id, None);
+    assert_eq!(approved.request_id.as_deref(), Some("console-approve"));
+    let changes: Value = serde_json::from_str(&approved.changes).unwrap();
+    assert_eq!(
+        changes["status"],
+        json!({"old": "pending", "new": "approved"})
+    );
+    assert_eq!(
+        changes["decided_by"],
+        json!({"old": null, "new": user.agent_id.unwrap().to_string()})
+    );
+}
