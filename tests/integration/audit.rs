@@ -217,6 +217,67 @@ async fn api_writes_are_audited_with_key_request_and_changed_fields(setup: Setup
     assert_eq!(events[0]["action"], "event.recorded");
     assert_eq!(events[0]["request_id"], "audit-patch");
 
+    // The lead's context can carry its newest records (for admins).
+    let (status, context) = call(
+        app,
+        &key,
+        Method::GET,
+        &format!("{lead_uri}/context?audit=5"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{context}");
+    assert_eq!(context["lead"]["status"], "contacted", "{context}");
+    let actions: Vec<&str> = context["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["lead.updated", "lead.created"], "{context}");
+    let (status, plain) = call(
+        app,
+        &key,
+        Method::GET,
+        &format!("{lead_uri}/context"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(plain.get("audit").is_none(), "only when asked: {plain}");
+    let (status, problem) = call(
+        app,
+        &key,
+        Method::GET,
+        &format!("{lead_uri}/context?audit=0"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let (_, viewer) = call(
+        app,
+        &key,
+        Method::POST,
+        "/v1/keys",
+        None,
+        json_body(&json!({"name": "viewer", "role": "viewer"})),
+    )
+    .await;
+    let viewer = viewer["secret"].as_str().unwrap();
+    let (status, problem) = call(
+        app,
+        viewer,
+        Method::GET,
+        &format!("{lead_uri}/context?audit=5"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+
     // Filters and keyset pages.
     let by_key = format!("/v1/audit?actor={key_id}&limit=1");
     let mut seen = Vec::new();
@@ -236,7 +297,11 @@ async fn api_writes_are_audited_with_key_request_and_changed_fields(setup: Setup
             None => break,
         }
     }
-    assert_eq!(seen.len(), 3, "lead created, lead updated, event: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        4,
+        "lead created, lead updated, event, viewer key: {seen:?}"
+    );
     let (_, none) = call(
         app,
         &key,
@@ -282,8 +347,8 @@ async fn api_writes_are_audited_with_key_request_and_changed_fields(setup: Setup
     match s.audit.verify(tenant).await.unwrap() {
         Verdict::Intact(state) => {
             // The tenant's creation (the tenant, its first key, separation
-            // of duties turned off), then the three writes above.
-            assert_eq!((state.sealed, state.unsealed), (6, 0), "{state:?}");
+            // of duties turned off), then the four writes above.
+            assert_eq!((state.sealed, state.unsealed), (7, 0), "{state:?}");
         }
         Verdict::Broken(b) => panic!("an untouched trail verifies: {b}"),
     }

@@ -83,7 +83,7 @@ struct ActorView {
 
 /// One audited write.
 #[derive(Debug, Serialize, ToSchema)]
-struct AuditEntryView {
+pub(crate) struct AuditEntryView {
     /// Its place in the tenant's trail (`tx-seq`, the change feed's order).
     id: String,
     /// When.
