@@ -783,3 +783,53 @@ async fn console_decisions_are_the_signed_in_users(setup: Setup) {
         json!({"old": null, "new": user.agent_id.unwrap().to_string()})
     );
 }
+
+/// `database.audit = false` (the bench's baseline) writes no records, on
+/// the one-statement append too, and still writes everything else.
+async fn audit_off_writes_no_records(store: leadline_store::Store) {
+    let s = services(store);
+    let (tenant, _) = new_tenant(&s).await;
+    let before = s
+        .audit
+        .chain(tenant, ChangePosition::default(), 1_000)
+        .await
+        .unwrap()
+        .len();
+    let lead = s.leads.create(tenant, &lead_req("Quiet")).await.unwrap();
+    let note = leadline_domain::AppendEventRequest {
+        kind: leadline_domain::EventKind::Note,
+        direction: leadline_domain::Direction::Internal,
+        content: None,
+        occurred_at: None,
+        actor: None,
+        metadata: leadline_domain::Metadata::default(),
+    };
+    let event = s.timeline.append(tenant, lead.id, &note).await.unwrap();
+    assert_eq!(event.lead_id, lead.id, "the write itself happened");
+    let after = s
+        .audit
+        .chain(tenant, ChangePosition::default(), 1_000)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(after, before, "nothing recorded");
+}
+
+mod audit_off {
+    fn off(settings: &mut leadline_store::StoreSettings) {
+        settings.audit = false;
+    }
+
+    #[tokio::test]
+    async fn on_sqlite() {
+        super::audit_off_writes_no_records(crate::support::sqlite_store_with(off).await).await;
+    }
+
+    #[tokio::test]
+    async fn on_postgres() {
+        let mut settings = crate::support::settings(&crate::support::pg().await.service_url);
+        off(&mut settings);
+        let store = leadline_store::Store::connect(&settings).await.unwrap();
+        super::audit_off_writes_no_records(store).await;
+    }
+}

@@ -148,6 +148,7 @@ impl Config {
                 "database.transaction_pooling",
                 db.transaction_pooling.to_string(),
             ),
+            ("database.audit", db.audit.to_string()),
             (
                 "database.listen_url",
                 db.listen_url.as_ref().map_or_else(
@@ -578,7 +579,7 @@ mod tests {
                 "{shown}"
             );
             assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
-            assert_eq!(config.describe().len(), 64, "every setting is listed");
+            assert_eq!(config.describe().len(), 65, "every setting is listed");
             Ok(())
         });
     }

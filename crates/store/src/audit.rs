@@ -26,12 +26,27 @@ use crate::{
     tx::transaction,
 };
 
+tokio::task_local! {
+    /// Set around a transaction attempt of a store with `database.audit`
+    /// off: [`record`] then writes nothing.
+    static UNAUDITED: ();
+}
+
+/// Runs `attempt` with auditing as `enabled` says.
+pub(crate) async fn within<T>(enabled: bool, attempt: impl std::future::Future<Output = T>) -> T {
+    if enabled {
+        attempt.await
+    } else {
+        UNAUDITED.scope((), attempt).await
+    }
+}
+
 /// Writes the audit records of the changes `list` records, in `txn`.
 pub(crate) async fn record_changes(
     txn: &DatabaseTransaction,
     list: &[Change],
 ) -> Result<(), Failure> {
-    if list.is_empty() {
+    if list.is_empty() || UNAUDITED.try_with(|()| ()).is_ok() {
         return Ok(());
     }
     let context = audit_context();
@@ -47,7 +62,7 @@ pub(crate) async fn record(
     txn: &DatabaseTransaction,
     records: &[AuditRecord],
 ) -> Result<(), Failure> {
-    if records.is_empty() {
+    if records.is_empty() || UNAUDITED.try_with(|()| ()).is_ok() {
         return Ok(());
     }
     match txn.get_database_backend() {

@@ -104,6 +104,8 @@ struct Inner {
     /// PostgreSQL behind a transaction-mode pooler
     /// (`database.transaction_pooling`).
     transaction_pooling: bool,
+    /// Whether writes record audit records (`database.audit`).
+    audit: bool,
     /// Where the change listener connects: `database.listen_url`, else the
     /// primary's URL; `None` when there is to be no listener.
     listen_options: Option<PgConnectOptions>,
@@ -123,6 +125,7 @@ impl Inner {
             changes: tokio::sync::broadcast::channel(1024).0,
             listener: std::sync::Mutex::new(None),
             transaction_pooling: false,
+            audit: true,
             listen_options: None,
         }
     }
@@ -284,6 +287,12 @@ impl Store {
         inner.replica = replica;
         inner.replica_current = replica_current;
         inner.transaction_pooling = settings.transaction_pooling && backend == Backend::Postgres;
+        inner.audit = settings.audit;
+        if !settings.audit {
+            tracing::warn!(
+                "database.audit is off: writes leave no audit record (meant for measuring what the trail costs)"
+            );
+        }
         inner.listen_options = listen_options;
         Ok(Self {
             inner: Arc::new(inner),
@@ -423,6 +432,11 @@ impl Store {
     /// Where the change listener's task is kept.
     pub(crate) fn listener_slot(&self) -> &std::sync::Mutex<Option<tokio::task::JoinHandle<()>>> {
         &self.inner.listener
+    }
+
+    /// Whether writes record audit records.
+    pub(crate) fn audits(&self) -> bool {
+        self.inner.audit
     }
 
     /// Whether PostgreSQL is reached through a transaction-mode pooler.

@@ -15,6 +15,30 @@ use crate::{
     tx::{ScopedSql, scoped_sql, transaction},
 };
 
+/// The event, written only onto a live lead of the tenant that it does
+/// not predate, as the CTE `appended`.
+macro_rules! append_event {
+    () => {
+        ", appended AS (INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, \
+         occurred_at, actor, metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, \
+         $4::text, $5::text, $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz \
+         FROM scope CROSS JOIN LATERAL (SELECT 1 FROM leads l WHERE l.tenant_id = $1::uuid \
+         AND l.tenant_id = scope.tenant_id \
+         AND l.id = $3::uuid AND l.deleted_at IS NULL AND l.created_at <= $7::timestamptz \
+         OFFSET 0) live \
+         ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id) "
+    };
+}
+
+/// Its change, from `appended`.
+macro_rules! log_change {
+    () => {
+        "INSERT INTO changes (tenant_id, type, entity_id, at, data) \
+         SELECT appended.tenant_id, 'event.recorded', appended.id, $10::timestamptz, $11::jsonb \
+         FROM appended"
+    };
+}
+
 /// An event's append as one statement ([`scoped_sql!`]): the implicit
 /// transaction commits with it, in the one round trip. The row's id is
 /// chosen before the first attempt, so a rerun after a connection broke
@@ -29,26 +53,26 @@ use crate::{
 /// [`EventRepository::append`] then reads which, and accepts a row under
 /// the id only if it is this event.
 ///
-/// Its change-log row is written by the same statement, from what the
-/// insert returned: both or neither.
+/// Its change-log row and its audit record are written by the same
+/// statement, from what the insert returned: all or none.
 const APPEND_SQL: ScopedSql = scoped_sql!(
-    ", appended AS (INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, \
-     occurred_at, actor, metadata, created_at) SELECT scope.tenant_id, $2::uuid, $3::uuid, \
-     $4::text, $5::text, $6::text, $7::timestamptz, $8::uuid, $9::jsonb, $10::timestamptz \
-     FROM scope CROSS JOIN LATERAL (SELECT 1 FROM leads l WHERE l.tenant_id = $1::uuid \
-     AND l.tenant_id = scope.tenant_id \
-     AND l.id = $3::uuid AND l.deleted_at IS NULL AND l.created_at <= $7::timestamptz \
-     OFFSET 0) live \
-     ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id), \
-     changed AS (INSERT INTO changes (tenant_id, type, entity_id, at, data) \
-     SELECT appended.tenant_id, 'event.recorded', appended.id, $10::timestamptz, $11::jsonb \
-     FROM appended) \
-     INSERT INTO audit_log (tenant_id, at, key_id, user_id, agent_id, request_id, entity, \
+    append_event!(),
+    ", changed AS (",
+    log_change!(),
+    ") INSERT INTO audit_log (tenant_id, at, key_id, user_id, agent_id, request_id, entity, \
      entity_id, action, changes, content_hash) \
      SELECT appended.tenant_id, $10::timestamptz, $12::uuid, $13::uuid, $14::uuid, $15::text, \
      'event', appended.id, 'event.recorded', $16::json, decode($17::text, 'hex') \
      FROM appended RETURNING entity_id"
 );
+
+/// [`APPEND_SQL`] without its audit record, for `database.audit = false`:
+/// the first [`UNAUDITED_VALUES`] values after the tenant.
+const APPEND_UNAUDITED_SQL: ScopedSql =
+    scoped_sql!(append_event!(), log_change!(), " RETURNING entity_id");
+
+/// How many of [`append_values`] [`APPEND_UNAUDITED_SQL`] takes.
+const UNAUDITED_VALUES: usize = 10;
 
 impl Store {
     /// One event by id, for recovering an idempotent append.
@@ -184,10 +208,20 @@ impl EventRepository for Store {
         // predates its lead, at no extra round trip; only a refused append
         // reads why.
         let result: Result<Result<(), AppendEventError>, Failure> = if one_statement {
-            match self
-                .scoped_statement("events.append", tenant, APPEND_SQL, append_values(&event))
+            let values = append_values(&event);
+            let appended = if self.audits() {
+                self.scoped_statement("events.append", tenant, APPEND_SQL, values)
+                    .await
+            } else {
+                self.scoped_statement(
+                    "events.append",
+                    tenant,
+                    APPEND_UNAUDITED_SQL,
+                    values.into_iter().take(UNAUDITED_VALUES),
+                )
                 .await
-            {
+            };
+            match appended {
                 Ok(rows) if rows.is_empty() => self.confirm_appended(&event).await,
                 Ok(_) => {
                     self.ping_changes(tenant);
@@ -299,5 +333,11 @@ mod tests {
         let last = format!("${}", super::APPEND_VALUES + 1);
         let beyond = format!("${}", super::APPEND_VALUES + 2);
         assert!(sql.contains(&last) && !sql.contains(&beyond), "{sql}");
+        // Without the trail: the same event and change, nothing more.
+        let bare = super::APPEND_UNAUDITED_SQL.as_str();
+        let last = format!("${}", super::UNAUDITED_VALUES + 1);
+        let beyond = format!("${}", super::UNAUDITED_VALUES + 2);
+        assert!(!bare.contains("audit_log"), "{bare}");
+        assert!(bare.contains(&last) && !bare.contains(&beyond), "{bare}");
     }
 }

@@ -73,6 +73,10 @@ pub struct StoreSettings {
     /// Database operations slower than this are logged (name and duration,
     /// never parameter values).
     pub slow_query_ms: u64,
+    /// Whether every write leaves an audit record (on by default). Off is
+    /// for measuring what the trail costs (`cargo xtask bench`): a
+    /// deployment that turns it off keeps no record of who changed what.
+    pub audit: bool,
 }
 
 impl Default for StoreSettings {
@@ -96,6 +100,7 @@ impl Default for StoreSettings {
             retry_min_delay_ms: 10,
             retry_max_delay_ms: 200,
             slow_query_ms: 250,
+            audit: true,
         }
     }
 }

@@ -131,10 +131,10 @@ impl RetryPolicy {
 /// routes a statement to one shard only on a distribution-column filter by
 /// value; tests/integration/distributable.rs checks every statement has one).
 macro_rules! scoped_sql {
-    ($body:literal) => {
+    ($($body:expr),+ $(,)?) => {
         $crate::tx::ScopedSql(concat!(
             "WITH scope AS MATERIALIZED (SELECT set_config('app.tenant_id', $1::uuid::text, true)::uuid AS tenant_id) ",
-            $body
+            $($body),+
         ))
     };
 }
@@ -186,20 +186,23 @@ macro_rules! transaction {
         let mut attempts = store.attempts($op);
         loop {
             let (outcome, recorded): (Result<_, $crate::errors::Failure>, bool) =
-                $crate::changes::tracking(async {
-                    let (txn, xid) = store.begin_on(tenant, access).await?;
-                    let value: Result<_, $crate::errors::Failure> = async {
-                        let $txn = &txn;
-                        $body
-                    }
-                    .await;
-                    // On an error the transaction is dropped, which rolls it
-                    // back (and, on SQLite, the pool checks that it did:
-                    // module docs).
-                    let value = value?;
-                    store.finish(txn, xid.as_deref(), access, $op).await?;
-                    Ok(value)
-                })
+                $crate::audit::within(
+                    store.audits(),
+                    $crate::changes::tracking(async {
+                        let (txn, xid) = store.begin_on(tenant, access).await?;
+                        let value: Result<_, $crate::errors::Failure> = async {
+                            let $txn = &txn;
+                            $body
+                        }
+                        .await;
+                        // On an error the transaction is dropped, which rolls it
+                        // back (and, on SQLite, the pool checks that it did:
+                        // module docs).
+                        let value = value?;
+                        store.finish(txn, xid.as_deref(), access, $op).await?;
+                        Ok(value)
+                    }),
+                )
                 .await;
             // Readers of the tenant's changes hear of a commit that grew
             // its log, and of no other.

@@ -444,6 +444,67 @@ impl Env<'_> {
     }
 }
 
+/// (5) and (6) on the serving instance (the trail on) and on a second one
+/// with `database.audit = false`, taking turns, [`GROWTH_RUNS`] runs each;
+/// the run with the median p50 of each stands for it. Approvals come fresh
+/// for every run: each can be approved once.
+async fn audit_cost(
+    env: &mut Env<'_>,
+    mode: &CacheMode,
+    audited: SocketAddr,
+    space: &Space,
+    pool: &sqlx::PgPool,
+    tenants: &[data::BenchTenant],
+    log: &mut CommandLog,
+) -> anyhow::Result<report::AuditCost> {
+    eprintln!("bench: the audit trail's cost: (5) and (6) with and without it");
+    let bare = env
+        .serve_with(
+            mode,
+            &[("LEADLINE_DATABASE__AUDIT", "false".to_owned())],
+            log,
+        )
+        .await?;
+    let mut runs: [Vec<Measured>; 4] = Default::default();
+    for run in 1..=GROWTH_RUNS {
+        for (slot, (label, addr)) in [("with the trail", audited), ("without", bare.addr)]
+            .into_iter()
+            .enumerate()
+        {
+            runs[slot].push(
+                measure_one(
+                    &format!("append an event, {label}, run {run}"),
+                    env.load(addr, CONNECTIONS),
+                    scenarios::append_event(space, false),
+                    log,
+                )
+                .await?,
+            );
+            let pending = data::pending_approvals(pool, tenants, 300_000).await?;
+            runs[2 + slot].push(
+                measure_one(
+                    &format!("approve, {label}, run {run}"),
+                    env.load(addr, CONNECTIONS),
+                    scenarios::approve(space, pending),
+                    log,
+                )
+                .await?,
+            );
+        }
+    }
+    drop(bare);
+    let [append_on, append_off, approve_on, approve_off] = runs.map(|mut r| {
+        r.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
+        r.swap_remove(r.len() / 2)
+    });
+    Ok(report::AuditCost {
+        append_on,
+        append_off,
+        approve_on,
+        approve_off,
+    })
+}
+
 /// Runs one load and turns it into a report row, printing a progress line.
 /// [`measure_one`] [`GROWTH_RUNS`] times, keeping the run with the median
 /// p50: at about 1 ms a single short run moved by ±15 % between identical
@@ -799,15 +860,11 @@ async fn measure(
     let warm_hot = plan.warm_hot.min(space.total()) as u64;
     let l1_capacity_bytes = (warm_hot * (context_size as u64 + 256) * 3 / 2).max(256 << 20);
     report.hot_l1_bytes = Some(l1_capacity_bytes);
-    let hot = env
-        .serve(
-            &CacheMode::TwoTier {
-                redis_url,
-                l1_capacity_bytes,
-            },
-            &mut report.commands,
-        )
-        .await?;
+    let hot_mode = CacheMode::TwoTier {
+        redis_url,
+        l1_capacity_bytes,
+    };
+    let hot = env.serve(&hot_mode, &mut report.commands).await?;
     let first = tenants.first().context("no tenants")?;
     eprintln!(
         "bench: (1) lead context, cache-hot: warming the {} hottest leads",
@@ -894,6 +951,18 @@ async fn measure(
             "approve a pending approval",
             env.load(hot.addr, CONNECTIONS),
             scenarios::approve(&space, pending),
+            &mut report.commands,
+        )
+        .await?,
+    );
+    report.audit_cost = Some(
+        audit_cost(
+            &mut env,
+            &hot_mode,
+            hot.addr,
+            &space,
+            &pool,
+            &tenants,
             &mut report.commands,
         )
         .await?,

@@ -268,6 +268,8 @@ pub struct Report {
     pub pending_available: usize,
     /// (6).
     pub approve: Option<Measured>,
+    /// (5) and (6) with and without the audit trail.
+    pub audit_cost: Option<AuditCost>,
     /// (7).
     pub mix: Option<Measured>,
     /// Cache counters during (7).
@@ -280,6 +282,44 @@ pub struct Report {
     pub sqlite: Option<super::sqlite::SqliteRuns>,
     /// The whole run.
     pub total: Duration,
+}
+
+/// (5) and (6) with the audit trail (`database.audit = true`, the default)
+/// and without it, each the median of its runs.
+#[derive(Debug)]
+pub struct AuditCost {
+    pub append_on: Measured,
+    pub append_off: Measured,
+    pub approve_on: Measured,
+    pub approve_off: Measured,
+}
+
+impl AuditCost {
+    /// `(label, with, without, cost)`: the throughput the trail takes away,
+    /// as a share of the throughput without it.
+    fn rows(&self) -> [(&'static str, &Measured, &Measured, f64); 2] {
+        let cost = |on: &Measured, off: &Measured| {
+            if off.rps > 0.0 {
+                1.0 - on.rps / off.rps
+            } else {
+                0.0
+            }
+        };
+        [
+            (
+                "(5) append an event",
+                &self.append_on,
+                &self.append_off,
+                cost(&self.append_on, &self.append_off),
+            ),
+            (
+                "(6) approve",
+                &self.approve_on,
+                &self.approve_off,
+                cost(&self.approve_on, &self.approve_off),
+            ),
+        ]
+    }
 }
 
 /// One events-growth point: appends and timeline pages at one connection
@@ -348,6 +388,7 @@ impl Report {
             event: None,
             pending_available: 0,
             approve: None,
+            audit_cost: None,
             mix: None,
             mix_cache: None,
             memory: None,
@@ -462,6 +503,20 @@ impl Report {
                     ),
                     measured: format!("{:.0} % ({:.0} req/s{one})", ratio * 100.0, run.rps),
                     met: ratio >= 0.5,
+                });
+            }
+        }
+        if let Some(cost) = &self.audit_cost {
+            for (label, on, off, cost) in cost.rows() {
+                out.push(Verdict {
+                    target: format!("{label}: the audit trail costs ≤ 20 % of its throughput"),
+                    measured: format!(
+                        "{:.0} % ({:.0} req/s with, {:.0} without)",
+                        cost * 100.0,
+                        on.rps,
+                        off.rps
+                    ),
+                    met: cost <= 0.2 && on.errors == 0 && off.errors == 0,
                 });
             }
         }
@@ -912,6 +967,34 @@ impl Report {
                 md,
                 "\n`--quick` stops at 100k leads; the full run adds the 1M point."
             );
+        }
+
+        if let Some(cost) = &self.audit_cost {
+            let _ = writeln!(
+                md,
+                "\n## The audit trail's cost\n\n\
+                 (5) and (6) at {CONNECTIONS} connections on the instance above and on a second \
+                 one started with `database.audit = false` (no audit record; the baseline only), \
+                 taking turns, {GROWTH_RUNS} runs each, the run with the median p50 shown; fresh \
+                 pending approvals for every approve run. With the trail every write also \
+                 inserts its audit record in the same transaction (the append: in the same one \
+                 statement), and `serve` seals the records every second.\n\n\
+                 | scenario | with req/s | with p50 | with p99 | without req/s | without p50 | without p99 | cost |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for (label, on, off, cost) in cost.rows() {
+                let _ = writeln!(
+                    md,
+                    "| {label} | {:.0} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} % |",
+                    on.rps,
+                    on.p50_ms,
+                    on.p99_ms,
+                    off.rps,
+                    off.p50_ms,
+                    off.p99_ms,
+                    cost * 100.0
+                );
+            }
         }
 
         if !self.events_growth.is_empty() {
