@@ -829,6 +829,12 @@ async fn workload(service_url: &str) {
     api.call(Method::GET, "/v1/audit?entity=lead&limit=5", None)
         .await;
     s.audit.tenants().await.unwrap();
+    api.call(
+        Method::POST,
+        "/v1/privacy/export",
+        Some(json!({"email": "kj@nasa.example"})),
+    )
+    .await;
     assert!(matches!(
         s.audit.verify(tenant).await.unwrap(),
         leadline_app::Verdict::Intact(_)

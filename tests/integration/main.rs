@@ -27,6 +27,7 @@ mod migrations;
 mod operations;
 mod people;
 mod pgbouncer;
+mod privacy;
 mod receiver;
 mod relay;
 mod replica;

@@ -65,6 +65,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("put", "/v1/settings/approvals", "admin"),
     ("get", "/v1/changes", "viewer"),
     ("get", "/v1/audit", "admin"),
+    ("post", "/v1/privacy/export", "admin"),
     ("get", "/v1/webhooks", "admin"),
     ("post", "/v1/webhooks", "admin"),
     ("get", "/v1/webhooks/{id}", "admin"),

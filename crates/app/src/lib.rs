@@ -14,6 +14,7 @@ mod exports;
 mod imports;
 mod keys;
 mod people;
+mod privacy;
 mod rate_limits;
 mod services;
 mod webhook_relay;
@@ -28,6 +29,7 @@ pub use exports::{COLUMNS as EXPORT_COLUMNS, ExportError, ExportQuery, ExportSer
 pub use imports::{BATCH_ROWS, CsvSource, ImportFailure, ImportOptions, ImportService, Record};
 pub use keys::{IssuedKey, KEY_FRESH, KeyService};
 pub use people::{InviteError, Invited, PeopleService, SignInError, SignedIn, lockout_ends};
+pub use privacy::PrivacyService;
 pub use rate_limits::{ClassLimits, LimitSetting, RateLimitService, RateLimitSettings};
 pub use services::{
     AgentService, BULK_MAX, BulkFailure, BulkOutcome, CreatedTenant, LeadService, Services,

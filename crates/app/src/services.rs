@@ -47,6 +47,8 @@ pub struct Services {
     pub changes: crate::ChangeFeed,
     /// The audit trail.
     pub audit: crate::AuditService,
+    /// Privacy requests.
+    pub privacy: crate::PrivacyService,
     /// Webhook endpoints.
     pub webhooks: crate::WebhookService,
     /// Idempotency keys, for the HTTP adapter's retry safety.
@@ -71,6 +73,7 @@ pub trait StorePorts:
     + leadline_ports::DeliveryRepository
     + leadline_ports::ChangeLog
     + leadline_ports::AuditTrail
+    + leadline_ports::PrivacyRepository
     + leadline_ports::WebhookRepository
     + leadline_ports::WebhookQueue
     + HealthCheck
@@ -93,6 +96,7 @@ impl<S> StorePorts for S where
         + leadline_ports::DeliveryRepository
         + leadline_ports::ChangeLog
         + leadline_ports::AuditTrail
+        + leadline_ports::PrivacyRepository
         + leadline_ports::WebhookRepository
         + leadline_ports::WebhookQueue
         + HealthCheck
@@ -136,6 +140,7 @@ impl Services {
             deliveries: crate::DeliveryService::new(store.clone()),
             changes: crate::ChangeFeed::new(store.clone(), crate::ChangeSettings::default()),
             audit: crate::AuditService::new(store.clone()),
+            privacy: crate::PrivacyService::new(store.clone()),
             webhooks: crate::WebhookService::new(store.clone(), store.clone()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),

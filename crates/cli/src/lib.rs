@@ -7,6 +7,7 @@ pub mod config;
 pub mod export;
 pub mod import;
 pub mod keys;
+pub mod privacy;
 pub mod run;
 pub mod users;
 

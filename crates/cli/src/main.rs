@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         what: ExportWhat,
     },
+    /// Privacy requests.
+    Privacy {
+        #[command(subcommand)]
+        action: PrivacyAction,
+    },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
@@ -83,6 +88,23 @@ enum Command {
     Roles {
         #[command(subcommand)]
         action: RolesAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PrivacyAction {
+    /// Everything a tenant holds about one person, as one JSON document
+    /// (as `POST /v1/privacy/export`); recorded in the audit trail.
+    Export {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The person's email.
+        #[arg(long)]
+        email: String,
+        /// Write it here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -356,6 +378,21 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
             println!("{}", created.api_key.expose());
         }
         Command::Keys { action } => keys(&config, action).await?,
+        Command::Privacy {
+            action: PrivacyAction::Export { tenant, email, out },
+        } => {
+            let json = run::with_services(&config, async |s| {
+                leadline::privacy::export(s, &tenant, &email).await
+            })
+            .await?;
+            match out {
+                Some(path) => {
+                    leadline::privacy::write_private(&path, &json)?;
+                    eprintln!("wrote {} bytes to {}", json.len(), path.display());
+                }
+                None => println!("{json}"),
+            }
+        }
         Command::Audit {
             action: AuditAction::Verify { tenant },
         } => {

@@ -150,7 +150,10 @@ impl AuditRecord {
     }
 
     /// The hash of everything the record says, over a canonical encoding (a
-    /// JSON array of its fields in a fixed order, the time as microseconds).
+    /// JSON array of its fields in a fixed order, the time as microseconds,
+    /// the changed fields as their own digest: a privacy erasure may replace
+    /// personal values in them, keeping the digest, without breaking the
+    /// chain).
     #[must_use]
     pub fn content_hash(&self) -> Hash {
         let id = |v: Option<uuid::Uuid>| v.map(|u| u.to_string());
@@ -165,10 +168,17 @@ impl AuditRecord {
             self.entity,
             self.entity_id.to_string(),
             self.action,
-            self.changes,
+            hex(&changes_digest(&self.changes)),
         ]);
         Sha256::digest(canonical.to_string().as_bytes()).into()
     }
+}
+
+/// The digest of a record's changed fields (their text), as its content
+/// hash covers them.
+#[must_use]
+pub fn changes_digest(changes: &str) -> Hash {
+    Sha256::digest(changes.as_bytes()).into()
 }
 
 /// The agent a change shows acting, for records whose caller named none.
@@ -298,6 +308,30 @@ pub struct AuditEntry {
     pub prev_hash: Option<Vec<u8>>,
     /// Its own link hash, once sealed.
     pub hash: Option<Vec<u8>>,
+}
+
+/// As the API shows it: `{id, at, actor, request_id, entity, entity_id,
+/// action, changes, hash, prev_hash}`, the changes as JSON and the hashes
+/// as hex (absent until sealed).
+impl Serialize for AuditEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let r = &self.record;
+        // Written by the store from a JSON object; shown as stored.
+        let changes: Value = serde_json::from_str(&r.changes).unwrap_or(Value::Null);
+        let mut out = s.serialize_struct("AuditEntry", 10)?;
+        out.serialize_field("id", &self.position)?;
+        out.serialize_field("at", &r.at)?;
+        out.serialize_field("actor", &r.actor)?;
+        out.serialize_field("request_id", &r.request_id)?;
+        out.serialize_field("entity", &r.entity)?;
+        out.serialize_field("entity_id", &r.entity_id)?;
+        out.serialize_field("action", &r.action)?;
+        out.serialize_field("changes", &changes)?;
+        out.serialize_field("hash", &self.hash.as_deref().map(hex))?;
+        out.serialize_field("prev_hash", &self.prev_hash.as_deref().map(hex))?;
+        out.end()
+    }
 }
 
 /// Where a chain broke, and how.

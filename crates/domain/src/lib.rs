@@ -20,6 +20,7 @@ pub mod ids;
 pub mod import;
 pub mod lead;
 pub mod page;
+pub mod privacy;
 pub mod rate;
 pub mod search;
 pub mod tenant;
@@ -60,6 +61,7 @@ pub use lead::{
     UpdateLeadRequest,
 };
 pub use page::{Page, PageLimit};
+pub use privacy::PersonData;
 pub use rate::{RateDecision, RateLimit, RateLimitError, RouteClass};
 pub use search::{
     MetadataFilter, SearchCursor, SearchField, SearchHit, SearchLeadsQuery, SearchText,

@@ -2,7 +2,7 @@
 //! what (the fields, old and new), when, on which request.
 
 use axum::{Json, extract::State};
-use leadline_domain::{AuditEntry, AuditQuery, ChangePosition, audit::hex};
+use leadline_domain::{AuditEntry, AuditQuery, ChangePosition};
 use leadline_ports::AuditError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -71,7 +71,8 @@ struct AuditParams {
 }
 
 /// Who made a write; all absent is leadline itself.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
 struct ActorView {
     /// The API key the request came with.
     key_id: Option<uuid::Uuid>,
@@ -81,8 +82,9 @@ struct ActorView {
     agent_id: Option<uuid::Uuid>,
 }
 
-/// One audited write.
-#[derive(Debug, Serialize, ToSchema)]
+/// One audited write (the schema of `leadline_domain::AuditEntry`'s JSON).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
 pub(crate) struct AuditEntryView {
     /// Its place in the tenant's trail (`tx-seq`, the change feed's order).
     id: String,
@@ -108,34 +110,12 @@ pub(crate) struct AuditEntryView {
     prev_hash: Option<String>,
 }
 
-impl From<AuditEntry> for AuditEntryView {
-    fn from(e: AuditEntry) -> Self {
-        let r = e.record;
-        Self {
-            id: e.position.to_string(),
-            at: r.at,
-            actor: ActorView {
-                key_id: r.actor.key_id.map(|k| k.as_uuid()),
-                user_id: r.actor.user_id.map(|u| u.as_uuid()),
-                agent_id: r.actor.agent_id.map(|a| a.as_uuid()),
-            },
-            request_id: r.request_id,
-            entity: r.entity,
-            entity_id: r.entity_id,
-            action: r.action,
-            // Written by the store from a JSON object; shown as stored.
-            changes: serde_json::from_str(&r.changes).unwrap_or(serde_json::Value::Null),
-            hash: e.hash.as_deref().map(hex),
-            prev_hash: e.prev_hash.as_deref().map(hex),
-        }
-    }
-}
-
 /// A page of the audit trail.
 #[derive(Debug, Serialize, ToSchema)]
 struct AuditPage {
     /// The records, newest first.
-    items: Vec<AuditEntryView>,
+    #[schema(value_type = Vec<AuditEntryView>)]
+    items: Vec<AuditEntry>,
     /// Where the next (older) page starts; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
@@ -204,8 +184,5 @@ async fn list(
     let page = state.services().audit.list(tenant.id, &query).await?;
     let ListResponse { items, next_cursor } =
         ListResponse::from_page(page, |e: &AuditEntry| e.position);
-    Ok(Json(AuditPage {
-        items: items.into_iter().map(AuditEntryView::from).collect(),
-        next_cursor,
-    }))
+    Ok(Json(AuditPage { items, next_cursor }))
 }

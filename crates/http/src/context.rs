@@ -89,9 +89,7 @@ async fn context(
                 limit,
             };
             let page = state.services().audit.list(tenant.id, &query).await?;
-            let records: Vec<crate::audit::AuditEntryView> =
-                page.items.into_iter().map(Into::into).collect();
-            Body::from(with_member(json.bytes(), "audit", &records)?)
+            Body::from(with_member(json.bytes(), "audit", &page.items)?)
         }
     };
     Ok((

@@ -37,6 +37,7 @@ mod imports;
 mod keys;
 mod observe;
 mod openapi;
+mod privacy;
 mod routes;
 mod search;
 mod server;
@@ -136,6 +137,7 @@ fn api() -> (
         .merge(deliveries::routes())
         .merge(changes::routes())
         .merge(audit::routes())
+        .merge(privacy::routes())
         .merge(webhooks::routes())
         .merge(keys::routes())
         .merge(users::routes())

@@ -28,6 +28,7 @@ mod health;
 mod imports;
 mod keys;
 mod people;
+mod privacy;
 mod rate;
 mod repositories;
 mod webhooks;
@@ -63,6 +64,9 @@ pub use keys::{ApiKeyRepository, KeyError, Rotated};
 #[cfg(feature = "mock")]
 pub use people::{MockSessionStore, MockUserRepository};
 pub use people::{PeopleError, RecentFailures, SessionStore, UserRepository};
+#[cfg(feature = "mock")]
+pub use privacy::MockPrivacyRepository;
+pub use privacy::{PrivacyError, PrivacyRepository};
 #[cfg(feature = "mock")]
 pub use rate::MockRateLimiter;
 pub use rate::{RateLimiter, RateLimits, RateSource, RateVerdict};

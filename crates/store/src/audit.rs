@@ -246,6 +246,37 @@ fn entry(row: &QueryResult, tenant: TenantId) -> Result<AuditEntry, Failure> {
     })
 }
 
+/// `tenant`'s records about any of `ids`, in log order, read in `txn`.
+pub(crate) async fn about(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    tenant: TenantId,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<AuditEntry>, Failure> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let mut p = Params {
+            backend,
+            values: Vec::with_capacity(chunk.len() + 1),
+        };
+        let tenant_param = p.push(tenant.as_uuid());
+        let list: Vec<String> = chunk.iter().map(|id| p.push(*id)).collect();
+        let sql = format!(
+            "SELECT {} FROM audit_log WHERE tenant_id = {tenant_param} AND entity_id IN ({})",
+            columns(backend),
+            list.join(", ")
+        );
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(db(backend), sql, p.values))
+            .await?;
+        for row in &rows {
+            out.push(entry(row, tenant)?);
+        }
+    }
+    out.sort_by_key(|e| e.position);
+    Ok(out)
+}
+
 fn signed(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -1008,6 +1008,26 @@ async fn every_operation_answers_as_documented() {
         .call(Method::GET, "/v1/audit", "/v1/audit?entity=nonsense", None)
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    // A privacy export: the person, or nobody.
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/privacy/export",
+            "/v1/privacy/export",
+            Some(json!({"email": "nobody@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["leads"], json!([]), "{}", r.body);
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/privacy/export",
+            "/v1/privacy/export",
+            Some(json!({"email": "nope"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     let r = c
         .call(
             Method::GET,

@@ -1,0 +1,40 @@
+//! `leadline privacy export --tenant SLUG --email E [--out FILE]`: the
+//! document `POST /v1/privacy/export` answers, for an operator.
+
+use std::{io::Write as _, path::Path};
+
+use leadline_app::Services;
+use leadline_domain::Email;
+
+/// Everything `tenant` holds about the person with `email`, as pretty JSON.
+///
+/// # Errors
+/// A bad email or tenant, naming its flag; the store's failures.
+pub async fn export(services: &Services, tenant: &str, email: &str) -> anyhow::Result<String> {
+    let tenant = crate::keys::tenant_of(services, tenant).await?;
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let data = services.privacy.export(tenant, &email).await?;
+    Ok(serde_json::to_string_pretty(&data)?)
+}
+
+/// Writes `json` to a new file at `path` that only its owner may read: it
+/// holds one person's personal data.
+///
+/// # Errors
+/// The file exists already, or cannot be written.
+pub fn write_private(path: &Path, json: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?;
+    file.write_all(json.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Privacy export against real databases: one person's leads (deleted ones
+//! too), their events, approvals, deliveries and audit records, and
+//! nothing of anyone else; the export itself is audited without the email.
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use http_body_util::BodyExt;
+use leadline_domain::{ApprovalAction, Channel, DraftApprovalRequest, Email, MessageBody};
+use leadline_http::{AppState, router};
+use leadline_store::Store;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::support::{agent_req, both_backends, lead_req, new_tenant, services};
+
+both_backends!(an_export_holds_the_person_and_no_one_else);
+
+async fn post(app: &Router, key: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn an_export_holds_the_person_and_no_one_else(store: Store) {
+    let s = services(store);
+    let app = router(AppState::new(s.clone()));
+    let (tenant, key) = new_tenant(&s).await;
+    let agent = s
+        .agents
+        .create(tenant, &agent_req("rep@acme.example"))
+        .await
+        .unwrap();
+    let person = |first: &str, email: &str| {
+        let mut req = lead_req(first);
+        req.email = Some(Email::parse(email).unwrap());
+        req
+    };
+    let lead = s
+        .leads
+        .create(tenant, &person("Pat", "pat.doe@example.com"))
+        .await
+        .unwrap();
+    let again = s
+        .leads
+        .create(tenant, &person("Patricia", "Pat.Doe@Example.com"))
+        .await
+        .unwrap();
+    let other = s
+        .leads
+        .create(tenant, &person("Sam", "sam@example.com"))
+        .await
+        .unwrap();
+    s.leads.delete(tenant, again.id).await.unwrap();
+    // A message to the person, approved and sent: an approval and a
+    // delivery, and their events.
+    let draft = DraftApprovalRequest {
+        channel: Channel::Email,
+        subject: None,
+        body: MessageBody::new("Hello Pat").unwrap(),
+        requested_by: agent.id,
+    };
+    let approval = s.approvals.draft(tenant, lead.id, &draft).await.unwrap();
+    for action in [
+        ApprovalAction::Approve { by: agent.id },
+        ApprovalAction::MarkSent { by: agent.id },
+    ] {
+        s.approvals.act(tenant, approval.id, &action).await.unwrap();
+    }
+    // Someone else's message, which must not appear.
+    s.approvals.draft(tenant, other.id, &draft).await.unwrap();
+
+    let (status, doc) = post(
+        &app,
+        &key,
+        "/v1/privacy/export",
+        json!({"email": "PAT.DOE@example.com"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["email"], "pat.doe@example.com");
+    let ids = |list: &str| -> Vec<String> {
+        doc[list]
+            .as_array()
+            .unwrap_or_else(|| panic!("{list}: {doc}"))
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids("leads"),
+        [lead.id.to_string(), again.id.to_string()],
+        "both leads, the deleted one too"
+    );
+    assert_eq!(ids("approvals"), [approval.id.to_string()]);
+    assert_eq!(doc["deliveries"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc["deliveries"][0]["approval_id"], approval.id.to_string());
+    let kinds: Vec<&str> = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["approval_decided", "email_sent"],
+        "the approval's events on Pat's lead, none of Sam's: {doc}"
+    );
+    let actions: Vec<&str> = doc["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "lead.created",
+        "lead.deleted",
+        "approval.drafted",
+        "approval.approved",
+        "approval.sent",
+        "event.recorded",
+    ] {
+        assert!(actions.contains(&expected), "{expected} in {actions:?}");
+    }
+    let text = doc.to_string();
+    assert!(!text.contains(&other.id.to_string()), "nobody else's lead");
+    assert!(!text.contains("sam@example.com"), "nobody else's email");
+
+    // The export is on the trail: which leads, how much; not the email.
+    let page = s
+        .audit
+        .list(
+            tenant,
+            &leadline_domain::AuditQuery {
+                entity: Some("person".into()),
+                entity_id: None,
+                actor: None,
+                since: None,
+                before: None,
+                limit: leadline_domain::PageLimit::DEFAULT,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let record = &page.items[0].record;
+    assert_eq!(record.action, "person.exported");
+    assert!(
+        record.changes.contains(&lead.id.to_string()),
+        "{}",
+        record.changes
+    );
+    assert!(!record.changes.contains("pat.doe"), "{}", record.changes);
+
+    // Nobody held is an answer; a bad email is a 422 naming it.
+    let (status, empty) = post(
+        &app,
+        &key,
+        "/v1/privacy/export",
+        json!({"email": "nobody@example.com"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{empty}");
+    assert_eq!(empty["leads"], json!([]));
+    let (status, problem) = post(&app, &key, "/v1/privacy/export", json!({"email": "nope"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "email", "{problem}");
+
+    // The command gives the same document, and writes it for its owner only.
+    let slug = s.tenants.get(tenant).await.unwrap().slug.to_string();
+    let json = leadline::privacy::export(&s, &slug, "pat.doe@example.com")
+        .await
+        .unwrap();
+    let cli: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(cli["leads"], doc["leads"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pat.json");
+    leadline::privacy::write_private(&path, &json).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        leadline::privacy::write_private(&path, &json).is_err(),
+        "an existing file is not overwritten"
+    );
+}
