@@ -41,20 +41,16 @@ pub(crate) async fn within<T>(enabled: bool, attempt: impl std::future::Future<O
     }
 }
 
-/// Writes the audit records of the changes `list` records, in `txn`.
-pub(crate) async fn record_changes(
-    txn: &DatabaseTransaction,
-    list: &[Change],
-) -> Result<(), Failure> {
-    if list.is_empty() || UNAUDITED.try_with(|()| ()).is_ok() {
-        return Ok(());
+/// The audit records of the changes `list` records, on behalf of the
+/// calling task; none where auditing is off.
+pub(crate) fn of_changes(list: &[Change]) -> Vec<AuditRecord> {
+    if UNAUDITED.try_with(|()| ()).is_ok() {
+        return Vec::new();
     }
     let context = audit_context();
-    let records: Vec<AuditRecord> = list
-        .iter()
+    list.iter()
         .map(|c| AuditRecord::of_change(c, &context))
-        .collect();
-    record(txn, &records).await
+        .collect()
 }
 
 /// Writes `records` in `txn`, in order.
@@ -86,11 +82,23 @@ struct Row<'a> {
     content_hash: String,
 }
 
-/// One statement for any number of rows: the rows as one JSON parameter.
-async fn insert_postgres(
-    txn: &DatabaseTransaction,
-    records: &[AuditRecord],
-) -> Result<(), Failure> {
+/// The PostgreSQL `INSERT` of audit rows given as the JSON array parameter
+/// `${param}` (see [`postgres_rows`]), in the array's order.
+pub(crate) fn postgres_insert(param: usize) -> String {
+    format!(
+        "INSERT INTO audit_log (tenant_id, at, key_id, user_id, agent_id, request_id, entity, \
+           entity_id, action, changes, content_hash) \
+         SELECT CAST(a.v->>'tenant_id' AS uuid), CAST(a.v->>'at' AS timestamptz), \
+           CAST(a.v->>'key_id' AS uuid), CAST(a.v->>'user_id' AS uuid), \
+           CAST(a.v->>'agent_id' AS uuid), a.v->>'request_id', a.v->>'entity', \
+           CAST(a.v->>'entity_id' AS uuid), a.v->>'action', CAST(a.v->>'changes' AS json), \
+           decode(a.v->>'content_hash', 'hex') \
+         FROM jsonb_array_elements(CAST(${param} AS jsonb)) WITH ORDINALITY AS a(v, n) ORDER BY a.n"
+    )
+}
+
+/// `records` as the JSON array [`postgres_insert`] reads.
+pub(crate) fn postgres_rows(records: &[AuditRecord]) -> Result<String, Failure> {
     let rows: Vec<Row<'_>> = records
         .iter()
         .map(|r| Row {
@@ -107,18 +115,18 @@ async fn insert_postgres(
             content_hash: hex(&r.content_hash()),
         })
         .collect();
-    let json = serde_json::to_string(&rows).map_err(|e| Failure::Other(e.into()))?;
+    serde_json::to_string(&rows).map_err(|e| Failure::Other(e.into()))
+}
+
+/// One statement for any number of rows: the rows as one JSON parameter.
+async fn insert_postgres(
+    txn: &DatabaseTransaction,
+    records: &[AuditRecord],
+) -> Result<(), Failure> {
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "INSERT INTO audit_log (tenant_id, at, key_id, user_id, agent_id, request_id, entity, \
-           entity_id, action, changes, content_hash) \
-         SELECT CAST(e.v->>'tenant_id' AS uuid), CAST(e.v->>'at' AS timestamptz), \
-           CAST(e.v->>'key_id' AS uuid), CAST(e.v->>'user_id' AS uuid), \
-           CAST(e.v->>'agent_id' AS uuid), e.v->>'request_id', e.v->>'entity', \
-           CAST(e.v->>'entity_id' AS uuid), e.v->>'action', CAST(e.v->>'changes' AS json), \
-           decode(e.v->>'content_hash', 'hex') \
-         FROM jsonb_array_elements(CAST($1 AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n",
-        [json.into()],
+        postgres_insert(1),
+        [postgres_rows(records)?.into()],
     ))
     .await?;
     Ok(())

@@ -8,6 +8,10 @@
 //! unpacks it (`jsonb_array_elements`) in the same statement and
 //! transaction. SQLite keeps the multi-row `INSERT`: it has no network to
 //! save and stores ids as blobs the JSON would have to spell.
+//!
+//! The change log goes this way for any number of rows, with the changes'
+//! audit records in the same statement (a data-modifying CTE): every write
+//! pays one round trip for both, not one each.
 
 use chrono::{DateTime, Utc};
 use leadline_domain::{Change, Event, Lead};
@@ -32,15 +36,9 @@ enum Kind {
     Cast(&'static str),
 }
 
-/// Inserts `rows` (serialized objects whose keys are the column names) into
-/// `table` in one statement, in order (identity columns number them in the
-/// array's order).
-async fn insert_json<R: Serialize>(
-    txn: &DatabaseTransaction,
-    table: &str,
-    columns: &[(&str, Kind)],
-    rows: &[R],
-) -> Result<(), Failure> {
+/// The `INSERT` of rows given as the JSON array `$1` into `table`, in the
+/// array's order (identity columns number them so).
+fn insert_sql(table: &str, columns: &[(&str, Kind)]) -> String {
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
     let values: Vec<String> = columns
         .iter()
@@ -50,16 +48,26 @@ async fn insert_json<R: Serialize>(
             Kind::Cast(ty) => format!("CAST(e.v->>'{name}' AS {ty})"),
         })
         .collect();
-    let sql = format!(
+    format!(
         "INSERT INTO {table} ({}) SELECT {} \
          FROM jsonb_array_elements(CAST($1 AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n",
         names.join(", "),
         values.join(", ")
-    );
+    )
+}
+
+/// Inserts `rows` (serialized objects whose keys are the column names) into
+/// `table` in one statement, in order.
+async fn insert_json<R: Serialize>(
+    txn: &DatabaseTransaction,
+    table: &str,
+    columns: &[(&str, Kind)],
+    rows: &[R],
+) -> Result<(), Failure> {
     let json = serde_json::to_string(rows).map_err(|e| Failure::Other(e.into()))?;
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        sql,
+        insert_sql(table, columns),
         [json.into()],
     ))
     .await?;
@@ -148,8 +156,13 @@ struct ChangeRow<'a> {
     data: &'a serde_json::Value,
 }
 
-/// Appends `changes` to the change log, in order.
-pub(crate) async fn changes(txn: &DatabaseTransaction, changes: &[Change]) -> Result<(), Failure> {
+/// Appends `changes` to the change log, in order, and `audited` (their
+/// audit records, or none) to the audit trail, in one statement.
+pub(crate) async fn changes(
+    txn: &DatabaseTransaction,
+    changes: &[Change],
+    audited: &[leadline_domain::AuditRecord],
+) -> Result<(), Failure> {
     let rows: Vec<ChangeRow<'_>> = changes
         .iter()
         .map(|c| ChangeRow {
@@ -160,8 +173,7 @@ pub(crate) async fn changes(txn: &DatabaseTransaction, changes: &[Change]) -> Re
             data: &c.data,
         })
         .collect();
-    insert_json(
-        txn,
+    let log = insert_sql(
         "changes",
         &[
             ("tenant_id", Kind::Cast("uuid")),
@@ -170,9 +182,26 @@ pub(crate) async fn changes(txn: &DatabaseTransaction, changes: &[Change]) -> Re
             ("at", Kind::Cast("timestamptz")),
             ("data", Kind::Json),
         ],
-        &rows,
-    )
-    .await
+    );
+    let json = serde_json::to_string(&rows).map_err(|e| Failure::Other(e.into()))?;
+    let (sql, values) = if audited.is_empty() {
+        (log, vec![json.into()])
+    } else {
+        (
+            format!(
+                "WITH logged AS ({log}) {}",
+                crate::audit::postgres_insert(2)
+            ),
+            vec![json.into(), crate::audit::postgres_rows(audited)?.into()],
+        )
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await?;
+    Ok(())
 }
 
 #[derive(Serialize)]

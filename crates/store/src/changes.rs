@@ -53,17 +53,18 @@ pub(crate) async fn record(txn: &DatabaseTransaction, list: &[Change]) -> Result
         // Outside a tracked attempt there is nobody to tell.
         let _ = RECORDED.try_with(|recorded| recorded.set(true));
     }
-    if txn.get_database_backend() == DbBackend::Postgres && list.len() >= crate::bulk::MIN_ROWS {
-        crate::bulk::changes(txn, list).await?;
-    } else {
-        for chunk in list.chunks(crate::rows_per_insert(6)) {
-            changes::Entity::insert_many(chunk.iter().map(changes::ActiveModel::from))
-                .exec_without_returning(txn)
-                .await?;
-        }
-    }
     // Every change is an audited write too.
-    crate::audit::record_changes(txn, list).await
+    let audited = crate::audit::of_changes(list);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        // Both in one statement: one round trip for any number of rows.
+        return crate::bulk::changes(txn, list, &audited).await;
+    }
+    for chunk in list.chunks(crate::rows_per_insert(6)) {
+        changes::Entity::insert_many(chunk.iter().map(changes::ActiveModel::from))
+            .exec_without_returning(txn)
+            .await?;
+    }
+    crate::audit::record(txn, &audited).await
 }
 
 fn position(tx: &str, seq: i64) -> Result<ChangePosition, Failure> {
