@@ -95,6 +95,7 @@ macro_rules! on_both {
 }
 
 on_both!(
+    records_deleted_from_the_end_are_found_by_the_anchor,
     api_writes_are_audited_with_key_request_and_changed_fields,
     key_changes_are_audited_without_their_secret,
     imported_leads_are_the_importing_requests,
@@ -344,13 +345,13 @@ async fn api_writes_are_audited_with_key_request_and_changed_fields(setup: Setup
     }
 
     // The chain holds every record.
-    match s.audit.verify(tenant).await.unwrap() {
+    match s.audit.verify(tenant, None).await.unwrap() {
         Verdict::Intact(state) => {
             // The tenant's creation (the tenant, its first key, separation
             // of duties turned off), then the four writes above.
             assert_eq!((state.sealed, state.unsealed), (7, 0), "{state:?}");
         }
-        Verdict::Broken(b) => panic!("an untouched trail verifies: {b}"),
+        other => panic!("an untouched trail verifies: {other:?}"),
     }
 }
 
@@ -519,7 +520,7 @@ async fn tampering_is_found_at_the_first_bad_record(setup: Setup) {
         assert_eq!(seqs.len(), 5);
         setup.owner.execute(&tamper.sql(&seqs)).await;
 
-        let verdict = s.audit.verify(tenant).await.unwrap();
+        let verdict = s.audit.verify(tenant, None).await.unwrap();
         let Verdict::Broken(broken) = verdict else {
             panic!("{tamper:?} went unnoticed: {verdict:?}");
         };
@@ -530,7 +531,10 @@ async fn tampering_is_found_at_the_first_bad_record(setup: Setup) {
         );
         // The command an operator runs says so, naming the record.
         let slug = s.tenants.get(tenant).await.unwrap().slug.to_string();
-        let checked = leadline::audit::verify(s, Some(&slug)).await.unwrap();
+        let mut anchors = leadline::audit::Anchors::new();
+        let checked = leadline::audit::verify(s, Some(&slug), &mut anchors)
+            .await
+            .unwrap();
         let line = checked[0].describe();
         assert!(
             line.contains("BROKEN") && line.contains(&broken.position.to_string()),
@@ -684,7 +688,12 @@ async fn concurrent_writers_and_sealers_build_one_unbroken_chain() {
         Duration::from_secs(30),
         async || {
             s.audit.seal_all().await.map_err(|e| e.to_string())?;
-            match s.audit.verify(tenant).await.map_err(|e| e.to_string())? {
+            match s
+                .audit
+                .verify(tenant, None)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 Verdict::Intact(state) if state.unsealed == 0 => Ok(state),
                 other => Err(format!("{other:?}")),
             }
@@ -832,4 +841,60 @@ mod audit_off {
         let store = leadline_store::Store::connect(&settings).await.unwrap();
         super::audit_off_writes_no_records(store).await;
     }
+}
+
+/// A chain alone cannot show that its newest records were deleted: the
+/// anchor an earlier verification left (outside the database) can.
+async fn records_deleted_from_the_end_are_found_by_the_anchor(setup: Setup) {
+    let s = &setup.services;
+    let (tenant, _) = new_tenant(s).await;
+    for name in ["A", "B", "C"] {
+        s.leads.create(tenant, &lead_req(name)).await.unwrap();
+    }
+    let slug = s.tenants.get(tenant).await.unwrap().slug.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("anchors.json");
+
+    // The first verification leaves its anchor; a later write moves it on.
+    let mut anchors = leadline::audit::read_anchors(&file).unwrap();
+    let checked = leadline::audit::verify(s, Some(&slug), &mut anchors)
+        .await
+        .unwrap();
+    assert!(!checked[0].is_broken(), "{}", checked[0].describe());
+    leadline::audit::write_anchors(&file, &anchors).unwrap();
+    let first = anchors[&tenant].clone();
+    s.leads.create(tenant, &lead_req("D")).await.unwrap();
+    let mut anchors = leadline::audit::read_anchors(&file).unwrap();
+    assert_eq!(anchors[&tenant], first, "the file holds what was written");
+    let checked = leadline::audit::verify(s, Some(&slug), &mut anchors)
+        .await
+        .unwrap();
+    assert!(!checked[0].is_broken(), "{}", checked[0].describe());
+    let second = anchors[&tenant].clone();
+    assert!(second.position > first.position && second.sealed == first.sealed + 1);
+
+    // The newest record deleted: every record left still chains, but the
+    // anchor's record is gone.
+    setup
+        .owner
+        .execute(&format!(
+            "DELETE FROM audit_log WHERE seq = {}",
+            second.position.seq
+        ))
+        .await;
+    let checked = leadline::audit::verify(s, Some(&slug), &mut anchors)
+        .await
+        .unwrap();
+    let line = checked[0].describe();
+    assert!(
+        matches!(checked[0].verdict, Verdict::Truncated { .. }),
+        "{line}"
+    );
+    assert!(line.contains(&second.position.to_string()), "{line}");
+    assert_eq!(anchors[&tenant], second, "a broken trail keeps its anchor");
+    // Without the anchor the same trail looks whole: that is what it is for.
+    assert!(matches!(
+        s.audit.verify(tenant, None).await.unwrap(),
+        Verdict::Intact(_)
+    ));
 }

@@ -836,7 +836,7 @@ async fn workload(service_url: &str) {
     )
     .await;
     assert!(matches!(
-        s.audit.verify(tenant).await.unwrap(),
+        s.audit.verify(tenant, None).await.unwrap(),
         leadline_app::Verdict::Intact(_)
     ));
 

@@ -19,18 +19,36 @@ use crate::support::{agent_req, both_backends, lead_req, new_tenant, services};
 both_backends!(an_export_holds_the_person_and_no_one_else);
 
 async fn post(app: &Router, key: &str, uri: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::builder()
+    let (status, _, body) = post_with(app, key, uri, body, &[]).await;
+    (status, body)
+}
+
+async fn post_with(
+    app: &Router,
+    key: &str,
+    uri: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut req = Request::builder()
         .method(Method::POST)
         .uri(uri)
         .header(header::AUTHORIZATION, format!("Bearer {key}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
+        .header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
         .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status();
+    let headers = res.headers().clone();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     (
         status,
+        headers,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
@@ -165,6 +183,39 @@ async fn an_export_holds_the_person_and_no_one_else(store: Store) {
     );
     assert!(!record.changes.contains("pat.doe"), "{}", record.changes);
 
+    // An export is never stored for replay (it is one person's data, and
+    // a replay would go unrecorded): under an idempotency key each call
+    // runs and is recorded.
+    for _ in 0..2 {
+        let (status, headers, again) = post_with(
+            &app,
+            &key,
+            "/v1/privacy/export",
+            json!({"email": "pat.doe@example.com"}),
+            &[("idempotency-key", "export-1")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert!(headers.get("idempotent-replayed").is_none());
+        assert_eq!(again["leads"], doc["leads"]);
+    }
+    let exported = s
+        .audit
+        .list(
+            tenant,
+            &leadline_domain::AuditQuery {
+                entity: Some("person".into()),
+                entity_id: None,
+                actor: None,
+                since: None,
+                before: None,
+                limit: leadline_domain::PageLimit::DEFAULT,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(exported.items.len(), 3, "every export is on the trail");
+
     // Nobody held is an answer; a bad email is a 422 naming it.
     let (status, empty) = post(
         &app,
@@ -188,14 +239,16 @@ async fn an_export_holds_the_person_and_no_one_else(store: Store) {
     assert_eq!(cli["leads"], doc["leads"]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pat.json");
-    leadline::privacy::write_private(&path, &json).unwrap();
+    let file = leadline::privacy::create_private(&path).unwrap();
+    leadline::privacy::write_all(file, &json).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim_end(), json);
     assert!(
-        leadline::privacy::write_private(&path, &json).is_err(),
+        leadline::privacy::create_private(&path).is_err(),
         "an existing file is not overwritten"
     );
 }

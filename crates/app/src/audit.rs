@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use leadline_domain::{
-    AuditEntry, AuditQuery, ChainBreak, ChainState, ChangePosition, Page, TenantId,
+    Anchor, AuditEntry, AuditQuery, ChainBreak, ChainState, ChangePosition, Page, TenantId,
 };
 use leadline_ports::{AuditError, AuditTrail};
 
@@ -26,6 +26,15 @@ pub enum Verdict {
     Intact(ChainState),
     /// The first record that is not.
     Broken(ChainBreak),
+    /// Every record chains, but the record an earlier verification ended
+    /// at is gone or changed: records were deleted from the end, or the
+    /// chain was rewritten from before it.
+    Truncated {
+        /// What the earlier verification left.
+        anchor: Anchor,
+        /// The chain as it stands.
+        state: ChainState,
+    },
 }
 
 impl AuditService {
@@ -48,26 +57,40 @@ impl AuditService {
     }
 
     /// Seals what is ready, then walks `tenant`'s whole trail in chain
-    /// order, checking every record.
+    /// order, checking every record, and that the record `anchor` (where
+    /// an earlier verification ended) is still there, unchanged.
     ///
     /// # Errors
     /// The store's failures (a broken chain is a [`Verdict`], not an error).
-    pub async fn verify(&self, tenant: TenantId) -> Result<Verdict, AuditError> {
+    pub async fn verify(
+        &self,
+        tenant: TenantId,
+        anchor: Option<&Anchor>,
+    ) -> Result<Verdict, AuditError> {
         self.seal_all().await?;
         let mut state = ChainState::start();
         let mut after = ChangePosition::default();
+        let mut anchored = anchor.is_none();
         loop {
             let batch = self.trail.chain(tenant, after, VERIFY_BATCH).await?;
             for entry in &batch {
                 if let Err(broken) = state.check(entry) {
                     return Ok(Verdict::Broken(broken));
                 }
+                anchored |= anchor.is_some_and(|a| a.holds(entry));
             }
             match batch.last() {
                 Some(last) if batch.len() == VERIFY_BATCH as usize => after = last.position,
-                _ => return Ok(Verdict::Intact(state)),
+                _ => break,
             }
         }
+        Ok(match anchor {
+            Some(anchor) if !anchored => Verdict::Truncated {
+                anchor: anchor.clone(),
+                state,
+            },
+            _ => Verdict::Intact(state),
+        })
     }
 
     /// Up to `limit` of `tenant`'s records after `after`, in chain order.

@@ -116,6 +116,10 @@ enum AuditAction {
         /// Only this tenant (its slug).
         #[arg(long)]
         tenant: Option<String>,
+        /// Where each tenant's last verification ended (read, then
+        /// updated): keep it where the database's owner cannot write.
+        #[arg(long)]
+        anchors: Option<PathBuf>,
     },
 }
 
@@ -381,29 +385,47 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
         Command::Privacy {
             action: PrivacyAction::Export { tenant, email, out },
         } => {
-            let json = run::with_services(&config, async |s| {
+            let file = out
+                .as_deref()
+                .map(leadline::privacy::create_private)
+                .transpose()?;
+            let exported = run::with_services(&config, async |s| {
                 leadline::privacy::export(s, &tenant, &email).await
             })
-            .await?;
-            match out {
-                Some(path) => {
-                    leadline::privacy::write_private(&path, &json)?;
+            .await;
+            match (exported, file, out) {
+                (Ok(json), Some(file), Some(path)) => {
+                    leadline::privacy::write_all(file, &json)?;
                     eprintln!("wrote {} bytes to {}", json.len(), path.display());
                 }
-                None => println!("{json}"),
+                (Ok(json), _, _) => println!("{json}"),
+                (Err(e), _, path) => {
+                    // Nothing was exported: no empty file stays behind.
+                    if let Some(path) = path {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e);
+                }
             }
         }
         Command::Audit {
-            action: AuditAction::Verify { tenant },
+            action: AuditAction::Verify { tenant, anchors },
         } => {
+            let mut kept = match &anchors {
+                Some(path) => leadline::audit::read_anchors(path)?,
+                None => leadline::audit::Anchors::new(),
+            };
             let checked = run::with_services(&config, async |s| {
-                leadline::audit::verify(s, tenant.as_deref()).await
+                leadline::audit::verify(s, tenant.as_deref(), &mut kept).await
             })
             .await?;
+            if let Some(path) = &anchors {
+                leadline::audit::write_anchors(path, &kept)?;
+            }
             let mut broken = false;
             for c in &checked {
                 println!("{}", c.describe());
-                broken |= matches!(c.verdict, leadline_app::Verdict::Broken(_));
+                broken |= c.is_broken();
             }
             if broken {
                 return Ok(ExitCode::FAILURE);

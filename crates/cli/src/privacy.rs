@@ -17,12 +17,13 @@ pub async fn export(services: &Services, tenant: &str, email: &str) -> anyhow::R
     Ok(serde_json::to_string_pretty(&data)?)
 }
 
-/// Writes `json` to a new file at `path` that only its owner may read: it
-/// holds one person's personal data.
+/// A new file at `path` that only its owner may read (it will hold one
+/// person's personal data), opened before the export runs so that a path
+/// that cannot be written costs no export (and no audit record of one).
 ///
 /// # Errors
-/// The file exists already, or cannot be written.
-pub fn write_private(path: &Path, json: &str) -> anyhow::Result<()> {
+/// The file exists already, or cannot be created.
+pub fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -30,9 +31,16 @@ pub fn write_private(path: &Path, json: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options
+    options
         .open(path)
-        .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))
+}
+
+/// Writes `json` to `file` and makes it durable.
+///
+/// # Errors
+/// The write fails.
+pub fn write_all(mut file: std::fs::File, json: &str) -> anyhow::Result<()> {
     file.write_all(json.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()?;

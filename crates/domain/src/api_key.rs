@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::{Access, ApiKeyId, DisplayName, TenantId};
 
-const PREFIX: &str = "ll_";
+const PREFIX: &str = ApiKeyToken::PREFIX;
 const SECRET_BYTES: usize = 24;
 
 /// A bearer token as presented by a client, or as freshly generated.
@@ -35,6 +35,9 @@ pub struct ApiKeyToken {
 pub struct ParseApiKeyError;
 
 impl ApiKeyToken {
+    /// How every token starts.
+    pub const PREFIX: &'static str = "ll_";
+
     /// Builds a token for `tenant_id` from random bytes supplied by the
     /// caller (the domain does no I/O, randomness included).
     #[must_use]

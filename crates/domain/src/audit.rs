@@ -382,6 +382,8 @@ impl fmt::Display for BreakKind {
 pub struct ChainState {
     /// The last sealed link hash ([`GENESIS`] for none).
     pub head: Hash,
+    /// Where the last sealed record is (the start of the log for none).
+    pub head_position: ChangePosition,
     /// Sealed entries checked.
     pub sealed: u64,
     /// Entries written but not sealed yet (at the end of the log).
@@ -394,6 +396,7 @@ impl ChainState {
     pub const fn start() -> Self {
         Self {
             head: GENESIS,
+            head_position: ChangePosition { tx: 0, seq: 0 },
             sealed: 0,
             unsealed: 0,
         }
@@ -428,11 +431,47 @@ impl ChainState {
                     return Err(fail(BreakKind::BadLink));
                 }
                 self.head = expected;
+                self.head_position = entry.position;
                 self.sealed += 1;
             }
             _ => self.unsealed += 1,
         }
         Ok(())
+    }
+}
+
+/// Where a verification ended, kept outside the database (`leadline audit
+/// verify --anchors FILE`): the next verification must find this record,
+/// unchanged, in the chain. A chain alone cannot show that its newest
+/// records were deleted, or that it was rewritten whole from some record
+/// on; a record known from before can.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Anchor {
+    /// The record's place.
+    pub position: ChangePosition,
+    /// Its link hash, hex.
+    pub hash: String,
+    /// How many records were chained up to it.
+    pub sealed: u64,
+}
+
+impl Anchor {
+    /// The anchor a verification that ended in `state` leaves, if any
+    /// record was chained.
+    #[must_use]
+    pub fn of(state: &ChainState) -> Option<Self> {
+        (state.sealed > 0).then(|| Self {
+            position: state.head_position,
+            hash: hex(&state.head),
+            sealed: state.sealed,
+        })
+    }
+
+    /// Whether `entry` is this anchor's record, unchanged.
+    #[must_use]
+    pub fn holds(&self, entry: &AuditEntry) -> bool {
+        entry.position == self.position
+            && entry.hash.as_deref().map(hex).as_deref() == Some(&self.hash)
     }
 }
 

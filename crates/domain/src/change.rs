@@ -332,6 +332,13 @@ impl Serialize for ChangePosition {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ChangePosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A change as the log holds it: `{id, type, entity, entity_id, at, data}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedChange {

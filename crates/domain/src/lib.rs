@@ -40,7 +40,8 @@ pub use approval::{
     EditDraftRequest, IdempotencyKey, MessageBody, RejectionReason, Subject, approval_can_move,
 };
 pub use audit::{
-    Actor, AuditContext, AuditEntry, AuditQuery, AuditRecord, BreakKind, ChainBreak, ChainState,
+    Actor, Anchor, AuditContext, AuditEntry, AuditQuery, AuditRecord, BreakKind, ChainBreak,
+    ChainState,
 };
 pub use change::{Change, ChangeFilter, ChangePosition, ChangeType, LoggedChange, StaleContexts};
 pub use delivery::{

@@ -30,13 +30,21 @@ impl From<AuditError> for ApiError {
     }
 }
 
+/// The first byte of an audit cursor's key: without it the key would be
+/// 16 bytes, as long as an id cursor, and each list would take the other's.
+const AUDIT_KEY: u8 = b'A';
+
 impl Keyset for ChangePosition {
     fn write(&self, out: &mut Vec<u8>) {
+        out.push(AUDIT_KEY);
         out.extend_from_slice(&self.tx.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
     }
 
     fn read(bytes: &[u8]) -> Option<Self> {
+        let (&AUDIT_KEY, bytes) = bytes.split_first()? else {
+            return None;
+        };
         if bytes.len() != 16 {
             return None;
         }
@@ -185,4 +193,28 @@ async fn list(
     let ListResponse { items, next_cursor } =
         ListResponse::from_page(page, |e: &AuditEntry| e.position);
     Ok(Json(AuditPage { items, next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use leadline_domain::ChangePosition;
+
+    use crate::cursor::{decode, encode};
+
+    #[test]
+    fn audit_cursors_round_trip_and_are_no_id_cursors() {
+        let position = ChangePosition { tx: 958, seq: 12 };
+        assert_eq!(
+            decode::<ChangePosition>(Some(&encode(&position))).ok(),
+            Some(Some(position))
+        );
+        let id = uuid::Uuid::now_v7();
+        assert!(decode::<ChangePosition>(Some(&encode(&id))).is_err());
+        assert!(decode::<uuid::Uuid>(Some(&encode(&position))).is_err());
+        let beyond = ChangePosition {
+            tx: u64::MAX,
+            seq: 1,
+        };
+        assert!(decode::<ChangePosition>(Some(&encode(&beyond))).is_err());
+    }
 }

@@ -183,6 +183,11 @@ fn acceptable_request_id(value: &HeaderValue) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+        // An API key pasted into the wrong header would be logged and kept
+        // in the audit trail as the request's id.
+        && !bytes
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case(leadline_domain::ApiKeyToken::PREFIX.as_bytes()))
 }
 
 /// Drops a caller's `X-Request-Id` that [`acceptable_request_id`] refuses,
@@ -261,6 +266,9 @@ mod tests {
             "a b",
             "a\tb",
             long.as_str(),
+            // A key pasted into the wrong header.
+            "ll_0192f3a4b5c6d7e8f9a0b1c2d3e4f5a6_0123456789abcdef",
+            "LL_0192f3a4",
         ] {
             let value = HeaderValue::from_str(bad).expect("a header value");
             assert!(!acceptable_request_id(&value), "{bad:?}");
