@@ -248,16 +248,22 @@ async fn api_writes_are_audited_with_key_request_and_changed_fields(setup: Setup
     .await;
     assert_eq!(status, StatusCode::OK);
     assert!(plain.get("audit").is_none(), "only when asked: {plain}");
-    let (status, problem) = call(
-        app,
-        &key,
-        Method::GET,
-        &format!("{lead_uri}/context?audit=0"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    for query in ["audit=0", "adit=5"] {
+        let (status, problem) = call(
+            app,
+            &key,
+            Method::GET,
+            &format!("{lead_uri}/context?{query}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {problem}"
+        );
+    }
     let (_, viewer) = call(
         app,
         &key,

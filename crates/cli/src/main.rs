@@ -385,6 +385,8 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
         Command::Privacy {
             action: PrivacyAction::Export { tenant, email, out },
         } => {
+            // `--out -` is standard output, as usual.
+            let out = out.filter(|path| path.as_os_str() != "-");
             let file = out
                 .as_deref()
                 .map(leadline::privacy::create_private)

@@ -22,9 +22,11 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(preload))
 }
 
-/// Query of `GET /v1/leads/{id}/context`.
+/// Query of `GET /v1/leads/{id}/context`. Unknown parameters are refused,
+/// as on every route: a misspelt `audit` must not silently drop it.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct ContextParams {
     /// Also the lead's newest audit records, this many (1 to 100), as
     /// `audit` (the `admin` scope only: they hold the lead's earlier
