@@ -215,6 +215,20 @@ async fn an_export_holds_the_person_and_no_one_else(store: Store) {
         .await
         .unwrap();
     assert_eq!(exported.items.len(), 3, "every export is on the trail");
+    // A malformed key is refused, as on every route.
+    let (status, _, problem) = post_with(
+        &app,
+        &key,
+        "/v1/privacy/export",
+        json!({"email": "pat.doe@example.com"}),
+        &[("idempotency-key", "")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(
+        problem["errors"][0]["field"], "Idempotency-Key",
+        "{problem}"
+    );
 
     // Nobody held is an answer; a bad email is a 422 naming it.
     let (status, empty) = post(

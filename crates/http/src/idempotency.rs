@@ -81,8 +81,20 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
     // A privacy export writes nothing a retry could repeat but its own
     // audit record, and its answer is one person's data: storing it would
     // keep that data, and replay it to any key of the tenant unrecorded.
-    // Every call runs, and is recorded.
+    // A well-formed key is accepted and every call runs, and is recorded.
     if request.uri().path() == "/v1/privacy/export" {
+        let valid = request
+            .headers()
+            .get(HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| IdempotencyKey::new(v).is_ok());
+        if !valid {
+            return ApiError::invalid_field(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+            .into_response();
+        }
         return next.run(request).await;
     }
     // A webhook's or API key's create and rotate, and a user's invitation
