@@ -770,14 +770,11 @@ async fn console_decisions_are_the_signed_in_users(setup: Setup) {
         .audit
         .list(
             tenant,
-            &leadline_domain::AuditQuery {
-                entity: Some("approval".into()),
-                entity_id: Some(approval.id.as_uuid()),
-                actor: None,
-                since: None,
-                before: None,
-                limit: leadline_domain::PageLimit::DEFAULT,
-            },
+            &leadline_domain::AuditQuery::about(
+                "approval",
+                Some(approval.id.as_uuid()),
+                leadline_domain::PageLimit::DEFAULT,
+            ),
         )
         .await
         .unwrap();

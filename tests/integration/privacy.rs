@@ -162,14 +162,11 @@ async fn an_export_holds_the_person_and_no_one_else(store: Store) {
         .audit
         .list(
             tenant,
-            &leadline_domain::AuditQuery {
-                entity: Some("person".into()),
-                entity_id: None,
-                actor: None,
-                since: None,
-                before: None,
-                limit: leadline_domain::PageLimit::DEFAULT,
-            },
+            &leadline_domain::AuditQuery::about(
+                "person",
+                None,
+                leadline_domain::PageLimit::DEFAULT,
+            ),
         )
         .await
         .unwrap();
@@ -203,14 +200,11 @@ async fn an_export_holds_the_person_and_no_one_else(store: Store) {
         .audit
         .list(
             tenant,
-            &leadline_domain::AuditQuery {
-                entity: Some("person".into()),
-                entity_id: None,
-                actor: None,
-                since: None,
-                before: None,
-                limit: leadline_domain::PageLimit::DEFAULT,
-            },
+            &leadline_domain::AuditQuery::about(
+                "person",
+                None,
+                leadline_domain::PageLimit::DEFAULT,
+            ),
         )
         .await
         .unwrap();

@@ -506,6 +506,22 @@ pub struct AuditQuery {
     pub limit: crate::PageLimit,
 }
 
+impl AuditQuery {
+    /// The newest `limit` records about `entity` (and, when given, the one
+    /// with `entity_id`), with no other filter.
+    #[must_use]
+    pub fn about(entity: &str, entity_id: Option<uuid::Uuid>, limit: crate::PageLimit) -> Self {
+        Self {
+            entity: Some(entity.to_owned()),
+            entity_id,
+            actor: None,
+            since: None,
+            before: None,
+            limit,
+        }
+    }
+}
+
 /// The entities a record can be about.
 pub const ENTITIES: &[&str] = &[
     "lead", "agent", "approval", "event", "key", "user", "tenant", "person",

@@ -82,14 +82,7 @@ async fn context(
         // Sent as the cache keeps it: a hit serializes nothing.
         None => Body::from(json.bytes().clone()),
         Some(limit) => {
-            let query = leadline_domain::AuditQuery {
-                entity: Some("lead".into()),
-                entity_id: Some(lead.as_uuid()),
-                actor: None,
-                since: None,
-                before: None,
-                limit,
-            };
+            let query = leadline_domain::AuditQuery::about("lead", Some(lead.as_uuid()), limit);
             let page = state.services().audit.list(tenant.id, &query).await?;
             Body::from(with_member(json.bytes(), "audit", &page.items)?)
         }
