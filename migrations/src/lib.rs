@@ -32,6 +32,7 @@ mod m20261208_000018_separation_of_duties;
 mod m20261208_000019_key_successors;
 mod m20261209_000020_approval_edits;
 mod m20261210_000021_audit_log;
+mod m20261211_000022_analytics;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -68,6 +69,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000019_key_successors::Migration),
             Box::new(m20261209_000020_approval_edits::Migration),
             Box::new(m20261210_000021_audit_log::Migration),
+            Box::new(m20261211_000022_analytics::Migration),
         ]
     }
 }

@@ -69,8 +69,10 @@ async fn every_tenant_table_keys_and_references_by_tenant() {
     let mut problems = Vec::new();
 
     let with_tenant: Vec<String> = sqlx::query(
-        "SELECT table_name::text FROM information_schema.columns \
-         WHERE table_schema = current_schema() AND column_name = 'tenant_id' \
+        "SELECT c.table_name::text FROM information_schema.columns c \
+         JOIN information_schema.tables t USING (table_schema, table_name) \
+         WHERE c.table_schema = current_schema() AND c.column_name = 'tenant_id' \
+           AND t.table_type = 'BASE TABLE' \
          ORDER BY 1",
     )
     .fetch_all(&mut db)
@@ -248,6 +250,9 @@ const FLEET_WIDE: &[&str] = &[
     "audit_seal",
     // `audit verify` with no tenant: the tenants to verify.
     "audit_tenants",
+    // The analytics refresh: every tenant's figures, recomputed in the
+    // materialized views (read back per tenant through their views).
+    "analytics_refresh",
 ];
 
 /// `pg_stat_statements` for one database and the service role, read as the
@@ -829,6 +834,15 @@ async fn workload(service_url: &str) {
     api.call(Method::GET, "/v1/audit?entity=lead&limit=5", None)
         .await;
     s.audit.tenants().await.unwrap();
+    // Analytics: refreshed (every tenant), read through the views.
+    assert!(s.analytics.refresh().await.unwrap().is_some());
+    for uri in [
+        "/v1/analytics/funnel",
+        "/v1/analytics/agents",
+        "/v1/analytics/activity?interval=week",
+    ] {
+        api.call(Method::GET, uri, None).await;
+    }
     api.call(
         Method::POST,
         "/v1/privacy/export",

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accepted_reads_back;
+mod analytics;
 mod audit;
 mod batch;
 mod changes;

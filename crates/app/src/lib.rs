@@ -6,6 +6,7 @@
 //! crate (`crates/cli`, `leadline::compose`) is the composition root that
 //! names concrete adapters and calls [`Services::over`].
 
+mod analytics;
 mod audit;
 mod changes;
 mod coherence;
@@ -21,6 +22,7 @@ mod webhook_relay;
 mod webhooks;
 mod workflow;
 
+pub use analytics::{AnalyticsService, AnalyticsSettings};
 pub use audit::{AuditService, Verdict};
 pub use changes::{ChangeFeed, ChangeSettings};
 pub use coherence::Coherence;

@@ -47,6 +47,8 @@ pub struct Services {
     pub changes: crate::ChangeFeed,
     /// The audit trail.
     pub audit: crate::AuditService,
+    /// Analytics.
+    pub analytics: crate::AnalyticsService,
     /// Privacy requests.
     pub privacy: crate::PrivacyService,
     /// Webhook endpoints.
@@ -73,6 +75,7 @@ pub trait StorePorts:
     + leadline_ports::DeliveryRepository
     + leadline_ports::ChangeLog
     + leadline_ports::AuditTrail
+    + leadline_ports::AnalyticsRepository
     + leadline_ports::PrivacyRepository
     + leadline_ports::WebhookRepository
     + leadline_ports::WebhookQueue
@@ -96,6 +99,7 @@ impl<S> StorePorts for S where
         + leadline_ports::DeliveryRepository
         + leadline_ports::ChangeLog
         + leadline_ports::AuditTrail
+        + leadline_ports::AnalyticsRepository
         + leadline_ports::PrivacyRepository
         + leadline_ports::WebhookRepository
         + leadline_ports::WebhookQueue
@@ -140,6 +144,7 @@ impl Services {
             deliveries: crate::DeliveryService::new(store.clone()),
             changes: crate::ChangeFeed::new(store.clone(), crate::ChangeSettings::default()),
             audit: crate::AuditService::new(store.clone()),
+            analytics: crate::AnalyticsService::new(store.clone()),
             privacy: crate::PrivacyService::new(store.clone()),
             webhooks: crate::WebhookService::new(store.clone(), store.clone()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),

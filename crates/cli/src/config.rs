@@ -38,6 +38,8 @@ pub struct Config {
     pub changes: leadline_app::ChangeSettings,
     /// Webhook endpoints (the key their secrets are sealed with).
     pub webhooks: leadline_outbound::WebhookSettings,
+    /// Analytics (`[analytics]`): how often precomputed figures refresh.
+    pub analytics: leadline_app::AnalyticsSettings,
     /// Rate limits per API key and per tenant (`[rate_limit]`), kept in
     /// Redis when `cache.redis_url` is set.
     pub rate_limit: leadline_app::RateLimitSettings,
@@ -188,6 +190,17 @@ impl Config {
                     |u| redact(u.expose_secret()),
                 ),
             ),
+            (
+                "database.analytics_url",
+                db.analytics_url.as_ref().map_or_else(
+                    || "(unset: database.read_url, else database.url)".to_owned(),
+                    |u| redact(u.expose_secret()),
+                ),
+            ),
+            (
+                "database.analytics_max_connections",
+                db.analytics_max_connections.to_string(),
+            ),
             ("database.retry_max", db.retry_max.to_string()),
             (
                 "database.retry_min_delay_ms",
@@ -276,6 +289,10 @@ impl Config {
             ),
             ("changes.heartbeat_secs", changes.heartbeat_secs.to_string()),
             ("changes.poll_ms", changes.poll_ms.to_string()),
+            (
+                "analytics.refresh_secs",
+                self.analytics.refresh_secs.to_string(),
+            ),
             (
                 "webhooks.secret_key",
                 if self.webhooks.secret_key.is_some() {
@@ -377,6 +394,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         .chain(config.relay.problems())
         .chain(config.smtp.problems())
         .chain(config.changes.problems())
+        .chain(config.analytics.problems())
         .chain(config.webhooks.problems())
         .chain(config.rate_limit.problems())
         .map(|(key, why)| format!("{key}: {why}"))
@@ -579,7 +597,7 @@ mod tests {
                 "{shown}"
             );
             assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
-            assert_eq!(config.describe().len(), 65, "every setting is listed");
+            assert_eq!(config.describe().len(), 68, "every setting is listed");
             Ok(())
         });
     }

@@ -94,6 +94,13 @@ pub async fn serve(
                 }),
         )
     };
+    // PostgreSQL's analytics views; one instance of a fleet refreshes at a
+    // time. Stopped by abort: a refresh cut off rolls back and changes
+    // nothing.
+    let refresher = tokio::spawn(composition.services.analytics.clone().run_refresher(
+        std::time::Duration::from_secs(config.analytics.refresh_secs),
+        std::future::pending(),
+    ));
     // Without a shared cache tier, other processes' writes reach this
     // instance's cached contexts only through the change log.
     let coherence = composition.services.context.coherence().map(|coherence| {
@@ -181,6 +188,7 @@ pub async fn serve(
     let _ = retention.await;
     sealer_stop.notify_one();
     let _ = sealer.await;
+    refresher.abort();
     if let Some((stop, task)) = coherence {
         stop.notify_one();
         let _ = task.await;

@@ -23,7 +23,7 @@ use crate::{
 /// ```
 ///
 /// `won` is final. Staying in the same status is always allowed (a no-op).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeadStatus {
     /// Not yet contacted.

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod analytics;
 pub mod api_key;
 pub mod approval;
 pub mod audit;
@@ -31,6 +32,10 @@ pub mod webhook;
 
 pub use access::{Access, Caller, Forbidden, Role, Scope, ScopeSet, ScopeSetError, UnknownAccess};
 pub use agent::{Agent, AgentRole, CreateAgentRequest, UpdateAgentRequest};
+pub use analytics::{
+    Activity, AgentFigures, AgentsReport, DateRange, EventCount, Funnel, Interval, Snapshot,
+    StatusEntries,
+};
 pub use api_key::{
     ApiKey, ApiKeyHash, ApiKeyToken, KeyMaterial, KeyPrefix, KeyRefused, LAST_USED_GRANULARITY,
     MAX_ROTATION_OVERLAP, NewApiKey, ParseApiKeyError,

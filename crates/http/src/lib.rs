@@ -16,6 +16,7 @@
 //!   annotations ([`openapi_document`]); it is served at `/openapi.json`, and
 //!   `/docs` renders it with Swagger UI from files inside the binary.
 
+mod analytics;
 mod approvals;
 mod audit;
 mod auth;
@@ -136,6 +137,7 @@ fn api() -> (
         .merge(approvals::routes())
         .merge(deliveries::routes())
         .merge(changes::routes())
+        .merge(analytics::routes())
         .merge(audit::routes())
         .merge(privacy::routes())
         .merge(webhooks::routes())

@@ -17,6 +17,7 @@
 //!
 //! [`TenantId`]: leadline_domain::TenantId
 
+mod analytics;
 mod audit;
 mod cache;
 mod changes;
@@ -34,6 +35,9 @@ mod repositories;
 mod webhooks;
 mod workflow;
 
+#[cfg(feature = "mock")]
+pub use analytics::MockAnalyticsRepository;
+pub use analytics::{AnalyticsError, AnalyticsRepository};
 #[cfg(feature = "mock")]
 pub use audit::MockAuditTrail;
 pub use audit::{AuditError, AuditTrail, audit_context, audited};

@@ -22,6 +22,7 @@ mod health;
 mod migrate;
 mod pool;
 mod repo_agents;
+mod repo_analytics;
 mod repo_approvals;
 mod repo_context;
 mod repo_deliveries;

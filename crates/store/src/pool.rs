@@ -86,6 +86,9 @@ struct Inner {
     /// The read pool: PostgreSQL's `database.read_url` when configured, or
     /// SQLite's readers on a database file.
     replica: Option<Arc<Inner>>,
+    /// PostgreSQL's analytics pool (`database.analytics_url`, else the read
+    /// replica's or the primary's URL, with a ceiling of its own).
+    analytics: Option<Arc<Inner>>,
     /// Whether the read pool sees every commit the moment it returns, so
     /// that reads which must see this instance's own writes may use it too:
     /// SQLite's readers on the same file do (a WAL reader's snapshot starts
@@ -119,6 +122,7 @@ impl Inner {
             backend,
             retry,
             replica: None,
+            analytics: None,
             replica_current: false,
             replica_down_until: std::sync::Mutex::new(None),
             storage_full_at: std::sync::Mutex::new(None),
@@ -175,6 +179,27 @@ impl Store {
             let inner = Arc::get_mut(&mut store.inner)
                 .ok_or_else(|| ConnectError::InvalidUrl("store already shared".to_owned()))?;
             inner.replica = Some(replica.inner);
+        }
+        if store.backend() == Backend::Postgres {
+            let url = settings
+                .analytics_url
+                .as_ref()
+                .or(settings.read_url.as_ref())
+                .unwrap_or(&settings.url);
+            let own = StoreSettings {
+                max_connections: settings.analytics_max_connections,
+                min_connections: 0,
+                ..settings.clone()
+            };
+            let analytics = Self::connect_url(url.expose_secret(), &own).await?;
+            if analytics.backend() != Backend::Postgres {
+                return Err(ConnectError::InvalidUrl(
+                    "database.analytics_url must use the same backend as database.url".to_owned(),
+                ));
+            }
+            let inner = Arc::get_mut(&mut store.inner)
+                .ok_or_else(|| ConnectError::InvalidUrl("store already shared".to_owned()))?;
+            inner.analytics = Some(analytics.inner);
         }
         Ok(store)
     }
@@ -309,6 +334,11 @@ impl Store {
     /// and migrations.
     pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.inner.db
+    }
+
+    /// The analytics pool's connection, if the store has one.
+    pub(crate) fn analytics_db(&self) -> Option<&DatabaseConnection> {
+        self.inner.analytics.as_ref().map(|a| &a.db)
     }
 
     /// The connection for a read: the read pool when there is one, it is
@@ -467,6 +497,9 @@ impl Store {
         }
         if let Some(r) = &self.inner.replica {
             close_pool(&r.pool).await;
+        }
+        if let Some(a) = &self.inner.analytics {
+            close_pool(&a.pool).await;
         }
         close_pool(&self.inner.pool).await;
     }

@@ -62,6 +62,14 @@ pub struct StoreSettings {
     /// and analytics reads go there; writes and reads that must see them
     /// stay on `url`. Same backend as `url`. Secret like `url`.
     pub read_url: Option<SecretString>,
+    /// PostgreSQL: where analytics reads go (a read replica, say), on a
+    /// pool of their own so that dashboards never take the write path's
+    /// connections. Unset: `read_url` when set, else `url`. Secret like
+    /// `url`. The figures are refreshed on the primary either way.
+    pub analytics_url: Option<SecretString>,
+    /// PostgreSQL: the analytics pool's ceiling. SQLite's analytics reads
+    /// share its readers.
+    pub analytics_max_connections: u32,
     /// How many times a transaction is rerun after a transient fault
     /// (serialization failure, deadlock, broken connection before COMMIT).
     /// 0 disables retrying.
@@ -96,6 +104,8 @@ impl Default for StoreSettings {
             sqlite_synchronous: SqliteSynchronous::Full,
             sqlite_readers: None,
             read_url: None,
+            analytics_url: None,
+            analytics_max_connections: 2,
             retry_max: 3,
             retry_min_delay_ms: 10,
             retry_max_delay_ms: 200,
@@ -202,6 +212,27 @@ impl StoreSettings {
             } else if primary.starts_with("sqlite:") {
                 problems.push((
                     "database.read_url",
+                    "needs database.url on PostgreSQL too".to_owned(),
+                ));
+            }
+        }
+        if self.analytics_max_connections == 0 {
+            problems.push((
+                "database.analytics_max_connections",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if let Some(analytics) = &self.analytics_url {
+            use secrecy::ExposeSecret;
+            let (analytics, primary) = (analytics.expose_secret(), self.url.expose_secret());
+            if !analytics.starts_with("postgres://") && !analytics.starts_with("postgresql://") {
+                problems.push((
+                    "database.analytics_url",
+                    "must be a postgres:// URL".to_owned(),
+                ));
+            } else if primary.starts_with("sqlite:") {
+                problems.push((
+                    "database.analytics_url",
                     "needs database.url on PostgreSQL too".to_owned(),
                 ));
             }

@@ -70,6 +70,9 @@ pub(crate) enum Access {
     /// List, search and analytics reads that tolerate replica lag: the read
     /// pool when one is configured, else the primary.
     ReplicaRead,
+    /// Analytics reads: the analytics pool (PostgreSQL), else as
+    /// [`Access::ReplicaRead`].
+    Analytics,
     /// Writes: primary, with the transaction id fetched up front so a lost
     /// COMMIT can be resolved.
     Write,
@@ -410,6 +413,7 @@ impl Store {
         access: Access,
     ) -> Result<(DatabaseTransaction, Option<String>), Failure> {
         let replica = match access {
+            Access::Analytics => self.analytics_db().or_else(|| self.reader(true)),
             Access::ReplicaRead => self.reader(true),
             Access::Read => self.reader(false),
             Access::Write => None,
@@ -425,7 +429,9 @@ impl Store {
                         pause_secs = REPLICA_PAUSE.as_secs(),
                         "read pool unavailable; reading from the primary meanwhile"
                     );
-                    self.mark_replica_down(REPLICA_PAUSE);
+                    if access != Access::Analytics || self.analytics_db().is_none() {
+                        self.mark_replica_down(REPLICA_PAUSE);
+                    }
                     timed_begin(self.db(), "primary").await?
                 }
             },

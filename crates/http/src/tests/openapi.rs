@@ -1008,6 +1008,40 @@ async fn every_operation_answers_as_documented() {
         .call(Method::GET, "/v1/audit", "/v1/audit?entity=nonsense", None)
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    // Analytics: the SQLite store counts when asked, so today's leads show.
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/analytics/funnel",
+            "/v1/analytics/funnel?interval=week",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body["stages"][0]["entered"].as_u64() > Some(0), "{}", r.body);
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/analytics/funnel",
+            "/v1/analytics/funnel?from=2026-02-30",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = c
+        .call(Method::GET, "/v1/analytics/agents", "/v1/analytics/agents", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(!r.body["agents"].as_array().is_none_or(Vec::is_empty), "{}", r.body);
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/analytics/activity",
+            "/v1/analytics/activity?from=2026-01-01&to=2026-12-31",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // A privacy export: the person, or nobody.
     let r = c
         .call(
