@@ -33,6 +33,7 @@ mod m20261208_000019_key_successors;
 mod m20261209_000020_approval_edits;
 mod m20261210_000021_audit_log;
 mod m20261211_000022_analytics;
+mod m20261211_000023_audit_seal_hot;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -70,6 +71,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261209_000020_approval_edits::Migration),
             Box::new(m20261210_000021_audit_log::Migration),
             Box::new(m20261211_000022_analytics::Migration),
+            Box::new(m20261211_000023_audit_seal_hot::Migration),
         ]
     }
 }

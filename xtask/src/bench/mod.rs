@@ -99,6 +99,10 @@ pub const POOL: usize = 16;
 /// Connections of every scenario's headline figure.
 pub const CONNECTIONS: usize = 64;
 
+/// Connections of the analytics scenario: a few dashboards at once, more
+/// than the analytics pool's two connections.
+pub const ANALYTICS_CONNECTIONS: usize = 16;
+
 /// Connections of the growth curve: one, so that its p50 is the cost of a
 /// context read and not the queue in front of it.
 pub const GROWTH_CONNECTIONS: usize = 1;
@@ -502,6 +506,36 @@ async fn audit_cost(
         append_off,
         approve_on,
         approve_off,
+    })
+}
+
+/// Refreshes the analytics views once, timed, then loads the three reports.
+async fn analytics(
+    env: &Env<'_>,
+    addr: SocketAddr,
+    space: &Space,
+    pool: &sqlx::PgPool,
+    log: &mut CommandLog,
+) -> anyhow::Result<report::Analytics> {
+    eprintln!("bench: analytics: refresh, then the reports");
+    log.note("psql (superuser, leadline_bench): SELECT analytics_refresh()".to_owned());
+    let started = Instant::now();
+    let refreshed: bool = sqlx::query_scalar("SELECT analytics_refresh() IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    let refresh = started.elapsed();
+    anyhow::ensure!(refreshed, "another refresh held the lock");
+    let run = measure_one(
+        "analytics reports",
+        env.load(addr, ANALYTICS_CONNECTIONS),
+        scenarios::analytics(space),
+        log,
+    )
+    .await?;
+    Ok(report::Analytics {
+        leads: space.total() as u64,
+        refresh,
+        run,
     })
 }
 
@@ -967,6 +1001,7 @@ async fn measure(
         )
         .await?,
     );
+    report.analytics = Some(analytics(&env, hot.addr, &space, &pool, &mut report.commands).await?);
     let (mix, mix_cache) = measure_cached(
         "90/10 read/write mix",
         env.load(hot.addr, CONNECTIONS),

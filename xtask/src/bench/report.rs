@@ -270,6 +270,8 @@ pub struct Report {
     pub approve: Option<Measured>,
     /// (5) and (6) with and without the audit trail.
     pub audit_cost: Option<AuditCost>,
+    /// The analytics reports.
+    pub analytics: Option<Analytics>,
     /// (7).
     pub mix: Option<Measured>,
     /// Cache counters during (7).
@@ -321,6 +323,20 @@ impl AuditCost {
         ]
     }
 }
+
+/// The analytics reports on the final data set.
+#[derive(Debug)]
+pub struct Analytics {
+    /// Leads in all tenants.
+    pub leads: u64,
+    /// How long `analytics_refresh()` took (all tenants).
+    pub refresh: Duration,
+    /// The three reports, in turn.
+    pub run: Measured,
+}
+
+/// The p95 an analytics report must keep, in ms: a dashboard's request.
+pub const ANALYTICS_P95_MS: f64 = 100.0;
 
 /// One events-growth point: appends and timeline pages at one connection
 /// with the events table at `events` rows.
@@ -389,6 +405,7 @@ impl Report {
             pending_available: 0,
             approve: None,
             audit_cost: None,
+            analytics: None,
             mix: None,
             mix_cache: None,
             memory: None,
@@ -519,6 +536,21 @@ impl Report {
                     met: cost <= 0.2 && on.errors == 0 && off.errors == 0,
                 });
             }
+        }
+        if let Some(a) = &self.analytics {
+            out.push(Verdict {
+                target: format!(
+                    "analytics reports at {} leads: p95 ≤ {ANALYTICS_P95_MS:.0} ms",
+                    a.leads
+                ),
+                measured: format!(
+                    "p95 {:.2} ms ({:.0} req/s; refresh {:.1} s)",
+                    a.run.p95_ms,
+                    a.run.rps,
+                    a.refresh.as_secs_f64()
+                ),
+                met: a.run.p95_ms <= ANALYTICS_P95_MS && a.run.errors == 0,
+            });
         }
         if let Some(run) = &self.event {
             let ratio = Self::ratio(run, self.ceiling_for("5", run.connections)).unwrap_or(0.0);
@@ -995,6 +1027,27 @@ impl Report {
                     cost * 100.0
                 );
             }
+        }
+
+        if let Some(a) = &self.analytics {
+            let _ = writeln!(
+                md,
+                "\n## Analytics\n\n\
+                 `analytics_refresh()` (the three materialized views, every tenant, `CONCURRENTLY`) \
+                 on the final data set of {} leads took {:.1} s. Then the three reports of a \
+                 random tenant in turn (the funnel by week and activity by day over 90 days, and \
+                 the agents), at {} connections, through the analytics pool:\n\n\
+                 | req/s | p50 ms | p95 ms | p99 ms | errors |\n|---:|---:|---:|---:|---:|\n\
+                 | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+                a.leads,
+                a.refresh.as_secs_f64(),
+                a.run.connections,
+                a.run.rps,
+                a.run.p50_ms,
+                a.run.p95_ms,
+                a.run.p99_ms,
+                a.run.errors
+            );
         }
 
         if !self.events_growth.is_empty() {

@@ -277,6 +277,26 @@ pub fn search(tenants: &[BenchTenant], space: &Space, typo: bool) -> anyhow::Res
     }))
 }
 
+/// The three analytics reports of a random tenant, in turn: the funnel by
+/// week and activity by day over the last 90 days, and the agents.
+#[must_use]
+pub fn analytics(space: &Space) -> Workload {
+    let space = space.clone();
+    let to = chrono::Utc::now().date_naive();
+    let from = to - chrono::Days::new(89);
+    let uris: Arc<[String]> = [
+        format!("/v1/analytics/funnel?from={from}&to={to}&interval=week"),
+        "/v1/analytics/agents".to_owned(),
+        format!("/v1/analytics/activity?from={from}&to={to}"),
+    ]
+    .into();
+    Arc::new(move |rng| {
+        let caller = &space.callers[rng.random_range(0..space.callers.len())];
+        let uri = &uris[rng.random_range(0..uris.len())];
+        Some(Request::get(uri.clone(), Some(caller.auth.clone())))
+    })
+}
+
 /// `POST /v1/leads/{id}/events`: a note by one of the tenant's agents, on a
 /// uniform (`hot = false`) or Zipf-distributed lead.
 #[must_use]

@@ -1018,7 +1018,11 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert!(r.body["stages"][0]["entered"].as_u64() > Some(0), "{}", r.body);
+    assert!(
+        r.body["stages"][0]["entered"].as_u64() > Some(0),
+        "{}",
+        r.body
+    );
     let r = c
         .call(
             Method::GET,
@@ -1029,10 +1033,19 @@ async fn every_operation_answers_as_documented() {
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     let r = c
-        .call(Method::GET, "/v1/analytics/agents", "/v1/analytics/agents", None)
+        .call(
+            Method::GET,
+            "/v1/analytics/agents",
+            "/v1/analytics/agents",
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert!(!r.body["agents"].as_array().is_none_or(Vec::is_empty), "{}", r.body);
+    assert!(
+        !r.body["agents"].as_array().is_none_or(Vec::is_empty),
+        "{}",
+        r.body
+    );
     let r = c
         .call(
             Method::GET,
