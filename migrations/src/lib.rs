@@ -34,6 +34,7 @@ mod m20261209_000020_approval_edits;
 mod m20261210_000021_audit_log;
 mod m20261211_000022_analytics;
 mod m20261211_000023_audit_seal_hot;
+mod m20261211_000024_retention;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -72,6 +73,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261210_000021_audit_log::Migration),
             Box::new(m20261211_000022_analytics::Migration),
             Box::new(m20261211_000023_audit_seal_hot::Migration),
+            Box::new(m20261211_000024_retention::Migration),
         ]
     }
 }
@@ -102,4 +104,6 @@ pub const TENANT_TABLES: &[&str] = &[
     "login_links",
     "login_attempts",
     "audit_log",
+    "retention_policies",
+    "events_archive",
 ];

@@ -37,7 +37,7 @@ mod sqlite {
         let (store, path) = crate::support::sqlite_file_store().await;
         super::figures_match_a_ground_truth_before_and_after_a_refresh(
             store,
-            super::Owner::Sqlite(crate::support::sqlite_url(&path)),
+            crate::support::Owner::Sqlite(crate::support::sqlite_url(&path)),
         )
         .await;
     }
@@ -49,113 +49,9 @@ mod postgres {
         let (owner, service) = crate::support::isolated_pg("leadline_analytics").await;
         super::figures_match_a_ground_truth_before_and_after_a_refresh(
             crate::support::store_at(&service).await,
-            super::Owner::Postgres(owner),
+            crate::support::Owner::Postgres(owner),
         )
         .await;
-    }
-}
-
-/// The database as its owner, to move a lead's history back in time: the
-/// service only ever writes "now", and a timeline cannot start before its
-/// lead.
-enum Owner {
-    Postgres(String),
-    Sqlite(String),
-}
-
-impl Owner {
-    /// Moves `lead`'s creation and its events `days` back.
-    async fn backdate(&self, tenant: TenantId, lead: &Lead, days: i64) {
-        match self {
-            Self::Postgres(url) => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                let mut tx = conn.begin().await.unwrap();
-                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-                    .bind(tenant.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                for sql in [
-                    "UPDATE leads SET created_at = created_at - make_interval(days => $3) \
-                     WHERE tenant_id = $1 AND id = $2",
-                    "UPDATE events SET occurred_at = occurred_at - make_interval(days => $3), \
-                     created_at = created_at - make_interval(days => $3) \
-                     WHERE tenant_id = $1 AND lead_id = $2",
-                ] {
-                    sqlx::query(sql)
-                        .bind(tenant.as_uuid())
-                        .bind(lead.id.as_uuid())
-                        .bind(i32::try_from(days).unwrap())
-                        .execute(&mut *tx)
-                        .await
-                        .unwrap();
-                }
-                tx.commit().await.unwrap();
-            }
-            Self::Sqlite(url) => {
-                // Times are RFC 3339 text, shifted here as the store writes
-                // them; the timeline's append-only trigger steps aside.
-                let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-                let shift = |t: String| {
-                    (DateTime::parse_from_rfc3339(&t)
-                        .unwrap()
-                        .with_timezone(&Utc)
-                        - chrono::Duration::days(days))
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
-                };
-                let trigger: String = sqlx::query_scalar(
-                    "SELECT sql FROM sqlite_master WHERE name = 'events_no_update'",
-                )
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-                let mut tx = conn.begin().await.unwrap();
-                let created: String = sqlx::query_scalar(
-                    "SELECT created_at FROM leads WHERE tenant_id = ? AND id = ?",
-                )
-                .bind(tenant.as_uuid())
-                .bind(lead.id.as_uuid())
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-                sqlx::query("UPDATE leads SET created_at = ? WHERE tenant_id = ? AND id = ?")
-                    .bind(shift(created))
-                    .bind(tenant.as_uuid())
-                    .bind(lead.id.as_uuid())
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                let events: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
-                    "SELECT id, occurred_at, created_at FROM events WHERE tenant_id = ? AND lead_id = ?",
-                )
-                .bind(tenant.as_uuid())
-                .bind(lead.id.as_uuid())
-                .fetch_all(&mut *tx)
-                .await
-                .unwrap();
-                sqlx::raw_sql("DROP TRIGGER events_no_update")
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                for (id, occurred, created) in events {
-                    sqlx::query(
-                        "UPDATE events SET occurred_at = ?, created_at = ? WHERE tenant_id = ? AND id = ?",
-                    )
-                    .bind(shift(occurred))
-                    .bind(shift(created))
-                    .bind(tenant.as_uuid())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                }
-                sqlx::raw_sql(sqlx::AssertSqlSafe(trigger))
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
-            }
-        }
     }
 }
 
@@ -189,7 +85,7 @@ struct History {
 
 struct Fixture {
     s: Services,
-    owner: Owner,
+    owner: crate::support::Owner,
     tenant: TenantId,
     agents: Vec<Agent>,
     history: History,
@@ -587,7 +483,10 @@ fn assert_matches(reported: &Truth, truth: &Truth, when: &str) {
     }
 }
 
-async fn figures_match_a_ground_truth_before_and_after_a_refresh(store: Store, owner: Owner) {
+async fn figures_match_a_ground_truth_before_and_after_a_refresh(
+    store: Store,
+    owner: crate::support::Owner,
+) {
     let postgres = store.backend() == leadline_store::Backend::Postgres;
     let s = services(store);
     let app = router(AppState::new(s.clone()));

@@ -32,6 +32,7 @@ mod privacy;
 mod receiver;
 mod relay;
 mod replica;
+mod retention;
 mod retries;
 mod rls;
 mod roles;

@@ -217,6 +217,38 @@ async fn two_populated_tenants() -> (Populated, Populated) {
             .execute(&mut owner)
             .await
             .unwrap();
+        // A retention policy, and one archived event (as the owner's
+        // retention function leaves it; the service role only reads it).
+        s.retention
+            .set_policy(
+                t,
+                Some(
+                    leadline_domain::RetentionPolicy::new(
+                        3650,
+                        leadline_domain::RetentionAction::Archive,
+                    )
+                    .unwrap(),
+                ),
+            )
+            .await
+            .unwrap();
+        let mut tx = owner.begin().await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(t.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO events_archive (tenant_id, id, lead_id, kind, direction, occurred_at, \
+             metadata, created_at, archived_at) \
+             VALUES ($1, gen_random_uuid(), $2, 'note', 'internal', now(), '{}', now(), now())",
+        )
+        .bind(t.as_uuid())
+        .bind(lead.id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
         let slug = s.tenants.get(t).await.unwrap().slug.to_string();
         // A user (and the agent made for them), their used login link, a
         // session, and a failed sign-in.
@@ -514,6 +546,19 @@ async fn inserting_a_row_for_another_tenant_is_refused() {
             "audit_log",
             format!(
                 "INSERT INTO audit_log (tenant_id, at, entity, entity_id, action, changes, content_hash) VALUES ($1, {now}, 'lead', gen_random_uuid(), 'lead.created', '{{}}', decode(repeat('ab', 32), 'hex'))"
+            ),
+        ),
+        (
+            "retention_policies",
+            format!(
+                "INSERT INTO retention_policies (tenant_id, events_days, action, updated_at) VALUES ($1, 1, 'delete', {now})"
+            ),
+        ),
+        (
+            "events_archive",
+            format!(
+                "INSERT INTO events_archive (tenant_id, id, lead_id, kind, direction, occurred_at, metadata, created_at, archived_at) VALUES ($1, gen_random_uuid(), '{}', 'note', 'internal', {now}, '{{}}', {now}, {now})",
+                b.lead
             ),
         ),
     ];

@@ -63,6 +63,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("put", "/v1/settings/email", "admin"),
     ("get", "/v1/settings/approvals", "admin"),
     ("put", "/v1/settings/approvals", "admin"),
+    ("get", "/v1/settings/retention", "admin"),
+    ("put", "/v1/settings/retention", "admin"),
     ("get", "/v1/changes", "viewer"),
     ("get", "/v1/audit", "admin"),
     ("get", "/v1/analytics/funnel", "viewer"),

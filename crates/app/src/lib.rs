@@ -17,6 +17,7 @@ mod keys;
 mod people;
 mod privacy;
 mod rate_limits;
+mod retention;
 mod services;
 mod webhook_relay;
 mod webhooks;
@@ -33,6 +34,7 @@ pub use keys::{IssuedKey, KEY_FRESH, KeyService};
 pub use people::{InviteError, Invited, PeopleService, SignInError, SignedIn, lockout_ends};
 pub use privacy::PrivacyService;
 pub use rate_limits::{ClassLimits, LimitSetting, RateLimitService, RateLimitSettings};
+pub use retention::{RetentionReport, RetentionService, RetentionSettings};
 pub use services::{
     AgentService, BULK_MAX, BulkFailure, BulkOutcome, CreatedTenant, LeadService, Services,
     StorePorts, TenantService,

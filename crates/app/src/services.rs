@@ -51,6 +51,8 @@ pub struct Services {
     pub analytics: crate::AnalyticsService,
     /// Privacy requests.
     pub privacy: crate::PrivacyService,
+    /// Retention policies and their job.
+    pub retention: crate::RetentionService,
     /// Webhook endpoints.
     pub webhooks: crate::WebhookService,
     /// Idempotency keys, for the HTTP adapter's retry safety.
@@ -76,6 +78,7 @@ pub trait StorePorts:
     + leadline_ports::ChangeLog
     + leadline_ports::AuditTrail
     + leadline_ports::AnalyticsRepository
+    + leadline_ports::RetentionRepository
     + leadline_ports::PrivacyRepository
     + leadline_ports::WebhookRepository
     + leadline_ports::WebhookQueue
@@ -100,6 +103,7 @@ impl<S> StorePorts for S where
         + leadline_ports::ChangeLog
         + leadline_ports::AuditTrail
         + leadline_ports::AnalyticsRepository
+        + leadline_ports::RetentionRepository
         + leadline_ports::PrivacyRepository
         + leadline_ports::WebhookRepository
         + leadline_ports::WebhookQueue
@@ -146,6 +150,7 @@ impl Services {
             audit: crate::AuditService::new(store.clone()),
             analytics: crate::AnalyticsService::new(store.clone()),
             privacy: crate::PrivacyService::new(store.clone()),
+            retention: crate::RetentionService::new(store.clone(), cache.clone()),
             webhooks: crate::WebhookService::new(store.clone(), store.clone()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),
             timeline: crate::TimelineService::new(store.clone(), cache.clone()),

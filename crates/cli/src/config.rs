@@ -40,6 +40,8 @@ pub struct Config {
     pub webhooks: leadline_outbound::WebhookSettings,
     /// Analytics (`[analytics]`): how often precomputed figures refresh.
     pub analytics: leadline_app::AnalyticsSettings,
+    /// Retention (`[retention]`): how often policies apply, in what batches.
+    pub retention: leadline_app::RetentionSettings,
     /// Rate limits per API key and per tenant (`[rate_limit]`), kept in
     /// Redis when `cache.redis_url` is set.
     pub rate_limit: leadline_app::RateLimitSettings,
@@ -294,6 +296,11 @@ impl Config {
                 self.analytics.refresh_secs.to_string(),
             ),
             (
+                "retention.interval_secs",
+                self.retention.interval_secs.to_string(),
+            ),
+            ("retention.batch", self.retention.batch.to_string()),
+            (
                 "webhooks.secret_key",
                 if self.webhooks.secret_key.is_some() {
                     "***"
@@ -395,6 +402,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         .chain(config.smtp.problems())
         .chain(config.changes.problems())
         .chain(config.analytics.problems())
+        .chain(config.retention.problems())
         .chain(config.webhooks.problems())
         .chain(config.rate_limit.problems())
         .map(|(key, why)| format!("{key}: {why}"))
@@ -597,7 +605,7 @@ mod tests {
                 "{shown}"
             );
             assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
-            assert_eq!(config.describe().len(), 68, "every setting is listed");
+            assert_eq!(config.describe().len(), 70, "every setting is listed");
             Ok(())
         });
     }

@@ -101,6 +101,15 @@ pub async fn serve(
         std::time::Duration::from_secs(config.analytics.refresh_secs),
         std::future::pending(),
     ));
+    // Retention policies, every `retention.interval_secs`. Stopped by abort
+    // too: a batch cut off rolls back whole.
+    let policies = tokio::spawn(
+        composition
+            .services
+            .retention
+            .clone()
+            .run(config.retention, std::future::pending()),
+    );
     // Without a shared cache tier, other processes' writes reach this
     // instance's cached contexts only through the change log.
     let coherence = composition.services.context.coherence().map(|coherence| {
@@ -189,6 +198,7 @@ pub async fn serve(
     sealer_stop.notify_one();
     let _ = sealer.await;
     refresher.abort();
+    policies.abort();
     if let Some((stop, task)) = coherence {
         stop.notify_one();
         let _ = task.await;

@@ -23,6 +23,7 @@ pub mod lead;
 pub mod page;
 pub mod privacy;
 pub mod rate;
+pub mod retention;
 pub mod search;
 pub mod tenant;
 pub mod time;
@@ -69,6 +70,7 @@ pub use lead::{
 pub use page::{Page, PageLimit};
 pub use privacy::PersonData;
 pub use rate::{RateDecision, RateLimit, RateLimitError, RouteClass};
+pub use retention::{RetentionAction, RetentionPolicy};
 pub use search::{
     MetadataFilter, SearchCursor, SearchField, SearchHit, SearchLeadsQuery, SearchText,
 };

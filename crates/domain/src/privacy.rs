@@ -21,6 +21,9 @@ pub struct PersonData {
     pub leads: Vec<Lead>,
     /// The leads' events, oldest first.
     pub events: Vec<Event>,
+    /// The leads' events that a retention policy moved to the archive,
+    /// oldest first.
+    pub archived_events: Vec<Event>,
     /// The leads' approvals, oldest first.
     pub approvals: Vec<Approval>,
     /// The leads' deliveries, oldest first.
@@ -38,6 +41,7 @@ impl PersonData {
             .iter()
             .map(|l| l.id.as_uuid())
             .chain(self.events.iter().map(|e| e.id.as_uuid()))
+            .chain(self.archived_events.iter().map(|e| e.id.as_uuid()))
             .chain(self.approvals.iter().map(|a| a.id.as_uuid()))
             .collect()
     }
@@ -55,6 +59,7 @@ impl PersonData {
         let summary = serde_json::json!({
             "leads": self.leads.iter().map(|l| l.id.as_uuid()).collect::<Vec<_>>(),
             "events": self.events.len(),
+            "archived_events": self.archived_events.len(),
             "approvals": self.approvals.len(),
             "deliveries": self.deliveries.len(),
             "audit": self.audit.len(),
@@ -82,6 +87,7 @@ mod tests {
             exported_at: Utc::now(),
             leads: Vec::new(),
             events: Vec::new(),
+            archived_events: Vec::new(),
             approvals: Vec::new(),
             deliveries: Vec::new(),
             audit: Vec::new(),

@@ -39,6 +39,7 @@ mod keys;
 mod observe;
 mod openapi;
 mod privacy;
+mod retention;
 mod routes;
 mod search;
 mod server;
@@ -140,6 +141,7 @@ fn api() -> (
         .merge(analytics::routes())
         .merge(audit::routes())
         .merge(privacy::routes())
+        .merge(retention::routes())
         .merge(webhooks::routes())
         .merge(keys::routes())
         .merge(users::routes())

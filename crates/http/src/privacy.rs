@@ -50,6 +50,9 @@ struct PersonExport {
     leads: Vec<s::Lead>,
     /// The leads' events, oldest first.
     events: Vec<s::Event>,
+    /// The leads' events a retention policy archived (off the timeline),
+    /// oldest first.
+    archived_events: Vec<s::Event>,
     /// The leads' approvals, oldest first.
     approvals: Vec<s::Approval>,
     /// The leads' deliveries, oldest first.

@@ -32,6 +32,7 @@ mod people;
 mod privacy;
 mod rate;
 mod repositories;
+mod retention;
 mod webhooks;
 mod workflow;
 
@@ -77,6 +78,9 @@ pub use rate::{RateLimiter, RateLimits, RateSource, RateVerdict};
 pub use repositories::{AgentRepository, LeadRepository, TenantRepository};
 #[cfg(feature = "mock")]
 pub use repositories::{MockAgentRepository, MockLeadRepository, MockTenantRepository};
+#[cfg(feature = "mock")]
+pub use retention::MockRetentionRepository;
+pub use retention::{RetentionBatch, RetentionError, RetentionRepository};
 pub use webhooks::{
     ClaimedWebhook, OpenError, SealedSecret, SecretBox, WebhookChannel, WebhookError,
     WebhookProgress, WebhookQueue, WebhookRepository, WebhookTarget,

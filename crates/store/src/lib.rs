@@ -33,6 +33,7 @@ mod repo_imports;
 mod repo_keys;
 mod repo_leads;
 mod repo_privacy;
+mod repo_retention;
 mod repo_search;
 mod repo_sessions;
 mod repo_tenants;

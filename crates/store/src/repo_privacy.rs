@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use leadline_domain::{Approval, Delivery, Email, Event, Lead, PersonData, TenantId};
 use leadline_ports::{PrivacyError, PrivacyRepository, audit_context};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder};
 
 use crate::{
     Store,
@@ -36,6 +36,7 @@ impl PrivacyRepository for Store {
                     .collect::<Result<_, _>>()?;
                 let ids: Vec<uuid::Uuid> = leads.iter().map(|l| l.id.as_uuid()).collect();
                 let mut events: Vec<Event> = Vec::new();
+                let mut archived_events: Vec<Event> = Vec::new();
                 let mut approvals: Vec<Approval> = Vec::new();
                 let mut deliveries: Vec<Delivery> = Vec::new();
                 for chunk in ids.chunks(CHUNK) {
@@ -46,6 +47,9 @@ impl PrivacyRepository for Store {
                         .await?
                     {
                         events.push(Event::try_from(m)?);
+                    }
+                    for m in archived(txn, backend, tenant, chunk).await? {
+                        archived_events.push(Event::try_from(m)?);
                     }
                     for m in approvals::Entity::find()
                         .filter(approvals::Column::TenantId.eq(tenant.as_uuid()))
@@ -65,6 +69,7 @@ impl PrivacyRepository for Store {
                     }
                 }
                 events.sort_by_key(|e| (e.occurred_at, e.id));
+                archived_events.sort_by_key(|e| (e.occurred_at, e.id));
                 approvals.sort_by_key(|a| (a.created_at, a.id));
                 deliveries.sort_by_key(|d| (d.created_at, d.id));
                 let mut data = PersonData {
@@ -72,6 +77,7 @@ impl PrivacyRepository for Store {
                     exported_at: crate::now(),
                     leads,
                     events,
+                    archived_events,
                     approvals,
                     deliveries,
                     audit: Vec::new(),
@@ -83,4 +89,44 @@ impl PrivacyRepository for Store {
             });
         result.map_err(|f| common!(f, PrivacyError))
     }
+}
+
+/// The archived events (retention, migration 24) of `leads`: rows of
+/// `events_archive`, which has the columns of `events` and when each was
+/// archived.
+async fn archived(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: crate::Backend,
+    tenant: TenantId,
+    leads: &[uuid::Uuid],
+) -> Result<Vec<events::Model>, Failure> {
+    if leads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (db, marks): (sea_orm::DbBackend, Vec<String>) = match backend {
+        crate::Backend::Postgres => (
+            sea_orm::DbBackend::Postgres,
+            (2..leads.len() + 2).map(|i| format!("${i}")).collect(),
+        ),
+        crate::Backend::Sqlite => (
+            sea_orm::DbBackend::Sqlite,
+            vec!["?".to_owned(); leads.len()],
+        ),
+    };
+    let first = match backend {
+        crate::Backend::Postgres => "$1",
+        crate::Backend::Sqlite => "?",
+    };
+    let sql = format!(
+        "SELECT tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, metadata, \
+         created_at FROM events_archive WHERE tenant_id = {first} AND lead_id IN ({})",
+        marks.join(", ")
+    );
+    let mut values: Vec<sea_orm::Value> = vec![tenant.as_uuid().into()];
+    values.extend(leads.iter().map(|id| sea_orm::Value::from(*id)));
+    Ok(
+        events::Model::find_by_statement(sea_orm::Statement::from_sql_and_values(db, sql, values))
+            .all(txn)
+            .await?,
+    )
 }

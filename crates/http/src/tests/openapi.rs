@@ -1055,6 +1055,34 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Retention: set, read back, refused when half given.
+    let r = c
+        .call(
+            Method::PUT,
+            "/v1/settings/retention",
+            "/v1/settings/retention",
+            Some(json!({"events_older_than_days": 365, "action": "archive"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = c
+        .call(
+            Method::GET,
+            "/v1/settings/retention",
+            "/v1/settings/retention",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["events_older_than_days"], 365, "{}", r.body);
+    let r = c
+        .call(
+            Method::PUT,
+            "/v1/settings/retention",
+            "/v1/settings/retention",
+            Some(json!({"events_older_than_days": 365})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     // A privacy export: the person, or nobody.
     let r = c
         .call(
