@@ -10,6 +10,7 @@
 mod accepted_reads_back;
 mod analytics;
 mod audit;
+mod backup;
 mod batch;
 mod changes;
 mod cli;

@@ -11,6 +11,7 @@ pub mod analytics;
 pub mod api_key;
 pub mod approval;
 pub mod audit;
+pub mod backup;
 pub mod change;
 pub mod delivery;
 pub mod duplicates;

@@ -13,6 +13,7 @@
 //!   [`Store::verify_service_login`] serve the CLI and the tests.
 
 mod audit;
+pub mod backup;
 mod bulk;
 mod changes;
 mod effects;
