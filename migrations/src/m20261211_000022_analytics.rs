@@ -28,19 +28,20 @@ impl MigrationName for Migration {
     }
 }
 
-const PG_UP: &str = r"
-CREATE POLICY analytics_reading ON leads FOR SELECT TO CURRENT_USER USING (true);
-CREATE POLICY analytics_reading ON events FOR SELECT TO CURRENT_USER USING (true);
-CREATE POLICY analytics_reading ON approvals FOR SELECT TO CURRENT_USER USING (true);
-CREATE POLICY analytics_reading ON agents FOR SELECT TO CURRENT_USER USING (true);
-
+/// The materialized views, their indexes and tenant views, over
+/// `events` (the timeline, and since migration 24 also the archive:
+/// archived events happened, and the figures must not change when a
+/// retention policy moves them).
+pub(crate) fn pg_objects(events: &str) -> String {
+    format!(
+        r"
 -- A lead enters its first status when created (the `from` of its first
 -- status move, else its status), then each status a move names.
 CREATE MATERIALIZED VIEW analytics_status_entries_mv AS
 WITH first_move AS (
     SELECT DISTINCT ON (e.tenant_id, e.lead_id) e.tenant_id, e.lead_id,
            e.metadata->>'from' AS status
-      FROM events e
+      FROM {events} e
      WHERE e.kind = 'status_changed'
      ORDER BY e.tenant_id, e.lead_id, e.occurred_at, e.id
 ), entries AS (
@@ -50,7 +51,7 @@ WITH first_move AS (
       LEFT JOIN first_move f ON f.tenant_id = l.tenant_id AND f.lead_id = l.id
     UNION ALL
     SELECT e.tenant_id, (e.occurred_at AT TIME ZONE 'UTC')::date, e.metadata->>'to'
-      FROM events e
+      FROM {events} e
      WHERE e.kind = 'status_changed'
 )
 SELECT tenant_id, day, status, count(*)::bigint AS entered
@@ -81,7 +82,7 @@ WITH owned AS (
     SELECT l.tenant_id, l.assigned_agent_id AS agent_id,
            (extract(epoch FROM min(e.occurred_at) - l.created_at) * 1000000)::bigint AS micros
       FROM leads l
-      JOIN events e ON e.tenant_id = l.tenant_id AND e.lead_id = l.id
+      JOIN {events} e ON e.tenant_id = l.tenant_id AND e.lead_id = l.id
      WHERE l.assigned_agent_id IS NOT NULL AND l.deleted_at IS NULL
        AND e.direction = 'outbound' AND e.occurred_at >= l.created_at
      GROUP BY l.tenant_id, l.id
@@ -112,7 +113,7 @@ SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, kind, direction
        CASE WHEN metadata->>'channel' IN ('email', 'sms', 'call', 'linkedin')
             THEN metadata->>'channel' ELSE '' END AS channel,
        count(*)::bigint AS events
-  FROM events
+  FROM {events} e
  GROUP BY 1, 2, 3, 4, 5;
 CREATE UNIQUE INDEX analytics_event_counts_key
     ON analytics_event_counts_mv (tenant_id, day, kind, direction, channel);
@@ -131,6 +132,29 @@ SELECT tenant_id, day, kind, direction, channel, events FROM analytics_event_cou
 GRANT SELECT ON analytics_status_entries, analytics_agents, analytics_event_counts
     TO leadline_service;
 
+"
+    )
+}
+
+/// Drops what [`pg_objects`] creates.
+pub(crate) const PG_DROP_OBJECTS: &str = r"
+DROP VIEW analytics_event_counts;
+DROP VIEW analytics_agents;
+DROP VIEW analytics_status_entries;
+DROP MATERIALIZED VIEW analytics_event_counts_mv;
+DROP MATERIALIZED VIEW analytics_agents_mv;
+DROP MATERIALIZED VIEW analytics_status_entries_mv;
+";
+
+const PG_POLICIES: &str = r"
+CREATE POLICY analytics_reading ON leads FOR SELECT TO CURRENT_USER USING (true);
+CREATE POLICY analytics_reading ON events FOR SELECT TO CURRENT_USER USING (true);
+CREATE POLICY analytics_reading ON approvals FOR SELECT TO CURRENT_USER USING (true);
+CREATE POLICY analytics_reading ON agents FOR SELECT TO CURRENT_USER USING (true);
+
+";
+
+const PG_REST: &str = r"
 -- One row: when the views were last refreshed. Every write committed
 -- before `as_of` is in them.
 CREATE TABLE analytics_refreshed (
@@ -162,12 +186,9 @@ GRANT EXECUTE ON FUNCTION analytics_refresh() TO leadline_service;
 const PG_DOWN: &str = r"
 DROP FUNCTION analytics_refresh();
 DROP TABLE analytics_refreshed;
-DROP VIEW analytics_event_counts;
-DROP VIEW analytics_agents;
-DROP VIEW analytics_status_entries;
-DROP MATERIALIZED VIEW analytics_event_counts_mv;
-DROP MATERIALIZED VIEW analytics_agents_mv;
-DROP MATERIALIZED VIEW analytics_status_entries_mv;
+";
+
+const PG_DOWN_POLICIES: &str = r"
 DROP POLICY analytics_reading ON agents;
 DROP POLICY analytics_reading ON approvals;
 DROP POLICY analytics_reading ON events;
@@ -177,10 +198,12 @@ DROP POLICY analytics_reading ON leads;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, PG_UP, "").await
+        let pg = format!("{PG_POLICIES}\n{}\n{PG_REST}", pg_objects("events"));
+        run(manager, &pg, "").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, PG_DOWN, "").await
+        let pg = format!("{PG_DOWN}\n{PG_DROP_OBJECTS}\n{PG_DOWN_POLICIES}");
+        run(manager, &pg, "").await
     }
 }

@@ -13,7 +13,34 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::sql::{disable_tenant_isolation, enable_tenant_isolation, run};
+use crate::{
+    m20261211_000022_analytics::{PG_DROP_OBJECTS, pg_objects},
+    sql::{disable_tenant_isolation, enable_tenant_isolation, run},
+};
+
+/// The timeline and its archive, as analytics counts them: an archived
+/// event happened, and archiving must not change past figures.
+const EVENTS_EVER: &str = "(SELECT tenant_id, id, lead_id, kind, direction, occurred_at, metadata \
+     FROM events UNION ALL \
+     SELECT tenant_id, id, lead_id, kind, direction, occurred_at, metadata FROM events_archive)";
+
+/// Analytics' views, rebuilt over the timeline and the archive (migration
+/// 22 built them over the timeline alone), and the owner's reading policy
+/// on the archive that refreshing them needs.
+fn pg_analytics_over_archive() -> String {
+    format!(
+        "CREATE POLICY analytics_reading ON events_archive FOR SELECT TO CURRENT_USER USING (true);\n\
+         {PG_DROP_OBJECTS}\n{}",
+        pg_objects(EVENTS_EVER)
+    )
+}
+
+fn pg_analytics_without_archive() -> String {
+    format!(
+        "{PG_DROP_OBJECTS}\n{}\nDROP POLICY analytics_reading ON events_archive;\n",
+        pg_objects("events")
+    )
+}
 
 pub(crate) struct Migration;
 
@@ -54,6 +81,7 @@ CREATE TABLE events_archive (
     FOREIGN KEY (tenant_id, lead_id) REFERENCES leads (tenant_id, id) ON DELETE CASCADE
 );
 CREATE INDEX events_archive_lead_idx ON events_archive (tenant_id, lead_id, occurred_at, id);
+CREATE INDEX events_archive_age_idx ON events_archive (tenant_id, occurred_at, id);
 GRANT SELECT ON events_archive TO leadline_service;
 
 CREATE INDEX events_occurred_brin ON events USING brin (occurred_at);
@@ -106,8 +134,19 @@ BEGIN
                g.occurred_at, g.actor, g.metadata, g.created_at, now()
           FROM gone g WHERE what = 'archive'
         RETURNING 1
+    ), purged AS (
+        -- A delete policy also empties the archive of what is past it (a
+        -- tenant that archived before).
+        DELETE FROM events_archive a
+         WHERE what = 'delete' AND a.tenant_id = t
+           AND a.id IN (SELECT o.id FROM events_archive o
+                         WHERE o.tenant_id = t AND o.occurred_at < cutoff
+                         ORDER BY o.occurred_at, o.id LIMIT max_rows)
+        RETURNING a.lead_id
     )
-    SELECT g.lead_id, count(*)::bigint FROM gone g GROUP BY g.lead_id;
+    SELECT x.lead_id, count(*)::bigint
+      FROM (SELECT g.lead_id FROM gone g UNION ALL SELECT p.lead_id FROM purged p) x
+     GROUP BY x.lead_id;
 END
 $$;
 REVOKE ALL ON FUNCTION retention_apply(uuid, timestamptz, integer) FROM PUBLIC;
@@ -147,6 +186,7 @@ CREATE TABLE events_archive (
     FOREIGN KEY (tenant_id, lead_id) REFERENCES leads (tenant_id, id) ON DELETE CASCADE
 );
 CREATE INDEX events_archive_lead_idx ON events_archive (tenant_id, lead_id, occurred_at, id);
+CREATE INDEX events_archive_age_idx ON events_archive (tenant_id, occurred_at, id);
 
 -- Retention's own transaction holds a row here while it deletes; the
 -- append-only trigger lets exactly those deletes pass.
@@ -164,6 +204,7 @@ CREATE TRIGGER events_no_delete BEFORE DELETE ON events
     WHEN (SELECT count(*) FROM leads WHERE leads.tenant_id = OLD.tenant_id AND leads.id = OLD.lead_id) > 0
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 DROP TABLE retention_gate;
+DROP INDEX events_archive_age_idx;
 DROP INDEX events_archive_lead_idx;
 DROP TABLE events_archive;
 DROP TABLE retention_policies;
@@ -172,12 +213,20 @@ DROP TABLE retention_policies;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let pg = format!("{PG_UP}\n{}", enable_tenant_isolation(TABLES));
+        let pg = format!(
+            "{PG_UP}\n{}\n{}",
+            enable_tenant_isolation(TABLES),
+            pg_analytics_over_archive()
+        );
         run(manager, &pg, SQLITE_UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let pg = format!("{}\n{PG_DOWN}", disable_tenant_isolation(TABLES));
+        let pg = format!(
+            "{}\n{}\n{PG_DOWN}",
+            pg_analytics_without_archive(),
+            disable_tenant_isolation(TABLES)
+        );
         run(manager, &pg, SQLITE_DOWN).await
     }
 }

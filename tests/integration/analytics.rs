@@ -660,6 +660,17 @@ async fn figures_match_a_ground_truth_before_and_after_a_refresh(
     }
     assert!(weeks.is_empty(), "weeks not reported: {weeks:?}");
 
+    // A default range never reaches before year 1; the agents report
+    // takes no parameters.
+    let (status, early) = get(&app, &key, "/v1/analytics/funnel?to=0001-01-05").await;
+    assert_eq!(
+        (status, early["from"].as_str()),
+        (StatusCode::OK, Some("0001-01-01")),
+        "{early}"
+    );
+    let (status, body) = get(&app, &key, "/v1/analytics/agents?foo=1").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("foo"), "{body}");
     // Bad ranges are refused, naming the field.
     for (query, field) in [
         ("from=2026-13-01", "from"),
@@ -669,6 +680,8 @@ async fn figures_match_a_ground_truth_before_and_after_a_refresh(
         ("interval=month", "interval"),
         ("from=+2026-12-01", "from"),
         ("since=2026-12-01", "since"),
+        // `to` defaults to today: the field at fault is the one sent.
+        ("from=9999-12-31", "from"),
     ] {
         let (status, body) = get(&app, &key, &format!("/v1/analytics/activity?{query}")).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");

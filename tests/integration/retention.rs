@@ -41,10 +41,11 @@ mod sqlite {
 mod postgres {
     #[tokio::test]
     async fn a_policy_removes_exactly_the_old_events_in_bounded_batches() {
-        let owner = crate::support::Owner::Postgres(crate::support::pg().await.owner_url.clone());
+        // A database of its own: the job runs over every tenant.
+        let (owner, service) = crate::support::isolated_pg("leadline_retention").await;
         super::a_policy_removes_exactly_the_old_events_in_bounded_batches(
-            crate::support::pg_store().await,
-            owner,
+            crate::support::store_at(&service).await,
+            crate::support::Owner::Postgres(owner),
         )
         .await;
     }
@@ -121,6 +122,44 @@ async fn history(
     lead
 }
 
+/// The tenant's three reports over the last 90 days (PostgreSQL's after a
+/// refresh), with their `as_of`s left out.
+async fn figures(
+    s: &Services,
+    tenant: TenantId,
+    postgres: bool,
+) -> (
+    leadline_domain::Funnel,
+    leadline_domain::AgentsReport,
+    leadline_domain::Activity,
+) {
+    if s.analytics.refresh().await.unwrap().is_none() && postgres {
+        // Another refresh held the lock: this one's figures must include
+        // every write before now.
+        crate::support::eventually(
+            "a refresh of our own",
+            std::time::Duration::from_secs(30),
+            async || {
+                s.analytics
+                    .refresh()
+                    .await
+                    .unwrap()
+                    .ok_or("another refresh holds the lock")
+            },
+        )
+        .await;
+    }
+    let today = Utc::now().date_naive();
+    let range = leadline_domain::DateRange::new(today - Days::new(90), today).unwrap();
+    let day = leadline_domain::Interval::Day;
+    let at = chrono::DateTime::<Utc>::MIN_UTC;
+    let mut funnel = s.analytics.funnel(tenant, range, day).await.unwrap();
+    let mut agents = s.analytics.agents(tenant).await.unwrap();
+    let mut activity = s.analytics.activity(tenant, range, day).await.unwrap();
+    (funnel.as_of, agents.as_of, activity.as_of) = (at, at, at);
+    (funnel, agents, activity)
+}
+
 /// The ids of the lead's events on its timeline, and of those older than
 /// `days`.
 async fn timeline(
@@ -147,6 +186,7 @@ async fn timeline(
 }
 
 async fn a_policy_removes_exactly_the_old_events_in_bounded_batches(store: Store, owner: Owner) {
+    let postgres = store.backend() == leadline_store::Backend::Postgres;
     let s = services(store);
     let app = router(AppState::new(s.clone()));
     let mut tenants = Vec::new();
@@ -197,6 +237,7 @@ async fn a_policy_removes_exactly_the_old_events_in_bounded_batches(store: Store
             "the context holds old events before"
         );
 
+        let figures_before = figures(&s, *tenant, postgres).await;
         let (removed, batches) = s.retention.apply_tenant(*tenant, 2).await.unwrap();
         let (after, _) = timeline(&s, *tenant, old, 30).await;
         let (young_after, _) = timeline(&s, *tenant, young, 30).await;
@@ -232,6 +273,14 @@ async fn a_policy_removes_exactly_the_old_events_in_bounded_batches(store: Store
             0,
             "nothing left"
         );
+        if *action == Some(RetentionAction::Archive) {
+            // Archived events happened: the figures do not change.
+            assert_eq!(
+                figures(&s, *tenant, postgres).await,
+                figures_before,
+                "analytics after archiving"
+            );
+        }
 
         // The archive is in the export; deleted events are nowhere.
         let (status, export) = call(
@@ -276,9 +325,40 @@ async fn a_policy_removes_exactly_the_old_events_in_bounded_batches(store: Store
         );
     }
 
+    // A tenant that archived, then chose to delete: the archive empties of
+    // what is past the policy too.
+    let (archiving, key, ..) = &tenants[0];
+    s.retention
+        .set_policy(
+            *archiving,
+            Some(RetentionPolicy::new(30, RetentionAction::Delete).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.retention.apply_tenant(*archiving, 2).await.unwrap(),
+        (3, 2)
+    );
+    let (_, export) = call(
+        &app,
+        key,
+        Method::POST,
+        "/v1/privacy/export",
+        Some(json!({"email": "olga@retention.example"})),
+    )
+    .await;
+    assert_eq!(export["archived_events"], json!([]), "{export}");
+    s.retention
+        .set_policy(
+            *archiving,
+            Some(RetentionPolicy::new(30, RetentionAction::Archive).unwrap()),
+        )
+        .await
+        .unwrap();
+
     // The job finds the tenants with a policy and nothing is due any more.
     let report = s.retention.apply_all(1000).await.unwrap();
-    assert!(report.tenants >= 2, "{report:?}");
+    assert_eq!(report.tenants, 2, "{report:?}");
     assert_eq!(report.events, 0, "{report:?}");
 
     // The setting reads back, clears, and refuses what it cannot keep.

@@ -95,20 +95,25 @@ impl AnalyticsService {
         self.repo.refresh().await
     }
 
-    /// Refreshes every `every` until `shutdown` completes. The first
-    /// refresh waits one period: a fleet restarting together should not
-    /// refresh at once (and only one instance does at a time anyway).
+    /// Refreshes at once (figures as old as the last deployment would
+    /// surprise), then every `every` until `shutdown` completes. Instances
+    /// starting together do not refresh together: one holds the lock, the
+    /// others skip their turn.
     pub async fn run_refresher(
         self,
         every: Duration,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) {
         tokio::pin!(shutdown);
+        let mut first = true;
         loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(every) => {}
+            if !first {
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(every) => {}
+                }
             }
+            first = false;
             let started = std::time::Instant::now();
             match self.refresh().await {
                 Ok(Some(_)) => {

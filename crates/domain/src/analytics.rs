@@ -91,12 +91,16 @@ impl DateRange {
         Ok(Self { from, to })
     }
 
-    /// The last `days` days up to `today`, both included.
+    /// The last `days` days up to `today`, both included, but none before
+    /// year 1.
     #[must_use]
     pub fn ending(today: NaiveDate, days: u64) -> Self {
+        let first = NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or(NaiveDate::MIN);
         let from = today
             .checked_sub_days(Days::new(days.saturating_sub(1)))
-            .unwrap_or(today);
+            .unwrap_or(today)
+            .max(first)
+            .min(today);
         Self { from, to: today }
     }
 
@@ -520,6 +524,10 @@ mod tests {
         assert_eq!(
             DateRange::ending(day("2026-12-06"), 30).from(),
             day("2026-11-07")
+        );
+        assert_eq!(
+            DateRange::ending(day("0001-01-05"), 30).from(),
+            day("0001-01-01")
         );
     }
 

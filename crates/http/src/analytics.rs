@@ -87,11 +87,27 @@ impl RangeParams {
             Some(raw) => DateRange::new(date(raw, "from")?, to),
             None => Ok(DateRange::ending(to, DEFAULT_DAYS)),
         };
-        // Each date is well formed by now: what is left is about `to`.
-        let range = range.map_err(|e| ApiError::invalid_field("to", e.to_string()))?;
+        // Each date is well formed by now: what is left is about their
+        // order or span, named by the one the caller sent last.
+        let field = if self.to.is_some() { "to" } else { "from" };
+        let range = range.map_err(|e| {
+            let why = match (field, e.to_string()) {
+                ("from", why) if why.contains("before") => {
+                    "must not be after to (default: today)".to_owned()
+                }
+                (_, why) => why,
+            };
+            ApiError::invalid_field(field, why)
+        })?;
         Ok((range, interval))
     }
 }
+
+/// The agents report takes no parameters (and refuses any, as every
+/// route does).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
 
 /// Entries of one status.
 #[derive(ToSchema)]
@@ -252,6 +268,7 @@ async fn funnel(
 async fn agents(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
 ) -> Result<Json<AgentsReport>, ApiError> {
     Ok(Json(state.services().analytics.agents(tenant.id).await?))
 }

@@ -25,28 +25,42 @@ use crate::{
     tx::transaction,
 };
 
+/// The timeline and its archive: archived events happened, and archiving
+/// must not change past figures (migration 24 builds PostgreSQL's views
+/// over the same union).
+macro_rules! events_ever {
+    () => {
+        "(SELECT tenant_id, id, lead_id, kind, direction, occurred_at, metadata FROM events \
+          UNION ALL \
+          SELECT tenant_id, id, lead_id, kind, direction, occurred_at, metadata FROM events_archive)"
+    };
+}
+
 const PG_STATUS_ENTRIES: &str = "\
 SELECT r.as_of, s.day, s.status, s.entered \
   FROM analytics_refreshed r \
   LEFT JOIN analytics_status_entries s \
     ON s.tenant_id = $1 AND s.day BETWEEN $2 AND $3";
 
-const SQLITE_STATUS_ENTRIES: &str = "\
-SELECT day, status, COUNT(*) AS entered FROM ( \
+const SQLITE_STATUS_ENTRIES: &str = concat!(
+    "SELECT day, status, COUNT(*) AS entered FROM ( \
     SELECT date(l.created_at) AS day, \
-           COALESCE((SELECT json_extract(e.metadata, '$.from') FROM events e \
-                      WHERE e.tenant_id = l.tenant_id AND e.lead_id = l.id \
+           COALESCE((SELECT json_extract(e.metadata, '$.from') FROM ",
+    events_ever!(),
+    " e WHERE e.tenant_id = l.tenant_id AND e.lead_id = l.id \
                         AND e.kind = 'status_changed' \
                       ORDER BY e.occurred_at, e.id LIMIT 1), l.status) AS status \
       FROM leads l \
      WHERE l.tenant_id = ? AND date(l.created_at) BETWEEN ? AND ? \
     UNION ALL \
     SELECT date(e.occurred_at), json_extract(e.metadata, '$.to') \
-      FROM events e \
-     WHERE e.tenant_id = ? AND e.kind = 'status_changed' \
+      FROM ",
+    events_ever!(),
+    " e WHERE e.tenant_id = ? AND e.kind = 'status_changed' \
        AND date(e.occurred_at) BETWEEN ? AND ? \
 ) WHERE status IN ('new', 'contacted', 'qualified', 'nurturing', 'won', 'lost') \
-GROUP BY day, status";
+GROUP BY day, status"
+);
 
 const PG_AGENTS: &str = "\
 SELECT r.as_of, a.agent_id, a.leads_owned, a.approvals_drafted, a.approvals_approved, \
@@ -69,14 +83,17 @@ SELECT a.id AS agent_id, \
 FROM agents a WHERE a.tenant_id = ?";
 
 /// Each owned lead's creation and first outbound touch at or after it.
-const SQLITE_FIRST_TOUCHES: &str = "\
-SELECT l.assigned_agent_id AS agent_id, l.created_at AS created_at, \
+const SQLITE_FIRST_TOUCHES: &str = concat!(
+    "SELECT l.assigned_agent_id AS agent_id, l.created_at AS created_at, \
        MIN(e.occurred_at) AS first_at \
   FROM leads l \
-  JOIN events e ON e.tenant_id = l.tenant_id AND e.lead_id = l.id \
+  JOIN ",
+    events_ever!(),
+    " e ON e.tenant_id = l.tenant_id AND e.lead_id = l.id \
  WHERE l.tenant_id = ? AND l.assigned_agent_id IS NOT NULL AND l.deleted_at IS NULL \
    AND e.direction = 'outbound' AND e.occurred_at >= l.created_at \
- GROUP BY l.id";
+ GROUP BY l.id"
+);
 
 const PG_EVENT_COUNTS: &str = "\
 SELECT r.as_of, c.day, c.kind, c.direction, c.channel, c.events \
@@ -84,14 +101,16 @@ SELECT r.as_of, c.day, c.kind, c.direction, c.channel, c.events \
   LEFT JOIN analytics_event_counts c \
     ON c.tenant_id = $1 AND c.day BETWEEN $2 AND $3";
 
-const SQLITE_EVENT_COUNTS: &str = "\
-SELECT date(occurred_at) AS day, kind, direction, \
+const SQLITE_EVENT_COUNTS: &str = concat!(
+    "SELECT date(occurred_at) AS day, kind, direction, \
        CASE WHEN json_extract(metadata, '$.channel') IN ('email', 'sms', 'call', 'linkedin') \
             THEN json_extract(metadata, '$.channel') ELSE '' END AS channel, \
        COUNT(*) AS events \
-  FROM events \
- WHERE tenant_id = ? AND date(occurred_at) BETWEEN ? AND ? \
- GROUP BY 1, 2, 3, 4";
+  FROM ",
+    events_ever!(),
+    " e WHERE tenant_id = ? AND date(occurred_at) BETWEEN ? AND ? \
+ GROUP BY 1, 2, 3, 4"
+);
 
 fn count(row: &QueryResult, column: &str) -> Result<u64, Failure> {
     let n: i64 = row.try_get("", column)?;

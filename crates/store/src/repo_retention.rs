@@ -147,6 +147,45 @@ async fn sqlite_apply(
     Ok(leads)
 }
 
+/// SQLite, a delete policy: the leads of at most `max_rows` archived
+/// events past it, removed (a tenant that archived before).
+async fn sqlite_purge_archive(
+    txn: &DatabaseTransaction,
+    tenant: TenantId,
+    cutoff: DateTime<Utc>,
+    max_rows: u32,
+) -> Result<Vec<uuid::Uuid>, Failure> {
+    let sqlite = DbBackend::Sqlite;
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            sqlite,
+            "SELECT id, lead_id FROM events_archive WHERE tenant_id = ? AND occurred_at < ? \
+             ORDER BY occurred_at, id LIMIT ?",
+            [
+                tenant.as_uuid().into(),
+                sqlite_time(cutoff).into(),
+                i64::from(max_rows).into(),
+            ],
+        ))
+        .await?;
+    let mut ids: Vec<Value> = vec![tenant.as_uuid().into()];
+    let mut leads = Vec::with_capacity(rows.len());
+    for row in &rows {
+        ids.push(row.try_get::<uuid::Uuid>("", "id")?.into());
+        leads.push(row.try_get::<uuid::Uuid>("", "lead_id")?);
+    }
+    if !leads.is_empty() {
+        let list = vec!["?"; leads.len()].join(", ");
+        txn.execute_raw(Statement::from_sql_and_values(
+            sqlite,
+            format!("DELETE FROM events_archive WHERE tenant_id = ? AND id IN ({list})"),
+            ids,
+        ))
+        .await?;
+    }
+    Ok(leads)
+}
+
 #[async_trait]
 impl RetentionRepository for Store {
     async fn policy(&self, tenant: TenantId) -> Result<Option<RetentionPolicy>, RetentionError> {
@@ -283,7 +322,12 @@ impl RetentionRepository for Store {
                         }
                     }
                     Backend::Sqlite => {
-                        for lead in sqlite_apply(txn, tenant, policy, cutoff, max_rows).await? {
+                        let mut leads = sqlite_apply(txn, tenant, policy, cutoff, max_rows).await?;
+                        if policy.action() == RetentionAction::Delete {
+                            leads
+                                .extend(sqlite_purge_archive(txn, tenant, cutoff, max_rows).await?);
+                        }
+                        for lead in leads {
                             match per_lead.iter_mut().find(|(l, _)| *l == lead) {
                                 Some((_, n)) => *n += 1,
                                 None => per_lead.push((lead, 1)),
