@@ -1,4 +1,4 @@
-//! Analytics on PostgreSQL: three materialized views of per-day (or
+//! Analytics on PostgreSQL: four materialized views of per-day (or
 //! per-agent) counts, refreshed `CONCURRENTLY` by `analytics_refresh`, and
 //! read through views that answer only the transaction's tenant.
 //!
@@ -118,6 +118,48 @@ SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, kind, direction
 CREATE UNIQUE INDEX analytics_event_counts_key
     ON analytics_event_counts_mv (tenant_id, day, kind, direction, channel);
 
+-- Per lead and stage, its first and last entry; a cohort is the leads that
+-- first entered a main-path stage on one day, and `converted` those of them
+-- that entered the next stage at or after that.
+CREATE MATERIALIZED VIEW analytics_cohorts_mv AS
+WITH first_move AS (
+    SELECT DISTINCT ON (e.tenant_id, e.lead_id) e.tenant_id, e.lead_id,
+           e.metadata->>'from' AS status
+      FROM {events} e
+     WHERE e.kind = 'status_changed'
+     ORDER BY e.tenant_id, e.lead_id, e.occurred_at, e.id
+), entries AS (
+    SELECT l.tenant_id, l.id AS lead_id, l.created_at AS at,
+           coalesce(f.status, l.status) AS status
+      FROM leads l
+      LEFT JOIN first_move f ON f.tenant_id = l.tenant_id AND f.lead_id = l.id
+    UNION ALL
+    SELECT e.tenant_id, e.lead_id, e.occurred_at, e.metadata->>'to'
+      FROM {events} e
+     WHERE e.kind = 'status_changed'
+), spans AS (
+    SELECT tenant_id, lead_id, status, min(at) AS first_at, max(at) AS last_at
+      FROM entries
+     GROUP BY tenant_id, lead_id, status
+)
+SELECT a.tenant_id, (a.first_at AT TIME ZONE 'UTC')::date AS day, a.status AS from_status,
+       count(*)::bigint AS entered, count(b.lead_id)::bigint AS converted
+  FROM spans a
+  LEFT JOIN spans b
+    ON b.tenant_id = a.tenant_id AND b.lead_id = a.lead_id
+   AND b.status = CASE a.status WHEN 'new' THEN 'contacted'
+                                WHEN 'contacted' THEN 'qualified'
+                                WHEN 'qualified' THEN 'won' END
+   AND b.last_at >= a.first_at
+ WHERE a.status IN ('new', 'contacted', 'qualified')
+ GROUP BY 1, 2, 3;
+CREATE UNIQUE INDEX analytics_cohorts_key ON analytics_cohorts_mv (tenant_id, day, from_status);
+
+CREATE VIEW analytics_cohorts WITH (security_barrier) AS
+SELECT tenant_id, day, from_status, entered, converted FROM analytics_cohorts_mv
+ WHERE tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid;
+GRANT SELECT ON analytics_cohorts TO leadline_service;
+
 CREATE VIEW analytics_status_entries WITH (security_barrier) AS
 SELECT tenant_id, day, status, entered FROM analytics_status_entries_mv
  WHERE tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid;
@@ -138,6 +180,8 @@ GRANT SELECT ON analytics_status_entries, analytics_agents, analytics_event_coun
 
 /// Drops what [`pg_objects`] creates.
 pub(crate) const PG_DROP_OBJECTS: &str = r"
+DROP VIEW analytics_cohorts;
+DROP MATERIALIZED VIEW analytics_cohorts_mv;
 DROP VIEW analytics_event_counts;
 DROP VIEW analytics_agents;
 DROP VIEW analytics_status_entries;
@@ -175,6 +219,7 @@ BEGIN
     REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_status_entries_mv;
     REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_agents_mv;
     REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_event_counts_mv;
+    REFRESH MATERIALIZED VIEW CONCURRENTLY analytics_cohorts_mv;
     UPDATE analytics_refreshed SET as_of = now();
     RETURN now();
 END

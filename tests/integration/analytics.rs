@@ -260,6 +260,9 @@ struct Truth {
     agents: BTreeMap<String, Figures>,
     /// (day, channel, direction) → events.
     activity: BTreeMap<(NaiveDate, String, String), u64>,
+    /// stage → (leads that first entered it in the range, of them those
+    /// that entered the next stage at or after that).
+    conversion: BTreeMap<String, (u64, u64)>,
 }
 
 fn channel_of(event: &Event) -> String {
@@ -293,6 +296,10 @@ fn truth(
     let within = |d: NaiveDate| range.0 <= d && d <= range.1;
     let mut funnel = BTreeMap::new();
     let mut activity = BTreeMap::new();
+    let mut conversion: BTreeMap<String, (u64, u64)> = ["new", "contacted", "qualified"]
+        .iter()
+        .map(|s| ((*s).to_owned(), (0, 0)))
+        .collect();
     for (lead, events, _) in leads {
         let mut moves: Vec<&Event> = events
             .iter()
@@ -302,13 +309,37 @@ fn truth(
         let first = moves.first().map_or(lead.status.as_str().to_owned(), |e| {
             e.metadata.as_map()["from"].as_str().unwrap().to_owned()
         });
-        let mut entries = vec![(lead.created_at.date_naive(), first)];
+        let mut entries = vec![(lead.created_at, first)];
         for m in &moves {
             let to = m.metadata.as_map()["to"].as_str().unwrap().to_owned();
-            entries.push((m.occurred_at.date_naive(), to));
+            entries.push((m.occurred_at, to));
         }
-        for entry in entries.into_iter().filter(|(d, _)| within(*d)) {
-            *funnel.entry(entry).or_insert(0) += 1;
+        // Per stage, the lead's first and last entry; a cohort member
+        // converted when it entered the next stage at or after its first
+        // entry into this one.
+        let span = |status: &str| {
+            let times: Vec<DateTime<Utc>> = entries
+                .iter()
+                .filter(|(_, s)| s == status)
+                .map(|(t, _)| *t)
+                .collect();
+            Some((*times.iter().min()?, *times.iter().max()?))
+        };
+        for (stage, next) in [
+            ("new", "contacted"),
+            ("contacted", "qualified"),
+            ("qualified", "won"),
+        ] {
+            if let Some((first, _)) = span(stage).filter(|(f, _)| within(f.date_naive())) {
+                let cohort = conversion.get_mut(stage).unwrap();
+                cohort.0 += 1;
+                if span(next).is_some_and(|(_, last)| last >= first) {
+                    cohort.1 += 1;
+                }
+            }
+        }
+        for (at, status) in entries.into_iter().filter(|(t, _)| within(t.date_naive())) {
+            *funnel.entry((at.date_naive(), status)).or_insert(0) += 1;
         }
         for e in events.iter().filter(|e| within(e.occurred_at.date_naive())) {
             let key = (
@@ -366,6 +397,7 @@ fn truth(
         funnel,
         agents: figures,
         activity,
+        conversion,
     }
 }
 
@@ -393,8 +425,7 @@ async fn reported(app: &Router, key: &str, range: (NaiveDate, NaiveDate)) -> (Tr
             }
         }
     }
-    // The whole-range figures agree with the buckets, and the conversion
-    // with the whole-range figures.
+    // The whole-range figures agree with the buckets.
     for stage in funnel["stages"].as_array().unwrap() {
         let status = stage["status"].as_str().unwrap();
         assert_eq!(
@@ -403,17 +434,17 @@ async fn reported(app: &Router, key: &str, range: (NaiveDate, NaiveDate)) -> (Tr
             "{funnel}"
         );
     }
+    let mut conversion = BTreeMap::new();
     for c in funnel["conversion"].as_array().unwrap() {
-        let (from, to) = (
-            totals
-                .get(c["from"].as_str().unwrap())
-                .copied()
-                .unwrap_or(0),
-            totals.get(c["to"].as_str().unwrap()).copied().unwrap_or(0),
+        let (leads, converted) = (
+            c["leads"].as_u64().unwrap(),
+            c["converted"].as_u64().unwrap(),
         );
         let expected =
-            (from > 0).then(|| ((to as f64 / from as f64) * 10_000.0).round() / 10_000.0);
+            (leads > 0).then(|| ((converted as f64 / leads as f64) * 10_000.0).round() / 10_000.0);
         assert_eq!(c["rate"].as_f64(), expected, "{c}");
+        assert!(converted <= leads, "{c}");
+        conversion.insert(c["from"].as_str().unwrap().to_owned(), (leads, converted));
     }
 
     let mut figures = BTreeMap::new();
@@ -452,6 +483,7 @@ async fn reported(app: &Router, key: &str, range: (NaiveDate, NaiveDate)) -> (Tr
             funnel: by_day,
             agents: figures,
             activity: events,
+            conversion,
         },
         as_of,
     )
@@ -461,6 +493,7 @@ async fn reported(app: &Router, key: &str, range: (NaiveDate, NaiveDate)) -> (Tr
 /// microseconds, but by different paths).
 fn assert_matches(reported: &Truth, truth: &Truth, when: &str) {
     assert_eq!(reported.funnel, truth.funnel, "{when}: funnel");
+    assert_eq!(reported.conversion, truth.conversion, "{when}: conversion");
     assert_eq!(reported.activity, truth.activity, "{when}: activity");
     assert_eq!(
         reported.agents.keys().collect::<Vec<_>>(),
@@ -549,6 +582,11 @@ async fn figures_match_a_ground_truth_before_and_after_a_refresh(
     f.touch(&unowned, Note, Internal, 19, json!({"channel": "pigeon"}))
         .await;
     f.touch(&unowned, Note, Internal, 1, json!({})).await;
+    // Contacted twice (lost, kept warm, contacted again): one lead of the
+    // new cohort, converted once.
+    let again = f.lead("Rex", New, Some(1)).await;
+    f.moves(&again, &[Contacted, Lost, Nurturing, Contacted])
+        .await;
     // Created straight into contacted, then moved on: it entered contacted
     // at creation, qualified later.
     let direct = f.lead("Dee", Contacted, None).await;
@@ -597,6 +635,11 @@ async fn figures_match_a_ground_truth_before_and_after_a_refresh(
             .filter(|a| a.5.is_some())
             .count()
             == 2,
+        "{first_truth:?}"
+    );
+    let (new_leads, new_converted) = first_truth.conversion["new"];
+    assert!(
+        new_converted > 0 && new_converted < new_leads,
         "{first_truth:?}"
     );
     assert!(
@@ -710,6 +753,7 @@ async fn the_service_role_sees_only_its_tenants_figures() {
         "SELECT count(*) FROM analytics_status_entries_mv",
         "SELECT count(*) FROM analytics_agents_mv",
         "SELECT count(*) FROM analytics_event_counts_mv",
+        "SELECT count(*) FROM analytics_cohorts_mv",
         "REFRESH MATERIALIZED VIEW analytics_status_entries_mv",
         "UPDATE analytics_refreshed SET as_of = now()",
         "DELETE FROM analytics_refreshed",
@@ -737,7 +781,8 @@ async fn the_service_role_sees_only_its_tenants_figures() {
             let rows = sqlx::query(
                 "SELECT tenant_id FROM analytics_status_entries \
              UNION ALL SELECT tenant_id FROM analytics_event_counts \
-             UNION ALL SELECT tenant_id FROM analytics_agents",
+             UNION ALL SELECT tenant_id FROM analytics_agents \
+             UNION ALL SELECT tenant_id FROM analytics_cohorts",
             )
             .fetch_all(&mut *tx)
             .await

@@ -60,7 +60,7 @@ impl AnalyticsService {
         range: DateRange,
         interval: Interval,
     ) -> Result<Funnel, AnalyticsError> {
-        let counts = self.repo.status_entries(tenant, range).await?;
+        let counts = self.repo.funnel_counts(tenant, range).await?;
         Ok(Funnel::build(range, interval, counts))
     }
 

@@ -7,8 +7,10 @@
 //!   time its status moves to it (a `status_changed` event). Its first
 //!   status is the `from` of its first status move, or its status if it
 //!   never moved. Conversion between consecutive stages of the main path
-//!   (new → contacted → qualified → won) is the ratio of their entries in
-//!   the range.
+//!   (new → contacted → qualified → won) follows leads, not entries: of
+//!   the leads that first entered a stage within the range, the share that
+//!   entered the next one at or after that (by `as_of`). It never exceeds
+//!   1, whatever leads re-enter or skip.
 //! - **Agents.** Per agent, all time: leads assigned now (not deleted),
 //!   approvals drafted, approvals they approved (approved or since sent),
 //!   rejected, messages they marked sent, and the median time from a lead's
@@ -170,6 +172,29 @@ pub struct StatusEntries {
     pub entered: u64,
 }
 
+/// The leads that first entered `from` on `day`, and how many of them
+/// entered the main path's next stage at or after that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cohort {
+    /// The UTC day of their first entry into `from`.
+    pub day: NaiveDate,
+    /// The stage (new, contacted or qualified).
+    pub from: LeadStatus,
+    /// Leads.
+    pub entered: u64,
+    /// Of them, those that went on to the next stage.
+    pub converted: u64,
+}
+
+/// What the funnel is built from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FunnelCounts {
+    /// Entries per day and status.
+    pub entries: Vec<StatusEntries>,
+    /// Cohorts per day and stage.
+    pub cohorts: Vec<Cohort>,
+}
+
 /// Entries of one status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StageCount {
@@ -186,9 +211,24 @@ pub struct Conversion {
     pub from: LeadStatus,
     /// The next one.
     pub to: LeadStatus,
-    /// Entries of `to` over entries of `from`, rounded to four places;
-    /// absent when nothing entered `from`.
+    /// Leads that first entered `from` within the range.
+    pub leads: u64,
+    /// Of them, those that entered `to` at or after that.
+    pub converted: u64,
+    /// `converted / leads`, rounded to four places; absent when no lead
+    /// entered `from`.
     pub rate: Option<f64>,
+}
+
+/// The main path's next stage after `from`, if it has one.
+#[must_use]
+pub const fn next_stage(from: LeadStatus) -> Option<LeadStatus> {
+    match from {
+        LeadStatus::New => Some(LeadStatus::Contacted),
+        LeadStatus::Contacted => Some(LeadStatus::Qualified),
+        LeadStatus::Qualified => Some(LeadStatus::Won),
+        LeadStatus::Nurturing | LeadStatus::Won | LeadStatus::Lost => None,
+    }
 }
 
 /// One bucket of the funnel.
@@ -250,18 +290,19 @@ impl Funnel {
     /// The funnel of `range` by `interval`, from the store's daily counts
     /// (rows outside the range are ignored).
     #[must_use]
-    pub fn build(
-        range: DateRange,
-        interval: Interval,
-        snapshot: Snapshot<Vec<StatusEntries>>,
-    ) -> Self {
+    pub fn build(range: DateRange, interval: Interval, snapshot: Snapshot<FunnelCounts>) -> Self {
         let mut total: BTreeMap<LeadStatus, u64> = BTreeMap::new();
         let mut per: BTreeMap<NaiveDate, BTreeMap<LeadStatus, u64>> = range
             .buckets(interval)
             .into_iter()
             .map(|b| (b, BTreeMap::new()))
             .collect();
-        for row in snapshot.rows.iter().filter(|r| range.contains(r.day)) {
+        for row in snapshot
+            .rows
+            .entries
+            .iter()
+            .filter(|r| range.contains(r.day))
+        {
             *total.entry(row.status).or_default() += row.entered;
             *per.entry(interval.bucket_of(row.day))
                 .or_default()
@@ -270,13 +311,20 @@ impl Funnel {
         }
         let conversion = MAIN_PATH
             .windows(2)
-            .map(|pair| Conversion {
-                from: pair[0],
-                to: pair[1],
-                rate: ratio(
-                    total.get(&pair[1]).copied().unwrap_or(0),
-                    total.get(&pair[0]).copied().unwrap_or(0),
-                ),
+            .map(|pair| {
+                let (leads, converted) = snapshot
+                    .rows
+                    .cohorts
+                    .iter()
+                    .filter(|c| c.from == pair[0] && range.contains(c.day))
+                    .fold((0, 0), |(l, c), row| (l + row.entered, c + row.converted));
+                Conversion {
+                    from: pair[0],
+                    to: pair[1],
+                    leads,
+                    converted,
+                    rate: ratio(converted, leads),
+                }
             })
             .collect();
         Self {
@@ -579,7 +627,24 @@ mod tests {
                 entered: 9,
             },
         ];
+        let cohort = |d: &str, from, entered, converted| Cohort {
+            day: day(d),
+            from,
+            entered,
+            converted,
+        };
+        let cohorts = vec![
+            cohort("2026-12-01", LeadStatus::New, 10, 4),
+            cohort("2026-12-08", LeadStatus::New, 10, 1),
+            cohort("2026-12-08", LeadStatus::Contacted, 5, 1),
+            // Outside the range: ignored.
+            cohort("2026-12-20", LeadStatus::New, 9, 9),
+        ];
         let range = DateRange::new(day("2026-12-01"), day("2026-12-10")).expect("a range");
+        let rows = FunnelCounts {
+            entries: rows,
+            cohorts,
+        };
         let funnel = Funnel::build(range, Interval::Week, Snapshot { as_of: at(), rows });
         let entered = |s: &[StageCount], status| {
             s.iter()
@@ -594,15 +659,21 @@ mod tests {
             entered(&funnel.intervals[1].stages, LeadStatus::Contacted),
             5
         );
+        assert_eq!(
+            (funnel.conversion[0].leads, funnel.conversion[0].converted),
+            (20, 5)
+        );
         assert_eq!(funnel.conversion[0].rate, Some(0.25));
         assert_eq!(funnel.conversion[1].rate, Some(0.2));
-        assert_eq!(funnel.conversion[2].rate, Some(0.0));
+        assert_eq!(funnel.conversion[2].rate, None);
+        assert_eq!(next_stage(LeadStatus::Qualified), Some(LeadStatus::Won));
+        assert_eq!(next_stage(LeadStatus::Lost), None);
         let empty = Funnel::build(
             range,
             Interval::Day,
             Snapshot {
                 as_of: at(),
-                rows: vec![],
+                rows: FunnelCounts::default(),
             },
         );
         assert_eq!(empty.conversion[0].rate, None);

@@ -35,8 +35,8 @@ pub mod webhook;
 pub use access::{Access, Caller, Forbidden, Role, Scope, ScopeSet, ScopeSetError, UnknownAccess};
 pub use agent::{Agent, AgentRole, CreateAgentRequest, UpdateAgentRequest};
 pub use analytics::{
-    Activity, AgentFigures, AgentsReport, DateRange, EventCount, Funnel, Interval, Snapshot,
-    StatusEntries,
+    Activity, AgentFigures, AgentsReport, Cohort, DateRange, EventCount, Funnel, FunnelCounts,
+    Interval, Snapshot, StatusEntries,
 };
 pub use api_key::{
     ApiKey, ApiKeyHash, ApiKeyToken, KeyMaterial, KeyPrefix, KeyRefused, LAST_USED_GRANULARITY,

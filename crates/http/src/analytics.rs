@@ -124,8 +124,12 @@ struct StageCountView {
 struct ConversionView {
     from: s::LeadStatus,
     to: s::LeadStatus,
-    /// Entries of `to` over entries of `from` in the range, to four
-    /// places; null when nothing entered `from`.
+    /// Leads that first entered `from` within the range.
+    leads: u64,
+    /// Of them, those that entered `to` at or after that (by `as_of`).
+    converted: u64,
+    /// `converted / leads`, to four places (never above 1); null when no
+    /// lead entered `from`.
     rate: Option<f64>,
 }
 
@@ -227,7 +231,9 @@ struct ActivityView {
 
 /// The lead funnel: how many leads entered each status per day or week
 /// (at creation, and at each status move), and conversion between
-/// consecutive stages of new → contacted → qualified → won. On PostgreSQL
+/// consecutive stages of new → contacted → qualified → won: of the leads
+/// that first entered a stage within the range, the share that went on to
+/// the next. On PostgreSQL
 /// the figures are as of the last refresh (`as_of`; `analytics.refresh_secs`).
 #[utoipa::path(
     get,

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use leadline_domain::{AgentFigures, DateRange, EventCount, Snapshot, StatusEntries, TenantId};
+use leadline_domain::{AgentFigures, DateRange, EventCount, FunnelCounts, Snapshot, TenantId};
 
 use crate::Unavailable;
 
@@ -23,15 +23,16 @@ pub enum AnalyticsError {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait AnalyticsRepository: Send + Sync {
-    /// Status entries per day within `range`.
+    /// Status entries per day, and conversion cohorts per day and stage,
+    /// within `range`, read together.
     ///
     /// # Errors
     /// Only `Unavailable` or `Unknown`.
-    async fn status_entries(
+    async fn funnel_counts(
         &self,
         tenant: TenantId,
         range: DateRange,
-    ) -> Result<Snapshot<Vec<StatusEntries>>, AnalyticsError>;
+    ) -> Result<Snapshot<FunnelCounts>, AnalyticsError>;
 
     /// Every agent's figures.
     ///

@@ -89,6 +89,9 @@ struct Inner {
     /// PostgreSQL's analytics pool (`database.analytics_url`, else the read
     /// replica's or the primary's URL, with a ceiling of its own).
     analytics: Option<Arc<Inner>>,
+    /// Whether that pool reaches the primary (neither `analytics_url` nor
+    /// `read_url` set), so that refreshing the views may use it too.
+    analytics_on_primary: bool,
     /// Whether the read pool sees every commit the moment it returns, so
     /// that reads which must see this instance's own writes may use it too:
     /// SQLite's readers on the same file do (a WAL reader's snapshot starts
@@ -123,6 +126,7 @@ impl Inner {
             retry,
             replica: None,
             analytics: None,
+            analytics_on_primary: false,
             replica_current: false,
             replica_down_until: std::sync::Mutex::new(None),
             storage_full_at: std::sync::Mutex::new(None),
@@ -200,6 +204,8 @@ impl Store {
             let inner = Arc::get_mut(&mut store.inner)
                 .ok_or_else(|| ConnectError::InvalidUrl("store already shared".to_owned()))?;
             inner.analytics = Some(analytics.inner);
+            inner.analytics_on_primary =
+                settings.analytics_url.is_none() && settings.read_url.is_none();
         }
         Ok(store)
     }
@@ -339,6 +345,14 @@ impl Store {
     /// The analytics pool's connection, if the store has one.
     pub(crate) fn analytics_db(&self) -> Option<&DatabaseConnection> {
         self.inner.analytics.as_ref().map(|a| &a.db)
+    }
+
+    /// The analytics pool's connection when it reaches the primary: where
+    /// a refresh of the views runs without taking one of the service's
+    /// connections for its seconds.
+    pub(crate) fn analytics_primary_db(&self) -> Option<&DatabaseConnection> {
+        self.analytics_db()
+            .filter(|_| self.inner.analytics_on_primary)
     }
 
     /// The connection for a read: the read pool when there is one, it is

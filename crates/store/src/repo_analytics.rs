@@ -13,8 +13,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use leadline_domain::{
-    AgentFigures, AgentId, Channel, DateRange, Direction, EventCount, EventKind, LeadStatus,
-    Snapshot, StatusEntries, TenantId, analytics::median_micros,
+    AgentFigures, AgentId, Channel, Cohort, DateRange, Direction, EventCount, EventKind,
+    FunnelCounts, LeadStatus, Snapshot, StatusEntries, TenantId, analytics::median_micros,
 };
 use leadline_ports::{AnalyticsError, AnalyticsRepository};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
@@ -60,6 +60,44 @@ const SQLITE_STATUS_ENTRIES: &str = concat!(
        AND date(e.occurred_at) BETWEEN ? AND ? \
 ) WHERE status IN ('new', 'contacted', 'qualified', 'nurturing', 'won', 'lost') \
 GROUP BY day, status"
+);
+
+const PG_COHORTS: &str = "\
+SELECT c.day, c.from_status, c.entered, c.converted \
+  FROM analytics_cohorts c \
+ WHERE c.tenant_id = $1 AND c.day BETWEEN $2 AND $3";
+
+/// Per lead and stage its first and last entry; per day and main-path
+/// stage, the leads that first entered it and those of them that entered
+/// the next stage at or after that (migration 22's `analytics_cohorts_mv`).
+const SQLITE_COHORTS: &str = concat!(
+    "WITH entries AS ( \
+    SELECT l.id AS lead_id, l.created_at AS at, \
+           COALESCE((SELECT json_extract(e.metadata, '$.from') FROM ",
+    events_ever!(),
+    " e WHERE e.tenant_id = l.tenant_id AND e.lead_id = l.id \
+                        AND e.kind = 'status_changed' \
+                      ORDER BY e.occurred_at, e.id LIMIT 1), l.status) AS status \
+      FROM leads l WHERE l.tenant_id = ? \
+    UNION ALL \
+    SELECT e.lead_id, e.occurred_at, json_extract(e.metadata, '$.to') FROM ",
+    events_ever!(),
+    " e WHERE e.tenant_id = ? AND e.kind = 'status_changed' \
+), spans AS ( \
+    SELECT lead_id, status, MIN(at) AS first_at, MAX(at) AS last_at \
+      FROM entries GROUP BY lead_id, status \
+) \
+SELECT date(a.first_at) AS day, a.status AS from_status, \
+       COUNT(*) AS entered, COUNT(b.lead_id) AS converted \
+  FROM spans a \
+  LEFT JOIN spans b ON b.lead_id = a.lead_id \
+   AND b.status = CASE a.status WHEN 'new' THEN 'contacted' \
+                                WHEN 'contacted' THEN 'qualified' \
+                                WHEN 'qualified' THEN 'won' END \
+   AND b.last_at >= a.first_at \
+ WHERE a.status IN ('new', 'contacted', 'qualified') \
+   AND date(a.first_at) BETWEEN ? AND ? \
+ GROUP BY 1, 2"
 );
 
 const PG_AGENTS: &str = "\
@@ -170,40 +208,67 @@ fn statement(backend: Backend, sql: &str, values: Vec<Value>) -> Statement {
 
 #[async_trait]
 impl AnalyticsRepository for Store {
-    async fn status_entries(
+    async fn funnel_counts(
         &self,
         tenant: TenantId,
         range: DateRange,
-    ) -> Result<Snapshot<Vec<StatusEntries>>, AnalyticsError> {
+    ) -> Result<Snapshot<FunnelCounts>, AnalyticsError> {
         let backend = self.backend();
         let result: Result<_, Failure> =
             transaction!(self, "analytics.funnel", tenant, Analytics, |txn| {
                 let values = range_values(tenant, range, backend);
-                let (sql, values, as_of_time) = match backend {
-                    Backend::Postgres => (PG_STATUS_ENTRIES, values, None),
+                let (entries_sql, entries_values, cohorts_sql, cohorts_values) = match backend {
+                    Backend::Postgres => (PG_STATUS_ENTRIES, values.clone(), PG_COHORTS, values),
                     Backend::Sqlite => {
-                        let twice = [values.clone(), values].concat();
-                        (SQLITE_STATUS_ENTRIES, twice, Some(crate::now()))
+                        let twice = [values.clone(), values.clone()].concat();
+                        // Tenant twice (the entries' two halves), then the range.
+                        let cohorts = vec![
+                            values[0].clone(),
+                            values[0].clone(),
+                            values[1].clone(),
+                            values[2].clone(),
+                        ];
+                        (SQLITE_STATUS_ENTRIES, twice, SQLITE_COHORTS, cohorts)
                     }
                 };
-                let rows = txn.query_all_raw(statement(backend, sql, values)).await?;
-                let as_of = match as_of_time {
-                    Some(t) => t,
-                    None => as_of(&rows)?,
+                let rows = txn
+                    .query_all_raw(statement(backend, entries_sql, entries_values))
+                    .await?;
+                let as_of = match backend {
+                    Backend::Postgres => as_of(&rows)?,
+                    Backend::Sqlite => crate::now(),
                 };
-                let mut out = Vec::new();
+                let mut counts = FunnelCounts::default();
                 for row in &rows {
                     let Some(day) = day(row, backend)? else {
                         continue;
                     };
                     let status: String = row.try_get("", "status")?;
-                    out.push(StatusEntries {
+                    counts.entries.push(StatusEntries {
                         day,
                         status: parse::<LeadStatus>(&status, "status")?,
                         entered: count(row, "entered")?,
                     });
                 }
-                Ok(Snapshot { as_of, rows: out })
+                for row in &txn
+                    .query_all_raw(statement(backend, cohorts_sql, cohorts_values))
+                    .await?
+                {
+                    let Some(day) = day(row, backend)? else {
+                        continue;
+                    };
+                    let from: String = row.try_get("", "from_status")?;
+                    counts.cohorts.push(Cohort {
+                        day,
+                        from: parse::<LeadStatus>(&from, "status")?,
+                        entered: count(row, "entered")?,
+                        converted: count(row, "converted")?,
+                    });
+                }
+                Ok(Snapshot {
+                    as_of,
+                    rows: counts,
+                })
             });
         result.map_err(|f| common!(f, AnalyticsError))
     }
@@ -322,7 +387,7 @@ impl AnalyticsRepository for Store {
         }
         let nobody = TenantId::from_uuid(uuid::Uuid::nil());
         let result: Result<Option<DateTime<Utc>>, Failure> =
-            transaction!(self, "analytics.refresh", nobody, Write, |txn| {
+            transaction!(self, "analytics.refresh", nobody, Refresh, |txn| {
                 let row = txn
                     .query_one_raw(Statement::from_string(
                         DbBackend::Postgres,

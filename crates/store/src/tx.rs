@@ -73,6 +73,10 @@ pub(crate) enum Access {
     /// Analytics reads: the analytics pool (PostgreSQL), else as
     /// [`Access::ReplicaRead`].
     Analytics,
+    /// Refreshing analytics: the analytics pool when it reaches the
+    /// primary, else the primary's pool. Idempotent, so a lost COMMIT needs
+    /// no resolving.
+    Refresh,
     /// Writes: primary, with the transaction id fetched up front so a lost
     /// COMMIT can be resolved.
     Write,
@@ -414,6 +418,7 @@ impl Store {
     ) -> Result<(DatabaseTransaction, Option<String>), Failure> {
         let replica = match access {
             Access::Analytics => self.analytics_db().or_else(|| self.reader(true)),
+            Access::Refresh => self.analytics_primary_db(),
             Access::ReplicaRead => self.reader(true),
             Access::Read => self.reader(false),
             Access::Write => None,
@@ -429,7 +434,7 @@ impl Store {
                         pause_secs = REPLICA_PAUSE.as_secs(),
                         "read pool unavailable; reading from the primary meanwhile"
                     );
-                    if access != Access::Analytics || self.analytics_db().is_none() {
+                    if !matches!(access, Access::Analytics | Access::Refresh) {
                         self.mark_replica_down(REPLICA_PAUSE);
                     }
                     timed_begin(self.db(), "primary").await?
