@@ -714,6 +714,21 @@ async fn figures_match_a_ground_truth_before_and_after_a_refresh(
     let (status, body) = get(&app, &key, "/v1/analytics/agents?foo=1").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains("foo"), "{body}");
+    // Every field at fault is named, not only the first.
+    let (status, body) = get(
+        &app,
+        &key,
+        "/v1/analytics/funnel?from=abc&to=xyz&interval=month",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["interval", "to", "from"], "{body}");
     // Bad ranges are refused, naming the field.
     for (query, field) in [
         ("from=2026-13-01", "from"),

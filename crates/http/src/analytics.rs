@@ -51,8 +51,9 @@ struct RangeParams {
     interval: Option<String>,
 }
 
-fn date(raw: &str, field: &str) -> Result<NaiveDate, ApiError> {
-    // Exactly `YYYY-MM-DD`: chrono would also take a sign and more digits.
+/// Exactly `YYYY-MM-DD` (chrono would also take a sign and more digits),
+/// from year 1.
+fn date(raw: &str) -> Result<NaiveDate, String> {
     let well_formed = raw.len() == 10
         && raw.bytes().enumerate().all(|(i, b)| {
             if i == 4 || i == 7 {
@@ -65,41 +66,57 @@ fn date(raw: &str, field: &str) -> Result<NaiveDate, ApiError> {
         .then(|| raw.parse::<NaiveDate>().ok())
         .flatten()
         .filter(|d| d.year() >= 1)
-        .ok_or_else(|| ApiError::invalid_field(field, "must be a date, YYYY-MM-DD, from year 1"))
+        .ok_or_else(|| "must be a date, YYYY-MM-DD, from year 1".to_owned())
 }
 
 impl RangeParams {
+    /// The range and interval, or every field at fault with its reason.
     fn into_domain(self) -> Result<(DateRange, Interval), ApiError> {
-        let interval = self
-            .interval
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e: leadline_domain::ValueError| {
-                ApiError::invalid_field("interval", e.to_string())
-            })?
-            .unwrap_or_default();
-        let to = match self.to.as_deref() {
-            Some(raw) => date(raw, "to")?,
-            None => chrono::Utc::now().date_naive(),
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut fault = |field: &str, why: String| problems.push((field.to_owned(), why));
+        let interval = match self.interval.as_deref().map(str::parse::<Interval>) {
+            None => Some(Interval::default()),
+            Some(Ok(interval)) => Some(interval),
+            Some(Err(e)) => {
+                fault("interval", e.to_string());
+                None
+            }
         };
-        let range = match self.from.as_deref() {
-            Some(raw) => DateRange::new(date(raw, "from")?, to),
-            None => Ok(DateRange::ending(to, DEFAULT_DAYS)),
+        let mut parsed = |raw: Option<&str>, field: &str| match raw.map(date) {
+            Some(Err(why)) => {
+                fault(field, why);
+                Err(())
+            }
+            Some(Ok(d)) => Ok(Some(d)),
+            None => Ok(None),
         };
-        // Each date is well formed by now: what is left is about their
-        // order or span, named by the one the caller sent last.
-        let field = if self.to.is_some() { "to" } else { "from" };
-        let range = range.map_err(|e| {
-            let why = match (field, e.to_string()) {
-                ("from", why) if why.contains("before") => {
-                    "must not be after to (default: today)".to_owned()
-                }
-                (_, why) => why,
-            };
-            ApiError::invalid_field(field, why)
-        })?;
-        Ok((range, interval))
+        let to = parsed(self.to.as_deref(), "to");
+        let from = parsed(self.from.as_deref(), "from");
+        let range = match (from, to) {
+            (Ok(from), Ok(to)) => {
+                let to = to.unwrap_or_else(|| chrono::Utc::now().date_naive());
+                let range = match from {
+                    Some(from) => DateRange::new(from, to),
+                    None => Ok(DateRange::ending(to, DEFAULT_DAYS)),
+                };
+                // Both dates are well formed: what is left is their order
+                // or span, named by the one the caller sent last.
+                range
+                    .map_err(|e| {
+                        if self.to.is_some() {
+                            fault("to", e.to_string());
+                        } else {
+                            fault("from", "must not be after to (default: today)".to_owned());
+                        }
+                    })
+                    .ok()
+            }
+            _ => None,
+        };
+        match (range, interval) {
+            (Some(range), Some(interval)) if problems.is_empty() => Ok((range, interval)),
+            _ => Err(ApiError::invalid_fields(problems)),
+        }
     }
 }
 

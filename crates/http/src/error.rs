@@ -83,6 +83,27 @@ impl ApiError {
         err
     }
 
+    /// 422: several fields' values are invalid, each named with its
+    /// reason (`problems` must not be empty).
+    pub fn invalid_fields(problems: Vec<(String, String)>) -> Self {
+        let detail = problems
+            .iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut err = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid request",
+            detail,
+        );
+        err.errors = problems
+            .into_iter()
+            .map(|(field, message)| FieldError { field, message })
+            .collect();
+        err
+    }
+
     /// 400: the body is not parseable JSON.
     pub fn malformed_body(detail: impl Into<String>) -> Self {
         Self::new(
