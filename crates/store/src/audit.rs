@@ -275,7 +275,7 @@ pub(crate) async fn about(
             list.join(", ")
         );
         let rows = txn
-            .query_all_raw(Statement::from_sql_and_values(db(backend), sql, p.values))
+            .query_all_raw(Statement::from_sql_and_values(backend.db(), sql, p.values))
             .await?;
         for row in &rows {
             out.push(entry(row, tenant)?);
@@ -302,13 +302,6 @@ impl Params {
             Backend::Postgres => format!("${}", self.values.len()),
             Backend::Sqlite => "?".to_owned(),
         }
-    }
-}
-
-const fn db(backend: Backend) -> DbBackend {
-    match backend {
-        Backend::Postgres => DbBackend::Postgres,
-        Backend::Sqlite => DbBackend::Sqlite,
     }
 }
 
@@ -363,7 +356,7 @@ impl AuditTrail for Store {
             transaction!(self, "audit.list", tenant, ReplicaRead, |txn| {
                 let rows = txn
                     .query_all_raw(Statement::from_sql_and_values(
-                        db(backend),
+                        backend.db(),
                         sql.clone(),
                         values.clone(),
                     ))
@@ -450,7 +443,7 @@ impl AuditTrail for Store {
                     Backend::Sqlite => "SELECT id FROM tenants ORDER BY id",
                 };
                 let rows = txn
-                    .query_all_raw(Statement::from_string(db(backend), sql))
+                    .query_all_raw(Statement::from_string(backend.db(), sql))
                     .await?;
                 rows.iter()
                     .map(|r| Ok(TenantId::from_uuid(r.try_get("", "id")?)))

@@ -124,7 +124,7 @@ impl Store {
         };
         let row = txn
             .query_one_raw(Statement::from_sql_and_values(
-                db(backend),
+                backend.db(),
                 sql,
                 [tenant.as_uuid().into()],
             ))
@@ -195,13 +195,6 @@ impl Store {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }));
-    }
-}
-
-const fn db(backend: Backend) -> DbBackend {
-    match backend {
-        Backend::Postgres => DbBackend::Postgres,
-        Backend::Sqlite => DbBackend::Sqlite,
     }
 }
 
@@ -286,7 +279,7 @@ impl ChangeLog for Store {
                 };
                 let last = txn
                     .query_one_raw(Statement::from_sql_and_values(
-                        db(backend),
+                        backend.db(),
                         sql,
                         [tenant.as_uuid().into()],
                     ))

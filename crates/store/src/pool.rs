@@ -46,6 +46,14 @@ impl Backend {
         }
     }
 
+    /// SeaORM's name for it, for raw statements.
+    pub(crate) const fn db(self) -> sea_orm::DbBackend {
+        match self {
+            Self::Postgres => sea_orm::DbBackend::Postgres,
+            Self::Sqlite => sea_orm::DbBackend::Sqlite,
+        }
+    }
+
     /// Its name in health reports and docs.
     #[must_use]
     pub const fn name(self) -> &'static str {

@@ -200,10 +200,7 @@ fn range_values(tenant: TenantId, range: DateRange, backend: Backend) -> Vec<Val
 }
 
 fn statement(backend: Backend, sql: &str, values: Vec<Value>) -> Statement {
-    match backend {
-        Backend::Postgres => Statement::from_sql_and_values(DbBackend::Postgres, sql, values),
-        Backend::Sqlite => Statement::from_sql_and_values(DbBackend::Sqlite, sql, values),
-    }
+    Statement::from_sql_and_values(backend.db(), sql, values)
 }
 
 #[async_trait]

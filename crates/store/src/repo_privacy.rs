@@ -103,30 +103,28 @@ async fn archived(
     if leads.is_empty() {
         return Ok(Vec::new());
     }
-    let (db, marks): (sea_orm::DbBackend, Vec<String>) = match backend {
-        crate::Backend::Postgres => (
-            sea_orm::DbBackend::Postgres,
-            (2..leads.len() + 2).map(|i| format!("${i}")).collect(),
-        ),
-        crate::Backend::Sqlite => (
-            sea_orm::DbBackend::Sqlite,
-            vec!["?".to_owned(); leads.len()],
-        ),
-    };
-    let first = match backend {
-        crate::Backend::Postgres => "$1",
-        crate::Backend::Sqlite => "?",
-    };
+    // `$1` (or `?`) is the tenant, then one per lead.
+    let marks: Vec<String> = (1..=leads.len() + 1)
+        .map(|i| match backend {
+            crate::Backend::Postgres => format!("${i}"),
+            crate::Backend::Sqlite => "?".to_owned(),
+        })
+        .collect();
     let sql = format!(
         "SELECT tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, metadata, \
-         created_at FROM events_archive WHERE tenant_id = {first} AND lead_id IN ({})",
-        marks.join(", ")
+         created_at FROM events_archive WHERE tenant_id = {} AND lead_id IN ({})",
+        marks[0],
+        marks[1..].join(", ")
     );
     let mut values: Vec<sea_orm::Value> = vec![tenant.as_uuid().into()];
     values.extend(leads.iter().map(|id| sea_orm::Value::from(*id)));
     Ok(
-        events::Model::find_by_statement(sea_orm::Statement::from_sql_and_values(db, sql, values))
-            .all(txn)
-            .await?,
+        events::Model::find_by_statement(sea_orm::Statement::from_sql_and_values(
+            backend.db(),
+            sql,
+            values,
+        ))
+        .all(txn)
+        .await?,
     )
 }

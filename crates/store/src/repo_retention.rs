@@ -20,13 +20,6 @@ use crate::{
     tx::transaction,
 };
 
-fn db(backend: Backend) -> DbBackend {
-    match backend {
-        Backend::Postgres => DbBackend::Postgres,
-        Backend::Sqlite => DbBackend::Sqlite,
-    }
-}
-
 /// `$n` on PostgreSQL, `?` on SQLite.
 fn mark(backend: Backend, n: usize) -> String {
     match backend {
@@ -48,7 +41,7 @@ async fn read_policy(
 ) -> Result<Option<RetentionPolicy>, Failure> {
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(
-            db(backend),
+            backend.db(),
             format!(
                 "SELECT events_days, action FROM retention_policies WHERE tenant_id = {}",
                 mark(backend, 1)
@@ -225,7 +218,7 @@ impl RetentionRepository for Store {
                         );
                         let days = i32::try_from(p.events_older_than_days()).unwrap_or(i32::MAX);
                         txn.execute_raw(Statement::from_sql_and_values(
-                            db(backend),
+                            backend.db(),
                             sql,
                             [
                                 id,
@@ -238,7 +231,7 @@ impl RetentionRepository for Store {
                     }
                     None => {
                         txn.execute_raw(Statement::from_sql_and_values(
-                            db(backend),
+                            backend.db(),
                             format!(
                                 "DELETE FROM retention_policies WHERE tenant_id = {}",
                                 mark(backend, 1)
@@ -277,7 +270,7 @@ impl RetentionRepository for Store {
                     }
                 };
                 let rows = txn
-                    .query_all_raw(Statement::from_string(db(backend), sql))
+                    .query_all_raw(Statement::from_string(backend.db(), sql))
                     .await?;
                 rows.iter()
                     .map(|r| Ok(TenantId::from_uuid(r.try_get("", "id")?)))
