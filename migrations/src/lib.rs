@@ -35,6 +35,7 @@ mod m20261210_000021_audit_log;
 mod m20261211_000022_analytics;
 mod m20261211_000023_audit_seal_hot;
 mod m20261211_000024_retention;
+mod m20261212_000025_privacy_erasure;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -74,6 +75,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261211_000022_analytics::Migration),
             Box::new(m20261211_000023_audit_seal_hot::Migration),
             Box::new(m20261211_000024_retention::Migration),
+            Box::new(m20261212_000025_privacy_erasure::Migration),
         ]
     }
 }

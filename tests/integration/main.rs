@@ -20,6 +20,7 @@ mod disk_full;
 mod distributable;
 mod e2e;
 mod edge;
+mod erasure;
 mod http_tenancy;
 mod import;
 mod keys;

@@ -71,6 +71,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("get", "/v1/analytics/agents", "viewer"),
     ("get", "/v1/analytics/activity", "viewer"),
     ("post", "/v1/privacy/export", "admin"),
+    ("post", "/v1/privacy/erase", "admin"),
     ("get", "/v1/webhooks", "admin"),
     ("post", "/v1/webhooks", "admin"),
     ("get", "/v1/webhooks/{id}", "admin"),

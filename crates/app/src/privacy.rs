@@ -1,22 +1,23 @@
 //! Privacy requests' use cases: exporting what a tenant holds about a
-//! person.
+//! person, and erasing it.
 
 use std::sync::Arc;
 
-use leadline_domain::{Email, PersonData, TenantId};
-use leadline_ports::{PrivacyError, PrivacyRepository};
+use leadline_domain::{Email, ErasureReport, LeadId, PersonData, TenantId};
+use leadline_ports::{ContextCache, PrivacyError, PrivacyRepository};
 
 /// Privacy requests.
 #[derive(Clone)]
 pub struct PrivacyService {
     repo: Arc<dyn PrivacyRepository>,
+    cache: Arc<dyn ContextCache>,
 }
 
 impl PrivacyService {
-    /// The service over `repo`.
+    /// The service over `repo`; erased leads leave `cache`'s contexts.
     #[must_use]
-    pub fn new(repo: Arc<dyn PrivacyRepository>) -> Self {
-        Self { repo }
+    pub fn new(repo: Arc<dyn PrivacyRepository>, cache: Arc<dyn ContextCache>) -> Self {
+        Self { repo, cache }
     }
 
     /// Everything `tenant` holds about the person with `email`, as one
@@ -30,5 +31,24 @@ impl PrivacyService {
         email: &Email,
     ) -> Result<PersonData, PrivacyError> {
         self.repo.export(tenant, email).await
+    }
+
+    /// Erases the person with `email` from everything `tenant` holds, then
+    /// from every instance's cached contexts (in-process and Redis).
+    ///
+    /// # Errors
+    /// The store's failures; nothing was erased then.
+    pub async fn erase(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+    ) -> Result<ErasureReport, PrivacyError> {
+        let report = self.repo.erase(tenant, email).await?;
+        for lead in &report.leads {
+            self.cache
+                .invalidate(tenant, LeadId::from_uuid(*lead))
+                .await;
+        }
+        Ok(report)
     }
 }

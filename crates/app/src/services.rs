@@ -149,7 +149,7 @@ impl Services {
             changes: crate::ChangeFeed::new(store.clone(), crate::ChangeSettings::default()),
             audit: crate::AuditService::new(store.clone()),
             analytics: crate::AnalyticsService::new(store.clone()),
-            privacy: crate::PrivacyService::new(store.clone()),
+            privacy: crate::PrivacyService::new(store.clone(), cache.clone()),
             retention: crate::RetentionService::new(store.clone(), cache.clone()),
             webhooks: crate::WebhookService::new(store.clone(), store.clone()),
             approvals: crate::ApprovalService::new(store.clone(), cache.clone()),

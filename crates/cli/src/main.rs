@@ -119,6 +119,16 @@ enum PrivacyAction {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Erase one person from everything a tenant holds (as `POST
+    /// /v1/privacy/erase`): irreversible; prints what was erased.
+    Erase {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The person's email.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -422,6 +432,15 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
                     return Err(e);
                 }
             }
+        }
+        Command::Privacy {
+            action: PrivacyAction::Erase { tenant, email },
+        } => {
+            let report = run::with_cached_services(&config, async |s| {
+                leadline::privacy::erase(s, &tenant, &email).await
+            })
+            .await?;
+            println!("{report}");
         }
         Command::Backup { out } => {
             use secrecy::ExposeSecret as _;

@@ -1,5 +1,6 @@
-//! `leadline privacy export --tenant SLUG --email E [--out FILE]`: the
-//! document `POST /v1/privacy/export` answers, for an operator.
+//! `leadline privacy export --tenant SLUG --email E [--out FILE]` and
+//! `leadline privacy erase --tenant SLUG --email E`: what `POST
+//! /v1/privacy/export` and `/erase` do, for an operator.
 
 use std::{io::Write as _, path::Path};
 
@@ -15,6 +16,17 @@ pub async fn export(services: &Services, tenant: &str, email: &str) -> anyhow::R
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
     let data = services.privacy.export(tenant, &email).await?;
     Ok(serde_json::to_string_pretty(&data)?)
+}
+
+/// Erases the person with `email` from `tenant`; the report as pretty JSON.
+///
+/// # Errors
+/// A bad email or tenant, naming its flag; the store's failures.
+pub async fn erase(services: &Services, tenant: &str, email: &str) -> anyhow::Result<String> {
+    let tenant = crate::keys::tenant_of(services, tenant).await?;
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let report = services.privacy.erase(tenant, &email).await?;
+    Ok(serde_json::to_string_pretty(&report)?)
 }
 
 /// A new file at `path` that only its owner may read (it will hold one

@@ -421,3 +421,19 @@ pub async fn with_services<T>(
     composition.shutdown().await;
     result
 }
+
+/// As [`with_services`], with the configured cache, for a command whose
+/// writes must reach the cache every instance shares (a privacy erasure
+/// drops the person's contexts from Redis and tells the instances).
+///
+/// # Errors
+/// As [`with_services`].
+pub async fn with_cached_services<T>(
+    config: &Config,
+    f: impl AsyncFnOnce(&leadline_app::Services) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let composition = compose_with(&config.database, &config.cache, config.recall, true).await?;
+    let result = f(&composition.services).await;
+    composition.shutdown().await;
+    result
+}

@@ -156,6 +156,14 @@ impl AuditRecord {
     /// chain).
     #[must_use]
     pub fn content_hash(&self) -> Hash {
+        self.content_hash_over(&changes_digest(&self.changes))
+    }
+
+    /// The content hash with `digest` standing for the changed fields: a
+    /// record whose fields an erasure replaced is checked with the digest
+    /// kept from before.
+    #[must_use]
+    pub fn content_hash_over(&self, digest: &[u8]) -> Hash {
         let id = |v: Option<uuid::Uuid>| v.map(|u| u.to_string());
         let canonical = serde_json::json!([
             CONTENT_VERSION,
@@ -168,7 +176,7 @@ impl AuditRecord {
             self.entity,
             self.entity_id.to_string(),
             self.action,
-            hex(&changes_digest(&self.changes)),
+            hex(digest),
         ]);
         Sha256::digest(canonical.to_string().as_bytes()).into()
     }
@@ -308,6 +316,9 @@ pub struct AuditEntry {
     pub prev_hash: Option<Vec<u8>>,
     /// Its own link hash, once sealed.
     pub hash: Option<Vec<u8>>,
+    /// The digest of its changed fields as written, kept when a privacy
+    /// erasure replaced them with its marker.
+    pub erased_digest: Option<Vec<u8>>,
 }
 
 /// As the API shows it: `{id, at, actor, request_id, entity, entity_id,
@@ -414,7 +425,15 @@ impl ChainState {
             entity_id: entry.record.entity_id,
             problem,
         };
-        let content = entry.record.content_hash();
+        let content = match &entry.erased_digest {
+            // Only a marker may stand in for the fields: an erasure hides
+            // what a record said, it never says something else.
+            Some(digest) if crate::erasure::is_marker(&entry.record.changes) => {
+                entry.record.content_hash_over(digest)
+            }
+            Some(_) => return Err(fail(BreakKind::Edited)),
+            None => entry.record.content_hash(),
+        };
         if entry.content_hash.as_slice() != content {
             return Err(fail(BreakKind::Edited));
         }
@@ -583,6 +602,7 @@ mod tests {
                     },
                     record,
                     content_hash: content.to_vec(),
+                    erased_digest: None,
                     prev_hash: Some(prev.to_vec()),
                     hash: Some(hash.to_vec()),
                 };
@@ -648,8 +668,30 @@ mod tests {
         let mut unsealed_hole = good.clone();
         unsealed_hole[1].prev_hash = None;
         unsealed_hole[1].hash = None;
+        // An erasure's marker with the digest of the fields it replaced is
+        // no tamper; any other text with that digest is, and so is a
+        // marker with a digest of something else.
+        let marker = format!(r#"{{"erased":"{}"}}"#, uuid::Uuid::now_v7());
+        let mut erased = good.clone();
+        erased[2].erased_digest = Some(changes_digest(&erased[2].record.changes).to_vec());
+        erased[2].record.changes.clone_from(&marker);
+        assert!(verify(&erased).is_ok(), "an erasure is no tamper");
+        let mut forged = erased.clone();
+        forged[2].record.changes = r#"{"status":{"old":"new","new":"lost"}}"#.into();
+        let mut misdigested = erased.clone();
+        misdigested[2].erased_digest = Some(changes_digest("{}").to_vec());
 
-        let cases: [(&str, Vec<AuditEntry>, (u64, BreakKind)); 6] = [
+        let cases: [(&str, Vec<AuditEntry>, (u64, BreakKind)); 8] = [
+            (
+                "fields forged under an erasure",
+                forged,
+                (3, BreakKind::Edited),
+            ),
+            (
+                "an erasure's digest changed",
+                misdigested,
+                (3, BreakKind::Edited),
+            ),
             ("edited changes", edited, (3, BreakKind::Edited)),
             ("changed actor", reattributed, (4, BreakKind::Edited)),
             ("deleted entry", deleted, (4, BreakKind::Unlinked)),
@@ -679,6 +721,7 @@ mod tests {
         entries.push(AuditEntry {
             position: ChangePosition { tx: 0, seq: 4 },
             content_hash: tail.content_hash().to_vec(),
+            erased_digest: None,
             record: tail,
             prev_hash: None,
             hash: None,

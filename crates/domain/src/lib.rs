@@ -15,6 +15,7 @@ pub mod backup;
 pub mod change;
 pub mod delivery;
 pub mod duplicates;
+pub mod erasure;
 pub mod event;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -56,6 +57,7 @@ pub use delivery::{
     OutboxMessage, Recipient, RetryPolicy, SenderIdentity, SenderRejected, Unsubscribe,
 };
 pub use duplicates::{DuplicateGroup, DuplicateReason, DuplicatesCursor, DuplicatesQuery};
+pub use erasure::{Erasure, ErasureReport};
 pub use event::{
     AppendEventRejected, AppendEventRequest, Direction, Event, EventContent, EventKind,
     LeadContext, TimelineCursor, TimelineQuery,

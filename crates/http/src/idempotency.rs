@@ -81,8 +81,14 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
     // A privacy export writes nothing a retry could repeat but its own
     // audit record, and its answer is one person's data: storing it would
     // keep that data, and replay it to any key of the tenant unrecorded.
-    // A well-formed key is accepted and every call runs, and is recorded.
-    if request.uri().path() == "/v1/privacy/export" {
+    // An erasure run twice erases nothing the second time (and records
+    // that it ran); storing its request would keep a digest of the email
+    // it was asked to forget. A well-formed key is accepted and every call
+    // runs, and is recorded.
+    if matches!(
+        request.uri().path(),
+        "/v1/privacy/export" | "/v1/privacy/erase"
+    ) {
         let valid = request
             .headers()
             .get(HEADER)

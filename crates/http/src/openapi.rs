@@ -76,7 +76,7 @@ use crate::auth::API_KEY;
         (name = "changes", description = "Every change to a tenant's leads, agents, approvals and events, as a JSON page or a Server-Sent Events stream that resumes without gaps."),
         (name = "audit", description = "The tamper-evident audit trail: who changed what (fields, old and new), when, on which request."),
         (name = "analytics", description = "Dashboards: the lead funnel, per-agent figures and activity, each saying how fresh it is (`as_of`)."),
-        (name = "privacy", description = "Privacy requests: everything held about one person, by email."),
+        (name = "privacy", description = "Privacy requests: everything held about one person, by email, exported or erased."),
         (name = "timeline", description = "Every touch on a lead, and everything about a lead in one read."),
         (name = "cache", description = "The lead-context cache, for tenant admins."),
         (name = "users", description = "The people who sign in to the console, for tenant admins: invited with a one-time login link, given a role, disabled."),

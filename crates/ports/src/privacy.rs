@@ -1,7 +1,7 @@
 //! Privacy requests: what the store holds about one person.
 
 use async_trait::async_trait;
-use leadline_domain::{Email, PersonData, TenantId};
+use leadline_domain::{Email, ErasureReport, PersonData, TenantId};
 
 use crate::Unavailable;
 
@@ -16,7 +16,7 @@ pub enum PrivacyError {
     Unknown(#[from] anyhow::Error),
 }
 
-/// Finding (and later erasing) a person's data.
+/// Finding and erasing a person's data.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait PrivacyRepository: Send + Sync {
@@ -27,4 +27,14 @@ pub trait PrivacyRepository: Send + Sync {
     /// # Errors
     /// Only `Unavailable` or `Unknown`.
     async fn export(&self, tenant: TenantId, email: &Email) -> Result<PersonData, PrivacyError>;
+
+    /// Erases the person with `email` from everything `tenant` holds, as
+    /// `leadline_domain::erasure` says, in one transaction that also
+    /// writes the erasure's tombstone. The caller then drops the leads'
+    /// cached contexts. A person the tenant holds nothing about is an
+    /// erasure of nothing (still recorded).
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn erase(&self, tenant: TenantId, email: &Email) -> Result<ErasureReport, PrivacyError>;
 }

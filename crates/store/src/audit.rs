@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::{
     Backend, Store,
     errors::{Failure, common},
+    params::Params,
     tx::transaction,
 };
 
@@ -208,11 +209,12 @@ fn columns(backend: Backend) -> &'static str {
     match backend {
         Backend::Postgres => {
             "tx::text AS tx_text, seq, at, key_id, user_id, agent_id, request_id, entity, \
-             entity_id, action, changes::text AS changes, content_hash, prev_hash, hash"
+             entity_id, action, changes::text AS changes, content_hash, prev_hash, hash, \
+             erased_digest"
         }
         Backend::Sqlite => {
             "'0' AS tx_text, seq, at, key_id, user_id, agent_id, request_id, entity, entity_id, \
-             action, changes, content_hash, prev_hash, hash"
+             action, changes, content_hash, prev_hash, hash, erased_digest"
         }
     }
 }
@@ -251,6 +253,7 @@ fn entry(row: &QueryResult, tenant: TenantId) -> Result<AuditEntry, Failure> {
         content_hash: row.try_get("", "content_hash")?,
         prev_hash: row.try_get("", "prev_hash")?,
         hash: row.try_get("", "hash")?,
+        erased_digest: row.try_get("", "erased_digest")?,
     })
 }
 
@@ -263,10 +266,7 @@ pub(crate) async fn about(
 ) -> Result<Vec<AuditEntry>, Failure> {
     let mut out = Vec::new();
     for chunk in ids.chunks(500) {
-        let mut p = Params {
-            backend,
-            values: Vec::with_capacity(chunk.len() + 1),
-        };
+        let mut p = Params::new(backend);
         let tenant_param = p.push(tenant.as_uuid());
         let list: Vec<String> = chunk.iter().map(|id| p.push(*id)).collect();
         let sql = format!(
@@ -289,22 +289,6 @@ fn signed(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Numbered placeholders on PostgreSQL, `?` on SQLite.
-struct Params {
-    backend: Backend,
-    values: Vec<DbValue>,
-}
-
-impl Params {
-    fn push(&mut self, value: impl Into<DbValue>) -> String {
-        self.values.push(value.into());
-        match self.backend {
-            Backend::Postgres => format!("${}", self.values.len()),
-            Backend::Sqlite => "?".to_owned(),
-        }
-    }
-}
-
 #[async_trait]
 impl AuditTrail for Store {
     async fn list(
@@ -313,10 +297,7 @@ impl AuditTrail for Store {
         query: &AuditQuery,
     ) -> Result<Page<AuditEntry>, AuditError> {
         let backend = self.backend();
-        let mut p = Params {
-            backend,
-            values: Vec::new(),
-        };
+        let mut p = Params::new(backend);
         let mut filters = vec![format!("tenant_id = {}", p.push(tenant.as_uuid()))];
         if let Some(entity) = &query.entity {
             filters.push(format!("entity = {}", p.push(entity.clone())));

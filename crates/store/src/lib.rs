@@ -21,6 +21,7 @@ mod entity;
 mod errors;
 mod health;
 mod migrate;
+mod params;
 mod pool;
 mod repo_agents;
 mod repo_analytics;

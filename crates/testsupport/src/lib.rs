@@ -124,7 +124,7 @@ mod util;
 pub use logs::CapturedLogs;
 pub use pgbouncer::PgBouncer;
 pub use postgres::{
-    OwnedPgServer, PgServer, ServerCert, TlsPgServer, WRONG_HOST, postgres, postgres_tls,
+    OwnedPgServer, PgServer, ServerCert, TlsPgServer, WRONG_HOST, pg_tool, postgres, postgres_tls,
 };
 pub use redis::{OwnedRedisServer, RedisCluster, RedisServer, redis};
 pub use smtp::{ReceivedMessage, SmtpOptions, SmtpServer, smtp_server};

@@ -1103,6 +1103,26 @@ async fn every_operation_answers_as_documented() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    // An erasure of nobody is an erasure of nothing; a bad email is a 422.
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/privacy/erase",
+            "/v1/privacy/erase",
+            Some(json!({"email": "nobody@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["leads"], json!([]), "{}", r.body);
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/privacy/erase",
+            "/v1/privacy/erase",
+            Some(json!({"email": "nope"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     let r = c
         .call(
             Method::GET,

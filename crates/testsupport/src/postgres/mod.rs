@@ -223,6 +223,18 @@ fn abbreviate(sql: &str) -> String {
 /// Outcome of the one startup attempt (see [`util::shared`]).
 static SHARED: OnceLock<Result<provider::Shared<Postgres>, String>> = OnceLock::new();
 
+/// A PostgreSQL client tool (`pg_dump`, `pg_restore`, `psql`) from the
+/// installation whose server the tests start.
+///
+/// # Errors
+/// No installation was found, or it lacks the tool.
+pub fn pg_tool(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = local::find_bindir().map_err(anyhow::Error::msg)?;
+    let tool = dir.join(name);
+    anyhow::ensure!(tool.is_file(), "{} has no `{name}`", dir.display());
+    Ok(tool)
+}
+
 /// The process-wide shared server, started on first call.
 ///
 /// Thread-safe, and callable from inside any tokio runtime or outside of one: the one-time
