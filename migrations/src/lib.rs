@@ -36,6 +36,7 @@ mod m20261211_000022_analytics;
 mod m20261211_000023_audit_seal_hot;
 mod m20261211_000024_retention;
 mod m20261212_000025_privacy_erasure;
+mod m20261212_000026_backup_role;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -76,6 +77,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261211_000023_audit_seal_hot::Migration),
             Box::new(m20261211_000024_retention::Migration),
             Box::new(m20261212_000025_privacy_erasure::Migration),
+            Box::new(m20261212_000026_backup_role::Migration),
         ]
     }
 }

@@ -263,3 +263,162 @@ fn assert_no_scratch(dir: &Path, what: &str) {
         .collect();
     assert!(scratch.is_empty(), "{what}: left {scratch:?}");
 }
+
+/// PostgreSQL: the dump reads through FORCE ROW LEVEL SECURITY as
+/// `leadline_backup` (a dump by the owner would hold zero rows and
+/// succeed), under write load, into a fresh database that comes back with
+/// its policies, an unprivileged service role and verifying audit chains.
+#[tokio::test]
+async fn postgres_a_backup_under_write_load_restores_exactly_through_row_level_security() {
+    use crate::support::{OWNER, OWNER_PASSWORD, SERVICE, SERVICE_PASSWORD};
+    let server = leadline_testsupport::postgres();
+    let (owner_url, service_url) = crate::support::isolated_pg("leadline_pgbackup").await;
+    let source = database_of(&owner_url);
+    let s = services(crate::support::store_at(&service_url).await);
+    let (a, _) = new_tenant(&s).await;
+    let (b, _) = new_tenant(&s).await;
+    for i in 0..10 {
+        for tenant in [a, b] {
+            s.leads
+                .create(tenant, &lead_req(&format!("Pia{i}")))
+                .await
+                .unwrap();
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (s, stop, written) = (s.clone(), stop.clone(), written.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                s.leads.create(a, &lead_req("Load")).await.unwrap();
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    eventually(
+        "the writer is writing",
+        Duration::from_secs(10),
+        async || {
+            (written.load(Ordering::Relaxed) >= 5)
+                .then_some(())
+                .ok_or("not yet")
+        },
+    )
+    .await;
+    let dir = scratch();
+    let out = dir.path().join("pg.backup");
+    let manifest = backup::backup(&owner_url, &out).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let total = 20 + written.load(Ordering::Relaxed);
+    let backed_up = leads_in(&manifest);
+    assert!(
+        backed_up >= 25 && backed_up <= total,
+        "not the empty dump FORCE RLS gives the owner: {backed_up} of {total}"
+    );
+    assert_eq!(manifest.backend, "postgres");
+    assert_eq!(manifest.owner.as_deref(), Some(OWNER));
+
+    // Into a fresh, empty database.
+    let target = server
+        .create_database("leadline_pgrestore", Some(OWNER))
+        .await
+        .unwrap();
+    let target_owner = server.url(OWNER, OWNER_PASSWORD, &target);
+    let restored = backup::restore(&out, &target_owner).await.unwrap();
+    assert_eq!(restored, manifest);
+    let superuser_count = |database: String| async move {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&server.admin_url(&database))
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        u64::try_from(n).unwrap()
+    };
+    assert_eq!(
+        superuser_count(target.clone()).await,
+        backed_up,
+        "every row came back"
+    );
+    assert_eq!(superuser_count(source.clone()).await, total);
+    // Row-level security enabled, forced and with its policies on every
+    // tenant table; the service login unprivileged.
+    let owner = leadline_store::Store::connect_for_migrations(
+        &target_owner,
+        &leadline_store::StoreSettings::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        owner.verify_service_login(SERVICE).await.unwrap(),
+        Vec::<String>::new()
+    );
+    owner.close().await;
+    // The service on the restored database: each tenant sees its own, and
+    // each chain verifies.
+    let again =
+        services(crate::support::store_at(&server.url(SERVICE, SERVICE_PASSWORD, &target)).await);
+    for tenant in [a, b] {
+        assert!(matches!(
+            again.audit.verify(tenant, None).await.unwrap(),
+            leadline_app::Verdict::Intact(_)
+        ));
+    }
+    let page = again
+        .leads
+        .list(
+            b,
+            &leadline_domain::ListLeadsQuery {
+                limit: leadline_domain::PageLimit::new(200).unwrap(),
+                ..leadline_domain::ListLeadsQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 10);
+    assert!(page.items.iter().all(|l| l.tenant_id == b));
+
+    // A database that is not empty is refused; so is a truncated file,
+    // before anything is written.
+    assert!(matches!(
+        backup::restore(&out, &target_owner).await,
+        Err(BackupError::Target(_))
+    ));
+    let short = dir.path().join("short.backup");
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::write(&short, &bytes[..bytes.len() - 100]).unwrap();
+    let empty = server
+        .create_database("leadline_pgempty", Some(OWNER))
+        .await
+        .unwrap();
+    match backup::restore(&short, &server.url(OWNER, OWNER_PASSWORD, &empty)).await {
+        Err(BackupError::Refused(why)) => assert!(why.contains("truncated"), "{why}"),
+        other => panic!("a truncated dump was not refused: {other:?}"),
+    }
+
+    // A table a backup could not read whole stops it, named.
+    server
+        .admin_execute(
+            &source,
+            "CREATE TABLE unguarded (id int); ALTER TABLE unguarded ENABLE ROW LEVEL SECURITY; \
+             GRANT SELECT ON unguarded TO leadline_backup",
+        )
+        .await
+        .unwrap();
+    match backup::backup(&owner_url, &dir.path().join("again.backup")).await {
+        Err(BackupError::Target(why)) => assert!(why.contains("unguarded"), "{why}"),
+        other => panic!("a backup ran past an unreadable table: {other:?}"),
+    }
+}
+
+fn database_of(url: &str) -> String {
+    url.rsplit('/')
+        .next()
+        .and_then(|d| d.split('?').next())
+        .unwrap()
+        .to_owned()
+}

@@ -444,8 +444,13 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
         }
         Command::Backup { out } => {
             use secrecy::ExposeSecret as _;
-            let manifest =
-                leadline_store::backup::backup(config.database.url.expose_secret(), &out).await?;
+            // PostgreSQL: the owner's login, a member of leadline_backup.
+            let url = config
+                .database
+                .migration_url
+                .as_ref()
+                .unwrap_or(&config.database.url);
+            let manifest = leadline_store::backup::backup(url.expose_secret(), &out).await?;
             eprintln!(
                 "backed up {} tables, {} rows, to {} ({} bytes of {})",
                 manifest.tables.len(),
@@ -457,8 +462,13 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
         }
         Command::Restore { file } => {
             use secrecy::ExposeSecret as _;
-            let manifest =
-                leadline_store::backup::restore(&file, config.database.url.expose_secret()).await?;
+            // PostgreSQL: as the owner, into an empty database.
+            let url = config
+                .database
+                .migration_url
+                .as_ref()
+                .unwrap_or(&config.database.url);
+            let manifest = leadline_store::backup::restore(&file, url.expose_secret()).await?;
             eprintln!(
                 "restored {} tables, {} rows, each matching the manifest (taken {} by leadline {}, schema {})",
                 manifest.tables.len(),

@@ -30,6 +30,11 @@ pub struct TableDigest {
 pub struct Manifest {
     /// `postgres` or `sqlite`: a backup restores into the same backend.
     pub backend: String,
+    /// PostgreSQL: the role that owned the database's objects. A restore
+    /// runs as a role of that name, because the owner's own policies (its
+    /// `SECURITY DEFINER` functions read through them) name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// When it was taken (the snapshot's time).
     pub created_at: DateTime<Utc>,
     /// The leadline version that took it.
@@ -98,6 +103,7 @@ mod tests {
     fn differences_name_each_table_and_what_is_wrong() {
         let manifest = Manifest {
             backend: "sqlite".to_owned(),
+            owner: None,
             created_at: Utc::now(),
             leadline: "0.1.0".to_owned(),
             schema: "m1".to_owned(),

@@ -8,6 +8,8 @@
 //! than the manifest says, or whose SHA-256 differs, before it writes
 //! anything; then it checks the copy's integrity, recomputes every table's
 //! digest, and only if all match moves the database into place.
+//! PostgreSQL's payload is a `pg_dump` archive ([`postgres`] says how it
+//! reads through row-level security).
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -23,6 +25,8 @@ use sea_orm::sqlx::{
 use sha2::{Digest, Sha256};
 
 use crate::Backend;
+
+mod postgres;
 
 /// A backup or restore failed; the message says why in a user's terms.
 #[derive(Debug, thiserror::Error)]
@@ -209,11 +213,7 @@ fn beside(path: &Path, what: &str) -> PathBuf {
 pub async fn backup(url: &str, out: &Path) -> Result<Manifest, BackupError> {
     match Backend::from_url(url).map_err(|e| BackupError::Target(e.to_string()))? {
         Backend::Sqlite => backup_sqlite(url, out).await,
-        Backend::Postgres => Err(BackupError::Target(
-            "PostgreSQL backups are not built yet: use pg_dump as a role that reads through \
-             row-level security (docs/operations.md, Backups)"
-                .to_owned(),
-        )),
+        Backend::Postgres => postgres::backup(url, out).await,
     }
 }
 
@@ -242,6 +242,7 @@ async fn backup_sqlite(url: &str, out: &Path) -> Result<Manifest, BackupError> {
     let (payload_bytes, payload_sha256) = sha256_file(&copy_path)?;
     let manifest = Manifest {
         backend: "sqlite".to_owned(),
+        owner: None,
         created_at,
         leadline: env!("CARGO_PKG_VERSION").to_owned(),
         schema,
@@ -249,20 +250,28 @@ async fn backup_sqlite(url: &str, out: &Path) -> Result<Manifest, BackupError> {
         payload_sha256,
         tables,
     };
+    write_backup(out, &manifest, &copy_path)?;
+    Ok(manifest)
+}
+
+/// Writes the backup file `out` (new, its owner's only): the header, the
+/// manifest, then the payload from `payload`; durable before it returns,
+/// and not left behind half written.
+fn write_backup(out: &Path, manifest: &Manifest, payload: &Path) -> Result<(), BackupError> {
     let file = create_private(out)?;
     let written = Scratch(Some(out.to_path_buf()));
     let io = |e| BackupError::Io(out.display().to_string(), e);
     let mut writer = std::io::BufWriter::new(file);
     writeln!(writer, "{MAGIC}").map_err(io)?;
-    serde_json::to_writer(&mut writer, &manifest).map_err(|e| io(e.into()))?;
+    serde_json::to_writer(&mut writer, manifest).map_err(|e| io(e.into()))?;
     writeln!(writer).map_err(io)?;
-    let mut payload = std::fs::File::open(&copy_path)
-        .map_err(|e| BackupError::Io(copy_path.display().to_string(), e))?;
-    std::io::copy(&mut payload, &mut writer).map_err(io)?;
+    let mut source = std::fs::File::open(payload)
+        .map_err(|e| BackupError::Io(payload.display().to_string(), e))?;
+    std::io::copy(&mut source, &mut writer).map_err(io)?;
     let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     written.keep();
-    Ok(manifest)
+    Ok(())
 }
 
 /// Reads a backup's manifest, leaving `reader` at the payload's start.
@@ -321,6 +330,9 @@ pub async fn restore(file: &Path, url: &str) -> Result<Manifest, BackupError> {
             backend.name()
         )));
     }
+    if backend == Backend::Postgres {
+        return postgres::restore(reader, file, manifest, url).await;
+    }
     let target = sqlite_path(url)?;
     if target.exists() {
         return Err(BackupError::Target(format!(
@@ -332,45 +344,7 @@ pub async fn restore(file: &Path, url: &str) -> Result<Manifest, BackupError> {
     let staged = Scratch(Some(beside(&target, "restore")));
     let staged_path = staged.0.clone().unwrap_or_default();
     let _ = std::fs::remove_file(&staged_path);
-    {
-        let io = |e| BackupError::Io(staged_path.display().to_string(), e);
-        let mut out = create_private(&staged_path)?;
-        let mut hash = Sha256::new();
-        let mut buf = vec![0; 1 << 16];
-        let mut len = 0_u64;
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| BackupError::Io(file.display().to_string(), e))?;
-            if n == 0 {
-                break;
-            }
-            hash.update(&buf[..n]);
-            len += n as u64;
-            if len > manifest.payload_bytes {
-                return Err(BackupError::Refused(format!(
-                    "{}: longer than its manifest says ({} bytes): the file is damaged",
-                    file.display(),
-                    manifest.payload_bytes
-                )));
-            }
-            out.write_all(&buf[..n]).map_err(io)?;
-        }
-        if len < manifest.payload_bytes {
-            return Err(BackupError::Refused(format!(
-                "{}: truncated ({len} of {} bytes)",
-                file.display(),
-                manifest.payload_bytes
-            )));
-        }
-        if leadline_domain::audit::hex(&hash.finalize()) != manifest.payload_sha256 {
-            return Err(BackupError::Refused(format!(
-                "{}: corrupt (the content's SHA-256 is not the manifest's)",
-                file.display()
-            )));
-        }
-        out.sync_all().map_err(io)?;
-    }
+    stage(&mut reader, file, &manifest, &staged_path)?;
     // The copy as a database: intact, and holding what the manifest says.
     {
         let mut conn = open_sqlite(&staged_path, true).await?;
@@ -399,6 +373,58 @@ pub async fn restore(file: &Path, url: &str) -> Result<Manifest, BackupError> {
     std::fs::rename(&staged_path, &target)
         .map_err(|e| BackupError::Io(target.display().to_string(), e))?;
     Ok(manifest)
+}
+
+/// Copies the payload from `reader` to the new file `staged`, checking it
+/// against the manifest as it goes: never longer, never shorter, and the
+/// same SHA-256.
+///
+/// # Errors
+/// [`BackupError::Refused`] naming how the file (`file`) is damaged.
+fn stage(
+    reader: &mut impl Read,
+    file: &Path,
+    manifest: &Manifest,
+    staged_path: &Path,
+) -> Result<(), BackupError> {
+    let io = |e| BackupError::Io(staged_path.display().to_string(), e);
+    let mut out = create_private(staged_path)?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0; 1 << 16];
+    let mut len = 0_u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| BackupError::Io(file.display().to_string(), e))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        len += n as u64;
+        if len > manifest.payload_bytes {
+            return Err(BackupError::Refused(format!(
+                "{}: longer than its manifest says ({} bytes): the file is damaged",
+                file.display(),
+                manifest.payload_bytes
+            )));
+        }
+        out.write_all(&buf[..n]).map_err(io)?;
+    }
+    if len < manifest.payload_bytes {
+        return Err(BackupError::Refused(format!(
+            "{}: truncated ({len} of {} bytes)",
+            file.display(),
+            manifest.payload_bytes
+        )));
+    }
+    if leadline_domain::audit::hex(&hash.finalize()) != manifest.payload_sha256 {
+        return Err(BackupError::Refused(format!(
+            "{}: corrupt (the content's SHA-256 is not the manifest's)",
+            file.display()
+        )));
+    }
+    out.sync_all().map_err(io)?;
+    Ok(())
 }
 
 /// Every table's digest of the SQLite database at `url`, as a restore
