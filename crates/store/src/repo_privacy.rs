@@ -310,6 +310,15 @@ async fn scrub_sqlite(
         );
         other += run(p, sql).await?;
     }
+    // Full-text indexes keep a changed row's old words in their older
+    // segments (marked deleted) until a merge: merge them all now, so the
+    // person's words leave the index's own tables too. It rewrites every
+    // tenant's index: an erasure is rare, and SQLite has one writer.
+    txn.execute_unprepared(
+        "INSERT INTO lead_words (lead_words) VALUES ('optimize'); \
+         INSERT INTO search_word_trigrams (search_word_trigrams) VALUES ('optimize')",
+    )
+    .await?;
     txn.execute_unprepared("DELETE FROM privacy_gate").await?;
     Ok((audited, other))
 }
