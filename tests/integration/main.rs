@@ -43,6 +43,7 @@ mod separation;
 mod sqlite_readers;
 mod support;
 mod tls;
+mod transfer;
 mod use_cases;
 mod webhook_delivery;
 mod webhooks;

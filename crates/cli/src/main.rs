@@ -177,6 +177,22 @@ enum TenantAction {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Write one tenant, every id kept, to a new file another deployment
+    /// (of either backend) can import. Run with the owner's URL
+    /// (database.migration_url) on PostgreSQL.
+    Export {
+        /// The tenant's slug.
+        slug: String,
+        /// The file to write (new; readable by its owner only).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Import a tenant written by `tenant export`, into a database at the
+    /// same migration that holds no tenant of its id or slug.
+    Import {
+        /// The export file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -403,6 +419,44 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
                 created.tenant.slug, created.tenant.id
             );
             println!("{}", created.api_key.expose());
+        }
+        Command::Tenant {
+            action: TenantAction::Export { slug, out },
+        } => {
+            use secrecy::ExposeSecret as _;
+            let url = config
+                .database
+                .migration_url
+                .as_ref()
+                .unwrap_or(&config.database.url);
+            let manifest =
+                leadline_store::transfer::export_tenant(url.expose_secret(), &slug, &out).await?;
+            eprintln!(
+                "exported tenant {} ({}): {} rows in {} tables, to {}",
+                manifest.slug,
+                manifest.tenant_id,
+                manifest.rows(),
+                manifest.tables.len(),
+                out.display()
+            );
+        }
+        Command::Tenant {
+            action: TenantAction::Import { file },
+        } => {
+            use secrecy::ExposeSecret as _;
+            let url = config
+                .database
+                .migration_url
+                .as_ref()
+                .unwrap_or(&config.database.url);
+            let manifest =
+                leadline_store::transfer::import_tenant(&file, url.expose_secret()).await?;
+            eprintln!(
+                "imported tenant {} ({}): {} rows, each table matching the export's manifest",
+                manifest.slug,
+                manifest.tenant_id,
+                manifest.rows()
+            );
         }
         Command::Keys { action } => keys(&config, action).await?,
         Command::Privacy {

@@ -87,6 +87,39 @@ impl Manifest {
     }
 }
 
+/// The first line of every tenant export.
+pub const TENANT_MAGIC: &str = "LEADLINE-TENANT 1";
+
+/// What a tenant export holds: one tenant's rows, to import into another
+/// deployment (of either backend), ids kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantManifest {
+    /// The tenant's id, kept by the import.
+    pub tenant_id: uuid::Uuid,
+    /// Its slug.
+    pub slug: String,
+    /// `postgres` or `sqlite`: where it came from.
+    pub backend: String,
+    /// When it was read (one snapshot).
+    pub created_at: DateTime<Utc>,
+    /// The leadline version that read it.
+    pub leadline: String,
+    /// The newest migration of the database it came from: an import goes
+    /// into a database at the same one.
+    pub schema: String,
+    /// Every table moved: its rows and the SHA-256 of their lines in the
+    /// file.
+    pub tables: Vec<TableDigest>,
+}
+
+impl TenantManifest {
+    /// Rows in all tables.
+    #[must_use]
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

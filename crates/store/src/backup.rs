@@ -141,7 +141,7 @@ async fn sqlite_schema(conn: &mut SqliteConnection) -> Result<String, BackupErro
 }
 
 /// A new file only its owner may read (a backup holds every tenant's data).
-fn create_private(path: &Path) -> Result<std::fs::File, BackupError> {
+pub(crate) fn create_private(path: &Path) -> Result<std::fs::File, BackupError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -179,10 +179,10 @@ fn sha256_file(path: &Path) -> Result<(u64, String), BackupError> {
 }
 
 /// Removes a file when dropped, unless kept.
-struct Scratch(Option<PathBuf>);
+pub(crate) struct Scratch(pub(crate) Option<PathBuf>);
 
 impl Scratch {
-    fn keep(mut self) -> PathBuf {
+    pub(crate) fn keep(mut self) -> PathBuf {
         self.0.take().unwrap_or_default()
     }
 }
@@ -196,7 +196,7 @@ impl Drop for Scratch {
 }
 
 /// A scratch path beside `path` (same file system, so a rename is atomic).
-fn beside(path: &Path, what: &str) -> PathBuf {
+pub(crate) fn beside(path: &Path, what: &str) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -258,13 +258,22 @@ async fn backup_sqlite(url: &str, out: &Path) -> Result<Manifest, BackupError> {
 /// manifest, then the payload from `payload`; durable before it returns,
 /// and not left behind half written.
 fn write_backup(out: &Path, manifest: &Manifest, payload: &Path) -> Result<(), BackupError> {
+    let mut header = format!("{MAGIC}\n").into_bytes();
+    serde_json::to_writer(&mut header, manifest)
+        .map_err(|e| BackupError::Io(out.display().to_string(), e.into()))?;
+    header.push(b'\n');
+    write_file(out, &header, payload)
+}
+
+/// Writes the new file `out` (its owner's only): `header`, then the bytes
+/// of `payload`; durable before it returns, and not left behind half
+/// written.
+pub(crate) fn write_file(out: &Path, header: &[u8], payload: &Path) -> Result<(), BackupError> {
     let file = create_private(out)?;
     let written = Scratch(Some(out.to_path_buf()));
     let io = |e| BackupError::Io(out.display().to_string(), e);
     let mut writer = std::io::BufWriter::new(file);
-    writeln!(writer, "{MAGIC}").map_err(io)?;
-    serde_json::to_writer(&mut writer, manifest).map_err(|e| io(e.into()))?;
-    writeln!(writer).map_err(io)?;
+    writer.write_all(header).map_err(io)?;
     let mut source = std::fs::File::open(payload)
         .map_err(|e| BackupError::Io(payload.display().to_string(), e))?;
     std::io::copy(&mut source, &mut writer).map_err(io)?;

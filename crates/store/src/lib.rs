@@ -43,6 +43,7 @@ mod repo_users;
 mod repo_webhooks;
 mod roles;
 mod settings;
+pub mod transfer;
 mod tx;
 
 pub use migrate::{MigrateError, MigrateOp, MigrationState};
