@@ -26,14 +26,19 @@ impl MigrationName for Migration {
     }
 }
 
-const PG_UP: &str = r"
+const PG_UP_HEAD: &str = r"
 ALTER TABLE audit_log ADD COLUMN erased_digest bytea
     CHECK (erased_digest IS NULL OR length(erased_digest) = 32);
 
 -- Which rows the changes log holds about an entity: an erasure asks.
 CREATE INDEX changes_entity_idx ON changes (tenant_id, entity_id);
 
-CREATE FUNCTION privacy_erase(tenant uuid, plan jsonb)
+";
+
+/// The first `privacy_erase` (migration 27 replaces it; its `down` puts
+/// this one back).
+pub(crate) const PRIVACY_ERASE_V1: &str = r"
+CREATE OR REPLACE FUNCTION privacy_erase(tenant uuid, plan jsonb)
     RETURNS TABLE (audit_records bigint, other_rows bigint)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
 AS $$
@@ -127,6 +132,9 @@ BEGIN
     RETURN NEXT;
 END
 $$;
+";
+
+const PG_UP_TAIL: &str = r"
 REVOKE ALL ON FUNCTION privacy_erase(uuid, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION privacy_erase(uuid, jsonb) TO leadline_service;
 
@@ -184,7 +192,12 @@ ALTER TABLE audit_log DROP COLUMN erased_digest;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, PG_UP, SQLITE_UP).await
+        run(
+            manager,
+            &format!("{PG_UP_HEAD}\n{PRIVACY_ERASE_V1}\n{PG_UP_TAIL}"),
+            SQLITE_UP,
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

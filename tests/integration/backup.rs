@@ -244,6 +244,33 @@ async fn a_damaged_backup_is_refused_before_anything_is_written() {
         assert!(!target.exists(), "{what}: nothing was restored");
         assert_no_scratch(dir.path(), what);
     }
+    // A schema this leadline does not know (a newer one took it).
+    let newer = {
+        let mut m = manifest.clone();
+        m.schema = "m20991231_000099_future".to_owned();
+        let mut out = format!("{MAGIC}\n{}\n", serde_json::to_string(&m).unwrap()).into_bytes();
+        out.extend_from_slice(&bytes[start..]);
+        out
+    };
+    let file = dir.path().join("newer.backup");
+    std::fs::write(&file, newer).unwrap();
+    let err = backup::restore(&file, &sqlite_url(&dir.path().join("newer.db")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not know"), "{err}");
+    // A WAL left beside the target would be replayed into the restore.
+    let target = dir.path().join("stale.db");
+    std::fs::write(dir.path().join("stale.db-wal"), b"old pages").unwrap();
+    let err = backup::restore(&good, &sqlite_url(&target))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("stale.db-wal"), "{err}");
+    assert!(!target.exists());
+    // A missing directory is named before any work.
+    let err = backup::backup(&sqlite_url(&path), &dir.path().join("nodir/x.backup"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
     // An in-memory database has nothing to back up.
     let err = backup::backup("sqlite::memory:", &dir.path().join("m.backup"))
         .await
@@ -421,4 +448,104 @@ fn database_of(url: &str) -> String {
         .and_then(|d| d.split('?').next())
         .unwrap()
         .to_owned()
+}
+
+/// PostgreSQL: a restore into another cluster whose transaction counter is
+/// behind the backup's renumbers the audit trail and the change log in
+/// their order: the change feed shows every restored change, a new write
+/// comes after them, and the chain verifies with it.
+#[tokio::test]
+async fn postgres_a_restore_into_a_younger_cluster_renumbers_its_logs() {
+    use crate::support::{OWNER, OWNER_PASSWORD, SERVICE, SERVICE_PASSWORD};
+    let (owner_url, service_url) = crate::support::isolated_pg("leadline_xcluster").await;
+    let source = database_of(&owner_url);
+    // Transaction ids well past a fresh cluster's: each subtransaction
+    // that writes takes one.
+    leadline_testsupport::postgres()
+        .admin_execute(
+            &source,
+            "CREATE TEMP TABLE burn (i int); \
+             DO $$ BEGIN FOR i IN 1..5000 LOOP \
+               BEGIN INSERT INTO burn VALUES (i); EXCEPTION WHEN OTHERS THEN NULL; END; \
+             END LOOP; END $$",
+        )
+        .await
+        .unwrap();
+    let s = services(crate::support::store_at(&service_url).await);
+    let (tenant, _) = new_tenant(&s).await;
+    for i in 0..5 {
+        s.leads
+            .create(tenant, &lead_req(&format!("Xi{i}")))
+            .await
+            .unwrap();
+    }
+    let feed = |s: leadline_app::Services| async move {
+        s.changes
+            .page(
+                tenant,
+                None,
+                &leadline_domain::ChangeFilter::default(),
+                1000,
+            )
+            .await
+            .unwrap()
+            .items
+    };
+    let before = feed(s.clone()).await;
+    assert!(before.len() >= 5);
+    let dir = scratch();
+    let out = dir.path().join("x.backup");
+    backup::backup(&owner_url, &out).await.unwrap();
+
+    let fresh = leadline_testsupport::OwnedPgServer::start().expect("start a PostgreSQL");
+    fresh
+        .admin_execute(
+            "postgres",
+            &format!("CREATE ROLE {OWNER} LOGIN CREATEROLE PASSWORD '{OWNER_PASSWORD}'"),
+        )
+        .await
+        .unwrap();
+    let target = fresh
+        .create_database("leadline_young", Some(OWNER))
+        .await
+        .unwrap();
+    let target_owner = fresh.url(OWNER, OWNER_PASSWORD, &target);
+    backup::restore(&out, &target_owner).await.unwrap();
+    let owner = leadline_store::Store::connect_for_migrations(
+        &target_owner,
+        &leadline_store::StoreSettings::default(),
+    )
+    .await
+    .unwrap();
+    owner
+        .ensure_service_login(SERVICE, &secrecy::SecretString::from(SERVICE_PASSWORD))
+        .await
+        .unwrap();
+    owner.close().await;
+    let r =
+        services(crate::support::store_at(&fresh.url(SERVICE, SERVICE_PASSWORD, &target)).await);
+    let restored = feed(r.clone()).await;
+    let kinds = |items: &[leadline_domain::LoggedChange]| {
+        items
+            .iter()
+            .map(|c| (c.change.kind, c.change.entity_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        kinds(&restored),
+        kinds(&before),
+        "every restored change, in order"
+    );
+    let sealed = match r.audit.verify(tenant, None).await.unwrap() {
+        leadline_app::Verdict::Intact(state) => state.sealed,
+        other => panic!("the restored chain does not verify: {other:?}"),
+    };
+    let after = r.leads.create(tenant, &lead_req("Later")).await.unwrap();
+    let now = feed(r.clone()).await;
+    assert_eq!(now.len(), restored.len() + 1);
+    assert_eq!(now.last().unwrap().change.entity_id, after.id.as_uuid());
+    match r.audit.verify(tenant, None).await.unwrap() {
+        leadline_app::Verdict::Intact(state) => assert_eq!(state.sealed, sealed + 1),
+        other => panic!("the chain breaks after a new write: {other:?}"),
+    }
 }

@@ -242,6 +242,12 @@ async fn erasure_leaves_nothing_of_the_person(
     let email = format!("zeb.{mark}@example.com");
     let city = format!("Springfield{mark}");
     let company = format!("Quix{mark} Corp");
+    let digits = format!(
+        "{:07}",
+        u32::from_str_radix(&mark[..6], 16).unwrap() % 10_000_000
+    );
+    // The same number as a CRM writes it.
+    let written = format!("+1 (555) {}-{}", &digits[..3], &digits[3..]);
     let (status, created) = call(
         &app,
         &key,
@@ -249,7 +255,7 @@ async fn erasure_leaves_nothing_of_the_person(
         "/v1/leads",
         Some(json!({
             "first_name": "Zebulon", "last_name": last, "email": email,
-            "phone": format!("+1 555 {:07}", u32::from_str_radix(&mark[..6], 16).unwrap() % 10_000_000), "company": company,
+            "phone": format!("+1 555 {digits}"), "company": company,
             "metadata": {"city": city}, "assigned_agent_id": agent.id,
         })),
     )
@@ -326,11 +332,21 @@ async fn erasure_leaves_nothing_of_the_person(
     ] {
         s.approvals.act(tenant, sent.id, &action).await.unwrap();
     }
-    let waiting = s
-        .approvals
-        .draft(tenant, lead, &draft(format!("Hello again {last}")))
-        .await
-        .unwrap();
+    // Drafted over HTTP under an idempotency key: the stored answer holds
+    // the name but neither email nor phone.
+    let (status, waiting) = call(
+        &app,
+        &key,
+        Method::POST,
+        &format!("/v1/leads/{lead}/approvals"),
+        Some(
+            json!({"channel": "email", "body": format!("Hello again {last}"),
+                    "requested_by": agent.id}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{waiting}");
+    let waiting: leadline_domain::ApprovalId = waiting["id"].as_str().unwrap().parse().unwrap();
     // An older lead of theirs, with a note the retention policy archived,
     // then deleted.
     let mut older = lead_req("Zebulon");
@@ -369,7 +385,9 @@ async fn erasure_leaves_nothing_of_the_person(
     std::fs::write(
         &csv,
         format!(
-            "First Name,Last Name,Email,Contact owner\nZebulon,{last},{email},nobody@acme.example\n"
+            "First Name,Last Name,Email,Phone,Contact owner\n\
+             Zebulon,{last},{email},,nobody@acme.example\n\
+             Zeb,Q,zeb.typo@exmaple.com,{written},nobody@acme.example\n"
         ),
     )
     .unwrap();
@@ -386,7 +404,7 @@ async fn erasure_leaves_nothing_of_the_person(
     )
     .await
     .unwrap();
-    assert_eq!(run.counts.rejected, 1, "{run:?}");
+    assert_eq!(run.counts.rejected, 2, "{run:?}");
     // Someone else, who must keep everything.
     let sam_email = format!("sam.{}@example.com", uuid::Uuid::now_v7().simple());
     let mut sam = lead_req("Sam");
@@ -401,6 +419,7 @@ async fn erasure_leaves_nothing_of_the_person(
 
     // The checks below can see the person before.
     let personal = [
+        written.as_str(),
         email.as_str(),
         last.as_str(),
         phone.as_str(),
@@ -495,7 +514,7 @@ async fn erasure_leaves_nothing_of_the_person(
     .await;
     assert_eq!(status, StatusCode::OK, "{export}");
     assert_eq!(export["leads"], json!([]), "{export}");
-    let waiting = s.approvals.get(tenant, waiting.id).await.unwrap();
+    let waiting = s.approvals.get(tenant, waiting).await.unwrap();
     assert_eq!(waiting.status, leadline_domain::ApprovalStatus::Cancelled);
     assert_eq!(waiting.body.as_str(), "[erased]");
 

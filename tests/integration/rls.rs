@@ -801,6 +801,12 @@ async fn verify_passes_the_service_role_and_flags_an_unsafe_one() {
         problems.iter().any(|p| p.contains("not a member")),
         "{problems:?}"
     );
+    // The owner reads backups through leadline_backup, whose policies show
+    // every tenant: a login that can do the same is no service login.
+    assert!(
+        problems.iter().any(|p| p.contains("leadline_backup")),
+        "{problems:?}"
+    );
     let missing = owner.verify_service_login("no_such_role").await.unwrap();
     assert!(
         missing.iter().any(|p| p.contains("does not exist")),

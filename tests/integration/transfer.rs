@@ -103,6 +103,48 @@ async fn a_tenant_moves_from_sqlite_to_postgres_and_back_with_every_id() {
         s.approvals.act(tenant, sent.id, &action).await.unwrap();
     }
     s.approvals.draft(tenant, ids[1], &draft).await.unwrap();
+    // A webhook whose cursor sits among the tenant's changes.
+    let hooks =
+        s.webhooks
+            .clone()
+            .with_sealer(std::sync::Arc::new(leadline_outbound::ChaChaBox::new(
+                &[3; 32],
+            )));
+    hooks
+        .create(
+            tenant,
+            &leadline_domain::CreateWebhookRequest {
+                url: leadline_domain::WebhookUrl::parse("https://hooks.example.com/moved").unwrap(),
+                types: leadline_domain::ChangeFilter::parse("lead").unwrap(),
+                changes: true,
+                channels: leadline_domain::MessageChannels::default(),
+                active: true,
+            },
+        )
+        .await
+        .unwrap();
+    drop(hooks);
+    s.leads
+        .create(tenant, &lead_req("AfterHook"))
+        .await
+        .unwrap();
+    let passed_in_source = {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::SqliteConnection::connect(&source_url).await.unwrap();
+        let id = tenant.as_uuid().as_bytes().to_vec();
+        let (passed, total): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM changes c WHERE c.tenant_id = w.tenant_id \
+                       AND c.seq <= w.after_seq), \
+                    (SELECT count(*) FROM changes c WHERE c.tenant_id = w.tenant_id) \
+               FROM webhooks w WHERE w.tenant_id = ?",
+        )
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(passed > 0 && passed < total, "{passed} of {total}");
+        passed
+    };
     s.retention
         .set_policy(
             tenant,
@@ -126,6 +168,22 @@ async fn a_tenant_moves_from_sqlite_to_postgres_and_back_with_every_id() {
     let imported = transfer::import_tenant(&file, &owner).await.unwrap();
     assert_eq!(imported, exported);
     let pg = services(crate::support::store_at(&service).await);
+    {
+        use sqlx::Connection as _;
+        let database = owner.rsplit('/').next().unwrap().split('?').next().unwrap();
+        let admin = leadline_testsupport::postgres().admin_url(database);
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        let passed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM changes c JOIN webhooks w ON w.tenant_id = c.tenant_id \
+              WHERE w.tenant_id = $1::text::uuid \
+                AND (c.tx::text::bigint, c.seq) <= (w.after_tx, w.after_seq)",
+        )
+        .bind(tenant.to_string())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(passed, passed_in_source, "the webhook resumes where it was");
+    }
     assert_eq!(
         leads(&pg, tenant).await,
         before_leads,

@@ -186,11 +186,7 @@ pub async fn compose_with(
             .filter(|m| !m.applied)
             .count();
         if pending > 0 {
-            let url = settings
-                .migration_url
-                .as_ref()
-                .unwrap_or(&settings.url)
-                .expose_secret();
+            let url = settings.owner_url().expose_secret();
             // An in-memory SQLite database exists only on the store's own
             // connection, so it must be migrated there.
             let runner = if url.contains(":memory:") || url.contains("mode=memory") {

@@ -424,11 +424,7 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
             action: TenantAction::Export { slug, out },
         } => {
             use secrecy::ExposeSecret as _;
-            let url = config
-                .database
-                .migration_url
-                .as_ref()
-                .unwrap_or(&config.database.url);
+            let url = config.database.owner_url();
             let manifest =
                 leadline_store::transfer::export_tenant(url.expose_secret(), &slug, &out).await?;
             eprintln!(
@@ -444,11 +440,7 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
             action: TenantAction::Import { file },
         } => {
             use secrecy::ExposeSecret as _;
-            let url = config
-                .database
-                .migration_url
-                .as_ref()
-                .unwrap_or(&config.database.url);
+            let url = config.database.owner_url();
             let manifest =
                 leadline_store::transfer::import_tenant(&file, url.expose_secret()).await?;
             eprintln!(
@@ -499,11 +491,7 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
         Command::Backup { out } => {
             use secrecy::ExposeSecret as _;
             // PostgreSQL: the owner's login, a member of leadline_backup.
-            let url = config
-                .database
-                .migration_url
-                .as_ref()
-                .unwrap_or(&config.database.url);
+            let url = config.database.owner_url();
             let manifest = leadline_store::backup::backup(url.expose_secret(), &out).await?;
             eprintln!(
                 "backed up {} tables, {} rows, to {} ({} bytes of {})",
@@ -517,11 +505,7 @@ async fn dispatch(command: Command, mut config: config::Config) -> anyhow::Resul
         Command::Restore { file } => {
             use secrecy::ExposeSecret as _;
             // PostgreSQL: as the owner, into an empty database.
-            let url = config
-                .database
-                .migration_url
-                .as_ref()
-                .unwrap_or(&config.database.url);
+            let url = config.database.owner_url();
             let manifest = leadline_store::backup::restore(&file, url.expose_secret()).await?;
             eprintln!(
                 "restored {} tables, {} rows, each matching the manifest (taken {} by leadline {}, schema {})",

@@ -318,11 +318,7 @@ pub async fn create_tenant(
 
 /// The store to migrate or administer: the owner's URL when configured.
 async fn admin_store(config: &Config) -> anyhow::Result<Store> {
-    let url = config
-        .database
-        .migration_url
-        .as_ref()
-        .unwrap_or(&config.database.url);
+    let url = config.database.owner_url();
     Ok(Store::connect_for_migrations(url.expose_secret(), &config.database).await?)
 }
 

@@ -29,6 +29,9 @@ use crate::{
 /// What replaces an erased text.
 pub const ERASED: &str = "[erased]";
 
+/// What an erasure's own audit record shows for a value it erased.
+pub const WITHHELD: &str = "[withheld]";
+
 /// One erasure: the person's data as read, and what each row becomes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Erasure {
@@ -54,9 +57,15 @@ pub struct Erasure {
     /// rejected import line, a replayable response): their email and phone
     /// numbers.
     pub needles: Vec<String>,
+    /// The last digits of their phone numbers (at most ten, at least
+    /// seven), to find a number however it was written.
+    pub digits: Vec<String>,
     /// The search words the leads held, which the tenant's vocabulary may
     /// drop when no other lead holds them.
     pub words: Vec<String>,
+    /// Each lead as its erasure's change shows it was: every field that
+    /// changed and was personal reads [`ERASED`].
+    pub before: Vec<Value>,
 }
 
 /// What an erasure did, as the API answers it.
@@ -91,10 +100,19 @@ impl Erasure {
     pub fn of(data: &PersonData, id: uuid::Uuid, at: DateTime<Utc>) -> Self {
         let at = chrono::SubsecRound::trunc_subsecs(at, 6);
         let mut needles: Vec<String> = vec![data.email.as_str().to_owned()];
+        let mut digits: Vec<String> = Vec::new();
         let mut words: Vec<String> = Vec::new();
         for lead in &data.leads {
             if let Some(phone) = &lead.phone {
                 needles.push(phone.as_str().to_owned());
+                let all: Vec<char> = phone
+                    .as_str()
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect();
+                if all.len() >= 7 {
+                    digits.push(all[all.len().saturating_sub(10)..].iter().collect());
+                }
             }
             words.extend(
                 crate::search::search_text(lead)
@@ -105,6 +123,8 @@ impl Erasure {
         }
         needles.sort();
         needles.dedup();
+        digits.sort();
+        digits.dedup();
         words.sort();
         words.dedup();
         let approvals: Vec<Approval> = data.approvals.iter().map(|a| erased(a, at)).collect();
@@ -115,10 +135,17 @@ impl Erasure {
             .map(|a| a.id.as_uuid())
             .collect();
         let kept = |e: &Event| (e.id.as_uuid(), kept_metadata(e));
+        let leads: Vec<Lead> = data.leads.iter().map(|l| anonymised(l, at)).collect();
+        let before = data
+            .leads
+            .iter()
+            .zip(&leads)
+            .map(|(was, now)| masked(was, now))
+            .collect();
         Self {
             id,
             at,
-            leads: data.leads.iter().map(|l| anonymised(l, at)).collect(),
+            leads,
             events: data.events.iter().map(kept).collect(),
             archived_events: data.archived_events.iter().map(kept).collect(),
             approvals,
@@ -130,7 +157,9 @@ impl Erasure {
                 .chain(data.deliveries.iter().map(|d| d.id.as_uuid()))
                 .collect(),
             needles,
+            digits,
             words,
+            before,
         }
     }
 
@@ -142,13 +171,15 @@ impl Erasure {
     }
 
     /// The changes the erasure publishes: each lead as it now is (so other
-    /// instances and subscribers drop what they hold) and each cancelled
-    /// approval. None carries a value from before.
+    /// instances and subscribers drop what they hold), with what it was
+    /// masked (its audit record names the fields that changed, never their
+    /// old values), and each cancelled approval.
     #[must_use]
     pub fn changes(&self) -> Vec<Change> {
         self.leads
             .iter()
-            .map(|l| Change::lead(ChangeType::LeadUpdated, l))
+            .zip(&self.before)
+            .map(|(l, was)| Change::lead(ChangeType::LeadUpdated, l).was(was))
             .chain(
                 self.approvals
                     .iter()
@@ -231,6 +262,29 @@ pub fn anonymised(lead: &Lead, at: DateTime<Utc>) -> Lead {
         version: lead.version + 1,
         ..lead.clone()
     }
+}
+
+/// `was` as an erasure's audit record may show it: `now`'s fields, except
+/// that each field that changed reads what it was when that says nothing
+/// about the person (the version, the time) and [`WITHHELD`] otherwise
+/// (`null` stays `null`: nothing was held).
+fn masked(was: &Lead, now: &Lead) -> Value {
+    let (Ok(Value::Object(was)), Ok(Value::Object(mut out))) =
+        (serde_json::to_value(was), serde_json::to_value(now))
+    else {
+        return Value::Null;
+    };
+    for (field, value) in &mut out {
+        let old = was.get(field).cloned().unwrap_or(Value::Null);
+        if old != *value {
+            *value = match field.as_str() {
+                "version" | "updated_at" => old,
+                _ if old.is_null() => Value::Null,
+                _ => Value::String(WITHHELD.to_owned()),
+            };
+        }
+    }
+    Value::Object(out)
 }
 
 /// `approval` with its texts erased; a pending one is cancelled.
@@ -368,6 +422,52 @@ mod tests {
                 "{text} holds {personal}"
             );
         }
+    }
+
+    #[test]
+    fn the_erasure_audits_which_fields_changed_never_their_old_values() {
+        let mut lead = fixtures::lead_context(TenantId::new(), LeadId::new()).lead;
+        lead.email = Some(Email::parse("grace@example.com").expect("valid"));
+        lead.phone = Some(crate::Phone::parse("+1 (555) 019-2222").expect("valid"));
+        lead.metadata = Metadata::new(serde_json::json!({"city": "Arlington"})).expect("valid");
+        lead.updated_at = Utc::now() - chrono::Duration::days(1);
+        let data = PersonData {
+            email: Email::parse("grace@example.com").expect("valid"),
+            exported_at: Utc::now(),
+            leads: vec![lead.clone()],
+            events: Vec::new(),
+            archived_events: Vec::new(),
+            approvals: Vec::new(),
+            deliveries: Vec::new(),
+            audit: Vec::new(),
+        };
+        let erasure = Erasure::of(&data, uuid::Uuid::now_v7(), Utc::now());
+        assert_eq!(erasure.digits, vec!["5550192222".to_owned()]);
+        let changes = erasure.changes();
+        let record = AuditRecord::of_change(&changes[0], &AuditContext::default());
+        let fields: Value = serde_json::from_str(&record.changes).expect("json");
+        let mut names: Vec<&str> = fields
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "email",
+                "first_name",
+                "last_name",
+                "metadata",
+                "phone",
+                "version"
+            ]
+        );
+        for personal in ["grace@", "Grace", "Hopper", "Arlington", "555"] {
+            assert!(!record.changes.contains(personal), "{}", record.changes);
+        }
+        assert_eq!(fields["version"]["old"], lead.version);
     }
 
     #[test]

@@ -68,65 +68,78 @@ fn replay(stored: StoredResponse) -> Response {
     response
 }
 
+/// What a `POST` route does with an `Idempotency-Key`: the one list both
+/// this layer and the OpenAPI document read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyHandling {
+    /// The first answer is stored and replayed to a retry.
+    Stored,
+    /// An import: its body may be far larger than an answer worth storing,
+    /// and the route is idempotent by content (the same file answers the
+    /// same run), so the key is accepted and the body streams through.
+    ByContent,
+    /// A privacy request. An export writes nothing a retry could repeat
+    /// but its own audit record, and its answer is one person's data:
+    /// storing it would keep that data, and replay it to any key of the
+    /// tenant unrecorded. An erasure run twice erases nothing the second
+    /// time (and records that it ran); storing its request would keep a
+    /// digest of the email it was asked to forget. A well-formed key is
+    /// accepted, and every call runs and is recorded.
+    EveryCallRuns,
+    /// A webhook's or API key's create and rotate, and a user's invitation
+    /// and login link, answer with a secret: a stored answer would keep the
+    /// secret in clear, so the key is refused rather than silently ignored.
+    /// Holds the list to look at instead.
+    Refused(&'static str),
+}
+
+/// How `path` handles an `Idempotency-Key`.
+pub(crate) fn handling(path: &str) -> KeyHandling {
+    if path == "/v1/imports" {
+        KeyHandling::ByContent
+    } else if matches!(path, "/v1/privacy/export" | "/v1/privacy/erase") {
+        KeyHandling::EveryCallRuns
+    } else if let Some(list) = ["/v1/webhooks", "/v1/keys", "/v1/users"]
+        .into_iter()
+        .find(|list| path.starts_with(list))
+    {
+        KeyHandling::Refused(list)
+    } else {
+        KeyHandling::Stored
+    }
+}
+
 pub(crate) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST || !request.headers().contains_key(HEADER) {
         return next.run(request).await;
     }
-    // An import's body may be far larger than a response worth storing,
-    // and the route is idempotent by content (the same file answers the
-    // same run): the key is accepted and the body streams through.
-    if request.uri().path() == "/v1/imports" {
-        return next.run(request).await;
-    }
-    // A privacy export writes nothing a retry could repeat but its own
-    // audit record, and its answer is one person's data: storing it would
-    // keep that data, and replay it to any key of the tenant unrecorded.
-    // An erasure run twice erases nothing the second time (and records
-    // that it ran); storing its request would keep a digest of the email
-    // it was asked to forget. A well-formed key is accepted and every call
-    // runs, and is recorded.
-    if matches!(
-        request.uri().path(),
-        "/v1/privacy/export" | "/v1/privacy/erase"
-    ) {
-        let valid = request
-            .headers()
-            .get(HEADER)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| IdempotencyKey::new(v).is_ok());
-        if !valid {
-            return ApiError::invalid_field(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters",
-            )
-            .into_response();
+    // (Who asks was checked by the auth layer, outside this one.)
+    match handling(request.uri().path()) {
+        KeyHandling::ByContent => next.run(request).await,
+        KeyHandling::EveryCallRuns => {
+            let valid = request
+                .headers()
+                .get(HEADER)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| IdempotencyKey::new(v).is_ok());
+            if valid {
+                next.run(request).await
+            } else {
+                ApiError::invalid_field(
+                    "Idempotency-Key",
+                    "must be 1 to 255 visible ASCII characters",
+                )
+                .into_response()
+            }
         }
-        return next.run(request).await;
-    }
-    // A webhook's or API key's create and rotate, and a user's invitation
-    // and login link, answer with a secret: a
-    // stored answer would keep the secret in clear, so the key is refused
-    // rather than silently ignored. (Who asks was checked by the auth
-    // layer, outside this one.)
-    let path = request.uri().path();
-    let carries_secret = if path.starts_with("/v1/webhooks") {
-        Some("/v1/webhooks")
-    } else if path.starts_with("/v1/keys") {
-        Some("/v1/keys")
-    } else if path.starts_with("/v1/users") {
-        Some("/v1/users")
-    } else {
-        None
-    };
-    if let Some(list) = carries_secret {
-        return ApiError::invalid_field(
+        KeyHandling::Refused(list) => ApiError::invalid_field(
             "Idempotency-Key",
             format!("is not accepted where the answer carries a secret (it would have to be stored to replay); list {list} to see whether a create went through"),
         )
-        .into_response();
-    }
-    match run(&state, request, next).await {
-        Ok(response) | Err(response) => response,
+        .into_response(),
+        KeyHandling::Stored => match run(&state, request, next).await {
+            Ok(response) | Err(response) => response,
+        },
     }
 }
 

@@ -243,25 +243,43 @@ pub(crate) fn conventions(doc: &mut openapi::OpenApi) {
                 respond(operation, 422, "Unprocessable");
             }
             if authenticated && method == HttpMethod::Post {
-                idempotency_key(operation);
+                idempotency_key(operation, crate::idempotency::handling(path));
             }
         }
     }
 }
 
-/// `POST`s take an optional `Idempotency-Key`; replays say so in a header.
-fn idempotency_key(operation: &mut Operation) {
-    let key = ParameterBuilder::new()
-        .name("Idempotency-Key")
-        .parameter_in(ParameterIn::Header)
-        .required(Required::False)
-        .description(Some(
+/// `POST`s take an optional `Idempotency-Key`, as `handling` says; replays
+/// say so in a header.
+fn idempotency_key(operation: &mut Operation, handling: crate::idempotency::KeyHandling) {
+    use crate::idempotency::KeyHandling;
+    let description = match handling {
+        KeyHandling::Stored => {
             "Makes a retry safe: the first request with a key runs and its response is kept \
              (server errors excepted); a retry with the same key and request gets it again, with \
              `Idempotent-Replayed: true`. The same key with a different request is a 422; a retry \
              while the first still runs is a 409 with `Retry-After`. 1 to 255 visible ASCII \
-             characters, scoped to the tenant.",
-        ))
+             characters, scoped to the tenant."
+        }
+        KeyHandling::ByContent => {
+            "Accepted (1 to 255 visible ASCII characters) and not stored: this route is \
+             idempotent by content, the same file answering the same run."
+        }
+        KeyHandling::EveryCallRuns => {
+            "Accepted (1 to 255 visible ASCII characters; else a 422) and never stored: the \
+             answer holds one person's data, or the request an email to forget, so every call \
+             runs, is recorded, and nothing is replayed."
+        }
+        KeyHandling::Refused(_) => {
+            "Refused with a 422: the answer carries a secret, which a stored answer would keep \
+             in clear. List the resource to see whether a create went through."
+        }
+    };
+    let key = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(description))
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
@@ -273,8 +291,11 @@ fn idempotency_key(operation: &mut Operation) {
         .parameters
         .get_or_insert_with(Vec::new)
         .push(RefOr::T(key));
-    respond(operation, 409, "Conflict");
     respond(operation, 422, "Unprocessable");
+    if handling != KeyHandling::Stored {
+        return;
+    }
+    respond(operation, 409, "Conflict");
     for (status, response) in &mut operation.responses.responses {
         if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
             response.headers.insert(

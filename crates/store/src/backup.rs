@@ -211,6 +211,7 @@ pub(crate) fn beside(path: &Path, what: &str) -> PathBuf {
 /// [`BackupError`] naming what failed; `out` is not left behind half
 /// written.
 pub async fn backup(url: &str, out: &Path) -> Result<Manifest, BackupError> {
+    writable_dir(out)?;
     match Backend::from_url(url).map_err(|e| BackupError::Target(e.to_string()))? {
         Backend::Sqlite => backup_sqlite(url, out).await,
         Backend::Postgres => postgres::backup(url, out).await,
@@ -339,15 +340,23 @@ pub async fn restore(file: &Path, url: &str) -> Result<Manifest, BackupError> {
             backend.name()
         )));
     }
+    known_schema(&manifest.schema)?;
     if backend == Backend::Postgres {
         return postgres::restore(reader, file, manifest, url).await;
     }
     let target = sqlite_path(url)?;
-    if target.exists() {
-        return Err(BackupError::Target(format!(
-            "{} exists: restore into a new database file (a restore never overwrites data)",
-            target.display()
-        )));
+    // A journal or WAL left beside the target would be applied to the
+    // restored file when it is first opened: another database's pages.
+    for path in std::iter::once(target.clone())
+        .chain(["-wal", "-shm", "-journal"].map(|s| sibling(&target, s)))
+    {
+        if path.exists() {
+            return Err(BackupError::Target(format!(
+                "{} exists: restore into a new database file, with no journal or WAL of an \
+                 old one beside it (a restore never overwrites data)",
+                path.display()
+            )));
+        }
     }
     // The payload, checked as it is copied beside the target.
     let staged = Scratch(Some(beside(&target, "restore")));
@@ -368,7 +377,15 @@ pub async fn restore(file: &Path, url: &str) -> Result<Manifest, BackupError> {
             )));
         }
         let tables = sqlite_digests(&mut conn).await?;
+        let schema = sqlite_schema(&mut conn).await?;
         conn.close().await.map_err(db)?;
+        if schema != manifest.schema {
+            return Err(BackupError::Refused(format!(
+                "{}: its manifest says schema {}, the database in it is at {schema}",
+                file.display(),
+                manifest.schema
+            )));
+        }
         let differences = manifest.differences(&tables);
         if !differences.is_empty() {
             return Err(BackupError::Refused(format!(
@@ -382,6 +399,42 @@ pub async fn restore(file: &Path, url: &str) -> Result<Manifest, BackupError> {
     std::fs::rename(&staged_path, &target)
         .map_err(|e| BackupError::Io(target.display().to_string(), e))?;
     Ok(manifest)
+}
+
+/// `path` with `suffix` appended to its file name (`leadline.db-wal`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Refuses a backup whose schema this build does not know: a newer
+/// leadline took it, and this one could neither serve nor migrate it.
+pub(crate) fn known_schema(schema: &str) -> Result<(), BackupError> {
+    use leadline_migrations::migration::MigratorTrait as _;
+    let known = leadline_migrations::Migrator::migrations()
+        .iter()
+        .any(|m| m.name() == schema);
+    if known {
+        Ok(())
+    } else {
+        Err(BackupError::Target(format!(
+            "it was taken at schema {schema}, which this leadline does not know: restore it \
+             with the leadline that took it, or a newer one"
+        )))
+    }
+}
+
+/// Refuses an output path whose directory does not exist, before any work.
+pub(crate) fn writable_dir(out: &Path) -> Result<(), BackupError> {
+    match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(BackupError::Target(format!(
+            "{}: the directory {} does not exist",
+            out.display(),
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Copies the payload from `reader` to the new file `staged`, checking it

@@ -205,6 +205,7 @@ async fn scrub_postgres(
         "events": metadata(&erasure.events),
         "archived_events": metadata(&erasure.archived_events),
         "needles": erasure.needles,
+        "digits": erasure.digits,
         "words": erasure.words,
     });
     let mut p = Params::new(Backend::Postgres);
@@ -299,6 +300,27 @@ async fn scrub_sqlite(
         );
         other += run(p, sql).await?;
     }
+    // A phone number however it was written: its last digits among the
+    // line's digits (the separators a number is written with removed).
+    let only_digits = |column: &str| {
+        ["+", " ", "-", "(", ")", ".", "/", "\"", ","]
+            .iter()
+            .fold(column.to_owned(), |inner, sep| {
+                format!("replace({inner}, '{sep}', '')")
+            })
+    };
+    for digits in erasure.digits.iter().filter(|d| d.len() >= 7) {
+        let mut p = Params::new(Backend::Sqlite);
+        let sql = format!(
+            "UPDATE import_rejects SET fields = '[]', errors = '[]' \
+              WHERE tenant_id = {} AND (instr({}, {d}) > 0 OR instr({}, {d}) > 0)",
+            p.push(t),
+            only_digits("fields"),
+            only_digits("errors"),
+            d = p.push(digits.clone())
+        );
+        other += run(p, sql).await?;
+    }
     for word in &erasure.words {
         let mut p = Params::new(Backend::Sqlite);
         let sql = format!(
@@ -323,28 +345,46 @@ async fn scrub_sqlite(
     Ok((audited, other))
 }
 
-/// Stored responses of idempotent requests that show the person (a
-/// created lead's body): forgotten, so no replay can show them again.
-/// Rows removed.
+/// Stored responses of idempotent requests that show the person: any that
+/// holds their email or phone, or names one of their leads or approvals
+/// (every answer about a lead or a draft carries its id, however the rest
+/// of it is escaped). Forgotten, so no replay can show them again. Rows
+/// removed.
 async fn forget_responses(
     txn: &DatabaseTransaction,
     backend: Backend,
     tenant: TenantId,
     erasure: &Erasure,
 ) -> Result<u64, Failure> {
+    let needles: Vec<String> = erasure
+        .needles
+        .iter()
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .chain(erasure.leads.iter().map(|l| l.id.to_string()))
+        .chain(erasure.approvals.iter().map(|a| a.id.to_string()))
+        .collect();
     let mut removed = 0;
-    for needle in erasure.needles.iter().filter(|n| !n.is_empty()) {
+    for chunk in needles.chunks(CHUNK) {
         let mut p = Params::new(backend);
         let t = p.push(tenant.as_uuid());
-        let n = p.push(needle.as_bytes().to_vec());
-        let test = match backend {
-            Backend::Postgres => format!("position({n} in response_body) > 0"),
-            Backend::Sqlite => format!("instr(response_body, {n}) > 0"),
+        let list = p.push(serde_json::json!(chunk).to_string());
+        let sql = match backend {
+            Backend::Postgres => format!(
+                "DELETE FROM idempotency_keys k WHERE k.tenant_id = {t} \
+                   AND (k.response_body IS NOT NULL OR k.location IS NOT NULL) \
+                   AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(CAST({list} AS jsonb)) AS n (v) \
+                                WHERE position(convert_to(n.v, 'UTF8') IN coalesce(k.response_body, '')) > 0 \
+                                   OR strpos(coalesce(k.location, ''), n.v) > 0)"
+            ),
+            Backend::Sqlite => format!(
+                "DELETE FROM idempotency_keys WHERE tenant_id = {t} \
+                   AND (response_body IS NOT NULL OR location IS NOT NULL) \
+                   AND EXISTS (SELECT 1 FROM json_each({list}) AS n \
+                                WHERE instr(coalesce(response_body, X''), CAST(n.value AS BLOB)) > 0 \
+                                   OR instr(coalesce(location, ''), n.value) > 0)"
+            ),
         };
-        let sql = format!(
-            "DELETE FROM idempotency_keys \
-              WHERE tenant_id = {t} AND response_body IS NOT NULL AND {test}"
-        );
         removed += txn.execute_raw(p.statement(sql)).await?.rows_affected();
     }
     Ok(removed)

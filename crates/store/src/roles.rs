@@ -131,6 +131,8 @@ $$;"#,
                 DbBackend::Postgres,
                 r"SELECT r.rolcanlogin, r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb,
                          pg_has_role(r.oid, $2, 'MEMBER') AS in_group,
+                         EXISTS (SELECT 1 FROM pg_roles b WHERE b.rolname = 'leadline_backup'
+                                    AND pg_has_role(r.oid, b.oid, 'MEMBER')) AS reads_all,
                          (SELECT count(*) FROM pg_class c WHERE c.relowner = r.oid)
                        + (SELECT count(*) FROM pg_namespace n WHERE n.nspowner = r.oid)
                        + (SELECT count(*) FROM pg_proc p WHERE p.proowner = r.oid)
@@ -161,6 +163,11 @@ $$;"#,
         }
         if !flag("in_group")? {
             problems.push(format!("{login} is not a member of {SERVICE_GROUP_ROLE}"));
+        }
+        if flag("reads_all")? {
+            problems.push(format!(
+                "{login} is a member of leadline_backup, whose policies show every tenant's rows"
+            ));
         }
         let owned: i64 = row.try_get("", "owned")?;
         if owned > 0 {

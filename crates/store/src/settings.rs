@@ -125,6 +125,13 @@ impl StoreSettings {
         }
     }
 
+    /// The schema owner's URL: `migration_url`, else `url`. Migrations,
+    /// backups and tenant moves run as the owner.
+    #[must_use]
+    pub fn owner_url(&self) -> &SecretString {
+        self.migration_url.as_ref().unwrap_or(&self.url)
+    }
+
     /// SQLite's reader connections: `sqlite_readers`, else one per core.
     #[must_use]
     pub fn sqlite_reader_count(&self) -> u32 {

@@ -17,7 +17,9 @@
 //! target's triggers rebuild it from the leads), the change log's
 //! horizons, and the change log's and audit trail's positions: the target
 //! numbers the rows anew, in the same order, so each chain still verifies
-//! while the change feed's ids start over.
+//! while the change feed's ids start over. A webhook's cursor travels as
+//! how many of the tenant's changes it had passed, and lands on the
+//! target's position of the last of them.
 //!
 //! The export reads one snapshot, as the owner in the tenant's context (so
 //! row-level security shows it that tenant only). The import runs in one
@@ -292,6 +294,7 @@ pub async fn export_tenant(
     slug: &str,
     out: &Path,
 ) -> Result<TenantManifest, BackupError> {
+    crate::backup::writable_dir(out)?;
     let backend = Backend::from_url(url).map_err(|e| BackupError::Target(e.to_string()))?;
     let conn = Database::connect(url).await.map_err(db)?;
     let schema = schema_of(&conn, backend).await?;
@@ -340,6 +343,12 @@ pub async fn export_tenant(
             let mut object = Map::new();
             for c in &columns {
                 object.insert(c.name.clone(), value(row, backend, c)?);
+            }
+            if *table == "webhooks" {
+                // Its cursor, as how many of the tenant's changes it had
+                // passed: the target numbers the changes anew.
+                let rank = changes_passed(&txn, backend, tenant, &object).await?;
+                object.insert(PASSED.to_owned(), Json::from(rank));
             }
             let line = json!({ "table": table, "row": object }).to_string();
             hash.update(line.as_bytes());
@@ -434,6 +443,7 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
     // SQLite seals each audit record as it is written; one the source had
     // not sealed yet is sealed here, after its predecessor.
     let mut chain_head = leadline_domain::audit::GENESIS;
+    let mut passed: Vec<(Json, i64)> = Vec::new();
     loop {
         line.clear();
         if reader.read_line(&mut line).map_err(io)? == 0 {
@@ -470,6 +480,10 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
         }
         if table == "audit_log" && backend == Backend::Sqlite {
             seal(&mut row, &mut chain_head).map_err(&damaged)?;
+        }
+        if table == "webhooks" {
+            let rank = row.get(PASSED).and_then(Json::as_i64).unwrap_or(0);
+            passed.push((row.get("id").cloned().unwrap_or(Json::Null), rank));
         }
         let mut p = Params::new(backend);
         let mut names = Vec::new();
@@ -518,6 +532,9 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
             differences.push(format!("{}: not in the manifest", got.table));
         }
     }
+    if differences.is_empty() {
+        place_cursors(&txn, backend, tenant, &passed).await?;
+    }
     if !differences.is_empty() {
         // Dropped, the transaction rolls back: nothing was imported.
         return Err(damaged(format!(
@@ -528,6 +545,86 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
     txn.commit().await.map_err(db)?;
     let _ = conn.close().await;
     Ok(manifest)
+}
+
+/// The export's note on a webhook row: how many of the tenant's changes
+/// its cursor had passed.
+const PASSED: &str = "changes_passed";
+
+/// How many of `tenant`'s changes lie at or before the cursor of the
+/// webhook `row` (`after_tx`, `after_seq`).
+async fn changes_passed(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    tenant: uuid::Uuid,
+    row: &Map<String, Json>,
+) -> Result<i64, BackupError> {
+    let at = |c: &str| row.get(c).and_then(Json::as_i64).unwrap_or(0);
+    let mut p = Params::new(backend);
+    let sql = match backend {
+        Backend::Postgres => format!(
+            "SELECT count(*) AS n FROM changes WHERE tenant_id = {} \
+               AND (tx::text::bigint, seq) <= ({}, {})",
+            p.push(tenant),
+            p.push(at("after_tx")),
+            p.push(at("after_seq"))
+        ),
+        Backend::Sqlite => format!(
+            "SELECT count(*) AS n FROM changes WHERE tenant_id = {} AND seq <= {}",
+            p.push(tenant),
+            p.push(at("after_seq"))
+        ),
+    };
+    txn.query_one_raw(p.statement(sql))
+        .await
+        .map_err(db)?
+        .map_or(Ok(0), |r| r.try_get("", "n"))
+        .map_err(db)
+}
+
+/// Moves each imported webhook's cursor to the target's position of the
+/// last change it had passed (none: the start).
+async fn place_cursors(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    tenant: uuid::Uuid,
+    passed: &[(Json, i64)],
+) -> Result<(), BackupError> {
+    for (id, rank) in passed {
+        let (mut tx, mut seq) = (0_i64, 0_i64);
+        if *rank > 0 {
+            let mut p = Params::new(backend);
+            let position = match backend {
+                Backend::Postgres => "tx::text::bigint AS tx, seq, tx AS t8",
+                Backend::Sqlite => "0 AS tx, seq, seq AS t8",
+            };
+            let sql = format!(
+                "SELECT {position} FROM changes WHERE tenant_id = {} ORDER BY t8, seq \
+                  LIMIT 1 OFFSET {}",
+                p.push(tenant),
+                p.push(rank - 1)
+            );
+            if let Some(row) = txn.query_one_raw(p.statement(sql)).await.map_err(db)? {
+                tx = row.try_get("", "tx").map_err(db)?;
+                seq = row.try_get("", "seq").map_err(db)?;
+            }
+        }
+        let id = id
+            .as_str()
+            .and_then(|s| s.parse::<uuid::Uuid>().ok())
+            .or_else(|| bytes_of(id).and_then(|b| uuid::Uuid::from_slice(&b).ok()))
+            .ok_or_else(|| BackupError::Refused(format!("a webhook's id {id} cannot be read")))?;
+        let mut p = Params::new(backend);
+        let sql = format!(
+            "UPDATE webhooks SET after_tx = {}, after_seq = {} WHERE tenant_id = {} AND id = {}",
+            p.push(tx),
+            p.push(seq),
+            p.push(tenant),
+            p.push(id)
+        );
+        txn.execute_raw(p.statement(sql)).await.map_err(db)?;
+    }
+    Ok(())
 }
 
 /// Gives an audit record the source had not sealed its link hashes

@@ -189,6 +189,39 @@ async fn routed(app: &Router, method: &Method, uri: &str) -> bool {
     !fallback && status != StatusCode::METHOD_NOT_ALLOWED
 }
 
+/// What each route says of `Idempotency-Key` is what the layer does with it.
+#[test]
+fn the_idempotency_key_is_documented_as_each_route_handles_it() {
+    let spec = document();
+    let said = |path: &str| -> (String, bool) {
+        let op = &spec["paths"][path]["post"];
+        let description = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| resolve(&spec, p))
+            .find(|p| p["name"] == "Idempotency-Key")
+            .and_then(|p| p["description"].as_str())
+            .unwrap_or_else(|| panic!("{path}: no Idempotency-Key"))
+            .to_owned();
+        let replays = resolve(&spec, &op["responses"]["200"])["headers"]
+            .get("Idempotent-Replayed")
+            .or_else(|| {
+                resolve(&spec, &op["responses"]["201"])["headers"].get("Idempotent-Replayed")
+            })
+            .is_some();
+        (description, replays)
+    };
+    let (stored, replays) = said("/v1/leads");
+    assert!(stored.contains("response is kept") && replays, "{stored}");
+    for path in ["/v1/privacy/export", "/v1/privacy/erase"] {
+        let (text, replays) = said(path);
+        assert!(text.contains("never stored") && !replays, "{path}: {text}");
+    }
+    let (refused, replays) = said("/v1/webhooks");
+    assert!(refused.starts_with("Refused") && !replays, "{refused}");
+}
+
 #[test]
 fn the_route_scanner_finds_hand_registered_routes() {
     let source = "Router::new()\n    .route(\n        \"/v1/secret\", get(x))\n    .nest(PREFIX, r)\n    .routes(routes!(y))\n#[cfg(test)]\nmod tests { .route(\"/ignored\", get(z)) }";
