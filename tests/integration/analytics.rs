@@ -10,13 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::{
-    Router,
-    body::Body,
-    http::{Request, StatusCode, header},
-};
+use axum::{Router, http::StatusCode};
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
-use http_body_util::BodyExt;
 use leadline_app::Services;
 use leadline_domain::{
     Agent, AppendEventRequest, Approval, ApprovalAction, ApprovalStatus, Channel, Direction,
@@ -27,7 +22,6 @@ use leadline_http::{AppState, router};
 use leadline_store::Store;
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
-use tower::ServiceExt;
 
 use crate::support::{agent_req, lead_req, new_tenant, services};
 
@@ -56,22 +50,8 @@ mod postgres {
 }
 
 async fn get(app: &Router, key: &str, uri: &str) -> (StatusCode, Value) {
-    let res = app
-        .clone()
-        .oneshot(
-            Request::get(uri)
-                .header(header::AUTHORIZATION, format!("Bearer {key}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = res.status();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let answer = crate::support::call(app, key, axum::http::Method::GET, uri, None, &[]).await;
+    (answer.status, answer.body)
 }
 
 /// What the test wrote and must read back: lead ids (with the deleted

@@ -8,10 +8,8 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    body::Body,
-    http::{Method, Request, StatusCode, header},
+    http::{Method, StatusCode},
 };
-use http_body_util::BodyExt;
 use leadline::Composition;
 use leadline_app::{RecallSettings, Services};
 use leadline_cache::{CacheSettings, TwoTierCache};
@@ -23,7 +21,6 @@ use leadline_domain::{
 use leadline_http::{AppState, router};
 use serde_json::{Value, json};
 use sqlx::{Column as _, Row as _};
-use tower::ServiceExt;
 
 use crate::support::{Owner, agent_req, lead_req, new_tenant};
 
@@ -126,6 +123,8 @@ async fn postgres_erasure_leaves_nothing_of_the_person() {
     .await;
 }
 
+/// Calls the API, each write under a fresh idempotency key (so its answer
+/// is stored, as a careful client's would be).
 async fn call(
     app: &Router,
     key: &str,
@@ -133,22 +132,17 @@ async fn call(
     uri: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {key}"))
-        .header("idempotency-key", uuid::Uuid::now_v7().to_string());
-    if body.is_some() {
-        req = req.header(header::CONTENT_TYPE, "application/json");
-    }
-    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = res.status();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    let idem = uuid::Uuid::now_v7().to_string();
+    let answer = crate::support::call(
+        app,
+        key,
+        method,
+        uri,
+        body.as_ref(),
+        &[("idempotency-key", idem.as_str())],
     )
+    .await;
+    (answer.status, answer.body)
 }
 
 /// Every string value in Redis under the service's prefix.

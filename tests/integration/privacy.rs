@@ -4,15 +4,12 @@
 
 use axum::{
     Router,
-    body::Body,
-    http::{Method, Request, StatusCode, header},
+    http::{Method, StatusCode},
 };
-use http_body_util::BodyExt;
 use leadline_domain::{ApprovalAction, Channel, DraftApprovalRequest, Email, MessageBody};
 use leadline_http::{AppState, router};
 use leadline_store::Store;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use crate::support::{agent_req, both_backends, lead_req, new_tenant, services};
 
@@ -30,27 +27,8 @@ async fn post_with(
     body: Value,
     headers: &[(&str, &str)],
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let mut req = Request::builder()
-        .method(Method::POST)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {key}"))
-        .header(header::CONTENT_TYPE, "application/json");
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let answer = crate::support::call(app, key, Method::POST, uri, Some(&body), headers).await;
+    (answer.status, answer.headers, answer.body)
 }
 
 async fn an_export_holds_the_person_and_no_one_else(store: Store) {

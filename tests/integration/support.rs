@@ -521,3 +521,49 @@ impl Owner {
         }
     }
 }
+
+/// One answer of the API: its status, headers and JSON body (`null` when
+/// it is not JSON).
+pub struct Answer {
+    pub status: axum::http::StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+/// Calls the API through `app` as `key`: `method uri`, with `body` as JSON
+/// when given, and `headers` besides.
+pub async fn call(
+    app: &axum::Router,
+    key: &str,
+    method: axum::http::Method,
+    uri: &str,
+    body: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    use axum::http::header;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(b.to_string())),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    }
+}

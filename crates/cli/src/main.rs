@@ -91,8 +91,10 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Restore a backup into database.url, which must not exist yet.
-    /// Refuses a damaged, truncated or altered file before writing anything.
+    /// Restore a backup: SQLite into database.url, a file that must not
+    /// exist yet; PostgreSQL into an empty database, as its owner
+    /// (database.migration_url). Refuses a damaged, truncated or altered
+    /// file before writing anything.
     Restore {
         /// The backup file.
         file: PathBuf,

@@ -152,7 +152,7 @@ pub(crate) fn create_private(path: &Path) -> Result<std::fs::File, BackupError> 
     options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             BackupError::Target(format!(
-                "{} exists: a backup never overwrites a file",
+                "{} exists: leadline never overwrites a file",
                 path.display()
             ))
         } else {

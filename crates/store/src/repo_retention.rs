@@ -17,6 +17,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value}
 use crate::{
     Backend, Store,
     errors::{Failure, common},
+    params::Params,
     tx::transaction,
 };
 
@@ -76,21 +77,23 @@ fn view(policy: Option<RetentionPolicy>) -> serde_json::Value {
     })
 }
 
-/// SQLite: the `(id, lead)` of at most `max_rows` due events, moved and
-/// removed.
-async fn sqlite_apply(
+/// SQLite: the ids and leads of `tenant`'s oldest rows of `table`
+/// (`events` or `events_archive`) that occurred before `cutoff`, at most
+/// `max_rows`, oldest first.
+async fn sqlite_oldest(
     txn: &DatabaseTransaction,
+    table: &'static str,
     tenant: TenantId,
-    policy: RetentionPolicy,
     cutoff: DateTime<Utc>,
     max_rows: u32,
-) -> Result<Vec<uuid::Uuid>, Failure> {
-    let sqlite = DbBackend::Sqlite;
+) -> Result<(Vec<uuid::Uuid>, Vec<uuid::Uuid>), Failure> {
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
-            sqlite,
-            "SELECT id, lead_id FROM events WHERE tenant_id = ? AND occurred_at < ? \
-             ORDER BY occurred_at, id LIMIT ?",
+            DbBackend::Sqlite,
+            format!(
+                "SELECT id, lead_id FROM {table} WHERE tenant_id = ? AND occurred_at < ? \
+                 ORDER BY occurred_at, id LIMIT ?"
+            ),
             [
                 tenant.as_uuid().into(),
                 sqlite_time(cutoff).into(),
@@ -104,38 +107,55 @@ async fn sqlite_apply(
         ids.push(row.try_get::<uuid::Uuid>("", "id")?);
         leads.push(row.try_get::<uuid::Uuid>("", "lead_id")?);
     }
+    Ok((ids, leads))
+}
+
+/// SQLite: removes `ids` of `tenant` from `table`.
+async fn sqlite_remove(
+    txn: &DatabaseTransaction,
+    table: &'static str,
+    tenant: TenantId,
+    ids: &[uuid::Uuid],
+) -> Result<(), Failure> {
+    let mut p = Params::new(Backend::Sqlite);
+    let sql = format!(
+        "DELETE FROM {table} WHERE tenant_id = {} AND id IN ({})",
+        p.push(tenant.as_uuid()),
+        p.list(ids)
+    );
+    txn.execute_raw(p.statement(sql)).await?;
+    Ok(())
+}
+
+/// SQLite, one batch of `policy`: the leads of at most `max_rows` events
+/// past `cutoff`, removed (and archived first when the policy says so).
+async fn sqlite_apply(
+    txn: &DatabaseTransaction,
+    tenant: TenantId,
+    policy: RetentionPolicy,
+    cutoff: DateTime<Utc>,
+    max_rows: u32,
+) -> Result<Vec<uuid::Uuid>, Failure> {
+    let (ids, leads) = sqlite_oldest(txn, "events", tenant, cutoff, max_rows).await?;
     if ids.is_empty() {
         return Ok(leads);
     }
-    let list = vec!["?"; ids.len()].join(", ");
-    let with_ids = |mut values: Vec<Value>| {
-        values.extend(ids.iter().map(|id| Value::from(*id)));
-        values
-    };
     if policy.action() == RetentionAction::Archive {
-        txn.execute_raw(Statement::from_sql_and_values(
-            sqlite,
-            format!(
-                "INSERT INTO events_archive (tenant_id, id, lead_id, kind, direction, content, \
-                 occurred_at, actor, metadata, created_at, archived_at) \
-                 SELECT tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, \
-                 metadata, created_at, ? FROM events WHERE tenant_id = ? AND id IN ({list})"
-            ),
-            with_ids(vec![
-                sqlite_time(crate::now()).into(),
-                tenant.as_uuid().into(),
-            ]),
-        ))
-        .await?;
+        let mut p = Params::new(Backend::Sqlite);
+        let sql = format!(
+            "INSERT INTO events_archive (tenant_id, id, lead_id, kind, direction, content, \
+             occurred_at, actor, metadata, created_at, archived_at) \
+             SELECT tenant_id, id, lead_id, kind, direction, content, occurred_at, actor, \
+             metadata, created_at, {} FROM events WHERE tenant_id = {} AND id IN ({})",
+            p.push(sqlite_time(crate::now())),
+            p.push(tenant.as_uuid()),
+            p.list(&ids)
+        );
+        txn.execute_raw(p.statement(sql)).await?;
     }
     txn.execute_unprepared("INSERT INTO retention_gate (one) VALUES (1)")
         .await?;
-    txn.execute_raw(Statement::from_sql_and_values(
-        sqlite,
-        format!("DELETE FROM events WHERE tenant_id = ? AND id IN ({list})"),
-        with_ids(vec![tenant.as_uuid().into()]),
-    ))
-    .await?;
+    sqlite_remove(txn, "events", tenant, &ids).await?;
     txn.execute_unprepared("DELETE FROM retention_gate").await?;
     Ok(leads)
 }
@@ -148,33 +168,9 @@ async fn sqlite_purge_archive(
     cutoff: DateTime<Utc>,
     max_rows: u32,
 ) -> Result<Vec<uuid::Uuid>, Failure> {
-    let sqlite = DbBackend::Sqlite;
-    let rows = txn
-        .query_all_raw(Statement::from_sql_and_values(
-            sqlite,
-            "SELECT id, lead_id FROM events_archive WHERE tenant_id = ? AND occurred_at < ? \
-             ORDER BY occurred_at, id LIMIT ?",
-            [
-                tenant.as_uuid().into(),
-                sqlite_time(cutoff).into(),
-                i64::from(max_rows).into(),
-            ],
-        ))
-        .await?;
-    let mut ids: Vec<Value> = vec![tenant.as_uuid().into()];
-    let mut leads = Vec::with_capacity(rows.len());
-    for row in &rows {
-        ids.push(row.try_get::<uuid::Uuid>("", "id")?.into());
-        leads.push(row.try_get::<uuid::Uuid>("", "lead_id")?);
-    }
-    if !leads.is_empty() {
-        let list = vec!["?"; leads.len()].join(", ");
-        txn.execute_raw(Statement::from_sql_and_values(
-            sqlite,
-            format!("DELETE FROM events_archive WHERE tenant_id = ? AND id IN ({list})"),
-            ids,
-        ))
-        .await?;
+    let (ids, leads) = sqlite_oldest(txn, "events_archive", tenant, cutoff, max_rows).await?;
+    if !ids.is_empty() {
+        sqlite_remove(txn, "events_archive", tenant, &ids).await?;
     }
     Ok(leads)
 }

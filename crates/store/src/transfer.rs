@@ -280,7 +280,11 @@ async fn schema_of(conn: &impl ConnectionTrait, backend: Backend) -> Result<Stri
             "SELECT coalesce(max(version), '') AS v FROM seaql_migrations",
         ))
         .await
-        .map_err(db)?;
+        .map_err(|e| {
+            BackupError::Target(format!(
+                "the database has no schema to read ({e}): run `leadline migrate` first"
+            ))
+        })?;
     row.map_or(Ok(String::new()), |r| r.try_get("", "v").map_err(db))
 }
 
