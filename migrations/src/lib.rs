@@ -38,6 +38,7 @@ mod m20261211_000024_retention;
 mod m20261212_000025_privacy_erasure;
 mod m20261212_000026_backup_role;
 mod m20261212_000027_erasure_at_scale;
+mod m20261212_000028_erasure_trusts_less;
 mod sql;
 
 pub use sql::SERVICE_GROUP_ROLE;
@@ -80,6 +81,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261212_000025_privacy_erasure::Migration),
             Box::new(m20261212_000026_backup_role::Migration),
             Box::new(m20261212_000027_erasure_at_scale::Migration),
+            Box::new(m20261212_000028_erasure_trusts_less::Migration),
         ]
     }
 }

@@ -20,7 +20,8 @@ impl MigrationName for Migration {
     }
 }
 
-const PRIVACY_ERASE_V2: &str = r"
+/// Migration 28 replaces it; its `down` puts this one back.
+pub(crate) const PRIVACY_ERASE_V2: &str = r"
 CREATE OR REPLACE FUNCTION privacy_erase(tenant uuid, plan jsonb)
     RETURNS TABLE (audit_records bigint, other_rows bigint)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp

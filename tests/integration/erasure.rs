@@ -606,7 +606,12 @@ async fn postgres_privacy_erase_refuses_what_no_erasure_does() {
             json!({"email": {"old": "a", "new": "b"}}).to_string(),
             Some("22023"),
         ),
-        ("a lead not anonymised", tenant, marker.clone(), None),
+        (
+            "no person.erased record in its transaction",
+            tenant,
+            marker.clone(),
+            Some("42501"),
+        ),
     ];
     for (name, named, marker, refused) in cases {
         let mut conn = sqlx::PgConnection::connect(service).await.unwrap();
@@ -633,6 +638,80 @@ async fn postgres_privacy_erase_refuses_what_no_erasure_does() {
             }
             (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
         }
+    }
+    // With its tombstone written, on a lead not anonymised it scrubs
+    // nothing; on one it anonymised, the plan may only drop an event's
+    // metadata keys, never add or change one. (Rolled back.)
+    let event = s
+        .timeline
+        .append(
+            tenant,
+            lead.id,
+            &AppendEventRequest {
+                kind: EventKind::Note,
+                direction: Direction::Internal,
+                content: Some(EventContent::new("a note").unwrap()),
+                occurred_at: None,
+                actor: None,
+                metadata: Metadata::new(json!({"channel": "sms", "mood": "fine"})).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    let erasure = uuid::Uuid::now_v7();
+    let marker = json!({"erased": erasure}).to_string();
+    for anonymise in [false, true] {
+        let mut conn = sqlx::PgConnection::connect(service).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let run = |sql: &'static str| sqlx::query(sql);
+        run("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        run("INSERT INTO audit_log (tenant_id, at, entity, entity_id, action, changes, content_hash) \
+             VALUES ($1::text::uuid, now(), 'person', $2::text::uuid, 'person.erased', '{}', \
+                     decode(repeat('00', 32), 'hex'))")
+        .bind(tenant.to_string())
+        .bind(erasure.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        if anonymise {
+            run(
+                "UPDATE leads SET first_name = '[erased]', last_name = '[erased]', email = NULL, \
+                 phone = NULL, company = NULL WHERE id = $1::text::uuid",
+            )
+            .bind(lead.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        let injected = json!({"marker": marker, "leads": [lead.id], "archived_events": [],
+            "events": [{"id": event.id, "metadata": {"channel": "sms", "to": "won"}}],
+            "needles": [], "words": []});
+        let (audit, _): (i64, i64) = sqlx::query_as(
+            "SELECT audit_records, other_rows FROM privacy_erase($1::text::uuid, CAST($2 AS jsonb))",
+        )
+        .bind(tenant.to_string())
+        .bind(injected.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        let metadata: String =
+            sqlx::query_scalar("SELECT metadata::text FROM events WHERE id = $1::text::uuid")
+                .bind(event.id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        if anonymise {
+            assert!(audit > 0, "an anonymised lead's history is scrubbed");
+            assert_eq!(metadata, r#"{"channel": "sms"}"#, "keys only dropped");
+        } else {
+            assert_eq!(audit, 0, "nothing of a lead not anonymised");
+            assert!(metadata.contains("mood"), "{metadata}");
+        }
+        tx.rollback().await.unwrap();
     }
     let page = s
         .audit

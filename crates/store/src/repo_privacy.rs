@@ -61,6 +61,10 @@ impl PrivacyRepository for Store {
                         .exec(txn)
                         .await?;
                 }
+                // The tombstone first: PostgreSQL's privacy_erase scrubs
+                // nothing for an erasure that is not on the trail.
+                crate::audit::record_always(txn, &[erasure.record(tenant, &audit_context())])
+                    .await?;
                 let mut other = scrub_outbox(txn, backend, tenant, &erasure).await?;
                 let (audited, scrubbed) = match backend {
                     Backend::Postgres => scrub_postgres(txn, tenant, &erasure).await?,
@@ -70,7 +74,6 @@ impl PrivacyRepository for Store {
                 other += forget_responses(txn, backend, tenant, &erasure).await?;
                 // After the scrub, so that what they say stays.
                 crate::changes::record(txn, &erasure.changes()).await?;
-                crate::audit::record(txn, &[erasure.record(tenant, &audit_context())]).await?;
                 Ok(erasure.report(audited, other))
             });
         result.map_err(|f| common!(f, PrivacyError))

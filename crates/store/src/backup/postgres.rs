@@ -70,16 +70,9 @@ fn tool(name: &str) -> Result<PathBuf, BackupError> {
 /// Runs a client tool on the database at `url`, the password handed over
 /// in its environment (never on a command line others can read).
 fn run_tool(name: &str, url: &str, args: &[&str]) -> Result<(), BackupError> {
-    let mut parsed = url::Url::parse(url).map_err(|e| BackupError::Target(e.to_string()))?;
-    let password = parsed.password().map(|p| {
-        url::form_urlencoded::parse(format!("p={p}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    });
-    let _ = parsed.set_password(None);
+    let (url, password) = without_password(url)?;
     let mut command = Command::new(tool(name)?);
-    command.arg("--dbname").arg(parsed.as_str()).args(args);
+    command.arg("--dbname").arg(&url).args(args);
     if let Some(password) = password {
         command.env("PGPASSWORD", password);
     }
@@ -94,6 +87,37 @@ fn run_tool(name: &str, url: &str, args: &[&str]) -> Result<(), BackupError> {
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
+}
+
+/// `url` without its password, and the password: from the user part
+/// (percent-decoded: `+` stays a plus) or from a `password` query pair.
+fn without_password(url: &str) -> Result<(String, Option<String>), BackupError> {
+    let mut parsed = url::Url::parse(url).map_err(|e| BackupError::Target(e.to_string()))?;
+    // In the user part a password is percent-encoded (`+` is a plus);
+    // one in the query (`?password=`) is moved out too.
+    let mut password = parsed.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    let _ = parsed.set_password(None);
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if pairs.iter().any(|(k, _)| k == "password") {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in &pairs {
+            if key == "password" {
+                password = Some(value.clone());
+            } else {
+                query.append_pair(key, value);
+            }
+        }
+        let query = query.finish();
+        parsed.set_query((!query.is_empty()).then_some(query.as_str()));
+    }
+    Ok((parsed.to_string(), password))
 }
 
 /// The tables a backup could not read whole: without the backup role's
@@ -448,4 +472,29 @@ async fn renumber_logs(url: &str) -> Result<(), BackupError> {
     }
     let _ = conn.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_leaves_the_url_whole_and_decoded() {
+        let (url, password) =
+            without_password("postgres://owner:p%2Bq+r%26s@db.example:5432/leadline")
+                .expect("a valid url");
+        assert_eq!(url, "postgres://owner@db.example:5432/leadline");
+        assert_eq!(password.as_deref(), Some("p+q+r&s"));
+        let (url, password) =
+            without_password("postgres://owner@db/leadline?sslmode=require&password=se%2Bcret")
+                .expect("a valid url");
+        assert_eq!(url, "postgres://owner@db/leadline?sslmode=require");
+        assert_eq!(password.as_deref(), Some("se+cret"));
+        let (url, password) =
+            without_password("postgres://owner@db/leadline").expect("a valid url");
+        assert_eq!(
+            (url.as_str(), password),
+            ("postgres://owner@db/leadline", None)
+        );
+    }
 }
