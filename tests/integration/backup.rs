@@ -22,6 +22,55 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// A task that keeps creating leads of `tenant` through the service
+/// until stopped: the write load a backup is taken under.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts it, and returns once it has written a few leads.
+    async fn start(s: &leadline_app::Services, tenant: leadline_domain::TenantId) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let task = {
+            let (s, stop, written) = (s.clone(), stop.clone(), written.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    s.leads.create(tenant, &lead_req("Load")).await.unwrap();
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let writer = Self {
+            stop,
+            written,
+            task,
+        };
+        eventually(
+            "the writer is writing",
+            Duration::from_secs(10),
+            async || (writer.written() >= 5).then_some(()).ok_or("not yet"),
+        )
+        .await;
+        writer
+    }
+
+    /// Leads written so far.
+    fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Stops it; the leads it wrote.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        self.written.load(Ordering::Relaxed)
+    }
+}
+
 fn leads_in(manifest: &Manifest) -> u64 {
     manifest
         .tables
@@ -45,47 +94,26 @@ async fn a_backup_under_write_load_restores_exactly() {
     }
 
     // A writer that keeps creating leads through the service.
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (s, stop, written) = (s.clone(), stop.clone(), written.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                s.leads.create(tenant, &lead_req("Load")).await.unwrap();
-                written.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    eventually(
-        "the writer is writing",
-        Duration::from_secs(10),
-        async || {
-            (written.load(Ordering::Relaxed) >= 5)
-                .then_some(())
-                .ok_or("not yet")
-        },
-    )
-    .await;
+    let writer = Writer::start(&s, tenant).await;
     let dir = scratch();
     let out = dir.path().join("leadline.backup");
     let manifest = backup::backup(&url, &out).await.unwrap();
-    let during = written.load(Ordering::Relaxed);
+    let during = writer.written();
     eventually(
         "the writer writes on",
         Duration::from_secs(10),
         async || {
-            (written.load(Ordering::Relaxed) > during + 5)
+            (writer.written() > during + 5)
                 .then_some(())
                 .ok_or("not yet")
         },
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    let written = writer.stop().await;
 
     // A snapshot from the middle of the load: more than before it, fewer
     // than after.
-    let total = 20 + written.load(Ordering::Relaxed);
+    let total = 20 + written;
     let backed_up = leads_in(&manifest);
     assert!(
         backed_up >= 25 && backed_up < total,
@@ -312,33 +340,11 @@ async fn postgres_a_backup_under_write_load_restores_exactly_through_row_level_s
                 .unwrap();
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (s, stop, written) = (s.clone(), stop.clone(), written.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                s.leads.create(a, &lead_req("Load")).await.unwrap();
-                written.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    eventually(
-        "the writer is writing",
-        Duration::from_secs(10),
-        async || {
-            (written.load(Ordering::Relaxed) >= 5)
-                .then_some(())
-                .ok_or("not yet")
-        },
-    )
-    .await;
+    let writer = Writer::start(&s, a).await;
     let dir = scratch();
     let out = dir.path().join("pg.backup");
     let manifest = backup::backup(&owner_url, &out).await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
-    let total = 20 + written.load(Ordering::Relaxed);
+    let total = 20 + writer.stop().await;
     let backed_up = leads_in(&manifest);
     assert!(
         backed_up >= 25 && backed_up <= total,
