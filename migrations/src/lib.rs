@@ -41,7 +41,7 @@ mod m20261212_000027_erasure_at_scale;
 mod m20261212_000028_erasure_trusts_less;
 mod sql;
 
-pub use sql::SERVICE_GROUP_ROLE;
+pub use sql::{BACKUP_ROLE, CLUSTER_ROLES, SERVICE_GROUP_ROLE};
 
 /// The migration framework, re-exported so the store needs no second dependency on it.
 pub use sea_orm_migration as migration;

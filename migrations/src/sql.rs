@@ -7,6 +7,14 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 /// for the running service are made members of it (`leadline db roles`).
 pub const SERVICE_GROUP_ROLE: &str = "leadline_service";
 
+/// The NOLOGIN role that reads every tenant's rows for `pg_dump`
+/// (migration 26).
+pub const BACKUP_ROLE: &str = "leadline_backup";
+
+/// The roles leadline's migrations create. Roles belong to the cluster, so
+/// two databases of one server migrating at once can race to create them.
+pub const CLUSTER_ROLES: &[&str] = &[SERVICE_GROUP_ROLE, BACKUP_ROLE];
+
 /// Runs one of two scripts depending on the backend. Each script may hold
 /// several statements; they run in the migration's transaction.
 pub(crate) async fn run(

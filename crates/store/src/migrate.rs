@@ -45,14 +45,17 @@ pub enum MigrateOp {
 /// How often [`Store::migrate`] reruns `up` after losing a role race.
 const ROLE_RACE_RETRIES: u32 = 3;
 
-/// A migration that failed because the service role was created by a
-/// concurrent migration of another database: a unique violation on the
-/// role's name, or the role still invisible to this transaction.
+/// A migration that failed because one of leadline's roles
+/// ([`leadline_migrations::CLUSTER_ROLES`]) was created by a concurrent
+/// migration of another database: a unique violation on the role's name, or
+/// the role still invisible to this transaction.
 fn is_role_race(e: &DbErr) -> bool {
     let message = e.to_string();
     message.contains("pg_authid_rolname_index")
-        || (message.contains(leadline_migrations::SERVICE_GROUP_ROLE)
-            && message.contains("does not exist"))
+        || (message.contains("does not exist")
+            && leadline_migrations::CLUSTER_ROLES
+                .iter()
+                .any(|role| message.contains(&format!("role \"{role}\""))))
 }
 
 /// An arbitrary constant naming leadline's migration lock.
@@ -119,7 +122,7 @@ impl Store {
 
     /// `Migrator::up`, run again (at most [`ROLE_RACE_RETRIES`] times) when
     /// a migration failed because another database of the same server was
-    /// creating the service role at that moment. Roles are cluster-wide but
+    /// creating one of leadline's roles at that moment. Roles are cluster-wide but
     /// the migration lock is per database, and the loser of that race may
     /// still see the role as missing for the rest of its transaction (its
     /// catalog cache is only refreshed at the next transaction); the failed
@@ -133,7 +136,7 @@ impl Store {
                     attempt += 1;
                     tracing::info!(
                         attempt,
-                        "migrate: the service role was being created by another database's migration; running again"
+                        "migrate: a role was being created by another database's migration; running again"
                     );
                     tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)))
                         .await;
@@ -157,5 +160,25 @@ impl Store {
                 applied: m.status() == MigrationStatus::Applied,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_role_race_is_told_from_other_failures() {
+        let race = |m: &str| is_role_race(&DbErr::Custom(m.to_owned()));
+        assert!(race(r#"role "leadline_service" does not exist"#));
+        assert!(race(
+            r#"role "leadline_backup" does not exist at line 5201"#
+        ));
+        assert!(race(
+            r#"duplicate key value violates unique constraint "pg_authid_rolname_index""#
+        ));
+        assert!(!race(r#"role "someone_else" does not exist"#));
+        assert!(!race(r#"relation "leadline_backup_log" does not exist"#));
+        assert!(!race("syntax error at or near \"leadline_backup\""));
     }
 }

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use super::{BackupError, Scratch, beside, db, sha256_file, stage, write_backup};
 
 /// The backup role.
-const ROLE: &str = "leadline_backup";
+const ROLE: &str = leadline_migrations::BACKUP_ROLE;
 
 /// A PostgreSQL client tool: from `LEADLINE_PG_BIN_DIR`, else `PATH`, else
 /// the newest `/usr/lib/postgresql/*/bin` (Debian's layout, where `PATH`
