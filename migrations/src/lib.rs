@@ -39,6 +39,7 @@ mod m20261212_000025_privacy_erasure;
 mod m20261212_000026_backup_role;
 mod m20261212_000027_erasure_at_scale;
 mod m20261212_000028_erasure_trusts_less;
+mod m20261213_000029_audit_seal_set;
 mod sql;
 
 pub use sql::{BACKUP_ROLE, CLUSTER_ROLES, SERVICE_GROUP_ROLE};
@@ -82,6 +83,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261212_000026_backup_role::Migration),
             Box::new(m20261212_000027_erasure_at_scale::Migration),
             Box::new(m20261212_000028_erasure_trusts_less::Migration),
+            Box::new(m20261213_000029_audit_seal_set::Migration),
         ]
     }
 }

@@ -27,7 +27,12 @@ impl MigrationName for Migration {
 const PG_UP: &str = r"
 DROP INDEX audit_log_unsealed_idx;
 ALTER TABLE audit_log SET (fillfactor = 60);
+";
 
+/// This migration's sealer: it finds a tenant's unsealed rows from its
+/// chain's head, and updates them one statement per row (migration 29 sets
+/// them in one).
+pub(crate) const AUDIT_SEAL_V2: &str = r"
 CREATE OR REPLACE FUNCTION audit_seal(max_rows integer) RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
 AS $$
@@ -119,7 +124,8 @@ CREATE INDEX audit_log_unsealed_idx ON audit_log (tenant_id, tx, seq) WHERE hash
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, PG_UP, "").await
+        run(manager, PG_UP, "").await?;
+        run(manager, AUDIT_SEAL_V2, "").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -709,6 +709,53 @@ async fn concurrent_writers_and_sealers_build_one_unbroken_chain() {
     assert_eq!(state.sealed, expected, "{state:?}");
 }
 
+/// Sealing in small batches (a batch ends inside a tenant's records, and
+/// the next one goes on from its head) chains the same records, in the
+/// same order, as one seal of everything: the set-wise sealer of migration
+/// 29 writes a batch's links in one statement.
+#[tokio::test]
+async fn small_seal_batches_build_the_same_chain() {
+    use leadline_ports::AuditTrail;
+    let store = pg_store().await;
+    let s = services(store.clone());
+    let (tenant, _) = new_tenant(&s).await;
+    for i in 0..7 {
+        s.leads
+            .create(tenant, &lead_req(&format!("Batch{i}")))
+            .await
+            .unwrap();
+    }
+    let state = eventually(
+        "the trail is sealed two records at a time",
+        Duration::from_secs(30),
+        async || {
+            let sealed = store.seal(2).await.map_err(|e| e.to_string())?;
+            assert!(sealed <= 2, "a batch of two sealed {sealed}");
+            match s
+                .audit
+                .verify(tenant, None)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Verdict::Intact(state) if state.unsealed == 0 => Ok(state),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // The tenant's three records, then one per lead.
+    assert_eq!(state.sealed, 3 + 7, "{state:?}");
+    let entries = chain(&s, tenant).await;
+    assert_eq!(entries.len(), 10);
+    let mut prev = leadline_domain::audit::GENESIS;
+    for e in &entries {
+        assert_eq!(e.prev_hash.as_deref(), Some(prev.as_slice()), "{e:?}");
+        let content = e.content_hash.as_slice().try_into().unwrap();
+        prev = leadline_domain::audit::link(&prev, &content);
+        assert_eq!(e.hash.as_deref(), Some(prev.as_slice()), "{e:?}");
+    }
+}
+
 /// A decision in the console is the signed-in person's, as the agent they
 /// act as.
 async fn console_decisions_are_the_signed_in_users(setup: Setup) {
