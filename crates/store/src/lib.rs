@@ -45,6 +45,7 @@ mod roles;
 mod settings;
 pub mod transfer;
 mod tx;
+mod wal_sync;
 
 pub use migrate::{MigrateError, MigrateOp, MigrationState};
 pub use pool::{Backend, ConnectError, Store, redact_url};

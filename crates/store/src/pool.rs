@@ -123,6 +123,9 @@ struct Inner {
     /// Where the change listener connects: `database.listen_url`, else the
     /// primary's URL; `None` when there is to be no listener.
     listen_options: Option<PgConnectOptions>,
+    /// SQLite's group commit (`database.sqlite_synchronous = full` on a
+    /// database file): writes are acknowledged once their log is flushed.
+    wal_sync: Option<Arc<crate::wal_sync::WalSync>>,
 }
 
 impl Inner {
@@ -143,6 +146,7 @@ impl Inner {
             transaction_pooling: false,
             audit: true,
             listen_options: None,
+            wal_sync: None,
         }
     }
 }
@@ -173,9 +177,11 @@ impl Store {
     /// lives in its one connection.
     ///
     /// Every SQLite connection gets `journal_mode=WAL`, `foreign_keys=ON`,
-    /// `synchronous` as `database.sqlite_synchronous` says (`FULL` unless
-    /// told otherwise: an acknowledged write survives a power loss) and a
-    /// `busy_timeout`.
+    /// `synchronous=NORMAL` and a `busy_timeout`. With
+    /// `database.sqlite_synchronous = full` (the default) a database file's
+    /// writes are acknowledged only once a flush of the log covers them
+    /// (group commit: [`crate::wal_sync`]), so an acknowledged write
+    /// survives a power loss.
     ///
     /// # Errors
     /// [`ConnectError`] when the URL is bad or the database does not answer.
@@ -234,6 +240,7 @@ impl Store {
         };
         let mut replica = None;
         let mut listen_options = None;
+        let mut wal_sync = None;
         let (db, pool) = match backend {
             Backend::Postgres => {
                 let mut options = pg_connect_options(url, settings)?;
@@ -278,14 +285,21 @@ impl Store {
                     .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?
                     .foreign_keys(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(match settings.sqlite_synchronous {
-                        crate::SqliteSynchronous::Full => SqliteSynchronous::Full,
-                        crate::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
-                    })
                     .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms));
                 // An in-memory database lives exactly as long as its
                 // connection: keep the one connection forever.
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                // `full` on a file: the writer commits at NORMAL and each
+                // write waits for a shared flush of the log (`wal_sync.rs`).
+                if !in_memory && settings.sqlite_synchronous == crate::SqliteSynchronous::Full {
+                    wal_sync = Some(crate::wal_sync::WalSync::new(Arc::new(
+                        crate::wal_sync::WalFile::of(options.get_filename()),
+                    )));
+                }
+                let options = options.synchronous(match settings.sqlite_synchronous {
+                    crate::SqliteSynchronous::Full if wal_sync.is_none() => SqliteSynchronous::Full,
+                    _ => SqliteSynchronous::Normal,
+                });
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
@@ -327,6 +341,7 @@ impl Store {
         inner.replica_current = replica_current;
         inner.transaction_pooling = settings.transaction_pooling && backend == Backend::Postgres;
         inner.audit = settings.audit;
+        inner.wal_sync = wal_sync;
         if !settings.audit {
             tracing::warn!(
                 "database.audit is off: writes leave no audit record (meant for measuring what the trail costs)"
@@ -393,6 +408,11 @@ impl Store {
         if let Ok(mut at) = self.inner.storage_full_at.lock() {
             *at = Some(Instant::now());
         }
+    }
+
+    /// SQLite's group commit, when writes wait for a flush of the log.
+    pub(crate) fn wal_sync(&self) -> Option<&Arc<crate::wal_sync::WalSync>> {
+        self.inner.wal_sync.as_ref()
     }
 
     /// Notes that a write committed: there is space again.
@@ -770,17 +790,32 @@ mod tests {
         sqlite_scalar(settings, "PRAGMA synchronous").await
     }
 
+    /// By default a file's writes wait for the group commit's flush, with
+    /// the writer itself at NORMAL (the flush is the group commit's, not the
+    /// writer's); `normal` drops the flush; an in-memory database has no
+    /// file to flush.
     #[tokio::test]
     async fn sqlite_commits_reach_the_disk_unless_told_otherwise() {
         let dir = tempfile::tempdir().expect("a directory");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
         let full = StoreSettings::for_url(&url);
-        assert_eq!(synchronous_of(&full).await, 2, "FULL by default");
+        let store = Store::connect(&full).await.expect("opens");
+        assert!(store.wal_sync().is_some(), "group commit by default");
+        store.close().await;
+        assert_eq!(synchronous_of(&full).await, 1, "the writer at NORMAL");
         let normal = StoreSettings {
             sqlite_synchronous: crate::SqliteSynchronous::Normal,
             ..StoreSettings::for_url(&url)
         };
+        let store = Store::connect(&normal).await.expect("opens");
+        assert!(store.wal_sync().is_none(), "no flush when told normal");
+        store.close().await;
         assert_eq!(synchronous_of(&normal).await, 1, "NORMAL when asked");
+        let memory = Store::connect(&StoreSettings::for_url("sqlite::memory:"))
+            .await
+            .expect("opens");
+        assert!(memory.wal_sync().is_none(), "nothing to flush in memory");
+        memory.close().await;
     }
 
     /// The bundled SQLite is built with the query planner stability

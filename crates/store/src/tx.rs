@@ -499,6 +499,10 @@ impl Store {
         };
         if committed.is_ok() && access == Access::Write {
             self.note_write_committed();
+            if let Some(sync) = self.wal_sync() {
+                // Acknowledged once on the disk (group commit, wal_sync.rs).
+                sync.durable().await.map_err(|e| unflushed(op, &e))?;
+            }
         }
         committed
     }
@@ -601,6 +605,15 @@ fn outcome_unknown(op: &str, message: &str) -> Failure {
     );
     Failure::Unavailable(Unavailable(
         "the database connection broke during COMMIT and the outcome is unknown; retry with the same Idempotency-Key".to_owned(),
+    ))
+}
+
+/// A committed write whose flush to the disk failed: it is in the database
+/// but a power loss may take it back, so it is not acknowledged.
+fn unflushed(op: &str, e: &crate::wal_sync::FlushFailed) -> Failure {
+    tracing::error!(operation = op, error = %e, "a committed write could not be flushed to the disk");
+    Failure::Unavailable(Unavailable(
+        "the write committed but could not be flushed to the disk, so it may not survive a power loss; retry with the same Idempotency-Key".to_owned(),
     ))
 }
 

@@ -648,7 +648,7 @@ impl Report {
                     2.0,
                 ),
                 (
-                    "SQLite (5) append (`synchronous=FULL`) ≥ 50 % of PostgreSQL's, same run",
+                    "SQLite (5) append (`sqlite_synchronous = full`) ≥ 50 % of PostgreSQL's, same run",
                     &lite.append_full,
                     pg.append,
                     0.5,

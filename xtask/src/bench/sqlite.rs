@@ -71,9 +71,11 @@ pub struct SqliteRuns {
     pub hot: Measured,
     /// (4) filtered page of leads.
     pub page: Measured,
-    /// (5) append an event, `synchronous=FULL` (the default).
+    /// (5) append an event, `database.sqlite_synchronous = full` (the
+    /// default: acknowledged once flushed, flushes shared).
     pub append_full: Measured,
-    /// (5) append an event, `synchronous=NORMAL` (the opt-in).
+    /// (5) append an event, `database.sqlite_synchronous = normal` (the
+    /// opt-in: no flush).
     pub append_normal: Measured,
 }
 
@@ -197,7 +199,7 @@ pub async fn run(
     )
     .await?;
     let append_full = measure_one(
-        "SQLite: append an event (FULL)",
+        "SQLite: append an event (full)",
         env.load(server.addr, CONNECTIONS),
         scenarios::append_event(&space, false),
         log,
@@ -212,7 +214,7 @@ pub async fn run(
         )
         .await?;
     let append_normal = measure_one(
-        "SQLite: append an event (NORMAL)",
+        "SQLite: append an event (normal)",
         env.load(server.addr, CONNECTIONS),
         scenarios::append_event(&space, false),
         log,
@@ -416,7 +418,8 @@ impl SqliteRuns {
              The same data set ({}) copied from PostgreSQL into a SQLite file of {:.0} MiB \
              (`leadline migrate up`, then the rows, then `ANALYZE`; {:.0} s), served by \
              `leadline serve` on that file with its defaults: WAL, one writer connection, \
-             {} reader connections (one per core), `synchronous=FULL`. Same load generator, \
+             {} reader connections (one per core), `database.sqlite_synchronous = full`. Same \
+             load generator, \
              {CONNECTIONS} connections. PostgreSQL's figure is this run's, from the tables \
              above.\n\n\
              | # | scenario | req/s | p50 | p99 | errors | PostgreSQL req/s | SQLite / PostgreSQL |\n\
@@ -463,11 +466,13 @@ impl SqliteRuns {
             "\n\"no readers\" is the same service with `database.sqlite_readers = 0`: every \
              read queues for the writer's one connection, as before the reader pool. The \
              cache-hot context runs on L1 alone (the embedded default has no Redis), warmed \
-             like PostgreSQL's. `NORMAL` is `database.sqlite_synchronous = normal`, the \
-             faster opt-in whose last commits a power loss can take; `FULL` waits for the \
-             log to reach the disk on every commit. The benchmark's PostgreSQL runs with \
-             `fsync=off`, so its commits never wait for a disk: the SQLite append figures \
-             include an `fdatasync` per commit that PostgreSQL's do not. What bounds \
+             like PostgreSQL's. `full` (the default) answers a write once an `fdatasync` of \
+             the write-ahead log that began after its COMMIT has ended, one flush shared by \
+             every commit before it (group commit; the writer itself runs at \
+             `synchronous=NORMAL`); `normal`, the faster opt-in whose last commits a power \
+             loss can take, answers without a flush. The benchmark's PostgreSQL runs with \
+             `fsync=off`, so its commits never wait for a disk: the SQLite `full` append \
+             figures include flushes that PostgreSQL's do not. What bounds \
              SQLite's figures on this machine, from a CPU profile of these runs, is in \
              [backends.md](backends.md#what-bounds-sqlite)."
         );
