@@ -756,6 +756,34 @@ async fn small_seal_batches_build_the_same_chain() {
     }
 }
 
+/// Two stores on one SQLite file (two processes, say) writing one tenant in
+/// turn: each remembers the chain head it last wrote, the other's writes
+/// make that stale at every turn, and the chain stays whole. A store that
+/// trusted its remembered head would chain a record to the wrong one.
+#[tokio::test]
+async fn two_stores_on_one_sqlite_file_keep_one_chain() {
+    let (first, path) = sqlite_file_store().await;
+    let second = crate::support::store_at(&crate::support::sqlite_url(&path)).await;
+    let (a, b) = (services(first), services(second));
+    let (tenant, _) = new_tenant(&a).await;
+    for turn in 0..6 {
+        let s = if turn % 2 == 0 { &a } else { &b };
+        // The first write of a turn finds its remembered head stale, the
+        // second finds it current.
+        for write in 0..2 {
+            s.leads
+                .create(tenant, &lead_req(&format!("Turn{turn}W{write}")))
+                .await
+                .unwrap();
+        }
+    }
+    match a.audit.verify(tenant, None).await.unwrap() {
+        // The tenant's three records, then one per lead.
+        Verdict::Intact(state) => assert_eq!(state.sealed, 3 + 12, "{state:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A decision in the console is the signed-in person's, as the agent they
 /// act as.
 async fn console_decisions_are_the_signed_in_users(setup: Setup) {

@@ -257,6 +257,19 @@ impl ChangeLog for Store {
                 }))
             });
         match result {
+            // What the feed and webhooks deliver leaves as a promise: a
+            // consumer's cursor must never pass a change a power loss could
+            // take back (SQLite's group commit, `wal_sync.rs`).
+            Ok(Ok(span)) if !span.items.is_empty() => match self.wal_sync() {
+                Some(sync) => match sync.durable().await {
+                    Ok(()) => Ok(span),
+                    Err(e) => Err(common!(
+                        crate::tx::unflushed("changes.after", &e),
+                        ChangeLogError
+                    )),
+                },
+                None => Ok(span),
+            },
             Ok(span) => span,
             Err(f) => Err(common!(f, ChangeLogError)),
         }

@@ -22,6 +22,13 @@ impl HealthCheck for Store {
                 age.as_secs()
             )));
         }
+        if self.write_flush_failed() {
+            return Err(HealthError::Failed(
+                "a flush of the SQLite write-ahead log failed: writes since the last good flush \
+                 may not be on the disk, and every write is refused; restart the service"
+                    .to_owned(),
+            ));
+        }
         Store::ping(self, timeout).await
     }
 

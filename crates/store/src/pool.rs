@@ -126,6 +126,9 @@ struct Inner {
     /// SQLite's group commit (`database.sqlite_synchronous = full` on a
     /// database file): writes are acknowledged once their log is flushed.
     wal_sync: Option<Arc<crate::wal_sync::WalSync>>,
+    /// Each tenant's audit chain head as this process last wrote it
+    /// (SQLite: a hint that saves reading it, `audit.rs`).
+    chain_heads: Arc<crate::audit::ChainHeads>,
 }
 
 impl Inner {
@@ -147,6 +150,7 @@ impl Inner {
             audit: true,
             listen_options: None,
             wal_sync: None,
+            chain_heads: Arc::default(),
         }
     }
 }
@@ -291,13 +295,11 @@ impl Store {
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");
                 // `full` on a file: the writer commits at NORMAL and each
                 // write waits for a shared flush of the log (`wal_sync.rs`).
-                if !in_memory && settings.sqlite_synchronous == crate::SqliteSynchronous::Full {
-                    wal_sync = Some(crate::wal_sync::WalSync::new(Arc::new(
-                        crate::wal_sync::WalFile::of(options.get_filename()),
-                    )));
-                }
+                // In memory there is no disk to wait for: FULL costs nothing.
+                let group_commit =
+                    !in_memory && settings.sqlite_synchronous == crate::SqliteSynchronous::Full;
                 let options = options.synchronous(match settings.sqlite_synchronous {
-                    crate::SqliteSynchronous::Full if wal_sync.is_none() => SqliteSynchronous::Full,
+                    crate::SqliteSynchronous::Full if in_memory => SqliteSynchronous::Full,
                     _ => SqliteSynchronous::Normal,
                 });
                 let pool = SqlitePoolOptions::new()
@@ -310,6 +312,14 @@ impl Store {
                     .connect_with(options.clone())
                     .await
                     .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+                if group_commit {
+                    // After the writer opened (and so created) the file, so
+                    // that a symbolic link resolves as SQLite resolved it.
+                    wal_sync = Some(crate::wal_sync::WalSync::new(
+                        Arc::new(crate::wal_sync::WalFile::of(options.get_filename())),
+                        settings.acquire_timeout(),
+                    ));
+                }
                 // Opened after the writer, which has put the file in WAL
                 // mode by now.
                 let readers = settings.sqlite_reader_count();
@@ -408,6 +418,13 @@ impl Store {
         if let Ok(mut at) = self.inner.storage_full_at.lock() {
             *at = Some(Instant::now());
         }
+    }
+
+    /// Whether a flush of SQLite's log failed: every write is refused until
+    /// the process restarts (`wal_sync.rs` says why), and `/readyz` says so.
+    #[must_use]
+    pub fn write_flush_failed(&self) -> bool {
+        self.wal_sync().is_some_and(|s| s.failed())
     }
 
     /// SQLite's group commit, when writes wait for a flush of the log.
@@ -509,6 +526,11 @@ impl Store {
     /// Whether writes record audit records.
     pub(crate) fn audits(&self) -> bool {
         self.inner.audit
+    }
+
+    /// The chain heads this process last wrote (SQLite; `audit.rs`).
+    pub(crate) fn chain_heads(&self) -> &Arc<crate::audit::ChainHeads> {
+        &self.inner.chain_heads
     }
 
     /// Whether PostgreSQL is reached through a transaction-mode pooler.
@@ -764,7 +786,10 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use leadline_domain::TenantId;
+
     use super::*;
+    use crate::errors::Failure;
 
     /// The one integer `sql` answers on the SQLite store `settings` open.
     async fn sqlite_scalar(settings: &StoreSettings, sql: &str) -> i64 {
@@ -816,6 +841,76 @@ mod tests {
             .expect("opens");
         assert!(memory.wal_sync().is_none(), "nothing to flush in memory");
         memory.close().await;
+    }
+
+    /// A flush that always fails, as a disk that returns EIO.
+    struct BrokenDisk;
+
+    impl crate::wal_sync::Flush for BrokenDisk {
+        fn flush(&self) -> std::io::Result<()> {
+            Err(std::io::Error::other("EIO"))
+        }
+    }
+
+    async fn insert(store: &Store, n: i64) -> Result<(), Failure> {
+        let nobody = TenantId::from_uuid(uuid::Uuid::nil());
+        crate::tx::transaction!(store, "test.flush", nobody, Write, |txn| {
+            txn.execute_unprepared(&format!("INSERT INTO t VALUES ({n})"))
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// A write whose flush fails is committed but not acknowledged, and no
+    /// later write is either (a later flush could not prove it durable);
+    /// the readiness probe says why.
+    #[tokio::test]
+    async fn a_write_the_disk_does_not_confirm_is_refused_and_so_is_every_later_one() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display());
+        let mut store = Store::connect(&StoreSettings::for_url(&url))
+            .await
+            .expect("opens");
+        store
+            .db()
+            .execute_unprepared("CREATE TABLE t (n INTEGER)")
+            .await
+            .expect("a table");
+        insert(&store, 1).await.expect("flushed on a good disk");
+        Arc::get_mut(&mut store.inner)
+            .expect("not shared yet")
+            .wal_sync = Some(crate::wal_sync::WalSync::new(
+            Arc::new(BrokenDisk),
+            Duration::from_secs(5),
+        ));
+        assert!(matches!(
+            insert(&store, 2).await,
+            Err(Failure::Unavailable(_))
+        ));
+        assert!(matches!(
+            insert(&store, 3).await,
+            Err(Failure::Unavailable(_))
+        ));
+        assert!(store.write_flush_failed());
+        let probe = leadline_ports::HealthCheck::ping(&store, Duration::from_secs(2)).await;
+        assert!(
+            matches!(&probe, Err(leadline_ports::HealthError::Failed(m)) if m.contains("restart")),
+            "{probe:?}"
+        );
+        // In the file all the same: only the disk's word is missing.
+        let rows = store
+            .db()
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT count(*) FROM t",
+            ))
+            .await
+            .expect("answers")
+            .expect("a row")
+            .try_get_by_index::<i64>(0)
+            .expect("a count");
+        assert_eq!(rows, 3);
+        store.close().await;
     }
 
     /// The bundled SQLite is built with the query planner stability

@@ -194,7 +194,7 @@ macro_rules! transaction {
         loop {
             let (outcome, recorded): (Result<_, $crate::errors::Failure>, bool) =
                 $crate::audit::within(
-                    store.audits(),
+                    store,
                     $crate::changes::tracking(async {
                         let (txn, xid) = store.begin_on(tenant, access).await?;
                         let value: Result<_, $crate::errors::Failure> = async {
@@ -608,13 +608,20 @@ fn outcome_unknown(op: &str, message: &str) -> Failure {
     ))
 }
 
-/// A committed write whose flush to the disk failed: it is in the database
-/// but a power loss may take it back, so it is not acknowledged.
-fn unflushed(op: &str, e: &crate::wal_sync::FlushFailed) -> Failure {
-    tracing::error!(operation = op, error = %e, "a committed write could not be flushed to the disk");
-    Failure::Unavailable(Unavailable(
-        "the write committed but could not be flushed to the disk, so it may not survive a power loss; retry with the same Idempotency-Key".to_owned(),
-    ))
+/// A committed write that the disk has not confirmed: it is in the
+/// database, but a power loss may take it back, so it is not acknowledged.
+/// A retry under the same `Idempotency-Key` is safe either way: after a
+/// failed flush every write fails until a restart, whose recovery keeps
+/// the write or not, and the retry then finds it or makes it.
+pub(crate) fn unflushed(op: &str, e: &crate::wal_sync::FlushFailed) -> Failure {
+    tracing::error!(operation = op, error = %e, "a committed write was not confirmed on the disk");
+    Failure::Unavailable(Unavailable(match e {
+        crate::wal_sync::FlushFailed::Failed(_) => "the disk did not confirm the write, which may not survive a power loss; writes are refused until the service is restarted, then retry with the same Idempotency-Key".to_owned(),
+        crate::wal_sync::FlushFailed::TimedOut(after) => format!(
+            "the disk did not confirm the write within {} ms; retry with the same Idempotency-Key",
+            after.as_millis()
+        ),
+    }))
 }
 
 #[cfg(test)]
