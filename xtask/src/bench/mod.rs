@@ -451,7 +451,10 @@ impl Env<'_> {
 /// (5) and (6) on the serving instance (the trail on) and on a second one
 /// with `database.audit = false`, taking turns, [`GROWTH_RUNS`] runs each;
 /// the run with the median p50 of each stands for it. Approvals come fresh
-/// for every run: each can be approved once.
+/// for every run: each can be approved once. Each run starts after a
+/// `CHECKPOINT`, and the instances take turns going first: at a million
+/// leads a checkpoint or the page cache's state landing in one side's runs
+/// moved single runs by more than the cost being measured.
 async fn audit_cost(
     env: &mut Env<'_>,
     mode: &CacheMode,
@@ -471,10 +474,12 @@ async fn audit_cost(
         .await?;
     let mut runs: [Vec<Measured>; 4] = Default::default();
     for run in 1..=GROWTH_RUNS {
-        for (slot, (label, addr)) in [("with the trail", audited), ("without", bare.addr)]
-            .into_iter()
-            .enumerate()
-        {
+        let mut sides = [(0, "with the trail", audited), (1, "without", bare.addr)];
+        if run % 2 == 0 {
+            sides.reverse();
+        }
+        for (slot, label, addr) in sides {
+            sqlx::query("CHECKPOINT").execute(pool).await?;
             runs[slot].push(
                 measure_one(
                     &format!("append an event, {label}, run {run}"),
@@ -485,6 +490,7 @@ async fn audit_cost(
                 .await?,
             );
             let pending = data::pending_approvals(pool, tenants, 300_000).await?;
+            sqlx::query("CHECKPOINT").execute(pool).await?;
             runs[2 + slot].push(
                 measure_one(
                     &format!("approve, {label}, run {run}"),
@@ -497,6 +503,9 @@ async fn audit_cost(
         }
     }
     drop(bare);
+    let every_run = runs
+        .each_ref()
+        .map(|r| r.iter().map(|m| m.rps).collect::<Vec<_>>());
     let [append_on, append_off, approve_on, approve_off] = runs.map(|mut r| {
         // A run that found no pending approval left (`--quick` has few)
         // measured nothing: its p50 of 0 would sort first and move the
@@ -512,6 +521,7 @@ async fn audit_cost(
         append_off,
         approve_on,
         approve_off,
+        every_run,
     })
 }
 

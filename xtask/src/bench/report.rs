@@ -294,6 +294,9 @@ pub struct AuditCost {
     pub append_off: Measured,
     pub approve_on: Measured,
     pub approve_off: Measured,
+    /// Every run's req/s, in the order they ran: append with, append
+    /// without, approve with, approve without.
+    pub every_run: [Vec<f64>; 4],
 }
 
 impl AuditCost {
@@ -1027,6 +1030,23 @@ impl Report {
                     cost * 100.0
                 );
             }
+            let list = |runs: &[f64]| {
+                runs.iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let [append_on, append_off, approve_on, approve_off] = &cost.every_run;
+            let _ = writeln!(
+                md,
+                "\nEvery run's req/s, in order (each after a `CHECKPOINT`; the two instances \
+                 take turns going first): append with the trail {}, without {}; approve with \
+                 {}, without {}.",
+                list(append_on),
+                list(append_off),
+                list(approve_on),
+                list(approve_off)
+            );
         }
 
         if let Some(a) = &self.analytics {
