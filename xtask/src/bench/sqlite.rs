@@ -78,7 +78,8 @@ pub struct SqliteRuns {
     /// opt-in: no flush).
     pub append_normal: Measured,
     /// (5) append an event, `full`, with `database.audit = false`: what
-    /// SQLite's audit trail (a head read and a chained record per write)
+    /// SQLite's audit trail (a chained record per write, checked against the
+    /// head)
     /// costs.
     pub append_unaudited: Measured,
 }
@@ -492,8 +493,9 @@ impl SqliteRuns {
              every commit before it (group commit; the writer itself runs at \
              `synchronous=NORMAL`); `normal`, the faster opt-in whose last commits a power \
              loss can take, answers without a flush. \"no audit trail\" is `full` with \
-             `database.audit = false`: on SQLite each audited write also reads its tenant's \
-             chain head and writes the chained record, inside the one writer's turn. The \
+             `database.audit = false`: on SQLite each audited write also writes its chained \
+             record (checked against its tenant's chain head), inside the one writer's turn. \
+             The \
              benchmark's PostgreSQL runs with \
              `fsync=off`, so its commits never wait for a disk: the SQLite `full` append \
              figures include flushes that PostgreSQL's do not. What bounds \
