@@ -79,8 +79,7 @@ pub struct SqliteRuns {
     pub append_normal: Measured,
     /// (5) append an event, `full`, with `database.audit = false`: what
     /// SQLite's audit trail (a chained record per write, checked against the
-    /// head)
-    /// costs.
+    /// head) costs.
     pub append_unaudited: Measured,
 }
 
