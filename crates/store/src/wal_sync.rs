@@ -357,19 +357,29 @@ mod tests {
         }
     }
 
+    /// A group commit over a [`Gated`] flush: the flush's starts, and the
+    /// handle that lets each one end.
+    fn gated(
+        timeout: Duration,
+    ) -> (
+        Arc<WalSync>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (started_tx, started) = tokio::sync::mpsc::unbounded_channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let gate = Gated {
+            started: started_tx,
+            go: Mutex::new(go_rx),
+        };
+        (WalSync::new(Arc::new(gate), timeout), started, go)
+    }
+
     /// A commit that returns while a flush runs is not covered by it: it
     /// waits for the next one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_during_a_flush_waits_for_the_next_flush() {
-        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-        let (go, go_rx) = std::sync::mpsc::channel();
-        let sync = WalSync::new(
-            Arc::new(Gated {
-                started: started_tx,
-                go: Mutex::new(go_rx),
-            }),
-            LONG,
-        );
+        let (sync, mut started, go) = gated(LONG);
         let deadline = std::time::Duration::from_secs(10);
         let first = tokio::spawn({
             let sync = Arc::clone(&sync);
@@ -428,15 +438,7 @@ mod tests {
     /// clock does not advance while a blocking task runs.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flush_that_hangs_times_out_its_writes() {
-        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-        let (go, go_rx) = std::sync::mpsc::channel();
-        let sync = WalSync::new(
-            Arc::new(Gated {
-                started: started_tx,
-                go: Mutex::new(go_rx),
-            }),
-            Duration::from_millis(200),
-        );
+        let (sync, mut started, go) = gated(Duration::from_millis(200));
         assert!(matches!(
             sync.durable().await,
             Err(FlushFailed::TimedOut(_))
