@@ -799,3 +799,54 @@ async fn the_service_role_sees_only_its_tenants_figures() {
         assert!(!rows.contains(&other.as_uuid()));
     }
 }
+
+/// The refresher's start (a fresh instance refreshes at once only if no
+/// instance did within a turn) reads the figures' age by the database's
+/// clock: the time since `analytics_refreshed.as_of`, and an `as_of` ahead
+/// of that clock as no refresh at all.
+#[tokio::test]
+async fn figures_age_is_the_time_since_the_last_refresh_by_the_databases_clock() {
+    use leadline_ports::AnalyticsRepository as _;
+    use std::time::Duration;
+
+    let (sqlite, _path) = crate::support::sqlite_file_store().await;
+    assert_eq!(sqlite.figures_age().await.unwrap(), None, "SQLite");
+
+    let (owner, service_url) = crate::support::isolated_pg("leadline_analytics_age").await;
+    let store = crate::support::store_at(&service_url).await;
+    let mut conn = sqlx::PgConnection::connect(&owner).await.unwrap();
+    // as_of = now() + offset seconds.
+    for (offset, low, high) in [
+        (-3_600.0, 3_600, 3_660),
+        (-10.0, 10, 70),
+        (3_600.0, u64::MAX, u64::MAX),
+    ] {
+        sqlx::query("UPDATE analytics_refreshed SET as_of = now() + make_interval(secs => $1)")
+            .bind(offset)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let age = store
+            .figures_age()
+            .await
+            .unwrap()
+            .expect("PostgreSQL's age");
+        let secs = if age == Duration::MAX {
+            u64::MAX
+        } else {
+            age.as_secs()
+        };
+        assert!(
+            (low..=high).contains(&secs),
+            "as_of = now() + {offset} s: {age:?}"
+        );
+    }
+    let s = services(store.clone());
+    assert!(s.analytics.refresh().await.unwrap().is_some());
+    let age = store
+        .figures_age()
+        .await
+        .unwrap()
+        .expect("PostgreSQL's age");
+    assert!(age < Duration::from_secs(60), "after a refresh: {age:?}");
+}

@@ -95,25 +95,35 @@ impl AnalyticsService {
         self.repo.refresh().await
     }
 
-    /// Refreshes at once (figures as old as the last deployment would
-    /// surprise), then every `every` until `shutdown` completes. Instances
-    /// starting together do not refresh together: one holds the lock, the
-    /// others skip their turn.
+    /// Refreshes when the figures are `every` old, then every `every`,
+    /// until `shutdown` completes. On start that is at once unless another
+    /// instance refreshed less than `every` ago (figures as old as the last
+    /// deployment would surprise; a fleet restarting one by one, each
+    /// refreshing everything as it came up, would load the database for
+    /// nothing). Instances starting together do not refresh together: one
+    /// holds the lock, the others skip their turn.
     pub async fn run_refresher(
         self,
         every: Duration,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) {
         tokio::pin!(shutdown);
-        let mut first = true;
+        let mut wait = match self.repo.figures_age().await {
+            Ok(Some(age)) => every.saturating_sub(age),
+            Ok(None) => Duration::ZERO,
+            Err(e) => {
+                tracing::warn!(error = %e, "analytics: cannot tell the figures' age; refreshing");
+                Duration::ZERO
+            }
+        };
         loop {
-            if !first {
+            if !wait.is_zero() {
                 tokio::select! {
                     () = &mut shutdown => return,
-                    () = tokio::time::sleep(every) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
-            first = false;
+            wait = every;
             let started = std::time::Instant::now();
             match self.refresh().await {
                 Ok(Some(_)) => {
@@ -125,6 +135,83 @@ impl AnalyticsService {
                     tracing::warn!(error = %e, "analytics: refresh failed; trying again later")
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use leadline_ports::{AnalyticsError, MockAnalyticsRepository};
+
+    use super::{AnalyticsService, Duration};
+
+    const EVERY: Duration = Duration::from_secs(300);
+
+    /// The refresher over a store whose figures are `age` old, and how
+    /// many refreshes it has run.
+    fn refresher(
+        age: Result<Option<Duration>, ()>,
+    ) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let mut repo = MockAnalyticsRepository::new();
+        repo.expect_figures_age().times(1).returning(move || {
+            age.map_err(|()| AnalyticsError::Unknown(anyhow::anyhow!("no answer")))
+        });
+        let refreshed = Arc::new(AtomicUsize::new(0));
+        let count = refreshed.clone();
+        repo.expect_refresh().returning(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(chrono::Utc::now()))
+        });
+        let task = tokio::spawn(
+            AnalyticsService::new(Arc::new(repo)).run_refresher(EVERY, std::future::pending()),
+        );
+        (refreshed, task)
+    }
+
+    /// Lets the refresher run until it waits on its timer again.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fresh_figures_are_refreshed_when_they_come_of_age_not_at_start() {
+        let (refreshed, task) = refresher(Ok(Some(Duration::from_secs(100))));
+        settle().await;
+        assert_eq!(refreshed.load(Ordering::SeqCst), 0, "refreshed at start");
+        tokio::time::advance(Duration::from_secs(199)).await;
+        settle().await;
+        assert_eq!(refreshed.load(Ordering::SeqCst), 0, "refreshed too early");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(
+            refreshed.load(Ordering::SeqCst),
+            1,
+            "not refreshed at 300 s"
+        );
+        tokio::time::advance(EVERY).await;
+        settle().await;
+        assert_eq!(
+            refreshed.load(Ordering::SeqCst),
+            2,
+            "not refreshed a turn later"
+        );
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_unknown_or_unreadable_figures_are_refreshed_at_start() {
+        for age in [Ok(Some(EVERY)), Ok(Some(Duration::MAX)), Ok(None), Err(())] {
+            let (refreshed, task) = refresher(age);
+            settle().await;
+            assert_eq!(refreshed.load(Ordering::SeqCst), 1, "{age:?}");
+            task.abort();
         }
     }
 }

@@ -60,4 +60,12 @@ pub trait AnalyticsRepository: Send + Sync {
     /// # Errors
     /// Only `Unavailable` or `Unknown`.
     async fn refresh(&self) -> Result<Option<DateTime<Utc>>, AnalyticsError>;
+
+    /// How long ago the precomputed figures were last brought up to date,
+    /// by the store's own clock (so an instance's clock does not skew it);
+    /// `None` where figures are computed when asked.
+    ///
+    /// # Errors
+    /// Only `Unavailable` or `Unknown`.
+    async fn figures_age(&self) -> Result<Option<std::time::Duration>, AnalyticsError>;
 }

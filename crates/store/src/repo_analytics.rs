@@ -398,4 +398,29 @@ impl AnalyticsRepository for Store {
             });
         result.map_err(|f| common!(f, AnalyticsError))
     }
+
+    async fn figures_age(&self) -> Result<Option<std::time::Duration>, AnalyticsError> {
+        if self.backend() != Backend::Postgres {
+            return Ok(None);
+        }
+        let nobody = TenantId::from_uuid(uuid::Uuid::nil());
+        let result: Result<Option<f64>, Failure> =
+            transaction!(self, "analytics.age", nobody, Refresh, |txn| {
+                let row = txn
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp() - as_of) AS float8) \
+                           AS age FROM analytics_refreshed",
+                    ))
+                    .await?;
+                Ok(row.map(|r| r.try_get::<f64>("", "age")).transpose()?)
+            });
+        let age = result.map_err(|f| common!(f, AnalyticsError))?;
+        // A missing row, or an `as_of` ahead of the clock (a restored
+        // database, a server clock set back), is no fresh refresh.
+        Ok(Some(
+            age.and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+                .unwrap_or(std::time::Duration::MAX),
+        ))
+    }
 }
