@@ -138,11 +138,33 @@ async fn a_tenant_moves_from_sqlite_to_postgres_and_back_with_every_id() {
                     (SELECT count(*) FROM changes c WHERE c.tenant_id = w.tenant_id) \
                FROM webhooks w WHERE w.tenant_id = ?",
         )
-        .bind(id)
+        .bind(id.clone())
         .fetch_one(&mut conn)
         .await
         .unwrap();
         assert!(passed > 0 && passed < total, "{passed} of {total}");
+        // Two dead letters, as the relay writes them: one of the tenant's
+        // second change, and one of a change retention has removed since
+        // (none sits at position 0).
+        for sql in [
+            "INSERT INTO webhook_dead_letters \
+               (tenant_id, webhook_id, tx, seq, type, entity_id, attempts, reason, at) \
+             SELECT c.tenant_id, w.id, 0, c.seq, c.type, c.entity_id, 3, 'HTTP 410', c.at \
+               FROM changes c JOIN webhooks w ON w.tenant_id = c.tenant_id \
+              WHERE c.tenant_id = ?1 ORDER BY c.seq LIMIT 1 OFFSET 1",
+            "INSERT INTO webhook_dead_letters \
+               (tenant_id, webhook_id, tx, seq, type, entity_id, attempts, reason, at) \
+             SELECT w.tenant_id, w.id, 0, 0, 'lead.created', w.id, 1, 'HTTP 400', \
+                    (SELECT at FROM changes WHERE tenant_id = ?1 LIMIT 1) \
+               FROM webhooks w WHERE w.tenant_id = ?1",
+        ] {
+            let written = sqlx::query(sql)
+                .bind(id.clone())
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(written.rows_affected(), 1, "{sql}");
+        }
         passed
     };
     s.retention
@@ -183,6 +205,22 @@ async fn a_tenant_moves_from_sqlite_to_postgres_and_back_with_every_id() {
         .await
         .unwrap();
         assert_eq!(passed, passed_in_source, "the webhook resumes where it was");
+        let letters: (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(c.seq) FROM webhook_dead_letters d \
+               LEFT JOIN changes c ON c.tenant_id = d.tenant_id \
+                AND (c.tx::text::bigint, c.seq) = (d.tx, d.seq) \
+                AND c.type = d.type AND c.entity_id = d.entity_id \
+              WHERE d.tenant_id = $1::text::uuid",
+        )
+        .bind(tenant.to_string())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            letters,
+            (1, 1),
+            "the dead letter of a change still held names that change there; the other is left behind"
+        );
     }
     assert_eq!(
         leads(&pg, tenant).await,
@@ -223,6 +261,25 @@ async fn a_tenant_moves_from_sqlite_to_postgres_and_back_with_every_id() {
         .unwrap();
     fresh.migrate(leadline_store::MigrateOp::Up).await.unwrap();
     transfer::import_tenant(&back, &target_url).await.unwrap();
+    {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::SqliteConnection::connect(&target_url).await.unwrap();
+        let letters: (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(c.seq) FROM webhook_dead_letters d \
+               LEFT JOIN changes c ON c.tenant_id = d.tenant_id AND c.seq = d.seq \
+                AND c.type = d.type AND c.entity_id = d.entity_id \
+              WHERE d.tenant_id = ?1",
+        )
+        .bind(tenant.as_uuid().as_bytes().to_vec())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            letters,
+            (1, 1),
+            "the dead letter names its change back home"
+        );
+    }
     let lite = services(fresh);
     let moved_back = leads(&lite, tenant).await;
     assert_eq!(moved_back.len(), before_leads.len() + 1);

@@ -19,7 +19,11 @@
 //! numbers the rows anew, in the same order, so each chain still verifies
 //! while the change feed's ids start over. A webhook's cursor travels as
 //! how many of the tenant's changes it had passed, and lands on the
-//! target's position of the last of them.
+//! target's position of the last of them; a webhook dead letter, as the
+//! rank of its change, and lands on that change's new position (so its
+//! `change_id` still reads that change again). A dead letter whose change
+//! retention had already removed is not moved: it names nothing the
+//! target holds.
 //!
 //! The export reads one snapshot, as the owner in the tenant's context (so
 //! row-level security shows it that tenant only). The import runs in one
@@ -343,6 +347,7 @@ pub async fn export_tenant(
         );
         let rows = txn.query_all_raw(p.statement(sql)).await.map_err(db)?;
         let mut hash = Sha256::new();
+        let mut written = 0_u64;
         for row in &rows {
             let mut object = Map::new();
             for c in &columns {
@@ -351,17 +356,28 @@ pub async fn export_tenant(
             if *table == "webhooks" {
                 // Its cursor, as how many of the tenant's changes it had
                 // passed: the target numbers the changes anew.
-                let rank = changes_passed(&txn, backend, tenant, &object).await?;
+                let at = position(&object, "after_tx", "after_seq");
+                let (rank, _) = changes_passed(&txn, backend, tenant, at).await?;
                 object.insert(PASSED.to_owned(), Json::from(rank));
+            }
+            if *table == "webhook_dead_letters" {
+                // Its change, by rank, as a cursor's; one whose change
+                // retention already removed names nothing the target has.
+                let at = position(&object, "tx", "seq");
+                match changes_passed(&txn, backend, tenant, at).await? {
+                    (rank, true) => object.insert(PASSED.to_owned(), Json::from(rank)),
+                    (_, false) => continue,
+                };
             }
             let line = json!({ "table": table, "row": object }).to_string();
             hash.update(line.as_bytes());
             hash.update(b"\n");
             writeln!(rows_out, "{line}").map_err(io)?;
+            written += 1;
         }
         tables.push(TableDigest {
             table: (*table).to_owned(),
-            rows: rows.len() as u64,
+            rows: written,
             sha256: leadline_domain::audit::hex(&hash.finalize()),
         });
     }
@@ -448,6 +464,7 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
     // not sealed yet is sealed here, after its predecessor.
     let mut chain_head = leadline_domain::audit::GENESIS;
     let mut passed: Vec<(Json, i64)> = Vec::new();
+    let mut letters: Vec<Map<String, Json>> = Vec::new();
     loop {
         line.clear();
         if reader.read_line(&mut line).map_err(io)? == 0 {
@@ -489,20 +506,14 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
             let rank = row.get(PASSED).and_then(Json::as_i64).unwrap_or(0);
             passed.push((row.get("id").cloned().unwrap_or(Json::Null), rank));
         }
-        let mut p = Params::new(backend);
-        let mut names = Vec::new();
-        let mut values = Vec::new();
-        for c in columns {
-            let Some(v) = row.get(&c.name) else { continue };
-            names.push(quoted(&c.name));
-            values.push(bind(&mut p, backend, c, v).map_err(|e| damaged(format!("{table}.{e}")))?);
+        if table == "webhook_dead_letters" {
+            // Written once the changes are, at its change's new position.
+            letters.push(row);
+            continue;
         }
-        let sql = format!(
-            "INSERT INTO {table} ({}) VALUES ({})",
-            names.join(", "),
-            values.join(", ")
-        );
-        txn.execute_raw(p.statement(sql)).await.map_err(db)?;
+        insert(&txn, backend, &table, columns, &row)
+            .await
+            .map_err(|e| e.or_damaged(damaged))?;
     }
     let read: Vec<TableDigest> = seen
         .into_iter()
@@ -538,6 +549,24 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
     }
     if differences.is_empty() {
         place_cursors(&txn, backend, tenant, &passed).await?;
+        let columns = targets
+            .get("webhook_dead_letters")
+            .map_or(&[][..], Vec::as_slice);
+        for mut row in letters {
+            let rank = row.get(PASSED).and_then(Json::as_i64).unwrap_or(0);
+            let (tx, seq) = nth_change(&txn, backend, tenant, rank)
+                .await?
+                .ok_or_else(|| {
+                    damaged(format!(
+                        "a webhook dead letter names change {rank}, which the file does not hold"
+                    ))
+                })?;
+            row.insert("tx".to_owned(), Json::from(tx));
+            row.insert("seq".to_owned(), Json::from(seq));
+            insert(&txn, backend, "webhook_dead_letters", columns, &row)
+                .await
+                .map_err(|e| e.or_damaged(damaged))?;
+        }
     }
     if !differences.is_empty() {
         // Dropped, the transaction rolls back: nothing was imported.
@@ -555,35 +584,119 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
 /// its cursor had passed.
 const PASSED: &str = "changes_passed";
 
-/// How many of `tenant`'s changes lie at or before the cursor of the
-/// webhook `row` (`after_tx`, `after_seq`).
+/// The log position an exported row holds in its columns `tx` and `seq`.
+fn position(row: &Map<String, Json>, tx: &str, seq: &str) -> (i64, i64) {
+    let at = |c: &str| row.get(c).and_then(Json::as_i64).unwrap_or(0);
+    (at(tx), at(seq))
+}
+
+/// How many of `tenant`'s changes lie at or before the log position
+/// `(tx, seq)` (SQLite's `tx` is 0), and whether a change sits at it.
 async fn changes_passed(
     txn: &DatabaseTransaction,
     backend: Backend,
     tenant: uuid::Uuid,
-    row: &Map<String, Json>,
-) -> Result<i64, BackupError> {
-    let at = |c: &str| row.get(c).and_then(Json::as_i64).unwrap_or(0);
+    (tx, seq): (i64, i64),
+) -> Result<(i64, bool), BackupError> {
     let mut p = Params::new(backend);
     let sql = match backend {
         Backend::Postgres => format!(
-            "SELECT count(*) AS n FROM changes WHERE tenant_id = {} \
-               AND (tx::text::bigint, seq) <= ({}, {})",
+            "SELECT count(*) AS n, \
+                    count(*) FILTER (WHERE (tx::text::bigint, seq) = ({tx}, {seq})) AS here \
+               FROM changes WHERE tenant_id = {} AND (tx::text::bigint, seq) <= ({tx}, {seq})",
             p.push(tenant),
-            p.push(at("after_tx")),
-            p.push(at("after_seq"))
+            tx = p.push(tx),
+            seq = p.push(seq)
         ),
         Backend::Sqlite => format!(
-            "SELECT count(*) AS n FROM changes WHERE tenant_id = {} AND seq <= {}",
+            "SELECT count(*) AS n, count(CASE WHEN seq = {seq} THEN 1 END) AS here \
+               FROM changes WHERE tenant_id = {} AND seq <= {seq}",
             p.push(tenant),
-            p.push(at("after_seq"))
+            seq = p.push(seq)
         ),
     };
-    txn.query_one_raw(p.statement(sql))
+    let Some(row) = txn.query_one_raw(p.statement(sql)).await.map_err(db)? else {
+        return Ok((0, false));
+    };
+    let n: i64 = row.try_get("", "n").map_err(db)?;
+    let here: i64 = row.try_get("", "here").map_err(db)?;
+    Ok((n, here > 0))
+}
+
+/// The target's log position of `tenant`'s `rank`-th change (from 1), if
+/// it has that many; `rank` 0 is the start, `(0, 0)`.
+async fn nth_change(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    tenant: uuid::Uuid,
+    rank: i64,
+) -> Result<Option<(i64, i64)>, BackupError> {
+    if rank <= 0 {
+        return Ok(Some((0, 0)));
+    }
+    let mut p = Params::new(backend);
+    let position = match backend {
+        Backend::Postgres => "tx::text::bigint AS tx, seq, tx AS t8",
+        Backend::Sqlite => "0 AS tx, seq, seq AS t8",
+    };
+    let sql = format!(
+        "SELECT {position} FROM changes WHERE tenant_id = {} ORDER BY t8, seq \
+          LIMIT 1 OFFSET {}",
+        p.push(tenant),
+        p.push(rank - 1)
+    );
+    let Some(row) = txn.query_one_raw(p.statement(sql)).await.map_err(db)? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        row.try_get("", "tx").map_err(db)?,
+        row.try_get("", "seq").map_err(db)?,
+    )))
+}
+
+/// Writes one imported row of `table` (`columns`: the target's).
+async fn insert(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    table: &str,
+    columns: &[Column],
+    row: &Map<String, Json>,
+) -> Result<(), Inserting> {
+    let mut p = Params::new(backend);
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for c in columns {
+        let Some(v) = row.get(&c.name) else { continue };
+        names.push(quoted(&c.name));
+        values.push(
+            bind(&mut p, backend, c, v).map_err(|e| Inserting::Value(format!("{table}.{e}")))?,
+        );
+    }
+    let sql = format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        names.join(", "),
+        values.join(", ")
+    );
+    txn.execute_raw(p.statement(sql))
         .await
-        .map_err(db)?
-        .map_or(Ok(0), |r| r.try_get("", "n"))
-        .map_err(db)
+        .map_err(|e| Inserting::Failed(db(e)))?;
+    Ok(())
+}
+
+/// Why [`insert`] wrote nothing: a value the column cannot take (the file
+/// is damaged) or the database's refusal.
+enum Inserting {
+    Value(String),
+    Failed(BackupError),
+}
+
+impl Inserting {
+    fn or_damaged(self, damaged: impl Fn(String) -> BackupError) -> BackupError {
+        match self {
+            Self::Value(why) => damaged(why),
+            Self::Failed(e) => e,
+        }
+    }
 }
 
 /// Moves each imported webhook's cursor to the target's position of the
@@ -595,24 +708,9 @@ async fn place_cursors(
     passed: &[(Json, i64)],
 ) -> Result<(), BackupError> {
     for (id, rank) in passed {
-        let (mut tx, mut seq) = (0_i64, 0_i64);
-        if *rank > 0 {
-            let mut p = Params::new(backend);
-            let position = match backend {
-                Backend::Postgres => "tx::text::bigint AS tx, seq, tx AS t8",
-                Backend::Sqlite => "0 AS tx, seq, seq AS t8",
-            };
-            let sql = format!(
-                "SELECT {position} FROM changes WHERE tenant_id = {} ORDER BY t8, seq \
-                  LIMIT 1 OFFSET {}",
-                p.push(tenant),
-                p.push(rank - 1)
-            );
-            if let Some(row) = txn.query_one_raw(p.statement(sql)).await.map_err(db)? {
-                tx = row.try_get("", "tx").map_err(db)?;
-                seq = row.try_get("", "seq").map_err(db)?;
-            }
-        }
+        let (tx, seq) = nth_change(txn, backend, tenant, *rank)
+            .await?
+            .unwrap_or((0, 0));
         let id = id
             .as_str()
             .and_then(|s| s.parse::<uuid::Uuid>().ok())
