@@ -1008,8 +1008,9 @@ impl Report {
             let _ = writeln!(
                 md,
                 "\n## The audit trail's cost\n\n\
-                 (5) and (6) at {CONNECTIONS} connections on the instance above and on a second \
-                 one started with `database.audit = false` (no audit record; the baseline only), \
+                 (5) and (6) at {CONNECTIONS} connections on two instances started for it, with the \
+                 settings above, one with `database.audit = false` (no audit record; the \
+                 baseline only), \
                  taking turns, {GROWTH_RUNS} runs each, the run with the median p50 shown; fresh \
                  pending approvals for every approve run. With the trail every write also \
                  inserts its audit record in the same transaction (the append: in the same one \
@@ -1305,7 +1306,11 @@ impl Report {
              in every build), connected as \
              `{}` (NOSUPERUSER, NOBYPASSRLS, checked with `leadline roles verify`), default \
              settings (`database.max_connections` = {POOL}) except `log.filter = warn` (no \
-             per-request log line) and no start-up preload. Scenario 2 and the growth curve \
+             per-request log line), no start-up preload, the rate limiter off (one key drives \
+             thousands of requests a second) and `analytics.refresh_secs` = 86400: the \
+             analytics views are refreshed once, timed, in their own phase below (a periodic \
+             refresh at a million leads, seconds of work, landed in whichever run was under \
+             way). Scenario 2 and the growth curve \
              run with `cache.enabled = false`; the others with both cache tiers \
              (`cache.redis_url` set, L1 sized for the warmed hot set as below).\n\
              - **Load generator.** A small tokio + hyper client inside xtask \
