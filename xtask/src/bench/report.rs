@@ -1054,7 +1054,7 @@ impl Report {
             let _ = writeln!(
                 md,
                 "\n## Analytics\n\n\
-                 `analytics_refresh()` (the three materialized views, every tenant, `CONCURRENTLY`) \
+                 `analytics_refresh()` (the four materialized views, every tenant, `CONCURRENTLY`) \
                  on the final data set of {} leads took {:.1} s. Then the three reports of a \
                  random tenant in turn (the funnel by week and activity by day over 90 days, and \
                  the agents), at {} connections, through the analytics pool:\n\n\
