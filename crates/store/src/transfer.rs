@@ -553,16 +553,19 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
             .get("webhook_dead_letters")
             .map_or(&[][..], Vec::as_slice);
         for mut row in letters {
-            let rank = row.get(PASSED).and_then(Json::as_i64).unwrap_or(0);
-            let (tx, seq) = nth_change(&txn, backend, tenant, rank)
-                .await?
-                .ok_or_else(|| {
-                    damaged(format!(
-                        "a webhook dead letter names change {rank}, which the file does not hold"
-                    ))
-                })?;
-            row.insert("tx".to_owned(), Json::from(tx));
-            row.insert("seq".to_owned(), Json::from(seq));
+            // A file from before dead letters carried their change's rank
+            // keeps the source's position, as that version imported it.
+            if let Some(rank) = row.get(PASSED).and_then(Json::as_i64) {
+                let (tx, seq) = nth_change(&txn, backend, tenant, rank)
+                    .await?
+                    .ok_or_else(|| {
+                        damaged(format!(
+                            "a webhook dead letter names change {rank}, which the file does not hold"
+                        ))
+                    })?;
+                row.insert("tx".to_owned(), Json::from(tx));
+                row.insert("seq".to_owned(), Json::from(seq));
+            }
             insert(&txn, backend, "webhook_dead_letters", columns, &row)
                 .await
                 .map_err(|e| e.or_damaged(damaged))?;
