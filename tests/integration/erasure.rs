@@ -1,6 +1,7 @@
 //! Privacy erasure against real databases and a real Redis: after
 //! `POST /v1/privacy/erase`, no row of the database (a `pg_dump`, or every
-//! row of every SQLite table), no Redis value and no search finds the
+//! row of every SQLite table and the SQLite file and its log byte for
+//! byte), no Redis value and no search finds the
 //! person's email, name or phone; the counts analytics show are unchanged;
 //! the audit chain still verifies; someone else's data is untouched.
 
@@ -29,8 +30,13 @@ enum Dump {
     /// A database of the test's own on the shared server: `pg_dump` as
     /// the superuser, past every policy.
     Postgres { database: String },
-    /// The SQLite file: every row of every table.
-    Sqlite { url: String },
+    /// The SQLite file: every row of every table, then the file and its
+    /// write-ahead log byte for byte (an old value left in free space or
+    /// in the log is still on the disk).
+    Sqlite {
+        url: String,
+        path: std::path::PathBuf,
+    },
 }
 
 impl Dump {
@@ -51,7 +57,7 @@ impl Dump {
                 );
                 String::from_utf8_lossy(&out.stdout).into_owned()
             }
-            Self::Sqlite { url } => {
+            Self::Sqlite { url, path } => {
                 use sqlx::Connection as _;
                 let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
                 let tables: Vec<String> = sqlx::query_scalar(
@@ -88,6 +94,14 @@ impl Dump {
                         out.push('\n');
                     }
                 }
+                let mut log = path.clone().into_os_string();
+                log.push("-wal");
+                for file in [path.clone(), log.into()] {
+                    if let Ok(bytes) = std::fs::read(&file) {
+                        out.push_str(&String::from_utf8_lossy(&bytes));
+                        out.push('\n');
+                    }
+                }
                 out
             }
         }
@@ -100,7 +114,10 @@ async fn sqlite_erasure_leaves_nothing_of_the_person() {
     let url = crate::support::sqlite_url(&path);
     erasure_leaves_nothing_of_the_person(
         store,
-        Dump::Sqlite { url: url.clone() },
+        Dump::Sqlite {
+            url: url.clone(),
+            path,
+        },
         Owner::Sqlite(url),
     )
     .await;

@@ -289,7 +289,13 @@ impl Store {
                     .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?
                     .foreign_keys(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms));
+                    .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms))
+                    // Content a write removes or replaces is overwritten
+                    // with zeros, not left in the file's free space: a
+                    // privacy erasure's old values must not stay readable
+                    // in the file (`Store::truncate_sqlite_log` does the same
+                    // for the write-ahead log).
+                    .pragma("secure_delete", "ON");
                 // An in-memory database lives exactly as long as its
                 // connection: keep the one connection forever.
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -371,6 +377,34 @@ impl Store {
 
     /// The SeaORM connection to the primary, for this crate's repositories
     /// and migrations.
+    /// SQLite: copies the write-ahead log into the database file and
+    /// empties it, so that page images written before a privacy erasure
+    /// leave the disk (the file's own pages lose them as rows change:
+    /// `secure_delete`). Best effort, after the erasure has committed: a
+    /// reader still on an older snapshot when the busy timeout ends leaves
+    /// the log to SQLite's next checkpoint, which overwrites it in time.
+    pub(crate) async fn truncate_sqlite_log(&self) {
+        if self.backend() != Backend::Sqlite {
+            return;
+        }
+        let checkpoint = self
+            .db()
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+            ))
+            .await;
+        match checkpoint.map(|row| row.map(|r| r.try_get_by_index::<i32>(0))) {
+            Ok(Some(Ok(0))) | Ok(None) => {}
+            Ok(Some(Ok(_))) => tracing::warn!(
+                "SQLite: the write-ahead log could not be emptied after an erasure (a reader \
+                 held an older snapshot); its old pages go with a later checkpoint"
+            ),
+            Ok(Some(Err(e))) => tracing::warn!(error = %e, "SQLite: checkpoint answered oddly"),
+            Err(e) => tracing::warn!(error = %e, "SQLite: checkpoint after an erasure failed"),
+        }
+    }
+
     pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.inner.db
     }

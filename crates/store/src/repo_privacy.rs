@@ -76,7 +76,9 @@ impl PrivacyRepository for Store {
                 crate::changes::record(txn, &erasure.changes()).await?;
                 Ok(erasure.report(audited, other))
             });
-        result.map_err(|f| common!(f, PrivacyError))
+        let report = result.map_err(|f| common!(f, PrivacyError))?;
+        self.truncate_sqlite_log().await;
+        Ok(report)
     }
 }
 
