@@ -511,9 +511,7 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
             letters.push(row);
             continue;
         }
-        insert(&txn, backend, &table, columns, &row)
-            .await
-            .map_err(|e| e.or_damaged(damaged))?;
+        insert(&txn, backend, &table, columns, &row, damaged).await?;
     }
     let read: Vec<TableDigest> = seen
         .into_iter()
@@ -566,9 +564,15 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
                 row.insert("tx".to_owned(), Json::from(tx));
                 row.insert("seq".to_owned(), Json::from(seq));
             }
-            insert(&txn, backend, "webhook_dead_letters", columns, &row)
-                .await
-                .map_err(|e| e.or_damaged(damaged))?;
+            insert(
+                &txn,
+                backend,
+                "webhook_dead_letters",
+                columns,
+                &row,
+                damaged,
+            )
+            .await?;
         }
     }
     if !differences.is_empty() {
@@ -587,7 +591,8 @@ pub async fn import_tenant(file: &Path, url: &str) -> Result<TenantManifest, Bac
 /// its cursor had passed.
 const PASSED: &str = "changes_passed";
 
-/// The log position an exported row holds in its columns `tx` and `seq`.
+/// The log position an exported row holds in its columns named `tx` and
+/// `seq`.
 fn position(row: &Map<String, Json>, tx: &str, seq: &str) -> (i64, i64) {
     let at = |c: &str| row.get(c).and_then(Json::as_i64).unwrap_or(0);
     (at(tx), at(seq))
@@ -657,49 +662,31 @@ async fn nth_change(
     )))
 }
 
-/// Writes one imported row of `table` (`columns`: the target's).
+/// Writes one imported row of `table` (`columns`: the target's); a value
+/// the column cannot take is the file's damage, told by `damaged`.
 async fn insert(
     txn: &DatabaseTransaction,
     backend: Backend,
     table: &str,
     columns: &[Column],
     row: &Map<String, Json>,
-) -> Result<(), Inserting> {
+    damaged: impl Fn(String) -> BackupError,
+) -> Result<(), BackupError> {
     let mut p = Params::new(backend);
     let mut names = Vec::new();
     let mut values = Vec::new();
     for c in columns {
         let Some(v) = row.get(&c.name) else { continue };
         names.push(quoted(&c.name));
-        values.push(
-            bind(&mut p, backend, c, v).map_err(|e| Inserting::Value(format!("{table}.{e}")))?,
-        );
+        values.push(bind(&mut p, backend, c, v).map_err(|e| damaged(format!("{table}.{e}")))?);
     }
     let sql = format!(
         "INSERT INTO {table} ({}) VALUES ({})",
         names.join(", "),
         values.join(", ")
     );
-    txn.execute_raw(p.statement(sql))
-        .await
-        .map_err(|e| Inserting::Failed(db(e)))?;
+    txn.execute_raw(p.statement(sql)).await.map_err(db)?;
     Ok(())
-}
-
-/// Why [`insert`] wrote nothing: a value the column cannot take (the file
-/// is damaged) or the database's refusal.
-enum Inserting {
-    Value(String),
-    Failed(BackupError),
-}
-
-impl Inserting {
-    fn or_damaged(self, damaged: impl Fn(String) -> BackupError) -> BackupError {
-        match self {
-            Self::Value(why) => damaged(why),
-            Self::Failed(e) => e,
-        }
-    }
 }
 
 /// Moves each imported webhook's cursor to the target's position of the
