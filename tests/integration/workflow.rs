@@ -845,7 +845,7 @@ async fn timeline_orders_by_occurrence_and_pages(store: Store) {
 }
 
 async fn context_gathers_everything_about_one_lead(store: Store) {
-    let w = world(store).await;
+    let w = world(store.clone()).await;
     let by = w.agent;
     let pending =
         w.s.approvals
@@ -969,6 +969,46 @@ async fn context_gathers_everything_about_one_lead(store: Store) {
         w.s.context.context(other_tenant, w.lead).await,
         Err(GetLeadError::NotFound)
     ));
+
+    // On both backends the one statement read all of it, not the five
+    // queries it falls back to.
+    for lead in [w.lead, other] {
+        assert!(
+            store
+                .context_reads_in_one_statement(w.tenant, lead, 20)
+                .await
+                .unwrap(),
+            "{:?}: one statement",
+            store.backend()
+        );
+    }
+    // On SQLite a value not stored as the store writes it (a boolean as 2,
+    // which SQLite's loose typing lets in) makes the row unreadable to the
+    // JSON form: the context falls back to the five queries and reads what
+    // it always read.
+    if store.backend() == leadline_store::Backend::Sqlite {
+        store
+            .execute_for_tests(&format!(
+                "UPDATE agents SET active = 2 WHERE id = x'{}'",
+                by.as_uuid().simple()
+            ))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .context_reads_in_one_statement(w.tenant, w.lead, 20)
+                .await
+                .unwrap()
+        );
+        let again = leadline_ports::LeadContextRepository::context(&store, w.tenant, w.lead, 20)
+            .await
+            .unwrap();
+        assert_eq!(again.assigned_agent.map(|a| a.active), Some(true));
+        assert_eq!(again.lead, ctx.lead);
+        assert_eq!(again.events, ctx.events);
+        assert_eq!(again.open_approvals, ctx.open_approvals);
+        assert_eq!(again.recent_approvals, ctx.recent_approvals);
+    }
 }
 
 /// PostgreSQL renders a BC timestamp in JSON as "0001-06-01T00:00:00+00:00
@@ -1015,6 +1055,15 @@ async fn context_reads_a_date_before_the_common_era(store: Store) {
     assert_eq!(ctx.events.len(), 2);
     assert_eq!(ctx.events[1].occurred_at, ancient);
     assert_eq!(ctx.lead, w.s.leads.get(w.tenant, w.lead).await.unwrap());
+    // PostgreSQL's JSON cannot carry the date, so the fallback read it;
+    // SQLite stores the text the store wrote, which its JSON carries as is.
+    assert_eq!(
+        store
+            .context_reads_in_one_statement(w.tenant, w.lead, 20)
+            .await
+            .unwrap(),
+        store.backend() == leadline_store::Backend::Sqlite
+    );
 }
 
 async fn idempotency_keys_reserve_replay_and_refuse(store: Store) {

@@ -43,6 +43,7 @@ mod repo_users;
 mod repo_webhooks;
 mod roles;
 mod settings;
+mod sqlite_json;
 pub mod transfer;
 mod tx;
 mod wal_sync;
