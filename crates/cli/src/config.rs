@@ -181,9 +181,13 @@ impl Config {
             (
                 "database.sqlite_readers",
                 db.sqlite_readers.map_or_else(
-                    || format!("(unset: one per core, {})", db.sqlite_reader_count()),
+                    || format!("(unset: four per core, {})", db.sqlite_reader_count()),
                     |n| n.to_string(),
                 ),
+            ),
+            (
+                "database.sqlite_mmap_bytes",
+                db.sqlite_mmap_bytes.to_string(),
             ),
             (
                 "database.read_url",

@@ -295,7 +295,10 @@ impl Store {
                     // privacy erasure's old values must not stay readable
                     // in the file (`Store::truncate_sqlite_log` does the same
                     // for the write-ahead log).
-                    .pragma("secure_delete", "ON");
+                    .pragma("secure_delete", "ON")
+                    // Pages read from the map, without a `pread` and a copy
+                    // each (docs/backends.md, "What bounds SQLite").
+                    .pragma("mmap_size", settings.sqlite_mmap_bytes.to_string());
                 // An in-memory database lives exactly as long as its
                 // connection: keep the one connection forever.
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -960,6 +963,53 @@ mod tests {
         )
         .await;
         assert_eq!(qpsg, 1, "SQLite was built without SQLITE_ENABLE_QPSG");
+    }
+
+    /// The rest of `LIBSQLITE3_FLAGS`: no memory statistics (a global mutex
+    /// on every allocation otherwise), and memory maps past the built-in
+    /// 2 GiB cap, so that the default map covers a large file whole.
+    #[tokio::test]
+    async fn sqlite_is_built_without_memory_statistics_and_with_large_maps() {
+        let memory = StoreSettings::for_url("sqlite::memory:");
+        for (option, value) in [("DEFAULT_MEMSTATUS", 0), ("MAX_MMAP_SIZE", 1 << 40)] {
+            let built = sqlite_scalar(
+                &memory,
+                &format!(
+                    "SELECT CAST(substr(compile_options, {}) AS INTEGER) \
+                     FROM pragma_compile_options WHERE compile_options LIKE '{option}=%'",
+                    option.len() + 2
+                ),
+            )
+            .await;
+            assert_eq!(built, value, "SQLITE_{option}");
+        }
+    }
+
+    /// Every connection to a file maps `database.sqlite_mmap_bytes` of it
+    /// (64 GiB unless set), the readers too; 0 maps nothing.
+    #[tokio::test]
+    async fn sqlite_connections_map_the_file_as_configured() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+        for (mmap, expected) in [(None, 64_i64 << 30), (Some(0), 0), (Some(1 << 20), 1 << 20)] {
+            let mut settings = StoreSettings::for_url(&url);
+            if let Some(bytes) = mmap {
+                settings.sqlite_mmap_bytes = bytes;
+            }
+            let store = Store::connect(&settings).await.expect("sqlite opens");
+            for connection in [store.db(), store.reader(false).expect("a file has readers")] {
+                let row = connection
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Sqlite,
+                        "PRAGMA mmap_size",
+                    ))
+                    .await
+                    .expect("answers")
+                    .expect("a row");
+                assert_eq!(row.try_get_by_index::<i64>(0).expect("a size"), expected);
+            }
+            store.close().await;
+        }
     }
 
     #[tokio::test]
