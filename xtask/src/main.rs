@@ -63,6 +63,10 @@ enum Command {
     /// Schemathesis against /openapi.json on both backends: any 5xx or
     /// answer that breaks the document fails (needs `st`: pip install schemathesis).
     ApiFuzz(api_fuzz::ApiFuzzArgs),
+    /// The benchmark's load generator, GETs of the paths in a file against
+    /// a running service: for profiling one path, not a benchmark.
+    #[command(hide = true)]
+    BenchLoad(bench::LoadArgs),
     /// The trivial JSON server `bench` measures as the HTTP ceiling.
     #[command(hide = true)]
     BenchEcho {
@@ -132,6 +136,7 @@ async fn dispatch(command: Command, config: &config::Config) -> anyhow::Result<E
         },
         Command::Bench(args) => bench::bench(&args).await?,
         Command::ApiFuzz(args) => api_fuzz::api_fuzz(&args).await?,
+        Command::BenchLoad(args) => bench::load_paths(&args).await?,
         Command::BenchEcho { bind } => bench::serve_echo(bind).await?,
     }
     Ok(ExitCode::SUCCESS)

@@ -37,6 +37,7 @@ mod infra;
 mod load;
 mod micro;
 mod outbound;
+mod paths;
 mod report;
 mod scenarios;
 mod sqlite;
@@ -61,6 +62,7 @@ use self::{
 };
 
 pub use ceilings::serve_echo;
+pub use paths::{LoadArgs, load_paths};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, Clone, clap::Args)]
