@@ -125,12 +125,7 @@ pub async fn run(
     ));
     let file_bytes = std::fs::metadata(&file)?.len();
     let space = Space::new(tenants, leads_per_tenant)?;
-    let readers = u32::try_from(
-        std::thread::available_parallelism()
-            .map(std::num::NonZero::get)
-            .unwrap_or(2),
-    )
-    .unwrap_or(u32::MAX);
+    let readers = leadline_store::StoreSettings::default().sqlite_reader_count();
     let on_file = |more: &[(&'static str, String)]| {
         let mut extra = vec![("DATABASE_URL", url.clone())];
         extra.extend(more.iter().cloned());
@@ -438,7 +433,8 @@ impl SqliteRuns {
              The same data set ({}) copied from PostgreSQL into a SQLite file of {:.0} MiB \
              (`leadline migrate up`, then the rows, then `ANALYZE`; {:.0} s), served by \
              `leadline serve` on that file with its defaults: WAL, one writer connection, \
-             {} reader connections (one per core), `database.sqlite_synchronous = full`. Same \
+             {} reader connections (four per core), the file memory-mapped \
+             (`database.sqlite_mmap_bytes`), `database.sqlite_synchronous = full`. Same \
              load generator, \
              {CONNECTIONS} connections. PostgreSQL's figure is this run's, from the tables \
              above.\n\n\
