@@ -18,6 +18,8 @@
 //!   tenant. Headers (and so API keys) are never logged.
 
 use std::{
+    cell::RefCell,
+    collections::HashMap,
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -103,25 +105,74 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
     // The methods HTTP defines, and one label for anything else: a client
     // inventing methods must not invent metric series.
     let method = match request.method().as_str() {
-        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "TRACE"
-        | "CONNECT") => m,
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
         _ => "OTHER",
-    }
-    .to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    };
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    record(method, route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// One request series' handles: its counter and its latency histogram.
+struct RequestSeries {
+    method: &'static str,
+    status: u16,
+    count: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+thread_local! {
+    /// The handles of every series this worker thread has recorded, by
+    /// route template. Building a series' handles allocates its three label
+    /// strings and looks the label set up in the recorder; a request does
+    /// that once per thread and series, not every time. Bounded: route
+    /// templates, methods and statuses are few.
+    static SERIES: RefCell<HashMap<String, Vec<RequestSeries>>> = RefCell::new(HashMap::new());
+}
+
+/// Counts and times one request in its (method, route, status) series.
+fn record(method: &'static str, route: &str, status: u16, elapsed: Duration) {
+    SERIES.with(|series| {
+        let mut series = series.borrow_mut();
+        if !series.contains_key(route) {
+            series.insert(route.to_owned(), Vec::new());
+        }
+        let Some(of_route) = series.get_mut(route) else {
+            return;
+        };
+        if let Some(known) = of_route
+            .iter()
+            .find(|s| s.method == method && s.status == status)
+        {
+            known.count.increment(1);
+            known.latency.record(elapsed.as_secs_f64());
+            return;
+        }
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.to_string()),
+        ];
+        let new = RequestSeries {
+            method,
+            status,
+            count: metrics::counter!("http_requests_total", &labels),
+            latency: metrics::histogram!("http_request_duration_seconds", &labels),
+        };
+        new.count.increment(1);
+        new.latency.record(elapsed.as_secs_f64());
+        of_route.push(new);
+    });
 }
 
 /// Prometheus metrics: requests by route template and status, pool
@@ -240,6 +291,38 @@ mod tests {
     };
 
     use super::*;
+
+    /// A series' handles are built once per thread and reused: every
+    /// request still counts, from any thread, in the one series its labels
+    /// name, and another status is another series.
+    #[test]
+    fn each_request_counts_once_in_its_series_from_any_thread() {
+        let handle = metrics_handle();
+        let route = "/observe-test/{id}";
+        let ms = Duration::from_millis(1);
+        for _ in 0..3 {
+            record("GET", route, 200, ms);
+        }
+        std::thread::spawn(move || {
+            record("GET", route, 200, ms);
+            record("GET", route, 200, ms);
+            record("GET", route, 404, ms);
+        })
+        .join()
+        .expect("the other thread records");
+        handle.run_upkeep();
+        let text = handle.render();
+        for line in [
+            r#"http_requests_total{method="GET",route="/observe-test/{id}",status="200"} 5"#,
+            r#"http_requests_total{method="GET",route="/observe-test/{id}",status="404"} 1"#,
+            r#"http_request_duration_seconds_count{method="GET",route="/observe-test/{id}",status="200"} 5"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line} in:\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn login_links_stay_out_of_the_log() {
