@@ -181,7 +181,12 @@ impl Config {
             (
                 "database.sqlite_readers",
                 db.sqlite_readers.map_or_else(
-                    || format!("(unset: four per core, {})", db.sqlite_reader_count()),
+                    || {
+                        format!(
+                            "(unset: four per core, at most 32: {})",
+                            db.sqlite_reader_count()
+                        )
+                    },
                     |n| n.to_string(),
                 ),
             ),
@@ -609,7 +614,7 @@ mod tests {
                 "{shown}"
             );
             assert!(shown.contains("webhooks.secret_key = ***"), "{shown}");
-            assert_eq!(config.describe().len(), 70, "every setting is listed");
+            assert_eq!(config.describe().len(), 71, "every setting is listed");
             Ok(())
         });
     }

@@ -11,6 +11,11 @@ use serde::Deserialize;
 /// 1 TiB (`SQLITE_MAX_MMAP_SIZE` in `.cargo/config.toml`).
 pub const SQLITE_MMAP_DEFAULT: u64 = 64 << 30;
 
+/// The most reader connections SQLite gets unless `sqlite_readers` says
+/// otherwise: each is a thread with its own page cache, and past a few per
+/// core they only wait for one another.
+pub const SQLITE_READERS_MAX: u32 = 32;
+
 /// How to reach the database and size the pool.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,10 +66,10 @@ pub struct StoreSettings {
     /// SQLite: when a commit counts as durable (`PRAGMA synchronous`).
     pub sqlite_synchronous: SqliteSynchronous,
     /// SQLite: how many reader connections serve reads beside the one
-    /// writer; unset means four per core (a reader's thread waits on each
-    /// hand-off to and from the service, so one per core leaves the cores
-    /// idle between statements). 0 sends reads to the writer's connection
-    /// too. An in-memory database never has readers.
+    /// writer; unset means four per core, at most 32 (a reader's thread
+    /// waits on each hand-off to and from the service, so one per core
+    /// leaves the cores idle between statements). 0 sends reads to the
+    /// writer's connection too. An in-memory database never has readers.
     pub sqlite_readers: Option<u32>,
     /// SQLite: how much of the file each connection reads through a memory
     /// map (`PRAGMA mmap_size`) instead of a `read` call and a copy per
@@ -147,13 +152,15 @@ impl StoreSettings {
         self.migration_url.as_ref().unwrap_or(&self.url)
     }
 
-    /// SQLite's reader connections: `sqlite_readers`, else four per core.
+    /// SQLite's reader connections: `sqlite_readers`, else four per core
+    /// and at most [`SQLITE_READERS_MAX`].
     #[must_use]
     pub fn sqlite_reader_count(&self) -> u32 {
         self.sqlite_readers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map_or(8, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
                 .saturating_mul(4)
+                .min(SQLITE_READERS_MAX)
         })
     }
 
