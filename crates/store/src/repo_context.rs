@@ -2,13 +2,13 @@
 //! statement on either backend, each part a JSON document; five queries in
 //! a transaction when a part does not decode.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use leadline_domain::{
     Agent, Approval, ApprovalStatus, Event, Lead, LeadContext, LeadId, TenantId,
 };
 use leadline_ports::{GetLeadError, LeadContextRepository, ListLeadsError};
-use std::sync::LazyLock;
-
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
