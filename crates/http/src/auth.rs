@@ -18,12 +18,11 @@
 //! a 429 with `Retry-After`; every answer carries the IETF `RateLimit-Policy`
 //! and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers).
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{MatchedPath, Request},
     http::{HeaderValue, Method, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use leadline_domain::{Actor, AuditContext, Caller, RouteClass, Scope};
@@ -133,29 +132,33 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CurrentCaller {
     }
 }
 
-/// The route layer: authenticates `/v1` requests and checks their scope.
-pub(crate) async fn layer(
-    State((state, permissions)): State<(AppState, Arc<Permissions>)>,
+/// The route layer's check: authenticates `/v1` requests and checks their
+/// scope before `next`, the rest of their handling.
+pub(crate) async fn layer<F, Fut>(
+    state: &AppState,
+    permissions: &Permissions,
     mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(path) = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-    else {
-        return next.run(request).await;
+    next: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    // (A `MatchedPath` clone shares its string.)
+    let Some(matched) = request.extensions().get::<MatchedPath>().cloned() else {
+        return next(request).await;
     };
+    let path = matched.as_str();
     if !path.starts_with("/v1/") {
-        return next.run(request).await;
+        return next(request).await;
     }
     // Every routed operation is in the table; a method that is not is
     // refused here rather than trusted to be unrouted.
-    let Some(scope) = permissions.needed(request.method(), &path) else {
+    let Some(scope) = permissions.needed(request.method(), path) else {
         return ApiError::method_not_allowed().into_response();
     };
     let token = bearer(request.headers()).map(str::to_owned);
-    let caller = match authenticate(&state, token).await {
+    let caller = match authenticate(state, token).await {
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };
@@ -163,7 +166,7 @@ pub(crate) async fn layer(
     if let Err(refused) = caller.require(scope) {
         return ApiError::forbidden(&refused).into_response();
     }
-    let class = route_class(request.method(), &path);
+    let class = route_class(request.method(), path);
     let rate_limits = &state.services().rate_limits;
     let verdict = rate_limits.check(&caller, class).await;
     let limits = rate_limits.limits(class);
@@ -182,13 +185,13 @@ pub(crate) async fn layer(
         }
         let context = audit_context(&caller, &request);
         request.extensions_mut().insert(CurrentCaller(caller));
-        let mut response = leadline_ports::audited(context, next.run(request)).await;
+        let mut response = leadline_ports::audited(context, next(request)).await;
         rate_limit_headers(response.headers_mut(), class, &limits, &verdict);
         return response;
     }
     let context = audit_context(&caller, &request);
     request.extensions_mut().insert(CurrentCaller(caller));
-    leadline_ports::audited(context, next.run(request)).await
+    leadline_ports::audited(context, next(request)).await
 }
 
 /// On whose behalf the request's writes are made: its API key, and its

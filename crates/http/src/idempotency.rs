@@ -12,9 +12,8 @@
 
 use axum::{
     body::{Body, to_bytes},
-    extract::{FromRequestParts, Request, State},
+    extract::{FromRequestParts, Request},
     http::{HeaderValue, Method, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use leadline_domain::IdempotencyKey;
@@ -109,13 +108,20 @@ pub(crate) fn handling(path: &str) -> KeyHandling {
     }
 }
 
-pub(crate) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The route layer's idempotency, innermost (inside the auth check: a
+/// refused request stores nothing): a `POST` with an `Idempotency-Key`
+/// runs `next`, the handler, once per key, and its answer is replayed.
+pub(crate) async fn layer<F, Fut>(state: &AppState, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if request.method() != Method::POST || !request.headers().contains_key(HEADER) {
-        return next.run(request).await;
+        return next(request).await;
     }
     // (Who asks was checked by the auth layer, outside this one.)
     match handling(request.uri().path()) {
-        KeyHandling::ByContent => next.run(request).await,
+        KeyHandling::ByContent => next(request).await,
         KeyHandling::EveryCallRuns => {
             let valid = request
                 .headers()
@@ -123,7 +129,7 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| IdempotencyKey::new(v).is_ok());
             if valid {
-                next.run(request).await
+                next(request).await
             } else {
                 ApiError::invalid_field(
                     "Idempotency-Key",
@@ -137,13 +143,17 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
             format!("is not accepted where the answer carries a secret (it would have to be stored to replay); list {list} to see whether a create went through"),
         )
         .into_response(),
-        KeyHandling::Stored => match run(&state, request, next).await {
+        KeyHandling::Stored => match run(state, request, next).await {
             Ok(response) | Err(response) => response,
         },
     }
 }
 
-async fn run(state: &AppState, request: Request, next: Next) -> Result<Response, Response> {
+async fn run<F, Fut>(state: &AppState, request: Request, next: F) -> Result<Response, Response>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let key = request
         .headers()
         .get(HEADER)
@@ -201,7 +211,7 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
         recover,
     };
     let mut response = scope
-        .scope(next.run(Request::from_parts(parts, Body::from(bytes))))
+        .scope(next(Request::from_parts(parts, Body::from(bytes))))
         .await;
     if recover.is_some() {
         response

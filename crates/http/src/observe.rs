@@ -27,7 +27,6 @@ use std::{
 use axum::{
     extract::{MatchedPath, Request, State},
     http::{HeaderValue, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -98,9 +97,14 @@ impl Drop for Upkeep {
     }
 }
 
-/// Counts and times a routed request (a route layer, so the matched route
-/// template is known).
-pub(crate) async fn track(request: Request, next: Next) -> Response {
+/// Counts and times a routed request (the outermost of the route layers,
+/// so the matched route template is known), `next` being the rest of its
+/// handling.
+pub(crate) async fn track<F, Fut>(request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     // The methods HTTP defines, and one label for anything else: a client
     // inventing methods must not invent metric series.
@@ -117,7 +121,7 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
         _ => "OTHER",
     };
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
+    let response = next(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     record(method, route, response.status().as_u16(), started.elapsed());
     response
