@@ -211,8 +211,9 @@ pub fn router(state: AppState) -> Router {
 ///
 /// One middleware rather than three stacked `route_layer`s: each layer
 /// wraps every route in its own boxed service, which a request clones and
-/// boxes again at each level; three levels cost the cache-hot context a
-/// quarter of its throughput.
+/// boxes again at each level (with the outer layers wrapped once, the two
+/// changes took the cache-hot context's server CPU per request down by a
+/// sixth).
 async fn route_layer(
     State((state, permissions)): State<(AppState, Arc<auth::Permissions>)>,
     request: axum::extract::Request,
