@@ -73,6 +73,9 @@ enum Command {
         /// Listen address.
         #[arg(long)]
         bind: SocketAddr,
+        /// Size of the document `GET /body` answers.
+        #[arg(long, default_value_t = 6144)]
+        body_bytes: usize,
     },
 }
 
@@ -137,7 +140,7 @@ async fn dispatch(command: Command, config: &config::Config) -> anyhow::Result<E
         Command::Bench(args) => bench::bench(&args).await?,
         Command::ApiFuzz(args) => api_fuzz::api_fuzz(&args).await?,
         Command::BenchLoad(args) => bench::load_paths(&args).await?,
-        Command::BenchEcho { bind } => bench::serve_echo(bind).await?,
+        Command::BenchEcho { bind, body_bytes } => bench::serve_echo(bind, body_bytes).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use axum::{Json, Router, routing::get};
+use axum::{Json, Router, body::Bytes, http::header, routing::get};
 
 use super::{data::BenchTenant, infra::CommandLog};
 
@@ -22,16 +22,40 @@ use super::{data::BenchTenant, infra::CommandLog};
 /// HTTP ceiling. Same runtime flavour as `leadline serve` (tokio,
 /// multi-threaded, one worker per core), no middleware, no logging.
 ///
+/// `GET /` answers `{"status":"ok"}`. `GET /body` answers a JSON document
+/// of `body_bytes` bytes, built once at start: the same HTTP work with a
+/// body the size of a lead's context, which shows how much of the
+/// cache-hot context's distance to `/` is the body alone.
+///
 /// # Errors
 /// Bind and I/O errors.
-pub async fn serve_echo(bind: SocketAddr) -> anyhow::Result<()> {
+pub async fn serve_echo(bind: SocketAddr, body_bytes: usize) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
-    let app = Router::new().route(
-        "/",
-        get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-    );
+    let body = sized_json(body_bytes);
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/body",
+            get(move || {
+                let body = body.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        );
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// A JSON document of exactly `bytes` bytes (at least 2): a string of
+/// `x`s, or `""` when `bytes` is too small for more.
+fn sized_json(bytes: usize) -> Bytes {
+    let mut body = Vec::with_capacity(bytes.max(2));
+    body.push(b'"');
+    body.resize(bytes.max(2) - 1, b'x');
+    body.push(b'"');
+    Bytes::from(body)
 }
 
 /// What pgbench reported.
@@ -255,4 +279,21 @@ pub fn redis_get(
         clients,
         size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sized document is valid JSON of exactly the size asked for, or
+    /// `""` when the size is too small for a JSON string.
+    #[test]
+    fn sized_json_is_json_of_the_size_asked_for() {
+        for bytes in [0, 1, 2, 3, 6144] {
+            let body = sized_json(bytes);
+            assert_eq!(body.len(), bytes.max(2), "{bytes} bytes");
+            let value: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+            assert!(value.is_string(), "{bytes} bytes: {value}");
+        }
+    }
 }

@@ -875,11 +875,16 @@ async fn measure(
             ceilings.pgbench.push((script, result));
         }
     }
+    let context_size = report.cold_context_bytes();
     let echo_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, infra::free_port()?));
     let mut echo_command = Command::new(xtask);
-    echo_command
-        .current_dir(scratch)
-        .args(["bench-echo", "--bind", &echo_addr.to_string()]);
+    echo_command.current_dir(scratch).args([
+        "bench-echo",
+        "--bind",
+        &echo_addr.to_string(),
+        "--body-bytes",
+        &context_size.to_string(),
+    ]);
     let echo = Process::start(
         "trivial axum JSON server",
         &mut echo_command,
@@ -899,8 +904,18 @@ async fn measure(
         .await?;
         ceilings.http.push(row);
     }
+    // The same server answering a document the size of a context: what the
+    // body alone costs the ceiling.
+    ceilings.http_body = Some(
+        measure_one(
+            "trivial axum JSON, context-sized body",
+            env.load(echo.addr, CONNECTIONS),
+            scenarios::echo_body(),
+            &mut report.commands,
+        )
+        .await?,
+    );
     drop(echo);
-    let context_size = report.cold_context_bytes();
     let redis_get = ceilings::redis_get(
         &tools.redis_benchmark,
         redis.port(),

@@ -102,6 +102,9 @@ pub struct Ceilings {
     pub pgbench: Vec<(Script, Pgbench)>,
     /// The trivial axum JSON server, per connection count.
     pub http: Vec<Measured>,
+    /// The same server answering a document of a context's size, at the
+    /// main connection count.
+    pub http_body: Option<Measured>,
     /// redis-benchmark GET.
     pub redis: Option<RedisGet>,
 }
@@ -916,6 +919,13 @@ impl Report {
                 run.connections, run.rps, run.p50_ms, run.p99_ms
             );
         }
+        if let Some(run) = &self.ceilings.http_body {
+            let _ = writeln!(
+                md,
+                "| the same handler answering a {:.0} B document (a mean lead context, built once) | {} | {:.0} req/s | p50 {:.3} ms, p99 {:.3} ms |",
+                run.mean_body, run.connections, run.rps, run.p50_ms, run.p99_ms
+            );
+        }
         if let Some(redis) = &self.ceilings.redis {
             let _ = writeln!(
                 md,
@@ -1462,6 +1472,22 @@ impl Report {
                 )
             })
             .unwrap_or_default();
+        let body = match (
+            &self.ceilings.http_body,
+            self.ceilings.http_at(CONNECTIONS),
+            Self::at(&self.sweeps.hot, CONNECTIONS),
+        ) {
+            (Some(sized), Some(bare), Some(hot)) if sized.rps > 0.0 && bare > 0.0 => format!(
+                " How much of the distance is the body's size: the trivial handler answering \
+                 a {:.0} B document (a context's size, built once) makes {:.0} req/s, {:.0} % \
+                 of its small answer's figure, and the cache-hot context is {:.0} % of that.",
+                sized.mean_body,
+                sized.rps,
+                100.0 * sized.rps / bare,
+                100.0 * hot.rps / sized.rps
+            ),
+            _ => String::new(),
+        };
         let hot = self
             .hot_cache
             .map(|d| {
@@ -1478,7 +1504,7 @@ impl Report {
              in-process lookup) and copying the context's cached JSON (a few KiB) to the \
              socket; nothing is serialized per hit. A key L1 does not hold goes to Redis (one \
              round trip; the copy's header line is compared, nothing decoded) or PostgreSQL \
-             (one statement).{serialize}{warm}{hot}"
+             (one statement).{body}{serialize}{warm}{hot}"
         );
         if let Some((run, delta)) = &self.hot_all {
             let _ = writeln!(

@@ -365,6 +365,13 @@ pub fn echo() -> Workload {
     Arc::new(|_| Some(Request::get("/".to_owned(), None)))
 }
 
+/// `GET /body` on the trivial JSON server: its document of a context's
+/// size.
+#[must_use]
+pub fn echo_body() -> Workload {
+    Arc::new(|_| Some(Request::get("/body".to_owned(), None)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
