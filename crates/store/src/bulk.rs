@@ -11,7 +11,9 @@
 //!
 //! The change log goes this way for any number of rows, with the changes'
 //! audit records in the same statement (a data-modifying CTE): every write
-//! pays one round trip for both, not one each.
+//! pays one round trip for both, not one each. A write that also puts
+//! events on a timeline (an approval's decision, a status move, an import
+//! batch) inserts them in that same statement.
 
 use chrono::{DateTime, Utc};
 use leadline_domain::{Change, Event, Lead};
@@ -39,6 +41,11 @@ enum Kind {
 /// The `INSERT` of rows given as the JSON array `$1` into `table`, in the
 /// array's order (identity columns number them so).
 fn insert_sql(table: &str, columns: &[(&str, Kind)]) -> String {
+    insert_sql_at(table, columns, 1)
+}
+
+/// [`insert_sql`] with the array in parameter `$param`.
+fn insert_sql_at(table: &str, columns: &[(&str, Kind)], param: usize) -> String {
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
     let values: Vec<String> = columns
         .iter()
@@ -50,7 +57,7 @@ fn insert_sql(table: &str, columns: &[(&str, Kind)]) -> String {
         .collect();
     format!(
         "INSERT INTO {table} ({}) SELECT {} \
-         FROM jsonb_array_elements(CAST($1 AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n",
+         FROM jsonb_array_elements(CAST(${param} AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n",
         names.join(", "),
         values.join(", ")
     )
@@ -156,13 +163,15 @@ struct ChangeRow<'a> {
     data: &'a serde_json::Value,
 }
 
-/// Appends `changes` to the change log, in order, and `audited` (their
-/// audit records, or none) to the audit trail, in one statement.
-pub(crate) async fn changes(
-    txn: &DatabaseTransaction,
-    changes: &[Change],
-    audited: &[leadline_domain::AuditRecord],
-) -> Result<(), Failure> {
+const CHANGE_COLUMNS: &[(&str, Kind)] = &[
+    ("tenant_id", Kind::Cast("uuid")),
+    ("type", Kind::Text),
+    ("entity_id", Kind::Cast("uuid")),
+    ("at", Kind::Cast("timestamptz")),
+    ("data", Kind::Json),
+];
+
+fn change_rows(changes: &[Change]) -> Result<String, Failure> {
     let rows: Vec<ChangeRow<'_>> = changes
         .iter()
         .map(|c| ChangeRow {
@@ -173,17 +182,18 @@ pub(crate) async fn changes(
             data: &c.data,
         })
         .collect();
-    let log = insert_sql(
-        "changes",
-        &[
-            ("tenant_id", Kind::Cast("uuid")),
-            ("type", Kind::Text),
-            ("entity_id", Kind::Cast("uuid")),
-            ("at", Kind::Cast("timestamptz")),
-            ("data", Kind::Json),
-        ],
-    );
-    let json = serde_json::to_string(&rows).map_err(|e| Failure::Other(e.into()))?;
+    serde_json::to_string(&rows).map_err(|e| Failure::Other(e.into()))
+}
+
+/// Appends `changes` to the change log, in order, and `audited` (their
+/// audit records, or none) to the audit trail, in one statement.
+pub(crate) async fn changes(
+    txn: &DatabaseTransaction,
+    changes: &[Change],
+    audited: &[leadline_domain::AuditRecord],
+) -> Result<(), Failure> {
+    let log = insert_sql("changes", CHANGE_COLUMNS);
+    let json = change_rows(changes)?;
     let (sql, values) = if audited.is_empty() {
         (log, vec![json.into()])
     } else {
@@ -193,6 +203,37 @@ pub(crate) async fn changes(
                 crate::audit::postgres_insert(2)
             ),
             vec![json.into(), crate::audit::postgres_rows(audited)?.into()],
+        )
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Appends `events`, then `changes` to the change log and `audited` (the
+/// changes' audit records, or none) to the audit trail, all in one
+/// statement: a write that puts an event on a lead's timeline pays one
+/// round trip for the event and its bookkeeping, not two.
+pub(crate) async fn events_and_changes(
+    txn: &DatabaseTransaction,
+    events: &[Event],
+    changes: &[Change],
+    audited: &[leadline_domain::AuditRecord],
+) -> Result<(), Failure> {
+    let appended = insert_sql_at("events", EVENT_COLUMNS, 1);
+    let log = insert_sql_at("changes", CHANGE_COLUMNS, 2);
+    let mut values = vec![event_rows(events)?.into(), change_rows(changes)?.into()];
+    let sql = if audited.is_empty() {
+        format!("WITH appended AS ({appended}) {log}")
+    } else {
+        values.push(crate::audit::postgres_rows(audited)?.into());
+        format!(
+            "WITH appended AS ({appended}), logged AS ({log}) {}",
+            crate::audit::postgres_insert(3)
         )
     };
     txn.execute_raw(Statement::from_sql_and_values(
@@ -218,8 +259,22 @@ struct EventRow<'a> {
     created_at: DateTime<Utc>,
 }
 
-/// Appends `events` (what `events::ActiveModel::from` writes, as JSON).
-pub(crate) async fn events(txn: &DatabaseTransaction, events: &[Event]) -> Result<(), Failure> {
+const EVENT_COLUMNS: &[(&str, Kind)] = &[
+    ("tenant_id", Kind::Cast("uuid")),
+    ("id", Kind::Cast("uuid")),
+    ("lead_id", Kind::Cast("uuid")),
+    ("kind", Kind::Text),
+    ("direction", Kind::Text),
+    ("content", Kind::Text),
+    ("occurred_at", Kind::Cast("timestamptz")),
+    ("actor", Kind::Cast("uuid")),
+    ("metadata", Kind::Json),
+    ("created_at", Kind::Cast("timestamptz")),
+];
+
+/// `events` as the JSON array the events' `INSERT` reads (what
+/// `events::ActiveModel::from` writes).
+fn event_rows(events: &[Event]) -> Result<String, Failure> {
     let rows: Vec<EventRow<'_>> = events
         .iter()
         .map(|e| EventRow {
@@ -235,22 +290,5 @@ pub(crate) async fn events(txn: &DatabaseTransaction, events: &[Event]) -> Resul
             created_at: e.created_at,
         })
         .collect();
-    insert_json(
-        txn,
-        "events",
-        &[
-            ("tenant_id", Kind::Cast("uuid")),
-            ("id", Kind::Cast("uuid")),
-            ("lead_id", Kind::Cast("uuid")),
-            ("kind", Kind::Text),
-            ("direction", Kind::Text),
-            ("content", Kind::Text),
-            ("occurred_at", Kind::Cast("timestamptz")),
-            ("actor", Kind::Cast("uuid")),
-            ("metadata", Kind::Json),
-            ("created_at", Kind::Cast("timestamptz")),
-        ],
-        &rows,
-    )
-    .await
+    serde_json::to_string(&rows).map_err(|e| Failure::Other(e.into()))
 }

@@ -19,7 +19,7 @@ use sea_orm::{
 use crate::{
     Store,
     effects::{self, recover},
-    entity::{approvals, events, outbox, tenants},
+    entity::{approvals, outbox, tenants},
     errors::{Failure, common},
     tx::transaction,
 };
@@ -188,13 +188,14 @@ impl ApprovalRepository for Store {
                 };
                 let approval = Approval::try_from(model)?;
                 let event = approval.event_of(action);
-                events::Entity::insert(events::ActiveModel::from(&event))
-                    .exec_without_returning(txn)
-                    .await?;
                 let mut change = leadline_domain::Change::approval(&approval);
                 change.before = Some(leadline_domain::audit::approval_before(&approval, action));
-                crate::changes::record(txn, &[change, leadline_domain::Change::event(&event)])
-                    .await?;
+                crate::changes::record_with_events(
+                    txn,
+                    std::slice::from_ref(&event),
+                    &[change, leadline_domain::Change::event(&event)],
+                )
+                .await?;
                 if let ApprovalAction::MarkSent { .. } = action {
                     let row = outbox::ActiveModel {
                         tenant_id: Set(tenant.as_uuid()),

@@ -39,7 +39,7 @@ use sea_orm::{
 
 use crate::{
     Backend, Store,
-    entity::{delivery_attempts, email_senders, events, leads, outbox},
+    entity::{delivery_attempts, email_senders, leads, outbox},
     errors::{Failure, common},
     tx::transaction,
 };
@@ -410,10 +410,12 @@ impl DeliveryRepository for Store {
                 .await?;
                 let after = delivery(&row)?;
                 if let Some(event) = after.event_of(record.decision, &record.outcome, now) {
-                    events::Entity::insert(events::ActiveModel::from(&event))
-                        .exec_without_returning(txn)
-                        .await?;
-                    crate::changes::record(txn, &[leadline_domain::Change::event(&event)]).await?;
+                    crate::changes::record_with_events(
+                        txn,
+                        std::slice::from_ref(&event),
+                        &[leadline_domain::Change::event(&event)],
+                    )
+                    .await?;
                 }
                 Ok(true)
             });

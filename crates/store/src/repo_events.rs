@@ -234,10 +234,12 @@ impl EventRepository for Store {
                 if let Some(refused) = refusal(txn, tenant, &event).await? {
                     return Ok(Err(refused));
                 }
-                events::Entity::insert(events::ActiveModel::from(&event))
-                    .exec_without_returning(txn)
-                    .await?;
-                crate::changes::record(txn, &[leadline_domain::Change::event(&event)]).await?;
+                crate::changes::record_with_events(
+                    txn,
+                    std::slice::from_ref(&event),
+                    &[leadline_domain::Change::event(&event)],
+                )
+                .await?;
                 effects::record(txn, tenant, event.id.as_uuid()).await?;
                 Ok(Ok(()))
             })

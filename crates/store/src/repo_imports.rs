@@ -14,7 +14,7 @@ use sea_orm::{
 
 use crate::{
     Store,
-    entity::{events, import_rejects, imports},
+    entity::{import_rejects, imports},
     errors::{Failure, common},
     repo_leads::insert_many,
     tx::transaction,
@@ -188,17 +188,8 @@ impl ImportRepository for Store {
                             Event::imported(tenant, *lead, run, *line, false, now)
                         }))
                         .collect();
-                if backend == crate::Backend::Postgres && events.len() >= crate::bulk::MIN_ROWS {
-                    crate::bulk::events(txn, &events).await?;
-                } else {
-                    for chunk in events.chunks(crate::rows_per_insert(10)) {
-                        events::Entity::insert_many(chunk.iter().map(events::ActiveModel::from))
-                            .exec_without_returning(txn)
-                            .await?;
-                    }
-                }
                 let changes: Vec<Change> = events.iter().map(Change::event).collect();
-                crate::changes::record(txn, &changes).await?;
+                crate::changes::record_with_events(txn, &events, &changes).await?;
                 for chunk in batch.rejects.chunks(500) {
                     import_rejects::Entity::insert_many(chunk.iter().map(|r| {
                         import_rejects::ActiveModel::of(tenant.as_uuid(), run.as_uuid(), r)

@@ -332,15 +332,11 @@ impl LeadRepository for Store {
                 // Every touch is on the timeline, status moves included, in
                 // the same transaction as the move.
                 let mut changes = vec![Change::lead(ChangeType::LeadUpdated, &next).was(&current)];
-                if let Some(event) = current.status_event(&next) {
-                    crate::entity::events::Entity::insert(
-                        crate::entity::events::ActiveModel::from(&event),
-                    )
-                    .exec_without_returning(txn)
-                    .await?;
-                    changes.push(Change::event(&event));
+                let event = current.status_event(&next);
+                if let Some(event) = &event {
+                    changes.push(Change::event(event));
                 }
-                crate::changes::record(txn, &changes).await?;
+                crate::changes::record_with_events(txn, event.as_slice(), &changes).await?;
                 effects::record(txn, tenant, id.as_uuid()).await?;
                 Ok(Ok(next))
             });
