@@ -192,19 +192,28 @@ pub(crate) async fn changes(
     changes: &[Change],
     audited: &[leadline_domain::AuditRecord],
 ) -> Result<(), Failure> {
-    let log = insert_sql("changes", CHANGE_COLUMNS);
-    let json = change_rows(changes)?;
-    let (sql, values) = if audited.is_empty() {
-        (log, vec![json.into()])
-    } else {
-        (
-            format!(
-                "WITH logged AS ({log}) {}",
-                crate::audit::postgres_insert(2)
-            ),
-            vec![json.into(), crate::audit::postgres_rows(audited)?.into()],
-        )
-    };
+    events_and_changes(txn, &[], changes, audited).await
+}
+
+/// Appends `events` (or none), then `changes` to the change log and
+/// `audited` (the changes' audit records, or none) to the audit trail, all
+/// in one statement: a write that puts an event on a lead's timeline pays
+/// one round trip for the event and its bookkeeping, not two.
+pub(crate) async fn events_and_changes(
+    txn: &DatabaseTransaction,
+    events: &[Event],
+    changes: &[Change],
+    audited: &[leadline_domain::AuditRecord],
+) -> Result<(), Failure> {
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(3);
+    if !events.is_empty() {
+        values.push(event_rows(events)?.into());
+    }
+    values.push(change_rows(changes)?.into());
+    if !audited.is_empty() {
+        values.push(crate::audit::postgres_rows(audited)?.into());
+    }
+    let sql = events_and_changes_sql(!events.is_empty(), !audited.is_empty());
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         sql,
@@ -214,35 +223,28 @@ pub(crate) async fn changes(
     Ok(())
 }
 
-/// Appends `events`, then `changes` to the change log and `audited` (the
-/// changes' audit records, or none) to the audit trail, all in one
-/// statement: a write that puts an event on a lead's timeline pays one
-/// round trip for the event and its bookkeeping, not two.
-pub(crate) async fn events_and_changes(
-    txn: &DatabaseTransaction,
-    events: &[Event],
-    changes: &[Change],
-    audited: &[leadline_domain::AuditRecord],
-) -> Result<(), Failure> {
-    let appended = insert_sql_at("events", EVENT_COLUMNS, 1);
-    let log = insert_sql_at("changes", CHANGE_COLUMNS, 2);
-    let mut values = vec![event_rows(events)?.into(), change_rows(changes)?.into()];
-    let sql = if audited.is_empty() {
-        format!("WITH appended AS ({appended}) {log}")
-    } else {
-        values.push(crate::audit::postgres_rows(audited)?.into());
-        format!(
-            "WITH appended AS ({appended}), logged AS ({log}) {}",
-            crate::audit::postgres_insert(3)
-        )
-    };
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        sql,
-        values,
-    ))
-    .await?;
-    Ok(())
+/// The statement [`events_and_changes`] sends: each insert reads its rows
+/// from the next parameter (events, changes, audit records, those present),
+/// and all but the last run as data-modifying CTEs of the last.
+fn events_and_changes_sql(events: bool, audited: bool) -> String {
+    let mut inserts: Vec<String> = Vec::with_capacity(3);
+    if events {
+        inserts.push(insert_sql_at("events", EVENT_COLUMNS, inserts.len() + 1));
+    }
+    inserts.push(insert_sql_at("changes", CHANGE_COLUMNS, inserts.len() + 1));
+    if audited {
+        inserts.push(crate::audit::postgres_insert(inserts.len() + 1));
+    }
+    let last = inserts.pop().unwrap_or_default();
+    if inserts.is_empty() {
+        return last;
+    }
+    let ctes: Vec<String> = inserts
+        .iter()
+        .enumerate()
+        .map(|(i, insert)| format!("written_{i} AS ({insert})"))
+        .collect();
+    format!("WITH {} {last}", ctes.join(", "))
 }
 
 #[derive(Serialize)]
@@ -291,4 +293,44 @@ fn event_rows(events: &[Event]) -> Result<String, Failure> {
         })
         .collect();
     serde_json::to_string(&rows).map_err(|e| Failure::Other(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each table reads its own parameter, numbered in the order the values
+    /// are bound (events, changes, audit records, those present), and
+    /// every insert but the last is a CTE of it.
+    #[test]
+    fn each_insert_reads_its_own_parameter() {
+        let cases = [
+            (false, false, vec![("changes", 1)]),
+            (false, true, vec![("changes", 1), ("audit_log", 2)]),
+            (true, false, vec![("events", 1), ("changes", 2)]),
+            (
+                true,
+                true,
+                vec![("events", 1), ("changes", 2), ("audit_log", 3)],
+            ),
+        ];
+        for (events, audited, expected) in cases {
+            let sql = events_and_changes_sql(events, audited);
+            let tables: Vec<(&str, usize)> = ["events", "changes", "audit_log"]
+                .into_iter()
+                .filter_map(|table| {
+                    let at = sql.find(&format!("INSERT INTO {table} "))?;
+                    let param = sql[at..]
+                        .split("CAST($")
+                        .nth(1)
+                        .and_then(|rest| rest.split(' ').next())
+                        .and_then(|n| n.parse().ok())?;
+                    Some((table, param))
+                })
+                .collect();
+            assert_eq!(tables, expected, "{sql}");
+            assert_eq!(sql.matches("jsonb_array_elements").count(), expected.len());
+            assert_eq!(sql.starts_with("WITH "), expected.len() > 1, "{sql}");
+        }
+    }
 }
