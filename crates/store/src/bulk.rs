@@ -185,16 +185,6 @@ fn change_rows(changes: &[Change]) -> Result<String, Failure> {
     serde_json::to_string(&rows).map_err(|e| Failure::Other(e.into()))
 }
 
-/// Appends `changes` to the change log, in order, and `audited` (their
-/// audit records, or none) to the audit trail, in one statement.
-pub(crate) async fn changes(
-    txn: &DatabaseTransaction,
-    changes: &[Change],
-    audited: &[leadline_domain::AuditRecord],
-) -> Result<(), Failure> {
-    events_and_changes(txn, &[], changes, audited).await
-}
-
 /// Appends `events` (or none), then `changes` to the change log and
 /// `audited` (the changes' audit records, or none) to the audit trail, all
 /// in one statement: a write that puts an event on a lead's timeline pays

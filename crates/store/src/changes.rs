@@ -49,35 +49,22 @@ pub(crate) async fn tracking<T>(attempt: impl std::future::Future<Output = T>) -
 
 /// Writes `list` in `txn`, in order, with their audit records.
 pub(crate) async fn record(txn: &DatabaseTransaction, list: &[Change]) -> Result<(), Failure> {
-    mark_recorded(list);
-    // Every change is an audited write too.
-    let audited = crate::audit::of_changes(list);
-    if txn.get_database_backend() == DbBackend::Postgres {
-        // Both in one statement: one round trip for any number of rows.
-        return crate::bulk::changes(txn, list, &audited).await;
-    }
-    for chunk in list.chunks(crate::rows_per_insert(6)) {
-        changes::Entity::insert_many(chunk.iter().map(changes::ActiveModel::from))
-            .exec_without_returning(txn)
-            .await?;
-    }
-    crate::audit::record(txn, &audited).await
+    record_with_events(txn, &[], list).await
 }
 
-/// Appends `events` to their leads' timelines and writes `list` (the
-/// events' changes among them) as [`record`] does: on PostgreSQL all in
-/// one statement, one round trip.
+/// Appends `events` (or none) to their leads' timelines and writes `list`
+/// (the events' changes among them), in order, with their audit records:
+/// on PostgreSQL all in one statement, one round trip for any number of
+/// rows.
 pub(crate) async fn record_with_events(
     txn: &DatabaseTransaction,
     events: &[Event],
     list: &[Change],
 ) -> Result<(), Failure> {
-    if events.is_empty() {
-        return record(txn, list).await;
-    }
+    mark_recorded(list);
+    // Every change is an audited write too.
+    let audited = crate::audit::of_changes(list);
     if txn.get_database_backend() == DbBackend::Postgres {
-        mark_recorded(list);
-        let audited = crate::audit::of_changes(list);
         return crate::bulk::events_and_changes(txn, events, list, &audited).await;
     }
     for chunk in events.chunks(crate::rows_per_insert(10)) {
@@ -85,7 +72,12 @@ pub(crate) async fn record_with_events(
             .exec_without_returning(txn)
             .await?;
     }
-    record(txn, list).await
+    for chunk in list.chunks(crate::rows_per_insert(6)) {
+        changes::Entity::insert_many(chunk.iter().map(changes::ActiveModel::from))
+            .exec_without_returning(txn)
+            .await?;
+    }
+    crate::audit::record(txn, &audited).await
 }
 
 /// Tells the attempt [`tracking`] watches that it grew the log.
