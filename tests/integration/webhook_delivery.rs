@@ -274,15 +274,24 @@ async fn a_delivery_whose_record_was_lost_goes_out_again_with_the_same_id(store:
         },
     )
     .await;
-    let log = leadline_ports::ChangeLog::after(&store, t, claimed.after, 10)
-        .await
-        .unwrap();
-    let change = log
-        .items
-        .iter()
-        .find(|c| c.change.kind.as_str() == "lead.created")
-        .unwrap();
-    let message = leadline_domain::WebhookMessage::of(claimed.webhook.id, change);
+    // The log shows a change once no older transaction is still open
+    // anywhere on the server (its gap-free order): other tests' writes can
+    // hold it back a moment.
+    let change = eventually(
+        "the lead's change is readable",
+        Duration::from_secs(15),
+        async || {
+            let log = leadline_ports::ChangeLog::after(&store, t, claimed.after, 10)
+                .await
+                .unwrap();
+            log.items
+                .into_iter()
+                .find(|c| c.change.kind.as_str() == "lead.created")
+                .ok_or(())
+        },
+    )
+    .await;
+    let message = leadline_domain::WebhookMessage::of(claimed.webhook.id, &change);
     let channel = HttpWebhookChannel::new(HttpSettings {
         timeout: Duration::from_secs(5),
         allow_private_targets: true,
