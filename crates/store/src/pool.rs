@@ -311,10 +311,17 @@ impl Store {
                     crate::SqliteSynchronous::Full if in_memory => SqliteSynchronous::Full,
                     _ => SqliteSynchronous::Normal,
                 });
+                // No ping before lending a connection (sqlx's default): on
+                // SQLite the ping is a round trip to the connection's worker
+                // thread, as dear as the point read it would precede, and an
+                // in-process connection has no far end that could have hung
+                // up. A connection left broken is caught where it comes back
+                // (`sqlite_release_check`).
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
                     .acquire_timeout(settings.acquire_timeout())
+                    .test_before_acquire(false)
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .after_release(move |conn, _| Box::pin(sqlite_release_check(conn, in_memory)))
@@ -337,6 +344,7 @@ impl Store {
                         .max_connections(readers)
                         .min_connections(0)
                         .acquire_timeout(settings.acquire_timeout())
+                        .test_before_acquire(false)
                         .idle_timeout(idle)
                         .max_lifetime(None)
                         .after_release(|conn, _| Box::pin(sqlite_release_check(conn, false)))
@@ -878,6 +886,29 @@ mod tests {
             .expect("opens");
         assert!(memory.wal_sync().is_none(), "nothing to flush in memory");
         memory.close().await;
+    }
+
+    /// Neither SQLite pool pings a connection before lending it: the ping
+    /// would be a second trip to the connection's worker thread on every
+    /// request, for a far end that cannot hang up.
+    #[tokio::test]
+    async fn sqlite_pools_lend_connections_without_a_ping() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
+        let store = Store::connect(&StoreSettings::for_url(&url))
+            .await
+            .expect("opens");
+        let replica = store.inner.replica.as_ref().expect("a file has readers");
+        for (name, pool) in [("writer", &store.inner.pool), ("readers", &replica.pool)] {
+            let PoolHandle::Sqlite(p) = pool else {
+                panic!("the {name} pool is SQLite's");
+            };
+            assert!(
+                !p.options().get_test_before_acquire(),
+                "the {name} pool pings before lending"
+            );
+        }
+        store.close().await;
     }
 
     /// A flush that always fails, as a disk that returns EIO.
