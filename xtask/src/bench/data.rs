@@ -442,6 +442,94 @@ pub async fn summary(pool: &PgPool) -> anyhow::Result<DataSummary> {
     })
 }
 
+/// Where the server's time went during a scenario, from
+/// `pg_stat_statements` (loaded by the harness): execution time, in
+/// milliseconds, of the service role's statements and of `\copy`'s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatementSplit {
+    /// The scenario's own statement (the import's bulk `INSERT INTO leads`,
+    /// approve's conditional `UPDATE`): how often it ran, and its time.
+    pub main_calls: i64,
+    pub main_ms: f64,
+    /// The change-log statements: events, change-log rows and their audit
+    /// records (`WITH written_0 AS (INSERT …`).
+    pub log_ms: f64,
+    /// Everything else the service role sent (lookups, `BEGIN`, `COMMIT`,
+    /// the tenant setting).
+    pub other_ms: f64,
+    /// `\copy`'s `COPY leads`, where one ran.
+    pub copy_ms: f64,
+}
+
+impl StatementSplit {
+    /// The service role's statements in all.
+    #[must_use]
+    pub fn busy_ms(&self) -> f64 {
+        self.main_ms + self.log_ms + self.other_ms
+    }
+}
+
+/// The import's own statement, for [`statement_split`].
+pub const LEADS_INSERT: &str = r#"^INSERT INTO "?leads"? "#;
+
+/// Approve's own statement, for [`statement_split`].
+pub const APPROVAL_UPDATE: &str = r#"^UPDATE "approvals" "#;
+
+/// Starts counting the server's time per statement afresh.
+///
+/// # Errors
+/// SQL errors (the extension is missing when the harness did not load it).
+pub async fn reset_statement_stats(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await?;
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The service role `role`'s statements since [`reset_statement_stats`],
+/// split as [`StatementSplit`] says, with `main` the regular expression of
+/// the scenario's own statement; and any `COPY` into `leads`. The audit
+/// trail's sealer (`audit_seal`, every second) runs beside the scenarios,
+/// not in them, and is left out.
+///
+/// # Errors
+/// SQL errors.
+pub async fn statement_split(
+    pool: &PgPool,
+    role: &str,
+    main: &str,
+) -> anyhow::Result<StatementSplit> {
+    let row: (i64, f64, f64, f64, f64) = sqlx::query_as(
+        "SELECT coalesce(sum(calls) FILTER (WHERE part = 'main'), 0)::int8, \
+                coalesce(sum(t) FILTER (WHERE part = 'main'), 0)::float8, \
+                coalesce(sum(t) FILTER (WHERE part = 'log'), 0)::float8, \
+                coalesce(sum(t) FILTER (WHERE part = 'other'), 0)::float8, \
+                coalesce(sum(t) FILTER (WHERE part = 'copy'), 0)::float8 \
+           FROM (SELECT s.calls, s.total_exec_time AS t, \
+                        CASE WHEN s.query ~ '^COPY\\s+leads\\s' THEN 'copy' \
+                             WHEN s.query ~ $2 THEN 'main' \
+                             WHEN s.query ~ '^WITH written_0 AS \\(INSERT ' THEN 'log' \
+                             ELSE 'other' END AS part \
+                   FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
+                  WHERE (r.rolname = $1 OR s.query ~ '^COPY\\s+leads\\s') \
+                    AND s.query !~ 'audit_seal') AS x",
+    )
+    .bind(role)
+    .bind(main)
+    .fetch_one(pool)
+    .await?;
+    Ok(StatementSplit {
+        main_calls: row.0,
+        main_ms: row.1,
+        log_ms: row.2,
+        other_ms: row.3,
+        copy_ms: row.4,
+    })
+}
+
 /// Up to `limit` pending approvals in random order, with an agent of their
 /// tenant to approve them: `(tenant index, approval id, agent id)`.
 ///

@@ -466,3 +466,115 @@ pub async fn export_lines(addr: std::net::SocketAddr, bearer: &str) -> anyhow::R
     let lines = body[head_end + 4..].iter().filter(|&&b| b == b'\n').count() as u64;
     Ok(lines.saturating_sub(1))
 }
+
+/// The machine's CPU time so far, in clock ticks, from `/proc`: in all
+/// (what the host gave this machine), idle, and per program (a process's `comm`, its threads included).
+#[derive(Debug, Clone, Default)]
+pub struct CpuTicks {
+    total: u64,
+    idle: u64,
+    by_program: std::collections::HashMap<String, u64>,
+}
+
+impl CpuTicks {
+    /// Reads them now. Processes that end before the next reading drop
+    /// out of it; the scenarios' programs (PostgreSQL's pooled backends,
+    /// the service, the load generator) live through a run.
+    #[must_use]
+    pub fn now() -> Self {
+        let mut ticks = Self::default();
+        if let Some(line) = fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+        {
+            let fields: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            // user, nice, system, idle, iowait, irq, softirq: not steal
+            // (time the host gave to others) nor guest (counted in user).
+            ticks.total = fields.iter().take(7).sum();
+            // idle and iowait
+            ticks.idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        }
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return ticks;
+        };
+        for entry in entries.flatten() {
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
+                continue;
+            }
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`: comm may hold spaces, so split at
+            // the last ')'; utime and stime are fields 14 and 15.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let comm = stat[open + 1..close].to_owned();
+            let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let used = [11, 12]
+                .iter()
+                .filter_map(|&i| rest.get(i).and_then(|f| f.parse::<u64>().ok()))
+                .sum::<u64>();
+            *ticks.by_program.entry(comm).or_default() += used;
+        }
+        ticks
+    }
+
+    /// The share of the machine's CPU time between `self` and `later`:
+    /// busy in all, and each of `programs`, in per cent.
+    #[must_use]
+    pub fn shares(&self, later: &Self, programs: &[&str]) -> (f64, Vec<f64>) {
+        let total = later.total.saturating_sub(self.total).max(1) as f64;
+        let busy = total - later.idle.saturating_sub(self.idle) as f64;
+        let of = |name: &str| {
+            let before = self.by_program.get(name).copied().unwrap_or(0);
+            let after = later.by_program.get(name).copied().unwrap_or(0);
+            after.saturating_sub(before) as f64 * 100.0 / total
+        };
+        (
+            busy * 100.0 / total,
+            programs.iter().map(|p| of(p)).collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shares are of the CPU time between two readings, per program; a
+    /// program missing from a reading counts as idle.
+    #[test]
+    fn cpu_shares_are_of_the_time_between_readings() {
+        let before = CpuTicks {
+            total: 1_000,
+            idle: 400,
+            by_program: [("postgres".to_owned(), 100), ("leadline".to_owned(), 50)].into(),
+        };
+        let after = CpuTicks {
+            total: 1_200,
+            idle: 420,
+            by_program: [("postgres".to_owned(), 200), ("leadline".to_owned(), 110)].into(),
+        };
+        let (busy, shares) = before.shares(&after, &["postgres", "leadline", "redis-server"]);
+        assert!((busy - 90.0).abs() < 1e-9, "{busy}");
+        assert_eq!(shares, vec![50.0, 30.0, 0.0]);
+    }
+
+    /// This machine's own reading has a total and finds this process.
+    #[test]
+    fn a_reading_of_this_machine_sees_this_process() {
+        let now = CpuTicks::now();
+        assert!(now.total > 0 && now.idle <= now.total);
+        assert!(!now.by_program.is_empty());
+    }
+}

@@ -1027,6 +1027,8 @@ async fn measure(
     );
     let pending = data::pending_approvals(&pool, &tenants, 300_000).await?;
     report.pending_available = pending.len();
+    data::reset_statement_stats(&pool).await?;
+    let cpu_before = infra::CpuTicks::now();
     report.approve = Some(
         measure_one(
             "approve a pending approval",
@@ -1036,6 +1038,9 @@ async fn measure(
         )
         .await?,
     );
+    report.approve_cpu = Some(cpu_before.shares(&infra::CpuTicks::now(), &report::CPU_PROGRAMS));
+    report.approve_server =
+        Some(data::statement_split(&pool, SERVICE, data::APPROVAL_UPDATE).await?);
     report.audit_cost = Some(
         audit_cost(
             &mut env,
@@ -1116,6 +1121,8 @@ async fn measure(
         last_step,
         rows,
     )?;
+    // What the import and `\copy` cost the server, statement by statement.
+    data::reset_statement_stats(&pool).await?;
     let started = Instant::now();
     let import_peak_kib = report.commands.run_peak_rss(
         Command::new(leadline)
@@ -1171,6 +1178,7 @@ async fn measure(
         data::IMPORT_COPY_COLUMNS
     )))?;
     let copy_secs = started.elapsed().as_secs_f64();
+    let server_time = data::statement_split(&pool, SERVICE, data::LEADS_INSERT).await?;
     let server = env.serve(&CacheMode::Off, &mut report.commands).await?;
     let started = Instant::now();
     let export_rows = infra::export_lines(server.addr, &first.bearer).await?;
@@ -1182,6 +1190,7 @@ async fn measure(
         import_peak_kib,
         sqlite_import,
         copy_secs,
+        server_time,
         export_rows,
         export_secs,
     });

@@ -78,6 +78,9 @@ pub struct Transfer {
     /// `psql \copy` of the same rows, as the import stores them, into
     /// `leads` (another tenant), seconds.
     pub copy_secs: f64,
+    /// The server's execution time of the import's statements, split by
+    /// what they write, and of `\copy`'s.
+    pub server_time: super::data::StatementSplit,
     /// Leads in the exported tenant.
     pub export_rows: u64,
     /// `GET /v1/leads/export` to its last byte, seconds.
@@ -271,6 +274,11 @@ pub struct Report {
     pub pending_available: usize,
     /// (6).
     pub approve: Option<Measured>,
+    /// The server's time on (6)'s statements, warm-up included.
+    pub approve_server: Option<super::data::StatementSplit>,
+    /// The machine's CPU during (6), warm-up included: busy in all, and
+    /// each of [`CPU_PROGRAMS`], in per cent.
+    pub approve_cpu: Option<(f64, Vec<f64>)>,
     /// (5) and (6) with and without the audit trail.
     pub audit_cost: Option<AuditCost>,
     /// The analytics reports.
@@ -410,6 +418,8 @@ impl Report {
             event: None,
             pending_available: 0,
             approve: None,
+            approve_server: None,
+            approve_cpu: None,
             audit_cost: None,
             analytics: None,
             mix: None,
@@ -1231,6 +1241,7 @@ impl Report {
                 t.import_peak_kib as f64 / 1024.0,
                 t.sqlite_import.1 as f64 / 1024.0,
             );
+            md.push_str(&import_bound(t));
         }
 
         if let Some(lite) = &self.sqlite {
@@ -1598,11 +1609,50 @@ impl Report {
              concurrent writer) cost the same on both sides, and that cost grows with the table: \
              the closer the two, the bigger the data set."
         );
+        let approve_server = self
+            .approve_server
+            .filter(|st| st.main_calls > 0)
+            .map(|st| {
+                let per = |ms: f64| ms / st.main_calls as f64;
+                format!(
+                    " Per approve the server executed the `UPDATE` for {:.3} ms, the statement \
+                     that writes the event, its two change-log rows and their audit records \
+                     for {:.3} ms, and everything else (`BEGIN`, the tenant, `COMMIT`) for \
+                     {:.3} ms (`pg_stat_statements`, {} approves with the warm-up; times are \
+                     wall-clock inside the server, so they include waiting for a core).",
+                    per(st.main_ms),
+                    per(st.log_ms),
+                    per(st.other_ms),
+                    st.main_calls,
+                )
+            })
+            .unwrap_or_default();
+        let approve_cpu = self
+            .approve_cpu
+            .as_ref()
+            .map(|(busy, shares)| {
+                let named: Vec<String> = CPU_PROGRAMS
+                    .iter()
+                    .zip(shares)
+                    .map(|(name, share)| format!("`{name}` {share:.0} %"))
+                    .collect();
+                let verdict = if *busy >= 90.0 {
+                    "the cores were saturated, so approve is bound by CPU"
+                } else {
+                    "the cores had room, so approve waits on something else"
+                };
+                format!(
+                    " During the run the machine's cores were {busy:.0} % busy ({}; from \
+                     `/proc`, the load generator is `xtask`): {verdict}.",
+                    named.join(", ")
+                )
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             md,
             "- **(6) approve** is a conditional `UPDATE … WHERE status = 'pending' RETURNING`, \
              the `approval_decided` event and the invalidation in one transaction: two writes \
-             per commit."
+             per commit.{approve_server}{approve_cpu}"
         );
         let mix = self
             .mix_cache
@@ -1675,9 +1725,80 @@ fn short_of(value: f64, threshold: f64, decimals: usize) -> String {
     }
 }
 
+/// The programs whose share of the CPU the report gives: PostgreSQL's
+/// backends, the service, the load generator (in the benchmark's own
+/// process) and Redis.
+pub const CPU_PROGRAMS: [&str; 4] = ["postgres", "leadline", "xtask", "redis-server"];
+
+/// What bounds the import, from the server's time per statement: a
+/// paragraph, or nothing when the statistics were not read.
+fn import_bound(t: &Transfer) -> String {
+    let st = &t.server_time;
+    if st.copy_ms <= 0.0 {
+        return String::new();
+    }
+    let s = |ms: f64| ms / 1000.0;
+    let busy = st.busy_ms();
+    format!(
+        "\nWhere the import's time goes (`pg_stat_statements`, execution time): the server \
+         ran its statements for {:.1} s of its {:.1} s; the rest is the client reading, \
+         checking and sending the next batch while the server waits. The `INSERT INTO \
+         leads` took {:.1} s, {:.2} × the {:.1} s `\\copy`'s `COPY` took for the same rows; \
+         the statements that write the change log, the `imported` events and the audit \
+         records took {:.1} s; everything else {:.1} s. The target asks for the whole import \
+         in at most 2 × `\\copy`'s time: the leads insert and those statements alone take \
+         {:.2} ×, since every imported lead is a lead row, an event and two change-log \
+         rows with their audit records, in the same transaction as the lead.\n",
+        s(busy),
+        t.import_secs,
+        s(st.main_ms),
+        st.main_ms / st.copy_ms,
+        s(st.copy_ms),
+        s(st.log_ms),
+        s(st.other_ms),
+        (st.main_ms + st.log_ms) / st.copy_ms,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn transfer(split: super::super::data::StatementSplit) -> Transfer {
+        Transfer {
+            rows: 1_000_000,
+            import_secs: 200.0,
+            import_peak_kib: 1024,
+            sqlite_import: (100.0, 1024),
+            copy_secs: 80.0,
+            server_time: split,
+            export_rows: 1_000_000,
+            export_secs: 10.0,
+        }
+    }
+
+    /// The import's bound is stated from the server's own times: the leads
+    /// insert against `COPY`, and with the log statements; nothing when the
+    /// statistics were not read.
+    #[test]
+    fn the_import_bound_is_read_from_the_server_times() {
+        let split = super::super::data::StatementSplit {
+            main_calls: 500,
+            main_ms: 90_000.0,
+            log_ms: 60_000.0,
+            other_ms: 10_000.0,
+            copy_ms: 75_000.0,
+        };
+        let text = import_bound(&transfer(split));
+        assert!(text.contains("for 160.0 s of its 200.0 s"), "{text}");
+        assert!(text.contains("took 90.0 s, 1.20 × the 75.0 s"), "{text}");
+        assert!(
+            text.contains("audit records took 60.0 s; everything else 10.0 s"),
+            "{text}"
+        );
+        assert!(text.contains("alone take 2.00 ×"), "{text}");
+        assert_eq!(import_bound(&transfer(Default::default())), "");
+    }
 
     /// A figure just short of its target is never shown as the target.
     #[test]
