@@ -492,8 +492,9 @@ pub async fn reset_statement_stats(pool: &PgPool) -> anyhow::Result<()> {
 /// The service role `role`'s statements since [`reset_statement_stats`],
 /// split as [`StatementSplit`] says, with `main` the regular expression of
 /// the scenario's own statement; and any `COPY` into `leads`. The audit
-/// trail's sealer (`audit_seal`, every second) runs beside the scenarios,
-/// not in them, and is left out.
+/// trail's sealer runs beside the scenarios, not in them: its `audit_seal`
+/// calls are left out; its `BEGIN`, tenant setting and `COMMIT`, once a
+/// second, stay in "everything else".
 ///
 /// # Errors
 /// SQL errors.
