@@ -19,6 +19,7 @@ mod privacy;
 mod rate_limits;
 mod retention;
 mod services;
+mod stopping;
 mod webhook_relay;
 mod webhooks;
 mod workflow;

@@ -43,6 +43,13 @@ fn leadline(url: &str) -> Command {
 }
 
 async fn start() -> Service {
+    let (url, key) = prepare().await;
+    serve(url, key)
+}
+
+/// A migrated database of its own with one tenant: its URL and the tenant's
+/// key.
+async fn prepare() -> (String, String) {
     let server = leadline_testsupport::postgres();
     let database = server
         .create_database("leadline_sig", None)
@@ -57,7 +64,11 @@ async fn start() -> Service {
         .unwrap();
     assert!(out.status.success(), "tenant create: {out:?}");
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    (url, key)
+}
 
+/// `leadline serve` on `url`, once it listens.
+fn serve(url: String, key: String) -> Service {
     let mut child = leadline(&url)
         .arg("serve")
         .stdout(Stdio::null())
@@ -153,17 +164,12 @@ async fn signal_with_requests_in_flight(signal: &str) {
         assert_eq!(res.status(), 201, "{signal}: in-flight append succeeded");
     }
     let mut s = s;
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = s.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{signal}: the process exits after its in-flight requests"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = exited(
+        &mut s,
+        Duration::from_secs(20),
+        &format!("{signal}: the process exits after its in-flight requests"),
+    )
+    .await;
     assert!(exit.success(), "{signal}: exit status {exit}");
     let events: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE lead_id = $1::uuid AND content = 'held'",
@@ -175,6 +181,18 @@ async fn signal_with_requests_in_flight(signal: &str) {
     assert_eq!(events, 4, "{signal}: every in-flight write landed");
 }
 
+/// Waits for the process to exit, within `within`.
+async fn exited(s: &mut Service, within: Duration, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(exit) = s.child.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(started.elapsed() < within, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     signal_with_requests_in_flight("TERM").await;
@@ -183,4 +201,72 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_finishes_in_flight_requests_then_exits_zero() {
     signal_with_requests_in_flight("INT").await;
+}
+
+/// Audit records `(sealed, unsealed)`.
+async fn seals(db: &mut sqlx::PgConnection) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE hash IS NOT NULL), count(*) FILTER (WHERE hash IS NULL) \
+         FROM audit_log",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_sealer_between_batches_not_after_the_backlog() {
+    // A backlog of unsealed audit records, as `leadline import` leaves for
+    // the next `serve` to seal (it wrote 2M at the bench's million rows,
+    // and a SIGTERM then waited for the whole of it): twelve of the
+    // sealer's batches, written straight into the table (content hashes
+    // are arbitrary: sealing chains them without reading the rest).
+    let (url, key) = prepare().await;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    // Creating the tenant and its key wrote two.
+    let (none, before) = seals(&mut db).await;
+    assert_eq!(none, 0);
+    let total = before + 60_000;
+    db.execute(
+        "INSERT INTO audit_log (tenant_id, at, entity, entity_id, action, changes, content_hash) \
+         SELECT t.id, now(), 'lead', gen_random_uuid(), 'created', '{}', \
+                sha256(convert_to(g::text, 'UTF8')) \
+           FROM tenants t CROSS JOIN generate_series(1, 60000) g",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seals(&mut db).await, (0, total));
+
+    let mut s = serve(url.clone(), key.clone());
+    // Stopped once the sealer has committed its first batch.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seals(&mut db).await.0 == 0 {
+        assert!(Instant::now() < deadline, "the sealer seals the backlog");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = exited(&mut s, Duration::from_secs(20), "serve exits on SIGTERM").await;
+    assert!(exit.success(), "exit status {exit}");
+    let (sealed, unsealed) = seals(&mut db).await;
+    assert!(
+        unsealed > 0,
+        "the stop waited for the whole backlog ({sealed} sealed) instead of one batch"
+    );
+    assert_eq!(sealed % 5_000, 0, "whole batches only: {sealed}");
+
+    // The next instance carries on where this one stopped.
+    drop(s);
+    let _next = serve(url, key);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seals(&mut db).await != (total, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the next instance seals the rest"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

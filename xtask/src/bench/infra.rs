@@ -350,7 +350,11 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("bench: {} did not stop within 10 s; killing it", self.name);
+        eprintln!(
+            "bench: {} did not stop within 10 s; killing it. Its last lines:\n{}",
+            self.name,
+            self.log_tail()
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
