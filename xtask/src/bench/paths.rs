@@ -1,5 +1,6 @@
 //! `cargo xtask bench-load`: the benchmark's load generator against a
-//! service already running, over GETs of the paths in a file. For
+//! service already running, over GETs of the paths in a file (or POSTs of
+//! one JSON body to them, with `--post`). For
 //! profiling one path (`perf record -p` on the service meanwhile) and
 //! trying a change in a minute instead of a whole `bench` run; its figures
 //! are not the benchmark's (no ceilings, no fixed data set).
@@ -34,6 +35,10 @@ pub struct LoadArgs {
     /// Seconds measured, after two of warm-up.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// POST this JSON file's content to each path instead of a GET; 201
+    /// counts as success (appending events: paths `/v1/leads/{id}/events`).
+    #[arg(long)]
+    pub post: Option<PathBuf>,
 }
 
 /// Runs the load and prints what it measured.
@@ -53,9 +58,27 @@ pub async fn load_paths(args: &LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!paths.is_empty(), "{} lists no path", args.paths.display());
     let auth = HeaderValue::from_str(&format!("Bearer {}", args.key))
         .context("the key is not a header value")?;
+    let body = args
+        .post
+        .as_ref()
+        .map(|file| {
+            std::fs::read(file)
+                .map(hyper::body::Bytes::from)
+                .with_context(|| format!("reading {}", file.display()))
+        })
+        .transpose()?;
     let workload: Workload = Arc::new(move |rng| {
-        let path = &paths[rng.random_range(0..paths.len())];
-        Some(Request::get(path.clone(), Some(auth.clone())))
+        let path = paths[rng.random_range(0..paths.len())].clone();
+        Some(match &body {
+            None => Request::get(path, Some(auth.clone())),
+            Some(body) => Request {
+                method: hyper::Method::POST,
+                path,
+                auth: Some(auth.clone()),
+                body: Some(body.clone()),
+                expect: hyper::StatusCode::CREATED,
+            },
+        })
     });
     let outcome = load::run(
         Load {
