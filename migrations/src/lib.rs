@@ -40,6 +40,7 @@ mod m20261212_000026_backup_role;
 mod m20261212_000027_erasure_at_scale;
 mod m20261212_000028_erasure_trusts_less;
 mod m20261213_000029_audit_seal_set;
+mod m20261214_000030_audit_seal_from_head;
 mod sql;
 
 pub use sql::{BACKUP_ROLE, CLUSTER_ROLES, SERVICE_GROUP_ROLE};
@@ -84,6 +85,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261212_000027_erasure_at_scale::Migration),
             Box::new(m20261212_000028_erasure_trusts_less::Migration),
             Box::new(m20261213_000029_audit_seal_set::Migration),
+            Box::new(m20261214_000030_audit_seal_from_head::Migration),
         ]
     }
 }

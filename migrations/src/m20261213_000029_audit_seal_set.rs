@@ -21,7 +21,7 @@ impl MigrationName for Migration {
     }
 }
 
-const AUDIT_SEAL_V3: &str = r"
+pub(crate) const AUDIT_SEAL_V3: &str = r"
 CREATE OR REPLACE FUNCTION audit_seal(max_rows integer) RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
 AS $$

@@ -19,7 +19,10 @@ use serde_json::{Value, json};
 use sqlx::{Connection, Executor};
 use tower::ServiceExt;
 
-use crate::support::{eventually, lead_req, new_tenant, pg, pg_store, services, sqlite_file_store};
+use crate::support::{
+    eventually, isolated_pg_url, lead_req, new_tenant, pg, pg_store, services, sqlite_file_store,
+    store_at,
+};
 
 /// Where the database's owner can reach it, bypassing the service.
 enum Owner {
@@ -753,6 +756,129 @@ async fn small_seal_batches_build_the_same_chain() {
         let content = e.content_hash.as_slice().try_into().unwrap();
         prev = leadline_domain::audit::link(&prev, &content);
         assert_eq!(e.hash.as_deref(), Some(prev.as_slice()), "{e:?}");
+    }
+}
+
+/// Until the tenant's whole trail is sealed (by `seal`) and verifies, its
+/// state.
+async fn sealed_intact(
+    s: &Services,
+    tenant: TenantId,
+    mut seal: impl AsyncFnMut() -> Result<(), String>,
+) -> leadline_domain::ChainState {
+    eventually(
+        "the trail is sealed and intact",
+        Duration::from_secs(30),
+        async || {
+            seal().await?;
+            match s
+                .audit
+                .verify(tenant, None)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Verdict::Intact(state) if state.unsealed == 0 => Ok(state),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+/// Two instances' sealers taking turns, two records at a time: each gives
+/// `audit_seal_from` the chain heads it left last (migration 30), which the
+/// other's batch has made stale. A stale head is found not to hold (the
+/// record after it is sealed) and the head is scanned for, so the chain
+/// stays whole; a sealer that trusted it would link records to the wrong
+/// predecessor. A database of its own: no other test's sealer takes a turn.
+#[tokio::test]
+async fn sealers_of_two_instances_taking_turns_keep_one_chain() {
+    use leadline_ports::AuditTrail;
+    let url = isolated_pg_url("leadline_turns").await;
+    let (a, b) = (store_at(&url).await, store_at(&url).await);
+    let s = services(a.clone());
+    let (tenant, _) = new_tenant(&s).await;
+    for i in 0..9 {
+        s.leads
+            .create(tenant, &lead_req(&format!("Turn{i}")))
+            .await
+            .unwrap();
+    }
+    let state = sealed_intact(&s, tenant, async || {
+        for store in [&a, &b] {
+            store.seal(2).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .await;
+    // The tenant's three records, then one per lead.
+    assert_eq!(state.sealed, 3 + 9, "{state:?}");
+}
+
+/// The heads `audit_seal_from` is given are checked, not trusted. Called by
+/// the service role itself with heads that do not hold (an earlier record,
+/// a forged hash, a position that does not exist), the call seals the one
+/// new record, from the true head: nothing is skipped for a head that does
+/// not exist, nothing sealed again after one that is not the last, and the
+/// chain stays whole. A database of its own: only these calls seal its
+/// records.
+#[tokio::test]
+async fn heads_given_to_the_sealer_that_do_not_hold_are_not_used() {
+    let url = isolated_pg_url("leadline_heads").await;
+    let s = services(store_at(&url).await);
+    let (tenant, _) = new_tenant(&s).await;
+    for name in ["First", "Second"] {
+        s.leads.create(tenant, &lead_req(name)).await.unwrap();
+    }
+    sealed_intact(&s, tenant, async || {
+        s.audit
+            .seal_all()
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let first = chain(&s, tenant).await.remove(0);
+    let hex = |hash: &[u8]| -> String { hash.iter().map(|b| format!("{b:02x}")).collect() };
+    let real_hash = hex(first.hash.as_deref().unwrap());
+    let (tx, seq) = (first.position.tx.to_string(), first.position.seq);
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    for (i, (what, head)) in [
+        ("an earlier record", json!([tx, seq, real_hash])),
+        ("a forged hash", json!([tx, seq, "ab".repeat(32)])),
+        ("no such record", json!(["1", 1, real_hash])),
+        ("nothing sealed", json!(["0", 0, ""])),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.leads
+            .create(tenant, &lead_req(&format!("After{i}")))
+            .await
+            .unwrap();
+        let heads = json!({ tenant.to_string(): head });
+        // Until the new record is below every running transaction.
+        let (head_hash, sealed): (String, i64) = eventually(
+            &format!("the call given {what} seals the new record"),
+            Duration::from_secs(30),
+            async || {
+                let row: Option<(String, i64)> = sqlx::query_as(
+                    "SELECT head_hash, sealed FROM audit_seal_from(1000, $1::jsonb) \
+                     WHERE tenant_id = $2",
+                )
+                .bind(&heads)
+                .bind(tenant.as_uuid())
+                .fetch_optional(&mut conn)
+                .await
+                .map_err(|e| format!("{what}: {e}"))?;
+                row.ok_or_else(|| format!("{what}: nothing sealed"))
+            },
+        )
+        .await;
+        assert_eq!(sealed, 1, "{what}: only the new record is sealed");
+        let state = sealed_intact(&s, tenant, async || Ok(())).await;
+        assert_eq!(state.sealed, 3 + 3 + i as u64, "{what}: {state:?}");
+        assert_eq!(head_hash, hex(&state.head), "{what}: the head it returns");
     }
 }
 

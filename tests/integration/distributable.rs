@@ -249,7 +249,9 @@ const FLEET_WIDE: &[&str] = &[
     // Change-log retention: the oldest changes of every tenant.
     "changes_prune",
     // The audit sealer: every tenant's unsealed records, each tenant's
-    // chained under a lock of its own.
+    // chained under a lock of its own (`audit_seal` is the same without the
+    // heads it was last given, for binaries older than migration 30).
+    "audit_seal_from",
     "audit_seal",
     // `audit verify` with no tenant: the tenants to verify.
     "audit_tenants",

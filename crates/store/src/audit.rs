@@ -4,8 +4,9 @@
 //! walks them in chain order and seals them.
 //!
 //! PostgreSQL writes rows unsealed, in one statement per write, and
-//! `audit_seal` chains them later, so no write waits for another tenant
-//! write's commit. SQLite's one writer seals as it writes: the chain's head
+//! `audit_seal_from` chains them later, so no write waits for another
+//! tenant write's commit; it is given the heads it left last time
+//! ([`SealHeads`], migration 30). SQLite's one writer seals as it writes: the chain's head
 //! is one indexed read away.
 
 use std::sync::Arc;
@@ -67,6 +68,26 @@ impl ChainHeads {
     fn set(&self, tenant: TenantId, head: Hash) {
         if let Ok(mut heads) = self.0.lock() {
             heads.insert(tenant, head);
+        }
+    }
+}
+
+/// Each tenant's chain head as this process's sealer last left it on
+/// PostgreSQL (`{"<tenant>": ["<tx>", seq, "<hash hex>"]}`), given to
+/// `audit_seal_from` so that it need not scan the unsealed records for it
+/// (migration 30). A hint, never trusted: the function checks each head in
+/// two probes and scans for it when it no longer holds.
+#[derive(Debug, Default)]
+pub(crate) struct SealHeads(std::sync::Mutex<serde_json::Map<String, serde_json::Value>>);
+
+impl SealHeads {
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.0.lock().map(|h| h.clone()).unwrap_or_default())
+    }
+
+    fn update(&self, sealed: Vec<(String, serde_json::Value)>) {
+        if let Ok(mut heads) = self.0.lock() {
+            heads.extend(sealed);
         }
     }
 }
@@ -512,18 +533,37 @@ impl AuditTrail for Store {
             return Ok(0);
         }
         let nobody = TenantId::from_uuid(uuid::Uuid::nil());
-        let result: Result<u64, Failure> = transaction!(self, "audit.seal", nobody, Write, |txn| {
-            let row = txn
-                .query_one_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT audit_seal($1) AS n",
-                    [i32::try_from(max_rows).unwrap_or(i32::MAX).into()],
-                ))
-                .await?;
-            let n: i64 = row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0);
-            Ok(u64::try_from(n).unwrap_or(0))
-        });
-        result.map_err(|f| common!(f, AuditError))
+        let given = self.seal_heads().snapshot();
+        let result: Result<(u64, Vec<(String, serde_json::Value)>), Failure> =
+            transaction!(self, "audit.seal", nobody, Write, |txn| {
+                let rows = txn
+                    .query_all_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT tenant_id, head_tx, head_seq, head_hash, sealed \
+                         FROM audit_seal_from($1, $2::jsonb)",
+                        [
+                            i32::try_from(max_rows).unwrap_or(i32::MAX).into(),
+                            given.clone().into(),
+                        ],
+                    ))
+                    .await?;
+                let mut total = 0_u64;
+                let mut heads = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let tenant: uuid::Uuid = row.try_get("", "tenant_id")?;
+                    let tx: String = row.try_get("", "head_tx")?;
+                    let seq: i64 = row.try_get("", "head_seq")?;
+                    let hash: String = row.try_get("", "head_hash")?;
+                    let sealed: i64 = row.try_get("", "sealed")?;
+                    total += u64::try_from(sealed).unwrap_or(0);
+                    heads.push((tenant.to_string(), serde_json::json!([tx, seq, hash])));
+                }
+                Ok((total, heads))
+            });
+        // Kept once committed: the next call starts from these heads.
+        let (total, heads) = result.map_err(|f| common!(f, AuditError))?;
+        self.seal_heads().update(heads);
+        Ok(total)
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, AuditError> {

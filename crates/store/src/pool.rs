@@ -129,6 +129,9 @@ struct Inner {
     /// Each tenant's audit chain head as this process last wrote it
     /// (SQLite: a hint that saves reading it, `audit.rs`).
     chain_heads: Arc<crate::audit::ChainHeads>,
+    /// Each tenant's chain head as this process's sealer last left it
+    /// (PostgreSQL: a hint that saves scanning for it, `audit.rs`).
+    seal_heads: crate::audit::SealHeads,
 }
 
 impl Inner {
@@ -151,6 +154,7 @@ impl Inner {
             listen_options: None,
             wal_sync: None,
             chain_heads: Arc::default(),
+            seal_heads: crate::audit::SealHeads::default(),
         }
     }
 }
@@ -576,6 +580,11 @@ impl Store {
     /// The chain heads this process last wrote (SQLite; `audit.rs`).
     pub(crate) fn chain_heads(&self) -> &Arc<crate::audit::ChainHeads> {
         &self.inner.chain_heads
+    }
+
+    /// The sealer's chain heads (PostgreSQL; `audit.rs`).
+    pub(crate) fn seal_heads(&self) -> &crate::audit::SealHeads {
+        &self.inner.seal_heads
     }
 
     /// Whether PostgreSQL is reached through a transaction-mode pooler.
