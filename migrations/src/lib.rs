@@ -41,6 +41,7 @@ mod m20261212_000027_erasure_at_scale;
 mod m20261212_000028_erasure_trusts_less;
 mod m20261213_000029_audit_seal_set;
 mod m20261214_000030_audit_seal_from_head;
+mod m20261215_000031_audit_head_bisect;
 mod sql;
 
 pub use sql::{BACKUP_ROLE, CLUSTER_ROLES, SERVICE_GROUP_ROLE};
@@ -86,6 +87,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261212_000028_erasure_trusts_less::Migration),
             Box::new(m20261213_000029_audit_seal_set::Migration),
             Box::new(m20261214_000030_audit_seal_from_head::Migration),
+            Box::new(m20261215_000031_audit_head_bisect::Migration),
         ]
     }
 }

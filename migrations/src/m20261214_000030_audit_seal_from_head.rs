@@ -36,7 +36,9 @@ impl MigrationName for Migration {
     }
 }
 
-const PG_UP: &str = r"
+/// This migration's `audit_chain_head`, which migration 31 replaces and
+/// its `down` restores.
+pub(crate) const AUDIT_CHAIN_HEAD_V1: &str = r"
 -- A tenant's chain head: the given one if it still holds, else found by the
 -- backward scan; ('0', 0, NULL) before its first sealed record.
 CREATE FUNCTION audit_chain_head(t uuid, given jsonb, OUT tx xid8, OUT seq bigint, OUT hash bytea)
@@ -65,6 +67,9 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION audit_chain_head(uuid, jsonb) FROM PUBLIC;
+";
+
+const PG_UP: &str = r"
 
 CREATE FUNCTION audit_seal_from(max_rows integer, heads jsonb)
     RETURNS TABLE (tenant_id uuid, head_tx text, head_seq bigint, head_hash text, sealed bigint)
@@ -142,7 +147,7 @@ DROP FUNCTION audit_chain_head(uuid, jsonb);
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, PG_UP, "").await
+        run(manager, &format!("{AUDIT_CHAIN_HEAD_V1}{PG_UP}"), "").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -882,6 +882,115 @@ async fn heads_given_to_the_sealer_that_do_not_hold_are_not_used() {
     }
 }
 
+/// With no head given (a process's first seal), `audit_chain_head` finds
+/// the last sealed record by bisection (migration 31), not by a scan of the
+/// backlog. A backlog built to test the bisection: two tenants' records
+/// interleaved, transactions of one to seven records, and gaps of unused
+/// transaction ids between them. It is sealed one record at a time, so the
+/// boundary lands at every place, within transactions and between them,
+/// and at each the head found is the one the definition gives (the last
+/// sealed record in `(tx, seq)` order). At the end each tenant's records
+/// are one chain, linked from the heads found. A database of its own: only
+/// these calls seal its records.
+#[tokio::test]
+async fn the_head_is_found_by_bisection_wherever_the_sealed_records_end() {
+    let (owner_url, url) = crate::support::isolated_pg("leadline_bisect").await;
+    let s = services(store_at(&url).await);
+    let tenants = [new_tenant(&s).await.0, new_tenant(&s).await.0];
+    let mut owner = sqlx::PgConnection::connect(&owner_url).await.unwrap();
+    for (i, (records, gap)) in [
+        (1, 0),
+        (4, 3),
+        (2, 0),
+        (7, 40),
+        (1, 1),
+        (3, 0),
+        (5, 17),
+        (2, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Each call is a transaction of its own, and takes an id.
+        for _ in 0..gap {
+            owner.execute("SELECT pg_current_xact_id()").await.unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO audit_log (tenant_id, at, entity, entity_id, action, changes, content_hash) \
+             SELECT $1, now(), 'lead', gen_random_uuid(), 'created', '{}'::json, \
+                    sha256(g::text::bytea) FROM generate_series(1, $2) g",
+        )
+        .bind(tenants[i % 2].as_uuid())
+        .bind(records)
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    type Head = (String, i64, Option<Vec<u8>>);
+    let mut steps = 0;
+    eventually(
+        "every record is sealed, one at a time",
+        Duration::from_secs(60),
+        async || {
+            for tenant in tenants {
+                let found: Head =
+                    sqlx::query_as("SELECT tx::text, seq, hash FROM audit_chain_head($1, NULL)")
+                        .bind(tenant.as_uuid())
+                        .fetch_one(&mut owner)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                let last: Head = sqlx::query_as(
+                    "SELECT tx::text, seq, hash FROM audit_log \
+                     WHERE tenant_id = $1 AND hash IS NOT NULL \
+                     ORDER BY tx DESC, seq DESC LIMIT 1",
+                )
+                .bind(tenant.as_uuid())
+                .fetch_optional(&mut owner)
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or(("0".into(), 0, None));
+                assert_eq!(found, last, "after {steps} records sealed");
+            }
+            let sealed: i64 = sqlx::query_scalar("SELECT count(hash) FROM audit_log")
+                .fetch_one(&mut owner)
+                .await
+                .map_err(|e| e.to_string())?;
+            steps = sealed;
+            if sealed == total {
+                return Ok(());
+            }
+            // Nothing when a transaction of the server (another test's) is
+            // older than the next record: then again.
+            sqlx::query("SELECT * FROM audit_seal_from(1, '{}')")
+                .execute(&mut owner)
+                .await
+                .map_err(|e| e.to_string())?;
+            Err(format!("{sealed} of {total} sealed"))
+        },
+    )
+    .await;
+    for tenant in tenants {
+        let unlinked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT prev_hash, \
+                    lag(hash, 1, decode(repeat('00', 32), 'hex')) OVER (ORDER BY tx, seq) AS before \
+               FROM audit_log WHERE tenant_id = $1) r \
+              WHERE prev_hash IS DISTINCT FROM before",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+        assert_eq!(
+            unlinked, 0,
+            "{tenant}: every record links to the one before"
+        );
+    }
+}
+
 /// Two stores on one SQLite file (two processes, say) writing one tenant in
 /// turn: each remembers the chain head it last wrote, the other's writes
 /// make that stale at every turn, and the chain stays whole. A store that

@@ -74,9 +74,9 @@ impl ChainHeads {
 
 /// Each tenant's chain head as this process's sealer last left it on
 /// PostgreSQL (`{"<tenant>": ["<tx>", seq, "<hash hex>"]}`), given to
-/// `audit_seal_from` so that it need not scan the unsealed records for it
-/// (migration 30). A hint, never trusted: the function checks each head in
-/// two probes and scans for it when it no longer holds.
+/// `audit_seal_from` so that it need not search for it (migration 30). A
+/// hint, never trusted: the function checks each head in two probes, and
+/// when it no longer holds finds the head by bisection (migration 31).
 #[derive(Debug, Default)]
 pub(crate) struct SealHeads(std::sync::Mutex<serde_json::Map<String, serde_json::Value>>);
 
