@@ -291,3 +291,60 @@ async fn readyz_reports_redis_and_a_lost_redis_is_degraded_not_down() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// Closing the store cancels, on the server, what the connections of
+/// aborted work still run. `serve` stops its analytics refresher by
+/// aborting it, and the pool's close waited for the connection to come
+/// back, which it did only once the server had finished the refresh: after
+/// a large import a stop waited that long (past the bench's 10 s). Here the
+/// refresh is held by a lock on `leads` taken from outside, in a database
+/// of its own (other tests read `leads`), and the close must end while the
+/// lock is still held, with the refresh's statement gone from the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_store_cancels_statements_that_aborted_work_left_running() {
+    use leadline_ports::AnalyticsRepository as _;
+    let (owner_url, url) = crate::support::isolated_pg("leadline_close").await;
+    let store = crate::support::store_at(&url).await;
+    let mut holder = sqlx::PgConnection::connect(&owner_url).await.unwrap();
+    let holder_pid = backend_pid(&mut holder).await;
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let refresh = tokio::spawn({
+        let store = store.clone();
+        async move { store.refresh().await }
+    });
+    until_lock_waiters(holder_pid, 1).await;
+    refresh.abort();
+    assert!(refresh.await.unwrap_err().is_cancelled());
+    tokio::time::timeout(Duration::from_secs(30), store.close())
+        .await
+        .expect("the close ends while the refresh's lock is still held");
+    let admin = leadline_testsupport::postgres().admin_url("postgres");
+    let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
+    eventually(
+        "the refresh's statement is no longer running",
+        Duration::from_secs(10),
+        async || {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE $1 = ANY(pg_blocking_pids(pid)) \
+                    OR (query LIKE '%analytics_refresh()%' AND state = 'active' \
+                        AND pid <> pg_backend_pid())",
+            )
+            .bind(holder_pid)
+            .fetch_one(&mut admin)
+            .await
+            .map_err(|e| e.to_string())?;
+            if running == 0 {
+                Ok(())
+            } else {
+                Err(format!("{running} still running"))
+            }
+        },
+    )
+    .await;
+    holder.execute("ROLLBACK").await.unwrap();
+}

@@ -87,7 +87,7 @@ impl Fixture {
             .unwrap();
         let rows: Vec<(bool,)> = sqlx::query_as(
             "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE a.usename = $1 AND a.application_name = 'leadline'",
+             WHERE a.usename = $1 AND a.application_name LIKE 'leadline/%'",
         )
         .bind(&self.role)
         .fetch_all(&mut admin)

@@ -96,7 +96,8 @@ pub async fn serve(
     };
     // PostgreSQL's analytics views; one instance of a fleet refreshes at a
     // time. Stopped by abort: a refresh cut off rolls back and changes
-    // nothing.
+    // nothing, and closing the store cancels its statement on the server
+    // (else the close would wait for the refresh to end).
     let refresher = tokio::spawn(composition.services.analytics.clone().run_refresher(
         std::time::Duration::from_secs(config.analytics.refresh_secs),
         std::future::pending(),

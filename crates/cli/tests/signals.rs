@@ -270,3 +270,60 @@ async fn sigterm_stops_the_sealer_between_batches_not_after_the_backlog() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Sessions running `analytics_refresh()`, and those of them waiting on a
+/// lock.
+async fn refreshing(db: &mut sqlx::PgConnection) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock') \
+           FROM pg_stat_activity \
+          WHERE query LIKE 'SELECT analytics_refresh()%' AND state = 'active'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_analytics_refresh_does_not_wait_for_it() {
+    // The refresh `serve` starts with (its figures are a day old) is held
+    // by a lock on `leads` taken from outside, as a refresh over millions
+    // of rows keeps going: the stop must not wait for it to end.
+    let (url, key) = prepare().await;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    db.execute("UPDATE analytics_refreshed SET as_of = now() - interval '1 day'")
+        .await
+        .unwrap();
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let mut s = serve(url, key);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refreshing(&mut db).await.1 == 0 {
+        assert!(Instant::now() < deadline, "serve starts a refresh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = exited(
+        &mut s,
+        Duration::from_secs(20),
+        "serve exits on SIGTERM while the refresh is still held",
+    )
+    .await;
+    assert!(exit.success(), "exit status {exit}");
+    // Cancelled on the server, not left to run on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refreshing(&mut db).await.0 > 0 {
+        assert!(Instant::now() < deadline, "the refresh's statement ends");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.execute("ROLLBACK").await.unwrap();
+}

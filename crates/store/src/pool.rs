@@ -132,6 +132,10 @@ struct Inner {
     /// Each tenant's chain head as this process's sealer last left it
     /// (PostgreSQL: a hint that saves scanning for it, `audit.rs`).
     seal_heads: crate::audit::SealHeads,
+    /// PostgreSQL: how to reach this pool's server outside the pool, with
+    /// the pool's own `application_name`, to cancel what its connections
+    /// still run when it closes ([`cancel_abandoned`]).
+    own_options: Option<PgConnectOptions>,
 }
 
 impl Inner {
@@ -155,7 +159,20 @@ impl Inner {
             wal_sync: None,
             chain_heads: Arc::default(),
             seal_heads: crate::audit::SealHeads::default(),
+            own_options: None,
         }
+    }
+
+    /// Cancels the statements this pool's connections still run (work
+    /// whose task was aborted), then closes the pool.
+    async fn close(&self) {
+        if let Some(options) = &self.own_options
+            && let PoolHandle::Postgres(pool) = &self.pool
+            && pool.size() > u32::try_from(pool.num_idle()).unwrap_or(u32::MAX)
+        {
+            cancel_abandoned(options).await;
+        }
+        close_pool(&self.pool).await;
     }
 }
 
@@ -249,9 +266,14 @@ impl Store {
         let mut replica = None;
         let mut listen_options = None;
         let mut wal_sync = None;
+        let mut own_options = None;
         let (db, pool) = match backend {
             Backend::Postgres => {
-                let mut options = pg_connect_options(url, settings)?;
+                // A name of this pool's own, so that closing it can find
+                // the statements its connections left running.
+                let own_name = format!("leadline/{}", uuid::Uuid::now_v7().simple());
+                let mut options = pg_connect_options(url, settings)?.application_name(&own_name);
+                own_options = Some(options.clone());
                 listen_options = match &settings.listen_url {
                     Some(direct) => Some(pg_connect_options(direct.expose_secret(), settings)?),
                     None if settings.transaction_pooling => {
@@ -379,6 +401,7 @@ impl Store {
             );
         }
         inner.listen_options = listen_options;
+        inner.own_options = own_options;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -614,12 +637,12 @@ impl Store {
             task.abort();
         }
         if let Some(r) = &self.inner.replica {
-            close_pool(&r.pool).await;
+            r.close().await;
         }
         if let Some(a) = &self.inner.analytics {
-            close_pool(&a.pool).await;
+            a.close().await;
         }
-        close_pool(&self.inner.pool).await;
+        self.inner.close().await;
     }
 }
 
@@ -693,6 +716,53 @@ const STORAGE_FULL_WINDOW: Duration = Duration::from_secs(30);
 fn storage_full_age(at: Option<Instant>, now: Instant) -> Option<Duration> {
     let age = now.saturating_duration_since(at?);
     (age < STORAGE_FULL_WINDOW).then_some(age)
+}
+
+/// Cancels, on the server, every statement still running on a connection
+/// named as `options` names this pool's (`application_name`), from a
+/// connection of its own, outside the pool (whose connections may all be
+/// taken).
+///
+/// A pool closes once each of its connections is back, and a connection
+/// whose task was aborted mid-statement (the analytics refresher, a
+/// retention batch, a request past the grace period) comes back only once
+/// the server has finished that statement: sqlx pings it first, and the
+/// answer waits behind the statement's. The statement's transaction never
+/// commits either way (the task that would have committed it is gone), so
+/// cancelling it loses nothing, and a stop no longer waits for a refresh of
+/// every tenant's figures to run to its end. Best effort: a failure is
+/// logged, and the pool then closes as it would have.
+async fn cancel_abandoned(options: &PgConnectOptions) {
+    use sea_orm::sqlx::{Connection as _, PgConnection};
+    let Some(name) = options.get_application_name() else {
+        return;
+    };
+    let attempt = async {
+        let mut conn = PgConnection::connect_with(options).await?;
+        let cancelled: i64 = sea_orm::sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await?;
+        conn.close().await?;
+        Ok::<_, sea_orm::sqlx::Error>(cancelled)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(cancelled)) => tracing::info!(
+            cancelled,
+            "closing the pool: cancelled the statements of stopped work"
+        ),
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            "closing the pool: could not cancel the statements of stopped work; waiting for them"
+        ),
+        Err(_) => tracing::warn!(
+            "closing the pool: no answer within 5 s to cancel the statements of stopped work; waiting for them"
+        ),
+    }
 }
 
 async fn close_pool(pool: &PoolHandle) {
