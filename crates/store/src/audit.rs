@@ -270,15 +270,87 @@ async fn insert_sqlite_on_known_head(
     Ok(written == 1)
 }
 
+/// SQLite: the statements `sql` (with their `values`, writing `rows` rows
+/// in all: a write's events and change-log rows) and `record`'s audit row
+/// chained to the head [`ChainHeads`] remembers, sent as one batch.
+///
+/// Each statement sent to SQLite is a hand-off to its connection's thread
+/// and back, and every one of them is taken inside the one writer's turn,
+/// which the next write waits for: three statements as one batch take one
+/// hand-off (sqlx binds a batch's values statement by statement, in
+/// order). When no head is remembered, or the file's head moved (the
+/// batch then wrote `rows` rows and no audit row), the record is chained
+/// to the file's head after the batch, as [`record`] does.
+pub(crate) async fn sqlite_batch_with_record(
+    txn: &DatabaseTransaction,
+    mut sql: String,
+    mut values: Vec<DbValue>,
+    rows: u64,
+    record: Option<&AuditRecord>,
+) -> Result<(), Failure> {
+    let known = HEADS.try_with(Clone::clone).ok().flatten();
+    let chained = record.and_then(|r| {
+        let heads = known.as_ref()?;
+        Some((r, heads, heads.get(r.tenant_id)?))
+    });
+    let Some((r, heads, prev)) = chained else {
+        if !sql.is_empty() {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                sql,
+                values,
+            ))
+            .await?;
+        }
+        return match record {
+            Some(r) => insert_sqlite(txn, std::slice::from_ref(r)).await,
+            None => Ok(()),
+        };
+    };
+    let (row, hash) = sqlite_row(r, &prev);
+    sql.push_str(";\n");
+    sql.push_str(SQLITE_INSERT_ON_HEAD);
+    values.extend(row);
+    values.extend([
+        r.tenant_id.as_uuid().into(),
+        GENESIS.to_vec().into(),
+        prev.to_vec().into(),
+    ]);
+    let written = txn
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values,
+        ))
+        .await?
+        .rows_affected();
+    if written > rows {
+        heads.set(r.tenant_id, hash);
+        Ok(())
+    } else {
+        insert_sqlite_on_file_heads(txn, std::slice::from_ref(r), known.as_deref()).await
+    }
+}
+
 /// Sealed as written: one writer, so the head read here is the head.
 async fn insert_sqlite(txn: &DatabaseTransaction, records: &[AuditRecord]) -> Result<(), Failure> {
-    const COLUMNS: usize = 13;
     let known = HEADS.try_with(Clone::clone).ok().flatten();
     if let (Some(heads), [record]) = (&known, records)
         && insert_sqlite_on_known_head(txn, record, heads).await?
     {
         return Ok(());
     }
+    insert_sqlite_on_file_heads(txn, records, known.as_deref()).await
+}
+
+/// `records` chained to their tenants' heads as read from the file; the
+/// new heads are remembered in `known`.
+async fn insert_sqlite_on_file_heads(
+    txn: &DatabaseTransaction,
+    records: &[AuditRecord],
+    known: Option<&ChainHeads>,
+) -> Result<(), Failure> {
+    const COLUMNS: usize = 13;
     let mut heads: Vec<(TenantId, Hash)> = Vec::new();
     for chunk in records.chunks(crate::rows_per_insert(COLUMNS)) {
         let mut values: Vec<DbValue> = Vec::with_capacity(chunk.len() * COLUMNS);
@@ -307,7 +379,7 @@ async fn insert_sqlite(txn: &DatabaseTransaction, records: &[AuditRecord]) -> Re
         ))
         .await?;
     }
-    if let Some(known) = &known {
+    if let Some(known) = known {
         for (tenant, head) in heads {
             known.set(tenant, head);
         }

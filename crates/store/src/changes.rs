@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use leadline_domain::{Change, ChangePosition, ChangeType, Event, LoggedChange, TenantId};
 use leadline_ports::{ChangeLog, ChangeLogError, ChangeSpan};
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryResult, Statement,
+    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryResult, QueryTrait as _,
+    Statement,
 };
 
 use crate::{
@@ -67,12 +68,38 @@ pub(crate) async fn record_with_events(
     if txn.get_database_backend() == DbBackend::Postgres {
         return crate::bulk::events_and_changes(txn, events, list, &audited).await;
     }
-    for chunk in events.chunks(crate::rows_per_insert(10)) {
+    let (event_rows, change_rows) = (crate::rows_per_insert(10), crate::rows_per_insert(6));
+    if events.len() <= event_rows && list.len() <= change_rows && audited.len() <= 1 {
+        // A write's few rows: one statement each, sent as one batch.
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        let statements = [
+            (!events.is_empty()).then(|| {
+                events::Entity::insert_many(events.iter().map(events::ActiveModel::from))
+                    .build(DbBackend::Sqlite)
+            }),
+            (!list.is_empty()).then(|| {
+                changes::Entity::insert_many(list.iter().map(changes::ActiveModel::from))
+                    .build(DbBackend::Sqlite)
+            }),
+        ];
+        for statement in statements.into_iter().flatten() {
+            if !sql.is_empty() {
+                sql.push_str(";\n");
+            }
+            sql.push_str(&statement.sql);
+            values.extend(statement.values.map(|v| v.0).unwrap_or_default());
+        }
+        let rows = u64::try_from(events.len() + list.len()).unwrap_or(u64::MAX);
+        return crate::audit::sqlite_batch_with_record(txn, sql, values, rows, audited.first())
+            .await;
+    }
+    for chunk in events.chunks(event_rows) {
         events::Entity::insert_many(chunk.iter().map(events::ActiveModel::from))
             .exec_without_returning(txn)
             .await?;
     }
-    for chunk in list.chunks(crate::rows_per_insert(6)) {
+    for chunk in list.chunks(change_rows) {
         changes::Entity::insert_many(chunk.iter().map(changes::ActiveModel::from))
             .exec_without_returning(txn)
             .await?;
