@@ -322,7 +322,13 @@ async fn closing_the_store_cancels_statements_that_aborted_work_left_running() {
     tokio::time::timeout(Duration::from_secs(30), store.close())
         .await
         .expect("the close ends while the refresh's lock is still held");
-    let admin = leadline_testsupport::postgres().admin_url("postgres");
+    // Asked in the test's own database (other tests refresh too), as
+    // superuser: only it sees what the service role's sessions run.
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    let admin = leadline_testsupport::postgres().admin_url(&database);
     let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
     eventually(
         "the refresh's statement is no longer running",
@@ -330,9 +336,10 @@ async fn closing_the_store_cancels_statements_that_aborted_work_left_running() {
         async || {
             let running: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity \
-                 WHERE $1 = ANY(pg_blocking_pids(pid)) \
-                    OR (query LIKE '%analytics_refresh()%' AND state = 'active' \
-                        AND pid <> pg_backend_pid())",
+                 WHERE datname = current_database() \
+                   AND ($1 = ANY(pg_blocking_pids(pid)) \
+                        OR (query LIKE '%analytics_refresh()%' AND state = 'active' \
+                            AND pid <> pg_backend_pid()))",
             )
             .bind(holder_pid)
             .fetch_one(&mut admin)
@@ -347,4 +354,79 @@ async fn closing_the_store_cancels_statements_that_aborted_work_left_running() {
     )
     .await;
     holder.execute("ROLLBACK").await.unwrap();
+}
+
+/// Only the stoppable is cancelled: a write still in flight when the store
+/// closes (a request past the grace period, a background import) may yet
+/// commit, and the close waits for it. The write and an aborted refresh
+/// wait on one lock; once the close has cancelled the refresh, the write
+/// is still waiting, and it commits when the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_store_waits_for_writes_that_may_still_commit() {
+    use leadline_ports::AnalyticsRepository as _;
+    let (owner_url, url) = crate::support::isolated_pg("leadline_close_write").await;
+    let store = crate::support::store_at(&url).await;
+    let s = crate::support::services(store.clone());
+    let (tenant, _) = crate::support::new_tenant(&s).await;
+    let mut holder = sqlx::PgConnection::connect(&owner_url).await.unwrap();
+    let holder_pid = backend_pid(&mut holder).await;
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let write = tokio::spawn(async move {
+        s.leads
+            .create(tenant, &crate::support::lead_req("Waited"))
+            .await
+    });
+    let refresh = tokio::spawn({
+        let store = store.clone();
+        async move { store.refresh().await }
+    });
+    until_lock_waiters(holder_pid, 2).await;
+    refresh.abort();
+    assert!(refresh.await.unwrap_err().is_cancelled());
+    let closing = tokio::spawn(async move { store.close().await });
+    // As superuser: only it sees what the service role's sessions run.
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    let admin = leadline_testsupport::postgres().admin_url(&database);
+    let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let waiting = async |admin: &mut sqlx::PgConnection, what: &str| -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND $1 = ANY(pg_blocking_pids(pid)) \
+               AND query LIKE $2",
+        )
+        .bind(holder_pid)
+        .bind(what)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+    };
+    eventually(
+        "the close cancels the refresh",
+        Duration::from_secs(10),
+        async || match waiting(&mut admin, "%analytics_refresh()%").await {
+            0 => Ok(()),
+            n => Err(format!("{n} refreshing")),
+        },
+    )
+    .await;
+    assert_eq!(
+        waiting(&mut admin, "%").await,
+        1,
+        "the write still waits, not cancelled"
+    );
+    assert!(!closing.is_finished(), "the close waits for the write");
+    holder.execute("ROLLBACK").await.unwrap();
+    let lead = write.await.unwrap().expect("the write commits");
+    assert_eq!(lead.first_name.as_str(), "Waited");
+    tokio::time::timeout(Duration::from_secs(30), closing)
+        .await
+        .expect("the close ends once the write has")
+        .unwrap();
 }

@@ -277,7 +277,8 @@ async fn refreshing(db: &mut sqlx::PgConnection) -> (i64, i64) {
     sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock') \
            FROM pg_stat_activity \
-          WHERE query LIKE 'SELECT analytics_refresh()%' AND state = 'active'",
+          WHERE query LIKE 'SELECT analytics_refresh()%' AND state = 'active' \
+            AND datname = current_database()",
     )
     .fetch_one(db)
     .await

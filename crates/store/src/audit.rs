@@ -270,22 +270,22 @@ async fn insert_sqlite_on_known_head(
     Ok(written == 1)
 }
 
-/// SQLite: the statements `sql` (with their `values`, writing `rows` rows
-/// in all: a write's events and change-log rows) and `record`'s audit row
-/// chained to the head [`ChainHeads`] remembers, sent as one batch.
+/// SQLite: the statements `sql` (with their `values`: a write's events and
+/// change-log rows) and `record`'s audit row chained to the head
+/// [`ChainHeads`] remembers, sent as one batch.
 ///
 /// Each statement sent to SQLite is a hand-off to its connection's thread
 /// and back, and every one of them is taken inside the one writer's turn,
 /// which the next write waits for: three statements as one batch take one
 /// hand-off (sqlx binds a batch's values statement by statement, in
-/// order). When no head is remembered, or the file's head moved (the
-/// batch then wrote `rows` rows and no audit row), the record is chained
-/// to the file's head after the batch, as [`record`] does.
+/// order). The batch ends by asking `changes()`, the rows its audit
+/// `INSERT` wrote. When no head is remembered, or the file's head moved
+/// (that `INSERT` then wrote nothing), the record is chained to the file's
+/// head after the batch, as [`record`] does.
 pub(crate) async fn sqlite_batch_with_record(
     txn: &DatabaseTransaction,
     mut sql: String,
     mut values: Vec<DbValue>,
-    rows: u64,
     record: Option<&AuditRecord>,
 ) -> Result<(), Failure> {
     let known = HEADS.try_with(Clone::clone).ok().flatten();
@@ -308,8 +308,11 @@ pub(crate) async fn sqlite_batch_with_record(
         };
     };
     let (row, hash) = sqlite_row(r, &prev);
-    sql.push_str(";\n");
+    if !sql.is_empty() {
+        sql.push_str(";\n");
+    }
     sql.push_str(SQLITE_INSERT_ON_HEAD);
+    sql.push_str(";\nSELECT changes()");
     values.extend(row);
     values.extend([
         r.tenant_id.as_uuid().into(),
@@ -317,14 +320,15 @@ pub(crate) async fn sqlite_batch_with_record(
         prev.to_vec().into(),
     ]);
     let written = txn
-        .execute_raw(Statement::from_sql_and_values(
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
             sql,
             values,
         ))
         .await?
-        .rows_affected();
-    if written > rows {
+        .map(|row| row.try_get_by_index::<i64>(0))
+        .transpose()?;
+    if written == Some(1) {
         heads.set(r.tenant_id, hash);
         Ok(())
     } else {

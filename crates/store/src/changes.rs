@@ -90,9 +90,7 @@ pub(crate) async fn record_with_events(
             sql.push_str(&statement.sql);
             values.extend(statement.values.map(|v| v.0).unwrap_or_default());
         }
-        let rows = u64::try_from(events.len() + list.len()).unwrap_or(u64::MAX);
-        return crate::audit::sqlite_batch_with_record(txn, sql, values, rows, audited.first())
-            .await;
+        return crate::audit::sqlite_batch_with_record(txn, sql, values, audited.first()).await;
     }
     for chunk in events.chunks(event_rows) {
         events::Entity::insert_many(chunk.iter().map(events::ActiveModel::from))

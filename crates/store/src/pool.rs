@@ -132,10 +132,14 @@ struct Inner {
     /// Each tenant's chain head as this process's sealer last left it
     /// (PostgreSQL: a hint that saves scanning for it, `audit.rs`).
     seal_heads: crate::audit::SealHeads,
-    /// PostgreSQL: how to reach this pool's server outside the pool, with
-    /// the pool's own `application_name`, to cancel what its connections
-    /// still run when it closes ([`cancel_abandoned`]).
+    /// PostgreSQL: how to reach this pool's server outside the pool, to
+    /// cancel the stoppable statements its connections still run when it
+    /// closes ([`cancel_stoppable`]); `None` behind a transaction pooler.
     own_options: Option<PgConnectOptions>,
+    /// PostgreSQL: the `application_name` a transaction takes for its
+    /// duration when it may be cancelled at shutdown (the analytics
+    /// refresh), `leadline/<store id>/stop`; shared by the store's pools.
+    stop_name: Option<String>,
 }
 
 impl Inner {
@@ -160,17 +164,19 @@ impl Inner {
             chain_heads: Arc::default(),
             seal_heads: crate::audit::SealHeads::default(),
             own_options: None,
+            stop_name: None,
         }
     }
 
-    /// Cancels the statements this pool's connections still run (work
-    /// whose task was aborted), then closes the pool.
+    /// Cancels the stoppable statements this pool's connections still run
+    /// (the analytics refresh, whose task was aborted), then closes the
+    /// pool.
     async fn close(&self) {
-        if let Some(options) = &self.own_options
+        if let (Some(options), Some(name)) = (&self.own_options, &self.stop_name)
             && let PoolHandle::Postgres(pool) = &self.pool
             && pool.size() > u32::try_from(pool.num_idle()).unwrap_or(u32::MAX)
         {
-            cancel_abandoned(options).await;
+            cancel_stoppable(options, name).await;
         }
         close_pool(&self.pool).await;
     }
@@ -211,9 +217,10 @@ impl Store {
     /// # Errors
     /// [`ConnectError`] when the URL is bad or the database does not answer.
     pub async fn connect(settings: &StoreSettings) -> Result<Self, ConnectError> {
-        let mut store = Self::connect_url(settings.url.expose_secret(), settings).await?;
+        let name = own_name();
+        let mut store = Self::connect_named(settings.url.expose_secret(), settings, &name).await?;
         if let Some(read_url) = &settings.read_url {
-            let replica = Self::connect_url(read_url.expose_secret(), settings).await?;
+            let replica = Self::connect_named(read_url.expose_secret(), settings, &name).await?;
             if replica.backend() != store.backend() {
                 return Err(ConnectError::InvalidUrl(
                     "database.read_url must use the same backend as database.url".to_owned(),
@@ -234,7 +241,7 @@ impl Store {
                 min_connections: 0,
                 ..settings.clone()
             };
-            let analytics = Self::connect_url(url.expose_secret(), &own).await?;
+            let analytics = Self::connect_named(url.expose_secret(), &own, &name).await?;
             if analytics.backend() != Backend::Postgres {
                 return Err(ConnectError::InvalidUrl(
                     "database.analytics_url must use the same backend as database.url".to_owned(),
@@ -254,6 +261,15 @@ impl Store {
     /// # Errors
     /// [`ConnectError`].
     pub async fn connect_url(url: &str, settings: &StoreSettings) -> Result<Self, ConnectError> {
+        Self::connect_named(url, settings, &own_name()).await
+    }
+
+    /// [`Store::connect_url`], its PostgreSQL connections named `name`.
+    async fn connect_named(
+        url: &str,
+        settings: &StoreSettings,
+        name: &str,
+    ) -> Result<Self, ConnectError> {
         let backend = Backend::from_url(url)?;
         let idle = Some(Duration::from_secs(settings.idle_timeout_secs));
         let retry = RetryPolicy {
@@ -269,11 +285,7 @@ impl Store {
         let mut own_options = None;
         let (db, pool) = match backend {
             Backend::Postgres => {
-                // A name of this pool's own, so that closing it can find
-                // the statements its connections left running.
-                let own_name = format!("leadline/{}", uuid::Uuid::now_v7().simple());
-                let mut options = pg_connect_options(url, settings)?.application_name(&own_name);
-                own_options = Some(options.clone());
+                let mut options = pg_connect_options(url, settings)?.application_name(name);
                 listen_options = match &settings.listen_url {
                     Some(direct) => Some(pg_connect_options(direct.expose_secret(), settings)?),
                     None if settings.transaction_pooling => {
@@ -291,6 +303,11 @@ impl Store {
                     // statement prepared and cached on one transaction's
                     // server is missing on the next one's.
                     options = options.statement_cache_capacity(0);
+                } else {
+                    // Behind a transaction pooler a session's pid is a
+                    // server connection other clients are lent between
+                    // two statements: nothing is cancelled by pid there.
+                    own_options = Some(options.clone());
                 }
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.max_connections)
@@ -401,6 +418,7 @@ impl Store {
             );
         }
         inner.listen_options = listen_options;
+        inner.stop_name = own_options.is_some().then(|| format!("{name}/stop"));
         inner.own_options = own_options;
         Ok(Self {
             inner: Arc::new(inner),
@@ -450,6 +468,13 @@ impl Store {
     /// The analytics pool's connection, if the store has one.
     pub(crate) fn analytics_db(&self) -> Option<&DatabaseConnection> {
         self.inner.analytics.as_ref().map(|a| &a.db)
+    }
+
+    /// The `application_name` a transaction takes to be cancelled if it is
+    /// still running when the store closes (PostgreSQL, unless behind a
+    /// transaction pooler).
+    pub(crate) fn stop_name(&self) -> Option<&str> {
+        self.inner.stop_name.as_deref()
     }
 
     /// The analytics pool's connection when it reaches the primary: where
@@ -718,25 +743,30 @@ fn storage_full_age(at: Option<Instant>, now: Instant) -> Option<Duration> {
     (age < STORAGE_FULL_WINDOW).then_some(age)
 }
 
-/// Cancels, on the server, every statement still running on a connection
-/// named as `options` names this pool's (`application_name`), from a
-/// connection of its own, outside the pool (whose connections may all be
-/// taken).
+/// The `application_name` of a new store's PostgreSQL connections:
+/// `leadline/<id>`, so that several instances' sessions can be told apart
+/// in `pg_stat_activity`, and a store's stoppable ones found.
+fn own_name() -> String {
+    format!("leadline/{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Cancels, on the server, every statement still running in a transaction
+/// named `name` (`application_name`, set for the transaction by
+/// [`Store::stop_name`]'s users), from a connection of its own, outside the
+/// pool (whose connections may all be taken).
 ///
 /// A pool closes once each of its connections is back, and a connection
-/// whose task was aborted mid-statement (the analytics refresher, a
-/// retention batch, a request past the grace period) comes back only once
-/// the server has finished that statement: sqlx pings it first, and the
-/// answer waits behind the statement's. The statement's transaction never
-/// commits either way (the task that would have committed it is gone), so
-/// cancelling it loses nothing, and a stop no longer waits for a refresh of
-/// every tenant's figures to run to its end. Best effort: a failure is
-/// logged, and the pool then closes as it would have.
-async fn cancel_abandoned(options: &PgConnectOptions) {
+/// whose task was aborted mid-statement (the analytics refresher, at
+/// shutdown) comes back only once the server has finished that statement:
+/// sqlx pings it first, and the answer waits behind the statement's. The
+/// refresh's transaction never commits either way (the task that would
+/// have committed it is gone), so cancelling it loses nothing, and a stop
+/// no longer waits for a refresh of every tenant's figures to run to its
+/// end. Work that may still commit (a request past the grace period, a
+/// background import) is not named so and is waited for, as before. Best
+/// effort: a failure is logged, and the pool then closes as it would have.
+async fn cancel_stoppable(options: &PgConnectOptions, name: &str) {
     use sea_orm::sqlx::{Connection as _, PgConnection};
-    let Some(name) = options.get_application_name() else {
-        return;
-    };
     let attempt = async {
         let mut conn = PgConnection::connect_with(options).await?;
         let cancelled: i64 = sea_orm::sqlx::query_scalar(

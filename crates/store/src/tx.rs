@@ -463,6 +463,18 @@ impl Store {
                 .await?;
             let xid = row.map(|r| r.try_get_by_index::<String>(1)).transpose()?;
             Ok((txn, xid))
+        } else if let (Access::Refresh, Some(stop_name)) = (access, self.stop_name()) {
+            // A refresh runs for seconds and is aborted at shutdown: named
+            // for its transaction so that closing the store cancels it on
+            // the server instead of waiting for it (`pool.rs`).
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT set_config('app.tenant_id', $1, true), \
+                        set_config('application_name', $2, true)",
+                [tenant.into(), stop_name.into()],
+            ))
+            .await?;
+            Ok((txn, None))
         } else {
             txn.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
