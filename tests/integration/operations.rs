@@ -292,6 +292,30 @@ async fn readyz_reports_redis_and_a_lost_redis_is_degraded_not_down() {
     server.await.unwrap().unwrap();
 }
 
+/// A connection of the owner's holding `leads` locked (`ACCESS EXCLUSIVE`,
+/// in a transaction left open), and its session id.
+async fn lock_leads(owner_url: &str) -> (sqlx::PgConnection, i32) {
+    let mut holder = sqlx::PgConnection::connect(owner_url).await.unwrap();
+    let pid = backend_pid(&mut holder).await;
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    (holder, pid)
+}
+
+/// A superuser connection to `conn`'s database: only a superuser sees what
+/// the service role's sessions run.
+async fn superuser_beside(conn: &mut sqlx::PgConnection) -> sqlx::PgConnection {
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(conn)
+        .await
+        .unwrap();
+    let admin = leadline_testsupport::postgres().admin_url(&database);
+    sqlx::PgConnection::connect(&admin).await.unwrap()
+}
+
 /// Closing the store cancels, on the server, what the connections of
 /// aborted work still run. `serve` stops its analytics refresher by
 /// aborting it, and the pool's close waited for the connection to come
@@ -305,13 +329,7 @@ async fn closing_the_store_cancels_statements_that_aborted_work_left_running() {
     use leadline_ports::AnalyticsRepository as _;
     let (owner_url, url) = crate::support::isolated_pg("leadline_close").await;
     let store = crate::support::store_at(&url).await;
-    let mut holder = sqlx::PgConnection::connect(&owner_url).await.unwrap();
-    let holder_pid = backend_pid(&mut holder).await;
-    holder.execute("BEGIN").await.unwrap();
-    holder
-        .execute("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let (mut holder, holder_pid) = lock_leads(&owner_url).await;
     let refresh = tokio::spawn({
         let store = store.clone();
         async move { store.refresh().await }
@@ -322,14 +340,8 @@ async fn closing_the_store_cancels_statements_that_aborted_work_left_running() {
     tokio::time::timeout(Duration::from_secs(30), store.close())
         .await
         .expect("the close ends while the refresh's lock is still held");
-    // Asked in the test's own database (other tests refresh too), as
-    // superuser: only it sees what the service role's sessions run.
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&mut holder)
-        .await
-        .unwrap();
-    let admin = leadline_testsupport::postgres().admin_url(&database);
-    let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
+    // Asked in the test's own database: other tests refresh too.
+    let mut admin = superuser_beside(&mut holder).await;
     eventually(
         "the refresh's statement is no longer running",
         Duration::from_secs(10),
@@ -368,13 +380,7 @@ async fn closing_the_store_waits_for_writes_that_may_still_commit() {
     let store = crate::support::store_at(&url).await;
     let s = crate::support::services(store.clone());
     let (tenant, _) = crate::support::new_tenant(&s).await;
-    let mut holder = sqlx::PgConnection::connect(&owner_url).await.unwrap();
-    let holder_pid = backend_pid(&mut holder).await;
-    holder.execute("BEGIN").await.unwrap();
-    holder
-        .execute("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let (mut holder, holder_pid) = lock_leads(&owner_url).await;
     let write = tokio::spawn(async move {
         s.leads
             .create(tenant, &crate::support::lead_req("Waited"))
@@ -388,13 +394,7 @@ async fn closing_the_store_waits_for_writes_that_may_still_commit() {
     refresh.abort();
     assert!(refresh.await.unwrap_err().is_cancelled());
     let closing = tokio::spawn(async move { store.close().await });
-    // As superuser: only it sees what the service role's sessions run.
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&mut holder)
-        .await
-        .unwrap();
-    let admin = leadline_testsupport::postgres().admin_url(&database);
-    let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let mut admin = superuser_beside(&mut holder).await;
     let waiting = async |admin: &mut sqlx::PgConnection, what: &str| -> i64 {
         sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity \

@@ -238,6 +238,19 @@ const SQLITE_INSERT_ON_HEAD: &str = concat!(
                      ORDER BY seq DESC LIMIT 1), ?) = ?"
 );
 
+/// [`SQLITE_INSERT_ON_HEAD`]'s values for `r` chained to `prev`; its link
+/// hash.
+fn on_head_values(r: &AuditRecord, prev: &Hash) -> (Vec<DbValue>, Hash) {
+    let (row, hash) = sqlite_row(r, prev);
+    let mut values = Vec::from(row);
+    values.extend([
+        r.tenant_id.as_uuid().into(),
+        GENESIS.to_vec().into(),
+        prev.to_vec().into(),
+    ]);
+    (values, hash)
+}
+
 /// One record chained to the head [`ChainHeads`] remembers, in one
 /// statement that writes only if the file's head is still that one.
 /// `false`: nothing remembered, or the head moved; nothing was written.
@@ -249,13 +262,7 @@ async fn insert_sqlite_on_known_head(
     let Some(prev) = heads.get(r.tenant_id) else {
         return Ok(false);
     };
-    let (row, hash) = sqlite_row(r, &prev);
-    let mut values = Vec::from(row);
-    values.extend([
-        r.tenant_id.as_uuid().into(),
-        GENESIS.to_vec().into(),
-        prev.to_vec().into(),
-    ]);
+    let (values, hash) = on_head_values(r, &prev);
     let written = txn
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
@@ -307,18 +314,13 @@ pub(crate) async fn sqlite_batch_with_record(
             None => Ok(()),
         };
     };
-    let (row, hash) = sqlite_row(r, &prev);
+    let (row, hash) = on_head_values(r, &prev);
     if !sql.is_empty() {
         sql.push_str(";\n");
     }
     sql.push_str(SQLITE_INSERT_ON_HEAD);
     sql.push_str(";\nSELECT changes()");
     values.extend(row);
-    values.extend([
-        r.tenant_id.as_uuid().into(),
-        GENESIS.to_vec().into(),
-        prev.to_vec().into(),
-    ]);
     let written = txn
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
