@@ -82,6 +82,11 @@ pub struct BenchArgs {
     /// servers, no report).
     #[arg(long)]
     pub micro_only: bool,
+    /// Seed the data set, print how to reach it, and keep the servers until
+    /// Ctrl-C: no measurements, no report. For profiling a statement on the
+    /// bench's own data (`EXPLAIN`, `perf`).
+    #[arg(long, conflicts_with = "micro_only")]
+    pub hold: bool,
     /// Set by the debug launcher after it built the release binaries.
     #[arg(long, hide = true)]
     pub built: bool,
@@ -140,6 +145,9 @@ pub struct Plan {
     pub warm_hot: usize,
     /// redis-benchmark requests.
     pub redis_requests: u64,
+    /// `--hold`: seed, then keep the servers for the caller, measuring
+    /// nothing.
+    pub hold: bool,
 }
 
 impl Plan {
@@ -154,6 +162,7 @@ impl Plan {
                 warm_contexts: 20_000,
                 warm_hot: 100_000,
                 redis_requests: 200_000,
+                hold: false,
             }
         } else {
             Self {
@@ -165,6 +174,7 @@ impl Plan {
                 warm_contexts: 100_000,
                 warm_hot: 300_000,
                 redis_requests: 1_000_000,
+                hold: false,
             }
         }
     }
@@ -254,7 +264,10 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     let tools = Tools::find()?;
-    let plan = Plan::new(args.quick);
+    let plan = Plan {
+        hold: args.hold,
+        ..Plan::new(args.quick)
+    };
     let mut report = Report::new(
         plan.clone(),
         infra::Machine::describe(&tools, &workspace),
@@ -262,7 +275,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     );
     let mut timer = Timer::new(started);
 
-    if !args.skip_micro {
+    if !args.skip_micro && !args.hold {
         eprintln!("bench: criterion micro-benchmarks");
         report.micro = micro::run(&target_dir, plan.quick)?;
         timer.lap(&mut report, "micro-benchmarks (criterion, in process)");
@@ -291,6 +304,9 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(&scratch);
     result?;
+    if args.hold {
+        return Ok(());
+    }
 
     report.total = started.elapsed();
     println!("{}", report.table());
@@ -751,6 +767,9 @@ async fn measure(
             .phases
             .push((format!("seed {total} leads (incl. VACUUM ANALYZE)"), took));
         timer.last = Instant::now();
+        if plan.hold {
+            continue;
+        }
         let server = env.serve(&CacheMode::Off, &mut report.commands).await?;
         let space = Space::new(&tenants, step)?;
         // The seed's dirty pages are flushed first, so that a checkpoint
@@ -797,6 +816,9 @@ async fn measure(
         }
     }
     report.data = data::summary(&pool).await?;
+    if plan.hold {
+        return hold_until_interrupted(&pg, &redis, &env, &tenants, &admin_url).await;
+    }
     let (cold_server, space) = cold.context("no growth steps")?;
     eprintln!("bench: (2) lead context, cache-cold");
     for connections in SWEEP {
@@ -1249,6 +1271,27 @@ async fn measure(
     pool.close().await;
     drop(redis);
     drop(pg);
+    Ok(())
+}
+
+/// `--hold`: prints how to reach the seeded servers, then keeps them until
+/// Ctrl-C.
+async fn hold_until_interrupted(
+    pg: &OwnedPgServer,
+    redis: &OwnedRedisServer,
+    env: &Env<'_>,
+    tenants: &[BenchTenant],
+    admin_url: &str,
+) -> anyhow::Result<()> {
+    println!("superuser:    {admin_url}");
+    println!("service role: {}", env.service_url);
+    println!("redis:        redis://127.0.0.1:{}/0", redis.port());
+    println!("postgres port: {}", pg.port());
+    for tenant in tenants {
+        println!("tenant {} ({}): {}", tenant.index, tenant.id, tenant.bearer);
+    }
+    println!("holding; Ctrl-C stops the servers");
+    tokio::signal::ctrl_c().await?;
     Ok(())
 }
 
