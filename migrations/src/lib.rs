@@ -42,6 +42,7 @@ mod m20261212_000028_erasure_trusts_less;
 mod m20261213_000029_audit_seal_set;
 mod m20261214_000030_audit_seal_from_head;
 mod m20261215_000031_audit_head_bisect;
+mod m20261216_000032_search_keys;
 mod sql;
 
 pub use sql::{BACKUP_ROLE, CLUSTER_ROLES, SERVICE_GROUP_ROLE};
@@ -88,6 +89,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261213_000029_audit_seal_set::Migration),
             Box::new(m20261214_000030_audit_seal_from_head::Migration),
             Box::new(m20261215_000031_audit_head_bisect::Migration),
+            Box::new(m20261216_000032_search_keys::Migration),
         ]
     }
 }

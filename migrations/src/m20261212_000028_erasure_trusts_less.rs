@@ -21,7 +21,7 @@ impl MigrationName for Migration {
     }
 }
 
-const PRIVACY_ERASE_V3: &str = r"
+pub(crate) const PRIVACY_ERASE_V3: &str = r"
 CREATE OR REPLACE FUNCTION privacy_erase(tenant uuid, plan jsonb)
     RETURNS TABLE (audit_records bigint, other_rows bigint)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp

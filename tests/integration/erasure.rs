@@ -515,6 +515,26 @@ async fn erasure_leaves_nothing_of_the_person(
         assert_eq!(status, StatusCode::OK, "{hits}");
         assert_eq!(hits["items"], json!([]), "{q}: {hits}");
     }
+    // A word Sam's address shares with theirs stays in the vocabulary: Sam
+    // is found by it, and by a typo of it.
+    for q in ["example", "exampel"] {
+        let (status, hits) = call(
+            &app,
+            &key,
+            Method::GET,
+            &format!("/v1/leads/search?q={q}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{hits}");
+        let found: Vec<&str> = hits["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h["lead"]["id"].as_str())
+            .collect();
+        assert_eq!(found, [sam.id.to_string()], "{q}: {hits}");
+    }
     let (status, export) = call(
         &app,
         &key,

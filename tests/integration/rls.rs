@@ -910,12 +910,17 @@ async fn the_relay_scan_answers_tenant_ids_and_counts_and_opens_no_row() {
     );
 }
 
-async fn search_ids(conn: &mut PgConnection, word: &str) -> Vec<uuid::Uuid> {
-    sqlx::query_scalar("SELECT id FROM search_lead_ids(CAST($1 AS tsquery)) AS f (id)")
-        .bind(format!("'{word}'"))
-        .fetch_all(conn)
-        .await
-        .unwrap()
+/// The leads `search_lead_ids` gives for `word` under `owner`'s key
+/// (migration 32): another tenant asking with that key must get none.
+async fn search_ids(conn: &mut PgConnection, owner: TenantId, word: &str) -> Vec<uuid::Uuid> {
+    sqlx::query_scalar(
+        "SELECT id FROM search_lead_ids(CAST(quote_literal(search_key($1, $2)) AS tsquery)) AS f (id)",
+    )
+    .bind(owner.as_uuid())
+    .bind(word)
+    .fetch_all(conn)
+    .await
+    .unwrap()
 }
 
 async fn search_words(conn: &mut PgConnection, word: &str) -> Vec<String> {
@@ -947,7 +952,9 @@ async fn the_search_functions_answer_only_the_transactions_tenant() {
         .expect("B's lead has words")
         .to_owned();
     assert!(
-        search_ids(&mut conn, &word).await.contains(&b.lead),
+        search_ids(&mut conn, b.tenant, &word)
+            .await
+            .contains(&b.lead),
         "B finds its lead"
     );
     assert!(
@@ -958,13 +965,15 @@ async fn the_search_functions_answer_only_the_transactions_tenant() {
 
     begin_as(&mut conn, Some(a.tenant)).await;
     assert!(
-        !search_ids(&mut conn, &word).await.contains(&b.lead),
+        !search_ids(&mut conn, b.tenant, &word)
+            .await
+            .contains(&b.lead),
         "A never gets B's lead"
     );
     conn.execute("ROLLBACK").await.unwrap();
     begin_as(&mut conn, None).await;
     assert!(
-        search_ids(&mut conn, &word).await.is_empty(),
+        search_ids(&mut conn, b.tenant, &word).await.is_empty(),
         "no tenant, no ids"
     );
     assert!(

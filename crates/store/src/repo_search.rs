@@ -10,11 +10,13 @@
 //! closest first, become part of its test. On PostgreSQL both index lookups
 //! go through functions of the owner's (`search_words_like`,
 //! `search_lead_ids`, migration 11): under the tenant policy the service
-//! role cannot use an index through `LIKE` or `@@`, which are not leakproof. The leads' word index (a
-//! `tsvector` of the domain's words on PostgreSQL, FTS5 `lead_words` on
-//! SQLite) then finds, in one lookup for all terms, the leads that hold for
-//! every term a word it starts or a word it is a typo of: exactly the leads
-//! that can score.
+//! role cannot use an index through `LIKE` or `@@`, which are not leakproof.
+//! The leads' word index then finds, in one lookup for all terms, the leads
+//! that can score: on SQLite (FTS5 `lead_words`) exactly those that hold for
+//! every term a word it starts or a word it is a typo of; on PostgreSQL a
+//! superset of them, through keys of at most four characters per word and
+//! tenant (migration 32, [`keys_query`]), so that a term's cost does not
+//! grow with the number of words that share its start.
 
 use leadline_domain::{
     Page, SearchHit, SearchLeadsQuery, TenantId,
@@ -106,22 +108,13 @@ impl Sql {
 
     /// A condition true exactly for the leads where every term has a word
     /// it starts or a word it is a typo of: one lookup in the word index.
-    fn candidates(&mut self, terms: &[(Term, Vec<String>)]) -> &mut Self {
+    fn candidates(&mut self, tenant: TenantId, terms: &[(Term, Vec<String>)]) -> &mut Self {
         match self.backend {
             Backend::Postgres => {
-                let query = terms
-                    .iter()
-                    .map(|(term, words)| {
-                        let mut any = vec![format!("'{}':*", term.word())];
-                        any.extend(words.iter().map(|w| format!("'{w}'")));
-                        format!("({})", any.join(" | "))
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" & ");
                 // Through the owner's function: under the tenant policy
                 // the service role could not use the index (migration 11).
                 self.push("l.id IN (SELECT search_lead_ids(CAST(")
-                    .bind(query)
+                    .bind(keys_query(tenant, terms))
                     .push(" AS tsquery)))")
             }
             Backend::Sqlite => {
@@ -229,6 +222,93 @@ async fn typos(
         .into_iter()
         .map(str::to_owned)
         .collect())
+}
+
+/// The `tsquery` that finds, through PostgreSQL's key index (migration 32),
+/// a superset of the leads where every term has a word it starts or a word
+/// it is a typo of (the statement's text test then keeps exactly those).
+///
+/// A term of four or more characters without an ASCII digit names one key,
+/// which GIN intersects with the others without reading its leads whole.
+/// Any other term is a prefix of keys, whose leads GIN reads whole into a
+/// bitmap first: for a term of three letters that is at most a few dozen
+/// keys (keys are four characters long), but a shorter term or one with
+/// digits can start a great many (`1555` starts most phone numbers). Such
+/// a term is left to the text test when a narrower one is there.
+fn keys_query(tenant: TenantId, terms: &[(Term, Vec<String>)]) -> String {
+    let tag = tenant_tag(tenant);
+    let probes: Vec<(Reach, String)> = terms
+        .iter()
+        .map(|(term, words)| {
+            let (reach, probe) = term_probe(&tag, term.word());
+            let mut any = vec![probe];
+            any.extend(words.iter().map(|w| format!("'{}'", word_key(&tag, w))));
+            (reach, format!("({})", any.join(" | ")))
+        })
+        .collect();
+    let narrowest = probes
+        .iter()
+        .map(|(reach, _)| *reach)
+        .min()
+        .unwrap_or(Reach::Open);
+    probes
+        .into_iter()
+        .filter(|(reach, _)| *reach <= Reach::FewKeys.max(narrowest))
+        .map(|(_, probe)| probe)
+        .collect::<Vec<_>>()
+        .join(" & ")
+}
+
+/// How much of the key index a term's probe reads, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reach {
+    /// One key.
+    OneKey,
+    /// A prefix of at most a few dozen keys: three characters, no digit.
+    FewKeys,
+    /// A prefix of any number of keys.
+    Open,
+}
+
+/// `right(tenant::text, 8)` in migration 32: the last eight hex digits.
+fn tenant_tag(tenant: TenantId) -> String {
+    let hex = tenant.as_uuid().simple().to_string();
+    hex[hex.len() - 8..].to_owned()
+}
+
+/// The first four characters of `word`, if it has that many.
+fn head(word: &str) -> Option<String> {
+    let head: String = word.chars().take(4).collect();
+    (head.chars().count() == 4).then_some(head)
+}
+
+fn has_digit(text: &str) -> bool {
+    text.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// `search_key(tenant, word)` in migration 32: the key every lead holding
+/// `word` is indexed under.
+fn word_key(tag: &str, word: &str) -> String {
+    if has_digit(word) {
+        format!("{tag}{word}")
+    } else {
+        format!("{tag}{}", word.chars().take(4).collect::<String>())
+    }
+}
+
+/// The probe for the leads holding a word that starts with `term`, and
+/// its reach: a word starting with a digitless term of four or more
+/// characters has the term's first four characters as a key (itself, or
+/// the head of a word with digits after it).
+fn term_probe(tag: &str, term: &str) -> (Reach, String) {
+    if has_digit(term) {
+        return (Reach::Open, format!("'{tag}{term}':*"));
+    }
+    match head(term) {
+        Some(head) => (Reach::OneKey, format!("'{tag}{head}'")),
+        None if term.chars().count() == 3 => (Reach::FewKeys, format!("'{tag}{term}':*")),
+        None => (Reach::Open, format!("'{tag}{term}':*")),
+    }
 }
 
 /// A `LIKE` pattern for words whose `"  word "` holds `gram`.
@@ -350,7 +430,7 @@ fn statement(
         .bind(tenant.as_uuid())
         .push(" AND l.deleted_at IS NULL");
     filters(&mut sql, q);
-    sql.push(" AND ").candidates(terms);
+    sql.push(" AND ").candidates(tenant, terms);
     sql.push(") x WHERE ");
     for i in 0..terms.len() {
         if i > 0 {
@@ -480,4 +560,81 @@ pub(crate) fn hits(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Page::from_overfetch(hits, q.limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> TenantId {
+        TenantId::from_uuid(
+            uuid::Uuid::parse_str("8c430523-0025-817f-901b-45ec308a9cd8").expect("a uuid"),
+        )
+    }
+
+    fn terms(query: &str, typos: &[&[&str]]) -> Vec<(Term, Vec<String>)> {
+        let text = leadline_domain::SearchText::parse(query).expect("a valid query");
+        text.terms()
+            .iter()
+            .cloned()
+            .zip(
+                typos
+                    .iter()
+                    .map(|w| w.iter().map(|s| (*s).to_owned()).collect()),
+            )
+            .collect()
+    }
+
+    #[test]
+    fn digitless_terms_of_four_or_more_name_one_key() {
+        assert_eq!(
+            keys_query(tenant(), &terms("Cleo Cartwright", &[&[], &[]])),
+            "('308a9cd8cleo') & ('308a9cd8cart')"
+        );
+        // Four characters counted as characters, not bytes.
+        assert_eq!(
+            keys_query(tenant(), &terms("Ågren", &[&[]])),
+            "('308a9cd8agre')"
+        );
+    }
+
+    #[test]
+    fn short_terms_and_terms_with_digits_are_prefixes() {
+        assert_eq!(
+            keys_query(tenant(), &terms("jo 1555", &[&[], &[]])),
+            "('308a9cd8jo':*) & ('308a9cd81555':*)"
+        );
+        assert_eq!(
+            keys_query(tenant(), &terms("hopp1906", &[&[]])),
+            "('308a9cd8hopp1906':*)"
+        );
+    }
+
+    #[test]
+    fn wide_prefixes_are_left_to_the_text_test_beside_narrower_ones() {
+        assert_eq!(
+            keys_query(tenant(), &terms("o keefe", &[&[], &[]])),
+            "('308a9cd8keef')"
+        );
+        assert_eq!(
+            keys_query(tenant(), &terms("dax jacobi 1555", &[&[], &[], &[]])),
+            "('308a9cd8dax':*) & ('308a9cd8jaco')"
+        );
+        assert_eq!(
+            keys_query(tenant(), &terms("al 1555", &[&[], &[]])),
+            "('308a9cd8al':*) & ('308a9cd81555':*)"
+        );
+        assert_eq!(
+            keys_query(tenant(), &terms("al kay", &[&[], &[]])),
+            "('308a9cd8kay':*)"
+        );
+    }
+
+    #[test]
+    fn typos_are_found_by_the_key_of_the_word_they_expand_to() {
+        assert_eq!(
+            keys_query(tenant(), &terms("hoper", &[&["hopper", "hoper7"]])),
+            "('308a9cd8hope' | '308a9cd8hopp' | '308a9cd8hoper7')"
+        );
+    }
 }
