@@ -43,6 +43,7 @@ mod m20261213_000029_audit_seal_set;
 mod m20261214_000030_audit_seal_from_head;
 mod m20261215_000031_audit_head_bisect;
 mod m20261216_000032_search_keys;
+mod m20261217_000033_import_runner;
 mod sql;
 
 pub use sql::{BACKUP_ROLE, CLUSTER_ROLES, SERVICE_GROUP_ROLE};
@@ -90,6 +91,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261214_000030_audit_seal_from_head::Migration),
             Box::new(m20261215_000031_audit_head_bisect::Migration),
             Box::new(m20261216_000032_search_keys::Migration),
+            Box::new(m20261217_000033_import_runner::Migration),
         ]
     }
 }

@@ -9,11 +9,11 @@ use leadline::import::{ImportArgs, import_leads};
 use leadline_app::{CsvSource, ImportOptions, Services};
 use leadline_domain::{
     ListLeadsQuery, PageLimit, Slug, TenantId,
-    import::{ImportStatus, OnDuplicate},
+    import::{ImportBatch, ImportStatus, OnDuplicate},
 };
 use leadline_store::Store;
 
-use crate::support::{agent_req, both_backends, services};
+use crate::support::{agent_req, both_backends, lead_req, services};
 
 both_backends!(
     a_dirty_crm_export_imports_once_and_hands_back_its_rejects,
@@ -22,6 +22,9 @@ both_backends!(
     a_run_that_stopped_halfway_resumes_without_duplicates,
     two_runners_of_one_file_both_end_and_import_it_once,
     export_then_import_recreates_the_leads,
+    an_email_of_the_batch_before_is_a_duplicate_in_the_next,
+    a_batch_that_does_not_continue_the_run_writes_nothing,
+    a_later_batch_continues_only_its_own_runners,
 );
 
 async fn tenant(s: &Services) -> (TenantId, String) {
@@ -405,6 +408,298 @@ async fn two_runners_of_one_file_both_end_and_import_it_once(store: Store) {
         outcome.expect("neither fails");
     }
     assert_eq!(s.leads.count(t).await.unwrap(), rows, "every row once");
+}
+
+/// Rows whose emails repeat rows of the batch before: on PostgreSQL that
+/// batch may still be being written when the next is decided, so the next
+/// waits for it, and finds its leads.
+async fn an_email_of_the_batch_before_is_a_duplicate_in_the_next(store: Store) {
+    let s = services(store);
+    let (t, slug) = tenant(&s).await;
+    let batch = leadline_app::BATCH_ROWS;
+    let mut csv = String::from("email,first_name,last_name\n");
+    // Batch 1: people 0..batch. Batch 2: every other row one of batch 1's
+    // people again, else someone new. Batch 3: new people.
+    for i in 0..batch {
+        csv.push_str(&format!("p{i}@example.com,Person,{i}\n"));
+    }
+    for i in 0..batch {
+        let who = if i % 2 == 0 { i } else { batch + i };
+        csv.push_str(&format!("p{who}@example.com,Person,{who}\n"));
+    }
+    for i in 2 * batch..3 * batch {
+        csv.push_str(&format!("p{i}@example.com,Person,{i}\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "repeats.csv", csv.as_bytes());
+    let run = import_leads(&s, &args(&file, &slug, "skip")).await.unwrap();
+    let (rows, repeats) = (3 * batch as u64, batch as u64 / 2);
+    assert_eq!(
+        (run.counts.rows, run.counts.created, run.counts.skipped),
+        (rows, rows - repeats, repeats),
+        "{run:?}"
+    );
+    assert_eq!(
+        s.leads.count(t).await.unwrap(),
+        rows - repeats,
+        "no email twice"
+    );
+}
+
+/// The port's own guard: a batch from a line the run is not at (another
+/// process moved it, or the batch before it did not commit) is rolled back
+/// whole, its leads included, although the run is moved as its last write.
+async fn a_batch_that_does_not_continue_the_run_writes_nothing(store: Store) {
+    use leadline_ports::ImportRepository as _;
+    let s = services(store.clone());
+    let (t, _) = tenant(&s).await;
+    let run = s
+        .imports
+        .start(t, &"ab".repeat(32), "guard.csv", &[], OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let ahead = one_lead_batch(5, 6, "Ahead");
+    let refused = store
+        .commit(t, run.id, &ahead)
+        .await
+        .expect_err("not at line 5");
+    assert!(
+        matches!(
+            refused,
+            leadline_ports::ImportError::Moved { committed_line: 0 }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(s.leads.count(t).await.unwrap(), 0, "nothing of it written");
+    let run = store
+        .commit(t, run.id, &one_lead_batch(0, 1, "First"))
+        .await
+        .unwrap();
+    assert_eq!((run.committed_line, run.counts.created), (1, 1));
+    assert_eq!(s.leads.count(t).await.unwrap(), 1);
+}
+
+/// Two runners of one file: a runner's later batch continues only its own
+/// runner's batches (as when the runner's first batch lost to the other
+/// runner's while its second was being written); a runner's first batch
+/// takes the run over from wherever it stands.
+async fn a_later_batch_continues_only_its_own_runners(store: Store) {
+    use leadline_ports::ImportRepository as _;
+    let s = services(store.clone());
+    let (t, _) = tenant(&s).await;
+    let run = s
+        .imports
+        .start(t, &"ac".repeat(32), "runners.csv", &[], OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let mine = one_lead_batch(0, 2, "Mine");
+    let runner = mine.runner;
+    store.commit(t, run.id, &mine).await.unwrap();
+    // Another runner's second batch, from where this runner left the run.
+    let stray = ImportBatch {
+        claims: false,
+        ..one_lead_batch(2, 4, "Stray")
+    };
+    let refused = store
+        .commit(t, run.id, &stray)
+        .await
+        .expect_err("not its run");
+    assert!(
+        matches!(
+            refused,
+            leadline_ports::ImportError::Moved { committed_line: 2 }
+        ),
+        "{refused:?}"
+    );
+    let next = ImportBatch {
+        runner,
+        claims: false,
+        ..one_lead_batch(2, 4, "Next")
+    };
+    assert_eq!(
+        store.commit(t, run.id, &next).await.unwrap().committed_line,
+        4
+    );
+    // A new runner (a re-run after this one stopped) takes it over.
+    let takeover = one_lead_batch(4, 6, "Takeover");
+    assert_eq!(
+        store
+            .commit(t, run.id, &takeover)
+            .await
+            .unwrap()
+            .committed_line,
+        6
+    );
+    let late = ImportBatch {
+        runner,
+        claims: false,
+        ..one_lead_batch(6, 8, "Late")
+    };
+    assert!(
+        store.commit(t, run.id, &late).await.is_err(),
+        "the run is the new runner's"
+    );
+    let mut names: Vec<String> = all_leads(&s, t)
+        .await
+        .iter()
+        .map(|l| l.first_name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Mine", "Next", "Takeover"]);
+}
+
+/// A batch of one new lead named `name`, from `from` to `to`, by a runner
+/// of its own that claims the run.
+fn one_lead_batch(from: u64, to: u64, name: &str) -> ImportBatch {
+    ImportBatch {
+        runner: uuid::Uuid::now_v7(),
+        claims: true,
+        from_line: from,
+        to_line: to,
+        creates: vec![(to, lead_req(name))],
+        rows: 1,
+        updated: Vec::new(),
+        skipped: 0,
+        rejects: Vec::new(),
+    }
+}
+
+/// What lets two batches be written at once on PostgreSQL: a batch's move
+/// waits for the batch before it, holding the run's row, to end. Here a
+/// superuser transaction plays that batch (the run moved, not yet
+/// committed). When it commits, the waiting batch commits from where it
+/// left the run; when it rolls back, the waiting batch writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_commits_after_the_one_before_it_or_not_at_all() {
+    use leadline_ports::ImportRepository as _;
+    use sqlx::{Connection as _, Executor as _};
+    let store = crate::support::pg_store().await;
+    let s = services(store.clone());
+    let (t, _) = tenant(&s).await;
+    let run = s
+        .imports
+        .start(t, &"ef".repeat(32), "ordered.csv", &[], OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let admin = leadline_testsupport::postgres().admin_url(&crate::support::pg().await.database);
+    // (the run's line, where the batch before moves it, where the next
+    // batch moves it, whether the batch before commits)
+    for (at, before, after, commits) in [(0_i64, 2_i64, 9_u64, true), (9, 11, 12, false)] {
+        let mut holder = sqlx::PgConnection::connect(&admin).await.unwrap();
+        let pid = crate::support::backend_pid(&mut holder).await;
+        holder.execute("BEGIN").await.unwrap();
+        sqlx::query("UPDATE imports SET committed_line = $1 WHERE id = $2 AND committed_line = $3")
+            .bind(before)
+            .bind(run.id.as_uuid())
+            .bind(at)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let name = if commits { "After" } else { "Orphan" };
+        let next = one_lead_batch(u64::try_from(before).unwrap(), after, name);
+        let writer = tokio::spawn({
+            let store = store.clone();
+            async move { store.commit(t, run.id, &next).await }
+        });
+        crate::support::until_lock_waiters(pid, 1).await;
+        assert!(
+            !writer.is_finished(),
+            "the next batch waits for the one before"
+        );
+        holder
+            .execute(if commits { "COMMIT" } else { "ROLLBACK" })
+            .await
+            .unwrap();
+        let outcome = writer.await.unwrap();
+        let names: Vec<String> = all_leads(&s, t)
+            .await
+            .iter()
+            .map(|l| l.first_name.to_string())
+            .collect();
+        if commits {
+            let moved = outcome.expect("commits after the batch before");
+            assert_eq!((moved.committed_line, moved.counts.created), (after, 1));
+            assert_eq!(names, ["After"]);
+        } else {
+            assert!(
+                matches!(
+                    outcome,
+                    Err(leadline_ports::ImportError::Moved { committed_line: 9 })
+                ),
+                "{outcome:?}"
+            );
+            assert!(!names.iter().any(|n| n == "Orphan"), "{names:?}");
+        }
+    }
+}
+
+/// Two batches written at once (PostgreSQL): the one after, done first,
+/// waits for the one before to commit, and then commits from where it left
+/// the run, instead of finding the run behind and being written again. The
+/// batch before is held at its leads' `INSERT` by a lock on `leads` taken
+/// from outside, in a database of its own (other tests write leads); the
+/// batch after has only rejected rows, so it gets to its end meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_after_waits_for_the_one_before_to_commit() {
+    use leadline_ports::ImportRepository as _;
+    use sqlx::{Connection as _, Executor as _};
+    let (owner_url, url) = crate::support::isolated_pg("leadline_import_order").await;
+    let store = crate::support::store_at(&url).await;
+    let s = services(store.clone());
+    let (t, _) = tenant(&s).await;
+    let run = s
+        .imports
+        .start(t, &"fe".repeat(32), "pair.csv", &[], OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let mut holder = sqlx::PgConnection::connect(&owner_url).await.unwrap();
+    let pid = crate::support::backend_pid(&mut holder).await;
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("LOCK TABLE leads IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let commit = |batch: ImportBatch| {
+        let store = store.clone();
+        tokio::spawn(async move { store.commit(t, run.id, &batch).await })
+    };
+    let before = one_lead_batch(0, 2, "Before");
+    let runner = before.runner;
+    let before = commit(before);
+    crate::support::until_lock_waiters(pid, 1).await;
+    let after = commit(ImportBatch {
+        runner,
+        claims: false,
+        from_line: 2,
+        to_line: 4,
+        creates: Vec::new(),
+        rows: 1,
+        updated: Vec::new(),
+        skipped: 0,
+        rejects: vec![leadline_domain::import::RejectedRow {
+            line: 3,
+            errors: Vec::new(),
+            fields: vec!["bad".to_owned()],
+        }],
+    });
+    // Queued behind the batch before, which is queued behind the holder.
+    crate::support::until_lock_waiters(pid, 2).await;
+    holder.execute("COMMIT").await.unwrap();
+    let before = before.await.unwrap().expect("the batch before commits");
+    assert_eq!(before.committed_line, 2);
+    let after = after
+        .await
+        .unwrap()
+        .expect("the batch after commits after it");
+    assert_eq!(
+        (
+            after.committed_line,
+            after.counts.created,
+            after.counts.rejected
+        ),
+        (4, 1, 1)
+    );
+    store.close().await;
 }
 
 /// The fields an import can recreate (not ids or times).

@@ -124,6 +124,8 @@ async fn two_populated_tenants() -> (Populated, Populated) {
             t,
             run.id,
             &ImportBatch {
+                runner: uuid::Uuid::now_v7(),
+                claims: true,
                 from_line: 0,
                 to_line: 2,
                 creates: Vec::new(),

@@ -9,10 +9,13 @@
 //! its email is looked up among the tenant's live leads. Each batch is then
 //! committed with the run's position in one transaction, so a killed import
 //! resumes after its last batch when the same file is imported again, and a
-//! finished one repeats nothing.
+//! finished one repeats nothing. On PostgreSQL two batches are written at
+//! once ([`ImportRepository::concurrent_batches`]); their commits still land
+//! in the file's order, each moving the run from where the one before left
+//! it.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     io::{BufRead, BufReader, Read},
     sync::Arc,
 };
@@ -393,11 +396,12 @@ impl ImportService {
         if run.status == ImportStatus::Done {
             return Ok(run);
         }
-        // The next batch is read and checked while the last one commits:
-        // the checks are CPU work, the commit waits on the database. Each
-        // batch's duplicates are still looked up after the batches before
-        // it committed (in `commit`), so a repeated email is never created
-        // twice.
+        // The next batch is read and checked while the last ones commit:
+        // the checks are CPU work, the commit waits on the database. Where
+        // the store takes concurrent writers, two batches are written at
+        // once; a batch sharing an email with one being written waits for
+        // it, so its duplicates are looked up after it committed and a
+        // repeated email is never created twice.
         let (ready, batches) = mpsc::channel::<Result<Batch, ImportFailure>>(1);
         let committed_line = run.committed_line;
         let produce = async {
@@ -433,28 +437,101 @@ impl ImportService {
             // process owns the run) closes the channel, and the reader
             // stops at its next batch instead of waiting forever.
             let mut batches = batches;
-            while let Some(batch) = batches.recv().await {
+            let depth = self.imports.concurrent_batches().max(1);
+            // Batches being written, oldest first. Each is decided and
+            // written by a task of its own while the next is read, and
+            // settled in order ([`Self::settle`]).
+            let mut writing: VecDeque<Writing> = VecDeque::new();
+            let mut from_line = run.committed_line;
+            // Each batch's writes are on behalf of whoever runs the import:
+            // the audit context is the calling task's, which a spawned task
+            // does not inherit.
+            let context = leadline_ports::audit_context();
+            // This pass over the file: its first batch may take the run
+            // over, its later ones continue only its own batches.
+            let runner = uuid::Uuid::now_v7();
+            let mut first = true;
+            let mut stopped: Option<Stop> = None;
+            let mut unreadable: Option<ImportFailure> = None;
+            'read: while let Some(batch) = batches.recv().await {
                 let batch = match batch {
                     Ok(batch) => batch,
-                    Err(failure) => return self.fail(tenant, &run, failure).await,
-                };
-                run = match self.commit(tenant, &run, options, batch).await {
-                    Ok(run) => run,
-                    // Another process is importing the same file: it owns
-                    // the run; this one stops without judging it.
-                    Err(ImportError::Moved { .. }) => {
-                        return Ok(self.imports.get(tenant, run.id).await?);
+                    Err(failure) => {
+                        unreadable = Some(failure);
+                        break;
                     }
-                    Err(e) => return self.fail(tenant, &run, e.into()).await,
                 };
-                progress(&run);
+                // A batch holding an email of one being written waits for
+                // it: its duplicates are looked up once that one committed,
+                // so a repeated email is never created twice.
+                while writing.len() >= depth
+                    || writing.iter().any(|w| !w.emails.is_disjoint(&batch.emails))
+                {
+                    let Some(oldest) = writing.pop_front() else {
+                        break;
+                    };
+                    match self.settle(tenant, &mut run, oldest).await {
+                        Ok(()) => progress(&run),
+                        Err(stop) => {
+                            stopped = Some(stop);
+                            break 'read;
+                        }
+                    }
+                }
+                let from = from_line;
+                from_line = batch.last_line;
+                let emails = batch.emails.clone();
+                let this = self.clone();
+                let (id, options) = (run.id, options.clone());
+                let claims = std::mem::take(&mut first);
+                let task = tokio::spawn(leadline_ports::audited(context.clone(), async move {
+                    match this
+                        .decide(tenant, runner, claims, from, &options, batch)
+                        .await
+                    {
+                        Ok(decided) => {
+                            let outcome = this.write(tenant, id, &decided).await;
+                            Written {
+                                decided: Some(decided),
+                                outcome,
+                            }
+                        }
+                        Err(e) => Written {
+                            decided: None,
+                            outcome: Err(e),
+                        },
+                    }
+                }));
+                writing.push_back(Writing { task, emails });
             }
-            let run = self
-                .imports
-                .finish(tenant, run.id, ImportStatus::Done, None)
-                .await?;
-            progress(&run);
-            Ok(run)
+            // What is still being written precedes any stop: settled in
+            // order, each committed batch is progress a re-run keeps. After
+            // a batch that failed or moved, the rest cannot move the run
+            // (unless another runner did) and are only waited for.
+            while let Some(oldest) = writing.pop_front() {
+                if stopped.is_some() {
+                    let _ = oldest.task.await;
+                    continue;
+                }
+                match self.settle(tenant, &mut run, oldest).await {
+                    Ok(()) => progress(&run),
+                    Err(stop) => stopped = Some(stop),
+                }
+            }
+            match stopped.or(unreadable.map(Stop::Failed)) {
+                // Another process is importing the same file: it owns the
+                // run; this one stops without judging it.
+                Some(Stop::Moved) => Ok(self.imports.get(tenant, run.id).await?),
+                Some(Stop::Failed(failure)) => self.fail(tenant, &run, failure).await,
+                None => {
+                    let run = self
+                        .imports
+                        .finish(tenant, run.id, ImportStatus::Done, None)
+                        .await?;
+                    progress(&run);
+                    Ok(run)
+                }
+            }
         };
         let ((), outcome) = tokio::join!(produce, consume);
         outcome
@@ -581,15 +658,18 @@ impl ImportService {
         Ok(Row::Lead(Box::new(lead)))
     }
 
-    /// Decides each row of `batch` against the tenant's existing leads and
-    /// commits it.
-    async fn commit(
+    /// Decides each row of `batch` against the tenant's existing leads
+    /// (updating those it should): the batch to write, continuing the run
+    /// from `from_line`.
+    async fn decide(
         &self,
         tenant: TenantId,
-        run: &ImportRun,
+        runner: uuid::Uuid,
+        claims: bool,
+        from_line: u64,
         options: &ImportOptions,
         batch: Batch,
-    ) -> Result<ImportRun, ImportError> {
+    ) -> Result<ImportBatch, ImportError> {
         let emails: Vec<Email> = batch.emails.iter().cloned().collect();
         let existing: HashMap<Email, Lead> = self
             .leads
@@ -600,7 +680,9 @@ impl ImportService {
             .filter_map(|l| l.email.clone().map(|e| (e, l)))
             .collect();
         let mut out = ImportBatch {
-            from_line: run.committed_line,
+            runner,
+            claims,
+            from_line,
             to_line: batch.last_line,
             creates: Vec::new(),
             rows: 0,
@@ -632,12 +714,55 @@ impl ImportService {
                 },
             }
         }
-        let committed = self.imports.commit(tenant, run.id, &out).await?;
+        Ok(out)
+    }
+
+    /// Commits a decided batch.
+    async fn write(
+        &self,
+        tenant: TenantId,
+        run: leadline_domain::ImportId,
+        batch: &ImportBatch,
+    ) -> Result<ImportRun, ImportError> {
+        let committed = self.imports.commit(tenant, run, batch).await?;
         // The updated leads' timelines gained their `imported` event.
-        for (_, lead) in &out.updated {
+        for (_, lead) in &batch.updated {
             self.lead_service.invalidate(tenant, *lead).await;
         }
         Ok(committed)
+    }
+
+    /// Waits for the oldest batch being written and moves `run` to where
+    /// it committed. A batch that got to its move before the batch before
+    /// it had committed was rolled back (`Moved` while `run`, now past that
+    /// batch, stands where it continues): it is written once more.
+    async fn settle(
+        &self,
+        tenant: TenantId,
+        run: &mut ImportRun,
+        writing: Writing,
+    ) -> Result<(), Stop> {
+        let written = writing.task.await.map_err(|e| {
+            Stop::Failed(ImportFailure::Store(ImportError::Unknown(anyhow::anyhow!(
+                "an import batch's task ended: {e}"
+            ))))
+        })?;
+        let outcome = match (written.outcome, written.decided) {
+            (Err(ImportError::Moved { .. }), Some(decided))
+                if decided.from_line == run.committed_line =>
+            {
+                self.write(tenant, run.id, &decided).await
+            }
+            (outcome, _) => outcome,
+        };
+        match outcome {
+            Ok(committed) => {
+                *run = committed;
+                Ok(())
+            }
+            Err(ImportError::Moved { .. }) => Err(Stop::Moved),
+            Err(e) => Err(Stop::Failed(e.into())),
+        }
     }
 
     /// Brings `lead` up to the row ([`ImportedLead::update_for`]); `false`
@@ -671,6 +796,27 @@ impl std::fmt::Debug for ImportService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImportService").finish_non_exhaustive()
     }
+}
+
+/// A batch being written by its task, with the emails it holds.
+struct Writing {
+    task: tokio::task::JoinHandle<Written>,
+    emails: HashSet<Email>,
+}
+
+/// How a batch's task ended: the batch as decided (none if deciding
+/// failed), and its commit's outcome.
+struct Written {
+    decided: Option<ImportBatch>,
+    outcome: Result<ImportRun, ImportError>,
+}
+
+/// Why a run's writing stopped before the end of its file.
+enum Stop {
+    /// Another process owns the run.
+    Moved,
+    /// The run failed.
+    Failed(ImportFailure),
 }
 
 enum Row {

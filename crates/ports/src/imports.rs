@@ -54,8 +54,13 @@ pub trait ImportRepository: Send + Sync {
     ) -> Result<ImportRun, ImportError>;
 
     /// Writes a batch in one transaction: its leads, its rejected rows and
-    /// the run's counts and position, only if the run is still at
-    /// `batch.from_line`.
+    /// the run's counts and position, only if the run is at
+    /// `batch.from_line` when the batch is done. Moving the run is the
+    /// batch's last write, so a caller may write the next batch (from this
+    /// one's `to_line`, with none of its emails) while this one is written,
+    /// up to [`ImportRepository::concurrent_batches`]: the next one's move
+    /// waits for this one's, and fails with `Moved` if this one did not
+    /// commit or had not yet moved the run.
     ///
     /// # Errors
     /// [`ImportError::NotFound`], [`ImportError::Moved`] (nothing written),
@@ -66,6 +71,12 @@ pub trait ImportRepository: Send + Sync {
         run: ImportId,
         batch: &ImportBatch,
     ) -> Result<ImportRun, ImportError>;
+
+    /// How many batches of one run are worth writing at once: 1 where
+    /// writes queue for one writer anyway.
+    fn concurrent_batches(&self) -> usize {
+        1
+    }
 
     /// Marks the run done or failed.
     ///

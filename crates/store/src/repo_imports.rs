@@ -8,7 +8,8 @@ use leadline_domain::{
 use leadline_ports::{CreateLeadError, ImportError, ImportRepository};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait as _, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
     sea_query::{Expr, ExprTrait as _, OnConflict},
 };
 
@@ -24,6 +25,27 @@ fn by_key(tenant: TenantId, run: ImportId) -> sea_orm::Select<imports::Entity> {
     imports::Entity::find()
         .filter(imports::Column::TenantId.eq(tenant.as_uuid()))
         .filter(imports::Column::Id.eq(run.as_uuid()))
+}
+
+/// Takes `lock` (a transaction-level advisory lock function) on the batch
+/// of `run` that ends at `line`, on PostgreSQL; SQLite's one writer
+/// already writes one batch at a time.
+async fn batch_lock(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: crate::Backend,
+    lock: &'static str,
+    run: ImportId,
+    line: u64,
+) -> Result<(), Failure> {
+    if backend == crate::Backend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("SELECT {lock}(hashtextextended($1, 0))"),
+            [format!("leadline import {run} line {line}").into()],
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 fn signed(n: u64) -> i64 {
@@ -75,6 +97,7 @@ impl ImportRepository for Store {
                     committed_line: Set(0),
                     created_at: Set(now),
                     updated_at: Set(now),
+                    runner: Set(None),
                 })
                 .on_conflict(
                     OnConflict::columns([
@@ -121,56 +144,21 @@ impl ImportRepository for Store {
         batch: &ImportBatch,
     ) -> Result<ImportRun, ImportError> {
         let backend = self.backend();
-        let result: Result<Result<Option<imports::Model>, ImportError>, Failure> =
-            transaction!(self, "imports.commit", tenant, Write, |txn| {
-                // Move the run first: a second process importing the same
-                // file finds it moved and writes nothing.
-                let moved = imports::Entity::update_many()
-                    .col_expr(
-                        imports::Column::CommittedLine,
-                        Expr::value(signed(batch.to_line)),
-                    )
-                    .col_expr(
-                        imports::Column::RowsRead,
-                        Expr::col(imports::Column::RowsRead).add(signed(batch.rows)),
-                    )
-                    .col_expr(
-                        imports::Column::Created,
-                        Expr::col(imports::Column::Created).add(signed(batch.creates.len() as u64)),
-                    )
-                    .col_expr(
-                        imports::Column::Updated,
-                        Expr::col(imports::Column::Updated).add(signed(batch.updated.len() as u64)),
-                    )
-                    .col_expr(
-                        imports::Column::Skipped,
-                        Expr::col(imports::Column::Skipped).add(signed(batch.skipped)),
-                    )
-                    .col_expr(
-                        imports::Column::Rejected,
-                        Expr::col(imports::Column::Rejected)
-                            .add(signed(batch.rejects.len() as u64)),
-                    )
-                    .col_expr(imports::Column::UpdatedAt, Expr::value(crate::now()))
-                    .filter(imports::Column::TenantId.eq(tenant.as_uuid()))
-                    .filter(imports::Column::Id.eq(run.as_uuid()))
-                    .filter(imports::Column::CommittedLine.eq(signed(batch.from_line)))
-                    .exec(txn)
-                    .await?;
-                if moved.rows_affected != 1 {
-                    let now = by_key(tenant, run).one(txn).await?;
-                    return Ok(match now {
-                        None => Err(ImportError::NotFound),
-                        Some(m) => Err(ImportError::Moved {
-                            committed_line: u64::try_from(m.committed_line).unwrap_or(0),
-                        }),
-                    });
-                }
+        let result: Result<Option<imports::Model>, Failure> = transaction!(
+            self,
+            "imports.commit",
+            tenant,
+            Write,
+            rows = batch.rows as usize,
+            |txn| {
+                // "This batch is being written", for the batch after it to
+                // wait on (below).
+                batch_lock(txn, backend, "pg_advisory_xact_lock", run, batch.to_line).await?;
                 let reqs: Vec<&CreateLeadRequest> = batch.creates.iter().map(|(_, r)| r).collect();
                 let created = match insert_many(txn, backend, tenant, &reqs).await? {
                     Ok(leads) => leads,
                     Err(CreateLeadError::AgentNotFound | CreateLeadError::AgentInactive) => {
-                        // Dropping the transaction rolls the move back.
+                        // Dropping the transaction rolls the batch back.
                         return Err(Failure::Other(anyhow::anyhow!(AgentGone)));
                     }
                     Err(e) => return Err(Failure::Other(anyhow::Error::new(e))),
@@ -206,14 +194,99 @@ impl ImportRepository for Store {
                     .exec_without_returning(txn)
                     .await?;
                 }
-                Ok(Ok(by_key(tenant, run).one(txn).await?))
-            });
+                // Move the run last, so that the batch after this one can be
+                // written while this one is (`ImportRepository::commit`).
+                // The row is locked first: an `UPDATE … WHERE committed_line
+                // = from` would skip the row the batch before has moved but
+                // not committed (its snapshot shows the old line) instead of
+                // waiting; `FOR UPDATE` waits, then reads the line that
+                // batch left. A batch whose run is not where it expects
+                // (another process moved it, or the batch before it has not
+                // committed or got here later) rolls back whole.
+                // The batch before, if it is still being written, is waited
+                // for here: a lock wait, which PostgreSQL's deadlock check
+                // sees (it may wait in turn for a search word this one
+                // inserted). Without it this batch, done first, would find
+                // the run behind and be written again.
+                batch_lock(
+                    txn,
+                    backend,
+                    "pg_advisory_xact_lock_shared",
+                    run,
+                    batch.from_line,
+                )
+                .await?;
+                let at = by_key(tenant, run).lock_exclusive().one(txn).await?;
+                let continues = at.as_ref().is_some_and(|m| {
+                    m.committed_line == signed(batch.from_line)
+                        && (batch.claims || m.runner == Some(batch.runner))
+                });
+                if !continues {
+                    let line = at.map(|m| u64::try_from(m.committed_line).unwrap_or(0));
+                    return Err(Failure::Other(anyhow::Error::new(NotMoved(line))));
+                }
+                let moved = imports::Entity::update_many()
+                    .col_expr(
+                        imports::Column::CommittedLine,
+                        Expr::value(signed(batch.to_line)),
+                    )
+                    .col_expr(
+                        imports::Column::RowsRead,
+                        Expr::col(imports::Column::RowsRead).add(signed(batch.rows)),
+                    )
+                    .col_expr(
+                        imports::Column::Created,
+                        Expr::col(imports::Column::Created).add(signed(batch.creates.len() as u64)),
+                    )
+                    .col_expr(
+                        imports::Column::Updated,
+                        Expr::col(imports::Column::Updated).add(signed(batch.updated.len() as u64)),
+                    )
+                    .col_expr(
+                        imports::Column::Skipped,
+                        Expr::col(imports::Column::Skipped).add(signed(batch.skipped)),
+                    )
+                    .col_expr(
+                        imports::Column::Rejected,
+                        Expr::col(imports::Column::Rejected)
+                            .add(signed(batch.rejects.len() as u64)),
+                    )
+                    .col_expr(imports::Column::UpdatedAt, Expr::value(crate::now()))
+                    .col_expr(imports::Column::Runner, Expr::value(batch.runner))
+                    .filter(imports::Column::TenantId.eq(tenant.as_uuid()))
+                    .filter(imports::Column::Id.eq(run.as_uuid()))
+                    .filter(imports::Column::CommittedLine.eq(signed(batch.from_line)))
+                    .exec(txn)
+                    .await?;
+                if moved.rows_affected != 1 {
+                    let now = by_key(tenant, run).one(txn).await?;
+                    return Err(Failure::Other(anyhow::Error::new(NotMoved(
+                        now.map(|m| u64::try_from(m.committed_line).unwrap_or(0)),
+                    ))));
+                }
+                Ok(by_key(tenant, run).one(txn).await?)
+            }
+        );
         match result {
-            Ok(Ok(model)) => decode(model),
-            Ok(Err(e)) => Err(e),
+            Ok(model) => decode(model),
+            Err(Failure::Other(e)) if e.is::<NotMoved>() => Err(match e.downcast::<NotMoved>() {
+                Ok(NotMoved(Some(committed_line))) => ImportError::Moved { committed_line },
+                _ => ImportError::NotFound,
+            }),
             Err(Failure::Other(e)) if e.is::<AgentGone>() => Err(ImportError::AgentUnavailable),
             Err(Failure::ForeignKey(_)) => Err(ImportError::AgentUnavailable),
             Err(f) => Err(common!(f, ImportError)),
+        }
+    }
+
+    /// Two on PostgreSQL: one batch's statements run while the other's
+    /// are sent or decided, and on two server cores at once. SQLite has one
+    /// writer, so a second batch would only wait for it (or, getting it
+    /// first, be written and rolled back).
+    fn concurrent_batches(&self) -> usize {
+        match self.backend() {
+            crate::Backend::Postgres => 2,
+            crate::Backend::Sqlite => 1,
         }
     }
 
@@ -272,6 +345,13 @@ impl ImportRepository for Store {
             .collect()
     }
 }
+
+/// The run was not at the batch's `from_line`, or another runner moved it
+/// there; the batch is rolled back. Holds the run's line (`None`: it is
+/// gone).
+#[derive(Debug, thiserror::Error)]
+#[error("the import is not where the batch continues from")]
+struct NotMoved(Option<u64>);
 
 /// An assigned agent vanished or was deactivated between the import's
 /// check and its batch: the batch is rolled back and reported.

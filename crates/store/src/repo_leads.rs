@@ -96,12 +96,18 @@ impl LeadRepository for Store {
         }
         let backend = self.backend();
         let reqs: Vec<&CreateLeadRequest> = reqs.iter().collect();
-        let result: Result<Result<u64, CreateLeadError>, Failure> =
-            transaction!(self, "leads.create_many", tenant, Write, |txn| {
+        let result: Result<Result<u64, CreateLeadError>, Failure> = transaction!(
+            self,
+            "leads.create_many",
+            tenant,
+            Write,
+            rows = reqs.len(),
+            |txn| {
                 Ok(insert_many(txn, backend, tenant, &reqs)
                     .await?
                     .map(|leads| leads.len() as u64))
-            });
+            }
+        );
         match result {
             Ok(outcome) => outcome,
             Err(Failure::ForeignKey(_)) => Err(CreateLeadError::AgentNotFound),

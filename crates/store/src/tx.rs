@@ -185,12 +185,18 @@ const RESOLVE_PAUSE: Duration = Duration::from_millis(100);
 /// A macro rather than a function taking an async closure: the block borrows
 /// the caller's arguments and the transaction, and a higher-ranked closure
 /// over both cannot be proven `Send` on stable Rust.
+///
+/// A write of many rows names how many (`rows = n` before the block): its
+/// slow-operation threshold grows with them ([`Attempts::for_rows`]).
 macro_rules! transaction {
-    ($store:expr, $op:literal, $tenant:expr, $access:ident, |$txn:ident| $body:block) => {{
+    ($store:expr, $op:literal, $tenant:expr, $access:ident, |$txn:ident| $body:block) => {
+        $crate::tx::transaction!($store, $op, $tenant, $access, rows = 1, |$txn| $body)
+    };
+    ($store:expr, $op:literal, $tenant:expr, $access:ident, rows = $rows:expr, |$txn:ident| $body:block) => {{
         let store: &$crate::Store = $store;
         let tenant: leadline_domain::TenantId = $tenant;
         let access = $crate::tx::Access::$access;
-        let mut attempts = store.attempts($op);
+        let mut attempts = store.attempts($op).for_rows($rows);
         loop {
             let (outcome, recorded): (Result<_, $crate::errors::Failure>, bool) =
                 $crate::audit::within(
@@ -261,7 +267,21 @@ pub(crate) struct Attempts<'s> {
     delays: backon::ExponentialBackoff,
 }
 
+/// Rows a write may hold within `database.slow_query_ms` before it counts
+/// as slow: a 2,000-row import batch is expected to take longer than one
+/// lead's update, and warning about every batch would bury the warnings
+/// that matter.
+const ROWS_PER_SLOW_THRESHOLD: usize = 100;
+
 impl Attempts<'_> {
+    /// Scales the slow-operation threshold to a write of `rows` rows: one
+    /// threshold per [`ROWS_PER_SLOW_THRESHOLD`] rows, at least one.
+    #[must_use]
+    pub(crate) fn for_rows(mut self, rows: usize) -> Self {
+        let units = u32::try_from(rows.div_ceil(ROWS_PER_SLOW_THRESHOLD)).unwrap_or(u32::MAX);
+        self.policy.slow_threshold = self.policy.slow_threshold.saturating_mul(units.max(1));
+        self
+    }
     /// Decides what follows an attempt: `Some(result)` to finish, `None`
     /// (after the backoff delay) to run the transaction again.
     pub(crate) async fn settle<T>(
@@ -734,5 +754,28 @@ mod tests {
         assert_eq!(disabled, 0, "retry_max = 0 reruns nothing");
         store.close().await;
         none.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_of_many_rows_is_slow_later() {
+        let store = Store::connect(&StoreSettings {
+            slow_query_ms: 250,
+            ..StoreSettings::for_url("sqlite::memory:")
+        })
+        .await
+        .expect("sqlite opens");
+        let threshold = |rows| {
+            store
+                .attempts("test.slow")
+                .for_rows(rows)
+                .policy
+                .slow_threshold
+        };
+        assert_eq!(threshold(0), Duration::from_millis(250));
+        assert_eq!(threshold(1), Duration::from_millis(250));
+        assert_eq!(threshold(100), Duration::from_millis(250));
+        assert_eq!(threshold(101), Duration::from_millis(500));
+        assert_eq!(threshold(2_000), Duration::from_secs(5));
+        store.close().await;
     }
 }

@@ -29,6 +29,8 @@ pub struct Model {
     pub committed_line: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The runner that moved the run last (migration 33).
+    pub runner: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
