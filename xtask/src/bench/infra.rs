@@ -146,13 +146,13 @@ impl CommandLog {
         &self.lines
     }
 
-    /// As [`Commands::run`], and returns the child's peak resident memory
-    /// (`VmHWM`, KiB), read from `/proc` until it exits (polled every 50 ms,
-    /// so the last reading is within that of its end).
+    /// As [`Commands::run`], and returns the child's peak memory, read from
+    /// `/proc` until it exits (polled every 50 ms, so the last reading is
+    /// within that of its end).
     ///
     /// # Errors
     /// Spawn failures and non-zero exits.
-    pub fn run_peak_rss(&mut self, command: &mut Command) -> anyhow::Result<u64> {
+    pub fn run_peak_rss(&mut self, command: &mut Command) -> anyhow::Result<PeakMemory> {
         self.record(command);
         let mut child = command
             .stdin(Stdio::null())
@@ -171,14 +171,10 @@ impl CommandLog {
             })
         });
         let status_file = format!("/proc/{}/status", child.id());
-        let mut peak = 0u64;
+        let mut peak = PeakMemory::default();
         let status = loop {
             if let Ok(text) = std::fs::read_to_string(&status_file) {
-                let hwm = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
-                peak = peak.max(hwm.unwrap_or(0));
+                peak.observe(&text);
             }
             if let Some(status) = child.try_wait()? {
                 break status;
@@ -551,9 +547,51 @@ impl CpuTicks {
     }
 }
 
+/// A process's peak memory, KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeakMemory {
+    /// Resident set (`VmHWM`): everything in RAM, including the pages of
+    /// files it maps (SQLite's memory-mapped database), which the kernel
+    /// can drop and read again.
+    pub resident_kib: u64,
+    /// The largest anonymous resident set seen (`RssAnon`): the process's
+    /// own heap and stacks, which only it can free.
+    pub anonymous_kib: u64,
+}
+
+impl PeakMemory {
+    /// Folds in one reading of `/proc/<pid>/status`.
+    fn observe(&mut self, status: &str) {
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        self.resident_kib = self.resident_kib.max(field("VmHWM:"));
+        self.anonymous_kib = self.anonymous_kib.max(field("RssAnon:"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peak_keeps_the_largest_of_each_reading() {
+        let mut peak = PeakMemory::default();
+        peak.observe("Name:\tleadline\nVmHWM:\t  2048 kB\nRssAnon:\t   900 kB\n");
+        peak.observe("VmHWM:\t  4096 kB\nRssAnon:\t   500 kB\n");
+        peak.observe("gone");
+        assert_eq!(
+            peak,
+            PeakMemory {
+                resident_kib: 4096,
+                anonymous_kib: 900
+            }
+        );
+    }
 
     /// Shares are of the CPU time between two readings, per program; a
     /// program missing from a reading counts as idle.

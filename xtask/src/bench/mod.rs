@@ -1146,7 +1146,7 @@ async fn measure(
     // What the import and `\copy` cost the server, statement by statement.
     data::reset_statement_stats(&pool).await?;
     let started = Instant::now();
-    let import_peak_kib = report.commands.run_peak_rss(
+    let import_peak = report.commands.run_peak_rss(
         Command::new(leadline)
             .current_dir(scratch)
             .env_remove("LEADLINE_CONFIG")
@@ -1174,7 +1174,7 @@ async fn measure(
         .commands
         .run(&mut sqlite_leadline(&["tenant", "create", &slug]))?;
     let started = Instant::now();
-    let sqlite_peak_kib = report.commands.run_peak_rss(&mut sqlite_leadline(&[
+    let sqlite_peak = report.commands.run_peak_rss(&mut sqlite_leadline(&[
         "import",
         "leads",
         "import.csv",
@@ -1182,7 +1182,7 @@ async fn measure(
         "--tenant",
         &slug,
     ]))?;
-    let sqlite_import = (started.elapsed().as_secs_f64(), sqlite_peak_kib);
+    let sqlite_import = (started.elapsed().as_secs_f64(), sqlite_peak);
     let psql = tools.pgbench.with_file_name("psql");
     let psql_command = |sql: &str| {
         let mut command = Command::new(&psql);
@@ -1209,7 +1209,7 @@ async fn measure(
     report.transfer = Some(report::Transfer {
         rows,
         import_secs,
-        import_peak_kib,
+        import_peak,
         sqlite_import,
         copy_secs,
         server_time,
