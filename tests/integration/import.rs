@@ -372,8 +372,9 @@ async fn a_run_that_stopped_halfway_resumes_without_duplicates(store: Store) {
 }
 
 /// The same file posted twice while its run goes on (two uploads, two
-/// instances): one runner owns the run, the other stops at its first
-/// commit, and both calls return (a runner that stopped must not leave its
+/// instances): one runner owns the run, the other stops at a batch that
+/// finds the run taken (never continuing the owner's batches), and both
+/// calls return (a runner that stopped must not leave its
 /// reader waiting, holding the upload's spool file); every row lands once.
 async fn two_runners_of_one_file_both_end_and_import_it_once(store: Store) {
     let s = services(store);
@@ -535,9 +536,16 @@ async fn a_later_batch_continues_only_its_own_runners(store: Store) {
         claims: false,
         ..one_lead_batch(6, 8, "Late")
     };
+    let refused = store
+        .commit(t, run.id, &late)
+        .await
+        .expect_err("the new runner's run");
     assert!(
-        store.commit(t, run.id, &late).await.is_err(),
-        "the run is the new runner's"
+        matches!(
+            refused,
+            leadline_ports::ImportError::Moved { committed_line: 6 }
+        ),
+        "{refused:?}"
     );
     let mut names: Vec<String> = all_leads(&s, t)
         .await
@@ -700,6 +708,140 @@ async fn the_batch_after_waits_for_the_one_before_to_commit() {
         (4, 1, 1)
     );
     store.close().await;
+}
+
+/// The store's imports with a pass's first batch held back until its
+/// second batch's commit has returned: the second gets to its move first.
+struct FirstHeldBack {
+    store: Store,
+    second_returned: tokio::sync::Notify,
+    commits: std::sync::Mutex<Vec<Result<u64, String>>>,
+}
+
+#[async_trait::async_trait]
+impl leadline_ports::ImportRepository for FirstHeldBack {
+    async fn start(
+        &self,
+        tenant: TenantId,
+        file_sha256: &str,
+        source_name: &str,
+        headers: &[String],
+        on_duplicate: OnDuplicate,
+    ) -> Result<leadline_domain::import::ImportRun, leadline_ports::ImportError> {
+        self.store
+            .start(tenant, file_sha256, source_name, headers, on_duplicate)
+            .await
+    }
+
+    async fn commit(
+        &self,
+        tenant: TenantId,
+        run: leadline_domain::ImportId,
+        batch: &ImportBatch,
+    ) -> Result<leadline_domain::import::ImportRun, leadline_ports::ImportError> {
+        if batch.claims {
+            self.second_returned.notified().await;
+        }
+        let outcome = self.store.commit(tenant, run, batch).await;
+        self.commits.lock().unwrap().push(match &outcome {
+            Ok(run) => Ok(run.committed_line),
+            Err(e) => Err(format!("{e:?}")),
+        });
+        if !batch.claims {
+            self.second_returned.notify_one();
+        }
+        outcome
+    }
+
+    fn concurrent_batches(&self) -> usize {
+        self.store.concurrent_batches()
+    }
+
+    async fn finish(
+        &self,
+        tenant: TenantId,
+        run: leadline_domain::ImportId,
+        status: ImportStatus,
+        failure: Option<String>,
+    ) -> Result<leadline_domain::import::ImportRun, leadline_ports::ImportError> {
+        self.store.finish(tenant, run, status, failure).await
+    }
+
+    async fn get(
+        &self,
+        tenant: TenantId,
+        run: leadline_domain::ImportId,
+    ) -> Result<leadline_domain::import::ImportRun, leadline_ports::ImportError> {
+        self.store.get(tenant, run).await
+    }
+
+    async fn rejects(
+        &self,
+        tenant: TenantId,
+        run: leadline_domain::ImportId,
+        after_line: u64,
+        limit: u32,
+    ) -> Result<Vec<leadline_domain::import::RejectedRow>, leadline_ports::ImportError> {
+        self.store.rejects(tenant, run, after_line, limit).await
+    }
+}
+
+/// A batch that gets to its move before the batch before it has committed
+/// (here: before that one even started) is rolled back and written again
+/// once that one has committed: every row lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_done_before_the_one_before_it_is_written_again() {
+    let store = crate::support::pg_store().await;
+    let s = services(store.clone());
+    let (t, _) = tenant(&s).await;
+    let held = std::sync::Arc::new(FirstHeldBack {
+        store: store.clone(),
+        second_returned: tokio::sync::Notify::new(),
+        commits: std::sync::Mutex::new(Vec::new()),
+    });
+    let shared = std::sync::Arc::new(store.clone());
+    let imports = leadline_app::ImportService::new(
+        held.clone(),
+        shared.clone(),
+        shared.clone(),
+        leadline_app::LeadService::new(
+            shared,
+            std::sync::Arc::new(leadline_cache::NullCache::new()),
+        ),
+    );
+    let rows = 2 * leadline_app::BATCH_ROWS as u64;
+    let mut csv = String::from("first_name,last_name\n");
+    for i in 0..rows {
+        csv.push_str(&format!("Held,Person{i}\n"));
+    }
+    let source = CsvSource::open(std::io::Cursor::new(csv.into_bytes()))
+        .await
+        .unwrap();
+    let options = ImportOptions {
+        on_duplicate: OnDuplicate::Skip,
+        mapping: Vec::new(),
+    };
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        imports.run(t, &"ba".repeat(32), "held.csv", source, &options, |_| {}),
+    )
+    .await
+    .expect("the import ends")
+    .unwrap();
+    assert_eq!(
+        (run.status, run.counts.created, run.committed_line),
+        (ImportStatus::Done, rows, rows + 1)
+    );
+    assert_eq!(s.leads.count(t).await.unwrap(), rows, "every row once");
+    let commits = held.commits.lock().unwrap().clone();
+    let first_end = leadline_app::BATCH_ROWS as u64 + 1;
+    assert_eq!(commits.len(), 3, "{commits:?}");
+    assert!(
+        commits[0].as_ref().is_err_and(|e| e.contains("Moved")),
+        "{commits:?}"
+    );
+    assert_eq!(commits[1], Ok(first_end), "{commits:?}");
+    assert_eq!(commits[2], Ok(rows + 1), "{commits:?}");
 }
 
 /// The fields an import can recreate (not ids or times).

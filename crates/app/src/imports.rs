@@ -31,6 +31,7 @@ use leadline_ports::{
     AgentRepository, ImportError, ImportRepository, LeadRepository, UpdateLeadError,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::LeadService;
 
@@ -437,7 +438,17 @@ impl ImportService {
             // process owns the run) closes the channel, and the reader
             // stops at its next batch instead of waiting forever.
             let mut batches = batches;
-            let depth = self.imports.concurrent_batches().max(1);
+            // Updating duplicates writes them before their batch commits
+            // (through the lead service, which keeps cached contexts
+            // coherent): a second batch in flight would update its leads
+            // and then be rolled back with the batch before it, and a
+            // re-run would find them already updated and record no
+            // `imported` event. So an updating import writes one batch at a
+            // time, as before.
+            let depth = match options.on_duplicate {
+                OnDuplicate::Update => 1,
+                OnDuplicate::Skip | OnDuplicate::Create => self.imports.concurrent_batches().max(1),
+            };
             // Batches being written, oldest first. Each is decided and
             // written by a task of its own while the next is read, and
             // settled in order ([`Self::settle`]).
@@ -484,7 +495,7 @@ impl ImportService {
                 let this = self.clone();
                 let (id, options) = (run.id, options.clone());
                 let claims = std::mem::take(&mut first);
-                let task = tokio::spawn(leadline_ports::audited(context.clone(), async move {
+                let work = leadline_ports::audited(context.clone(), async move {
                     match this
                         .decide(tenant, runner, claims, from, &options, batch)
                         .await
@@ -501,7 +512,8 @@ impl ImportService {
                             outcome: Err(e),
                         },
                     }
-                }));
+                });
+                let task = tokio::spawn(work.instrument(tracing::Span::current()));
                 writing.push_back(Writing { task, emails });
             }
             // What is still being written precedes any stop: settled in
@@ -510,7 +522,9 @@ impl ImportService {
             // (unless another runner did) and are only waited for.
             while let Some(oldest) = writing.pop_front() {
                 if stopped.is_some() {
-                    let _ = oldest.task.await;
+                    let mut oldest = oldest;
+                    // Awaited, not dropped: dropping aborts it.
+                    let _ = (&mut oldest.task).await;
                     continue;
                 }
                 match self.settle(tenant, &mut run, oldest).await {
@@ -740,9 +754,9 @@ impl ImportService {
         &self,
         tenant: TenantId,
         run: &mut ImportRun,
-        writing: Writing,
+        mut writing: Writing,
     ) -> Result<(), Stop> {
-        let written = writing.task.await.map_err(|e| {
+        let written = (&mut writing.task).await.map_err(|e| {
             Stop::Failed(ImportFailure::Store(ImportError::Unknown(anyhow::anyhow!(
                 "an import batch's task ended: {e}"
             ))))
@@ -802,6 +816,16 @@ impl std::fmt::Debug for ImportService {
 struct Writing {
     task: tokio::task::JoinHandle<Written>,
     emails: HashSet<Email>,
+}
+
+/// A run dropped before its end (an import cancelled, a server stopping)
+/// stops the batches it was writing rather than leaving them to commit
+/// behind its back: each rolls back unless its commit was already sent,
+/// and either way the run's row says where the file stands.
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// How a batch's task ended: the batch as decided (none if deciding

@@ -639,9 +639,10 @@ pub struct ImportBatch {
     /// The runner writing it: one pass of an importer over the file.
     pub runner: uuid::Uuid,
     /// Whether it is its runner's first batch, which may take the run over
-    /// from another runner. A later batch moves the run only if its runner
-    /// moved it last, so two runners of one file never continue each
-    /// other's batches: the first to commit owns the run.
+    /// from another runner (one that stopped, or one still running, which
+    /// then stops at its next batch). A later batch moves the run only if
+    /// its runner moved it last, so two runners of one file never continue
+    /// each other's batches.
     pub claims: bool,
     /// The run's `committed_line` this batch continues from.
     pub from_line: u64,
