@@ -225,6 +225,8 @@ impl ImportRepository for Store {
                     let line = at.map(|m| u64::try_from(m.committed_line).unwrap_or(0));
                     return Err(Failure::Other(anyhow::Error::new(NotMoved(line))));
                 }
+                // The row is locked and was checked above: nothing else
+                // can move it before this transaction ends.
                 let moved = imports::Entity::update_many()
                     .col_expr(
                         imports::Column::CommittedLine,
@@ -255,16 +257,9 @@ impl ImportRepository for Store {
                     .col_expr(imports::Column::Runner, Expr::value(batch.runner))
                     .filter(imports::Column::TenantId.eq(tenant.as_uuid()))
                     .filter(imports::Column::Id.eq(run.as_uuid()))
-                    .filter(imports::Column::CommittedLine.eq(signed(batch.from_line)))
-                    .exec(txn)
+                    .exec_with_returning(txn)
                     .await?;
-                if moved.rows_affected != 1 {
-                    let now = by_key(tenant, run).one(txn).await?;
-                    return Err(Failure::Other(anyhow::Error::new(NotMoved(
-                        now.map(|m| u64::try_from(m.committed_line).unwrap_or(0)),
-                    ))));
-                }
-                Ok(by_key(tenant, run).one(txn).await?)
+                Ok(moved.into_iter().next())
             }
         );
         match result {
