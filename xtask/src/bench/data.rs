@@ -531,6 +531,45 @@ pub async fn statement_split(
     })
 }
 
+/// What the cache-cold context statement cost inside the server, per call,
+/// since [`reset_statement_stats`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ContextCost {
+    /// Calls counted.
+    pub calls: i64,
+    /// Mean execution time, ms.
+    pub exec_ms: f64,
+    /// Buffers found in `shared_buffers`, per call.
+    pub hit: f64,
+    /// Buffers read from outside `shared_buffers` (the page cache or the
+    /// disk), per call.
+    pub read: f64,
+}
+
+/// The cache-cold context statement's [`ContextCost`] in `database`.
+///
+/// # Errors
+/// SQL errors.
+pub async fn context_cost(pool: &PgPool, database: &str) -> anyhow::Result<ContextCost> {
+    let (calls, exec_ms, hit, read): (i64, f64, f64, f64) = sqlx::query_as(
+        "SELECT coalesce(sum(s.calls), 0)::int8, \
+                coalesce(sum(s.total_exec_time) / nullif(sum(s.calls), 0), 0)::float8, \
+                coalesce(sum(s.shared_blks_hit)::float8 / nullif(sum(s.calls), 0), 0)::float8, \
+                coalesce(sum(s.shared_blks_read)::float8 / nullif(sum(s.calls), 0), 0)::float8 \
+           FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+          WHERE d.datname = $1 AND strpos(s.query, 'row_to_json(l)') > 0",
+    )
+    .bind(database)
+    .fetch_one(pool)
+    .await?;
+    Ok(ContextCost {
+        calls,
+        exec_ms,
+        hit,
+        read,
+    })
+}
+
 /// Up to `limit` pending approvals in random order, with an agent of their
 /// tenant to approve them: `(tenant index, approval id, agent id)`.
 ///

@@ -99,6 +99,8 @@ const OWNER_PASSWORD: &str = "bench-owner-password";
 const SERVICE: &str = "leadline_app";
 const SERVICE_PASSWORD: &str = "bench-service-password";
 const DATABASE: &str = "leadline_bench";
+/// The growth target's small end, beside [`DATABASE`].
+const SMALL_DATABASE: &str = "leadline_bench_small";
 
 /// The service's pool ceiling (`database.max_connections`, its default).
 pub const POOL: usize = 16;
@@ -587,7 +589,6 @@ async fn analytics(
     })
 }
 
-/// Runs one load and turns it into a report row, printing a progress line.
 /// [`measure_one`] [`GROWTH_RUNS`] times, keeping the run with the median
 /// p50: at about 1 ms a single short run moved by ±15 % between identical
 /// runs.
@@ -605,6 +606,44 @@ async fn measure_median(
     Ok(runs.swap_remove(GROWTH_RUNS / 2))
 }
 
+/// Two services under their workloads in turn, [`GROWTH_RUNS`] runs each,
+/// the side that goes first alternating, each run after a `CHECKPOINT`
+/// (`pool`'s server; harmless for a side that is not on it). For figures
+/// that are compared with each other: runs minutes apart on this shared
+/// machine differed by more than the differences the targets judge, and a
+/// checkpoint or the page cache's state landing in one side's runs moves
+/// them further.
+async fn take_turns(
+    env: &Env<'_>,
+    label: &str,
+    sides: [(&str, SocketAddr, &load::Workload); 2],
+    connections: usize,
+    pool: &sqlx::PgPool,
+    log: &mut CommandLog,
+) -> anyhow::Result<report::Turns> {
+    let mut turns = report::Turns::default();
+    for run in 1..=GROWTH_RUNS {
+        let mut order = [0, 1];
+        if run % 2 == 0 {
+            order.reverse();
+        }
+        for side in order {
+            let (name, addr, workload) = sides[side];
+            sqlx::query("CHECKPOINT").execute(pool).await?;
+            let measured = measure_one(
+                &format!("{label}, {name}, run {run}"),
+                env.load(addr, connections),
+                workload.clone(),
+                log,
+            )
+            .await?;
+            turns.runs[side].push(measured);
+        }
+    }
+    Ok(turns)
+}
+
+/// Runs one load and turns it into a report row, printing a progress line.
 async fn measure_one(
     label: &str,
     load: Load,
@@ -735,6 +774,28 @@ async fn measure(
             .env("LEADLINE_SERVICE_PASSWORD", SERVICE_PASSWORD),
     )?;
     log.run(&mut leadline_admin(&["roles", "verify", SERVICE]))?;
+    // A second database for the growth target's side-by-side runs: the
+    // first growth point's data set again, beside the last.
+    let small_owner_url = if plan.hold || plan.steps.len() < 2 {
+        None
+    } else {
+        for sql in [
+            format!("CREATE DATABASE {SMALL_DATABASE} OWNER {OWNER}"),
+            format!("ALTER DATABASE {SMALL_DATABASE} SET synchronous_commit = on"),
+        ] {
+            log.note(format!("psql (superuser): {sql}"));
+            pg.admin_execute("postgres", &sql).await?;
+        }
+        pg.admin_execute(SMALL_DATABASE, ids::SQL_FUNCTIONS).await?;
+        let url = pg.url(OWNER, OWNER_PASSWORD, SMALL_DATABASE);
+        log.run(leadline_admin(&["migrate", "up"]).env("DATABASE_URL", &url))?;
+        log.run(
+            leadline_admin(&["roles", "setup", SERVICE])
+                .env("DATABASE_URL", &url)
+                .env("LEADLINE_SERVICE_PASSWORD", SERVICE_PASSWORD),
+        )?;
+        Some(url)
+    };
     timer.lap(report, "servers, schema, roles");
 
     // --- data, growth, cache-cold -----------------------------------------
@@ -748,6 +809,32 @@ async fn measure(
     ));
     let tenants = data::create_tenants(&owner_url, plan.tenants).await?;
     let pool = data::admin_pool(&admin_url).await?;
+    let small = match (&small_owner_url, plan.steps.first()) {
+        (Some(url), Some(&leads_per_tenant)) => {
+            log.note(format!(
+                "seed: the same {} tenants and their first {leads_per_tenant} leads each into \
+                 {SMALL_DATABASE}, alike",
+                plan.tenants
+            ));
+            let small_tenants = data::create_tenants(url, plan.tenants).await?;
+            let small_pool = data::admin_pool(&pg.admin_url(SMALL_DATABASE)).await?;
+            data::top_up(&small_pool, &small_tenants, 0, leads_per_tenant).await?;
+            small_pool.close().await;
+            timer.lap(
+                report,
+                &format!(
+                    "seed {} leads into a second database (side by side)",
+                    leads_per_tenant * u64::from(plan.tenants)
+                ),
+            );
+            Some((
+                small_tenants,
+                leads_per_tenant,
+                pg.url(SERVICE, SERVICE_PASSWORD, SMALL_DATABASE),
+            ))
+        }
+        _ => None,
+    };
     let mut env = Env {
         plan,
         leadline,
@@ -775,6 +862,7 @@ async fn measure(
         // The seed's dirty pages are flushed first, so that a checkpoint
         // does not land in one point's window.
         sqlx::query("CHECKPOINT").execute(&pool).await?;
+        data::reset_statement_stats(&pool).await?;
         let growth = measure_median(
             &format!("growth: cold context at {total} leads"),
             env.load(server.addr, GROWTH_CONNECTIONS),
@@ -782,6 +870,9 @@ async fn measure(
             &mut report.commands,
         )
         .await?;
+        report
+            .growth_cost
+            .push(data::context_cost(&pool, DATABASE).await?);
         report.growth.push((total, growth));
         let searched = measure_one(
             &format!("growth: search at {total} leads"),
@@ -809,6 +900,48 @@ async fn measure(
                 )
                 .await?,
             );
+        }
+        if step == last_step
+            && let Some((small_tenants, small_step, small_url)) = &small
+        {
+            let small_server = env
+                .serve_with(
+                    &CacheMode::Off,
+                    &[("DATABASE_URL", small_url.clone())],
+                    &mut report.commands,
+                )
+                .await?;
+            let small_space = Space::new(small_tenants, *small_step)?;
+            let small_total = small_step * u64::from(plan.tenants);
+            data::reset_statement_stats(&pool).await?;
+            let turns = take_turns(
+                &env,
+                "growth: cold context, side by side",
+                [
+                    (
+                        &format!("{small_total} leads"),
+                        small_server.addr,
+                        &scenarios::context_uniform(&small_space),
+                    ),
+                    (
+                        &format!("{total} leads"),
+                        server.addr,
+                        &scenarios::context_uniform(&space),
+                    ),
+                ],
+                GROWTH_CONNECTIONS,
+                &pool,
+                &mut report.commands,
+            )
+            .await?;
+            report.growth_turns = Some(report::GrowthTurns {
+                leads: (small_total, total),
+                turns,
+                cost: (
+                    data::context_cost(&pool, SMALL_DATABASE).await?,
+                    data::context_cost(&pool, DATABASE).await?,
+                ),
+            });
         }
         timer.lap(report, &format!("growth point at {total} leads"));
         if step == last_step {
@@ -840,10 +973,15 @@ async fn measure(
         sqlite::run(
             &mut env,
             &pool,
-            &tenants,
-            last_step,
+            &space,
             plan.warm_hot,
             mean_context,
+            // PostgreSQL's appends as its scenario (5) runs them: both tiers
+            // (L1 at its default size; appends fill nothing).
+            &CacheMode::TwoTier {
+                redis_url: format!("{}/0", redis.url()),
+                l1_capacity_bytes: 256 << 20,
+            },
             &mut report.commands,
         )
         .await?,

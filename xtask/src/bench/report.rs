@@ -237,6 +237,10 @@ pub struct Report {
     pub micro: Vec<Micro>,
     /// Cache-cold context at each data size: (leads in all, run).
     pub growth: Vec<(u64, Measured)>,
+    /// The context statement inside the server at each growth point.
+    pub growth_cost: Vec<super::data::ContextCost>,
+    /// The curve's two ends again, side by side.
+    pub growth_turns: Option<GrowthTurns>,
     /// Search (two words and a status filter) at each data size, one
     /// connection: (leads in all, run).
     pub search_growth: Vec<(u64, Measured)>,
@@ -295,6 +299,57 @@ pub struct Report {
     pub sqlite: Option<super::sqlite::SqliteRuns>,
     /// The whole run.
     pub total: Duration,
+}
+
+/// One workload against two services that take turns (`take_turns` in
+/// mod.rs): each side's runs, in the order they ran.
+#[derive(Debug, Clone, Default)]
+pub struct Turns {
+    pub runs: [Vec<Measured>; 2],
+}
+
+impl Turns {
+    /// The run of `side` (0 or 1) whose `key` is the median of its runs.
+    fn median_by(&self, side: usize, key: impl Fn(&Measured) -> f64) -> Option<&Measured> {
+        let mut runs: Vec<&Measured> = self.runs.get(side)?.iter().collect();
+        runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        runs.get(runs.len() / 2).copied()
+    }
+
+    /// `side`'s run with the median throughput.
+    #[must_use]
+    pub fn median_rps(&self, side: usize) -> Option<&Measured> {
+        self.median_by(side, |m| m.rps)
+    }
+
+    /// `side`'s run with the median p50.
+    #[must_use]
+    pub fn median_p50(&self, side: usize) -> Option<&Measured> {
+        self.median_by(side, |m| m.p50_ms)
+    }
+
+    /// `side`'s runs as `f` prints each, in the order they ran.
+    #[must_use]
+    pub fn each(&self, side: usize, f: impl Fn(&Measured) -> String) -> String {
+        self.runs
+            .get(side)
+            .map(|runs| runs.iter().map(f).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    }
+}
+
+/// The cache-cold growth target's two ends measured side by side: the
+/// first growth point's data set again, in a database of its own, and the
+/// last, taking turns.
+#[derive(Debug, Clone)]
+pub struct GrowthTurns {
+    /// Leads in all on each side: (small, large).
+    pub leads: (u64, u64),
+    /// Side 0: the small database; side 1: the large one.
+    pub turns: Turns,
+    /// The context statement inside the server during the turns: (small,
+    /// large).
+    pub cost: (super::data::ContextCost, super::data::ContextCost),
 }
 
 /// (5) and (6) with the audit trail (`database.audit = true`, the default)
@@ -400,6 +455,8 @@ impl Report {
             phases: Vec::new(),
             micro: Vec::new(),
             growth: Vec::new(),
+            growth_cost: Vec::new(),
+            growth_turns: None,
             search_growth: Vec::new(),
             typo_search_growth: Vec::new(),
             events_growth: Vec::new(),
@@ -489,11 +546,8 @@ impl Report {
     /// PostgreSQL's figures beside the SQLite section's.
     fn beside_sqlite(&self) -> super::sqlite::Beside<'_> {
         super::sqlite::Beside {
-            cold: Self::at(&self.sweeps.cold, CONNECTIONS),
-            by_id: Self::at(&self.sweeps.by_id, CONNECTIONS),
             hot: Self::at(&self.sweeps.hot, CONNECTIONS),
             page: self.page.as_ref(),
-            append: self.event.as_ref(),
         }
     }
 
@@ -588,9 +642,24 @@ impl Report {
                 met: ratio >= 0.5,
             });
         }
-        if let (Some((small, first)), Some((large, last))) =
-            (self.growth.first(), self.growth.last())
-        {
+        // The two ends measured side by side when the run has them; else
+        // the curve's first and last points, minutes apart.
+        let growth_ends = self
+            .growth_turns
+            .as_ref()
+            .and_then(|g| {
+                Some((
+                    (g.leads.0, g.turns.median_p50(0)?),
+                    (g.leads.1, g.turns.median_p50(1)?),
+                    ", taking turns",
+                ))
+            })
+            .or_else(|| {
+                let (small, first) = self.growth.first()?;
+                let (large, last) = self.growth.last()?;
+                Some(((*small, first), (*large, last), ""))
+            });
+        if let Some(((small, first), (large, last), how)) = growth_ends {
             let ratio = if first.p50_ms > 0.0 {
                 last.p50_ms / first.p50_ms
             } else {
@@ -599,19 +668,19 @@ impl Report {
             out.push(Verdict {
                 target: format!(
                     "cache-cold context p50 at {} leads ≤ 1.2 × p50 at {}{}",
-                    human(*large),
-                    human(*small),
-                    if *large < 1_000_000 {
+                    human(large),
+                    human(small),
+                    if large < 1_000_000 {
                         " (the target is stated at 1M; this run stops earlier)"
                     } else {
                         ""
                     }
                 ),
                 measured: format!(
-                    "{ratio:.2} × ({:.3} ms vs {:.3} ms)",
+                    "{ratio:.2} × ({:.3} ms vs {:.3} ms{how})",
                     last.p50_ms, first.p50_ms
                 ),
-                met: ratio <= 1.2,
+                met: ratio <= 1.2 && last.errors == 0 && first.errors == 0,
             });
         }
         if let (Some((small, first)), Some((large, last))) =
@@ -661,40 +730,18 @@ impl Report {
             }
         }
         if let Some(lite) = &self.sqlite {
-            let pg = self.beside_sqlite();
-            for (target, run, beside, factor) in [
-                (
-                    "SQLite (3) lead by id ≥ 2 × PostgreSQL's, same run",
-                    &lite.by_id,
-                    pg.by_id,
-                    2.0,
-                ),
-                (
-                    "SQLite (2) cache-cold context ≥ 2 × PostgreSQL's, same run",
-                    &lite.cold,
-                    pg.cold,
-                    2.0,
-                ),
-                (
-                    "SQLite (5) append (`sqlite_synchronous = full`) ≥ 50 % of PostgreSQL's, same run",
-                    &lite.append_full,
-                    pg.append,
-                    0.5,
-                ),
-            ] {
-                if let Some(b) = beside {
-                    let ratio = run.rps / b.rps.max(1e-9);
-                    out.push(Verdict {
-                        target: target.to_owned(),
-                        measured: format!(
-                            "{} × ({:.0} vs {:.0} req/s)",
-                            short_of(ratio, factor, 2),
-                            run.rps,
-                            b.rps
-                        ),
-                        met: ratio >= factor && run.errors == 0,
-                    });
-                }
+            for (target, run, beside, factor) in lite.targets() {
+                let ratio = run.rps / beside.rps.max(1e-9);
+                out.push(Verdict {
+                    target: target.to_owned(),
+                    measured: format!(
+                        "{} × ({:.0} vs {:.0} req/s)",
+                        short_of(ratio, factor, 2),
+                        run.rps,
+                        beside.rps
+                    ),
+                    met: ratio >= factor && run.errors == 0,
+                });
             }
         }
         if let Some(t) = &self.transfer {
@@ -1018,20 +1065,68 @@ impl Report {
              `GET /v1/leads/{{id}}/context` with caches off, uniform over every lead, \
              {GROWTH_CONNECTIONS} connection (so p50 is the cost of one read, without queueing), \
              after each seeding step (same tenants, more leads each) and a `CHECKPOINT`; each \
-             point is run {GROWTH_RUNS} times and the run with the median p50 is shown.\n\n\
-             | leads in all | req/s | p50 | p99 | p99.9 | p50 vs first |\n|---:|---:|---:|---:|---:|---:|"
+             point is run {GROWTH_RUNS} times and the run with the median p50 is shown. \
+             \"server ms\" is the context statement's mean execution time inside PostgreSQL \
+             over the point's runs, and \"buffers\" the pages it touched per read, of which \
+             \"read\" came from outside `shared_buffers` (128 MB: from the operating system's \
+             page cache), from `pg_stat_statements`.\n\n\
+             | leads in all | req/s | p50 | p99 | p99.9 | p50 vs first | server ms | buffers | read |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         let base = self.growth.first().map_or(0.0, |(_, m)| m.p50_ms);
-        for (leads, run) in &self.growth {
+        for (i, (leads, run)) in self.growth.iter().enumerate() {
+            let cost = self.growth_cost.get(i).filter(|c| c.calls > 0).map_or_else(
+                || "- | - | -".to_owned(),
+                |c| format!("{:.3} | {:.1} | {:.1}", c.exec_ms, c.hit + c.read, c.read),
+            );
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} × |",
+                "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} × | {cost} |",
                 human(*leads),
                 run.rps,
                 run.p50_ms,
                 run.p99_ms,
                 run.p999_ms,
-                if base > 0.0 { run.p50_ms / base } else { 0.0 }
+                if base > 0.0 { run.p50_ms / base } else { 0.0 },
+            );
+        }
+        if let Some(g) = &self.growth_turns
+            && let (Some(small), Some(large)) = (g.turns.median_p50(0), g.turns.median_p50(1))
+        {
+            let _ = writeln!(
+                md,
+                "\nThe curve's points are minutes apart, and on this shared machine single \
+                 1-connection runs a few minutes apart have differed by more than the 20 % the \
+                 target allows (this ratio read from the curve ranged from 0.73 × to 1.50 × over \
+                 earlier full runs). So its two ends are also measured side by side: the \
+                 {small_leads} data set again, seeded alike into a second database on the same \
+                 server, and the {large_leads} one, each behind a service of its own, taking \
+                 turns ({runs} runs each, the side that goes first alternating, each run after a \
+                 `CHECKPOINT`). p50 of the median runs: {large_p50:.3} ms at {large_leads} \
+                 against {small_p50:.3} ms at {small_leads}, {ratio:.2} × (the target's \
+                 figure). Every run's p50 in order: {small_leads} {small_each}; {large_leads} \
+                 {large_each}. Inside PostgreSQL over these runs the context statement took \
+                 {large_exec:.3} ms a read at {large_leads}, touching {large_buffers:.1} pages of \
+                 which {large_read:.1} came from outside `shared_buffers`, against \
+                 {small_exec:.3} ms, {small_buffers:.1} and {small_read:.1} at {small_leads}.",
+                large_exec = g.cost.1.exec_ms,
+                large_buffers = g.cost.1.hit + g.cost.1.read,
+                large_read = g.cost.1.read,
+                small_exec = g.cost.0.exec_ms,
+                small_buffers = g.cost.0.hit + g.cost.0.read,
+                small_read = g.cost.0.read,
+                small_leads = human(g.leads.0),
+                large_leads = human(g.leads.1),
+                runs = g.turns.runs[0].len(),
+                large_p50 = large.p50_ms,
+                small_p50 = small.p50_ms,
+                ratio = if small.p50_ms > 0.0 {
+                    large.p50_ms / small.p50_ms
+                } else {
+                    0.0
+                },
+                small_each = g.turns.each(0, |m| format!("{:.3}", m.p50_ms)),
+                large_each = g.turns.each(1, |m| format!("{:.3}", m.p50_ms)),
             );
         }
         if plan.quick {
@@ -1843,6 +1938,42 @@ mod tests {
         assert_eq!(short_of(19.6, 20.0, 0), "19.6");
         assert_eq!(short_of(22.0, 20.0, 0), "22");
         assert_eq!(short_of(49.0, 50.0, 0), "49");
+    }
+
+    fn run(rps: f64, p50_ms: f64) -> Measured {
+        Measured {
+            label: String::new(),
+            connections: 1,
+            rps,
+            p50_ms,
+            p95_ms: p50_ms,
+            p99_ms: p50_ms,
+            p999_ms: p50_ms,
+            errors: 0,
+            first_error: None,
+            mean_body: 0.0,
+            exhausted: false,
+            elapsed_secs: 10.0,
+        }
+    }
+
+    /// Each side's median is its own: by throughput for the ratios of
+    /// req/s, by p50 for the growth target, whatever order the runs came in.
+    #[test]
+    fn turns_give_each_side_its_own_median_run() {
+        let turns = Turns {
+            runs: [
+                vec![run(300.0, 1.0), run(100.0, 3.0), run(200.0, 2.5)],
+                vec![run(50.0, 9.0)],
+            ],
+        };
+        let rps = |m: Option<&Measured>| m.map(|m| m.rps);
+        assert_eq!(rps(turns.median_rps(0)), Some(200.0));
+        assert_eq!(rps(turns.median_p50(0)), Some(200.0));
+        assert_eq!(rps(turns.median_rps(1)), Some(50.0));
+        assert_eq!(rps(turns.median_rps(2)), None);
+        assert_eq!(turns.each(0, |m| format!("{:.0}", m.rps)), "300, 100, 200");
+        assert!(Turns::default().median_p50(0).is_none());
     }
 
     #[test]

@@ -24,13 +24,13 @@ use sqlx::{
 };
 
 use super::{
-    CONNECTIONS, CacheMode, Env,
-    data::BenchTenant,
+    CONNECTIONS, CacheMode, Env, GROWTH_RUNS,
     infra::CommandLog,
     load::Load,
     measure_one,
-    report::Measured,
+    report::{Measured, Turns},
     scenarios::{self, Space},
+    take_turns,
 };
 
 /// The tables the scenarios read, parents first.
@@ -60,10 +60,11 @@ pub struct SqliteRuns {
     pub file_bytes: u64,
     /// Reader connections of the service (`database.sqlite_readers`).
     pub readers: u32,
-    /// (2) cache-cold context at [`CONNECTIONS`].
-    pub cold: Measured,
-    /// (3) lead by id at [`CONNECTIONS`].
-    pub by_id: Measured,
+    /// (2) cache-cold context at [`CONNECTIONS`], caches off: side 0
+    /// PostgreSQL's service, side 1 SQLite's, taking turns.
+    pub cold: Turns,
+    /// (3) lead by id at [`CONNECTIONS`], as `cold`.
+    pub by_id: Turns,
     /// (3) with `database.sqlite_readers = 0`: every read on the writer's
     /// one connection, as before the reader pool.
     pub by_id_one_connection: Measured,
@@ -72,8 +73,9 @@ pub struct SqliteRuns {
     /// (4) filtered page of leads.
     pub page: Measured,
     /// (5) append an event, `database.sqlite_synchronous = full` (the
-    /// default: acknowledged once flushed, flushes shared).
-    pub append_full: Measured,
+    /// default: acknowledged once flushed, flushes shared), on L1, taking
+    /// turns with PostgreSQL's service as its scenario (5) runs (side 0).
+    pub append_full: Turns,
     /// (5) append an event, `database.sqlite_synchronous = normal` (the
     /// opt-in: no flush).
     pub append_normal: Measured,
@@ -90,10 +92,10 @@ pub struct SqliteRuns {
 pub async fn run(
     env: &mut Env<'_>,
     pg: &PgPool,
-    tenants: &[BenchTenant],
-    leads_per_tenant: u64,
+    space: &Space,
     hot_set: usize,
     context_bytes: usize,
+    pg_writes: &CacheMode,
     log: &mut CommandLog,
 ) -> anyhow::Result<SqliteRuns> {
     let file = env.scratch.join("bench.db");
@@ -124,7 +126,6 @@ pub async fn run(
         copy.as_secs_f64()
     ));
     let file_bytes = std::fs::metadata(&file)?.len();
-    let space = Space::new(tenants, leads_per_tenant)?;
     let readers = leadline_store::StoreSettings::default().sqlite_reader_count();
     let on_file = |more: &[(&'static str, String)]| {
         let mut extra = vec![("DATABASE_URL", url.clone())];
@@ -132,23 +133,38 @@ pub async fn run(
         extra
     };
 
-    eprintln!("bench: SQLite (2), (3)");
-    let server = env.serve_with(&CacheMode::Off, &on_file(&[]), log).await?;
-    let cold = measure_one(
-        "SQLite: context, cache-cold (uniform)",
-        env.load(server.addr, CONNECTIONS),
-        scenarios::context_uniform(&space),
+    // (2), (3) and (5) are the targets' figures: each against PostgreSQL's
+    // service under the same load, taking turns.
+    eprintln!("bench: SQLite (2), (3), taking turns with PostgreSQL");
+    let lite = env.serve_with(&CacheMode::Off, &on_file(&[]), log).await?;
+    let postgres = env.serve(&CacheMode::Off, log).await?;
+    let uniform = scenarios::context_uniform(space);
+    let cold = take_turns(
+        env,
+        "context, cache-cold (uniform)",
+        [
+            ("PostgreSQL", postgres.addr, &uniform),
+            ("SQLite", lite.addr, &uniform),
+        ],
+        CONNECTIONS,
+        pg,
         log,
     )
     .await?;
-    let by_id = measure_one(
-        "SQLite: lead by id (uniform)",
-        env.load(server.addr, CONNECTIONS),
-        scenarios::lead_by_id(&space),
+    let by_id_workload = scenarios::lead_by_id(space);
+    let by_id = take_turns(
+        env,
+        "lead by id (uniform)",
+        [
+            ("PostgreSQL", postgres.addr, &by_id_workload),
+            ("SQLite", lite.addr, &by_id_workload),
+        ],
+        CONNECTIONS,
+        pg,
         log,
     )
     .await?;
-    drop(server);
+    drop((lite, postgres));
     let server = env
         .serve_with(
             &CacheMode::Off,
@@ -159,7 +175,7 @@ pub async fn run(
     let by_id_one_connection = measure_one(
         "SQLite: lead by id, no readers",
         env.load(server.addr, CONNECTIONS),
-        scenarios::lead_by_id(&space),
+        scenarios::lead_by_id(space),
         log,
     )
     .await?;
@@ -179,32 +195,42 @@ pub async fn run(
             warmup: Duration::ZERO,
             duration: Duration::from_secs(1_200),
         },
-        scenarios::context_hottest_once(&space, hot_set),
+        scenarios::context_hottest_once(space, hot_set),
         log,
     )
     .await?;
     let hot = measure_one(
         "SQLite: context, cache-hot (Zipf)",
         env.load(server.addr, CONNECTIONS),
-        scenarios::context_hot(&space, hot_set),
+        scenarios::context_hot(space, hot_set),
         log,
     )
     .await?;
     let page = measure_one(
         "SQLite: filtered page of leads",
         env.load(server.addr, CONNECTIONS),
-        scenarios::leads_page(&space),
+        scenarios::leads_page(space),
         log,
     )
     .await?;
-    let append_full = measure_one(
-        "SQLite: append an event (full)",
-        env.load(server.addr, CONNECTIONS),
-        scenarios::append_event(&space, false),
+    // Each in its deployed shape: PostgreSQL's as its scenario (5) runs
+    // (`pg_writes`: both cache tiers, so a write also invalidates in Redis),
+    // SQLite's as the embedded default runs (L1 only).
+    let postgres = env.serve(pg_writes, log).await?;
+    let append = scenarios::append_event(space, false);
+    let append_full = take_turns(
+        env,
+        "append an event",
+        [
+            ("PostgreSQL", postgres.addr, &append),
+            ("SQLite (full)", server.addr, &append),
+        ],
+        CONNECTIONS,
+        pg,
         log,
     )
     .await?;
-    drop(server);
+    drop((server, postgres));
     // The same append on an instance of its own per setting: `normal`, and
     // `full` without the audit trail.
     let mut appends = Vec::with_capacity(2);
@@ -225,7 +251,7 @@ pub async fn run(
             measure_one(
                 label,
                 env.load(server.addr, CONNECTIONS),
-                scenarios::append_event(&space, false),
+                scenarios::append_event(space, false),
                 log,
             )
             .await?,
@@ -410,18 +436,47 @@ async fn copy_table(
     Ok(total)
 }
 
-/// PostgreSQL's figures of the same scenarios in the same run, for the
-/// side-by-side table.
+/// PostgreSQL's figures of the scenarios that do not take turns, from the
+/// tables of the same run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Beside<'a> {
-    pub cold: Option<&'a Measured>,
-    pub by_id: Option<&'a Measured>,
     pub hot: Option<&'a Measured>,
     pub page: Option<&'a Measured>,
-    pub append: Option<&'a Measured>,
 }
 
+/// Side 0 of [`Turns`] is PostgreSQL's service, side 1 SQLite's.
+const PG: usize = 0;
+const LITE: usize = 1;
+
 impl SqliteRuns {
+    /// The targets' figures: (what, SQLite's median run, PostgreSQL's
+    /// median run, the factor the target asks for).
+    #[must_use]
+    pub fn targets(&self) -> Vec<(&'static str, &Measured, &Measured, f64)> {
+        [
+            (
+                "SQLite (3) lead by id ≥ 2 × PostgreSQL's, taking turns",
+                &self.by_id,
+                2.0,
+            ),
+            (
+                "SQLite (2) cache-cold context ≥ 2 × PostgreSQL's, taking turns",
+                &self.cold,
+                2.0,
+            ),
+            (
+                "SQLite (5) append (`sqlite_synchronous = full`) ≥ 50 % of PostgreSQL's, taking turns",
+                &self.append_full,
+                0.5,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(what, turns, factor)| {
+            Some((what, turns.median_rps(LITE)?, turns.median_rps(PG)?, factor))
+        })
+        .collect()
+    }
+
     /// The report's section.
     #[must_use]
     pub fn markdown(&self, pg: Beside<'_>) -> String {
@@ -435,9 +490,16 @@ impl SqliteRuns {
              `leadline serve` on that file with its defaults: WAL, one writer connection, \
              {} reader connections (four per core), the file memory-mapped \
              (`database.sqlite_mmap_bytes`), `database.sqlite_synchronous = full`. Same \
-             load generator, \
-             {CONNECTIONS} connections. PostgreSQL's figure is this run's, from the tables \
-             above.\n\n\
+             load generator, {CONNECTIONS} connections.\n\n\
+             The targets' scenarios (2), (3) and (5, `full`) take turns with PostgreSQL's \
+             service under the same load: {GROWTH_RUNS} runs each, the side that goes first \
+             alternating, each run after a `CHECKPOINT`; each side's run with the median \
+             req/s is shown and compared. (2) and (3) run with caches off on both sides; \
+             (5) runs on PostgreSQL as its scenario (5) does (both cache tiers, so each \
+             write also invalidates in Redis) and on SQLite as the embedded default does (L1 \
+             only). The other rows ran once, and their PostgreSQL figure is from the tables \
+             above; the `normal` and no-trail appends and the no-readers read are compared \
+             with the PostgreSQL run of their turn-taking twin.\n\n\
              | # | scenario | req/s | p50 | p99 | errors | PostgreSQL req/s | SQLite / PostgreSQL |\n\
              |---|---|---:|---:|---:|---:|---:|---:|",
             self.copied
@@ -449,16 +511,51 @@ impl SqliteRuns {
             self.copy.as_secs_f64(),
             self.readers,
         );
-        for (number, run, beside) in [
-            ("2", &self.cold, pg.cold),
-            ("3", &self.by_id, pg.by_id),
-            ("3", &self.by_id_one_connection, pg.by_id),
-            ("1", &self.hot, pg.hot),
-            ("4", &self.page, pg.page),
-            ("5", &self.append_full, pg.append),
-            ("5", &self.append_normal, pg.append),
-            ("5", &self.append_unaudited, pg.append),
-        ] {
+        type Twin<'a> = (Option<Measured>, Option<&'a Measured>);
+        fn twin(turns: &Turns) -> Twin<'_> {
+            (turns.median_rps(LITE).cloned(), turns.median_rps(PG))
+        }
+        let rows: [(&str, &str, Twin<'_>); 8] = [
+            ("2", "context, cache-cold (uniform)", twin(&self.cold)),
+            ("3", "lead by id (uniform)", twin(&self.by_id)),
+            (
+                "3",
+                "lead by id, no readers",
+                (
+                    Some(self.by_id_one_connection.clone()),
+                    self.by_id.median_rps(PG),
+                ),
+            ),
+            (
+                "1",
+                "context, cache-hot (Zipf)",
+                (Some(self.hot.clone()), pg.hot),
+            ),
+            (
+                "4",
+                "filtered page of leads",
+                (Some(self.page.clone()), pg.page),
+            ),
+            ("5", "append an event (full)", twin(&self.append_full)),
+            (
+                "5",
+                "append an event (normal)",
+                (
+                    Some(self.append_normal.clone()),
+                    self.append_full.median_rps(PG),
+                ),
+            ),
+            (
+                "5",
+                "append an event (full, no audit trail)",
+                (
+                    Some(self.append_unaudited.clone()),
+                    self.append_full.median_rps(PG),
+                ),
+            ),
+        ];
+        for (number, what, (run, beside)) in rows {
+            let Some(run) = run else { continue };
             let (pg_rps, ratio) = beside.map_or_else(
                 || ("-".to_owned(), "-".to_owned()),
                 |b| {
@@ -470,14 +567,22 @@ impl SqliteRuns {
             );
             let _ = writeln!(
                 md,
-                "| {number} | {} | {:.0} | {:.3} | {:.3} | {} | {pg_rps} | {ratio} |",
-                run.label.trim_start_matches("SQLite: "),
-                run.rps,
-                run.p50_ms,
-                run.p99_ms,
-                run.errors,
+                "| {number} | {what} | {:.0} | {:.3} | {:.3} | {} | {pg_rps} | {ratio} |",
+                run.rps, run.p50_ms, run.p99_ms, run.errors,
             );
         }
+        let _ = writeln!(
+            md,
+            "\nEvery turn's req/s, in the order they ran (PostgreSQL went first in runs 1 and \
+             3): (2) SQLite {}, PostgreSQL {}; (3) SQLite {}, PostgreSQL {}; (5) SQLite {}, \
+             PostgreSQL {}.",
+            self.cold.each(LITE, rps),
+            self.cold.each(PG, rps),
+            self.by_id.each(LITE, rps),
+            self.by_id.each(PG, rps),
+            self.append_full.each(LITE, rps),
+            self.append_full.each(PG, rps),
+        );
         let _ = writeln!(
             md,
             "\n\"no readers\" is the same service with `database.sqlite_readers = 0`: every \
@@ -490,13 +595,16 @@ impl SqliteRuns {
              loss can take, answers without a flush. \"no audit trail\" is `full` with \
              `database.audit = false`: on SQLite each audited write also writes its chained \
              record (checked against its tenant's chain head), inside the one writer's turn. \
-             The \
-             benchmark's PostgreSQL runs with \
-             `fsync=off`, so its commits never wait for a disk: the SQLite `full` append \
-             figures include flushes that PostgreSQL's do not. What bounds \
-             SQLite's figures on this machine, from a CPU profile of these runs, is in \
+             The `normal` and no-trail appends run with caches off. The benchmark's \
+             PostgreSQL runs with `fsync=off`, so its commits never wait for a disk: the \
+             SQLite `full` append figures include flushes that PostgreSQL's do not. What \
+             bounds SQLite's figures on this machine, from a CPU profile of these runs, is in \
              [backends.md](backends.md#what-bounds-sqlite)."
         );
         md
     }
+}
+
+fn rps(m: &Measured) -> String {
+    format!("{:.0}", m.rps)
 }
