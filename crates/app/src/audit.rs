@@ -124,15 +124,8 @@ impl AuditService {
 
     /// Seals batch after batch until none is full or `go_on` says stop
     /// (asked after each full batch); returns how many.
-    async fn seal_while(&self, mut go_on: impl FnMut() -> bool) -> Result<u64, AuditError> {
-        let mut total = 0;
-        loop {
-            let n = self.trail.seal(SEAL_BATCH).await?;
-            total += n;
-            if n < u64::from(SEAL_BATCH) || !go_on() {
-                return Ok(total);
-            }
-        }
+    async fn seal_while(&self, go_on: impl FnMut() -> bool) -> Result<u64, AuditError> {
+        crate::stopping::drain(u64::from(SEAL_BATCH), || self.trail.seal(SEAL_BATCH), go_on).await
     }
 
     /// Seals every `every` until `shutdown` completes.

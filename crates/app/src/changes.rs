@@ -514,17 +514,15 @@ impl ChangeFeed {
 
     /// Prunes batch after batch until none is full or `go_on` says stop
     /// (asked after each full batch).
-    async fn prune_while(&self, mut go_on: impl FnMut() -> bool) -> Result<u64, ChangeLogError> {
+    async fn prune_while(&self, go_on: impl FnMut() -> bool) -> Result<u64, ChangeLogError> {
         let older_than =
             Utc::now() - chrono::Duration::hours(i64::from(self.settings.retention_hours));
-        let mut total = 0;
-        loop {
-            let n = self.log.prune(older_than, PRUNE_BATCH).await?;
-            total += n;
-            if n < u64::from(PRUNE_BATCH) || !go_on() {
-                return Ok(total);
-            }
-        }
+        crate::stopping::drain(
+            u64::from(PRUNE_BATCH),
+            || self.log.prune(older_than, PRUNE_BATCH),
+            go_on,
+        )
+        .await
     }
 
     /// Prunes every ten minutes until `shutdown` completes.
