@@ -874,6 +874,56 @@ async fn measure(
             .growth_cost
             .push(data::context_cost(&pool, DATABASE).await?);
         report.growth.push((total, growth));
+        if step == last_step
+            && let Some((small_tenants, small_step, small_url)) = &small
+        {
+            let small_server = env
+                .serve_with(
+                    &CacheMode::Off,
+                    &[("DATABASE_URL", small_url.clone())],
+                    &mut report.commands,
+                )
+                .await?;
+            // A fresh service on the large side too, so that both sides
+            // start alike. When the turns reused the curve's service after
+            // its search at 16 connections, the sides' p50 differed by 94 µs
+            // where the statement inside the server differed by 44 µs: that
+            // service had 16 pooled connections, which sqlx's first-in,
+            // first-out idle queue hands a 1-connection load in turn, each a
+            // backend gone idle; the small side's had one or two.
+            let large_server = env.serve(&CacheMode::Off, &mut report.commands).await?;
+            let small_space = Space::new(small_tenants, *small_step)?;
+            let small_total = small_step * u64::from(plan.tenants);
+            data::reset_statement_stats(&pool).await?;
+            let turns = take_turns(
+                &env,
+                "growth: cold context, side by side",
+                [
+                    (
+                        &format!("{small_total} leads"),
+                        small_server.addr,
+                        &scenarios::context_uniform(&small_space),
+                    ),
+                    (
+                        &format!("{total} leads"),
+                        large_server.addr,
+                        &scenarios::context_uniform(&space),
+                    ),
+                ],
+                GROWTH_CONNECTIONS,
+                &pool,
+                &mut report.commands,
+            )
+            .await?;
+            report.growth_turns = Some(report::GrowthTurns {
+                leads: (small_total, total),
+                turns,
+                cost: (
+                    data::context_cost(&pool, SMALL_DATABASE).await?,
+                    data::context_cost(&pool, DATABASE).await?,
+                ),
+            });
+        }
         let searched = measure_one(
             &format!("growth: search at {total} leads"),
             env.load(server.addr, GROWTH_CONNECTIONS),
@@ -900,48 +950,6 @@ async fn measure(
                 )
                 .await?,
             );
-        }
-        if step == last_step
-            && let Some((small_tenants, small_step, small_url)) = &small
-        {
-            let small_server = env
-                .serve_with(
-                    &CacheMode::Off,
-                    &[("DATABASE_URL", small_url.clone())],
-                    &mut report.commands,
-                )
-                .await?;
-            let small_space = Space::new(small_tenants, *small_step)?;
-            let small_total = small_step * u64::from(plan.tenants);
-            data::reset_statement_stats(&pool).await?;
-            let turns = take_turns(
-                &env,
-                "growth: cold context, side by side",
-                [
-                    (
-                        &format!("{small_total} leads"),
-                        small_server.addr,
-                        &scenarios::context_uniform(&small_space),
-                    ),
-                    (
-                        &format!("{total} leads"),
-                        server.addr,
-                        &scenarios::context_uniform(&space),
-                    ),
-                ],
-                GROWTH_CONNECTIONS,
-                &pool,
-                &mut report.commands,
-            )
-            .await?;
-            report.growth_turns = Some(report::GrowthTurns {
-                leads: (small_total, total),
-                turns,
-                cost: (
-                    data::context_cost(&pool, SMALL_DATABASE).await?,
-                    data::context_cost(&pool, DATABASE).await?,
-                ),
-            });
         }
         timer.lap(report, &format!("growth point at {total} leads"));
         if step == last_step {
@@ -1075,7 +1083,7 @@ async fn measure(
         )
         .await?,
     );
-    drop(echo);
+    // Kept for (1)'s turns with it, below.
     let redis_get = ceilings::redis_get(
         &tools.redis_benchmark,
         redis.port(),
@@ -1139,6 +1147,23 @@ async fn measure(
         }
         report.sweeps.hot.push(row);
     }
+    // The target's ratio from runs that take turns with the ceiling's own.
+    let hot_workload = scenarios::context_hot(&space, plan.warm_hot);
+    report.hot_turns = Some(
+        take_turns(
+            &env,
+            "cache-hot against the trivial handler",
+            [
+                ("trivial axum JSON", echo.addr, &scenarios::echo()),
+                ("context, cache-hot (Zipf)", hot.addr, &hot_workload),
+            ],
+            CONNECTIONS,
+            &pool,
+            &mut report.commands,
+        )
+        .await?,
+    );
+    drop(echo);
     if plan.warm_hot < space.total() {
         // The same Zipf over every lead: the tail the warm-up left out is
         // loaded from PostgreSQL on first touch. Reported beside (1), not
