@@ -511,9 +511,9 @@ impl SqliteRuns {
             self.copy.as_secs_f64(),
             self.readers,
         );
-        type Twin<'a> = (Option<Measured>, Option<&'a Measured>);
+        type Twin<'a> = (Option<&'a Measured>, Option<&'a Measured>);
         fn twin(turns: &Turns) -> Twin<'_> {
-            (turns.median_rps(LITE).cloned(), turns.median_rps(PG))
+            (turns.median_rps(LITE), turns.median_rps(PG))
         }
         let rows: [(&str, &str, Twin<'_>); 8] = [
             ("2", "context, cache-cold (uniform)", twin(&self.cold)),
@@ -521,35 +521,21 @@ impl SqliteRuns {
             (
                 "3",
                 "lead by id, no readers",
-                (
-                    Some(self.by_id_one_connection.clone()),
-                    self.by_id.median_rps(PG),
-                ),
+                (Some(&self.by_id_one_connection), self.by_id.median_rps(PG)),
             ),
-            (
-                "1",
-                "context, cache-hot (Zipf)",
-                (Some(self.hot.clone()), pg.hot),
-            ),
-            (
-                "4",
-                "filtered page of leads",
-                (Some(self.page.clone()), pg.page),
-            ),
+            ("1", "context, cache-hot (Zipf)", (Some(&self.hot), pg.hot)),
+            ("4", "filtered page of leads", (Some(&self.page), pg.page)),
             ("5", "append an event (full)", twin(&self.append_full)),
             (
                 "5",
                 "append an event (normal)",
-                (
-                    Some(self.append_normal.clone()),
-                    self.append_full.median_rps(PG),
-                ),
+                (Some(&self.append_normal), self.append_full.median_rps(PG)),
             ),
             (
                 "5",
                 "append an event (full, no audit trail)",
                 (
-                    Some(self.append_unaudited.clone()),
+                    Some(&self.append_unaudited),
                     self.append_full.median_rps(PG),
                 ),
             ),
