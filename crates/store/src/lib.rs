@@ -22,6 +22,7 @@ mod errors;
 mod health;
 mod migrate;
 mod params;
+mod point_reads;
 mod pool;
 mod repo_agents;
 mod repo_analytics;

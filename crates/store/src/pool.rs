@@ -126,6 +126,9 @@ struct Inner {
     /// SQLite's group commit (`database.sqlite_synchronous = full` on a
     /// database file): writes are acknowledged once their log is flushed.
     wal_sync: Option<Arc<crate::wal_sync::WalSync>>,
+    /// SQLite's held connections for single-statement reads, on a database
+    /// file with readers (`point_reads.rs`).
+    point_readers: Option<crate::point_reads::PointReaders>,
     /// Each tenant's audit chain head as this process last wrote it
     /// (SQLite: a hint that saves reading it, `audit.rs`).
     chain_heads: Arc<crate::audit::ChainHeads>,
@@ -161,6 +164,7 @@ impl Inner {
             audit: true,
             listen_options: None,
             wal_sync: None,
+            point_readers: None,
             chain_heads: Arc::default(),
             seal_heads: crate::audit::SealHeads::default(),
             own_options: None,
@@ -282,6 +286,7 @@ impl Store {
         let mut replica = None;
         let mut listen_options = None;
         let mut wal_sync = None;
+        let mut point_readers = None;
         let mut own_options = None;
         let (db, pool) = match backend {
             Backend::Postgres => {
@@ -383,6 +388,16 @@ impl Store {
                 // mode by now.
                 let readers = settings.sqlite_reader_count();
                 if !in_memory && readers > 0 {
+                    let reader_options = options.clone().pragma("query_only", "ON");
+                    point_readers = Some(
+                        crate::point_reads::PointReaders::open(
+                            reader_options.clone(),
+                            readers,
+                            settings.acquire_timeout(),
+                        )
+                        .await
+                        .map_err(|e| ConnectError::Unreachable(e.to_string()))?,
+                    );
                     let reader_pool = SqlitePoolOptions::new()
                         .max_connections(readers)
                         .min_connections(0)
@@ -391,7 +406,7 @@ impl Store {
                         .idle_timeout(idle)
                         .max_lifetime(None)
                         .after_release(|conn, _| Box::pin(sqlite_release_check(conn, false)))
-                        .connect_lazy_with(options.pragma("query_only", "ON"));
+                        .connect_lazy_with(reader_options);
                     replica = Some(Arc::new(Inner::new(
                         SqlxSqliteConnector::from_sqlx_sqlite_pool(reader_pool.clone()),
                         PoolHandle::Sqlite(reader_pool),
@@ -412,6 +427,7 @@ impl Store {
         inner.transaction_pooling = settings.transaction_pooling && backend == Backend::Postgres;
         inner.audit = settings.audit;
         inner.wal_sync = wal_sync;
+        inner.point_readers = point_readers;
         if !settings.audit {
             tracing::warn!(
                 "database.audit is off: writes leave no audit record (meant for measuring what the trail costs)"
@@ -500,6 +516,12 @@ impl Store {
             .map(|until| until.is_some_and(|t| Instant::now() < t))
             .unwrap_or(false);
         (!down).then_some(&replica.db)
+    }
+
+    /// SQLite's held connections for single-statement reads, when the
+    /// database is a file with readers.
+    pub(crate) fn point_readers(&self) -> Option<&crate::point_reads::PointReaders> {
+        self.inner.point_readers.as_ref()
     }
 
     /// Sends replica reads to the primary for `pause`: the read pool just
@@ -666,6 +688,9 @@ impl Store {
         }
         if let Some(a) = &self.inner.analytics {
             a.close().await;
+        }
+        if let Some(readers) = &self.inner.point_readers {
+            readers.close().await;
         }
         self.inner.close().await;
     }
@@ -1148,6 +1173,17 @@ mod tests {
                     .expect("a row");
                 assert_eq!(row.try_get_by_index::<i64>(0).expect("a size"), expected);
             }
+            let row = store
+                .point_readers()
+                .expect("a file has point readers")
+                .query_one(&sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Sqlite,
+                    "PRAGMA mmap_size",
+                ))
+                .await
+                .expect("answers")
+                .expect("a row");
+            assert_eq!(row.try_get_by_index::<i64>(0).expect("a size"), expected);
             store.close().await;
         }
     }

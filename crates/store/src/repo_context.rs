@@ -10,8 +10,8 @@ use leadline_domain::{
 };
 use leadline_ports::{GetLeadError, LeadContextRepository, ListLeadsError};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
 };
 
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
     entity::{agents, approvals, events, leads},
     errors::{Failure, common},
     sqlite_json,
-    tx::{ScopedSql, scoped_sql, sqlite_single_read, transaction},
+    tx::{ScopedSql, scoped_sql, transaction},
 };
 
 /// How many open approvals a context shows (pending and approved; more is a
@@ -229,18 +229,15 @@ async fn context_rows_in_one_query(
             let Some(sql) = CONTEXT_SQLITE_SQL.as_deref() else {
                 return Ok(Err("no SQLite statement"));
             };
-            sqlite_single_read!(store, "context.load", |db| {
-                let values = [tenant.as_uuid().into(), lead.as_uuid().into()]
-                    .into_iter()
-                    .chain(context_values(events_limit));
-                Ok(db
-                    .query_one_raw(Statement::from_sql_and_values(
-                        DbBackend::Sqlite,
-                        sql,
-                        values,
-                    ))
-                    .await?)
-            })?
+            let values = [tenant.as_uuid().into(), lead.as_uuid().into()]
+                .into_iter()
+                .chain(context_values(events_limit));
+            store
+                .sqlite_read_one(
+                    "context.load",
+                    Statement::from_sql_and_values(DbBackend::Sqlite, sql, values),
+                )
+                .await?
         }
     };
     let Some(row) = row else {

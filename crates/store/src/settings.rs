@@ -153,7 +153,9 @@ impl StoreSettings {
     }
 
     /// SQLite's reader connections: `sqlite_readers`, else four per core
-    /// and at most [`SQLITE_READERS_MAX`].
+    /// and at most [`SQLITE_READERS_MAX`]. A database file gets this many
+    /// held open for single-statement reads (`point_reads.rs`) and a pool
+    /// of up to as many for reads of several statements.
     #[must_use]
     pub fn sqlite_reader_count(&self) -> u32 {
         self.sqlite_readers.unwrap_or_else(|| {

@@ -230,32 +230,6 @@ macro_rules! transaction {
 }
 pub(crate) use transaction;
 
-/// Runs `$body`, one read statement on SQLite, with `$db` a connection of
-/// SQLite's readers (else the writer's), without `BEGIN` and `COMMIT`.
-///
-/// On SQLite each statement is a round trip to the connection's worker
-/// thread, and `BEGIN` and `COMMIT` cost as much as a point read: a single
-/// statement reads one snapshot by itself, so it needs no transaction. Only
-/// for one statement: two statements without a transaction may read two
-/// snapshots. Transient faults rerun it like [`transaction!`].
-macro_rules! sqlite_single_read {
-    ($store:expr, $op:literal, |$db:ident| $body:block) => {{
-        let store: &$crate::Store = $store;
-        let mut attempts = store.attempts($op);
-        loop {
-            let outcome: Result<_, $crate::errors::Failure> = async {
-                let $db: &sea_orm::DatabaseConnection = store.reader(false).unwrap_or(store.db());
-                $body
-            }
-            .await;
-            if let Some(result) = attempts.settle(outcome).await {
-                break result;
-            }
-        }
-    }};
-}
-pub(crate) use sqlite_single_read;
-
 /// One operation's attempts: the backoff still available, and the clock for
 /// its latency metric and slow-operation log.
 pub(crate) struct Attempts<'s> {
