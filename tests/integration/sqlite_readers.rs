@@ -207,3 +207,59 @@ async fn a_write_queued_past_its_bound_is_503_with_retry_after() {
     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
     first.await.unwrap().expect("the queued write lands");
 }
+
+/// The readers held for one-statement reads show in the pool's gauges and
+/// their waits in the acquire histogram, under `pool="point_reads"`; the
+/// reads they served have handed them back.
+#[tokio::test]
+async fn point_readers_show_in_the_metrics() {
+    use axum::{body::Body, http::Request};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir.path().join("metered.db"));
+    let store = Store::connect(&StoreSettings {
+        sqlite_readers: Some(2),
+        ..StoreSettings::for_url(&url)
+    })
+    .await
+    .unwrap();
+    store.migrate(MigrateOp::Up).await.unwrap();
+    let s = services(store.clone());
+    // First: building the router installs the metrics recorder.
+    let app = leadline_http::router(leadline_http::AppState::new(s.clone()));
+    let (tenant, _) = new_tenant(&s).await;
+    let lead = s.leads.create(tenant, &lead_req("Metered")).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(s.leads.get(tenant, lead.id).await.unwrap().id, lead.id);
+    }
+    let stats = store.point_read_stats().expect("a file has point readers");
+    assert_eq!(
+        (stats.size, stats.idle, stats.in_use, stats.max),
+        (2, 2, 0, 2),
+        "{stats:?}"
+    );
+
+    let res = app
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for needle in [
+        r#"db_pool_max_connections{pool="point_reads"}"#,
+        r#"db_pool_connections{pool="point_reads",state="idle"}"#,
+        r#"db_pool_acquire_seconds_count{pool="point_reads"}"#,
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    assert!(
+        Store::connect(&StoreSettings::for_url("sqlite::memory:"))
+            .await
+            .unwrap()
+            .point_read_stats()
+            .is_none(),
+        "memory has no point readers"
+    );
+}

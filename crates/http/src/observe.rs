@@ -192,6 +192,7 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
     let pools = [
         ("primary", Some(services.health.pool_stats())),
         ("replica", services.health.read_pool_stats()),
+        ("point_reads", services.health.point_read_stats()),
     ];
     for (name, stats) in pools {
         let Some(pool) = stats else { continue };

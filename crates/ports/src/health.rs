@@ -55,4 +55,10 @@ pub trait HealthCheck: Send + Sync {
     fn read_pool_stats(&self) -> Option<PoolStats> {
         None
     }
+
+    /// The connections held for single-statement reads (SQLite on a
+    /// database file), right now; `None` when there are none.
+    fn point_read_stats(&self) -> Option<PoolStats> {
+        None
+    }
 }

@@ -47,4 +47,8 @@ impl HealthCheck for Store {
     fn read_pool_stats(&self) -> Option<PoolStats> {
         Store::read_pool_stats(self)
     }
+
+    fn point_read_stats(&self) -> Option<PoolStats> {
+        Store::point_read_stats(self)
+    }
 }

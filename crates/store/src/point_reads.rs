@@ -21,9 +21,11 @@
 //! goes through the read pool and SeaORM.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::unmanaged::{Object, Pool, PoolConfig, PoolError};
+use leadline_ports::PoolStats;
+use metrics::histogram;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
 use sea_orm::{ConnAcquireErr, DbErr, QueryResult, RuntimeErr, Statement};
@@ -31,6 +33,10 @@ use sea_query_sqlx::SqlxValues;
 
 use crate::errors::Failure;
 use crate::pool::Store;
+use crate::tx::count_acquire_timeout;
+
+/// The `pool` label of these connections' metrics (docs/operations.md).
+const POOL: &str = "point_reads";
 
 /// A fixed set of open `query_only` connections to one SQLite file.
 pub(crate) struct PointReaders {
@@ -83,14 +89,19 @@ impl PointReaders {
         &self,
         statement: &Statement,
     ) -> Result<Option<QueryResult>, DbErr> {
+        let started = Instant::now();
         let mut connection = self.pool.get().await.map_err(|error| {
-            DbErr::ConnectionAcquire(match error {
+            let error = DbErr::ConnectionAcquire(match error {
                 PoolError::Timeout => ConnAcquireErr::Timeout,
                 PoolError::Closed | PoolError::NoRuntimeSpecified => {
                     ConnAcquireErr::ConnectionClosed
                 }
-            })
+            });
+            count_acquire_timeout(&error, POOL);
+            error
         })?;
+        histogram!("db_pool_acquire_seconds", "pool" => POOL)
+            .record(started.elapsed().as_secs_f64());
         let values = statement
             .values
             .clone()
@@ -124,6 +135,21 @@ impl PointReaders {
             Err(error) => {
                 tracing::error!(%error, "could not reopen a SQLite reader connection");
             }
+        }
+    }
+
+    /// How many connections there are and how many are lent out now.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let status = self.pool.status();
+        let size = u32::try_from(status.size).unwrap_or(u32::MAX);
+        let idle = u32::try_from(status.available)
+            .unwrap_or(u32::MAX)
+            .min(size);
+        PoolStats {
+            size,
+            idle,
+            in_use: size - idle,
+            max: u32::try_from(status.max_size).unwrap_or(u32::MAX),
         }
     }
 

@@ -597,6 +597,14 @@ impl Store {
         self.inner.replica.as_deref().map(stats_of)
     }
 
+    /// Occupancy of SQLite's connections held for single-statement reads,
+    /// when the database is a file with readers.
+    #[must_use]
+    pub fn point_read_stats(&self) -> Option<PoolStats> {
+        self.point_readers()
+            .map(crate::point_reads::PointReaders::stats)
+    }
+
     /// Round-trips `SELECT 1` on the primary within `timeout`.
     ///
     /// # Errors

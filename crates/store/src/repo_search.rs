@@ -276,9 +276,15 @@ fn tenant_tag(tenant: TenantId) -> String {
     hex[hex.len() - 8..].to_owned()
 }
 
+/// At most the first four characters of `word`: `left(word, 4)` in
+/// migration 32.
+fn first_four(word: &str) -> String {
+    word.chars().take(4).collect()
+}
+
 /// The first four characters of `word`, if it has that many.
 fn head(word: &str) -> Option<String> {
-    let head: String = word.chars().take(4).collect();
+    let head = first_four(word);
     (head.chars().count() == 4).then_some(head)
 }
 
@@ -292,7 +298,7 @@ fn word_key(tag: &str, word: &str) -> String {
     if has_digit(word) {
         format!("{tag}{word}")
     } else {
-        format!("{tag}{}", word.chars().take(4).collect::<String>())
+        format!("{tag}{}", first_four(word))
     }
 }
 

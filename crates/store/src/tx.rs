@@ -597,7 +597,7 @@ async fn timed_begin(
     }
 }
 
-fn count_acquire_timeout(err: &DbErr, pool: &'static str) {
+pub(crate) fn count_acquire_timeout(err: &DbErr, pool: &'static str) {
     if matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)) {
         counter!("db_pool_acquire_timeouts_total", "pool" => pool).increment(1);
     }
