@@ -14,8 +14,9 @@
 //! connection left inside a transaction or broken by a cancelled call.
 //! These connections run single statements outside any transaction, and
 //! `query_only`; a statement whose caller gave up is dropped by the worker
-//! thread before it takes the next command. A connection whose worker
-//! thread is gone is replaced ([`PointReaders::query_one`]).
+//! thread before it takes the next command, and its connection is pinged
+//! (as sqlx would) before it is lent again ([`Lent`]). A connection whose
+//! worker thread is gone is replaced ([`PointReaders::query_one`]).
 //!
 //! Everything else SQLite reads (several statements, or a transaction) still
 //! goes through the read pool and SeaORM.
@@ -37,6 +38,32 @@ use crate::tx::count_acquire_timeout;
 
 /// The `pool` label of these connections' metrics (docs/operations.md).
 const POOL: &str = "point_reads";
+/// First and longest wait between attempts to reopen a reader connection.
+const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(100);
+const REOPEN_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// A connection lent to one read, until the read has its answer.
+///
+/// Dropped before that (the caller gave up), it is not handed back at once:
+/// its worker thread may still be running the abandoned statement, and the
+/// pool lends the last connection back first, so the next read would wait
+/// behind it while others idle. A task pings it first, and since a worker
+/// runs its commands in order, the ping answers once the worker is free.
+struct Lent(Option<Object<SqliteConnection>>);
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let Some(mut connection) = self.0.take() else {
+            return;
+        };
+        // Without a runtime (the process is ending) it goes back as it is.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = connection.ping().await;
+            });
+        }
+    }
+}
 
 /// A fixed set of open `query_only` connections to one SQLite file.
 pub(crate) struct PointReaders {
@@ -90,7 +117,7 @@ impl PointReaders {
         statement: &Statement,
     ) -> Result<Option<QueryResult>, DbErr> {
         let started = Instant::now();
-        let mut connection = self.pool.get().await.map_err(|error| {
+        let connection = self.pool.get().await.map_err(|error| {
             let error = DbErr::ConnectionAcquire(match error {
                 PoolError::Timeout => ConnAcquireErr::Timeout,
                 PoolError::Closed | PoolError::NoRuntimeSpecified => {
@@ -110,11 +137,17 @@ impl PointReaders {
             sqlx::AssertSqlSafe(statement.sql.as_str()),
             SqlxValues(values),
         );
-        match query.fetch_optional(&mut *connection).await {
+        let mut lent = Lent(Some(connection));
+        let fetched = match lent.0.as_mut() {
+            Some(connection) => query.fetch_optional(&mut **connection).await,
+            None => Err(sqlx::Error::WorkerCrashed),
+        };
+        let connection = lent.0.take();
+        match fetched {
             Ok(row) => Ok(row.map(QueryResult::from)),
             Err(error) => {
-                if matches!(error, sqlx::Error::WorkerCrashed) {
-                    self.replace(connection).await;
+                if let (sqlx::Error::WorkerCrashed, Some(connection)) = (&error, connection) {
+                    self.replace(connection);
                 }
                 Err(DbErr::Query(RuntimeErr::SqlxError(Arc::new(error))))
             }
@@ -122,20 +155,34 @@ impl PointReaders {
     }
 
     /// Takes a connection whose worker thread is gone out of the pool and
-    /// opens another in its place; without one, the pool stays smaller and
-    /// reads wait longer (or time out, as when every reader is busy).
-    async fn replace(&self, broken: Object<SqliteConnection>) {
+    /// opens another in its place: in a task of its own, so that a caller
+    /// giving up cannot leave the pool a connection short, and again until
+    /// it opens or the readers close. Meanwhile reads share the others.
+    fn replace(&self, broken: Object<SqliteConnection>) {
         drop(Object::take(broken));
-        match self.options.connect().await {
-            Ok(connection) => {
-                if let Err((connection, _)) = self.pool.add(connection).await {
-                    let _ = connection.close().await;
+        let (pool, options) = (self.pool.clone(), self.options.clone());
+        tokio::spawn(async move {
+            let mut delay = REOPEN_FIRST_DELAY;
+            while !pool.is_closed() {
+                match options.connect().await {
+                    Ok(connection) => {
+                        if let Err((connection, _)) = pool.add(connection).await {
+                            let _ = connection.close().await;
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(
+                            %error,
+                            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                            "could not reopen a SQLite reader connection"
+                        );
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(REOPEN_MAX_DELAY);
+                    }
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, "could not reopen a SQLite reader connection");
-            }
-        }
+        });
     }
 
     /// How many connections there are and how many are lent out now.
@@ -153,11 +200,16 @@ impl PointReaders {
         }
     }
 
-    /// Closes every connection; reads after this fail as closed.
+    /// Waits (at most the acquire timeout each) for lent connections to
+    /// come back, then closes every connection; reads after this fail as
+    /// closed.
     pub(crate) async fn close(&self) {
         let mut open = Vec::new();
-        while let Ok(connection) = self.pool.try_remove() {
-            open.push(connection);
+        for _ in 0..self.pool.status().size {
+            match self.pool.remove().await {
+                Ok(connection) => open.push(connection),
+                Err(_) => break,
+            }
         }
         self.pool.close();
         for connection in open {
@@ -191,10 +243,8 @@ impl Store {
         loop {
             let outcome = match self.point_readers() {
                 Some(readers) => readers.query_one(&statement).await,
-                None => {
-                    let db = self.reader(false).unwrap_or(self.db());
-                    db.query_one_raw(statement.clone()).await
-                }
+                // The point readers exist wherever SQLite has readers.
+                None => self.db().query_one_raw(statement.clone()).await,
             };
             if let Some(result) = attempts.settle(outcome.map_err(Failure::from)).await {
                 break result;
@@ -216,6 +266,9 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
         Store::connect(&StoreSettings {
             sqlite_readers: Some(readers),
+            // Reads queue behind deliberately slow ones here: on a loaded
+            // machine that is not what a timeout should end.
+            acquire_timeout_ms: 120_000,
             ..StoreSettings::for_url(&url)
         })
         .await
@@ -290,8 +343,8 @@ mod tests {
         // Answers its argument after counting for a while, so that a caller
         // can give up while the worker is still at it.
         let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
-                    WHERE x < 20000) SELECT ?1 + (SELECT count(*) FROM c) - 20000";
-        for value in 0..100 {
+                    WHERE x < 100000) SELECT ?1 + (SELECT count(*) FROM c) - 100000";
+        for value in 1..=20 {
             let given_up =
                 tokio::time::timeout(Duration::ZERO, read(&store, select(slow, -value))).await;
             assert!(given_up.is_err(), "the caller gives up before the answer");
@@ -300,6 +353,39 @@ mod tests {
                 Some(value),
                 "the next read gets its own answer"
             );
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_given_up_midway_is_lent_again_once_its_worker_is_free() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let store = file_store(&dir, 2).await;
+        let readers = store.point_readers().expect("a file has point readers");
+        // Long enough that the check below comes while it runs.
+        let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                    WHERE x < 3000000) SELECT ?1 + (SELECT count(*) FROM c) - 3000000";
+        let given_up = tokio::time::timeout(Duration::ZERO, read(&store, select(slow, 1))).await;
+        assert!(given_up.is_err(), "the caller gives up before the answer");
+        let stats = readers.stats();
+        assert_eq!(
+            (stats.idle, stats.in_use),
+            (1, 1),
+            "the busy connection is not lent to the next read"
+        );
+        assert_eq!(
+            read(&store, select("SELECT ?1", 2)).await.expect("reads"),
+            Some(2),
+            "the next read runs on the free one"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while readers.stats().idle < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the given-up connection comes back: {:?}",
+                readers.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         store.close().await;
     }
