@@ -1170,28 +1170,18 @@ mod tests {
                 settings.sqlite_mmap_bytes = bytes;
             }
             let store = Store::connect(&settings).await.expect("sqlite opens");
+            let pragma =
+                sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, "PRAGMA mmap_size");
+            let mut rows = Vec::new();
             for connection in [store.db(), store.reader(false).expect("a file has readers")] {
-                let row = connection
-                    .query_one_raw(sea_orm::Statement::from_string(
-                        sea_orm::DbBackend::Sqlite,
-                        "PRAGMA mmap_size",
-                    ))
-                    .await
-                    .expect("answers")
-                    .expect("a row");
+                rows.push(connection.query_one_raw(pragma.clone()).await);
+            }
+            let point_readers = store.point_readers().expect("a file has point readers");
+            rows.push(point_readers.query_one(&pragma).await);
+            for row in rows {
+                let row = row.expect("answers").expect("a row");
                 assert_eq!(row.try_get_by_index::<i64>(0).expect("a size"), expected);
             }
-            let row = store
-                .point_readers()
-                .expect("a file has point readers")
-                .query_one(&sea_orm::Statement::from_string(
-                    sea_orm::DbBackend::Sqlite,
-                    "PRAGMA mmap_size",
-                ))
-                .await
-                .expect("answers")
-                .expect("a row");
-            assert_eq!(row.try_get_by_index::<i64>(0).expect("a size"), expected);
             store.close().await;
         }
     }
