@@ -9,6 +9,7 @@
 
 mod accepted_reads_back;
 mod analytics;
+mod appends;
 mod audit;
 mod backup;
 mod batch;

@@ -62,11 +62,24 @@ pub(crate) async fn record_with_events(
     events: &[Event],
     list: &[Change],
 ) -> Result<(), Failure> {
-    mark_recorded(list);
     // Every change is an audited write too.
     let audited = crate::audit::of_changes(list);
+    record_with_audit(txn, events, list, &audited).await
+}
+
+/// [`record_with_events`] with the audit records already made (by the
+/// requests whose writes they are, for [`crate::appends`], which writes
+/// several requests' events at once): `audited` is written as given, so it
+/// is empty where auditing is off.
+pub(crate) async fn record_with_audit(
+    txn: &DatabaseTransaction,
+    events: &[Event],
+    list: &[Change],
+    audited: &[leadline_domain::AuditRecord],
+) -> Result<(), Failure> {
+    mark_recorded(list);
     if txn.get_database_backend() == DbBackend::Postgres {
-        return crate::bulk::events_and_changes(txn, events, list, &audited).await;
+        return crate::bulk::events_and_changes(txn, events, list, audited).await;
     }
     let (event_rows, change_rows) = (crate::rows_per_insert(10), crate::rows_per_insert(6));
     if events.len() <= event_rows && list.len() <= change_rows && audited.len() <= 1 {
@@ -102,7 +115,7 @@ pub(crate) async fn record_with_events(
             .exec_without_returning(txn)
             .await?;
     }
-    crate::audit::record(txn, &audited).await
+    crate::audit::record(txn, audited).await
 }
 
 /// Tells the attempt [`tracking`] watches that it grew the log.

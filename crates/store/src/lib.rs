@@ -12,6 +12,7 @@
 //! - [`Store::migrate`], [`Store::ensure_service_login`] and
 //!   [`Store::verify_service_login`] serve the CLI and the tests.
 
+mod appends;
 mod audit;
 pub mod backup;
 mod bulk;

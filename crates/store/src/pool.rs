@@ -132,6 +132,8 @@ struct Inner {
     /// Each tenant's audit chain head as this process last wrote it
     /// (SQLite: a hint that saves reading it, `audit.rs`).
     chain_heads: Arc<crate::audit::ChainHeads>,
+    /// SQLite: the appends waiting for the writer's turn (`appends.rs`).
+    appends: crate::appends::Appends,
     /// Each tenant's chain head as this process's sealer last left it
     /// (PostgreSQL: a hint that saves scanning for it, `audit.rs`).
     seal_heads: crate::audit::SealHeads,
@@ -166,6 +168,7 @@ impl Inner {
             wal_sync: None,
             point_readers: None,
             chain_heads: Arc::default(),
+            appends: crate::appends::Appends::default(),
             seal_heads: crate::audit::SealHeads::default(),
             own_options: None,
             stop_name: None,
@@ -653,6 +656,11 @@ impl Store {
     /// Whether writes record audit records.
     pub(crate) fn audits(&self) -> bool {
         self.inner.audit
+    }
+
+    /// The appends waiting for the writer's turn (SQLite; `appends.rs`).
+    pub(crate) fn appends(&self) -> &crate::appends::Appends {
+        &self.inner.appends
     }
 
     /// The chain heads this process last wrote (SQLite; `audit.rs`).

@@ -200,9 +200,11 @@ impl EventRepository for Store {
                 .map_err(|f| common!(f, AppendEventError));
         }
         // Under an idempotency key the append records itself on the key in
-        // its own transaction, so the one-statement path is for plain calls.
-        let one_statement =
-            self.backend() == crate::Backend::Postgres && IdempotentRequest::current().is_none();
+        // its own transaction, so the one-statement path (PostgreSQL) and
+        // the combined one (SQLite, `appends.rs`) are for plain calls.
+        let plain = IdempotentRequest::current().is_none();
+        let one_statement = plain && self.backend() == crate::Backend::Postgres;
+        let combined = plain && self.backend() == crate::Backend::Sqlite;
         // The one statement asks nothing first: its lateral read of the lead
         // refuses a missing, foreign or deleted lead and an event that
         // predates its lead, at no extra round trip; only a refused append
@@ -229,6 +231,16 @@ impl EventRepository for Store {
                 }
                 Err(f) => Err(f),
             }
+        } else if combined {
+            let change = leadline_domain::Change::event(&event);
+            let audit =
+                leadline_domain::AuditRecord::of_change(&change, &leadline_ports::audit_context());
+            self.append_combined(crate::appends::Append {
+                event: event.clone(),
+                change,
+                audit,
+            })
+            .await
         } else {
             transaction!(self, "events.append", tenant, Write, |txn| {
                 if let Some(refused) = refusal(txn, tenant, &event).await? {

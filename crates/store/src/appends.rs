@@ -1,0 +1,363 @@
+//! SQLite appends, combined: the events that concurrent requests append
+//! are written by one transaction of the one writer.
+//!
+//! A SQLite file has one writer connection, and a write's turn on it is
+//! mostly waiting: `BEGIN`, the lead's check, the rows, `COMMIT`, each a
+//! hand-off to the connection's thread and back, then the flush of the
+//! log that acknowledges it (`wal_sync.rs`). Appends are the writes that
+//! arrive in streams, so they share turns, as commits share a flush: each
+//! request queues its event (with the change and the audit record it makes,
+//! which need the request's own context) and waits for its answer; the
+//! first one to find the writer's turn free takes every event queued by
+//! then and writes them in one transaction; those queued meanwhile go in
+//! the next. A lone append is a batch of one, written as before.
+//!
+//! What each request is told is what a transaction of its own would have
+//! told it:
+//! - Refusals are decided per event, from one read of the batch's leads and
+//!   agents inside the transaction (a missing or deleted lead, an event
+//!   that predates its lead, an actor that is no agent of the tenant): a
+//!   refused event is left out, the others are written.
+//! - An answer leaves only after the commit and its flush, as every write
+//!   is acknowledged.
+//! - A fault the whole batch meets (the writer unavailable, a full disk,
+//!   lock contention past its deadline) is every request's answer. Any
+//!   other failure might be one event's: the batch's events are then
+//!   written one transaction each, so that each gets its own answer.
+//! - A request that gave up before its batch was taken is left out; once
+//!   taken, it is written like any other (an abandoned request's own
+//!   transaction could have committed too).
+//!
+//! The batch runs in a task of its own, so a request that gives up while
+//! its batch is being written cannot leave the other requests without an
+//! answer. Appends under an `Idempotency-Key`, which record their effect on
+//! the key in the same transaction, keep a transaction each.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use chrono::{DateTime, Utc};
+use leadline_domain::{AuditRecord, Change, Event, TenantId};
+use leadline_ports::{AppendEventError, Unavailable};
+use metrics::histogram;
+use sea_orm::{ConnectionTrait as _, DatabaseTransaction, DbBackend, Statement};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::{Store, errors::Failure, tx::transaction};
+
+/// The most events one transaction takes; more wait for the next.
+const MAX_BATCH: usize = 256;
+
+/// An append's outcome: `Ok(Err(_))` refused, `Err(_)` failed.
+pub(crate) type Outcome = Result<Result<(), AppendEventError>, Failure>;
+
+/// One request's event, with what the request decided about it.
+#[derive(Debug)]
+pub(crate) struct Append {
+    /// The event, as [`Event::logged`] made it.
+    pub(crate) event: Event,
+    /// Its change-log entry.
+    pub(crate) change: Change,
+    /// Its audit record, made with the request's audit context.
+    pub(crate) audit: AuditRecord,
+}
+
+/// An append waiting for its batch.
+#[derive(Debug)]
+struct Pending {
+    append: Append,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The queue of appends and the writer's turn, one per store.
+#[derive(Debug, Default)]
+pub(crate) struct Appends {
+    queue: Mutex<Vec<Pending>>,
+    /// Held by the batch being written, from before its transaction begins
+    /// until its answers have been sent.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Appends {
+    fn push(&self, pending: Pending) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(pending);
+    }
+
+    /// The next batch: up to [`MAX_BATCH`] queued appends whose requests are
+    /// still waiting, oldest first.
+    fn take(&self) -> Vec<Pending> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = queue.len().min(MAX_BATCH);
+        queue.drain(..n).filter(|p| !p.reply.is_closed()).collect()
+    }
+}
+
+impl Store {
+    /// Appends `append` in a batch with whatever other appends are queued
+    /// (module documentation), and answers as its own transaction would.
+    ///
+    /// # Errors
+    /// The batch's [`Failure`], or this event's when the batch failed in a
+    /// way that may have been one event's.
+    pub(crate) async fn append_combined(&self, append: Append) -> Outcome {
+        let appends = self.appends();
+        let (reply, mut answer) = oneshot::channel();
+        appends.push(Pending { append, reply });
+        loop {
+            tokio::select! {
+                biased;
+                answered = &mut answer => {
+                    return answered.unwrap_or_else(|_| {
+                        Err(Failure::Other(anyhow::anyhow!(
+                            "the batch that took this append ended without answering"
+                        )))
+                    });
+                }
+                turn = Arc::clone(&appends.turn).lock_owned() => {
+                    let batch = appends.take();
+                    if batch.is_empty() {
+                        // An earlier batch took this append: its answer is
+                        // on the way.
+                        continue;
+                    }
+                    let store = self.clone();
+                    tokio::spawn(async move {
+                        store.write_batch(batch).await;
+                        drop(turn);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes `batch` and answers each of its requests.
+    async fn write_batch(&self, batch: Vec<Pending>) {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "at most MAX_BATCH, exact in an f64"
+        )]
+        histogram!("db_append_batch_size").record(batch.len() as f64);
+        let (appends, replies): (Vec<Append>, Vec<_>) =
+            batch.into_iter().map(|p| (p.append, p.reply)).unzip();
+        match self.write_appends(&appends).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A request that stopped waiting needs no answer.
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(failure) if appends.len() > 1 && shared(&failure).is_none() => {
+                for (append, reply) in appends.iter().zip(replies) {
+                    let outcome = self
+                        .write_appends(std::slice::from_ref(append))
+                        .await
+                        .map(|mut outcomes| outcomes.pop().unwrap_or(Ok(())));
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(failure) => {
+                // Several requests only for a failure [`shared`] copies.
+                let mut replies = replies.into_iter();
+                let last = replies.next_back();
+                for reply in replies {
+                    if let Some(copy) = shared(&failure) {
+                        let _ = reply.send(Err(copy));
+                    }
+                }
+                if let Some(reply) = last {
+                    let _ = reply.send(Err(failure));
+                }
+            }
+        }
+    }
+
+    /// Writes the events of `appends` that may be written, in one
+    /// transaction, and says of each whether it was or why not.
+    async fn write_appends(
+        &self,
+        appends: &[Append],
+    ) -> Result<Vec<Result<(), AppendEventError>>, Failure> {
+        let Some(first) = appends.first() else {
+            return Ok(Vec::new());
+        };
+        let audits = self.audits();
+        let outcomes = transaction!(
+            self,
+            "events.append",
+            first.event.tenant_id,
+            Write,
+            rows = appends.len(),
+            |txn| {
+                let refused = refusals(txn, appends).await?;
+                let mut events = Vec::with_capacity(appends.len());
+                let mut changes = Vec::with_capacity(appends.len());
+                let mut audited = Vec::with_capacity(if audits { appends.len() } else { 0 });
+                for (append, _) in appends.iter().zip(&refused).filter(|(_, r)| r.is_none()) {
+                    events.push(append.event.clone());
+                    changes.push(append.change.clone());
+                    if audits {
+                        audited.push(append.audit.clone());
+                    }
+                }
+                if !events.is_empty() {
+                    crate::changes::record_with_audit(txn, &events, &changes, &audited).await?;
+                }
+                Ok(refused
+                    .into_iter()
+                    .map(|r| r.map_or(Ok(()), Err))
+                    .collect::<Vec<_>>())
+            }
+        )?;
+        // The transaction woke the first event's tenant; the others' too.
+        let mut woken = HashSet::from([first.event.tenant_id]);
+        for (append, outcome) in appends.iter().zip(&outcomes) {
+            if outcome.is_ok() && woken.insert(append.event.tenant_id) {
+                self.ping_changes(append.event.tenant_id);
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The failures that are the whole batch's and not one event's, copied for
+/// each request: `None` for the others.
+fn shared(failure: &Failure) -> Option<Failure> {
+    match failure {
+        Failure::Unavailable(u) => Some(Failure::Unavailable(Unavailable(u.0.clone()))),
+        Failure::StorageFull(m) => Some(Failure::StorageFull(m.clone())),
+        Failure::Transient(cause, m) => Some(Failure::Transient(*cause, m.clone())),
+        Failure::Unique(_) | Failure::ForeignKey(_) | Failure::Other(_) => None,
+    }
+}
+
+/// Why each of `appends` may not be written, read in `txn` in one
+/// statement: its lead is missing or deleted, it predates its lead
+/// ([`Event::predates`]), or its actor is no agent of its tenant. The same
+/// rules, in the same order, as a lone append's.
+async fn refusals(
+    txn: &DatabaseTransaction,
+    appends: &[Append],
+) -> Result<Vec<Option<AppendEventError>>, Failure> {
+    let pairs = |sql: &mut String, values: &mut Vec<sea_orm::Value>, keys: &[(TenantId, Uuid)]| {
+        for (i, (tenant, id)) in keys.iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { " OR (" });
+            sql.push_str("tenant_id = ? AND id = ?)");
+            values.push(tenant.as_uuid().into());
+            values.push((*id).into());
+        }
+    };
+    let leads: Vec<_> = appends
+        .iter()
+        .map(|a| (a.event.tenant_id, a.event.lead_id.as_uuid()))
+        .collect();
+    let actors: Vec<_> = appends
+        .iter()
+        .filter_map(|a| {
+            a.event
+                .actor
+                .map(|actor| (a.event.tenant_id, actor.as_uuid()))
+        })
+        .collect();
+    let mut sql = String::from(
+        "SELECT 0, tenant_id, id, created_at FROM leads WHERE deleted_at IS NULL AND (",
+    );
+    let mut values = Vec::with_capacity(2 * (leads.len() + actors.len()));
+    pairs(&mut sql, &mut values, &leads);
+    sql.push(')');
+    if !actors.is_empty() {
+        sql.push_str(" UNION ALL SELECT 1, tenant_id, id, NULL FROM agents WHERE ");
+        pairs(&mut sql, &mut values, &actors);
+    }
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values,
+        ))
+        .await?;
+    let mut live: HashMap<(Uuid, Uuid), DateTime<Utc>> = HashMap::new();
+    let mut agents: HashSet<(Uuid, Uuid)> = HashSet::new();
+    for row in rows {
+        let kind: i64 = row.try_get_by_index(0)?;
+        let key: (Uuid, Uuid) = (row.try_get_by_index(1)?, row.try_get_by_index(2)?);
+        if kind == 0 {
+            live.insert(key, row.try_get_by_index(3)?);
+        } else {
+            agents.insert(key);
+        }
+    }
+    Ok(appends
+        .iter()
+        .map(|a| {
+            let tenant = a.event.tenant_id.as_uuid();
+            match live.get(&(tenant, a.event.lead_id.as_uuid())) {
+                None => Some(AppendEventError::LeadNotFound),
+                Some(&lead_created_at) if a.event.predates(lead_created_at) => {
+                    Some(AppendEventError::PredatesLead { lead_created_at })
+                }
+                Some(_) => a
+                    .event
+                    .actor
+                    .filter(|actor| !agents.contains(&(tenant, actor.as_uuid())))
+                    .map(|_| AppendEventError::AgentNotFound),
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use leadline_domain::{AuditContext, AuditRecord, Change, LeadId, TenantId};
+    use tokio::sync::oneshot;
+
+    use super::{Append, Appends, MAX_BATCH, Outcome, Pending};
+
+    fn pending(text: &str) -> (Pending, oneshot::Receiver<Outcome>) {
+        let event = leadline_domain::fixtures::note(TenantId::new(), LeadId::new(), text);
+        let change = Change::event(&event);
+        let audit = AuditRecord::of_change(&change, &AuditContext::default());
+        let (reply, answer) = oneshot::channel();
+        let append = Append {
+            event,
+            change,
+            audit,
+        };
+        (Pending { append, reply }, answer)
+    }
+
+    fn texts(batch: &[Pending]) -> Vec<String> {
+        batch
+            .iter()
+            .map(|p| p.append.event.content.as_ref().map_or("", |c| c.as_str()).to_owned())
+            .collect()
+    }
+
+    /// A request that stopped waiting before its batch was taken is not
+    /// written (its own transaction would not have been either), and a
+    /// batch takes at most `MAX_BATCH` appends, oldest first.
+    #[test]
+    fn a_batch_takes_the_oldest_appends_still_awaited() {
+        let appends = Appends::default();
+        let mut awaited = Vec::new();
+        for i in 0..MAX_BATCH + 5 {
+            let (p, answer) = pending(&i.to_string());
+            appends.push(p);
+            // Every third request gives up.
+            if i % 3 != 0 {
+                awaited.push(answer);
+            }
+        }
+        let kept = |range: std::ops::Range<usize>| -> Vec<String> {
+            range.filter(|i| i % 3 != 0).map(|i| i.to_string()).collect()
+        };
+        assert_eq!(texts(&appends.take()), kept(0..MAX_BATCH));
+        assert_eq!(texts(&appends.take()), kept(MAX_BATCH..MAX_BATCH + 5));
+        assert!(appends.take().is_empty());
+    }
+}

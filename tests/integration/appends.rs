@@ -1,0 +1,267 @@
+//! Appends that arrive together. On SQLite they share the writer's turn
+//! (`crates/store/src/appends.rs`: one transaction writes every event queued
+//! by then), and each request must still get the answer a transaction of
+//! its own would have given it; PostgreSQL, which appends each in one
+//! statement, must give the same answers.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use leadline_app::{AppendError, Services, Verdict};
+use leadline_domain::{
+    AgentId, AppendEventRequest, ChangePosition, ChangeType, Direction, EventContent, EventKind,
+    LeadId, Metadata, PageLimit, TenantId, TimelineQuery,
+};
+use leadline_ports::{AppendEventError, ChangeLog as _};
+use leadline_store::Store;
+
+use crate::support::{agent_req, both_backends, lead_req, new_tenant, services, sqlite_store};
+
+both_backends!(concurrent_appends_each_get_the_answer_of_their_own);
+
+/// What one append must be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Written,
+    LeadNotFound,
+    PredatesLead,
+    AgentNotFound,
+}
+
+fn note(
+    text: &str,
+    occurred_at: Option<DateTime<Utc>>,
+    actor: Option<AgentId>,
+) -> AppendEventRequest {
+    AppendEventRequest {
+        kind: EventKind::Note,
+        direction: Direction::Internal,
+        content: Some(EventContent::new(text).unwrap()),
+        occurred_at,
+        actor,
+        metadata: Metadata::default(),
+    }
+}
+
+/// The contents on a lead's timeline.
+async fn timeline(s: &Services, tenant: TenantId, lead: LeadId) -> BTreeSet<String> {
+    let page = s
+        .timeline
+        .timeline(
+            tenant,
+            lead,
+            &TimelineQuery {
+                limit: PageLimit::new(200).unwrap(),
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!page.has_more, "the test writes fewer than a page");
+    page.items
+        .into_iter()
+        .map(|e| e.content.unwrap().as_str().to_owned())
+        .collect()
+}
+
+/// How many records the tenant's trail holds, checking that it verifies.
+async fn trail_len(s: &Services, tenant: TenantId) -> u64 {
+    match s.audit.verify(tenant, None).await.unwrap() {
+        Verdict::Intact(state) => state.sealed + state.unsealed,
+        other => panic!("the trail verifies: {other:?}"),
+    }
+}
+
+/// The events logged in the tenant's change log after `from`.
+async fn logged_events(store: &Store, tenant: TenantId, from: ChangePosition) -> usize {
+    let span = store.after(tenant, from, 10_000).await.unwrap();
+    span.items
+        .iter()
+        .filter(|c| c.change.kind == ChangeType::EventRecorded)
+        .count()
+}
+
+/// Appends of two tenants, written and refused for every reason, all sent
+/// at once, three rounds: each gets its own answer, exactly the written
+/// ones are on the timelines, in the change logs and in the audit trails,
+/// and both trails still verify.
+async fn concurrent_appends_each_get_the_answer_of_their_own(store: Store) {
+    let s = services(store.clone());
+    let (a, _) = new_tenant(&s).await;
+    let (b, _) = new_tenant(&s).await;
+    let agent = s
+        .agents
+        .create(a, &agent_req("ada@example.com"))
+        .await
+        .unwrap()
+        .id;
+    let lead = s.leads.create(a, &lead_req("Grace")).await.unwrap();
+    let gone = s.leads.create(a, &lead_req("Gone")).await.unwrap().id;
+    s.leads.delete(a, gone).await.unwrap();
+    let other = s.leads.create(b, &lead_req("Linus")).await.unwrap().id;
+    let before = lead.created_at - chrono::Duration::microseconds(1);
+
+    let (trail_a, trail_b) = (trail_len(&s, a).await, trail_len(&s, b).await);
+    let (log_a, log_b) = (s_head(&store, a).await, s_head(&store, b).await);
+
+    let mut cases: Vec<(TenantId, LeadId, AppendEventRequest, Expect)> = Vec::new();
+    for round in 0..3 {
+        for i in 0..8 {
+            let text = |who: &str| format!("{who} {round}.{i}");
+            cases.push((a, lead.id, note(&text("a"), None, None), Expect::Written));
+            cases.push((
+                a,
+                lead.id,
+                note(&text("a by"), None, Some(agent)),
+                Expect::Written,
+            ));
+            cases.push((b, other, note(&text("b"), None, None), Expect::Written));
+        }
+        let text = |why: &str| format!("{why} {round}");
+        let refused = [
+            (
+                a,
+                gone,
+                note(&text("deleted lead"), None, None),
+                Expect::LeadNotFound,
+            ),
+            (
+                a,
+                LeadId::new(),
+                note(&text("no lead"), None, None),
+                Expect::LeadNotFound,
+            ),
+            (
+                a,
+                other,
+                note(&text("foreign lead"), None, None),
+                Expect::LeadNotFound,
+            ),
+            (
+                b,
+                lead.id,
+                note(&text("foreign both"), None, Some(agent)),
+                Expect::LeadNotFound,
+            ),
+            (
+                a,
+                lead.id,
+                note(&text("predates"), Some(before), None),
+                Expect::PredatesLead,
+            ),
+            (
+                a,
+                lead.id,
+                note(&text("no agent"), None, Some(AgentId::new())),
+                Expect::AgentNotFound,
+            ),
+            (
+                b,
+                other,
+                note(&text("foreign agent"), None, Some(agent)),
+                Expect::AgentNotFound,
+            ),
+        ];
+        // Spread among the written ones, so they share batches with them.
+        for (n, case) in refused.into_iter().enumerate() {
+            let at = cases.len() - 3 * n;
+            cases.insert(at, case);
+        }
+    }
+
+    let answers = join_all(
+        cases
+            .iter()
+            .map(|(tenant, lead, req, _)| s.timeline.append(*tenant, *lead, req)),
+    )
+    .await;
+    for ((tenant, lead_id, req, expect), answer) in cases.iter().zip(answers) {
+        let text = req.content.as_ref().unwrap().as_str();
+        let got = match answer {
+            Ok(event) => {
+                assert_eq!(
+                    (event.tenant_id, event.lead_id),
+                    (*tenant, *lead_id),
+                    "{text}"
+                );
+                assert_eq!(event.actor, req.actor, "{text}");
+                Expect::Written
+            }
+            Err(AppendError::Store(AppendEventError::LeadNotFound)) => Expect::LeadNotFound,
+            Err(AppendError::Store(AppendEventError::PredatesLead { lead_created_at })) => {
+                assert_eq!(lead_created_at, lead.created_at, "{text}");
+                Expect::PredatesLead
+            }
+            Err(AppendError::Store(AppendEventError::AgentNotFound)) => Expect::AgentNotFound,
+            Err(other) => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(got, *expect, "{text}");
+    }
+
+    let written = |tenant: TenantId| -> BTreeSet<String> {
+        cases
+            .iter()
+            .filter(|(t, _, _, e)| *t == tenant && *e == Expect::Written)
+            .map(|(_, _, req, _)| req.content.as_ref().unwrap().as_str().to_owned())
+            .collect()
+    };
+    let (written_a, written_b) = (written(a), written(b));
+    assert_eq!(timeline(&s, a, lead.id).await, written_a);
+    assert_eq!(timeline(&s, b, other).await, written_b);
+    assert_eq!(logged_events(&store, a, log_a).await, written_a.len());
+    assert_eq!(logged_events(&store, b, log_b).await, written_b.len());
+    assert_eq!(trail_len(&s, a).await, trail_a + written_a.len() as u64);
+    assert_eq!(trail_len(&s, b).await, trail_b + written_b.len() as u64);
+}
+
+async fn s_head(store: &Store, tenant: TenantId) -> ChangePosition {
+    store.head(tenant).await.unwrap()
+}
+
+/// A batch that fails in a way that may be one event's (here a trigger
+/// refuses one event's content) is written again one event at a time: the
+/// one event fails, every other is written.
+#[tokio::test]
+async fn a_failed_batch_answers_each_append_alone_on_sqlite() {
+    let store = sqlite_store().await;
+    store
+        .execute_for_tests(
+            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.content = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        )
+        .await
+        .unwrap();
+    let s = services(store.clone());
+    let (tenant, _) = new_tenant(&s).await;
+    let lead = s.leads.create(tenant, &lead_req("Grace")).await.unwrap().id;
+    let trail = trail_len(&s, tenant).await;
+    let texts: Vec<String> = (0..40)
+        .map(|i| {
+            if i == 25 {
+                "poison".to_owned()
+            } else {
+                format!("note {i}")
+            }
+        })
+        .collect();
+    let requests: Vec<_> = texts.iter().map(|t| note(t, None, None)).collect();
+    let answers = join_all(
+        requests
+            .iter()
+            .map(|req| s.timeline.append(tenant, lead, req)),
+    )
+    .await;
+    for (text, answer) in texts.iter().zip(answers) {
+        match answer {
+            Err(AppendError::Store(AppendEventError::Unknown(e))) if text == "poison" => {
+                assert!(format!("{e:#}").contains("poisoned"), "{e:#}");
+            }
+            Ok(_) if text != "poison" => {}
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    let written: BTreeSet<String> = texts.into_iter().filter(|t| t != "poison").collect();
+    assert_eq!(timeline(&s, tenant, lead).await, written);
+    assert_eq!(trail_len(&s, tenant).await, trail + written.len() as u64);
+}
