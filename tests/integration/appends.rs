@@ -4,7 +4,7 @@
 //! its own would have given it; PostgreSQL, which appends each in one
 //! statement, must give the same answers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
@@ -16,9 +16,40 @@ use leadline_domain::{
 use leadline_ports::{AppendEventError, ChangeLog as _};
 use leadline_store::Store;
 
-use crate::support::{agent_req, both_backends, lead_req, new_tenant, services, sqlite_store};
+use crate::support::{agent_req, lead_req, new_tenant, services, sqlite_store};
 
-both_backends!(concurrent_appends_each_get_the_answer_of_their_own);
+// On several threads, as the service runs: the queue, the writer's turn and
+// the batch's own task race there.
+mod sqlite {
+    use crate::support::{sqlite_store, sqlite_store_with};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_each_get_the_answer_of_their_own() {
+        let store = sqlite_store().await;
+        super::concurrent_appends_each_get_the_answer_of_their_own(store.clone(), true).await;
+        assert!(
+            store.largest_append_batch_for_tests() > 1,
+            "appends sent together shared a transaction"
+        );
+    }
+
+    /// With `database.audit = false` a batch writes no audit records, as a
+    /// lone append writes none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_without_the_audit_trail() {
+        let store = sqlite_store_with(|s| s.audit = false).await;
+        super::concurrent_appends_each_get_the_answer_of_their_own(store.clone(), false).await;
+        assert!(store.largest_append_batch_for_tests() > 1);
+    }
+}
+
+mod postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_each_get_the_answer_of_their_own() {
+        let store = crate::support::pg_store().await;
+        super::concurrent_appends_each_get_the_answer_of_their_own(store, true).await;
+    }
+}
 
 /// What one append must be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,14 +113,17 @@ async fn logged_events(store: &Store, tenant: TenantId, from: ChangePosition) ->
         .count()
 }
 
-/// Appends of two tenants, written and refused for every reason, all sent
-/// at once, three rounds: each gets its own answer, exactly the written
-/// ones are on the timelines, in the change logs and in the audit trails,
-/// and both trails still verify.
-async fn concurrent_appends_each_get_the_answer_of_their_own(store: Store) {
+/// Appends of three tenants, written and refused for every reason, all
+/// sent at once, three rounds: each gets its own answer, exactly the written
+/// ones are on the timelines, in the change logs and (when `audited`) in
+/// the audit trails, both trails still verify, and the tenants whose logs
+/// grew are woken (on SQLite, where wake-ups are this process's alone, only
+/// they: tenant `c`'s one append is refused).
+async fn concurrent_appends_each_get_the_answer_of_their_own(store: Store, audited: bool) {
     let s = services(store.clone());
     let (a, _) = new_tenant(&s).await;
     let (b, _) = new_tenant(&s).await;
+    let (c, _) = new_tenant(&s).await;
     let agent = s
         .agents
         .create(a, &agent_req("ada@example.com"))
@@ -100,11 +134,14 @@ async fn concurrent_appends_each_get_the_answer_of_their_own(store: Store) {
     let gone = s.leads.create(a, &lead_req("Gone")).await.unwrap().id;
     s.leads.delete(a, gone).await.unwrap();
     let other = s.leads.create(b, &lead_req("Linus")).await.unwrap().id;
+    let late = s.leads.create(c, &lead_req("Late")).await.unwrap();
     let before = lead.created_at - chrono::Duration::microseconds(1);
+    let before_late = late.created_at - chrono::Duration::microseconds(1);
 
     let (trail_a, trail_b) = (trail_len(&s, a).await, trail_len(&s, b).await);
     let (log_a, log_b) = (s_head(&store, a).await, s_head(&store, b).await);
 
+    let mut wakeups = store.wakeups();
     let mut cases: Vec<(TenantId, LeadId, AppendEventRequest, Expect)> = Vec::new();
     for round in 0..3 {
         for i in 0..8 {
@@ -170,6 +207,16 @@ async fn concurrent_appends_each_get_the_answer_of_their_own(store: Store) {
         }
     }
 
+    // Among the others, so that on SQLite it shares their batch.
+    cases.insert(
+        cases.len() / 2,
+        (
+            c,
+            late.id,
+            note("too early", Some(before_late), None),
+            Expect::PredatesLead,
+        ),
+    );
     let answers = join_all(
         cases
             .iter()
@@ -190,7 +237,12 @@ async fn concurrent_appends_each_get_the_answer_of_their_own(store: Store) {
             }
             Err(AppendError::Store(AppendEventError::LeadNotFound)) => Expect::LeadNotFound,
             Err(AppendError::Store(AppendEventError::PredatesLead { lead_created_at })) => {
-                assert_eq!(lead_created_at, lead.created_at, "{text}");
+                let created = if *tenant == c {
+                    late.created_at
+                } else {
+                    lead.created_at
+                };
+                assert_eq!(lead_created_at, created, "{text}");
                 Expect::PredatesLead
             }
             Err(AppendError::Store(AppendEventError::AgentNotFound)) => Expect::AgentNotFound,
@@ -211,8 +263,21 @@ async fn concurrent_appends_each_get_the_answer_of_their_own(store: Store) {
     assert_eq!(timeline(&s, b, other).await, written_b);
     assert_eq!(logged_events(&store, a, log_a).await, written_a.len());
     assert_eq!(logged_events(&store, b, log_b).await, written_b.len());
-    assert_eq!(trail_len(&s, a).await, trail_a + written_a.len() as u64);
-    assert_eq!(trail_len(&s, b).await, trail_b + written_b.len() as u64);
+    let recorded = |written: &BTreeSet<String>| if audited { written.len() as u64 } else { 0 };
+    assert_eq!(trail_len(&s, a).await, trail_a + recorded(&written_a));
+    assert_eq!(trail_len(&s, b).await, trail_b + recorded(&written_b));
+
+    if store.backend() == leadline_store::Backend::Sqlite {
+        let mut woken = HashSet::new();
+        while let Ok(tenant) = wakeups.try_recv() {
+            woken.insert(tenant);
+        }
+        assert!(woken.contains(&a) && woken.contains(&b), "{woken:?}");
+        assert!(
+            !woken.contains(&c),
+            "a refused append wakes nobody: {woken:?}"
+        );
+    }
 }
 
 async fn s_head(store: &Store, tenant: TenantId) -> ChangePosition {
@@ -220,9 +285,9 @@ async fn s_head(store: &Store, tenant: TenantId) -> ChangePosition {
 }
 
 /// A batch that fails in a way that may be one event's (here a trigger
-/// refuses one event's content) is written again one event at a time: the
-/// one event fails, every other is written.
-#[tokio::test]
+/// refuses one event's content) is halved until that event is alone: it
+/// fails, every other event is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_answers_each_append_alone_on_sqlite() {
     let store = sqlite_store().await;
     store
@@ -264,4 +329,8 @@ async fn a_failed_batch_answers_each_append_alone_on_sqlite() {
     let written: BTreeSet<String> = texts.into_iter().filter(|t| t != "poison").collect();
     assert_eq!(timeline(&s, tenant, lead).await, written);
     assert_eq!(trail_len(&s, tenant).await, trail + written.len() as u64);
+    assert!(
+        store.largest_append_batch_for_tests() > 1,
+        "the poisoned event was in a batch with others"
+    );
 }

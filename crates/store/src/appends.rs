@@ -22,11 +22,17 @@
 //!   is acknowledged.
 //! - A fault the whole batch meets (the writer unavailable, a full disk,
 //!   lock contention past its deadline) is every request's answer. Any
-//!   other failure might be one event's: the batch's events are then
-//!   written one transaction each, so that each gets its own answer.
-//! - A request that gave up before its batch was taken is left out; once
-//!   taken, it is written like any other (an abandoned request's own
-//!   transaction could have committed too).
+//!   other failure might be one event's: the batch is then halved, and each
+//!   half written again, until the events that fail are alone, so that
+//!   each event gets its own answer.
+//! - A request that gave up before its transaction began is left out; once
+//!   it began, the event is written like any other (an abandoned request's
+//!   own transaction could have committed too).
+//! - An append waits for the writer's turn as any write waits for the
+//!   writer's connection: for at most `database.acquire_timeout_ms`, then
+//!   it is taken back out of the queue and answered unavailable (503 with
+//!   `Retry-After`). Once taken, its batch answers it, within the bounds of
+//!   any transaction (the connection, the lock, the flush).
 //!
 //! The batch runs in a task of its own, so a request that gives up while
 //! its batch is being written cannot leave the other requests without an
@@ -35,13 +41,16 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use chrono::{DateTime, Utc};
-use leadline_domain::{AuditRecord, Change, Event, TenantId};
+use leadline_domain::{AuditRecord, Change, Event, EventId, TenantId};
 use leadline_ports::{AppendEventError, Unavailable};
-use metrics::histogram;
+use metrics::{counter, histogram};
 use sea_orm::{ConnectionTrait as _, DatabaseTransaction, DbBackend, Statement};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -79,6 +88,8 @@ pub(crate) struct Appends {
     /// Held by the batch being written, from before its transaction begins
     /// until its answers have been sent.
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// The most appends one batch has held.
+    largest: AtomicUsize,
 }
 
 impl Appends {
@@ -87,6 +98,14 @@ impl Appends {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(pending);
+    }
+
+    /// Takes the append of event `id` back out of the queue, if no batch
+    /// has taken it yet.
+    fn withdraw(&self, id: EventId) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = queue.iter().position(|p| p.append.event.id == id);
+        at.map(|at| queue.remove(at)).is_some()
     }
 
     /// The next batch: up to [`MAX_BATCH`] queued appends whose requests are
@@ -101,14 +120,29 @@ impl Appends {
 impl Store {
     /// Appends `append` in a batch with whatever other appends are queued
     /// (module documentation), and answers as its own transaction would.
+    /// Its `db_query_duration_seconds` is the request's whole wait, queue
+    /// included; the batch's transaction is `events.append_batch`.
     ///
     /// # Errors
     /// The batch's [`Failure`], or this event's when the batch failed in a
-    /// way that may have been one event's.
+    /// way that may have been one event's; unavailable when the append was
+    /// not taken into a batch within `database.acquire_timeout_ms`.
     pub(crate) async fn append_combined(&self, append: Append) -> Outcome {
+        let started = tokio::time::Instant::now();
+        let outcome = self.queued_append(append, started).await;
+        histogram!("db_query_duration_seconds", "operation" => "events.append")
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn queued_append(&self, append: Append, started: tokio::time::Instant) -> Outcome {
         let appends = self.appends();
+        let id = append.event.id;
+        // As long as any write waits for the writer's connection.
+        let patience = self.retry_policy().busy_deadline;
         let (reply, mut answer) = oneshot::channel();
         appends.push(Pending { append, reply });
+        let mut taken = false;
         loop {
             tokio::select! {
                 biased;
@@ -122,8 +156,9 @@ impl Store {
                 turn = Arc::clone(&appends.turn).lock_owned() => {
                     let batch = appends.take();
                     if batch.is_empty() {
-                        // An earlier batch took this append: its answer is
-                        // on the way.
+                        // A batch took this append and its answer is on the
+                        // way, or only abandoned appends were ahead of it
+                        // (`take` dropped them): either way, wait again.
                         continue;
                     }
                     let store = self.clone();
@@ -131,6 +166,18 @@ impl Store {
                         store.write_batch(batch).await;
                         drop(turn);
                     });
+                }
+                () = tokio::time::sleep_until(started + patience), if !taken => {
+                    if appends.withdraw(id) {
+                        counter!("db_pool_acquire_timeouts_total", "pool" => "primary")
+                            .increment(1);
+                        return Err(Failure::Unavailable(Unavailable(format!(
+                            "the SQLite writer had no turn for this append within {} ms",
+                            patience.as_millis()
+                        ))));
+                    }
+                    // Taken: its batch answers, within its own bounds.
+                    taken = true;
                 }
             }
         }
@@ -143,35 +190,50 @@ impl Store {
             reason = "at most MAX_BATCH, exact in an f64"
         )]
         histogram!("db_append_batch_size").record(batch.len() as f64);
-        let (appends, replies): (Vec<Append>, Vec<_>) =
-            batch.into_iter().map(|p| (p.append, p.reply)).unzip();
-        match self.write_appends(&appends).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A request that stopped waiting needs no answer.
-                    let _ = reply.send(Ok(outcome));
-                }
+        self.appends()
+            .largest
+            .fetch_max(batch.len(), Ordering::Relaxed);
+        let mut parts = vec![batch];
+        while let Some(mut part) = parts.pop() {
+            // Nothing is written for a request that stopped waiting before
+            // its transaction began.
+            part.retain(|p| !p.reply.is_closed());
+            if part.is_empty() {
+                continue;
             }
-            Err(failure) if appends.len() > 1 && shared(&failure).is_none() => {
-                for (append, reply) in appends.iter().zip(replies) {
-                    let outcome = self
-                        .write_appends(std::slice::from_ref(append))
-                        .await
-                        .map(|mut outcomes| outcomes.pop().unwrap_or(Ok(())));
-                    let _ = reply.send(outcome);
-                }
-            }
-            Err(failure) => {
-                // Several requests only for a failure [`shared`] copies.
-                let mut replies = replies.into_iter();
-                let last = replies.next_back();
-                for reply in replies {
-                    if let Some(copy) = shared(&failure) {
-                        let _ = reply.send(Err(copy));
+            let (appends, replies): (Vec<Append>, Vec<_>) =
+                part.into_iter().map(|p| (p.append, p.reply)).unzip();
+            match self.write_appends(&appends).await {
+                Ok(outcomes) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        // A request that stopped waiting needs no answer.
+                        let _ = reply.send(Ok(outcome));
                     }
                 }
-                if let Some(reply) = last {
-                    let _ = reply.send(Err(failure));
+                Err(failure) if appends.len() > 1 && shared(&failure).is_none() => {
+                    // Perhaps one event's failure: halve the part until the
+                    // events that fail are alone, the older half first.
+                    let mut older: Vec<Pending> = appends
+                        .into_iter()
+                        .zip(replies)
+                        .map(|(append, reply)| Pending { append, reply })
+                        .collect();
+                    let newer = older.split_off(older.len() / 2);
+                    parts.push(newer);
+                    parts.push(older);
+                }
+                Err(failure) => {
+                    // Several requests only for a failure [`shared`] copies.
+                    let mut replies = replies.into_iter();
+                    let last = replies.next_back();
+                    for reply in replies {
+                        if let Some(copy) = shared(&failure) {
+                            let _ = reply.send(Err(copy));
+                        }
+                    }
+                    if let Some(reply) = last {
+                        let _ = reply.send(Err(failure));
+                    }
                 }
             }
         }
@@ -183,14 +245,15 @@ impl Store {
         &self,
         appends: &[Append],
     ) -> Result<Vec<Result<(), AppendEventError>>, Failure> {
-        let Some(first) = appends.first() else {
-            return Ok(Vec::new());
-        };
         let audits = self.audits();
+        // The transaction names no tenant: SQLite has no tenant context to
+        // set, and the runner would wake the tenant it names whenever the
+        // batch wrote anything. The tenants whose logs grew are woken below.
+        let no_tenant = TenantId::from_uuid(Uuid::nil());
         let outcomes = transaction!(
             self,
-            "events.append",
-            first.event.tenant_id,
+            "events.append_batch",
+            no_tenant,
             Write,
             rows = appends.len(),
             |txn| {
@@ -214,14 +277,21 @@ impl Store {
                     .collect::<Vec<_>>())
             }
         )?;
-        // The transaction woke the first event's tenant; the others' too.
-        let mut woken = HashSet::from([first.event.tenant_id]);
+        let mut woken = HashSet::new();
         for (append, outcome) in appends.iter().zip(&outcomes) {
             if outcome.is_ok() && woken.insert(append.event.tenant_id) {
                 self.ping_changes(append.event.tenant_id);
             }
         }
         Ok(outcomes)
+    }
+
+    /// The most appends one transaction has written so far: how tests see
+    /// that appends were combined.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn largest_append_batch_for_tests(&self) -> usize {
+        self.appends().largest.load(Ordering::Relaxed)
     }
 }
 
@@ -334,7 +404,14 @@ mod tests {
     fn texts(batch: &[Pending]) -> Vec<String> {
         batch
             .iter()
-            .map(|p| p.append.event.content.as_ref().map_or("", |c| c.as_str()).to_owned())
+            .map(|p| {
+                p.append
+                    .event
+                    .content
+                    .as_ref()
+                    .map_or("", |c| c.as_str())
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -354,8 +431,18 @@ mod tests {
             }
         }
         let kept = |range: std::ops::Range<usize>| -> Vec<String> {
-            range.filter(|i| i % 3 != 0).map(|i| i.to_string()).collect()
+            range
+                .filter(|i| i % 3 != 0)
+                .map(|i| i.to_string())
+                .collect()
         };
+        // A request that waited too long takes its append back, until a
+        // batch has taken it.
+        let (late, _answer) = pending("late");
+        let id = late.append.event.id;
+        appends.push(late);
+        assert!(appends.withdraw(id), "still queued");
+        assert!(!appends.withdraw(id), "gone once withdrawn");
         assert_eq!(texts(&appends.take()), kept(0..MAX_BATCH));
         assert_eq!(texts(&appends.take()), kept(MAX_BATCH..MAX_BATCH + 5));
         assert!(appends.take().is_empty());
