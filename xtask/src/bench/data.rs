@@ -472,6 +472,9 @@ impl StatementSplit {
 /// The import's own statement, for [`statement_split`].
 pub const LEADS_INSERT: &str = r#"^INSERT INTO "?leads"? "#;
 
+/// The append's one statement, for [`statement_split`].
+pub const EVENT_APPEND: &str = r"appended AS \(INSERT INTO events ";
+
 /// Approve's own statement, for [`statement_split`].
 pub const APPROVAL_UPDATE: &str = r#"^UPDATE "approvals" "#;
 

@@ -1201,6 +1201,8 @@ async fn measure(
         )
         .await?,
     );
+    data::reset_statement_stats(&pool).await?;
+    let cpu_before = infra::CpuTicks::now();
     report.event = Some(
         measure_one(
             "append an event",
@@ -1210,6 +1212,8 @@ async fn measure(
         )
         .await?,
     );
+    report.event_cpu = Some(cpu_before.shares(&infra::CpuTicks::now(), &report::CPU_PROGRAMS));
+    report.event_server = Some(data::statement_split(&pool, SERVICE, data::EVENT_APPEND).await?);
     let pending = data::pending_approvals(&pool, &tenants, 300_000).await?;
     report.pending_available = pending.len();
     data::reset_statement_stats(&pool).await?;

@@ -277,6 +277,10 @@ pub struct Report {
     pub page: Option<Measured>,
     /// (5).
     pub event: Option<Measured>,
+    /// The server's time on (5)'s statements, warm-up included.
+    pub event_server: Option<super::data::StatementSplit>,
+    /// The machine's CPU during (5), as [`Report::approve_cpu`].
+    pub event_cpu: Option<(f64, Vec<f64>)>,
     /// Pending approvals available to (6).
     pub pending_available: usize,
     /// (6).
@@ -481,6 +485,8 @@ impl Report {
             approve: None,
             approve_server: None,
             approve_cpu: None,
+            event_server: None,
+            event_cpu: None,
             audit_cost: None,
             analytics: None,
             mix: None,
@@ -1749,16 +1755,38 @@ impl Report {
              tenant policy the GIN (tags) index is out of reach (`@>` is not leakproof: \
              docs/backends.md). Its ratio to a one-row ceiling shows the cost of the page."
         );
+        let event_server = self
+            .event_server
+            .filter(|st| st.main_calls > 0)
+            .map(|st| {
+                let per = |ms: f64| ms / st.main_calls as f64;
+                format!(
+                    " Per append the server executed the append statement for {:.3} ms and \
+                     everything else the service sent for {:.3} ms (`pg_stat_statements`, {} \
+                     appends with the warm-up; wall-clock inside the server, waiting for a core \
+                     included).",
+                    per(st.main_ms),
+                    per(st.other_ms + st.log_ms),
+                    st.main_calls,
+                )
+            })
+            .unwrap_or_default();
+        let event_cpu = self
+            .event_cpu
+            .as_ref()
+            .map(|(busy, shares)| cpu_sentence("append", *busy, shares))
+            .unwrap_or_default();
         let _ = writeln!(
             md,
             "- **(5) append event** is one autocommit statement like the ceiling's (it sets \
              the tenant in a leading CTE and inserts `ON CONFLICT DO NOTHING`; its foreign key \
-             also checks the lead), followed by the cache invalidation (a Redis `MULTI`: \
-             `INCR`, `EXPIRE`, `DEL`, `PUBLISH`, one more round trip), plus HTTP and the \
-             event's JSON in and out. The `INSERT` \
+             also checks the lead), but it writes three rows where the ceiling writes one (the \
+             event, its change-log row and its audit record, each with its indexes), followed \
+             by the cache invalidation (a Redis `MULTI`: `INCR`, `EXPIRE`, `DEL`, `PUBLISH`, \
+             one more round trip), plus HTTP and the event's JSON in and out. The `INSERT` \
              itself, its index updates and the WAL write of each commit (shared with every \
-             concurrent writer) cost the same on both sides, and that cost grows with the table: \
-             the closer the two, the bigger the data set."
+             concurrent writer) cost the same on both sides, and that cost grows with the \
+             table: the closer the two, the bigger the data set.{event_server}{event_cpu}"
         );
         let approve_server = self
             .approve_server
@@ -1781,23 +1809,7 @@ impl Report {
         let approve_cpu = self
             .approve_cpu
             .as_ref()
-            .map(|(busy, shares)| {
-                let named: Vec<String> = CPU_PROGRAMS
-                    .iter()
-                    .zip(shares)
-                    .map(|(name, share)| format!("`{name}` {share:.0} %"))
-                    .collect();
-                let verdict = if *busy >= 90.0 {
-                    "the cores were saturated, so approve is bound by CPU"
-                } else {
-                    "the cores had room, so approve waits on something else"
-                };
-                format!(
-                    " During the run the machine's cores were {busy:.0} % busy ({}; from \
-                     `/proc`, the load generator is `xtask`): {verdict}.",
-                    named.join(", ")
-                )
-            })
+            .map(|(busy, shares)| cpu_sentence("approve", *busy, shares))
             .unwrap_or_default();
         let _ = writeln!(
             md,
@@ -1885,6 +1897,27 @@ fn short_of(value: f64, threshold: f64, decimals: usize) -> String {
 /// backends, the service, the load generator (in the benchmark's own
 /// process) and Redis.
 pub const CPU_PROGRAMS: [&str; 4] = ["postgres", "leadline", "xtask", "redis-server"];
+
+/// How busy the machine's cores were during a scenario (`busy`, and each
+/// of [`CPU_PROGRAMS`]'s `shares`, in per cent), and what that says bounds
+/// `what`.
+fn cpu_sentence(what: &str, busy: f64, shares: &[f64]) -> String {
+    let named: Vec<String> = CPU_PROGRAMS
+        .iter()
+        .zip(shares)
+        .map(|(name, share)| format!("`{name}` {share:.0} %"))
+        .collect();
+    let verdict = if busy >= 90.0 {
+        format!("the cores were saturated, so {what} is bound by CPU")
+    } else {
+        format!("the cores had room, so {what} waits on something else")
+    };
+    format!(
+        " During the run the machine's cores were {busy:.0} % busy ({}; from `/proc`, the load \
+         generator is `xtask`): {verdict}.",
+        named.join(", ")
+    )
+}
 
 /// What bounds the import, from the server's time per statement: a
 /// paragraph, or nothing when the statistics were not read.
