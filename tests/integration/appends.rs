@@ -1,8 +1,8 @@
-//! Appends that arrive together. On SQLite they share the writer's turn
-//! (`crates/store/src/appends.rs`: one transaction writes every event queued
-//! by then), and each request must still get the answer a transaction of
-//! its own would have given it; PostgreSQL, which appends each in one
-//! statement, must give the same answers.
+//! Appends that arrive together share a turn to be written
+//! (`crates/store/src/appends.rs`): on SQLite one transaction writes every
+//! event queued by then, on PostgreSQL one statement per tenant. Each
+//! request must still get the answer a write of its own would have given
+//! it, on both.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -44,10 +44,54 @@ mod sqlite {
 }
 
 mod postgres {
+    use leadline_store::{Store, StoreSettings};
+
+    use crate::support::{pg, pg_store, settings};
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_each_get_the_answer_of_their_own() {
-        let store = crate::support::pg_store().await;
-        super::concurrent_appends_each_get_the_answer_of_their_own(store, true).await;
+        let store = pg_store().await;
+        super::concurrent_appends_each_get_the_answer_of_their_own(store.clone(), true).await;
+        assert!(
+            store.largest_append_batch_for_tests() > 1,
+            "appends of one tenant sent together shared a statement"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_without_the_audit_trail() {
+        let store = Store::connect(&StoreSettings {
+            audit: false,
+            ..settings(&pg().await.service_url)
+        })
+        .await
+        .unwrap();
+        super::concurrent_appends_each_get_the_answer_of_their_own(store.clone(), false).await;
+        assert!(store.largest_append_batch_for_tests() > 1);
+    }
+
+    /// A trigger of the schema's owner refuses one event's content.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_answers_each_append_alone() {
+        let (owner, service) = crate::support::isolated_pg("leadline_appends_poison").await;
+        let owner = crate::support::store_at(&owner).await;
+        owner
+            .execute_for_tests(
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.content = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; \
+                 RETURN NEW; END $$",
+            )
+            .await
+            .unwrap();
+        owner
+            .execute_for_tests(
+                "CREATE TRIGGER poison BEFORE INSERT ON events \
+                 FOR EACH ROW EXECUTE FUNCTION poison()",
+            )
+            .await
+            .unwrap();
+        super::a_failed_batch_answers_each_append_alone(crate::support::store_at(&service).await)
+            .await;
     }
 }
 
@@ -284,9 +328,6 @@ async fn s_head(store: &Store, tenant: TenantId) -> ChangePosition {
     store.head(tenant).await.unwrap()
 }
 
-/// A batch that fails in a way that may be one event's (here a trigger
-/// refuses one event's content) is halved until that event is alone: it
-/// fails, every other event is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_answers_each_append_alone_on_sqlite() {
     let store = sqlite_store().await;
@@ -297,6 +338,13 @@ async fn a_failed_batch_answers_each_append_alone_on_sqlite() {
         )
         .await
         .unwrap();
+    a_failed_batch_answers_each_append_alone(store).await;
+}
+
+/// A batch that fails in a way that may be one event's (here a trigger
+/// refuses one event's content) is halved until that event is alone: it
+/// fails, every other event is written.
+async fn a_failed_batch_answers_each_append_alone(store: Store) {
     let s = services(store.clone());
     let (tenant, _) = new_tenant(&s).await;
     let lead = s.leads.create(tenant, &lead_req("Grace")).await.unwrap().id;

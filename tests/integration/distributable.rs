@@ -232,6 +232,12 @@ async fn every_statement_the_store_sends_filters_by_tenant() {
         missed.is_empty() && checked >= 50,
         "the workload sent {checked} statements on tenant tables and none on {missed:?}"
     );
+    assert!(
+        statements
+            .iter()
+            .any(|(query, _)| query.contains("jsonb_to_recordset")),
+        "the workload's appends shared a statement, which was checked too"
+    );
 }
 
 /// The schema's functions that read every tenant's rows on purpose, and
@@ -648,6 +654,12 @@ async fn workload(service_url: &str) {
         Some(json!({"kind": "call", "direction": "inbound", "content": "Grace called", "actor": agent})),
     )
     .await;
+    // Appends sent together share a statement (`appends.rs`).
+    let note =
+        |i: usize| json!({"kind": "note", "direction": "internal", "content": format!("note {i}")});
+    let events_uri = format!("{lead_uri}/events");
+    futures::future::join_all((0..6).map(|i| api.call(Method::POST, &events_uri, Some(note(i)))))
+        .await;
     api.call(Method::GET, &format!("{lead_uri}/events?limit=2"), None)
         .await;
     api.call(Method::GET, &format!("{lead_uri}/context"), None)

@@ -233,7 +233,8 @@ async fn rerun_after_fault(write: Write, when: &str, code: &str) {
                 .await
                 .unwrap();
             assert!(page.items.iter().any(|e| e.id == appended.id));
-            "events.append"
+            // The statement is the batch's, even when it holds one event.
+            "events.append_batch"
         }
     };
     assert_eq!(
@@ -692,6 +693,55 @@ async fn an_append_whose_answer_was_lost_after_it_committed_is_written_once() {
     assert_eq!(page.items.iter().filter(|e| e.id == appended.id).count(), 1);
 }
 
+/// The same for appends that shared one statement: the server committed
+/// the batch, its answer was lost, and the rerun writes nothing; each event
+/// is then found by its id and confirmed as its request's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_appends_whose_answer_was_lost_is_written_once() {
+    let pg = pg().await;
+    let proxy = Proxy::start().await;
+    // One connection: its statements stay prepared, so only a statement
+    // it has not run before sends the text the proxy arms on.
+    let store = Store::connect(&StoreSettings {
+        max_connections: 1,
+        ..settings(&proxy.url(&pg.service_url), 3)
+    })
+    .await
+    .unwrap();
+    let (tenant, lead) = lead_of_new_tenant(&store).await;
+    // A lone append prepares the one-event statement first.
+    EventRepository::append(&store, tenant, lead, &event("first"))
+        .await
+        .unwrap();
+    let contents: Vec<String> = (0..8)
+        .map(|i| format!("lost-batch-{i}-{}", uuid::Uuid::new_v4().simple()))
+        .collect();
+    let requests: Vec<_> = contents.iter().map(|c| event(c)).collect();
+    proxy.set(CUT_AFTER_APPEND);
+    // The first goes alone; the others queue behind it and share the next
+    // statement, the first batch this connection prepares.
+    let answers = futures::future::join_all(
+        requests
+            .iter()
+            .map(|req| EventRepository::append(&store, tenant, lead, req)),
+    )
+    .await;
+    assert_eq!(
+        proxy.mode.load(Ordering::SeqCst),
+        PASS,
+        "the proxy really cut the batch's execution"
+    );
+    assert!(store.largest_append_batch_for_tests() > 1);
+    let page = EventRepository::timeline(&store, tenant, lead, &TimelineQuery::default())
+        .await
+        .unwrap();
+    for (content, answer) in contents.iter().zip(answers) {
+        let appended = answer.expect("the rerun finds the committed rows");
+        assert_eq!(stored(lead, content).await, 1, "exactly one row: {content}");
+        assert_eq!(page.items.iter().filter(|e| e.id == appended.id).count(), 1);
+    }
+}
+
 /// With `database.slow_query_ms = 0` every operation is "slow": each is
 /// logged with its name and duration, and never with a parameter value.
 #[tokio::test]
@@ -732,7 +782,11 @@ async fn slow_operations_are_logged_by_name_never_with_parameters() {
         .lines()
         .find(|l| l.contains("slow database operation"))
         .unwrap();
-    assert!(line.contains(r#""operation":"events.append""#), "{line}");
+    // The request's statement; it ran for the appends queued with it.
+    assert!(
+        line.contains(r#""operation":"events.append_batch""#),
+        "{line}"
+    );
     assert!(line.contains("duration_ms"), "{line}");
     assert!(
         !text.contains(&secret),

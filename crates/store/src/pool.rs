@@ -132,7 +132,7 @@ struct Inner {
     /// Each tenant's audit chain head as this process last wrote it
     /// (SQLite: a hint that saves reading it, `audit.rs`).
     chain_heads: Arc<crate::audit::ChainHeads>,
-    /// SQLite: the appends waiting for the writer's turn (`appends.rs`).
+    /// The appends waiting for a turn to be written (`appends.rs`).
     appends: crate::appends::Appends,
     /// Each tenant's chain head as this process's sealer last left it
     /// (PostgreSQL: a hint that saves scanning for it, `audit.rs`).
@@ -149,6 +149,12 @@ struct Inner {
 
 impl Inner {
     fn new(db: DatabaseConnection, pool: PoolHandle, backend: Backend, retry: RetryPolicy) -> Self {
+        let appends = crate::appends::Appends::new(match &pool {
+            PoolHandle::Postgres(p) => {
+                crate::appends::Appends::postgres_turns(p.options().get_max_connections())
+            }
+            PoolHandle::Sqlite(_) => 1,
+        });
         Self {
             db,
             pool,
@@ -168,7 +174,7 @@ impl Inner {
             wal_sync: None,
             point_readers: None,
             chain_heads: Arc::default(),
-            appends: crate::appends::Appends::default(),
+            appends,
             seal_heads: crate::audit::SealHeads::default(),
             own_options: None,
             stop_name: None,

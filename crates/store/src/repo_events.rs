@@ -1,14 +1,20 @@
 //! [`EventRepository`] on the store: the append-only timeline.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
+use chrono::SecondsFormat;
 use leadline_domain::{AppendEventRequest, Event, EventId, LeadId, Page, TenantId, TimelineQuery};
 use leadline_ports::{AppendEventError, EventRepository, IdempotentRequest, TimelineError};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
+use uuid::Uuid;
 
 use crate::{
-    Store, effects,
+    Store,
+    appends::Append,
+    effects,
     entity::{events, leads},
     errors::{Failure, common},
     repo_leads::lead_exists,
@@ -73,6 +79,67 @@ const APPEND_UNAUDITED_SQL: ScopedSql =
 
 /// How many of [`append_values`] [`APPEND_UNAUDITED_SQL`] takes.
 const UNAUDITED_VALUES: usize = 10;
+
+/// Several events of one tenant as the rows of `input`, from the JSON
+/// array of [`batch_values`] (`$2`).
+macro_rules! batch_input {
+    () => {
+        ", input AS MATERIALIZED (SELECT * FROM jsonb_to_recordset($2::jsonb) AS i(n int, \
+         id uuid, lead_id uuid, kind text, direction text, content text, \
+         occurred_at timestamptz, actor uuid, metadata jsonb, created_at timestamptz, \
+         data jsonb, key_id uuid, user_id uuid, agent_id uuid, request_id text, changes text, \
+         content_hash text)) "
+    };
+}
+
+/// Each of `input`'s events, written as [`append_event!`] writes one: only
+/// onto a live lead of the tenant that it does not predate.
+macro_rules! batch_appended {
+    () => {
+        ", appended AS (INSERT INTO events (tenant_id, id, lead_id, kind, direction, content, \
+         occurred_at, actor, metadata, created_at) SELECT scope.tenant_id, i.id, i.lead_id, \
+         i.kind, i.direction, i.content, i.occurred_at, i.actor, i.metadata, i.created_at \
+         FROM scope CROSS JOIN input i CROSS JOIN LATERAL (SELECT 1 FROM leads l \
+         WHERE l.tenant_id = $1::uuid AND l.tenant_id = scope.tenant_id \
+         AND l.id = i.lead_id AND l.deleted_at IS NULL AND l.created_at <= i.occurred_at \
+         OFFSET 0) live ORDER BY i.n \
+         ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id) "
+    };
+}
+
+/// The changes of the events `appended` wrote, in `input`'s order.
+macro_rules! batch_change {
+    () => {
+        "INSERT INTO changes (tenant_id, type, entity_id, at, data) \
+         SELECT appended.tenant_id, 'event.recorded', appended.id, i.created_at, i.data \
+         FROM appended JOIN input i ON i.id = appended.id ORDER BY i.n"
+    };
+}
+
+/// [`APPEND_SQL`] for several events of one tenant at once: one statement,
+/// one round trip and one commit for all of them, from [`batch_values`]. It
+/// returns the id of each event it wrote; the others were refused or
+/// already there, as with [`APPEND_SQL`].
+const APPEND_BATCH_SQL: ScopedSql = scoped_sql!(
+    batch_input!(),
+    batch_appended!(),
+    ", changed AS (",
+    batch_change!(),
+    ") INSERT INTO audit_log (tenant_id, at, key_id, user_id, agent_id, request_id, entity, \
+     entity_id, action, changes, content_hash) \
+     SELECT appended.tenant_id, i.created_at, i.key_id, i.user_id, i.agent_id, i.request_id, \
+     'event', appended.id, 'event.recorded', i.changes::json, decode(i.content_hash, 'hex') \
+     FROM appended JOIN input i ON i.id = appended.id ORDER BY i.n RETURNING entity_id"
+);
+
+/// [`APPEND_BATCH_SQL`] without the audit records, for
+/// `database.audit = false`.
+const APPEND_BATCH_UNAUDITED_SQL: ScopedSql = scoped_sql!(
+    batch_input!(),
+    batch_appended!(),
+    batch_change!(),
+    " RETURNING entity_id"
+);
 
 impl Store {
     /// One event by id, for recovering an idempotent append.
@@ -160,10 +227,13 @@ async fn refusal(
 const APPEND_VALUES: usize = 16;
 
 /// [`APPEND_SQL`]'s values after the tenant, as [`events::ActiveModel`]
-/// converts them.
-fn append_values(event: &Event) -> [sea_orm::Value; APPEND_VALUES] {
-    let change = leadline_domain::Change::event(event);
-    let audit = leadline_domain::AuditRecord::of_change(&change, &leadline_ports::audit_context());
+/// converts them, with the change and audit record the request made.
+fn append_values(append: &Append) -> [sea_orm::Value; APPEND_VALUES] {
+    let Append {
+        event,
+        change,
+        audit,
+    } = append;
     [
         event.id.as_uuid().into(),
         event.lead_id.as_uuid().into(),
@@ -174,7 +244,7 @@ fn append_values(event: &Event) -> [sea_orm::Value; APPEND_VALUES] {
         event.actor.map(|a| a.as_uuid()).into(),
         serde_json::Value::Object(event.metadata.as_map().clone()).into(),
         event.created_at.into(),
-        change.data.into(),
+        change.data.clone().into(),
         audit.actor.key_id.map(|k| k.as_uuid()).into(),
         audit.actor.user_id.map(|u| u.as_uuid()).into(),
         audit.actor.agent_id.map(|a| a.as_uuid()).into(),
@@ -182,6 +252,100 @@ fn append_values(event: &Event) -> [sea_orm::Value; APPEND_VALUES] {
         audit.changes.clone().into(),
         leadline_domain::audit::hex(&audit.content_hash()).into(),
     ]
+}
+
+/// [`APPEND_BATCH_SQL`]'s one value after the tenant: the events as a JSON
+/// array of rows, in the columns [`append_values`] binds one by one, each
+/// numbered (`n`) so that rows go in in the order they were queued.
+/// Timestamps are written to the microsecond, as PostgreSQL keeps them and
+/// as a bound value is truncated.
+fn batch_values(appends: &[Append]) -> serde_json::Value {
+    let at = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let rows = appends.iter().enumerate().map(|(n, append)| {
+        let Append {
+            event,
+            change,
+            audit,
+        } = append;
+        serde_json::json!({
+            "n": n,
+            "id": event.id.as_uuid(),
+            "lead_id": event.lead_id.as_uuid(),
+            "kind": event.kind.as_str(),
+            "direction": event.direction.as_str(),
+            "content": event.content.as_ref().map(|c| c.as_str()),
+            "occurred_at": at(&event.occurred_at),
+            "actor": event.actor.map(|a| a.as_uuid()),
+            "metadata": serde_json::Value::Object(event.metadata.as_map().clone()),
+            "created_at": at(&event.created_at),
+            "data": change.data,
+            "key_id": audit.actor.key_id.map(|k| k.as_uuid()),
+            "user_id": audit.actor.user_id.map(|u| u.as_uuid()),
+            "agent_id": audit.actor.agent_id.map(|a| a.as_uuid()),
+            "request_id": audit.request_id,
+            // Text, kept byte for byte: the content hash covers it.
+            "changes": audit.changes,
+            "content_hash": leadline_domain::audit::hex(&audit.content_hash()),
+        })
+    });
+    serde_json::Value::Array(rows.collect())
+}
+
+impl Store {
+    /// Writes `appends`, all of `tenant` and none under an idempotency key,
+    /// as one statement on PostgreSQL ([`APPEND_SQL`] for one event,
+    /// [`APPEND_BATCH_SQL`] for more), and says of each whether it was
+    /// written or why not. An event the statement did not write is asked
+    /// about ([`Store::confirm_appended`]): its id was taken by an earlier
+    /// attempt of the same statement whose answer was lost, or its lead
+    /// refused it. An actor that is no agent of the tenant fails the whole
+    /// statement (a foreign key), which [`crate::appends`] then splits.
+    ///
+    /// # Errors
+    /// The statement's [`Failure`], or a confirmation's.
+    pub(crate) async fn append_statement(
+        &self,
+        tenant: TenantId,
+        appends: &[Append],
+    ) -> Result<Vec<Result<(), AppendEventError>>, Failure> {
+        const OP: &str = "events.append_batch";
+        let rows = match (appends, self.audits()) {
+            ([one], true) => {
+                self.scoped_statement(OP, tenant, APPEND_SQL, append_values(one))
+                    .await?
+            }
+            ([one], false) => {
+                let values = append_values(one).into_iter().take(UNAUDITED_VALUES);
+                self.scoped_statement(OP, tenant, APPEND_UNAUDITED_SQL, values)
+                    .await?
+            }
+            (_, audits) => {
+                let sql = if audits {
+                    APPEND_BATCH_SQL
+                } else {
+                    APPEND_BATCH_UNAUDITED_SQL
+                };
+                let values = [batch_values(appends).into()];
+                self.scoped_statement(OP, tenant, sql, values).await?
+            }
+        };
+        let written = rows
+            .iter()
+            .map(|row| row.try_get_by_index::<Uuid>(0))
+            .collect::<Result<HashSet<Uuid>, _>>()?;
+        if !written.is_empty() {
+            self.ping_changes(tenant);
+        }
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for append in appends {
+            outcomes.push(if written.contains(&append.event.id.as_uuid()) {
+                Ok(())
+            } else {
+                self.confirm_appended(&append.event).await?
+            });
+        }
+        Ok(outcomes)
+    }
 }
 
 #[async_trait]
@@ -200,42 +364,19 @@ impl EventRepository for Store {
                 .map_err(|f| common!(f, AppendEventError));
         }
         // Under an idempotency key the append records itself on the key in
-        // its own transaction, so the one-statement path (PostgreSQL) and
-        // the combined one (SQLite, `appends.rs`) are for plain calls.
-        let plain = IdempotentRequest::current().is_none();
-        let one_statement = plain && self.backend() == crate::Backend::Postgres;
-        let combined = plain && self.backend() == crate::Backend::Sqlite;
-        // The one statement asks nothing first: its lateral read of the lead
+        // its own transaction; plain calls are combined (`appends.rs`): on
+        // PostgreSQL one statement per tenant, on SQLite one transaction.
+        // The statement asks nothing first: its lateral read of the lead
         // refuses a missing, foreign or deleted lead and an event that
         // predates its lead, at no extra round trip; only a refused append
         // reads why.
-        let result: Result<Result<(), AppendEventError>, Failure> = if one_statement {
-            let values = append_values(&event);
-            let appended = if self.audits() {
-                self.scoped_statement("events.append", tenant, APPEND_SQL, values)
-                    .await
-            } else {
-                self.scoped_statement(
-                    "events.append",
-                    tenant,
-                    APPEND_UNAUDITED_SQL,
-                    values.into_iter().take(UNAUDITED_VALUES),
-                )
-                .await
-            };
-            match appended {
-                Ok(rows) if rows.is_empty() => self.confirm_appended(&event).await,
-                Ok(_) => {
-                    self.ping_changes(tenant);
-                    Ok(Ok(()))
-                }
-                Err(f) => Err(f),
-            }
-        } else if combined {
+        let result: Result<Result<(), AppendEventError>, Failure> = if IdempotentRequest::current()
+            .is_none()
+        {
             let change = leadline_domain::Change::event(&event);
             let audit =
                 leadline_domain::AuditRecord::of_change(&change, &leadline_ports::audit_context());
-            self.append_combined(crate::appends::Append {
+            self.append_combined(Append {
                 event: event.clone(),
                 change,
                 audit,

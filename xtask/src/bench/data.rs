@@ -451,6 +451,9 @@ pub struct StatementSplit {
     /// approve's conditional `UPDATE`): how often it ran, and its time.
     pub main_calls: i64,
     pub main_ms: f64,
+    /// The rows it wrote (for an append: the events, several to a
+    /// statement when appends share one).
+    pub main_rows: i64,
     /// The change-log statements: events, change-log rows and their audit
     /// records (`WITH written_0 AS (INSERT …`).
     pub log_ms: f64,
@@ -506,13 +509,14 @@ pub async fn statement_split(
     role: &str,
     main: &str,
 ) -> anyhow::Result<StatementSplit> {
-    let row: (i64, f64, f64, f64, f64) = sqlx::query_as(
+    let row: (i64, f64, f64, f64, f64, i64) = sqlx::query_as(
         "SELECT coalesce(sum(calls) FILTER (WHERE part = 'main'), 0)::int8, \
                 coalesce(sum(t) FILTER (WHERE part = 'main'), 0)::float8, \
                 coalesce(sum(t) FILTER (WHERE part = 'log'), 0)::float8, \
                 coalesce(sum(t) FILTER (WHERE part = 'other'), 0)::float8, \
-                coalesce(sum(t) FILTER (WHERE part = 'copy'), 0)::float8 \
-           FROM (SELECT s.calls, s.total_exec_time AS t, \
+                coalesce(sum(t) FILTER (WHERE part = 'copy'), 0)::float8, \
+                coalesce(sum(rows) FILTER (WHERE part = 'main'), 0)::int8 \
+           FROM (SELECT s.calls, s.rows, s.total_exec_time AS t, \
                         CASE WHEN s.query ~ '^COPY\\s+leads\\s' THEN 'copy' \
                              WHEN s.query ~ $2 THEN 'main' \
                              WHEN s.query ~ '^WITH written_0 AS \\(INSERT ' THEN 'log' \
@@ -528,6 +532,7 @@ pub async fn statement_split(
     Ok(StatementSplit {
         main_calls: row.0,
         main_ms: row.1,
+        main_rows: row.5,
         log_ms: row.2,
         other_ms: row.3,
         copy_ms: row.4,

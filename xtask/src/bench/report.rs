@@ -1757,17 +1757,19 @@ impl Report {
         );
         let event_server = self
             .event_server
-            .filter(|st| st.main_calls > 0)
+            .filter(|st| st.main_calls > 0 && st.main_rows > 0)
             .map(|st| {
-                let per = |ms: f64| ms / st.main_calls as f64;
+                let per = |ms: f64| ms / st.main_rows as f64;
                 format!(
-                    " Per append the server executed the append statement for {:.3} ms and \
+                    " Per append the server executed the append statements for {:.3} ms and \
                      everything else the service sent for {:.3} ms (`pg_stat_statements`, {} \
-                     appends with the warm-up; wall-clock inside the server, waiting for a core \
-                     included).",
+                     appends with the warm-up in {} statements, {:.1} to a statement; \
+                     wall-clock inside the server, waiting for a core included).",
                     per(st.main_ms),
                     per(st.other_ms + st.log_ms),
+                    st.main_rows,
                     st.main_calls,
+                    st.main_rows as f64 / st.main_calls as f64,
                 )
             })
             .unwrap_or_default();
@@ -1778,10 +1780,12 @@ impl Report {
             .unwrap_or_default();
         let _ = writeln!(
             md,
-            "- **(5) append event** is one autocommit statement like the ceiling's (it sets \
+            "- **(5) append event** is an autocommit statement like the ceiling's (it sets \
              the tenant in a leading CTE and inserts `ON CONFLICT DO NOTHING`; its foreign key \
-             also checks the lead), but it writes three rows where the ceiling writes one (the \
-             event, its change-log row and its audit record, each with its indexes), followed \
+             also checks the lead), shared by the appends of one tenant that arrive together \
+             (one statement, one round trip and one commit for all of them), but it writes \
+             three rows per event where the ceiling writes one (the event, its change-log row \
+             and its audit record, each with its indexes), followed \
              by the cache invalidation (a Redis `MULTI`: `INCR`, `EXPIRE`, `DEL`, `PUBLISH`, \
              one more round trip), plus HTTP and the event's JSON in and out. The `INSERT` \
              itself, its index updates and the WAL write of each commit (shared with every \
@@ -1986,6 +1990,7 @@ mod tests {
         let split = super::super::data::StatementSplit {
             main_calls: 500,
             main_ms: 90_000.0,
+            main_rows: 1_000_000,
             log_ms: 60_000.0,
             other_ms: 10_000.0,
             copy_ms: 75_000.0,
