@@ -1,25 +1,35 @@
-//! SQLite appends, combined: the events that concurrent requests append
-//! are written by one transaction of the one writer.
+//! Appends, combined: the events that concurrent requests append are
+//! written together, on SQLite by one transaction of the one writer, on
+//! PostgreSQL by one statement per tenant.
 //!
 //! A SQLite file has one writer connection, and a write's turn on it is
 //! mostly waiting: `BEGIN`, the lead's check, the rows, `COMMIT`, each a
 //! hand-off to the connection's thread and back, then the flush of the
-//! log that acknowledges it (`wal_sync.rs`). Appends are the writes that
-//! arrive in streams, so they share turns, as commits share a flush: each
-//! request queues its event (with the change and the audit record it makes,
-//! which need the request's own context) and waits for its answer; the
-//! first one to find the writer's turn free takes every event queued by
-//! then and writes them in one transaction; those queued meanwhile go in
-//! the next. A lone append is a batch of one, written as before.
+//! log that acknowledges it (`wal_sync.rs`). On PostgreSQL each append was
+//! one statement and one commit, and the server's work per statement (the
+//! executor's set-up, the change log's statement trigger, the commit) was
+//! most of the cost. Appends are the writes that arrive in streams, so
+//! they share turns, as commits share a flush: each request queues its
+//! event (with the change and the audit record it makes, which need the
+//! request's own context) and waits for its answer; the first one to find
+//! a turn free takes every event queued by then and writes them; those
+//! queued meanwhile go in the next. SQLite has one turn; PostgreSQL one per
+//! eight pooled connections, and a batch there is split by tenant (row-level
+//! security scopes a statement to one tenant), each tenant's part one
+//! statement, the parts written at once. A lone append is a batch of one,
+//! written as before.
 //!
 //! What each request is told is what a transaction of its own would have
 //! told it:
-//! - Refusals are decided per event, from one read of the batch's leads and
-//!   agents inside the transaction (a missing or deleted lead, an event
+//! - Refusals are decided per event (a missing or deleted lead, an event
 //!   that predates its lead, an actor that is no agent of the tenant): a
-//!   refused event is left out, the others are written.
-//! - An answer leaves only after the commit and its flush, as every write
-//!   is acknowledged.
+//!   refused event is left out, the others are written. SQLite reads the
+//!   batch's leads and agents in the transaction; PostgreSQL's statement
+//!   writes only onto live leads, asks about each event it did not write,
+//!   and leaves unknown actors to their foreign key (which fails the
+//!   statement: see halving below).
+//! - An answer leaves only after the commit (on SQLite, and its flush), as
+//!   every write is acknowledged.
 //! - A fault the whole batch meets (the writer unavailable, a full disk,
 //!   lock contention past its deadline) is every request's answer. Any
 //!   other failure might be one event's: the batch is then halved, and each
@@ -28,8 +38,8 @@
 //! - A request that gave up before its transaction began is left out; once
 //!   it began, the event is written like any other (an abandoned request's
 //!   own transaction could have committed too).
-//! - An append waits for the writer's turn as any write waits for the
-//!   writer's connection: for at most `database.acquire_timeout_ms`, then
+//! - An append waits for a turn as any write waits for a connection: for
+//!   at most `database.acquire_timeout_ms`, then
 //!   it is taken back out of the queue and answered unavailable (503 with
 //!   `Retry-After`). Once taken, its batch answers it, within the bounds of
 //!   any transaction (the connection, the lock, the flush).
@@ -105,7 +115,8 @@ impl Appends {
 
     /// How many batches a PostgreSQL pool of `connections` writes at once:
     /// one per eight connections. A batch of several tenants takes a
-    /// connection for each, and reads need the rest; fewer turns make larger
+    /// connection for each (waiting for one like any statement); fewer turns
+    /// make larger
     /// batches, as the queue fills while they are written. Measured at 64
     /// concurrent appends on the 2-core bench machine with a pool of 16: 1
     /// or 2 turns about 7,500–8,000 appends/s, 4 turns 7,000, 8 turns 5,500.
@@ -126,6 +137,12 @@ impl Appends {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let at = queue.iter().position(|p| p.append.event.id == id);
         at.map(|at| queue.remove(at)).is_some()
+    }
+
+    /// Whether the append of event `id` is still queued.
+    fn is_queued(&self, id: EventId) -> bool {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.iter().any(|p| p.append.event.id == id)
     }
 
     /// The next batch: up to [`MAX_BATCH`] queued appends whose requests are
@@ -173,12 +190,16 @@ impl Store {
                         )))
                     });
                 }
-                Ok(turn) = Arc::clone(&appends.turns).acquire_owned() => {
+                Ok(turn) = Arc::clone(&appends.turns).acquire_owned(), if !taken => {
                     let batch = appends.take();
+                    // Once a batch holds this append, only its answer is
+                    // awaited: competing for turns again would spin while
+                    // another turn is free (PostgreSQL has several).
+                    taken = !appends.is_queued(id);
                     if batch.is_empty() {
                         // A batch took this append and its answer is on the
                         // way, or only abandoned appends were ahead of it
-                        // (`take` dropped them): either way, wait again.
+                        // (`take` dropped them).
                         continue;
                     }
                     let store = self.clone();
@@ -192,7 +213,7 @@ impl Store {
                         counter!("db_pool_acquire_timeouts_total", "pool" => "primary")
                             .increment(1);
                         return Err(Failure::Unavailable(Unavailable(format!(
-                            "the SQLite writer had no turn for this append within {} ms",
+                            "no turn to write this append came within {} ms",
                             patience.as_millis()
                         ))));
                     }
@@ -219,19 +240,15 @@ impl Store {
                 None => tenants.push((tenant, vec![pending])),
             }
         }
-        let mut parts = tenants.into_iter().map(|(_, part)| part);
-        let first = parts.next();
-        let mut others = tokio::task::JoinSet::new();
-        for part in parts {
+        // Each part in a task of its own, so that one part's panic cannot
+        // abort the others; the turn is held until every part has
+        // answered its requests.
+        let mut parts = tokio::task::JoinSet::new();
+        for (_, part) in tenants {
             let store = self.clone();
-            others.spawn(async move { store.write_part(part).await });
+            parts.spawn(async move { store.write_part(part).await });
         }
-        if let Some(part) = first {
-            self.write_part(part).await;
-        }
-        // Each part answers its own requests; the turn is held until all
-        // have.
-        while others.join_next().await.is_some() {}
+        while parts.join_next().await.is_some() {}
     }
 
     /// Writes `batch`, of one tenant on PostgreSQL, and answers each of its
@@ -251,7 +268,7 @@ impl Store {
                 Ok(outcomes) => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         // A request that stopped waiting needs no answer.
-                        let _ = reply.send(Ok(outcome));
+                        let _ = reply.send(outcome);
                     }
                 }
                 Err(failure) if appends.len() > 1 && shared(&failure).is_none() => {
@@ -286,10 +303,23 @@ impl Store {
     /// Writes the events of `appends` that may be written, in one
     /// transaction (on PostgreSQL one statement, of one tenant), and says of
     /// each whether it was or why not.
-    async fn write_appends(
-        &self,
-        appends: &[Append],
-    ) -> Result<Vec<Result<(), AppendEventError>>, Failure> {
+    async fn write_appends(&self, appends: &[Append]) -> Result<Vec<Outcome>, Failure> {
+        let outcomes = if self.backend() == Backend::Postgres {
+            let tenant = appends.first().map(|a| a.event.tenant_id);
+            debug_assert!(appends.iter().all(|a| Some(a.event.tenant_id) == tenant));
+            match tenant {
+                Some(tenant) => self.append_statement(tenant, appends).await?,
+                None => Vec::new(),
+            }
+        } else {
+            self.write_sqlite_appends(appends)
+                .await?
+                .into_iter()
+                .map(Ok)
+                .collect()
+        };
+        // Counted once written: a batch that failed and was halved counts
+        // as the parts that were.
         #[expect(
             clippy::cast_precision_loss,
             reason = "at most MAX_BATCH, exact in an f64"
@@ -298,14 +328,14 @@ impl Store {
         self.appends()
             .largest
             .fetch_max(appends.len(), Ordering::Relaxed);
-        if self.backend() == Backend::Postgres {
-            let tenant = appends.first().map(|a| a.event.tenant_id);
-            debug_assert!(appends.iter().all(|a| Some(a.event.tenant_id) == tenant));
-            return match tenant {
-                Some(tenant) => self.append_statement(tenant, appends).await,
-                None => Ok(Vec::new()),
-            };
-        }
+        Ok(outcomes)
+    }
+
+    /// [`Store::write_appends`] on SQLite: one transaction of the writer.
+    async fn write_sqlite_appends(
+        &self,
+        appends: &[Append],
+    ) -> Result<Vec<Result<(), AppendEventError>>, Failure> {
         let audits = self.audits();
         // The transaction names no tenant: SQLite has no tenant context to
         // set, and the runner would wake the tenant it names whenever the

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     Store,
-    appends::Append,
+    appends::{Append, Outcome},
     effects,
     entity::{events, leads},
     errors::{Failure, common},
@@ -298,16 +298,18 @@ impl Store {
     /// written or why not. An event the statement did not write is asked
     /// about ([`Store::confirm_appended`]): its id was taken by an earlier
     /// attempt of the same statement whose answer was lost, or its lead
-    /// refused it. An actor that is no agent of the tenant fails the whole
-    /// statement (a foreign key), which [`crate::appends`] then splits.
+    /// refused it. That question is the event's own: if it fails, only
+    /// that event's answer is the failure, never the written events'. An
+    /// actor that is no agent of the tenant fails the whole statement (a
+    /// foreign key), which [`crate::appends`] then splits.
     ///
     /// # Errors
-    /// The statement's [`Failure`], or a confirmation's.
+    /// The statement's [`Failure`]: then nothing is known of any event.
     pub(crate) async fn append_statement(
         &self,
         tenant: TenantId,
         appends: &[Append],
-    ) -> Result<Vec<Result<(), AppendEventError>>, Failure> {
+    ) -> Result<Vec<Outcome>, Failure> {
         const OP: &str = "events.append_batch";
         let rows = match (appends, self.audits()) {
             ([one], true) => {
@@ -339,9 +341,9 @@ impl Store {
         let mut outcomes = Vec::with_capacity(appends.len());
         for append in appends {
             outcomes.push(if written.contains(&append.event.id.as_uuid()) {
-                Ok(())
+                Ok(Ok(()))
             } else {
-                self.confirm_appended(&append.event).await?
+                self.confirm_appended(&append.event).await
             });
         }
         Ok(outcomes)
