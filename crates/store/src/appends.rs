@@ -115,11 +115,12 @@ impl Appends {
 
     /// How many batches a PostgreSQL pool of `connections` writes at once:
     /// one per eight connections. A batch of several tenants takes a
-    /// connection for each (waiting for one like any statement); fewer turns
-    /// make larger
-    /// batches, as the queue fills while they are written. Measured at 64
-    /// concurrent appends on the 2-core bench machine with a pool of 16: 1
-    /// or 2 turns about 7,500–8,000 appends/s, 4 turns 7,000, 8 turns 5,500.
+    /// connection for each (waiting for one like any statement); fewer
+    /// turns make larger batches, as the queue fills while they are
+    /// written. Measured at 64 concurrent appends on the 2-core bench
+    /// machine with a pool of 16, one tenant: 1 or 2 turns about
+    /// 7,500–8,000 appends/s, 4 turns 7,000, 8 turns 5,500; five tenants:
+    /// 1 turn 6,000–8,500, 2 turns 6,300–7,200, 4 turns 5,400–5,600.
     pub(crate) fn postgres_turns(connections: u32) -> usize {
         usize::try_from(connections / 8).unwrap_or(1).max(1)
     }
