@@ -70,6 +70,84 @@ mod postgres {
         assert!(store.largest_append_batch_for_tests() > 1);
     }
 
+    /// A tenant whose append waits (here on a lead another transaction holds
+    /// `FOR UPDATE`, which the foreign key's check waits for) holds up no
+    /// other tenant's appends: each tenant's appends queue and are written
+    /// apart. Sharing one queue, the other tenant's append would wait for
+    /// the first batch's turn and be answered unavailable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_tenant_holds_up_no_other_tenants_appends() {
+        use std::time::Duration;
+
+        use sqlx::{Connection as _, Executor as _};
+
+        let s = crate::support::services(pg_store().await);
+        let (a, _) = crate::support::new_tenant(&s).await;
+        let (b, _) = crate::support::new_tenant(&s).await;
+        let held = s
+            .leads
+            .create(a, &crate::support::lead_req("Held"))
+            .await
+            .unwrap()
+            .id;
+        let free = s
+            .leads
+            .create(b, &crate::support::lead_req("Free"))
+            .await
+            .unwrap()
+            .id;
+        let mut lock = sqlx::PgConnection::connect(&pg().await.service_url)
+            .await
+            .unwrap();
+        lock.execute("BEGIN").await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(a.to_string())
+            .execute(&mut lock)
+            .await
+            .unwrap();
+        sqlx::query("SELECT 1 FROM leads WHERE id = $1::uuid FOR UPDATE")
+            .bind(held.to_string())
+            .execute(&mut lock)
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move {
+                s.timeline
+                    .append(a, held, &super::note("waits", None, None))
+                    .await
+            }
+        });
+        crate::support::eventually(
+            "the append waits on the lock",
+            Duration::from_secs(10),
+            async || {
+                let (blocked,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
+                )
+                .fetch_one(&mut lock)
+                .await?;
+                if blocked > 0 {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("not yet"))
+                }
+            },
+        )
+        .await;
+        s.timeline
+            .append(b, free, &super::note("free", None, None))
+            .await
+            .expect("the other tenant's append is written while the first waits");
+        assert!(!waiting.is_finished(), "the first still waits on the lock");
+        lock.execute("ROLLBACK").await.unwrap();
+        waiting
+            .await
+            .unwrap()
+            .expect("written once the lock is gone");
+    }
+
     /// A trigger of the schema's owner refuses one event's content.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_batch_answers_each_append_alone() {

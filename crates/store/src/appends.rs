@@ -13,11 +13,17 @@
 //! event (with the change and the audit record it makes, which need the
 //! request's own context) and waits for its answer; the first one to find
 //! a turn free takes every event queued by then and writes them; those
-//! queued meanwhile go in the next. SQLite has one turn; PostgreSQL one per
-//! eight pooled connections, and a batch there is split by tenant (row-level
-//! security scopes a statement to one tenant), each tenant's part one
-//! statement, the parts written at once. A lone append is a batch of one,
-//! written as before.
+//! queued meanwhile go in the next. SQLite has one queue and one turn for
+//! every tenant. PostgreSQL has a queue and a turn per tenant with appends
+//! waiting, and a batch is one statement (row-level security scopes a
+//! statement to one tenant anyway): a tenant's batch that waits, on a
+//! lead's lock say, holds up no other tenant's appends. A lone append is a
+//! batch of one, written as before. Measured at 64 concurrent appends on
+//! the 2-core bench machine (pool of 16, five tenants, `xtask bench-load`),
+//! a lane per tenant makes 6,300–6,500 appends/s, two turns per lane
+//! 5,100, and two turns shared by all tenants 6,700–7,600: the lanes cost
+//! about a tenth of the throughput, for tenants that cannot hold each
+//! other up.
 //!
 //! What each request is told is what a transaction of its own would have
 //! told it:
@@ -91,40 +97,114 @@ struct Pending {
     reply: oneshot::Sender<Outcome>,
 }
 
-/// The queue of appends and the turns to write them, one per store.
+/// The lanes of appends, one per store: on SQLite one lane for every
+/// tenant (the one writer), on PostgreSQL one per tenant with appends
+/// waiting, so that a tenant whose batch waits (on a lead's lock, say) holds
+/// up no other tenant's appends.
 #[derive(Debug)]
 pub(crate) struct Appends {
-    queue: Mutex<Vec<Pending>>,
-    /// A permit is held by each batch being written, from before its
-    /// transaction begins until its answers have been sent: one on SQLite
-    /// (the one writer), [`Appends::postgres_turns`] on PostgreSQL.
-    turns: Arc<Semaphore>,
+    per_tenant: bool,
+    lanes: Mutex<HashMap<TenantId, Arc<Lane>>>,
     /// The most appends one transaction has written.
     largest: AtomicUsize,
 }
 
-impl Appends {
-    /// With `turns` batches written at once.
-    pub(crate) fn new(turns: usize) -> Self {
+/// A queue of appends and the turn to write them: held by the batch being
+/// written, from before its transaction begins until its answers have been
+/// sent.
+#[derive(Debug)]
+struct Lane {
+    queue: Mutex<Vec<Pending>>,
+    turn: Arc<Semaphore>,
+}
+
+impl Default for Lane {
+    fn default() -> Self {
         Self {
             queue: Mutex::default(),
-            turns: Arc::new(Semaphore::new(turns.max(1))),
+            turn: Arc::new(Semaphore::new(1)),
+        }
+    }
+}
+
+impl Appends {
+    /// One lane for all (`per_tenant` false: SQLite) or one per tenant
+    /// (PostgreSQL, where row-level security scopes a statement to one
+    /// tenant anyway).
+    pub(crate) fn new(per_tenant: bool) -> Self {
+        Self {
+            per_tenant,
+            lanes: Mutex::default(),
             largest: AtomicUsize::new(0),
         }
     }
 
-    /// How many batches a PostgreSQL pool of `connections` writes at once:
-    /// one per eight connections. A batch of several tenants takes a
-    /// connection for each (waiting for one like any statement); fewer
-    /// turns make larger batches, as the queue fills while they are
-    /// written. Measured at 64 concurrent appends on the 2-core bench
-    /// machine with a pool of 16, one tenant: 1 or 2 turns about
-    /// 7,500–8,000 appends/s, 4 turns 7,000, 8 turns 5,500; five tenants:
-    /// 1 turn 6,000–8,500, 2 turns 6,300–7,200, 4 turns 5,400–5,600.
-    pub(crate) fn postgres_turns(connections: u32) -> usize {
-        usize::try_from(connections / 8).unwrap_or(1).max(1)
+    fn key(&self, tenant: TenantId) -> TenantId {
+        if self.per_tenant {
+            tenant
+        } else {
+            TenantId::from_uuid(Uuid::nil())
+        }
     }
 
+    /// The lane of `tenant`'s appends, made if none waits yet; held until
+    /// the request has its answer ([`LaneHold`]).
+    fn hold(&self, tenant: TenantId) -> LaneHold<'_> {
+        let key = self.key(tenant);
+        let lane = Arc::clone(
+            self.lanes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_default(),
+        );
+        LaneHold {
+            appends: self,
+            key,
+            lane: Some(lane),
+        }
+    }
+}
+
+/// A request's hold on its lane. When the last request of a tenant's lane
+/// lets go (answered, or gone), the lane is dropped with it: PostgreSQL's
+/// lanes last only while their tenant has appends waiting.
+struct LaneHold<'a> {
+    appends: &'a Appends,
+    key: TenantId,
+    lane: Option<Arc<Lane>>,
+}
+
+impl LaneHold<'_> {
+    fn lane(&self) -> &Lane {
+        self.lane
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("held until dropped"))
+    }
+}
+
+impl Drop for LaneHold<'_> {
+    fn drop(&mut self) {
+        if !self.appends.per_tenant {
+            return;
+        }
+        let mut lanes = self
+            .appends
+            .lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Counted under the map's lock, which every new hold takes first.
+        drop(self.lane.take());
+        if lanes
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            lanes.remove(&self.key);
+        }
+    }
+}
+
+impl Lane {
     fn push(&self, pending: Pending) {
         self.queue
             .lock()
@@ -174,12 +254,13 @@ impl Store {
     }
 
     async fn queued_append(&self, append: Append, started: tokio::time::Instant) -> Outcome {
-        let appends = self.appends();
+        let hold = self.appends().hold(append.event.tenant_id);
+        let lane = hold.lane();
         let id = append.event.id;
         // As long as any write waits for the writer's connection.
         let patience = self.retry_policy().busy_deadline;
         let (reply, mut answer) = oneshot::channel();
-        appends.push(Pending { append, reply });
+        lane.push(Pending { append, reply });
         let mut taken = false;
         loop {
             tokio::select! {
@@ -191,12 +272,11 @@ impl Store {
                         )))
                     });
                 }
-                Ok(turn) = Arc::clone(&appends.turns).acquire_owned(), if !taken => {
-                    let batch = appends.take();
+                Ok(turn) = Arc::clone(&lane.turn).acquire_owned(), if !taken => {
+                    let batch = lane.take();
                     // Once a batch holds this append, only its answer is
-                    // awaited: competing for turns again would spin while
-                    // another turn is free (PostgreSQL has several).
-                    taken = !appends.is_queued(id);
+                    // awaited.
+                    taken = !lane.is_queued(id);
                     if batch.is_empty() {
                         // A batch took this append and its answer is on the
                         // way, or only abandoned appends were ahead of it
@@ -210,7 +290,7 @@ impl Store {
                     });
                 }
                 () = tokio::time::sleep_until(started + patience), if !taken => {
-                    if appends.withdraw(id) {
+                    if lane.withdraw(id) {
                         counter!("db_pool_acquire_timeouts_total", "pool" => "primary")
                             .increment(1);
                         return Err(Failure::Unavailable(Unavailable(format!(
@@ -225,36 +305,9 @@ impl Store {
         }
     }
 
-    /// Writes `batch` and answers each of its requests: on SQLite in one
-    /// transaction; on PostgreSQL, whose row-level security scopes a
-    /// statement to one tenant, in one statement per tenant, all at once.
+    /// Writes `batch` (on PostgreSQL, of one tenant: its lane's) and
+    /// answers each of its requests.
     async fn write_batch(&self, batch: Vec<Pending>) {
-        if self.backend() == Backend::Sqlite {
-            self.write_part(batch).await;
-            return;
-        }
-        let mut tenants: Vec<(TenantId, Vec<Pending>)> = Vec::new();
-        for pending in batch {
-            let tenant = pending.append.event.tenant_id;
-            match tenants.iter_mut().find(|(t, _)| *t == tenant) {
-                Some((_, part)) => part.push(pending),
-                None => tenants.push((tenant, vec![pending])),
-            }
-        }
-        // Each part in a task of its own, so that one part's panic cannot
-        // abort the others; the turn is held until every part has
-        // answered its requests.
-        let mut parts = tokio::task::JoinSet::new();
-        for (_, part) in tenants {
-            let store = self.clone();
-            parts.spawn(async move { store.write_part(part).await });
-        }
-        while parts.join_next().await.is_some() {}
-    }
-
-    /// Writes `batch`, of one tenant on PostgreSQL, and answers each of its
-    /// requests.
-    async fn write_part(&self, batch: Vec<Pending>) {
         let mut parts = vec![batch];
         while let Some(mut part) = parts.pop() {
             // Nothing is written for a request that stopped waiting before
@@ -478,7 +531,7 @@ mod tests {
     use leadline_domain::{AuditContext, AuditRecord, Change, LeadId, TenantId};
     use tokio::sync::oneshot;
 
-    use super::{Append, Appends, MAX_BATCH, Outcome, Pending};
+    use super::{Append, Appends, Lane, MAX_BATCH, Outcome, Pending};
 
     fn pending(text: &str) -> (Pending, oneshot::Receiver<Outcome>) {
         let event = leadline_domain::fixtures::note(TenantId::new(), LeadId::new(), text);
@@ -507,12 +560,34 @@ mod tests {
             .collect()
     }
 
+    /// On PostgreSQL each tenant's appends queue in a lane of their own,
+    /// which lasts while any request holds it; on SQLite all share one.
+    #[test]
+    fn each_tenant_queues_apart_on_postgres_and_together_on_sqlite() {
+        let lanes = |appends: &Appends| appends.lanes.lock().expect("not poisoned").len();
+        let appends = Appends::new(true);
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let (a1, a2, b1) = (appends.hold(a), appends.hold(a), appends.hold(b));
+        assert!(std::ptr::eq(a1.lane(), a2.lane()));
+        assert!(!std::ptr::eq(a1.lane(), b1.lane()));
+        drop(a1);
+        assert_eq!(lanes(&appends), 2, "a's lane is still held");
+        drop(a2);
+        assert_eq!(lanes(&appends), 1, "a's lane went with its last request");
+        drop(b1);
+        assert_eq!(lanes(&appends), 0);
+
+        let one = Appends::new(false);
+        let (x, y) = (one.hold(a), one.hold(b));
+        assert!(std::ptr::eq(x.lane(), y.lane()));
+    }
+
     /// A request that stopped waiting before its batch was taken is not
     /// written (its own transaction would not have been either), and a
     /// batch takes at most `MAX_BATCH` appends, oldest first.
     #[test]
     fn a_batch_takes_the_oldest_appends_still_awaited() {
-        let appends = Appends::new(1);
+        let appends = Lane::default();
         let mut awaited = Vec::new();
         for i in 0..MAX_BATCH + 5 {
             let (p, answer) = pending(&i.to_string());

@@ -149,12 +149,7 @@ struct Inner {
 
 impl Inner {
     fn new(db: DatabaseConnection, pool: PoolHandle, backend: Backend, retry: RetryPolicy) -> Self {
-        let appends = crate::appends::Appends::new(match &pool {
-            PoolHandle::Postgres(p) => {
-                crate::appends::Appends::postgres_turns(p.options().get_max_connections())
-            }
-            PoolHandle::Sqlite(_) => 1,
-        });
+        let appends = crate::appends::Appends::new(backend == Backend::Postgres);
         Self {
             db,
             pool,
